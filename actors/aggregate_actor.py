@@ -1,0 +1,112 @@
+"""AggregateActor: owns a set of key groups and their window state; emits closed windows to its sinks."""
+
+from __future__ import annotations
+
+import msgspec
+import pyarrow as pa
+
+from actors.reports import AggregateProgress
+from actors.source_actor import END_OF_INPUT, NO_WATERMARK
+from pipelines.config import PipelineConfig
+from pipelines.records import DEAD_LETTER_SCHEMA
+from pipelines.sinks import ConsoleSink, Sink, open_sink
+from pipelines.windows import TumblingWindows
+
+__all__ = ["AggregateActor"]
+
+
+class AggregateActor:
+    """Keyed window state for the key groups it owns.
+
+    Contract: calls are processed one at a time, in the order each sender sent them. The watermark is the
+    minimum over senders; a window is emitted once, when that watermark passes its end, and rows that arrive
+    for an emitted window go to the dead-letter output as ``late`` (never dropped). When every sender has
+    finished, every open window is emitted and the sinks are flushed.
+    """
+
+    def __init__(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int) -> None:
+        if config.aggregate is None:
+            raise ValueError("AggregateActor needs a pipeline with an aggregate")
+        self._actor_id = actor_id
+        self.key_groups = key_groups
+        self._windows = TumblingWindows(config.aggregate)
+        self._sender_watermarks = [NO_WATERMARK] * senders
+        self._sinks: list[Sink] = [open_sink(sink, actor_id) for sink in config.sinks]
+        self._late_output = open_sink(config.dead_letter, f"{actor_id}-late")
+        self._events_in = 0
+        self._windows_emitted = 0
+        self._late_events = 0
+
+    def process(self, sender: int, batch: pa.RecordBatch | None, watermark_ms: int) -> int:
+        """Fold a batch (or only a watermark, when ``batch`` is None) into state; return rows processed."""
+        rows = 0
+        if batch is not None and batch.num_rows:
+            rows = batch.num_rows
+            self._events_in += rows
+            late = self._windows.add(batch)
+            if late is not None:
+                self._write_late(late)
+        self._sender_watermarks[sender] = max(self._sender_watermarks[sender], watermark_ms)
+        self._emit(self._windows.advance(min(self._sender_watermarks)))
+        return rows
+
+    def finish(self, sender: int) -> AggregateProgress:
+        """``sender`` has no more input. When it was the last one, emit everything and flush the sinks."""
+        self._sender_watermarks[sender] = END_OF_INPUT
+        if self.done:
+            self._emit(self._windows.flush())
+            for sink in self._sinks:
+                sink.flush()
+            self._late_output.flush()
+        return self.progress()
+
+    @property
+    def done(self) -> bool:
+        return all(watermark == END_OF_INPUT for watermark in self._sender_watermarks)
+
+    def close(self) -> AggregateProgress:
+        for sink in self._sinks:
+            sink.close()
+        self._late_output.close()
+        return self.progress()
+
+    def progress(self) -> AggregateProgress:
+        preview = [row for sink in self._sinks if isinstance(sink, ConsoleSink) for row in sink.preview()]
+        return AggregateProgress(
+            actor_id=self._actor_id,
+            events_in=self._events_in,
+            windows_emitted=self._windows_emitted,
+            late_events=self._late_events,
+            watermark_ms=min(self._sender_watermarks),
+            done=self.done,
+            preview=preview,
+        )
+
+    def _emit(self, closed: pa.Table | None) -> None:
+        if closed is None:
+            return
+        self._windows_emitted += closed.num_rows
+        for sink in self._sinks:
+            sink.write(closed)
+
+    def _write_late(self, late: pa.RecordBatch) -> None:
+        self._late_events += late.num_rows
+        payload_columns = [name for name in late.column_names if not name.startswith("_")]
+        encoder = msgspec.json.Encoder()
+        rows = late.select(payload_columns).to_pylist()
+        reason = f"late event: its window had closed (watermark {self._windows.watermark_ms} ms)"
+        self._late_output.write(
+            pa.RecordBatch.from_arrays(
+                [
+                    pa.array([reason] * late.num_rows),
+                    pa.array(["late"] * late.num_rows),
+                    pa.array(["(aggregate input)"] * late.num_rows),
+                    late.column("_partition"),
+                    late.column("_offset"),
+                    late.column("_key"),
+                    pa.array([encoder.encode(row) for row in rows], pa.binary()),
+                    late.column("_traceparent"),
+                ],
+                schema=DEAD_LETTER_SCHEMA,
+            )
+        )

@@ -1,0 +1,1 @@
+"""How the cluster runs pipelines: Ray connection, Supervisor, assignment, CLI."""

@@ -1,0 +1,98 @@
+"""The `eventray` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+from pipelines.config import PipelineConfig, load_config
+from pipelines.errors import EventrayError
+from pipelines.plan import compile_pipeline
+
+__all__ = ["main"]
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if args.max_events is not None:
+        overrides["runtime.max_events"] = args.max_events
+        if args.duration_s is None:
+            overrides["runtime.duration_s"] = None  # an event budget alone bounds the run
+    if args.duration_s is not None:
+        overrides["runtime.duration_s"] = args.duration_s if args.duration_s > 0 else None
+    return overrides
+
+
+def load_run_config(args: argparse.Namespace) -> PipelineConfig:
+    config = load_config(args.config, _overrides(args))
+    compile_pipeline(config)
+    return config
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cluster.console import ProgressView, print_summary  # noqa: PLC0415 - keep `--help` fast
+    from cluster.runner import run_pipeline  # noqa: PLC0415
+
+    console = Console(stderr=False)
+    config = load_run_config(args)
+    where = f"Ray cluster at {args.address}" if args.address else "an embedded Ray"
+    console.print(f"Running [bold]{config.name}[/] ({args.config}) on {where}. Ctrl-C stops cleanly.")
+    with ProgressView(console) as view:
+        summary = run_pipeline(config, args.address, on_progress=None if args.quiet else view.update)
+    print_summary(console, summary)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = load_run_config(args)
+    print(f"{args.config}: valid pipeline {config.name!r}")
+    return 0
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="pipeline config (YAML), e.g. configs/orders.yaml")
+    parser.add_argument("--max-events", type=int, default=None, help="stop after this many events in total")
+    parser.add_argument(
+        "--duration-s", type=float, default=None, help="stop reading new input after this many seconds (0: never)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventray", description="Event-driven pipelines on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a pipeline until its input ends, its duration passes, or Ctrl-C")
+    _add_run_options(run)
+    run.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: embedded Ray")
+    run.add_argument("--quiet", action="store_true", help="no live progress line")
+    run.set_defaults(func=_run)
+    validate = commands.add_parser("validate", help="check a pipeline config without running it")
+    _add_run_options(validate)
+    validate.set_defaults(func=_validate)
+    _add_optional_commands(commands)
+    return parser
+
+
+def _add_optional_commands(commands: Any) -> None:
+    from cluster.k8s.cli import add_k8s_commands  # noqa: PLC0415
+    from cluster.kafka_dev.cli import add_kafka_commands  # noqa: PLC0415
+
+    add_kafka_commands(commands)
+    add_k8s_commands(commands)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except EventrayError as error:
+        print(f"eventray: {error}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The thin layer through which eventray talks to Ray actors: every ``.remote()`` of the runtime is here.
+
+The Supervisor sees :class:`SourceHandle` and :class:`AggregateHandle` (async methods, plain results), and
+source actors see :class:`RayDownstream`; tests can substitute in-process fakes for all three.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from actors.reports import AggregateProgress, SourceProgress
+
+__all__ = ["AggregateHandle", "RayDownstream", "SourceHandle", "SupervisorHandle", "kill_actor"]
+
+
+class RayDownstream:
+    """Sends a source actor's batches to aggregate actors, with a bound on unprocessed batches."""
+
+    def __init__(self, aggregates: list[Any], max_in_flight: int) -> None:
+        self._aggregates = aggregates
+        self._max_in_flight = max_in_flight
+        self._in_flight: deque[Any] = deque()
+
+    @property
+    def owners(self) -> int:
+        return len(self._aggregates)
+
+    async def send(self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int) -> None:
+        self._in_flight.append(self._aggregates[owner].process.remote(sender, batch, watermark_ms))
+        while len(self._in_flight) > self._max_in_flight:
+            await self._in_flight.popleft()
+
+    async def finish(self, sender: int) -> None:
+        while self._in_flight:
+            await self._in_flight.popleft()
+        await asyncio.gather(*(aggregate.finish.remote(sender) for aggregate in self._aggregates))
+
+
+class SourceHandle:
+    def __init__(self, actor: Any, actor_id: str) -> None:
+        self.actor = actor
+        self.actor_id = actor_id
+
+    def start(self) -> Any:
+        """Start the actor's read loop; the returned reference resolves to its final progress."""
+        return self.actor.run.remote()
+
+    async def progress(self) -> SourceProgress:
+        result: SourceProgress = await self.actor.progress.remote()
+        return result
+
+    async def stop(self) -> None:
+        await self.actor.stop.remote()
+
+    async def freeze(self) -> None:
+        await self.actor.freeze.remote()
+
+
+class AggregateHandle:
+    def __init__(self, actor: Any, actor_id: str) -> None:
+        self.actor = actor
+        self.actor_id = actor_id
+
+    async def progress(self) -> AggregateProgress:
+        result: AggregateProgress = await self.actor.progress.remote()
+        return result
+
+    async def close(self) -> AggregateProgress:
+        result: AggregateProgress = await self.actor.close.remote()
+        return result
+
+
+def kill_actor(handle: SourceHandle | AggregateHandle) -> None:
+    ray.kill(handle.actor, no_restart=True)
+
+
+class SupervisorHandle:
+    """The driver's view of a Supervisor actor: start a run, poll it, stop it, collect its summary."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+        self._run: Any = None
+
+    def start(self) -> None:
+        self._run = self._actor.run.remote()
+
+    def wait(self, timeout_s: float) -> bool:
+        """True once the run has ended (successfully or not)."""
+        ready, _ = ray.wait([self._run], timeout=timeout_s)
+        return bool(ready)
+
+    def progress(self) -> Any:
+        return ray.get(self._actor.progress.remote())
+
+    def stop(self) -> None:
+        ray.get(self._actor.stop.remote())
+
+    def result(self) -> Any:
+        """The run's summary; an actor's :class:`FatalError` is re-raised as itself, not as a RayTaskError."""
+        try:
+            return ray.get(self._run)
+        except ray.exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+
+    def shutdown(self) -> None:
+        try:
+            ray.get(self._actor.shutdown.remote())
+        finally:
+            ray.kill(self._actor, no_restart=True)

@@ -1,0 +1,50 @@
+"""Connecting to Ray: embedded (a local instance started here) or an existing cluster.
+
+``RAY_AUTH_MODE`` must be the same for every process of a cluster (DESIGN section 7). It is read and defaulted
+here, once, before Ray starts: ``disabled`` unless the environment says otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+__all__ = ["DEFAULT_AUTH_MODE", "RayConnection", "connect"]
+
+DEFAULT_AUTH_MODE = "disabled"
+NAMESPACE = "eventray"
+
+
+class RayConnection:
+    """A connection made by :func:`connect`; :meth:`close` shuts down only what this process started."""
+
+    def __init__(self, embedded: bool, address: str | None) -> None:
+        self.embedded = embedded
+        self.address = address
+
+    def close(self) -> None:
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> RayConnection:
+    """Start an embedded Ray (``address`` None and no ``RAY_ADDRESS``) or join the cluster at ``address``.
+
+    Inside ``ray job submit`` the job's environment carries ``RAY_ADDRESS``, so the default joins that cluster.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", DEFAULT_AUTH_MODE)
+    if ray.is_initialized():
+        return RayConnection(embedded=False, address=address)
+    joining = address is not None or "RAY_ADDRESS" in os.environ
+    options: dict[str, object] = {
+        "namespace": NAMESPACE,
+        "logging_level": logging.WARNING,
+        "log_to_driver": True,
+    }
+    if joining:
+        ray.init(address=address, **options)
+    else:
+        ray.init(include_dashboard=False, num_cpus=num_cpus, **options)
+    return RayConnection(embedded=not joining, address=address)

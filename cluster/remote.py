@@ -1,0 +1,47 @@
+"""The one place where plain actor classes become Ray actors and get their options (DESIGN section 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from actors import AggregateActor, SourceActor
+from pipelines.config import PipelineConfig
+
+__all__ = ["aggregate_actor_options", "remote_aggregate", "remote_source", "remote_supervisor", "source_actor_options"]
+
+NAMESPACE = "eventray"
+
+
+def _actor_cpus(config: PipelineConfig) -> float:
+    return config.runtime.cpus_per_actor
+
+
+def source_actor_options(config: PipelineConfig, actor_id: str) -> dict[str, Any]:
+    # An async actor: run() loops while progress()/stop() calls interleave at its await points.
+    return {"name": actor_id, "namespace": NAMESPACE, "num_cpus": _actor_cpus(config), "max_restarts": 0}
+
+
+def aggregate_actor_options(config: PipelineConfig, actor_id: str) -> dict[str, Any]:
+    # One call at a time keeps each sender's batches in order (DESIGN section 3).
+    return {
+        "name": actor_id,
+        "namespace": NAMESPACE,
+        "num_cpus": _actor_cpus(config),
+        "max_concurrency": 1,
+        "max_restarts": 0,
+    }
+
+
+def remote_source(config: PipelineConfig, actor_id: str) -> Any:
+    return ray.remote(SourceActor).options(**source_actor_options(config, actor_id))
+
+
+def remote_aggregate(config: PipelineConfig, actor_id: str) -> Any:
+    return ray.remote(AggregateActor).options(**aggregate_actor_options(config, actor_id))
+
+
+def remote_supervisor(supervisor_class: type, name: str) -> Any:
+    # The Supervisor needs no CPU of its own: it waits on actors most of the time.
+    return ray.remote(supervisor_class).options(name=name, namespace=NAMESPACE, num_cpus=0, max_restarts=0)

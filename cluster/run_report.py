@@ -1,0 +1,67 @@
+"""What a run reports while it runs (:class:`RunProgress`) and when it ends (:class:`RunSummary`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.reports import AggregateProgress, SourceProgress
+from pipelines.config import ConsoleSinkConfig
+from pipelines.windows import WINDOW_START
+
+__all__ = ["RunProgress", "RunSummary", "merge_previews"]
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    elapsed_s: float
+    events_in: int
+    events_out: int
+    dead_lettered: int
+    late_events: int
+    windows_emitted: int
+    lag_records: int
+    sources_done: int
+    sources: int
+    aggregates: int
+
+    @classmethod
+    def of(cls, sources: list[SourceProgress], aggregates: list[AggregateProgress], elapsed_s: float) -> RunProgress:
+        return cls(
+            elapsed_s=elapsed_s,
+            events_in=sum(source.events_in for source in sources),
+            events_out=sum(source.events_out for source in sources),
+            dead_lettered=sum(source.dead_lettered for source in sources),
+            late_events=sum(aggregate.late_events for aggregate in aggregates),
+            windows_emitted=sum(aggregate.windows_emitted for aggregate in aggregates),
+            lag_records=sum(source.lag_records for source in sources),
+            sources_done=sum(source.done for source in sources),
+            sources=len(sources),
+            aggregates=len(aggregates),
+        )
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events_in / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    pipeline: str
+    progress: RunProgress
+    stopped_early: bool
+    preview: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    dead_letter_path: str = ""
+
+
+def merge_previews(aggregates: list[AggregateProgress], console: ConsoleSinkConfig | None) -> list[dict[str, Any]]:
+    """The console sink's rows over all aggregate actors: ranked by ``sort_by`` (else latest first), top N."""
+    if console is None:
+        return []
+    rows = [row for aggregate in aggregates for row in aggregate.preview]
+    if console.sort_by is None:
+        rows.sort(key=lambda row: row.get(WINDOW_START) or 0, reverse=True)
+    else:
+        rows.sort(key=lambda row: (row[console.sort_by] is None, -(row[console.sort_by] or 0)))
+    return rows[: console.top]

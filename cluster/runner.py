@@ -1,0 +1,58 @@
+"""Running a pipeline from a driver process: the code behind ``eventray run`` and ``python -m pipelines.X``."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+from cluster.handles import SupervisorHandle
+from cluster.ray_runtime import connect
+from cluster.remote import remote_supervisor
+from cluster.run_report import RunProgress, RunSummary
+from cluster.supervisor import Supervisor
+from pipelines.config import PipelineConfig
+from pipelines.plan import compile_pipeline
+
+__all__ = ["run_pipeline"]
+
+ProgressCallback = Callable[[RunProgress], None]
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    address: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    poll_s: float = 0.5,
+) -> RunSummary:
+    """Run ``config`` to its end on an embedded Ray (``address`` None) or on the cluster at ``address``.
+
+    Ctrl-C (KeyboardInterrupt) stops reading, finishes in-flight batches, emits and flushes, and returns the
+    summary with ``stopped_early``; a second Ctrl-C abandons the run.
+    """
+    compile_pipeline(config)  # a wrong config fails here, before Ray starts
+    connection = connect(address)
+    try:
+        run_id = secrets.token_hex(3)
+        actor = remote_supervisor(Supervisor, f"{config.name}-{run_id}-supervisor").remote(
+            config, run_id
+        )
+        supervisor = SupervisorHandle(actor)
+        supervisor.start()
+        try:
+            _poll(supervisor, on_progress, poll_s)
+        except KeyboardInterrupt:
+            supervisor.stop()
+            _poll(supervisor, on_progress, poll_s)
+        try:
+            return supervisor.result()  # type: ignore[no-any-return]
+        finally:
+            supervisor.shutdown()
+    finally:
+        if connection.embedded:
+            connection.close()
+
+
+def _poll(supervisor: SupervisorHandle, on_progress: ProgressCallback | None, poll_s: float) -> None:
+    while not supervisor.wait(poll_s):
+        if on_progress is not None:
+            on_progress(supervisor.progress())

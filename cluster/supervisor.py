@@ -1,0 +1,141 @@
+"""The Supervisor: builds a pipeline's topology, runs it to the end, and reports progress.
+
+It is a plain class (Ray options are applied in :mod:`cluster.remote`) that talks to actors only through
+:mod:`cluster.handles`. One run: spawn aggregate actors (key groups assigned), spawn source actors (partitions
+assigned), start every source's read loop, freeze the sources at the duration deadline, stop them on request,
+then wait for every source to hand over its batches and every aggregate to emit and flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from actors.reports import AggregateProgress, SourceProgress
+from cluster.assignment import assign_key_groups, assign_partitions, owner_of_group, partition_limits
+from cluster.handles import AggregateHandle, RayDownstream, SourceHandle, kill_actor
+from cluster.remote import remote_aggregate, remote_source
+from cluster.run_report import RunProgress, RunSummary, merge_previews
+from pipelines.config import ConsoleSinkConfig, PipelineConfig
+from pipelines.errors import FatalError
+from pipelines.plan import compile_pipeline
+from pipelines.sinks import clear_previous_output
+from pipelines.sources import partition_count
+
+__all__ = ["PipelineFailed", "Supervisor"]
+
+_POLL_S = 0.1
+
+
+class PipelineFailed(FatalError):
+    """An actor of the pipeline failed; the message carries its error."""
+
+
+class Supervisor:
+    def __init__(self, config: PipelineConfig, run_id: str) -> None:
+        compile_pipeline(config)  # fail here, before any actor exists, if the config cannot run
+        self._config = config
+        self._run_id = run_id
+        self._started_at_s = time.time()
+        self._start_time_ms = getattr(config.source, "start_time_ms", None) or int(self._started_at_s * 1000)
+        self._sources: list[SourceHandle] = []
+        self._aggregates: list[AggregateHandle] = []
+        self._stop_requested = False
+        self._finished_sources: list[SourceProgress] = []
+        self._final_aggregates: list[AggregateProgress] = []
+
+    async def run(self) -> RunSummary:
+        """Run the pipeline to its end (bounded input, duration, or :meth:`stop`); return the summary."""
+        clear_previous_output(self._config)
+        self._spawn()
+        runs = [asyncio.ensure_future(self._await(source.start())) for source in self._sources]
+        try:
+            await self._drive(runs)
+            self._finished_sources = list(await asyncio.gather(*runs))
+            self._final_aggregates = [await aggregate.close() for aggregate in self._aggregates]
+        except Exception as error:
+            for run in runs:
+                run.cancel()
+            self._kill_all()
+            raise PipelineFailed(f"pipeline {self._config.name!r} failed: {error}") from None
+        return self._summary()
+
+    async def stop(self) -> None:
+        """Stop reading now; in-flight batches are finished, windows emitted and sinks flushed."""
+        self._stop_requested = True
+
+    async def progress(self) -> RunProgress:
+        sources = await asyncio.gather(*(source.progress() for source in self._sources))
+        aggregates = await asyncio.gather(*(aggregate.progress() for aggregate in self._aggregates))
+        return RunProgress.of(list(sources), list(aggregates), time.time() - self._started_at_s)
+
+    def shutdown(self) -> None:
+        """Kill the actors of this run (after :meth:`run` returned, or to abandon it)."""
+        self._kill_all()
+
+    async def _drive(self, runs: list[asyncio.Future[Any]]) -> None:
+        duration = self._config.runtime.duration_s
+        frozen = stopped = False
+        while not all(run.done() for run in runs):
+            if any(run.done() and run.exception() is not None for run in runs):
+                break  # gather() below raises it
+            elapsed = time.time() - self._started_at_s
+            if not frozen and duration is not None and elapsed >= duration:
+                frozen = True
+                await asyncio.gather(*(source.freeze() for source in self._sources))
+            if self._stop_requested and not stopped:
+                stopped = True
+                await asyncio.gather(*(source.stop() for source in self._sources))
+            await asyncio.wait(runs, timeout=_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+
+    @staticmethod
+    async def _await(reference: Any) -> SourceProgress:
+        result: SourceProgress = await reference
+        return result
+
+    def _spawn(self) -> None:
+        config = self._config
+        runtime = config.runtime
+        partitions = partition_count(config.source)
+        limits = partition_limits(partitions, runtime.max_events)
+        owners: list[int] | None = None
+        if config.aggregate is not None:
+            groups = assign_key_groups(runtime.max_key_groups, runtime.aggregate_actors)
+            owners = owner_of_group(groups, runtime.max_key_groups)
+            senders = min(runtime.source_actors, partitions)
+            for index, owned in enumerate(groups):
+                actor_id = f"aggregate-{index}"
+                actor = remote_aggregate(config, self._ray_name(actor_id)).remote(config, actor_id, owned, senders)
+                self._aggregates.append(AggregateHandle(actor, actor_id))
+        for index, owned in enumerate(assign_partitions(partitions, runtime.source_actors)):
+            actor_id = f"source-{index}"
+            downstream = (
+                RayDownstream([handle.actor for handle in self._aggregates], runtime.max_in_flight_batches)
+                if owners is not None
+                else None
+            )
+            actor = remote_source(config, self._ray_name(actor_id)).remote(
+                config, actor_id, index, owned, {p: limits[p] for p in owned},
+                self._started_at_s, self._start_time_ms, downstream, owners,
+            )  # fmt: skip
+            self._sources.append(SourceHandle(actor, actor_id))
+
+    def _ray_name(self, actor_id: str) -> str:
+        return f"{self._config.name}-{self._run_id}-{actor_id}"
+
+    def _kill_all(self) -> None:
+        for handle in [*self._sources, *self._aggregates]:
+            kill_actor(handle)
+
+    def _summary(self) -> RunSummary:
+        console = next((sink for sink in self._config.sinks if isinstance(sink, ConsoleSinkConfig)), None)
+        progress = RunProgress.of(self._finished_sources, self._final_aggregates, time.time() - self._started_at_s)
+        return RunSummary(
+            pipeline=self._config.name,
+            progress=progress,
+            stopped_early=self._stop_requested,
+            preview=merge_previews(self._final_aggregates, console),
+            outputs=[getattr(sink, "path", "console") for sink in self._config.sinks],
+            dead_letter_path=self._config.dead_letter.path,
+        )

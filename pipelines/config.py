@@ -1,0 +1,278 @@
+"""Pipeline configuration: pydantic models loaded from YAML or built in Python.
+
+Units are in field names (``_ms``, ``_s``). Unknown keys are rejected, so a typo fails before anything starts,
+and :func:`load_config` turns validation errors into one :class:`ConfigError` that lists every field path with
+what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipelines.errors import ConfigError
+
+__all__ = [
+    "AggregateConfig",
+    "AggregationConfig",
+    "ConsoleSinkConfig",
+    "DeadLetterConfig",
+    "DeriveOp",
+    "FieldType",
+    "FileSourceConfig",
+    "FilterOp",
+    "GeneratorSourceConfig",
+    "JsonlSinkConfig",
+    "MaskOp",
+    "OperatorConfig",
+    "ParquetSinkConfig",
+    "PipelineConfig",
+    "RuntimeConfig",
+    "SchemaConfig",
+    "SelectOp",
+    "SinkConfig",
+    "SourceConfig",
+    "TumblingWindowConfig",
+    "format_validation_error",
+    "load_config",
+    "parse_config",
+]
+
+FieldType = Literal["string", "int64", "float64", "bool", "timestamp_ms"]
+EVENT_TYPES = ("UserRegistered", "OrderCreated", "PaymentProcessed", "ShipmentDispatched", "InventoryUpdated")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SchemaConfig(_Model):
+    """The shape of decoded events and the rules that make an event valid."""
+
+    fields: dict[str, FieldType] = Field(min_length=1, description="column name -> type")
+    required: list[str] = Field(default_factory=list, description="columns that must not be null")
+    checks: list[str] = Field(
+        default_factory=list, description="expressions that must be true; a failing one is the DLQ reason"
+    )
+    event_time_field: str | None = Field(default=None, description="int64 epoch-ms column used as event time")
+    event_id_field: str | None = Field(default=None, description="column that identifies an event uniquely")
+
+    @model_validator(mode="after")
+    def _names_exist(self) -> SchemaConfig:
+        known = sorted(self.fields)
+        for name in self.required:
+            if name not in self.fields:
+                raise ValueError(f"required column {name!r} is not in fields; fields are {known}")
+        for label, name in (("event_time_field", self.event_time_field), ("event_id_field", self.event_id_field)):
+            if name is not None and name not in self.fields:
+                raise ValueError(f"{label} {name!r} is not in fields; fields are {known}")
+        if self.event_time_field and self.fields[self.event_time_field] not in ("int64", "timestamp_ms"):
+            raise ValueError(f"event_time_field {self.event_time_field!r} must be int64 or timestamp_ms (epoch ms)")
+        return self
+
+
+class GeneratorSourceConfig(_Model):
+    """The built-in, replayable event generator: event i of partition p is a pure function of (seed, p, i)."""
+
+    type: Literal["generator"] = "generator"
+    partitions: int = Field(default=8, ge=1, le=1024)
+    seed: int = Field(default=42, ge=0)
+    rate_per_s: float | None = Field(
+        default=20_000, gt=0, description="events/s over all partitions; null: as fast as the pipeline reads"
+    )
+    event_time_rate_per_s: float = Field(
+        default=20_000, gt=0, description="spacing of event time when rate_per_s is null"
+    )
+    invalid_fraction: float = Field(default=0.01, ge=0, le=1)
+    customers: int = Field(default=1_000, ge=1)
+    skus: int = Field(default=500, ge=1)
+    max_out_of_order_ms: int = Field(default=500, ge=0, description="event-time jitter, bounded")
+    start_time_ms: int | None = Field(default=None, ge=0, description="event time of offset 0; null: run start")
+
+
+class FileSourceConfig(_Model):
+    """JSONL or Parquet files; each file is one partition, its row number the offset."""
+
+    type: Literal["file"] = "file"
+    paths: list[str] = Field(min_length=1, description="files or glob patterns")
+    format: Literal["jsonl", "parquet"] = "jsonl"
+
+
+SourceConfig = Annotated[GeneratorSourceConfig | FileSourceConfig, Field(discriminator="type")]
+
+
+class FilterOp(_Model):
+    op: Literal["filter"]
+    expr: str = Field(min_length=1)
+
+
+class SelectOp(_Model):
+    op: Literal["select"]
+    columns: list[str] = Field(min_length=1)
+    rename: dict[str, str] = Field(default_factory=dict)
+
+
+class DeriveOp(_Model):
+    op: Literal["derive"]
+    column: str = Field(min_length=1)
+    expr: str = Field(min_length=1)
+
+
+class MaskOp(_Model):
+    op: Literal["mask"]
+    column: str = Field(min_length=1)
+    method: Literal["redact", "hash", "keep_last"] = "redact"
+    keep_last: int = Field(default=4, ge=0)
+
+
+OperatorConfig = Annotated[FilterOp | SelectOp | DeriveOp | MaskOp, Field(discriminator="op")]
+
+
+class AggregationConfig(_Model):
+    fn: Literal["count", "sum", "min", "max", "mean"]
+    column: str | None = None
+
+    @model_validator(mode="after")
+    def _column_when_needed(self) -> AggregationConfig:
+        if self.fn != "count" and self.column is None:
+            raise ValueError(f"aggregation {self.fn!r} needs a column")
+        return self
+
+
+class TumblingWindowConfig(_Model):
+    type: Literal["tumbling"] = "tumbling"
+    size_ms: int = Field(gt=0)
+
+
+class AggregateConfig(_Model):
+    """A keyed, event-time windowed aggregate, run in AggregateActors that own key groups."""
+
+    key: str = Field(min_length=1)
+    window: TumblingWindowConfig
+    aggregations: dict[str, AggregationConfig] = Field(min_length=1)
+    max_out_of_order_ms: int = Field(default=1_000, ge=0, description="watermark = max event time - this")
+
+
+class ConsoleSinkConfig(_Model):
+    type: Literal["console"] = "console"
+    top: int = Field(default=10, ge=1, le=1_000, description="rows shown at the end, ranked by sort_by")
+    sort_by: str | None = Field(default=None, description="column to rank rows by, descending")
+
+
+class JsonlSinkConfig(_Model):
+    type: Literal["jsonl"] = "jsonl"
+    path: str = Field(min_length=1, description="directory; each writing actor writes part-<actor>.jsonl")
+
+
+class ParquetSinkConfig(_Model):
+    type: Literal["parquet"] = "parquet"
+    path: str = Field(min_length=1, description="directory; each writing actor writes its own files")
+
+
+SinkConfig = Annotated[ConsoleSinkConfig | JsonlSinkConfig | ParquetSinkConfig, Field(discriminator="type")]
+
+
+class DeadLetterConfig(_Model):
+    """Where invalid events go, with their original bytes and the reason."""
+
+    type: Literal["jsonl"] = "jsonl"
+    path: str = Field(default="out/dead_letter", description="directory; each actor writes part-<actor>.jsonl")
+
+
+class RuntimeConfig(_Model):
+    source_actors: int = Field(default=2, ge=1, le=256)
+    aggregate_actors: int = Field(default=2, ge=1, le=256)
+    max_key_groups: int = Field(default=128, ge=1, le=32_768, description="fixed for the life of the state")
+    batch_size: int = Field(default=4_096, ge=1, le=1_000_000)
+    max_in_flight_batches: int = Field(default=8, ge=1, description="per source actor, before it waits")
+    idle_poll_ms: int = Field(default=20, ge=1)
+    cpus_per_actor: float = Field(
+        default=0.25, ge=0, description="Ray CPU reservation per source/aggregate actor (scheduling, not a limit)"
+    )
+    duration_s: float | None = Field(default=30.0, gt=0, description="stop reading after this; null: unbounded")
+    max_events: int | None = Field(default=None, ge=1, description="stop after this many events")
+
+
+class PipelineConfig(_Model):
+    """One pipeline: source -> decode/validate -> operators -> optional keyed aggregate -> sinks."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    source: SourceConfig
+    schema_: SchemaConfig = Field(alias="schema")
+    operators: list[OperatorConfig] = Field(default_factory=list)
+    aggregate: AggregateConfig | None = None
+    sinks: list[SinkConfig] = Field(default_factory=lambda: [ConsoleSinkConfig()])
+    dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("sinks")
+    @classmethod
+    def _at_least_one_sink(cls, sinks: list[Any]) -> list[Any]:
+        if not sinks:
+            raise ValueError("at least one sink is needed (console, jsonl or parquet)")
+        return sinks
+
+    @model_validator(mode="after")
+    def _capacity(self) -> PipelineConfig:
+        if self.aggregate is not None and self.runtime.aggregate_actors > self.runtime.max_key_groups:
+            raise ValueError(
+                f"runtime.aggregate_actors ({self.runtime.aggregate_actors}) exceeds runtime.max_key_groups "
+                f"({self.runtime.max_key_groups}): an actor would own no key group"
+            )
+        if self.aggregate is not None and self.schema_.event_time_field is None:
+            raise ValueError("aggregate needs schema.event_time_field (windows are on event time)")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid pipeline config {source}:"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see configs/ for examples)"
+        elif item["type"] == "union_tag_invalid":
+            message = f"{message}"
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<dict>") -> PipelineConfig:
+    """Validate ``data`` (a mapping, e.g. from YAML) into a config, or raise :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid pipeline config {source}: the top level must be a mapping")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load a YAML config; ``overrides`` maps dotted paths (``runtime.max_events``) to values."""
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {file} is not valid YAML: {error}") from None
+    if isinstance(data, dict):
+        for dotted, value in (overrides or {}).items():
+            _set_dotted(data, dotted, value)
+    return parse_config(data, str(file))
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value

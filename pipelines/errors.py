@@ -1,0 +1,47 @@
+"""The exceptions eventray raises, one root and two branches.
+
+    EventrayError
+    ├── RetriableError          the operation may succeed if tried again (broker away, actor restarting)
+    └── FatalError              retrying will not help; an operator has to act
+        ├── ConfigError         the pipeline config is wrong: names the field path and what is allowed
+        ├── ExpressionError     a filter/derive/check expression cannot be parsed or names unknown columns
+        └── PipelineHalted      the pipeline stopped itself (e.g. a dead-letter circuit breaker tripped)
+
+Every exception here is picklable (it crosses actor boundaries): constructors take one message string,
+which is all that is passed to ``Exception.__init__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "EventrayError",
+    "ExpressionError",
+    "FatalError",
+    "PipelineHalted",
+    "RetriableError",
+]
+
+
+class EventrayError(Exception):
+    """Root of every error eventray raises on purpose."""
+
+
+class RetriableError(EventrayError):
+    """The operation may succeed when tried again."""
+
+
+class FatalError(EventrayError):
+    """Retrying will not help: the message says what an operator should do."""
+
+
+class ConfigError(FatalError):
+    """The pipeline configuration is invalid; the message names each field path and the fix."""
+
+
+class ExpressionError(ConfigError):
+    """An expression in the config cannot be parsed or refers to something that does not exist."""
+
+
+class PipelineHalted(FatalError):
+    """The pipeline stopped itself to protect its outputs."""

@@ -1,0 +1,82 @@
+"""A pipeline config compiled into the pieces that run: decoder, operator chain, window aggregate.
+
+:func:`compile_pipeline` checks every name along the way (operators' columns, the aggregate key and inputs,
+sort columns of sinks) so a wrong config fails before any actor starts, with the field path and the choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipelines.codecs import DecodedBatch, JsonDecoder
+from pipelines.config import ConsoleSinkConfig, PipelineConfig
+from pipelines.errors import ConfigError
+from pipelines.operators import Operator, apply_all, build_operators
+from pipelines.records import RawBatch
+from pipelines.schema import EventSchema
+from pipelines.windows import WINDOW_END, WINDOW_START
+
+__all__ = ["CompiledPipeline", "compile_pipeline"]
+
+
+@dataclass(frozen=True)
+class CompiledPipeline:
+    """The per-batch work of a pipeline's source stage: decode, validate, then run the operators."""
+
+    config: PipelineConfig
+    schema: EventSchema
+    decoder: JsonDecoder
+    operators: tuple[Operator, ...]
+    output_columns: tuple[str, ...]
+
+    def decode(self, raw: RawBatch) -> DecodedBatch:
+        """Decoded, valid events with metadata columns, and dead letters for the rest."""
+        return self.decoder.decode(raw)
+
+    def transform(self, events: pa.RecordBatch) -> pa.RecordBatch:
+        """Run the stateless operators on decoded events."""
+        return apply_all(self.operators, events)
+
+    @property
+    def result_columns(self) -> tuple[str, ...]:
+        """Columns of what reaches the sinks: window results, or the operators' output."""
+        aggregate = self.config.aggregate
+        if aggregate is None:
+            return self.output_columns
+        return (aggregate.key, WINDOW_START, WINDOW_END, *aggregate.aggregations)
+
+
+def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
+    """Build and check everything the config describes; raise :class:`ConfigError` naming what is wrong."""
+    schema = EventSchema(config.schema_)
+    operators, columns = build_operators(config.operators, schema.batch_schema.names)
+    compiled = CompiledPipeline(config, schema, JsonDecoder(schema), tuple(operators), tuple(columns))
+    _check_aggregate(config, columns)
+    _check_sinks(config, compiled.result_columns)
+    return compiled
+
+
+def _check_aggregate(config: PipelineConfig, columns: list[str]) -> None:
+    aggregate = config.aggregate
+    if aggregate is None:
+        return
+    if aggregate.key not in columns:
+        raise ConfigError(f"aggregate.key: unknown column {aggregate.key!r}; available: {columns}")
+    if "_timestamp" not in columns:
+        raise ConfigError("aggregate: the operators dropped _timestamp, which windows need; keep it in select")
+    for name, aggregation in aggregate.aggregations.items():
+        if aggregation.column is not None and aggregation.column not in columns:
+            raise ConfigError(
+                f"aggregate.aggregations.{name}.column: unknown column {aggregation.column!r}; available: {columns}"
+            )
+
+
+def _check_sinks(config: PipelineConfig, result_columns: tuple[str, ...]) -> None:
+    for position, sink in enumerate(config.sinks):
+        if isinstance(sink, ConsoleSinkConfig) and sink.sort_by is not None and sink.sort_by not in result_columns:
+            raise ConfigError(
+                f"sinks.{position}.sort_by: unknown column {sink.sort_by!r}; available: {list(result_columns)}"
+            )
+

@@ -1,0 +1,83 @@
+"""What moves between stages: raw fetches, decoded batches with their dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+__all__ = ["DEAD_LETTER_SCHEMA", "RawBatch", "dead_letters", "empty_dead_letters"]
+
+
+@dataclass(frozen=True)
+class RawBatch:
+    """Undecoded records of one partition, in offset order, as a source fetched them.
+
+    All arrays have the same length. ``timestamps`` are the records' own timestamps in epoch ms (Kafka's
+    record timestamp); they may be null. ``keys`` and ``traceparents`` may be null per record.
+    """
+
+    topic: str
+    partition: int
+    offsets: pa.Array
+    payloads: pa.Array
+    keys: pa.Array
+    timestamps: pa.Array
+    traceparents: pa.Array
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def next_offset(self) -> int:
+        """The offset to read next in this partition after this batch."""
+        return int(self.offsets[-1].as_py()) + 1
+
+    def take(self, indices: pa.Array) -> RawBatch:
+        return RawBatch(
+            topic=self.topic,
+            partition=self.partition,
+            offsets=self.offsets.take(indices),
+            payloads=self.payloads.take(indices),
+            keys=self.keys.take(indices),
+            timestamps=self.timestamps.take(indices),
+            traceparents=self.traceparents.take(indices),
+        )
+
+
+#: One row per event that could not be processed, with its original bytes; reasons never quote payloads.
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("error_type", pa.string(), nullable=False),
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("partition", pa.int32(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("key", pa.binary()),
+        pa.field("payload", pa.binary()),
+        pa.field("traceparent", pa.string()),
+    ]
+)
+
+
+def dead_letters(raw: RawBatch, indices: pa.Array, reasons: pa.Array, error_type: str) -> pa.RecordBatch:
+    """Dead-letter rows for the records of ``raw`` at ``indices``, each with its reason."""
+    picked = raw.take(indices)
+    count = len(indices)
+    return pa.RecordBatch.from_arrays(
+        [
+            reasons,
+            pa.array([error_type] * count, pa.string()),
+            pa.array([raw.topic] * count, pa.string()),
+            pa.array([raw.partition] * count, pa.int32()),
+            picked.offsets,
+            picked.keys,
+            picked.payloads,
+            picked.traceparents,
+        ],
+        schema=DEAD_LETTER_SCHEMA,
+    )
+
+
+def empty_dead_letters() -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=DEAD_LETTER_SCHEMA)

@@ -1,0 +1,154 @@
+"""Sinks: where results and dead letters go. They run in the actor that emits (DESIGN section 3).
+
+Contract: ``write`` takes a table or batch and may buffer; ``flush`` makes everything written so far durable
+(a file sink's data is on disk); ``close`` flushes and releases files. Sinks are single-threaded.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.config import (
+    ConsoleSinkConfig,
+    DeadLetterConfig,
+    JsonlSinkConfig,
+    ParquetSinkConfig,
+    PipelineConfig,
+    SinkConfig,
+)
+
+__all__ = [
+    "ConsoleSink",
+    "DeadLetterSink",
+    "JsonlSink",
+    "ParquetSink",
+    "Sink",
+    "clear_previous_output",
+    "open_sink",
+]
+
+Rows = pa.Table | pa.RecordBatch
+
+
+class Sink(Protocol):
+    def write(self, rows: Rows) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlSink:
+    """One JSON object per line, in ``<path>/part-<writer>.jsonl``."""
+
+    def __init__(self, directory: str, writer: str) -> None:
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"part-{writer}.jsonl"
+        self._file: IO[bytes] = self.path.open("wb")
+        self._encoder = msgspec.json.Encoder()
+
+    def write(self, rows: Rows) -> None:
+        if rows.num_rows:
+            lines = [self._encoder.encode(row) for row in self._rows(rows)]
+            self._file.write(b"\n".join(lines) + b"\n")
+
+    def _rows(self, rows: Rows) -> list[dict[str, Any]]:
+        return rows.to_pylist()
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class DeadLetterSink(JsonlSink):
+    """Dead letters as JSONL: the reason, where the record came from, and its original bytes in base64."""
+
+    def _rows(self, rows: Rows) -> list[dict[str, Any]]:
+        records = rows.to_pylist()
+        for record in records:
+            for field in ("payload", "key"):
+                value = record.pop(field)
+                record[f"{field}_base64"] = None if value is None else base64.b64encode(value).decode("ascii")
+        return records
+
+
+class ParquetSink:
+    """Parquet, in ``<path>/part-<writer>.parquet``; the file is complete after :meth:`close`."""
+
+    def __init__(self, directory: str, writer: str) -> None:
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"part-{writer}.parquet"
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, rows: Rows) -> None:
+        if rows.num_rows == 0:
+            return
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        self._writer.write_table(table)
+
+    def flush(self) -> None:
+        return None  # row groups are written as they come; the footer is written on close
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+class ConsoleSink:
+    """Keeps the top ``top`` rows by ``sort_by`` (or the latest rows) for the driver to print: actors have no
+    terminal of their own."""
+
+    def __init__(self, config: ConsoleSinkConfig) -> None:
+        self._config = config
+        self.latest: pa.Table | None = None
+
+    def write(self, rows: Rows) -> None:
+        if rows.num_rows == 0:
+            return
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
+        kept = table if self.latest is None else pa.concat_tables([self.latest, table])
+        sort_by = self._config.sort_by
+        if sort_by is not None and sort_by in kept.column_names:
+            self.latest = kept.sort_by([(sort_by, "descending")]).slice(0, self._config.top)
+        else:
+            self.latest = kept.slice(max(0, kept.num_rows - self._config.top))
+
+    def preview(self) -> list[dict[str, Any]]:
+        return [] if self.latest is None else self.latest.to_pylist()
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def clear_previous_output(config: PipelineConfig) -> None:
+    """Remove the ``part-*`` files an earlier run left in this pipeline's output directories: each run
+    replaces the previous run's output (other files in those directories are left alone)."""
+    directories = [sink.path for sink in config.sinks if not isinstance(sink, ConsoleSinkConfig)]
+    for directory in [*directories, config.dead_letter.path]:
+        for stale in Path(directory).glob("part-*"):
+            stale.unlink()
+
+
+def open_sink(config: SinkConfig | DeadLetterConfig, writer: str) -> Sink:
+    if isinstance(config, DeadLetterConfig):
+        return DeadLetterSink(config.path, writer)
+    if isinstance(config, JsonlSinkConfig):
+        return JsonlSink(config.path, writer)
+    if isinstance(config, ParquetSinkConfig):
+        return ParquetSink(config.path, writer)
+    return ConsoleSink(config)
