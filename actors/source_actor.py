@@ -17,7 +17,7 @@ from pipelines.records import RawBatch
 from pipelines.sinks import Sink, open_sink
 from pipelines.sources import PartitionReader, open_reader
 
-__all__ = ["NO_WATERMARK", "END_OF_INPUT", "SourceActor"]
+__all__ = ["END_OF_INPUT", "NO_WATERMARK", "SourceActor"]
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +146,7 @@ class SourceActor:
 
     def _watermark(self) -> int:
         disorder = self._config.aggregate.max_out_of_order_ms if self._config.aggregate else 0
-        pending = [
-            self._max_event_time[reader.partition] for reader in self._readers if not reader.exhausted
-        ]
+        pending = [self._max_event_time[reader.partition] for reader in self._readers if not reader.exhausted]
         if not pending:
             return max(self._max_event_time.values(), default=NO_WATERMARK) - disorder
         lowest = min(pending)

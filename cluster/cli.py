@@ -57,7 +57,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="pipeline config (YAML), e.g. configs/orders.yaml")
     parser.add_argument("--max-events", type=int, default=None, help="stop after this many events in total")
     parser.add_argument(
-        "--duration-s", type=float, default=None, help="stop reading new input after this many seconds (0: never)"
+        "--duration-s",
+        type=float,
+        default=None,
+        help="stop reading new input after this many seconds (0: never)",
     )
 
 

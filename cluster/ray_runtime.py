@@ -38,13 +38,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> RayConne
     if ray.is_initialized():
         return RayConnection(embedded=False, address=address)
     joining = address is not None or "RAY_ADDRESS" in os.environ
-    options: dict[str, object] = {
-        "namespace": NAMESPACE,
-        "logging_level": logging.WARNING,
-        "log_to_driver": True,
-    }
     if joining:
-        ray.init(address=address, **options)
+        ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=False, num_cpus=num_cpus, **options)
+        ray.init(include_dashboard=False, num_cpus=num_cpus, namespace=NAMESPACE, logging_level=logging.WARNING)
     return RayConnection(embedded=not joining, address=address)

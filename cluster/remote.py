@@ -9,7 +9,13 @@ import ray
 from actors import AggregateActor, SourceActor
 from pipelines.config import PipelineConfig
 
-__all__ = ["aggregate_actor_options", "remote_aggregate", "remote_source", "remote_supervisor", "source_actor_options"]
+__all__ = [
+    "aggregate_actor_options",
+    "remote_aggregate",
+    "remote_source",
+    "remote_supervisor",
+    "source_actor_options",
+]
 
 NAMESPACE = "eventray"
 

@@ -63,5 +63,6 @@ def merge_previews(aggregates: list[AggregateProgress], console: ConsoleSinkConf
     if console.sort_by is None:
         rows.sort(key=lambda row: row.get(WINDOW_START) or 0, reverse=True)
     else:
-        rows.sort(key=lambda row: (row[console.sort_by] is None, -(row[console.sort_by] or 0)))
+        sort_by = console.sort_by
+        rows.sort(key=lambda row: (row[sort_by] is None, -(row[sort_by] or 0)))
     return rows[: console.top]

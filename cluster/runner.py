@@ -33,9 +33,7 @@ def run_pipeline(
     connection = connect(address)
     try:
         run_id = secrets.token_hex(3)
-        actor = remote_supervisor(Supervisor, f"{config.name}-{run_id}-supervisor").remote(
-            config, run_id
-        )
+        actor = remote_supervisor(Supervisor, f"{config.name}-{run_id}-supervisor").remote(config, run_id)
         supervisor = SupervisorHandle(actor)
         supervisor.start()
         try:

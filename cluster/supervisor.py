@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from actors.reports import AggregateProgress, SourceProgress
@@ -54,7 +55,7 @@ class Supervisor:
             await self._drive(runs)
             self._finished_sources = list(await asyncio.gather(*runs))
             self._final_aggregates = [await aggregate.close() for aggregate in self._aggregates]
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any actor failure ends the run; actors are killed first
             for run in runs:
                 run.cancel()
             self._kill_all()
@@ -74,7 +75,7 @@ class Supervisor:
         """Kill the actors of this run (after :meth:`run` returned, or to abandon it)."""
         self._kill_all()
 
-    async def _drive(self, runs: list[asyncio.Future[Any]]) -> None:
+    async def _drive(self, runs: Sequence[asyncio.Future[SourceProgress]]) -> None:
         duration = self._config.runtime.duration_s
         frozen = stopped = False
         while not all(run.done() for run in runs):
@@ -125,7 +126,8 @@ class Supervisor:
         return f"{self._config.name}-{self._run_id}-{actor_id}"
 
     def _kill_all(self) -> None:
-        for handle in [*self._sources, *self._aggregates]:
+        handles: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]
+        for handle in handles:
             kill_actor(handle)
 
     def _summary(self) -> RunSummary:

@@ -100,7 +100,9 @@ class JsonDecoder:
             assert table is not None, "records that decode one by one decode together"
         order = np.argsort(np.array(bad, dtype=np.int64), kind="stable")
         rejected = dead_letters(
-            raw, pa.array(np.array(bad, dtype=np.int64)[order]), pa.array(reasons, pa.string()).take(order),
+            raw,
+            pa.array(np.array(bad, dtype=np.int64)[order]),
+            pa.array(reasons, pa.string()).take(order),
             "undecodable",
         )
         return table, pa.array(good, pa.int64()), rejected
@@ -148,4 +150,3 @@ def _check_record(payload: bytes | None) -> tuple[str | None, bytes]:
     if _NEWLINE in payload:
         return None, msgspec.json.encode(decoded)
     return None, payload
-

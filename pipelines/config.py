@@ -66,9 +66,12 @@ class SchemaConfig(_Model):
         for name in self.required:
             if name not in self.fields:
                 raise ValueError(f"required column {name!r} is not in fields; fields are {known}")
-        for label, name in (("event_time_field", self.event_time_field), ("event_id_field", self.event_id_field)):
-            if name is not None and name not in self.fields:
-                raise ValueError(f"{label} {name!r} is not in fields; fields are {known}")
+        for label, optional in (
+            ("event_time_field", self.event_time_field),
+            ("event_id_field", self.event_id_field),
+        ):
+            if optional is not None and optional not in self.fields:
+                raise ValueError(f"{label} {optional!r} is not in fields; fields are {known}")
         if self.event_time_field and self.fields[self.event_time_field] not in ("int64", "timestamp_ms"):
             raise ValueError(f"event_time_field {self.event_time_field!r} must be int64 or timestamp_ms (epoch ms)")
         return self
@@ -190,7 +193,9 @@ class RuntimeConfig(_Model):
     max_in_flight_batches: int = Field(default=8, ge=1, description="per source actor, before it waits")
     idle_poll_ms: int = Field(default=20, ge=1)
     cpus_per_actor: float = Field(
-        default=0.25, ge=0, description="Ray CPU reservation per source/aggregate actor (scheduling, not a limit)"
+        default=0.25,
+        ge=0,
+        description="Ray CPU reservation per source/aggregate actor (scheduling, not a limit)",
     )
     duration_s: float | None = Field(default=30.0, gt=0, description="stop reading after this; null: unbounded")
     max_events: int | None = Field(default=None, ge=1, description="stop after this many events")
@@ -204,7 +209,7 @@ class PipelineConfig(_Model):
     schema_: SchemaConfig = Field(alias="schema")
     operators: list[OperatorConfig] = Field(default_factory=list)
     aggregate: AggregateConfig | None = None
-    sinks: list[SinkConfig] = Field(default_factory=lambda: [ConsoleSinkConfig()])
+    sinks: list[SinkConfig] = Field(default_factory=lambda: [ConsoleSinkConfig()])  # type: ignore[arg-type]
     dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 

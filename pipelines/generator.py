@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.config import EVENT_TYPES, GeneratorSourceConfig
+from pipelines.config import GeneratorSourceConfig
 
 __all__ = [
     "EVENT_TYPE_WEIGHTS",
@@ -56,7 +56,8 @@ def _mix(values: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser: a bijective, well-spread 64-bit hash."""
     values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return values ^ (values >> np.uint64(31))
+    mixed: np.ndarray = values ^ (values >> np.uint64(31))
+    return mixed
 
 
 def _stream(seed: int, partition: int, offsets: np.ndarray, salt: int) -> np.ndarray:
@@ -66,7 +67,8 @@ def _stream(seed: int, partition: int, offsets: np.ndarray, salt: int) -> np.nda
 
 def _unit(values: np.ndarray) -> np.ndarray:
     """Uniform floats in [0, 1) from 64-bit hashes."""
-    return (values >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    unit: np.ndarray = (values >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return unit
 
 
 def _text(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
@@ -90,10 +92,13 @@ def event_times(config: GeneratorSourceConfig, partition: int, offsets: np.ndarr
     per_partition = rate / config.partitions
     spaced = start_ms + np.floor(offsets * (1000.0 / per_partition)).astype(np.int64)
     jitter = _stream(config.seed, partition, offsets, salt=7) % np.uint64(config.max_out_of_order_ms + 1)
-    return spaced - jitter.astype(np.int64)
+    times: np.ndarray = spaced - jitter.astype(np.int64)
+    return times
 
 
-def generate_events(config: GeneratorSourceConfig, partition: int, start: int, count: int, start_ms: int) -> GeneratedEvents:
+def generate_events(
+    config: GeneratorSourceConfig, partition: int, start: int, count: int, start_ms: int
+) -> GeneratedEvents:
     """The events at offsets ``[start, start + count)`` of ``partition`` (pure: same inputs, same bytes)."""
     offsets = np.arange(start, start + count, dtype=np.int64)
     seed = config.seed
@@ -128,10 +133,18 @@ def generate_events(config: GeneratorSourceConfig, partition: int, start: int, c
 
     customer_text = _text("c", customer, 5)
     fields = [
-        _json_field("event_id", pc.binary_join_element_wise(str(partition), pc.cast(pa.array(offsets), pa.string()), "-"), True),
+        _json_field(
+            "event_id",
+            pc.binary_join_element_wise(str(partition), pc.cast(pa.array(offsets), pa.string()), "-"),
+            True,
+        ),
         _json_field("event_type", pa.array(event_type, pa.string()), True),
         _json_field("event_time_ms", pa.array(times, mask=~has_time), False),
-        _json_field("customer_id", pc.if_else(pa.array(has_customer), customer_text, pa.scalar(None, pa.string())), True),
+        _json_field(
+            "customer_id",
+            pc.if_else(pa.array(has_customer), customer_text, pa.scalar(None, pa.string())),
+            True,
+        ),
         _json_field(
             "order_id",
             pc.if_else(pa.array(has_order), _text(f"o{partition}-", offsets, 1), pa.scalar(None, pa.string())),
@@ -162,4 +175,3 @@ def generate_events(config: GeneratorSourceConfig, partition: int, start: int, c
         invalid_kind=invalid_kind,
         event_time_ms=times,
     )
-

@@ -52,7 +52,9 @@ class KeyGroupRouter:
         if indices.null_count:
             indices = pc.fill_null(indices, -1)
         positions = indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        return np.where(positions < 0, 0, groups_of_distinct[np.maximum(positions, 0)] if len(groups_of_distinct) else 0)
+        return np.where(
+            positions < 0, 0, groups_of_distinct[np.maximum(positions, 0)] if len(groups_of_distinct) else 0
+        )
 
     def split(self, batch: pa.RecordBatch) -> dict[int, pa.RecordBatch]:
         """Rows per owner, each part in the batch's row order; owners with no rows are left out."""

@@ -127,7 +127,9 @@ def _hash_strings(values: pa.Array) -> pa.Array:
 _OPERATORS: dict[type, type] = {FilterOp: Filter, SelectOp: Select, DeriveOp: Derive, MaskOp: Mask}
 
 
-def build_operators(configs: Sequence[OperatorConfig], input_columns: Sequence[str]) -> tuple[list[Operator], list[str]]:
+def build_operators(
+    configs: Sequence[OperatorConfig], input_columns: Sequence[str]
+) -> tuple[list[Operator], list[str]]:
     """Build the chain and check every column name along it; return the chain and its output columns."""
     chain: list[Operator] = []
     columns = list(input_columns)

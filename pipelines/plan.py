@@ -79,4 +79,3 @@ def _check_sinks(config: PipelineConfig, result_columns: tuple[str, ...]) -> Non
             raise ConfigError(
                 f"sinks.{position}.sort_by: unknown column {sink.sort_by!r}; available: {list(result_columns)}"
             )
-

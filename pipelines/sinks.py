@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeAlias
 
 import msgspec
 import pyarrow as pa
@@ -33,7 +33,7 @@ __all__ = [
     "open_sink",
 ]
 
-Rows = pa.Table | pa.RecordBatch
+Rows: TypeAlias = "pa.Table | pa.RecordBatch"
 
 
 class Sink(Protocol):
@@ -60,7 +60,8 @@ class JsonlSink:
             self._file.write(b"\n".join(lines) + b"\n")
 
     def _rows(self, rows: Rows) -> list[dict[str, Any]]:
-        return rows.to_pylist()
+        records: list[dict[str, Any]] = rows.to_pylist()
+        return records
 
     def flush(self) -> None:
         self._file.flush()
@@ -73,7 +74,7 @@ class DeadLetterSink(JsonlSink):
     """Dead letters as JSONL: the reason, where the record came from, and its original bytes in base64."""
 
     def _rows(self, rows: Rows) -> list[dict[str, Any]]:
-        records = rows.to_pylist()
+        records: list[dict[str, Any]] = rows.to_pylist()
         for record in records:
             for field in ("payload", "key"):
                 value = record.pop(field)

@@ -85,9 +85,7 @@ class GeneratorReader:
         end = min(self.position + max_records, self.end_offset(), self._limit)
         if end <= self.position:
             return None
-        events = generate_events(
-            self._config, self.partition, self.position, end - self.position, self._start_time_ms
-        )
+        events = generate_events(self._config, self.partition, self.position, end - self.position, self._start_time_ms)
         self.position = end
         keys, timestamps, traceparents = _null_columns(len(events.offsets))
         return RawBatch(
@@ -170,7 +168,7 @@ def file_partitions(config: FileSourceConfig) -> list[str]:
     """The files of a file source, sorted, one per partition; raise ConfigError if a pattern matches none."""
     files: list[str] = []
     for pattern in config.paths:
-        matched = sorted(glob.glob(pattern))  # noqa: PTH207 - patterns come from config as strings
+        matched = sorted(glob.glob(pattern))
         if not matched:
             raise ConfigError(f"source.paths: {pattern!r} matches no file")
         files.extend(matched)

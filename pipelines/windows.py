@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from pipelines.config import AggregateConfig
 
-__all__ = ["AggregationPlan", "TumblingWindows", "WINDOW_END", "WINDOW_START", "WindowOutput"]
+__all__ = ["WINDOW_END", "WINDOW_START", "AggregationPlan", "TumblingWindows", "WindowOutput"]
 
 WINDOW_START = "window_start_ms"
 WINDOW_END = "window_end_ms"
@@ -55,7 +55,11 @@ class AggregationPlan:
             if aggregation.fn == "count":
                 self._final[name] = ("count", partial(None, "count_all"))
             elif aggregation.fn == "mean":
-                self._final[name] = ("mean", partial(aggregation.column, "sum"), partial(aggregation.column, "count"))
+                self._final[name] = (
+                    "mean",
+                    partial(aggregation.column, "sum"),
+                    partial(aggregation.column, "count"),
+                )
             else:
                 self._final[name] = (aggregation.fn, partial(aggregation.column, aggregation.fn))
         self.partials = tuple(partials.values())

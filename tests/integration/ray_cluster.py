@@ -1,0 +1,97 @@
+"""A local Ray cluster for the test session, started with ``ray start --head --block`` and stopped by its pid.
+
+One cluster serves the whole session: the pytest process joins it as a driver, the CLI and ``ray job submit``
+tests use it as users would. ``--block`` keeps the head's launcher in the foreground, so stopping that one
+process (SIGTERM, then SIGKILL of its own process group) stops exactly what this session started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["LocalRayCluster", "free_port", "start_local_cluster"]
+
+_READY_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class LocalRayCluster:
+    address: str
+    dashboard_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def _ray_bin() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def start_local_cluster(log_dir: Path, num_cpus: int = 4) -> LocalRayCluster:
+    port, dashboard_port = free_port(), free_port()
+    log_path = log_dir / "ray-start.log"
+    command = [
+        _ray_bin(), "start", "--head", "--block",
+        f"--port={port}", "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--include-dashboard=true",
+        f"--num-cpus={num_cpus}", "--disable-usage-stats",
+    ]  # fmt: skip
+    # As after `source .venv/bin/activate`: a job's `python` entrypoint is the venv's, as is every worker.
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("RAY_ADDRESS", None)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    cluster = LocalRayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", process, log_path)
+    _wait_until_ready(cluster)
+    return cluster
+
+
+def _wait_until_ready(cluster: LocalRayCluster) -> None:
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if cluster.process.poll() is not None:
+            raise RuntimeError(f"ray start exited early:\n{cluster.log_path.read_text()[-3000:]}")
+        status = subprocess.run(
+            [_ray_bin(), "status", f"--address={cluster.address}"],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        if status.returncode == 0 and _dashboard_answers(cluster.dashboard_url):
+            return
+        time.sleep(1)
+    cluster.stop()
+    raise RuntimeError(
+        f"ray start did not become ready in {_READY_TIMEOUT_S} s:\n{cluster.log_path.read_text()[-3000:]}"
+    )
+
+
+def _dashboard_answers(url: str) -> bool:
+    import urllib.request  # noqa: PLC0415
+
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
