@@ -5,11 +5,12 @@ from __future__ import annotations
 import msgspec
 import pyarrow as pa
 
+from actors.outputs import open_dead_letter, open_result_sinks
 from actors.reports import AggregateProgress
 from actors.source_actor import END_OF_INPUT, NO_WATERMARK
 from pipelines.config import PipelineConfig
 from pipelines.records import DEAD_LETTER_SCHEMA
-from pipelines.sinks import ConsoleSink, Sink, open_sink
+from pipelines.sinks import ConsoleSink, Sink
 from pipelines.windows import TumblingWindows
 
 __all__ = ["AggregateActor"]
@@ -31,8 +32,8 @@ class AggregateActor:
         self.key_groups = key_groups
         self._windows = TumblingWindows(config.aggregate)
         self._sender_watermarks = [NO_WATERMARK] * senders
-        self._sinks: list[Sink] = [open_sink(sink, actor_id) for sink in config.sinks]
-        self._late_output = open_sink(config.dead_letter, f"{actor_id}-late")
+        self._sinks: list[Sink] = open_result_sinks(config, actor_id)
+        self._late_output = open_dead_letter(config, f"{actor_id}-late")
         self._events_in = 0
         self._windows_emitted = 0
         self._late_events = 0
@@ -43,9 +44,11 @@ class AggregateActor:
         if batch is not None and batch.num_rows:
             rows = batch.num_rows
             self._events_in += rows
-            late = self._windows.add(batch)
-            if late is not None:
-                self._write_late(late)
+            rejected = self._windows.add(batch)
+            if rejected.late is not None:
+                self._write_late(rejected.late)
+            if rejected.no_event_time is not None:
+                self._write_rejected(rejected.no_event_time, "event has no event time", "invalid")
         self._sender_watermarks[sender] = max(self._sender_watermarks[sender], watermark_ms)
         self._emit(self._windows.advance(min(self._sender_watermarks)))
         return rows
@@ -91,15 +94,19 @@ class AggregateActor:
 
     def _write_late(self, late: pa.RecordBatch) -> None:
         self._late_events += late.num_rows
+        reason = f"late event: its window had closed (watermark {self._windows.watermark_ms} ms)"
+        self._write_rejected(late, reason, "late")
+
+    def _write_rejected(self, late: pa.RecordBatch, reason: str, error_type: str) -> None:
+        """Write rows the windows did not count to the dead-letter output, with their payload columns as JSON."""
         payload_columns = [name for name in late.column_names if not name.startswith("_")]
         encoder = msgspec.json.Encoder()
         rows = late.select(payload_columns).to_pylist()
-        reason = f"late event: its window had closed (watermark {self._windows.watermark_ms} ms)"
         self._late_output.write(
             pa.RecordBatch.from_arrays(
                 [
                     pa.array([reason] * late.num_rows),
-                    pa.array(["late"] * late.num_rows),
+                    pa.array([error_type] * late.num_rows),
                     pa.array(["(aggregate input)"] * late.num_rows),
                     late.column("_partition"),
                     late.column("_offset"),

@@ -19,6 +19,7 @@ class SourceProgress:
     positions: dict[int, int]
     end_offsets: dict[int, int]
     done: bool
+    committed: dict[int, int] = field(default_factory=dict)
 
     @property
     def lag_records(self) -> int:

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import time
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from actors.downstream import Downstream
+from actors.outputs import open_dead_letter, open_result_sinks
+from actors.reader_set import ReaderSet
 from actors.reports import SourceProgress
+from pipelines.circuit_breaker import CircuitBreaker
+from pipelines.codecs import DecodedBatch
 from pipelines.config import PipelineConfig
 from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
-from pipelines.sinks import Sink, open_sink
-from pipelines.sources import PartitionReader, open_reader
+from pipelines.sinks import Sink
 
 __all__ = ["END_OF_INPUT", "NO_WATERMARK", "SourceActor"]
-
-log = logging.getLogger(__name__)
 
 NO_WATERMARK = -(1 << 62)
 END_OF_INPUT = 1 << 62
@@ -29,8 +31,11 @@ class SourceActor:
     """Reads the partitions it was assigned, in offset order per partition.
 
     Contract: :meth:`run` returns when every partition is exhausted (bounded or frozen input) or after
-    :meth:`stop`; before returning it hands every batch it read to the downstream stage or its sinks and
-    flushes them, so a clean stop loses nothing that was read. Invalid records go to the dead-letter sink.
+    :meth:`stop`; before returning it hands every batch it read to the downstream stage or its sinks, flushes
+    them, and only then commits offsets (Kafka), so a clean stop loses nothing and a crash re-reads from the
+    last commit (at-least-once). Pipelines without an aggregate also commit every ``commit_interval_ms`` after
+    a flush; with an aggregate, offsets are committed at the end of the run (checkpoints will commit per epoch).
+    Invalid records go to the dead-letter output; the circuit breaker halts the run if too many are invalid.
     The watermark it sends is the minimum over its partitions of (max event time seen - allowed disorder);
     an exhausted partition no longer holds it back.
     """
@@ -51,10 +56,9 @@ class SourceActor:
         self._actor_id = actor_id
         self._sender = sender_index
         self._compiled = compile_pipeline(config)
-        self._readers: list[PartitionReader] = [
-            open_reader(config.source, partition, 0, limits.get(partition), started_at_s, start_time_ms)
-            for partition in partitions
-        ]
+        self._pending_partitions = list(partitions)
+        self._limits = dict(limits)
+        self._inputs = ReaderSet(config, f"{config.name}-{actor_id}", started_at_s, start_time_ms)
         self._downstream = downstream
         self._router: KeyGroupRouter | None = None
         aggregate = config.aggregate
@@ -62,65 +66,96 @@ class SourceActor:
             if downstream is None or owner_of_group is None:
                 raise ValueError("a pipeline with an aggregate needs a downstream and owner_of_group")
             self._router = KeyGroupRouter(aggregate.key, config.runtime.max_key_groups, owner_of_group)
-        self._sinks: list[Sink] = [] if aggregate else [open_sink(sink, actor_id) for sink in config.sinks]
-        self._dead_letter = open_sink(config.dead_letter, actor_id)
-        self._max_event_time = {reader.partition: NO_WATERMARK for reader in self._readers}
+        self._sinks: list[Sink] = [] if aggregate else open_result_sinks(config, actor_id)
+        self._dead_letter = open_dead_letter(config, actor_id)
+        breaker = config.circuit_breaker
+        self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")
+        self._max_event_time: dict[int, int] = {}
         self._sent_watermark = [NO_WATERMARK] * (downstream.owners if downstream else 0)
         self._stopping = False
+        self._frozen = False
         self._done = False
         self._events_in = 0
         self._events_out = 0
         self._dead_lettered = 0
+        self._committed: dict[int, int] = {}
 
     async def run(self) -> SourceProgress:
-        batch_size = self._config.runtime.batch_size
-        idle_s = self._config.runtime.idle_poll_ms / 1000
         try:
-            while not self._stopping and not all(reader.exhausted for reader in self._readers):
-                fetched = False
-                for reader in self._readers:
-                    raw = await reader.fetch(batch_size)
-                    if raw is not None:
-                        fetched = True
-                        await self._handle(reader.partition, raw)
-                    await asyncio.sleep(0)  # let stop()/progress() in between batches
-                    if self._stopping:
-                        break
-                if not fetched:
-                    await asyncio.sleep(idle_s)
+            await self._open_pending()
+            await self._read_until_done()
             await self._finish()
         finally:
-            for reader in self._readers:
-                await reader.close()
+            await self._inputs.close()
         self._done = True
         return self.progress()
+
+    async def add_partitions(self, partitions: list[int]) -> None:
+        """Take ownership of more partitions (new partitions of the topic); they are opened between batches."""
+        self._pending_partitions.extend(partitions)
 
     def stop(self) -> None:
         """Stop reading after the batch in hand; :meth:`run` then finishes and returns."""
         self._stopping = True
 
-    def freeze(self) -> None:
-        """Read up to what has arrived now, then finish (a bounded drain)."""
-        for reader in self._readers:
-            reader.freeze()
+    async def freeze(self) -> None:
+        """Read up to what has arrived now, then finish (a bounded drain). Partitions still being opened are
+        frozen as soon as they are open."""
+        self._frozen = True
+        for reader in list(self._inputs.readers):
+            await reader.freeze()
 
     def progress(self) -> SourceProgress:
+        readers = self._inputs.readers
         return SourceProgress(
             actor_id=self._actor_id,
             events_in=self._events_in,
             events_out=self._events_out,
             dead_lettered=self._dead_lettered,
-            positions={reader.partition: reader.position for reader in self._readers},
-            end_offsets={reader.partition: reader.end_offset() for reader in self._readers},
+            positions={reader.partition: reader.position for reader in readers},
+            end_offsets={reader.partition: reader.end_offset() for reader in readers},
             done=self._done,
+            committed=dict(self._committed),
         )
+
+    async def _open_pending(self) -> None:
+        if self._pending_partitions:
+            partitions, self._pending_partitions = self._pending_partitions, []
+            for reader in await self._inputs.open(partitions, self._limits):
+                self._max_event_time[reader.partition] = NO_WATERMARK
+                if self._frozen:
+                    await reader.freeze()
+
+    async def _read_until_done(self) -> None:
+        runtime = self._config.runtime
+        idle_s = runtime.idle_poll_ms / 1000
+        commit_every_s = getattr(self._config.source, "commit_interval_ms", 1_000) / 1000
+        last_commit = time.monotonic()
+        while not self._stopping:
+            await self._open_pending()
+            readers = self._inputs.readers
+            if readers and all(reader.exhausted for reader in readers):
+                return
+            fetched = False
+            for reader in readers:
+                raw = await reader.fetch(runtime.batch_size)
+                if raw is not None:
+                    fetched = True
+                    await self._handle(reader.partition, raw)
+                await asyncio.sleep(0)  # let stop()/progress() in between batches
+                if self._stopping:
+                    return
+            commit_due = time.monotonic() - last_commit >= commit_every_s
+            if self._router is None and self._inputs.commits_offsets and commit_due:
+                await self._flush_and_commit()
+                last_commit = time.monotonic()
+            if not fetched:
+                await asyncio.sleep(idle_s)
 
     async def _handle(self, partition: int, raw: RawBatch) -> None:
         decoded = self._compiled.decode(raw)
         self._events_in += len(raw)
-        for rejected in decoded.dead_letters:
-            self._dead_letter.write(rejected)
-            self._dead_lettered += rejected.num_rows
+        self._dead_letter_rejected(raw, decoded)
         if decoded.events.num_rows:
             newest = pc.max(decoded.events.column("_timestamp")).as_py()
             if newest is not None:
@@ -132,6 +167,18 @@ class SourceActor:
                 sink.write(events)
             return
         await self._route(events)
+
+    def _dead_letter_rejected(self, raw: RawBatch, decoded: DecodedBatch) -> None:
+        rejected_offsets: list[pa.Array] = []
+        for rejected in decoded.dead_letters:
+            if rejected.num_rows:
+                self._dead_letter.write(rejected)
+                self._dead_lettered += rejected.num_rows
+                rejected_offsets.append(rejected.column("offset"))
+        if self._breaker is not None:
+            offsets = raw.offsets.to_numpy(zero_copy_only=False)
+            rejected = np.concatenate([array.to_numpy(zero_copy_only=False) for array in rejected_offsets] or [[]])
+            self._breaker.observe(np.isin(offsets, rejected))
 
     async def _route(self, events: pa.RecordBatch) -> None:
         assert self._router is not None and self._downstream is not None
@@ -146,15 +193,23 @@ class SourceActor:
 
     def _watermark(self) -> int:
         disorder = self._config.aggregate.max_out_of_order_ms if self._config.aggregate else 0
-        pending = [self._max_event_time[reader.partition] for reader in self._readers if not reader.exhausted]
+        readers = self._inputs.readers
+        pending = [self._max_event_time[reader.partition] for reader in readers if not reader.exhausted]
         if not pending:
             return max(self._max_event_time.values(), default=NO_WATERMARK) - disorder
         lowest = min(pending)
         return NO_WATERMARK if lowest == NO_WATERMARK else lowest - disorder
 
+    async def _flush_and_commit(self) -> None:
+        for sink in self._sinks:
+            sink.flush()
+        self._dead_letter.flush()
+        self._committed.update(await self._inputs.commit())
+
     async def _finish(self) -> None:
         if self._downstream is not None:
             await self._downstream.finish(self._sender)
+        await self._flush_and_commit()
         for sink in self._sinks:
             sink.close()
         self._dead_letter.close()

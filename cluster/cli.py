@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -53,6 +54,47 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _produce(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from cluster.produce import produce_events  # noqa: PLC0415
+    from pipelines.config import GeneratorSourceConfig  # noqa: PLC0415
+    from pipelines.kafka_config import KafkaConnectionConfig, resolve_kafka_secrets  # noqa: PLC0415
+
+    connection = resolve_kafka_secrets(KafkaConnectionConfig(bootstrap_servers=args.bootstrap), os.environ)
+    generator = GeneratorSourceConfig(
+        partitions=args.partitions, seed=args.seed, invalid_fraction=args.invalid_fraction, rate_per_s=None
+    )
+    console = Console()
+    console.print(f"Producing {args.events:,} events to {args.topic} at {connection.bootstrap_servers} ...")
+    step = max(1, args.events // 10)
+
+    def report(sent: int) -> None:
+        if sent % step < 2_000:
+            console.print(f"  {sent:,} sent")
+
+    result = asyncio.run(
+        produce_events(connection, args.topic, args.events, generator, args.rate or None, on_progress=report)
+    )
+    console.print(
+        f"{result.events:,} events ({result.invalid:,} invalid on purpose) in {result.elapsed_s:.1f} s: "
+        f"{result.events_per_s:,.0f} events/s, all acknowledged"
+    )
+    return 0
+
+
+def _add_produce(commands: Any) -> None:
+    produce = commands.add_parser("produce", help="write generated business events into a Kafka topic")
+    produce.add_argument("--topic", required=True)
+    produce.add_argument("--events", type=int, required=True, help="how many events in total")
+    produce.add_argument("--rate", type=float, default=0, help="events/s (0: as fast as the broker takes them)")
+    produce.add_argument("--partitions", type=int, default=8, help="generator partitions (and new topic's)")
+    produce.add_argument("--seed", type=int, default=42)
+    produce.add_argument("--invalid-fraction", type=float, default=0.01)
+    produce.add_argument("--bootstrap", default=None, help="default: $KAFKA_BOOTSTRAP, else 127.0.0.1:9092")
+    produce.set_defaults(func=_produce)
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="pipeline config (YAML), e.g. configs/orders.yaml")
     parser.add_argument("--max-events", type=int, default=None, help="stop after this many events in total")
@@ -75,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a pipeline config without running it")
     _add_run_options(validate)
     validate.set_defaults(func=_validate)
+    _add_produce(commands)
     _add_optional_commands(commands)
     return parser
 

@@ -60,6 +60,9 @@ class SourceHandle:
     async def freeze(self) -> None:
         await self.actor.freeze.remote()
 
+    async def add_partitions(self, partitions: list[int]) -> None:
+        await self.actor.add_partitions.remote(partitions)
+
 
 class AggregateHandle:
     def __init__(self, actor: Any, actor_id: str) -> None:

@@ -41,5 +41,13 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> RayConne
     if joining:
         ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=False, num_cpus=num_cpus, namespace=NAMESPACE, logging_level=logging.WARNING)
+        # "local": always a new instance; a bare init() would join whatever `ray start` left in
+        # /tmp/ray/ray_current_cluster, even a cluster that is gone.
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            num_cpus=num_cpus,
+            namespace=NAMESPACE,
+            logging_level=logging.WARNING,
+        )
     return RayConnection(embedded=not joining, address=address)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ from cluster.remote import remote_supervisor
 from cluster.run_report import RunProgress, RunSummary
 from cluster.supervisor import Supervisor
 from pipelines.config import PipelineConfig
+from pipelines.kafka_config import resolve_kafka_secrets
 from pipelines.plan import compile_pipeline
 
 __all__ = ["run_pipeline"]
@@ -30,6 +32,7 @@ def run_pipeline(
     summary with ``stopped_early``; a second Ctrl-C abandons the run.
     """
     compile_pipeline(config)  # a wrong config fails here, before Ray starts
+    config = with_resolved_secrets(config)
     connection = connect(address)
     try:
         run_id = secrets.token_hex(3)
@@ -48,6 +51,13 @@ def run_pipeline(
     finally:
         if connection.embedded:
             connection.close()
+
+
+def with_resolved_secrets(config: PipelineConfig) -> PipelineConfig:
+    """Bootstrap servers and SASL passwords from the environment, read once here in the driver."""
+    if config.kafka is None:
+        return config
+    return config.model_copy(update={"kafka": resolve_kafka_secrets(config.kafka, os.environ)})
 
 
 def _poll(supervisor: SupervisorHandle, on_progress: ProgressCallback | None, poll_s: float) -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from actors.kafka.admin import partition_count as kafka_partition_count
 from actors.reports import AggregateProgress, SourceProgress
 from cluster.assignment import assign_key_groups, assign_partitions, owner_of_group, partition_limits
 from cluster.handles import AggregateHandle, RayDownstream, SourceHandle, kill_actor
@@ -20,6 +21,7 @@ from cluster.remote import remote_aggregate, remote_source
 from cluster.run_report import RunProgress, RunSummary, merge_previews
 from pipelines.config import ConsoleSinkConfig, PipelineConfig
 from pipelines.errors import FatalError
+from pipelines.kafka_config import KafkaSourceConfig
 from pipelines.plan import compile_pipeline
 from pipelines.sinks import clear_previous_output
 from pipelines.sources import partition_count
@@ -45,11 +47,13 @@ class Supervisor:
         self._stop_requested = False
         self._finished_sources: list[SourceProgress] = []
         self._final_aggregates: list[AggregateProgress] = []
+        self._partitions = 0
+        self._owned: list[list[int]] = []
 
     async def run(self) -> RunSummary:
         """Run the pipeline to its end (bounded input, duration, or :meth:`stop`); return the summary."""
         clear_previous_output(self._config)
-        self._spawn()
+        await self._spawn()
         runs = [asyncio.ensure_future(self._await(source.start())) for source in self._sources]
         try:
             await self._drive(runs)
@@ -77,8 +81,14 @@ class Supervisor:
 
     async def _drive(self, runs: Sequence[asyncio.Future[SourceProgress]]) -> None:
         duration = self._config.runtime.duration_s
+        source = self._config.source
+        discovery_s = source.partition_discovery_s if isinstance(source, KafkaSourceConfig) else None
+        last_discovery = time.monotonic()
         frozen = stopped = False
         while not all(run.done() for run in runs):
+            if discovery_s is not None and not frozen and time.monotonic() - last_discovery >= discovery_s:
+                last_discovery = time.monotonic()
+                await self._discover_partitions()
             if any(run.done() and run.exception() is not None for run in runs):
                 break  # gather() below raises it
             elapsed = time.time() - self._started_at_s
@@ -95,10 +105,26 @@ class Supervisor:
         result: SourceProgress = await reference
         return result
 
-    def _spawn(self) -> None:
+    async def _partition_count(self) -> int:
+        source = self._config.source
+        if isinstance(source, KafkaSourceConfig):
+            assert self._config.kafka is not None
+            return await kafka_partition_count(self._config.kafka, source.topic)
+        return partition_count(source)
+
+    async def _discover_partitions(self) -> None:
+        """Assign partitions added to the topic since the start, each to the source owning the fewest."""
+        count = await self._partition_count()
+        for partition in range(self._partitions, count):
+            owner = min(range(len(self._owned)), key=lambda index: len(self._owned[index]))
+            self._owned[owner].append(partition)
+            await self._sources[owner].add_partitions([partition])
+        self._partitions = max(self._partitions, count)
+
+    async def _spawn(self) -> None:
         config = self._config
         runtime = config.runtime
-        partitions = partition_count(config.source)
+        partitions = self._partitions = await self._partition_count()
         limits = partition_limits(partitions, runtime.max_events)
         owners: list[int] | None = None
         if config.aggregate is not None:
@@ -109,7 +135,8 @@ class Supervisor:
                 actor_id = f"aggregate-{index}"
                 actor = remote_aggregate(config, self._ray_name(actor_id)).remote(config, actor_id, owned, senders)
                 self._aggregates.append(AggregateHandle(actor, actor_id))
-        for index, owned in enumerate(assign_partitions(partitions, runtime.source_actors)):
+        self._owned = assign_partitions(partitions, runtime.source_actors)
+        for index, owned in enumerate(self._owned):
             actor_id = f"source-{index}"
             downstream = (
                 RayDownstream([handle.actor for handle in self._aggregates], runtime.max_in_flight_batches)
@@ -138,6 +165,12 @@ class Supervisor:
             progress=progress,
             stopped_early=self._stop_requested,
             preview=merge_previews(self._final_aggregates, console),
-            outputs=[getattr(sink, "path", "console") for sink in self._config.sinks],
-            dead_letter_path=self._config.dead_letter.path,
+            outputs=[_describe(sink) for sink in self._config.sinks],
+            dead_letter_path=_describe(self._config.dead_letter),
         )
+
+
+def _describe(output: object) -> str:
+    """Where an output goes, for people: a directory, ``kafka:<topic>`` or ``console``."""
+    topic = getattr(output, "topic", None)
+    return f"kafka:{topic}" if topic else str(getattr(output, "path", "console"))

@@ -7,13 +7,22 @@ what is allowed.
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.config_base import ConfigModel
 from pipelines.errors import ConfigError
+from pipelines.kafka_config import (
+    CircuitBreakerConfig,
+    KafkaConnectionConfig,
+    KafkaDeadLetterConfig,
+    KafkaSinkConfig,
+    KafkaSourceConfig,
+)
 
 __all__ = [
     "AggregateConfig",
@@ -45,8 +54,7 @@ FieldType = Literal["string", "int64", "float64", "bool", "timestamp_ms"]
 EVENT_TYPES = ("UserRegistered", "OrderCreated", "PaymentProcessed", "ShipmentDispatched", "InventoryUpdated")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Model = ConfigModel
 
 
 class SchemaConfig(_Model):
@@ -104,7 +112,7 @@ class FileSourceConfig(_Model):
     format: Literal["jsonl", "parquet"] = "jsonl"
 
 
-SourceConfig = Annotated[GeneratorSourceConfig | FileSourceConfig, Field(discriminator="type")]
+SourceConfig = Annotated[GeneratorSourceConfig | FileSourceConfig | KafkaSourceConfig, Field(discriminator="type")]
 
 
 class FilterOp(_Model):
@@ -175,11 +183,13 @@ class ParquetSinkConfig(_Model):
     path: str = Field(min_length=1, description="directory; each writing actor writes its own files")
 
 
-SinkConfig = Annotated[ConsoleSinkConfig | JsonlSinkConfig | ParquetSinkConfig, Field(discriminator="type")]
+SinkConfig = Annotated[
+    ConsoleSinkConfig | JsonlSinkConfig | ParquetSinkConfig | KafkaSinkConfig, Field(discriminator="type")
+]
 
 
 class DeadLetterConfig(_Model):
-    """Where invalid events go, with their original bytes and the reason."""
+    """Where invalid events go (a JSONL directory), with their original bytes and the reason."""
 
     type: Literal["jsonl"] = "jsonl"
     path: str = Field(default="out/dead_letter", description="directory; each actor writes part-<actor>.jsonl")
@@ -210,7 +220,11 @@ class PipelineConfig(_Model):
     operators: list[OperatorConfig] = Field(default_factory=list)
     aggregate: AggregateConfig | None = None
     sinks: list[SinkConfig] = Field(default_factory=lambda: [ConsoleSinkConfig()])  # type: ignore[arg-type]
-    dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
+    dead_letter: Annotated[DeadLetterConfig | KafkaDeadLetterConfig, Field(discriminator="type")] = Field(
+        default_factory=DeadLetterConfig
+    )
+    circuit_breaker: CircuitBreakerConfig | None = Field(default_factory=CircuitBreakerConfig)
+    kafka: KafkaConnectionConfig | None = None
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -229,25 +243,84 @@ class PipelineConfig(_Model):
                 f"runtime.aggregate_actors ({self.runtime.aggregate_actors}) exceeds runtime.max_key_groups "
                 f"({self.runtime.max_key_groups}): an actor would own no key group"
             )
+        uses_kafka = isinstance(self.source, KafkaSourceConfig) or isinstance(self.dead_letter, KafkaDeadLetterConfig)
+        uses_kafka = uses_kafka or any(isinstance(sink, KafkaSinkConfig) for sink in self.sinks)
+        if uses_kafka and self.kafka is None:
+            raise ValueError("Kafka sources and sinks need a kafka section (at least: kafka: {})")
         if self.aggregate is not None and self.schema_.event_time_field is None:
             raise ValueError("aggregate needs schema.event_time_field (windows are on event time)")
         return self
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group under which offsets are committed."""
+        configured = self.source.group_id if isinstance(self.source, KafkaSourceConfig) else None
+        return configured or f"eventray-{self.name}"
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line per error: the path as written in the YAML (``sinks.2.top``), then what is wrong or allowed."""
     lines = [f"invalid pipeline config {source}:"]
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        path = ".".join(str(part) for part in _without_union_tags(item["loc"])) or "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field (check the spelling; see configs/ for examples)"
-        elif item["type"] == "union_tag_invalid":
-            message = f"{message}"
         lines.append(f"  {path}: {message}")
     return "\n".join(lines)
+
+
+def _without_union_tags(loc: tuple[int | str, ...]) -> list[int | str]:
+    """``loc`` without the tags pydantic adds after a discriminated-union field (``source.generator.rate_per_s``
+    is ``source.rate_per_s`` in the YAML). A segment is a tag only where the models have a union of models
+    tagged by ``type``/``op``, so a user's key that happens to equal a tag (an aggregation named ``file``) stays."""
+    path: list[int | str] = []
+    annotation: Any = PipelineConfig
+    for part in loc:
+        members = _tagged_members(annotation)
+        if isinstance(part, str) and part in members:
+            annotation = members[part]
+            continue
+        path.append(part)
+        annotation = _child_annotation(annotation, part)
+    return path
+
+
+def _tagged_members(annotation: Any) -> dict[str, type[BaseModel]]:
+    """The models of a union by their ``type``/``op`` literal; empty when ``annotation`` is no such union."""
+    annotation = _strip_annotated(annotation)
+    if get_origin(annotation) not in (Union, types.UnionType):
+        return {}
+    members: dict[str, type[BaseModel]] = {}
+    for choice in get_args(annotation):
+        member = _strip_annotated(choice)
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            for tag in ("type", "op"):
+                field = member.model_fields.get(tag)
+                if field is not None and get_origin(field.annotation) is Literal:
+                    members.update(dict.fromkeys(get_args(field.annotation), member))
+    return members
+
+
+def _child_annotation(annotation: Any, part: int | str) -> Any:
+    """The annotation of field, item or value ``part`` of ``annotation``; None when unknown."""
+    annotation = _strip_annotated(annotation)
+    if get_origin(annotation) in (Union, types.UnionType):  # Optional[Model]: look into the model
+        present = [member for member in get_args(annotation) if member is not type(None)]
+        annotation = _strip_annotated(present[0]) if len(present) == 1 else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = annotation.model_fields
+        return next((f.annotation for name, f in fields.items() if part in (name, f.alias)), None)
+    if get_origin(annotation) in (list, dict):
+        return get_args(annotation)[-1]
+    return None
+
+
+def _strip_annotated(annotation: Any) -> Any:
+    return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
 
 
 def parse_config(data: Any, source: str = "<dict>") -> PipelineConfig:
@@ -276,8 +349,18 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``value`` at ``dotted`` in ``data``, creating missing (or null) sections; raise ConfigError if the
+    path goes through a value that is not a section (``runtime.max_events.x``, or into a list)."""
     *parents, leaf = dotted.split(".")
     node = data
-    for part in parents:
-        node = node.setdefault(part, {})
+    for depth, part in enumerate(parents):
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            through = ".".join(parents[: depth + 1])
+            raise ConfigError(
+                f"override {dotted!r}: {through} is a {type(node).__name__}, not a section with fields; "
+                "overrides can only set fields of sections"
+            )
     node[leaf] = value

@@ -7,9 +7,14 @@ Expressions are Python syntax parsed with :mod:`ast` and never ``eval``-ed::
     event_type in ["OrderCreated", "PaymentProcessed"]
     amount_cents / 100
 
-Names are columns; constants are numbers, strings, booleans and ``None``; operators are comparisons, ``and``,
-``or``, ``not``, ``+ - * /``, unary minus and ``in``/``not in`` a list of constants; functions are the ones in
-:data:`FUNCTIONS`. ``and``/``or`` follow Kleene logic, so a null compares as unknown, as in SQL.
+Names are columns; constants are numbers (integers within int64), strings, booleans and ``None``; operators
+are comparisons, ``and``, ``or``, ``not``, ``+ - * /``, unary minus and ``in``/``not in`` a list of constants;
+functions are the ones in :data:`FUNCTIONS`, each with a fixed list of arguments. Logic is Kleene logic, as in
+SQL: a null compares as unknown (``==``, ``<``, ``in`` ... give null), and ``and``/``or`` treat null as unknown.
+
+Everything that can be checked without data (syntax, functions and their arguments, constants, ``in`` lists)
+is checked by :func:`compile_expression`; what depends on column types is checked when evaluated. Both raise
+:class:`~pipelines.errors.ExpressionError`.
 """
 
 from __future__ import annotations
@@ -17,17 +22,19 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.errors import ExpressionError
 
-__all__ = ["FUNCTIONS", "CompiledExpression", "compile_expression"]
+__all__ = ["FUNCTIONS", "CompiledExpression", "Function", "compile_expression"]
 
 Value = Any  # a pyarrow Array or Scalar
+ArgumentKind = Literal["value", "text"]
 
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _COMPARE: dict[type[ast.cmpop], str] = {
     ast.Eq: "equal",
     ast.NotEq: "not_equal",
@@ -42,34 +49,55 @@ _ARITHMETIC: dict[type[ast.operator], str] = {
     ast.Mult: "multiply_checked",
     ast.Div: "divide",
 }
+_ALLOWED_NODES = (
+    ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.BinOp, ast.Compare, ast.Constant, ast.Load,
+    *_COMPARE, *_ARITHMETIC,
+)  # fmt: skip
 
 
-def _true_divide(left: Value, right: Value) -> Value:
-    return pc.divide(pc.cast(left, pa.float64()), pc.cast(right, pa.float64()))
+@dataclass(frozen=True)
+class Function:
+    """A function of the language: the kernel it runs and the arguments it takes.
+
+    Each argument is a ``"value"`` (any expression, evaluated to an Array or Scalar) or a ``"text"`` (a string
+    constant, passed to the kernel as a ``str``). With ``variadic``, the last argument may repeat (at least once).
+    """
+
+    kernel: Callable[..., Value]
+    arguments: tuple[ArgumentKind, ...] = ("value",)
+    variadic: bool = False
+
+    @property
+    def signature(self) -> str:
+        """The arguments as shown in error messages, e.g. ``(value, string constant)``."""
+        names = ["string constant" if kind == "text" else "value" for kind in self.arguments]
+        return f"({', '.join(names)}{', ...' if self.variadic else ''})"
+
+    def accepts(self, count: int) -> bool:
+        return count >= len(self.arguments) if self.variadic else count == len(self.arguments)
+
+    def kind_of(self, position: int) -> ArgumentKind:
+        return self.arguments[min(position, len(self.arguments) - 1)]
 
 
-FUNCTIONS: dict[str, Callable[..., Value]] = {
-    "is_null": pc.is_null,
-    "is_valid": pc.is_valid,
-    "lower": pc.utf8_lower,
-    "upper": pc.utf8_upper,
-    "length": pc.utf8_length,
-    "abs": pc.abs,
-    "round": pc.round,
-    "floor": pc.floor,
-    "ceil": pc.ceil,
-    "coalesce": pc.coalesce,
-    "starts_with": lambda column, prefix: pc.starts_with(column, pattern=_constant(prefix)),
-    "ends_with": lambda column, suffix: pc.ends_with(column, pattern=_constant(suffix)),
-    "contains": lambda column, text: pc.match_substring(column, pattern=_constant(text)),
-    "to_float": lambda column: pc.cast(column, pa.float64()),
-    "to_int": lambda column: pc.cast(column, pa.int64()),
-    "to_string": lambda column: pc.cast(column, pa.string()),
+FUNCTIONS: dict[str, Function] = {
+    "is_null": Function(pc.is_null),
+    "is_valid": Function(pc.is_valid),
+    "lower": Function(pc.utf8_lower),
+    "upper": Function(pc.utf8_upper),
+    "length": Function(pc.utf8_length),
+    "abs": Function(pc.abs),
+    "round": Function(pc.round),
+    "floor": Function(pc.floor),
+    "ceil": Function(pc.ceil),
+    "coalesce": Function(pc.coalesce, variadic=True),
+    "starts_with": Function(lambda column, prefix: pc.starts_with(column, pattern=prefix), ("value", "text")),
+    "ends_with": Function(lambda column, suffix: pc.ends_with(column, pattern=suffix), ("value", "text")),
+    "contains": Function(lambda column, text: pc.match_substring(column, pattern=text), ("value", "text")),
+    "to_float": Function(lambda column: pc.cast(column, pa.float64())),
+    "to_int": Function(lambda column: pc.cast(column, pa.int64())),
+    "to_string": Function(lambda column: pc.cast(column, pa.string())),
 }
-
-
-def _constant(value: Value) -> Any:
-    return value.as_py() if isinstance(value, pa.Scalar) else value
 
 
 @dataclass(frozen=True)
@@ -81,6 +109,7 @@ class CompiledExpression:
     columns: frozenset[str]
 
     def evaluate(self, batch: pa.RecordBatch) -> pa.Array:
+        """One value per row of ``batch``; raise :class:`ExpressionError` if it cannot run on these columns."""
         result = _Evaluator(batch, self.text).visit(self.tree)
         if isinstance(result, pa.Scalar):
             return pa.array([result.as_py()] * batch.num_rows, type=result.type)
@@ -113,23 +142,72 @@ def _check_node(node: ast.AST, text: str, columns: set[str]) -> None:
         columns.add(node.id)
         return
     if isinstance(node, ast.Call):
-        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
-            raise ExpressionError(f"expression {text!r}: unknown function {name!r}; choices: {sorted(FUNCTIONS)}")
-        if node.keywords:
-            raise ExpressionError(f"expression {text!r}: keyword arguments are not supported")
-        for argument in node.args:
-            _check_node(argument, text, columns)
+        _check_call(node, text, columns)
         return
-    allowed = (
-        ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.BinOp, ast.Compare, ast.Constant,
-        ast.List, ast.Tuple, ast.In, ast.NotIn, ast.Load,
-        *_COMPARE, *_ARITHMETIC,
-    )  # fmt: skip
-    if not isinstance(node, allowed):
+    if isinstance(node, ast.Compare) and _is_membership(node):
+        _check_membership(node, text)
+        _check_node(node.left, text, columns)
+        return
+    if isinstance(node, ast.Constant):
+        _check_constant(node.value, text)
+    if not isinstance(node, _ALLOWED_NODES):
         raise ExpressionError(f"expression {text!r}: {type(node).__name__} is not supported here")
     for child in ast.iter_child_nodes(node):
         _check_node(child, text, columns)
+
+
+def _check_constant(value: object, text: str) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
+        raise ExpressionError(f"expression {text!r}: the integer {value} does not fit in int64")
+
+
+def _check_call(node: ast.Call, text: str, columns: set[str]) -> None:
+    if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+        name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+        raise ExpressionError(f"expression {text!r}: unknown function {name!r}; choices: {sorted(FUNCTIONS)}")
+    if node.keywords:
+        raise ExpressionError(f"expression {text!r}: keyword arguments are not supported")
+    name, function = node.func.id, FUNCTIONS[node.func.id]
+    if not function.accepts(len(node.args)):
+        raise ExpressionError(
+            f"expression {text!r}: {name} takes {function.signature}, not {len(node.args)} argument(s)"
+        )
+    for position, argument in enumerate(node.args):
+        if function.kind_of(position) == "value":
+            _check_node(argument, text, columns)
+        elif not (isinstance(argument, ast.Constant) and isinstance(argument.value, str)):
+            raise ExpressionError(
+                f"expression {text!r}: argument {position + 1} of {name} must be a string constant; "
+                f"{name} takes {function.signature}"
+            )
+
+
+def _is_membership(node: ast.Compare) -> bool:
+    return any(isinstance(operator, ast.In | ast.NotIn) for operator in node.ops)
+
+
+def _check_membership(node: ast.Compare, text: str) -> None:
+    """``left in [constants]``, alone: not chained with other comparisons."""
+    if len(node.ops) > 1:
+        raise ExpressionError(f"expression {text!r}: 'in' cannot be chained with other comparisons")
+    (comparator,) = node.comparators
+    if not isinstance(comparator, ast.List | ast.Tuple):
+        raise ExpressionError(f"expression {text!r}: 'in' needs a list of constants")
+    for element in comparator.elts:
+        _check_constant(_list_constant(element, text), text)
+
+
+def _list_constant(element: ast.expr, text: str) -> str | int | float | None:
+    """The value of one element of an ``in`` list: a string, number, boolean or None, possibly negated."""
+    try:
+        value = ast.literal_eval(element)
+    except (ValueError, TypeError):
+        value = element  # not a literal at all
+    if value is not None and not isinstance(value, str | int | float):
+        raise ExpressionError(
+            f"expression {text!r}: 'in' needs a list of constants; {ast.unparse(element)!r} is not one"
+        )
+    return value
 
 
 class _Evaluator:
@@ -160,10 +238,9 @@ class _Evaluator:
         if isinstance(node, ast.BinOp):
             return self._binary(node)
         if isinstance(node, ast.Compare):
-            return self._compare(node)
+            return self._membership(node) if _is_membership(node) else self._compare(node)
         if isinstance(node, ast.Call):
-            assert isinstance(node.func, ast.Name)
-            return FUNCTIONS[node.func.id](*(self._visit(argument) for argument in node.args))
+            return self._call(node)
         raise ExpressionError(f"expression {self._text!r}: {type(node).__name__} is not supported here")
 
     def _column(self, name: str) -> Value:
@@ -174,27 +251,39 @@ class _Evaluator:
             )
         return self._batch.column(index)
 
+    def _call(self, node: ast.Call) -> Value:
+        assert isinstance(node.func, ast.Name)
+        function = FUNCTIONS[node.func.id]
+        arguments = [
+            self._visit(argument) if function.kind_of(position) == "value" else ast.literal_eval(argument)
+            for position, argument in enumerate(node.args)
+        ]
+        return function.kernel(*arguments)
+
     def _binary(self, node: ast.BinOp) -> Value:
         left, right = self._visit(node.left), self._visit(node.right)
         if isinstance(node.op, ast.Div):
-            return _true_divide(left, right)
+            return pc.divide(pc.cast(left, pa.float64()), pc.cast(right, pa.float64()))
         return pc.call_function(_ARITHMETIC[type(node.op)], [left, right])
 
     def _compare(self, node: ast.Compare) -> Value:
         result: Value = None
         left = self._visit(node.left)
         for operator, comparator in zip(node.ops, node.comparators, strict=True):
-            if isinstance(operator, ast.In | ast.NotIn):
-                if not isinstance(comparator, ast.List | ast.Tuple):
-                    raise ExpressionError(f"expression {self._text!r}: 'in' needs a list of constants")
-                values = pa.array([ast.literal_eval(element) for element in comparator.elts])
-                right = None
-                step = pc.is_in(left, value_set=values)
-                if isinstance(operator, ast.NotIn):
-                    step = pc.invert(step)
-            else:
-                right = self._visit(comparator)
-                step = pc.call_function(_COMPARE[type(operator)], [left, right])
+            right = self._visit(comparator)
+            step = pc.call_function(_COMPARE[type(operator)], [left, right])
             result = step if result is None else pc.and_kleene(result, step)
             left = right
         return result
+
+    def _membership(self, node: ast.Compare) -> Value:
+        """``in`` as SQL's ``IN``: null if the left side is null or (not found and) the list holds a null."""
+        left = self._visit(node.left)
+        comparator = node.comparators[0]
+        assert isinstance(comparator, ast.List | ast.Tuple)
+        values = [ast.literal_eval(element) for element in comparator.elts]
+        found = pc.is_in(left, value_set=pa.array([value for value in values if value is not None]))
+        if values:
+            unknown = pc.is_null(left) if None not in values else pc.or_(pc.is_null(left), pc.invert(found))
+            found = pc.if_else(unknown, pa.scalar(None, pa.bool_()), found)
+        return pc.invert(found) if isinstance(node.ops[0], ast.NotIn) else found

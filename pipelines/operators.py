@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import DeriveOp, FilterOp, MaskOp, OperatorConfig, SelectOp
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, ExpressionError
 from pipelines.expressions import compile_expression
 
 __all__ = ["Derive", "Filter", "Mask", "Operator", "Select", "apply_all", "build_operators"]
@@ -31,13 +31,21 @@ class Operator(Protocol):
 
 
 class Filter:
-    """Keeps the rows for which the expression is true (null counts as false)."""
+    """Keeps the rows for which the expression is true (null counts as false).
+
+    The expression's type is only known from the batch: one that is not true/false raises ExpressionError.
+    """
 
     def __init__(self, config: FilterOp) -> None:
         self._expression = compile_expression(config.expr)
 
     def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        return batch.filter(self._expression.evaluate(batch), null_selection_behavior="drop")
+        keep = self._expression.evaluate(batch)
+        if keep.type == pa.null():  # e.g. `None`: unknown for every row
+            keep = keep.cast(pa.bool_())
+        if keep.type != pa.bool_():
+            raise ExpressionError(f"filter expression {self._expression.text!r} must be true/false, got {keep.type}")
+        return batch.filter(keep, null_selection_behavior="drop")
 
     def output_columns(self, input_columns: Sequence[str]) -> list[str]:
         self._expression.check_columns(input_columns)
@@ -62,7 +70,11 @@ class Select:
         unknown_renames = sorted(set(self._rename) - set(self._columns))
         if unknown_renames:
             raise ConfigError(f"select renames {unknown_renames}, which it does not select: {self._columns}")
-        return [self._rename.get(name, name) for name in self._columns]
+        output = [self._rename.get(name, name) for name in self._columns]
+        duplicates = sorted({name for name in output if output.count(name) > 1})
+        if duplicates:
+            raise ConfigError(f"select (after rename) outputs {duplicates} more than once; output: {output}")
+        return output
 
 
 class Derive:
@@ -130,15 +142,18 @@ _OPERATORS: dict[type, type] = {FilterOp: Filter, SelectOp: Select, DeriveOp: De
 def build_operators(
     configs: Sequence[OperatorConfig], input_columns: Sequence[str]
 ) -> tuple[list[Operator], list[str]]:
-    """Build the chain and check every column name along it; return the chain and its output columns."""
+    """Build the chain and check every column name along it; return the chain and its output columns.
+
+    Raises :class:`ConfigError` (:class:`ExpressionError` for an expression) prefixed ``operators.N (op):``.
+    """
     chain: list[Operator] = []
     columns = list(input_columns)
     for position, config in enumerate(configs):
-        operator: Operator = _OPERATORS[type(config)](config)
         try:
+            operator: Operator = _OPERATORS[type(config)](config)
             columns = operator.output_columns(columns)
-        except ConfigError as error:
-            raise ConfigError(f"operators.{position} ({config.op}): {error}") from None
+        except ConfigError as error:  # each error type takes one message: keep the type, add the position
+            raise type(error)(f"operators.{position} ({config.op}): {error}") from None
         chain.append(operator)
     return chain, columns
 

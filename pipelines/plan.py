@@ -66,7 +66,13 @@ def _check_aggregate(config: PipelineConfig, columns: list[str]) -> None:
         raise ConfigError(f"aggregate.key: unknown column {aggregate.key!r}; available: {columns}")
     if "_timestamp" not in columns:
         raise ConfigError("aggregate: the operators dropped _timestamp, which windows need; keep it in select")
+    reserved = {aggregate.key: "the aggregate key", WINDOW_START: "a window column", WINDOW_END: "a window column"}
     for name, aggregation in aggregate.aggregations.items():
+        if name in reserved:
+            raise ConfigError(
+                f"aggregate.aggregations.{name}: the name is taken by {reserved[name]} of the results; "
+                f"name the aggregation otherwise (result columns: {[aggregate.key, WINDOW_START, WINDOW_END]})"
+            )
         if aggregation.column is not None and aggregation.column not in columns:
             raise ConfigError(
                 f"aggregate.aggregations.{name}.column: unknown column {aggregation.column!r}; available: {columns}"

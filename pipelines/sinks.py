@@ -139,17 +139,22 @@ class ConsoleSink:
 def clear_previous_output(config: PipelineConfig) -> None:
     """Remove the ``part-*`` files an earlier run left in this pipeline's output directories: each run
     replaces the previous run's output (other files in those directories are left alone)."""
-    directories = [sink.path for sink in config.sinks if not isinstance(sink, ConsoleSinkConfig)]
-    for directory in [*directories, config.dead_letter.path]:
+    directories = [sink.path for sink in config.sinks if isinstance(sink, JsonlSinkConfig | ParquetSinkConfig)]
+    if isinstance(config.dead_letter, DeadLetterConfig):
+        directories.append(config.dead_letter.path)
+    for directory in directories:
         for stale in Path(directory).glob("part-*"):
             stale.unlink()
 
 
 def open_sink(config: SinkConfig | DeadLetterConfig, writer: str) -> Sink:
+    """A file or console sink; Kafka sinks live in ``actors.kafka`` (they do I/O with a client)."""
     if isinstance(config, DeadLetterConfig):
         return DeadLetterSink(config.path, writer)
     if isinstance(config, JsonlSinkConfig):
         return JsonlSink(config.path, writer)
     if isinstance(config, ParquetSinkConfig):
         return ParquetSink(config.path, writer)
-    return ConsoleSink(config)
+    if isinstance(config, ConsoleSinkConfig):
+        return ConsoleSink(config)
+    raise TypeError(f"{type(config).__name__} is not a file or console sink")

@@ -48,7 +48,7 @@ class PartitionReader(Protocol):
 
     def end_offset(self) -> int: ...
 
-    def freeze(self) -> None: ...
+    async def freeze(self) -> None: ...
 
     @property
     def exhausted(self) -> bool: ...
@@ -76,7 +76,7 @@ class GeneratorReader:
         self.partition = partition
         self.position = position
         self._config = config
-        self._limit = _NO_LIMIT if limit is None else limit
+        self._limit = _NO_LIMIT if limit is None else position + limit
         self._started_at_s = started_at_s
         self._start_time_ms = start_time_ms
         self._clock = clock
@@ -105,7 +105,7 @@ class GeneratorReader:
         arrived = int(max(0.0, self._clock() - self._started_at_s) * per_partition)
         return min(arrived, self._limit)
 
-    def freeze(self) -> None:
+    async def freeze(self) -> None:
         self._limit = min(self._limit, max(self.end_offset(), self.position))
 
     @property
@@ -126,7 +126,7 @@ class FileReader:
         self._path = path
         self._payloads = _read_payloads(path, file_format)
         if limit is not None:
-            self._payloads = self._payloads.slice(0, limit)
+            self._payloads = self._payloads.slice(0, position + limit)
 
     async def fetch(self, max_records: int) -> RawBatch | None:
         end = min(self.position + max_records, len(self._payloads))
@@ -141,7 +141,7 @@ class FileReader:
     def end_offset(self) -> int:
         return len(self._payloads)
 
-    def freeze(self) -> None:
+    async def freeze(self) -> None:
         return None
 
     @property
@@ -175,7 +175,8 @@ def file_partitions(config: FileSourceConfig) -> list[str]:
     return files
 
 
-def partition_count(config: SourceConfig) -> int:
+def partition_count(config: GeneratorSourceConfig | FileSourceConfig) -> int:
+    """Partitions of a source known without I/O to a broker (Kafka's are asked of the brokers)."""
     if isinstance(config, GeneratorSourceConfig):
         return config.partitions
     return len(file_partitions(config))
@@ -192,4 +193,6 @@ def open_reader(
     """A reader for one partition of ``config``, positioned at ``position``."""
     if isinstance(config, GeneratorSourceConfig):
         return GeneratorReader(config, partition, position, limit, started_at_s, start_time_ms)
+    if not isinstance(config, FileSourceConfig):
+        raise TypeError("Kafka partitions are opened by the actor's Kafka session")
     return FileReader(file_partitions(config)[partition], config.format, partition, position, limit)

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from pipelines.config import AggregateConfig
 
-__all__ = ["WINDOW_END", "WINDOW_START", "AggregationPlan", "TumblingWindows", "WindowOutput"]
+__all__ = ["WINDOW_END", "WINDOW_START", "AggregationPlan", "Rejected", "TumblingWindows", "WindowOutput"]
 
 WINDOW_START = "window_start_ms"
 WINDOW_END = "window_end_ms"
@@ -113,11 +113,25 @@ class WindowOutput:
     late: pa.RecordBatch | None
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """Rows :meth:`TumblingWindows.add` did not count, whole (every column), each kind None when there is none.
+
+    ``late``: their window had already been emitted. ``no_event_time``: ``_timestamp`` is null, so they have no
+    window at all (possible when the schema's event-time field is not required and the record had no
+    timestamp). The caller dead-letters both, with different reasons.
+    """
+
+    late: pa.RecordBatch | None = None
+    no_event_time: pa.RecordBatch | None = None
+
+
 class TumblingWindows:
     """Keyed tumbling event-time windows of ``size_ms``, closed when the watermark reaches their end.
 
     Contract: :meth:`add` never emits; :meth:`advance` emits each window exactly once, after which rows for it
-    are *late* and returned by :meth:`add` instead of being counted. Watermarks only move forward.
+    are *late* and returned by :meth:`add` instead of being counted. Rows without an event time are returned
+    by :meth:`add` too, never counted. Watermarks only move forward.
     """
 
     _COMPACT_AFTER = 64
@@ -134,8 +148,20 @@ class TumblingWindows:
         self._compact()
         return sum(table.num_rows for table in self._partials)
 
-    def add(self, batch: pa.RecordBatch) -> pa.RecordBatch | None:
-        """Fold ``batch`` (with ``_timestamp`` in epoch ms) into state; return its late rows, if any."""
+    def add(self, batch: pa.RecordBatch) -> Rejected:
+        """Fold ``batch`` (with ``_timestamp`` in epoch ms) into state; return the rows it did not count."""
+        timestamps = batch.column("_timestamp")
+        if not timestamps.null_count:
+            return Rejected(late=self._fold(batch))
+        has_time = pc.is_valid(timestamps)
+        timed = batch.filter(has_time)
+        return Rejected(
+            late=self._fold(timed),
+            no_event_time=batch.filter(pc.invert(has_time)),
+        )
+
+    def _fold(self, batch: pa.RecordBatch) -> pa.RecordBatch | None:
+        """Count ``batch`` (no null ``_timestamp``) into state, except its late rows, which are returned."""
         if batch.num_rows == 0:
             return None
         times = batch.column("_timestamp").to_numpy(zero_copy_only=False).astype(np.int64)

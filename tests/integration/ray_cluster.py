@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,10 @@ def start_local_cluster(log_dir: Path, num_cpus: int = 4) -> LocalRayCluster:
         f"--port={port}", "--node-ip-address=127.0.0.1",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--include-dashboard=true",
         f"--num-cpus={num_cpus}", "--disable-usage-stats",
+        # its own temp dir: `ray start` records itself in <temp>/ray_current_cluster, which a bare
+        # ray.init() elsewhere on the machine would otherwise join (or fail to, once this cluster is gone)
+        # (short: Ray's unix socket paths under it must stay within 107 bytes)
+        f"--temp-dir={tempfile.mkdtemp(prefix='er-ray-', dir='/tmp')}",
     ]  # fmt: skip
     # As after `source .venv/bin/activate`: a job's `python` entrypoint is the venv's, as is every worker.
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")

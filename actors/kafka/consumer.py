@@ -1,0 +1,134 @@
+"""A source actor's Kafka consumer: manually assigned partitions, one reader per partition.
+
+No consumer-group protocol: the Supervisor decides which actor owns which partition (DESIGN section 3), so
+there are no rebalances. Auto-commit is off and reads are ``read_committed``; offsets are committed explicitly
+(:meth:`KafkaSourceSession.commit`) under the pipeline's group id, so standard lag tools see them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from pipelines.kafka_config import KafkaConnectionConfig, KafkaSourceConfig, client_options
+from pipelines.kafka_records import raw_batch_from_records
+from pipelines.records import RawBatch
+
+__all__ = ["KafkaPartitionReader", "KafkaSourceSession"]
+
+_NO_LIMIT = 1 << 62
+
+
+class KafkaPartitionReader:
+    """One assigned partition, read in offset order (see :mod:`pipelines.sources` for the contract)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, tp: TopicPartition, position: int, limit: int | None) -> None:
+        self.partition = tp.partition
+        self.position = position
+        self._consumer = consumer
+        self.tp = tp
+        self._limit = _NO_LIMIT if limit is None else position + limit
+        self._end = position
+
+    async def fetch(self, max_records: int) -> RawBatch | None:
+        wanted = min(max_records, self._limit - self.position)
+        if wanted <= 0:
+            return None
+        fetched = await self._consumer.getmany(self.tp, timeout_ms=0, max_records=wanted)
+        records = fetched.get(self.tp, [])
+        highwater = self._consumer.highwater(self.tp)
+        if highwater is not None:
+            self._end = max(self._end, highwater)
+        if not records:
+            return None
+        records = [record for record in records if record.offset < self._limit]
+        self.position = records[-1].offset + 1
+        self._end = max(self._end, self.position)
+        return raw_batch_from_records(self.tp.topic, self.partition, records)
+
+    def end_offset(self) -> int:
+        return self._end
+
+    async def refresh_end_offset(self) -> int:
+        ends = await self._consumer.end_offsets([self.tp])
+        self._end = max(self._end, int(ends[self.tp]))
+        return self._end
+
+    async def freeze(self) -> None:
+        self._limit = min(self._limit, max(await self.refresh_end_offset(), self.position))
+
+    @property
+    def exhausted(self) -> bool:
+        return self.position >= self._limit
+
+    async def close(self) -> None:
+        return None
+
+
+class KafkaSourceSession:
+    """The consumer shared by a source actor's partition readers."""
+
+    def __init__(
+        self, source: KafkaSourceConfig, connection: KafkaConnectionConfig, group_id: str, client_id: str
+    ) -> None:
+        self._source = source
+        self._consumer = AIOKafkaConsumer(
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset=source.fallback,
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_bytes=32 << 20,
+            **client_options(connection),
+        )
+        self._readers: dict[int, KafkaPartitionReader] = {}
+        self._started = False
+
+    async def open(self, partitions: list[int], limits: dict[int, int | None]) -> list[KafkaPartitionReader]:
+        """Assign ``partitions`` (added to those already owned) and position each by the start policy."""
+        if not self._started:
+            await self._consumer.start()
+            self._started = True
+        new = [TopicPartition(self._source.topic, partition) for partition in partitions]
+        self._consumer.assign([*(reader.tp for reader in self._readers.values()), *new])
+        positions = await self._start_positions(new)
+        for tp in new:
+            self._consumer.seek(tp, positions[tp])
+            reader = KafkaPartitionReader(self._consumer, tp, positions[tp], limits.get(tp.partition))
+            await reader.refresh_end_offset()
+            self._readers[tp.partition] = reader
+        return [self._readers[tp.partition] for tp in new]
+
+    async def _start_positions(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        beginning = await self._consumer.beginning_offsets(tps)
+        end = await self._consumer.end_offsets(tps)
+        start = self._source.start
+        if start == "earliest":
+            return {tp: int(beginning[tp]) for tp in tps}
+        if start == "latest":
+            return {tp: int(end[tp]) for tp in tps}
+        if start == "timestamp":
+            found = await self._consumer.offsets_for_times(dict.fromkeys(tps, self._source.start_timestamp_ms))
+            return {tp: int(found[tp].offset) if found.get(tp) else int(end[tp]) for tp in tps}
+        fallback = beginning if self._source.fallback == "earliest" else end
+        positions = {}
+        for tp in tps:
+            committed = await self._consumer.committed(tp)
+            positions[tp] = int(fallback[tp]) if committed is None else max(int(committed), int(beginning[tp]))
+        return positions
+
+    async def commit(self) -> dict[int, int]:
+        """Commit every reader's position (the next offset to read); return what was committed."""
+        offsets: dict[Any, Any] = {
+            reader.tp: OffsetAndMetadata(reader.position, "") for reader in self._readers.values()
+        }
+        if offsets:
+            await self._consumer.commit(offsets)
+        return {tp.partition: meta.offset for tp, meta in offsets.items()}
+
+    async def close(self) -> None:
+        if self._started:
+            await self._consumer.stop()

@@ -1,0 +1,203 @@
+"""Render a pipeline config into KubeRay manifests: a RayCluster and a RayJob, as plain dicts.
+
+Rendering is pure (no file or cluster access) and deterministic, so the manifests checked in under
+``k8s/`` can be compared byte for byte with a fresh render of their config: configs and manifests
+cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from pipelines.config import PipelineConfig
+from pipelines.errors import ConfigError
+
+from ._conventions import (
+    DEFAULT_IMAGE,
+    IMAGE_PROJECT_DIR,
+    METRICS_PORT,
+    PART_OF_LABEL,
+    PIPELINE_LABEL,
+    RAY_AUTH_MODE,
+    RAY_VERSION,
+    SLOT_RESOURCE,
+)
+from ._pods import PodResources, auth_env, head_template, submitter_template, worker_template
+
+__all__ = [
+    "ManifestKind",
+    "RenderOptions",
+    "WorkerBounds",
+    "render_manifests",
+    "render_raycluster",
+    "render_rayjob",
+    "worker_bounds",
+]
+
+ManifestKind = Literal["rayjob", "raycluster", "all"]
+WORKER_GROUP = "slots"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Deployment choices that are not part of the pipeline config.
+
+    ``min_workers``/``max_workers`` of None mean "derive from the config" (see :func:`worker_bounds`).
+    ``config_in_image`` of None means ``IMAGE_PROJECT_DIR/configs/<name>.yaml``; ``module`` of None means
+    ``pipelines.<name>`` (dashes become underscores).
+    """
+
+    image: str = DEFAULT_IMAGE
+    min_workers: int | None = None
+    max_workers: int | None = None
+    slots_per_worker: int = 1
+    head: PodResources = field(default_factory=lambda: PodResources(cpu="1", memory="4Gi"))
+    worker: PodResources = field(default_factory=lambda: PodResources(cpu="1", memory="2Gi"))
+    name: str | None = None
+    idle_timeout_s: int = 60
+    ttl_after_finished_s: int = 300
+    job_retries: int = 2
+    config_in_image: str | None = None
+    module: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkerBounds:
+    """Replica bounds of the eventray worker group; the group starts at ``min_replicas``."""
+
+    min_replicas: int
+    max_replicas: int
+
+
+def worker_bounds(config: PipelineConfig, options: RenderOptions) -> WorkerBounds:
+    """Worker pod bounds: explicit options first, else 1 .. (actors the config asks for / slots per pod).
+
+    This is the one place that maps a config to bounds; a future ``runtime.autoscale`` section is read
+    here. Raises ConfigError when the bounds are inconsistent.
+    """
+    if options.slots_per_worker < 1:
+        raise ConfigError(f"--slots-per-worker must be at least 1, got {options.slots_per_worker}")
+    runtime = config.runtime
+    actors = runtime.source_actors + (runtime.aggregate_actors if config.aggregate is not None else 0)
+    low = 1 if options.min_workers is None else options.min_workers
+    high = math.ceil(actors / options.slots_per_worker) if options.max_workers is None else options.max_workers
+    if low < 0 or high < 1:
+        raise ConfigError(
+            f"worker bounds must satisfy 0 <= --min-workers and 1 <= --max-workers, got {low} and {high}. "
+            "Operator action: pass non-negative --min-workers and a positive --max-workers."
+        )
+    if low > high:
+        raise ConfigError(
+            f"--min-workers ({low}) is greater than --max-workers ({high}) for pipeline {config.name!r} "
+            f"({actors} actors at {options.slots_per_worker} {SLOT_RESOURCE} per pod). "
+            "Operator action: lower --min-workers or raise --max-workers."
+        )
+    return WorkerBounds(min_replicas=low, max_replicas=high)
+
+
+def _dns_name(text: str) -> str:
+    return text.replace("_", "-")
+
+
+def _labels(config: PipelineConfig) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "eventray", PART_OF_LABEL: "eventray", PIPELINE_LABEL: config.name}
+
+
+def _slot_param(slots: int) -> str:
+    # KubeRay passes rayStartParams to `ray start` through a shell: the JSON keeps its quotes escaped.
+    return '"{\\"' + SLOT_RESOURCE + '\\": ' + str(slots) + '}"'
+
+
+def _worker_group(config: PipelineConfig, options: RenderOptions) -> dict[str, Any]:
+    bounds = worker_bounds(config, options)
+    return {
+        "groupName": WORKER_GROUP,
+        "replicas": bounds.min_replicas,
+        "minReplicas": bounds.min_replicas,
+        "maxReplicas": bounds.max_replicas,
+        "rayStartParams": {
+            "resources": _slot_param(options.slots_per_worker),
+            "metrics-export-port": str(METRICS_PORT),
+        },
+        "template": worker_template(options.image, options.worker, _labels(config)),
+    }
+
+
+def _cluster_spec(config: PipelineConfig, options: RenderOptions) -> dict[str, Any]:
+    """The RayCluster spec shared by the standalone RayCluster and the RayJob's own cluster."""
+    autoscaler = {
+        "version": "v2",
+        "upscalingMode": "Default",
+        "idleTimeoutSeconds": options.idle_timeout_s,
+        "env": auth_env(),
+        "resources": PodResources(cpu="500m", memory="512Mi").to_manifest(),
+    }
+    head = {
+        "rayStartParams": {"num-cpus": "0", "metrics-export-port": str(METRICS_PORT)},
+        "template": head_template(options.image, options.head, _labels(config)),
+    }
+    return {
+        "rayVersion": RAY_VERSION,
+        "enableInTreeAutoscaling": True,
+        "authOptions": {"mode": RAY_AUTH_MODE},
+        "autoscalerOptions": autoscaler,
+        "headGroupSpec": head,
+        "workerGroupSpecs": [_worker_group(config, options)],
+    }
+
+
+def render_raycluster(config: PipelineConfig, options: RenderOptions) -> dict[str, Any]:
+    """A long-running, autoscaling RayCluster sized for ``config`` (submit pipelines to it)."""
+    name = options.name or f"eventray-{_dns_name(config.name)}"
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {"name": name, "labels": _labels(config)},
+        "spec": _cluster_spec(config, options),
+    }
+
+
+def _entrypoint(config: PipelineConfig, options: RenderOptions) -> str:
+    module = options.module or f"pipelines.{config.name.replace('-', '_')}"
+    config_path = options.config_in_image or f"{IMAGE_PROJECT_DIR}/configs/{config.name}.yaml"
+    return shlex.join(["python", "-m", module, "--config", config_path])
+
+
+def render_rayjob(config: PipelineConfig, options: RenderOptions) -> dict[str, Any]:
+    """A RayJob that runs ``config`` on its own autoscaling cluster, deleted ``ttl`` s after the job ends.
+
+    The code and configs are baked into the image, so the runtime env carries only job-level variables.
+    """
+    runtime_env = {"env_vars": {"OTEL_SERVICE_NAME": f"eventray-{config.name}"}}
+    spec = {
+        "entrypoint": _entrypoint(config, options),
+        "runtimeEnvYAML": yaml.safe_dump(runtime_env, sort_keys=False),
+        "shutdownAfterJobFinishes": True,
+        "ttlSecondsAfterFinished": options.ttl_after_finished_s,
+        "backoffLimit": options.job_retries,
+        "submissionMode": "K8sJobMode",
+        "submitterPodTemplate": submitter_template(options.image),
+        "rayClusterSpec": _cluster_spec(config, options),
+    }
+    name = options.name or f"eventray-{_dns_name(config.name)}"
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": name, "labels": _labels(config)},
+        "spec": spec,
+    }
+
+
+def render_manifests(config: PipelineConfig, options: RenderOptions, kind: ManifestKind) -> list[dict[str, Any]]:
+    """The manifests of ``kind`` for ``config``; ``all`` is the RayCluster followed by the RayJob."""
+    documents: list[dict[str, Any]] = []
+    if kind in ("raycluster", "all"):
+        documents.append(render_raycluster(config, options))
+    if kind in ("rayjob", "all"):
+        documents.append(render_rayjob(config, options))
+    return documents

@@ -1,0 +1,27 @@
+"""A local single-node Apache Kafka broker (KRaft) for development and tests, without Docker.
+
+The server jars are resolved from Maven Central with ``mvn`` into a shared cache, and ``kafka.Kafka``
+runs as a detached JVM on loopback ports. ``eventray kafka up|down|status``, ``make test`` and the
+pytest fixtures all go through this API; each broker is identified by its state dir.
+
+Errors: every failure is a ``DevBrokerError`` whose message ends with an "Operator action:" line.
+"""
+
+from ._broker import BrokerStatus, RunningBroker, broker_status, start_broker, stop_broker
+from ._config import DevBrokerConfig, bootstrap_from_env
+from ._errors import DevBrokerError
+from ._jars import resolve_kafka_jars
+from ._probe import broker_reachable
+
+__all__ = [
+    "BrokerStatus",
+    "DevBrokerConfig",
+    "DevBrokerError",
+    "RunningBroker",
+    "bootstrap_from_env",
+    "broker_reachable",
+    "broker_status",
+    "resolve_kafka_jars",
+    "start_broker",
+    "stop_broker",
+]

@@ -1,0 +1,269 @@
+"""Starting, stopping and inspecting one dev broker, identified by its state dir.
+
+A state dir holds at most one broker. Its files are described in ``_state_files``; the process
+rules (own session, pid identity checks) in ``_process``.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ._config import DevBrokerConfig
+from ._errors import DevBrokerError
+from ._jars import resolve_kafka_jars
+from ._probe import broker_reachable
+from ._process import (
+    is_broker_process,
+    peek_child_exit,
+    spawn_detached,
+    stop_own_child,
+    terminate_broker,
+)
+from ._properties import LOOPBACK_HOST, BrokerPorts, render_log4j2_properties, render_server_properties
+from ._state_files import BrokerRecord, StatePaths
+from ._tools import last_lines, require_tool
+
+__all__ = ["BrokerStatus", "RunningBroker", "broker_status", "start_broker", "stop_broker"]
+
+_FORMAT_TIMEOUT_S = 120.0
+_READY_POLL_S = 0.5
+_PROBE_TIMEOUT_S = 3.0
+_LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class RunningBroker:
+    """A broker that answered a metadata request at ``bootstrap`` when ``start_broker`` returned."""
+
+    bootstrap: str
+    pid: int
+    log_path: Path
+    state_dir: Path
+    kafka_version: str
+    ready_after_s: float
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What a state dir says about its broker.
+
+    ``pid`` is the recorded pid even when ``running`` is False (a stale pid file); ``running`` means
+    that pid is this state dir's broker JVM; ``reachable`` means it answered a metadata request.
+    ``bootstrap`` and ``kafka_version`` are None until the broker has become ready once.
+    """
+
+    running: bool
+    reachable: bool
+    pid: int | None
+    bootstrap: str | None
+    kafka_version: str | None
+    log_path: Path
+
+
+def start_broker(cfg: DevBrokerConfig) -> RunningBroker:
+    """Start a broker for ``cfg.state_dir`` and return once it answers metadata requests.
+
+    Resolves the jars first (may download on first use). Formats fresh storage unless
+    ``cfg.keep_data`` and the data dir is already formatted. The JVM runs in its own session and
+    outlives the caller; stop it with ``stop_broker``. Raises DevBrokerError when a broker already
+    runs for this state dir, a port is taken, or the JVM exits or stays silent for
+    ``cfg.ready_timeout_s`` (the JVM is then stopped, and the message carries its log tail).
+    """
+    paths = StatePaths(cfg.state_dir)
+    _refuse_if_running(paths)
+    libs_dir = resolve_kafka_jars(cfg)
+    java = require_tool("java")
+    ports = _choose_ports(cfg)
+    _write_configs(cfg, paths, ports)
+    _format_storage_if_needed(java, libs_dir, paths)
+    started = time.monotonic()
+    pid = spawn_detached(_broker_argv(java, libs_dir, cfg, paths), paths.log)
+    paths.write_pid(pid)
+    try:
+        _wait_until_ready(pid, ports.bootstrap, paths, cfg.ready_timeout_s)
+    except BaseException:
+        stop_own_child(pid, cfg.stop_timeout_s)
+        paths.forget_broker()
+        raise
+    paths.write_record(
+        BrokerRecord(
+            bootstrap=ports.bootstrap,
+            pid=pid,
+            started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            kafka_version=cfg.kafka_version,
+            log_path=str(paths.log),
+        )
+    )
+    return RunningBroker(
+        bootstrap=ports.bootstrap,
+        pid=pid,
+        log_path=paths.log,
+        state_dir=cfg.state_dir,
+        kafka_version=cfg.kafka_version,
+        ready_after_s=time.monotonic() - started,
+    )
+
+
+def stop_broker(state_dir: Path, timeout_s: float = 20.0) -> bool:
+    """Stop the broker recorded in ``state_dir``; True if one was running and is now gone.
+
+    Signals only the recorded pid, and only while it is still this state dir's broker JVM (a stale
+    or recycled pid is left alone and its records removed). SIGTERM first, SIGKILL after
+    ``timeout_s``. Keeps the data dir and the log.
+    """
+    paths = StatePaths(state_dir.expanduser().resolve())
+    pid = paths.read_pid()
+    stopped = pid is not None and terminate_broker(pid, paths.config, timeout_s)
+    paths.forget_broker()
+    return stopped
+
+
+def broker_status(state_dir: Path, probe_timeout_s: float = _PROBE_TIMEOUT_S) -> BrokerStatus:
+    """Report on the broker of ``state_dir``; probes it (bounded by ``probe_timeout_s``) only if running.
+
+    Read-only: never signals a process or changes a file.
+    """
+    paths = StatePaths(state_dir.expanduser().resolve())
+    pid = paths.read_pid()
+    running = pid is not None and is_broker_process(pid, paths.config)
+    record = paths.read_record()
+    if record is None or record.pid != pid:
+        return BrokerStatus(running, False, pid, None, None, paths.log)
+    reachable = running and broker_reachable(record.bootstrap, probe_timeout_s)
+    return BrokerStatus(running, reachable, pid, record.bootstrap, record.kafka_version, paths.log)
+
+
+def _refuse_if_running(paths: StatePaths) -> None:
+    pid = paths.read_pid()
+    if pid is not None and is_broker_process(pid, paths.config):
+        raise DevBrokerError(
+            f"A Kafka broker (pid {pid}) is already running for {paths.root}.\n"
+            "Operator action: use it, or stop it first with `eventray kafka down`."
+        )
+    paths.forget_broker()
+
+
+def _choose_ports(cfg: DevBrokerConfig) -> BrokerPorts:
+    """Fill in free ports for the zeros in ``cfg``; raise DevBrokerError if a requested port is taken."""
+    with _bound_socket(cfg.port) as client, _bound_socket(cfg.controller_port) as controller:
+        return BrokerPorts(port=client.getsockname()[1], controller=controller.getsockname()[1])
+
+
+def _bound_socket(port: int) -> socket.socket:
+    """A TCP socket bound to ``127.0.0.1:port`` (0: any free port), proving the port can be listened on.
+
+    SO_REUSEADDR matches what the JVM does, so a port in TIME_WAIT from a previous broker counts as free.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((LOOPBACK_HOST, port))
+    except OSError as exc:
+        sock.close()
+        raise DevBrokerError(
+            f"Port {port} on {LOOPBACK_HOST} is already in use ({exc.strerror}).\n"
+            f"Operator action: pick another port (`eventray kafka up --port N`), or, if a Kafka broker "
+            f"is listening there, use it with KAFKA_BOOTSTRAP={LOOPBACK_HOST}:{port}."
+        ) from exc
+    return sock
+
+
+def _write_configs(cfg: DevBrokerConfig, paths: StatePaths, ports: BrokerPorts) -> None:
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if not cfg.keep_data:
+        shutil.rmtree(paths.data, ignore_errors=True)
+    paths.config.write_text(render_server_properties(ports, paths.data))
+    paths.log4j_config.write_text(render_log4j2_properties())
+
+
+def _format_storage_if_needed(java: Path, libs_dir: Path, paths: StatePaths) -> None:
+    """Run ``kafka.tools.StorageTool format`` unless the data dir already holds a formatted log."""
+    if (paths.data / "meta.properties").is_file():
+        return
+    command = [
+        *_java_prefix(java, libs_dir, paths),
+        "kafka.tools.StorageTool",
+        "format",
+        "-t",
+        _new_cluster_id(),
+        "-c",
+        str(paths.config),
+    ]
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed argv built from our own paths, no shell
+            command, capture_output=True, text=True, timeout=_FORMAT_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise DevBrokerError(
+            f"Formatting Kafka storage in {paths.data} took over {_FORMAT_TIMEOUT_S:.0f} s.\n"
+            "Operator action: check the machine is not overloaded, then retry."
+        ) from exc
+    if done.returncode != 0:
+        raise DevBrokerError(
+            f"Formatting Kafka storage in {paths.data} failed (exit {done.returncode}):\n"
+            f"{last_lines(done.stdout + done.stderr)}\n"
+            f"Operator action: fix the cause above; deleting {paths.data} is always safe for a dev broker."
+        )
+
+
+def _new_cluster_id() -> str:
+    """A Kafka cluster id: a random UUID in unpadded URL-safe base64, as ``StorageTool random-uuid``
+    prints, saving a JVM start. Like Kafka, avoid ids starting with '-' (they read as CLI options)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _java_prefix(java: Path, libs_dir: Path, paths: StatePaths) -> list[str]:
+    return [
+        str(java),
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={paths.log4j_config}",
+        "-cp",
+        str(libs_dir / "*"),
+    ]
+
+
+def _broker_argv(java: Path, libs_dir: Path, cfg: DevBrokerConfig, paths: StatePaths) -> list[str]:
+    java_cmd, *rest = _java_prefix(java, libs_dir, paths)
+    heap = [f"-Xmx{cfg.heap_mb}m", "-XX:+ExitOnOutOfMemoryError"]
+    return [java_cmd, *heap, *rest, "kafka.Kafka", str(paths.config)]
+
+
+def _wait_until_ready(pid: int, bootstrap: str, paths: StatePaths, timeout_s: float) -> None:
+    """Poll until the broker answers metadata; raise DevBrokerError if it exits or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        # Ask the kernel as the JVM's parent rather than check /proc: right after spawn the child's
+        # command line can still read empty. Not reaping keeps the pid ours for stop_own_child.
+        exit_code = peek_child_exit(pid)
+        if exit_code is not None:
+            raise DevBrokerError(
+                f"The Kafka broker exited during startup (exit code {exit_code}). "
+                f"Last lines of {paths.log}:\n{_log_tail(paths.log)}\n"
+                "Operator action: fix the cause above, then run `eventray kafka up` again."
+            )
+        if broker_reachable(bootstrap, min(_PROBE_TIMEOUT_S, max(deadline - time.monotonic(), 0.1))):
+            return
+        time.sleep(_READY_POLL_S)
+    raise DevBrokerError(
+        f"The Kafka broker (pid {pid}) did not answer at {bootstrap} within {timeout_s:.0f} s; stopped it.\n"
+        f"Last lines of {paths.log}:\n{_log_tail(paths.log)}\n"
+        "Operator action: look for the cause above; on a slow or busy machine raise ready_timeout_s."
+    )
+
+
+def _log_tail(log_path: Path) -> str:
+    try:
+        return last_lines(log_path.read_text(errors="replace"), _LOG_TAIL_LINES)
+    except OSError:
+        return "(no log written)"

@@ -1,0 +1,66 @@
+"""Configuration of the local dev broker, and the environment variables this package reads.
+
+Environment variables are read here and nowhere else in the package, at call time (never at import):
+``EVENTRAY_CACHE_DIR`` (root of eventray's download cache, default ``~/.cache/eventray``) and
+``KAFKA_BOOTSTRAP`` (an existing broker to use instead of starting one).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["DevBrokerConfig", "bootstrap_from_env"]
+
+_CACHE_ROOT_ENV = "EVENTRAY_CACHE_DIR"
+_BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP"
+
+
+def _default_cache_dir() -> Path:
+    """Return ``$EVENTRAY_CACHE_DIR/kafka``, or ``~/.cache/eventray/kafka`` when the variable is unset."""
+    root = os.environ.get(_CACHE_ROOT_ENV) or str(Path.home() / ".cache" / "eventray")
+    return Path(root).expanduser() / "kafka"
+
+
+def _default_state_dir() -> Path:
+    return Path.cwd() / ".eventray" / "kafka"
+
+
+def bootstrap_from_env() -> str | None:
+    """Return ``KAFKA_BOOTSTRAP`` when set to a non-blank value (an existing broker to use), else None."""
+    value = os.environ.get(_BOOTSTRAP_ENV, "").strip()
+    return value or None
+
+
+class DevBrokerConfig(BaseModel):
+    """How to run one single-node KRaft broker on loopback.
+
+    ``port`` / ``controller_port`` of 0 mean "pick a free loopback port at start". Paths are made
+    absolute at construction, because the config path recorded in the broker's command line is how
+    ``stop_broker`` recognises its own process.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kafka_version: str = Field(default="4.1.1", pattern=r"^\d+\.\d+\.\d+$")
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    port: int = Field(default=9092, ge=0, le=65535)
+    controller_port: int = Field(default=0, ge=0, le=65535)
+    heap_mb: int = Field(default=512, ge=128)
+    keep_data: bool = False
+    ready_timeout_s: float = Field(default=60.0, gt=0)
+    stop_timeout_s: float = Field(default=20.0, gt=0)
+
+    @field_validator("cache_dir", "state_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> DevBrokerConfig:
+        if self.port and self.port == self.controller_port:
+            raise ValueError(f"port and controller_port must differ, both are {self.port}")
+        return self

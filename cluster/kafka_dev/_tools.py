@@ -1,0 +1,32 @@
+"""Locating the external programs the dev broker needs (java, mvn) and reading process output."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ._errors import DevBrokerError
+
+__all__ = ["last_lines", "require_tool"]
+
+_INSTALL_HINTS = {
+    "java": "install Java 17+ (e.g. `apt-get install openjdk-17-jre-headless`) so `java` is on PATH",
+    "mvn": "install Apache Maven 3.8+ (e.g. `apt-get install maven`) so `mvn` is on PATH",
+}
+
+
+def require_tool(name: str) -> Path:
+    """Return the absolute path of ``name`` on PATH; raise DevBrokerError naming the install step if not."""
+    found = shutil.which(name)
+    if found is None:
+        raise DevBrokerError(
+            f"`{name}` was not found on PATH; the dev Kafka broker needs it.\n"
+            f"Operator action: {_INSTALL_HINTS.get(name, f'install {name}')}."
+        )
+    return Path(found)
+
+
+def last_lines(text: str, count: int = 30) -> str:
+    """Return the last ``count`` non-empty lines of ``text``, for error messages."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-count:])

@@ -1,0 +1,77 @@
+"""Pipeline configs the integration tests run, built from configs/orders.yaml so they stay in step with it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+from actors.kafka.admin import ensure_topic, read_topic
+from pipelines.config import PipelineConfig, parse_config
+from pipelines.kafka_config import KafkaConnectionConfig
+from pipelines.orders import orders_pipeline
+
+START_TIME_MS = 1_767_225_600_000  # fixed, so references see the same events as the pipeline
+PARTITIONS = 8
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def connection(bootstrap: str) -> KafkaConnectionConfig:
+    return KafkaConnectionConfig(bootstrap_servers=bootstrap)
+
+
+def generator_source(invalid_fraction: float = 0.01) -> dict[str, Any]:
+    return {
+        "type": "generator", "partitions": PARTITIONS, "seed": 42, "rate_per_s": None,
+        "invalid_fraction": invalid_fraction, "start_time_ms": START_TIME_MS,
+    }  # fmt: skip
+
+
+def passthrough(
+    source: dict[str, Any],
+    sinks: list[dict[str, Any]],
+    dead_letter: dict[str, Any],
+    runtime: dict[str, Any],
+    kafka: dict[str, Any] | None = None,
+) -> PipelineConfig:
+    """The orders schema and validation, no aggregate: every valid event goes out with its id and origin."""
+    orders = orders_pipeline()
+    data: dict[str, Any] = {
+        "name": unique("passthrough"),
+        "source": source,
+        "schema": orders.schema_.model_dump(mode="json"),
+        "operators": [{"op": "select", "columns": ["event_id", "event_type", "_partition", "_offset"]}],
+        "sinks": sinks,
+        "dead_letter": dead_letter,
+        "runtime": {"duration_s": None, **runtime},
+    }
+    if kafka is not None:
+        data["kafka"] = kafka
+    return parse_config(data)
+
+
+def orders_with(source: dict[str, Any], out: Path, runtime: dict[str, Any], kafka: dict[str, Any] | None = None,
+                ) -> PipelineConfig:  # fmt: skip
+    data = orders_pipeline().model_dump(mode="json", by_alias=True)
+    data.update(
+        name=unique("orders"),
+        source=source,
+        sinks=[{"type": "jsonl", "path": str(out / "windows")}],
+        dead_letter={"type": "jsonl", "path": str(out / "dead_letter")},
+        runtime={**data["runtime"], "duration_s": None, **runtime},
+    )
+    if kafka is not None:
+        data["kafka"] = kafka
+    return parse_config(data)
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> None:
+    asyncio.run(ensure_topic(connection(bootstrap), topic, partitions))
+
+
+def topic_records(bootstrap: str, topic: str) -> list[Any]:
+    return asyncio.run(read_topic(connection(bootstrap), topic))

@@ -1,0 +1,160 @@
+"""Kafka in, Kafka out, against a real broker: exactly-once output without faults, order, offsets, resume,
+dead-letter topic headers, the circuit breaker, publish-subscribe."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter, defaultdict
+
+import pytest
+
+from actors.kafka.admin import committed_offsets, end_offsets
+from cluster.produce import produce_events
+from cluster.runner import run_pipeline
+from pipelines.config import GeneratorSourceConfig, PipelineConfig
+from pipelines.errors import FatalError
+from pipelines.kafka_config import CircuitBreakerConfig
+from tests.integration.pipelines_under_test import (
+    PARTITIONS,
+    START_TIME_MS,
+    connection,
+    create_topic,
+    passthrough,
+    topic_records,
+    unique,
+)
+from tests.integration.ray_cluster import LocalRayCluster
+
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
+
+EVENTS = 100_000
+
+
+@pytest.fixture(scope="module")
+def orders_topic(kafka_bootstrap: str) -> tuple[str, int]:
+    """A topic pre-filled with 100,000 generated events over 8 partitions; returns (topic, invalid count)."""
+    topic = unique("orders-in")
+    generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=42, rate_per_s=None)
+    report = asyncio.run(produce_events(connection(kafka_bootstrap), topic, EVENTS, generator, None, START_TIME_MS))
+    assert report.events == EVENTS
+    return topic, report.invalid
+
+
+def kafka_passthrough(bootstrap: str, topic: str, out: str, dlq: str, source_actors: int, **source: object
+                      ) -> PipelineConfig:  # fmt: skip
+    create_topic(bootstrap, out)
+    return passthrough(
+        source={"type": "kafka", "topic": topic, "start": "committed", **source},
+        sinks=[{"type": "kafka", "topic": out, "partition_by": "source_partition"}],
+        dead_letter={"type": "kafka", "topic": dlq},
+        runtime={"source_actors": source_actors, "duration_s": 0.5},
+        kafka={"bootstrap_servers": bootstrap},
+    )
+
+
+def ids_and_order(bootstrap: str, topic: str) -> tuple[Counter[str], dict[int, list[int]]]:
+    ids: Counter[str] = Counter()
+    offsets_by_source: dict[int, list[int]] = defaultdict(list)
+    for record in topic_records(bootstrap, topic):
+        event = json.loads(record.value)
+        ids[event["event_id"]] += 1
+        offsets_by_source[event["_partition"]].append(event["_offset"])
+    return ids, offsets_by_source
+
+
+@pytest.mark.parametrize("source_actors", [1, 2, 4])
+def test_every_event_comes_out_once_in_order_and_offsets_are_committed(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, orders_topic: tuple[str, int], source_actors: int
+) -> None:
+    topic, invalid = orders_topic
+    out = unique("orders-out")
+    config = kafka_passthrough(kafka_bootstrap, topic, out, unique("orders-dlq"), source_actors)
+
+    summary = run_pipeline(config, address=ray_driver.address)
+
+    ids, offsets_by_source = ids_and_order(kafka_bootstrap, out)
+    assert summary.progress.events_in == EVENTS
+    assert sum(ids.values()) == EVENTS - invalid == summary.progress.events_out
+    assert max(ids.values()) == 1, "an event id came out twice"
+    for partition, offsets in offsets_by_source.items():
+        assert offsets == sorted(offsets), f"partition {partition} out of order"
+    ends = asyncio.run(end_offsets(connection(kafka_bootstrap), topic))
+    committed = asyncio.run(committed_offsets(connection(kafka_bootstrap), topic, config.group_id))
+    assert committed == ends
+
+
+def test_a_restarted_pipeline_resumes_from_its_committed_offsets(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, orders_topic: tuple[str, int]
+) -> None:
+    topic, invalid = orders_topic
+    out, dlq = unique("resume-out"), unique("resume-dlq")
+    first = kafka_passthrough(kafka_bootstrap, topic, out, dlq, 2)
+    first = first.model_copy(update={"runtime": first.runtime.model_copy(update={"max_events": EVENTS // 2})})
+    group = {"group_id": first.group_id}
+    second = kafka_passthrough(kafka_bootstrap, topic, out, dlq, 2, **group)
+
+    run_pipeline(first, address=ray_driver.address)
+    halfway = asyncio.run(committed_offsets(connection(kafka_bootstrap), topic, first.group_id))
+    resumed = run_pipeline(second, address=ray_driver.address)
+
+    assert sum(offset or 0 for offset in halfway.values()) == EVENTS // 2
+    assert resumed.progress.events_in == EVENTS - EVENTS // 2
+    ids, _ = ids_and_order(kafka_bootstrap, out)
+    assert sum(ids.values()) == EVENTS - invalid
+    assert max(ids.values()) == 1
+
+
+def test_invalid_records_reach_the_dead_letter_topic_with_their_headers(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, orders_topic: tuple[str, int]
+) -> None:
+    topic, invalid = orders_topic
+    dlq = unique("orders-dlq")
+    config = kafka_passthrough(kafka_bootstrap, topic, unique("dlq-out"), dlq, 2)
+
+    run_pipeline(config, address=ray_driver.address)
+
+    dead = topic_records(kafka_bootstrap, dlq)
+    assert len(dead) == invalid
+    originals = {(r.partition, r.offset): r.value for r in topic_records(kafka_bootstrap, topic)}
+    kinds = Counter()
+    for record in dead:
+        headers = {name: value.decode() for name, value in record.headers}
+        assert headers["eventray.pipeline"] == config.name
+        assert headers["eventray.source.topic"] == topic
+        source = (int(headers["eventray.source.partition"]), int(headers["eventray.source.offset"]))
+        assert record.value == originals[source], "the dead letter must keep the original bytes"
+        assert headers["eventray.reason"] and record.value.decode(errors="replace") not in headers["eventray.reason"]
+        kinds[headers["eventray.error_type"]] += 1
+    assert kinds["undecodable"] > 0 and kinds["invalid"] > 0
+
+
+def test_the_circuit_breaker_halts_on_a_bad_deploy_burst(ray_driver: LocalRayCluster, kafka_bootstrap: str) -> None:
+    topic = unique("bad-deploy")
+    generator = GeneratorSourceConfig(partitions=2, seed=7, rate_per_s=None, invalid_fraction=0.9)
+    asyncio.run(produce_events(connection(kafka_bootstrap), topic, 5_000, generator, None, START_TIME_MS))
+    config = kafka_passthrough(kafka_bootstrap, topic, unique("bad-out"), unique("bad-dlq"), 1)
+    breaker = CircuitBreakerConfig(max_invalid_ratio=0.5, window_events=2_000, min_events=500)
+    config = config.model_copy(update={"circuit_breaker": breaker})
+
+    with pytest.raises(FatalError, match="circuit breaker tripped") as raised:
+        run_pipeline(config, address=ray_driver.address)
+
+    assert "Operator action" in str(raised.value)
+    committed = asyncio.run(committed_offsets(connection(kafka_bootstrap), topic, config.group_id))
+    assert all(offset is None for offset in committed.values()), "a halted run must not commit its input"
+
+
+def test_publish_subscribe_two_groups_read_the_same_topic_independently(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, orders_topic: tuple[str, int]
+) -> None:
+    topic, invalid = orders_topic
+    billing = kafka_passthrough(kafka_bootstrap, topic, unique("billing"), unique("billing-dlq"), 2)
+    analytics = kafka_passthrough(kafka_bootstrap, topic, unique("analytics"), unique("analytics-dlq"), 1)
+    assert billing.group_id != analytics.group_id
+
+    first = run_pipeline(billing, address=ray_driver.address)
+    second = run_pipeline(analytics, address=ray_driver.address)
+
+    assert first.progress.events_in == second.progress.events_in == EVENTS
+    assert first.progress.events_out == second.progress.events_out == EVENTS - invalid
