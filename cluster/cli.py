@@ -38,7 +38,9 @@ def _run(args: argparse.Namespace) -> int:
     from cluster.console import ProgressView, print_summary  # noqa: PLC0415 - keep `--help` fast
     from cluster.runner import run_pipeline  # noqa: PLC0415
 
-    console = Console(stderr=False)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=130)  # logs and pipes: wide enough for the results table
     config = load_run_config(args)
     where = f"Ray cluster at {args.address}" if args.address else "an embedded Ray"
     console.print(f"Running [bold]{config.name}[/] ({args.config}) on {where}. Ctrl-C stops cleanly.")

@@ -22,10 +22,9 @@ def _progress_text(progress: RunProgress, rate: float) -> Text:
     text = Text()
     text.append(f"{progress.elapsed_s:6.1f}s ", style="dim")
     text.append(f"in {progress.events_in:,}", style="bold")
-    text.append(f" ({rate:,.0f} ev/s)  lag {progress.lag_records:,}  ")
+    text.append(f" ({rate:,.0f}/s)  lag {progress.lag_records:,}  ")
     text.append(f"dead-lettered {progress.dead_lettered + progress.late_events:,}  ", style="yellow")
-    text.append(f"windows {progress.windows_emitted:,}  ", style="green")
-    text.append(f"sources done {progress.sources_done}/{progress.sources}", style="dim")
+    text.append(f"windows {progress.windows_emitted:,}", style="green")
     return text
 
 
@@ -76,7 +75,7 @@ def _cell(column: str, value: Any) -> str:
 def print_summary(console: Console, summary: RunSummary) -> None:
     if summary.preview:
         columns = list(summary.preview[0])
-        table = Table(title=f"{summary.pipeline}: top {len(summary.preview)} results (window times UTC)")
+        table = Table(title=f"{summary.pipeline}: top {len(summary.preview)} results (window times in UTC)")
         for column in columns:
             table.add_column(column, justify="left" if column == columns[0] else "right")
         for row in summary.preview:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from actors.kafka.admin import ensure_topic
 from actors.kafka.admin import partition_count as kafka_partition_count
 from actors.reports import AggregateProgress, SourceProgress
 from cluster.assignment import assign_key_groups, assign_partitions, owner_of_group, partition_limits
@@ -21,7 +22,7 @@ from cluster.remote import remote_aggregate, remote_source
 from cluster.run_report import RunProgress, RunSummary, merge_previews
 from pipelines.config import ConsoleSinkConfig, PipelineConfig
 from pipelines.errors import FatalError
-from pipelines.kafka_config import KafkaSourceConfig
+from pipelines.kafka_config import KafkaDeadLetterConfig, KafkaSinkConfig, KafkaSourceConfig
 from pipelines.plan import compile_pipeline
 from pipelines.sinks import clear_previous_output
 from pipelines.sources import partition_count
@@ -29,6 +30,7 @@ from pipelines.sources import partition_count
 __all__ = ["PipelineFailed", "Supervisor"]
 
 _POLL_S = 0.1
+KafkaOutputs = (KafkaSinkConfig, KafkaDeadLetterConfig)
 
 
 class PipelineFailed(FatalError):
@@ -121,10 +123,19 @@ class Supervisor:
             await self._sources[owner].add_partitions([partition])
         self._partitions = max(self._partitions, count)
 
+    async def _create_output_topics(self, partitions: int) -> None:
+        kafka = self._config.kafka
+        if kafka is None or not kafka.create_topics:
+            return
+        outputs = [*self._config.sinks, self._config.dead_letter]
+        for topic in sorted({output.topic for output in outputs if isinstance(output, KafkaOutputs)}):
+            await ensure_topic(kafka, topic, partitions)
+
     async def _spawn(self) -> None:
         config = self._config
         runtime = config.runtime
         partitions = self._partitions = await self._partition_count()
+        await self._create_output_topics(partitions)
         limits = partition_limits(partitions, runtime.max_events)
         owners: list[int] | None = None
         if config.aggregate is not None:

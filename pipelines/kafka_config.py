@@ -69,6 +69,9 @@ class KafkaConnectionConfig(ConfigModel):
     sasl: SaslConfig | None = None
     allow_plaintext_sasl: bool = Field(default=False, description="allow SASL PLAIN without TLS (test rigs only)")
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    create_topics: bool = Field(
+        default=True, description="create missing output topics (sinks, dead letters) with the source's partitions"
+    )
 
     @model_validator(mode="after")
     def _consistent_security(self) -> KafkaConnectionConfig:
