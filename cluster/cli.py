@@ -8,17 +8,28 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import yaml
 from rich.console import Console
 
 from pipelines.config import PipelineConfig, load_config
-from pipelines.errors import EventrayError
+from pipelines.errors import ConfigError, EventrayError
 from pipelines.plan import compile_pipeline
 
 __all__ = ["main"]
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _parse_set(assignments: list[str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        path, separator, text = assignment.partition("=")
+        if not separator or not path:
+            raise ConfigError(f"--set {assignment!r}: write PATH=VALUE, e.g. --set source.rate_per_s=null")
+        overrides[path.strip()] = yaml.safe_load(text)
+    return overrides
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = _parse_set(args.set)
     if args.max_events is not None:
         overrides["runtime.max_events"] = args.max_events
         if args.duration_s is None:
@@ -105,6 +116,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="stop reading new input after this many seconds (0: never)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a config field (a YAML value), e.g. --set source.rate_per_s=null",
     )
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 
 from cluster.handles import SupervisorHandle
 from cluster.ray_runtime import connect
 from cluster.remote import remote_supervisor
 from cluster.run_report import RunProgress, RunSummary
 from cluster.supervisor import Supervisor
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, with_paths_resolved
 from pipelines.kafka_config import resolve_kafka_secrets
 from pipelines.plan import compile_pipeline
 
@@ -32,7 +33,7 @@ def run_pipeline(
     summary with ``stopped_early``; a second Ctrl-C abandons the run.
     """
     compile_pipeline(config)  # a wrong config fails here, before Ray starts
-    config = with_resolved_secrets(config)
+    config = with_resolved_secrets(with_paths_resolved(config, Path.cwd()))
     connection = connect(address)
     try:
         run_id = secrets.token_hex(3)

@@ -48,6 +48,7 @@ __all__ = [
     "format_validation_error",
     "load_config",
     "parse_config",
+    "with_paths_resolved",
 ]
 
 FieldType = Literal["string", "int64", "float64", "bool", "timestamp_ms"]
@@ -364,3 +365,28 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
                 "overrides can only set fields of sections"
             )
     node[leaf] = value
+
+
+def with_paths_resolved(config: PipelineConfig, base: Path) -> PipelineConfig:
+    """Relative file paths (file source, file sinks, dead-letter directory) made absolute against ``base``.
+
+    Actors run in worker processes with their own working directories, so the driver resolves paths once,
+    against the directory the user ran the command in.
+    """
+
+    def resolved(path: str) -> str:
+        return str(base / path) if not Path(path).is_absolute() else path
+
+    update: dict[str, Any] = {
+        "sinks": [
+            sink.model_copy(update={"path": resolved(sink.path)})
+            if isinstance(sink, JsonlSinkConfig | ParquetSinkConfig)
+            else sink
+            for sink in config.sinks
+        ]  # fmt: skip
+    }
+    if isinstance(config.dead_letter, DeadLetterConfig):
+        update["dead_letter"] = config.dead_letter.model_copy(update={"path": resolved(config.dead_letter.path)})
+    if isinstance(config.source, FileSourceConfig):
+        update["source"] = config.source.model_copy(update={"paths": [resolved(p) for p in config.source.paths]})
+    return config.model_copy(update=update)

@@ -7,7 +7,6 @@ loads it, so the YAML and the Python entry point cannot drift.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,23 +24,11 @@ def orders_pipeline(config_path: str | Path = DEFAULT_CONFIG, **overrides: objec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.orders", description=__doc__)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    parser.add_argument("--max-events", type=int, default=None)
-    parser.add_argument("--duration-s", type=float, default=None)
-    parser.add_argument("--address", default=None, help="Ray address; default: the job's cluster, else embedded")
-    args = parser.parse_args(argv)
-    # The one place pipelines/ reaches into cluster/: this is an executable entry point, not library code.
+    # The one place pipelines/ reaches into cluster/: an executable entry point, not library code.
     from cluster.cli import main as eventray_main  # noqa: PLC0415
+    from cluster.job import job_arguments  # noqa: PLC0415
 
-    command = ["run", args.config, "--quiet"]
-    if args.max_events is not None:
-        command += ["--max-events", str(args.max_events)]
-    if args.duration_s is not None:
-        command += ["--duration-s", str(args.duration_s)]
-    if args.address is not None:
-        command += ["--address", args.address]
-    return eventray_main(command)
+    return eventray_main(job_arguments(argv, default_config=str(DEFAULT_CONFIG)))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pyarrow as pa
 from pipelines.codecs import DecodedBatch, JsonDecoder
 from pipelines.config import ConsoleSinkConfig, PipelineConfig
 from pipelines.errors import ConfigError
+from pipelines.kafka_config import KafkaSinkConfig
 from pipelines.operators import Operator, apply_all, build_operators
 from pipelines.records import RawBatch
 from pipelines.schema import EventSchema
@@ -80,8 +81,18 @@ def _check_aggregate(config: PipelineConfig, columns: list[str]) -> None:
 
 
 def _check_sinks(config: PipelineConfig, result_columns: tuple[str, ...]) -> None:
+    available = list(result_columns)
     for position, sink in enumerate(config.sinks):
         if isinstance(sink, ConsoleSinkConfig) and sink.sort_by is not None and sink.sort_by not in result_columns:
+            raise ConfigError(f"sinks.{position}.sort_by: unknown column {sink.sort_by!r}; available: {available}")
+        if not isinstance(sink, KafkaSinkConfig):
+            continue
+        if sink.key_column is not None and sink.key_column not in result_columns:
             raise ConfigError(
-                f"sinks.{position}.sort_by: unknown column {sink.sort_by!r}; available: {list(result_columns)}"
+                f"sinks.{position}.key_column: unknown column {sink.key_column!r}; available: {available}"
+            )
+        if sink.partition_by == "source_partition" and "_partition" not in result_columns:
+            raise ConfigError(
+                f"sinks.{position}.partition_by: source_partition needs a _partition column in the results "
+                f"(aggregates have none; use partition_by: key with a key_column); available: {available}"
             )

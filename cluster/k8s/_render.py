@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -160,6 +161,15 @@ def render_raycluster(config: PipelineConfig, options: RenderOptions) -> dict[st
         "metadata": {"name": name, "labels": _labels(config)},
         "spec": _cluster_spec(config, options),
     }
+
+
+def entrypoint_module(config: PipelineConfig, project_dir: Path) -> str:
+    """The module a RayJob runs: ``pipelines.<name>`` where the pipeline has one in ``project_dir``, else
+    ``cluster.job``, the generic entry point that runs any config."""
+    own = f"pipelines.{config.name.replace('-', '_')}"
+    if (project_dir / Path(*own.split("."))).with_suffix(".py").is_file():
+        return own
+    return "cluster.job"
 
 
 def _entrypoint(config: PipelineConfig, options: RenderOptions) -> str:
