@@ -377,14 +377,12 @@ def with_paths_resolved(config: PipelineConfig, base: Path) -> PipelineConfig:
     def resolved(path: str) -> str:
         return str(base / path) if not Path(path).is_absolute() else path
 
-    update: dict[str, Any] = {
-        "sinks": [
-            sink.model_copy(update={"path": resolved(sink.path)})
-            if isinstance(sink, JsonlSinkConfig | ParquetSinkConfig)
-            else sink
-            for sink in config.sinks
-        ]  # fmt: skip
-    }
+    def with_path(sink: Any) -> Any:
+        if isinstance(sink, JsonlSinkConfig | ParquetSinkConfig):
+            return sink.model_copy(update={"path": resolved(sink.path)})
+        return sink
+
+    update: dict[str, Any] = {"sinks": [with_path(sink) for sink in config.sinks]}
     if isinstance(config.dead_letter, DeadLetterConfig):
         update["dead_letter"] = config.dead_letter.model_copy(update={"path": resolved(config.dead_letter.path)})
     if isinstance(config.source, FileSourceConfig):
