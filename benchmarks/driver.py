@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,18 @@ def create_output_topic(bootstrap: str, topic: str) -> None:
     asyncio.run(ensure_topic(KafkaConnectionConfig(bootstrap_servers=bootstrap), topic, PARTITIONS))
 
 
-def run_system(spec: RunSpec, expected: Expected, broker_pid: int | None, timeout_s: float) -> RunResult:
-    """Run ``spec`` in a subprocess, sample its process tree, then check its output."""
+def run_system(
+    spec: RunSpec,
+    expected: Expected,
+    broker_pid: int | None,
+    timeout_s: float,
+    feed: Callable[[Path], None] | None = None,
+) -> RunResult:
+    """Run ``spec`` in a subprocess, sample its process tree, then check its output.
+
+    ``feed``, when given, is called with the run's work dir once the subprocess is started (a latency run
+    produces the input there, after the system has touched ``<work dir>/ready``).
+    """
     work = Path(spec.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     if spec.output_topic is not None and spec.bootstrap is not None:
@@ -89,6 +100,8 @@ def run_system(spec: RunSpec, expected: Expected, broker_pid: int | None, timeou
         sampler.start()
         timed_out = False
         try:
+            if feed is not None:
+                feed(work)
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True

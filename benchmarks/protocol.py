@@ -40,6 +40,14 @@ class RunSpec:
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
 
+    @property
+    def ready_marker(self) -> Path:
+        """The file a system touches once it can consume (a latency run starts producing then)."""
+        return Path(self.work_dir) / "ready"
+
+    def signal_ready(self) -> None:
+        self.ready_marker.touch()
+
     @classmethod
     def load(cls, path: Path) -> RunSpec:
         return cls(**json.loads(path.read_text(encoding="utf-8")))

@@ -12,6 +12,7 @@ tell good from bad; the good ones are then decoded columnar again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 import numpy as np
@@ -22,7 +23,7 @@ import pyarrow.json as pa_json
 from pipelines.records import RawBatch, dead_letters
 from pipelines.schema import EventSchema
 
-__all__ = ["DecodedBatch", "JsonDecoder"]
+__all__ = ["DecodedBatch", "Decoder", "JsonDecoder", "validated", "with_metadata"]
 
 _NEWLINE = b"\n"
 _JSON_WHITESPACE = " \t\r\n"
@@ -43,6 +44,12 @@ class DecodedBatch:
         return sum(batch.num_rows for batch in self.dead_letters)
 
 
+class Decoder(Protocol):
+    """Turns a fetch into valid events and dead letters. Contract: never raises for a bad record."""
+
+    def decode(self, raw: RawBatch) -> DecodedBatch: ...
+
+
 class JsonDecoder:
     """Decodes JSON object payloads to the schema's columns; extra JSON fields are ignored.
 
@@ -61,12 +68,7 @@ class JsonDecoder:
         """Decode, attach metadata columns, validate. Never raises for bad records: they become dead letters."""
         payload_table, good_indices, rejected = self._read(raw)
         good_raw = raw if good_indices is None else raw.take(good_indices)
-        events = self._with_metadata(payload_table, good_raw)
-        outcome = self._schema.validate(events)
-        if len(outcome.invalid_indices):
-            rejected.append(dead_letters(good_raw, outcome.invalid_indices, outcome.invalid_reasons, "invalid"))
-            events = events.take(outcome.valid_indices)
-        return DecodedBatch(events=events, dead_letters=rejected)
+        return validated(self._schema, payload_table, good_raw, rejected)
 
     def _read(self, raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
         """The payload columns of the decodable records, their indices in ``raw`` (None: all), dead letters."""
@@ -112,24 +114,38 @@ class JsonDecoder:
                 return f"{_TYPE_MISMATCH}: {name!r} must be {self._schema.config.fields[name]}"
         return _TYPE_MISMATCH
 
-    def _with_metadata(self, table: pa.Table, raw: RawBatch) -> pa.RecordBatch:
-        config = self._schema.config
-        columns = [table.column(name).combine_chunks() for name in table.column_names]
-        timestamps = raw.timestamps
-        if config.event_time_field is not None:
-            timestamps = pc.coalesce(table.column(config.event_time_field).combine_chunks(), raw.timestamps)
-        event_ids = pa.nulls(len(raw), pa.string())
-        if config.event_id_field is not None:
-            event_ids = pc.cast(table.column(config.event_id_field).combine_chunks(), pa.string())
-        metadata = [
-            pa.array(np.full(len(raw), raw.partition, dtype=np.int32)),
-            raw.offsets,
-            timestamps,
-            raw.keys,
-            raw.traceparents,
-            event_ids,
-        ]
-        return pa.RecordBatch.from_arrays(columns + metadata, schema=self._schema.batch_schema.remove_metadata())
+
+def validated(schema: EventSchema, payload: pa.Table, raw: RawBatch, rejected: list[pa.RecordBatch]) -> DecodedBatch:
+    """Attach the metadata columns to decoded payload columns (row i of ``payload`` is record i of ``raw``),
+    then split off the rows the schema's rules reject as ``invalid`` dead letters. Shared by every decoder."""
+    events = with_metadata(schema, payload, raw)
+    outcome = schema.validate(events)
+    if len(outcome.invalid_indices):
+        rejected = [*rejected, dead_letters(raw, outcome.invalid_indices, outcome.invalid_reasons, "invalid")]
+        events = events.take(outcome.valid_indices)
+    return DecodedBatch(events=events, dead_letters=rejected)
+
+
+def with_metadata(schema: EventSchema, table: pa.Table, raw: RawBatch) -> pa.RecordBatch:
+    """The payload columns followed by ``_partition``, ``_offset``, ``_timestamp``, ``_key``, ``_traceparent``,
+    ``_event_id`` (DESIGN section 2)."""
+    config = schema.config
+    columns = [table.column(name).combine_chunks() for name in table.column_names]
+    timestamps = raw.timestamps
+    if config.event_time_field is not None:
+        timestamps = pc.coalesce(table.column(config.event_time_field).combine_chunks(), raw.timestamps)
+    event_ids = pa.nulls(len(raw), pa.string())
+    if config.event_id_field is not None:
+        event_ids = pc.cast(table.column(config.event_id_field).combine_chunks(), pa.string())
+    metadata = [
+        pa.array(np.full(len(raw), raw.partition, dtype=np.int32)),
+        raw.offsets,
+        timestamps,
+        raw.keys,
+        raw.traceparents,
+        event_ids,
+    ]
+    return pa.RecordBatch.from_arrays(columns + metadata, schema=schema.batch_schema.remove_metadata())
 
 
 def _parse_options(schema: pa.Schema) -> pa_json.ParseOptions:

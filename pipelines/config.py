@@ -51,7 +51,7 @@ __all__ = [
     "with_paths_resolved",
 ]
 
-FieldType = Literal["string", "int64", "float64", "bool", "timestamp_ms"]
+FieldType = Literal["string", "int64", "float64", "bool", "timestamp_ms", "binary"]
 EVENT_TYPES = ("UserRegistered", "OrderCreated", "PaymentProcessed", "ShipmentDispatched", "InventoryUpdated")
 
 
@@ -59,8 +59,14 @@ _Model = ConfigModel
 
 
 class SchemaConfig(_Model):
-    """The shape of decoded events and the rules that make an event valid."""
+    """The shape of decoded events and the rules that make an event valid.
 
+    ``format`` is how payload bytes are read: ``json`` objects, ``avro`` records written with ``avro_schema``
+    (schemaless, as most producers without a registry write them), or ``raw`` bytes kept as a ``value`` column.
+    """
+
+    format: Literal["json", "avro", "raw"] = "json"
+    avro_schema: dict[str, Any] | None = Field(default=None, description="the Avro writer schema (format: avro)")
     fields: dict[str, FieldType] = Field(min_length=1, description="column name -> type")
     required: list[str] = Field(default_factory=list, description="columns that must not be null")
     checks: list[str] = Field(
@@ -68,6 +74,14 @@ class SchemaConfig(_Model):
     )
     event_time_field: str | None = Field(default=None, description="int64 epoch-ms column used as event time")
     event_id_field: str | None = Field(default=None, description="column that identifies an event uniquely")
+
+    @model_validator(mode="after")
+    def _format_fits(self) -> SchemaConfig:
+        if (self.format == "avro") != (self.avro_schema is not None):
+            raise ValueError("avro_schema goes with format: avro (and only with it)")
+        if self.format == "raw" and self.fields != {"value": "binary"}:
+            raise ValueError("format: raw decodes to one column: write fields: {value: binary}")
+        return self
 
     @model_validator(mode="after")
     def _names_exist(self) -> SchemaConfig:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipelines.codecs import DecodedBatch, JsonDecoder
+from pipelines.binary_codecs import AvroDecoder, RawBytesDecoder
+from pipelines.codecs import DecodedBatch, Decoder, JsonDecoder
 from pipelines.config import ConsoleSinkConfig, PipelineConfig
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import KafkaSinkConfig
@@ -28,7 +29,7 @@ class CompiledPipeline:
 
     config: PipelineConfig
     schema: EventSchema
-    decoder: JsonDecoder
+    decoder: Decoder
     operators: tuple[Operator, ...]
     output_columns: tuple[str, ...]
 
@@ -53,10 +54,20 @@ def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
     """Build and check everything the config describes; raise :class:`ConfigError` naming what is wrong."""
     schema = EventSchema(config.schema_)
     operators, columns = build_operators(config.operators, schema.batch_schema.names)
-    compiled = CompiledPipeline(config, schema, JsonDecoder(schema), tuple(operators), tuple(columns))
+    compiled = CompiledPipeline(config, schema, _decoder(schema), tuple(operators), tuple(columns))
     _check_aggregate(config, columns)
     _check_sinks(config, compiled.result_columns)
     return compiled
+
+
+def _decoder(schema: EventSchema) -> Decoder:
+    config = schema.config
+    if config.format == "avro":
+        assert config.avro_schema is not None  # the config validator guarantees it
+        return AvroDecoder(schema, config.avro_schema)
+    if config.format == "raw":
+        return RawBytesDecoder(schema)
+    return JsonDecoder(schema)
 
 
 def _check_aggregate(config: PipelineConfig, columns: list[str]) -> None:

@@ -34,6 +34,7 @@ _ARROW_TYPES: dict[FieldType, pa.DataType] = {
     "float64": pa.float64(),
     "bool": pa.bool_(),
     "timestamp_ms": pa.int64(),
+    "binary": pa.binary(),
 }
 
 

@@ -62,8 +62,10 @@ def pipeline_config(spec: RunSpec) -> PipelineConfig:
                           "group_id": f"bench-eventray-{work.name}"}  # fmt: skip
         data["kafka"] = {"bootstrap_servers": spec.bootstrap}
         data["sinks"] = [{"type": "kafka", "topic": spec.output_topic, "key_column": "customer_id"}]
-        # a drain: the sources freeze at 0.5 s and read what had arrived by then; a latency run: until the end
-        runtime["duration_s"] = spec.duration_s if spec.rate_per_s else 0.5
+        if spec.rate_per_s:  # a latency run: the topic fills while we read; stop after all of it
+            runtime.update(max_events=spec.events, duration_s=None)
+        else:  # a drain: the sources freeze at 0.5 s and read what had arrived by then
+            runtime["duration_s"] = 0.5
     if spec.workload == "W2":
         data["schema"] = _orders_schema({"event_id": "string", "order_id": "string", "sku": "string",
                                          "quantity": "int64"})  # fmt: skip
@@ -112,7 +114,7 @@ class _ProgressClock:
 
 def run(spec: RunSpec, report: ChildReport) -> None:
     config = pipeline_config(spec)
-    clock = _ProgressClock(Path(spec.work_dir) / "ready")
+    clock = _ProgressClock(spec.ready_marker)
     summary = run_pipeline(config, on_progress=clock, poll_s=POLL_S)
     returned_s = time.time()
     progress = summary.progress

@@ -119,10 +119,14 @@ async def _consume(spec: RunSpec, report: ChildReport) -> None:
         tps = [TopicPartition(spec.input_topic, partition) for partition in range(PARTITIONS)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
+        if spec.rate_per_s:  # a latency run: the topic fills while we read, with this many per partition
+            ends = dict(zip(tps, per_partition_events(spec.events), strict=True))
+        else:
+            ends = await consumer.end_offsets(tps)
         remaining = {tp for tp in tps if ends[tp] > 0}
         aggregator = WindowAggregator(PARTITIONS)
         report.ready_s = time.time()
+        spec.signal_ready()
         while remaining:
             fetched = await consumer.getmany(timeout_ms=100)
             if fetched and not report.first_event_s:

@@ -16,6 +16,7 @@ then commits its checkpoint, which flushes the producer, and returns.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from quixstreams import Application
@@ -31,11 +32,14 @@ class _TimedApplication(Application):
     """An Application that notes when it was first assigned partitions (reading can begin from there)."""
 
     assigned_s: float = 0.0
+    ready_marker: Path | None = None
 
     def _on_assign(self, _: Any, topic_partitions: list[Any]) -> None:
+        super()._on_assign(_, topic_partitions)
         if topic_partitions and not self.assigned_s:
             self.assigned_s = time.time()
-        super()._on_assign(_, topic_partitions)
+            if self.ready_marker is not None:
+                self.ready_marker.touch()
 
 
 class _Counters:
@@ -76,6 +80,7 @@ def run(spec: RunSpec, report: ChildReport) -> None:
         loglevel="WARNING",
         producer_extra_config={"enable.idempotence": True},  # as eventray's sink: acks=all, idempotent
     )
+    app.ready_marker = spec.ready_marker
     source = app.topic(
         spec.input_topic,
         value_deserializer="json",

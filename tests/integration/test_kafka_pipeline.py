@@ -4,15 +4,19 @@ dead-letter topic headers, the circuit breaker, publish-subscribe."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections import Counter, defaultdict
+from pathlib import Path
 
+import fastavro
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from actors.kafka.admin import committed_offsets, end_offsets
 from cluster.produce import produce_events
 from cluster.runner import run_pipeline
-from pipelines.config import GeneratorSourceConfig, PipelineConfig
+from pipelines.config import GeneratorSourceConfig, PipelineConfig, parse_config
 from pipelines.errors import FatalError
 from pipelines.kafka_config import CircuitBreakerConfig
 from tests.integration.pipelines_under_test import (
@@ -25,6 +29,7 @@ from tests.integration.pipelines_under_test import (
     unique,
 )
 from tests.integration.ray_cluster import LocalRayCluster
+from tests.reference import read_jsonl_dir
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
@@ -158,3 +163,65 @@ def test_publish_subscribe_two_groups_read_the_same_topic_independently(
 
     assert first.progress.events_in == second.progress.events_in == EVENTS
     assert first.progress.events_out == second.progress.events_out == EVENTS - invalid
+
+
+def test_avro_payloads_are_decoded_and_corrupt_ones_dead_lettered(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("avro-orders")
+    create_topic(kafka_bootstrap, topic, 2)
+    writer = fastavro.parse_schema(AVRO_ORDER)
+    payloads = []
+    for index in range(2_000):
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(
+            buffer, writer, {"event_id": f"e{index}", "amount_cents": index, "event_time_ms": index}
+        )
+        payloads.append(buffer.getvalue()[:2] if index % 100 == 0 else buffer.getvalue())
+    asyncio.run(produce_payloads(kafka_bootstrap, topic, payloads))
+    config = parse_config(
+        {
+            "name": unique("avro"),
+            "kafka": {"bootstrap_servers": kafka_bootstrap},
+            "source": {"type": "kafka", "topic": topic, "start": "earliest"},
+            "schema": {
+                "format": "avro",
+                "avro_schema": AVRO_ORDER,
+                "fields": {"event_id": "string", "amount_cents": "int64", "event_time_ms": "int64"},
+                "required": ["event_id"],
+                "event_time_field": "event_time_ms",
+            },
+            "sinks": [{"type": "jsonl", "path": str(tmp_path / "out")}],
+            "dead_letter": {"type": "jsonl", "path": str(tmp_path / "dead")},
+            "runtime": {"source_actors": 2, "duration_s": 0.5},
+        }
+    )
+
+    summary = run_pipeline(config, address=ray_driver.address)
+
+    rows = read_jsonl_dir(tmp_path / "out")
+    assert summary.progress.events_in == 2_000
+    assert sorted(row["amount_cents"] for row in rows) == [i for i in range(2_000) if i % 100]
+    assert len(read_jsonl_dir(tmp_path / "dead")) == 20
+
+
+AVRO_ORDER = {
+    "type": "record",
+    "name": "Order",
+    "fields": [
+        {"name": "event_id", "type": "string"},
+        {"name": "amount_cents", "type": "long"},
+        {"name": "event_time_ms", "type": "long"},
+    ],
+}
+
+
+async def produce_payloads(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for payload in payloads:
+            await producer.send(topic, payload)
+        await producer.flush()
+    finally:
+        await producer.stop()

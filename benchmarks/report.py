@@ -1,0 +1,264 @@
+"""The results of a benchmark run: a JSON file per mode, ``benchmarks/RESULTS.md`` and a PNG chart per mode.
+
+``RESULTS.md`` is regenerated from every ``benchmarks/results/<mode>.json`` there is (quick and full), so a
+quick run does not erase the last full run's table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+
+mpl.use("Agg")
+import matplotlib.pyplot as plt
+
+__all__ = ["BENCH_DIR", "write_results"]
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+SYSTEM_LABELS = {
+    "eventray": "eventray",
+    "bare_getmany": "bare aiokafka getmany (ceiling)",
+    "handwritten": "hand-written aiokafka + orjson + dicts",
+    "quix": "Quix Streams",
+    "faust": "Faust (faust-streaming)",
+}
+W3_LABELS = {"bare_getmany": "generator only (ceiling)", "handwritten": "hand-written generator + orjson + dicts"}
+WORKLOAD_TITLES = {
+    "W1": "W1 - orders windowed aggregate (JSON OrderCreated, 10 s tumbling count + sum per customer, to Kafka)",
+    "W2": "W2 - stateless filter + enrich (to Kafka)",
+    "W3": "W3 - embedded: generator -> W1's aggregate, no broker",
+}
+TARGETS = (("quix", 3.0), ("faust", 5.0), ("bare_getmany", 0.7))
+
+
+def write_results(run: dict[str, Any]) -> Path:
+    """Save ``run`` as ``results/<mode>.json``, draw its chart, regenerate RESULTS.md; return the JSON path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{run['mode']}.json"
+    path.write_text(json.dumps(run, indent=2, default=str) + "\n", encoding="utf-8")
+    _chart(run, RESULTS_DIR / f"{run['mode']}.png")
+    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(RESULTS_DIR.glob("*.json"))]
+    runs.sort(key=lambda r: 0 if r["mode"] == "full" else 1)
+    (BENCH_DIR / "RESULTS.md").write_text(_markdown(runs), encoding="utf-8")
+    return path
+
+
+def _label(workload: str, system: str) -> str:
+    if workload == "W3" and system in W3_LABELS:
+        return W3_LABELS[system]
+    return SYSTEM_LABELS.get(system, system)
+
+
+def _main_rows(run: dict[str, Any], workload: str) -> list[dict[str, Any]]:
+    """The rows of one workload's table: every system once (eventray with the default source actors)."""
+    return [row for row in run["results"] if row["workload"] == workload and not row.get("scaling_only")]
+
+
+def _find(rows: list[dict[str, Any]], system: str) -> dict[str, Any] | None:
+    return next((row for row in rows if row["system"] == system and row["events_per_s"] > 0), None)
+
+
+def _ratio(value: float, reference: dict[str, Any] | None) -> str:
+    if reference is None or not reference["events_per_s"] or not value:
+        return "-"
+    return f"{value / reference['events_per_s']:.2f}x"
+
+
+def _int(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _table(run: dict[str, Any], workload: str) -> list[str]:
+    rows = _main_rows(run, workload)
+    if not rows:
+        return []
+    eventray, ceiling = _find(rows, "eventray"), _find(rows, "bare_getmany")
+    ceiling_name = "generator only" if workload == "W3" else "bare getmany"
+    lines = [
+        f"### {WORKLOAD_TITLES[workload]}",
+        "",
+        f"| system | events | drain events/s | vs eventray | vs {ceiling_name} | CPU s / M events "
+        "| broker CPU s / M | peak RSS MiB (sum) | peak PSS MiB | start-up s | correct | output check |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        rate = row["events_per_s"]
+        failed = row.get("error") or (not rate)
+        check = row["error"] if row.get("error") else row["verdict"]
+        notes = "; ".join(row.get("notes") or [])
+        if notes:
+            check = f"{check} ({notes})"
+        lines.append(
+            f"| {_label(workload, row['system'])} | {_int(row['events'])} | {_int(rate) if not failed else 'failed'} "
+            f"| {_ratio(rate, eventray)} | {_ratio(rate, ceiling)} | {row['cpu_s_per_m']:.1f} "
+            f"| {row['broker_cpu_s_per_m']:.1f} | {_int(row['peak_rss_mib'])} | {_int(row['peak_pss_mib'])} "
+            f"| {row['startup_s']:.1f} | {'yes' if row['correct'] else 'NO'} | {check} |"
+        )
+    for system, reason in run.get("not_run", {}).get(workload, {}).items():
+        lines.append(f"| {_label(workload, system)} | - | not run | | | | | | | | | {reason} |")
+    return [*lines, ""]
+
+
+def _scaling(run: dict[str, Any]) -> list[str]:
+    rows = [row for row in run["results"] if row["workload"] == "W1" and row["system"] == "eventray"]
+    rows = sorted((row for row in rows if row["events_per_s"]), key=lambda row: row["source_actors"])
+    if len(rows) < 2:
+        return []
+    base = rows[0]["events_per_s"]
+    lines = [
+        "### eventray scaling on W1: source actors",
+        "",
+        "| source actors | aggregate actors | drain events/s | speed-up | CPU s / M events | correct |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    lines.extend(
+        f"| {row['source_actors']} | {row['extra'].get('aggregate_actors', '-')} | {_int(row['events_per_s'])} "
+        f"| {row['events_per_s'] / base:.2f}x | {row['cpu_s_per_m']:.1f} | {'yes' if row['correct'] else 'NO'} |"
+        for row in rows
+    )
+    return [*lines, ""]
+
+
+def _latency(run: dict[str, Any]) -> list[str]:
+    latency = run.get("latency")
+    if not latency:
+        return ["### End-to-end latency", "", run.get("latency_skipped", "Not measured in this mode."), ""]
+    lines = [
+        f"### End-to-end latency, W2 at a fixed input rate of {_int(latency['rate_per_s'])} events/s "
+        f"(50 % of eventray's W2 drain throughput), {_int(latency['events'])} events",
+        "",
+        "Latency = broker append time of the output record (LogAppendTime) - producer time of the input record.",
+        "",
+        "| system | p50 ms | p99 ms | max ms | outputs matched | note |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in latency["rows"]:
+        if row.get("p50_ms") is None:
+            lines.append(f"| {_label('W2', row['system'])} | - | - | - | - | {row.get('note', '')} |")
+            continue
+        lines.append(
+            f"| {_label('W2', row['system'])} | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {row['max_ms']:.0f} "
+            f"| {_int(row['matched'])} | {row.get('note', '')} |"
+        )
+    return [*lines, ""]
+
+
+def _targets(run: dict[str, Any]) -> list[str]:
+    rows = _main_rows(run, "W1")
+    eventray = _find(rows, "eventray")
+    if eventray is None:
+        return []
+    lines = ["### Targets on W1 (reported, not asserted)", ""]
+    for system, target in TARGETS:
+        other = _find(rows, system)
+        if other is None:
+            lines.append(f"- eventray >= {target}x {_label('W1', system)}: not measured")
+            continue
+        ratio = eventray["events_per_s"] / other["events_per_s"]
+        verdict = "met" if ratio >= target else "**not met**"
+        caveat = "" if other["correct"] else f" ({_label('W1', system)}'s output was not correct: {other['verdict']})"
+        lines.append(f"- eventray >= {target}x {_label('W1', system)}: {ratio:.2f}x, {verdict}{caveat}")
+    return [*lines, ""]
+
+
+def _run_section(run: dict[str, Any]) -> list[str]:
+    machine = run["machine"]
+    lines = [
+        f"## {run['mode']} mode, {_int(run['events'])} events per input topic ({run['finished_at']})",
+        "",
+        f"Command: `{run['command']}` (total {run['total_s']:.0f} s)",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']:.0f} GiB, {machine['os']}, "
+        f"Python {machine['python']}; load average at start {machine['load_at_start']}. "
+        f"Broker: {run['broker']}.",
+        "",
+        "Versions: " + ", ".join(f"{name} {version}" for name, version in run["versions"].items()),
+        "",
+    ]
+    for workload in ("W1", "W2", "W3"):
+        lines.extend(_table(run, workload))
+    lines.extend(_targets(run))
+    lines.extend(_scaling(run))
+    lines.extend(_latency(run))
+    if run.get("notes"):
+        lines.extend(["### Notes on this run", "", *(f"- {note}" for note in run["notes"]), ""])
+    lines.extend([f"![{run['mode']} results](results/{run['mode']}.png)", ""])
+    return lines
+
+
+METHOD = """\
+## How to read these tables
+
+- **Input**: a topic pre-filled with `eventray produce`'s generator (8 partitions, 10,000 customers, no invalid
+  events, ~50 % OrderCreated, 10,000 events per second of event time). Every system reads the same topic from the
+  beginning. The expected output is recomputed from the generator alone (`benchmarks/workloads.py`), and every
+  system's output topic is read back and compared with it: *correct* means every emitted record is right, none
+  is duplicated and none that the window semantics require is missing.
+- **Drain events/s** = input events / (done - ready). *Ready*: the system's consumer has its partitions
+  assigned and positioned (start-up is over; for eventray, the first progress report in which a source has an
+  open partition, polled every 0.1 s, placed halfway from the previous report). *Done*: the last input event is
+  processed and every output is flushed (for eventray: the Supervisor's end of run, after every window was
+  emitted and every sink flushed). *Start-up s* is spawn -> ready (eventray: Ray start, actors).
+- **CPU s / M events**: user + system CPU of the system's whole process tree (eventray: driver, GCS, raylet,
+  agents, every worker) between ready and done, per million input events, sampled with psutil every 0.2 s.
+  *Broker CPU* is the Kafka broker's, over the same interval (peers that repartition make it work harder).
+- **Peak RSS (sum)** adds every process's RSS, so pages shared by Ray's processes count several times; **peak PSS**
+  splits shared pages between the processes mapping them and is the fairer memory figure.
+- **Window semantics**: eventray and the hand-written loop close a window when the watermark (minimum over input
+  partitions of the newest event time, minus 1 s) passes its end, and flush open windows at the end of the input.
+  Quix Streams and Faust only see the *repartitioned* stream (both must re-key by customer through a topic), whose
+  partitions mix all input partitions: with the same 1 s allowed lateness they drop events that arrive after
+  their window closed, and Quix never emits the windows still open when the input ends (*tail*). Faust's own
+  windowed tables close windows on wall-clock time, so the Faust job closes windows in the agent instead (see
+  `benchmarks/systems/faust_system.py`).
+- Profile of eventray's hot path and the fixes it suggests: [PROFILE.md](PROFILE.md).
+"""
+
+
+def _markdown(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "# eventray benchmarks",
+        "",
+        "Generated by `python -m benchmarks.run` (`make bench`); do not edit by hand: the next run rewrites it.",
+        "",
+        METHOD,
+    ]
+    for run in runs:
+        lines.extend(_run_section(run))
+    return "\n".join(lines)
+
+
+def _chart(run: dict[str, Any], path: Path) -> None:
+    workloads = [w for w in ("W1", "W2", "W3") if _main_rows(run, w)]
+    figure, axes = plt.subplots(1, 3, figsize=(16, 5))
+    metrics = (("events_per_s", "drain events/s (log)"), ("cpu_s_per_m", "CPU s per M events"),
+               ("peak_pss_mib", "peak PSS MiB"))  # fmt: skip
+    systems = list(SYSTEM_LABELS)
+    width = 0.8 / len(systems)
+    colors = plt.get_cmap("tab10")
+    for axis, (metric, title) in zip(axes, metrics, strict=True):
+        for index, system in enumerate(systems):
+            positions, values, hatches = [], [], []
+            for w_index, workload in enumerate(workloads):
+                row = next((r for r in _main_rows(run, workload) if r["system"] == system), None)
+                if row is None or not row["events_per_s"]:
+                    continue
+                positions.append(w_index + (index - len(systems) / 2 + 0.5) * width)
+                values.append(row[metric])
+                hatches.append("" if row["correct"] else "//")
+            bars = axis.bar(positions, values, width, label=SYSTEM_LABELS[system], color=colors(index))
+            for bar, hatch in zip(bars, hatches, strict=True):
+                bar.set_hatch(hatch)
+        axis.set_xticks(range(len(workloads)), workloads)
+        axis.set_title(title)
+        if metric == "events_per_s":
+            axis.set_yscale("log")
+    axes[0].legend(fontsize=7, loc="lower left")
+    figure.suptitle(f"eventray benchmarks, {run['mode']} mode ({run['events']:,} events; hatched: output not correct)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
