@@ -8,12 +8,16 @@ import pyarrow as pa
 from actors.outputs import open_dead_letter, open_result_sinks
 from actors.reports import AggregateProgress
 from actors.source_actor import END_OF_INPUT, NO_WATERMARK
+from actors.telemetry import Telemetry
 from pipelines.config import PipelineConfig
+from pipelines.plan import compile_pipeline
 from pipelines.records import DEAD_LETTER_SCHEMA
 from pipelines.sinks import ConsoleSink, Sink
 from pipelines.windows import TumblingWindows
 
 __all__ = ["AggregateActor"]
+
+_NO_CONTEXTS = pa.nulls(0, pa.string())
 
 
 class AggregateActor:
@@ -30,7 +34,10 @@ class AggregateActor:
             raise ValueError("AggregateActor needs a pipeline with an aggregate")
         self._actor_id = actor_id
         self.key_groups = key_groups
-        self._windows = TumblingWindows(config.aggregate)
+        self._pipeline = config.name
+        self._carry_trace = compile_pipeline(config).carries_trace
+        self._windows = TumblingWindows(config.aggregate, carry_trace=self._carry_trace)
+        self._telemetry = Telemetry(config, actor_id)
         self._sender_watermarks = [NO_WATERMARK] * senders
         self._sinks: list[Sink] = open_result_sinks(config, actor_id)
         self._late_output = open_dead_letter(config, f"{actor_id}-late")
@@ -38,20 +45,38 @@ class AggregateActor:
         self._windows_emitted = 0
         self._late_events = 0
 
-    def process(self, sender: int, batch: pa.RecordBatch | None, watermark_ms: int) -> int:
-        """Fold a batch (or only a watermark, when ``batch`` is None) into state; return rows processed."""
-        rows = 0
-        if batch is not None and batch.num_rows:
-            rows = batch.num_rows
-            self._events_in += rows
+    def process(
+        self, sender: int, batch: pa.RecordBatch | None, watermark_ms: int, trace_context: str | None = None
+    ) -> int:
+        """Fold a batch (or only a watermark, when ``batch`` is None) into state; return rows processed.
+
+        ``trace_context`` is the sender's batch span: this batch's span is its child, in the same trace.
+        """
+        if batch is None or batch.num_rows == 0:
+            self._advance(sender, watermark_ms)
+            return 0
+        with self._telemetry.batch_span(
+            f"aggregate {self._pipeline}", batch.column("_traceparent") if self._carry_trace else _NO_CONTEXTS,
+            {"eventray.pipeline": self._pipeline, "eventray.stage": "aggregate",
+             "messaging.batch.message_count": batch.num_rows},
+            parent=trace_context,
+        ) as batch_trace:  # fmt: skip
+            if self._carry_trace:
+                traces = batch.schema.get_field_index("_traceparent")
+                batch = batch.set_column(traces, "_traceparent", batch_trace.carry(batch.column(traces)))
+            self._events_in += batch.num_rows
             rejected = self._windows.add(batch)
             if rejected.late is not None:
                 self._write_late(rejected.late)
             if rejected.no_event_time is not None:
                 self._write_rejected(rejected.no_event_time, "event has no event time", "invalid")
+            self._advance(sender, watermark_ms)
+        rows: int = batch.num_rows
+        return rows
+
+    def _advance(self, sender: int, watermark_ms: int) -> None:
         self._sender_watermarks[sender] = max(self._sender_watermarks[sender], watermark_ms)
         self._emit(self._windows.advance(min(self._sender_watermarks)))
-        return rows
 
     def finish(self, sender: int) -> AggregateProgress:
         """``sender`` has no more input. When it was the last one, emit everything and flush the sinks."""
@@ -71,6 +96,7 @@ class AggregateActor:
         for sink in self._sinks:
             sink.close()
         self._late_output.close()
+        self._telemetry.close()
         return self.progress()
 
     def progress(self) -> AggregateProgress:

@@ -15,12 +15,15 @@ class Downstream(Protocol):
     Contract: batches sent by one sender to one owner are processed in the order sent. ``send`` returns once
     the batch is handed over; it waits (backpressure) when too many batches are still unprocessed, and raises
     the owner's error if an earlier batch failed. ``finish`` waits until every batch sent was processed and
-    tells every owner that this sender has no more input.
+    tells every owner that this sender has no more input. ``trace_context`` is the sender's batch span
+    (a W3C traceparent), so the owner's span for the batch becomes its child.
     """
 
     @property
     def owners(self) -> int: ...
 
-    async def send(self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int) -> None: ...
+    async def send(
+        self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int, trace_context: str | None
+    ) -> None: ...
 
     async def finish(self, sender: int) -> None: ...

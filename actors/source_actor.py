@@ -13,6 +13,7 @@ from actors.downstream import Downstream
 from actors.outputs import open_dead_letter, open_result_sinks
 from actors.reader_set import ReaderSet
 from actors.reports import SourceProgress
+from actors.telemetry import BatchTrace, Telemetry
 from pipelines.circuit_breaker import CircuitBreaker
 from pipelines.codecs import DecodedBatch
 from pipelines.config import PipelineConfig
@@ -22,6 +23,14 @@ from pipelines.records import RawBatch
 from pipelines.sinks import Sink
 
 __all__ = ["END_OF_INPUT", "NO_WATERMARK", "SourceActor"]
+
+
+def _carry_trace(events: pa.RecordBatch, batch_trace: BatchTrace) -> pa.RecordBatch:
+    index = events.schema.get_field_index("_traceparent")
+    if index < 0 or batch_trace.traceparent is None:
+        return events
+    return events.set_column(index, "_traceparent", batch_trace.carry(events.column(index)))
+
 
 NO_WATERMARK = -(1 << 62)
 END_OF_INPUT = 1 << 62
@@ -68,6 +77,7 @@ class SourceActor:
             self._router = KeyGroupRouter(aggregate.key, config.runtime.max_key_groups, owner_of_group)
         self._sinks: list[Sink] = [] if aggregate else open_result_sinks(config, actor_id)
         self._dead_letter = open_dead_letter(config, actor_id)
+        self._telemetry = Telemetry(config, actor_id)
         breaker = config.circuit_breaker
         self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")
         self._max_event_time: dict[int, int] = {}
@@ -160,13 +170,30 @@ class SourceActor:
             newest = pc.max(decoded.events.column("_timestamp")).as_py()
             if newest is not None:
                 self._max_event_time[partition] = max(self._max_event_time[partition], newest)
-        events = self._compiled.transform(decoded.events)
-        self._events_out += events.num_rows
-        if self._router is None:
-            for sink in self._sinks:
-                sink.write(events)
-            return
-        await self._route(events)
+        events = self._telemetry.new_contexts(decoded.events)
+        with self._telemetry.batch_span(
+            f"process {raw.topic}", events.column("_traceparent"), self._span_attributes(raw)
+        ) as batch_trace:
+            events = _carry_trace(self._compiled.transform(events), batch_trace)
+            self._events_out += events.num_rows
+            if self._router is None:
+                for sink in self._sinks:
+                    sink.write(events)
+                return
+            await self._route(events, batch_trace.traceparent)
+
+    def _span_attributes(self, raw: RawBatch) -> dict[str, str | int]:
+        """OpenTelemetry messaging attributes of a batch span (DESIGN section 6)."""
+        return {
+            "messaging.system": "kafka" if self._inputs.commits_offsets else self._config.source.type,
+            "messaging.operation.type": "process",
+            "messaging.destination.name": raw.topic,
+            "messaging.consumer.group.name": self._config.group_id,
+            "messaging.destination.partition.id": str(raw.partition),
+            "messaging.batch.message_count": len(raw),
+            "eventray.pipeline": self._config.name,
+            "eventray.stage": "source",
+        }
 
     def _dead_letter_rejected(self, raw: RawBatch, decoded: DecodedBatch) -> None:
         rejected_offsets: list[pa.Array] = []
@@ -180,7 +207,7 @@ class SourceActor:
             rejected = np.concatenate([array.to_numpy(zero_copy_only=False) for array in rejected_offsets] or [[]])
             self._breaker.observe(np.isin(offsets, rejected))
 
-    async def _route(self, events: pa.RecordBatch) -> None:
+    async def _route(self, events: pa.RecordBatch, trace_context: str | None) -> None:
         assert self._router is not None and self._downstream is not None
         watermark = self._watermark()
         parts = self._router.split(events)
@@ -188,7 +215,7 @@ class SourceActor:
             part = parts.get(owner)
             if part is None and watermark <= self._sent_watermark[owner]:
                 continue
-            await self._downstream.send(owner, self._sender, part, watermark)
+            await self._downstream.send(owner, self._sender, part, watermark, trace_context)
             self._sent_watermark[owner] = watermark
 
     def _watermark(self) -> int:
@@ -213,3 +240,4 @@ class SourceActor:
         for sink in self._sinks:
             sink.close()
         self._dead_letter.close()
+        self._telemetry.close()

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -108,6 +109,24 @@ def _add_produce(commands: Any) -> None:
     produce.set_defaults(func=_produce)
 
 
+def _trace(args: argparse.Namespace) -> int:
+    from cluster.trace_view import load_trace, trace_tree  # noqa: PLC0415
+
+    spans = load_trace(Path(args.dir), args.trace_id)
+    if not spans:
+        print(f"no spans of trace {args.trace_id} in {args.dir} (was it sampled?)", file=sys.stderr)
+        return 1
+    Console().print(trace_tree(args.trace_id, spans))
+    return 0
+
+
+def _add_trace(commands: Any) -> None:
+    trace = commands.add_parser("trace", help="print an event's path (spans across actors and pipelines)")
+    trace.add_argument("trace_id", help="32 hex digits, as in the traceparent header")
+    trace.add_argument("--dir", default="out/traces", help="the JSONL span exporter's directory")
+    trace.set_defaults(func=_trace)
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="pipeline config (YAML), e.g. configs/orders.yaml")
     parser.add_argument("--max-events", type=int, default=None, help="stop after this many events in total")
@@ -138,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(validate)
     validate.set_defaults(func=_validate)
     _add_produce(commands)
+    _add_trace(commands)
     _add_optional_commands(commands)
     return parser
 

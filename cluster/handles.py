@@ -30,8 +30,10 @@ class RayDownstream:
     def owners(self) -> int:
         return len(self._aggregates)
 
-    async def send(self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int) -> None:
-        self._in_flight.append(self._aggregates[owner].process.remote(sender, batch, watermark_ms))
+    async def send(
+        self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int, trace_context: str | None
+    ) -> None:
+        self._in_flight.append(self._aggregates[owner].process.remote(sender, batch, watermark_ms, trace_context))
         while len(self._in_flight) > self._max_in_flight:
             await self._in_flight.popleft()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from pipelines.config_base import ConfigModel
 from pipelines.errors import ConfigError
@@ -44,6 +44,7 @@ __all__ = [
     "SelectOp",
     "SinkConfig",
     "SourceConfig",
+    "TracingConfig",
     "TumblingWindowConfig",
     "format_validation_error",
     "load_config",
@@ -210,6 +211,19 @@ class DeadLetterConfig(_Model):
     path: str = Field(default="out/dead_letter", description="directory; each actor writes part-<actor>.jsonl")
 
 
+class TracingConfig(_Model):
+    """OpenTelemetry tracing: spans per batch and stage, W3C context carried per event (DESIGN section 6)."""
+
+    enabled: bool = False
+    sampling_ratio: float = Field(default=0.01, ge=0, le=1, description="share of new traces recorded")
+    exporter: Literal["jsonl", "otlp_grpc", "otlp_http", "none"] = "jsonl"
+    jsonl_path: str = Field(default="out/traces", description="directory; each process writes spans-<pid>.jsonl")
+    otlp_endpoint: str | None = Field(default=None, description="e.g. http://collector:4317; default: OTEL env")
+    otlp_headers: dict[str, SecretStr] = Field(default_factory=dict)
+    otlp_insecure: bool = False
+    max_links: int = Field(default=32, ge=0, le=1_000, description="links per batch span to sampled events")
+
+
 class RuntimeConfig(_Model):
     source_actors: int = Field(default=2, ge=1, le=256)
     aggregate_actors: int = Field(default=2, ge=1, le=256)
@@ -240,6 +254,7 @@ class PipelineConfig(_Model):
     )
     circuit_breaker: CircuitBreakerConfig | None = Field(default_factory=CircuitBreakerConfig)
     kafka: KafkaConnectionConfig | None = None
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -399,6 +414,8 @@ def with_paths_resolved(config: PipelineConfig, base: Path) -> PipelineConfig:
     update: dict[str, Any] = {"sinks": [with_path(sink) for sink in config.sinks]}
     if isinstance(config.dead_letter, DeadLetterConfig):
         update["dead_letter"] = config.dead_letter.model_copy(update={"path": resolved(config.dead_letter.path)})
+    if config.tracing.enabled and config.tracing.exporter == "jsonl":
+        update["tracing"] = config.tracing.model_copy(update={"jsonl_path": resolved(config.tracing.jsonl_path)})
     if isinstance(config.source, FileSourceConfig):
         update["source"] = config.source.model_copy(update={"paths": [resolved(p) for p in config.source.paths]})
     return config.model_copy(update=update)

@@ -42,12 +42,18 @@ class CompiledPipeline:
         return apply_all(self.operators, events)
 
     @property
+    def carries_trace(self) -> bool:
+        """Whether results keep the ``_traceparent`` of (their first contributing) events."""
+        return "_traceparent" in self.output_columns
+
+    @property
     def result_columns(self) -> tuple[str, ...]:
         """Columns of what reaches the sinks: window results, or the operators' output."""
         aggregate = self.config.aggregate
         if aggregate is None:
             return self.output_columns
-        return (aggregate.key, WINDOW_START, WINDOW_END, *aggregate.aggregations)
+        trace = ("_traceparent",) if self.carries_trace else ()
+        return (aggregate.key, WINDOW_START, WINDOW_END, *aggregate.aggregations, *trace)
 
 
 def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:

@@ -24,7 +24,8 @@ __all__ = ["WINDOW_END", "WINDOW_START", "AggregationPlan", "Rejected", "Tumblin
 WINDOW_START = "window_start_ms"
 WINDOW_END = "window_end_ms"
 _START = "_window_start"
-_MERGE = {"count_all": "sum", "count": "sum", "sum": "sum", "min": "min", "max": "max"}
+_MERGE = {"count_all": "sum", "count": "sum", "sum": "sum", "min": "min", "max": "max", "first": "first"}
+TRACEPARENT = "_traceparent"
 _NO_WATERMARK = -(1 << 62)
 
 
@@ -42,7 +43,8 @@ class _Partial:
 class AggregationPlan:
     """Which partial columns an aggregation set needs, and how partials become final values."""
 
-    def __init__(self, config: AggregateConfig) -> None:
+    def __init__(self, config: AggregateConfig, carry_trace: bool = False) -> None:
+        """``carry_trace``: results keep the ``_traceparent`` of their first contributing event (DESIGN 6)."""
         self.key = config.key
         self._final: dict[str, tuple[str, ...]] = {}
         partials: dict[tuple[str | None, str], _Partial] = {}
@@ -62,6 +64,8 @@ class AggregationPlan:
                 )
             else:
                 self._final[name] = (aggregation.fn, partial(aggregation.column, aggregation.fn))
+        if carry_trace:
+            self._final[TRACEPARENT] = ("first", partial(TRACEPARENT, "first"))
         self.partials = tuple(partials.values())
         self.source_columns = sorted({spec.source for spec in self.partials if spec.source is not None})
 
@@ -136,8 +140,8 @@ class TumblingWindows:
 
     _COMPACT_AFTER = 64
 
-    def __init__(self, config: AggregateConfig) -> None:
-        self.plan = AggregationPlan(config)
+    def __init__(self, config: AggregateConfig, carry_trace: bool = False) -> None:
+        self.plan = AggregationPlan(config, carry_trace)
         self.size_ms = config.window.size_ms
         self.watermark_ms = _NO_WATERMARK
         self._partials: list[pa.Table] = []

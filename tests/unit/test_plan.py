@@ -46,6 +46,7 @@ def test_orders_pipeline_compiles() -> None:
         "revenue_cents",
         "avg_order_cents",
         "max_order_cents",
+        "_traceparent",  # results carry their first contributing event's trace context
     )
 
 
@@ -82,7 +83,7 @@ def test_orders_pipeline_runs_in_process() -> None:
     assert events.column("customer_id").to_pylist() == [row[1] for row in expected]
     assert decoded.dead_letter_count == int((generated.invalid_kind != "").sum())
 
-    windows = TumblingWindows(config.aggregate)
+    windows = TumblingWindows(config.aggregate, carry_trace=compiled.carries_trace)
     assert windows.add(events) == Rejected()
     result = windows.flush()
     assert result is not None
