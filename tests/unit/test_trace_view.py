@@ -50,7 +50,7 @@ def test_spans_of_one_trace_from_every_process_become_a_tree(tmp_path: Path) -> 
 
 
 def test_no_span_files_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="tracing.enabled"):
+    with pytest.raises(ConfigError, match=r"tracing\.enabled"):
         load_trace(tmp_path, TRACE)
 
 
