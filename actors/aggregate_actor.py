@@ -39,6 +39,7 @@ class AggregateActor:
         self._windows = TumblingWindows(config.aggregate, carry_trace=self._carry_trace)
         self._telemetry = Telemetry(config, actor_id)
         self._sender_watermarks = [NO_WATERMARK] * senders
+        self._idle_senders: set[int] = set()
         self._sinks: list[Sink] = open_result_sinks(config, actor_id)
         self._late_output = open_dead_letter(config, f"{actor_id}-late")
         self._events_in = 0
@@ -46,7 +47,7 @@ class AggregateActor:
         self._late_events = 0
 
     def process(
-        self, sender: int, batch: pa.RecordBatch | None, watermark_ms: int, trace_context: str | None = None
+        self, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None = None
     ) -> int:
         """Fold a batch (or only a watermark, when ``batch`` is None) into state; return rows processed.
 
@@ -74,13 +75,25 @@ class AggregateActor:
         rows: int = batch.num_rows
         return rows
 
-    def _advance(self, sender: int, watermark_ms: int) -> None:
-        self._sender_watermarks[sender] = max(self._sender_watermarks[sender], watermark_ms)
-        self._emit(self._windows.advance(min(self._sender_watermarks)))
+    def _advance(self, sender: int, watermark_ms: int | None) -> None:
+        """``None``: the sender is idle and left out of the minimum until it sends a watermark again."""
+        if watermark_ms is None:
+            self._idle_senders.add(sender)
+        else:
+            self._idle_senders.discard(sender)
+            self._sender_watermarks[sender] = max(self._sender_watermarks[sender], watermark_ms)
+        watermark = self._watermark()
+        if watermark is not None:
+            self._emit(self._windows.advance(watermark))
+
+    def _watermark(self) -> int | None:
+        active = [w for sender, w in enumerate(self._sender_watermarks) if sender not in self._idle_senders]
+        return min(active) if active else None
 
     def finish(self, sender: int) -> AggregateProgress:
         """``sender`` has no more input. When it was the last one, emit everything and flush the sinks."""
         self._sender_watermarks[sender] = END_OF_INPUT
+        self._idle_senders.discard(sender)
         if self.done:
             self._emit(self._windows.flush())
             for sink in self._sinks:
@@ -106,7 +119,7 @@ class AggregateActor:
             events_in=self._events_in,
             windows_emitted=self._windows_emitted,
             late_events=self._late_events,
-            watermark_ms=min(self._sender_watermarks),
+            watermark_ms=NO_WATERMARK if (watermark := self._watermark()) is None else watermark,
             done=self.done,
             preview=preview,
         )

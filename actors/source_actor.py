@@ -40,10 +40,11 @@ class SourceActor:
     """Reads the partitions it was assigned, in offset order per partition.
 
     Contract: :meth:`run` returns when every partition is exhausted (bounded or frozen input) or after
-    :meth:`stop`; before returning it hands every batch it read to the downstream stage or its sinks, flushes
-    them, and only then commits offsets (Kafka), so a clean stop loses nothing and a crash re-reads from the
-    last commit (at-least-once). Pipelines without an aggregate also commit every ``commit_interval_ms`` after
-    a flush; with an aggregate, offsets are committed at the end of the run (checkpoints will commit per epoch).
+    :meth:`stop`; before returning it hands every batch it read to the downstream stage or its sinks and
+    flushes them. Offsets (Kafka) are committed only after the outputs holding those events are flushed, so a
+    clean stop loses nothing and a crash re-reads from the last commit (at-least-once): without an aggregate,
+    every ``commit_interval_ms`` and at the end of :meth:`run`; with one, by :meth:`commit_and_close` once the
+    Supervisor saw every aggregate emit and flush (checkpoints will commit per epoch).
     Invalid records go to the dead-letter output; the circuit breaker halts the run if too many are invalid.
     The watermark it sends is the minimum over its partitions of (max event time seen - allowed disorder);
     an exhausted partition no longer holds it back.
@@ -81,7 +82,8 @@ class SourceActor:
         breaker = config.circuit_breaker
         self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")
         self._max_event_time: dict[int, int] = {}
-        self._sent_watermark = [NO_WATERMARK] * (downstream.owners if downstream else 0)
+        self._last_event_at: dict[int, float] = {}
+        self._sent_watermark: list[int | None] = [NO_WATERMARK] * (downstream.owners if downstream else 0)
         self._stopping = False
         self._frozen = False
         self._done = False
@@ -95,9 +97,21 @@ class SourceActor:
             await self._open_pending()
             await self._read_until_done()
             await self._finish()
-        finally:
+        except BaseException:
+            await self._inputs.close()
+            raise
+        if self._downstream is None:
             await self._inputs.close()
         self._done = True
+        return self.progress()
+
+    async def commit_and_close(self) -> SourceProgress:
+        """With an aggregate stage: commit offsets once the Supervisor saw every aggregate emit and flush what
+        this source sent (an aggregate's windows hold events long after the source read them), then close."""
+        try:
+            self._committed.update(await self._inputs.commit())
+        finally:
+            await self._inputs.close()
         return self.progress()
 
     async def add_partitions(self, partitions: list[int]) -> None:
@@ -133,6 +147,7 @@ class SourceActor:
             partitions, self._pending_partitions = self._pending_partitions, []
             for reader in await self._inputs.open(partitions, self._limits):
                 self._max_event_time[reader.partition] = NO_WATERMARK
+                self._last_event_at[reader.partition] = time.monotonic()
                 if self._frozen:
                     await reader.freeze()
 
@@ -160,6 +175,8 @@ class SourceActor:
                 await self._flush_and_commit()
                 last_commit = time.monotonic()
             if not fetched:
+                if self._router is not None:
+                    await self._route(None, None)  # a quiet or idle source still moves the watermark
                 await asyncio.sleep(idle_s)
 
     async def _handle(self, partition: int, raw: RawBatch) -> None:
@@ -170,6 +187,7 @@ class SourceActor:
             newest = pc.max(decoded.events.column("_timestamp")).as_py()
             if newest is not None:
                 self._max_event_time[partition] = max(self._max_event_time[partition], newest)
+                self._last_event_at[partition] = time.monotonic()
         events = self._telemetry.new_contexts(decoded.events)
         with self._telemetry.batch_span(
             f"process {raw.topic}", events.column("_traceparent"), self._span_attributes(raw)
@@ -207,24 +225,38 @@ class SourceActor:
             rejected = np.concatenate([array.to_numpy(zero_copy_only=False) for array in rejected_offsets] or [[]])
             self._breaker.observe(np.isin(offsets, rejected))
 
-    async def _route(self, events: pa.RecordBatch, trace_context: str | None) -> None:
+    async def _route(self, events: pa.RecordBatch | None, trace_context: str | None) -> None:
+        """Send each owner its rows and the watermark; with no rows, only a watermark that changed."""
         assert self._router is not None and self._downstream is not None
         watermark = self._watermark()
-        parts = self._router.split(events)
+        parts = self._router.split(events) if events is not None else {}
         for owner in range(self._downstream.owners):
             part = parts.get(owner)
-            if part is None and watermark <= self._sent_watermark[owner]:
+            sent = self._sent_watermark[owner]
+            unchanged = watermark == sent or (watermark is not None and sent is not None and watermark <= sent)
+            if part is None and unchanged:
                 continue
             await self._downstream.send(owner, self._sender, part, watermark, trace_context)
             self._sent_watermark[owner] = watermark
 
-    def _watermark(self) -> int:
-        disorder = self._config.aggregate.max_out_of_order_ms if self._config.aggregate else 0
-        readers = self._inputs.readers
-        pending = [self._max_event_time[reader.partition] for reader in readers if not reader.exhausted]
-        if not pending:
+    def _watermark(self) -> int | None:
+        """The minimum over partitions of (max event time - allowed disorder), or None when idle.
+
+        Exhausted partitions, and partitions with no valid event for ``aggregate.idle_timeout_ms``, do not
+        hold the watermark back (a quiet partition must not stall every window). When every open partition
+        is idle the source is idle (None) and the aggregate leaves it out of its minimum.
+        """
+        aggregate = self._config.aggregate
+        disorder = aggregate.max_out_of_order_ms if aggregate else 0
+        idle_s = (aggregate.idle_timeout_ms if aggregate else 0) / 1000
+        now = time.monotonic()
+        open_partitions = [reader.partition for reader in self._inputs.readers if not reader.exhausted]
+        if not open_partitions:
             return max(self._max_event_time.values(), default=NO_WATERMARK) - disorder
-        lowest = min(pending)
+        active = [self._max_event_time[p] for p in open_partitions if now - self._last_event_at[p] < idle_s]
+        if not active:
+            return None
+        lowest = min(active)
         return NO_WATERMARK if lowest == NO_WATERMARK else lowest - disorder
 
     async def _flush_and_commit(self) -> None:
@@ -236,7 +268,9 @@ class SourceActor:
     async def _finish(self) -> None:
         if self._downstream is not None:
             await self._downstream.finish(self._sender)
-        await self._flush_and_commit()
+            self._dead_letter.flush()  # offsets are committed later, by commit_and_close()
+        else:
+            await self._flush_and_commit()
         for sink in self._sinks:
             sink.close()
         self._dead_letter.close()

@@ -31,7 +31,7 @@ class RayDownstream:
         return len(self._aggregates)
 
     async def send(
-        self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int, trace_context: str | None
+        self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None
     ) -> None:
         self._in_flight.append(self._aggregates[owner].process.remote(sender, batch, watermark_ms, trace_context))
         while len(self._in_flight) > self._max_in_flight:
@@ -61,6 +61,10 @@ class SourceHandle:
 
     async def freeze(self) -> None:
         await self.actor.freeze.remote()
+
+    async def commit_and_close(self) -> SourceProgress:
+        result: SourceProgress = await self.actor.commit_and_close.remote()
+        return result
 
     async def add_partitions(self, partitions: list[int]) -> None:
         await self.actor.add_partitions.remote(partitions)

@@ -54,13 +54,19 @@ class Supervisor:
 
     async def run(self) -> RunSummary:
         """Run the pipeline to its end (bounded input, duration, or :meth:`stop`); return the summary."""
-        clear_previous_output(self._config)
+        if not isinstance(self._config.source, KafkaSourceConfig):
+            # A replayable input is read again from its start: its output replaces the last run's. A Kafka
+            # source resumes after its committed offsets, so the earlier output is kept (files are per run).
+            clear_previous_output(self._config)
         await self._spawn()
         runs = [asyncio.ensure_future(self._await(source.start())) for source in self._sources]
         try:
             await self._drive(runs)
             self._finished_sources = list(await asyncio.gather(*runs))
-            self._final_aggregates = [await aggregate.close() for aggregate in self._aggregates]
+            if self._aggregates:
+                self._final_aggregates = [await aggregate.close() for aggregate in self._aggregates]
+                # only now are the windows holding the sources' events emitted and flushed: commit
+                self._finished_sources = [await source.commit_and_close() for source in self._sources]
         except Exception as error:  # noqa: BLE001 - any actor failure ends the run; actors are killed first
             for run in runs:
                 run.cancel()
@@ -143,12 +149,12 @@ class Supervisor:
             owners = owner_of_group(groups, runtime.max_key_groups)
             senders = min(runtime.source_actors, partitions)
             for index, owned in enumerate(groups):
-                actor_id = f"aggregate-{index}"
+                actor_id = f"aggregate-{index}-{self._run_id}"
                 actor = remote_aggregate(config, self._ray_name(actor_id)).remote(config, actor_id, owned, senders)
                 self._aggregates.append(AggregateHandle(actor, actor_id))
         self._owned = assign_partitions(partitions, runtime.source_actors)
         for index, owned in enumerate(self._owned):
-            actor_id = f"source-{index}"
+            actor_id = f"source-{index}-{self._run_id}"
             downstream = (
                 RayDownstream([handle.actor for handle in self._aggregates], runtime.max_in_flight_batches)
                 if owners is not None
@@ -161,7 +167,7 @@ class Supervisor:
             self._sources.append(SourceHandle(actor, actor_id))
 
     def _ray_name(self, actor_id: str) -> str:
-        return f"{self._config.name}-{self._run_id}-{actor_id}"
+        return f"{self._config.name}-{actor_id}"
 
     def _kill_all(self) -> None:
         handles: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]

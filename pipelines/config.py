@@ -181,6 +181,9 @@ class AggregateConfig(_Model):
     window: TumblingWindowConfig
     aggregations: dict[str, AggregationConfig] = Field(min_length=1)
     max_out_of_order_ms: int = Field(default=1_000, ge=0, description="watermark = max event time - this")
+    idle_timeout_ms: int = Field(
+        default=5_000, ge=1, description="a partition with no valid event this long stops holding the watermark"
+    )
 
 
 class ConsoleSinkConfig(_Model):

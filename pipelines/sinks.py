@@ -83,12 +83,16 @@ class DeadLetterSink(JsonlSink):
 
 
 class ParquetSink:
-    """Parquet, in ``<path>/part-<writer>.parquet``; the file is complete after :meth:`close`."""
+    """Parquet files ``<path>/part-<writer>-<n>.parquet``. A Parquet file is readable only once its footer is
+    written, so :meth:`flush` closes the current file (durable and readable) and the next write starts the
+    next one."""
 
     def __init__(self, directory: str, writer: str) -> None:
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"part-{writer}.parquet"
+        self._folder = Path(directory)
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self._writer_name = writer
+        self._files = 0
+        self.path = self._folder
         self._writer: pq.ParquetWriter | None = None
 
     def write(self, rows: Rows) -> None:
@@ -96,15 +100,18 @@ class ParquetSink:
             return
         table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, table.schema)
+            file = self._folder / f"part-{self._writer_name}-{self._files:05d}.parquet"
+            self._files += 1
+            self._writer = pq.ParquetWriter(file, table.schema)
         self._writer.write_table(table)
 
     def flush(self) -> None:
-        return None  # row groups are written as they come; the footer is written on close
-
-    def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
+
+    def close(self) -> None:
+        self.flush()
 
 
 class ConsoleSink:
@@ -137,8 +144,8 @@ class ConsoleSink:
 
 
 def clear_previous_output(config: PipelineConfig) -> None:
-    """Remove the ``part-*`` files an earlier run left in this pipeline's output directories: each run
-    replaces the previous run's output (other files in those directories are left alone)."""
+    """Remove the ``part-*`` files an earlier run left in this pipeline's output directories, for inputs that
+    are read again from their start (other files in those directories are left alone)."""
     directories = [sink.path for sink in config.sinks if isinstance(sink, JsonlSinkConfig | ParquetSinkConfig)]
     if isinstance(config.dead_letter, DeadLetterConfig):
         directories.append(config.dead_letter.path)

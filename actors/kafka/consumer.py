@@ -37,15 +37,16 @@ class KafkaPartitionReader:
         if wanted <= 0:
             return None
         fetched = await self._consumer.getmany(self.tp, timeout_ms=0, max_records=wanted)
-        records = fetched.get(self.tp, [])
         highwater = self._consumer.highwater(self.tp)
         if highwater is not None:
             self._end = max(self._end, highwater)
+        # The consumer's position, not the last record's offset + 1: transaction markers and compacted gaps
+        # take offsets without records, and a reader waiting for them would never be exhausted.
+        records = [r for r in fetched.get(self.tp, []) if self.position <= r.offset < self._limit]
+        self.position = max(self.position, min(await self._consumer.position(self.tp), self._limit))
+        self._end = max(self._end, self.position)
         if not records:
             return None
-        records = [record for record in records if record.offset < self._limit]
-        self.position = records[-1].offset + 1
-        self._end = max(self._end, self.position)
         return raw_batch_from_records(self.tp.topic, self.partition, records)
 
     def end_offset(self) -> int:
@@ -94,6 +95,8 @@ class KafkaSourceSession:
             self._started = True
         new = [TopicPartition(self._source.topic, partition) for partition in partitions]
         self._consumer.assign([*(reader.tp for reader in self._readers.values()), *new])
+        for reader in self._readers.values():  # assign() replaces the assignment and forgets positions
+            self._consumer.seek(reader.tp, reader.position)
         positions = await self._start_positions(new)
         for tp in new:
             self._consumer.seek(tp, positions[tp])

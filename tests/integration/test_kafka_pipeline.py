@@ -15,10 +15,12 @@ from aiokafka import AIOKafkaProducer
 
 from actors.kafka.admin import committed_offsets, end_offsets
 from cluster.produce import produce_events
+from cluster.run_report import RunProgress
 from cluster.runner import run_pipeline
 from pipelines.config import GeneratorSourceConfig, PipelineConfig, parse_config
 from pipelines.errors import FatalError
 from pipelines.kafka_config import CircuitBreakerConfig
+from pipelines.orders import orders_pipeline
 from tests.integration.pipelines_under_test import (
     PARTITIONS,
     START_TIME_MS,
@@ -216,12 +218,48 @@ AVRO_ORDER = {
 }
 
 
-async def produce_payloads(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
+async def produce_payloads(bootstrap: str, topic: str, payloads: list[bytes], partition: int | None = None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for payload in payloads:
-            await producer.send(topic, payload)
+            await producer.send(topic, payload, partition=partition)
         await producer.flush()
     finally:
         await producer.stop()
+
+
+def test_a_quiet_partition_does_not_stall_windows(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Data only in partition 0 of 2; the unbounded run must emit windows while running, not only at stop."""
+    topic = unique("quiet-partition")
+    create_topic(kafka_bootstrap, topic, 2)
+    orders = [json.dumps({"event_id": f"q{i}", "event_type": "OrderCreated", "event_time_ms": START_TIME_MS + i * 100,
+                          "customer_id": f"c{i % 3}", "amount_cents": 100}).encode() for i in range(1_000)]  # fmt: skip
+    asyncio.run(produce_payloads(kafka_bootstrap, topic, orders, partition=0))
+    data = orders_pipeline().model_dump(mode="json", by_alias=True)
+    data.update(
+        name=unique("quiet"),
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        source={"type": "kafka", "topic": topic, "start": "earliest"},
+        sinks=[{"type": "jsonl", "path": str(tmp_path / "windows")}],
+        dead_letter={"type": "jsonl", "path": str(tmp_path / "dead")},
+        runtime={"source_actors": 2, "aggregate_actors": 1, "duration_s": None},
+    )
+    data["aggregate"]["idle_timeout_ms"] = 1_000
+    seen: list[RunProgress] = []
+
+    def stop_once_windows_close(progress: RunProgress) -> None:
+        stopping = bool(seen) and (seen[-1].windows_emitted > 0 or seen[-1].elapsed_s > 60)
+        seen.append(progress)
+        if not stopping and (progress.windows_emitted > 0 or progress.elapsed_s > 60):
+            raise KeyboardInterrupt  # as a person would, once
+
+    summary = run_pipeline(parse_config(data), address=ray_driver.address, on_progress=stop_once_windows_close)
+
+    closed_while_running = [p for p in seen if p.windows_emitted > 0]
+    assert closed_while_running, f"no window closed by the watermark while running: {seen[-3:]}"
+    assert closed_while_running[0].elapsed_s < 60
+    assert summary.stopped_early
+    assert summary.progress.events_in == 1_000
