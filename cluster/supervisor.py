@@ -9,6 +9,7 @@ then wait for every source to hand over its batches and every aggregate to emit 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +30,8 @@ from pipelines.sources import partition_count
 
 __all__ = ["PipelineFailed", "Supervisor"]
 
+log = logging.getLogger(__name__)
+
 _POLL_S = 0.1
 KafkaOutputs = (KafkaSinkConfig, KafkaDeadLetterConfig)
 
@@ -43,7 +46,8 @@ class Supervisor:
         self._config = config
         self._run_id = run_id
         self._started_at_s = time.time()
-        self._start_time_ms = getattr(config.source, "start_time_ms", None) or int(self._started_at_s * 1000)
+        configured_start = getattr(config.source, "start_time_ms", None)
+        self._start_time_ms = int(self._started_at_s * 1000) if configured_start is None else configured_start
         self._sources: list[SourceHandle] = []
         self._aggregates: list[AggregateHandle] = []
         self._stop_requested = False
@@ -90,13 +94,14 @@ class Supervisor:
     async def _drive(self, runs: Sequence[asyncio.Future[SourceProgress]]) -> None:
         duration = self._config.runtime.duration_s
         source = self._config.source
-        discovery_s = source.partition_discovery_s if isinstance(source, KafkaSourceConfig) else None
+        bounded = self._config.runtime.max_events is not None  # a bounded run reads the partitions it started with
+        discovery_s = source.partition_discovery_s if isinstance(source, KafkaSourceConfig) and not bounded else None
         last_discovery = time.monotonic()
         frozen = stopped = False
         while not all(run.done() for run in runs):
             if discovery_s is not None and not frozen and time.monotonic() - last_discovery >= discovery_s:
                 last_discovery = time.monotonic()
-                await self._discover_partitions()
+                await self._discover_partitions(runs)
             if any(run.done() and run.exception() is not None for run in runs):
                 break  # gather() below raises it
             elapsed = time.time() - self._started_at_s
@@ -120,11 +125,21 @@ class Supervisor:
             return await kafka_partition_count(self._config.kafka, source.topic)
         return partition_count(source)
 
-    async def _discover_partitions(self) -> None:
-        """Assign partitions added to the topic since the start, each to the source owning the fewest."""
-        count = await self._partition_count()
+    async def _discover_partitions(self, runs: Sequence[asyncio.Future[SourceProgress]]) -> None:
+        """Assign partitions added to the topic since the start, each to the running source owning the fewest.
+
+        A failed look-up is retried at the next interval: a broker restart must not end a healthy run.
+        """
+        try:
+            count = await self._partition_count()
+        except Exception as error:  # noqa: BLE001 - any broker error here is transient for a running pipeline
+            log.warning("partition discovery for %s failed, retrying later: %s", self._config.name, error)
+            return
+        running = [index for index, run in enumerate(runs) if not run.done()]
+        if not running:
+            return
         for partition in range(self._partitions, count):
-            owner = min(range(len(self._owned)), key=lambda index: len(self._owned[index]))
+            owner = min(running, key=lambda index: len(self._owned[index]))
             self._owned[owner].append(partition)
             await self._sources[owner].add_partitions([partition])
         self._partitions = max(self._partitions, count)

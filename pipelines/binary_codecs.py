@@ -50,11 +50,36 @@ class AvroDecoder:
         rejected = []
         if bad:
             rejected.append(dead_letters(raw, pa.array(bad, pa.int64()), pa.array(reasons, pa.string()), "undecodable"))
-        payload_schema = self._schema.payload_schema
-        table = pa.Table.from_pylist(
-            [{name: row.get(name) for name in payload_schema.names} for row in rows], schema=payload_schema
-        )
+        table, good, misfits = self._columns(rows, good)
+        if misfits:
+            reasons = pa.array([reason for _, reason in misfits], pa.string())
+            indices = pa.array([index for index, _ in misfits], pa.int64())
+            rejected.append(dead_letters(raw, indices, reasons, "invalid"))
         return validated(self._schema, table, raw.take(pa.array(good, pa.int64())), rejected)
+
+    def _columns(
+        self, rows: list[dict[str, Any]], good: list[int]
+    ) -> tuple[pa.Table, list[int], list[tuple[int, str]]]:
+        """Columns from decoded records; a record whose values do not fit the columns' types (e.g. a logical
+        timestamp into int64) is set aside, found by converting one record at a time only when needed."""
+        payload_schema = self._schema.payload_schema
+        projected = [{name: row.get(name) for name in payload_schema.names} for row in rows]
+        try:
+            return pa.Table.from_pylist(projected, schema=payload_schema), good, []
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+        kept: list[dict[str, Any]] = []
+        kept_indices: list[int] = []
+        misfits: list[tuple[int, str]] = []
+        for index, row in zip(good, projected, strict=True):
+            try:
+                pa.Table.from_pylist([row], schema=payload_schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as error:
+                misfits.append((index, f"an Avro value does not fit the schema's column types: {type(error).__name__}"))
+                continue
+            kept.append(row)
+            kept_indices.append(index)
+        return pa.Table.from_pylist(kept, schema=payload_schema), kept_indices, misfits
 
 
 class RawBytesDecoder:

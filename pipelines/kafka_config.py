@@ -129,6 +129,15 @@ class CircuitBreakerConfig(ConfigModel):
     min_events: int = Field(default=1_000, ge=1, description="no ratio verdict before this many events")
     max_consecutive_invalid: int = Field(default=10_000, ge=1)
 
+    @model_validator(mode="after")
+    def _ratio_can_trip(self) -> CircuitBreakerConfig:
+        if self.min_events > self.window_events:
+            raise ValueError(
+                f"min_events ({self.min_events}) exceeds window_events ({self.window_events}): the ratio check "
+                "could never run; lower min_events or raise window_events"
+            )
+        return self
+
 
 class KafkaDeadLetterConfig(ConfigModel):
     type: Literal["kafka"] = "kafka"

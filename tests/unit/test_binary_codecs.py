@@ -112,3 +112,26 @@ def test_format_and_schema_must_fit(overrides: dict[str, Any], message: str) -> 
     data = {"fields": {"event_id": "string"}, **overrides}
     with pytest.raises(ValueError, match=message):
         SchemaConfig.model_validate(data)
+
+
+def test_an_avro_value_that_does_not_fit_its_column_is_a_dead_letter_not_a_crash() -> None:
+    union_writer = {**WRITER, "fields": [
+        {"name": "event_id", "type": "string"}, {"name": "customer_id", "type": ["long", "string"]},
+    ]}  # fmt: skip
+    schema = SchemaConfig(
+        format="avro", avro_schema=union_writer, fields={"event_id": "string", "customer_id": "int64"}
+    )
+
+    def encoded(record: dict[str, Any]) -> bytes:
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, fastavro.parse_schema(union_writer), record)
+        return buffer.getvalue()
+
+    textual, numeric = encoded({"event_id": "e1", "customer_id": "c-1"}), encoded({"event_id": "e2", "customer_id": 17})
+
+    decoded = AvroDecoder(EventSchema(schema), union_writer).decode(raw_batch([textual, numeric]))
+
+    dead = [row for batch in decoded.dead_letters for row in batch.to_pylist()]
+    assert [(row["offset"], row["error_type"]) for row in dead] == [(100, "invalid")]
+    assert "does not fit" in dead[0]["reason"] and dead[0]["payload"] == textual
+    assert decoded.events.to_pylist()[0]["customer_id"] == 17
