@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 import pyarrow as pa
 
+from actors.metrics import PipelineMetrics
 from actors.outputs import open_dead_letter, open_result_sinks
 from actors.reports import AggregateProgress
 from actors.source_actor import END_OF_INPUT, NO_WATERMARK
@@ -38,6 +41,7 @@ class AggregateActor:
         self._carry_trace = compile_pipeline(config).carries_trace
         self._windows = TumblingWindows(config.aggregate, carry_trace=self._carry_trace)
         self._telemetry = Telemetry(config, actor_id)
+        self._metrics = PipelineMetrics(config.name)
         self._sender_watermarks = [NO_WATERMARK] * senders
         self._idle_senders: set[int] = set()
         self._sinks: list[Sink] = open_result_sinks(config, actor_id)
@@ -53,6 +57,15 @@ class AggregateActor:
 
         ``trace_context`` is the sender's batch span: this batch's span is its child, in the same trace.
         """
+        started = time.perf_counter()
+        try:
+            return self._process(sender, batch, watermark_ms, trace_context)
+        finally:
+            self._metrics.aggregate(time.perf_counter() - started)
+
+    def _process(
+        self, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None
+    ) -> int:
         if batch is None or batch.num_rows == 0:
             self._advance(sender, watermark_ms)
             return 0
@@ -128,6 +141,7 @@ class AggregateActor:
         if closed is None:
             return
         self._windows_emitted += closed.num_rows
+        self._metrics.windows(closed.num_rows)
         for sink in self._sinks:
             sink.write(closed)
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from actors.downstream import Downstream
+from actors.metrics import PipelineMetrics
 from actors.outputs import open_dead_letter, open_result_sinks
 from actors.reader_set import ReaderSet
 from actors.reports import SourceProgress
@@ -79,6 +80,7 @@ class SourceActor:
         self._sinks: list[Sink] = [] if aggregate else open_result_sinks(config, actor_id)
         self._dead_letter = open_dead_letter(config, actor_id)
         self._telemetry = Telemetry(config, actor_id)
+        self._metrics = PipelineMetrics(config.name)
         breaker = config.circuit_breaker
         self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")
         self._max_event_time: dict[int, int] = {}
@@ -167,6 +169,9 @@ class SourceActor:
                 if raw is not None:
                     fetched = True
                     await self._handle(reader.partition, raw)
+                    newest = self._max_event_time.get(reader.partition)
+                    lag = max(0, reader.end_offset() - reader.position)
+                    self._metrics.lag(raw.topic, reader.partition, lag, None if newest == NO_WATERMARK else newest)
                 await asyncio.sleep(0)  # let stop()/progress() in between batches
                 if self._stopping:
                     return
@@ -180,6 +185,17 @@ class SourceActor:
                 await asyncio.sleep(idle_s)
 
     async def _handle(self, partition: int, raw: RawBatch) -> None:
+        started = time.perf_counter()
+        events_out, dead = self._events_out, self._dead_lettered
+        try:
+            await self._process(partition, raw)
+        finally:
+            self._metrics.batch(
+                raw.topic, len(raw), self._events_out - events_out, self._dead_lettered - dead,
+                time.perf_counter() - started,
+            )  # fmt: skip
+
+    async def _process(self, partition: int, raw: RawBatch) -> None:
         decoded = self._compiled.decode(raw)
         self._events_in += len(raw)
         self._dead_letter_rejected(raw, decoded)

@@ -90,6 +90,7 @@ def run_system(
     spec_path, report_path = work / "spec.json", work / "report.json"
     spec.save(spec_path)
     result = RunResult(spec.workload, spec.system, spec.events, spec.source_actors)
+    load_1m = os.getloadavg()[0]  # others' work on the machine, for reading the figures
     spawned_s = time.time()
     with (work / "stdout.log").open("wb") as stdout, (work / "stderr.log").open("wb") as stderr:
         process = subprocess.Popen(
@@ -114,6 +115,7 @@ def run_system(
         return result
     report = ChildReport.load(report_path)
     _fill_figures(result, report, sampler, spawned_s)
+    result.extra["load_1m_at_start"] = round(load_1m, 2)
     if report.error is None and not timed_out:
         verdict = check_output(spec, expected, report)
         result.correct, result.verdict = verdict.correct, verdict.summary

@@ -82,24 +82,26 @@ def _table(run: dict[str, Any], workload: str) -> list[str]:
         f"### {WORKLOAD_TITLES[workload]}",
         "",
         f"| system | events | drain events/s | vs eventray | vs {ceiling_name} | CPU s / M events "
-        "| broker CPU s / M | peak RSS MiB (sum) | peak PSS MiB | start-up s | correct | output check |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| broker CPU s / M | peak RSS MiB (sum) | peak PSS MiB | start-up s | load | correct | output check |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
         rate = row["events_per_s"]
         failed = row.get("error") or (not rate)
         check = row["error"] if row.get("error") else row["verdict"]
+        broker = f"{row['broker_cpu_s_per_m']:.1f}" if run.get("broker_sampled") and workload != "W3" else "-"
         notes = "; ".join(row.get("notes") or [])
         if notes:
             check = f"{check} ({notes})"
         lines.append(
             f"| {_label(workload, row['system'])} | {_int(row['events'])} | {_int(rate) if not failed else 'failed'} "
             f"| {_ratio(rate, eventray)} | {_ratio(rate, ceiling)} | {row['cpu_s_per_m']:.1f} "
-            f"| {row['broker_cpu_s_per_m']:.1f} | {_int(row['peak_rss_mib'])} | {_int(row['peak_pss_mib'])} "
-            f"| {row['startup_s']:.1f} | {'yes' if row['correct'] else 'NO'} | {check} |"
+            f"| {broker} | {_int(row['peak_rss_mib'])} | {_int(row['peak_pss_mib'])} "
+            f"| {row['startup_s']:.1f} | {row['extra'].get('load_1m_at_start', '-')} "
+            f"| {'yes' if row['correct'] else 'NO'} | {check} |"
         )
     for system, reason in run.get("not_run", {}).get(workload, {}).items():
-        lines.append(f"| {_label(workload, system)} | - | not run | | | | | | | | | {reason} |")
+        lines.append(f"| {_label(workload, system)} | - | not run | | | | | | | | | | {reason} |")
     return [*lines, ""]
 
 
@@ -202,7 +204,9 @@ METHOD = """\
   assigned and positioned (start-up is over; for eventray, the first progress report in which a source has an
   open partition, polled every 0.1 s, placed halfway from the previous report). *Done*: the last input event is
   processed and every output is flushed (for eventray: the Supervisor's end of run, after every window was
-  emitted and every sink flushed). *Start-up s* is spawn -> ready (eventray: Ray start, actors).
+  emitted and every sink flushed). *Start-up s* is spawn -> ready (eventray: Ray start, actors). *Load* is the
+  machine's 1-minute load average when the run started: this 2-core machine is shared, and a load above ~0.5
+  means another process took CPU from the run.
 - **CPU s / M events**: user + system CPU of the system's whole process tree (eventray: driver, GCS, raylet,
   agents, every worker) between ready and done, per million input events, sampled with psutil every 0.2 s.
   *Broker CPU* is the Kafka broker's, over the same interval (peers that repartition make it work harder).

@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_s": time.monotonic() - started,
         "machine": machine,
         "broker": broker_description,
+        "broker_sampled": session.broker_pid is not None,
         "versions": _versions(),
         "results": [_row(result) for result in results],
         "not_run": not_run,

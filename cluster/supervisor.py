@@ -16,6 +16,7 @@ from typing import Any
 
 from actors.kafka.admin import ensure_topic
 from actors.kafka.admin import partition_count as kafka_partition_count
+from actors.metrics import PipelineMetrics
 from actors.reports import AggregateProgress, SourceProgress
 from cluster.assignment import assign_key_groups, assign_partitions, owner_of_group, partition_limits
 from cluster.handles import AggregateHandle, RayDownstream, SourceHandle, kill_actor
@@ -63,6 +64,11 @@ class Supervisor:
             # source resumes after its committed offsets, so the earlier output is kept (files are per run).
             clear_previous_output(self._config)
         await self._spawn()
+        metrics = PipelineMetrics(self._config.name)
+        metrics.actors("source", len(self._sources), self._config.runtime.source_actors)
+        metrics.actors(
+            "aggregate", len(self._aggregates), self._config.runtime.aggregate_actors if self._aggregates else 0
+        )
         runs = [asyncio.ensure_future(self._await(source.start())) for source in self._sources]
         try:
             await self._drive(runs)
