@@ -41,3 +41,15 @@ kafka-down: $(BIN)/.installed
 
 clean-venv:
 	rm -rf $(VENV)
+
+# `make bench` (not part of `make test`): eventray side by side with the systems users would pick instead, see
+# benchmarks/RESULTS.md. Full mode (1,000,000 events, with latency) by default; BENCH_ARGS=--quick runs in under
+# 3 minutes. Installs the benchmark-only extra (pinned peer versions) first.
+BENCH_ARGS ?=
+
+$(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(BIN)/.bench-installed
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

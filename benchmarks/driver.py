@@ -27,7 +27,9 @@ from benchmarks.verify import Verdict, read_jsonl_dir, read_topic_values, verify
 from benchmarks.workloads import PARTITIONS, Expected
 from pipelines.kafka_config import KafkaConnectionConfig
 
-__all__ = ["RunResult", "child_environment", "run_system"]
+__all__ = ["REPO_DIR", "RunResult", "child_environment", "run_system"]
+
+REPO_DIR = Path(__file__).resolve().parent.parent  # `python -m benchmarks.child` must find the package
 
 
 @dataclass
@@ -95,7 +97,7 @@ def run_system(
     with (work / "stdout.log").open("wb") as stdout, (work / "stderr.log").open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.child", str(spec_path), str(report_path)],
-            stdout=stdout, stderr=stderr, env=child_environment(), start_new_session=True,
+            stdout=stdout, stderr=stderr, env=child_environment(), start_new_session=True, cwd=REPO_DIR,
         )  # fmt: skip
         sampler = TreeSampler(process.pid, broker_pid)
         sampler.start()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.driver import child_environment, create_output_topic
+from benchmarks.driver import REPO_DIR, child_environment, create_output_topic
 from benchmarks.protocol import RunSpec
 from benchmarks.run import _broker
 from benchmarks.workloads import expected_output, prefill_topic
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         spec.save(work / "spec.json")
         command = [sys.executable, "-m", "benchmarks.child", str(work / "spec.json"), str(work / "report.json")]
         with (work / "child.log").open("wb") as log:
-            child = subprocess.Popen(command, env=child_environment(), stdout=log, stderr=log)
+            child = subprocess.Popen(command, env=child_environment(), stdout=log, stderr=log, cwd=REPO_DIR)
             raws = _spy_on_actors(child, work, py_spy)
     print((work / "report.json").read_text(encoding="utf-8"))
     for raw in sorted(raws):

@@ -59,7 +59,24 @@ def _run(args: argparse.Namespace) -> int:
     with ProgressView(console) as view:
         summary = run_pipeline(config, args.address, on_progress=None if args.quiet else view.update)
     print_summary(console, summary)
+    _print_trace_hint(console, config)
     return 0
+
+
+def _print_trace_hint(console: Console, config: PipelineConfig) -> None:
+    """Name one recorded trace, so a new user sees where tracing went."""
+    tracing = config.tracing
+    if not (tracing.enabled and tracing.exporter == "jsonl"):
+        return
+    for spans in sorted(Path(tracing.jsonl_path).glob("spans-*.jsonl")):
+        with spans.open(encoding="utf-8") as lines:
+            first = lines.readline()
+        if first:
+            trace_id = yaml.safe_load(first)["trace_id"]
+            console.print(
+                f"  traces in        {tracing.jsonl_path}  (try: eventray trace {trace_id} --dir {tracing.jsonl_path})"
+            )
+            return
 
 
 def _validate(args: argparse.Namespace) -> int:
