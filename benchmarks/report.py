@@ -14,6 +14,7 @@ import matplotlib as mpl
 
 mpl.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
 
 __all__ = ["BENCH_DIR", "write_results"]
 
@@ -261,8 +262,9 @@ def _chart(run: dict[str, Any], path: Path) -> None:
         axis.set_title(title)
         if metric == "events_per_s":
             axis.set_yscale("log")
-    axes[0].legend(fontsize=7, loc="lower left")
+    handles = [Patch(color=colors(index), label=SYSTEM_LABELS[system]) for index, system in enumerate(systems)]
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     figure.suptitle(f"eventray benchmarks, {run['mode']} mode ({run['events']:,} events; hatched: output not correct)")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -74,7 +74,7 @@ def _cell(column: str, value: Any) -> str:
 
 def print_summary(console: Console, summary: RunSummary) -> None:
     if summary.preview:
-        columns = list(summary.preview[0])
+        columns = [column for column in summary.preview[0] if not column.startswith("_")]
         table = Table(title=f"{summary.pipeline}: top {len(summary.preview)} results (window times in UTC)")
         for column in columns:
             table.add_column(column, justify="left" if column == columns[0] else "right")
