@@ -168,6 +168,49 @@ def _targets(run: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+WHY = """\
+Why (from the W1 profile in [PROFILE.md](PROFILE.md)): eventray pays one Python object per record at both Kafka
+edges: aiokafka's `ConsumerRecord` per input record before the columns are built (~40 % of a source actor's busy
+time) and one `producer.send()` (a future, a metadata check) per output record (~50-60 % of the aggregate
+actor's). The columnar middle (pyarrow JSON decode, filter, window aggregation) is about a third of the work.
+Then the multi-process topology costs what a single process does not: a Ray actor call and pickling per small
+batch (~15-20 % of a source actor), 4-12 s of start-up and 700-1,000 MiB of Ray processes. On 2 cores the source
+and aggregate actors compete for the same CPUs, so a second source actor does not add throughput. The
+hand-written loop does the same per-record Kafka work but nothing else, in one process."""
+
+
+def _shortfalls(run: dict[str, Any]) -> list[str]:
+    """Where eventray is behind a correct peer or a target, measured, then why."""
+    lines = ["### Where eventray falls short", ""]
+    for workload in ("W1", "W2", "W3"):
+        rows = _main_rows(run, workload)
+        eventray = _find(rows, "eventray")
+        if eventray is None:
+            continue
+        for row in rows:
+            if row["system"] in ("eventray", "bare_getmany") or not row["correct"] or not row["events_per_s"]:
+                continue
+            label = _label(workload, row["system"])
+            if row["events_per_s"] > eventray["events_per_s"]:
+                ratio = row["events_per_s"] / eventray["events_per_s"]
+                lines.append(f"- {workload}: {label} drains {ratio:.2f}x eventray's events/s.")
+            if row["cpu_s_per_m"] < eventray["cpu_s_per_m"]:
+                ratio = eventray["cpu_s_per_m"] / max(row["cpu_s_per_m"], 1e-9)
+                lines.append(f"- {workload}: eventray spends {ratio:.1f}x the CPU per event of {label}.")
+        others = [row["peak_pss_mib"] for row in rows if row["system"] != "eventray" and row["peak_pss_mib"]]
+        if others and eventray["peak_pss_mib"] > max(others):
+            lines.append(
+                f"- {workload}: eventray's processes use {_int(eventray['peak_pss_mib'])} MiB PSS at peak, "
+                f"the others at most {_int(max(others))} MiB; its start-up takes {eventray['startup_s']:.1f} s."
+            )
+    w1 = _main_rows(run, "W1")
+    eventray, ceiling = _find(w1, "eventray"), _find(w1, "bare_getmany")
+    if eventray and ceiling and eventray["events_per_s"] < 0.7 * ceiling["events_per_s"]:
+        ratio = eventray["events_per_s"] / ceiling["events_per_s"]
+        lines.append(f"- W1: {ratio:.2f}x the bare getmany drain, short of the 0.7x target.")
+    return [*lines, "", WHY, ""]
+
+
 def _run_section(run: dict[str, Any]) -> list[str]:
     machine = run["machine"]
     lines = [
@@ -185,6 +228,7 @@ def _run_section(run: dict[str, Any]) -> list[str]:
     for workload in ("W1", "W2", "W3"):
         lines.extend(_table(run, workload))
     lines.extend(_targets(run))
+    lines.extend(_shortfalls(run))
     lines.extend(_scaling(run))
     lines.extend(_latency(run))
     if run.get("notes"):

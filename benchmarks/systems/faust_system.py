@@ -96,7 +96,7 @@ def run(spec: RunSpec, report: ChildReport) -> None:
     # (faust-streaming 0.15.3, mode-streaming 0.7.1), and debug records cost ~10 % of the run
     worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False, override_logging=False)
 
-    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    @app.on_partitions_assigned.connect
     async def on_assigned(*_: Any, **__: Any) -> None:
         if not report.ready_s:
             report.ready_s = time.time()
@@ -121,7 +121,7 @@ def run(spec: RunSpec, report: ChildReport) -> None:
             for customer, start, count, total in closed:
                 await output.send(key=customer.encode(), value=window_record(customer, start, count, total))
 
-        @app.agent(source)  # type: ignore[misc]
+        @app.agent(source)
         async def aggregate(stream: Any) -> None:
             orders = 0
             grouped = stream.filter(is_order).group_by(lambda v: v["customer_id"], name="customer")
@@ -134,7 +134,7 @@ def run(spec: RunSpec, report: ChildReport) -> None:
                     await finish({"late_events": windows.late, "orders_processed": orders})
     else:
 
-        @app.agent(source)  # type: ignore[misc]
+        @app.agent(source)
         async def enrich_orders(stream: Any) -> None:
             async for value in stream:
                 if not is_order(value):

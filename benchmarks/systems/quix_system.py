@@ -61,7 +61,10 @@ class _Counters:
         if self.orders == self._stop_after:
             self._app.stop()
 
-    def on_late(self, *_: Any) -> bool:
+    def on_late(  # the signature of quixstreams' WindowOnLateCallback
+        self, value: Any, key: Any, timestamp_ms: int, late_by_ms: int, start: int, end: int,
+        store_name: str, topic: str, partition: int, offset: int,
+    ) -> bool:  # fmt: skip
         self.late += 1
         return False  # counted here instead of a warning per event
 
