@@ -44,7 +44,7 @@ class AggregateActor:
         self._metrics = PipelineMetrics(config.name)
         self._sender_watermarks = [NO_WATERMARK] * senders
         self._idle_senders: set[int] = set()
-        self._sinks: list[Sink] = open_result_sinks(config, actor_id)
+        self._sinks: list[Sink] = open_result_sinks(config, actor_id, self._telemetry)
         self._late_output = open_dead_letter(config, f"{actor_id}-late")
         self._events_in = 0
         self._windows_emitted = 0

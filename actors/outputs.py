@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from actors.kafka.producer_sink import KafkaDeadLetterSink, KafkaSink
+from actors.telemetry import Telemetry
 from pipelines.config import PipelineConfig, SinkConfig
 from pipelines.kafka_config import KafkaConnectionConfig, KafkaDeadLetterConfig, KafkaSinkConfig
 from pipelines.sinks import Sink, open_sink
@@ -16,14 +17,14 @@ def _connection(config: PipelineConfig) -> KafkaConnectionConfig:
     return config.kafka
 
 
-def _open(config: PipelineConfig, sink: SinkConfig, writer: str) -> Sink:
+def _open(config: PipelineConfig, sink: SinkConfig, writer: str, telemetry: Telemetry) -> Sink:
     if isinstance(sink, KafkaSinkConfig):
-        return KafkaSink(sink, _connection(config), f"{config.name}-{writer}")
+        return KafkaSink(sink, _connection(config), f"{config.name}-{writer}", telemetry)
     return open_sink(sink, writer)
 
 
-def open_result_sinks(config: PipelineConfig, writer: str) -> list[Sink]:
-    return [_open(config, sink, writer) for sink in config.sinks]
+def open_result_sinks(config: PipelineConfig, writer: str, telemetry: Telemetry) -> list[Sink]:
+    return [_open(config, sink, writer, telemetry) for sink in config.sinks]
 
 
 def open_dead_letter(config: PipelineConfig, writer: str) -> Sink:

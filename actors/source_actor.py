@@ -77,9 +77,9 @@ class SourceActor:
             if downstream is None or owner_of_group is None:
                 raise ValueError("a pipeline with an aggregate needs a downstream and owner_of_group")
             self._router = KeyGroupRouter(aggregate.key, config.runtime.max_key_groups, owner_of_group)
-        self._sinks: list[Sink] = [] if aggregate else open_result_sinks(config, actor_id)
-        self._dead_letter = open_dead_letter(config, actor_id)
         self._telemetry = Telemetry(config, actor_id)
+        self._sinks: list[Sink] = [] if aggregate else open_result_sinks(config, actor_id, self._telemetry)
+        self._dead_letter = open_dead_letter(config, actor_id)
         self._metrics = PipelineMetrics(config.name)
         breaker = config.circuit_breaker
         self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")

@@ -158,6 +158,21 @@ class Telemetry:
                 continued = None if first is None else format_traceparent(first.trace_id, first.span_id, True)
             yield BatchTrace(recorded if span.is_recording() else None, continued)
 
+    @contextmanager
+    def producer_span(self, topic: str, count: int) -> Iterator[None]:
+        """A PRODUCER span around handing ``count`` records to the producer, child of the current batch span."""
+        if self._tracer is None:
+            yield
+            return
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "messaging.batch.message_count": count,
+        }
+        with self._tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes):
+            yield
+
     def close(self) -> None:
         if self._provider is not None:
             self._provider.force_flush()

@@ -15,6 +15,7 @@ import pyarrow as pa
 from aiokafka import AIOKafkaProducer
 
 from actors.kafka.loop_thread import BackgroundLoop
+from actors.telemetry import Telemetry
 from pipelines.kafka_config import KafkaConnectionConfig, KafkaSinkConfig, client_options
 from pipelines.kafka_records import OutgoingRecord, dead_letter_records, encode_rows
 
@@ -90,16 +91,21 @@ async def _await_all(deliveries: list[asyncio.Future[Any]]) -> None:
 
 
 class KafkaSink:
-    """Rows as JSON records; keyed by ``key_column`` or kept on their source partition number."""
+    """Rows as JSON records; keyed by ``key_column`` or kept on their source partition number. Each record
+    carries its row's ``_traceparent`` as a header; with tracing on, each write is a PRODUCER span."""
 
-    def __init__(self, config: KafkaSinkConfig, connection: KafkaConnectionConfig, writer: str) -> None:
+    def __init__(
+        self, config: KafkaSinkConfig, connection: KafkaConnectionConfig, writer: str, telemetry: Telemetry
+    ) -> None:
         self._config = config
+        self._telemetry = telemetry
         self._producer = KafkaTopicProducer(connection, config.topic, writer, config.linger_ms, config.compression)
 
     def write(self, rows: pa.Table | pa.RecordBatch) -> None:
         if rows.num_rows:
             by_source = self._config.partition_by == "source_partition"
-            self._producer.send(encode_rows(rows, self._config.key_column, by_source, self._producer.partitions))
+            with self._telemetry.producer_span(self._config.topic, rows.num_rows):
+                self._producer.send(encode_rows(rows, self._config.key_column, by_source, self._producer.partitions))
 
     def flush(self) -> None:
         self._producer.flush()

@@ -111,6 +111,10 @@ def test_a_trace_follows_the_event_through_both_pipelines(ray_driver: LocalRayCl
         assert source.attributes["messaging.batch.message_count"] >= 1
         assert source.attributes["messaging.consumer.group.name"].startswith("eventray-")
     assert source_a.linked_traces > 0, "the batch's other sampled events are linked"
+    exported = [json.loads(line) for file in traces.glob("spans-*.jsonl") for line in file.read_text().splitlines()]
+    producers = [span for span in exported if span["kind"] == "PRODUCER"]
+    assert producers and all(span["name"].startswith("send traced-") for span in producers)
+    assert all(span["attributes"]["messaging.operation.type"] == "send" for span in producers)
 
 
 def test_sampling_at_zero_exports_nothing_but_still_propagates(ray_driver: LocalRayCluster, kafka_bootstrap: str,
