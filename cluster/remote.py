@@ -24,9 +24,14 @@ def _actor_cpus(config: PipelineConfig) -> float:
     return config.runtime.cpus_per_actor
 
 
+def _placement(config: PipelineConfig) -> dict[str, Any]:
+    resources = dict(config.runtime.actor_resources)
+    return {"num_cpus": _actor_cpus(config), **({"resources": resources} if resources else {})}
+
+
 def source_actor_options(config: PipelineConfig, actor_id: str) -> dict[str, Any]:
     # An async actor: run() loops while progress()/stop() calls interleave at its await points.
-    return {"name": actor_id, "namespace": NAMESPACE, "num_cpus": _actor_cpus(config), "max_restarts": 0}
+    return {"name": actor_id, "namespace": NAMESPACE, "max_restarts": 0, **_placement(config)}
 
 
 def aggregate_actor_options(config: PipelineConfig, actor_id: str) -> dict[str, Any]:
@@ -34,7 +39,7 @@ def aggregate_actor_options(config: PipelineConfig, actor_id: str) -> dict[str, 
     return {
         "name": actor_id,
         "namespace": NAMESPACE,
-        "num_cpus": _actor_cpus(config),
+        **_placement(config),
         "max_concurrency": 1,
         "max_restarts": 0,
     }

@@ -234,6 +234,11 @@ class RuntimeConfig(_Model):
     batch_size: int = Field(default=4_096, ge=1, le=1_000_000)
     max_in_flight_batches: int = Field(default=8, ge=1, description="per source actor, before it waits")
     idle_poll_ms: int = Field(default=20, ge=1)
+    actor_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources per source/aggregate actor, e.g. {eventray_slot: 1} under KubeRay, so "
+        "that a pending actor makes the Ray autoscaler add a node",
+    )
     cpus_per_actor: float = Field(
         default=0.25,
         ge=0,

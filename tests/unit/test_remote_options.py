@@ -1,0 +1,21 @@
+"""Ray options of the actors, applied in one place (cluster/remote.py)."""
+
+from __future__ import annotations
+
+from cluster.remote import aggregate_actor_options, source_actor_options
+from pipelines.orders import orders_pipeline
+
+
+def test_actors_ask_for_custom_resources_when_configured() -> None:
+    config = orders_pipeline(runtime__actor_resources={"eventray_slot": 1})
+
+    assert source_actor_options(config, "s")["resources"] == {"eventray_slot": 1}
+    assert aggregate_actor_options(config, "a")["resources"] == {"eventray_slot": 1}
+    assert aggregate_actor_options(config, "a")["max_concurrency"] == 1, "one call at a time keeps sender order"
+
+
+def test_no_custom_resources_by_default() -> None:
+    config = orders_pipeline()
+
+    assert "resources" not in source_actor_options(config, "s")
+    assert source_actor_options(config, "s")["num_cpus"] == config.runtime.cpus_per_actor
