@@ -100,8 +100,13 @@ class AggregateActor:
             self._emit(self._windows.advance(watermark))
 
     def _watermark(self) -> int | None:
+        """The minimum over active senders; when every sender is idle, the maximum they reached (as Flink's
+        watermark valve: nothing is pending anywhere, so everything up to there is complete)."""
         active = [w for sender, w in enumerate(self._sender_watermarks) if sender not in self._idle_senders]
-        return min(active) if active else None
+        if active:
+            return min(active)
+        reached = [w for w in self._sender_watermarks if w != NO_WATERMARK]
+        return max(reached) if reached else None
 
     def finish(self, sender: int) -> AggregateProgress:
         """``sender`` has no more input. When it was the last one, emit everything and flush the sinks."""

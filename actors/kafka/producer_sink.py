@@ -8,11 +8,13 @@ Contract (as every sink): ``write`` hands records to the producer and returns wi
 from __future__ import annotations
 
 import asyncio
+import itertools
 from concurrent.futures import Future
 from typing import Any
 
 import pyarrow as pa
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from actors.kafka.loop_thread import BackgroundLoop
 from actors.telemetry import Telemetry
@@ -46,18 +48,42 @@ class KafkaTopicProducer:
             )
         )
         self.partitions = len(self._loop.run(self._producer.partitions_for(topic)) or [0])
+        self._key_partitions: dict[bytes, int] = {}
+        self._round_robin = itertools.count()
 
     def send(self, records: list[OutgoingRecord]) -> None:
         if records:
-            self._pending.append(self._loop.submit(self._send_all(records)))
+            self._pending.append(self._loop.submit(self._send_batched(records)))
 
-    async def _send_all(self, records: list[OutgoingRecord]) -> list[asyncio.Future[Any]]:
-        return [
-            await self._producer.send(
-                self.topic, value=record.value, key=record.key, partition=record.partition, headers=record.headers
-            )
-            for record in records
-        ]
+    async def _send_batched(self, records: list[OutgoingRecord]) -> list[asyncio.Future[Any]]:
+        """Records grouped by partition into producer batches: one future per batch, not per record (the
+        per-record ``send`` was the top cost of the aggregate actor, benchmarks/PROFILE.md)."""
+        by_partition: dict[int, list[OutgoingRecord]] = {}
+        unkeyed_partition = next(self._round_robin) % self.partitions  # sticky per call, as Kafka's partitioner
+        for record in records:
+            partition = record.partition
+            if partition is None:
+                partition = unkeyed_partition if record.key is None else self._partition_of(record.key)
+            by_partition.setdefault(partition, []).append(record)
+        deliveries = []
+        for partition, group in by_partition.items():
+            batch = self._producer.create_batch()
+            for record in group:
+                if batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers) is None:
+                    deliveries.append(await self._producer.send_batch(batch, self.topic, partition=partition))
+                    batch = self._producer.create_batch()
+                    batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers)
+            deliveries.append(await self._producer.send_batch(batch, self.topic, partition=partition))
+        return deliveries
+
+    def _partition_of(self, key: bytes) -> int:
+        """Kafka's default partitioner (murmur2 of the key), so keyed records land where Java clients put them."""
+        partition = self._key_partitions.get(key)
+        if partition is None:
+            if len(self._key_partitions) > 1 << 20:
+                self._key_partitions.clear()
+            partition = self._key_partitions[key] = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+        return partition
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
