@@ -160,17 +160,23 @@ class AggregateActor:
         payload_columns = [name for name in late.column_names if not name.startswith("_")]
         encoder = msgspec.json.Encoder()
         rows = late.select(payload_columns).to_pylist()
+
+        def metadata(name: str, kind: pa.DataType, missing: object = None) -> pa.Array:
+            # a select may have dropped metadata columns: the dead letter still says what it can
+            index = late.schema.get_field_index(name)
+            return late.column(index) if index >= 0 else pa.array([missing] * late.num_rows, kind)
+
         self._late_output.write(
             pa.RecordBatch.from_arrays(
                 [
                     pa.array([reason] * late.num_rows),
                     pa.array([error_type] * late.num_rows),
                     pa.array(["(aggregate input)"] * late.num_rows),
-                    late.column("_partition"),
-                    late.column("_offset"),
-                    late.column("_key"),
+                    metadata("_partition", pa.int32(), -1),
+                    metadata("_offset", pa.int64(), -1),
+                    metadata("_key", pa.binary()),
                     pa.array([encoder.encode(row) for row in rows], pa.binary()),
-                    late.column("_traceparent"),
+                    metadata("_traceparent", pa.string()),
                 ],
                 schema=DEAD_LETTER_SCHEMA,
             )

@@ -49,7 +49,8 @@ class TlsConfig(ConfigModel):
 
 class SaslConfig(ConfigModel):
     mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
-    username: str = Field(min_length=1)
+    username: str | None = Field(default=None, min_length=1)
+    username_env: str | None = Field(default=None, description="environment variable holding the user name")
     password: SecretStr | None = None
     password_env: str | None = Field(default=None, description="environment variable holding the password")
 
@@ -57,6 +58,8 @@ class SaslConfig(ConfigModel):
     def _one_password_source(self) -> SaslConfig:
         if (self.password is None) == (self.password_env is None):
             raise ValueError("give exactly one of password and password_env (prefer password_env)")
+        if (self.username is None) == (self.username_env is None):
+            raise ValueError("give exactly one of username and username_env")
         return self
 
 
@@ -150,15 +153,27 @@ def resolve_kafka_secrets(connection: KafkaConnectionConfig, environ: Mapping[st
     if connection.bootstrap_servers is None:
         update["bootstrap_servers"] = environ.get("KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP
     sasl = connection.sasl
-    if sasl is not None and sasl.password_env is not None:
-        secret = environ.get(sasl.password_env)
-        if not secret:
-            raise ConfigError(
-                f"kafka.sasl.password_env: environment variable {sasl.password_env} is not set. "
-                f"Operator action: export {sasl.password_env} with the SASL password"
-            )
-        update["sasl"] = sasl.model_copy(update={"password": SecretStr(secret), "password_env": None})
+    if sasl is not None:
+        resolved: dict[str, Any] = {}
+        if sasl.password_env is not None:
+            resolved["password"] = SecretStr(_required_env(environ, sasl.password_env, "password"))
+            resolved["password_env"] = None
+        if sasl.username_env is not None:
+            resolved["username"] = _required_env(environ, sasl.username_env, "username")
+            resolved["username_env"] = None
+        if resolved:
+            update["sasl"] = sasl.model_copy(update=resolved)
     return connection.model_copy(update=update)
+
+
+def _required_env(environ: Mapping[str, str], name: str, what: str) -> str:
+    value = environ.get(name)
+    if not value:
+        raise ConfigError(
+            f"kafka.sasl.{what}_env: environment variable {name} is not set. "
+            f"Operator action: export {name} with the SASL {what}"
+        )
+    return value
 
 
 def client_options(connection: KafkaConnectionConfig) -> dict[str, Any]:
@@ -174,6 +189,8 @@ def client_options(connection: KafkaConnectionConfig) -> dict[str, Any]:
         if connection.sasl.password is None:
             raise ConfigError("kafka.sasl: the password was not resolved from password_env")
         options["sasl_mechanism"] = connection.sasl.mechanism
+        if connection.sasl.username is None:
+            raise ConfigError("kafka.sasl: the username was not resolved from username_env")
         options["sasl_plain_username"] = connection.sasl.username
         options["sasl_plain_password"] = connection.sasl.password.get_secret_value()
     return options

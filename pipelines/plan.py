@@ -13,12 +13,12 @@ import pyarrow as pa
 from pipelines.binary_codecs import AvroDecoder, RawBytesDecoder
 from pipelines.codecs import DecodedBatch, Decoder, JsonDecoder
 from pipelines.config import ConsoleSinkConfig, PipelineConfig
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, ExpressionError
 from pipelines.kafka_config import KafkaSinkConfig
 from pipelines.operators import Operator, apply_all, build_operators
 from pipelines.records import RawBatch
 from pipelines.schema import EventSchema
-from pipelines.windows import WINDOW_END, WINDOW_START
+from pipelines.windows import WINDOW_END, WINDOW_START, AggregationPlan
 
 __all__ = ["CompiledPipeline", "compile_pipeline"]
 
@@ -63,7 +63,33 @@ def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
     compiled = CompiledPipeline(config, schema, _decoder(schema), tuple(operators), tuple(columns))
     _check_aggregate(config, columns)
     _check_sinks(config, compiled.result_columns)
+    _dry_run(compiled)
     return compiled
+
+
+def _dry_run(compiled: CompiledPipeline) -> None:
+    """Run the operators and the aggregation on an empty batch of the decoded schema: a type error (``amount >
+    'abc'``, ``sum`` of a string column) fails here, naming the place, instead of in an actor at run time."""
+    empty = pa.RecordBatch.from_pylist([], schema=compiled.schema.batch_schema)
+    try:
+        events = apply_all(compiled.operators, empty)
+    except (ExpressionError, pa.ArrowException) as error:
+        raise ConfigError(f"operators: {error}") from None
+    aggregate = compiled.config.aggregate
+    if aggregate is None:
+        return
+    plan = AggregationPlan(aggregate, carry_trace=compiled.carries_trace)
+    rows = pa.table(
+        {
+            aggregate.key: events.column(aggregate.key),
+            "_window_start": pa.array([], pa.int64()),
+            **{name: events.column(name) for name in plan.source_columns},
+        }
+    )
+    try:
+        plan.merge(plan.partial_aggregate(rows))
+    except pa.ArrowException as error:
+        raise ConfigError(f"aggregate.aggregations: {error} (check each aggregation's column type)") from None
 
 
 def _decoder(schema: EventSchema) -> Decoder:

@@ -471,3 +471,20 @@ def test_group_id_is_the_configured_one() -> None:
 def test_group_id_of_a_pipeline_without_a_kafka_source() -> None:
     config = parse_config(_pipeline_data(source={"type": "generator"}))
     assert config.group_id == "eventray-orders-kafka"
+
+
+def test_the_sasl_user_name_can_come_from_the_environment() -> None:
+    connection = KafkaConnectionConfig(
+        security_protocol="SASL_SSL",
+        sasl={
+            "mechanism": "SCRAM-SHA-512",
+            "username_env": "KAFKA_SASL_USERNAME",
+            "password_env": "KAFKA_SASL_PASSWORD",
+        },
+    )
+
+    resolved = resolve_kafka_secrets(connection, {"KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": "pw"})
+
+    assert resolved.sasl is not None and resolved.sasl.username == "svc"
+    with pytest.raises(ConfigError, match="KAFKA_SASL_USERNAME"):
+        resolve_kafka_secrets(connection, {"KAFKA_SASL_PASSWORD": "pw"})

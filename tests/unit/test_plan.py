@@ -163,3 +163,19 @@ def test_aggregation_named_like_the_key_names_the_path() -> None:
     data["aggregate"]["aggregations"]["customer_id"] = {"fn": "count"}
     message = compile_error(data)
     assert message.startswith("aggregate.aggregations.customer_id: the name is taken by the aggregate key")
+
+
+def test_a_type_error_in_an_operator_fails_at_compile_time() -> None:
+    data = load_config(ORDERS_YAML).model_dump(mode="json", by_alias=True)
+    data["operators"] = [{"op": "filter", "expr": 'amount_cents > "abc"'}, *data["operators"]]
+
+    with pytest.raises(ConfigError, match="operators"):
+        compile_pipeline(parse_config(data))
+
+
+def test_summing_a_string_column_fails_at_compile_time() -> None:
+    data = load_config(ORDERS_YAML).model_dump(mode="json", by_alias=True)
+    data["aggregate"]["aggregations"]["revenue_cents"] = {"fn": "sum", "column": "customer_id"}
+
+    with pytest.raises(ConfigError, match=r"aggregate\.aggregations"):
+        compile_pipeline(parse_config(data))
