@@ -35,21 +35,23 @@ def test_metrics_endpoint_shows_events_lag_and_actors(ray_driver: LocalRayCluste
 
     summary = run_pipeline(config, address=ray_driver.address)
 
+    expected = {
+        "eventray_events_in_total": EVENTS,
+        "eventray_dead_lettered_total": summary.progress.dead_lettered,
+        "eventray_windows_emitted_total": summary.progress.windows_emitted,
+    }
     deadline = time.monotonic() + 60
-    while True:
+    while True:  # each actor reports on its own schedule: wait until every counter has arrived
         text = _scrape(ray_driver.metrics_url)
-        events_in = sum(value for _, value in _series(text, "eventray_events_in_total", config.name))
-        if events_in == EVENTS or time.monotonic() > deadline:
+        totals = {name: sum(value for _, value in _series(text, name, config.name)) for name in expected}
+        if totals == expected or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert events_in == EVENTS == summary.progress.events_in
-    dead = sum(value for _, value in _series(text, "eventray_dead_lettered_total", config.name))
-    assert dead == summary.progress.dead_lettered
+    assert totals == expected
+    assert summary.progress.events_in == EVENTS
     lags = _series(text, "eventray_lag_records", config.name)
     assert len(lags) == 8, "one lag series per partition"
     assert all(value == 0 for _, value in lags), "lag is 0 after the drain"
-    windows = sum(value for _, value in _series(text, "eventray_windows_emitted_total", config.name))
-    assert windows == summary.progress.windows_emitted
     actors = dict(_series(text, "eventray_actors", config.name))
     assert any('role="aggregate"' in labels and 'state="current"' in labels for labels in actors)
     assert _series(text, "eventray_batch_latency_s_count", config.name)
