@@ -175,9 +175,11 @@ class SourceActor:
                 await asyncio.sleep(0)  # let stop()/progress() in between batches
                 if self._stopping:
                     return
-            commit_due = time.monotonic() - last_commit >= commit_every_s
-            if self._router is None and self._inputs.commits_offsets and commit_due:
-                await self._flush_and_commit()
+            if time.monotonic() - last_commit >= commit_every_s:
+                if self._router is None and self._inputs.commits_offsets:
+                    await self._flush_and_commit()
+                else:  # dead letters do not wait for the end of the run (nor pile up in the producer)
+                    await asyncio.to_thread(self._dead_letter.flush)
                 last_commit = time.monotonic()
             if not fetched:
                 if self._router is not None:
@@ -276,15 +278,16 @@ class SourceActor:
         return NO_WATERMARK if lowest == NO_WATERMARK else lowest - disorder
 
     async def _flush_and_commit(self) -> None:
+        # Flushing waits for broker acknowledgements or disk: on a thread, so stop()/progress() still get in.
         for sink in self._sinks:
-            sink.flush()
-        self._dead_letter.flush()
+            await asyncio.to_thread(sink.flush)
+        await asyncio.to_thread(self._dead_letter.flush)
         self._committed.update(await self._inputs.commit())
 
     async def _finish(self) -> None:
         if self._downstream is not None:
             await self._downstream.finish(self._sender)
-            self._dead_letter.flush()  # offsets are committed later, by commit_and_close()
+            await asyncio.to_thread(self._dead_letter.flush)  # offsets: later, by commit_and_close()
         else:
             await self._flush_and_commit()
         for sink in self._sinks:
