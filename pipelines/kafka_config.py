@@ -151,7 +151,8 @@ def resolve_kafka_secrets(connection: KafkaConnectionConfig, environ: Mapping[st
     """Fill in the bootstrap servers and a SASL password from the environment; raise ConfigError if missing."""
     update: dict[str, Any] = {}
     if connection.bootstrap_servers is None:
-        update["bootstrap_servers"] = environ.get("KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP
+        # blank counts as unset, as for `eventray kafka` (cluster/kafka_dev)
+        update["bootstrap_servers"] = (environ.get("KAFKA_BOOTSTRAP") or "").strip() or DEFAULT_BOOTSTRAP
     sasl = connection.sasl
     if sasl is not None:
         resolved: dict[str, Any] = {}
