@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import ray
 
 from actors.reports import AggregateProgress, SourceProgress
+from cluster.remote import remote_aggregate, remote_source
+from pipelines.config import PipelineConfig
 
-__all__ = ["AggregateHandle", "RayDownstream", "SourceHandle", "SupervisorHandle", "kill_actor"]
+__all__ = [
+    "ActorFactory",
+    "AggregateHandle",
+    "RayActors",
+    "RayDownstream",
+    "SourceHandle",
+    "SupervisorHandle",
+    "kill_actor",
+]
 
 
 class RayDownstream:
@@ -86,6 +96,63 @@ class AggregateHandle:
 
 def kill_actor(handle: SourceHandle | AggregateHandle) -> None:
     ray.kill(handle.actor, no_restart=True)
+
+
+class ActorFactory(Protocol):
+    """How the Supervisor gets its actors: on Ray (:class:`RayActors`), or in-process fakes in unit tests."""
+
+    def aggregate(
+        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int
+    ) -> AggregateHandle: ...
+
+    def source(
+        self,
+        config: PipelineConfig,
+        actor_id: str,
+        sender_index: int,
+        partitions: list[int],
+        limits: dict[int, int | None],
+        clock: tuple[float, int],
+        aggregates: list[AggregateHandle],
+        owner_of_group: list[int] | None,
+    ) -> SourceHandle: ...
+
+    def kill(self, handle: SourceHandle | AggregateHandle) -> None: ...
+
+
+class RayActors:
+    """Actors on Ray, with the options of :mod:`cluster.remote`; named ``<pipeline>-<actor id>``."""
+
+    def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int) -> AggregateHandle:
+        name = f"{config.name}-{actor_id}"
+        actor = remote_aggregate(config, name).remote(config, actor_id, key_groups, senders)
+        return AggregateHandle(actor, actor_id)
+
+    def source(
+        self,
+        config: PipelineConfig,
+        actor_id: str,
+        sender_index: int,
+        partitions: list[int],
+        limits: dict[int, int | None],
+        clock: tuple[float, int],
+        aggregates: list[AggregateHandle],
+        owner_of_group: list[int] | None,
+    ) -> SourceHandle:
+        """``clock``: (wall-clock start of the run in s, event time of offset 0 in ms) for generator sources."""
+        downstream = (
+            RayDownstream([handle.actor for handle in aggregates], config.runtime.max_in_flight_batches)
+            if owner_of_group is not None
+            else None
+        )
+        started_at_s, start_time_ms = clock
+        actor = remote_source(config, f"{config.name}-{actor_id}").remote(
+            config, actor_id, sender_index, partitions, limits, started_at_s, start_time_ms, downstream, owner_of_group
+        )
+        return SourceHandle(actor, actor_id)
+
+    def kill(self, handle: SourceHandle | AggregateHandle) -> None:
+        kill_actor(handle)
 
 
 class SupervisorHandle:

@@ -19,8 +19,7 @@ from actors.kafka.admin import partition_count as kafka_partition_count
 from actors.metrics import PipelineMetrics
 from actors.reports import AggregateProgress, SourceProgress
 from cluster.assignment import assign_key_groups, assign_partitions, owner_of_group, partition_limits
-from cluster.handles import AggregateHandle, RayDownstream, SourceHandle, kill_actor
-from cluster.remote import remote_aggregate, remote_source
+from cluster.handles import ActorFactory, AggregateHandle, RayActors, SourceHandle
 from cluster.run_report import RunProgress, RunSummary, merge_previews
 from pipelines.config import ConsoleSinkConfig, PipelineConfig
 from pipelines.errors import FatalError
@@ -42,10 +41,11 @@ class PipelineFailed(FatalError):
 
 
 class Supervisor:
-    def __init__(self, config: PipelineConfig, run_id: str) -> None:
+    def __init__(self, config: PipelineConfig, run_id: str, actors: ActorFactory | None = None) -> None:
         compile_pipeline(config)  # fail here, before any actor exists, if the config cannot run
         self._config = config
         self._run_id = run_id
+        self._actors: ActorFactory = actors if actors is not None else RayActors()
         self._started_at_s = time.time()
         configured_start = getattr(config.source, "start_time_ms", None)
         self._start_time_ms = int(self._started_at_s * 1000) if configured_start is None else configured_start
@@ -171,29 +171,19 @@ class Supervisor:
             senders = min(runtime.source_actors, partitions)
             for index, owned in enumerate(groups):
                 actor_id = f"aggregate-{index}-{self._run_id}"
-                actor = remote_aggregate(config, self._ray_name(actor_id)).remote(config, actor_id, owned, senders)
-                self._aggregates.append(AggregateHandle(actor, actor_id))
+                self._aggregates.append(self._actors.aggregate(config, actor_id, owned, senders))
         self._owned = assign_partitions(partitions, runtime.source_actors)
+        clock = (self._started_at_s, self._start_time_ms)
         for index, owned in enumerate(self._owned):
             actor_id = f"source-{index}-{self._run_id}"
-            downstream = (
-                RayDownstream([handle.actor for handle in self._aggregates], runtime.max_in_flight_batches)
-                if owners is not None
-                else None
-            )
-            actor = remote_source(config, self._ray_name(actor_id)).remote(
-                config, actor_id, index, owned, {p: limits[p] for p in owned},
-                self._started_at_s, self._start_time_ms, downstream, owners,
-            )  # fmt: skip
-            self._sources.append(SourceHandle(actor, actor_id))
-
-    def _ray_name(self, actor_id: str) -> str:
-        return f"{self._config.name}-{actor_id}"
+            limits_owned = {p: limits[p] for p in owned}
+            handle = self._actors.source(config, actor_id, index, owned, limits_owned, clock, self._aggregates, owners)
+            self._sources.append(handle)
 
     def _kill_all(self) -> None:
         handles: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]
         for handle in handles:
-            kill_actor(handle)
+            self._actors.kill(handle)
 
     def _summary(self) -> RunSummary:
         console = next((sink for sink in self._config.sinks if isinstance(sink, ConsoleSinkConfig)), None)
