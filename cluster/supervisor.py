@@ -111,12 +111,13 @@ class Supervisor:
             if any(run.done() and run.exception() is not None for run in runs):
                 break  # gather() below raises it
             elapsed = time.time() - self._started_at_s
+            # freeze/stop errors are ignored: a source that failed reports its own error through its run
             if not frozen and duration is not None and elapsed >= duration:
                 frozen = True
-                await asyncio.gather(*(source.freeze() for source in self._sources))
+                await asyncio.gather(*(source.freeze() for source in self._sources), return_exceptions=True)
             if self._stop_requested and not stopped:
                 stopped = True
-                await asyncio.gather(*(source.stop() for source in self._sources))
+                await asyncio.gather(*(source.stop() for source in self._sources), return_exceptions=True)
             await asyncio.wait(runs, timeout=_POLL_S, return_when=asyncio.FIRST_COMPLETED)
 
     @staticmethod
