@@ -112,10 +112,6 @@ class Telemetry:
             self._provider.add_span_processor(BatchSpanProcessor(_exporter(self._config)))
             self._tracer = self._provider.get_tracer("eventray")
 
-    @property
-    def enabled(self) -> bool:
-        return self._config.enabled
-
     def new_contexts(self, events: pa.RecordBatch) -> pa.RecordBatch:
         """Events without a context get one when sampled (tracing on); the rest are unchanged."""
         if not self._config.enabled:

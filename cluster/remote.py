@@ -7,6 +7,7 @@ from typing import Any
 import ray
 
 from actors import AggregateActor, SourceActor
+from cluster.ray_runtime import NAMESPACE
 from pipelines.config import PipelineConfig
 
 __all__ = [
@@ -16,8 +17,6 @@ __all__ = [
     "remote_supervisor",
     "source_actor_options",
 ]
-
-NAMESPACE = "eventray"
 
 
 def _actor_cpus(config: PipelineConfig) -> float:

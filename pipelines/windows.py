@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from pipelines.config import AggregateConfig
 
-__all__ = ["WINDOW_END", "WINDOW_START", "AggregationPlan", "Rejected", "TumblingWindows", "WindowOutput"]
+__all__ = ["WINDOW_END", "WINDOW_START", "AggregationPlan", "Rejected", "TumblingWindows"]
 
 WINDOW_START = "window_start_ms"
 WINDOW_END = "window_end_ms"
@@ -107,14 +107,6 @@ class AggregationPlan:
             else:
                 columns[name] = merged.column(inputs[0])
         return pa.table(columns).sort_by([(WINDOW_START, "ascending"), (self.key, "ascending")])
-
-
-@dataclass(frozen=True)
-class WindowOutput:
-    """What one call produced: closed windows (final values) and late rows (their window had closed)."""
-
-    closed: pa.Table | None
-    late: pa.RecordBatch | None
 
 
 @dataclass(frozen=True)
