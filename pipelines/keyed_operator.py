@@ -1,0 +1,87 @@
+"""The one interface of keyed state in an AggregateActor: windows, upsert tables, dedup, process functions.
+
+Every stateful operator keeps its state as Arrow tables with the key column in them, so the actor can split
+a snapshot by key group (DESIGN section 3: key groups move between actors) without knowing what the state is.
+Time is the watermark passed in; nothing here reads a clock, so every operator is tested without Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import pyarrow as pa
+
+from pipelines.errors import FatalError
+
+__all__ = ["STATE_FORMAT_KEY", "Added", "KeyedOperator", "StateFormatError", "check_state_format", "tag_state"]
+
+STATE_FORMAT_KEY = b"eventray.state"
+
+
+class StateFormatError(FatalError):
+    """A snapshot was written by another operator, or another version of it, than the one restoring it.
+
+    Operator action: restore with the pipeline version that wrote the checkpoint, or start the pipeline without
+    it (delete the checkpoint directory) to rebuild state from the input.
+    """
+
+
+@dataclass(frozen=True)
+class Added:
+    """What :meth:`KeyedOperator.add` did with a batch, each part None when empty.
+
+    ``output``: results emitted right away (upsert changelog, dedup survivors, early window updates).
+    ``late``: rows whose window or timer had already fired (beyond allowed lateness): the caller writes them to
+    the late side output, never drops them. ``no_event_time``: rows with a null ``_timestamp`` where event time
+    is needed; the caller dead-letters them.
+    """
+
+    output: pa.Table | None = None
+    late: pa.RecordBatch | None = None
+    no_event_time: pa.RecordBatch | None = None
+
+
+class KeyedOperator(Protocol):
+    """Keyed state driven by batches and watermarks.
+
+    Contract: :meth:`add` folds rows in and may emit; :meth:`advance` moves the watermark forward (never back)
+    and emits what it closes; :meth:`flush` closes everything (end of input). :meth:`snapshot` returns the whole
+    state as one table holding the ``key`` column (so rows can be split by key group) and tagged with
+    :func:`tag_state`; :meth:`restore` replaces the state with (a subset of the rows of) snapshots of the same
+    operator and version, and raises :class:`StateFormatError` otherwise. A snapshot is immutable: later calls
+    never change a table already returned.
+    """
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def watermark_ms(self) -> int: ...
+
+    @property
+    def state_rows(self) -> int: ...
+
+    def add(self, batch: pa.RecordBatch) -> Added: ...
+
+    def advance(self, watermark_ms: int) -> pa.Table | None: ...
+
+    def flush(self) -> pa.Table | None: ...
+
+    def snapshot(self) -> pa.Table: ...
+
+    def restore(self, state: pa.Table, watermark_ms: int) -> None: ...
+
+
+def tag_state(state: pa.Table, state_format: str) -> pa.Table:
+    """Name the operator and version that wrote ``state`` (e.g. ``"tumbling/1"``) in its schema metadata."""
+    return state.replace_schema_metadata({**(state.schema.metadata or {}), STATE_FORMAT_KEY: state_format.encode()})
+
+
+def check_state_format(state: pa.Table, state_format: str) -> None:
+    written = (state.schema.metadata or {}).get(STATE_FORMAT_KEY, b"").decode() or "(untagged)"
+    if written != state_format:
+        raise StateFormatError(
+            f"checkpointed state was written as {written!r}, this operator reads {state_format!r}. Operator "
+            "action: run the pipeline version that wrote it, or delete the checkpoint to rebuild state from input"
+        )
