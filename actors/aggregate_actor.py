@@ -6,21 +6,27 @@ import time
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from actors.epoch_outputs import FlushingOutput, Output
 from actors.metrics import PipelineMetrics
 from actors.outputs import open_dead_letter, open_result_sinks
+from actors.recovery import recover_kafka_outputs
 from actors.reports import AggregateProgress
 from actors.source_actor import END_OF_INPUT, NO_WATERMARK
 from actors.telemetry import Telemetry
+from pipelines.checkpoint_store import AggregateSnapshot, CheckpointStore, PendingFile, WriteAhead
 from pipelines.config import PipelineConfig
+from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
 from pipelines.records import DEAD_LETTER_SCHEMA
-from pipelines.sinks import ConsoleSink, Sink
-from pipelines.windows import TumblingWindows
+from pipelines.sinks import ConsoleSink
+from pipelines.windows import open_windows
 
 __all__ = ["AggregateActor"]
 
 _NO_CONTEXTS = pa.nulls(0, pa.string())
+_KEY_GROUP = "_key_group"
 
 
 class AggregateActor:
@@ -29,23 +35,37 @@ class AggregateActor:
     Contract: calls are processed one at a time, in the order each sender sent them. The watermark is the
     minimum over senders; a window is emitted once, when that watermark passes its end, and rows that arrive
     for an emitted window go to the dead-letter output as ``late`` (never dropped). When every sender has
-    finished, every open window is emitted and the sinks are flushed.
+    finished, every open window is emitted.
+
+    Checkpoints: the Supervisor calls :meth:`checkpoint` once every sender is paused at the barrier and
+    everything it sent was processed (aligned), so the snapshot holds exactly the effect of the epoch's input;
+    outputs are prepared there and committed by :meth:`complete`. State is loaded by :meth:`restore`, never by
+    the constructor (a constructor that raises while loading state would be retried blindly by Ray).
     """
 
-    def __init__(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int) -> None:
+    def __init__(
+        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str | None = None
+    ) -> None:
+        """``slot``: the actor's stable place in the topology (``aggregate-<index>``), naming its transactions."""
         if config.aggregate is None:
             raise ValueError("AggregateActor needs a pipeline with an aggregate")
+        self._config = config
         self._actor_id = actor_id
+        self._slot = slot or actor_id
         self.key_groups = key_groups
+        self._groups = KeyGroupRouter(
+            config.aggregate.key, config.runtime.max_key_groups, [0] * config.runtime.max_key_groups
+        )
+        self._store = CheckpointStore(config.checkpoint.uri, config.name) if config.checkpoint else None
         self._pipeline = config.name
         self._carry_trace = compile_pipeline(config).carries_trace
-        self._windows = TumblingWindows(config.aggregate, carry_trace=self._carry_trace)
+        self._windows = open_windows(config.aggregate, carry_trace=self._carry_trace)
         self._telemetry = Telemetry(config, actor_id)
         self._metrics = PipelineMetrics(config.name)
         self._sender_watermarks = [NO_WATERMARK] * senders
         self._idle_senders: set[int] = set()
-        self._sinks: list[Sink] = open_result_sinks(config, actor_id, self._telemetry)
-        self._late_output = open_dead_letter(config, f"{actor_id}-late")
+        self._sinks: list[Output] = open_result_sinks(config, actor_id, self._slot, self._telemetry)
+        self._late_output = open_dead_letter(config, f"{actor_id}-late", f"{self._slot}-late", self._telemetry)
         self._events_in = 0
         self._windows_emitted = 0
         self._late_events = 0
@@ -79,11 +99,13 @@ class AggregateActor:
                 traces = batch.schema.get_field_index("_traceparent")
                 batch = batch.set_column(traces, "_traceparent", batch_trace.carry(batch.column(traces)))
             self._events_in += batch.num_rows
-            rejected = self._windows.add(batch)
-            if rejected.late is not None:
-                self._write_late(rejected.late)
-            if rejected.no_event_time is not None:
-                self._write_rejected(rejected.no_event_time, "event has no event time", "invalid")
+            added = self._windows.add(batch)
+            if added.output is not None:
+                self._emit(added.output)
+            if added.late is not None:
+                self._write_late(added.late)
+            if added.no_event_time is not None:
+                self._write_rejected(added.no_event_time, "event has no event time", "invalid")
             self._advance(sender, watermark_ms)
         rows: int = batch.num_rows
         return rows
@@ -109,14 +131,73 @@ class AggregateActor:
         return max(reached) if reached else None
 
     def finish(self, sender: int) -> AggregateProgress:
-        """``sender`` has no more input. When it was the last one, emit everything and flush the sinks."""
+        """``sender`` has no more input. When it was the last one, emit everything (made durable and committed
+        by the final checkpoint)."""
         self._sender_watermarks[sender] = END_OF_INPUT
         self._idle_senders.discard(sender)
         if self.done:
             self._emit(self._windows.flush())
-            for sink in self._sinks:
-                sink.flush()
-            self._late_output.flush()
+        return self.progress()
+
+    def restore(self, snapshots: list[AggregateSnapshot]) -> int:
+        """Load the state of the key groups this actor owns from ``snapshots`` (a checkpoint's aggregates,
+        whichever actors wrote them); return the state rows loaded."""
+        if self._store is None:
+            return 0
+        tables = [self._store.read_table(snapshot.state) for snapshot in snapshots if snapshot.state is not None]
+        tables = [table for table in tables if table.num_rows]
+        watermark = max((snapshot.watermark_ms for snapshot in snapshots), default=NO_WATERMARK)
+        if not tables:
+            self._windows.restore(self._windows.snapshot(), watermark)
+            return 0
+        state = pa.concat_tables(tables)
+        owned = pc.is_in(state.column(_KEY_GROUP), pa.array(self.key_groups, pa.int32()))
+        state = state.filter(owned).drop_columns([_KEY_GROUP]).replace_schema_metadata(tables[0].schema.metadata)
+        self._windows.restore(state, watermark)
+        rows: int = state.num_rows
+        return rows
+
+    def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
+        """Exactly-once: redo this slot's Kafka transactions of ``epoch`` that never committed; rows re-emitted."""
+        if self._store is None:
+            return 0
+        return recover_kafka_outputs(self._config, [*self._sinks, self._late_output], epoch, write_ahead, self._store)
+
+    def checkpoint(self, epoch: int) -> AggregateSnapshot:
+        """Snapshot the owned key groups' state (rows tagged with their key group) and prepare the outputs."""
+        state_file = None
+        if self._store is not None:
+            state = self._windows.snapshot()
+            state_file = self._store.write_table(epoch, f"state-{self._slot}", self._with_key_groups(state))
+        pending: list[PendingFile] = []
+        ahead: list[WriteAhead] = []
+        for index, output in enumerate([*self._sinks, self._late_output]):
+            files, rows = output.prepare(epoch)
+            pending.extend(files)
+            if rows is not None and self._store is not None:
+                written = self._store.write_table(epoch, f"ahead-{self._slot}-{index}", rows)
+                ahead.append(WriteAhead(str(getattr(output, "slot", "")), written))
+        return AggregateSnapshot(
+            actor_id=self._actor_id,
+            key_groups=list(self.key_groups),
+            watermark_ms=self._windows.watermark_ms,
+            state=state_file,
+            pending_files=pending,
+            write_ahead=ahead,
+        )
+
+    def _with_key_groups(self, state: pa.Table) -> pa.Table:
+        """``state`` with each row's key group, so a restore can take the rows of the groups it owns."""
+        if state.num_rows == 0:
+            return state.append_column(_KEY_GROUP, pa.array([], pa.int32()))
+        keys = state.select([self._config.aggregate.key if self._config.aggregate else ""]).combine_chunks()
+        groups = self._groups.key_groups(keys.to_batches()[0])
+        return state.append_column(_KEY_GROUP, pa.array(groups, pa.int32()))
+
+    def complete(self, epoch: int) -> AggregateProgress:
+        """``epoch`` is complete: commit the outputs prepared at its barrier."""
+        for output in [*self._sinks, self._late_output]:
+            output.commit()
         return self.progress()
 
     @property
@@ -131,7 +212,8 @@ class AggregateActor:
         return self.progress()
 
     def progress(self) -> AggregateProgress:
-        preview = [row for sink in self._sinks if isinstance(sink, ConsoleSink) for row in sink.preview()]
+        consoles = [o.sink for o in self._sinks if isinstance(o, FlushingOutput) and isinstance(o.sink, ConsoleSink)]
+        preview = [row for console in consoles for row in console.preview()]
         return AggregateProgress(
             actor_id=self._actor_id,
             events_in=self._events_in,

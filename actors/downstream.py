@@ -26,4 +26,7 @@ class Downstream(Protocol):
         self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None
     ) -> None: ...
 
+    async def drain(self) -> None:
+        """Wait until every batch sent so far was processed (a checkpoint barrier)."""
+
     async def finish(self, sender: int) -> None: ...

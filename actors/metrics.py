@@ -37,6 +37,9 @@ class PipelineMetrics:
             ("pipeline", "stage"),
         )  # fmt: skip
         self._actors = metrics.Gauge("eventray_actors", "actors of a pipeline", ("pipeline", "role", "state"))
+        self._checkpoint = metrics.Histogram(
+            "eventray_checkpoint_duration_s", "barrier to commit of one epoch", _LATENCY_BOUNDARIES_S, ("pipeline",)
+        )
         self._on = True
 
     def batch(self, topic: str, events_in: int, events_out: int, dead: int, seconds: float) -> None:
@@ -71,3 +74,7 @@ class PipelineMetrics:
             return
         self._actors.set(current, {"pipeline": self._pipeline, "role": role, "state": "current"})
         self._actors.set(desired, {"pipeline": self._pipeline, "role": role, "state": "desired"})
+
+    def checkpoint(self, seconds: float) -> None:
+        if self._on:
+            self._checkpoint.observe(seconds, {"pipeline": self._pipeline})

@@ -1,14 +1,16 @@
-"""Opening a pipeline's outputs in an actor: file and console sinks from pipelines, Kafka ones from here."""
+"""Opening a pipeline's outputs in an actor: file and console sinks from pipelines, Kafka ones from here, each
+wrapped for the pipeline's delivery guarantee (:mod:`actors.epoch_outputs`)."""
 
 from __future__ import annotations
 
+from actors.epoch_outputs import FlushingOutput, Output, StagedFileOutput, TransactionalKafkaOutput
 from actors.kafka.producer_sink import KafkaDeadLetterSink, KafkaSink
 from actors.telemetry import Telemetry
-from pipelines.config import PipelineConfig, SinkConfig
+from pipelines.config import ConsoleSinkConfig, DeadLetterConfig, PipelineConfig, SinkConfig
 from pipelines.kafka_config import KafkaConnectionConfig, KafkaDeadLetterConfig, KafkaSinkConfig
-from pipelines.sinks import Sink, open_sink
+from pipelines.sinks import open_sink
 
-__all__ = ["open_dead_letter", "open_result_sinks"]
+__all__ = ["open_dead_letter", "open_result_sinks", "transactional_id"]
 
 
 def _connection(config: PipelineConfig) -> KafkaConnectionConfig:
@@ -17,18 +19,33 @@ def _connection(config: PipelineConfig) -> KafkaConnectionConfig:
     return config.kafka
 
 
-def _open(config: PipelineConfig, sink: SinkConfig, writer: str, telemetry: Telemetry) -> Sink:
-    if isinstance(sink, KafkaSinkConfig):
-        return KafkaSink(sink, _connection(config), f"{config.name}-{writer}", telemetry)
-    return open_sink(sink, writer)
+def transactional_id(config: PipelineConfig, slot: str) -> str:
+    """Stable across runs and restarts, so a restarted slot fences the producer it replaces."""
+    return f"eventray-{config.name}-{slot}"
 
 
-def open_result_sinks(config: PipelineConfig, writer: str, telemetry: Telemetry) -> list[Sink]:
-    return [_open(config, sink, writer, telemetry) for sink in config.sinks]
+def _open(config: PipelineConfig, output: SinkConfig | DeadLetterConfig | KafkaDeadLetterConfig, writer: str,
+          slot: str, telemetry: Telemetry) -> Output:  # fmt: skip
+    exactly_once = config.delivery == "exactly_once"
+    txn = transactional_id(config, slot) if exactly_once else None
+    if isinstance(output, KafkaSinkConfig):
+        sink = KafkaSink(output, _connection(config), f"{config.name}-{writer}", telemetry, txn)
+        return TransactionalKafkaOutput(sink, slot, config.name) if exactly_once else FlushingOutput(sink)
+    if isinstance(output, KafkaDeadLetterConfig):
+        dead = KafkaDeadLetterSink(output.topic, _connection(config), f"{config.name}-{writer}", config.name, txn)
+        return TransactionalKafkaOutput(dead, slot, config.name) if exactly_once else FlushingOutput(dead)
+    if exactly_once and not isinstance(output, ConsoleSinkConfig):
+        return StagedFileOutput(output.path, writer, lambda directory, name: open_sink(output.model_copy(
+            update={"path": directory}), name))  # fmt: skip
+    return FlushingOutput(open_sink(output, writer))
 
 
-def open_dead_letter(config: PipelineConfig, writer: str) -> Sink:
-    dead_letter = config.dead_letter
-    if isinstance(dead_letter, KafkaDeadLetterConfig):
-        return KafkaDeadLetterSink(dead_letter.topic, _connection(config), f"{config.name}-{writer}-dlq", config.name)
-    return open_sink(dead_letter, writer)
+def open_result_sinks(config: PipelineConfig, writer: str, slot: str, telemetry: Telemetry) -> list[Output]:
+    """``writer`` names this actor's files (unique per actor incarnation); ``slot`` is its stable place in the
+    topology (e.g. ``aggregate-0``), which names its Kafka transactions."""
+    return [_open(config, sink, writer, f"{slot}/sink-{index}", telemetry) for index, sink in enumerate(config.sinks)]
+
+
+def open_dead_letter(config: PipelineConfig, writer: str, slot: str, telemetry: Telemetry) -> Output:
+    return _open(config, config.dead_letter, f"{writer}-dlq" if isinstance(config.dead_letter,
+                 KafkaDeadLetterConfig) else writer, f"{slot}/dead-letter", telemetry)  # fmt: skip

@@ -28,12 +28,18 @@ class ReaderSet:
     def commits_offsets(self) -> bool:
         return self._kafka is not None
 
-    async def open(self, partitions: list[int], limits: dict[int, int | None]) -> list[PartitionReader]:
+    async def open(
+        self, partitions: list[int], limits: dict[int, int | None], positions: dict[int, int]
+    ) -> list[PartitionReader]:
+        """Open ``partitions`` at ``positions`` (restored from a checkpoint; others start by the source's
+        policy: offset 0, or the Kafka start setting). ``limits`` count from where each partition starts."""
         if self._kafka is not None:
-            opened: list[PartitionReader] = list(await self._kafka.open(partitions, limits))
+            opened: list[PartitionReader] = list(await self._kafka.open(partitions, limits, positions))
         else:
             opened = [
-                open_reader(self._config.source, p, 0, limits.get(p), self._started_at_s, self._start_time_ms)
+                open_reader(
+                    self._config.source, p, positions.get(p, 0), limits.get(p), self._started_at_s, self._start_time_ms
+                )
                 for p in partitions
             ]
         self.readers.extend(opened)

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from actors.downstream import Downstream
+from actors.epoch_outputs import Output
 from actors.metrics import PipelineMetrics
 from actors.outputs import open_dead_letter, open_result_sinks
 from actors.reader_set import ReaderSet
+from actors.recovery import recover_kafka_outputs
 from actors.reports import SourceProgress
 from actors.telemetry import BatchTrace, Telemetry
+from pipelines.checkpoint_store import CheckpointStore, PendingFile, SourceSnapshot, WriteAhead
 from pipelines.circuit_breaker import CircuitBreaker
 from pipelines.codecs import DecodedBatch
 from pipelines.config import PipelineConfig
 from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
-from pipelines.sinks import Sink
 
-__all__ = ["END_OF_INPUT", "NO_WATERMARK", "SourceActor"]
+__all__ = ["END_OF_INPUT", "NO_WATERMARK", "SourceActor", "SourceBarrier"]
 
 
 def _carry_trace(events: pa.RecordBatch, batch_trace: BatchTrace) -> pa.RecordBatch:
@@ -37,15 +40,25 @@ NO_WATERMARK = -(1 << 62)
 END_OF_INPUT = 1 << 62
 
 
+@dataclass(frozen=True)
+class SourceBarrier:
+    """What a source recorded at a checkpoint barrier: its offsets and event times, and its epoch outputs."""
+
+    snapshot: SourceSnapshot
+    pending_files: list[PendingFile]
+    write_ahead: list[WriteAhead]
+
+
 class SourceActor:
     """Reads the partitions it was assigned, in offset order per partition.
 
     Contract: :meth:`run` returns when every partition is exhausted (bounded or frozen input) or after
-    :meth:`stop`; before returning it hands every batch it read to the downstream stage or its sinks and
-    flushes them. Offsets (Kafka) are committed only after the outputs holding those events are flushed, so a
-    clean stop loses nothing and a crash re-reads from the last commit (at-least-once): without an aggregate,
-    every ``commit_interval_ms`` and at the end of :meth:`run`; with one, by :meth:`commit_and_close` once the
-    Supervisor saw every aggregate emit and flush (checkpoints will commit per epoch).
+    :meth:`stop`; before returning it hands every batch it read to the downstream stage (and waits until they
+    are processed) or to its sinks. Outputs become durable and offsets are committed per epoch, never by
+    :meth:`run` itself: :meth:`checkpoint` pauses reading between two batches, waits until the aggregates
+    processed everything sent, prepares the outputs (flush, or stage for exactly-once) and returns the offsets;
+    :meth:`complete` (called once the epoch's checkpoint is complete) commits the outputs, commits the offsets
+    to Kafka under the group id and resumes reading. :meth:`close` releases everything at the end.
     Invalid records go to the dead-letter output; the circuit breaker halts the run if too many are invalid.
     The watermark it sends is the minimum over its partitions of (max event time seen - allowed disorder);
     an exhausted partition no longer holds it back.
@@ -62,13 +75,21 @@ class SourceActor:
         start_time_ms: int,
         downstream: Downstream | None = None,
         owner_of_group: list[int] | None = None,
+        restored: SourceSnapshot | None = None,
     ) -> None:
+        """``restored``: offsets and event times from a checkpoint (partitions start there); ``limits`` count
+        from where each partition starts."""
         self._config = config
         self._actor_id = actor_id
         self._sender = sender_index
+        self._slot = f"source-{sender_index}"
         self._compiled = compile_pipeline(config)
         self._pending_partitions = list(partitions)
         self._limits = dict(limits)
+        self._restored_positions = dict(restored.positions) if restored else {}
+        self._restored_event_times = dict(restored.max_event_time_ms) if restored else {}
+        self._store = CheckpointStore(config.checkpoint.uri, config.name) if config.checkpoint else None
+        self._reading = asyncio.Lock()  # held while a batch is handled, and by a checkpoint until complete()
         self._inputs = ReaderSet(config, f"{config.name}-{actor_id}", started_at_s, start_time_ms)
         self._downstream = downstream
         self._router: KeyGroupRouter | None = None
@@ -78,8 +99,10 @@ class SourceActor:
                 raise ValueError("a pipeline with an aggregate needs a downstream and owner_of_group")
             self._router = KeyGroupRouter(aggregate.key, config.runtime.max_key_groups, owner_of_group)
         self._telemetry = Telemetry(config, actor_id)
-        self._sinks: list[Sink] = [] if aggregate else open_result_sinks(config, actor_id, self._telemetry)
-        self._dead_letter = open_dead_letter(config, actor_id)
+        self._sinks: list[Output] = (
+            [] if aggregate else open_result_sinks(config, actor_id, self._slot, self._telemetry)
+        )
+        self._dead_letter = open_dead_letter(config, actor_id, self._slot, self._telemetry)
         self._metrics = PipelineMetrics(config.name)
         breaker = config.circuit_breaker
         self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")
@@ -94,24 +117,75 @@ class SourceActor:
         self._dead_lettered = 0
         self._committed: dict[int, int] = {}
 
+    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
+        """Exactly-once: redo this slot's Kafka transactions of ``epoch`` that never committed; rows re-emitted."""
+        if self._store is None:
+            return 0
+        outputs = [*self._sinks, self._dead_letter]
+        return await asyncio.to_thread(recover_kafka_outputs, self._config, outputs, epoch, write_ahead, self._store)
+
     async def run(self) -> SourceProgress:
         try:
-            await self._open_pending()
+            async with self._reading:
+                await self._open_pending()
             await self._read_until_done()
-            await self._finish()
+            if self._downstream is not None:
+                await self._downstream.finish(self._sender)
         except BaseException:
             await self._inputs.close()
             raise
-        if self._downstream is None:
-            await self._inputs.close()
         self._done = True
         return self.progress()
 
-    async def commit_and_close(self) -> SourceProgress:
-        """With an aggregate stage: commit offsets once the Supervisor saw every aggregate emit and flush what
-        this source sent (an aggregate's windows hold events long after the source read them), then close."""
+    async def checkpoint(self, epoch: int) -> SourceBarrier:
+        """The barrier of ``epoch``: pause reading, wait for the aggregates, prepare outputs, report offsets.
+
+        Reading stays paused until :meth:`complete` (aligned checkpoints: nothing of epoch ``epoch + 1``
+        reaches an aggregate before every aggregate snapshotted ``epoch``).
+        """
+        await self._reading.acquire()
         try:
+            await self._open_pending()
+            if self._downstream is not None:
+                await self._downstream.drain()
+            pending: list[PendingFile] = []
+            ahead: list[WriteAhead] = []
+            for index, output in enumerate([*self._sinks, self._dead_letter]):
+                files, rows = await asyncio.to_thread(output.prepare, epoch)
+                pending.extend(files)
+                if rows is not None and self._store is not None:
+                    name = f"ahead-{self._slot}-{index}"
+                    ahead.append(WriteAhead(_slot_of(output), await asyncio.to_thread(self._store.write_table,
+                                                                                      epoch, name, rows)))  # fmt: skip
+            readers = self._inputs.readers
+            snapshot = SourceSnapshot(
+                actor_id=self._actor_id,
+                positions={reader.partition: reader.position for reader in readers},
+                max_event_time_ms={p: t for p, t in self._max_event_time.items() if t != NO_WATERMARK},
+                limit_ends={r.partition: end for r in readers if (end := r.limit_end) is not None},
+            )
+        except BaseException:
+            self._reading.release()
+            raise
+        return SourceBarrier(snapshot, pending, ahead)
+
+    async def complete(self, epoch: int) -> SourceProgress:
+        """``epoch`` is complete: commit its outputs and offsets, then resume reading."""
+        try:
+            for output in [*self._sinks, self._dead_letter]:
+                await asyncio.to_thread(output.commit)
             self._committed.update(await self._inputs.commit())
+        finally:
+            if self._reading.locked():
+                self._reading.release()
+        return self.progress()
+
+    async def close(self) -> SourceProgress:
+        """Release outputs, inputs and telemetry (after the last epoch completed, or to abandon the actor)."""
+        try:
+            for output in [*self._sinks, self._dead_letter]:
+                await asyncio.to_thread(output.close)
+            self._telemetry.close()
         finally:
             await self._inputs.close()
         return self.progress()
@@ -147,8 +221,8 @@ class SourceActor:
     async def _open_pending(self) -> None:
         if self._pending_partitions:
             partitions, self._pending_partitions = self._pending_partitions, []
-            for reader in await self._inputs.open(partitions, self._limits):
-                self._max_event_time[reader.partition] = NO_WATERMARK
+            for reader in await self._inputs.open(partitions, self._limits, self._restored_positions):
+                self._max_event_time[reader.partition] = self._restored_event_times.get(reader.partition, NO_WATERMARK)
                 self._last_event_at[reader.partition] = time.monotonic()
                 if self._frozen:
                     await reader.freeze()
@@ -156,34 +230,29 @@ class SourceActor:
     async def _read_until_done(self) -> None:
         runtime = self._config.runtime
         idle_s = runtime.idle_poll_ms / 1000
-        commit_every_s = getattr(self._config.source, "commit_interval_ms", 1_000) / 1000
-        last_commit = time.monotonic()
         while not self._stopping:
-            await self._open_pending()
+            async with self._reading:
+                await self._open_pending()
             readers = self._inputs.readers
             if readers and all(reader.exhausted for reader in readers):
                 return
             fetched = False
             for reader in readers:
-                raw = await reader.fetch(runtime.batch_size)
-                if raw is not None:
-                    fetched = True
-                    await self._handle(reader.partition, raw)
-                    newest = self._max_event_time.get(reader.partition)
-                    lag = max(0, reader.end_offset() - reader.position)
-                    self._metrics.lag(raw.topic, reader.partition, lag, None if newest == NO_WATERMARK else newest)
-                await asyncio.sleep(0)  # let stop()/progress() in between batches
+                async with self._reading:  # a checkpoint barrier falls between two batches
+                    raw = await reader.fetch(runtime.batch_size)
+                    if raw is not None:
+                        fetched = True
+                        await self._handle(reader.partition, raw)
+                        newest = self._max_event_time.get(reader.partition)
+                        lag = max(0, reader.end_offset() - reader.position)
+                        self._metrics.lag(raw.topic, reader.partition, lag, None if newest == NO_WATERMARK else newest)
+                await asyncio.sleep(0)  # let stop()/progress()/checkpoint() in between batches
                 if self._stopping:
                     return
-            if time.monotonic() - last_commit >= commit_every_s:
-                if self._router is None and self._inputs.commits_offsets:
-                    await self._flush_and_commit()
-                else:  # dead letters do not wait for the end of the run (nor pile up in the producer)
-                    await asyncio.to_thread(self._dead_letter.flush)
-                last_commit = time.monotonic()
             if not fetched:
                 if self._router is not None:
-                    await self._route(None, None)  # a quiet or idle source still moves the watermark
+                    async with self._reading:
+                        await self._route(None, None)  # a quiet or idle source still moves the watermark
                 await asyncio.sleep(idle_s)
 
     async def _handle(self, partition: int, raw: RawBatch) -> None:
@@ -277,20 +346,6 @@ class SourceActor:
         lowest = min(active)
         return NO_WATERMARK if lowest == NO_WATERMARK else lowest - disorder
 
-    async def _flush_and_commit(self) -> None:
-        # Flushing waits for broker acknowledgements or disk: on a thread, so stop()/progress() still get in.
-        for sink in self._sinks:
-            await asyncio.to_thread(sink.flush)
-        await asyncio.to_thread(self._dead_letter.flush)
-        self._committed.update(await self._inputs.commit())
 
-    async def _finish(self) -> None:
-        if self._downstream is not None:
-            await self._downstream.finish(self._sender)
-            await asyncio.to_thread(self._dead_letter.flush)  # offsets: later, by commit_and_close()
-        else:
-            await self._flush_and_commit()
-        for sink in self._sinks:
-            sink.close()
-        self._dead_letter.close()
-        self._telemetry.close()
+def _slot_of(output: Output) -> str:
+    return str(getattr(output, "slot", ""))

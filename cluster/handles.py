@@ -14,7 +14,9 @@ import pyarrow as pa
 import ray
 
 from actors.reports import AggregateProgress, SourceProgress
+from actors.source_actor import SourceBarrier
 from cluster.remote import remote_aggregate, remote_source
+from pipelines.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.config import PipelineConfig
 
 __all__ = [
@@ -24,7 +26,9 @@ __all__ = [
     "RayDownstream",
     "SourceHandle",
     "SupervisorHandle",
+    "actor_died",
     "kill_actor",
+    "kill_named_actors",
 ]
 
 
@@ -47,9 +51,12 @@ class RayDownstream:
         while len(self._in_flight) > self._max_in_flight:
             await self._in_flight.popleft()
 
-    async def finish(self, sender: int) -> None:
+    async def drain(self) -> None:
         while self._in_flight:
             await self._in_flight.popleft()
+
+    async def finish(self, sender: int) -> None:
+        await self.drain()
         await asyncio.gather(*(aggregate.finish.remote(sender) for aggregate in self._aggregates))
 
 
@@ -72,12 +79,24 @@ class SourceHandle:
     async def freeze(self) -> None:
         await self.actor.freeze.remote()
 
-    async def commit_and_close(self) -> SourceProgress:
-        result: SourceProgress = await self.actor.commit_and_close.remote()
-        return result
-
     async def add_partitions(self, partitions: list[int]) -> None:
         await self.actor.add_partitions.remote(partitions)
+
+    async def checkpoint(self, epoch: int) -> SourceBarrier:
+        result: SourceBarrier = await self.actor.checkpoint.remote(epoch)
+        return result
+
+    async def complete(self, epoch: int) -> SourceProgress:
+        result: SourceProgress = await self.actor.complete.remote(epoch)
+        return result
+
+    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
+        result: int = await self.actor.recover_outputs.remote(epoch, write_ahead)
+        return result
+
+    async def close(self) -> SourceProgress:
+        result: SourceProgress = await self.actor.close.remote()
+        return result
 
 
 class AggregateHandle:
@@ -93,16 +112,60 @@ class AggregateHandle:
         result: AggregateProgress = await self.actor.close.remote()
         return result
 
+    async def restore(self, snapshots: list[AggregateSnapshot]) -> int:
+        result: int = await self.actor.restore.remote(snapshots)
+        return result
+
+    async def checkpoint(self, epoch: int) -> AggregateSnapshot:
+        result: AggregateSnapshot = await self.actor.checkpoint.remote(epoch)
+        return result
+
+    async def complete(self, epoch: int) -> AggregateProgress:
+        result: AggregateProgress = await self.actor.complete.remote(epoch)
+        return result
+
+    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
+        result: int = await self.actor.recover_outputs.remote(epoch, write_ahead)
+        return result
+
 
 def kill_actor(handle: SourceHandle | AggregateHandle) -> None:
     ray.kill(handle.actor, no_restart=True)
+
+
+def actor_died(error: BaseException) -> bool:
+    """True when ``error`` means an actor process died (recoverable from a checkpoint), also when it reached
+    us through another actor's call (a source whose aggregate died)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ray.exceptions.RayActorError | ray.exceptions.ActorUnavailableError):
+            return True
+        cause = getattr(current, "cause", None)
+        current = cause if isinstance(cause, BaseException) else current.__cause__
+    return False
+
+
+def kill_named_actors(prefix: str, run_id: str) -> int:
+    """Kill the live named actors of eventray's namespace whose names start with ``prefix`` and contain
+    ``run_id`` (the leftovers of a Supervisor that died); return how many."""
+    killed = 0
+    for name in ray.util.list_named_actors():
+        if name.startswith(prefix) and run_id in name:
+            try:
+                ray.kill(ray.get_actor(name), no_restart=True)
+                killed += 1
+            except ValueError:  # it died on its own in between
+                continue
+    return killed
 
 
 class ActorFactory(Protocol):
     """How the Supervisor gets its actors: on Ray (:class:`RayActors`), or in-process fakes in unit tests."""
 
     def aggregate(
-        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int
+        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str
     ) -> AggregateHandle: ...
 
     def source(
@@ -115,17 +178,24 @@ class ActorFactory(Protocol):
         clock: tuple[float, int],
         aggregates: list[AggregateHandle],
         owner_of_group: list[int] | None,
+        restored: SourceSnapshot | None,
     ) -> SourceHandle: ...
 
     def kill(self, handle: SourceHandle | AggregateHandle) -> None: ...
+
+    def died(self, error: BaseException) -> bool:
+        """Whether ``error`` (from a handle call) means an actor died, so the run can recover."""
+        ...
 
 
 class RayActors:
     """Actors on Ray, with the options of :mod:`cluster.remote`; named ``<pipeline>-<actor id>``."""
 
-    def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int) -> AggregateHandle:
+    def aggregate(
+        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str
+    ) -> AggregateHandle:
         name = f"{config.name}-{actor_id}"
-        actor = remote_aggregate(config, name).remote(config, actor_id, key_groups, senders)
+        actor = remote_aggregate(config, name).remote(config, actor_id, key_groups, senders, slot)
         return AggregateHandle(actor, actor_id)
 
     def source(
@@ -138,6 +208,7 @@ class RayActors:
         clock: tuple[float, int],
         aggregates: list[AggregateHandle],
         owner_of_group: list[int] | None,
+        restored: SourceSnapshot | None,
     ) -> SourceHandle:
         """``clock``: (wall-clock start of the run in s, event time of offset 0 in ms) for generator sources."""
         downstream = (
@@ -147,12 +218,16 @@ class RayActors:
         )
         started_at_s, start_time_ms = clock
         actor = remote_source(config, f"{config.name}-{actor_id}").remote(
-            config, actor_id, sender_index, partitions, limits, started_at_s, start_time_ms, downstream, owner_of_group
-        )
+            config, actor_id, sender_index, partitions, limits, started_at_s, start_time_ms, downstream, owner_of_group,
+            restored,
+        )  # fmt: skip
         return SourceHandle(actor, actor_id)
 
     def kill(self, handle: SourceHandle | AggregateHandle) -> None:
         kill_actor(handle)
+
+    def died(self, error: BaseException) -> bool:
+        return actor_died(error)
 
 
 class SupervisorHandle:
@@ -189,5 +264,7 @@ class SupervisorHandle:
     def shutdown(self) -> None:
         try:
             ray.get(self._actor.shutdown.remote())
+        except ray.exceptions.RayActorError:
+            pass  # it died: Ray killed the actors it owned with it
         finally:
             ray.kill(self._actor, no_restart=True)

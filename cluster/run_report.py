@@ -53,6 +53,8 @@ class RunSummary:
     preview: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     dead_letter_path: str = ""
+    recoveries_s: list[float] = field(default_factory=list)  # one per actor death survived
+    checkpoints: int = 0  # epochs completed
 
 
 def merge_previews(aggregates: list[AggregateProgress], console: ConsoleSinkConfig | None) -> list[dict[str, Any]]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from cluster.handles import SupervisorHandle
+from cluster.handles import SupervisorHandle, actor_died, kill_named_actors
 from cluster.ray_runtime import connect
 from cluster.remote import remote_supervisor
 from cluster.run_report import RunProgress, RunSummary
@@ -19,6 +20,7 @@ from pipelines.plan import compile_pipeline
 __all__ = ["run_pipeline"]
 
 ProgressCallback = Callable[[RunProgress], None]
+log = logging.getLogger(__name__)
 
 
 def run_pipeline(
@@ -37,21 +39,41 @@ def run_pipeline(
     connection = connect(address)
     try:
         run_id = secrets.token_hex(3)
-        actor = remote_supervisor(Supervisor, f"{config.name}-{run_id}-supervisor").remote(config, run_id)
-        supervisor = SupervisorHandle(actor)
-        supervisor.start()
-        try:
-            _poll(supervisor, on_progress, poll_s)
-        except KeyboardInterrupt:
-            supervisor.stop()
-            _poll(supervisor, on_progress, poll_s)
-        try:
-            return supervisor.result()  # type: ignore[no-any-return]
-        finally:
-            supervisor.shutdown()
+        restarts = 0
+        while True:
+            try:
+                return _supervise(config, f"{run_id}s{restarts}" if restarts else run_id, on_progress, poll_s)
+            except Exception as error:  # noqa: PERF203 - one restart per Supervisor death, not a hot loop
+                if not _restartable(config, error, restarts):
+                    raise
+                restarts += 1
+                # its actors share its fate in Ray; this only makes sure none is still writing
+                kill_named_actors(f"{config.name}-", run_id)
+                log.warning("the Supervisor of %s died (%s); restarting it from its checkpoint", config.name, error)
     finally:
         if connection.embedded:
             connection.close()
+
+
+def _supervise(config: PipelineConfig, run_id: str, on_progress: ProgressCallback | None, poll_s: float) -> RunSummary:
+    actor = remote_supervisor(Supervisor, f"{config.name}-{run_id}-supervisor").remote(config, run_id)
+    supervisor = SupervisorHandle(actor)
+    supervisor.start()
+    try:
+        _poll(supervisor, on_progress, poll_s)
+    except KeyboardInterrupt:
+        supervisor.stop()
+        _poll(supervisor, on_progress, poll_s)
+    try:
+        return supervisor.result()  # type: ignore[no-any-return]
+    finally:
+        supervisor.shutdown()
+
+
+def _restartable(config: PipelineConfig, error: Exception, restarts: int) -> bool:
+    """A dead Supervisor (not a failed pipeline) is replaced while checkpoints allow a restore."""
+    checkpoint = config.checkpoint
+    return checkpoint is not None and actor_died(error) and restarts < checkpoint.max_recoveries
 
 
 def with_resolved_secrets(config: PipelineConfig) -> PipelineConfig:

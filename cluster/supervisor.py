@@ -1,9 +1,12 @@
-"""The Supervisor: builds a pipeline's topology, runs it to the end, and reports progress.
+"""The Supervisor: builds a pipeline's topology, checkpoints it, recovers it, runs it to the end.
 
 It is a plain class (Ray options are applied in :mod:`cluster.remote`) that talks to actors only through
-:mod:`cluster.handles`. One run: spawn aggregate actors (key groups assigned), spawn source actors (partitions
-assigned), start every source's read loop, freeze the sources at the duration deadline, stop them on request,
-then wait for every source to hand over its batches and every aggregate to emit and flush.
+:mod:`cluster.handles`. One run: restore the last unfinished checkpoint if there is one, spawn aggregate actors
+(key groups assigned, state restored), spawn source actors (partitions assigned, at the checkpoint's offsets),
+start every source's read loop; every epoch interval, run an aligned checkpoint (:mod:`cluster.epochs`); freeze
+the sources at the duration deadline, stop them on request; at the end, a final epoch makes every output
+durable and committed. When an actor dies, every actor is killed and the topology is restored from the last
+complete checkpoint (DESIGN section 4: never rely on Ray task retries for correctness).
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from actors.epoch_outputs import commit_pending_files, discard_staged_files
 from actors.kafka.admin import ensure_topic
 from actors.kafka.admin import partition_count as kafka_partition_count
+from actors.kafka.commit_markers import commit_marker_topic
 from actors.metrics import PipelineMetrics
 from actors.reports import AggregateProgress, SourceProgress
 from cluster.assignment import assign_key_groups, assign_partitions, owner_of_group, partition_limits
+from cluster.epochs import EpochRunner, RunIdentity
 from cluster.handles import ActorFactory, AggregateHandle, RayActors, SourceHandle
+from cluster.restore_plan import plan_source_starts
 from cluster.run_report import RunProgress, RunSummary, merge_previews
-from pipelines.config import ConsoleSinkConfig, PipelineConfig
+from pipelines.checkpoint_store import Checkpoint, CheckpointStore
+from pipelines.config import ConsoleSinkConfig, DeadLetterConfig, JsonlSinkConfig, ParquetSinkConfig, PipelineConfig
 from pipelines.errors import FatalError
 from pipelines.kafka_config import KafkaDeadLetterConfig, KafkaSinkConfig, KafkaSourceConfig
 from pipelines.plan import compile_pipeline
@@ -46,43 +54,66 @@ class Supervisor:
         self._config = config
         self._run_id = run_id
         self._actors: ActorFactory = actors if actors is not None else RayActors()
-        self._started_at_s = time.time()
+        self._store = CheckpointStore(config.checkpoint.uri, config.name) if config.checkpoint else None
+        self._run_started_s = time.time()
+        self._started_at_s = self._run_started_s
         configured_start = getattr(config.source, "start_time_ms", None)
         self._start_time_ms = int(self._started_at_s * 1000) if configured_start is None else configured_start
         self._sources: list[SourceHandle] = []
         self._aggregates: list[AggregateHandle] = []
+        self._runs: list[asyncio.Future[SourceProgress]] = []
+        self._metrics = PipelineMetrics(config.name)
+        self._epochs = EpochRunner(config, self._store, self._metrics)
         self._stop_requested = False
         self._finished_sources: list[SourceProgress] = []
         self._final_aggregates: list[AggregateProgress] = []
         self._partitions = 0
         self._owned: list[list[int]] = []
+        self._attempt = 0
+        self._recovering_since: float | None = None
+        self.recoveries: list[float] = []  # seconds from noticing a death to the restored topology running
 
     async def run(self) -> RunSummary:
-        """Run the pipeline to its end (bounded input, duration, or :meth:`stop`); return the summary."""
-        if not isinstance(self._config.source, KafkaSourceConfig):
+        """Run the pipeline to its end (bounded input, duration, or :meth:`stop`); return the summary.
+
+        Resumes from the last checkpoint of an unfinished earlier run of the same pipeline, if there is one.
+        """
+        checkpoint = self._resume_point()
+        if checkpoint is None and not isinstance(self._config.source, KafkaSourceConfig):
             # A replayable input is read again from its start: its output replaces the last run's. A Kafka
             # source resumes after its committed offsets, so the earlier output is kept (files are per run).
             clear_previous_output(self._config)
-        await self._spawn()
-        metrics = PipelineMetrics(self._config.name)
-        metrics.actors("source", len(self._sources), self._config.runtime.source_actors)
-        metrics.actors(
-            "aggregate", len(self._aggregates), self._config.runtime.aggregate_actors if self._aggregates else 0
-        )
-        runs = [asyncio.ensure_future(self._await(source.start())) for source in self._sources]
-        try:
-            await self._drive(runs)
-            self._finished_sources = list(await asyncio.gather(*runs))
-            if self._aggregates:
-                self._final_aggregates = [await aggregate.close() for aggregate in self._aggregates]
-                # only now are the windows holding the sources' events emitted and flushed: commit
-                self._finished_sources = [await source.commit_and_close() for source in self._sources]
-        except Exception as error:  # noqa: BLE001 - any actor failure ends the run; actors are killed first
-            for run in runs:
-                run.cancel()
-            self._kill_all()
+        while True:
+            try:
+                await self._start(checkpoint)
+                await self._drive()
+                await self._finish()
+                return self._summary()
+            except Exception as error:  # noqa: BLE001, PERF203 - any failure ends this topology; actors are killed
+                noticed = time.monotonic()
+                self._abandon()
+                checkpoint = self._recovery_point(error)
+                restored = checkpoint.epoch if checkpoint else "none (from the start)"
+                log.warning("pipeline %s: an actor died (%s); restoring epoch %s", self._config.name, error, restored)
+                self._recovering_since = noticed
+
+    def _recovery_point(self, error: Exception) -> Checkpoint | None:
+        """The checkpoint to restore after ``error``, or raise :class:`PipelineFailed` if it is not recoverable."""
+        recoverable = self._config.checkpoint is not None and self._actors.died(error)
+        limit = self._config.checkpoint.max_recoveries if self._config.checkpoint else 0
+        if not recoverable or len(self.recoveries) >= limit:
             raise PipelineFailed(f"pipeline {self._config.name!r} failed: {error}") from None
-        return self._summary()
+        assert self._store is not None
+        return self._store.latest()
+
+    def _resume_point(self) -> Checkpoint | None:
+        if self._store is None:
+            return None
+        latest = self._store.latest()
+        if latest is None or latest.finished:
+            return None
+        log.warning("pipeline %s resumes from checkpoint %d of run %s", self._config.name, latest.epoch, latest.run_id)
+        return latest
 
     async def stop(self) -> None:
         """Stop reading now; in-flight batches are finished, windows emitted and sinks flushed."""
@@ -91,13 +122,53 @@ class Supervisor:
     async def progress(self) -> RunProgress:
         sources = await asyncio.gather(*(source.progress() for source in self._sources))
         aggregates = await asyncio.gather(*(aggregate.progress() for aggregate in self._aggregates))
-        return RunProgress.of(list(sources), list(aggregates), time.time() - self._started_at_s)
+        return RunProgress.of(list(sources), list(aggregates), time.time() - self._run_started_s)
 
     def shutdown(self) -> None:
         """Kill the actors of this run (after :meth:`run` returned, or to abandon it)."""
         self._kill_all()
 
-    async def _drive(self, runs: Sequence[asyncio.Future[SourceProgress]]) -> None:
+    async def _start(self, checkpoint: Checkpoint | None) -> None:
+        """Spawn (and restore) the topology, redo uncommitted exactly-once outputs, start the read loops."""
+        self._attempt += 1
+        if checkpoint is not None:
+            self._started_at_s, self._start_time_ms = checkpoint.started_at_s, checkpoint.start_time_ms
+            commit_pending_files(checkpoint.pending_files)
+        if self._store is not None:
+            discard_staged_files(_file_output_directories(self._config))
+        await self._spawn(checkpoint)
+        if checkpoint is not None:
+            await asyncio.gather(*(aggregate.restore(checkpoint.aggregates) for aggregate in self._aggregates))
+            handles: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]
+            await asyncio.gather(*(h.recover_outputs(checkpoint.epoch, checkpoint.write_ahead) for h in handles))
+        self._epochs.restarted(checkpoint)
+        self._runs = [asyncio.ensure_future(self._await(source.start())) for source in self._sources]
+        if self._recovering_since is not None:
+            self.recoveries.append(time.monotonic() - self._recovering_since)
+            self._recovering_since = None
+        self._metrics.actors("source", len(self._sources), self._config.runtime.source_actors)
+        self._metrics.actors(
+            "aggregate", len(self._aggregates), self._config.runtime.aggregate_actors if self._aggregates else 0
+        )
+
+    async def _finish(self) -> None:
+        """Every source is done: a final epoch makes every output durable and committed, then actors close."""
+        self._finished_sources = list(await asyncio.gather(*self._runs))
+        await self._epochs.run_epoch(self._sources, self._aggregates, self._identity(), finished=True)
+        self._final_aggregates = list(await asyncio.gather(*(a.close() for a in self._aggregates)))
+        self._finished_sources = list(await asyncio.gather(*(s.close() for s in self._sources)))
+
+    def _abandon(self) -> None:
+        for run in self._runs:
+            run.cancel()
+        self._kill_all()
+        self._sources, self._aggregates, self._runs = [], [], []
+
+    def _identity(self) -> RunIdentity:
+        return RunIdentity(self._run_id, self._started_at_s, self._start_time_ms, self._partitions)
+
+    async def _drive(self) -> None:
+        runs = self._runs
         duration = self._config.runtime.duration_s
         source = self._config.source
         bounded = self._config.runtime.max_events is not None  # a bounded run reads the partitions it started with
@@ -108,9 +179,12 @@ class Supervisor:
             if discovery_s is not None and not frozen and time.monotonic() - last_discovery >= discovery_s:
                 last_discovery = time.monotonic()
                 await self._discover_partitions(runs)
-            if any(run.done() and run.exception() is not None for run in runs):
-                break  # gather() below raises it
-            elapsed = time.time() - self._started_at_s
+            failed = next((run for run in runs if run.done() and run.exception() is not None), None)
+            if failed is not None:
+                failed.result()  # raises the source's error
+            if self._epochs.due():
+                await self._epochs.run_epoch(self._sources, self._aggregates, self._identity())
+            elapsed = time.time() - self._run_started_s
             # freeze/stop errors are ignored: a source that failed reports its own error through its run
             if not frozen and duration is not None and elapsed >= duration:
                 frozen = True
@@ -156,29 +230,36 @@ class Supervisor:
         if kafka is None or not kafka.create_topics:
             return
         outputs = [*self._config.sinks, self._config.dead_letter]
-        for topic in sorted({output.topic for output in outputs if isinstance(output, KafkaOutputs)}):
+        topics = {output.topic for output in outputs if isinstance(output, KafkaOutputs)}
+        for topic in sorted(topics):
             await ensure_topic(kafka, topic, partitions)
+        if topics and self._config.delivery == "exactly_once":
+            await ensure_topic(kafka, commit_marker_topic(self._config.name), 1, compacted=True)
 
-    async def _spawn(self) -> None:
+    async def _spawn(self, checkpoint: Checkpoint | None) -> None:
         config = self._config
         runtime = config.runtime
-        partitions = self._partitions = await self._partition_count()
+        partitions = self._partitions = max(await self._partition_count(), checkpoint.partitions if checkpoint else 0)
         await self._create_output_topics(partitions)
-        limits = partition_limits(partitions, runtime.max_events)
         owners: list[int] | None = None
+        suffix = f"{self._run_id}-{self._attempt}"
         if config.aggregate is not None:
             groups = assign_key_groups(runtime.max_key_groups, runtime.aggregate_actors)
             owners = owner_of_group(groups, runtime.max_key_groups)
             senders = min(runtime.source_actors, partitions)
             for index, owned in enumerate(groups):
-                actor_id = f"aggregate-{index}-{self._run_id}"
-                self._aggregates.append(self._actors.aggregate(config, actor_id, owned, senders))
+                actor_id = f"aggregate-{index}-{suffix}"
+                self._aggregates.append(self._actors.aggregate(config, actor_id, owned, senders, f"aggregate-{index}"))
         self._owned = assign_partitions(partitions, runtime.source_actors)
+        actor_ids = [f"source-{index}-{suffix}" for index in range(len(self._owned))]
+        starts = plan_source_starts(
+            self._owned, partition_limits(partitions, runtime.max_events), checkpoint, actor_ids
+        )
         clock = (self._started_at_s, self._start_time_ms)
-        for index, owned in enumerate(self._owned):
-            actor_id = f"source-{index}-{self._run_id}"
-            limits_owned = {p: limits[p] for p in owned}
-            handle = self._actors.source(config, actor_id, index, owned, limits_owned, clock, self._aggregates, owners)
+        for index, (actor_id, owned, start) in enumerate(zip(actor_ids, self._owned, starts, strict=True)):
+            handle = self._actors.source(
+                config, actor_id, index, owned, start.limits, clock, self._aggregates, owners, start.restored
+            )
             self._sources.append(handle)
 
     def _kill_all(self) -> None:
@@ -188,7 +269,7 @@ class Supervisor:
 
     def _summary(self) -> RunSummary:
         console = next((sink for sink in self._config.sinks if isinstance(sink, ConsoleSinkConfig)), None)
-        progress = RunProgress.of(self._finished_sources, self._final_aggregates, time.time() - self._started_at_s)
+        progress = RunProgress.of(self._finished_sources, self._final_aggregates, time.time() - self._run_started_s)
         return RunSummary(
             pipeline=self._config.name,
             progress=progress,
@@ -196,7 +277,16 @@ class Supervisor:
             preview=merge_previews(self._final_aggregates, console),
             outputs=[_describe(sink) for sink in self._config.sinks],
             dead_letter_path=_describe(self._config.dead_letter),
+            recoveries_s=list(self.recoveries),
+            checkpoints=self._epochs.completed,
         )
+
+
+def _file_output_directories(config: PipelineConfig) -> list[str]:
+    directories = [sink.path for sink in config.sinks if isinstance(sink, JsonlSinkConfig | ParquetSinkConfig)]
+    if isinstance(config.dead_letter, DeadLetterConfig):
+        directories.append(config.dead_letter.path)
+    return directories
 
 
 def _describe(output: object) -> str:

@@ -12,7 +12,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipelines.config_base import ConfigModel
 from pipelines.errors import ConfigError
@@ -27,6 +38,7 @@ from pipelines.kafka_config import (
 __all__ = [
     "AggregateConfig",
     "AggregationConfig",
+    "CheckpointConfig",
     "ConsoleSinkConfig",
     "DeadLetterConfig",
     "DeriveOp",
@@ -34,6 +46,7 @@ __all__ = [
     "FileSourceConfig",
     "FilterOp",
     "GeneratorSourceConfig",
+    "HoppingWindowConfig",
     "JsonlSinkConfig",
     "MaskOp",
     "OperatorConfig",
@@ -42,10 +55,13 @@ __all__ = [
     "RuntimeConfig",
     "SchemaConfig",
     "SelectOp",
+    "SessionWindowConfig",
     "SinkConfig",
+    "SlidingWindowConfig",
     "SourceConfig",
     "TracingConfig",
     "TumblingWindowConfig",
+    "WindowConfig",
     "format_validation_error",
     "load_config",
     "parse_config",
@@ -170,20 +186,109 @@ class AggregationConfig(_Model):
 
 
 class TumblingWindowConfig(_Model):
+    """Fixed, non-overlapping windows ``[n * size_ms, (n + 1) * size_ms)``: each row is in exactly one."""
+
     type: Literal["tumbling"] = "tumbling"
     size_ms: int = Field(gt=0)
 
 
+class HoppingWindowConfig(_Model):
+    """Fixed windows of ``size_ms`` starting every ``hop_ms``: each row is in ``size_ms / hop_ms`` windows."""
+
+    type: Literal["hopping"]
+    size_ms: int = Field(gt=0)
+    hop_ms: int = Field(gt=0)
+
+    @field_validator("hop_ms")
+    @classmethod
+    def _hop_divides_size(cls, hop_ms: int, info: ValidationInfo) -> int:
+        size_ms = info.data.get("size_ms")
+        if size_ms is None:  # size_ms itself is invalid and reported
+            return hop_ms
+        if hop_ms > size_ms:
+            raise ValueError(
+                f"hop_ms ({hop_ms}) exceeds size_ms ({size_ms}): rows between windows would be counted nowhere; "
+                "make hop_ms at most size_ms (hop_ms equal to size_ms is a tumbling window)"
+            )
+        if size_ms % hop_ms:
+            raise ValueError(
+                f"size_ms ({size_ms}) is not a multiple of hop_ms ({hop_ms}); choose a hop_ms that divides size_ms "
+                f"(e.g. {_largest_divisor_at_most(size_ms, hop_ms)})"
+            )
+        return hop_ms
+
+
+class SlidingWindowConfig(_Model):
+    """One window per key and distinct event time t: that key's rows with event time in ``(t - size_ms, t]``."""
+
+    type: Literal["sliding"]
+    size_ms: int = Field(gt=0)
+
+
+class SessionWindowConfig(_Model):
+    """Per key, a maximal run of events each less than ``gap_ms`` after the previous one."""
+
+    type: Literal["session"]
+    gap_ms: int = Field(gt=0)
+
+
+def _largest_divisor_at_most(number: int, limit: int) -> int:
+    return next(candidate for candidate in range(limit, 0, -1) if number % candidate == 0)
+
+
+def _window_type(value: Any) -> str:
+    """The union tag; a window without ``type`` is tumbling (configs written before other kinds existed)."""
+    tag = value.get("type", "tumbling") if isinstance(value, dict) else getattr(value, "type", "tumbling")
+    return str(tag)
+
+
+WindowConfig = Annotated[
+    Annotated[TumblingWindowConfig, Tag("tumbling")]
+    | Annotated[HoppingWindowConfig, Tag("hopping")]
+    | Annotated[SlidingWindowConfig, Tag("sliding")]
+    | Annotated[SessionWindowConfig, Tag("session")],
+    Discriminator(_window_type),
+]
+
+
 class AggregateConfig(_Model):
-    """A keyed, event-time windowed aggregate, run in AggregateActors that own key groups."""
+    """A keyed, event-time windowed aggregate, run in AggregateActors that own key groups.
+
+    A window closes when the watermark reaches its end and stays in state until the watermark reaches its end
+    plus ``allowed_lateness_ms``; a row for a closed window still in state updates it (and an updated result
+    is emitted), a row for no window still in state is *late* (side output). ``early_update_ms`` emits the
+    current result of still-open windows each time the watermark crosses a multiple of it. With either on,
+    results have an ``is_final`` column and (key, window_start_ms) is an upsert key: every window ends with
+    exactly one ``is_final`` true row, after zero or more false ones (see pipelines/windows.py).
+    """
 
     key: str = Field(min_length=1)
-    window: TumblingWindowConfig
+    window: WindowConfig
     aggregations: dict[str, AggregationConfig] = Field(min_length=1)
     max_out_of_order_ms: int = Field(default=1_000, ge=0, description="watermark = max event time - this")
     idle_timeout_ms: int = Field(
         default=5_000, ge=1, description="a partition with no valid event this long stops holding the watermark"
     )
+    allowed_lateness_ms: int = Field(
+        default=0, ge=0, description="closed windows keep taking rows (and emit updates) this long past their end"
+    )
+    early_update_ms: int | None = Field(
+        default=None, gt=0, description="emit open windows' current results each time the watermark moves this much"
+    )
+
+    @property
+    def emits_updates(self) -> bool:
+        """Whether a window may emit more than one result, so results carry ``is_final``."""
+        return self.allowed_lateness_ms > 0 or self.early_update_ms is not None
+
+    @model_validator(mode="after")
+    def _is_final_is_free(self) -> AggregateConfig:
+        if self.emits_updates and "is_final" in self.aggregations:
+            raise ValueError(
+                "aggregations.is_final: the name is taken by the is_final result column (allowed_lateness_ms or "
+                "early_update_ms is on); name the aggregation otherwise"
+            )
+        return self
 
 
 class ConsoleSinkConfig(_Model):
@@ -227,6 +332,21 @@ class TracingConfig(_Model):
     max_links: int = Field(default=32, ge=0, le=1_000, description="links per batch span to sampled events")
 
 
+class CheckpointConfig(_Model):
+    """Aligned checkpoints of offsets and keyed state (DESIGN section 4); recovery restores the last complete one."""
+
+    interval_ms: int = Field(default=5_000, ge=100, description="time between the starts of two checkpoints")
+    uri: str = Field(
+        default=".eventray/checkpoints",
+        min_length=1,
+        description="a directory or a pyarrow.fs URI (s3://, gs://); each pipeline writes under <uri>/<name>",
+    )
+    keep: int = Field(default=3, ge=1, le=1_000, description="complete checkpoints kept; older ones are deleted")
+    max_recoveries: int = Field(
+        default=20, ge=0, description="actor or Supervisor failures survived by restoring, before the run fails"
+    )
+
+
 class RuntimeConfig(_Model):
     source_actors: int = Field(default=2, ge=1, le=256)
     aggregate_actors: int = Field(default=2, ge=1, le=256)
@@ -264,6 +384,13 @@ class PipelineConfig(_Model):
     kafka: KafkaConnectionConfig | None = None
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    checkpoint: CheckpointConfig | None = Field(
+        default_factory=CheckpointConfig, description="null: no checkpoints, a crash re-reads from the last commit"
+    )
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="exactly_once: Kafka sinks write in one transaction per epoch, file sinks rename on commit",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -285,6 +412,8 @@ class PipelineConfig(_Model):
         uses_kafka = uses_kafka or any(isinstance(sink, KafkaSinkConfig) for sink in self.sinks)
         if uses_kafka and self.kafka is None:
             raise ValueError("Kafka sources and sinks need a kafka section (at least: kafka: {})")
+        if self.delivery == "exactly_once" and self.checkpoint is None:
+            raise ValueError("delivery: exactly_once needs checkpoints (remove checkpoint: null)")
         if self.aggregate is not None and self.schema_.event_time_field is None:
             raise ValueError("aggregate needs schema.event_time_field (windows are on event time)")
         return self
@@ -426,4 +555,6 @@ def with_paths_resolved(config: PipelineConfig, base: Path) -> PipelineConfig:
         update["tracing"] = config.tracing.model_copy(update={"jsonl_path": resolved(config.tracing.jsonl_path)})
     if isinstance(config.source, FileSourceConfig):
         update["source"] = config.source.model_copy(update={"paths": [resolved(p) for p in config.source.paths]})
+    if config.checkpoint is not None and "://" not in config.checkpoint.uri:
+        update["checkpoint"] = config.checkpoint.model_copy(update={"uri": resolved(config.checkpoint.uri)})
     return config.model_copy(update=update)

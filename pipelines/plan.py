@@ -18,7 +18,7 @@ from pipelines.kafka_config import KafkaSinkConfig
 from pipelines.operators import Operator, apply_all, build_operators
 from pipelines.records import RawBatch
 from pipelines.schema import EventSchema
-from pipelines.windows import WINDOW_END, WINDOW_START, AggregationPlan
+from pipelines.windows import IS_FINAL, WINDOW_END, WINDOW_START, AggregationPlan
 
 __all__ = ["CompiledPipeline", "compile_pipeline"]
 
@@ -53,7 +53,8 @@ class CompiledPipeline:
         if aggregate is None:
             return self.output_columns
         trace = ("_traceparent",) if self.carries_trace else ()
-        return (aggregate.key, WINDOW_START, WINDOW_END, *aggregate.aggregations, *trace)
+        updates = (IS_FINAL,) if aggregate.emits_updates else ()
+        return (aggregate.key, WINDOW_START, WINDOW_END, *aggregate.aggregations, *updates, *trace)
 
 
 def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:

@@ -48,6 +48,9 @@ class PartitionReader(Protocol):
 
     def end_offset(self) -> int: ...
 
+    @property
+    def limit_end(self) -> int | None: ...
+
     async def freeze(self) -> None: ...
 
     @property
@@ -112,6 +115,11 @@ class GeneratorReader:
     def exhausted(self) -> bool:
         return self.position >= self._limit
 
+    @property
+    def limit_end(self) -> int | None:
+        """The offset this reader stops at (a run's ``max_events`` share, or a freeze), None when unbounded."""
+        return None if self._limit >= _NO_LIMIT else self._limit
+
     async def close(self) -> None:
         return None
 
@@ -147,6 +155,10 @@ class FileReader:
     @property
     def exhausted(self) -> bool:
         return self.position >= len(self._payloads)
+
+    @property
+    def limit_end(self) -> int:
+        return len(self._payloads)
 
     async def close(self) -> None:
         return None

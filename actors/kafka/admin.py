@@ -15,13 +15,16 @@ from pipelines.kafka_config import KafkaConnectionConfig, client_options
 __all__ = ["committed_offsets", "end_offsets", "ensure_topic", "partition_count", "read_topic"]
 
 
-async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions: int) -> None:
+async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions: int, compacted: bool = False) -> None:
     """Create ``topic`` with ``partitions`` partitions if it does not exist (replication factor 1 on a dev
     broker; pass a real cluster's topics in ready-made)."""
     admin = AIOKafkaAdminClient(**client_options(connection))
     await admin.start()
+    configs = {"cleanup.policy": "compact"} if compacted else {}
     try:
-        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        await admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=configs)]
+        )
     except TopicAlreadyExistsError:
         pass
     finally:

@@ -64,6 +64,10 @@ class KafkaPartitionReader:
     def exhausted(self) -> bool:
         return self.position >= self._limit
 
+    @property
+    def limit_end(self) -> int | None:
+        return None if self._limit >= _NO_LIMIT else self._limit
+
     async def close(self) -> None:
         return None
 
@@ -88,8 +92,11 @@ class KafkaSourceSession:
         self._readers: dict[int, KafkaPartitionReader] = {}
         self._started = False
 
-    async def open(self, partitions: list[int], limits: dict[int, int | None]) -> list[KafkaPartitionReader]:
-        """Assign ``partitions`` (added to those already owned) and position each by the start policy."""
+    async def open(
+        self, partitions: list[int], limits: dict[int, int | None], positions: dict[int, int] | None = None
+    ) -> list[KafkaPartitionReader]:
+        """Assign ``partitions`` (added to those already owned) and position each at ``positions`` (restored
+        from a checkpoint) or else by the start policy."""
         if not self._started:
             await self._consumer.start()
             self._started = True
@@ -97,10 +104,12 @@ class KafkaSourceSession:
         self._consumer.assign([*(reader.tp for reader in self._readers.values()), *new])
         for reader in self._readers.values():  # assign() replaces the assignment and forgets positions
             self._consumer.seek(reader.tp, reader.position)
-        positions = await self._start_positions(new)
+        restored = positions or {}
+        starts = await self._start_positions([tp for tp in new if tp.partition not in restored])
+        starts.update({tp: restored[tp.partition] for tp in new if tp.partition in restored})
         for tp in new:
-            self._consumer.seek(tp, positions[tp])
-            reader = KafkaPartitionReader(self._consumer, tp, positions[tp], limits.get(tp.partition))
+            self._consumer.seek(tp, starts[tp])
+            reader = KafkaPartitionReader(self._consumer, tp, starts[tp], limits.get(tp.partition))
             await reader.refresh_end_offset()
             self._readers[tp.partition] = reader
         return [self._readers[tp.partition] for tp in new]

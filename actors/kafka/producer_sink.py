@@ -34,10 +34,15 @@ class KafkaTopicProducer:
         client_id: str,
         linger_ms: int = 5,
         compression: str = "none",
+        transactional_id: str | None = None,
     ) -> None:
+        """``transactional_id``: write in transactions (:meth:`commit_transaction`); starting the producer
+        fences every earlier producer with the same id and aborts its open transaction."""
         self.topic = topic
         self._loop = BackgroundLoop(f"kafka-producer-{client_id}")
         self._pending: list[Future[list[asyncio.Future[Any]]]] = []
+        self._transactional = transactional_id is not None
+        self._in_transaction = False
         options = client_options(connection)
         self._producer = self._loop.run(
             _started_producer(
@@ -45,6 +50,7 @@ class KafkaTopicProducer:
                 client_id=client_id,
                 linger_ms=linger_ms,
                 compression=None if compression == "none" else compression,
+                transactional_id=transactional_id,
             )
         )
         self.partitions = len(self._loop.run(self._producer.partitions_for(topic)) or [0])
@@ -53,7 +59,34 @@ class KafkaTopicProducer:
 
     def send(self, records: list[OutgoingRecord]) -> None:
         if records:
+            self.begin_transaction()
             self._pending.append(self._loop.submit(self._send_batched(records)))
+
+    def send_to(self, topic: str, key: bytes, value: bytes) -> None:
+        """One record to another topic, in the same transaction (commit markers)."""
+        self.begin_transaction()
+        self._pending.append(self._loop.submit(self._send_one(topic, key, value)))
+
+    async def _send_one(self, topic: str, key: bytes, value: bytes) -> list[asyncio.Future[Any]]:
+        return [await self._producer.send(topic, value=value, key=key)]
+
+    def begin_transaction(self) -> None:
+        """Open a transaction unless one is open (the first one waits for the producer id, which fences older
+        producers of the same transactional id). Synchronous, before sends: a send outside one is refused."""
+        if self._transactional and not self._in_transaction:
+            self._loop.run(self._producer.begin_transaction())
+            self._in_transaction = True
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
+
+    def commit_transaction(self) -> None:
+        """Wait for every record of the open transaction, then commit it (no-op when none is open)."""
+        self.flush()
+        if self._in_transaction:
+            self._loop.run(self._producer.commit_transaction())
+            self._in_transaction = False
 
     async def _send_batched(self, records: list[OutgoingRecord]) -> list[asyncio.Future[Any]]:
         """Records grouped by partition into producer batches: one future per batch, not per record (the
@@ -93,17 +126,20 @@ class KafkaTopicProducer:
 
     def close(self) -> None:
         try:
-            self.flush()
+            if not self._in_transaction:  # an open transaction is left to be aborted (never half-committed)
+                self.flush()
         finally:
             self._loop.run(self._producer.stop())
             self._loop.close()
 
 
 async def _started_producer(options: dict[str, Any], **extra: Any) -> AIOKafkaProducer:
+    transactional_id = extra.pop("transactional_id")
     producer = AIOKafkaProducer(
         acks="all",
         enable_idempotence=True,
         compression_type=extra.pop("compression"),
+        **({"transactional_id": transactional_id} if transactional_id else {}),
         max_batch_size=1 << 20,
         **options,
         **extra,
@@ -121,11 +157,18 @@ class KafkaSink:
     carries its row's ``_traceparent`` as a header; with tracing on, each write is a PRODUCER span."""
 
     def __init__(
-        self, config: KafkaSinkConfig, connection: KafkaConnectionConfig, writer: str, telemetry: Telemetry
+        self,
+        config: KafkaSinkConfig,
+        connection: KafkaConnectionConfig,
+        writer: str,
+        telemetry: Telemetry,
+        transactional_id: str | None = None,
     ) -> None:
         self._config = config
         self._telemetry = telemetry
-        self._producer = KafkaTopicProducer(connection, config.topic, writer, config.linger_ms, config.compression)
+        self.producer = self._producer = KafkaTopicProducer(
+            connection, config.topic, writer, config.linger_ms, config.compression, transactional_id
+        )
 
     def write(self, rows: pa.Table | pa.RecordBatch) -> None:
         if rows.num_rows:
@@ -143,9 +186,18 @@ class KafkaSink:
 class KafkaDeadLetterSink:
     """Dead letters to a topic: original key and bytes, the reason and origin in ``eventray.*`` headers."""
 
-    def __init__(self, topic: str, connection: KafkaConnectionConfig, writer: str, pipeline: str) -> None:
+    def __init__(
+        self,
+        topic: str,
+        connection: KafkaConnectionConfig,
+        writer: str,
+        pipeline: str,
+        transactional_id: str | None = None,
+    ) -> None:
         self._pipeline = pipeline
-        self._producer = KafkaTopicProducer(connection, topic, writer)
+        self.producer = self._producer = KafkaTopicProducer(
+            connection, topic, writer, transactional_id=transactional_id
+        )
 
     def write(self, rows: pa.Table | pa.RecordBatch) -> None:
         batches = rows.to_batches() if isinstance(rows, pa.Table) else [rows]

@@ -13,9 +13,10 @@ import yaml
 from pipelines.config import GeneratorSourceConfig, load_config, parse_config
 from pipelines.errors import ConfigError
 from pipelines.generator import generate_events
+from pipelines.keyed_operator import Added
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
-from pipelines.windows import WINDOW_END, WINDOW_START, Rejected, TumblingWindows
+from pipelines.windows import WINDOW_END, WINDOW_START, TumblingWindows
 
 ORDERS_YAML = Path(__file__).resolve().parents[2] / "configs" / "orders.yaml"
 SELECTED = ["customer_id", "amount_cents", "_partition", "_offset", "_timestamp", "_key", "_traceparent", "_event_id"]
@@ -84,7 +85,7 @@ def test_orders_pipeline_runs_in_process() -> None:
     assert decoded.dead_letter_count == int((generated.invalid_kind != "").sum())
 
     windows = TumblingWindows(config.aggregate, carry_trace=compiled.carries_trace)
-    assert windows.add(events) == Rejected()
+    assert windows.add(events) == Added()
     result = windows.flush()
     assert result is not None
     assert result.schema.names == list(compiled.result_columns)

@@ -13,8 +13,10 @@ from typing import Any
 import pyarrow as pa
 
 from actors import AggregateActor, AggregateProgress, SourceActor, SourceProgress
+from actors.source_actor import SourceBarrier
 from cluster.assignment import partition_limits
 from cluster.supervisor import Supervisor
+from pipelines.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.config import PipelineConfig
 from pipelines.orders import orders_pipeline
 from tests.reference import read_jsonl_dir, reference_orders
@@ -23,21 +25,41 @@ START_TIME_MS = 1_767_225_600_000
 EVENTS = 20_000
 
 
+class ActorDied(Exception):
+    """What an in-process actor raises to play a killed actor process."""
+
+
 class InProcessAggregate:
-    def __init__(self, actor: AggregateActor, actor_id: str, log: list[str]) -> None:
-        self.actor, self.actor_id, self._log = actor, actor_id, log
+    def __init__(self, actor: AggregateActor, actor_id: str, owner: InProcessActors) -> None:
+        self.actor, self.actor_id, self._owner = actor, actor_id, owner
 
     async def progress(self) -> AggregateProgress:
         return self.actor.progress()
 
+    async def restore(self, snapshots: list[AggregateSnapshot]) -> int:
+        return self.actor.restore(snapshots)
+
+    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
+        return self.actor.recover_outputs(epoch, write_ahead)
+
+    async def checkpoint(self, epoch: int) -> AggregateSnapshot:
+        self._owner.checkpoints += 1
+        if self._owner.checkpoints == self._owner.die_at_checkpoint:
+            raise ActorDied(f"{self.actor_id} was killed at the barrier of epoch {epoch}")
+        self._owner.log.append(f"checkpoint {self.actor_id} {epoch}")
+        return self.actor.checkpoint(epoch)
+
+    async def complete(self, epoch: int) -> AggregateProgress:
+        return self.actor.complete(epoch)
+
     async def close(self) -> AggregateProgress:
-        self._log.append(f"close {self.actor_id}")
+        self._owner.log.append(f"close {self.actor_id}")
         return self.actor.close()
 
 
 class InProcessSource:
-    def __init__(self, actor: SourceActor, actor_id: str, log: list[str]) -> None:
-        self.actor, self.actor_id, self._log = actor, actor_id, log
+    def __init__(self, actor: SourceActor, actor_id: str, owner: InProcessActors) -> None:
+        self.actor, self.actor_id, self._owner = actor, actor_id, owner
 
     def start(self) -> Any:
         return self.actor.run()
@@ -54,9 +76,18 @@ class InProcessSource:
     async def add_partitions(self, partitions: list[int]) -> None:
         await self.actor.add_partitions(partitions)
 
-    async def commit_and_close(self) -> SourceProgress:
-        self._log.append(f"commit {self.actor_id}")
-        return await self.actor.commit_and_close()
+    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
+        return await self.actor.recover_outputs(epoch, write_ahead)
+
+    async def checkpoint(self, epoch: int) -> SourceBarrier:
+        return await self.actor.checkpoint(epoch)
+
+    async def complete(self, epoch: int) -> SourceProgress:
+        self._owner.log.append(f"commit {self.actor_id} {epoch}")
+        return await self.actor.complete(epoch)
+
+    async def close(self) -> SourceProgress:
+        return await self.actor.close()
 
 
 class InProcessDownstream:
@@ -71,28 +102,39 @@ class InProcessDownstream:
                    trace_context: str | None) -> None:  # fmt: skip
         self._aggregates[owner].process(sender, batch, watermark_ms, trace_context)
 
+    async def drain(self) -> None:
+        return None  # send() processed the batch already
+
     async def finish(self, sender: int) -> None:
         for aggregate in self._aggregates:
             aggregate.finish(sender)
 
 
 class InProcessActors:
-    def __init__(self) -> None:
+    def __init__(self, die_at_checkpoint: int | None = None) -> None:
         self.log: list[str] = []
         self.killed: list[str] = []
+        self.checkpoints = 0
+        self.die_at_checkpoint = die_at_checkpoint
 
-    def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int) -> Any:
-        return InProcessAggregate(AggregateActor(config, actor_id, key_groups, senders), actor_id, self.log)
+    def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int,
+                  slot: str) -> Any:  # fmt: skip
+        return InProcessAggregate(AggregateActor(config, actor_id, key_groups, senders, slot), actor_id, self)
 
     def source(self, config: PipelineConfig, actor_id: str, sender_index: int, partitions: list[int],
                limits: dict[int, int | None], clock: tuple[float, int], aggregates: list[Any],
-               owner_of_group: list[int] | None) -> Any:  # fmt: skip
+               owner_of_group: list[int] | None, restored: SourceSnapshot | None) -> Any:  # fmt: skip
         downstream = InProcessDownstream([a.actor for a in aggregates]) if owner_of_group is not None else None
-        actor = SourceActor(config, actor_id, sender_index, partitions, limits, *clock, downstream, owner_of_group)
-        return InProcessSource(actor, actor_id, self.log)
+        actor = SourceActor(
+            config, actor_id, sender_index, partitions, limits, *clock, downstream, owner_of_group, restored
+        )
+        return InProcessSource(actor, actor_id, self)
 
     def kill(self, handle: Any) -> None:
         self.killed.append(handle.actor_id)
+
+    def died(self, error: BaseException) -> bool:
+        return isinstance(error, ActorDied)
 
 
 def orders(tmp_path: Path, aggregate_actors: int) -> PipelineConfig:
@@ -103,6 +145,7 @@ def orders(tmp_path: Path, aggregate_actors: int) -> PipelineConfig:
         source__rate_per_s=None,
         source__start_time_ms=START_TIME_MS,
         tracing__enabled=False,
+        checkpoint__uri=str(tmp_path / "checkpoints"),
         dead_letter__path=str(tmp_path / "dead"),
         sinks=[
             {"type": "console", "top": 3, "sort_by": "revenue_cents"},
@@ -129,10 +172,11 @@ def test_an_in_process_run_equals_the_reference_and_commits_after_the_aggregates
     assert summary.progress.events_in == EVENTS
     assert summary.progress.dead_lettered == invalid
     assert summary.preview[0]["revenue_cents"] == max(value["revenue_cents"] for value in expected.values())
-    closes = [i for i, entry in enumerate(actors.log) if entry.startswith("close")]
+    barriers = [i for i, entry in enumerate(actors.log) if entry.startswith("checkpoint")]
     commits = [i for i, entry in enumerate(actors.log) if entry.startswith("commit")]
-    assert len(closes) == 3 and len(commits) == 2
-    assert max(closes) < min(commits), "offsets are committed only after every aggregate emitted and flushed"
+    closes = [i for i, entry in enumerate(actors.log) if entry.startswith("close")]
+    assert len(closes) == 3 and len(commits) == 2 * summary.checkpoints and summary.checkpoints >= 1
+    assert max(barriers) < max(commits) < min(closes), "offsets are committed after every aggregate's barrier"
 
 
 def test_stop_finishes_cleanly_and_reports_it(tmp_path: Path) -> None:
@@ -151,3 +195,24 @@ def test_stop_finishes_cleanly_and_reports_it(tmp_path: Path) -> None:
     assert summary.stopped_early
     assert summary.progress.events_in > 0
     assert summary.progress.windows_emitted > 0, "open windows are emitted at stop, not lost"
+
+
+def test_an_actor_killed_at_a_barrier_is_restored_and_exactly_once_files_equal_the_reference(tmp_path: Path) -> None:
+    config = orders(tmp_path, aggregate_actors=2).model_copy(update={"delivery": "exactly_once"})
+    config = config.model_copy(update={"checkpoint": config.checkpoint.model_copy(update={"interval_ms": 100})})
+    config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"batch_size": 256})})
+    # paced at 20,000 events/s: the run lasts about a second, so it holds several 100 ms epochs
+    config = config.model_copy(update={"source": config.source.model_copy(update={"rate_per_s": 20_000})})
+    actors = InProcessActors(die_at_checkpoint=5)  # the barrier of the third epoch, on one of two aggregates
+
+    summary = asyncio.run(Supervisor(config, "t3", actors).run())
+
+    assert len(summary.recoveries_s) == 1
+    assert actors.killed, "the whole topology is replaced"
+    expected, invalid = reference_orders(config.source, partition_limits(8, EVENTS), START_TIME_MS, 10_000)  # type: ignore[arg-type]
+    rows = read_jsonl_dir(tmp_path / "out")
+    keys = [(r["customer_id"], r["window_start_ms"]) for r in rows]
+    assert len(keys) == len(set(keys)), "no window is written twice"
+    actual = {(r["customer_id"], r["window_start_ms"]): (r["orders"], r["revenue_cents"]) for r in rows}
+    assert actual == {key: (value["orders"], value["revenue_cents"]) for key, value in expected.items()}
+    assert len(read_jsonl_dir(tmp_path / "dead")) == invalid, "each invalid event is dead-lettered exactly once"

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.config import AggregateConfig, AggregationConfig, TumblingWindowConfig
-from pipelines.windows import WINDOW_END, WINDOW_START, Rejected, TumblingWindows
+from pipelines.keyed_operator import Added
+from pipelines.windows import WINDOW_END, WINDOW_START, TumblingWindows
 
 SIZE = 10
 CONFIG = AggregateConfig(
@@ -78,7 +79,7 @@ def by_window(table: pa.Table | None) -> dict[WindowKey, dict[str, object]]:
 def test_aggregates_are_exact_for_one_batch() -> None:
     rows: list[Row] = [("a", 5, 1), ("a", None, 2), ("b", -3, 3), ("a", 7, 9), ("a", 100, 10), ("b", 4, 19)]
     windows = TumblingWindows(CONFIG)
-    assert windows.add(batch_of(rows)) == Rejected()
+    assert windows.add(batch_of(rows)) == Added()
     result = windows.flush()
     assert result is not None
     assert result.to_pylist() == [  # sorted by window start, then key
@@ -104,19 +105,19 @@ def test_output_columns_and_types() -> None:
 def test_windows_emit_only_when_the_watermark_reaches_their_end() -> None:
     windows = TumblingWindows(CONFIG)
     windows.add(batch_of([("a", 1, 0), ("a", 2, 9), ("a", 3, 10), ("b", 4, 25)]))
-    assert windows.open_windows == 3
+    assert windows.state_rows == 3
     assert windows.advance(9) is None
     first = by_window(windows.advance(10))
     assert set(first) == {("a", 0)}
     assert first[("a", 0)]["n"] == 2
-    assert windows.open_windows == 2
+    assert windows.state_rows == 2
     assert windows.advance(10) is None  # not later: nothing happens
     assert windows.advance(19) is None
     second = by_window(windows.advance(29))
     assert set(second) == {("a", 10)}
     third = by_window(windows.advance(30))
     assert set(third) == {("b", 20)}
-    assert windows.open_windows == 0
+    assert windows.state_rows == 0
     assert windows.advance(1_000) is None  # each window exactly once
     assert windows.flush() is None
 
@@ -128,7 +129,7 @@ def test_one_advance_can_close_many_windows() -> None:
     closed = by_window(windows.advance(50))
     assert sorted(closed) == [("a", start) for start in range(0, 50, 10)]
     assert all(row["n"] == 2 for row in closed.values())
-    assert windows.open_windows == 5
+    assert windows.state_rows == 5
 
 
 def test_watermark_never_moves_back() -> None:
@@ -147,7 +148,7 @@ def test_out_of_order_rows_within_the_watermark_are_counted() -> None:
     windows.add(batch_of([("a", 1, 18)]))
     assert windows.advance(12) is None
     # older, but window [10, 20) is still open
-    assert windows.add(batch_of([("a", 2, 11), ("a", 3, 15)])) == Rejected()
+    assert windows.add(batch_of([("a", 2, 11), ("a", 3, 15)])) == Added()
     result = by_window(windows.flush())
     assert result[("a", 10)]["n"] == 3
     assert result[("a", 10)]["total"] == 6
@@ -178,7 +179,7 @@ def test_a_batch_of_only_late_rows_changes_nothing() -> None:
     late = windows.add(batch_of([("a", 1, 1), ("b", 2, 19)])).late
     assert late is not None
     assert late.num_rows == 2
-    assert windows.open_windows == 1
+    assert windows.state_rows == 1
     assert set(by_window(windows.flush())) == {("a", 20)}
 
 
@@ -187,7 +188,7 @@ def test_flush_emits_everything_and_later_rows_are_late() -> None:
     rows: list[Row] = [("a", 1, 5), ("b", 2, 1_000_000), ("c", 3, -7)]
     windows.add(batch_of(rows))
     assert by_window(windows.flush()) == reference(rows)
-    assert windows.open_windows == 0
+    assert windows.state_rows == 0
     late = windows.add(batch_of([("a", 1, 2_000_000)])).late
     assert late is not None
     assert late.num_rows == 1
@@ -195,8 +196,8 @@ def test_flush_emits_everything_and_later_rows_are_late() -> None:
 
 def test_empty_batch_is_ignored() -> None:
     windows = TumblingWindows(CONFIG)
-    assert windows.add(batch_of([])) == Rejected()
-    assert windows.open_windows == 0
+    assert windows.add(batch_of([])) == Added()
+    assert windows.state_rows == 0
     assert windows.flush() is None
 
 
@@ -263,8 +264,8 @@ def test_merging_many_partials_gives_the_same_result() -> None:
     ]
     windows = TumblingWindows(CONFIG)
     for index in range(0, len(rows), 3):  # 200 partials: past the compaction threshold more than once
-        assert windows.add(batch_of(rows[index : index + 3], first_id=index)) == Rejected()
-    assert windows.open_windows == len(reference(rows))
+        assert windows.add(batch_of(rows[index : index + 3], first_id=index)) == Added()
+    assert windows.state_rows == len(reference(rows))
     assert by_window(windows.flush()) == reference(rows)
 
 
@@ -352,7 +353,7 @@ def test_a_batch_of_only_rows_without_event_time_changes_nothing() -> None:
     assert rejected.late is None
     assert rejected.no_event_time is not None
     assert rejected.no_event_time.num_rows == 1
-    assert windows.open_windows == 0
+    assert windows.state_rows == 0
     assert windows.flush() is None
 
 
@@ -415,4 +416,4 @@ def test_windows_match_reference_for_any_batching_and_watermarks(
     assert not set(final) & set(emitted)
     emitted.update(final)
     assert emitted == reference(counted)
-    assert windows.open_windows == 0
+    assert windows.state_rows == 0

@@ -1,0 +1,179 @@
+"""An actor's outputs made consistent with checkpoints: what a sink does at a barrier and at epoch completion.
+
+Every output is a :class:`~pipelines.sinks.Sink` plus two steps:
+
+* ``prepare(epoch)`` at the barrier, before the actor acks it: at-least-once outputs flush (so everything up
+  to the barrier is durable); exactly-once file outputs close this epoch's staged files and name them
+  (:class:`PendingFile`); exactly-once Kafka outputs write their commit marker into the open transaction,
+  wait for every record's ack and hand back the epoch's rows as write-ahead for the checkpoint.
+* ``commit()`` once the checkpoint is complete: staged files are renamed into place, the transaction commits.
+
+Outputs that have not committed when the actor dies are redone from the checkpoint by :func:`recover_slot`
+(Kafka) or :func:`commit_pending_files` (files), exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+
+from actors.kafka.commit_markers import CommitMarker, commit_marker_topic
+from actors.kafka.producer_sink import KafkaDeadLetterSink, KafkaSink
+from pipelines.checkpoint_store import PendingFile
+from pipelines.sinks import Rows, Sink
+
+__all__ = [
+    "FlushingOutput",
+    "Output",
+    "StagedFileOutput",
+    "TransactionalKafkaOutput",
+    "commit_pending_files",
+    "discard_staged_files",
+]
+
+STAGING = "_staging"
+
+
+class Output(Sink, Protocol):
+    """A sink that takes part in checkpoints (see the module docstring)."""
+
+    def prepare(self, epoch: int) -> tuple[list[PendingFile], pa.Table | None]: ...
+
+    def commit(self) -> None: ...
+
+
+class FlushingOutput:
+    """At-least-once (and console) outputs: written through; a barrier waits for the flush."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    def write(self, rows: Rows) -> None:
+        self.sink.write(rows)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+    def prepare(self, epoch: int) -> tuple[list[PendingFile], pa.Table | None]:
+        self.sink.flush()
+        return [], None
+
+    def commit(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class StagedFileOutput:
+    """Exactly-once files: each epoch's rows go to files under ``<dir>/_staging`` that appear under ``<dir>``
+    only when the epoch is complete (``part-*`` readers never see a file of an unfinished epoch)."""
+
+    def __init__(self, directory: str, writer: str, open_sink: Callable[[str, str], Sink]) -> None:
+        self._directory = Path(directory)
+        self._staging = self._directory / STAGING
+        self._writer = writer
+        self._open_sink = open_sink
+        self._sink: Sink | None = None
+        self._sequence = 0
+        self._prepared: list[PendingFile] = []
+
+    def write(self, rows: Rows) -> None:
+        if rows.num_rows == 0:
+            return
+        if self._sink is None:
+            self._sink = self._open_sink(str(self._staging), f"{self._writer}-s{self._sequence:05d}")
+        self._sink.write(rows)
+
+    def flush(self) -> None:
+        """Nothing becomes visible before the epoch commits; files are made durable at :meth:`prepare`."""
+
+    def prepare(self, epoch: int) -> tuple[list[PendingFile], pa.Table | None]:
+        if self._sink is None:
+            return [], None
+        self._sink.close()
+        self._sink = None
+        prefix = f"part-{self._writer}-s{self._sequence:05d}"
+        self._sequence += 1
+        staged = sorted(self._staging.glob(f"{prefix}*"))
+        for path in staged:
+            _fsync(path)
+        self._prepared = [PendingFile(str(path), str(self._directory / path.name)) for path in staged]
+        return list(self._prepared), None
+
+    def commit(self) -> None:
+        commit_pending_files(self._prepared)
+        self._prepared = []
+
+    def close(self) -> None:
+        if self._sink is not None:  # an unprepared epoch stays staged: recovery discards it
+            self._sink.close()
+
+
+class TransactionalKafkaOutput:
+    """Exactly-once Kafka: one transaction per epoch with a commit marker ``(slot, epoch)`` in it; the epoch's
+    rows are kept until commit so the checkpoint can hold them (write-ahead)."""
+
+    def __init__(self, sink: KafkaSink | KafkaDeadLetterSink, slot: str, pipeline: str) -> None:
+        self.sink = sink
+        self.slot = slot
+        self._marker_topic = commit_marker_topic(pipeline)
+        self._rows: list[pa.Table] = []
+
+    def write(self, rows: Rows) -> None:
+        if rows.num_rows == 0:
+            return
+        self.sink.write(rows)
+        self._rows.append(rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows]))
+
+    def flush(self) -> None:
+        """Records are acknowledged at :meth:`prepare`; they are visible to read_committed readers at commit."""
+
+    def prepare(self, epoch: int) -> tuple[list[PendingFile], pa.Table | None]:
+        if not self._rows:
+            return [], None
+        marker = CommitMarker(self.slot, epoch)
+        self.sink.producer.send_to(self._marker_topic, marker.key(), marker.value())
+        self.sink.producer.flush()
+        rows = pa.concat_tables(self._rows, promote_options="permissive")
+        self._rows = []
+        return [], rows
+
+    def commit(self) -> None:
+        self.sink.producer.commit_transaction()
+
+    def redo(self, rows: pa.Table, epoch: int) -> None:
+        """Write an epoch's rows again in a new transaction with its marker, and commit (recovery)."""
+        self.write(rows)
+        self.prepare(epoch)
+        self.commit()
+
+    def close(self) -> None:
+        self.sink.close()  # an open transaction is aborted by the broker (timeout) or by the next producer
+
+
+def commit_pending_files(files: list[PendingFile]) -> None:
+    """Rename staged files into place; idempotent (a file already renamed is left alone)."""
+    for pending in files:
+        staged = Path(pending.staged)
+        if staged.exists():
+            staged.replace(pending.final)
+
+
+def discard_staged_files(directories: list[str]) -> None:
+    """Delete staged files of epochs that never completed (after :func:`commit_pending_files` of the last one)."""
+    for directory in directories:
+        for stale in (Path(directory) / STAGING).glob("part-*"):
+            stale.unlink()
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

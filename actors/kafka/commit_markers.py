@@ -1,0 +1,58 @@
+"""Commit markers of exactly-once Kafka sinks (DESIGN section 4).
+
+Each transaction of a sink slot also writes a marker ``(slot, epoch)`` to ``<pipeline>.eventray-commits`` (one
+partition, compacted, key = slot). A read_committed reader sees a marker only if its transaction committed, so
+after a crash the newest marker per slot says whether that slot's last epoch reached Kafka.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipelines.kafka_config import KafkaConnectionConfig, client_options
+
+__all__ = ["CommitMarker", "commit_marker_topic", "read_committed_markers"]
+
+
+class CommitMarker(msgspec.Struct, frozen=True):
+    slot: str
+    epoch: int
+
+    def key(self) -> bytes:
+        return self.slot.encode()
+
+    def value(self) -> bytes:
+        return msgspec.json.encode(self)
+
+
+def commit_marker_topic(pipeline: str) -> str:
+    return f"{pipeline}.eventray-commits"
+
+
+async def read_committed_markers(connection: KafkaConnectionConfig, pipeline: str) -> dict[str, int]:
+    """The newest committed epoch per slot (slots that never committed are absent)."""
+    consumer = AIOKafkaConsumer(
+        enable_auto_commit=False, isolation_level="read_committed", **client_options(connection)
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(commit_marker_topic(pipeline), 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = int((await consumer.end_offsets([tp]))[tp])
+        newest: dict[str, int] = {}
+        # With read_committed, the end offset is the last stable offset: an open transaction's marker is not
+        # read (callers fence the slot's earlier producer first, so that transaction can no longer commit).
+        empty_polls = 0
+        while await consumer.position(tp) < end and empty_polls < 5:
+            fetched = await consumer.getmany(tp, timeout_ms=1_000)
+            empty_polls = 0 if fetched else empty_polls + 1
+            for record in fetched.get(tp, []):
+                if record.value is None:
+                    continue
+                marker = msgspec.json.decode(record.value, type=CommitMarker)
+                newest[marker.slot] = max(newest.get(marker.slot, -1), marker.epoch)
+        return newest
+    finally:
+        await consumer.stop()

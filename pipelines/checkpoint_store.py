@@ -1,0 +1,217 @@
+"""Where checkpoints live: Arrow IPC state files and one metadata file per epoch, on any ``pyarrow.fs``.
+
+Layout under ``<uri>/<pipeline>/``::
+
+    epoch-000012/state-aggregate-0.arrow      keyed state of one actor (rows carry their key group)
+    epoch-000012/ahead-aggregate-0-1.arrow    write-ahead copy of an exactly-once Kafka sink's epoch output
+    epoch-000012/_checkpoint.json             written last, atomically: the epoch is complete once it exists
+
+Guarantees: a checkpoint is *complete* only when its metadata exists, and the metadata names every file with
+its size and SHA-256, so a torn or truncated file (a crash mid-write, a disk error) makes :meth:`latest` skip
+that epoch and fall back to the one before. Files are never modified after being written (snapshots are
+immutable); :meth:`prune` keeps the newest ``keep`` complete epochs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import msgspec
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from pipelines.errors import FatalError
+
+__all__ = [
+    "AggregateSnapshot",
+    "Checkpoint",
+    "CheckpointStore",
+    "PendingFile",
+    "SourceSnapshot",
+    "StateFile",
+    "TornSnapshotError",
+    "WriteAhead",
+]
+
+_METADATA = "_checkpoint.json"
+_EPOCH_PREFIX = "epoch-"
+
+
+class TornSnapshotError(FatalError):
+    """A state file does not match the size or checksum its checkpoint recorded."""
+
+
+class StateFile(msgspec.Struct, frozen=True):
+    path: str  # relative to the pipeline's checkpoint directory
+    rows: int
+    size_bytes: int
+    sha256: str
+
+
+class SourceSnapshot(msgspec.Struct, frozen=True):
+    """One source actor at a barrier: the next offset to read and the newest event time, per partition."""
+
+    actor_id: str
+    positions: dict[int, int]
+    max_event_time_ms: dict[int, int]
+    limit_ends: dict[int, int] = {}  # where bounded partitions stop (max_events, or a freeze)
+
+
+class PendingFile(msgspec.Struct, frozen=True):
+    """An exactly-once file output of the epoch, staged at ``staged`` and renamed to ``final`` on commit."""
+
+    staged: str
+    final: str
+
+
+class WriteAhead(msgspec.Struct, frozen=True):
+    """The rows an exactly-once Kafka sink slot wrote in the epoch, to re-emit if its commit did not happen."""
+
+    slot: str
+    rows: StateFile
+
+
+class AggregateSnapshot(msgspec.Struct, frozen=True):
+    actor_id: str
+    key_groups: list[int]
+    watermark_ms: int
+    state: StateFile | None
+    pending_files: list[PendingFile] = []
+    write_ahead: list[WriteAhead] = []
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    """A complete epoch: everything needed to restore the whole topology."""
+
+    epoch: int
+    run_id: str
+    created_at_s: float
+    started_at_s: float  # the run's clock (generator end offsets grow with it)
+    start_time_ms: int
+    partitions: int
+    sources: list[SourceSnapshot]
+    aggregates: list[AggregateSnapshot]
+    source_pending_files: list[PendingFile] = []
+    source_write_ahead: list[WriteAhead] = []
+    finished: bool = False
+    duration_ms: float = 0.0
+
+    @property
+    def positions(self) -> dict[int, int]:
+        return {p: offset for source in self.sources for p, offset in source.positions.items()}
+
+    @property
+    def max_event_time_ms(self) -> dict[int, int]:
+        return {p: t for source in self.sources for p, t in source.max_event_time_ms.items()}
+
+    @property
+    def pending_files(self) -> list[PendingFile]:
+        return [*self.source_pending_files, *(f for a in self.aggregates for f in a.pending_files)]
+
+    @property
+    def write_ahead(self) -> list[WriteAhead]:
+        return [*self.source_write_ahead, *(w for a in self.aggregates for w in a.write_ahead)]
+
+
+class CheckpointStore:
+    """Checkpoints of one pipeline under ``<uri>/<pipeline>`` (a local directory or a pyarrow.fs URI)."""
+
+    def __init__(self, uri: str, pipeline: str) -> None:
+        if "://" in uri:
+            self._fs, root = pafs.FileSystem.from_uri(uri)
+        else:
+            self._fs, root = pafs.LocalFileSystem(), uri
+        self.root = f"{root.rstrip('/')}/{pipeline}"
+        self._fs.create_dir(self.root, recursive=True)
+
+    @staticmethod
+    def epoch_dir(epoch: int) -> str:
+        return f"{_EPOCH_PREFIX}{epoch:06d}"
+
+    def write_table(self, epoch: int, name: str, table: pa.Table) -> StateFile:
+        """Write ``table`` as Arrow IPC into the epoch's directory; return its description for the metadata."""
+        relative = f"{self.epoch_dir(epoch)}/{name}.arrow"
+        self._fs.create_dir(f"{self.root}/{self.epoch_dir(epoch)}", recursive=True)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        data = sink.getvalue()
+        with self._fs.open_output_stream(f"{self.root}/{relative}") as out:
+            out.write(data)
+        return StateFile(relative, table.num_rows, data.size, hashlib.sha256(data).hexdigest())
+
+    def read_table(self, state: StateFile) -> pa.Table:
+        """The table of ``state``; :class:`TornSnapshotError` if the file is not exactly what was written."""
+        path = f"{self.root}/{state.path}"
+        try:
+            with self._fs.open_input_file(path) as source:
+                data = source.read()
+        except (FileNotFoundError, OSError) as error:
+            raise TornSnapshotError(f"checkpoint file {path} cannot be read: {error}") from None
+        if len(data) != state.size_bytes or hashlib.sha256(data).hexdigest() != state.sha256:
+            raise TornSnapshotError(f"checkpoint file {path} is torn ({len(data)} of {state.size_bytes} bytes)")
+        return pa.ipc.open_file(pa.py_buffer(data)).read_all()
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        """Make ``checkpoint`` complete: write its metadata to a temporary name, then move it into place."""
+        directory = f"{self.root}/{self.epoch_dir(checkpoint.epoch)}"
+        self._fs.create_dir(directory, recursive=True)
+        temporary = f"{directory}/{_METADATA}.{time.monotonic_ns()}.tmp"
+        with self._fs.open_output_stream(temporary) as out:
+            out.write(msgspec.json.encode(checkpoint))
+        self._fs.move(temporary, f"{directory}/{_METADATA}")
+
+    def latest(self) -> Checkpoint | None:
+        """The newest complete checkpoint whose files are all intact; torn ones are skipped (and reported)."""
+        for epoch in sorted(self._epochs(), reverse=True):
+            checkpoint = self._load(epoch)
+            if checkpoint is not None and self._intact(checkpoint):
+                return checkpoint
+        return None
+
+    def latest_epoch(self) -> int:
+        """The highest epoch number ever started here (complete or not), or 0."""
+        return max(self._epochs(), default=0)
+
+    def prune(self, keep: int) -> None:
+        """Delete all but the newest ``keep`` complete epochs, and unfinished epochs older than those."""
+        complete = [epoch for epoch in sorted(self._epochs(), reverse=True) if self._load(epoch) is not None]
+        if len(complete) < keep:
+            return
+        oldest_kept = complete[keep - 1]
+        for epoch in self._epochs():
+            if epoch < oldest_kept:
+                self._fs.delete_dir(f"{self.root}/{self.epoch_dir(epoch)}")
+
+    def clear(self) -> None:
+        """Forget every checkpoint (a run that starts from scratch)."""
+        self._fs.delete_dir_contents(self.root, missing_dir_ok=True)
+
+    def _epochs(self) -> list[int]:
+        infos = self._fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+        epochs = []
+        for info in infos:
+            if info.type == pafs.FileType.Directory and info.base_name.startswith(_EPOCH_PREFIX):
+                suffix = info.base_name.removeprefix(_EPOCH_PREFIX)
+                if suffix.isdigit():
+                    epochs.append(int(suffix))
+        return epochs
+
+    def _load(self, epoch: int) -> Checkpoint | None:
+        path = f"{self.root}/{self.epoch_dir(epoch)}/{_METADATA}"
+        try:
+            with self._fs.open_input_file(path) as source:
+                return msgspec.json.decode(source.read(), type=Checkpoint)
+        except (FileNotFoundError, OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return None
+
+    def _intact(self, checkpoint: Checkpoint) -> bool:
+        files = [a.state for a in checkpoint.aggregates if a.state is not None]
+        files += [ahead.rows for ahead in checkpoint.write_ahead]
+        try:
+            for state in files:
+                self.read_table(state)
+        except TornSnapshotError:
+            return False
+        return True
