@@ -144,6 +144,60 @@ def _add_trace(commands: Any) -> None:
     trace.set_defaults(func=_trace)
 
 
+def _verify(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from cluster.verify import (  # noqa: PLC0415
+        EndOffsets,
+        budget_end_offsets,
+        delivery_of,
+        fixed_end_offsets,
+        print_report,
+        report_dict,
+        verify_run,
+    )
+
+    overrides = _parse_set(args.set)
+    if args.max_events is not None:
+        overrides["runtime.max_events"] = args.max_events
+    config = load_config(args.config, overrides)
+    end_offsets: EndOffsets = budget_end_offsets
+    if args.end_offsets_from is not None:
+        try:
+            loaded = json.loads(Path(args.end_offsets_from).read_text(encoding="utf-8"))
+            end_offsets = fixed_end_offsets({int(p): int(end) for p, end in loaded.items()})
+        except (OSError, ValueError, AttributeError) as error:
+            raise ConfigError(
+                f"--end-offsets-from {args.end_offsets_from}: expected a JSON object {{partition: end offset}} "
+                f"({error})"
+            ) from None
+    report = asyncio.run(verify_run(config, end_offsets, start_time_ms=args.start_time_ms))
+    delivery = delivery_of(config)
+    if args.json:
+        print(json.dumps(report_dict(report, delivery), indent=2))
+    else:
+        print_report(Console(), report, delivery)
+    return 0 if report.ok_for(delivery) else 1
+
+
+def _add_verify(commands: Any) -> None:
+    verify = commands.add_parser(
+        "verify", help="check a finished run: lost, duplicated, out-of-order, aborted-read events; windows"
+    )
+    verify.add_argument("config", help="the pipeline config the run used")
+    verify.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="the overrides the run used")
+    verify.add_argument("--max-events", type=int, default=None, help="the event budget the run used")
+    verify.add_argument(
+        "--end-offsets-from", default=None, metavar="PATH", help="JSON {partition: end offset} of the input read"
+    )
+    verify.add_argument(
+        "--start-time-ms", type=int, default=None, help="generator event time of offset 0, if the run chose it"
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(func=_verify)
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="pipeline config (YAML), e.g. configs/orders.yaml")
     parser.add_argument("--max-events", type=int, default=None, help="stop after this many events in total")
@@ -175,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_validate)
     _add_produce(commands)
     _add_trace(commands)
+    _add_verify(commands)
     _add_optional_commands(commands)
     return parser
 
