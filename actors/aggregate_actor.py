@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from actors.epoch_outputs import FlushingOutput, Output
+from actors.faults import crash_if_planned
 from actors.metrics import PipelineMetrics
 from actors.outputs import open_dead_letter, open_result_sinks
-from actors.recovery import recover_kafka_outputs
+from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import AggregateProgress
 from actors.source_actor import END_OF_INPUT, NO_WATERMARK
 from actors.telemetry import Telemetry
@@ -157,6 +158,10 @@ class AggregateActor:
         rows: int = state.num_rows
         return rows
 
+    def fence_outputs(self) -> None:
+        """Exactly-once: fence the producers of the actor this one replaces (see :mod:`actors.recovery`)."""
+        fence_kafka_outputs([*self._sinks, self._late_output])
+
     def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
         """Exactly-once: redo this slot's Kafka transactions of ``epoch`` that never committed; rows re-emitted."""
         if self._store is None:
@@ -194,10 +199,17 @@ class AggregateActor:
         groups = self._groups.key_groups(keys.to_batches()[0])
         return state.append_column(_KEY_GROUP, pa.array(groups, pa.int32()))
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Outputs written from now on belong to ``epoch`` (set once at start; :meth:`complete` moves it on)."""
+        for output in [*self._sinks, self._late_output]:
+            output.begin_epoch(epoch)
+
     def complete(self, epoch: int) -> AggregateProgress:
-        """``epoch`` is complete: commit the outputs prepared at its barrier."""
+        """``epoch`` is complete: commit the outputs prepared at its barrier; what follows is ``epoch + 1``."""
+        crash_if_planned(self._config, "before_commit", self._slot, epoch)
         for output in [*self._sinks, self._late_output]:
             output.commit()
+            output.begin_epoch(epoch + 1)
         return self.progress()
 
     @property

@@ -41,6 +41,9 @@ STAGING = "_staging"
 class Output(Sink, Protocol):
     """A sink that takes part in checkpoints (see the module docstring)."""
 
+    def begin_epoch(self, epoch: int) -> None:
+        """What is written from now on belongs to ``epoch`` (until its :meth:`prepare`)."""
+
     def prepare(self, epoch: int) -> tuple[list[PendingFile], pa.Table | None]: ...
 
     def commit(self) -> None: ...
@@ -54,6 +57,9 @@ class FlushingOutput:
 
     def write(self, rows: Rows) -> None:
         self.sink.write(rows)
+
+    def begin_epoch(self, epoch: int) -> None:
+        return None
 
     def flush(self) -> None:
         self.sink.flush()
@@ -88,6 +94,9 @@ class StagedFileOutput:
         if self._sink is None:
             self._sink = self._open_sink(str(self._staging), f"{self._writer}-s{self._sequence:05d}")
         self._sink.write(rows)
+
+    def begin_epoch(self, epoch: int) -> None:
+        return None
 
     def flush(self) -> None:
         """Nothing becomes visible before the epoch commits; files are made durable at :meth:`prepare`."""
@@ -130,6 +139,11 @@ class TransactionalKafkaOutput:
         self.sink.write(rows)
         self._rows.append(rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows]))
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Every record of the epoch carries ``eventray.slot`` and ``eventray.epoch`` headers, so a checker can
+        tell which transaction wrote it (``eventray verify``: aborted reads)."""
+        self.sink.producer.extra_headers = [("eventray.slot", self.slot.encode()), ("eventray.epoch", b"%d" % epoch)]
+
     def flush(self) -> None:
         """Records are acknowledged at :meth:`prepare`; they are visible to read_committed readers at commit."""
 
@@ -148,6 +162,7 @@ class TransactionalKafkaOutput:
 
     def redo(self, rows: pa.Table, epoch: int) -> None:
         """Write an epoch's rows again in a new transaction with its marker, and commit (recovery)."""
+        self.begin_epoch(epoch)
         self.write(rows)
         self.prepare(epoch)
         self.commit()

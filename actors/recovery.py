@@ -10,7 +10,19 @@ from actors.kafka.commit_markers import read_committed_markers
 from pipelines.checkpoint_store import CheckpointStore, WriteAhead
 from pipelines.config import PipelineConfig
 
-__all__ = ["recover_kafka_outputs"]
+__all__ = ["fence_kafka_outputs", "recover_kafka_outputs"]
+
+
+def fence_kafka_outputs(outputs: Sequence[Output]) -> None:
+    """Open a transaction on every exactly-once Kafka output: this waits for the producer id, so the broker has
+    fenced the dead actor's producer of the same slot and aborted its open transaction.
+
+    The Supervisor fences every slot before any slot reads commit markers: one dead slot's open transaction
+    holds back the last stable offset of the marker topic for all readers, hiding later committed markers.
+    """
+    for output in outputs:
+        if isinstance(output, TransactionalKafkaOutput):
+            output.sink.producer.begin_transaction()
 
 
 def recover_kafka_outputs(
@@ -19,15 +31,12 @@ def recover_kafka_outputs(
     """Re-emit, in a new transaction with its marker, every write-ahead of ``epoch`` whose slot has no committed
     marker for it; return the rows re-emitted. Synchronous (runs on a thread of the actor).
 
-    Each slot's producer first opens a transaction, which waits for its producer id: the broker has then
-    fenced the dead actor's producer and aborted its open transaction, so that one can no longer commit behind
-    our back, and the markers read afterwards are final.
+    Every slot of the topology must have been fenced first (:func:`fence_kafka_outputs`), so no dead producer
+    can commit behind our back and the markers read here are final.
     """
     transactional = [output for output in outputs if isinstance(output, TransactionalKafkaOutput)]
     if not transactional or config.kafka is None:
         return 0
-    for output in transactional:
-        output.sink.producer.begin_transaction()
     committed = asyncio.run(read_committed_markers(config.kafka, config.name))
     by_slot = {ahead.slot: ahead for ahead in write_ahead}
     redone = 0

@@ -12,10 +12,11 @@ import pyarrow.compute as pc
 
 from actors.downstream import Downstream
 from actors.epoch_outputs import Output
+from actors.faults import crash_if_planned
 from actors.metrics import PipelineMetrics
 from actors.outputs import open_dead_letter, open_result_sinks
 from actors.reader_set import ReaderSet
-from actors.recovery import recover_kafka_outputs
+from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import SourceProgress
 from actors.telemetry import BatchTrace, Telemetry
 from pipelines.checkpoint_store import CheckpointStore, PendingFile, SourceSnapshot, WriteAhead
@@ -117,6 +118,10 @@ class SourceActor:
         self._dead_lettered = 0
         self._committed: dict[int, int] = {}
 
+    async def fence_outputs(self) -> None:
+        """Exactly-once: fence the producers of the actor this one replaces (see :mod:`actors.recovery`)."""
+        await asyncio.to_thread(fence_kafka_outputs, [*self._sinks, self._dead_letter])
+
     async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
         """Exactly-once: redo this slot's Kafka transactions of ``epoch`` that never committed; rows re-emitted."""
         if self._store is None:
@@ -169,11 +174,18 @@ class SourceActor:
             raise
         return SourceBarrier(snapshot, pending, ahead)
 
+    async def begin_epoch(self, epoch: int) -> None:
+        """Outputs written from now on belong to ``epoch`` (set once at start; :meth:`complete` moves it on)."""
+        for output in [*self._sinks, self._dead_letter]:
+            output.begin_epoch(epoch)
+
     async def complete(self, epoch: int) -> SourceProgress:
-        """``epoch`` is complete: commit its outputs and offsets, then resume reading."""
+        """``epoch`` is complete: commit its outputs and offsets, then resume reading (epoch ``epoch + 1``)."""
+        crash_if_planned(self._config, "before_commit", self._slot, epoch)
         try:
             for output in [*self._sinks, self._dead_letter]:
                 await asyncio.to_thread(output.commit)
+                output.begin_epoch(epoch + 1)
             self._committed.update(await self._inputs.commit())
         finally:
             if self._reading.locked():

@@ -96,3 +96,12 @@ def print_summary(console: Console, summary: RunSummary) -> None:
     if outputs:
         console.print(f"  results in       {outputs}")
     console.print(f"  dead letters in  {summary.dead_letter_path}")
+    if summary.checkpoints:
+        notes = [f"{summary.checkpoints} epochs completed"]
+        if summary.resumed_from is not None:
+            notes.append(f"resumed from checkpoint {summary.resumed_from} of an earlier run")
+        if summary.recoveries_s:
+            notes.append(
+                f"recovered from {len(summary.recoveries_s)} actor failures (slowest {max(summary.recoveries_s):.1f} s)"
+            )
+        console.print(f"  checkpoints      {'; '.join(notes)}")

@@ -71,6 +71,10 @@ class EpochRunner:
             self._next_epoch = max(self._next_epoch, self._store.latest_epoch() + 1)
         self._last_s = time.monotonic()
 
+    @property
+    def next_epoch(self) -> int:
+        return self._next_epoch
+
     def due(self) -> bool:
         return time.monotonic() - self._last_s >= self._interval_s
 

@@ -82,6 +82,9 @@ class SourceHandle:
     async def add_partitions(self, partitions: list[int]) -> None:
         await self.actor.add_partitions.remote(partitions)
 
+    async def begin_epoch(self, epoch: int) -> None:
+        await self.actor.begin_epoch.remote(epoch)
+
     async def checkpoint(self, epoch: int) -> SourceBarrier:
         result: SourceBarrier = await self.actor.checkpoint.remote(epoch)
         return result
@@ -89,6 +92,9 @@ class SourceHandle:
     async def complete(self, epoch: int) -> SourceProgress:
         result: SourceProgress = await self.actor.complete.remote(epoch)
         return result
+
+    async def fence_outputs(self) -> None:
+        await self.actor.fence_outputs.remote()
 
     async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
         result: int = await self.actor.recover_outputs.remote(epoch, write_ahead)
@@ -116,6 +122,9 @@ class AggregateHandle:
         result: int = await self.actor.restore.remote(snapshots)
         return result
 
+    async def begin_epoch(self, epoch: int) -> None:
+        await self.actor.begin_epoch.remote(epoch)
+
     async def checkpoint(self, epoch: int) -> AggregateSnapshot:
         result: AggregateSnapshot = await self.actor.checkpoint.remote(epoch)
         return result
@@ -123,6 +132,9 @@ class AggregateHandle:
     async def complete(self, epoch: int) -> AggregateProgress:
         result: AggregateProgress = await self.actor.complete.remote(epoch)
         return result
+
+    async def fence_outputs(self) -> None:
+        await self.actor.fence_outputs.remote()
 
     async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
         result: int = await self.actor.recover_outputs.remote(epoch, write_ahead)

@@ -55,6 +55,8 @@ class RunSummary:
     dead_letter_path: str = ""
     recoveries_s: list[float] = field(default_factory=list)  # one per actor death survived
     checkpoints: int = 0  # epochs completed
+    resumed_from: int | None = None  # the checkpoint of an earlier, unfinished run this one resumed from
+    reemitted_rows: int = 0  # exactly-once rows of an epoch whose commit a crash interrupted, written again
 
 
 def merge_previews(aggregates: list[AggregateProgress], console: ConsoleSinkConfig | None) -> list[dict[str, Any]]:

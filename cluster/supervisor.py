@@ -71,6 +71,8 @@ class Supervisor:
         self._owned: list[list[int]] = []
         self._attempt = 0
         self._recovering_since: float | None = None
+        self._resumed_from: Checkpoint | None = None
+        self._reemitted_rows = 0  # exactly-once outputs of an uncommitted epoch, written again at recovery
         self.recoveries: list[float] = []  # seconds from noticing a death to the restored topology running
 
     async def run(self) -> RunSummary:
@@ -78,7 +80,7 @@ class Supervisor:
 
         Resumes from the last checkpoint of an unfinished earlier run of the same pipeline, if there is one.
         """
-        checkpoint = self._resume_point()
+        checkpoint = self._resumed_from = self._resume_point()
         if checkpoint is None and not isinstance(self._config.source, KafkaSourceConfig):
             # A replayable input is read again from its start: its output replaces the last run's. A Kafka
             # source resumes after its committed offsets, so the earlier output is kept (files are per run).
@@ -104,12 +106,12 @@ class Supervisor:
         if not recoverable or len(self.recoveries) >= limit:
             raise PipelineFailed(f"pipeline {self._config.name!r} failed: {error}") from None
         assert self._store is not None
-        return self._store.latest()
+        return self._store.latest(allow_fallback=self._config.delivery != "exactly_once")
 
     def _resume_point(self) -> Checkpoint | None:
         if self._store is None:
             return None
-        latest = self._store.latest()
+        latest = self._store.latest(allow_fallback=self._config.delivery != "exactly_once")
         if latest is None or latest.finished:
             return None
         log.warning("pipeline %s resumes from checkpoint %d of run %s", self._config.name, latest.epoch, latest.run_id)
@@ -139,9 +141,15 @@ class Supervisor:
         await self._spawn(checkpoint)
         if checkpoint is not None:
             await asyncio.gather(*(aggregate.restore(checkpoint.aggregates) for aggregate in self._aggregates))
-            handles: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]
-            await asyncio.gather(*(h.recover_outputs(checkpoint.epoch, checkpoint.write_ahead) for h in handles))
+            restored: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]
+            await asyncio.gather(*(handle.fence_outputs() for handle in restored))  # all, before any reads markers
+            redone = await asyncio.gather(
+                *(h.recover_outputs(checkpoint.epoch, checkpoint.write_ahead) for h in restored)
+            )
+            self._reemitted_rows += sum(redone)
         self._epochs.restarted(checkpoint)
+        handles: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]
+        await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in handles))
         self._runs = [asyncio.ensure_future(self._await(source.start())) for source in self._sources]
         if self._recovering_since is not None:
             self.recoveries.append(time.monotonic() - self._recovering_since)
@@ -279,6 +287,8 @@ class Supervisor:
             dead_letter_path=_describe(self._config.dead_letter),
             recoveries_s=list(self.recoveries),
             checkpoints=self._epochs.completed,
+            resumed_from=self._resumed_from.epoch if self._resumed_from else None,
+            reemitted_rows=self._reemitted_rows,
         )
 
 

@@ -15,6 +15,7 @@ immutable); :meth:`prune` keeps the newest ``keep`` complete epochs.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 
 import msgspec
@@ -33,6 +34,8 @@ __all__ = [
     "TornSnapshotError",
     "WriteAhead",
 ]
+
+log = logging.getLogger(__name__)
 
 _METADATA = "_checkpoint.json"
 _EPOCH_PREFIX = "epoch-"
@@ -162,12 +165,28 @@ class CheckpointStore:
             out.write(msgspec.json.encode(checkpoint))
         self._fs.move(temporary, f"{directory}/{_METADATA}")
 
-    def latest(self) -> Checkpoint | None:
-        """The newest complete checkpoint whose files are all intact; torn ones are skipped (and reported)."""
+    def latest(self, allow_fallback: bool = True) -> Checkpoint | None:
+        """The newest complete checkpoint whose files are all intact.
+
+        A complete checkpoint with a torn file (corrupted after it was written: files are written before the
+        metadata, so a crash mid-write leaves only an incomplete epoch, which is ignored) is skipped with a
+        warning when ``allow_fallback``; otherwise :class:`TornSnapshotError` is raised, because that epoch's
+        outputs were committed and restoring an older one would emit them again (exactly-once would break).
+        """
         for epoch in sorted(self._epochs(), reverse=True):
             checkpoint = self._load(epoch)
-            if checkpoint is not None and self._intact(checkpoint):
+            if checkpoint is None:
+                continue
+            torn = self._torn(checkpoint)
+            if torn is None:
                 return checkpoint
+            if not allow_fallback:
+                raise TornSnapshotError(
+                    f"checkpoint {epoch} of {self.root} is torn ({torn}); its outputs were committed, so an older "
+                    "checkpoint cannot be restored exactly once. Operator action: restore the file from a backup, "
+                    "or run once with delivery: at_least_once (duplicates, no loss)"
+                )
+            log.warning("checkpoint %d is torn (%s); falling back to an older one", epoch, torn)
         return None
 
     def latest_epoch(self) -> int:
@@ -206,12 +225,13 @@ class CheckpointStore:
         except (FileNotFoundError, OSError, msgspec.DecodeError, msgspec.ValidationError):
             return None
 
-    def _intact(self, checkpoint: Checkpoint) -> bool:
+    def _torn(self, checkpoint: Checkpoint) -> str | None:
+        """What is wrong with the checkpoint's files, or None when every one is intact."""
         files = [a.state for a in checkpoint.aggregates if a.state is not None]
         files += [ahead.rows for ahead in checkpoint.write_ahead]
         try:
             for state in files:
                 self.read_table(state)
-        except TornSnapshotError:
-            return False
-        return True
+        except TornSnapshotError as error:
+            return str(error)
+        return None

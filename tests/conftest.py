@@ -1,4 +1,5 @@
-"""Test-session set-up shared by every test.
+"""Test-session set-up shared by every test: the auth mode, and one local Ray cluster and one Kafka broker per
+session for the integration and chaos tests (started only when a test asks for them).
 
 ``RAY_AUTH_MODE`` is set here, before anything imports Ray, so this process and every process it starts
 (``ray start``, the CLI, job drivers) use the same mode (DESIGN section 7).
@@ -9,3 +10,47 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from collections.abc import Iterator
+
+import pytest
+import ray
+
+from tests.integration.kafka_fixtures import kafka_bootstrap
+from tests.integration.ray_cluster import LocalRayCluster, start_local_cluster
+
+__all__ = ["kafka_bootstrap", "ray_cluster", "ray_driver"]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRayCluster]:
+    cluster = start_local_cluster(tmp_path_factory.mktemp("ray"))
+    try:
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_driver(ray_cluster: LocalRayCluster) -> LocalRayCluster:
+    """This test process joined to the session's cluster as a driver."""
+    if not ray.is_initialized():
+        ray.init(address=ray_cluster.address, namespace="eventray", logging_level="WARNING")
+    return ray_cluster
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--chaos-events",
+        type=int,
+        default=120_000,
+        help="events per chaos run (default 120,000, sized for CI; e.g. 1000000 for a long soak)",
+    )
+
+
+@pytest.fixture
+def chaos_events(request: pytest.FixtureRequest) -> int:
+    events: int = request.config.getoption("--chaos-events")
+    return events

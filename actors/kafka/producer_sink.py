@@ -43,6 +43,7 @@ class KafkaTopicProducer:
         self._pending: list[Future[list[asyncio.Future[Any]]]] = []
         self._transactional = transactional_id is not None
         self._in_transaction = False
+        self.extra_headers: list[tuple[str, bytes]] = []  # added to every record (exactly-once: slot and epoch)
         options = client_options(connection)
         self._producer = self._loop.run(
             _started_producer(
@@ -60,7 +61,7 @@ class KafkaTopicProducer:
     def send(self, records: list[OutgoingRecord]) -> None:
         if records:
             self.begin_transaction()
-            self._pending.append(self._loop.submit(self._send_batched(records)))
+            self._pending.append(self._loop.submit(self._send_batched(records, list(self.extra_headers))))
 
     def send_to(self, topic: str, key: bytes, value: bytes) -> None:
         """One record to another topic, in the same transaction (commit markers)."""
@@ -88,7 +89,9 @@ class KafkaTopicProducer:
             self._loop.run(self._producer.commit_transaction())
             self._in_transaction = False
 
-    async def _send_batched(self, records: list[OutgoingRecord]) -> list[asyncio.Future[Any]]:
+    async def _send_batched(
+        self, records: list[OutgoingRecord], extra_headers: list[tuple[str, bytes]]
+    ) -> list[asyncio.Future[Any]]:
         """Records grouped by partition into producer batches: one future per batch, not per record (the
         per-record ``send`` was the top cost of the aggregate actor, benchmarks/PROFILE.md)."""
         by_partition: dict[int, list[OutgoingRecord]] = {}
@@ -102,10 +105,11 @@ class KafkaTopicProducer:
         for partition, group in by_partition.items():
             batch = self._producer.create_batch()
             for record in group:
-                if batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers) is None:
+                headers = record.headers + extra_headers if extra_headers else record.headers
+                if batch.append(key=record.key, value=record.value, timestamp=None, headers=headers) is None:
                     deliveries.append(await self._producer.send_batch(batch, self.topic, partition=partition))
                     batch = self._producer.create_batch()
-                    batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers)
+                    batch.append(key=record.key, value=record.value, timestamp=None, headers=headers)
             deliveries.append(await self._producer.send_batch(batch, self.topic, partition=partition))
         return deliveries
 

@@ -39,8 +39,14 @@ class InProcessAggregate:
     async def restore(self, snapshots: list[AggregateSnapshot]) -> int:
         return self.actor.restore(snapshots)
 
+    async def fence_outputs(self) -> None:
+        self.actor.fence_outputs()
+
     async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
         return self.actor.recover_outputs(epoch, write_ahead)
+
+    async def begin_epoch(self, epoch: int) -> None:
+        self.actor.begin_epoch(epoch)
 
     async def checkpoint(self, epoch: int) -> AggregateSnapshot:
         self._owner.checkpoints += 1
@@ -76,8 +82,14 @@ class InProcessSource:
     async def add_partitions(self, partitions: list[int]) -> None:
         await self.actor.add_partitions(partitions)
 
+    async def fence_outputs(self) -> None:
+        await self.actor.fence_outputs()
+
     async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
         return await self.actor.recover_outputs(epoch, write_ahead)
+
+    async def begin_epoch(self, epoch: int) -> None:
+        await self.actor.begin_epoch(epoch)
 
     async def checkpoint(self, epoch: int) -> SourceBarrier:
         return await self.actor.checkpoint(epoch)

@@ -1,0 +1,91 @@
+"""The checkpoint store and the restore plan: complete vs incomplete epochs, torn files, pruning, limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from cluster.restore_plan import plan_source_starts
+from pipelines.checkpoint_store import (
+    AggregateSnapshot,
+    Checkpoint,
+    CheckpointStore,
+    SourceSnapshot,
+    TornSnapshotError,
+)
+
+
+def checkpoint_of(store: CheckpointStore, epoch: int, rows: int = 100) -> Checkpoint:
+    state = store.write_table(epoch, "state-aggregate-0", pa.table({"k": [f"k{i}" for i in range(rows)]}))
+    return Checkpoint(
+        epoch=epoch,
+        run_id="r",
+        created_at_s=0.0,
+        started_at_s=1.0,
+        start_time_ms=2,
+        partitions=2,
+        sources=[SourceSnapshot("s0", {0: 10 * epoch, 1: 5 * epoch}, {0: 1_000}, {0: 100})],
+        aggregates=[AggregateSnapshot("a0", [0, 1], 500, state)],
+    )
+
+
+def test_only_epochs_with_metadata_are_complete_and_the_newest_wins(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), "p")
+    assert store.latest() is None
+    store.commit(checkpoint_of(store, 1))
+    store.commit(checkpoint_of(store, 2))
+    checkpoint_of(store, 3)  # files written, metadata never: a crash mid-epoch
+
+    latest = store.latest()
+
+    assert latest is not None and latest.epoch == 2
+    assert latest.positions == {0: 20, 1: 10}
+    assert store.latest_epoch() == 3, "the next epoch is numbered after every one begun"
+    assert store.read_table(latest.aggregates[0].state).num_rows == 100  # type: ignore[arg-type]
+
+
+def test_a_torn_file_is_detected_skipped_at_least_once_and_refused_exactly_once(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), "p")
+    store.commit(checkpoint_of(store, 1))
+    store.commit(checkpoint_of(store, 2))
+    state = tmp_path / "p" / "epoch-000002" / "state-aggregate-0.arrow"
+    state.write_bytes(state.read_bytes()[:100])
+
+    fallback = store.latest(allow_fallback=True)
+
+    assert fallback is not None and fallback.epoch == 1
+    with pytest.raises(TornSnapshotError, match="Operator action"):
+        store.latest(allow_fallback=False)
+
+
+def test_prune_keeps_the_newest_complete_epochs(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), "p")
+    for epoch in range(1, 6):
+        store.commit(checkpoint_of(store, epoch))
+    checkpoint_of(store, 6)
+
+    store.prune(keep=2)
+
+    kept = sorted(path.name for path in (tmp_path / "p").iterdir())
+    assert kept == ["epoch-000004", "epoch-000005", "epoch-000006"], "the unfinished newer epoch is not touched"
+
+
+def test_metadata_is_replaced_atomically_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), "p")
+    store.commit(checkpoint_of(store, 1))
+
+    assert [path.name for path in (tmp_path / "p" / "epoch-000001").iterdir() if "tmp" in path.name] == []
+
+
+def test_restore_plan_starts_restored_partitions_at_their_offsets_and_keeps_their_limits(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), "p")
+    checkpoint = checkpoint_of(store, 3)  # partition 0 at 30 of 100; partition 1 at 15, unbounded
+
+    starts = plan_source_starts([[0], [1, 2]], {0: 100, 1: 100, 2: 100}, checkpoint, ["a", "b"])
+
+    assert starts[0].restored is not None and starts[0].restored.positions == {0: 30}
+    assert starts[0].limits == {0: 70}, "a bounded partition still stops at its recorded end"
+    assert starts[1].limits == {1: None, 2: 100}, "unbounded stays unbounded; an unknown partition starts fresh"
+    assert plan_source_starts([[0]], {0: 5}, None, ["a"])[0].limits == {0: 5}
