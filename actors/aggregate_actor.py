@@ -1,4 +1,5 @@
-"""AggregateActor: owns a set of key groups and their window state; emits closed windows to its sinks."""
+"""AggregateActor: owns a set of key groups and their keyed state (windows, upsert table, dedup or a process
+function); emits what the operator emits to its sinks."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from actors.source_actor import END_OF_INPUT, NO_WATERMARK
 from actors.telemetry import Telemetry
 from pipelines.checkpoint_store import AggregateSnapshot, CheckpointStore, PendingFile, WriteAhead
 from pipelines.config import PipelineConfig
+from pipelines.keyed_stage import open_keyed_operator
 from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
 from pipelines.records import DEAD_LETTER_SCHEMA
 from pipelines.sinks import ConsoleSink
-from pipelines.windows import open_windows
 
 __all__ = ["AggregateActor"]
 
@@ -31,12 +32,14 @@ _KEY_GROUP = "_key_group"
 
 
 class AggregateActor:
-    """Keyed window state for the key groups it owns.
+    """Keyed state of the key groups it owns, held by the pipeline's one keyed operator
+    (:func:`~pipelines.keyed_stage.open_keyed_operator`).
 
     Contract: calls are processed one at a time, in the order each sender sent them. The watermark is the
     minimum over senders; a window is emitted once, when that watermark passes its end, and rows that arrive
     for an emitted window go to the dead-letter output as ``late`` (never dropped). When every sender has
-    finished, every open window is emitted.
+    finished, every open window is emitted. Rows the operator drops on purpose (an upsert's stale versions,
+    dedup's duplicates) are counted in ``dropped_intended`` and written nowhere.
 
     Checkpoints: the Supervisor calls :meth:`checkpoint` once every sender is paused at the barrier and
     everything it sent was processed (aligned), so the snapshot holds exactly the effect of the epoch's input;
@@ -48,19 +51,18 @@ class AggregateActor:
         self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str | None = None
     ) -> None:
         """``slot``: the actor's stable place in the topology (``aggregate-<index>``), naming its transactions."""
-        if config.aggregate is None:
-            raise ValueError("AggregateActor needs a pipeline with an aggregate")
+        stage = config.keyed_stage
+        if stage is None:
+            raise ValueError("AggregateActor needs a pipeline with a keyed stage (aggregate or keyed)")
         self._config = config
         self._actor_id = actor_id
         self._slot = slot or actor_id
         self.key_groups = key_groups
-        self._groups = KeyGroupRouter(
-            config.aggregate.key, config.runtime.max_key_groups, [0] * config.runtime.max_key_groups
-        )
+        self._groups = KeyGroupRouter(stage.key, config.runtime.max_key_groups, [0] * config.runtime.max_key_groups)
         self._store = CheckpointStore(config.checkpoint.uri, config.name) if config.checkpoint else None
         self._pipeline = config.name
         self._carry_trace = compile_pipeline(config).carries_trace
-        self._windows = open_windows(config.aggregate, carry_trace=self._carry_trace)
+        self._operator = open_keyed_operator(config, carry_trace=self._carry_trace)
         self._telemetry = Telemetry(config, actor_id)
         self._metrics = PipelineMetrics(config.name)
         self._sender_watermarks = [NO_WATERMARK] * senders
@@ -70,6 +72,8 @@ class AggregateActor:
         self._events_in = 0
         self._windows_emitted = 0
         self._late_events = 0
+        self._dropped_intended = 0
+        self._busy_s = 0.0
 
     def process(
         self, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None = None
@@ -82,7 +86,9 @@ class AggregateActor:
         try:
             return self._process(sender, batch, watermark_ms, trace_context)
         finally:
-            self._metrics.aggregate(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self._busy_s += seconds
+            self._metrics.aggregate(seconds)
 
     def _process(
         self, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None
@@ -100,7 +106,8 @@ class AggregateActor:
                 traces = batch.schema.get_field_index("_traceparent")
                 batch = batch.set_column(traces, "_traceparent", batch_trace.carry(batch.column(traces)))
             self._events_in += batch.num_rows
-            added = self._windows.add(batch)
+            added = self._operator.add(batch)
+            self._dropped_intended += added.intended_drops
             if added.output is not None:
                 self._emit(added.output)
             if added.late is not None:
@@ -120,7 +127,7 @@ class AggregateActor:
             self._sender_watermarks[sender] = max(self._sender_watermarks[sender], watermark_ms)
         watermark = self._watermark()
         if watermark is not None:
-            self._emit(self._windows.advance(watermark))
+            self._emit(self._operator.advance(watermark))
 
     def _watermark(self) -> int | None:
         """The minimum over active senders; when every sender is idle, the maximum they reached (as Flink's
@@ -137,7 +144,7 @@ class AggregateActor:
         self._sender_watermarks[sender] = END_OF_INPUT
         self._idle_senders.discard(sender)
         if self.done:
-            self._emit(self._windows.flush())
+            self._emit(self._operator.flush())
         return self.progress()
 
     def restore(self, snapshots: list[AggregateSnapshot]) -> int:
@@ -149,12 +156,12 @@ class AggregateActor:
         tables = [table for table in tables if table.num_rows]
         watermark = max((snapshot.watermark_ms for snapshot in snapshots), default=NO_WATERMARK)
         if not tables:
-            self._windows.restore(self._windows.snapshot(), watermark)
+            self._operator.restore(self._operator.snapshot(), watermark)
             return 0
         state = pa.concat_tables(tables)
         owned = pc.is_in(state.column(_KEY_GROUP), pa.array(self.key_groups, pa.int32()))
         state = state.filter(owned).drop_columns([_KEY_GROUP]).replace_schema_metadata(tables[0].schema.metadata)
-        self._windows.restore(state, watermark)
+        self._operator.restore(state, watermark)
         rows: int = state.num_rows
         return rows
 
@@ -172,7 +179,7 @@ class AggregateActor:
         """Snapshot the owned key groups' state (rows tagged with their key group) and prepare the outputs."""
         state_file = None
         if self._store is not None:
-            state = self._windows.snapshot()
+            state = self._operator.snapshot()
             state_file = self._store.write_table(epoch, f"state-{self._slot}", self._with_key_groups(state))
         pending: list[PendingFile] = []
         ahead: list[WriteAhead] = []
@@ -185,7 +192,7 @@ class AggregateActor:
         return AggregateSnapshot(
             actor_id=self._actor_id,
             key_groups=list(self.key_groups),
-            watermark_ms=self._windows.watermark_ms,
+            watermark_ms=self._operator.watermark_ms,
             state=state_file,
             pending_files=pending,
             write_ahead=ahead,
@@ -195,7 +202,7 @@ class AggregateActor:
         """``state`` with each row's key group, so a restore can take the rows of the groups it owns."""
         if state.num_rows == 0:
             return state.append_column(_KEY_GROUP, pa.array([], pa.int32()))
-        keys = state.select([self._config.aggregate.key if self._config.aggregate else ""]).combine_chunks()
+        keys = state.select([self._operator.key]).combine_chunks()
         groups = self._groups.key_groups(keys.to_batches()[0])
         return state.append_column(_KEY_GROUP, pa.array(groups, pa.int32()))
 
@@ -231,9 +238,11 @@ class AggregateActor:
             events_in=self._events_in,
             windows_emitted=self._windows_emitted,
             late_events=self._late_events,
+            dropped_intended=self._dropped_intended,
             watermark_ms=NO_WATERMARK if (watermark := self._watermark()) is None else watermark,
             done=self.done,
             preview=preview,
+            busy_s=self._busy_s,
         )
 
     def _emit(self, closed: pa.Table | None) -> None:
@@ -246,7 +255,7 @@ class AggregateActor:
 
     def _write_late(self, late: pa.RecordBatch) -> None:
         self._late_events += late.num_rows
-        reason = f"late event: its window had closed (watermark {self._windows.watermark_ms} ms)"
+        reason = f"late event: its window had closed (watermark {self._operator.watermark_ms} ms)"
         self._write_rejected(late, reason, "late")
 
     def _write_rejected(self, late: pa.RecordBatch, reason: str, error_type: str) -> None:

@@ -20,6 +20,7 @@ class SourceProgress:
     end_offsets: dict[int, int]
     done: bool
     committed: dict[int, int] = field(default_factory=dict)
+    busy_s: float = 0.0  # time spent handling batches since the actor started (for busy ratios)
 
     @property
     def lag_records(self) -> int:
@@ -28,7 +29,12 @@ class SourceProgress:
 
 @dataclass(frozen=True)
 class AggregateProgress:
-    """Counters of one AggregateActor, and the top rows of its latest closed window."""
+    """Counters of one AggregateActor, and the top rows of its latest closed window.
+
+    ``windows_emitted`` counts every result row written to the sinks (window results, an upsert's changelog
+    rows, dedup's survivors, a process function's rows). ``dropped_intended`` counts rows the keyed operator
+    dropped on purpose: an upsert's stale versions and dedup's duplicates (not dead-lettered).
+    """
 
     actor_id: str
     events_in: int
@@ -37,3 +43,5 @@ class AggregateProgress:
     watermark_ms: int
     done: bool
     preview: list[dict[str, Any]] = field(default_factory=list)
+    dropped_intended: int = 0
+    busy_s: float = 0.0  # time spent processing batches since the actor started (for busy ratios)

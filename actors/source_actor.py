@@ -94,15 +94,13 @@ class SourceActor:
         self._inputs = ReaderSet(config, f"{config.name}-{actor_id}", started_at_s, start_time_ms)
         self._downstream = downstream
         self._router: KeyGroupRouter | None = None
-        aggregate = config.aggregate
-        if aggregate is not None:
+        stage = config.keyed_stage
+        if stage is not None:
             if downstream is None or owner_of_group is None:
-                raise ValueError("a pipeline with an aggregate needs a downstream and owner_of_group")
-            self._router = KeyGroupRouter(aggregate.key, config.runtime.max_key_groups, owner_of_group)
+                raise ValueError("a pipeline with a keyed stage needs a downstream and owner_of_group")
+            self._router = KeyGroupRouter(stage.key, config.runtime.max_key_groups, owner_of_group)
         self._telemetry = Telemetry(config, actor_id)
-        self._sinks: list[Output] = (
-            [] if aggregate else open_result_sinks(config, actor_id, self._slot, self._telemetry)
-        )
+        self._sinks: list[Output] = [] if stage else open_result_sinks(config, actor_id, self._slot, self._telemetry)
         self._dead_letter = open_dead_letter(config, actor_id, self._slot, self._telemetry)
         self._metrics = PipelineMetrics(config.name)
         breaker = config.circuit_breaker
@@ -117,6 +115,7 @@ class SourceActor:
         self._events_out = 0
         self._dead_lettered = 0
         self._committed: dict[int, int] = {}
+        self._busy_s = 0.0
 
     async def fence_outputs(self) -> None:
         """Exactly-once: fence the producers of the actor this one replaces (see :mod:`actors.recovery`)."""
@@ -179,8 +178,9 @@ class SourceActor:
         for output in [*self._sinks, self._dead_letter]:
             output.begin_epoch(epoch)
 
-    async def complete(self, epoch: int) -> SourceProgress:
-        """``epoch`` is complete: commit its outputs and offsets, then resume reading (epoch ``epoch + 1``)."""
+    async def complete(self, epoch: int, resume: bool = True) -> SourceProgress:
+        """``epoch`` is complete: commit its outputs and offsets, then resume reading (epoch ``epoch + 1``);
+        with ``resume`` False stay paused (a rescale replaces this actor from the checkpoint)."""
         crash_if_planned(self._config, "before_commit", self._slot, epoch)
         try:
             for output in [*self._sinks, self._dead_letter]:
@@ -188,7 +188,7 @@ class SourceActor:
                 output.begin_epoch(epoch + 1)
             self._committed.update(await self._inputs.commit())
         finally:
-            if self._reading.locked():
+            if resume and self._reading.locked():
                 self._reading.release()
         return self.progress()
 
@@ -228,6 +228,7 @@ class SourceActor:
             end_offsets={reader.partition: reader.end_offset() for reader in readers},
             done=self._done,
             committed=dict(self._committed),
+            busy_s=self._busy_s,
         )
 
     async def _open_pending(self) -> None:
@@ -273,10 +274,9 @@ class SourceActor:
         try:
             await self._process(partition, raw)
         finally:
-            self._metrics.batch(
-                raw.topic, len(raw), self._events_out - events_out, self._dead_lettered - dead,
-                time.perf_counter() - started,
-            )  # fmt: skip
+            seconds = time.perf_counter() - started
+            self._busy_s += seconds
+            self._metrics.batch(raw.topic, len(raw), self._events_out - events_out, self._dead_lettered - dead, seconds)
 
     async def _process(self, partition: int, raw: RawBatch) -> None:
         decoded = self._compiled.decode(raw)
@@ -341,13 +341,13 @@ class SourceActor:
     def _watermark(self) -> int | None:
         """The minimum over partitions of (max event time - allowed disorder), or None when idle.
 
-        Exhausted partitions, and partitions with no valid event for ``aggregate.idle_timeout_ms``, do not
-        hold the watermark back (a quiet partition must not stall every window). When every open partition
+        Exhausted partitions, and partitions with no valid event for the keyed stage's ``idle_timeout_ms``, do
+        not hold the watermark back (a quiet partition must not stall every window). When every open partition
         is idle the source is idle (None) and the aggregate leaves it out of its minimum.
         """
-        aggregate = self._config.aggregate
-        disorder = aggregate.max_out_of_order_ms if aggregate else 0
-        idle_s = (aggregate.idle_timeout_ms if aggregate else 0) / 1000
+        stage = self._config.keyed_stage
+        disorder = stage.max_out_of_order_ms if stage else 0
+        idle_s = (stage.idle_timeout_ms if stage else 0) / 1000
         now = time.monotonic()
         open_partitions = [reader.partition for reader in self._inputs.readers if not reader.exhausted]
         if not open_partitions:

@@ -36,7 +36,7 @@ from benchmarks.systems import SUPPORTED, SYSTEMS
 from benchmarks.workloads import WORKLOADS, Expected, expected_output, prefill_topic
 from cluster.kafka_dev import DevBrokerConfig, bootstrap_from_env, start_broker, stop_broker
 
-__all__ = ["main"]
+__all__ = ["dev_broker", "main"]
 
 FULL_EVENTS = 1_000_000
 QUICK_EVENTS = 200_000
@@ -89,7 +89,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 @contextmanager
-def _broker(work: Path) -> Iterator[tuple[str, int | None, str]]:
+def dev_broker(work: Path) -> Iterator[tuple[str, int | None, str]]:
     """(bootstrap, broker pid or None, description): KAFKA_BOOTSTRAP if set, else a dev broker we start."""
     external = bootstrap_from_env()
     if external is not None:
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = _machine()
     with tempfile.TemporaryDirectory(prefix="eventray-bench-") as temporary:
         work = Path(temporary)
-        with _broker(work) as (bootstrap, broker_pid, broker_description):
+        with dev_broker(work) as (bootstrap, broker_pid, broker_description):
             print(f"broker: {broker_description}", flush=True)
             session = Session(mode, events, bootstrap, broker_pid, work, Inputs(bootstrap, uuid.uuid4().hex[:6]))
             results: list[RunResult] = []

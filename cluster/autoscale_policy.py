@@ -50,6 +50,7 @@ Parameters (:class:`AutoscaleConfig`, defaults in brackets):
 * ``scale_up_reaction_s`` [30]: a higher recommendation must hold this long before scaling up.
 * ``scale_down_stabilization_s`` [300]: scale down to the highest recommendation of this window.
 * ``cooldown_s`` [60]: minimum time between two rescales of the same kind.
+* ``interval_s`` [5]: time between two ticks of the policy in the Supervisor (KEDA's ``pollingInterval``: 30 s).
 
 Worst-case reaction to a burst: one tick to measure the rate + ``scale_up_reaction_s`` (+ what remains of
 ``cooldown_s`` if a rescale just happened).
@@ -85,42 +86,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pydantic import Field, model_validator
-
 from cluster.lag import Observations
-from pipelines.config_base import ConfigModel
+from pipelines.autoscale_config import AutoscaleConfig
 
 __all__ = ["AutoscaleConfig", "Desired", "PolicyState", "Recommendation", "decide"]
-
-
-class AutoscaleConfig(ConfigModel):
-    """Bounds, targets and timings of the autoscaling policy (see the module docstring for each field)."""
-
-    min_source_actors: int = Field(default=1, ge=1, description="fewest SourceActors")
-    max_source_actors: int = Field(default=8, ge=1, description="most SourceActors (partitions cap it too)")
-    min_aggregate_actors: int = Field(default=1, ge=1, description="fewest AggregateActors")
-    max_aggregate_actors: int = Field(default=8, ge=1, description="most AggregateActors (key groups cap it too)")
-    target_drain_s: float = Field(default=60.0, gt=0, description="drain a backlog within this many seconds")
-    target_source_busy_ratio: float = Field(default=0.8, gt=0, le=1, description="sources sized to be this busy")
-    target_aggregate_busy_ratio: float = Field(default=0.7, gt=0, le=1, description="aggregates sized this busy")
-    lag_threshold_records: int = Field(
-        default=10_000, ge=1, description="target lag per source actor until capacity is measured (KEDA)"
-    )
-    activation_lag_records: int = Field(default=1_000, ge=0, description="at or below: lag adds no actors")
-    tolerance: float = Field(default=0.1, ge=0, lt=1, description="ignore recommendations this close (ratio)")
-    scale_up_reaction_s: float = Field(default=30.0, ge=0, description="a need must last this long to scale up")
-    scale_down_stabilization_s: float = Field(
-        default=300.0, ge=0, description="scale down to the highest recommendation of this window"
-    )
-    cooldown_s: float = Field(default=60.0, ge=0, description="minimum time between rescales of one kind")
-
-    @model_validator(mode="after")
-    def _bounds_ordered(self) -> AutoscaleConfig:
-        for kind in ("source", "aggregate"):
-            low, high = getattr(self, f"min_{kind}_actors"), getattr(self, f"max_{kind}_actors")
-            if low > high:
-                raise ValueError(f"min_{kind}_actors ({low}) must not exceed max_{kind}_actors ({high})")
-        return self
 
 
 @dataclass(frozen=True)

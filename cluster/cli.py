@@ -235,11 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optional_commands(commands: Any) -> None:
+    from cluster.demo import add_demo_commands  # noqa: PLC0415
     from cluster.k8s.cli import add_k8s_commands  # noqa: PLC0415
     from cluster.kafka_dev.cli import add_kafka_commands  # noqa: PLC0415
+    from cluster.lag_command import add_lag_command  # noqa: PLC0415
 
     add_kafka_commands(commands)
     add_k8s_commands(commands)
+    add_demo_commands(commands)
+    add_lag_command(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -92,6 +92,8 @@ def print_summary(console: Console, summary: RunSummary) -> None:
         f"  late events      {progress.late_events:>12,}  (in the dead-letter output too)\n"
         f"  lag at the end   {progress.lag_records:>12,}"
     )
+    if progress.dropped_intended:
+        console.print(f"  dropped          {progress.dropped_intended:>12,}  stale versions or duplicates, on purpose")
     outputs = ", ".join(output for output in summary.outputs if output != "console")
     if outputs:
         console.print(f"  results in       {outputs}")

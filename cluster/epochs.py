@@ -84,8 +84,11 @@ class EpochRunner:
         aggregates: Sequence[AggregateHandle],
         run: RunIdentity,
         finished: bool = False,
+        hold: bool = False,
     ) -> Checkpoint | None:
-        """Run one epoch end to end (see the module docstring); return its checkpoint when checkpoints are on."""
+        """Run one epoch end to end (see the module docstring); return its checkpoint when checkpoints are on.
+
+        ``hold``: sources stay paused after committing (a rescale replaces them from this checkpoint)."""
         epoch = self._next_epoch
         self._next_epoch += 1
         started = time.monotonic()
@@ -109,7 +112,7 @@ class EpochRunner:
             )
             await asyncio.to_thread(self._store.commit, checkpoint)
         await asyncio.gather(*(aggregate.complete(epoch) for aggregate in aggregates))
-        await asyncio.gather(*(source.complete(epoch) for source in sources))
+        await asyncio.gather(*(source.complete(epoch, resume=not hold) for source in sources))
         if self._store is not None and self._config.checkpoint is not None:
             await asyncio.to_thread(self._store.prune, self._config.checkpoint.keep)
         duration_s = time.monotonic() - started

@@ -89,8 +89,8 @@ class SourceHandle:
         result: SourceBarrier = await self.actor.checkpoint.remote(epoch)
         return result
 
-    async def complete(self, epoch: int) -> SourceProgress:
-        result: SourceProgress = await self.actor.complete.remote(epoch)
+    async def complete(self, epoch: int, resume: bool = True) -> SourceProgress:
+        result: SourceProgress = await self.actor.complete.remote(epoch, resume)
         return result
 
     async def fence_outputs(self) -> None:
@@ -199,6 +199,10 @@ class ActorFactory(Protocol):
         """Whether ``error`` (from a handle call) means an actor died, so the run can recover."""
         ...
 
+    def nodes(self) -> int:
+        """Alive nodes of the cluster (the autoscaling record shows them)."""
+        ...
+
 
 class RayActors:
     """Actors on Ray, with the options of :mod:`cluster.remote`; named ``<pipeline>-<actor id>``."""
@@ -240,6 +244,10 @@ class RayActors:
 
     def died(self, error: BaseException) -> bool:
         return actor_died(error)
+
+    def nodes(self) -> int:
+        alive: list[bool] = [bool(node.get("Alive")) for node in ray.nodes()]  # type: ignore[no-untyped-call]
+        return sum(alive)
 
 
 class SupervisorHandle:

@@ -249,17 +249,16 @@ def samples_from_progress(
 ) -> LagSamples:
     """Samples from the progress reports actors already return (positions, end offsets, event counters).
 
-    Those reports carry neither event times nor busy time, so time lag is estimated from the input rate and
-    busy ratios are unknown until actors report busy seconds.
+    Those reports carry no event times, so time lag is estimated from the input rate; busy ratios come from the
+    busy seconds each actor reports.
     """
     partitions = tuple(
         PartitionSample(topic, partition, report.end_offsets.get(partition, position), position)
         for report in sources
         for partition, position in sorted(report.positions.items())
     )
-    actors = tuple(ActorSample(report.actor_id, "source", report.events_in) for report in sources) + tuple(
-        ActorSample(report.actor_id, "aggregate", report.events_in) for report in aggregates
-    )
+    actors = tuple(ActorSample(report.actor_id, "source", report.events_in, report.busy_s) for report in sources)
+    actors += tuple(ActorSample(report.actor_id, "aggregate", report.events_in, report.busy_s) for report in aggregates)
     return LagSamples(partitions=partitions, actors=actors, key_groups=key_groups)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.reports import AggregateProgress, SourceProgress
+from cluster.autoscaler import AutoscalePoint, Rescale
 from pipelines.config import ConsoleSinkConfig
 from pipelines.windows import WINDOW_START
 
@@ -24,6 +25,8 @@ class RunProgress:
     sources_done: int
     sources: int
     aggregates: int
+    dropped_intended: int = 0  # an upsert's stale versions, dedup's duplicates: dropped on purpose, written nowhere
+    autoscale: AutoscalePoint | None = None  # the latest autoscaling tick, when runtime.autoscale is on
 
     @classmethod
     def of(cls, sources: list[SourceProgress], aggregates: list[AggregateProgress], elapsed_s: float) -> RunProgress:
@@ -38,6 +41,7 @@ class RunProgress:
             sources_done=sum(source.done for source in sources),
             sources=len(sources),
             aggregates=len(aggregates),
+            dropped_intended=sum(aggregate.dropped_intended for aggregate in aggregates),
         )
 
     @property
@@ -57,6 +61,8 @@ class RunSummary:
     checkpoints: int = 0  # epochs completed
     resumed_from: int | None = None  # the checkpoint of an earlier, unfinished run this one resumed from
     reemitted_rows: int = 0  # exactly-once rows of an epoch whose commit a crash interrupted, written again
+    autoscale_timeline: list[AutoscalePoint] = field(default_factory=list)
+    rescales: list[Rescale] = field(default_factory=list)
 
 
 def merge_previews(aggregates: list[AggregateProgress], console: ConsoleSinkConfig | None) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from actors.epoch_outputs import commit_pending_files, discard_staged_files
@@ -23,7 +24,15 @@ from actors.kafka.admin import partition_count as kafka_partition_count
 from actors.kafka.commit_markers import commit_marker_topic
 from actors.metrics import PipelineMetrics
 from actors.reports import AggregateProgress, SourceProgress
-from cluster.assignment import assign_key_groups, assign_partitions, owner_of_group, partition_limits
+from cluster.assignment import (
+    assign_key_groups,
+    assign_partitions,
+    moved_items,
+    owner_of_group,
+    partition_limits,
+    rebalance,
+)
+from cluster.autoscaler import Autoscaler, Rescale
 from cluster.epochs import EpochRunner, RunIdentity
 from cluster.handles import ActorFactory, AggregateHandle, RayActors, SourceHandle
 from cluster.restore_plan import plan_source_starts
@@ -68,7 +77,17 @@ class Supervisor:
         self._finished_sources: list[SourceProgress] = []
         self._final_aggregates: list[AggregateProgress] = []
         self._partitions = 0
-        self._owned: list[list[int]] = []
+        self._owned: list[list[int]] = []  # partitions per source actor (index = sender index)
+        self._groups: list[list[int]] = []  # key groups per aggregate actor
+        self._source_count = config.runtime.source_actors
+        self._aggregate_count = config.runtime.aggregate_actors
+        autoscale = config.runtime.autoscale
+        topic = getattr(config.source, "topic", config.source.type)
+        self._autoscaler = (
+            None
+            if autoscale is None
+            else Autoscaler(autoscale, topic, config.runtime.max_key_groups, self._run_started_s)
+        )
         self._attempt = 0
         self._recovering_since: float | None = None
         self._resumed_from: Checkpoint | None = None
@@ -124,7 +143,48 @@ class Supervisor:
     async def progress(self) -> RunProgress:
         sources = await asyncio.gather(*(source.progress() for source in self._sources))
         aggregates = await asyncio.gather(*(aggregate.progress() for aggregate in self._aggregates))
-        return RunProgress.of(list(sources), list(aggregates), time.time() - self._run_started_s)
+        progress = RunProgress.of(list(sources), list(aggregates), time.time() - self._run_started_s)
+        if self._autoscaler is not None and self._autoscaler.timeline:
+            progress = replace(progress, autoscale=self._autoscaler.timeline[-1])
+        return progress
+
+    async def _autoscale(self) -> bool:
+        """One policy tick; rescale at a checkpoint boundary when it wants other counts. True if it rescaled."""
+        assert self._autoscaler is not None
+        sources = list(await asyncio.gather(*(source.progress() for source in self._sources)))
+        aggregates = list(await asyncio.gather(*(aggregate.progress() for aggregate in self._aggregates)))
+        desired, _ = self._autoscaler.tick(sources, aggregates, self._actors.nodes())
+        aggregate_target = desired.aggregate_actors if self._aggregates else self._aggregate_count
+        if (desired.source_actors, aggregate_target) == (len(self._sources), self._aggregate_count):
+            self._metrics.actors("source", len(self._sources), desired.source_actors)
+            return False
+        await self._rescale(desired.source_actors, aggregate_target, desired.reason)
+        return True
+
+    async def _rescale(self, source_count: int, aggregate_count: int, reason: str) -> None:
+        """Checkpoint with every source held at the barrier (nothing is read after it), then start the new
+        topology from that checkpoint with sticky assignments: only the partitions and key groups that must
+        move change owner. No event is lost or processed twice across it (outputs up to the barrier are
+        committed, reading resumes exactly at the checkpoint's offsets)."""
+        started = time.monotonic()
+        log.warning("pipeline %s rescales: %s", self._config.name, reason)
+        checkpoint = await self._epochs.run_epoch(self._sources, self._aggregates, self._identity(), hold=True)
+        before_owned, before_groups = [list(p) for p in self._owned], [list(g) for g in self._groups]
+        before = (len(self._sources), len(self._aggregates))
+        self._abandon()
+        self._source_count, self._aggregate_count = source_count, aggregate_count
+        await self._start(checkpoint)
+        assert self._autoscaler is not None
+        self._autoscaler.record(
+            Rescale(
+                at_s=time.time() - self._run_started_s,
+                sources=(before[0], len(self._sources)),
+                aggregates=(before[1], len(self._aggregates)),
+                moved_partitions=moved_items(before_owned, self._owned),
+                moved_key_groups=moved_items(before_groups, self._groups) if self._groups else 0,
+                duration_s=time.monotonic() - started,
+            )
+        )
 
     def shutdown(self) -> None:
         """Kill the actors of this run (after :meth:`run` returned, or to abandon it)."""
@@ -154,10 +214,8 @@ class Supervisor:
         if self._recovering_since is not None:
             self.recoveries.append(time.monotonic() - self._recovering_since)
             self._recovering_since = None
-        self._metrics.actors("source", len(self._sources), self._config.runtime.source_actors)
-        self._metrics.actors(
-            "aggregate", len(self._aggregates), self._config.runtime.aggregate_actors if self._aggregates else 0
-        )
+        self._metrics.actors("source", len(self._sources), self._source_count)
+        self._metrics.actors("aggregate", len(self._aggregates), self._aggregate_count if self._aggregates else 0)
 
     async def _finish(self) -> None:
         """Every source is done: a final epoch makes every output durable and committed, then actors close."""
@@ -192,6 +250,9 @@ class Supervisor:
                 failed.result()  # raises the source's error
             if self._epochs.due():
                 await self._epochs.run_epoch(self._sources, self._aggregates, self._identity())
+            ticking = self._autoscaler is not None and self._autoscaler.due() and not (frozen or stopped)
+            if ticking and await self._autoscale():
+                runs = self._runs  # a rescale replaced the topology
             elapsed = time.time() - self._run_started_s
             # freeze/stop errors are ignored: a source that failed reports its own error through its run
             if not frozen and duration is not None and elapsed >= duration:
@@ -251,14 +312,23 @@ class Supervisor:
         await self._create_output_topics(partitions)
         owners: list[int] | None = None
         suffix = f"{self._run_id}-{self._attempt}"
-        if config.aggregate is not None:
-            groups = assign_key_groups(runtime.max_key_groups, runtime.aggregate_actors)
-            owners = owner_of_group(groups, runtime.max_key_groups)
-            senders = min(runtime.source_actors, partitions)
-            for index, owned in enumerate(groups):
+        # sticky: after a rescale every partition and key group stays with its owner's index unless it must move
+        self._owned = (
+            rebalance(self._owned, self._source_count)
+            if self._owned and sum(map(len, self._owned)) == partitions
+            else assign_partitions(partitions, self._source_count)
+        )
+        if config.keyed_stage is not None:
+            self._groups = (
+                rebalance(self._groups, self._aggregate_count)
+                if self._groups
+                else assign_key_groups(runtime.max_key_groups, self._aggregate_count)
+            )
+            owners = owner_of_group(self._groups, runtime.max_key_groups)
+            senders = len(self._owned)
+            for index, owned in enumerate(self._groups):
                 actor_id = f"aggregate-{index}-{suffix}"
                 self._aggregates.append(self._actors.aggregate(config, actor_id, owned, senders, f"aggregate-{index}"))
-        self._owned = assign_partitions(partitions, runtime.source_actors)
         actor_ids = [f"source-{index}-{suffix}" for index in range(len(self._owned))]
         starts = plan_source_starts(
             self._owned, partition_limits(partitions, runtime.max_events), checkpoint, actor_ids
@@ -289,6 +359,8 @@ class Supervisor:
             checkpoints=self._epochs.completed,
             resumed_from=self._resumed_from.epoch if self._resumed_from else None,
             reemitted_rows=self._reemitted_rows,
+            autoscale_timeline=list(self._autoscaler.timeline) if self._autoscaler else [],
+            rescales=list(self._autoscaler.rescales) if self._autoscaler else [],
         )
 
 

@@ -8,6 +8,7 @@ what is allowed.
 from __future__ import annotations
 
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipelines.autoscale_config import AutoscaleConfig
 from pipelines.config_base import ConfigModel
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import (
@@ -34,10 +36,12 @@ from pipelines.kafka_config import (
     KafkaSinkConfig,
     KafkaSourceConfig,
 )
+from pipelines.state_config import DedupConfig, KeyedProcessConfig, UpsertConfig
 
 __all__ = [
     "AggregateConfig",
     "AggregationConfig",
+    "BurstConfig",
     "CheckpointConfig",
     "ConsoleSinkConfig",
     "DeadLetterConfig",
@@ -49,6 +53,8 @@ __all__ = [
     "GeneratorSourceConfig",
     "HoppingWindowConfig",
     "JsonlSinkConfig",
+    "KeyedConfig",
+    "KeyedStage",
     "MaskOp",
     "OperatorConfig",
     "ParquetSinkConfig",
@@ -118,6 +124,14 @@ class SchemaConfig(_Model):
         return self
 
 
+class BurstConfig(_Model):
+    """``factor`` times the base rate from ``start_s`` for ``duration_s`` seconds (seconds after the run start)."""
+
+    start_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    factor: float = Field(gt=0, description="e.g. 5: five times the base rate")
+
+
 class GeneratorSourceConfig(_Model):
     """The built-in, replayable event generator: event i of partition p is a pure function of (seed, p, i)."""
 
@@ -135,6 +149,13 @@ class GeneratorSourceConfig(_Model):
     skus: int = Field(default=500, ge=1)
     max_out_of_order_ms: int = Field(default=500, ge=0, description="event-time jitter, bounded")
     start_time_ms: int | None = Field(default=None, ge=0, description="event time of offset 0; null: run start")
+    bursts: list[BurstConfig] = Field(default_factory=list, description="rate bursts (autoscaling demos)")
+
+    @model_validator(mode="after")
+    def _bursts_need_a_rate(self) -> GeneratorSourceConfig:
+        if self.bursts and self.rate_per_s is None:
+            raise ValueError("bursts multiply rate_per_s: set a rate_per_s (not null) or remove bursts")
+        return self
 
 
 class FileSourceConfig(_Model):
@@ -292,6 +313,25 @@ class AggregateConfig(_Model):
         return self
 
 
+KeyedConfig = UpsertConfig | DedupConfig | KeyedProcessConfig
+
+
+@dataclass(frozen=True)
+class KeyedStage:
+    """What the actors need of a pipeline's keyed stage, whichever operator it is: the column that routes rows
+    to key groups, and the watermark settings of the sources.
+
+    ``key_field`` is where the key is configured (``aggregate.key``, ``keyed.key``, ``keyed.id_column``), for
+    error messages; ``kind`` is ``windows``, ``upsert``, ``dedup`` or ``process``.
+    """
+
+    kind: Literal["windows", "upsert", "dedup", "process"]
+    key: str
+    key_field: str
+    max_out_of_order_ms: int
+    idle_timeout_ms: int
+
+
 class ConsoleSinkConfig(_Model):
     type: Literal["console"] = "console"
     top: int = Field(default=10, ge=1, le=1_000, description="rows shown at the end, ranked by sort_by")
@@ -375,18 +415,28 @@ class RuntimeConfig(_Model):
         ge=0,
         description="Ray CPU reservation per source/aggregate actor (scheduling, not a limit)",
     )
+    autoscale: AutoscaleConfig | None = Field(
+        default=None, description="lag-driven rescaling of source/aggregate actors (needs checkpoints)"
+    )
     duration_s: float | None = Field(default=30.0, gt=0, description="stop reading after this; null: unbounded")
     max_events: int | None = Field(default=None, ge=1, description="stop after this many events")
 
 
 class PipelineConfig(_Model):
-    """One pipeline: source -> decode/validate -> operators -> optional keyed aggregate -> sinks."""
+    """One pipeline: source -> decode/validate -> operators -> optional keyed stage -> sinks.
+
+    The keyed stage is either ``aggregate`` (event-time windows) or ``keyed`` (an upsert table, dedup or a
+    process function, told apart by ``type``), never both; :attr:`keyed_stage` is the view of either one.
+    """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
     source: SourceConfig
     schema_: SchemaConfig = Field(alias="schema")
     operators: list[OperatorConfig] = Field(default_factory=list)
     aggregate: AggregateConfig | None = None
+    keyed: KeyedConfig | None = Field(
+        default=None, discriminator="type", description="upsert, dedup or process; instead of aggregate"
+    )
     sinks: list[SinkConfig] = Field(default_factory=lambda: [ConsoleSinkConfig()])  # type: ignore[arg-type]
     dead_letter: Annotated[DeadLetterConfig | KafkaDeadLetterConfig, Field(discriminator="type")] = Field(
         default_factory=DeadLetterConfig
@@ -414,8 +464,19 @@ class PipelineConfig(_Model):
         return sinks
 
     @model_validator(mode="after")
+    def _one_keyed_stage(self) -> PipelineConfig:
+        if self.aggregate is not None and self.keyed is not None:
+            raise ValueError(
+                "aggregate and keyed are both set, but a pipeline has one keyed stage: keep aggregate for "
+                f"event-time windows or keyed ({self.keyed.type}) for the {self.keyed.type} operator, and remove "
+                "the other"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _capacity(self) -> PipelineConfig:
-        if self.aggregate is not None and self.runtime.aggregate_actors > self.runtime.max_key_groups:
+        stage = self.keyed_stage
+        if stage is not None and self.runtime.aggregate_actors > self.runtime.max_key_groups:
             raise ValueError(
                 f"runtime.aggregate_actors ({self.runtime.aggregate_actors}) exceeds runtime.max_key_groups "
                 f"({self.runtime.max_key_groups}): an actor would own no key group"
@@ -424,11 +485,36 @@ class PipelineConfig(_Model):
         uses_kafka = uses_kafka or any(isinstance(sink, KafkaSinkConfig) for sink in self.sinks)
         if uses_kafka and self.kafka is None:
             raise ValueError("Kafka sources and sinks need a kafka section (at least: kafka: {})")
+        if self.runtime.autoscale is not None and self.checkpoint is None:
+            raise ValueError("runtime.autoscale rescales at checkpoints: remove checkpoint: null")
         if self.delivery == "exactly_once" and self.checkpoint is None:
             raise ValueError("delivery: exactly_once needs checkpoints (remove checkpoint: null)")
-        if self.aggregate is not None and self.schema_.event_time_field is None:
-            raise ValueError("aggregate needs schema.event_time_field (windows are on event time)")
+        if stage is not None and self.schema_.event_time_field is None:
+            why = {
+                "windows": "windows are on event time",
+                "upsert": "versions are ordered by event time",
+                "dedup": "ids expire by event time",
+                "process": "timers fire on the event-time watermark",
+            }[stage.kind]
+            section = "aggregate" if stage.kind == "windows" else f"keyed ({stage.kind})"
+            raise ValueError(f"{section} needs schema.event_time_field ({why})")
         return self
+
+    @property
+    def keyed_stage(self) -> KeyedStage | None:
+        """The keyed stage (``aggregate`` or ``keyed``) as the actors see it; None for a stateless pipeline."""
+        if self.aggregate is not None:
+            aggregate = self.aggregate
+            return KeyedStage(
+                "windows", aggregate.key, "aggregate.key", aggregate.max_out_of_order_ms, aggregate.idle_timeout_ms
+            )
+        keyed = self.keyed
+        if keyed is None:
+            return None
+        if isinstance(keyed, DedupConfig):
+            return KeyedStage("dedup", keyed.id_column, "keyed.id_column", keyed.max_out_of_order_ms,
+                              keyed.idle_timeout_ms)  # fmt: skip
+        return KeyedStage(keyed.type, keyed.key, "keyed.key", keyed.max_out_of_order_ms, keyed.idle_timeout_ms)
 
     @property
     def group_id(self) -> str:
@@ -448,6 +534,9 @@ def format_validation_error(error: ValidationError, source: str) -> str:
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field (check the spelling; see configs/ for examples)"
+        if item["type"] == "union_tag_not_found":
+            tags = ", ".join(_tagged_members(_annotation_at(item["loc"])))
+            message = f"{message}: write type: one of {tags}" if tags else message
         lines.append(f"  {path}: {message}")
     return "\n".join(lines)
 
@@ -466,6 +555,15 @@ def _without_union_tags(loc: tuple[int | str, ...]) -> list[int | str]:
         path.append(part)
         annotation = _child_annotation(annotation, part)
     return path
+
+
+def _annotation_at(loc: tuple[int | str, ...]) -> Any:
+    """The annotation of the field at ``loc`` (tags included, as pydantic reports them); None when unknown."""
+    annotation: Any = PipelineConfig
+    for part in loc:
+        members = _tagged_members(annotation)
+        annotation = members[part] if isinstance(part, str) and part in members else _child_annotation(annotation, part)
+    return annotation
 
 
 def _tagged_members(annotation: Any) -> dict[str, type[BaseModel]]:

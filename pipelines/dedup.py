@@ -44,6 +44,10 @@ class Deduplicated(Added):
     def duplicates_dropped(self) -> int:
         return 0 if self.duplicates is None else self.duplicates.num_rows
 
+    @property
+    def intended_drops(self) -> int:
+        return self.duplicates_dropped
+
 
 class Dedup:
     """Keyed by the id column; implements :class:`KeyedOperator`.

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import GeneratorSourceConfig
+from pipelines.rate_profile import RateProfile
 
 __all__ = [
     "EVENT_TYPE_WEIGHTS",
@@ -90,7 +91,11 @@ def event_times(config: GeneratorSourceConfig, partition: int, offsets: np.ndarr
     """Intended event time of each offset: evenly spaced at the per-partition rate, minus bounded jitter."""
     rate = config.rate_per_s if config.rate_per_s is not None else config.event_time_rate_per_s
     per_partition = rate / config.partitions
-    spaced = start_ms + np.floor(offsets * (1000.0 / per_partition)).astype(np.int64)
+    if config.bursts:
+        arrival_s = RateProfile(per_partition, config.bursts).arrival_s(offsets)
+        spaced = start_ms + np.floor(arrival_s * 1000.0).astype(np.int64)
+    else:
+        spaced = start_ms + np.floor(offsets * (1000.0 / per_partition)).astype(np.int64)
     jitter = _stream(config.seed, partition, offsets, salt=7) % np.uint64(config.max_out_of_order_ms + 1)
     times: np.ndarray = spaced - jitter.astype(np.int64)
     return times

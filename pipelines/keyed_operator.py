@@ -41,6 +41,12 @@ class Added:
     late: pa.RecordBatch | None = None
     no_event_time: pa.RecordBatch | None = None
 
+    @property
+    def intended_drops(self) -> int:
+        """Rows the operator dropped on purpose (an upsert's stale versions, dedup's duplicates): the caller
+        counts them and writes them nowhere. None here; operators that drop rows override it."""
+        return 0
+
 
 class KeyedOperator(Protocol):
     """Keyed state driven by batches and watermarks.

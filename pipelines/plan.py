@@ -1,7 +1,8 @@
-"""A pipeline config compiled into the pieces that run: decoder, operator chain, window aggregate.
+"""A pipeline config compiled into the pieces that run: decoder, operator chain, keyed stage.
 
-:func:`compile_pipeline` checks every name along the way (operators' columns, the aggregate key and inputs,
-sort columns of sinks) so a wrong config fails before any actor starts, with the field path and the choices.
+:func:`compile_pipeline` checks every name along the way (operators' columns, the keyed stage's key and
+inputs, sort columns of sinks) so a wrong config fails before any actor starts, with the field path and the
+choices.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pipelines.codecs import DecodedBatch, Decoder, JsonDecoder
 from pipelines.config import ConsoleSinkConfig, PipelineConfig
 from pipelines.errors import ConfigError, ExpressionError
 from pipelines.kafka_config import KafkaSinkConfig
+from pipelines.keyed_stage import open_keyed_operator
 from pipelines.operators import Operator, apply_all, build_operators
 from pipelines.records import RawBatch
 from pipelines.schema import EventSchema
+from pipelines.state_config import DedupConfig, KeyedProcessConfig, UpsertConfig
 from pipelines.windows import IS_FINAL, WINDOW_END, WINDOW_START, AggregationPlan
 
 __all__ = ["CompiledPipeline", "compile_pipeline"]
@@ -48,7 +51,14 @@ class CompiledPipeline:
 
     @property
     def result_columns(self) -> tuple[str, ...]:
-        """Columns of what reaches the sinks: window results, or the operators' output."""
+        """Columns of what reaches the sinks: window results, or the operators' output (also for an upsert
+        table, whose changelog rows are input rows, and dedup, which passes input rows through).
+
+        Empty for a process function: its rows are whatever user code returns, known only when it runs, so
+        sink columns are not checked at compile time for it.
+        """
+        if isinstance(self.config.keyed, KeyedProcessConfig):
+            return ()
         aggregate = self.config.aggregate
         if aggregate is None:
             return self.output_columns
@@ -63,19 +73,25 @@ def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
     operators, columns = build_operators(config.operators, schema.batch_schema.names)
     compiled = CompiledPipeline(config, schema, _decoder(schema), tuple(operators), tuple(columns))
     _check_aggregate(config, columns)
-    _check_sinks(config, compiled.result_columns)
+    _check_keyed(config, columns)
+    if not isinstance(config.keyed, KeyedProcessConfig):
+        _check_sinks(config, compiled.result_columns)
     _dry_run(compiled)
     return compiled
 
 
 def _dry_run(compiled: CompiledPipeline) -> None:
-    """Run the operators and the aggregation on an empty batch of the decoded schema: a type error (``amount >
-    'abc'``, ``sum`` of a string column) fails here, naming the place, instead of in an actor at run time."""
+    """Run the operators and the keyed stage on an empty batch of the decoded schema: a type error (``amount >
+    'abc'``, ``sum`` of a string column, a delete column that is no boolean) fails here, naming the place,
+    instead of in an actor at run time."""
     empty = pa.RecordBatch.from_pylist([], schema=compiled.schema.batch_schema)
     try:
         events = apply_all(compiled.operators, empty)
     except (ExpressionError, pa.ArrowException) as error:
         raise ConfigError(f"operators: {error}") from None
+    if compiled.config.keyed is not None:
+        _dry_run_keyed(compiled, events)
+        return
     aggregate = compiled.config.aggregate
     if aggregate is None:
         return
@@ -91,6 +107,28 @@ def _dry_run(compiled: CompiledPipeline) -> None:
         plan.merge(plan.partial_aggregate(rows))
     except pa.ArrowException as error:
         raise ConfigError(f"aggregate.aggregations: {error} (check each aggregation's column type)") from None
+
+
+def _dry_run_keyed(compiled: CompiledPipeline, events: pa.RecordBatch) -> None:
+    """Build the keyed operator (a process function is imported here: a wrong path fails now) and feed it the
+    empty batch, snapshot included."""
+    keyed = compiled.config.keyed
+    if isinstance(keyed, UpsertConfig) and keyed.delete_column is not None:
+        kind = events.schema.field(keyed.delete_column).type
+        if kind != pa.bool_():
+            raise ConfigError(
+                f"keyed.delete_column: column {keyed.delete_column!r} is {kind}, not bool (true deletes the key); "
+                'derive a boolean column, e.g. op: derive, expr: event_type == "ItemDeleted"'
+            )
+    try:
+        operator = open_keyed_operator(compiled.config, carry_trace=compiled.carries_trace)
+    except ConfigError as error:
+        raise ConfigError(f"keyed.function: {error}") from None
+    try:
+        operator.add(events)
+        operator.snapshot()
+    except pa.ArrowException as error:
+        raise ConfigError(f"keyed: {error} (check the types of the key and id columns)") from None
 
 
 def _decoder(schema: EventSchema) -> Decoder:
@@ -122,6 +160,25 @@ def _check_aggregate(config: PipelineConfig, columns: list[str]) -> None:
             raise ConfigError(
                 f"aggregate.aggregations.{name}.column: unknown column {aggregation.column!r}; available: {columns}"
             )
+
+
+def _check_keyed(config: PipelineConfig, columns: list[str]) -> None:
+    """The keyed section's columns exist after the operators; upsert and dedup also need ``_timestamp``."""
+    keyed = config.keyed
+    stage = config.keyed_stage
+    if keyed is None or stage is None:
+        return
+    named = [(stage.key_field, stage.key)]
+    if isinstance(keyed, UpsertConfig) and keyed.delete_column is not None:
+        named.append(("keyed.delete_column", keyed.delete_column))
+    for field, column in named:
+        if column not in columns:
+            raise ConfigError(f"{field}: unknown column {column!r}; available: {columns}")
+    if isinstance(keyed, UpsertConfig | DedupConfig) and "_timestamp" not in columns:
+        raise ConfigError(
+            f"keyed: the operators dropped _timestamp, which {keyed.type} needs (event time orders versions and "
+            "expires ids); keep it in select"
+        )
 
 
 def _check_sinks(config: PipelineConfig, result_columns: tuple[str, ...]) -> None:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from pipelines.config import FileSourceConfig, GeneratorSourceConfig, SourceConfig
 from pipelines.errors import ConfigError
 from pipelines.generator import generate_events
+from pipelines.rate_profile import RateProfile
 from pipelines.records import RawBatch
 
 __all__ = [
@@ -83,6 +84,8 @@ class GeneratorReader:
         self._started_at_s = started_at_s
         self._start_time_ms = start_time_ms
         self._clock = clock
+        rate = config.rate_per_s
+        self._profile = RateProfile(rate / config.partitions, config.bursts) if rate and config.bursts else None
 
     async def fetch(self, max_records: int) -> RawBatch | None:
         end = min(self.position + max_records, self.end_offset(), self._limit)
@@ -105,7 +108,8 @@ class GeneratorReader:
         if self._config.rate_per_s is None:
             return self._limit
         per_partition = self._config.rate_per_s / self._config.partitions
-        arrived = int(max(0.0, self._clock() - self._started_at_s) * per_partition)
+        elapsed_s = max(0.0, self._clock() - self._started_at_s)
+        arrived = int(self._profile.arrived(elapsed_s) if self._profile else elapsed_s * per_partition)
         return min(arrived, self._limit)
 
     async def freeze(self) -> None:

@@ -48,6 +48,10 @@ class Upserted(Added):
 
     stale: pa.RecordBatch | None = None
 
+    @property
+    def intended_drops(self) -> int:
+        return 0 if self.stale is None else self.stale.num_rows
+
 
 class UpsertTable:
     """Keyed state holding the newest version of each key; implements :class:`KeyedOperator`.

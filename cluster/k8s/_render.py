@@ -84,7 +84,7 @@ def worker_bounds(config: PipelineConfig, options: RenderOptions) -> WorkerBound
     if options.slots_per_worker < 1:
         raise ConfigError(f"--slots-per-worker must be at least 1, got {options.slots_per_worker}")
     runtime = config.runtime
-    actors = runtime.source_actors + (runtime.aggregate_actors if config.aggregate is not None else 0)
+    actors = runtime.source_actors + (runtime.aggregate_actors if config.keyed_stage is not None else 0)
     low = 1 if options.min_workers is None else options.min_workers
     high = math.ceil(actors / options.slots_per_worker) if options.max_workers is None else options.max_workers
     if low < 0 or high < 1:

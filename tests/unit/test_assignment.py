@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.assignment import assign_key_groups, assign_partitions, owner_of_group, partition_limits
+from cluster.assignment import (
+    assign_key_groups,
+    assign_partitions,
+    moved_items,
+    owner_of_group,
+    partition_limits,
+    rebalance,
+)
 
 
 @pytest.mark.parametrize("partitions", range(1, 33))
@@ -97,3 +104,21 @@ def test_partition_limits_known_values() -> None:
 
 def test_partition_limits_unbounded() -> None:
     assert partition_limits(3, None) == {0: None, 1: None, 2: None}
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 4), (4, 2), (3, 5), (5, 1), (1, 8), (8, 8)])
+def test_rebalance_is_balanced_and_moves_only_what_must_move(before: int, after: int) -> None:
+    previous = assign_key_groups(128, before)
+
+    current = rebalance(previous, after)
+
+    assert sorted(item for owned in current for item in owned) == list(range(128))
+    sizes = [len(owned) for owned in current]
+    assert len(current) == after and max(sizes) - min(sizes) <= 1
+    must_move = sum(max(0, len(previous[i]) - len(current[i])) for i in range(min(before, after)))
+    must_move += sum(len(previous[i]) for i in range(after, before))
+    assert moved_items(previous, current) == must_move, "only excess and orphaned items move"
+
+
+def test_rebalance_of_partitions_caps_owners_at_the_item_count() -> None:
+    assert rebalance([[0, 2], [1, 3]], 8) == [[0], [1], [2], [3]]

@@ -148,11 +148,17 @@ def test_samples_from_progress_reports() -> None:
         positions={1: 300, 0: 400},
         end_offsets={0: 1_000, 1: 300},
         done=False,
+        busy_s=2.5,
     )
-    aggregate = AggregateProgress("agg-0", events_in=690, windows_emitted=3, late_events=0, watermark_ms=0, done=False)
+    aggregate = AggregateProgress(
+        "agg-0", events_in=690, windows_emitted=3, late_events=0, watermark_ms=0, done=False, busy_s=1.0
+    )
     samples = samples_from_progress("orders", [source], [aggregate], key_groups=16)
     assert samples.partitions == (PartitionSample("orders", 0, 1_000, 400), PartitionSample("orders", 1, 300, 300))
-    assert samples.actors == (ActorSample("source-0", "source", 700), ActorSample("agg-0", "aggregate", 690))
+    assert samples.actors == (
+        ActorSample("source-0", "source", 700, 2.5),
+        ActorSample("agg-0", "aggregate", 690, 1.0),
+    ), "busy seconds come with each report, for busy ratios"
     observations, _ = observe(samples, None, 1.0)
     assert observations.lag_records == source.lag_records == 600
     assert observations.key_groups == 16

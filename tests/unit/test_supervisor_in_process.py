@@ -94,9 +94,9 @@ class InProcessSource:
     async def checkpoint(self, epoch: int) -> SourceBarrier:
         return await self.actor.checkpoint(epoch)
 
-    async def complete(self, epoch: int) -> SourceProgress:
+    async def complete(self, epoch: int, resume: bool = True) -> SourceProgress:
         self._owner.log.append(f"commit {self.actor_id} {epoch}")
-        return await self.actor.complete(epoch)
+        return await self.actor.complete(epoch, resume)
 
     async def close(self) -> SourceProgress:
         return await self.actor.close()
@@ -147,6 +147,9 @@ class InProcessActors:
 
     def died(self, error: BaseException) -> bool:
         return isinstance(error, ActorDied)
+
+    def nodes(self) -> int:
+        return 1
 
 
 def orders(tmp_path: Path, aggregate_actors: int) -> PipelineConfig:

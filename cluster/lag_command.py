@@ -1,0 +1,88 @@
+"""``eventray lag CONFIG [--watch]``: consumer lag per partition, from outside the running pipeline.
+
+Kafka sources: the pipeline's committed offsets (its group id) against the log end offsets, as
+``kafka-consumer-groups --describe`` shows them. Generator sources: the last checkpoint's offsets against the
+generator's end offsets at this moment (the generator's log grows with wall time from the run's start).
+Input rates need two samples: ``--watch`` refreshes the table every ``--interval-s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+
+from actors.kafka.admin import committed_offsets, end_offsets
+from cluster.lag import LagSamples, LagState, PartitionSample, observe, render_lag_table
+from pipelines.checkpoint_store import CheckpointStore
+from pipelines.config import GeneratorSourceConfig, PipelineConfig, with_paths_resolved
+from pipelines.errors import ConfigError
+from pipelines.kafka_config import KafkaSourceConfig, resolve_kafka_secrets
+from pipelines.rate_profile import RateProfile
+
+__all__ = ["add_lag_command", "lag_samples"]
+
+
+async def lag_samples(config: PipelineConfig, now_s: float) -> LagSamples:
+    """One sample of every partition's log end and processed offset."""
+    source = config.source
+    if isinstance(source, KafkaSourceConfig):
+        assert config.kafka is not None
+        connection = resolve_kafka_secrets(config.kafka, os.environ)
+        ends = await end_offsets(connection, source.topic)
+        committed = await committed_offsets(connection, source.topic, config.group_id)
+        partitions = tuple(
+            PartitionSample(source.topic, p, end, committed.get(p) or 0) for p, end in sorted(ends.items())
+        )
+        return LagSamples(partitions=partitions, actors=())
+    if isinstance(source, GeneratorSourceConfig) and config.checkpoint is not None:
+        checkpoint = CheckpointStore(config.checkpoint.uri, config.name).latest()
+        if checkpoint is None:
+            raise ConfigError(f"no checkpoint of {config.name!r} under {config.checkpoint.uri}: is it running?")
+        elapsed_s = max(0.0, now_s - checkpoint.started_at_s)
+        per_partition = (source.rate_per_s or 0.0) / source.partitions
+        arrived = RateProfile(per_partition, source.bursts).arrived(elapsed_s) if per_partition else 0.0
+        ends = checkpoint.positions
+        partitions = tuple(
+            PartitionSample("generator", p, max(int(arrived), position), position)
+            for p, position in sorted(ends.items())
+        )
+        return LagSamples(partitions=partitions, actors=())
+    raise ConfigError("eventray lag reads Kafka sources, and generator sources with checkpoints")
+
+
+def _lag(args: argparse.Namespace) -> int:
+    from cluster.cli import load_run_config  # noqa: PLC0415 - the same --set handling as `run`
+
+    config = with_paths_resolved(load_run_config(args), Path.cwd())
+    console = Console()
+    state: LagState | None = None
+    samples = asyncio.run(lag_samples(config, time.time()))
+    observations, state = observe(samples, state, time.time())
+    if not args.watch:
+        console.print(render_lag_table(observations))
+        return 0
+    with Live(render_lag_table(observations), console=console, refresh_per_second=1) as live:
+        try:
+            while True:
+                time.sleep(args.interval_s)
+                samples = asyncio.run(lag_samples(config, time.time()))
+                observations, state = observe(samples, state, time.time())
+                live.update(render_lag_table(observations))
+        except KeyboardInterrupt:
+            return 0
+
+
+def add_lag_command(commands: Any) -> None:
+    lag = commands.add_parser("lag", help="consumer lag per partition (records, seconds, input rate)")
+    lag.add_argument("config", help="pipeline config (YAML)")
+    lag.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a config field")
+    lag.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    lag.add_argument("--interval-s", type=float, default=2.0, help="refresh interval with --watch")
+    lag.set_defaults(func=_lag, max_events=None, duration_s=None)
