@@ -120,6 +120,7 @@ class PolicyState:
     history: tuple[Recommendation, ...] = ()
     last_source_rescale_s: float | None = None
     last_aggregate_rescale_s: float | None = None
+    source_capacity_per_s: float | None = None  # the last capacity measured while sources were busy
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ def decide(
         *_bounds(config, "aggregate", observations),
         state.last_aggregate_rescale_s,
     )
-    source_need, source_why = _recommend_sources(observations, sources, config)
+    capacity = _source_capacity(observations, state.source_capacity_per_s, config.activation_lag_records)
+    source_need, source_why = _recommend_sources(observations, sources, config, capacity)
     aggregate_need, aggregate_why = _recommend_aggregates(observations, aggregates, config)
     now = Recommendation(now_s, _clamp(source_need, sources), _clamp(aggregate_need, aggregates))
     horizon_s = max(config.scale_up_reaction_s, config.scale_down_stabilization_s)
@@ -178,6 +180,7 @@ def decide(
         history=history,
         last_source_rescale_s=now_s if new_sources != sources.current else state.last_source_rescale_s,
         last_aggregate_rescale_s=now_s if new_aggregates != aggregates.current else state.last_aggregate_rescale_s,
+        source_capacity_per_s=capacity,
     )
     return Desired(new_sources, new_aggregates, reason), next_state
 
@@ -202,10 +205,27 @@ def _to_count(need: float, current: int, tolerance: float) -> int:
     return max(0, math.ceil(need - 1e-9))
 
 
-def _recommend_sources(observations: Observations, kind: _Kind, config: AutoscaleConfig) -> tuple[int, str]:
+def _source_capacity(observations: Observations, remembered: float | None, activation: int) -> float | None:
+    """Records per busy second of one source actor, taken only while there is a backlog to read.
+
+    Without a backlog a source reads what arrived since its last poll, small batches whose fixed costs
+    dominate, so records per busy second understate what it does under load (measured on the demo: 28,000/s
+    with no backlog against 300,000/s with one): a capacity taken then would keep actors that are not needed.
+    Without a backlog the last capacity measured with one holds (or the higher one, if the actor got faster).
+    """
+    measured = observations.capacity_per_actor_per_s("source")
+    if measured is None:
+        return remembered
+    if remembered is None or observations.lag_records > activation:
+        return measured
+    return max(remembered, measured)
+
+
+def _recommend_sources(
+    observations: Observations, kind: _Kind, config: AutoscaleConfig, capacity: float | None
+) -> tuple[int, str]:
     lag = observations.lag_records
     backlog = lag if lag > config.activation_lag_records else 0
-    capacity = observations.capacity_per_actor_per_s("source")
     if capacity is None:
         need = backlog / config.lag_threshold_records
         why = f"lag {lag:,} records, {config.lag_threshold_records:,} per actor until capacity is measured"

@@ -149,7 +149,7 @@ def _line(p: AutoscalePoint) -> str:
     return (
         f"{p.at_s:6.1f}s input {p.input_rate_per_s or 0:>9,.0f}/s lag {p.lag_records:>9,} "
         f"sources {p.source_actors}->{p.desired_sources} aggregates {p.aggregate_actors}->{p.desired_aggregates} "
-        f"nodes {p.nodes}"
+        f"nodes {p.nodes}  {p.reason}"
     )
 
 

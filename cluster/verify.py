@@ -36,6 +36,7 @@ from rich.table import Table
 from actors.kafka.admin import committed_offsets, end_offsets, partition_count
 from actors.kafka.commit_markers import commit_marker_topic
 from cluster.assignment import partition_limits
+from pipelines.checkpoint_store import CheckpointStore
 from pipelines.config import (
     ConsoleSinkConfig,
     DeadLetterConfig,
@@ -101,16 +102,20 @@ def fixed_end_offsets(offsets: Mapping[int, int]) -> EndOffsets:
 
 async def budget_end_offsets(config: PipelineConfig) -> dict[int, int]:
     """Generator and files: ``runtime.max_events`` split as the runner splits it (files: also capped by their
-    length). Kafka: the pipeline group's committed offsets (0 where nothing was committed)."""
+    length); a generator run bounded by time instead: the offsets of its final checkpoint. Kafka: the pipeline
+    group's committed offsets (0 where nothing was committed)."""
     source = config.source
     if isinstance(source, GeneratorSourceConfig | FileSourceConfig):
         partitions = source.partitions if isinstance(source, GeneratorSourceConfig) else len(file_partitions(source))
         limits = partition_limits(partitions, config.runtime.max_events)
         if isinstance(source, GeneratorSourceConfig):
             if any(limit is None for limit in limits.values()):
+                final = _final_checkpoint_offsets(config)
+                if final is not None:
+                    return final
                 raise ConfigError(
-                    "verify: a generator run is unbounded without runtime.max_events; pass --max-events N "
-                    "(as given to run) or --end-offsets-from FILE"
+                    "verify: a generator run is unbounded without runtime.max_events and has no final "
+                    "checkpoint; pass --max-events N (as given to run) or --end-offsets-from FILE"
                 )
             return {p: int(limit or 0) for p, limit in limits.items()}
         return {
@@ -119,6 +124,14 @@ async def budget_end_offsets(config: PipelineConfig) -> dict[int, int]:
         }
     committed = await committed_offsets(_connection(config), source.topic, config.group_id)
     return {p: offset or 0 for p, offset in committed.items()}
+
+
+def _final_checkpoint_offsets(config: PipelineConfig) -> dict[int, int] | None:
+    """Where the last run stopped reading, if it ended cleanly with checkpoints on."""
+    if config.checkpoint is None:
+        return None
+    latest = CheckpointStore(config.checkpoint.uri, config.name).latest()
+    return dict(latest.positions) if latest is not None and latest.finished else None
 
 
 async def verify_run(
@@ -183,6 +196,10 @@ def _generator_start(config: PipelineConfig, source: GeneratorSourceConfig, star
     start = source.start_time_ms if source.start_time_ms is not None else start_time_ms
     if start is not None:
         return start
+    if config.checkpoint is not None:  # the run's clock is in its checkpoints
+        latest = CheckpointStore(config.checkpoint.uri, config.name).latest()
+        if latest is not None:
+            return latest.start_time_ms
     if config.aggregate is not None:
         raise ConfigError(
             "verify: windows depend on the generator's start time; run with --set source.start_time_ms=N "

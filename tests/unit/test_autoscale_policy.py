@@ -229,8 +229,9 @@ def observations(
     source_capacity_per_s: float | None = 2_000.0,
     aggregates: int = 1,
     aggregate_busy_ratio: float | None = 0.5,
+    source_busy_ratio: float = 0.5,
 ) -> Observations:
-    """Lag and rate spread evenly over partitions; each source half busy at the given capacity."""
+    """Lag and rate spread evenly over partitions; each source ``source_busy_ratio`` busy at the given capacity."""
     lags = tuple(
         PartitionLag(
             "orders",
@@ -247,8 +248,8 @@ def observations(
         ActorLoad(
             f"source-{i}",
             "source",
-            None if source_capacity_per_s is None else source_capacity_per_s / 2,
-            None if source_capacity_per_s is None else 0.5,
+            None if source_capacity_per_s is None else source_capacity_per_s * source_busy_ratio,
+            None if source_capacity_per_s is None else source_busy_ratio,
             source_capacity_per_s,
         )
         for i in range(sources)
@@ -392,7 +393,22 @@ def test_decide_is_pure_and_its_state_is_bounded_and_picklable() -> None:
 
 def test_the_first_decision_takes_the_observed_counts_as_current() -> None:
     _, state = decide(observations(sources=3, aggregates=2, input_rate_per_s=3 * 1_600), None, AutoscaleConfig(), 42.0)
-    assert replace(state, history=()) == PolicyState(source_actors=3, aggregate_actors=2, started_s=42.0)
+    assert replace(state, history=(), source_capacity_per_s=None) == PolicyState(
+        source_actors=3, aggregate_actors=2, started_s=42.0
+    )
+    assert state.source_capacity_per_s is not None, "the capacity measured is carried to the next tick"
+
+
+def test_a_capacity_measured_without_a_backlog_does_not_replace_one_measured_with_a_backlog() -> None:
+    busy = observations(sources=1, source_capacity_per_s=300_000, source_busy_ratio=0.9, lag_records=500_000)
+    _, state = decide(busy, None, AutoscaleConfig(), 0.0)
+    under_load = state.source_capacity_per_s
+    # small batches at low load: per-batch costs make records per busy second look ten times lower
+    idle = observations(sources=1, source_capacity_per_s=28_000, source_busy_ratio=0.7, lag_records=300)
+
+    _, state = decide(idle, state, AutoscaleConfig(), 5.0)
+
+    assert under_load == 300_000 and state.source_capacity_per_s == under_load
 
 
 # --- config ---------------------------------------------------------------------------------------------------
