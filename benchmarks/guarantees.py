@@ -51,7 +51,7 @@ def orders(work: Path, **update: Any) -> PipelineConfig:
         sinks=[{"type": "jsonl", "path": str(work / "windows")}],
         dead_letter={"type": "jsonl", "path": str(work / "dead_letter")},
         tracing={"enabled": False},
-        checkpoint={"interval_ms": 500, "uri": str(work / "checkpoints"), "keep": 10_000},
+        checkpoint={"interval_ms": 500, "uri": str(work / "checkpoints"), "keep": 1_000},
     )
     for key, value in update.items():
         section, _, field = key.partition("__")

@@ -60,11 +60,25 @@ class RayDownstream:
         await asyncio.gather(*(aggregate.finish.remote(sender) for aggregate in self._aggregates))
 
 
-class SourceHandle:
+class _ActorHandle:
+    """What both kinds of actor answer: the epoch protocol's shared steps (see :mod:`cluster.epochs`)."""
+
     def __init__(self, actor: Any, actor_id: str) -> None:
         self.actor = actor
         self.actor_id = actor_id
 
+    async def begin_epoch(self, epoch: int) -> None:
+        await self.actor.begin_epoch.remote(epoch)
+
+    async def fence_outputs(self) -> None:
+        await self.actor.fence_outputs.remote()
+
+    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
+        result: int = await self.actor.recover_outputs.remote(epoch, write_ahead)
+        return result
+
+
+class SourceHandle(_ActorHandle):
     def start(self) -> Any:
         """Start the actor's read loop; the returned reference resolves to its final progress."""
         return self.actor.run.remote()
@@ -82,9 +96,6 @@ class SourceHandle:
     async def add_partitions(self, partitions: list[int]) -> None:
         await self.actor.add_partitions.remote(partitions)
 
-    async def begin_epoch(self, epoch: int) -> None:
-        await self.actor.begin_epoch.remote(epoch)
-
     async def checkpoint(self, epoch: int) -> SourceBarrier:
         result: SourceBarrier = await self.actor.checkpoint.remote(epoch)
         return result
@@ -93,23 +104,12 @@ class SourceHandle:
         result: SourceProgress = await self.actor.complete.remote(epoch, resume)
         return result
 
-    async def fence_outputs(self) -> None:
-        await self.actor.fence_outputs.remote()
-
-    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
-        result: int = await self.actor.recover_outputs.remote(epoch, write_ahead)
-        return result
-
     async def close(self) -> SourceProgress:
         result: SourceProgress = await self.actor.close.remote()
         return result
 
 
-class AggregateHandle:
-    def __init__(self, actor: Any, actor_id: str) -> None:
-        self.actor = actor
-        self.actor_id = actor_id
-
+class AggregateHandle(_ActorHandle):
     async def progress(self) -> AggregateProgress:
         result: AggregateProgress = await self.actor.progress.remote()
         return result
@@ -122,22 +122,12 @@ class AggregateHandle:
         result: int = await self.actor.restore.remote(snapshots)
         return result
 
-    async def begin_epoch(self, epoch: int) -> None:
-        await self.actor.begin_epoch.remote(epoch)
-
     async def checkpoint(self, epoch: int) -> AggregateSnapshot:
         result: AggregateSnapshot = await self.actor.checkpoint.remote(epoch)
         return result
 
     async def complete(self, epoch: int) -> AggregateProgress:
         result: AggregateProgress = await self.actor.complete.remote(epoch)
-        return result
-
-    async def fence_outputs(self) -> None:
-        await self.actor.fence_outputs.remote()
-
-    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
-        result: int = await self.actor.recover_outputs.remote(epoch, write_ahead)
         return result
 
 

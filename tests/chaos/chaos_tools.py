@@ -72,6 +72,13 @@ class Killer(threading.Thread):
         self._stop_event.set()
         self.join(timeout=10)
 
+    def __enter__(self) -> Killer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def leave_torn_state_file(checkpoints: Path, timeout_s: float = 30) -> Path:
     """Wait for a complete checkpoint with a non-empty state file, and leave half of that file in a newer epoch

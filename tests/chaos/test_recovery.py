@@ -82,12 +82,8 @@ def test_exactly_once_survives_repeated_kills_of_sources_and_aggregates(
     ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
 ) -> None:
     config = chaos_orders(tmp_path, chaos_events, "exactly_once")
-    killer = Killer(ray_driver, kills=4, first_after_s=2.0, interval_s=2.0, seed=1)
-    killer.start()
-    try:
+    with Killer(ray_driver, kills=4, first_after_s=2.0, interval_s=2.0, seed=1) as killer:
         summary = run_pipeline(config, address=ray_driver.address)
-    finally:
-        killer.stop()
 
     assert len(killer.killed) >= 3, killer.killed
     assert len(summary.recoveries_s) >= 3, "each kill (that hit a live actor) was recovered from a checkpoint"
@@ -98,12 +94,8 @@ def test_at_least_once_loses_nothing_under_kills_and_counts_its_duplicates(
     ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
 ) -> None:
     config = chaos_orders(tmp_path, chaos_events, "at_least_once")
-    killer = Killer(ray_driver, kills=3, first_after_s=2.0, interval_s=2.0, seed=2)
-    killer.start()
-    try:
+    with Killer(ray_driver, kills=3, first_after_s=2.0, interval_s=2.0, seed=2):
         summary = run_pipeline(config, address=ray_driver.address)
-    finally:
-        killer.stop()
 
     report = verified(config)
     assert len(summary.recoveries_s) >= 2
@@ -118,12 +110,8 @@ def test_a_killed_supervisor_is_replaced_and_resumes_from_its_checkpoint(
     ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
 ) -> None:
     config = chaos_orders(tmp_path, chaos_events, "exactly_once")
-    killer = Killer(ray_driver, kinds=("Supervisor",), kills=1, first_after_s=3.0, seed=3)
-    killer.start()
-    try:
+    with Killer(ray_driver, kinds=("Supervisor",), kills=1, first_after_s=3.0, seed=3) as killer:
         run_pipeline(config, address=ray_driver.address)
-    finally:
-        killer.stop()
 
     assert len(killer.killed) == 1
     assert_exactly_once(verified(config), chaos_events)
