@@ -9,7 +9,7 @@ CONFIG ?= configs/orders.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test unit lint typecheck bench kafka-up kafka-down clean-venv
+.PHONY: run test unit lint typecheck bench demo kafka-up kafka-down clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The autoscaling demo: a burst, scale-out and scale-in, a live table, out/demo/autoscale.png (about 150 s).
+demo: $(BIN)/.installed
+	$(BIN)/eventray demo autoscale $(ARGS)
 
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

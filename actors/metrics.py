@@ -37,6 +37,10 @@ class PipelineMetrics:
             ("pipeline", "stage"),
         )  # fmt: skip
         self._actors = metrics.Gauge("eventray_actors", "actors of a pipeline", ("pipeline", "role", "state"))
+        self._input_rate = metrics.Gauge("eventray_input_rate", "log end offset growth, records/s", ("pipeline",))
+        self._busy = metrics.Gauge(
+            "eventray_busy_ratio", "share of time an actor kind is busy, summed", ("pipeline", "role")
+        )
         self._checkpoint = metrics.Histogram(
             "eventray_checkpoint_duration_s", "barrier to commit of one epoch", _LATENCY_BOUNDARIES_S, ("pipeline",)
         )
@@ -78,3 +82,13 @@ class PipelineMetrics:
     def checkpoint(self, seconds: float) -> None:
         if self._on:
             self._checkpoint.observe(seconds, {"pipeline": self._pipeline})
+
+    def load(self, input_rate_per_s: float | None, busy_by_role: dict[str, float | None]) -> None:
+        """What the lag monitor measured at an autoscaling tick (input rate, busy ratios per actor kind)."""
+        if not self._on:
+            return
+        if input_rate_per_s is not None:
+            self._input_rate.set(input_rate_per_s, {"pipeline": self._pipeline})
+        for role, busy in busy_by_role.items():
+            if busy is not None:
+                self._busy.set(busy, {"pipeline": self._pipeline, "role": role})

@@ -153,7 +153,9 @@ class Supervisor:
         assert self._autoscaler is not None
         sources = list(await asyncio.gather(*(source.progress() for source in self._sources)))
         aggregates = list(await asyncio.gather(*(aggregate.progress() for aggregate in self._aggregates)))
-        desired, _ = self._autoscaler.tick(sources, aggregates, self._actors.nodes())
+        desired, observed = self._autoscaler.tick(sources, aggregates, self._actors.nodes())
+        busy = {role: observed.total_busy_ratio(role) for role in ("source", "aggregate")}
+        self._metrics.load(observed.input_rate_per_s, busy)
         aggregate_target = desired.aggregate_actors if self._aggregates else self._aggregate_count
         if (desired.source_actors, aggregate_target) == (len(self._sources), self._aggregate_count):
             self._metrics.actors("source", len(self._sources), desired.source_actors)
