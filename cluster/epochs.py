@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from actors.metrics import PipelineMetrics
 from cluster.handles import AggregateHandle, SourceHandle
-from pipelines.checkpoint_store import Checkpoint, CheckpointStore
+from cluster.run_report import RunProgress
+from pipelines.checkpoint_store import Checkpoint, CheckpointStore, RunCounts
 from pipelines.config import PipelineConfig
 from pipelines.kafka_config import KafkaSourceConfig
 
@@ -44,6 +45,7 @@ class RunIdentity:
     started_at_s: float
     start_time_ms: int
     partitions: int
+    earlier: RunCounts | None = None  # counted by the topologies this run replaced (see RunProgress.plus_counts)
 
 
 class EpochRunner:
@@ -94,6 +96,12 @@ class EpochRunner:
         started = time.monotonic()
         barriers = await asyncio.gather(*(source.checkpoint(epoch) for source in sources))
         snapshots = await asyncio.gather(*(aggregate.checkpoint(epoch) for aggregate in aggregates))
+        # every source is paused at the barrier and every aggregate has processed it: counters are exact here
+        counted = RunProgress.of(
+            list(await asyncio.gather(*(source.progress() for source in sources))),
+            list(await asyncio.gather(*(aggregate.progress() for aggregate in aggregates))),
+            0.0,
+        ).plus_counts(run.earlier)
         checkpoint = None
         if self._store is not None:
             checkpoint = Checkpoint(
@@ -109,6 +117,7 @@ class EpochRunner:
                 source_write_ahead=[w for barrier in barriers for w in barrier.write_ahead],
                 finished=finished,
                 duration_ms=(time.monotonic() - started) * 1000,
+                counts=counted.counts(),
             )
             await asyncio.to_thread(self._store.commit, checkpoint)
         await asyncio.gather(*(aggregate.complete(epoch) for aggregate in aggregates))

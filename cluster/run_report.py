@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from actors.reports import AggregateProgress, SourceProgress
 from cluster.autoscaler import AutoscalePoint, Rescale
+from pipelines.checkpoint_store import RunCounts
 from pipelines.config import ConsoleSinkConfig
 from pipelines.windows import WINDOW_START
 
@@ -42,6 +43,26 @@ class RunProgress:
             sources=len(sources),
             aggregates=len(aggregates),
             dropped_intended=sum(aggregate.dropped_intended for aggregate in aggregates),
+        )
+
+    def counts(self) -> RunCounts:
+        return RunCounts(self.events_in, self.events_out, self.dead_lettered, self.late_events,
+                         self.windows_emitted, self.dropped_intended)  # fmt: skip
+
+    def plus_counts(self, earlier: RunCounts | None) -> RunProgress:
+        """These counters plus ``earlier``: what topologies this run replaced counted up to the checkpoint the
+        current one started from (after a recovery or a rescale, actors count from that checkpoint on)."""
+        if earlier is None:
+            return self
+        total = self.counts().plus(earlier)
+        return replace(
+            self,
+            events_in=total.events_in,
+            events_out=total.events_out,
+            dead_lettered=total.dead_lettered,
+            late_events=total.late_events,
+            windows_emitted=total.windows_emitted,
+            dropped_intended=total.dropped_intended,
         )
 
     @property

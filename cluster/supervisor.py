@@ -37,7 +37,7 @@ from cluster.epochs import EpochRunner, RunIdentity
 from cluster.handles import ActorFactory, AggregateHandle, RayActors, SourceHandle
 from cluster.restore_plan import plan_source_starts
 from cluster.run_report import RunProgress, RunSummary, merge_previews
-from pipelines.checkpoint_store import Checkpoint, CheckpointStore
+from pipelines.checkpoint_store import Checkpoint, CheckpointStore, RunCounts
 from pipelines.config import ConsoleSinkConfig, DeadLetterConfig, JsonlSinkConfig, ParquetSinkConfig, PipelineConfig
 from pipelines.errors import FatalError
 from pipelines.kafka_config import KafkaDeadLetterConfig, KafkaSinkConfig, KafkaSourceConfig
@@ -91,6 +91,8 @@ class Supervisor:
         self._attempt = 0
         self._recovering_since: float | None = None
         self._resumed_from: Checkpoint | None = None
+        self._baseline = RunCounts()  # the counts of the earlier run this one resumed from
+        self._earlier: RunCounts | None = None  # counted up to the checkpoint the current topology started from
         self._reemitted_rows = 0  # exactly-once outputs of an uncommitted epoch, written again at recovery
         self.recoveries: list[float] = []  # seconds from noticing a death to the restored topology running
 
@@ -100,6 +102,8 @@ class Supervisor:
         Resumes from the last checkpoint of an unfinished earlier run of the same pipeline, if there is one.
         """
         checkpoint = self._resumed_from = self._resume_point()
+        if checkpoint is not None:
+            self._baseline = checkpoint.counts
         if checkpoint is None and not isinstance(self._config.source, KafkaSourceConfig):
             # A replayable input is read again from its start: its output replaces the last run's. A Kafka
             # source resumes after its committed offsets, so the earlier output is kept (files are per run).
@@ -143,7 +147,8 @@ class Supervisor:
     async def progress(self) -> RunProgress:
         sources = await asyncio.gather(*(source.progress() for source in self._sources))
         aggregates = await asyncio.gather(*(aggregate.progress() for aggregate in self._aggregates))
-        progress = RunProgress.of(list(sources), list(aggregates), time.time() - self._run_started_s)
+        elapsed_s = time.time() - self._run_started_s
+        progress = RunProgress.of(list(sources), list(aggregates), elapsed_s).plus_counts(self._earlier)
         if self._autoscaler is not None and self._autoscaler.timeline:
             progress = replace(progress, autoscale=self._autoscaler.timeline[-1])
         return progress
@@ -197,6 +202,8 @@ class Supervisor:
         self._attempt += 1
         if checkpoint is not None:
             self._started_at_s, self._start_time_ms = checkpoint.started_at_s, checkpoint.start_time_ms
+            # what the run counted up to this checkpoint (a resumed earlier run's counts are not this run's)
+            self._earlier = checkpoint.counts.minus(self._baseline)
             commit_pending_files(checkpoint.pending_files)
         if self._store is not None:
             discard_staged_files(_file_output_directories(self._config))
@@ -233,7 +240,7 @@ class Supervisor:
         self._sources, self._aggregates, self._runs = [], [], []
 
     def _identity(self) -> RunIdentity:
-        return RunIdentity(self._run_id, self._started_at_s, self._start_time_ms, self._partitions)
+        return RunIdentity(self._run_id, self._started_at_s, self._start_time_ms, self._partitions, self._earlier)
 
     async def _drive(self) -> None:
         runs = self._runs
@@ -349,7 +356,8 @@ class Supervisor:
 
     def _summary(self) -> RunSummary:
         console = next((sink for sink in self._config.sinks if isinstance(sink, ConsoleSinkConfig)), None)
-        progress = RunProgress.of(self._finished_sources, self._final_aggregates, time.time() - self._run_started_s)
+        elapsed_s = time.time() - self._run_started_s
+        progress = RunProgress.of(self._finished_sources, self._final_aggregates, elapsed_s).plus_counts(self._earlier)
         return RunSummary(
             pipeline=self._config.name,
             progress=progress,

@@ -29,6 +29,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointStore",
     "PendingFile",
+    "RunCounts",
     "SourceSnapshot",
     "StateFile",
     "TornSnapshotError",
@@ -75,6 +76,25 @@ class WriteAhead(msgspec.Struct, frozen=True):
     rows: StateFile
 
 
+class RunCounts(msgspec.Struct, frozen=True):
+    """The run's counters up to a checkpoint (cumulative over the topologies that ran since the run began)."""
+
+    events_in: int = 0
+    events_out: int = 0
+    dead_lettered: int = 0
+    late_events: int = 0
+    windows_emitted: int = 0
+    dropped_intended: int = 0
+
+    def plus(self, other: RunCounts) -> RunCounts:
+        return RunCounts(*(a + b for a, b in zip(msgspec.structs.astuple(self), msgspec.structs.astuple(other),
+                                                 strict=True)))  # fmt: skip
+
+    def minus(self, other: RunCounts) -> RunCounts:
+        return RunCounts(*(a - b for a, b in zip(msgspec.structs.astuple(self), msgspec.structs.astuple(other),
+                                                 strict=True)))  # fmt: skip
+
+
 class AggregateSnapshot(msgspec.Struct, frozen=True):
     actor_id: str
     key_groups: list[int]
@@ -99,6 +119,7 @@ class Checkpoint(msgspec.Struct, frozen=True):
     source_write_ahead: list[WriteAhead] = []
     finished: bool = False
     duration_ms: float = 0.0
+    counts: RunCounts = RunCounts()
 
     @property
     def positions(self) -> dict[int, int]:

@@ -87,6 +87,7 @@ def test_exactly_once_survives_repeated_kills_of_sources_and_aggregates(
 
     assert len(killer.killed) >= 3, killer.killed
     assert len(summary.recoveries_s) >= 3, "each kill (that hit a live actor) was recovered from a checkpoint"
+    assert summary.progress.events_in == chaos_events, "the summary counts each event once across recoveries"
     assert_exactly_once(verified(config), chaos_events)
 
 
@@ -103,7 +104,9 @@ def test_at_least_once_loses_nothing_under_kills_and_counts_its_duplicates(
     windows = report.outputs[0].windows
     assert windows is not None and windows.missing.count == 0
     # windows flushed before a kill and emitted again after the restore are duplicates, counted and reported
-    assert windows.emissions == windows.expected + windows.duplicated.count + windows.extra.count
+    # (``duplicated`` counts windows; one emitted three times across two recoveries is one of them)
+    assert windows.emissions >= windows.expected + windows.duplicated.count
+    assert windows.extra.count == 0
 
 
 def test_a_killed_supervisor_is_replaced_and_resumes_from_its_checkpoint(

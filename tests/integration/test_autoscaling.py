@@ -54,3 +54,4 @@ def test_a_burst_scales_out_then_in_and_no_event_is_lost_or_duplicated(
     assert report.failures("exactly_once") == [], "0 lost, 0 duplicated across the rescales"
     windows = report.outputs[0].windows
     assert windows is not None and windows.expected > 0 and windows.emissions == windows.expected
+    assert summary.progress.events_in == report.input_records, "counted once across the rescales"

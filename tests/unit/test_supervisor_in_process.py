@@ -224,6 +224,7 @@ def test_an_actor_killed_at_a_barrier_is_restored_and_exactly_once_files_equal_t
 
     assert len(summary.recoveries_s) == 1
     assert actors.killed, "the whole topology is replaced"
+    assert summary.progress.events_in == EVENTS, "events before the checkpoint are counted once"
     expected, invalid = reference_orders(config.source, partition_limits(8, EVENTS), START_TIME_MS, 10_000)  # type: ignore[arg-type]
     rows = read_jsonl_dir(tmp_path / "out")
     keys = [(r["customer_id"], r["window_start_ms"]) for r in rows]
