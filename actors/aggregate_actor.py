@@ -22,6 +22,7 @@ from pipelines.config import PipelineConfig
 from pipelines.keyed_stage import open_keyed_operator
 from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
+from pipelines.process_function import KeyedProcess
 from pipelines.records import DEAD_LETTER_SCHEMA
 from pipelines.sinks import ConsoleSink
 
@@ -128,6 +129,9 @@ class AggregateActor:
         watermark = self._watermark()
         if watermark is not None:
             self._emit(self._operator.advance(watermark))
+        if isinstance(self._operator, KeyedProcess):
+            # processing-time timers fire at the first batch or watermark after they are due
+            self._emit(self._operator.advance_processing_time(int(time.time() * 1000)))
 
     def _watermark(self) -> int | None:
         """The minimum over active senders; when every sender is idle, the maximum they reached (as Flink's

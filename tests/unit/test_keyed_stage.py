@@ -1,5 +1,5 @@
 """The ``keyed`` section: upsert, dedup and process configs, the ``keyed_stage`` view, the operator factory and
-the compile-time checks, all without actors."""
+the compile-time checks, without Ray (one plain AggregateActor drives processing-time timers)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from actors.aggregate_actor import AggregateActor
 from pipelines.config import KeyedStage, PipelineConfig, load_config, parse_config
 from pipelines.dedup import Dedup
 from pipelines.errors import ConfigError
 from pipelines.keyed_stage import open_keyed_operator
 from pipelines.plan import compile_pipeline
 from pipelines.process_function import KeyedProcess, ProcessContext
+from pipelines.sources import GeneratorReader
 from pipelines.state_config import DedupConfig, KeyedProcessConfig, UpsertConfig
 from pipelines.upsert_table import UpsertTable
 from pipelines.windows import TumblingWindows
@@ -202,3 +204,29 @@ def test_the_example_configs_are_keyed_as_documented() -> None:
     assert isinstance(inventory.keyed, UpsertConfig) and inventory.keyed.key == "sku"
     dedup = load_config(CONFIGS_DIR / "orders_dedup.yaml")
     assert isinstance(dedup.keyed, DedupConfig) and dedup.keyed.id_column == "event_id" and dedup.keyed.ttl_ms > 0
+
+
+class RemindNow:
+    """A process function for the tests: a processing-time timer per key, already due, that reports itself."""
+
+    def process(self, key: Any, rows: pa.Table, ctx: ProcessContext) -> None:
+        ctx.timers.register_processing_time_timer(1)
+
+    def on_timer(self, key: Any, timer_ms: int, domain: str, ctx: ProcessContext) -> list[dict[str, Any]]:
+        return [{"sku": key, "fired": domain}]
+
+
+async def test_the_aggregate_actor_fires_processing_time_timers_at_its_next_call(tmp_path: Path) -> None:
+    keyed = {"type": "process", "key": "sku", "function": "tests.unit.test_keyed_stage:RemindNow"}
+    config = _config(keyed, checkpoint=None, dead_letter={"type": "jsonl", "path": str(tmp_path / "dead")})
+    compiled = compile_pipeline(config)
+    raw = await GeneratorReader(config.source, 0, 0, 400, 0.0, 0).fetch(400)  # type: ignore[arg-type]
+    assert raw is not None
+    events = compiled.transform(compiled.decode(raw).events)
+    actor = AggregateActor(config, "aggregate-0", list(range(config.runtime.max_key_groups)), senders=1)
+
+    actor.process(0, events, watermark_ms=0)
+
+    fired = [row for row in actor.progress().preview if row.get("fired") == "processing"]
+    assert fired, "the timers registered by this batch were due and fired in the same call"
+    actor.close()
