@@ -35,13 +35,12 @@ import pyarrow.compute as pc
 from pipelines.config import AggregateConfig, HoppingWindowConfig, SessionWindowConfig, TumblingWindowConfig
 from pipelines.keyed_operator import Added, KeyedOperator, check_state_format, tag_state
 from pipelines.windows_plan import (
-    END_OF_TIME_MS,
     IS_FINAL,
-    NO_WATERMARK,
     TOUCHED,
     WINDOW_END,
     WINDOW_START,
     AggregationPlan,
+    EventTimeWindows,
     early_firing_due,
     sort_results,
     split_event_time,
@@ -77,7 +76,7 @@ def open_windows(config: AggregateConfig, carry_trace: bool = False) -> KeyedOpe
     return SlidingWindows(config, carry_trace)
 
 
-class _AlignedWindows:
+class _AlignedWindows(EventTimeWindows):
     """Windows ``[start, start + size_ms)`` with starts at multiples of ``hop_ms`` (hop == size: tumbling).
 
     State: partials of windows not closed yet (``end > watermark``), appended per batch and merged lazily;
@@ -88,24 +87,12 @@ class _AlignedWindows:
     _COMPACT_AFTER = 64
 
     def __init__(self, config: AggregateConfig, carry_trace: bool, size_ms: int, hop_ms: int) -> None:
-        self.plan = AggregationPlan(config, carry_trace)
+        super().__init__(config, carry_trace)
         self.size_ms = size_ms
         self.hop_ms = hop_ms
-        self._lateness_ms = config.allowed_lateness_ms
-        self._early_ms = config.early_update_ms
-        self._updates = config.emits_updates
-        self._watermark_ms = NO_WATERMARK
         self._partials: list[pa.Table] = []
         self._earliest_open_end: int | None = None
         self._closed: pa.Table | None = None  # merged, with TOUCHED; only when lateness is allowed
-
-    @property
-    def key(self) -> str:
-        return self.plan.key
-
-    @property
-    def watermark_ms(self) -> int:
-        return self._watermark_ms
 
     @property
     def state_rows(self) -> int:
@@ -231,10 +218,6 @@ class _AlignedWindows:
     def _results(self, merged: pa.Table, is_final: bool) -> pa.Table:
         ends = pc.add(merged.column(_START), self.size_ms)
         return self.plan.finalise(merged, ends, is_final if self._updates else None)
-
-    def flush(self) -> pa.Table | None:
-        """Close every window and emit its final result (end of input)."""
-        return self.advance(END_OF_TIME_MS)
 
     def snapshot(self) -> pa.Table:
         """Every window in state: key, window start, merged partials and TOUCHED, tagged :attr:`STATE_FORMAT`."""

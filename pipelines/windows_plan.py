@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,7 @@ __all__ = [
     "WINDOW_START",
     "WINDOW_START_INTERNAL",
     "AggregationPlan",
+    "EventTimeWindows",
     "early_firing_due",
     "key_codes",
     "sort_results",
@@ -172,3 +174,34 @@ def key_codes(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
         keys = keys.combine_chunks()
     encoded = pc.dictionary_encode(keys, null_encoding="encode")
     return np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+class EventTimeWindows:
+    """What every window kind shares: its aggregation plan, lateness and early-update settings, its watermark.
+
+    Subclasses set ``STATE_FORMAT`` and implement ``advance``; ``flush`` closes everything (end of input).
+    """
+
+    STATE_FORMAT: ClassVar[str]
+
+    def __init__(self, config: AggregateConfig, carry_trace: bool) -> None:
+        self.plan = AggregationPlan(config, carry_trace)
+        self._lateness_ms = config.allowed_lateness_ms
+        self._early_ms = config.early_update_ms
+        self._updates = config.emits_updates
+        self._watermark_ms = NO_WATERMARK
+
+    @property
+    def key(self) -> str:
+        return self.plan.key
+
+    @property
+    def watermark_ms(self) -> int:
+        return self._watermark_ms
+
+    def advance(self, watermark_ms: int) -> pa.Table | None:
+        raise NotImplementedError
+
+    def flush(self) -> pa.Table | None:
+        """Close every window and emit its final result (end of input)."""
+        return self.advance(END_OF_TIME_MS)

@@ -25,10 +25,9 @@ import pyarrow.compute as pc
 from pipelines.config import AggregateConfig, SessionWindowConfig
 from pipelines.keyed_operator import Added, check_state_format, tag_state
 from pipelines.windows_plan import (
-    END_OF_TIME_MS,
-    NO_WATERMARK,
     TOUCHED,
     AggregationPlan,
+    EventTimeWindows,
     early_firing_due,
     key_codes,
     sort_results,
@@ -41,7 +40,7 @@ __all__ = ["SessionWindows"]
 _LAST = "_last_event_time"
 
 
-class SessionWindows:
+class SessionWindows(EventTimeWindows):
     """Keyed session windows with inactivity gap ``gap_ms`` (module doc)."""
 
     STATE_FORMAT = "session/1"
@@ -49,21 +48,9 @@ class SessionWindows:
     def __init__(self, config: AggregateConfig, carry_trace: bool = False) -> None:
         if not isinstance(config.window, SessionWindowConfig):
             raise TypeError(f"SessionWindows needs a session window config, not {config.window.type!r}")
-        self.plan = AggregationPlan(config, carry_trace)
+        super().__init__(config, carry_trace)
         self.gap_ms = config.window.gap_ms
-        self._lateness_ms = config.allowed_lateness_ms
-        self._early_ms = config.early_update_ms
-        self._updates = config.emits_updates
-        self._watermark_ms = NO_WATERMARK
         self._sessions: pa.Table | None = None  # one row per session, TOUCHED all 0 between calls
-
-    @property
-    def key(self) -> str:
-        return self.plan.key
-
-    @property
-    def watermark_ms(self) -> int:
-        return self._watermark_ms
 
     @property
     def state_rows(self) -> int:
@@ -142,10 +129,6 @@ class SessionWindows:
     def _results(self, sessions: pa.Table, is_final: bool) -> pa.Table:
         ends = pc.add(sessions.column(_LAST), self.gap_ms)
         return self.plan.finalise(sessions, ends, is_final if self._updates else None)
-
-    def flush(self) -> pa.Table | None:
-        """Close every session and emit its final result (end of input)."""
-        return self.advance(END_OF_TIME_MS)
 
     def snapshot(self) -> pa.Table:
         """One row per session: key, start, last event time, merged partials, TOUCHED; tagged."""

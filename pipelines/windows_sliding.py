@@ -24,10 +24,8 @@ import pyarrow.compute as pc
 from pipelines.config import AggregateConfig, SlidingWindowConfig
 from pipelines.keyed_operator import Added, check_state_format, tag_state
 from pipelines.windows_plan import (
-    END_OF_TIME_MS,
-    NO_WATERMARK,
     WINDOW_START_INTERNAL,
-    AggregationPlan,
+    EventTimeWindows,
     early_firing_due,
     key_codes,
     sort_results,
@@ -67,7 +65,7 @@ class _SortedRows:
         return lo, hi
 
 
-class SlidingWindows:
+class SlidingWindows(EventTimeWindows):
     """Keyed sliding event-time windows of ``size_ms``, one per key and distinct event time (module doc)."""
 
     STATE_FORMAT = "sliding/1"
@@ -75,22 +73,10 @@ class SlidingWindows:
     def __init__(self, config: AggregateConfig, carry_trace: bool = False) -> None:
         if not isinstance(config.window, SlidingWindowConfig):
             raise TypeError(f"SlidingWindows needs a sliding window config, not {config.window.type!r}")
-        self.plan = AggregationPlan(config, carry_trace)
+        super().__init__(config, carry_trace)
         self.size_ms = config.window.size_ms
-        self._lateness_ms = config.allowed_lateness_ms
-        self._early_ms = config.early_update_ms
-        self._updates = config.emits_updates
-        self._watermark_ms = NO_WATERMARK
         self._rows: list[pa.Table] = []
         self._min_time: int | None = None
-
-    @property
-    def key(self) -> str:
-        return self.plan.key
-
-    @property
-    def watermark_ms(self) -> int:
-        return self._watermark_ms
 
     @property
     def state_rows(self) -> int:
@@ -189,10 +175,6 @@ class SlidingWindows:
         start = partials.schema.get_field_index(WINDOW_START_INTERNAL)
         partials = partials.set_column(start, WINDOW_START_INTERNAL, pa.array(times - self.size_ms + 1))
         return self.plan.finalise(partials, pa.array(times + 1), is_final if self._updates else None)
-
-    def flush(self) -> pa.Table | None:
-        """Close every window and emit its final result (end of input)."""
-        return self.advance(END_OF_TIME_MS)
 
     def snapshot(self) -> pa.Table:
         """The rows in state (key, ``_event_time``, source columns), tagged :attr:`STATE_FORMAT`."""
