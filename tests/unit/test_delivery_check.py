@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from cluster.verify import _stream_of, fixed_end_offsets, verify_run
-from pipelines.config import PipelineConfig, parse_config
+from pipelines.config import PipelineConfig, load_config, parse_config
 from pipelines.delivery_check import (
     COMMITS_SCHEMA,
     EPOCH,
@@ -23,6 +24,7 @@ from pipelines.delivery_check import (
     expected_run,
     recompute_windows,
 )
+from pipelines.errors import ConfigError
 from pipelines.plan import CompiledPipeline, compile_pipeline
 from pipelines.records import DEAD_LETTER_SCHEMA, RawBatch
 from pipelines.sinks import DeadLetterSink, JsonlSink
@@ -391,3 +393,10 @@ async def test_verify_run_reads_files_of_a_generator_run(tmp_path: Path) -> None
     broken = await verify_run(config, fixed_end_offsets(ends))
     assert broken.outputs[0].lost.count == 1
     assert not broken.ok_for("at_least_once")
+
+
+def test_an_upsert_pipeline_is_refused_rather_than_misjudged() -> None:
+    compiled = compile_pipeline(load_config(Path(__file__).parents[2] / "configs" / "inventory_upsert.yaml"))
+
+    with pytest.raises(ConfigError, match="keyed upsert pipeline writes a changelog"):
+        check_delivery(compiled, expected_run(compiled, []), [], DEAD_LETTER_SCHEMA.empty_table())
