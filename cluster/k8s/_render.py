@@ -76,16 +76,24 @@ class WorkerBounds:
 
 
 def worker_bounds(config: PipelineConfig, options: RenderOptions) -> WorkerBounds:
-    """Worker pod bounds: explicit options first, else 1 .. (actors the config asks for / slots per pod).
+    """Worker pod bounds: explicit options first, else from the actors the config asks for / slots per pod:
+    1 .. the configured actors, or with ``runtime.autoscale`` its min .. max actors, so the Ray autoscaler
+    (KubeRay) can add the pods a scale-out needs and remove them after a scale-in.
 
-    This is the one place that maps a config to bounds; a future ``runtime.autoscale`` section is read
-    here. Raises ConfigError when the bounds are inconsistent.
+    This is the one place that maps a config to bounds. Raises ConfigError when the bounds are inconsistent.
     """
     if options.slots_per_worker < 1:
         raise ConfigError(f"--slots-per-worker must be at least 1, got {options.slots_per_worker}")
     runtime = config.runtime
-    actors = runtime.source_actors + (runtime.aggregate_actors if config.keyed_stage is not None else 0)
-    low = 1 if options.min_workers is None else options.min_workers
+    keyed = config.keyed_stage is not None
+    actors = runtime.source_actors + (runtime.aggregate_actors if keyed else 0)
+    fewest = 1
+    autoscale = runtime.autoscale
+    if autoscale is not None:
+        actors = autoscale.max_source_actors + (autoscale.max_aggregate_actors if keyed else 0)
+        fewest = math.ceil((autoscale.min_source_actors + (autoscale.min_aggregate_actors if keyed else 0))
+                           / options.slots_per_worker)  # fmt: skip
+    low = fewest if options.min_workers is None else options.min_workers
     high = math.ceil(actors / options.slots_per_worker) if options.max_workers is None else options.max_workers
     if low < 0 or high < 1:
         raise ConfigError(

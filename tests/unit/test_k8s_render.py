@@ -219,3 +219,11 @@ def test_cli_render_reports_bounds_errors_with_the_flag(project: Path, capsys: p
 
     assert main([*argv, "--project-dir", str(project)]) == 2
     assert "--min-workers (3) is greater than --max-workers (2)" in capsys.readouterr().err
+
+
+def test_worker_bounds_follow_the_autoscaling_bounds() -> None:
+    config = load_config(REPO / "configs" / "autoscale_demo.yaml")  # sources 1..4, aggregates 1..3
+
+    bounds = worker_bounds(config, RenderOptions(slots_per_worker=2))
+
+    assert (bounds.min_replicas, bounds.max_replicas) == (1, 4), "ceil(2 / 2) .. ceil(7 / 2) pods"
