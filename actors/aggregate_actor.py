@@ -169,6 +169,34 @@ class AggregateActor:
         rows: int = state.num_rows
         return rows
 
+    def regroup(self, key_groups: list[int], senders: int, snapshots: list[AggregateSnapshot]) -> int:
+        """A rescale at a barrier (every sender held, everything sent processed): own ``key_groups`` from now
+        on. Groups it keeps stay in memory; groups it gives up are dropped; groups it takes over are read from
+        the checkpoint just taken (``snapshots``), from the files of their previous owners only. Return the
+        state rows taken over."""
+        adopted = sorted(set(key_groups) - set(self.key_groups))
+        current = self._with_key_groups(self._operator.snapshot())
+        kept = current.filter(pc.is_in(current.column(_KEY_GROUP), pa.array(key_groups, pa.int32())))
+        tables = [kept] if kept.num_rows else []
+        watermark = self._operator.watermark_ms
+        taken = 0
+        previous_owners = [s for s in snapshots if s.state is not None and set(s.key_groups) & set(adopted)]
+        if previous_owners and self._store is not None:
+            for snapshot in previous_owners:
+                assert snapshot.state is not None
+                table = self._store.read_table(snapshot.state)
+                table = table.filter(pc.is_in(table.column(_KEY_GROUP), pa.array(adopted, pa.int32())))
+                taken += table.num_rows
+                tables.append(table)
+                watermark = max(watermark, snapshot.watermark_ms)
+        metadata = current.schema.metadata
+        state = pa.concat_tables(tables, promote_options="permissive") if tables else kept
+        self._operator.restore(state.drop_columns([_KEY_GROUP]).replace_schema_metadata(metadata), watermark)
+        self.key_groups = list(key_groups)
+        self._sender_watermarks = [NO_WATERMARK] * senders
+        self._idle_senders = set()
+        return taken
+
     def fence_outputs(self) -> None:
         """Exactly-once: fence the producers of the actor this one replaces (see :mod:`actors.recovery`)."""
         fence_kafka_outputs([*self._sinks, self._late_output])

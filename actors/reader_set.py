@@ -45,6 +45,17 @@ class ReaderSet:
         self.readers.extend(opened)
         return opened
 
+    async def release(self, partitions: list[int]) -> None:
+        """Close the readers of ``partitions`` (a rescale moved them). ``readers`` becomes a new list, so a loop
+        iterating the old one is not disturbed (it must skip partitions no longer owned)."""
+        gone = set(partitions)
+        for reader in self.readers:
+            if reader.partition in gone:
+                await reader.close()
+        self.readers = [reader for reader in self.readers if reader.partition not in gone]
+        if self._kafka is not None:
+            await self._kafka.release(partitions)
+
     async def commit(self) -> dict[int, int]:
         """Commit the readers' positions (Kafka: under the pipeline's group id); others keep no offsets."""
         return await self._kafka.commit() if self._kafka is not None else {}

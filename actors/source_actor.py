@@ -116,6 +116,7 @@ class SourceActor:
         self._dead_lettered = 0
         self._committed: dict[int, int] = {}
         self._busy_s = 0.0
+        self._released: set[int] = set()  # partitions a rescale moved away from this actor
 
     async def fence_outputs(self) -> None:
         """Exactly-once: fence the producers of the actor this one replaces (see :mod:`actors.recovery`)."""
@@ -192,6 +193,45 @@ class SourceActor:
                 self._reading.release()
         return self.progress()
 
+    async def reassign(
+        self,
+        partitions: list[int],
+        restored: SourceSnapshot,
+        limits: dict[int, int | None],
+        downstream: Downstream | None,
+        owner_of_group: list[int] | None,
+    ) -> None:
+        """A rescale, while this actor is held at the barrier (:meth:`complete` with ``resume`` False): read
+        ``partitions`` from now on (new ones from ``restored``, the checkpoint just taken) and route to the
+        new set of aggregates. Partitions it keeps are not touched; :meth:`resume` continues reading."""
+        if not self._reading.locked():
+            raise RuntimeError("reassign() needs the actor held at a barrier (complete(epoch, resume=False))")
+        owned = {reader.partition for reader in self._inputs.readers} | set(self._pending_partitions)
+        leaving = sorted(owned - set(partitions))
+        await self._inputs.release(leaving)
+        self._released |= set(leaving)
+        for partition in leaving:
+            self._max_event_time.pop(partition, None)
+            self._last_event_at.pop(partition, None)
+        arriving = sorted(set(partitions) - owned)
+        self._released -= set(arriving)
+        self._restored_positions.update({p: restored.positions[p] for p in arriving if p in restored.positions})
+        self._restored_event_times.update(
+            {p: restored.max_event_time_ms[p] for p in arriving if p in restored.max_event_time_ms}
+        )
+        self._limits.update({p: limits.get(p) for p in arriving})
+        self._pending_partitions = [p for p in self._pending_partitions if p not in leaving] + arriving
+        stage = self._config.keyed_stage
+        if stage is not None and downstream is not None and owner_of_group is not None:
+            self._downstream = downstream
+            self._router = KeyGroupRouter(stage.key, self._config.runtime.max_key_groups, owner_of_group)
+            self._sent_watermark = [NO_WATERMARK] * downstream.owners
+
+    async def resume(self) -> None:
+        """Continue reading after a rescale held this actor at the barrier."""
+        if self._reading.locked():
+            self._reading.release()
+
     async def close(self) -> SourceProgress:
         """Release outputs, inputs and telemetry (after the last epoch completed, or to abandon the actor)."""
         try:
@@ -251,7 +291,11 @@ class SourceActor:
                 return
             fetched = False
             for reader in readers:
+                if reader.partition in self._released:
+                    continue  # a rescale moved it to another actor while this loop was paused
                 async with self._reading:  # a checkpoint barrier falls between two batches
+                    if reader.partition in self._released:
+                        continue
                     raw = await reader.fetch(runtime.batch_size)
                     if raw is not None:
                         fetched = True

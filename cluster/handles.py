@@ -108,6 +108,19 @@ class SourceHandle(_ActorHandle):
         result: SourceProgress = await self.actor.close.remote()
         return result
 
+    async def reassign(
+        self,
+        partitions: list[int],
+        restored: SourceSnapshot,
+        limits: dict[int, int | None],
+        downstream: Any,
+        owner_of_group: list[int] | None,
+    ) -> None:
+        await self.actor.reassign.remote(partitions, restored, limits, downstream, owner_of_group)
+
+    async def resume(self) -> None:
+        await self.actor.resume.remote()
+
 
 class AggregateHandle(_ActorHandle):
     async def progress(self) -> AggregateProgress:
@@ -120,6 +133,10 @@ class AggregateHandle(_ActorHandle):
 
     async def restore(self, snapshots: list[AggregateSnapshot]) -> int:
         result: int = await self.actor.restore.remote(snapshots)
+        return result
+
+    async def regroup(self, key_groups: list[int], senders: int, snapshots: list[AggregateSnapshot]) -> int:
+        result: int = await self.actor.regroup.remote(key_groups, senders, snapshots)
         return result
 
     async def checkpoint(self, epoch: int) -> AggregateSnapshot:
@@ -193,6 +210,10 @@ class ActorFactory(Protocol):
         """Alive nodes of the cluster (the autoscaling record shows them)."""
         ...
 
+    def downstream(self, config: PipelineConfig, aggregates: list[AggregateHandle]) -> Any:
+        """How a source sends to ``aggregates`` (given to a running source when a rescale changes them)."""
+        ...
+
 
 class RayActors:
     """Actors on Ray, with the options of :mod:`cluster.remote`; named ``<pipeline>-<actor id>``."""
@@ -217,11 +238,7 @@ class RayActors:
         restored: SourceSnapshot | None,
     ) -> SourceHandle:
         """``clock``: (wall-clock start of the run in s, event time of offset 0 in ms) for generator sources."""
-        downstream = (
-            RayDownstream([handle.actor for handle in aggregates], config.runtime.max_in_flight_batches)
-            if owner_of_group is not None
-            else None
-        )
+        downstream = self.downstream(config, aggregates) if owner_of_group is not None else None
         started_at_s, start_time_ms = clock
         actor = remote_source(config, f"{config.name}-{actor_id}").remote(
             config, actor_id, sender_index, partitions, limits, started_at_s, start_time_ms, downstream, owner_of_group,
@@ -234,6 +251,9 @@ class RayActors:
 
     def died(self, error: BaseException) -> bool:
         return actor_died(error)
+
+    def downstream(self, config: PipelineConfig, aggregates: list[AggregateHandle]) -> RayDownstream:
+        return RayDownstream([handle.actor for handle in aggregates], config.runtime.max_in_flight_batches)
 
     def nodes(self) -> int:
         alive: list[bool] = [bool(node.get("Alive")) for node in ray.nodes()]  # type: ignore[no-untyped-call]

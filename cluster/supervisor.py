@@ -37,7 +37,7 @@ from cluster.epochs import EpochRunner, RunIdentity
 from cluster.handles import ActorFactory, AggregateHandle, RayActors, SourceHandle
 from cluster.restore_plan import plan_source_starts
 from cluster.run_report import RunProgress, RunSummary, merge_previews
-from pipelines.checkpoint_store import Checkpoint, CheckpointStore, RunCounts
+from pipelines.checkpoint_store import Checkpoint, CheckpointStore, RunCounts, SourceSnapshot
 from pipelines.config import ConsoleSinkConfig, DeadLetterConfig, JsonlSinkConfig, ParquetSinkConfig, PipelineConfig
 from pipelines.errors import FatalError
 from pipelines.kafka_config import KafkaDeadLetterConfig, KafkaSinkConfig, KafkaSourceConfig
@@ -169,19 +169,34 @@ class Supervisor:
         return True
 
     async def _rescale(self, source_count: int, aggregate_count: int, reason: str) -> None:
-        """Checkpoint with every source held at the barrier (nothing is read after it), then start the new
-        topology from that checkpoint with sticky assignments: only the partitions and key groups that must
-        move change owner. No event is lost or processed twice across it (outputs up to the barrier are
-        committed, reading resumes exactly at the checkpoint's offsets)."""
+        """Rescale in place at a checkpoint boundary. Every source is held at the barrier of a checkpoint
+        (nothing is read after it); sticky assignment moves only the partitions and key groups that must move;
+        actors that stay keep running and keep their state in memory, giving up what moved away and taking
+        over what moved to them from the checkpoint just taken; actors beyond the new counts are removed and
+        new ones start from the checkpoint. No event is lost or processed twice (outputs up to the barrier are
+        committed; moved partitions resume exactly at the checkpoint's offsets)."""
         started = time.monotonic()
         log.warning("pipeline %s rescales: %s", self._config.name, reason)
         checkpoint = await self._epochs.run_epoch(self._sources, self._aggregates, self._identity(), hold=True)
+        assert checkpoint is not None and self._autoscaler is not None  # autoscaling requires checkpoints
         before_owned, before_groups = [list(p) for p in self._owned], [list(g) for g in self._groups]
         before = (len(self._sources), len(self._aggregates))
-        self._abandon()
-        self._source_count, self._aggregate_count = source_count, aggregate_count
-        await self._start(checkpoint)
-        assert self._autoscaler is not None
+        owned = rebalance(self._owned, source_count)
+        kept_sources = self._sources[: len(owned)]
+        kept_aggregates = self._aggregates[: aggregate_count if self._aggregates else 0]
+        # counters of the actors that stay continue; the rest of the run's count is in the checkpoint
+        staying = RunProgress.of(
+            list(await asyncio.gather(*(source.progress() for source in kept_sources))),
+            list(await asyncio.gather(*(aggregate.progress() for aggregate in kept_aggregates))),
+            0.0,
+        )
+        self._earlier = checkpoint.counts.minus(self._baseline).minus(staying.counts())
+        suffix = f"{self._run_id}-{self._attempt}-r{len(self._autoscaler.rescales) + 1}"
+        owners = await self._regroup_aggregates(aggregate_count, len(owned), checkpoint, suffix)
+        await self._reassign_sources(owned, owners, checkpoint, suffix)
+        self._source_count, self._aggregate_count = len(self._sources), aggregate_count
+        self._epochs.restarted(checkpoint)
+        self._metrics.actors("source", len(self._sources), self._source_count)
         self._autoscaler.record(
             Rescale(
                 at_s=time.time() - self._run_started_s,
@@ -192,6 +207,63 @@ class Supervisor:
                 duration_s=time.monotonic() - started,
             )
         )
+
+    async def _regroup_aggregates(
+        self, count: int, senders: int, checkpoint: Checkpoint, suffix: str
+    ) -> list[int] | None:
+        """Key groups to ``count`` aggregates (sticky); return the new owner of each group (None: no keyed stage)."""
+        if not self._aggregates:
+            return None
+        config = self._config
+        groups = rebalance(self._groups, count)
+        for handle in self._aggregates[len(groups) :]:
+            self._actors.kill(handle)
+        kept = self._aggregates[: len(groups)]
+        await asyncio.gather(*(h.regroup(groups[i], senders, checkpoint.aggregates) for i, h in enumerate(kept)))
+        added = [
+            self._actors.aggregate(config, f"aggregate-{i}-{suffix}", groups[i], senders, f"aggregate-{i}")
+            for i in range(len(kept), len(groups))
+        ]
+        await asyncio.gather(*(handle.restore(checkpoint.aggregates) for handle in added))
+        await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
+        self._aggregates, self._groups = kept + added, groups
+        return owner_of_group(groups, config.runtime.max_key_groups)
+
+    async def _reassign_sources(
+        self, owned: list[list[int]], owners: list[int] | None, checkpoint: Checkpoint, suffix: str
+    ) -> None:
+        """Partitions to ``len(owned)`` sources (sticky); sources that stay resume, new ones start."""
+        config = self._config
+        for handle, run in zip(self._sources[len(owned) :], self._runs[len(owned) :], strict=True):
+            run.cancel()
+            self._actors.kill(handle)
+        kept, runs = self._sources[: len(owned)], self._runs[: len(owned)]
+        actor_ids = [handle.actor_id for handle in kept] + [
+            f"source-{i}-{suffix}" for i in range(len(kept), len(owned))
+        ]
+        starts = plan_source_starts(
+            owned, partition_limits(self._partitions, config.runtime.max_events), checkpoint, actor_ids
+        )
+        downstream = self._actors.downstream(config, self._aggregates) if owners is not None else None
+        moves = [
+            handle.reassign(
+                owned[i], starts[i].restored or _no_snapshot(handle.actor_id), starts[i].limits, downstream, owners
+            )
+            for i, handle in enumerate(kept)
+        ]
+        await asyncio.gather(*moves)
+        clock = (self._started_at_s, self._start_time_ms)
+        aggregates = self._aggregates
+        added = [
+            self._actors.source(
+                config, actor_ids[i], i, owned[i], starts[i].limits, clock, aggregates, owners, starts[i].restored
+            )
+            for i in range(len(kept), len(owned))
+        ]
+        await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
+        self._sources, self._owned = kept + added, owned
+        self._runs = runs + [asyncio.ensure_future(self._await(handle.start())) for handle in added]
+        await asyncio.gather(*(handle.resume() for handle in kept))
 
     def shutdown(self) -> None:
         """Kill the actors of this run (after :meth:`run` returned, or to abandon it)."""
@@ -385,3 +457,7 @@ def _describe(output: object) -> str:
     """Where an output goes, for people: a directory, ``kafka:<topic>`` or ``console``."""
     topic = getattr(output, "topic", None)
     return f"kafka:{topic}" if topic else str(getattr(output, "path", "console"))
+
+
+def _no_snapshot(actor_id: str) -> SourceSnapshot:
+    return SourceSnapshot(actor_id=actor_id, positions={}, max_event_time_ms={})

@@ -114,6 +114,14 @@ class KafkaSourceSession:
             self._readers[tp.partition] = reader
         return [self._readers[tp.partition] for tp in new]
 
+    async def release(self, partitions: list[int]) -> None:
+        """Stop reading ``partitions`` (they moved to another actor); the others keep their positions."""
+        for partition in partitions:
+            self._readers.pop(partition, None)
+        self._consumer.assign([reader.tp for reader in self._readers.values()])
+        for reader in self._readers.values():  # assign() replaces the assignment and forgets positions
+            self._consumer.seek(reader.tp, reader.position)
+
     async def _start_positions(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         beginning = await self._consumer.beginning_offsets(tps)
         end = await self._consumer.end_offsets(tps)

@@ -39,6 +39,9 @@ class InProcessAggregate:
     async def restore(self, snapshots: list[AggregateSnapshot]) -> int:
         return self.actor.restore(snapshots)
 
+    async def regroup(self, key_groups: list[int], senders: int, snapshots: list[AggregateSnapshot]) -> int:
+        return self.actor.regroup(key_groups, senders, snapshots)
+
     async def fence_outputs(self) -> None:
         self.actor.fence_outputs()
 
@@ -101,6 +104,13 @@ class InProcessSource:
     async def close(self) -> SourceProgress:
         return await self.actor.close()
 
+    async def reassign(self, partitions: list[int], restored: SourceSnapshot, limits: dict[int, int | None],
+                       downstream: Any, owner_of_group: list[int] | None) -> None:  # fmt: skip
+        await self.actor.reassign(partitions, restored, limits, downstream, owner_of_group)
+
+    async def resume(self) -> None:
+        await self.actor.resume()
+
 
 class InProcessDownstream:
     def __init__(self, aggregates: list[AggregateActor]) -> None:
@@ -150,6 +160,9 @@ class InProcessActors:
 
     def nodes(self) -> int:
         return 1
+
+    def downstream(self, config: PipelineConfig, aggregates: list[Any]) -> InProcessDownstream:
+        return InProcessDownstream([a.actor for a in aggregates])
 
 
 def orders(tmp_path: Path, aggregate_actors: int) -> PipelineConfig:
@@ -232,3 +245,49 @@ def test_an_actor_killed_at_a_barrier_is_restored_and_exactly_once_files_equal_t
     actual = {(r["customer_id"], r["window_start_ms"]): (r["orders"], r["revenue_cents"]) for r in rows}
     assert actual == {key: (value["orders"], value["revenue_cents"]) for key, value in expected.items()}
     assert len(read_jsonl_dir(tmp_path / "dead")) == invalid, "each invalid event is dead-lettered exactly once"
+
+
+class StillOpenDownstream(InProcessDownstream):
+    """The first half of an input: its end is not the end of the aggregates' input (windows stay open)."""
+
+    async def finish(self, sender: int) -> None:
+        return None
+
+
+async def test_regroup_moves_key_groups_between_live_aggregates_and_loses_nothing(tmp_path: Path) -> None:
+    """Two aggregates share the key groups; at a barrier the first takes over all of them (a scale-in) from
+    the checkpoint: its windows then equal the reference, each emitted once."""
+    config = orders(tmp_path, aggregate_actors=2)
+    groups = [list(range(64)), list(range(64, 128))]
+    owners = [0] * 64 + [1] * 64
+    first, second = (AggregateActor(config, f"a{i}", groups[i], senders=1, slot=f"aggregate-{i}") for i in (0, 1))
+    limits = partition_limits(8, EVENTS)
+    half = {p: (limit or 0) // 2 for p, limit in limits.items()}
+    first_half = SourceActor(config, "s", 0, list(range(8)), half, 0.0, START_TIME_MS,
+                             StillOpenDownstream([first, second]), owners)  # fmt: skip
+    await first_half.run()
+    barrier = await first_half.checkpoint(1)
+    snapshots = [first.checkpoint(1), second.checkpoint(1)]
+    for actor in (first, second):
+        actor.complete(1)
+    await first_half.complete(1)
+    await first_half.close()
+
+    taken = first.regroup(list(range(128)), senders=1, snapshots=snapshots)
+    rest = {p: (limit or 0) - half[p] for p, limit in limits.items()}
+    second_half = SourceActor(config, "s2", 0, list(range(8)), rest, 0.0, START_TIME_MS,
+                              InProcessDownstream([first]), [0] * 128, barrier.snapshot)  # fmt: skip
+    await second_half.run()
+    first.checkpoint(2)
+    first.complete(2)
+    await second_half.close()
+    first.close()
+    second.close()
+
+    assert taken > 0, "the second aggregate's open windows moved"
+    expected, _ = reference_orders(config.source, partition_limits(8, EVENTS), START_TIME_MS, 10_000)  # type: ignore[arg-type]
+    rows = read_jsonl_dir(tmp_path / "out")
+    keys = [(r["customer_id"], r["window_start_ms"]) for r in rows]
+    assert len(keys) == len(set(keys)), "no window emitted twice"
+    actual = {(r["customer_id"], r["window_start_ms"]): (r["orders"], r["revenue_cents"]) for r in rows}
+    assert actual == {key: (value["orders"], value["revenue_cents"]) for key, value in expected.items()}
