@@ -9,7 +9,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from actors.epoch_outputs import FlushingOutput, Output
+from actors.epoch_outputs import FlushingOutput, Output, prepare_outputs
 from actors.faults import crash_if_planned
 from actors.metrics import PipelineMetrics
 from actors.outputs import open_dead_letter, open_result_sinks
@@ -17,7 +17,7 @@ from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import AggregateProgress
 from actors.source_actor import END_OF_INPUT, NO_WATERMARK
 from actors.telemetry import Telemetry
-from pipelines.checkpoint_store import AggregateSnapshot, CheckpointStore, PendingFile, WriteAhead
+from pipelines.checkpoint_store import AggregateSnapshot, CheckpointStore, WriteAhead
 from pipelines.config import PipelineConfig
 from pipelines.keyed_stage import open_keyed_operator
 from pipelines.keygroups import KeyGroupRouter
@@ -213,14 +213,7 @@ class AggregateActor:
         if self._store is not None:
             state = self._operator.snapshot()
             state_file = self._store.write_table(epoch, f"state-{self._slot}", self._with_key_groups(state))
-        pending: list[PendingFile] = []
-        ahead: list[WriteAhead] = []
-        for index, output in enumerate([*self._sinks, self._late_output]):
-            files, rows = output.prepare(epoch)
-            pending.extend(files)
-            if rows is not None and self._store is not None:
-                written = self._store.write_table(epoch, f"ahead-{self._slot}-{index}", rows)
-                ahead.append(WriteAhead(str(getattr(output, "slot", "")), written))
+        pending, ahead = prepare_outputs([*self._sinks, self._late_output], epoch, self._store, self._slot)
         return AggregateSnapshot(
             actor_id=self._actor_id,
             key_groups=list(self.key_groups),

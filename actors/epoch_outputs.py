@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from actors.kafka.commit_markers import CommitMarker, commit_marker_topic
 from actors.kafka.producer_sink import KafkaDeadLetterSink, KafkaSink
-from pipelines.checkpoint_store import PendingFile
+from pipelines.checkpoint_store import CheckpointStore, PendingFile, WriteAhead
 from pipelines.sinks import Rows, Sink
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "TransactionalKafkaOutput",
     "commit_pending_files",
     "discard_staged_files",
+    "prepare_outputs",
 ]
 
 STAGING = "_staging"
@@ -169,6 +170,22 @@ class TransactionalKafkaOutput:
 
     def close(self) -> None:
         self.sink.close()  # an open transaction is aborted by the broker (timeout) or by the next producer
+
+
+def prepare_outputs(
+    outputs: list[Output], epoch: int, store: CheckpointStore | None, writer: str
+) -> tuple[list[PendingFile], list[WriteAhead]]:
+    """Prepare every output of an actor at the barrier of ``epoch``: the staged files to rename on commit, and
+    each exactly-once Kafka slot's rows written into the checkpoint as ``ahead-<writer>-<n>`` (write-ahead).
+    Blocking (acks, fsync): the async source actor runs it on a thread."""
+    pending: list[PendingFile] = []
+    ahead: list[WriteAhead] = []
+    for index, output in enumerate(outputs):
+        files, rows = output.prepare(epoch)
+        pending.extend(files)
+        if rows is not None and store is not None and isinstance(output, TransactionalKafkaOutput):
+            ahead.append(WriteAhead(output.slot, store.write_table(epoch, f"ahead-{writer}-{index}", rows)))
+    return pending, ahead
 
 
 def commit_pending_files(files: list[PendingFile]) -> None:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from actors.downstream import Downstream
-from actors.epoch_outputs import Output
+from actors.epoch_outputs import Output, prepare_outputs
 from actors.faults import crash_if_planned
 from actors.metrics import PipelineMetrics
 from actors.outputs import open_dead_letter, open_result_sinks
@@ -153,15 +153,8 @@ class SourceActor:
             await self._open_pending()
             if self._downstream is not None:
                 await self._downstream.drain()
-            pending: list[PendingFile] = []
-            ahead: list[WriteAhead] = []
-            for index, output in enumerate([*self._sinks, self._dead_letter]):
-                files, rows = await asyncio.to_thread(output.prepare, epoch)
-                pending.extend(files)
-                if rows is not None and self._store is not None:
-                    name = f"ahead-{self._slot}-{index}"
-                    ahead.append(WriteAhead(_slot_of(output), await asyncio.to_thread(self._store.write_table,
-                                                                                      epoch, name, rows)))  # fmt: skip
+            outputs = [*self._sinks, self._dead_letter]
+            pending, ahead = await asyncio.to_thread(prepare_outputs, outputs, epoch, self._store, self._slot)
             readers = self._inputs.readers
             snapshot = SourceSnapshot(
                 actor_id=self._actor_id,
@@ -401,7 +394,3 @@ class SourceActor:
             return None
         lowest = min(active)
         return NO_WATERMARK if lowest == NO_WATERMARK else lowest - disorder
-
-
-def _slot_of(output: Output) -> str:
-    return str(getattr(output, "slot", ""))

@@ -64,8 +64,6 @@ class EpochRunner:
         self._last_s = time.monotonic()
         self._metrics = metrics
         self.completed = 0
-        self.durations_s: list[float] = []
-        self.state_bytes: list[int] = []
 
     def restarted(self, checkpoint: Checkpoint | None) -> None:
         """A topology was (re)started: the next epoch is numbered after every one ever begun."""
@@ -126,8 +124,6 @@ class EpochRunner:
             await asyncio.to_thread(self._store.prune, self._config.checkpoint.keep)
         duration_s = time.monotonic() - started
         self.completed += 1
-        self.durations_s.append(duration_s)
-        self.state_bytes.append(sum(a.state.size_bytes for a in snapshots if a.state is not None))
         self._metrics.checkpoint(duration_s)
         self._last_s = time.monotonic()
         return checkpoint

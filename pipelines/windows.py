@@ -44,6 +44,7 @@ from pipelines.windows_plan import (
     early_firing_due,
     sort_results,
     split_event_time,
+    split_late,
 )
 from pipelines.windows_plan import WINDOW_START_INTERNAL as _START
 from pipelines.windows_session import SessionWindows
@@ -111,14 +112,10 @@ class _AlignedWindows(EventTimeWindows):
             return None, None
         times = batch.column("_timestamp").to_numpy(zero_copy_only=False).astype(np.int64)
         last_starts = times - np.mod(times, self.hop_ms)
-        late_mask = last_starts + (self.size_ms + self._lateness_ms) <= self._watermark_ms
-        late = None
-        if late_mask.any():
-            late = batch.filter(pa.array(late_mask))
-            batch = batch.filter(pa.array(~late_mask))
-            last_starts = last_starts[~late_mask]
-            if batch.num_rows == 0:
-                return None, late
+        closes = last_starts + (self.size_ms + self._lateness_ms)
+        batch, last_starts, late = split_late(batch, last_starts, closes, self._watermark_ms)
+        if batch.num_rows == 0:
+            return None, late
         rows = self._assign(batch, last_starts)
         if not self._lateness_ms:  # no row of a closed window passes the late check: the fast path
             self._append(rows)

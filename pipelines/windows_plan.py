@@ -33,6 +33,7 @@ __all__ = [
     "key_codes",
     "sort_results",
     "split_event_time",
+    "split_late",
 ]
 
 WINDOW_START = "window_start_ms"
@@ -205,3 +206,15 @@ class EventTimeWindows:
     def flush(self) -> pa.Table | None:
         """Close every window and emit its final result (end of input)."""
         return self.advance(END_OF_TIME_MS)
+
+
+def split_late(
+    batch: pa.RecordBatch, times: np.ndarray, last_close_ms: np.ndarray, watermark_ms: int
+) -> tuple[pa.RecordBatch, np.ndarray, pa.RecordBatch | None]:
+    """Split off the rows whose last possible window closed for good (``last_close_ms <= watermark_ms``):
+    return the rows still counted, their ``times``, and the late rows (None when there are none)."""
+    late_mask = last_close_ms <= watermark_ms
+    if not late_mask.any():
+        return batch, times, None
+    kept = ~late_mask
+    return batch.filter(pa.array(kept)), times[kept], batch.filter(pa.array(late_mask))

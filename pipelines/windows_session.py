@@ -32,6 +32,7 @@ from pipelines.windows_plan import (
     key_codes,
     sort_results,
     split_event_time,
+    split_late,
 )
 from pipelines.windows_plan import WINDOW_START_INTERNAL as _START
 
@@ -63,11 +64,8 @@ class SessionWindows(EventTimeWindows):
         if timed.num_rows == 0:
             return Added(no_event_time=no_event_time)
         times = timed.column("_timestamp").to_numpy(zero_copy_only=False).astype(np.int64)
-        late_mask = times + (self.gap_ms + self._lateness_ms) <= self._watermark_ms
-        late = None
-        if late_mask.any():
-            late = timed.filter(pa.array(late_mask))
-            timed, times = timed.filter(pa.array(~late_mask)), times[~late_mask]
+        closes = times + (self.gap_ms + self._lateness_ms)
+        timed, times, late = split_late(timed, times, closes, self._watermark_ms)
         if timed.num_rows == 0:
             return Added(late=late, no_event_time=no_event_time)
         rows = pa.table(
