@@ -221,17 +221,25 @@ def _check_record(payload: bytes | None) -> tuple[str | None, bytes]:
     """Why one record cannot be decoded (None if it can), and the record as a single JSON line."""
     if not payload:
         return "empty or null payload", b""
+    if not _is_utf8(payload):  # checked here: the reason is eventray's, whatever msgspec's version says
+        return "payload is not valid UTF-8", b""
     try:
         decoded = msgspec.json.decode(payload)
-    except UnicodeDecodeError:  # msgspec raises it, not DecodeError, for bad UTF-8 inside a string
-        return "payload is not valid UTF-8", b""
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:  # the library's detail only as a suffix
         return f"undecodable JSON: {error}", b""
     if not isinstance(decoded, dict):
         return f"JSON value is a {type(decoded).__name__}, not an object", b""
     if _NEWLINE in payload:
         return None, msgspec.json.encode(decoded)
     return None, payload
+
+
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _dead_letter_batches(raw: RawBatch, rejected: list[_Rejection]) -> list[pa.RecordBatch]:

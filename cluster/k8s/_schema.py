@@ -196,14 +196,18 @@ class SchemaSet:
         return [violation for error in errors for violation in _describe(error)]
 
 
-def find_schema_dir(project_dir: Path) -> Path:
-    """The KubeRay schema folder beside the project (``../shared/kuberay/schemas``), or ConfigError."""
-    candidate = (project_dir / ".." / "shared" / "kuberay" / "schemas").resolve()
-    if all((candidate / name).is_file() for name in CRD_SCHEMA_FILES.values()):
-        return candidate
+BUNDLED_SCHEMA_DIR = Path(__file__).with_name("crds")
+"""The KubeRay v1.7.0 CRD schemas shipped with eventray (package data, see ``crds/README.md``)."""
+
+
+def find_schema_dir() -> Path:
+    """The KubeRay schema folder shipped inside the package, so any checkout or install validates."""
+    if all((BUNDLED_SCHEMA_DIR / name).is_file() for name in CRD_SCHEMA_FILES.values()):
+        return BUNDLED_SCHEMA_DIR
     raise ConfigError(
-        f"the KubeRay CRD schemas were not found in {candidate}. "
-        "Operator action: pass --schemas DIR with raycluster_v1.json, rayjob_v1.json and rayservice_v1.json."
+        f"the KubeRay CRD schemas are missing from the installed package ({BUNDLED_SCHEMA_DIR}). "
+        "Operator action: reinstall eventray, or pass --schemas DIR with raycluster_v1.json, rayjob_v1.json "
+        "and rayservice_v1.json."
     )
 
 

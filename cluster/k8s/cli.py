@@ -148,7 +148,7 @@ def rendered_text(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _schemas(args: argparse.Namespace) -> SchemaSet:
-    return load_schema_set(args.schemas or find_schema_dir(args.project_dir))
+    return load_schema_set(args.schemas or find_schema_dir())
 
 
 def _report(problems: list[Problem]) -> int:

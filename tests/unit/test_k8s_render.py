@@ -1,7 +1,7 @@
 """`eventray k8s render`: pipeline config -> RayCluster/RayJob, valid against KubeRay, with eventray's contract.
 
 No Ray, no Kafka, no cluster: rendered dicts are checked against the KubeRay v1 CRD schemas in
-../shared/kuberay/schemas and the operator's rules.
+cluster/k8s/crds (shipped with the package) and the operator's rules.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ runtime: {source_actors: 3, aggregate_actors: 2}
 
 @pytest.fixture(scope="module")
 def schemas() -> SchemaSet:
-    return load_schema_set(find_schema_dir(REPO))
+    return load_schema_set(find_schema_dir())
 
 
 @pytest.fixture
@@ -183,7 +183,7 @@ def test_cli_render_writes_the_command_in_a_header(project: Path, capsys: pytest
     output = project / "job.yaml"
     argv = ["render", "configs/demo.yaml", "--max-workers", "7", "--output", str(output)]
 
-    assert main([*argv, "--project-dir", str(project), "--schemas", str(find_schema_dir(REPO))]) == 0
+    assert main([*argv, "--project-dir", str(project), "--schemas", str(find_schema_dir())]) == 0
 
     text = output.read_text(encoding="utf-8")
     assert text.splitlines()[0] == (
@@ -200,7 +200,7 @@ def test_cli_render_refuses_an_entrypoint_module_that_does_not_exist(
     # Without pipelines/demo.py the job falls back to the generic cluster.job, which this project lacks too.
     (project / "pipelines" / "demo.py").unlink()
 
-    code = main(["render", "configs/demo.yaml", "--project-dir", str(project), "--schemas", str(find_schema_dir(REPO))])
+    code = main(["render", "configs/demo.yaml", "--project-dir", str(project), "--schemas", str(find_schema_dir())])
 
     assert code == 1
     assert "module cluster.job does not exist" in capsys.readouterr().out
