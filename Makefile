@@ -11,7 +11,7 @@ UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 UV_SYNC := $(UV) sync --locked --python $(PYTHON) --extra dev
-# One auth mode for every process we start (tests, CLI, `ray start`, CI): see DESIGN section 7.
+# One auth mode for every process we start (tests, CLI, `ray start`, CI): see ARCHITECTURE.md section 7.
 export RAY_AUTH_MODE ?= disabled
 CONFIG ?= configs/orders.yaml
 ARGS ?=

@@ -337,7 +337,7 @@ class SourceActor:
             await self._route(events, batch_trace.traceparent)
 
     def _span_attributes(self, raw: RawBatch) -> dict[str, str | int]:
-        """OpenTelemetry messaging attributes of a batch span (DESIGN section 6)."""
+        """OpenTelemetry messaging attributes of a batch span (ARCHITECTURE.md section 6)."""
         return {
             "messaging.system": "kafka" if self._inputs.commits_offsets else self._config.source.type,
             "messaging.operation.type": "process",

@@ -61,7 +61,7 @@ class RunResult:
 
 
 def child_environment() -> dict[str, str]:
-    """The environment of every system's process: one Ray auth mode (DESIGN section 7), quiet Ray."""
+    """The environment of every system's process: one Ray auth mode (ARCHITECTURE.md section 7), quiet Ray."""
     environment = dict(os.environ)
     environment.setdefault("RAY_AUTH_MODE", "disabled")
     environment.setdefault("RAY_DEDUP_LOGS", "0")

@@ -1,7 +1,11 @@
 """The results of a benchmark run: a JSON file per mode, ``benchmarks/RESULTS.md`` and a PNG chart per mode.
 
-``RESULTS.md`` is regenerated from every ``benchmarks/results/<mode>.json`` there is (quick and full), so a
-quick run does not erase the last full run's table.
+``RESULTS.md`` shows the run just measured and the last run of the other mode, read back from its
+``benchmarks/results/<mode>.json`` (quick and full), so a quick run does not erase the last full run's table.
+Only those two files are read: ``results/`` also holds other tools' files (``guarantees.json``, written by
+``benchmarks.guarantees``). A file of the other mode that this version cannot show (not a run, no ``mode`` in
+files of earlier versions, a field it lacks) is left out or upgraded with a printed note, never fatal: the run
+just measured is saved before anything is read back.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
 
-__all__ = ["BENCH_DIR", "write_results"]
+__all__ = ["BENCH_DIR", "RUN_MODES", "write_results"]
 
 BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
+RUN_MODES = ("full", "quick")  # the order of their sections in RESULTS.md
 SYSTEM_LABELS = {
     "eventray": "eventray",
     "bare_getmany": "bare aiokafka getmany (ceiling)",
@@ -36,16 +40,50 @@ WORKLOAD_TITLES = {
 TARGETS = (("quix", 3.0), ("faust", 5.0), ("bare_getmany", 0.7))
 
 
-def write_results(run: dict[str, Any]) -> Path:
-    """Save ``run`` as ``results/<mode>.json``, draw its chart, regenerate RESULTS.md; return the JSON path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{run['mode']}.json"
+def write_results(run: dict[str, Any], bench_dir: Path = BENCH_DIR) -> Path:
+    """Save ``run`` as ``results/<mode>.json``, draw its chart, regenerate RESULTS.md; return the JSON path.
+
+    ``bench_dir``: where ``RESULTS.md`` and ``results/`` are (``benchmarks/``; tests pass a temporary one)."""
+    mode = run["mode"]
+    if mode not in RUN_MODES:
+        raise ValueError(f"run mode must be one of {RUN_MODES}, got {mode!r}")
+    results_dir = bench_dir / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{mode}.json"
     path.write_text(json.dumps(run, indent=2, default=str) + "\n", encoding="utf-8")
-    _chart(run, RESULTS_DIR / f"{run['mode']}.png")
-    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(RESULTS_DIR.glob("*.json"))]
-    runs.sort(key=lambda r: 0 if r["mode"] == "full" else 1)
-    (BENCH_DIR / "RESULTS.md").write_text(_markdown(runs), encoding="utf-8")
+    _chart(run, path.with_suffix(".png"))
+    sections = [_run_section(run) if other == mode else _saved_section(results_dir, other) for other in RUN_MODES]
+    (bench_dir / "RESULTS.md").write_text(_markdown(sections), encoding="utf-8")
     return path
+
+
+def _saved_section(results_dir: Path, mode: str) -> list[str]:
+    """The section of the last ``mode`` run, from ``results/<mode>.json``; none (with a note) if it cannot be shown."""
+    path = results_dir / f"{mode}.json"
+    if not path.exists():
+        return []
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return _left_out(path, f"it is not readable JSON ({error})")
+    if not isinstance(run, dict) or not isinstance(run.get("results"), list):
+        return _left_out(path, "it is not a results file of benchmarks.run (no 'results' list)")
+    if "mode" not in run:
+        print(f"note: {path} has no 'mode' (an earlier version wrote it): taken as {mode!r}, from its name")
+        run["mode"] = mode
+    elif run["mode"] != mode:
+        return _left_out(path, f"its mode is {run['mode']!r}, not {mode!r} as its name says")
+    try:
+        return _run_section(run)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        missing = f"it lacks the field {error}" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
+        return _left_out(path, f"this version cannot show it ({missing}; an earlier version wrote it?)")
+
+
+def _left_out(path: Path, reason: str) -> list[str]:
+    command = "python -m benchmarks.run" + (" --quick" if path.stem == "quick" else "")
+    print(f"note: RESULTS.md leaves out {path}: {reason}; `{command}` writes it anew")
+    return []
 
 
 def _label(workload: str, system: str) -> str:
@@ -268,7 +306,7 @@ METHOD = """\
 """
 
 
-def _markdown(runs: list[dict[str, Any]]) -> str:
+def _markdown(sections: list[list[str]]) -> str:
     lines = [
         "# eventray benchmarks",
         "",
@@ -276,8 +314,8 @@ def _markdown(runs: list[dict[str, Any]]) -> str:
         "",
         METHOD,
     ]
-    for run in runs:
-        lines.extend(_run_section(run))
+    for section in sections:
+        lines.extend(section)
     return "\n".join(lines)
 
 

@@ -179,7 +179,7 @@ class Session:
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     options = _parse(arguments)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # one auth mode for every process (DESIGN section 7)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # one auth mode for every process (ARCHITECTURE.md section 7)
     mode = "quick" if options.quick else "full"
     events = options.events or (QUICK_EVENTS if options.quick else FULL_EVENTS)
     workloads = [w.strip().upper() for w in options.workloads.split(",") if w.strip()]

@@ -1,4 +1,4 @@
-"""Aligned checkpoints, run by the Supervisor every epoch interval (DESIGN section 4).
+"""Aligned checkpoints, run by the Supervisor every epoch interval (ARCHITECTURE.md section 4).
 
 One epoch ``e``, in order:
 

@@ -1,6 +1,6 @@
 """Connecting to Ray: embedded (a local instance started here) or an existing cluster.
 
-``RAY_AUTH_MODE`` must be the same for every process of a cluster (DESIGN section 7). It is read and defaulted
+``RAY_AUTH_MODE`` must be the same for every process of a cluster (ARCHITECTURE.md section 7). It is read and defaulted
 here, once, before Ray starts: ``disabled`` unless the environment says otherwise.
 """
 

@@ -1,4 +1,4 @@
-"""The one place where plain actor classes become Ray actors and get their options (DESIGN section 1)."""
+"""The one place where plain actor classes become Ray actors and get their options (ARCHITECTURE.md section 1)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def source_actor_options(config: PipelineConfig, actor_id: str) -> dict[str, Any
 
 
 def aggregate_actor_options(config: PipelineConfig, actor_id: str) -> dict[str, Any]:
-    # One call at a time keeps each sender's batches in order (DESIGN section 3).
+    # One call at a time keeps each sender's batches in order (ARCHITECTURE.md section 3).
     return {
         "name": actor_id,
         "namespace": NAMESPACE,

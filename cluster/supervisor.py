@@ -6,7 +6,7 @@ It is a plain class (Ray options are applied in :mod:`cluster.remote`) that talk
 start every source's read loop; every epoch interval, run an aligned checkpoint (:mod:`cluster.epochs`); freeze
 the sources at the duration deadline, stop them on request; at the end, a final epoch makes every output
 durable and committed. When an actor dies, every actor is killed and the topology is restored from the last
-complete checkpoint (DESIGN section 4: never rely on Ray task retries for correctness).
+complete checkpoint (ARCHITECTURE.md section 4: never rely on Ray task retries for correctness).
 """
 
 from __future__ import annotations

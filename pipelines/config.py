@@ -361,7 +361,7 @@ class DeadLetterConfig(_Model):
 
 
 class TracingConfig(_Model):
-    """OpenTelemetry tracing: spans per batch and stage, W3C context carried per event (DESIGN section 6)."""
+    """OpenTelemetry tracing: spans per batch and stage, W3C context carried per event (ARCHITECTURE.md section 6)."""
 
     enabled: bool = False
     sampling_ratio: float = Field(default=0.01, ge=0, le=1, description="share of new traces recorded")
@@ -374,7 +374,8 @@ class TracingConfig(_Model):
 
 
 class CheckpointConfig(_Model):
-    """Aligned checkpoints of offsets and keyed state (DESIGN section 4); recovery restores the last complete one."""
+    """Aligned checkpoints of offsets and keyed state (ARCHITECTURE.md section 4); recovery restores the last
+    complete one."""
 
     interval_ms: int = Field(default=5_000, ge=100, description="time between the starts of two checkpoints")
     uri: str = Field(

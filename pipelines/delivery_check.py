@@ -1,4 +1,4 @@
-"""The delivery checker's pure core (DESIGN section 4, "Verification is Jepsen-style"): no Ray, no Kafka.
+"""The delivery checker's pure core (ARCHITECTURE.md section 4, "Verification is Jepsen-style"): no Ray, no Kafka.
 
 Inputs are tables; the readers in ``cluster.verify`` build them. The checker answers: did every input event
 reach each output exactly once, in order per input partition, with nothing read from an aborted transaction,

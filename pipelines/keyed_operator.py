@@ -1,7 +1,7 @@
 """The one interface of keyed state in an AggregateActor: windows, upsert tables, dedup, process functions.
 
 Every stateful operator keeps its state as Arrow tables with the key column in them, so the actor can split
-a snapshot by key group (DESIGN section 3: key groups move between actors) without knowing what the state is.
+a snapshot by key group (ARCHITECTURE.md section 3: key groups move between actors) without knowing what the state is.
 Time is the watermark passed in; nothing here reads a clock, so every operator is tested without Ray.
 """
 

@@ -18,7 +18,7 @@ __all__ = [
     "ValidationOutcome",
 ]
 
-#: Columns every batch carries (DESIGN section 2); operators keep them unless they aggregate.
+#: Columns every batch carries (ARCHITECTURE.md section 2); operators keep them unless they aggregate.
 METADATA_FIELDS: tuple[pa.Field, ...] = (
     pa.field("_partition", pa.int32(), nullable=False),
     pa.field("_offset", pa.int64(), nullable=False),

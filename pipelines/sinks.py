@@ -1,4 +1,4 @@
-"""Sinks: where results and dead letters go. They run in the actor that emits (DESIGN section 3).
+"""Sinks: where results and dead letters go. They run in the actor that emits (ARCHITECTURE.md section 3).
 
 Contract: ``write`` takes a table or batch and may buffer; ``flush`` makes everything written so far durable
 (a file sink's data is on disk); ``close`` flushes and releases files. Sinks are single-threaded.

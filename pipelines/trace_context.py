@@ -1,4 +1,4 @@
-"""W3C trace context on record batches, column-wise (DESIGN section 6).
+"""W3C trace context on record batches, column-wise (ARCHITECTURE.md section 6).
 
 Every batch carries ``_traceparent`` (``00-<trace id>-<span id>-<flags>``, may be null). Events that arrive
 without one get a new context at the source when they are sampled; the sampling decision is a pure function

@@ -66,7 +66,8 @@ class AggregationPlan:
     """Which partial columns an aggregation set needs, and how partials become final values."""
 
     def __init__(self, config: AggregateConfig, carry_trace: bool = False) -> None:
-        """``carry_trace``: results keep the ``_traceparent`` of their first contributing event (DESIGN 6)."""
+        """``carry_trace``: results keep the ``_traceparent`` of their first contributing event
+        (ARCHITECTURE.md section 6)."""
         self.key = config.key
         self._final: dict[str, tuple[str, ...]] = {}
         partials: dict[tuple[str | None, str], _Partial] = {}

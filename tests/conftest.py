@@ -2,7 +2,7 @@
 session for the integration and chaos tests (started only when a test asks for them).
 
 ``RAY_AUTH_MODE`` is set here, before anything imports Ray, so this process and every process it starts
-(``ray start``, the CLI, job drivers) use the same mode (DESIGN section 7).
+(``ray start``, the CLI, job drivers) use the same mode (ARCHITECTURE.md section 7).
 """
 
 from __future__ import annotations

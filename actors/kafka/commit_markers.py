@@ -1,4 +1,4 @@
-"""Commit markers of exactly-once Kafka sinks (DESIGN section 4).
+"""Commit markers of exactly-once Kafka sinks (ARCHITECTURE.md section 4).
 
 Each transaction of a sink slot also writes a marker ``(slot, epoch)`` to ``<pipeline>.eventray-commits`` (one
 partition, compacted, key = slot). A read_committed reader sees a marker only if its transaction committed, so

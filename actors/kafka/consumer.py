@@ -1,6 +1,6 @@
 """A source actor's Kafka consumer: manually assigned partitions, one reader per partition.
 
-No consumer-group protocol: the Supervisor decides which actor owns which partition (DESIGN section 3), so
+No consumer-group protocol: the Supervisor decides which actor owns which partition (ARCHITECTURE.md section 3), so
 there are no rebalances. Auto-commit is off and reads are ``read_committed``; offsets are committed explicitly
 (:meth:`KafkaSourceSession.commit`) under the pipeline's group id, so standard lag tools see them.
 """

@@ -1,12 +1,17 @@
-"""Fault injection for the chaos suite: SIGKILL of actor processes of the session's Ray cluster, torn files."""
+"""Fault injection for the chaos suite: SIGKILL of actor processes of the session's Ray cluster, torn files.
+
+Faults are scheduled by the run's progress (events read, checkpoint epochs), never by wall time.
+"""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -29,18 +34,59 @@ def actor_processes(cluster: LocalRayCluster, kinds: tuple[str, ...]) -> list[ps
     return found
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What the newest complete checkpoint says of a run: its epoch, events read, and when it was written."""
+
+    epoch: int = 0
+    events_in: int = 0
+    created_at_s: float = 0.0
+
+
+def checkpointed_progress(checkpoints: Path) -> Progress:
+    """The newest complete checkpoint's progress under ``checkpoints`` (zeros before the first one).
+
+    Progress is read from the metadata the Supervisor writes at each barrier, where the counts are exact, so a
+    schedule built on it depends on how far the run got, never on how fast the machine is.
+    """
+    newest = Progress()
+    for metadata in checkpoints.rglob("_checkpoint.json"):
+        try:
+            data = json.loads(metadata.read_bytes())
+        except (OSError, ValueError):  # pruned or replaced while we read it
+            continue
+        if data["epoch"] > newest.epoch:
+            newest = Progress(data["epoch"], data["counts"]["events_in"], data["created_at_s"])
+    return newest
+
+
+@dataclass(frozen=True)
+class KillRecord:
+    planned_at_events: int
+    seen: Progress  # the checkpointed progress that released the kill
+    victim: str
+
+
 @dataclass(eq=False)  # a Thread must stay hashable
-class Killer(threading.Thread):
-    """Kills a random process of ``kinds`` every ``interval_s`` (after ``first_after_s``), ``kills`` times."""
+class ScheduledKiller(threading.Thread):
+    """SIGKILLs one random process of ``kinds`` at each point of ``plan``: a number of events read, as the
+    newest complete checkpoint counts them (:func:`checkpointed_progress`).
+
+    Each kill waits for the topology to have recovered from the one before (a complete checkpoint written after
+    it), so every kill hits a running topology and is recovered on its own. ``start_when`` is a further
+    condition for the first kill. After the run, :meth:`assert_planned_kills_happened` fails with the kills that
+    did not happen and the progress last seen: a run that ended first was sized too small for its schedule.
+    """
 
     cluster: LocalRayCluster
+    checkpoints: Path
+    plan: list[int]
     kinds: tuple[str, ...] = ACTOR_KINDS
-    kills: int = 3
-    first_after_s: float = 2.0
-    interval_s: float = 3.0
     seed: int = 7
-    start_when: Callable[[], bool] | None = None  # also wait for this before the first kill
-    killed: list[str] = field(default_factory=list)
+    start_when: Callable[[], bool] | None = None
+    after_each_kill: Callable[[int], None] | None = None  # called with the kill's index once it is recovered
+    killed: list[KillRecord] = field(default_factory=list)
+    last_seen: Progress = Progress()
 
     def __post_init__(self) -> None:
         threading.Thread.__init__(self, name="chaos-killer", daemon=True)
@@ -48,31 +94,64 @@ class Killer(threading.Thread):
 
     def run(self) -> None:
         rng = random.Random(self.seed)
-        if self._stop_event.wait(self.first_after_s):
+        if not self._wait_for(lambda: self.start_when is None or self.start_when()):
             return
-        while self.start_when is not None and not self.start_when():
-            if self._stop_event.wait(0.05):
+        for index, at_events in enumerate(self.plan):
+            if not self._wait_for(lambda at=at_events: self._observe().events_in >= at):
                 return
-        while len(self.killed) < self.kills:
+            victim = self._kill_one(rng)
+            if victim is None:
+                return
+            killed_at_s, seen = time.time(), self.last_seen
+            self.killed.append(KillRecord(at_events, seen, victim))
+            # the epoch after ``seen`` may still complete without the victim (it had acked): one more is proof
+            if not self._wait_for(partial(self._recovered_since, killed_at_s, seen.epoch + 2)):
+                return  # the run ended before it recovered: the assertions on the run's summary will say so
+            if self.after_each_kill is not None:
+                self.after_each_kill(index)
+
+    def _recovered_since(self, killed_at_s: float, epoch: int) -> bool:
+        progress = self._observe()
+        return progress.created_at_s > killed_at_s and progress.epoch >= epoch
+
+    def _observe(self) -> Progress:
+        self.last_seen = checkpointed_progress(self.checkpoints)
+        return self.last_seen
+
+    def _wait_for(self, condition: Callable[[], bool]) -> bool:
+        """Poll ``condition`` until it holds (True) or the killer is stopped (False)."""
+        while not condition():
+            if self._stop_event.wait(0.05):
+                return False
+        return True
+
+    def _kill_one(self, rng: random.Random) -> str | None:
+        while not self._stop_event.is_set():
             victims = actor_processes(self.cluster, self.kinds)
             if victims:
                 victim = rng.choice(victims)
                 try:
                     title = " ".join(victim.cmdline())
                     victim.kill()  # SIGKILL: no cleanup, no flush
-                    self.killed.append(title)
                 except psutil.NoSuchProcess:
                     continue
-                if self._stop_event.wait(self.interval_s):
-                    return
-            elif self._stop_event.wait(0.1):
-                return
+                return title
+            self._stop_event.wait(0.05)
+        return None
+
+    def assert_planned_kills_happened(self) -> None:
+        missing = self.plan[len(self.killed) :]
+        assert not missing, (
+            f"planned kills at {missing} events read did not happen ({len(self.killed)} of {len(self.plan)} did); "
+            f"the run ended at checkpoint {self.last_seen.epoch} with {self.last_seen.events_in} events read: "
+            "give the run more input for this schedule"
+        )
 
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=10)
 
-    def __enter__(self) -> Killer:
+    def __enter__(self) -> ScheduledKiller:
         self.start()
         return self
 
@@ -80,28 +159,53 @@ class Killer(threading.Thread):
         self.stop()
 
 
-def leave_torn_state_file(checkpoints: Path, timeout_s: float = 30) -> Path:
-    """Wait for a complete checkpoint with a non-empty state file, and leave half of that file in a newer epoch
-    directory without metadata: what a crash in the middle of writing the next snapshot leaves behind."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        complete = sorted(path.parent for path in checkpoints.rglob("_checkpoint.json"))
-        states = [state for state in sorted(complete[-1].glob("state-*.arrow")) if state.stat().st_size > 4096] if (
-            complete) else []  # fmt: skip
-        if states:
-            data = states[0].read_bytes()
-            epoch = int(complete[-1].name.removeprefix("epoch-"))
-            # far ahead, so the running Supervisor never writes that epoch itself
-            torn_dir = complete[-1].parent / f"epoch-{epoch + 1000:06d}"
-            torn_dir.mkdir(exist_ok=True)
-            torn = torn_dir / states[0].name
-            torn.write_bytes(data[: len(data) // 2])
-            return torn
-        time.sleep(0.05)
-    raise AssertionError(f"no checkpoint with state appeared under {checkpoints} in {timeout_s} s")
+def planned_kills(events: int, kills: int, first: float = 0.15, last: float = 0.5) -> list[int]:
+    """``kills`` points evenly between fractions ``first`` and ``last`` of a run's input (events read)."""
+    if kills == 1:
+        return [int(events * first)]
+    step = (last - first) / (kills - 1)
+    return [int(events * (first + i * step)) for i in range(kills)]
 
 
-def newest_complete_epoch(checkpoints: Path) -> int:
-    """The highest epoch with metadata under a checkpoint directory (0 before the first)."""
-    return max((int(path.parent.name.removeprefix("epoch-")) for path in checkpoints.rglob("_checkpoint.json")),
-               default=0)  # fmt: skip
+def try_leaving_torn_state_file(checkpoints: Path) -> Path | None:
+    """If a complete checkpoint with a non-empty state file exists, leave half of that file in a newer epoch
+    directory without metadata (what a crash in the middle of writing the next snapshot leaves behind) and
+    return its path; None when there is no such checkpoint yet."""
+    complete = sorted(path.parent for path in checkpoints.rglob("_checkpoint.json"))
+    if not complete:
+        return None
+    states = [state for state in sorted(complete[-1].glob("state-*.arrow")) if state.stat().st_size > 4096]
+    if not states:
+        return None
+    data = states[0].read_bytes()
+    epoch = int(complete[-1].name.removeprefix("epoch-"))
+    torn_dir = complete[-1].parent / f"epoch-{epoch + 1000:06d}"  # far ahead: the Supervisor never writes it
+    torn_dir.mkdir(exist_ok=True)
+    torn = torn_dir / states[0].name
+    torn.write_bytes(data[: len(data) // 2])
+    return torn
+
+
+class ProduceGates:
+    """Holds a producer at fractions of its input until each gate's condition holds (``on_progress`` of
+    :func:`cluster.produce.produce_events`): the input cannot end before the faults planned ahead of it."""
+
+    def __init__(self, events: int, gates: list[tuple[float, Callable[[], bool]]], timeout_s: float = 300) -> None:
+        self._gates = [(int(events * fraction), condition) for fraction, condition in gates]
+        self._opened = [False] * len(gates)
+        self._timeout_s = timeout_s
+        self._release_all = threading.Event()
+
+    def hold_at_gate(self, sent: int) -> None:
+        for index, (limit, condition) in enumerate(self._gates):
+            if sent < limit or self._opened[index]:
+                continue
+            deadline = time.monotonic() + self._timeout_s
+            while not (self._release_all.is_set() or condition()):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the producer waited {self._timeout_s} s at {limit} events for its gate")
+                time.sleep(0.05)
+            self._opened[index] = True
+
+    def release_all(self) -> None:
+        self._release_all.set()

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,13 @@ from cluster.verify import verify_run
 from pipelines.config import GeneratorSourceConfig, PipelineConfig, parse_config
 from pipelines.delivery_check import DeliveryReport
 from pipelines.orders import orders_pipeline
-from tests.chaos.chaos_tools import Killer, actor_processes, leave_torn_state_file, newest_complete_epoch
+from tests.chaos.chaos_tools import (
+    ProduceGates,
+    ScheduledKiller,
+    checkpointed_progress,
+    planned_kills,
+    try_leaving_torn_state_file,
+)
 from tests.integration.pipelines_under_test import (
     PARTITIONS,
     START_TIME_MS,
@@ -43,11 +48,17 @@ pytestmark = [pytest.mark.chaos, pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def chaos_orders(tmp_path: Path, events: int, delivery: str, rate_per_s: int | None = 12_000, **extra: Any
-                 ) -> PipelineConfig:  # fmt: skip
-    """The orders pipeline on the generator (paced: 120,000 events take 10 s, so kills land mid-run),
-    checkpointed every 500 ms."""
+# A paced generator run lasts at least this long whatever the machine's speed, which is what sizes it for its
+# schedule: kills fall at fractions of the input (events read) up to half of it, and each waits for the
+# recovery from the one before (a few seconds at most), so the second half of the input leaves the last kill
+# room to happen and be recovered before the input ends.
+PACED_RUN_S = 20
+
+
+def chaos_orders(tmp_path: Path, events: int, delivery: str, **extra: Any) -> PipelineConfig:
+    """The orders pipeline on the generator, paced so that the run takes PACED_RUN_S, checkpointed every 500 ms."""
     data = orders_pipeline().model_dump(mode="json", by_alias=True)
+    rate_per_s = max(1, events // PACED_RUN_S)
     data.update(
         name=unique("chaos"),
         source={"type": "generator", "partitions": PARTITIONS, "seed": 11, "rate_per_s": rate_per_s,
@@ -82,11 +93,12 @@ def test_exactly_once_survives_repeated_kills_of_sources_and_aggregates(
     ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
 ) -> None:
     config = chaos_orders(tmp_path, chaos_events, "exactly_once")
-    with Killer(ray_driver, kills=4, first_after_s=2.0, interval_s=2.0, seed=1) as killer:
+    plan = planned_kills(chaos_events, kills=3)
+    with ScheduledKiller(ray_driver, tmp_path / "checkpoints", plan, seed=1) as killer:
         summary = run_pipeline(config, address=ray_driver.address)
 
-    assert len(killer.killed) >= 3, killer.killed
-    assert len(summary.recoveries_s) >= 3, "each kill (that hit a live actor) was recovered from a checkpoint"
+    killer.assert_planned_kills_happened()
+    assert len(summary.recoveries_s) >= len(plan), f"each kill was recovered: {summary.recoveries_s}, {killer.killed}"
     assert summary.progress.events_in == chaos_events, "the summary counts each event once across recoveries"
     assert_exactly_once(verified(config), chaos_events)
 
@@ -95,11 +107,13 @@ def test_at_least_once_loses_nothing_under_kills_and_counts_its_duplicates(
     ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
 ) -> None:
     config = chaos_orders(tmp_path, chaos_events, "at_least_once")
-    with Killer(ray_driver, kills=3, first_after_s=2.0, interval_s=2.0, seed=2):
+    plan = planned_kills(chaos_events, kills=2)
+    with ScheduledKiller(ray_driver, tmp_path / "checkpoints", plan, seed=2) as killer:
         summary = run_pipeline(config, address=ray_driver.address)
 
+    killer.assert_planned_kills_happened()
     report = verified(config)
-    assert len(summary.recoveries_s) >= 2
+    assert len(summary.recoveries_s) >= len(plan), f"each kill was recovered: {summary.recoveries_s}, {killer.killed}"
     assert report.failures("at_least_once") == [], "nothing lost, every window has a correct emission"
     windows = report.outputs[0].windows
     assert windows is not None and windows.missing.count == 0
@@ -113,10 +127,11 @@ def test_a_killed_supervisor_is_replaced_and_resumes_from_its_checkpoint(
     ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
 ) -> None:
     config = chaos_orders(tmp_path, chaos_events, "exactly_once")
-    with Killer(ray_driver, kinds=("Supervisor",), kills=1, first_after_s=3.0, seed=3) as killer:
+    plan = planned_kills(chaos_events, kills=1, first=0.25)
+    with ScheduledKiller(ray_driver, tmp_path / "checkpoints", plan, kinds=("Supervisor",), seed=3) as killer:
         run_pipeline(config, address=ray_driver.address)
 
-    assert len(killer.killed) == 1
+    killer.assert_planned_kills_happened()
     assert_exactly_once(verified(config), chaos_events)
 
 
@@ -126,22 +141,21 @@ def test_a_torn_snapshot_from_a_crash_mid_write_is_never_restored(
     """A crash while writing a state file leaves a torn file in an epoch that has no metadata; the next
     recovery must restore the newest complete epoch, never the torn file."""
     config = chaos_orders(tmp_path, chaos_events, "exactly_once")
+    checkpoints = tmp_path / "checkpoints"
     torn: list[Path] = []
 
-    def leave_torn_file_then_kill() -> None:
-        torn.append(leave_torn_state_file(tmp_path / "checkpoints"))
-        for victim in actor_processes(ray_driver, ("AggregateActor",))[:1]:
-            victim.kill()
+    def torn_file_left() -> bool:  # the kill's precondition: a torn file beside a complete checkpoint
+        if not torn and (left := try_leaving_torn_state_file(checkpoints)) is not None:
+            torn.append(left)
+        return bool(torn)
 
-    worker = threading.Timer(3.0, leave_torn_file_then_kill)
-    worker.start()
-    try:
+    plan = planned_kills(chaos_events, kills=1, first=0.25)
+    with ScheduledKiller(ray_driver, checkpoints, plan, kinds=("AggregateActor",), start_when=torn_file_left) as killer:
         summary = run_pipeline(config, address=ray_driver.address)
-    finally:
-        worker.join(timeout=40)
 
     assert torn, "a torn state file was left behind"
-    assert len(summary.recoveries_s) == 1
+    killer.assert_planned_kills_happened()
+    assert len(summary.recoveries_s) == 1, summary.recoveries_s
     assert_exactly_once(verified(config), chaos_events)
 
 
@@ -155,9 +169,12 @@ def test_eventray_run_restarted_after_its_driver_was_killed_resumes_from_the_las
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     first = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True)
     checkpoints = tmp_path / "checkpoints"
-    deadline = time.monotonic() + 60
-    while len(list(checkpoints.rglob("_checkpoint.json"))) < 3 and time.monotonic() < deadline:
+    kill_at = chaos_events // 4
+    deadline = time.monotonic() + 300  # a generous bound: the condition is progress, not time
+    while (seen := checkpointed_progress(checkpoints)).events_in < kill_at and first.poll() is None:
+        assert time.monotonic() < deadline, f"no checkpoint with {kill_at} events read after 300 s; saw {seen}"
         time.sleep(0.1)
+    assert first.poll() is None, f"the run ended before {kill_at} events were checkpointed: saw {seen}"
     os.killpg(first.pid, signal.SIGKILL)  # the driver dies: its Supervisor and actors die with it
     first.wait(timeout=30)
     assert first.returncode != 0
@@ -175,17 +192,30 @@ def test_kafka_exactly_once_survives_kills_and_a_crash_between_producing_and_com
 ) -> None:
     """Kafka in, Kafka out (results and dead letters in transactions). Events arrive live at 15,000/s while
     actors are killed, and aggregate-0 exits after epoch 4's checkpoint is complete but before it commits its
-    transaction: recovery must re-emit that epoch from the write-ahead exactly once."""
+    transaction: recovery must re-emit that epoch from the write-ahead exactly once.
+
+    The input is released in parts, each only once the fault planned before it is behind, so the schedule
+    always fits before the input ends, however fast or slow the machine is."""
     name = unique("chaos-kafka")
     topic = f"{name}.in"
     create_topic(kafka_bootstrap, topic)
-    generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=11, rate_per_s=None, invalid_fraction=0.01)
+    # 1 ms of event time per event: every epoch closes windows of many customers, so epoch 4 has outputs to commit
+    generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=11, rate_per_s=None, event_time_rate_per_s=1_000,
+                                      invalid_fraction=0.01)  # fmt: skip
+    checkpoints = tmp_path / "checkpoints"
+    recovered: list[int] = []
+    gates = ProduceGates(chaos_events, [
+        (0.2, lambda: checkpointed_progress(checkpoints).epoch >= 3),  # the rest arrives during epoch 4
+        (0.4, lambda: len(recovered) >= 1),  # the first kill is behind
+        (0.7, lambda: len(recovered) >= 2),  # the second kill is behind
+    ])  # fmt: skip
     producing = threading.Thread(
         target=lambda: asyncio.run(
-            produce_events(connection(kafka_bootstrap), topic, chaos_events, generator, 15_000, START_TIME_MS)
+            produce_events(connection(kafka_bootstrap), topic, chaos_events, generator, 15_000, START_TIME_MS,
+                           on_progress=gates.hold_at_gate)
         ),
         daemon=True,
-    )
+    )  # fmt: skip
     config = chaos_orders(
         tmp_path, chaos_events, "exactly_once",
         name=name,
@@ -197,17 +227,21 @@ def test_kafka_exactly_once_survives_kills_and_a_crash_between_producing_and_com
     )  # fmt: skip
     # the kills start once the injected crash is behind (epoch 4, then recovery): a kill before it could make
     # the restored topology skip epoch 4's number, and the crash would never happen
-    after_the_crash = partial(lambda path: newest_complete_epoch(path) >= 6, tmp_path / "checkpoints")
-    killer = Killer(ray_driver, kills=2, first_after_s=2.0, interval_s=2.0, seed=4, start_when=after_the_crash)
+    killer = ScheduledKiller(
+        ray_driver, checkpoints, plan=[int(chaos_events * 0.25), int(chaos_events * 0.5)], seed=4,
+        start_when=lambda: checkpointed_progress(checkpoints).epoch >= 6, after_each_kill=recovered.append,
+    )  # fmt: skip
     producing.start()
     killer.start()
     try:
         summary = run_pipeline(config, address=ray_driver.address)
     finally:
         killer.stop()
+        gates.release_all()
         producing.join(timeout=60)
 
-    assert len(summary.recoveries_s) >= 2, "the injected crash and at least one kill were recovered"
+    killer.assert_planned_kills_happened()
+    assert len(summary.recoveries_s) >= 1 + len(killer.plan), f"the crash and each kill: {summary.recoveries_s}"
     assert summary.reemitted_rows > 0, "the interrupted commit was redone from the write-ahead"
     report = verified(config)
     assert_exactly_once(report, chaos_events)

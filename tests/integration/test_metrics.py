@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -29,29 +30,60 @@ def _scrape(url: str) -> str:
         return str(response.read().decode())
 
 
-def test_metrics_endpoint_shows_events_lag_and_actors(ray_driver: LocalRayCluster, tmp_path: Path) -> None:
-    config = orders_with(generator_source(), tmp_path, {"max_events": EVENTS, "aggregate_actors": 2})
-    config = config.model_copy(update={"name": unique("metrics")})
+class EndpointWatcher(threading.Thread):
+    """Scrapes the endpoint every half second while a run goes on, keeping every series of one name seen in any
+    scrape: a gauge set by the Supervisor is exported on the reporter's schedule and may be gone once the
+    Supervisor has exited, so it is looked for during the run, not only after it."""
 
-    summary = run_pipeline(config, address=ray_driver.address)
+    def __init__(self, url: str, name: str, pipeline: str) -> None:
+        super().__init__(name="metrics-watcher", daemon=True)
+        self._url, self._name, self._pipeline = url, name, pipeline
+        self.seen: set[str] = set()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.5):
+            try:
+                text = _scrape(self._url)
+            except OSError:  # the endpoint not answering for a moment is not what this test is about
+                continue
+            self.seen |= {labels for labels, _ in _series(text, self._name, self._pipeline)}
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=30)
+
+
+def test_metrics_endpoint_shows_events_lag_and_actors(ray_driver: LocalRayCluster, tmp_path: Path) -> None:
+    # paced, so the run outlasts several reporting intervals (1 s in the test cluster) whatever the machine
+    config = orders_with({**generator_source(), "rate_per_s": EVENTS / 6}, tmp_path,
+                         {"max_events": EVENTS, "aggregate_actors": 2})  # fmt: skip
+    config = config.model_copy(update={"name": unique("metrics")})
+    actors = EndpointWatcher(ray_driver.metrics_url, "eventray_actors", config.name)
+    actors.start()
+    try:
+        summary = run_pipeline(config, address=ray_driver.address)
+    finally:
+        actors.stop()
 
     expected = {
         "eventray_events_in_total": EVENTS,
         "eventray_dead_lettered_total": summary.progress.dead_lettered,
         "eventray_windows_emitted_total": summary.progress.windows_emitted,
     }
-    deadline = time.monotonic() + 60
-    while True:  # each actor reports on its own schedule: wait until every counter has arrived
+    deadline = time.monotonic() + 120  # a generous bound on a condition: each actor reports on its own schedule
+    while True:
         text = _scrape(ray_driver.metrics_url)
         totals = {name: sum(value for _, value in _series(text, name, config.name)) for name in expected}
-        if totals == expected or time.monotonic() > deadline:
+        lags = _series(text, "eventray_lag_records", config.name)
+        arrived = totals == expected and len(lags) == 8 and all(value == 0 for _, value in lags)
+        if arrived or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert totals == expected
+    assert totals == expected, f"after 120 s the endpoint shows {totals}"
     assert summary.progress.events_in == EVENTS
-    lags = _series(text, "eventray_lag_records", config.name)
-    assert len(lags) == 8, "one lag series per partition"
-    assert all(value == 0 for _, value in lags), "lag is 0 after the drain"
-    actors = dict(_series(text, "eventray_actors", config.name))
-    assert any('role="aggregate"' in labels and 'state="current"' in labels for labels in actors)
+    assert len(lags) == 8, f"one lag series per partition, saw {lags}"
+    assert all(value == 0 for _, value in lags), f"lag is 0 after the drain, saw {lags}"
+    current = [labels for labels in actors.seen if 'role="aggregate"' in labels and 'state="current"' in labels]
+    assert current, f"an eventray_actors series for the current aggregates during the run; saw {sorted(actors.seen)}"
     assert _series(text, "eventray_batch_latency_s_count", config.name)

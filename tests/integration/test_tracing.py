@@ -1,4 +1,4 @@
-"""An event's trace across actors and across a Kafka hop between two pipelines (DESIGN section 6)."""
+"""An event's trace across actors and across a Kafka hop between two pipelines (ARCHITECTURE.md section 6)."""
 
 from __future__ import annotations
 
