@@ -23,6 +23,7 @@ from pipelines.checkpoint_store import CheckpointStore, PendingFile, SourceSnaps
 from pipelines.circuit_breaker import CircuitBreaker
 from pipelines.codecs import DecodedBatch
 from pipelines.config import PipelineConfig
+from pipelines.idleness import PartitionIdleness
 from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
@@ -106,7 +107,8 @@ class SourceActor:
         breaker = config.circuit_breaker
         self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")
         self._max_event_time: dict[int, int] = {}
-        self._last_event_at: dict[int, float] = {}
+        stage = config.keyed_stage
+        self._idleness = PartitionIdleness(stage.idle_timeout_ms if stage else 0)
         self._sent_watermark: list[int | None] = [NO_WATERMARK] * (downstream.owners if downstream else 0)
         self._stopping = False
         self._frozen = False
@@ -205,7 +207,7 @@ class SourceActor:
         self._released |= set(leaving)
         for partition in leaving:
             self._max_event_time.pop(partition, None)
-            self._last_event_at.pop(partition, None)
+            self._idleness.released(partition)
         arriving = sorted(set(partitions) - owned)
         self._released -= set(arriving)
         self._restored_positions.update({p: restored.positions[p] for p in arriving if p in restored.positions})
@@ -269,7 +271,7 @@ class SourceActor:
             partitions, self._pending_partitions = self._pending_partitions, []
             for reader in await self._inputs.open(partitions, self._limits, self._restored_positions):
                 self._max_event_time[reader.partition] = self._restored_event_times.get(reader.partition, NO_WATERMARK)
-                self._last_event_at[reader.partition] = time.monotonic()
+                self._idleness.opened(reader.partition)
                 if self._frozen:
                     await reader.freeze()
 
@@ -323,7 +325,7 @@ class SourceActor:
             newest = pc.max(decoded.events.column("_timestamp")).as_py()
             if newest is not None:
                 self._max_event_time[partition] = max(self._max_event_time[partition], newest)
-                self._last_event_at[partition] = time.monotonic()
+                self._idleness.saw_events(partition)
         events = self._telemetry.new_contexts(decoded.events)
         with self._telemetry.batch_span(
             f"process {raw.topic}", events.column("_traceparent"), self._span_attributes(raw)
@@ -378,18 +380,20 @@ class SourceActor:
     def _watermark(self) -> int | None:
         """The minimum over partitions of (max event time - allowed disorder), or None when idle.
 
-        Exhausted partitions, and partitions with no valid event for the keyed stage's ``idle_timeout_ms``, do
-        not hold the watermark back (a quiet partition must not stall every window). When every open partition
-        is idle the source is idle (None) and the aggregate leaves it out of its minimum.
+        Exhausted partitions do not hold the watermark back, nor do idle ones (a quiet partition must not stall
+        every window); a partition with a backlog is never idle (:mod:`pipelines.idleness`). When every open
+        partition is idle the source is idle (None) and the aggregate leaves it out of its minimum.
         """
         stage = self._config.keyed_stage
         disorder = stage.max_out_of_order_ms if stage else 0
-        idle_s = (stage.idle_timeout_ms if stage else 0) / 1000
-        now = time.monotonic()
-        open_partitions = [reader.partition for reader in self._inputs.readers if not reader.exhausted]
-        if not open_partitions:
+        open_readers = [reader for reader in self._inputs.readers if not reader.exhausted]
+        if not open_readers:
             return max(self._max_event_time.values(), default=NO_WATERMARK) - disorder
-        active = [self._max_event_time[p] for p in open_partitions if now - self._last_event_at[p] < idle_s]
+        active = [
+            self._max_event_time[reader.partition]
+            for reader in open_readers
+            if not self._idleness.is_idle(reader.partition, reader.backlog())
+        ]
         if not active:
             return None
         lowest = min(active)

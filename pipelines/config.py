@@ -289,7 +289,12 @@ class AggregateConfig(_Model):
     aggregations: dict[str, AggregationConfig] = Field(min_length=1)
     max_out_of_order_ms: int = Field(default=1_000, ge=0, description="watermark = max event time - this")
     idle_timeout_ms: int = Field(
-        default=5_000, ge=1, description="a partition with no valid event this long stops holding the watermark"
+        default=5_000,
+        ge=1,
+        description=(
+            "a partition with nothing left to read and no valid event this long stops holding the watermark; "
+            "one with a backlog never does"
+        ),
     )
     allowed_lateness_ms: int = Field(
         default=0, ge=0, description="closed windows keep taking rows (and emit updates) this long past their end"

@@ -5,6 +5,9 @@ Contract of a :class:`PartitionReader`:
 - ``fetch(max_records)`` returns the next records of its partition in offset order, or ``None`` when nothing
   is available *right now*; it may wait briefly for I/O (it is async) but never for long.
 - ``end_offset()`` is the partition's current log end (what has arrived), used for lag.
+- ``backlog()`` is how many records are known to be waiting to be read (0: caught up), or ``None`` while the
+  reader cannot tell yet (a Kafka partition before its first fetch response). A partition may stop holding the
+  watermark only while it is caught up (ARCHITECTURE.md section 3): a backlog waiting for its turn is not idleness.
 - ``freeze()`` makes the current end the last offset to read: a bounded drain of what has arrived.
 - ``exhausted`` is true once the reader has returned everything up to its limit (frozen or bounded input).
 - ``position`` is the next offset to read; it is what a checkpoint records.
@@ -48,6 +51,8 @@ class PartitionReader(Protocol):
     async def fetch(self, max_records: int) -> RawBatch | None: ...
 
     def end_offset(self) -> int: ...
+
+    def backlog(self) -> int | None: ...
 
     @property
     def limit_end(self) -> int | None: ...
@@ -112,6 +117,10 @@ class GeneratorReader:
         arrived = int(self._profile.arrived(elapsed_s) if self._profile else elapsed_s * per_partition)
         return min(arrived, self._limit)
 
+    def backlog(self) -> int:
+        """Caught up with the generator's clock (or its limit) when 0."""
+        return max(0, min(self.end_offset(), self._limit) - self.position)
+
     async def freeze(self) -> None:
         self._limit = min(self._limit, max(self.end_offset(), self.position))
 
@@ -152,6 +161,9 @@ class FileReader:
 
     def end_offset(self) -> int:
         return len(self._payloads)
+
+    def backlog(self) -> int:
+        return len(self._payloads) - self.position
 
     async def freeze(self) -> None:
         return None

@@ -24,7 +24,12 @@ class WatermarkSettings(ConfigModel):
 
     max_out_of_order_ms: int = Field(default=1_000, ge=0, description="watermark = max event time - this")
     idle_timeout_ms: int = Field(
-        default=5_000, ge=1, description="a partition with no valid event this long stops holding the watermark"
+        default=5_000,
+        ge=1,
+        description=(
+            "a partition with nothing left to read and no valid event this long stops holding the watermark; "
+            "one with a backlog never does"
+        ),
     )
 
 

@@ -31,6 +31,7 @@ class KafkaPartitionReader:
         self.tp = tp
         self._limit = _NO_LIMIT if limit is None else position + limit
         self._end = position
+        self._readable_end: int | None = None  # unknown until a fetch response carries it
 
     async def fetch(self, max_records: int) -> RawBatch | None:
         wanted = min(max_records, self._limit - self.position)
@@ -40,6 +41,7 @@ class KafkaPartitionReader:
         highwater = self._consumer.highwater(self.tp)
         if highwater is not None:
             self._end = max(self._end, highwater)
+        self._note_readable_end()
         # The consumer's position, not the last record's offset + 1: transaction markers and compacted gaps
         # take offsets without records, and a reader waiting for them would never be exhausted.
         records = [r for r in fetched.get(self.tp, []) if self.position <= r.offset < self._limit]
@@ -51,6 +53,21 @@ class KafkaPartitionReader:
 
     def end_offset(self) -> int:
         return self._end
+
+    def backlog(self) -> int | None:
+        """Records up to the last stable offset (read_committed reads no further) not yet read; None before the
+        first fetch response or end-offset lookup told where the partition ends."""
+        if self._readable_end is None:
+            return None
+        return max(0, min(self._readable_end, self._limit) - self.position)
+
+    def _note_readable_end(self) -> None:
+        """The offset reads can reach now: the last stable offset (open transactions hold it back), or the high
+        watermark where the broker reports none (read_uncommitted reports -1)."""
+        stable = self._consumer.last_stable_offset(self.tp)
+        end = stable if stable is not None and stable >= 0 else self._consumer.highwater(self.tp)
+        if end is not None:
+            self._readable_end = max(int(end), self.position)
 
     async def refresh_end_offset(self) -> int:
         ends = await self._consumer.end_offsets([self.tp])
