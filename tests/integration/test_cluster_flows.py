@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,18 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def _sigint_as_from_a_terminal() -> Iterator[None]:
+    """Children started inside get SIGINT as from a terminal. A test session started in the background (nohup,
+    `&`) has SIGINT ignored, children inherit that, and a program started with SIGINT ignored rightly keeps
+    ignoring it; a handled signal is reset to its default across exec, so handling it here un-ignores it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _env() -> dict[str, str]:
@@ -60,10 +74,11 @@ def test_ray_job_submit_runs_the_orders_module(ray_cluster: LocalRayCluster) -> 
 
 def test_ctrl_c_finishes_in_flight_batches_and_exits_0(tmp_path: Path) -> None:
     """An unbounded run on the embedded default, interrupted as a person would, with SIGINT."""
-    process = subprocess.Popen(
-        [str(BIN / "eventray"), "run", str(REPO / "configs" / "orders.yaml"), "--duration-s", "0"],
-        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    with _sigint_as_from_a_terminal():
+        process = subprocess.Popen(
+            [str(BIN / "eventray"), "run", str(REPO / "configs" / "orders.yaml"), "--duration-s", "0"],
+            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
     try:
         assert process.stdout is not None
         lines = []

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.run_report import RunSummary
 from cluster.runner import run_pipeline
 from tests.integration.pipelines_under_test import generator_source, orders_with, unique
 from tests.integration.ray_cluster import LocalRayCluster
@@ -54,36 +55,53 @@ class EndpointWatcher(threading.Thread):
         self.join(timeout=30)
 
 
+def _expected_totals(summary: RunSummary) -> dict[str, float]:
+    return {
+        "eventray_events_in_total": EVENTS,
+        "eventray_dead_lettered_total": summary.progress.dead_lettered,
+        "eventray_windows_emitted_total": summary.progress.windows_emitted,
+    }
+
+
+def _current_aggregates(labels: set[str]) -> list[str]:
+    return [series for series in labels if 'role="aggregate"' in series and 'state="current"' in series]
+
+
+def _wait_for_the_endpoint(
+    url: str, pipeline: str, summary: RunSummary, actors: EndpointWatcher
+) -> tuple[str, dict[str, float], list[tuple[str, float]]]:
+    """Scrape until every counter, the drained lag and the actors gauge have arrived (each actor reports on its
+    own schedule), or 120 s have passed; the last scrape, the totals and the lag series."""
+    expected = _expected_totals(summary)
+    deadline = time.monotonic() + 120
+    while True:
+        text = _scrape(url)
+        totals = {name: sum(value for _, value in _series(text, name, pipeline)) for name in expected}
+        lags = _series(text, "eventray_lag_records", pipeline)
+        drained = len(lags) == 8 and all(value == 0 for _, value in lags)
+        if (totals == expected and drained and _current_aggregates(actors.seen)) or time.monotonic() > deadline:
+            return text, totals, lags
+        time.sleep(1)
+
+
 def test_metrics_endpoint_shows_events_lag_and_actors(ray_driver: LocalRayCluster, tmp_path: Path) -> None:
-    # paced, so the run outlasts several reporting intervals (1 s in the test cluster) whatever the machine
-    config = orders_with({**generator_source(), "rate_per_s": EVENTS / 6}, tmp_path,
+    # paced, so the run outlasts many reporting intervals (1 s in the test cluster) whatever the machine
+    config = orders_with({**generator_source(), "rate_per_s": EVENTS / 15}, tmp_path,
                          {"max_events": EVENTS, "aggregate_actors": 2})  # fmt: skip
     config = config.model_copy(update={"name": unique("metrics")})
     actors = EndpointWatcher(ray_driver.metrics_url, "eventray_actors", config.name)
     actors.start()
     try:
         summary = run_pipeline(config, address=ray_driver.address)
+        # the watcher goes on after the run: the Supervisor's gauge may reach the endpoint only then
+        text, totals, lags = _wait_for_the_endpoint(ray_driver.metrics_url, config.name, summary, actors)
     finally:
         actors.stop()
 
-    expected = {
-        "eventray_events_in_total": EVENTS,
-        "eventray_dead_lettered_total": summary.progress.dead_lettered,
-        "eventray_windows_emitted_total": summary.progress.windows_emitted,
-    }
-    deadline = time.monotonic() + 120  # a generous bound on a condition: each actor reports on its own schedule
-    while True:
-        text = _scrape(ray_driver.metrics_url)
-        totals = {name: sum(value for _, value in _series(text, name, config.name)) for name in expected}
-        lags = _series(text, "eventray_lag_records", config.name)
-        arrived = totals == expected and len(lags) == 8 and all(value == 0 for _, value in lags)
-        if arrived or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert totals == expected, f"after 120 s the endpoint shows {totals}"
+    assert totals == _expected_totals(summary), f"after 120 s the endpoint shows {totals}"
     assert summary.progress.events_in == EVENTS
     assert len(lags) == 8, f"one lag series per partition, saw {lags}"
     assert all(value == 0 for _, value in lags), f"lag is 0 after the drain, saw {lags}"
-    current = [labels for labels in actors.seen if 'role="aggregate"' in labels and 'state="current"' in labels]
-    assert current, f"an eventray_actors series for the current aggregates during the run; saw {sorted(actors.seen)}"
+    seen = sorted(actors.seen)
+    assert _current_aggregates(actors.seen), f"an eventray_actors series for the current aggregates; saw {seen}"
     assert _series(text, "eventray_batch_latency_s_count", config.name)
