@@ -20,6 +20,7 @@ from pipelines.plan import compile_pipeline
 __all__ = ["run_pipeline"]
 
 ProgressCallback = Callable[[RunProgress], None]
+StopCondition = Callable[[RunProgress], bool]
 log = logging.getLogger(__name__)
 
 
@@ -28,11 +29,15 @@ def run_pipeline(
     address: str | None = None,
     on_progress: ProgressCallback | None = None,
     poll_s: float = 0.5,
+    stop_when: StopCondition | None = None,
 ) -> RunSummary:
     """Run ``config`` to its end on an embedded Ray (``address`` None) or on the cluster at ``address``.
 
     Ctrl-C (KeyboardInterrupt) stops reading, finishes in-flight batches, emits and flushes, and returns the
-    summary with ``stopped_early``; a second Ctrl-C abandons the run.
+    summary with ``stopped_early``; a second Ctrl-C abandons the run. ``stop_when`` ends the run the same way
+    (a drain: in-flight batches finish, a final checkpoint records where reading stopped) the first time it
+    returns True for the progress polled every ``poll_s``: a run bounded by a condition rather than by its input,
+    such as "after the faults planned for it" in the chaos suite.
     """
     compile_pipeline(config)  # a wrong config fails here, before Ray starts
     config = with_resolved_secrets(with_paths_resolved(config, Path.cwd()))
@@ -42,7 +47,8 @@ def run_pipeline(
         restarts = 0
         while True:
             try:
-                return _supervise(config, f"{run_id}s{restarts}" if restarts else run_id, on_progress, poll_s)
+                attempt_id = f"{run_id}s{restarts}" if restarts else run_id
+                return _supervise(config, attempt_id, on_progress, poll_s, stop_when)
             except Exception as error:  # noqa: PERF203 - one restart per Supervisor death, not a hot loop
                 if not _restartable(config, error, restarts):
                     raise
@@ -55,15 +61,23 @@ def run_pipeline(
             connection.close()
 
 
-def _supervise(config: PipelineConfig, run_id: str, on_progress: ProgressCallback | None, poll_s: float) -> RunSummary:
+def _supervise(
+    config: PipelineConfig,
+    run_id: str,
+    on_progress: ProgressCallback | None,
+    poll_s: float,
+    stop_when: StopCondition | None,
+) -> RunSummary:
     actor = remote_supervisor(Supervisor, f"{config.name}-{run_id}-supervisor").remote(config, run_id)
     supervisor = SupervisorHandle(actor)
     supervisor.start()
     try:
-        _poll(supervisor, on_progress, poll_s)
+        if _poll(supervisor, on_progress, poll_s, stop_when):
+            supervisor.stop()
+            _poll(supervisor, on_progress, poll_s, None)
     except KeyboardInterrupt:
         supervisor.stop()
-        _poll(supervisor, on_progress, poll_s)
+        _poll(supervisor, on_progress, poll_s, None)
     try:
         return supervisor.result()  # type: ignore[no-any-return]
     finally:
@@ -83,7 +97,16 @@ def with_resolved_secrets(config: PipelineConfig) -> PipelineConfig:
     return config.model_copy(update={"kafka": resolve_kafka_secrets(config.kafka, os.environ)})
 
 
-def _poll(supervisor: SupervisorHandle, on_progress: ProgressCallback | None, poll_s: float) -> None:
+def _poll(
+    supervisor: SupervisorHandle, on_progress: ProgressCallback | None, poll_s: float, stop_when: StopCondition | None
+) -> bool:
+    """Wait for the run to end (False) or for ``stop_when`` to hold (True)."""
     while not supervisor.wait(poll_s):
+        if on_progress is None and stop_when is None:
+            continue
+        progress = supervisor.progress()
         if on_progress is not None:
-            on_progress(supervisor.progress())
+            on_progress(progress)
+        if stop_when is not None and stop_when(progress):
+            return True
+    return False

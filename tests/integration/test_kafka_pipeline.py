@@ -142,7 +142,10 @@ def test_the_circuit_breaker_halts_on_a_bad_deploy_burst(ray_driver: LocalRayClu
     asyncio.run(produce_events(connection(kafka_bootstrap), topic, 5_000, generator, None, START_TIME_MS))
     config = kafka_passthrough(kafka_bootstrap, topic, unique("bad-out"), unique("bad-dlq"), 1)
     breaker = CircuitBreakerConfig(max_invalid_ratio=0.5, window_events=2_000, min_events=500)
-    config = config.model_copy(update={"circuit_breaker": breaker})
+    # no periodic checkpoint before the trip, however slowly the first 500 events are read: the only commit
+    # that could happen is the halted run's own, which must not
+    never = config.checkpoint.model_copy(update={"interval_ms": 3_600_000}) if config.checkpoint else None
+    config = config.model_copy(update={"circuit_breaker": breaker, "checkpoint": never})
 
     with pytest.raises(FatalError, match="circuit breaker tripped") as raised:
         run_pipeline(config, address=ray_driver.address)
