@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -320,7 +320,6 @@ class SourceActor:
     async def _process(self, partition: int, raw: RawBatch) -> None:
         decoded = self._compiled.decode(raw)
         self._events_in += len(raw)
-        self._dead_letter_rejected(raw, decoded)
         if decoded.events.num_rows:
             newest = pc.max(decoded.events.column("_timestamp")).as_py()
             if newest is not None:
@@ -330,7 +329,12 @@ class SourceActor:
         with self._telemetry.batch_span(
             f"process {raw.topic}", events.column("_traceparent"), self._span_attributes(raw)
         ) as batch_trace:
-            events = _carry_trace(self._compiled.transform(events), batch_trace)
+            transformed = self._compiled.transform(events)
+            # after the operators, in one call: the circuit breaker must see each record of the fetch once, in
+            # offset order, whether decoding or an operator failed it
+            failed = [*decoded.dead_letters, *transformed.failures_as_dead_letters(raw)]
+            self._dead_letter_rejected(raw, replace(decoded, dead_letters=failed))
+            events = _carry_trace(transformed.events, batch_trace)
             self._events_out += events.num_rows
             if self._router is None:
                 for sink in self._sinks:

@@ -263,14 +263,15 @@ def expected_run(compiled: CompiledPipeline, raws: Iterable[RawBatch]) -> Expect
     for raw in raws:
         records += len(raw)
         decoded = compiled.decode(raw)
-        rejected += decoded.dead_letters
-        events = compiled.transform(decoded.events)
+        transformed = compiled.transform(decoded.events)
+        rejected += [*decoded.dead_letters, *transformed.failures_as_dead_letters(raw)]
+        events = transformed.events
         start = sequence.get(raw.partition, 0)
         sequence[raw.partition] = start + events.num_rows
         tables.append(_with_input_order(pa.Table.from_batches([events]), raw.partition, start))
     if not tables:
         empty = pa.RecordBatch.from_pylist([], schema=compiled.schema.batch_schema)
-        tables.append(_with_input_order(pa.Table.from_batches([compiled.transform(empty)]), 0, 0))
+        tables.append(_with_input_order(pa.Table.from_batches([compiled.transform(empty).events]), 0, 0))
     rejected_rows = pa.Table.from_batches(rejected, schema=rejected[0].schema) if rejected else None
     return ExpectedRun(
         events=pa.concat_tables(tables),

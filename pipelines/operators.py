@@ -1,29 +1,59 @@
 """Stateless operators on record batches: filter, select/rename, derive, mask.
 
 Contract: :meth:`Operator.apply` takes a batch and returns a batch; it never blocks and raises only
-:class:`~pipelines.errors.ExpressionError` for an expression that cannot run on the batch's types. Metadata
-columns (``_partition``, ``_offset`` ...) pass through unless a ``select`` drops them. Column names are
-checked when the chain is built (:func:`build_operators`), so a typo fails before anything starts.
+:class:`~pipelines.errors.ExpressionError` (or a ``pyarrow`` error) for an expression that cannot run on the
+batch's types or on some rows' values. Each row's result depends on that row alone. Metadata columns
+(``_partition``, ``_offset`` ...) pass through unless a ``select`` drops them. Column names are checked when the
+chain is built (:func:`build_operators`), so a typo fails before anything starts.
+
+:func:`apply_all_isolating_rows` runs a chain so that rows whose values an operator cannot compute are taken
+out with their reasons (:mod:`pipelines.row_errors`) while the other rows go on.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import DeriveOp, FilterOp, MaskOp, OperatorConfig, SelectOp
 from pipelines.errors import ConfigError, ExpressionError
 from pipelines.expressions import compile_expression
+from pipelines.row_errors import VALUE_ERRORS, rows_failing_alone
 
-__all__ = ["Derive", "Filter", "Mask", "Operator", "Select", "apply_all", "build_operators"]
+__all__ = [
+    "ChainOutcome",
+    "Derive",
+    "Filter",
+    "Mask",
+    "Operator",
+    "Select",
+    "apply_all",
+    "apply_all_isolating_rows",
+    "build_operators",
+]
+
+_Rows = npt.NDArray[np.int64]
 
 
 class Operator(Protocol):
     def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch: ...
+
+    @property
+    def label(self) -> str:
+        """How messages name this operator: its kind and what it targets (``derive amount_eur``)."""
+        ...
+
+    @property
+    def expression_text(self) -> str | None:
+        """The config's text of the expression it evaluates, if it evaluates one."""
+        ...
 
     def output_columns(self, input_columns: Sequence[str]) -> list[str]:
         """The columns this operator emits for the given input columns; raises ConfigError if one is unknown."""
@@ -36,8 +66,14 @@ class Filter:
     The expression's type is only known from the batch: one that is not true/false raises ExpressionError.
     """
 
+    label = "filter"
+
     def __init__(self, config: FilterOp) -> None:
         self._expression = compile_expression(config.expr)
+
+    @property
+    def expression_text(self) -> str:
+        return self._expression.text
 
     def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         keep = self._expression.evaluate(batch)
@@ -54,6 +90,9 @@ class Filter:
 
 class Select:
     """Keeps the listed columns, in that order, then renames some of them."""
+
+    label = "select"
+    expression_text = None
 
     def __init__(self, config: SelectOp) -> None:
         self._columns = list(config.columns)
@@ -84,6 +123,14 @@ class Derive:
         self._column = config.column
         self._expression = compile_expression(config.expr)
 
+    @property
+    def label(self) -> str:
+        return f"derive {self._column}"
+
+    @property
+    def expression_text(self) -> str:
+        return self._expression.text
+
     def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         values = self._expression.evaluate(batch)
         index = batch.schema.get_field_index(self._column)
@@ -100,10 +147,16 @@ class Mask:
     """Masks personal data in a string column: ``redact`` (``***``), ``hash`` (sha256, stable, joinable),
     or ``keep_last`` (``***`` + the last N characters). Nulls stay null."""
 
+    expression_text = None
+
     def __init__(self, config: MaskOp) -> None:
         self._column = config.column
         self._method = config.method
         self._keep_last = config.keep_last
+
+    @property
+    def label(self) -> str:
+        return f"mask {self._column}"
 
     def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         index = batch.schema.get_field_index(self._column)
@@ -162,3 +215,97 @@ def apply_all(chain: Sequence[Operator], batch: pa.RecordBatch) -> pa.RecordBatc
     for operator in chain:
         batch = operator.apply(batch)
     return batch
+
+
+@dataclass(frozen=True)
+class ChainOutcome:
+    """What a chain made of a batch: the output of the rows every operator could compute, and each other row's
+    position in the input batch (increasing) with its reason (same order)."""
+
+    events: pa.RecordBatch
+    failed_positions: pa.Array
+    failed_reasons: pa.Array
+
+
+def apply_all_isolating_rows(chain: Sequence[Operator], batch: pa.RecordBatch) -> ChainOutcome:
+    """Run ``chain`` on ``batch``; rows whose values an operator cannot compute are taken out, the rest go on.
+
+    The output equals :func:`apply_all` of the rows that are not taken out. A row's reason names the operator's
+    position, its label and its expression, and why in eventray's words (:func:`pipelines.row_errors.classify`),
+    never the row's values. A batch no operator fails on costs what :func:`apply_all` costs; one that fails is
+    run again keeping track of rows, and k failing rows cost about ``2 k (log2(n) + 1)`` more operator runs.
+    Raises what an operator raises when no row fails on its own, or when it fails on no rows (a type error).
+    """
+    try:
+        events = apply_all(chain, batch)
+    except VALUE_ERRORS:  # some rows' values, found in a second run (which raises a type error again)
+        return _apply_all_tracking_rows(chain, batch)
+    return ChainOutcome(events, pa.array([], pa.int64()), pa.array([], pa.string()))
+
+
+def _apply_all_tracking_rows(chain: Sequence[Operator], batch: pa.RecordBatch) -> ChainOutcome:
+    input_rows: _Rows = np.arange(batch.num_rows, dtype=np.int64)  # of each row of ``batch``, as it goes
+    failed_rows: list[int] = []
+    failed_reasons: list[str] = []
+    for position, operator in enumerate(chain):
+        batch, kept, failures = _apply_dropping_failures(operator, batch)
+        failed_rows += input_rows[list(failures)].tolist()
+        failed_reasons += [_reason(position, operator, why) for why in failures.values()]
+        input_rows = input_rows[kept]
+    order = np.argsort(np.array(failed_rows, dtype=np.int64), kind="stable")
+    return ChainOutcome(
+        events=batch,
+        failed_positions=pa.array(np.array(failed_rows, dtype=np.int64)[order], pa.int64()),
+        failed_reasons=pa.array([failed_reasons[index] for index in order.tolist()], pa.string()),
+    )
+
+
+def _apply_dropping_failures(operator: Operator, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, _Rows, dict[int, str]]:
+    """``operator`` applied to the rows of ``batch`` it can compute; for each output row its row in ``batch``;
+    and the rows it cannot compute, each with why."""
+    try:
+        output, kept = _apply_tracking_rows(operator, batch)
+    except VALUE_ERRORS:
+        failures = rows_failing_alone(
+            batch.num_rows, lambda start, stop: operator.apply(batch.slice(start, stop - start))
+        )
+        if not failures:
+            raise  # no row fails on its own: the error is not about values
+    else:
+        return output, kept, {}
+    survivors: _Rows = np.setdiff1d(np.arange(batch.num_rows, dtype=np.int64), list(failures))
+    output, kept = _apply_tracking_rows(operator, batch.take(pa.array(survivors)))
+    return output, survivors[kept], failures
+
+
+def _apply_tracking_rows(operator: Operator, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, _Rows]:
+    """``operator`` applied to ``batch``, and for each output row its row in ``batch``.
+
+    The row numbers ride along as a column named unlike any column of the input or of the operator's output
+    (so a derive cannot overwrite it): a filter keeps it on the rows it keeps; a select drops it, but keeps
+    every row in order.
+    """
+    names = batch.schema.names
+    row_column = _unused_name([*names, *operator.output_columns(names)])
+    rows = np.arange(batch.num_rows, dtype=np.int64)
+    output = operator.apply(batch.append_column(row_column, pa.array(rows)))
+    index = output.schema.get_field_index(row_column)
+    if index < 0:
+        assert output.num_rows == batch.num_rows, f"{operator.label} dropped the row numbers and rows"
+        return output, rows
+    return output.remove_column(index), output.column(index).to_numpy()
+
+
+def _unused_name(taken: Sequence[str]) -> str:
+    name = "_row"
+    while name in taken:
+        name = f"_{name}"
+    return name
+
+
+def _reason(position: int, operator: Operator, why: str) -> str:
+    """A failed row's reason: the operator's place and config, and why; never the row's values."""
+    where = f"operators.{position} ({operator.label})"
+    if operator.expression_text is None:
+        return f"{where}: this event cannot be processed: {why}"
+    return f"{where}: expression {operator.expression_text!r} cannot be computed for this event: {why}"

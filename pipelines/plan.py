@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.binary_codecs import AvroDecoder, RawBytesDecoder
 from pipelines.codecs import DecodedBatch, Decoder, JsonDecoder
@@ -17,13 +18,32 @@ from pipelines.config import ConsoleSinkConfig, PipelineConfig
 from pipelines.errors import ConfigError, ExpressionError
 from pipelines.kafka_config import KafkaSinkConfig
 from pipelines.keyed_stage import open_keyed_operator
-from pipelines.operators import Operator, apply_all, build_operators
-from pipelines.records import RawBatch
+from pipelines.operators import Operator, apply_all, apply_all_isolating_rows, build_operators
+from pipelines.records import RawBatch, dead_letters
 from pipelines.schema import EventSchema
 from pipelines.state_config import DedupConfig, KeyedProcessConfig, UpsertConfig
 from pipelines.windows import IS_FINAL, WINDOW_END, WINDOW_START, AggregationPlan
 
-__all__ = ["CompiledPipeline", "compile_pipeline"]
+__all__ = ["CompiledPipeline", "Transformed", "compile_pipeline"]
+
+
+@dataclass(frozen=True)
+class Transformed:
+    """What the operators made of decoded events: the events that passed them all (``events``), and the
+    ``_offset`` of each event an operator could not compute, in the order of the events, with its reason (same
+    order)."""
+
+    events: pa.RecordBatch
+    failed_offsets: pa.Array
+    failed_reasons: pa.Array
+
+    def failures_as_dead_letters(self, raw: RawBatch) -> list[pa.RecordBatch]:
+        """The failed events as ``invalid`` dead letters of ``raw``, the fetch they were decoded from (one
+        batch, or none when no event failed)."""
+        if not len(self.failed_offsets):
+            return []
+        indices = pc.index_in(self.failed_offsets, value_set=raw.offsets)
+        return [dead_letters(raw, indices, self.failed_reasons, "invalid")]
 
 
 @dataclass(frozen=True)
@@ -40,9 +60,18 @@ class CompiledPipeline:
         """Decoded, valid events with metadata columns, and dead letters for the rest."""
         return self.decoder.decode(raw)
 
-    def transform(self, events: pa.RecordBatch) -> pa.RecordBatch:
-        """Run the stateless operators on decoded events."""
-        return apply_all(self.operators, events)
+    def transform(self, events: pa.RecordBatch) -> Transformed:
+        """Run the stateless operators on decoded events (with their metadata columns, ``_offset`` included).
+
+        An event on whose values an operator cannot be computed (a checked overflow, a failed cast) is taken
+        out, with a reason naming the operator and its expression but not the value; the other events go on,
+        as if the failed ones had not been there. Never blocks. Raises :class:`ExpressionError` (or a
+        ``pyarrow`` error) only for an error that no single event causes, such as a type error, which
+        :func:`compile_pipeline` rules out beforehand.
+        """
+        outcome = apply_all_isolating_rows(self.operators, events)
+        failed_offsets = events.column("_offset").take(outcome.failed_positions)
+        return Transformed(outcome.events, failed_offsets, outcome.failed_reasons)
 
     @property
     def carries_trace(self) -> bool:

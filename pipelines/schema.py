@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import FieldType, SchemaConfig
 from pipelines.errors import ExpressionError
 from pipelines.expressions import CompiledExpression, compile_expression
+from pipelines.row_errors import VALUE_ERRORS, rows_failing_alone
 
 __all__ = [
     "METADATA_FIELDS",
@@ -63,7 +65,12 @@ class EventSchema:
         return pa.schema(list(self.payload_schema) + list(METADATA_FIELDS))
 
     def validate(self, batch: pa.RecordBatch) -> ValidationOutcome:
-        """Evaluate required columns, then checks, in order; a row's reason is the first rule it fails."""
+        """Evaluate required columns, then checks, in order; a row's reason is the first rule it fails.
+
+        A check that cannot be computed for a row's values (a checked overflow, a failed cast) fails that row,
+        with a reason naming the check but not the value; the other rows get the check's verdict. Raises
+        :class:`ExpressionError` for a check that fails to run for no single row (e.g. on the column types).
+        """
         reasons = np.full(batch.num_rows, None, dtype=object)
         failed = np.zeros(batch.num_rows, dtype=bool)
         for name in self.config.required:
@@ -71,9 +78,11 @@ class EventSchema:
             self._mark(reasons, failed, missing, f"required field {name!r} is missing or null")
         for check in self._checks:
             try:
-                passed = pc.fill_null(check.evaluate(batch), False).to_numpy(zero_copy_only=False)
-            except ExpressionError as error:
+                passed, unevaluable = _check_verdicts(check, batch)
+            except VALUE_ERRORS as error:
                 raise ExpressionError(f"schema check failed to run: {error}") from None
+            for why, rows in unevaluable.items():
+                self._mark(reasons, failed, rows, f"check could not be evaluated: {check.text} ({why})")
             self._mark(reasons, failed, ~passed, f"check failed: {check.text}")
         invalid = np.flatnonzero(failed)
         return ValidationOutcome(
@@ -88,3 +97,32 @@ class EventSchema:
         if newly.any():
             reasons[newly] = reason
             failed |= newly
+
+
+_Mask = npt.NDArray[np.bool_]
+
+
+def _check_verdicts(check: CompiledExpression, batch: pa.RecordBatch) -> tuple[_Mask, dict[str, _Mask]]:
+    """Which rows pass ``check`` (null: no), and the rows it cannot be computed for (masks, by why); those
+    count as passing here, so that only their own reason marks them."""
+    try:
+        return _passes(check, batch), {}
+    except VALUE_ERRORS:
+        failures = rows_failing_alone(
+            batch.num_rows, lambda start, stop: check.evaluate(batch.slice(start, stop - start))
+        )
+        if not failures:
+            raise  # no row fails on its own: the error is not about values
+    computable = np.ones(batch.num_rows, dtype=bool)
+    computable[list(failures)] = False
+    passed = np.ones(batch.num_rows, dtype=bool)
+    passed[computable] = _passes(check, batch.filter(pa.array(computable)))
+    unevaluable: dict[str, _Mask] = {}
+    for row, why in failures.items():
+        unevaluable.setdefault(why, np.zeros(batch.num_rows, dtype=bool))[row] = True
+    return passed, unevaluable
+
+
+def _passes(check: CompiledExpression, batch: pa.RecordBatch) -> _Mask:
+    passed: _Mask = pc.fill_null(check.evaluate(batch), False).to_numpy(zero_copy_only=False)
+    return passed

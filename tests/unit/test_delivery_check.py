@@ -379,7 +379,7 @@ async def test_verify_run_reads_files_of_a_generator_run(tmp_path: Path) -> None
         generated = generate_events(config.source, partition, 0, end, 0)  # type: ignore[arg-type]
         raw = _raw(partition, generated.payloads.to_pylist())
         decoded = compiled.decode(raw)
-        sink.write(compiled.transform(decoded.events))
+        sink.write(compiled.transform(decoded.events).events)
         for batch in decoded.dead_letters:
             dead.write(batch.cast(DEAD_LETTER_SCHEMA))
     sink.close()

@@ -222,7 +222,7 @@ async def test_the_aggregate_actor_fires_processing_time_timers_at_its_next_call
     compiled = compile_pipeline(config)
     raw = await GeneratorReader(config.source, 0, 0, 400, 0.0, 0).fetch(400)  # type: ignore[arg-type]
     assert raw is not None
-    events = compiled.transform(compiled.decode(raw).events)
+    events = compiled.transform(compiled.decode(raw).events).events
     actor = AggregateActor(config, "aggregate-0", list(range(config.runtime.max_key_groups)), senders=1)
 
     actor.process(0, events, watermark_ms=0)

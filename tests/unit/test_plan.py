@@ -68,7 +68,7 @@ def test_orders_pipeline_runs_in_process() -> None:
         traceparents=pa.nulls(count, pa.string()),
     )
     decoded = compiled.decode(raw)
-    events = compiled.transform(decoded.events)
+    events = compiled.transform(decoded.events).events
     assert events.schema.names == SELECTED
 
     # recompute from the payloads which rows should reach the aggregate
