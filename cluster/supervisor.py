@@ -74,6 +74,7 @@ class Supervisor:
         self._metrics = PipelineMetrics(config.name)
         self._epochs = EpochRunner(config, self._store, self._metrics)
         self._stop_requested = False
+        self._last_progress: RunProgress | None = None
         self._finished_sources: list[SourceProgress] = []
         self._final_aggregates: list[AggregateProgress] = []
         self._partitions = 0
@@ -145,12 +146,23 @@ class Supervisor:
         self._stop_requested = True
 
     async def progress(self) -> RunProgress:
-        sources = await asyncio.gather(*(source.progress() for source in self._sources))
-        aggregates = await asyncio.gather(*(aggregate.progress() for aggregate in self._aggregates))
+        """The run's counts so far. An actor that died since the last call (its recovery is under way) does not
+        fail the call, which would read as the Supervisor's own death to the driver that polls it: the last
+        progress is returned again until the restored topology answers."""
+        try:
+            sources = await asyncio.gather(*(source.progress() for source in self._sources))
+            aggregates = await asyncio.gather(*(aggregate.progress() for aggregate in self._aggregates))
+        except Exception as error:
+            if not self._actors.died(error):
+                raise
+            if self._last_progress is not None:
+                return self._last_progress
+            sources, aggregates = [], []
         elapsed_s = time.time() - self._run_started_s
         progress = RunProgress.of(list(sources), list(aggregates), elapsed_s).plus_counts(self._earlier)
         if self._autoscaler is not None and self._autoscaler.timeline:
             progress = replace(progress, autoscale=self._autoscaler.timeline[-1])
+        self._last_progress = progress
         return progress
 
     async def _autoscale(self) -> bool:

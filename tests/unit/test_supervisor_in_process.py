@@ -291,3 +291,31 @@ async def test_regroup_moves_key_groups_between_live_aggregates_and_loses_nothin
     assert len(keys) == len(set(keys)), "no window emitted twice"
     actual = {(r["customer_id"], r["window_start_ms"]): (r["orders"], r["revenue_cents"]) for r in rows}
     assert actual == {key: (value["orders"], value["revenue_cents"]) for key, value in expected.items()}
+
+
+def test_progress_while_an_actor_is_dead_is_the_last_progress_not_an_error(tmp_path: Path) -> None:
+    """The driver polls progress during the run: an actor that just died (its recovery is under way) must not
+    fail the poll, which the driver would take for the Supervisor's own death."""
+    config = orders(tmp_path, aggregate_actors=1).model_copy(update={"runtime": orders(tmp_path, 1).runtime.model_copy(
+        update={"max_events": None})})  # fmt: skip
+    supervisor = Supervisor(config, "t4", InProcessActors())
+
+    async def dead_source_progress() -> SourceProgress:
+        raise ActorDied("the source's process was killed")
+
+    async def poll_through_a_death() -> tuple[Any, Any]:
+        run = asyncio.ensure_future(supervisor.run())
+        for _ in range(3_000):  # until the sources run (a bound, not a pace)
+            if supervisor._sources:
+                break
+            await asyncio.sleep(0.01)
+        before = await supervisor.progress()
+        supervisor._sources[0].progress = dead_source_progress  # type: ignore[method-assign]
+        during = await supervisor.progress()
+        await supervisor.stop()
+        await asyncio.wait_for(run, timeout=30)
+        return before, during
+
+    before, during = asyncio.run(poll_through_a_death())
+
+    assert during == before
