@@ -29,6 +29,9 @@ class PipelineMetrics:
         self._events_in = metrics.Counter("eventray_events_in", "events read from the source", topic)
         self._events_out = metrics.Counter("eventray_events_out", "events after the stateless operators", topic)
         self._dead = metrics.Counter("eventray_dead_lettered", "events sent to the dead-letter output", topic)
+        self._traceparents_dropped = metrics.Counter(
+            "eventray_traceparents_dropped", "malformed traceparent headers dropped at the source", topic
+        )
         self._windows = metrics.Counter("eventray_windows_emitted", "window results emitted", ("pipeline",))
         self._lag = metrics.Gauge("eventray_lag_records", "log end offset minus processed offset", partition)
         self._lag_s = metrics.Gauge("eventray_lag_seconds", "age of the newest processed event when lagging", partition)
@@ -56,6 +59,10 @@ class PipelineMetrics:
         if dead:
             self._dead.inc(dead, tags)
         self._latency.observe(seconds, {"pipeline": self._pipeline, "stage": "source"})
+
+    def traceparents_dropped(self, topic: str, count: int) -> None:
+        if self._on and count:
+            self._traceparents_dropped.inc(count, {"pipeline": self._pipeline, "topic": topic})
 
     def aggregate(self, seconds: float) -> None:
         if self._on:

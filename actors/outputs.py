@@ -32,7 +32,9 @@ def _open(config: PipelineConfig, output: SinkConfig | DeadLetterConfig | KafkaD
         sink = KafkaSink(output, _connection(config), f"{config.name}-{writer}", telemetry, txn)
         return TransactionalKafkaOutput(sink, slot, config.name) if exactly_once else FlushingOutput(sink)
     if isinstance(output, KafkaDeadLetterConfig):
-        dead = KafkaDeadLetterSink(output.topic, _connection(config), f"{config.name}-{writer}", config.name, txn)
+        dead = KafkaDeadLetterSink(
+            output.topic, _connection(config), f"{config.name}-{writer}", config.name, txn, output.max_record_bytes
+        )
         return TransactionalKafkaOutput(dead, slot, config.name) if exactly_once else FlushingOutput(dead)
     if exactly_once and not isinstance(output, ConsoleSinkConfig):
         return StagedFileOutput(output.path, writer, lambda directory, name: open_sink(output.model_copy(

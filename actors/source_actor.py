@@ -320,6 +320,7 @@ class SourceActor:
     async def _process(self, partition: int, raw: RawBatch) -> None:
         decoded = self._compiled.decode(raw)
         self._events_in += len(raw)
+        self._metrics.traceparents_dropped(raw.topic, decoded.dropped_traceparents)
         if decoded.events.num_rows:
             newest = pc.max(decoded.events.column("_timestamp")).as_py()
             if newest is not None:

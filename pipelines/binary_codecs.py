@@ -4,7 +4,9 @@ Avro has no columnar reader for single-record payloads, so records are read one 
 and the columns are built from them, one Arrow conversion per column; a record that does not read is a dead
 letter with the reason. A value that does not convert to its column's type is found by bisecting that column
 only, so k such records cost O(k log n) conversions on top of the per-record read every record costs anyway.
-Raw bytes are passed through as a ``value`` binary column, unchanged.
+Raw bytes are passed through as a ``value`` binary column, unchanged. Both apply the input limits first (size,
+headers; nesting is JSON's only) and the event-time limits last, as every decoder does
+(:func:`pipelines.codecs.decode_within_limits`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 import fastavro
 import pyarrow as pa
 
-from pipelines.codecs import DecodedBatch, failing_positions, validated
+from pipelines.bisection import failing_positions
+from pipelines.codecs import DecodedBatch, decode_within_limits
 from pipelines.errors import ConfigError
 from pipelines.records import RawBatch, dead_letters
 from pipelines.schema import EventSchema
@@ -33,7 +36,13 @@ class AvroDecoder:
         except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as error:
             raise ConfigError(f"schema.avro_schema is not a valid Avro schema: {error}") from None
 
-    def decode(self, raw: RawBatch) -> DecodedBatch:
+    def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch:
+        """Screen, decode, attach metadata columns, validate. Never raises for bad records: they become dead
+        letters."""
+        return decode_within_limits(self._schema, raw, now_ms, self._read, json_nesting=False)
+
+    def _read(self, raw: RawBatch) -> tuple[pa.Table, RawBatch, list[pa.RecordBatch]]:
+        """The payload columns of the records that read and fit, those records, and dead letters."""
         rows: list[dict[str, Any]] = []
         good: list[int] = []
         bad: list[int] = []
@@ -59,7 +68,7 @@ class AvroDecoder:
             reasons = pa.array([reason for _, reason in misfits], pa.string())
             indices = pa.array([index for index, _ in misfits], pa.int64())
             rejected.append(dead_letters(raw, indices, reasons, "invalid"))
-        return validated(self._schema, table, raw.take(pa.array(good, pa.int64())), rejected)
+        return table, raw.take(pa.array(good, pa.int64())), rejected
 
     def _columns(
         self, rows: list[dict[str, Any]], good: list[int]
@@ -115,6 +124,9 @@ class RawBytesDecoder:
     def __init__(self, schema: EventSchema) -> None:
         self._schema = schema
 
-    def decode(self, raw: RawBatch) -> DecodedBatch:
-        table = pa.table({"value": raw.payloads.cast(pa.binary())})
-        return validated(self._schema, table, raw, [])
+    def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch:
+        return decode_within_limits(self._schema, raw, now_ms, _as_values, json_nesting=False)
+
+
+def _as_values(raw: RawBatch) -> tuple[pa.Table, RawBatch, list[pa.RecordBatch]]:
+    return pa.table({"value": raw.payloads.cast(pa.binary())}), raw, []

@@ -19,13 +19,18 @@ When the guard or the reader fails, bad records cost in proportion to their numb
 Each pyarrow read costs about 0.1 ms however small its input (on a 2-core machine), and a refusal names one
 row only, so confirming k bad records with the reader takes at least k reads: that, not parsing, is what a
 dirty fetch costs beyond a clean one.
+
+Every decoder runs the same three steps (:func:`decode_within_limits`): the input limits of
+:mod:`pipelines.input_limits` set aside records too large, with too many headers or (JSON) nested too deep,
+before any parsing; the decoder reads the rest; :func:`validated` adds the metadata columns and applies the
+schema's rules and the event-time limits.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import msgspec
@@ -35,10 +40,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from pipelines.bisection import failing_positions
+from pipelines.input_limits import TIMESTAMP, event_time_rejections, screen_input
 from pipelines.records import RawBatch, dead_letters
 from pipelines.schema import EventSchema
 
-__all__ = ["DecodedBatch", "Decoder", "JsonDecoder", "failing_positions", "validated", "with_metadata"]
+__all__ = [
+    "DecodedBatch",
+    "Decoder",
+    "JsonDecoder",
+    "PayloadReader",
+    "decode_within_limits",
+    "validated",
+    "with_metadata",
+]
 
 _NEWLINE = b"\n"
 _JSON_WHITESPACE = " \t\r\n"
@@ -52,10 +67,13 @@ _Positions = npt.NDArray[np.int64]
 
 @dataclass(frozen=True)
 class DecodedBatch:
-    """Valid events (payload + metadata columns) and dead letters (undecodable or invalid, with reasons)."""
+    """Valid events (payload + metadata columns) and dead letters (over a limit, undecodable, invalid or out of
+    time, with reasons). ``dropped_traceparents``: how many records' malformed ``traceparent`` was replaced by
+    null (the source's and the decoder's finds together), for a metric."""
 
     events: pa.RecordBatch
     dead_letters: list[pa.RecordBatch]
+    dropped_traceparents: int = 0
 
     @property
     def dead_letter_count(self) -> int:
@@ -63,9 +81,17 @@ class DecodedBatch:
 
 
 class Decoder(Protocol):
-    """Turns a fetch into valid events and dead letters. Contract: never raises for a bad record."""
+    """Turns a fetch into valid events and dead letters. Contract: never raises for a bad record; a record's
+    verdict does not depend on the other records of its fetch. ``now_ms`` is the time the fetch was read (epoch
+    ms), the reference time of records without a timestamp of their own (None: those are not checked against
+    the event-time limits); a decoder never reads a clock itself."""
 
-    def decode(self, raw: RawBatch) -> DecodedBatch: ...
+    def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch: ...
+
+
+#: Reads the payloads of a fetch within the limits: the payload columns of the records it could read, those
+#: records (in order), and dead letters for the others.
+PayloadReader = Callable[[RawBatch], tuple[pa.Table, RawBatch, list[pa.RecordBatch]]]
 
 
 @dataclass(frozen=True)
@@ -83,7 +109,9 @@ class JsonDecoder:
     A record is a dead letter of error type ``undecodable`` when it is not one JSON object in valid UTF-8, and
     ``invalid`` when a value does not fit its column's type or the schema's rules (required, checks) reject it.
     The verdict on a record does not depend on the other records of its batch: a line is a misfit exactly when
-    pyarrow's reader, reading it alone, refuses it or reads other than one row.
+    pyarrow's reader, reading it alone, refuses it or reads other than one row. Before that, a record over an
+    input limit is a dead letter of error type ``limit``; after it, a valid event whose event time is out of
+    the schema's limits is one of error type ``timestamp`` (:func:`decode_within_limits`).
     """
 
     def __init__(self, schema: EventSchema) -> None:
@@ -91,11 +119,14 @@ class JsonDecoder:
         self._parse_options = _parse_options(schema.payload_schema)
         self._column_parse_options = {field.name: _parse_options(pa.schema([field])) for field in schema.payload_schema}
 
-    def decode(self, raw: RawBatch) -> DecodedBatch:
-        """Decode, attach metadata columns, validate. Never raises for bad records: they become dead letters."""
+    def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch:
+        """Screen, decode, attach metadata columns, validate. Never raises for bad records: they become dead
+        letters."""
+        return decode_within_limits(self._schema, raw, now_ms, self._read_records, json_nesting=True)
+
+    def _read_records(self, raw: RawBatch) -> tuple[pa.Table, RawBatch, list[pa.RecordBatch]]:
         payload_table, good_indices, rejected = self._read(raw)
-        good_raw = raw if good_indices is None else raw.take(good_indices)
-        return validated(self._schema, payload_table, good_raw, rejected)
+        return payload_table, raw if good_indices is None else raw.take(good_indices), rejected
 
     def _read(self, raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
         """The payload columns of the decodable records, their indices in ``raw`` (None: all), dead letters."""
@@ -160,14 +191,41 @@ class JsonDecoder:
         return reasons
 
 
-def validated(schema: EventSchema, payload: pa.Table, raw: RawBatch, rejected: list[pa.RecordBatch]) -> DecodedBatch:
+def decode_within_limits(
+    schema: EventSchema, raw: RawBatch, now_ms: int | None, read: PayloadReader, json_nesting: bool
+) -> DecodedBatch:
+    """The steps every decoder takes (see the module docstring): :func:`~pipelines.input_limits.screen_input`,
+    then ``read`` on the records within the limits, then :func:`validated`. Dead letters are identified by
+    offset, so those of the records read are in offset order per error type as ``read`` gives them."""
+    screening = screen_input(schema.config, raw, json_nesting)
+    payload, good_raw, rejected = read(screening.within)
+    decoded = validated(schema, payload, good_raw, [*screening.dead_letters, *rejected], now_ms)
+    return replace(decoded, dropped_traceparents=screening.dropped_traceparents)
+
+
+def validated(
+    schema: EventSchema,
+    payload: pa.Table,
+    raw: RawBatch,
+    rejected: list[pa.RecordBatch],
+    now_ms: int | None = None,
+) -> DecodedBatch:
     """Attach the metadata columns to decoded payload columns (row i of ``payload`` is record i of ``raw``),
-    then split off the rows the schema's rules reject as ``invalid`` dead letters. Shared by every decoder."""
+    then split off the rows the schema's rules reject as ``invalid`` dead letters, then those of the others
+    whose event time (``_timestamp``) is out of the schema's limits as ``timestamp`` dead letters (see
+    :func:`~pipelines.input_limits.event_time_rejections` for ``now_ms``). Shared by every decoder."""
     events = with_metadata(schema, payload, raw)
     outcome = schema.validate(events)
+    kept: pa.Array | None = None  # positions in raw of the rows in events; None: all
     if len(outcome.invalid_indices):
         rejected = [*rejected, dead_letters(raw, outcome.invalid_indices, outcome.invalid_reasons, "invalid")]
-        events = events.take(outcome.valid_indices)
+        events, kept = events.take(outcome.valid_indices), outcome.valid_indices
+    record_times = raw.timestamps if kept is None else raw.timestamps.take(kept)
+    untimely = event_time_rejections(schema.config, events.column("_timestamp"), record_times, now_ms)
+    if untimely is not None:
+        indices = untimely.indices if kept is None else kept.take(untimely.indices)
+        rejected = [*rejected, dead_letters(raw, indices, untimely.reasons, TIMESTAMP)]
+        events = events.take(untimely.kept)
     return DecodedBatch(events=events, dead_letters=rejected)
 
 
@@ -267,24 +325,6 @@ def _read_json(buffer: pa.Buffer, options: pa_json.ParseOptions) -> pa.Table | _
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         named = _ROW_IN_MESSAGE.search(str(error))
         return _Refusal(row=int(named.group(1)) if named else None)
-
-
-def failing_positions(count: int, passes: Callable[[int, int], bool]) -> list[int]:
-    """The positions in ``range(count)`` that fail on their own, in order. ``passes(start, stop)`` must be true
-    exactly when no position in ``range(start, stop)`` fails. Only failing ranges are split in two, so k failing
-    positions cost at most ``2 k (log2(count) + 1) + 1`` calls."""
-    failing: list[int] = []
-    pending = [(0, count)] if count else []
-    while pending:
-        start, stop = pending.pop()
-        if passes(start, stop):
-            continue
-        if stop - start == 1:
-            failing.append(start)
-            continue
-        middle = (start + stop) // 2
-        pending += [(middle, stop), (start, middle)]  # the first half is popped first: positions come in order
-    return failing
 
 
 def _binary(payloads: pa.Array) -> pa.Array:
@@ -393,15 +433,24 @@ def _check_record(payload: bytes | None) -> tuple[str | None, bytes]:
         return "empty or null payload", b""
     if not _is_utf8(payload):  # checked here: the reason is eventray's, whatever msgspec's version says
         return "payload is not valid UTF-8", b""
-    try:
-        decoded = msgspec.json.decode(payload)
-    except (msgspec.DecodeError, UnicodeDecodeError) as error:  # the library's detail only as a suffix
-        return f"undecodable JSON: {error}", b""
+    decoded, reason = _json_value(payload)
+    if reason is not None:
+        return reason, b""
     if not isinstance(decoded, dict):
         return f"JSON value is a {type(decoded).__name__}, not an object", b""
     if _NEWLINE in payload:
         return None, msgspec.json.encode(decoded)
     return None, payload
+
+
+def _json_value(payload: bytes) -> tuple[object, str | None]:
+    """msgspec's reading of a JSON text, or why it cannot read it (the library's detail only as a suffix)."""
+    try:
+        return msgspec.json.decode(payload), None
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        return None, f"undecodable JSON: {error}"
+    except RecursionError:  # deeper than msgspec goes (about 1,000 levels): only without a schema nesting limit
+        return None, "undecodable JSON: nested too deeply to decode"
 
 
 def _is_utf8(payload: bytes) -> bool:

@@ -80,6 +80,7 @@ EVENT_TYPES = ("UserRegistered", "OrderCreated", "PaymentProcessed", "ShipmentDi
 
 
 _Model = ConfigModel
+_MAX_NESTING_DEPTH = 512  # msgspec refuses depths near Python's recursion limit (about 1,000 frames)
 
 
 class SchemaConfig(_Model):
@@ -87,6 +88,10 @@ class SchemaConfig(_Model):
 
     ``format`` is how payload bytes are read: ``json`` objects, ``avro`` records written with ``avro_schema``
     (schemaless, as most producers without a registry write them), or ``raw`` bytes kept as a ``value`` column.
+
+    The ``max_*`` limits make a record a dead letter (error type ``limit``, or ``timestamp`` for event times)
+    instead of letting it stop or slow the pipeline; size, header and nesting limits are checked before the
+    record is decoded. Null turns a limit off.
     """
 
     format: Literal["json", "avro", "raw"] = "json"
@@ -98,6 +103,34 @@ class SchemaConfig(_Model):
     )
     event_time_field: str | None = Field(default=None, description="int64 epoch-ms column used as event time")
     event_id_field: str | None = Field(default=None, description="column that identifies an event uniquely")
+    max_record_bytes: int | None = Field(
+        default=1_048_576, ge=1, description="a larger payload is a dead letter, never parsed; null: no limit"
+    )
+    max_nesting_depth: int | None = Field(
+        default=64,
+        ge=1,
+        le=_MAX_NESTING_DEPTH,
+        description=(
+            "JSON only: a record with objects/arrays nested deeper is a dead letter; at most "
+            f"{_MAX_NESTING_DEPTH}, as msgspec, which reads the records pyarrow's reader refuses, cannot go much "
+            "deeper; null: no limit (deeper records it reads are dead letters as undecodable)"
+        ),
+    )
+    max_future_ms: int | None = Field(
+        default=3_600_000,
+        ge=0,
+        description=(
+            "an event time further ahead of the record's Kafka timestamp (else of the time it was read) is a "
+            "dead letter; null: no limit"
+        ),
+    )
+    max_past_ms: int | None = Field(
+        default=None, ge=0, description="an event time further behind the same reference is a dead letter"
+    )
+    max_header_count: int = Field(default=64, ge=0, description="a record with more headers is a dead letter")
+    max_header_bytes: int = Field(
+        default=65_536, ge=0, description="a record whose header names and values total more is a dead letter"
+    )
 
     @model_validator(mode="after")
     def _format_fits(self) -> SchemaConfig:
@@ -132,6 +165,15 @@ class BurstConfig(_Model):
     factor: float = Field(gt=0, description="e.g. 5: five times the base rate")
 
 
+InvalidKind = Literal["truncated_json", "missing_event_time", "negative_amount", "unknown_event_type", "wrong_type"]
+DEFAULT_INVALID_KINDS: tuple[InvalidKind, ...] = (
+    "truncated_json",
+    "missing_event_time",
+    "negative_amount",
+    "unknown_event_type",
+)
+
+
 class GeneratorSourceConfig(_Model):
     """The built-in, replayable event generator: event i of partition p is a pure function of (seed, p, i)."""
 
@@ -145,6 +187,11 @@ class GeneratorSourceConfig(_Model):
         default=20_000, gt=0, description="spacing of event time when rate_per_s is null"
     )
     invalid_fraction: float = Field(default=0.01, ge=0, le=1)
+    invalid_kinds: list[InvalidKind] = Field(
+        default_factory=lambda: list(DEFAULT_INVALID_KINDS),
+        min_length=1,
+        description="which kinds of invalid event to make, drawn equally; wrong_type: amount_cents is a string",
+    )
     customers: int = Field(default=1_000, ge=1)
     skus: int = Field(default=500, ge=1)
     max_out_of_order_ms: int = Field(default=500, ge=0, description="event-time jitter, bounded")

@@ -5,8 +5,10 @@ replay from any offset yields the same bytes, and a test can recompute every eve
 Events are JSON objects built column-wise (numpy for the random draws, ``pyarrow.compute`` for the text), one
 of UserRegistered, OrderCreated, PaymentProcessed, ShipmentDispatched, InventoryUpdated.
 
-A configurable fraction of events is invalid, in four kinds: truncated JSON (undecodable), no event time
-(required field missing), a negative amount and an unknown event type (schema checks fail).
+A configurable fraction of events is invalid, by default in four kinds: truncated JSON (undecodable), no event
+time (required field missing), a negative amount and an unknown event type (schema checks fail); a fifth,
+``wrong_type`` (``"amount_cents": "n/a"``: a value that does not fit its column), is made when
+``invalid_kinds`` names it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.config import GeneratorSourceConfig
+from pipelines.config import DEFAULT_INVALID_KINDS, GeneratorSourceConfig
 from pipelines.rate_profile import RateProfile
 
 __all__ = [
@@ -34,7 +36,8 @@ EVENT_TYPE_WEIGHTS: dict[str, float] = {
     "ShipmentDispatched": 0.10,
     "InventoryUpdated": 0.15,
 }
-INVALID_KINDS = ("truncated_json", "missing_event_time", "negative_amount", "unknown_event_type")
+INVALID_KINDS = DEFAULT_INVALID_KINDS
+_WRONG_TYPE_AMOUNT = pa.scalar('"amount_cents":"n/a"')
 
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -114,8 +117,9 @@ def generate_events(
     times = event_times(config, partition, offsets, start_ms)
 
     invalid = _unit(_stream(seed, partition, offsets, 9)) < config.invalid_fraction
-    kind_index = (_stream(seed, partition, offsets, 10) % np.uint64(len(INVALID_KINDS))).astype(np.int64)
-    invalid_kind = np.where(invalid, np.array(INVALID_KINDS, dtype=object)[kind_index], "")
+    kinds = config.invalid_kinds
+    kind_index = (_stream(seed, partition, offsets, 10) % np.uint64(len(kinds))).astype(np.int64)
+    invalid_kind = np.where(invalid, np.array(kinds, dtype=object)[kind_index], "")
 
     customer = (_stream(seed, partition, offsets, 2) % np.uint64(config.customers)).astype(np.int64)
     amount = 100 + (_stream(seed, partition, offsets, 3) % np.uint64(49_901)).astype(np.int64)
@@ -137,6 +141,8 @@ def generate_events(
     has_time = invalid_kind != "missing_event_time"
 
     customer_text = _text("c", customer, 5)
+    amounts = pa.array(amount, mask=~(has_amount | (invalid_kind == "negative_amount")))
+    wrong_type = pa.array(invalid_kind == "wrong_type")
     fields = [
         _json_field(
             "event_id",
@@ -155,7 +161,7 @@ def generate_events(
             pc.if_else(pa.array(has_order), _text(f"o{partition}-", offsets, 1), pa.scalar(None, pa.string())),
             True,
         ),
-        _json_field("amount_cents", pa.array(amount, mask=~(has_amount | (invalid_kind == "negative_amount"))), False),
+        pc.if_else(wrong_type, _WRONG_TYPE_AMOUNT, _json_field("amount_cents", amounts, False)),
         _json_field("currency", pa.array(currency, pa.string(), mask=~has_amount), True),
         _json_field("sku", pc.if_else(pa.array(has_sku), _text("sku-", sku, 4), pa.scalar(None, pa.string())), True),
         _json_field("quantity", pa.array(quantity, mask=~has_sku), False),

@@ -145,6 +145,12 @@ class CircuitBreakerConfig(ConfigModel):
 class KafkaDeadLetterConfig(ConfigModel):
     type: Literal["kafka"] = "kafka"
     topic: str = Field(min_length=1)
+    max_record_bytes: int = Field(
+        default=1_000_000,
+        ge=4_096,
+        description="a dead letter's key, value and headers are trimmed to fit (header eventray.payload_trimmed "
+        "says so); at most the topic's max.message.bytes and the producer's max_request_size (1,048,576)",
+    )
 
 
 def resolve_kafka_secrets(connection: KafkaConnectionConfig, environ: Mapping[str, str]) -> KafkaConnectionConfig:

@@ -7,12 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 
 from pipelines.records import RawBatch
+from pipelines.trace_context import is_valid_traceparent, valid_traceparents
 
 __all__ = [
     "DEAD_LETTER_HEADER_PREFIX",
+    "DEFAULT_DEAD_LETTER_RECORD_BYTES",
+    "TRIMMED_HEADER",
     "OutgoingRecord",
     "dead_letter_records",
     "encode_rows",
@@ -21,6 +25,10 @@ __all__ = [
 ]
 
 DEAD_LETTER_HEADER_PREFIX = "eventray."
+TRIMMED_HEADER = f"{DEAD_LETTER_HEADER_PREFIX}payload_trimmed"
+# Kafka's default max.message.bytes (topic) is 1,048,588 and aiokafka's max_request_size 1,048,576: this leaves
+# room for the record batch's framing and the producer's per-record overhead.
+DEFAULT_DEAD_LETTER_RECORD_BYTES = 1_000_000
 _NOT_IN_PAYLOAD = ("_key", "_traceparent")
 
 
@@ -32,19 +40,22 @@ class OutgoingRecord:
     headers: list[tuple[str, bytes]]
 
 
-def traceparent_of(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
-    """The W3C ``traceparent`` header of a record, if it has a readable one."""
-    for name, value in headers or ():
-        if name == "traceparent" and value:
-            try:
-                return value.decode("ascii")
-            except UnicodeDecodeError:
-                return None
-    return None
+_Headers = Sequence[tuple[str, bytes | None]]
+
+
+def traceparent_of(headers: _Headers | None) -> str | None:
+    """The W3C trace context of a record: its first non-empty ``traceparent`` header, if that is a valid one
+    (the rules are in :mod:`pipelines.trace_context`), else None; a later header never stands in for a malformed
+    first one. A malformed value is never returned, so never used or copied."""
+    _, _, text, _ = _header_facts(headers)
+    return text if text is not None and is_valid_traceparent(text) else None
 
 
 def raw_batch_from_records(topic: str, partition: int, records: Sequence[Any]) -> RawBatch:
-    """Columns from aiokafka ``ConsumerRecord`` s of one partition (the per-record loop of the edge)."""
+    """Columns from aiokafka ``ConsumerRecord`` s of one partition (the per-record loop of the edge), with the
+    records' header counts and sizes for the schema's header limits, valid traceparents only, and the count of
+    records whose traceparent was dropped as malformed."""
+    counts, sizes, traceparents, dropped = _header_columns([record.headers for record in records])
     return RawBatch(
         topic=topic,
         partition=partition,
@@ -52,8 +63,45 @@ def raw_batch_from_records(topic: str, partition: int, records: Sequence[Any]) -
         payloads=pa.array([record.value for record in records], pa.binary()),
         keys=pa.array([record.key for record in records], pa.binary()),
         timestamps=pa.array([record.timestamp for record in records], pa.int64()),
-        traceparents=pa.array([traceparent_of(record.headers) for record in records], pa.string()),
+        traceparents=traceparents,
+        header_counts=counts,
+        header_bytes=sizes,
+        dropped_traceparents=dropped,
     )
+
+
+def _header_columns(headers: list[_Headers | None]) -> tuple[pa.Array, pa.Array, pa.Array, int]:
+    """Per record, its header count (int32), header bytes (int64) and valid traceparent (string); and how many
+    traceparents were dropped as malformed. The traceparents are validated as a column, once, as
+    :func:`traceparent_of` would one by one: a regex per record would cost more than the rest of the edge."""
+    if not any(headers):  # a topic without headers pays one pass
+        count = len(headers)
+        return pa.array(np.zeros(count, np.int32)), pa.array(np.zeros(count, np.int64)), pa.nulls(count, pa.string()), 0
+    counts, sizes, texts, unreadable = zip(*map(_header_facts, headers), strict=True)
+    traceparents, refused = valid_traceparents(pa.array(texts, pa.string()))
+    return pa.array(counts, pa.int32()), pa.array(sizes, pa.int64()), traceparents, refused + sum(unreadable)
+
+
+def _header_facts(headers: _Headers | None) -> tuple[int, int, str | None, bool]:
+    """A record's header count, header bytes (names in UTF-8 and values), its first non-empty ``traceparent``
+    value as text (not yet validated), and whether that value was there but not ASCII (so dropped already).
+    One plain loop, without calls: it runs for every record a consumer reads."""
+    if not headers:
+        return 0, 0, None, False
+    size = 0
+    first: bytes | None = None
+    for name, value in headers:
+        size += len(name) if name.isascii() else len(name.encode())
+        if value:
+            size += len(value)
+            if first is None and name == "traceparent":
+                first = value
+    if first is None:
+        return len(headers), size, None, False
+    try:
+        return len(headers), size, first.decode("ascii"), False
+    except UnicodeDecodeError:
+        return len(headers), size, None, True
 
 
 def encode_rows(
@@ -77,8 +125,16 @@ def encode_rows(
     ]
 
 
-def dead_letter_records(dead: pa.RecordBatch, pipeline: str) -> list[OutgoingRecord]:
-    """Dead letters keep their original key and bytes; where and why they failed goes into headers."""
+def dead_letter_records(
+    dead: pa.RecordBatch, pipeline: str, max_record_bytes: int = DEFAULT_DEAD_LETTER_RECORD_BYTES
+) -> list[OutgoingRecord]:
+    """Dead letters keep their original key and bytes; where and why they failed goes into headers.
+
+    A record whose key, value and headers would exceed ``max_record_bytes`` (an oversize record, which is often
+    why it is a dead letter) keeps only the head of its value that fits, and says so in the header
+    ``eventray.payload_trimmed`` (the original value's size in bytes): a dead letter that did not fit its topic
+    would fail its produce on every restart and stop the pipeline.
+    """
     records = []
     for row in dead.to_pylist():
         headers = [
@@ -94,8 +150,29 @@ def dead_letter_records(dead: pa.RecordBatch, pipeline: str) -> list[OutgoingRec
         headers.append((f"{DEAD_LETTER_HEADER_PREFIX}pipeline", pipeline.encode()))
         if row["traceparent"]:
             headers.append(("traceparent", row["traceparent"].encode("ascii")))
-        records.append(OutgoingRecord(value=row["payload"], key=row["key"], partition=None, headers=headers))
+        value, key = _fitted(row["payload"], row["key"], headers, max_record_bytes)
+        records.append(OutgoingRecord(value=value, key=key, partition=None, headers=headers))
     return records
+
+
+def _fitted(
+    value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]], max_record_bytes: int
+) -> tuple[bytes | None, bytes | None]:
+    """``value`` and ``key`` trimmed so the record fits ``max_record_bytes``; ``headers`` gains the trim header."""
+    size = _record_bytes(value, key, headers)
+    if size <= max_record_bytes:
+        return value, key
+    original = len(value or b"") + len(key or b"")
+    headers.append((TRIMMED_HEADER, str(original).encode()))
+    room = max(0, max_record_bytes - _record_bytes(b"", b"", headers))
+    key = None if key is None else key[: room // 2] if value else key[:room]
+    value = None if value is None else value[: max(0, room - len(key or b""))]
+    return value, key
+
+
+def _record_bytes(value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    """The bytes a record's parts take (Kafka's own framing adds a few dozen more per record)."""
+    return len(value or b"") + len(key or b"") + sum(len(name) + len(data) for name, data in headers)
 
 
 def _column(rows: pa.Table | pa.RecordBatch, name: str) -> list[Any]:

@@ -15,6 +15,11 @@ class RawBatch:
 
     All arrays have the same length. ``timestamps`` are the records' own timestamps in epoch ms (Kafka's
     record timestamp); they may be null. ``keys`` and ``traceparents`` may be null per record.
+
+    ``header_counts`` (int32) and ``header_bytes`` (int64, names and values together) describe each record's
+    headers; None when the source has no headers (a null entry: that record has none). ``dropped_traceparents``
+    counts the records whose malformed ``traceparent`` the source already replaced by null: a count for the
+    whole fetch, so :meth:`take` does not carry it.
     """
 
     topic: str
@@ -24,6 +29,9 @@ class RawBatch:
     keys: pa.Array
     timestamps: pa.Array
     traceparents: pa.Array
+    header_counts: pa.Array | None = None
+    header_bytes: pa.Array | None = None
+    dropped_traceparents: int = 0
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -42,6 +50,8 @@ class RawBatch:
             keys=self.keys.take(indices),
             timestamps=self.timestamps.take(indices),
             traceparents=self.traceparents.take(indices),
+            header_counts=None if self.header_counts is None else self.header_counts.take(indices),
+            header_bytes=None if self.header_bytes is None else self.header_bytes.take(indices),
         )
 
 

@@ -4,7 +4,7 @@ At run time an expression that raises on a batch raises because of some rows' va
 cast that fails), not because of types: the types are those of the schema, and :func:`pipelines.plan._dry_run`
 runs every operator on an empty batch of them before anything starts. An expression is evaluated row by row
 (no row's result depends on another row), so the rows that make a batch fail are exactly the rows that fail on
-their own. :func:`rows_failing_alone` finds them with :func:`pipelines.codecs.failing_positions`: k of them in
+their own. :func:`rows_failing_alone` finds them with :func:`pipelines.bisection.failing_positions`: k of them in
 a batch of n cost at most ``2 k (log2(n) + 1) + 2`` runs of the expression.
 
 A row's reason (:func:`classify`) is written in eventray's own words, never in the library's: Arrow's messages
@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
+from pipelines.bisection import failing_positions
 from pipelines.errors import ExpressionError
 
 __all__ = ["VALUE_ERRORS", "classify", "rows_failing_alone"]
@@ -40,9 +41,6 @@ def rows_failing_alone(count: int, run: Callable[[int, int], object]) -> dict[in
     Empty when no row fails alone: the error is then not about single rows, and the caller should raise it.
     Raises what ``run(0, 0)`` raises: an operation that fails on no rows at all fails on types, not values.
     """
-    # imported here, not at the top: pipelines.codecs imports pipelines.schema, which imports this module
-    from pipelines.codecs import failing_positions  # noqa: PLC0415
-
     run(0, 0)
     reasons: dict[int, str] = {}
 

@@ -19,7 +19,7 @@ from aiokafka.partitioner import murmur2
 from actors.kafka.loop_thread import BackgroundLoop
 from actors.telemetry import Telemetry
 from pipelines.kafka_config import KafkaConnectionConfig, KafkaSinkConfig, client_options
-from pipelines.kafka_records import OutgoingRecord, dead_letter_records, encode_rows
+from pipelines.kafka_records import DEFAULT_DEAD_LETTER_RECORD_BYTES, OutgoingRecord, dead_letter_records, encode_rows
 
 __all__ = ["KafkaDeadLetterSink", "KafkaSink", "KafkaTopicProducer"]
 
@@ -197,8 +197,10 @@ class KafkaDeadLetterSink:
         writer: str,
         pipeline: str,
         transactional_id: str | None = None,
+        max_record_bytes: int = DEFAULT_DEAD_LETTER_RECORD_BYTES,
     ) -> None:
         self._pipeline = pipeline
+        self._max_record_bytes = max_record_bytes
         self.producer = self._producer = KafkaTopicProducer(
             connection, topic, writer, transactional_id=transactional_id
         )
@@ -206,7 +208,7 @@ class KafkaDeadLetterSink:
     def write(self, rows: pa.Table | pa.RecordBatch) -> None:
         batches = rows.to_batches() if isinstance(rows, pa.Table) else [rows]
         for batch in batches:
-            self._producer.send(dead_letter_records(batch, self._pipeline))
+            self._producer.send(dead_letter_records(batch, self._pipeline, self._max_record_bytes))
 
     def flush(self) -> None:
         self._producer.flush()

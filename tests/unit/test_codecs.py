@@ -48,6 +48,11 @@ def event(number: int, **fields: object) -> bytes:
     return msgspec.json.encode(record)
 
 
+def traceparent(number: int) -> str:
+    """A valid W3C traceparent, different per record (malformed ones are dropped by the decoders)."""
+    return f"00-{number + 1:032x}-{number + 1:016x}-01"
+
+
 def raw_batch(payloads: list[bytes | None], timestamps: list[int | None] | None = None) -> RawBatch:
     count = len(payloads)
     return RawBatch(
@@ -57,7 +62,7 @@ def raw_batch(payloads: list[bytes | None], timestamps: list[int | None] | None 
         payloads=pa.array(payloads, pa.binary()),
         keys=pa.array([f"k{i}".encode() for i in range(count)], pa.binary()),
         timestamps=pa.nulls(count, pa.int64()) if timestamps is None else pa.array(timestamps, pa.int64()),
-        traceparents=pa.array([f"tp{i}" for i in range(count)], pa.string()),
+        traceparents=pa.array([traceparent(i) for i in range(count)], pa.string()),
     )
 
 
@@ -90,7 +95,7 @@ def test_clean_batch_decodes_fully_with_metadata() -> None:
     assert events.column("_timestamp").to_pylist() == [1_000 + i for i in range(5)]
     assert events.column("_event_id").to_pylist() == [f"e{i}" for i in range(5)]
     assert events.column("_key").to_pylist() == [f"k{i}".encode() for i in range(5)]
-    assert events.column("_traceparent").to_pylist() == [f"tp{i}" for i in range(5)]
+    assert events.column("_traceparent").to_pylist() == [traceparent(i) for i in range(5)]
     assert events.schema.field("_partition").type == pa.int32()
     assert events.schema.field("amount_cents").type == pa.int64()
 
@@ -187,7 +192,7 @@ def test_bad_record_becomes_a_dead_letter(payload: bytes | None, reason: str, er
     assert row["partition"] == PARTITION
     assert row["topic"] == "orders"
     assert row["key"] == f"k{position}".encode()
-    assert row["traceparent"] == f"tp{position}"
+    assert row["traceparent"] == traceparent(position)
     assert SECRET not in str(row["reason"])
 
     # the valid rows keep their order and their own offsets

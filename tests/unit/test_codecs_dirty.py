@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from pipelines import binary_codecs, codecs
 from pipelines.binary_codecs import AvroDecoder
-from pipelines.codecs import DecodedBatch, failing_positions
+from pipelines.bisection import failing_positions
+from pipelines.codecs import DecodedBatch
 from pipelines.config import SchemaConfig
 from pipelines.records import RawBatch
 from pipelines.schema import EventSchema

@@ -7,10 +7,15 @@ from collections import Counter
 
 import msgspec
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from pipelines.codecs import JsonDecoder
 from pipelines.config import EVENT_TYPES, GeneratorSourceConfig
 from pipelines.generator import EVENT_TYPE_WEIGHTS, INVALID_KINDS, GeneratedEvents, event_times, generate_events
+from pipelines.orders import orders_pipeline
+from pipelines.records import RawBatch
+from pipelines.schema import EventSchema
 
 START_MS = 1_700_000_000_000
 CONFIG = GeneratorSourceConfig(partitions=4, seed=11, rate_per_s=8_000, invalid_fraction=0.01, max_out_of_order_ms=300)
@@ -201,3 +206,28 @@ def test_customers_stay_in_range() -> None:
     records = [msgspec.json.decode(p) for p in generate_events(config, 0, 0, 2_000, START_MS).payloads.to_pylist()]
     customers = {record["customer_id"] for record in records if record["customer_id"] is not None}
     assert customers == {f"c{number:05d}" for number in range(7)}
+
+
+def test_wrong_type_is_made_only_when_named_and_is_a_type_mismatch_dead_letter() -> None:
+    """``wrong_type`` (a string where amount_cents is int64) is opt-in: the default mix, and so every seeded
+    run's bytes, stay as they were; named, it is an ``invalid`` dead letter that names the column."""
+    assert "wrong_type" not in CONFIG.invalid_kinds
+    dirty = CONFIG.model_copy(update={"invalid_fraction": 0.05, "invalid_kinds": [*INVALID_KINDS, "wrong_type"]})
+    events = generate_events(dirty, 0, 0, 4_096, START_MS)
+    wrong = events.invalid_kind == "wrong_type"
+    assert wrong.sum() > 0
+    assert all(b'"amount_cents":"n/a"' in p for p in np.array(events.payloads.to_pylist(), dtype=object)[wrong])
+    clean_kinds = generate_events(CONFIG.model_copy(update={"invalid_fraction": 0.05}), 0, 0, 4_096, START_MS)
+    assert "wrong_type" not in set(clean_kinds.invalid_kind.tolist())
+
+    count = len(events.offsets)
+    raw = RawBatch("t", 0, pa.array(events.offsets), events.payloads, pa.nulls(count, pa.binary()),
+                   pa.nulls(count, pa.int64()), pa.nulls(count, pa.string()))  # fmt: skip
+    decoded = JsonDecoder(EventSchema(orders_pipeline().schema_)).decode(raw)
+    reasons = {
+        offset: reason
+        for batch in decoded.dead_letters
+        for offset, reason in zip(batch.column("offset").to_pylist(), batch.column("reason").to_pylist(), strict=True)
+    }
+    for offset in np.flatnonzero(wrong).tolist():
+        assert "'amount_cents' must be int64" in reasons[offset]

@@ -11,6 +11,7 @@ import pytest
 
 from pipelines.kafka_records import (
     DEAD_LETTER_HEADER_PREFIX,
+    TRIMMED_HEADER,
     OutgoingRecord,
     dead_letter_records,
     encode_rows,
@@ -212,3 +213,40 @@ def test_dead_letter_records_keep_the_original_bytes_and_say_where_and_why() -> 
 
 def test_dead_letter_records_of_no_dead_letters() -> None:
     assert dead_letter_records(empty_dead_letters(), "orders-kafka") == []
+
+
+def _one_dead_letter(payload: bytes, key: bytes | None) -> pa.RecordBatch:
+    raw = RawBatch(
+        topic="orders",
+        partition=0,
+        offsets=pa.array([5], pa.int64()),
+        payloads=pa.array([payload], pa.binary()),
+        keys=pa.array([key], pa.binary()),
+        timestamps=pa.array([1], pa.int64()),
+        traceparents=pa.array([TRACEPARENT], pa.string()),
+    )
+    return dead_letters(raw, pa.array([0]), pa.array(["record is too large"]), "limit")
+
+
+def _size(record: OutgoingRecord) -> int:
+    return len(record.value or b"") + len(record.key or b"") + sum(len(n) + len(v) for n, v in record.headers)
+
+
+@pytest.mark.parametrize("key", [None, b"k" * 10, b"K" * 50_000])
+def test_an_oversize_dead_letter_is_trimmed_to_fit_and_says_so(key: bytes | None) -> None:
+    payload = b"x" * 2_000_000
+    (record,) = dead_letter_records(_one_dead_letter(payload, key), "p", max_record_bytes=100_000)
+    assert _size(record) <= 100_000
+    headers = dict(record.headers)
+    assert headers[TRIMMED_HEADER] == str(len(payload) + len(key or b"")).encode()
+    assert record.value and payload.startswith(record.value) and len(record.value) > 40_000
+    assert record.key == (None if key is None else key[: len(record.key or b"")])
+    assert headers[f"{DEAD_LETTER_HEADER_PREFIX}error_type"] == b"limit"
+    assert headers["traceparent"] == TRACEPARENT.encode()
+
+
+def test_a_dead_letter_that_fits_is_not_trimmed() -> None:
+    payload = b"y" * 99_000
+    (record,) = dead_letter_records(_one_dead_letter(payload, b"k"), "p", max_record_bytes=100_000)
+    assert record.value == payload and record.key == b"k"
+    assert TRIMMED_HEADER not in dict(record.headers)
