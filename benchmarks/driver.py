@@ -161,6 +161,12 @@ def _fill_figures(result: RunResult, report: ChildReport, sampler: TreeSampler, 
 
 
 def check_output(spec: RunSpec, expected: Expected, report: ChildReport) -> Verdict:
+    """Compare what the system wrote with ``expected`` (of the feed ``spec.workload`` reads).
+
+    W1, W1D and W3 are checked as windows (:func:`verify_windows`), W2 as orders. On the dirty feed (W1D) a
+    system that reports ``dead_lettered`` (eventray) must also have dead-lettered exactly the invalid events a
+    schema rejects: more means valid events were lost, fewer that invalid ones went through.
+    """
     if spec.system == "bare_getmany":
         complete = report.events_in == expected.events
         what = "generated" if spec.workload == "W3" else "read"
@@ -170,4 +176,16 @@ def check_output(spec: RunSpec, expected: Expected, report: ChildReport) -> Verd
     else:
         assert spec.bootstrap is not None and spec.output_topic is not None
         rows = read_topic_values(spec.bootstrap, spec.output_topic)
-    return verify_orders(rows, expected) if spec.workload == "W2" else verify_windows(rows, expected)
+    if spec.workload == "W2":
+        return verify_orders(rows, expected)
+    verdict = verify_windows(rows, expected)
+    dead_lettered = report.extra.get("dead_lettered")
+    if not expected.dirty or dead_lettered is None:
+        return verdict
+    return _with_dead_letters(verdict, int(dead_lettered), expected.rejected_events)
+
+
+def _with_dead_letters(verdict: Verdict, dead_lettered: int, rejected: int) -> Verdict:
+    """``verdict`` with the dead-letter count: a wrong count makes it incorrect."""
+    summary = f"{verdict.summary}, {dead_lettered}/{rejected} invalid events dead-lettered"
+    return Verdict(verdict.correct and dead_lettered == rejected, summary, verdict.checked)

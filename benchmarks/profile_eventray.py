@@ -25,7 +25,7 @@ import psutil
 
 from benchmarks.driver import REPO_DIR, child_environment, create_output_topic
 from benchmarks.protocol import RunSpec
-from benchmarks.run import _broker
+from benchmarks.run import dev_broker
 from benchmarks.workloads import expected_output, prefill_topic
 
 __all__ = ["busy_shares", "main"]
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     work = Path(tempfile.mkdtemp(prefix="eventray-profile-"))
-    with _broker(work) as (bootstrap, _, description):
+    with dev_broker(work) as (bootstrap, _, description):
         print(f"broker: {description}; work dir {work}", flush=True)
         topic = f"profile-input-{options.events}-{os.getpid()}"
         asyncio.run(prefill_topic(bootstrap, topic, options.events))

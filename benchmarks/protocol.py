@@ -19,7 +19,8 @@ class RunSpec:
     """One run of one system on one workload.
 
     ``events``: input events (all of the topic, or of the generator for W3). ``order_events``: how many of them
-    are ``OrderCreated`` (systems that cannot see the end of a topic stop once they have processed these).
+    are valid ``OrderCreated`` events (on W1D's dirty feed the invalid ones do not count; systems that cannot
+    see the end of a topic stop once they have processed these).
     ``rate_per_s``: None for a drain of a pre-filled topic; a number for a latency run, where the driver
     produces while the system runs and ``duration_s`` bounds the run.
     """

@@ -5,7 +5,8 @@
 Only those two files are read: ``results/`` also holds other tools' files (``guarantees.json``, written by
 ``benchmarks.guarantees``). A file of the other mode that this version cannot show (not a run, no ``mode`` in
 files of earlier versions, a field it lacks) is left out or upgraded with a printed note, never fatal: the run
-just measured is saved before anything is read back.
+just measured is saved before anything is read back. Files written before W1D existed have no W1D rows: their
+section has no W1D table and no dirty-feed line.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
 
-__all__ = ["BENCH_DIR", "RUN_MODES", "write_results"]
+__all__ = ["BENCH_DIR", "REPORTED_WORKLOADS", "RUN_MODES", "WORKLOAD_TITLES", "charted_workloads", "write_results"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 RUN_MODES = ("full", "quick")  # the order of their sections in RESULTS.md
+REPORTED_WORKLOADS = ("W1", "W1D", "W2", "W3")  # the order of their tables and of the chart's groups
 SYSTEM_LABELS = {
     "eventray": "eventray",
     "bare_getmany": "bare aiokafka getmany (ceiling)",
@@ -34,10 +36,13 @@ SYSTEM_LABELS = {
 W3_LABELS = {"bare_getmany": "generator only (ceiling)", "handwritten": "hand-written generator + orjson + dicts"}
 WORKLOAD_TITLES = {
     "W1": "W1 - orders windowed aggregate (JSON OrderCreated, 10 s tumbling count + sum per customer, to Kafka)",
+    "W1D": "W1D - W1 on a dirty feed (1 % invalid events of five kinds, set aside; only the valid ones count)",
     "W2": "W2 - stateless filter + enrich (to Kafka)",
     "W3": "W3 - embedded: generator -> W1's aggregate, no broker",
 }
 TARGETS = (("quix", 3.0), ("faust", 5.0), ("bare_getmany", 0.7))
+# eventray's W1D rate over its W1 rate in the same run: 1 % invalid events should not cost 20 % of the throughput
+DIRTY_RATE_GOAL = 0.8
 
 
 def write_results(run: dict[str, Any], bench_dir: Path = BENCH_DIR) -> Path:
@@ -118,7 +123,7 @@ def _table(run: dict[str, Any], workload: str) -> list[str]:
     eventray, ceiling = _find(rows, "eventray"), _find(rows, "bare_getmany")
     ceiling_name = "generator only" if workload == "W3" else "bare getmany"
     lines = [
-        f"### {WORKLOAD_TITLES[workload]}",
+        f"### {WORKLOAD_TITLES.get(workload, workload)}",
         "",
         f"| system | events | drain events/s | vs eventray | vs {ceiling_name} | CPU s / M events "
         "| broker CPU s / M | peak RSS MiB (sum) | peak PSS MiB | start-up s | load | correct | output check |",
@@ -189,11 +194,18 @@ def _latency(run: dict[str, Any]) -> list[str]:
 
 
 def _targets(run: dict[str, Any]) -> list[str]:
+    lines = [*_peer_targets(run), *_dirty_target(run)]
+    if not lines:
+        return []
+    return ["### Targets on W1 (reported, not asserted)", "", *lines, ""]
+
+
+def _peer_targets(run: dict[str, Any]) -> list[str]:
     rows = _main_rows(run, "W1")
     eventray = _find(rows, "eventray")
     if eventray is None:
         return []
-    lines = ["### Targets on W1 (reported, not asserted)", ""]
+    lines = []
     for system, target in TARGETS:
         other = _find(rows, system)
         if other is None:
@@ -203,7 +215,33 @@ def _targets(run: dict[str, Any]) -> list[str]:
         verdict = "met" if ratio >= target else "**not met**"
         caveat = "" if other["correct"] else f" ({_label('W1', system)}'s output was not correct: {other['verdict']})"
         lines.append(f"- eventray >= {target}x {_label('W1', system)}: {ratio:.2f}x, {verdict}{caveat}")
-    return [*lines, ""]
+    return lines
+
+
+def _dirty_ratio(run: dict[str, Any]) -> tuple[dict[str, Any], float] | None:
+    """eventray's W1D row and its rate over eventray's W1 rate (both with the default source actors), or None
+    when either did not complete in this run (a results file from before W1D has neither)."""
+    dirty, clean = _find(_main_rows(run, "W1D"), "eventray"), _find(_main_rows(run, "W1"), "eventray")
+    if dirty is None or clean is None:
+        return None
+    return dirty, dirty["events_per_s"] / clean["events_per_s"]
+
+
+def _dirty_target(run: dict[str, Any]) -> list[str]:
+    """What a 1 % dirty feed costs eventray: W1D against W1, measured in the same run."""
+    if not _find(_main_rows(run, "W1D"), "eventray"):
+        return []  # not run, failed (its table says why), or a results file from before W1D
+    measured = _dirty_ratio(run)
+    if measured is None:
+        return [f"- W1 on a 1 % dirty feed: no clean W1 rate of eventray in this run to compare with (goal >= "
+                f"{DIRTY_RATE_GOAL}x)"]  # fmt: skip
+    dirty, ratio = measured
+    verdict = "met" if ratio >= DIRTY_RATE_GOAL else "**not met**"
+    caveat = "" if dirty["correct"] else f" (W1D's output was not correct: {dirty['verdict']})"
+    return [
+        f"- W1 on a 1 % dirty feed: eventray {_int(dirty['events_per_s'])} events/s, {ratio:.2f}x of its clean W1 "
+        f"rate in the same run (goal >= {DIRTY_RATE_GOAL}x), {verdict}{caveat}"
+    ]
 
 
 WHY = """\
@@ -220,7 +258,7 @@ hand-written loop does the same per-record Kafka work but nothing else, in one p
 def _shortfalls(run: dict[str, Any]) -> list[str]:
     """Where eventray is behind a correct peer or a target, measured, then why."""
     lines = ["### Where eventray falls short", ""]
-    for workload in ("W1", "W2", "W3"):
+    for workload in REPORTED_WORKLOADS:
         rows = _main_rows(run, workload)
         eventray = _find(rows, "eventray")
         if eventray is None:
@@ -246,6 +284,10 @@ def _shortfalls(run: dict[str, Any]) -> list[str]:
     if eventray and ceiling and eventray["events_per_s"] < 0.7 * ceiling["events_per_s"]:
         ratio = eventray["events_per_s"] / ceiling["events_per_s"]
         lines.append(f"- W1: {ratio:.2f}x the bare getmany drain, short of the 0.7x target.")
+    dirty = _dirty_ratio(run)
+    if dirty is not None and dirty[1] < DIRTY_RATE_GOAL:
+        lines.append(f"- W1D: {dirty[1]:.2f}x eventray's clean W1 rate on a 1 % dirty feed, short of the "
+                     f"{DIRTY_RATE_GOAL}x goal.")  # fmt: skip
     return [*lines, "", WHY, ""]
 
 
@@ -263,7 +305,7 @@ def _run_section(run: dict[str, Any]) -> list[str]:
         "Versions: " + ", ".join(f"{name} {version}" for name, version in run["versions"].items()),
         "",
     ]
-    for workload in ("W1", "W2", "W3"):
+    for workload in REPORTED_WORKLOADS:
         lines.extend(_table(run, workload))
     lines.extend(_targets(run))
     lines.extend(_shortfalls(run))
@@ -283,6 +325,11 @@ METHOD = """\
   beginning. The expected output is recomputed from the generator alone (`benchmarks/workloads.py`), and every
   system's output topic is read back and compared with it: *correct* means every emitted record is right, none
   is duplicated and none that the window semantics require is missing.
+- **W1D** reads a second topic: the same events, but 1 % of them invalid (truncated JSON, no event time, a
+  negative amount, an unknown event type, `"amount_cents":"n/a"`, drawn equally). Only valid events count;
+  eventray dead-letters the invalid ones (the unknown type is dropped by the job's OrderCreated filter) and its
+  dead-letter count is checked too. The peers have no dead-letter path and are not run on it. Its events/s
+  against eventray's W1 events/s of the same run is what invalid input costs.
 - **Drain events/s** = input events / (done - ready). *Ready*: the system's consumer has its partitions
   assigned and positioned (start-up is over; for eventray, the first progress report in which a source has an
   open partition, polled every 0.1 s, placed halfway from the previous report). *Done*: the last input event is
@@ -319,8 +366,13 @@ def _markdown(sections: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def charted_workloads(run: dict[str, Any]) -> list[str]:
+    """The workloads the chart of ``run`` has a group for: those with a row (W1D only in runs that had it)."""
+    return [workload for workload in REPORTED_WORKLOADS if _main_rows(run, workload)]
+
+
 def _chart(run: dict[str, Any], path: Path) -> None:
-    workloads = [w for w in ("W1", "W2", "W3") if _main_rows(run, w)]
+    workloads = charted_workloads(run)
     figure, axes = plt.subplots(1, 3, figsize=(16, 5))
     metrics = (("events_per_s", "drain events/s (log)"), ("cpu_s_per_m", "CPU s per M events"),
                ("peak_pss_mib", "peak PSS MiB"))  # fmt: skip

@@ -1,8 +1,9 @@
-"""``python -m benchmarks.run [--quick] [--workloads W1,W2,W3] [--systems eventray,quix,...]``
+"""``python -m benchmarks.run [--quick] [--workloads W1,W1D,W2,W3] [--systems eventray,quix,...]``
 
-Starts its own dev Kafka broker (or uses ``KAFKA_BOOTSTRAP``), pre-fills the input topic once per input size,
-runs every selected system on every selected workload, each in its own subprocess, checks each output, measures
-eventray's scaling from 1 to 2 source actors and (full mode) the end-to-end latency, then writes
+Starts its own dev Kafka broker (or uses ``KAFKA_BOOTSTRAP``), pre-fills an input topic once per input size and
+feed (W1D's dirty feed has its own topic), runs every selected system on every selected workload it supports
+(W1D right after W1, so both are measured on the same machine state), each in its own subprocess, checks each
+output, measures eventray's scaling from 1 to 2 source actors and (full mode) the end-to-end latency, then writes
 ``benchmarks/results/<mode>.json``, ``benchmarks/results/<mode>.png`` and ``benchmarks/RESULTS.md``.
 """
 
@@ -32,8 +33,8 @@ from benchmarks.driver import RunResult, run_system
 from benchmarks.latency import measure_latency
 from benchmarks.protocol import RunSpec
 from benchmarks.report import BENCH_DIR, write_results
-from benchmarks.systems import SUPPORTED, SYSTEMS
-from benchmarks.workloads import WORKLOADS, Expected, expected_output, prefill_topic
+from benchmarks.systems import SYSTEMS, not_run_reason
+from benchmarks.workloads import WORKLOADS, Expected, expected_output, is_dirty_feed, prefill_topic
 from cluster.kafka_dev import DevBrokerConfig, bootstrap_from_env, start_broker, stop_broker
 
 __all__ = ["dev_broker", "main"]
@@ -49,32 +50,39 @@ PACKAGES = ("eventray", "ray", "pyarrow", "aiokafka", "msgspec", "orjson", "quix
 
 @dataclass
 class Inputs:
-    """Pre-filled input topics and their expected outputs, one per input size, made on first use."""
+    """Pre-filled input topics and their expected outputs, one per (input size, dirty feed), made on first use."""
 
     bootstrap: str
     run_id: str
-    topics: dict[int, str] = field(default_factory=dict)
-    expected: dict[int, Expected] = field(default_factory=dict)
+    topics: dict[tuple[int, bool], str] = field(default_factory=dict)
+    expected: dict[tuple[int, bool], Expected] = field(default_factory=dict)
 
-    def topic(self, events: int) -> str:
-        if events not in self.topics:
-            topic = f"bench-input-{events}-{self.run_id}"
+    def topic(self, events: int, dirty: bool = False) -> str:
+        """The topic of ``events`` generator events, of W1D's dirty feed when ``dirty``; filled on first use."""
+        if (events, dirty) not in self.topics:
+            topic = f"bench-input-{events}{'-dirty' if dirty else ''}-{self.run_id}"
             started = time.monotonic()
-            report = asyncio.run(prefill_topic(self.bootstrap, topic, events))
+            report = asyncio.run(prefill_topic(self.bootstrap, topic, events, dirty))
             print(f"  pre-filled {topic}: {report.events:,} events in {time.monotonic() - started:.1f} s", flush=True)
-            self.topics[events] = topic
-        return self.topics[events]
+            self.topics[(events, dirty)] = topic
+        return self.topics[(events, dirty)]
 
-    def expected_for(self, events: int) -> Expected:
-        if events not in self.expected:
-            self.expected[events] = expected_output(events)
-        return self.expected[events]
+    def expected_for(self, events: int, dirty: bool = False) -> Expected:
+        """The expected output of :meth:`topic` ``(events, dirty)``'s events; computed on first use."""
+        if (events, dirty) not in self.expected:
+            self.expected[(events, dirty)] = expected_output(events, dirty=dirty)
+        return self.expected[(events, dirty)]
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="200,000 events, no latency run: under 3 minutes")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, default W1,W2,W3")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated, default {','.join(WORKLOADS)} (W1D: W1 on a feed with 1 %% invalid events; "
+        "eventray only, the peers have no dead-letter path)",
+    )
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated of {', '.join(SYSTEMS)}")
     parser.add_argument("--events", type=int, default=None, help="input events per topic (overrides the mode)")
     parser.add_argument("--no-scaling", action="store_true", help="skip eventray's 1-source-actor run")
@@ -162,16 +170,16 @@ class Session:
     def run(self, workload: str, system: str, source_actors: int = 2) -> RunResult:
         events = self.events_for(system)
         name = f"{workload.lower()}-{system}-{source_actors}-{uuid.uuid4().hex[:6]}"
-        kafka = workload != "W3"
+        kafka, dirty = workload != "W3", is_dirty_feed(workload)
+        expected = self.inputs.expected_for(events, dirty)
         spec = RunSpec(
-            system=system, workload=workload, events=events,
-            order_events=self.inputs.expected_for(events).order_events,
+            system=system, workload=workload, events=events, order_events=expected.order_events,
             work_dir=str(self.work / name), source_actors=source_actors,
             bootstrap=self.bootstrap if kafka else None,
-            input_topic=self.inputs.topic(events) if kafka else None,
+            input_topic=self.inputs.topic(events, dirty) if kafka else None,
             output_topic=f"bench-out-{name}" if kafka else None,
         )  # fmt: skip
-        result = run_system(spec, self.inputs.expected_for(events), self.broker_pid, TIMEOUT_S[self.mode])
+        result = run_system(spec, expected, self.broker_pid, TIMEOUT_S[self.mode])
         _print_row(result)
         return result
 
@@ -200,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
             not_run: dict[str, dict[str, str]] = {}
             for workload in workloads:
                 for system in systems:
-                    if system not in SUPPORTED[workload]:
-                        not_run.setdefault(workload, {})[system] = "needs a Kafka broker (W3 has none)"
+                    reason = not_run_reason(workload, system)
+                    if reason is not None:
+                        not_run.setdefault(workload, {})[system] = reason
                         continue
                     results.append(session.run(workload, system))
             if "W1" in workloads and "eventray" in systems and not options.no_scaling:

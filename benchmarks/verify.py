@@ -1,8 +1,9 @@
 """Is a system's output the job's output? Read what it wrote and compare it with :func:`expected_output`.
 
-W1/W3: every emitted (customer, window) must have the expected count and sum, none twice; every window that
-closes on event time (end at or before the final watermark) must be there. Windows after that need an
-end-of-input flush, which streaming systems without bounded input do not do: they are reported, not required.
+W1/W1D/W3: every emitted (customer, window) must have the expected count and sum (W1D: over the valid events
+only), none twice; every window that closes on event time (end at or before the final watermark) must be there.
+Windows after that need an end-of-input flush, which streaming systems without bounded input do not do: they
+are reported, not required.
 W2: every order exactly once with the expected fields, nothing else.
 """
 

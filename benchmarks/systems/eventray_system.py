@@ -16,22 +16,26 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.protocol import ChildReport, RunSpec
-from benchmarks.workloads import ALLOWED_DISORDER_MS, LARGE_ORDER_CENTS, WINDOW_MS, generator_config
+from benchmarks.workloads import ALLOWED_DISORDER_MS, LARGE_ORDER_CENTS, WINDOW_MS, generator_config, is_dirty_feed
 from cluster.run_report import RunProgress
 from cluster.runner import run_pipeline
 from pipelines.config import PipelineConfig, parse_config
 
-__all__ = ["pipeline_config", "run"]
+__all__ = ["NON_NEGATIVE_AMOUNT", "pipeline_config", "run"]
 
 POLL_S = 0.1
 _METADATA = ["_partition", "_offset", "_timestamp", "_key", "_traceparent"]
+# W1D's schema check. A null amount passes: UserRegistered, ShipmentDispatched and InventoryUpdated events have
+# none, and W1's schema accepts them too (the filter drops them).
+NON_NEGATIVE_AMOUNT = "is_null(amount_cents) or amount_cents >= 0"
 
 
-def _orders_schema(extra_fields: dict[str, str]) -> dict[str, Any]:
+def _orders_schema(extra_fields: dict[str, str], checks: list[str]) -> dict[str, Any]:
     return {
         "fields": {"event_type": "string", "event_time_ms": "int64", "customer_id": "string",
                    "amount_cents": "int64", **extra_fields},
         "required": ["event_type", "event_time_ms"],
+        "checks": checks,
         "event_time_field": "event_time_ms",
     }  # fmt: skip
 
@@ -48,42 +52,71 @@ def _aggregate() -> dict[str, Any]:
 def pipeline_config(spec: RunSpec) -> PipelineConfig:
     """The eventray pipeline of ``spec.workload`` (see :mod:`benchmarks.workloads` for the jobs)."""
     work = Path(spec.work_dir)
-    runtime: dict[str, Any] = {"source_actors": spec.source_actors, "aggregate_actors": spec.aggregate_actors}
     data: dict[str, Any] = {
         "name": f"bench-{spec.workload.lower()}",
         "dead_letter": {"type": "jsonl", "path": str(work / "dead_letter")},
+        **_input_and_output(spec),
+        **(_enrich_job() if spec.workload == "W2" else _windowed_job(spec.workload)),
+        "runtime": _runtime(spec),
     }
+    return parse_config(data)
+
+
+def _input_and_output(spec: RunSpec) -> dict[str, Any]:
+    """W3: the generator to JSONL files; the others: the pre-filled (or, latency run, filling) topic to Kafka."""
+    work = Path(spec.work_dir)
     if spec.workload == "W3":
-        data["source"] = {**generator_config().model_dump(mode="json"), "type": "generator"}
-        data["sinks"] = [{"type": "jsonl", "path": str(work / "windows")}]
+        return {
+            "source": {**generator_config().model_dump(mode="json"), "type": "generator"},
+            "sinks": [{"type": "jsonl", "path": str(work / "windows")}],
+        }
+    return {
+        "source": {"type": "kafka", "topic": spec.input_topic, "start": "earliest",
+                   "group_id": f"bench-eventray-{work.name}"},
+        "kafka": {"bootstrap_servers": spec.bootstrap},
+        "sinks": [{"type": "kafka", "topic": spec.output_topic, "key_column": "customer_id"}],
+    }  # fmt: skip
+
+
+def _runtime(spec: RunSpec) -> dict[str, Any]:
+    runtime: dict[str, Any] = {"source_actors": spec.source_actors, "aggregate_actors": spec.aggregate_actors}
+    if spec.workload == "W3" or spec.rate_per_s:  # the generator, or a latency run whose topic fills as we read
         runtime.update(max_events=spec.events, duration_s=None)
-    else:
-        data["source"] = {"type": "kafka", "topic": spec.input_topic, "start": "earliest",
-                          "group_id": f"bench-eventray-{work.name}"}  # fmt: skip
-        data["kafka"] = {"bootstrap_servers": spec.bootstrap}
-        data["sinks"] = [{"type": "kafka", "topic": spec.output_topic, "key_column": "customer_id"}]
-        if spec.rate_per_s:  # a latency run: the topic fills while we read; stop after all of it
-            runtime.update(max_events=spec.events, duration_s=None)
-        else:  # a drain: the sources freeze at 0.5 s and read what had arrived by then
-            runtime["duration_s"] = 0.5
-    if spec.workload == "W2":
-        data["schema"] = _orders_schema({"event_id": "string", "order_id": "string", "sku": "string",
-                                         "quantity": "int64"})  # fmt: skip
-        data["operators"] = [
+    else:  # a drain: the sources freeze at 0.5 s and read what had arrived by then
+        runtime["duration_s"] = 0.5
+    return runtime
+
+
+def _enrich_job() -> dict[str, Any]:
+    """W2: filter and enrich each order."""
+    return {
+        "schema": _orders_schema({"event_id": "string", "order_id": "string", "sku": "string",
+                                  "quantity": "int64"}, checks=[]),
+        "operators": [
             {"op": "filter", "expr": 'event_type == "OrderCreated"'},
             {"op": "derive", "column": "total_cents", "expr": "amount_cents * quantity"},
             {"op": "derive", "column": "large", "expr": f"total_cents >= {LARGE_ORDER_CENTS}"},
             {"op": "select", "columns": ["event_id", "customer_id", "order_id", "sku", "total_cents", "large"]},
-        ]
-    else:
-        data["schema"] = _orders_schema({})
-        data["operators"] = [
+        ],
+    }  # fmt: skip
+
+
+def _windowed_job(workload: str) -> dict[str, Any]:
+    """W1, W1D and W3: orders per customer in 10 s windows; W1D's schema also rejects negative amounts.
+
+    On the dirty feed every invalid kind but one is a dead letter while decoding: truncated JSON is undecodable,
+    a missing event time fails ``required``, ``"amount_cents":"n/a"`` does not fit int64 and a negative amount
+    fails the check. An unknown event type decodes; the ``OrderCreated`` filter drops it.
+    """
+    checks = [NON_NEGATIVE_AMOUNT] if is_dirty_feed(workload) else []
+    return {
+        "schema": _orders_schema({}, checks),
+        "operators": [
             {"op": "filter", "expr": 'event_type == "OrderCreated"'},
             {"op": "select", "columns": ["customer_id", "amount_cents", *_METADATA]},
-        ]
-        data["aggregate"] = _aggregate()
-    data["runtime"] = runtime
-    return parse_config(data)
+        ],
+        "aggregate": _aggregate(),
+    }
 
 
 class _ProgressClock:
