@@ -50,7 +50,7 @@ def checkpointed_progress(checkpoints: Path) -> Progress:
     schedule built on it depends on how far the run got, never on how fast the machine is.
     """
     newest = Progress()
-    for metadata in checkpoints.rglob("_checkpoint.json"):
+    for metadata in _checkpoint_files(checkpoints):
         try:
             data = json.loads(metadata.read_bytes())
         except (OSError, ValueError):  # pruned or replaced while we read it
@@ -58,6 +58,16 @@ def checkpointed_progress(checkpoints: Path) -> Progress:
         if data["epoch"] > newest.epoch:
             newest = Progress(data["epoch"], data["counts"]["events_in"], data["created_at_s"])
     return newest
+
+
+def _checkpoint_files(checkpoints: Path) -> list[Path]:
+    """Every ``_checkpoint.json`` under ``checkpoints``. The store prunes old epochs while we walk, and a
+    directory that vanishes mid-walk makes the walk raise: walk again (a pruning is over in milliseconds)."""
+    while True:
+        try:
+            return list(checkpoints.rglob("_checkpoint.json"))
+        except FileNotFoundError:  # noqa: PERF203 - a retry, not a hot loop
+            continue
 
 
 @dataclass(frozen=True)
@@ -87,12 +97,20 @@ class ScheduledKiller(threading.Thread):
     after_each_kill: Callable[[int], None] | None = None  # called with the kill's index once it is recovered
     killed: list[KillRecord] = field(default_factory=list)
     last_seen: Progress = Progress()
+    error: BaseException | None = None
 
     def __post_init__(self) -> None:
         threading.Thread.__init__(self, name="chaos-killer", daemon=True)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
+        try:
+            self._run_plan()
+        except BaseException as error:  # the assertions after the run say so, instead of a silent thread death
+            self.error = error
+            raise
+
+    def _run_plan(self) -> None:
         rng = random.Random(self.seed)
         if not self._wait_for(lambda: self.start_when is None or self.start_when()):
             return
@@ -141,6 +159,7 @@ class ScheduledKiller(threading.Thread):
 
     def assert_planned_kills_happened(self) -> None:
         missing = self.plan[len(self.killed) :]
+        assert self.error is None, f"the killer failed: {self.error!r}"
         assert not missing, (
             f"planned kills at {missing} events read did not happen ({len(self.killed)} of {len(self.plan)} did); "
             f"the run ended at checkpoint {self.last_seen.epoch} with {self.last_seen.events_in} events read: "
@@ -171,13 +190,16 @@ def try_leaving_torn_state_file(checkpoints: Path) -> Path | None:
     """If a complete checkpoint with a non-empty state file exists, leave half of that file in a newer epoch
     directory without metadata (what a crash in the middle of writing the next snapshot leaves behind) and
     return its path; None when there is no such checkpoint yet."""
-    complete = sorted(path.parent for path in checkpoints.rglob("_checkpoint.json"))
+    complete = sorted(path.parent for path in _checkpoint_files(checkpoints))
     if not complete:
         return None
     states = [state for state in sorted(complete[-1].glob("state-*.arrow")) if state.stat().st_size > 4096]
     if not states:
         return None
-    data = states[0].read_bytes()
+    try:
+        data = states[0].read_bytes()
+    except OSError:  # pruned meanwhile: the next call finds a newer checkpoint
+        return None
     epoch = int(complete[-1].name.removeprefix("epoch-"))
     torn_dir = complete[-1].parent / f"epoch-{epoch + 1000:06d}"  # far ahead: the Supervisor never writes it
     torn_dir.mkdir(exist_ok=True)
