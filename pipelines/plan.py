@@ -110,10 +110,15 @@ def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
 
 
 def _dry_run(compiled: CompiledPipeline) -> None:
-    """Run the operators and the keyed stage on an empty batch of the decoded schema: a type error (``amount >
-    'abc'``, ``sum`` of a string column, a delete column that is no boolean) fails here, naming the place,
-    instead of in an actor at run time."""
+    """Run the schema checks, the operators and the keyed stage on an empty batch of the decoded schema: a type
+    error (``amount > 'abc'``, ``sum`` of a string column, a delete column that is no boolean) fails here,
+    naming the place, instead of in an actor at run time (where a check or an operator that cannot be computed
+    for some rows' values dead-letters those rows instead)."""
     empty = pa.RecordBatch.from_pylist([], schema=compiled.schema.batch_schema)
+    try:
+        compiled.schema.validate(empty)
+    except (ExpressionError, pa.ArrowException) as error:
+        raise ConfigError(f"schema.checks: {error}") from None
     try:
         events = apply_all(compiled.operators, empty)
     except (ExpressionError, pa.ArrowException) as error:

@@ -151,6 +151,14 @@ def test_schema_check_with_unknown_column_fails() -> None:
     assert "event_time_ms" in message
 
 
+def test_schema_check_with_a_type_error_fails_before_start() -> None:
+    data = orders_data()
+    data["schema"]["checks"].append('amount_cents > "abc"')
+    message = compile_error(data)
+    assert message.startswith("schema.checks:")
+    assert 'amount_cents > "abc"' in message or "amount_cents > 'abc'" in message
+
+
 @pytest.mark.parametrize("name", ["customer_id", WINDOW_START, WINDOW_END])
 def test_aggregation_named_like_a_result_column_fails(name: str) -> None:
     data = orders_data()
