@@ -50,10 +50,15 @@ def _run(args: argparse.Namespace) -> int:
     from cluster.console import ProgressView, print_summary  # noqa: PLC0415 - keep `--help` fast
     from cluster.runner import run_pipeline  # noqa: PLC0415
 
+    config = load_run_config(args)
+    if args.json:  # for scripts: nothing on stdout but the summary
+        from cluster.run_report import summary_json  # noqa: PLC0415
+
+        print(summary_json(run_pipeline(config, args.address)))
+        return 0
     console = Console()
     if not console.is_terminal:
         console = Console(width=130)  # logs and pipes: wide enough for the results table
-    config = load_run_config(args)
     where = f"Ray cluster at {args.address}" if args.address else "an embedded Ray"
     console.print(f"Running [bold]{config.name}[/] ({args.config}) on {where}. Ctrl-C stops cleanly.")
     with ProgressView(console) as view:
@@ -223,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(run)
     run.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: embedded Ray")
     run.add_argument("--quiet", action="store_true", help="no live progress line")
+    run.add_argument("--json", action="store_true", help="print only the run's summary, as JSON (for scripts)")
     run.set_defaults(func=_run)
     validate = commands.add_parser("validate", help="check a pipeline config without running it")
     _add_run_options(validate)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
+
 from actors.reports import AggregateProgress, SourceProgress
 from cluster.autoscaler import AutoscalePoint, Rescale
 from pipelines.checkpoint_store import RunCounts
 from pipelines.config import ConsoleSinkConfig
 from pipelines.windows import WINDOW_START
 
-__all__ = ["RunProgress", "RunSummary", "merge_previews"]
+__all__ = ["RunProgress", "RunSummary", "merge_previews", "summary_json"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,14 @@ class RunSummary:
     reemitted_rows: int = 0  # exactly-once rows of an epoch whose commit a crash interrupted, written again
     autoscale_timeline: list[AutoscalePoint] = field(default_factory=list)
     rescales: list[Rescale] = field(default_factory=list)
+
+
+def summary_json(summary: RunSummary) -> str:
+    """``eventray run --json``: the whole summary as one JSON object (counts under ``progress``, with
+    ``events_per_s``), for scripts."""
+    data = msgspec.to_builtins(summary)
+    data["progress"]["events_per_s"] = summary.progress.events_per_s
+    return msgspec.json.encode(data).decode()
 
 
 def merge_previews(aggregates: list[AggregateProgress], console: ConsoleSinkConfig | None) -> list[dict[str, Any]]:
