@@ -58,6 +58,7 @@ class AggregateActor:
         self._config = config
         self._actor_id = actor_id
         self._slot = slot or actor_id
+        self._prepared_outputs = False  # the last checkpoint prepared outputs to commit (for injected faults)
         self.key_groups = key_groups
         self._groups = KeyGroupRouter(stage.key, config.runtime.max_key_groups, [0] * config.runtime.max_key_groups)
         self._store = CheckpointStore(config.checkpoint.uri, config.name) if config.checkpoint else None
@@ -214,6 +215,7 @@ class AggregateActor:
             state = self._operator.snapshot()
             state_file = self._store.write_table(epoch, f"state-{self._slot}", self._with_key_groups(state))
         pending, ahead = prepare_outputs([*self._sinks, self._late_output], epoch, self._store, self._slot)
+        self._prepared_outputs = bool(pending or ahead)
         return AggregateSnapshot(
             actor_id=self._actor_id,
             key_groups=list(self.key_groups),
@@ -238,7 +240,7 @@ class AggregateActor:
 
     def complete(self, epoch: int) -> AggregateProgress:
         """``epoch`` is complete: commit the outputs prepared at its barrier; what follows is ``epoch + 1``."""
-        crash_if_planned(self._config, "before_commit", self._slot, epoch)
+        crash_if_planned(self._config, "before_commit", self._slot, epoch, self._prepared_outputs)
         for output in [*self._sinks, self._late_output]:
             output.commit()
             output.begin_epoch(epoch + 1)

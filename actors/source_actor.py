@@ -85,6 +85,7 @@ class SourceActor:
         self._actor_id = actor_id
         self._sender = sender_index
         self._slot = f"source-{sender_index}"
+        self._prepared_outputs = False  # the last checkpoint prepared outputs to commit (for injected faults)
         self._compiled = compile_pipeline(config)
         self._pending_partitions = list(partitions)
         self._limits = dict(limits)
@@ -157,6 +158,7 @@ class SourceActor:
                 await self._downstream.drain()
             outputs = [*self._sinks, self._dead_letter]
             pending, ahead = await asyncio.to_thread(prepare_outputs, outputs, epoch, self._store, self._slot)
+            self._prepared_outputs = bool(pending or ahead)
             readers = self._inputs.readers
             snapshot = SourceSnapshot(
                 actor_id=self._actor_id,
@@ -177,7 +179,7 @@ class SourceActor:
     async def complete(self, epoch: int, resume: bool = True) -> SourceProgress:
         """``epoch`` is complete: commit its outputs and offsets, then resume reading (epoch ``epoch + 1``);
         with ``resume`` False stay paused (a rescale replaces this actor from the checkpoint)."""
-        crash_if_planned(self._config, "before_commit", self._slot, epoch)
+        crash_if_planned(self._config, "before_commit", self._slot, epoch, self._prepared_outputs)
         try:
             for output in [*self._sinks, self._dead_letter]:
                 await asyncio.to_thread(output.commit)

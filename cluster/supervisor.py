@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from actors.epoch_outputs import commit_pending_files, discard_staged_files
+from actors.faults import faults_after
 from actors.kafka.admin import ensure_topic
 from actors.kafka.admin import partition_count as kafka_partition_count
 from actors.kafka.commit_markers import commit_marker_topic
@@ -399,7 +400,7 @@ class Supervisor:
             await ensure_topic(kafka, commit_marker_topic(self._config.name), 1, compacted=True)
 
     async def _spawn(self, checkpoint: Checkpoint | None) -> None:
-        config = self._config
+        config = faults_after(self._config, checkpoint.epoch if checkpoint else None)
         runtime = config.runtime
         partitions = self._partitions = max(await self._partition_count(), checkpoint.partitions if checkpoint else 0)
         await self._create_output_topics(partitions)

@@ -443,12 +443,13 @@ class CheckpointConfig(_Model):
 
 class FaultConfig(_Model):
     """A crash to inject, to test delivery guarantees (the chaos suite): the actor in ``slot`` exits at
-    ``point`` of ``epoch``, as a killed process would. ``before_commit``: after the epoch's checkpoint is
-    complete, before the actor commits its outputs (the window exactly-once recovery must close)."""
+    ``point`` of the first epoch from ``epoch`` on in which it has outputs to commit, as a killed process
+    would, once per run. ``before_commit``: after the epoch's checkpoint is complete, before the actor commits
+    its outputs (the window exactly-once recovery must close)."""
 
     point: Literal["before_commit"] = "before_commit"
     slot: str = Field(pattern=r"^(source|aggregate)-\d+$", description="e.g. aggregate-0 or source-1")
-    epoch: int = Field(ge=1)
+    epoch: int = Field(ge=1, description="the first epoch it may fire at")
 
 
 class RuntimeConfig(_Model):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -36,11 +37,13 @@ def actor_processes(cluster: LocalRayCluster, kinds: tuple[str, ...]) -> list[ps
 
 @dataclass(frozen=True)
 class Progress:
-    """What the newest complete checkpoint says of a run: its epoch, events read, and when it was written."""
+    """What the newest complete checkpoint says of a run: its epoch, events read, when it was written, and which
+    topology wrote it (1 for the first; each recovery or rescale starts the next)."""
 
     epoch: int = 0
     events_in: int = 0
     created_at_s: float = 0.0
+    topology: int = 0
 
 
 def checkpointed_progress(checkpoints: Path) -> Progress:
@@ -56,8 +59,14 @@ def checkpointed_progress(checkpoints: Path) -> Progress:
         except (OSError, ValueError):  # pruned or replaced while we read it
             continue
         if data["epoch"] > newest.epoch:
-            newest = Progress(data["epoch"], data["counts"]["events_in"], data["created_at_s"])
+            newest = Progress(data["epoch"], data["counts"]["events_in"], data["created_at_s"], _topology(data))
     return newest
+
+
+def _topology(checkpoint: dict[str, Any]) -> int:
+    """The attempt number the Supervisor ends its actor ids with (``aggregate-0-<run id>-<attempt>``)."""
+    actor_ids = [actor["actor_id"] for actor in [*checkpoint["sources"], *checkpoint["aggregates"]]]
+    return max((int(actor_id.rsplit("-", 1)[1]) for actor_id in actor_ids), default=0)
 
 
 def _checkpoint_files(checkpoints: Path) -> list[Path]:

@@ -210,15 +210,16 @@ def test_kafka_exactly_once_survives_kills_and_a_crash_between_producing_and_com
     ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path, chaos_events: int
 ) -> None:
     """Kafka in, Kafka out (results and dead letters in transactions). Events arrive live at 15,000/s while
-    actors are killed, and aggregate-0 exits after epoch 4's checkpoint is complete but before it commits its
-    transaction: recovery must re-emit that epoch from the write-ahead exactly once.
+    actors are killed, and aggregate-0 exits after the checkpoint of an epoch (the first from 4 on with outputs)
+    is complete but before it commits its transaction: recovery must re-emit that epoch from the write-ahead
+    exactly once.
 
     The input is released in parts, each only once the fault planned before it is behind, so the schedule
     always fits before the input ends, however fast or slow the machine is."""
     name = unique("chaos-kafka")
     topic = f"{name}.in"
     create_topic(kafka_bootstrap, topic)
-    # 1 ms of event time per event: every epoch closes windows of many customers, so epoch 4 has outputs to commit
+    # 1 ms of event time per event: an epoch with input closes windows of many customers, so it has outputs
     generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=11, rate_per_s=None, event_time_rate_per_s=1_000,
                                       invalid_fraction=0.01)  # fmt: skip
     checkpoints = tmp_path / "checkpoints"
@@ -244,11 +245,12 @@ def test_kafka_exactly_once_survives_kills_and_a_crash_between_producing_and_com
         kafka={"bootstrap_servers": kafka_bootstrap},
         faults=[{"point": "before_commit", "slot": "aggregate-0", "epoch": 4}],
     )  # fmt: skip
-    # the kills start once the injected crash is behind (epoch 4, then recovery): a kill before it could make
-    # the restored topology skip epoch 4's number, and the crash would never happen
+    # the kills start once the injected crash is behind (the first epoch from 4 on in which aggregate-0 has
+    # outputs, then a checkpoint of the recovered topology): a kill before it could restore a checkpoint past
+    # epoch 4, which drops the fault, and the crash would never happen
     killer = ScheduledKiller(
         ray_driver, checkpoints, plan=[int(chaos_events * 0.25), int(chaos_events * 0.5)], seed=4,
-        start_when=lambda: checkpointed_progress(checkpoints).epoch >= 6, after_each_kill=recovered.append,
+        start_when=lambda: checkpointed_progress(checkpoints).topology >= 2, after_each_kill=recovered.append,
     )  # fmt: skip
     producing.start()
     killer.start()
