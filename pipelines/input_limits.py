@@ -74,9 +74,11 @@ class Rejections:
 def screen_input(config: SchemaConfig, raw: RawBatch, json_nesting: bool) -> Screening:
     """Split ``raw`` by the size, header and (with ``json_nesting``) nesting limits of ``config``, before any
     decoding. Never raises for a record; returns ``raw`` itself as ``within`` when every record is within."""
-    traceparents, dropped = valid_traceparents(raw.traceparents)
-    if dropped:
-        raw = replace(raw, traceparents=traceparents)
+    dropped = 0
+    if not raw.traceparents_checked:  # the Kafka edge validated its column already: not twice per fetch
+        traceparents, dropped = valid_traceparents(raw.traceparents)
+        if dropped:
+            raw = replace(raw, traceparents=traceparents)
     verdicts = _Verdicts(len(raw))
     payloads = _binary(raw.payloads)
     starts = _value_starts(payloads)

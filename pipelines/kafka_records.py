@@ -67,6 +67,7 @@ def raw_batch_from_records(topic: str, partition: int, records: Sequence[Any]) -
         header_counts=counts,
         header_bytes=sizes,
         dropped_traceparents=dropped,
+        traceparents_checked=True,
     )
 
 

@@ -19,7 +19,8 @@ class RawBatch:
     ``header_counts`` (int32) and ``header_bytes`` (int64, names and values together) describe each record's
     headers; None when the source has no headers (a null entry: that record has none). ``dropped_traceparents``
     counts the records whose malformed ``traceparent`` the source already replaced by null: a count for the
-    whole fetch, so :meth:`take` does not carry it.
+    whole fetch, so :meth:`take` does not carry it. ``traceparents_checked``: the source validated
+    ``traceparents`` already (the Kafka edge does), so decoding does not validate them again.
     """
 
     topic: str
@@ -32,6 +33,7 @@ class RawBatch:
     header_counts: pa.Array | None = None
     header_bytes: pa.Array | None = None
     dropped_traceparents: int = 0
+    traceparents_checked: bool = False
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -52,6 +54,7 @@ class RawBatch:
             traceparents=self.traceparents.take(indices),
             header_counts=None if self.header_counts is None else self.header_counts.take(indices),
             header_bytes=None if self.header_bytes is None else self.header_bytes.take(indices),
+            traceparents_checked=self.traceparents_checked,
         )
 
 

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+import pipelines.input_limits as input_limits
 from pipelines import codecs
 from pipelines.binary_codecs import AvroDecoder, RawBytesDecoder
 from pipelines.codecs import DecodedBatch, Decoder, JsonDecoder
@@ -690,3 +691,27 @@ def test_one_deep_record_in_a_fetch_of_generator_events(position: int) -> None:
     assert [(offset - FIRST_OFFSET, kind) for offset, kind, _ in verdicts(decoded) if kind != "event"] == [
         (position, "limit")
     ]
+
+
+def test_traceparents_the_kafka_edge_checked_are_not_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    records = [
+        FakeConsumerRecord(offset=0, value=b"{}", headers=(("traceparent", good.encode()),)),
+        FakeConsumerRecord(offset=1, value=b"{}", headers=(("traceparent", b"00-forged"),)),
+    ]
+    raw = raw_batch_from_records("t", 0, records)
+    calls: list[int] = []
+
+    def counted(column: pa.Array) -> tuple[pa.Array, int]:
+        calls.append(len(column))
+        return valid_traceparents(column)
+
+    monkeypatch.setattr(input_limits, "valid_traceparents", counted)
+    screening = screen_input(SchemaConfig(fields={"a": "string"}), raw, json_nesting=True)
+
+    assert calls == [], "checked once, at the edge"
+    assert screening.within.traceparents.to_pylist() == [good, None]
+    assert screening.dropped_traceparents == 1
+    unchecked = RawBatch("t", 0, raw.offsets, raw.payloads, raw.keys, raw.timestamps, pa.array([good, "00-forged"]))
+    assert screen_input(SchemaConfig(fields={"a": "string"}), unchecked, json_nesting=True).dropped_traceparents == 1
+    assert calls == [2]
