@@ -54,11 +54,14 @@ BAD_JSON: dict[str, bytes | None] = {
     "invalid-utf8": event(1).replace(b'"nested"', b'"nest\xffed"'),
     "negative-amount": event(1, amount_cents=-5),
     "missing-required": event(1, event_time_ms=None),
+    "column-twice": event(1)[:-1] + b',"amount_cents":5}',  # msgspec reads it, pyarrow refuses it
+    "escaped-key-string-for-int": event(1).replace(b'"amount_cents":100', b'"\\u0061mount_cents":"x"'),
 }
 GOOD_JSON: dict[str, bytes] = {
     "plain": event(7),
     "pretty-printed": PRETTY,
     "padded": b" \t" + event(8) + b"\r\n",
+    "escaped-key": event(9).replace(b'"currency"', b'"\\u0063urrency"'),
 }
 
 

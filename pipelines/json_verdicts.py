@@ -1,0 +1,174 @@
+"""msgspec's typed reading of JSON object lines, for the dirty path of :class:`pipelines.codecs.JsonDecoder`.
+
+A fetch that pyarrow's reader refuses holds a few bad lines among many good ones. Reading every line with a
+msgspec decoder typed like the schema costs about 1 µs a line and names each bad line and its reason, so a
+fetch with k bad lines costs one typed pass and one more pyarrow read of the rest, whatever k is.
+
+The typed reading accepts what pyarrow's reader accepts, value for value (tests/unit/test_json_verdicts.py
+compares the two on every JSON kind and the edge numbers): int64 columns take integers within int64 only,
+float64 columns integers and decimals, string and binary columns strings, bool columns ``true``/``false``, and
+every column ``null`` or no key. It accepts one thing pyarrow refuses, a schema column given twice in one
+object; the pyarrow read of the accepted lines then refuses, and the decoder judges those lines with pyarrow
+alone (its general path).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.config import FieldType, SchemaConfig
+
+__all__ = ["TYPE_MISMATCH", "LineVerdict", "TypedLines", "undecodable_reason"]
+
+TYPE_MISMATCH = "a value does not match the schema's column type"
+_CHUNK_LINES = 64  # lines read by one typed call; a chunk with a bad line is read again line by line
+
+_ELEMENT_IN_PATH = re.compile(r"`\$\[(\d+)\]")
+_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_TYPES: dict[FieldType, Any] = {
+    "string": str,
+    "int64": _Int64,
+    "float64": float,
+    "bool": bool,
+    "timestamp_ms": _Int64,
+    "binary": str,  # pyarrow's reader takes a JSON string's UTF-8 bytes as they are (no base64)
+}
+
+#: A bad line: its index in the lines given, error type (``undecodable`` or ``invalid``) and reason.
+LineVerdict = tuple[int, str, str]
+
+
+class TypedLines:
+    """Typed decoders for a schema's columns: all of them, each on its own (for reasons in schema order), and
+    any subset (to check only the columns a refusal named)."""
+
+    def __init__(self, config: SchemaConfig) -> None:
+        self._config = config
+        self._line = _decoder(dict(config.fields))
+        self._columns = {name: _decoder({name: kind}) for name, kind in config.fields.items()}
+        self._chunks: dict[tuple[str, ...], msgspec.json.Decoder[Any]] = {}
+
+    def bad_lines(self, lines: pa.Array, first: int = 0, columns: Iterable[str] | None = None) -> list[LineVerdict]:
+        """The ``lines`` (binary, each one line holding a braced JSON text) from ``first`` on that the typed
+        reading of ``columns`` (None: all) refuses, in order, with why (judged on all columns)."""
+        if first >= len(lines):
+            return []
+        array = _Lines(lines.slice(first))
+        decoder = self._chunk_decoder(tuple(self._config.fields if columns is None else columns))
+        bad: list[LineVerdict] = []
+        for start in range(0, len(array), _CHUNK_LINES):
+            stop = min(start + _CHUNK_LINES, len(array))
+            bad += [(first + index, kind, reason) for index, kind, reason in self._bad_in(array, start, stop, decoder)]
+        return bad
+
+    def _bad_in(self, array: _Lines, start: int, stop: int, decoder: msgspec.json.Decoder[Any]) -> list[LineVerdict]:
+        """Lines ``start`` to ``stop`` read together; a refusal names the line it stopped at (``$[i]``): that
+        line is judged alone and the rest read again. Without a usable name, every line left is judged alone."""
+        bad: list[LineVerdict] = []
+        while start < stop:
+            named: int | None = None
+            try:  # a line holding two objects reads as two: the count shows it
+                if len(array.decode(decoder, start, stop)) == stop - start:
+                    return bad
+            except msgspec.ValidationError as error:
+                named = _named_element(str(error), stop - start)
+            except (msgspec.DecodeError, RecursionError):
+                pass
+            why = self.verdict(array.line(start + named)) if named is not None else None
+            if named is None or why is None:  # no element named, or a wrong name (a line of two objects shifts them)
+                left = range(start, stop)
+                return bad + [(index, *why) for index in left if (why := self.verdict(array.line(index)))]
+            bad.append((start + named, *why))
+            start += named + 1
+        return bad
+
+    def _chunk_decoder(self, columns: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
+        if columns not in self._chunks:
+            self._chunks[columns] = _decoder({name: self._config.fields[name] for name in columns})
+        return self._chunks[columns]
+
+    def reason(self, line: bytes) -> str:
+        """Why a line holding one JSON object does not fit the schema: the first column, in schema order, whose
+        value does not fit its type (msgspec's detail is not part of it: it may quote the value)."""
+        for name, decoder in self._columns.items():
+            if not _fits(decoder, line):
+                return f"{TYPE_MISMATCH}: {name!r} must be {self._config.fields[name]}"
+        return TYPE_MISMATCH
+
+    def verdict(self, line: bytes) -> tuple[str, str] | None:
+        """The error type and reason if the typed reading refuses ``line``; None if it accepts it, or if the line
+        is nested deeper than msgspec reads (pyarrow's reader, which reads it, judges it then)."""
+        try:
+            self._line.decode(line)
+        except msgspec.ValidationError:
+            undecodable = undecodable_reason(line)  # a syntax error after the first wrong value
+            return ("undecodable", undecodable) if undecodable else ("invalid", self.reason(line))
+        except msgspec.DecodeError:
+            return "undecodable", undecodable_reason(line) or "undecodable JSON"
+        except RecursionError:  # only without a schema nesting limit (pipelines.input_limits)
+            return None
+        return None
+
+
+class _Lines:
+    """Lines back to back, each ending in a newline, in one buffer (no copy of the lines), so that any run of
+    them reads as newline-delimited JSON (``decode_lines``)."""
+
+    def __init__(self, lines: pa.Array) -> None:
+        terminated = pc.binary_join_element_wise(lines, pa.scalar(b""), b"\n")  # each line and a newline
+        self._offsets = np.frombuffer(terminated.buffers()[1], dtype=np.int32)[: len(terminated) + 1].tolist()
+        data = terminated.buffers()[2]
+        self._view = memoryview(data if data is not None else b"")
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def line(self, index: int) -> bytes:
+        return bytes(self._view[self._offsets[index] : self._offsets[index + 1] - 1])
+
+    def decode(self, decoder: msgspec.json.Decoder[Any], start: int, stop: int) -> list[Any]:
+        return decoder.decode_lines(self._view[self._offsets[start] : self._offsets[stop]])
+
+
+def undecodable_reason(payload: bytes) -> str | None:
+    """Why msgspec cannot read ``payload`` as JSON (None if it can); the library's detail only as a suffix."""
+    try:
+        msgspec.json.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        return f"undecodable JSON: {error}"
+    except RecursionError:  # deeper than msgspec goes (about 1,000 levels): only without a schema nesting limit
+        return "undecodable JSON: nested too deeply to decode"
+    return None
+
+
+def _named_element(message: str, count: int) -> int | None:
+    """The array element a msgspec validation error names (``… - at `$[12].amount_cents```), if any."""
+    named = _ELEMENT_IN_PATH.search(message)
+    return int(named.group(1)) if named and int(named.group(1)) < count else None
+
+
+def _fits(decoder: msgspec.json.Decoder[Any], line: bytes) -> bool:
+    try:
+        decoder.decode(line)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def _decoder(fields: dict[str, FieldType]) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(_struct("Row", fields))
+
+
+def _struct(name: str, fields: dict[str, FieldType]) -> type[msgspec.Struct]:
+    """A Struct with one optional field per column; fields are named ``f0, f1, …`` and renamed to the column
+    names, so any column name works (a Python keyword, a hyphen, a leading digit)."""
+    attributes = [(f"f{index}", _TYPES[kind] | None, None) for index, kind in enumerate(fields.values())]
+    rename = {f"f{index}": column for index, column in enumerate(fields)}
+    return msgspec.defstruct(name, attributes, rename=rename, gc=False)
