@@ -58,6 +58,13 @@ class PipelineFailed(FatalError):
     """An actor of the pipeline failed; the message carries its error."""
 
 
+def _actor_error(error: BaseException) -> BaseException:
+    """The error an actor raised, without Ray's wrapping (its traceback, process id and address: the actor's
+    log has them), so that a user reads what went wrong and the operator action."""
+    cause = getattr(error, "cause", None)  # a RayTaskError's original exception
+    return cause if isinstance(cause, Exception) else error
+
+
 class Supervisor:
     def __init__(self, config: PipelineConfig, run_id: str, actors: ActorFactory | None = None) -> None:
         compile_pipeline(config)  # fail here, before any actor exists, if the config cannot run
@@ -129,7 +136,7 @@ class Supervisor:
         recoverable = self._config.checkpoint is not None and self._actors.died(error)
         limit = self._config.checkpoint.max_recoveries if self._config.checkpoint else 0
         if not recoverable or len(self.recoveries) >= limit:
-            raise PipelineFailed(f"pipeline {self._config.name!r} failed: {error}") from None
+            raise PipelineFailed(f"pipeline {self._config.name!r} failed: {_actor_error(error)}") from None
         assert self._store is not None
         return self._store.latest(allow_fallback=self._config.delivery != "exactly_once")
 
