@@ -141,8 +141,9 @@ class JsonDecoder:
         lines = _one_object_per_line(payloads)
         if lines is None:
             positions, lines, rejected = _candidate_lines(payloads)
-            return self._read_dirty(raw, positions, lines, rejected, _Refusal(row=None))
-        table = _read_lines(_terminated(lines), self._parse_options)
+            return self._read_dirty(raw, positions, _terminated(lines), rejected, _Refusal(row=None))
+        lines = _terminated(lines)
+        table = _read_lines(lines, self._parse_options)
         if not isinstance(table, _Refusal):
             return table.select(self._schema.payload_schema.names), None, []
         return self._read_dirty(raw, np.arange(len(lines), dtype=np.int64), lines, [], table)
@@ -150,8 +151,8 @@ class JsonDecoder:
     def _read_dirty(
         self, raw: RawBatch, positions: _Positions, lines: pa.Array, rejected: list[_Rejection], refusal: _Refusal
     ) -> tuple[pa.Table, pa.Array, list[pa.RecordBatch]]:
-        """The slow path, for the JSON object ``lines`` of the records at ``positions`` (``rejected``: the
-        others), given pyarrow's ``refusal`` of all of them.
+        """The slow path, for the JSON object ``lines`` (from :func:`_terminated`) of the records at ``positions``
+        (``rejected``: the others), given pyarrow's ``refusal`` of all of them.
 
         msgspec's typed reading names the bad lines, pyarrow reads the others together. A refusal's column and
         row are hints: the typed reading checks only the column a refusal names (about 0.4 µs a line), and only
@@ -169,12 +170,12 @@ class JsonDecoder:
             rejected += [(int(positions[line]), error_type, reason) for line, error_type, reason in bad]
             refused = [line for line, _, _ in bad]
             positions, lines = np.delete(positions, refused), _without(lines, refused)
-            read = _read_lines(_terminated(lines), self._parse_options)
+            read = _read_lines(lines, self._parse_options)
             if not isinstance(read, _Refusal):
                 return self._accepted(raw, read, positions, rejected)
             refusal = read
-        misfits, table = _split(_terminated(lines), self._parse_options)
-        rejected += self._misfit_rejections(positions, _terminated(lines), misfits)
+        misfits, table = _split(lines, self._parse_options)
+        rejected += self._misfit_rejections(positions, lines, misfits)
         return self._accepted(raw, table, np.delete(positions, misfits), rejected)
 
     def _accepted(

@@ -21,14 +21,13 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.config import FieldType, SchemaConfig
 
 __all__ = ["TYPE_MISMATCH", "LineVerdict", "TypedLines", "undecodable_reason"]
 
 TYPE_MISMATCH = "a value does not match the schema's column type"
-_CHUNK_LINES = 64  # lines read by one typed call; a chunk with a bad line is read again line by line
+_CHUNK_LINES = 64  # lines read by one typed call; a call that stops at a bad line reads the rest again
 
 _ELEMENT_IN_PATH = re.compile(r"`\$\[(\d+)\]")
 _Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
@@ -56,8 +55,9 @@ class TypedLines:
         self._chunks: dict[tuple[str, ...], msgspec.json.Decoder[Any]] = {}
 
     def bad_lines(self, lines: pa.Array, first: int = 0, columns: Iterable[str] | None = None) -> list[LineVerdict]:
-        """The ``lines`` (binary, each one line holding a braced JSON text) from ``first`` on that the typed
-        reading of ``columns`` (None: all) refuses, in order, with why (judged on all columns)."""
+        """The ``lines`` from ``first`` on that the typed reading of ``columns`` (None: all) refuses, in order,
+        with why (judged on all columns). ``lines``: binary, each a braced JSON text on one line followed by a
+        newline (as pyarrow's reader reads them)."""
         if first >= len(lines):
             return []
         array = _Lines(lines.slice(first))
@@ -118,12 +118,12 @@ class TypedLines:
 
 
 class _Lines:
-    """Lines back to back, each ending in a newline, in one buffer (no copy of the lines), so that any run of
-    them reads as newline-delimited JSON (``decode_lines``)."""
+    """Lines back to back, each ending in a newline, in one buffer (read in place), so that any run of them
+    reads as newline-delimited JSON (``decode_lines``)."""
 
-    def __init__(self, lines: pa.Array) -> None:
-        terminated = pc.binary_join_element_wise(lines, pa.scalar(b""), b"\n")  # each line and a newline
-        self._offsets = np.frombuffer(terminated.buffers()[1], dtype=np.int32)[: len(terminated) + 1].tolist()
+    def __init__(self, terminated: pa.Array) -> None:
+        offsets = np.frombuffer(terminated.buffers()[1], dtype=np.int32)
+        self._offsets = offsets[terminated.offset : terminated.offset + len(terminated) + 1].tolist()
         data = terminated.buffers()[2]
         self._view = memoryview(data if data is not None else b"")
 
