@@ -4,7 +4,8 @@ Decode rate (records/s) of the JSON and the Avro decoder on fetches of 4,096 gen
 orders pipeline's schema) with 0 %, 0.1 % and 1 % of the records type-mismatched: ``amount_cents`` is the
 string ``"n/a"`` where the schema says int64, the kind of record that sends a fetch down the slow path. The
 dirty positions are drawn at random (fixed seed), so every run decodes the same bytes. A rate is the median of
-3 repetitions, each decoding the same fetches; the table shows each rate against its decoder's clean rate.
+3 repetitions, each decoding the same fetches of every fraction in turn; the table shows each rate against
+its decoder's clean rate.
 No broker, no Ray: the decoders are called in this process.
 """
 
@@ -122,25 +123,28 @@ def avro_payloads(json_fetch: pa.Array, writer: dict[str, Any]) -> pa.Array:
     return pa.array(encoded, pa.binary())
 
 
-def rate(decode: Callable[[RawBatch], object], fetches: list[RawBatch]) -> float:
-    """Records/s decoding every fetch once, median of the repetitions (after one warm-up pass)."""
-    for fetch in fetches[:1]:
+def one_pass(decode: Callable[[RawBatch], object], fetches: list[RawBatch]) -> float:
+    """Records/s decoding every fetch once."""
+    started = time.perf_counter()
+    for fetch in fetches:
         decode(fetch)
-    rates = []
-    for _ in range(REPETITIONS):
-        started = time.perf_counter()
-        for fetch in fetches:
-            decode(fetch)
-        rates.append(sum(len(fetch) for fetch in fetches) / (time.perf_counter() - started))
-    return statistics.median(rates)
+    return sum(len(fetch) for fetch in fetches) / (time.perf_counter() - started)
 
 
 def measure(name: str, decoder: Decoder, fetches_by_fraction: dict[float, list[RawBatch]]) -> list[Row]:
+    """Each repetition decodes every fraction's fetches in turn, so that a change in the machine's load falls on
+    all of them alike; a row's rate is the median over the repetitions (after one warm-up pass)."""
+    for fetches in fetches_by_fraction.values():
+        one_pass(decoder.decode, fetches[:1])
+    rates: dict[float, list[float]] = {fraction: [] for fraction in fetches_by_fraction}
+    for _ in range(REPETITIONS):
+        for fraction, fetches in fetches_by_fraction.items():
+            rates[fraction].append(one_pass(decoder.decode, fetches))
     rows = []
     for fraction, fetches in fetches_by_fraction.items():
         dead = decoder.decode(fetches[0]).dead_letter_count
         bad = round(fraction * FETCH_RECORDS)
-        rows.append(Row(name, fraction, bad, rate(decoder.decode, fetches), dead))
+        rows.append(Row(name, fraction, bad, statistics.median(rates[fraction]), dead))
         print(f"  {name} at {fraction:.1%}: {rows[-1].records_per_s:,.0f} records/s", flush=True)
     return rows
 

@@ -20,6 +20,7 @@ from pipelines.binary_codecs import AvroDecoder
 from pipelines.bisection import failing_positions
 from pipelines.codecs import DecodedBatch
 from pipelines.config import SchemaConfig
+from pipelines.json_verdicts import TypedLines
 from pipelines.records import RawBatch
 from pipelines.schema import EventSchema
 from tests.unit.test_codecs import (
@@ -297,3 +298,23 @@ def test_avro_conversions_grow_with_misfits_not_with_the_fetch(
         decoded = AVRO_DECODER.decode(raw)
     assert decoded.dead_letter_count == len(bad)
     assert conversions <= _bound(len(bad)) + len(AVRO_SCHEMA.payload_schema)
+
+
+def test_a_dirty_feed_is_checked_before_it_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a fetch with values of the wrong type, the next fetch is checked in that column first: one read
+    instead of a refused read and a second one. Verdicts are the same; a clean fetch ends it."""
+    decoder = codecs.JsonDecoder(SCHEMA)
+    dirty = _fetch([10, 2_000], ["string-for-int", "string-for-int"])
+    clean = _fetch([], [])
+    first, reference = together(decoder.decode(dirty)), together(DECODER.decode(clean))
+    passes: list[object] = []
+    bad_lines = TypedLines.bad_lines
+    with monkeypatch.context() as patched:
+        patched.setattr(TypedLines, "bad_lines", lambda *args: passes.append(args) or bad_lines(*args))
+        calls = _ReaderCalls(patched)
+        assert together(decoder.decode(dirty)) == first
+        assert (calls.count, len(passes)) == (1, 1), "checked, then read once"
+        assert together(decoder.decode(clean)) == reference
+        assert (calls.count, len(passes)) == (2, 2), "checked (nothing found), then read"
+        decoder.decode(clean)
+        assert (calls.count, len(passes)) == (3, 2), "a clean fetch is read at once again"
