@@ -29,6 +29,7 @@ __all__ = ["TYPE_MISMATCH", "LineVerdict", "TypedLines", "undecodable_reason"]
 TYPE_MISMATCH = "a value does not match the schema's column type"
 _CHUNK_LINES = 64  # lines read by one typed call; a call that stops at a bad line reads the rest again
 
+_FIELD_IN_PATH = re.compile(r"`\$\.([^`.\[]+)`")
 _ELEMENT_IN_PATH = re.compile(r"`\$\[(\d+)\]")
 _Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 _TYPES: dict[FieldType, Any] = {
@@ -52,6 +53,11 @@ class TypedLines:
         self._config = config
         self._line = _decoder(dict(config.fields))
         self._columns = {name: _decoder({name: kind}) for name, kind in config.fields.items()}
+        names = list(config.fields)  # for each column, the columns before it in schema order (None: none)
+        self._before = {
+            name: _decoder({earlier: config.fields[earlier] for earlier in names[:index]}) if index else None
+            for index, name in enumerate(names)
+        }
         self._chunks: dict[tuple[str, ...], msgspec.json.Decoder[Any]] = {}
 
     def bad_lines(self, lines: pa.Array, first: int = 0, columns: Iterable[str] | None = None) -> list[LineVerdict]:
@@ -94,12 +100,17 @@ class TypedLines:
             self._chunks[columns] = _decoder({name: self._config.fields[name] for name in columns})
         return self._chunks[columns]
 
-    def reason(self, line: bytes) -> str:
+    def reason(self, line: bytes, named: str | None = None) -> str:
         """Why a line holding one JSON object does not fit the schema: the first column, in schema order, whose
-        value does not fit its type (msgspec's detail is not part of it: it may quote the value)."""
+        value does not fit its type (msgspec's detail is not part of it: it may quote the value). ``named``: the
+        column msgspec's error named, a hint checked with two reads (it fails, the columns before it fit)."""
+        if named in self._columns:
+            before = self._before[named]
+            if not _fits(self._columns[named], line) and (before is None or _fits(before, line)):
+                return self._mismatch(named)
         for name, decoder in self._columns.items():
             if not _fits(decoder, line):
-                return f"{TYPE_MISMATCH}: {name!r} must be {self._config.fields[name]}"
+                return self._mismatch(name)
         return TYPE_MISMATCH
 
     def verdict(self, line: bytes) -> tuple[str, str] | None:
@@ -107,14 +118,17 @@ class TypedLines:
         is nested deeper than msgspec reads (pyarrow's reader, which reads it, judges it then)."""
         try:
             self._line.decode(line)
-        except msgspec.ValidationError:
+        except msgspec.ValidationError as error:
             undecodable = undecodable_reason(line)  # a syntax error after the first wrong value
-            return ("undecodable", undecodable) if undecodable else ("invalid", self.reason(line))
+            return ("undecodable", undecodable) if undecodable else ("invalid", self.reason(line, _named_field(error)))
         except msgspec.DecodeError:
             return "undecodable", undecodable_reason(line) or "undecodable JSON"
         except RecursionError:  # only without a schema nesting limit (pipelines.input_limits)
             return None
         return None
+
+    def _mismatch(self, column: str) -> str:
+        return f"{TYPE_MISMATCH}: {column!r} must be {self._config.fields[column]}"
 
 
 class _Lines:
@@ -152,6 +166,12 @@ def _named_element(message: str, count: int) -> int | None:
     """The array element a msgspec validation error names (``… - at `$[12].amount_cents```), if any."""
     named = _ELEMENT_IN_PATH.search(message)
     return int(named.group(1)) if named and int(named.group(1)) < count else None
+
+
+def _named_field(error: msgspec.ValidationError) -> str | None:
+    """The top-level field a msgspec validation error names (``… - at `$.amount_cents```), if any."""
+    named = _FIELD_IN_PATH.search(str(error))
+    return named.group(1) if named else None
 
 
 def _fits(decoder: msgspec.json.Decoder[Any], line: bytes) -> bool:
