@@ -15,6 +15,7 @@ import io
 from typing import Any
 
 import fastavro
+import numpy as np
 import pyarrow as pa
 
 from pipelines.bisection import failing_positions
@@ -91,10 +92,18 @@ class AvroDecoder:
             }
         )
         reasons = {position: _misfit_reason(rows[position], payload_schema) for position in suspects}
-        kept = [position for position in range(len(rows)) if reasons.get(position) is None]
-        kept_arrays = [pa.array([columns[field.name][p] for p in kept], field.type) for field in payload_schema]
-        misfits = [(good[position], reason) for position, reason in reasons.items() if reason is not None]
-        return pa.Table.from_arrays(kept_arrays, schema=payload_schema), [good[p] for p in kept], misfits
+        misfit_positions = [position for position, reason in reasons.items() if reason is not None]
+        for index, field in enumerate(payload_schema):
+            if arrays[index] is None:  # converted again with the misfits' values as nulls: those rows go below
+                values = list(columns[field.name])
+                for position in misfit_positions:
+                    values[position] = None
+                arrays[index] = pa.array(values, field.type)
+        keep = np.ones(len(rows), dtype=bool)
+        keep[misfit_positions] = False
+        table = pa.Table.from_arrays(arrays, schema=payload_schema).filter(pa.array(keep))
+        misfits = [(good[position], reasons[position] or "") for position in misfit_positions]
+        return table, np.asarray(good)[keep].tolist(), misfits
 
 
 def _converted(values: list[Any], data_type: pa.DataType) -> pa.Array | None:
