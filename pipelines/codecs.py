@@ -180,11 +180,11 @@ class JsonDecoder:
                 self._suspect = named  # dirty feeds stay dirty: the next fetch checks this column before reading
             rejected += [(int(positions[line]), error_type, reason) for line, error_type, reason in bad]
             refused = [line for line, _, _ in bad]
-            positions, lines = np.delete(positions, refused), _without(lines, refused)
-            read = _read_lines(lines, self._parse_options)
+            read = _read_all_but(lines, refused, self._parse_options)
+            positions = np.delete(positions, refused)
             if not isinstance(read, _Refusal):
                 return self._accepted(raw, read, positions, rejected)
-            refusal = read
+            lines, refusal = _without(lines, refused), read
         misfits, table = _split(lines, self._parse_options)
         rejected += self._misfit_rejections(positions, lines, misfits)
         return self._accepted(raw, table, np.delete(positions, misfits), rejected)
@@ -338,6 +338,23 @@ def _bisect(lines: pa.Array, options: pa_json.ParseOptions) -> list[int]:
         return _refusal(lines.slice(start, stop - start), options) is None
 
     return failing_positions(len(lines), fits)
+
+
+def _read_all_but(lines: pa.Array, refused: list[int], options: pa_json.ParseOptions) -> pa.Table | _Refusal:
+    """:func:`_read_lines` of ``lines`` without those at ``refused``, read in place: a copy of the buffer with
+    the refused lines blanked (the reader skips a line of spaces), not a new array of the others. Rows a
+    refusal names count the other lines only."""
+    if not refused:
+        return _read_lines(lines, options)
+    data = np.frombuffer(_values(lines), dtype=np.uint8).copy()
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
+    starts, ends = offsets[refused] - offsets[0], offsets[np.asarray(refused) + 1] - offsets[0] - 1
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        data[start:end] = ord(" ")  # the newline stays
+    read = _read_json(pa.py_buffer(data), options)
+    if isinstance(read, _Refusal) or read.num_rows == len(lines) - len(refused):
+        return read
+    return _Refusal(row=None)
 
 
 def _refusal(lines: pa.Array, options: pa_json.ParseOptions) -> _Refusal | None:
