@@ -108,7 +108,8 @@ def _header_facts(headers: _Headers | None) -> tuple[int, int, str | None, bool]
 def encode_rows(
     rows: pa.Table | pa.RecordBatch, key_column: str | None, by_source_partition: bool, partitions: int
 ) -> list[OutgoingRecord]:
-    """One JSON record per row. ``_key``/``_traceparent`` become the key (when no key column) and a header."""
+    """One JSON record per row. ``_key``/``_traceparent`` become the key (when no key column) and a header; a
+    ``_traceparent`` an operator made invalid is not written (a malformed one is never copied onto outputs)."""
     encoder = msgspec.json.Encoder()
     payload_columns = [name for name in rows.column_names if name not in _NOT_IN_PAYLOAD]
     values = rows.select(payload_columns).to_pylist()
@@ -120,7 +121,7 @@ def encode_rows(
             value=encoder.encode(value),
             key=None if key is None else (key if isinstance(key, bytes) else str(key).encode()),
             partition=None if source is None else int(source) % partitions,
-            headers=[] if trace is None else [("traceparent", trace.encode("ascii"))],
+            headers=[("traceparent", trace.encode())] if trace and is_valid_traceparent(trace) else [],
         )
         for value, key, trace, source in zip(values, keys, traceparents, sources, strict=True)
     ]

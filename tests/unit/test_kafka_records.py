@@ -126,6 +126,14 @@ def test_encode_rows_writes_json_without_key_and_traceparent_columns() -> None:
     assert [record.headers for record in records] == [[("traceparent", TRACEPARENT.encode("ascii"))], []]
 
 
+def test_encode_rows_writes_no_traceparent_an_operator_made_invalid() -> None:
+    """An operator can compute ``_traceparent`` (say, with a non-ASCII string): it is not copied onto outputs,
+    and it does not stop the write."""
+    rows = pa.table({"n": [1, 2, 3], "_traceparent": ["00-tráce", "not one", TRACEPARENT]})
+    records = encode_rows(rows, key_column=None, by_source_partition=False, partitions=1)
+    assert [record.headers for record in records] == [[], [], [("traceparent", TRACEPARENT.encode())]]
+
+
 def test_encode_rows_takes_the_key_from_the_key_column_as_utf8() -> None:
     rows = pa.table({"customer_id": ["cüstomer-1", None], "_key": pa.array([b"ignored", b"ignored"], pa.binary())})
     records = encode_rows(rows, key_column="customer_id", by_source_partition=False, partitions=1)
