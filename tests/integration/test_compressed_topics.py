@@ -1,5 +1,6 @@
 """Topics written by real producers are compressed: one partition each with gzip, snappy, lz4 and zstd (and one
-without), read by one run against a real broker. Every event arrives, decoded the same as uncompressed."""
+without), read by one run against a real broker. Every event arrives, decoded the same as uncompressed; the
+run's Kafka sinks write with each codec eventray offers (``compression`` of a Kafka sink)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from cluster.run_report import RunProgress
 from cluster.runner import run_pipeline
 from pipelines.config import GeneratorSourceConfig
 from pipelines.generator import generate_events
-from tests.integration.pipelines_under_test import START_TIME_MS, create_topic, passthrough, unique
+from tests.integration.pipelines_under_test import START_TIME_MS, create_topic, passthrough, topic_records, unique
 from tests.integration.ray_cluster import LocalRayCluster
 from tests.reference import read_jsonl_dir
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
 CODECS = [None, "gzip", "snappy", "lz4", "zstd"]
+SINK_CODECS = ["gzip", "lz4", "zstd"]
 EVENTS_PER_PARTITION = 2_000
 
 
@@ -48,9 +50,13 @@ def test_gzip_snappy_lz4_and_zstd_topics_are_read_in_full(
     create_topic(kafka_bootstrap, topic, partitions=len(CODECS))
     sent = asyncio.run(produce_compressed(kafka_bootstrap, topic))
     total = sum(len(payloads) for payloads in sent.values())
+    outputs = {codec: unique(f"compressed-out-{codec}") for codec in SINK_CODECS}
+    for out in outputs.values():
+        create_topic(kafka_bootstrap, out, partitions=1)
+    kafka_sinks = [{"type": "kafka", "topic": out, "compression": codec} for codec, out in outputs.items()]
     config = passthrough(
         source={"type": "kafka", "topic": topic, "group_id": unique("compressed"), "start": "earliest"},
-        sinks=[{"type": "jsonl", "path": str(tmp_path / "out")}],
+        sinks=[{"type": "jsonl", "path": str(tmp_path / "out")}, *kafka_sinks],
         dead_letter={"type": "jsonl", "path": str(tmp_path / "dead_letter")},
         runtime={"source_actors": 1},
         kafka={"bootstrap_servers": kafka_bootstrap},
@@ -68,3 +74,5 @@ def test_gzip_snappy_lz4_and_zstd_topics_are_read_in_full(
         by_partition[row["_partition"]] = by_partition.get(row["_partition"], 0) + 1
     assert by_partition == {partition: EVENTS_PER_PARTITION for partition in range(len(CODECS))}, "every codec"
     assert read_jsonl_dir(tmp_path / "dead_letter") == []
+    for codec, out in outputs.items():
+        assert len(topic_records(kafka_bootstrap, out)) == total, f"the {codec} sink wrote every event"
