@@ -46,7 +46,7 @@ import pyarrow.json as pa_json
 
 from pipelines.bisection import failing_positions
 from pipelines.input_limits import TIMESTAMP, event_time_rejections, screen_input
-from pipelines.json_verdicts import TypedLines, undecodable_reason
+from pipelines.json_verdicts import TypedLines, json_value, undecodable_reason
 from pipelines.records import RawBatch, dead_letters
 from pipelines.schema import EventSchema
 
@@ -491,10 +491,9 @@ def _check_record(payload: bytes | None) -> tuple[str | None, bytes]:
         return "empty or null payload", b""
     if not _is_utf8(payload):  # checked here: the reason is eventray's, whatever msgspec's version says
         return "payload is not valid UTF-8", b""
-    reason = undecodable_reason(payload)
+    decoded, reason = json_value(payload)
     if reason is not None:
         return reason, b""
-    decoded = msgspec.json.decode(payload)
     if not isinstance(decoded, dict):
         return f"JSON value is a {type(decoded).__name__}, not an object", b""
     if _NEWLINE in payload:

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from pipelines.config import FieldType, SchemaConfig
 
-__all__ = ["TYPE_MISMATCH", "LineVerdict", "TypedLines", "undecodable_reason"]
+__all__ = ["TYPE_MISMATCH", "LineVerdict", "TypedLines", "json_value", "undecodable_reason"]
 
 TYPE_MISMATCH = "a value does not match the schema's column type"
 _CHUNK_LINES = 64  # lines read by one typed call; a call that stops at a bad line reads the rest again
@@ -51,14 +51,8 @@ class TypedLines:
 
     def __init__(self, config: SchemaConfig) -> None:
         self._config = config
-        self._line = _decoder(dict(config.fields))
-        self._columns = {name: _decoder({name: kind}) for name, kind in config.fields.items()}
-        names = list(config.fields)  # for each column, the columns before it in schema order (None: none)
-        self._before = {
-            name: _decoder({earlier: config.fields[earlier] for earlier in names[:index]}) if index else None
-            for index, name in enumerate(names)
-        }
-        self._chunks: dict[tuple[str, ...], msgspec.json.Decoder[Any]] = {}
+        self._names = tuple(config.fields)
+        self._decoders: dict[tuple[str, ...], msgspec.json.Decoder[Any]] = {}
 
     def bad_lines(self, lines: pa.Array, first: int = 0, columns: Iterable[str] | None = None) -> list[LineVerdict]:
         """The ``lines`` from ``first`` on that the typed reading of ``columns`` (None: all) refuses, in order,
@@ -67,7 +61,7 @@ class TypedLines:
         if first >= len(lines):
             return []
         array = _Lines(lines.slice(first))
-        decoder = self._chunk_decoder(tuple(self._config.fields if columns is None else columns))
+        decoder = self._decoder(self._names if columns is None else tuple(columns))
         bad: list[LineVerdict] = []
         for start in range(0, len(array), _CHUNK_LINES):
             stop = min(start + _CHUNK_LINES, len(array))
@@ -95,21 +89,23 @@ class TypedLines:
             start += named + 1
         return bad
 
-    def _chunk_decoder(self, columns: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
-        if columns not in self._chunks:
-            self._chunks[columns] = _decoder({name: self._config.fields[name] for name in columns})
-        return self._chunks[columns]
+    def _decoder(self, columns: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
+        """A decoder typed like ``columns`` (made once): the schema's, one column's, or the columns before one."""
+        if columns not in self._decoders:
+            fields = {name: self._config.fields[name] for name in columns}
+            self._decoders[columns] = msgspec.json.Decoder(_struct("Row", fields))
+        return self._decoders[columns]
 
     def reason(self, line: bytes, named: str | None = None) -> str:
         """Why a line holding one JSON object does not fit the schema: the first column, in schema order, whose
         value does not fit its type (msgspec's detail is not part of it: it may quote the value). ``named``: the
         column msgspec's error named, a hint checked with two reads (it fails, the columns before it fit)."""
-        if named in self._columns:
-            before = self._before[named]
-            if not _fits(self._columns[named], line) and (before is None or _fits(before, line)):
+        if named in self._names:
+            before = self._names[: self._names.index(named)]
+            if not _fits(self._decoder((named,)), line) and _fits(self._decoder(before), line):
                 return self._mismatch(named)
-        for name, decoder in self._columns.items():
-            if not _fits(decoder, line):
+        for name in self._names:
+            if not _fits(self._decoder((name,)), line):
                 return self._mismatch(name)
         return TYPE_MISMATCH
 
@@ -117,7 +113,7 @@ class TypedLines:
         """The error type and reason if the typed reading refuses ``line``; None if it accepts it, or if the line
         is nested deeper than msgspec reads (pyarrow's reader, which reads it, judges it then)."""
         try:
-            self._line.decode(line)
+            self._decoder(self._names).decode(line)
         except msgspec.ValidationError as error:
             undecodable = undecodable_reason(line)  # a syntax error after the first wrong value
             return ("undecodable", undecodable) if undecodable else ("invalid", self.reason(line, _named_field(error)))
@@ -151,15 +147,19 @@ class _Lines:
         return decoder.decode_lines(self._view[self._offsets[start] : self._offsets[stop]])
 
 
-def undecodable_reason(payload: bytes) -> str | None:
-    """Why msgspec cannot read ``payload`` as JSON (None if it can); the library's detail only as a suffix."""
+def json_value(payload: bytes) -> tuple[object, str | None]:
+    """msgspec's reading of a JSON text, or why it cannot read it (the library's detail only as a suffix)."""
     try:
-        msgspec.json.decode(payload)
+        return msgspec.json.decode(payload), None
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        return f"undecodable JSON: {error}"
+        return None, f"undecodable JSON: {error}"
     except RecursionError:  # deeper than msgspec goes (about 1,000 levels): only without a schema nesting limit
-        return "undecodable JSON: nested too deeply to decode"
-    return None
+        return None, "undecodable JSON: nested too deeply to decode"
+
+
+def undecodable_reason(payload: bytes) -> str | None:
+    """Why msgspec cannot read ``payload`` as JSON (None if it can)."""
+    return json_value(payload)[1]
 
 
 def _named_element(message: str, count: int) -> int | None:
@@ -180,10 +180,6 @@ def _fits(decoder: msgspec.json.Decoder[Any], line: bytes) -> bool:
     except msgspec.ValidationError:
         return False
     return True
-
-
-def _decoder(fields: dict[str, FieldType]) -> msgspec.json.Decoder[Any]:
-    return msgspec.json.Decoder(_struct("Row", fields))
 
 
 def _struct(name: str, fields: dict[str, FieldType]) -> type[msgspec.Struct]:

@@ -114,14 +114,14 @@ def encode_rows(
     payload_columns = [name for name in rows.column_names if name not in _NOT_IN_PAYLOAD]
     values = rows.select(payload_columns).to_pylist()
     keys = _column(rows, key_column) if key_column else _column(rows, "_key")
-    traceparents = _column(rows, "_traceparent")
+    traceparents = _valid_traceparents(rows)
     sources = _column(rows, "_partition") if by_source_partition else [None] * rows.num_rows
     return [
         OutgoingRecord(
             value=encoder.encode(value),
             key=None if key is None else (key if isinstance(key, bytes) else str(key).encode()),
             partition=None if source is None else int(source) % partitions,
-            headers=[("traceparent", trace.encode())] if trace and is_valid_traceparent(trace) else [],
+            headers=[] if trace is None else [("traceparent", trace.encode("ascii"))],
         )
         for value, key, trace, source in zip(values, keys, traceparents, sources, strict=True)
     ]
@@ -175,6 +175,17 @@ def _fitted(
 def _record_bytes(value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> int:
     """The bytes a record's parts take (Kafka's own framing adds a few dozen more per record)."""
     return len(value or b"") + len(key or b"") + sum(len(name) + len(data) for name, data in headers)
+
+
+def _valid_traceparents(rows: pa.Table | pa.RecordBatch) -> list[str | None]:
+    """The ``_traceparent`` column with the values an operator made invalid as None (checked columnar)."""
+    index = rows.schema.get_field_index("_traceparent")
+    if index < 0:
+        return [None] * rows.num_rows
+    column = rows.column(index)
+    valid, _ = valid_traceparents(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    traceparents: list[str | None] = valid.to_pylist()
+    return traceparents
 
 
 def _column(rows: pa.Table | pa.RecordBatch, name: str) -> list[Any]:

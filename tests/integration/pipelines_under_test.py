@@ -7,6 +7,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+
 from actors.kafka.admin import ensure_topic, read_topic
 from pipelines.config import PipelineConfig, parse_config
 from pipelines.kafka_config import KafkaConnectionConfig
@@ -75,3 +77,17 @@ def create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> No
 
 def topic_records(bootstrap: str, topic: str) -> list[Any]:
     return asyncio.run(read_topic(connection(bootstrap), topic))
+
+
+async def produce_payloads(
+    bootstrap: str, topic: str, payloads: list[bytes], partition: int | None = None, compression: str | None = None
+) -> None:
+    """Produce ``payloads`` in order (acks from all replicas), compressed with ``compression`` if given."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", compression_type=compression)
+    await producer.start()
+    try:
+        for payload in payloads:
+            await producer.send(topic, payload, partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()

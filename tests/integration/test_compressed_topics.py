@@ -8,13 +8,19 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from cluster.run_report import RunProgress
 from cluster.runner import run_pipeline
 from pipelines.config import GeneratorSourceConfig
 from pipelines.generator import generate_events
-from tests.integration.pipelines_under_test import START_TIME_MS, create_topic, passthrough, topic_records, unique
+from tests.integration.pipelines_under_test import (
+    START_TIME_MS,
+    create_topic,
+    passthrough,
+    produce_payloads,
+    topic_records,
+    unique,
+)
 from tests.integration.ray_cluster import LocalRayCluster
 from tests.reference import read_jsonl_dir
 
@@ -31,14 +37,7 @@ async def produce_compressed(bootstrap: str, topic: str) -> dict[int, list[bytes
     sent: dict[int, list[bytes]] = {}
     for partition, codec in enumerate(CODECS):
         payloads = generate_events(generator, partition, 0, EVENTS_PER_PARTITION, START_TIME_MS).payloads.to_pylist()
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type=codec, linger_ms=20)
-        await producer.start()
-        try:
-            for payload in payloads:
-                await producer.send(topic, payload, partition=partition)
-            await producer.flush()
-        finally:
-            await producer.stop()
+        await produce_payloads(bootstrap, topic, payloads, partition, compression=codec)
         sent[partition] = payloads
     return sent
 

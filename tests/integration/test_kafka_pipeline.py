@@ -11,7 +11,6 @@ from pathlib import Path
 
 import fastavro
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from actors.kafka.admin import committed_offsets, end_offsets
 from cluster.produce import produce_events
@@ -27,6 +26,7 @@ from tests.integration.pipelines_under_test import (
     connection,
     create_topic,
     passthrough,
+    produce_payloads,
     topic_records,
     unique,
 )
@@ -219,17 +219,6 @@ AVRO_ORDER = {
         {"name": "event_time_ms", "type": "long"},
     ],
 }
-
-
-async def produce_payloads(bootstrap: str, topic: str, payloads: list[bytes], partition: int | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for payload in payloads:
-            await producer.send(topic, payload, partition=partition)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def test_a_quiet_partition_does_not_stall_windows(
