@@ -21,7 +21,9 @@ class ReaderSet:
         source = config.source
         if isinstance(source, KafkaSourceConfig):
             assert config.kafka is not None  # the config validator guarantees it
-            self._kafka = KafkaSourceSession(source, config.kafka, config.group_id, client_id)
+            self._kafka = KafkaSourceSession(
+                source, config.kafka, config.group_id, client_id, config.schema_.max_decompressed_batch_bytes
+            )
         self.readers: list[PartitionReader] = []
 
     @property

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from actors.kafka.admin import committed_offsets, end_offsets, partition_count
+from actors.kafka.batch_guard import BatchGuard
 from actors.kafka.commit_markers import commit_marker_topic
 from cluster.assignment import partition_limits
 from pipelines.checkpoint_store import CheckpointStore
@@ -182,8 +183,13 @@ async def _read_input(config: PipelineConfig, ends: Mapping[int, int], start_tim
         files = file_partitions(source)
         readers = [FileReader(files[p], source.format, p, 0, end) for p, end in sorted(ends.items())]
         return [raw for reader in readers for raw in await _drain(reader)]
-    records = await _read_topic(_connection(config), source.topic, "read_committed", ends)
-    return [raw_batch_from_records(source.topic, p, chunk) for p, chunk in sorted(records.items()) if chunk]
+    guard = BatchGuard(config.schema_.max_decompressed_batch_bytes)  # the source's rule for unreadable batches
+    records = await _read_topic(_connection(config), source.topic, "read_committed", ends, guard)
+    raws = [
+        raw_batch_from_records(source.topic, p, chunk, guard.take(TopicPartition(source.topic, p)), (0, ends[p]))
+        for p, chunk in sorted(records.items())
+    ]
+    return [raw for raw in raws if len(raw)]
 
 
 def _all_arrived() -> float:
@@ -356,9 +362,14 @@ def _connection(config: PipelineConfig) -> KafkaConnectionConfig:
 
 
 async def _read_topic(
-    connection: KafkaConnectionConfig, topic: str, isolation_level: str, ends: Mapping[int, int] | None = None
+    connection: KafkaConnectionConfig,
+    topic: str,
+    isolation_level: str,
+    ends: Mapping[int, int] | None = None,
+    guard: BatchGuard | None = None,
 ) -> dict[int, list[Any]]:
-    """Records of ``topic`` per partition from the earliest offset to ``ends`` (default: the current end)."""
+    """Records of ``topic`` per partition from the earliest offset to ``ends`` (default: the current end);
+    with ``guard``, its batches are read within its cap (it keeps the unreadable ones)."""
     limits = dict(ends) if ends is not None else await end_offsets(connection, topic)
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False, isolation_level=isolation_level, auto_offset_reset="earliest",
@@ -368,6 +379,8 @@ async def _read_topic(
     records: dict[int, list[Any]] = {p: [] for p in limits}
     try:
         tps = [TopicPartition(topic, p) for p in limits]
+        if guard is not None:
+            guard.watch(tps)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         loop = asyncio.get_running_loop()
@@ -378,6 +391,8 @@ async def _read_topic(
                 records[tp.partition] += [r for r in chunk if r.offset < limits[tp.partition]]
     finally:
         await consumer.stop()
+        if guard is not None:
+            guard.forget(tps)
     return records
 
 
@@ -434,6 +449,7 @@ def print_report(console: Console, report: DeliveryReport, delivery: Delivery) -
                 ("unexpected", dead.unexpected),
                 ("duplicated", dead.duplicated),
                 ("late, unattributed", dead.unattributed_late),
+                ("of another error type", dead.wrong_type),
             ],
         )
     )

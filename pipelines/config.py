@@ -131,6 +131,14 @@ class SchemaConfig(_Model):
     max_header_bytes: int = Field(
         default=65_536, ge=0, description="a record whose header names and values total more is a dead letter"
     )
+    max_decompressed_batch_bytes: int | None = Field(
+        default=67_108_864,
+        ge=1,
+        description=(
+            "Kafka: a compressed record batch that would decompress to more (a decompression bomb) is not "
+            "decompressed; each of its records is a dead letter, as for a corrupt batch; null: no limit"
+        ),
+    )
 
     @model_validator(mode="after")
     def _format_fits(self) -> SchemaConfig:

@@ -31,7 +31,9 @@ Definitions (each count comes with up to ``max_examples`` example ids):
 - dead letters: **missing** (a record the decoder rejects, or an aggregate input without event time, absent
   from the dead-letter output), **unexpected** (a dead letter that is none of these nor a late valid event),
   **duplicated** (one input record dead-lettered more than once), **unattributed_late** (a late dead letter
-  without ``_partition``/``_offset``: the operators dropped them, so its window cannot be known).
+  without ``_partition``/``_offset``: the operators dropped them, so its window cannot be known),
+  **wrong_type** (a dead letter of a record the decoder rejects, with another error type than the decoder's:
+  e.g. ``invalid`` where the record is over a limit).
 - windows: ``E`` = windows over valid transformed events that have an event time, minus the events that are in
   the dead-letter output as ``late`` (matched by ``(partition, offset)``); ``E+`` = the same with the late
   events counted. **missing**: in ``E``, never emitted. **extra**: emitted, not in ``E``. **duplicated**:
@@ -41,7 +43,7 @@ Definitions (each count comes with up to ``max_examples`` example ids):
 Verdicts (:meth:`DeliveryReport.ok_for`):
 
 - ``exactly_once``: zero of every fault above.
-- ``at_least_once``: zero lost, unexpected, out-of-order, missing/unexpected/unattributed dead letters,
+- ``at_least_once``: zero lost, unexpected, out-of-order, missing/unexpected/unattributed/wrong-type dead letters,
   missing and unmatched windows. Duplicates (events, dead letters, windows) are allowed and reported. A window
   emitted more than once may have a partial or stale emission (the first attempt closed before a recovery
   replayed its events); it is accepted when one of its emissions equals ``E``, or ``E+`` (an event
@@ -182,6 +184,7 @@ class DeadLetterReport:
     unexpected: Finding = field(default_factory=Finding)
     duplicated: Finding = field(default_factory=Finding)
     unattributed_late: Finding = field(default_factory=Finding)
+    wrong_type: Finding = field(default_factory=Finding)
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,7 @@ class DeliveryReport:
             ("missing", dead.missing),
             ("unexpected", dead.unexpected),
             ("unattributed late", dead.unattributed_late),
+            ("wrong type", dead.wrong_type),
         ]
         if delivery == "exactly_once":
             judged.append(("duplicated", dead.duplicated))
@@ -347,7 +351,11 @@ def _check_dead_letters(
         (str(row["error_type"]), int(row["partition"]), int(row["offset"]))
         for row in dead_letters.select(["error_type", "partition", "offset"]).to_pylist()
     ]
-    rejected = {(int(row["partition"]), int(row["offset"])) for row in expected.rejected.to_pylist()}
+    expected_types = {
+        (int(row["partition"]), int(row["offset"])): str(row["error_type"])
+        for row in expected.rejected.select(["partition", "offset", "error_type"]).to_pylist()
+    }
+    rejected = set(expected_types)
     if aggregates:
         rejected |= _without_event_time(expected.events)
     valid = _input_keys(expected.events)
@@ -361,6 +369,7 @@ def _check_dead_letters(
         if kind != _LATE or (p, o) in late:
             seen[(p, o)] = seen.get((p, o), 0) + 1
     unexpected = {key for key in others if key not in rejected} | {key for key in late if key not in valid}
+    wrong_type = {(p, o) for kind, p, o in observed if kind != _LATE and expected_types.get((p, o), kind) != kind}
     return late, DeadLetterReport(
         dead_lettered=Finding.of(map(_label, seen), max_examples),
         late=Finding.of(map(_label, late), max_examples),
@@ -368,6 +377,7 @@ def _check_dead_letters(
         unexpected=Finding.of(map(_label, unexpected), max_examples),
         duplicated=Finding.of((_label(key) for key, count in seen.items() if count > 1), max_examples),
         unattributed_late=Finding.of(unattributed, max_examples),
+        wrong_type=Finding.of(map(_label, wrong_type), max_examples),
     )
 
 

@@ -3,7 +3,9 @@
 Every limit is decided per record, so a record's verdict never depends on its batch, and columnar, so a batch
 within the limits costs a few array passes and no Python per record:
 
-- before decoding, for every decoder (:func:`screen_input`): the payload's size, read from the array's offsets
+- before decoding, for every decoder (:func:`screen_input`): records the source could not read (a compressed
+  batch over ``schema.max_decompressed_batch_bytes``, or corrupt: see :mod:`actors.kafka.batch_guard`); the
+  payload's size, read from the array's offsets
   (so a huge record is never parsed); the count and size of the record's headers; and for JSON the nesting
   depth. A record nests at most as deep as it has ``{`` and ``[`` bytes. A bound on that count (the densest
   64-byte block times the blocks a record spans) clears the usual fetch of small events in a few whole-array
@@ -80,6 +82,7 @@ def screen_input(config: SchemaConfig, raw: RawBatch, json_nesting: bool) -> Scr
         if dropped:
             raw = replace(raw, traceparents=traceparents)
     verdicts = _Verdicts(len(raw))
+    _check_refusals(raw, verdicts)
     payloads = _binary(raw.payloads)
     starts = _value_starts(payloads)
     sizes = _sizes(payloads, starts)
@@ -113,6 +116,14 @@ class _Verdicts:
         for index in np.flatnonzero(newly).tolist():
             self.reasons[index] = reason_of(index)
         self.failed |= newly
+
+
+def _check_refusals(raw: RawBatch, verdicts: _Verdicts) -> None:
+    """Records the source could not read (their reason is the source's)."""
+    if raw.refusals is None or raw.refusals.null_count == len(raw.refusals):
+        return
+    reasons = raw.refusals
+    verdicts.over(pc.is_valid(reasons).to_numpy(zero_copy_only=False), lambda index: str(reasons[index].as_py()))
 
 
 def _check_size(limit: int, sizes: _Ints, verdicts: _Verdicts) -> None:

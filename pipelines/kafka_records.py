@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_DEAD_LETTER_RECORD_BYTES",
     "TRIMMED_HEADER",
     "OutgoingRecord",
+    "UnreadableBatch",
     "dead_letter_records",
     "encode_rows",
     "raw_batch_from_records",
@@ -43,6 +44,31 @@ class OutgoingRecord:
 _Headers = Sequence[tuple[str, bytes | None]]
 
 
+@dataclass(frozen=True)
+class UnreadableBatch:
+    """A record batch whose records could not be read (see :mod:`actors.kafka.batch_guard`): the offsets from
+    ``first_offset`` up to ``next_offset`` (exclusive), and why, for each of them."""
+
+    first_offset: int
+    next_offset: int
+    reason: str
+
+    def offsets(self, start: int, end: int) -> range:
+        """Its offsets within ``[start, end)``."""
+        return range(max(self.first_offset, start), min(self.next_offset, end))
+
+
+@dataclass(frozen=True)
+class _UnreadRecord:
+    """Stands for a record of an unreadable batch: its offset, and nothing read."""
+
+    offset: int
+    value: None = None
+    key: None = None
+    timestamp: None = None
+    headers: tuple[()] = ()
+
+
 def traceparent_of(headers: _Headers | None) -> str | None:
     """The W3C trace context of a record: its first non-empty ``traceparent`` header, if that is a valid one
     (the rules are in :mod:`pipelines.trace_context`), else None; a later header never stands in for a malformed
@@ -51,10 +77,25 @@ def traceparent_of(headers: _Headers | None) -> str | None:
     return text if text is not None and is_valid_traceparent(text) else None
 
 
-def raw_batch_from_records(topic: str, partition: int, records: Sequence[Any]) -> RawBatch:
+def raw_batch_from_records(
+    topic: str,
+    partition: int,
+    records: Sequence[Any],
+    unreadable: Sequence[UnreadableBatch] = (),
+    offsets: tuple[int, int] = (0, 1 << 62),
+) -> RawBatch:
     """Columns from aiokafka ``ConsumerRecord`` s of one partition (the per-record loop of the edge), with the
     records' header counts and sizes for the schema's header limits, valid traceparents only, and the count of
-    records whose traceparent was dropped as malformed."""
+    records whose traceparent was dropped as malformed.
+
+    The offsets of ``unreadable`` batches within ``offsets`` (first, end) join the records, in offset order, as
+    refused records (no payload; their batch's reason in ``refusals``), so each becomes a dead letter."""
+    refusals = None
+    if unreadable:
+        unread = [_UnreadRecord(offset) for batch in unreadable for offset in batch.offsets(*offsets)]
+        reasons = {offset: batch.reason for batch in unreadable for offset in batch.offsets(*offsets)}
+        records = sorted([*records, *unread], key=lambda record: record.offset)
+        refusals = pa.array([reasons.get(record.offset) for record in records], pa.string())
     counts, sizes, traceparents, dropped = _header_columns([record.headers for record in records])
     return RawBatch(
         topic=topic,
@@ -68,6 +109,7 @@ def raw_batch_from_records(topic: str, partition: int, records: Sequence[Any]) -
         header_bytes=sizes,
         dropped_traceparents=dropped,
         traceparents_checked=True,
+        refusals=refusals,
     )
 
 

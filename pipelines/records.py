@@ -21,6 +21,10 @@ class RawBatch:
     counts the records whose malformed ``traceparent`` the source already replaced by null: a count for the
     whole fetch, so :meth:`take` does not carry it. ``traceparents_checked``: the source validated
     ``traceparents`` already (the Kafka edge does), so decoding does not validate them again.
+
+    ``refusals`` (string) holds, per record, why the source could not read it (an unreadable compressed batch:
+    the record has no payload), null for a record read; None when every record was read. A refused record is a
+    dead letter with that reason, before any other check.
     """
 
     topic: str
@@ -34,6 +38,7 @@ class RawBatch:
     header_bytes: pa.Array | None = None
     dropped_traceparents: int = 0
     traceparents_checked: bool = False
+    refusals: pa.Array | None = None
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -55,6 +60,7 @@ class RawBatch:
             header_counts=None if self.header_counts is None else self.header_counts.take(indices),
             header_bytes=None if self.header_bytes is None else self.header_bytes.take(indices),
             traceparents_checked=self.traceparents_checked,
+            refusals=None if self.refusals is None else self.refusals.take(indices),
         )
 
 

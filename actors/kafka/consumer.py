@@ -2,7 +2,9 @@
 
 No consumer-group protocol: the Supervisor decides which actor owns which partition (ARCHITECTURE.md section 3), so
 there are no rebalances. Auto-commit is off and reads are ``read_committed``; offsets are committed explicitly
-(:meth:`KafkaSourceSession.commit`) under the pipeline's group id, so standard lag tools see them.
+(:meth:`KafkaSourceSession.commit`) under the pipeline's group id, so standard lag tools see them. A compressed
+batch that cannot be decompressed within the schema's cap, or at all, becomes refused records (dead letters) and
+the partition reads on (:mod:`actors.kafka.batch_guard`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from actors.kafka.batch_guard import BatchGuard
 from pipelines.kafka_config import KafkaConnectionConfig, KafkaSourceConfig, client_options
 from pipelines.kafka_records import raw_batch_from_records
 from pipelines.records import RawBatch
@@ -24,10 +27,13 @@ _NO_LIMIT = 1 << 62
 class KafkaPartitionReader:
     """One assigned partition, read in offset order (see :mod:`pipelines.sources` for the contract)."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, tp: TopicPartition, position: int, limit: int | None) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, guard: BatchGuard, tp: TopicPartition, position: int, limit: int | None
+    ) -> None:
         self.partition = tp.partition
         self.position = position
         self._consumer = consumer
+        self._guard = guard
         self.tp = tp
         self._limit = _NO_LIMIT if limit is None else position + limit
         self._end = position
@@ -38,18 +44,21 @@ class KafkaPartitionReader:
         if wanted <= 0:
             return None
         fetched = await self._consumer.getmany(self.tp, timeout_ms=0, max_records=wanted)
+        unreadable = self._guard.take(self.tp)
         highwater = self._consumer.highwater(self.tp)
         if highwater is not None:
             self._end = max(self._end, highwater)
         self._note_readable_end()
         # The consumer's position, not the last record's offset + 1: transaction markers and compacted gaps
         # take offsets without records, and a reader waiting for them would never be exhausted.
-        records = [r for r in fetched.get(self.tp, []) if self.position <= r.offset < self._limit]
+        start = self.position
+        records = [r for r in fetched.get(self.tp, []) if start <= r.offset < self._limit]
         self.position = max(self.position, min(await self._consumer.position(self.tp), self._limit))
         self._end = max(self._end, self.position)
-        if not records:
+        if not records and not unreadable:
             return None
-        return raw_batch_from_records(self.tp.topic, self.partition, records)
+        raw = raw_batch_from_records(self.tp.topic, self.partition, records, unreadable, (start, self._limit))
+        return raw if len(raw) else None
 
     def end_offset(self) -> int:
         return self._end
@@ -93,9 +102,15 @@ class KafkaSourceSession:
     """The consumer shared by a source actor's partition readers."""
 
     def __init__(
-        self, source: KafkaSourceConfig, connection: KafkaConnectionConfig, group_id: str, client_id: str
+        self,
+        source: KafkaSourceConfig,
+        connection: KafkaConnectionConfig,
+        group_id: str,
+        client_id: str,
+        max_decompressed_batch_bytes: int | None,
     ) -> None:
         self._source = source
+        self._guard = BatchGuard(max_decompressed_batch_bytes)
         self._consumer = AIOKafkaConsumer(
             group_id=group_id,
             client_id=client_id,
@@ -118,6 +133,7 @@ class KafkaSourceSession:
             await self._consumer.start()
             self._started = True
         new = [TopicPartition(self._source.topic, partition) for partition in partitions]
+        self._guard.watch(new)
         self._consumer.assign([*(reader.tp for reader in self._readers.values()), *new])
         for reader in self._readers.values():  # assign() replaces the assignment and forgets positions
             self._consumer.seek(reader.tp, reader.position)
@@ -126,15 +142,17 @@ class KafkaSourceSession:
         starts.update({tp: restored[tp.partition] for tp in new if tp.partition in restored})
         for tp in new:
             self._consumer.seek(tp, starts[tp])
-            reader = KafkaPartitionReader(self._consumer, tp, starts[tp], limits.get(tp.partition))
+            reader = KafkaPartitionReader(self._consumer, self._guard, tp, starts[tp], limits.get(tp.partition))
             await reader.refresh_end_offset()
             self._readers[tp.partition] = reader
         return [self._readers[tp.partition] for tp in new]
 
     async def release(self, partitions: list[int]) -> None:
         """Stop reading ``partitions`` (they moved to another actor); the others keep their positions."""
-        for partition in partitions:
-            self._readers.pop(partition, None)
+        released = [reader.tp for partition in partitions if (reader := self._readers.pop(partition, None))]
+        self._guard.forget(released)
+        for tp in released:
+            self._guard.take(tp)  # whoever reads them next reads those batches again
         self._consumer.assign([reader.tp for reader in self._readers.values()])
         for reader in self._readers.values():  # assign() replaces the assignment and forgets positions
             self._consumer.seek(reader.tp, reader.position)
@@ -167,5 +185,6 @@ class KafkaSourceSession:
         return {tp.partition: meta.offset for tp, meta in offsets.items()}
 
     async def close(self) -> None:
+        self._guard.forget([reader.tp for reader in self._readers.values()])
         if self._started:
             await self._consumer.stop()

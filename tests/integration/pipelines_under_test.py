@@ -39,13 +39,15 @@ def passthrough(
     dead_letter: dict[str, Any],
     runtime: dict[str, Any],
     kafka: dict[str, Any] | None = None,
+    schema: dict[str, Any] | None = None,
 ) -> PipelineConfig:
-    """The orders schema and validation, no aggregate: every valid event goes out with its id and origin."""
+    """The orders schema and validation (``schema`` overrides its settings), no aggregate: every valid event goes
+    out with its id and origin."""
     orders = orders_pipeline()
     data: dict[str, Any] = {
         "name": unique("passthrough"),
         "source": source,
-        "schema": orders.schema_.model_dump(mode="json"),
+        "schema": {**orders.schema_.model_dump(mode="json"), **(schema or {})},
         "operators": [{"op": "select", "columns": ["event_id", "event_type", "_partition", "_offset"]}],
         "sinks": sinks,
         "dead_letter": dead_letter,
@@ -80,10 +82,23 @@ def topic_records(bootstrap: str, topic: str) -> list[Any]:
 
 
 async def produce_payloads(
-    bootstrap: str, topic: str, payloads: list[bytes], partition: int | None = None, compression: str | None = None
+    bootstrap: str,
+    topic: str,
+    payloads: list[bytes],
+    partition: int | None = None,
+    compression: str | None = None,
+    max_request_size: int = 1_048_576,
+    max_batch_size: int = 16_384,
 ) -> None:
-    """Produce ``payloads`` in order (acks from all replicas), compressed with ``compression`` if given."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", compression_type=compression)
+    """Produce ``payloads`` in order (acks from all replicas), compressed with ``compression`` if given; records
+    up to ``max_request_size`` bytes and batches up to ``max_batch_size`` (aiokafka's limits, before compression)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        compression_type=compression,
+        max_request_size=max_request_size,
+        max_batch_size=max_batch_size,
+    )
     await producer.start()
     try:
         for payload in payloads:

@@ -1,6 +1,8 @@
 """Topics written by real producers are compressed: one partition each with gzip, snappy, lz4 and zstd (and one
 without), read by one run against a real broker. Every event arrives, decoded the same as uncompressed; the
-run's Kafka sinks write with each codec eventray offers (``compression`` of a Kafka sink)."""
+run's Kafka sinks write with each codec eventray offers (``compression`` of a Kafka sink). A batch that
+decompresses past ``schema.max_decompressed_batch_bytes`` (a decompression bomb) is dead letters, in each codec,
+and its partition reads on."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 
 from cluster.run_report import RunProgress
 from cluster.runner import run_pipeline
+from cluster.verify import verify_run
 from pipelines.config import GeneratorSourceConfig
 from pipelines.generator import generate_events
 from tests.integration.pipelines_under_test import (
@@ -75,3 +78,65 @@ def test_gzip_snappy_lz4_and_zstd_topics_are_read_in_full(
     assert read_jsonl_dir(tmp_path / "dead_letter") == []
     for codec, out in outputs.items():
         assert len(topic_records(kafka_bootstrap, out)) == total, f"the {codec} sink wrote every event"
+
+
+BOMB_CAP = 1_000_000
+# Each record is within schema.max_record_bytes (1 MiB) and compresses to a few KB; three of them in one batch
+# decompress past the cap. (Read without the cap, they would be dead letters of another kind: invalid events.)
+BOMB = [b'{"event_type": "OrderCreated", "padding": "' + b" " * 900_000 + b'"}'] * 3
+GOOD_BEFORE, GOOD_AFTER = 300, 200
+
+
+async def produce_bombs(bootstrap: str, topic: str, codecs: list[str]) -> range:
+    """Partition i, compressed with ``codecs[i]``: events, one batch of records that decompresses to 2.7 MB,
+    events (three producers, so three batches at least); returns the bomb's offsets (the same everywhere)."""
+    generator = GeneratorSourceConfig(partitions=len(codecs), seed=5, rate_per_s=None, invalid_fraction=0.0)
+    for partition, codec in enumerate(codecs):
+        payloads = generate_events(generator, partition, 0, GOOD_BEFORE + GOOD_AFTER, START_TIME_MS).payloads
+        events = payloads.to_pylist()
+        await produce_payloads(bootstrap, topic, events[:GOOD_BEFORE], partition, compression=codec)
+        await produce_payloads(
+            bootstrap, topic, BOMB, partition, compression=codec, max_request_size=8 << 20, max_batch_size=8 << 20
+        )
+        await produce_payloads(bootstrap, topic, events[GOOD_BEFORE:], partition, compression=codec)
+    return range(GOOD_BEFORE, GOOD_BEFORE + len(BOMB))
+
+
+def test_a_decompression_bomb_in_each_codec_is_dead_letters_and_its_partition_reads_on(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    codecs = ["gzip", "snappy", "lz4", "zstd"]
+    topic = unique("bombs")
+    create_topic(kafka_bootstrap, topic, partitions=len(codecs))
+    bombs = asyncio.run(produce_bombs(kafka_bootstrap, topic, codecs))
+    written = GOOD_BEFORE + len(bombs) + GOOD_AFTER
+    config = passthrough(
+        source={"type": "kafka", "topic": topic, "group_id": unique("bombs"), "start": "earliest"},
+        sinks=[{"type": "jsonl", "path": str(tmp_path / "out")}],
+        dead_letter={"type": "jsonl", "path": str(tmp_path / "dead_letter")},
+        runtime={"source_actors": 1},
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        schema={"max_decompressed_batch_bytes": BOMB_CAP},
+    )
+
+    def everything_read(progress: RunProgress) -> bool:
+        return progress.events_in >= len(codecs) * written
+
+    summary = run_pipeline(config, address=ray_driver.address, stop_when=everything_read)
+
+    assert summary.progress.events_in == len(codecs) * written, "the bombs count as read: none halted a partition"
+    rows = read_jsonl_dir(tmp_path / "out")
+    assert sorted({(row["_partition"], row["_offset"]) for row in rows}) == sorted(
+        (partition, offset) for partition in range(len(codecs)) for offset in range(written) if offset not in bombs
+    ), "every event before and after each bomb"
+    dead = read_jsonl_dir(tmp_path / "dead_letter")
+    assert sorted((row["partition"], row["offset"], row["error_type"]) for row in dead) == [
+        (partition, offset, "limit") for partition in range(len(codecs)) for offset in bombs
+    ]
+    for row in dead:
+        codec = codecs[row["partition"]]
+        assert row["reason"].startswith(f"record batch at offsets {bombs[0]}-{bombs[-1]} ({codec}) ")
+        assert f"schema.max_decompressed_batch_bytes ({BOMB_CAP:,})" in row["reason"]
+        assert row["payload_base64"] is None, "never decompressed"
+    report = asyncio.run(verify_run(config))
+    assert report.failures("at_least_once") == [], "the checker reads the topic by the same rule"

@@ -233,6 +233,10 @@ def test_dead_letter_faults() -> None:
     stray = _check_events(CLEAN_STREAMS, dead=[*CLEAN_DEAD, ("invalid", 0, 1)])
     assert stray.dead_letters.unexpected.examples == ("0:1",)
     assert not stray.ok_for("at_least_once")
+    mistyped = _check_events(CLEAN_STREAMS, dead=[("limit", 0, 5), ("invalid", 1, 2)])
+    assert mistyped.dead_letters.wrong_type.examples == ("0:5",)
+    assert mistyped.dead_letters.missing.count == 0
+    assert mistyped.failures("at_least_once") == ["dead letters: 1 wrong type (e.g. 0:5)"]
 
 
 # --- windows --------------------------------------------------------------------------------------------------
