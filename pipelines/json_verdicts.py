@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.config import FieldType, SchemaConfig
+from pipelines.plain_values import plain_lines
 
 __all__ = ["TYPE_MISMATCH", "LineVerdict", "TypedLines", "json_value", "undecodable_reason"]
 
@@ -60,12 +61,25 @@ class TypedLines:
         newline (as pyarrow's reader reads them)."""
         if first >= len(lines):
             return []
-        array = _Lines(lines.slice(first))
-        decoder = self._decoder(self._names if columns is None else tuple(columns))
+        names = self._names if columns is None else tuple(columns)
+        rest = lines.slice(first)
+        positions = np.arange(first, len(lines))
+        if len(names) == 1:  # the lines that plainly hold a value of the column's type need no typed reading
+            suspects = np.flatnonzero(~plain_lines(rest, names[0], self._config.fields[names[0]]))
+            if len(suspects) <= len(rest) // _CHUNK_LINES:  # likely all bad: each is judged alone, at once
+                picked = _Lines(rest.take(pa.array(suspects, pa.int64())))
+                judged = ((int(at), self.verdict(picked.line(index))) for index, at in enumerate(positions[suspects]))
+                return [(at, *why) for at, why in judged if why is not None]
+            if len(suspects) < len(rest):
+                rest, positions = rest.take(pa.array(suspects, pa.int64())), positions[suspects]
+        array = _Lines(rest)
+        decoder = self._decoder(names)
         bad: list[LineVerdict] = []
         for start in range(0, len(array), _CHUNK_LINES):
             stop = min(start + _CHUNK_LINES, len(array))
-            bad += [(first + index, kind, reason) for index, kind, reason in self._bad_in(array, start, stop, decoder)]
+            bad += [
+                (int(positions[at]), kind, reason) for at, kind, reason in self._bad_in(array, start, stop, decoder)
+            ]
         return bad
 
     def _bad_in(self, array: _Lines, start: int, stop: int, decoder: msgspec.json.Decoder[Any]) -> list[LineVerdict]:
@@ -96,14 +110,13 @@ class TypedLines:
             self._decoders[columns] = msgspec.json.Decoder(_struct("Row", fields))
         return self._decoders[columns]
 
-    def reason(self, line: bytes, named: str | None = None) -> str:
+    def _reason(self, line: bytes, failing: str | None) -> str:
         """Why a line holding one JSON object does not fit the schema: the first column, in schema order, whose
-        value does not fit its type (msgspec's detail is not part of it: it may quote the value). ``named``: the
-        column msgspec's error named, a hint checked with two reads (it fails, the columns before it fit)."""
-        if named in self._names:
-            before = self._names[: self._names.index(named)]
-            if not _fits(self._decoder((named,)), line) and _fits(self._decoder(before), line):
-                return self._mismatch(named)
+        value does not fit its type (msgspec's detail is not part of it: it may quote the value). ``failing``:
+        the column whose value the schema's typed reading of the line stopped at (so it does not fit); it is the
+        reason if the columns before it fit, which one more read checks."""
+        if failing in self._names and _fits(self._decoder(self._names[: self._names.index(failing)]), line):
+            return self._mismatch(failing)
         for name in self._names:
             if not _fits(self._decoder((name,)), line):
                 return self._mismatch(name)
@@ -116,7 +129,7 @@ class TypedLines:
             self._decoder(self._names).decode(line)
         except msgspec.ValidationError as error:
             undecodable = undecodable_reason(line)  # a syntax error after the first wrong value
-            return ("undecodable", undecodable) if undecodable else ("invalid", self.reason(line, _named_field(error)))
+            return ("undecodable", undecodable) if undecodable else ("invalid", self._reason(line, _named_field(error)))
         except msgspec.DecodeError:
             return "undecodable", undecodable_reason(line) or "undecodable JSON"
         except RecursionError:  # only without a schema nesting limit (pipelines.input_limits)

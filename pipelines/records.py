@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 __all__ = ["DEAD_LETTER_SCHEMA", "RawBatch", "dead_letters", "empty_dead_letters"]
@@ -80,19 +81,19 @@ DEAD_LETTER_SCHEMA = pa.schema(
 
 
 def dead_letters(raw: RawBatch, indices: pa.Array, reasons: pa.Array, error_type: str) -> pa.RecordBatch:
-    """Dead-letter rows for the records of ``raw`` at ``indices``, each with its reason."""
-    picked = raw.take(indices)
+    """Dead-letter rows for the records of ``raw`` at ``indices``, each with its reason. Only the columns a dead
+    letter keeps are taken."""
     count = len(indices)
     return pa.RecordBatch.from_arrays(
         [
             reasons,
             pa.array([error_type] * count, pa.string()),
             pa.array([raw.topic] * count, pa.string()),
-            pa.array([raw.partition] * count, pa.int32()),
-            picked.offsets,
-            picked.keys,
-            picked.payloads,
-            picked.traceparents,
+            pa.array(np.full(count, raw.partition, dtype=np.int32)),
+            raw.offsets.take(indices),
+            raw.keys.take(indices),
+            raw.payloads.take(indices),
+            raw.traceparents.take(indices),
         ],
         schema=DEAD_LETTER_SCHEMA,
     )
