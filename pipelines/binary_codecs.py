@@ -42,8 +42,8 @@ class AvroDecoder:
         letters."""
         return decode_within_limits(self._schema, raw, now_ms, self._read, json_nesting=False)
 
-    def _read(self, raw: RawBatch) -> tuple[pa.Table, RawBatch, list[pa.RecordBatch]]:
-        """The payload columns of the records that read and fit, those records, and dead letters."""
+    def _read(self, raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
+        """The payload columns of the records that read and fit, their positions (None: all), dead letters."""
         rows: list[dict[str, Any]] = []
         good: list[int] = []
         bad: list[int] = []
@@ -69,7 +69,7 @@ class AvroDecoder:
             reasons = pa.array([reason for _, reason in misfits], pa.string())
             indices = pa.array([index for index, _ in misfits], pa.int64())
             rejected.append(dead_letters(raw, indices, reasons, "invalid"))
-        return table, raw.take(pa.array(good, pa.int64())), rejected
+        return table, None if len(good) == len(raw) else pa.array(good, pa.int64()), rejected
 
     def _columns(
         self, rows: list[dict[str, Any]], good: list[int]
@@ -137,5 +137,5 @@ class RawBytesDecoder:
         return decode_within_limits(self._schema, raw, now_ms, _as_values, json_nesting=False)
 
 
-def _as_values(raw: RawBatch) -> tuple[pa.Table, RawBatch, list[pa.RecordBatch]]:
-    return pa.table({"value": raw.payloads.cast(pa.binary())}), raw, []
+def _as_values(raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
+    return pa.table({"value": raw.payloads.cast(pa.binary())}), None, []

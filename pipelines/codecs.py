@@ -95,9 +95,9 @@ class Decoder(Protocol):
     def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch: ...
 
 
-#: Reads the payloads of a fetch within the limits: the payload columns of the records it could read, those
-#: records (in order), and dead letters for the others.
-PayloadReader = Callable[[RawBatch], tuple[pa.Table, RawBatch, list[pa.RecordBatch]]]
+#: Reads the payloads of a fetch within the limits: the payload columns of the records it could read, their
+#: positions in the fetch (int64, increasing; None: every record), and dead letters for the others.
+PayloadReader = Callable[[RawBatch], tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]]
 
 
 @dataclass(frozen=True)
@@ -134,11 +134,7 @@ class JsonDecoder:
     def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch:
         """Screen, decode, attach metadata columns, validate. Never raises for bad records: they become dead
         letters."""
-        return decode_within_limits(self._schema, raw, now_ms, self._read_records, json_nesting=True)
-
-    def _read_records(self, raw: RawBatch) -> tuple[pa.Table, RawBatch, list[pa.RecordBatch]]:
-        payload_table, good_indices, rejected = self._read(raw)
-        return payload_table, raw if good_indices is None else raw.take(good_indices), rejected
+        return decode_within_limits(self._schema, raw, now_ms, self._read, json_nesting=True)
 
     def _read(self, raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
         """The payload columns of the decodable records, their indices in ``raw`` (None: all), dead letters."""
@@ -239,8 +235,8 @@ def decode_within_limits(
     then ``read`` on the records within the limits, then :func:`validated`. Dead letters are identified by
     offset, so those of the records read are in offset order per error type as ``read`` gives them."""
     screening = screen_input(schema.config, raw, json_nesting)
-    payload, good_raw, rejected = read(screening.within)
-    decoded = validated(schema, payload, good_raw, [*screening.dead_letters, *rejected], now_ms)
+    payload, positions, rejected = read(screening.within)
+    decoded = validated(schema, payload, screening.within, [*screening.dead_letters, *rejected], now_ms, positions)
     return replace(decoded, dropped_traceparents=screening.dropped_traceparents)
 
 
@@ -250,17 +246,21 @@ def validated(
     raw: RawBatch,
     rejected: list[pa.RecordBatch],
     now_ms: int | None = None,
+    positions: pa.Array | None = None,
 ) -> DecodedBatch:
-    """Attach the metadata columns to decoded payload columns (row i of ``payload`` is record i of ``raw``),
-    then split off the rows the schema's rules reject as ``invalid`` dead letters, then those of the others
-    whose event time (``_timestamp``) is out of the schema's limits as ``timestamp`` dead letters (see
-    :func:`~pipelines.input_limits.event_time_rejections` for ``now_ms``). Shared by every decoder."""
-    events = with_metadata(schema, payload, raw)
+    """Attach the metadata columns to decoded payload columns (row i of ``payload`` is record ``positions[i]``
+    of ``raw``; None: record i), then split off the rows the schema's rules reject as ``invalid`` dead letters,
+    then those of the others whose event time (``_timestamp``) is out of the schema's limits as ``timestamp``
+    dead letters (see :func:`~pipelines.input_limits.event_time_rejections` for ``now_ms``). Shared by every
+    decoder. Only the columns an event keeps are taken from ``raw``, never its payloads."""
+    events = with_metadata(schema, payload, raw, positions)
     outcome = schema.validate(events)
-    kept: pa.Array | None = None  # positions in raw of the rows in events; None: all
+    kept = positions  # positions in raw of the rows in events; None: all
     if len(outcome.invalid_indices):
-        rejected = [*rejected, dead_letters(raw, outcome.invalid_indices, outcome.invalid_reasons, "invalid")]
-        events, kept = events.take(outcome.valid_indices), outcome.valid_indices
+        invalid = outcome.invalid_indices if kept is None else kept.take(outcome.invalid_indices)
+        rejected = [*rejected, dead_letters(raw, invalid, outcome.invalid_reasons, "invalid")]
+        valid = outcome.valid_indices
+        events, kept = events.take(valid), valid if kept is None else kept.take(valid)
     record_times = raw.timestamps if kept is None else raw.timestamps.take(kept)
     untimely = event_time_rejections(schema.config, events.column("_timestamp"), record_times, now_ms)
     if untimely is not None:
@@ -270,23 +270,31 @@ def validated(
     return DecodedBatch(events=events, dead_letters=rejected)
 
 
-def with_metadata(schema: EventSchema, table: pa.Table, raw: RawBatch) -> pa.RecordBatch:
+def with_metadata(
+    schema: EventSchema, table: pa.Table, raw: RawBatch, positions: pa.Array | None = None
+) -> pa.RecordBatch:
     """The payload columns followed by ``_partition``, ``_offset``, ``_timestamp``, ``_key``, ``_traceparent``,
-    ``_event_id`` (DESIGN section 2)."""
+    ``_event_id`` (DESIGN section 2); row i is record ``positions[i]`` of ``raw`` (None: record i)."""
     config = schema.config
+
+    def picked(column: pa.Array) -> pa.Array:
+        return column if positions is None else column.take(positions)
+
+    count = len(raw) if positions is None else len(positions)
     columns = [table.column(name).combine_chunks() for name in table.column_names]
-    timestamps = raw.timestamps
+    record_times = picked(raw.timestamps)
+    timestamps = record_times
     if config.event_time_field is not None:
-        timestamps = pc.coalesce(table.column(config.event_time_field).combine_chunks(), raw.timestamps)
-    event_ids = pa.nulls(len(raw), pa.string())
+        timestamps = pc.coalesce(table.column(config.event_time_field).combine_chunks(), record_times)
+    event_ids = pa.nulls(count, pa.string())
     if config.event_id_field is not None:
         event_ids = pc.cast(table.column(config.event_id_field).combine_chunks(), pa.string())
     metadata = [
-        pa.array(np.full(len(raw), raw.partition, dtype=np.int32)),
-        raw.offsets,
+        pa.array(np.full(count, raw.partition, dtype=np.int32)),
+        picked(raw.offsets),
         timestamps,
-        raw.keys,
-        raw.traceparents,
+        picked(raw.keys),
+        picked(raw.traceparents),
         event_ids,
     ]
     return pa.RecordBatch.from_arrays(columns + metadata, schema=schema.batch_schema.remove_metadata())
