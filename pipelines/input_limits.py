@@ -1,7 +1,8 @@
 """Limits on input: a record that would stop, poison or slow a pipeline becomes a dead letter with a reason.
 
-Every limit is decided per record, so a record's verdict never depends on its batch, and columnar, so a batch
-within the limits costs a few array passes and no Python per record:
+Every limit is decided per record, so a record's verdict never depends on the other records of its fetch (a
+refusal is the source's verdict on the record's own Kafka record batch), and columnar, so a batch within the
+limits costs a few array passes and no Python per record:
 
 - before decoding, for every decoder (:func:`screen_input`): records the source could not read (a compressed
   batch over ``schema.max_decompressed_batch_bytes``, or corrupt: see :mod:`actors.kafka.batch_guard`); the

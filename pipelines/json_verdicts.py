@@ -113,10 +113,12 @@ class TypedLines:
     def _reason(self, line: bytes, failing: str | None) -> str:
         """Why a line holding one JSON object does not fit the schema: the first column, in schema order, whose
         value does not fit its type (msgspec's detail is not part of it: it may quote the value). ``failing``:
-        the column whose value the schema's typed reading of the line stopped at (so it does not fit); it is the
-        reason if the columns before it fit, which one more read checks."""
-        if failing in self._names and _fits(self._decoder(self._names[: self._names.index(failing)]), line):
-            return self._mismatch(failing)
+        the column msgspec's error on the schema's typed reading named: a hint, checked with two reads (it fails
+        alone, the columns before it fit; a name holding a backtick can make the hint another column's)."""
+        if failing in self._names:
+            before = self._names[: self._names.index(failing)]
+            if not _fits(self._decoder((failing,)), line) and _fits(self._decoder(before), line):
+                return self._mismatch(failing)
         for name in self._names:
             if not _fits(self._decoder((name,)), line):
                 return self._mismatch(name)

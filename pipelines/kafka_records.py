@@ -46,21 +46,22 @@ _Headers = Sequence[tuple[str, bytes | None]]
 
 @dataclass(frozen=True)
 class UnreadableBatch:
-    """A record batch whose records could not be read (see :mod:`actors.kafka.batch_guard`): the offsets from
-    ``first_offset`` up to ``next_offset`` (exclusive), and why, for each of them."""
+    """A record batch whose records could not be read (see :mod:`actors.kafka.batch_guard`): it spans the
+    offsets from ``first_offset`` up to ``next_offset`` (exclusive); ``reason`` says why (and names them)."""
 
     first_offset: int
     next_offset: int
     reason: str
 
-    def offsets(self, start: int, end: int) -> range:
-        """Its offsets within ``[start, end)``."""
-        return range(max(self.first_offset, start), min(self.next_offset, end))
+    def first_within(self, start: int, end: int) -> int | None:
+        """Its first offset within ``[start, end)`` (a reader may start inside a batch), if any."""
+        first = max(self.first_offset, start)
+        return first if first < min(self.next_offset, end) else None
 
 
 @dataclass(frozen=True)
 class _UnreadRecord:
-    """Stands for a record of an unreadable batch: its offset, and nothing read."""
+    """Stands for an unreadable batch: the offset it is known by, and nothing read."""
 
     offset: int
     value: None = None
@@ -88,13 +89,14 @@ def raw_batch_from_records(
     records' header counts and sizes for the schema's header limits, valid traceparents only, and the count of
     records whose traceparent was dropped as malformed.
 
-    The offsets of ``unreadable`` batches within ``offsets`` (first, end) join the records, in offset order, as
-    refused records (no payload; their batch's reason in ``refusals``), so each becomes a dead letter."""
+    Each of the ``unreadable`` batches within ``offsets`` (first, end) joins the records, in offset order, as
+    one refused record at its first offset there (no payload; the batch's reason, which names its offsets, in
+    ``refusals``), so it becomes one dead letter: its records were never read, and a batch of millions of
+    empty records must not become millions of rows."""
     refusals = None
     if unreadable:
-        unread = [_UnreadRecord(offset) for batch in unreadable for offset in batch.offsets(*offsets)]
-        reasons = {offset: batch.reason for batch in unreadable for offset in batch.offsets(*offsets)}
-        records = sorted([*records, *unread], key=lambda record: record.offset)
+        reasons = {first: batch.reason for batch in unreadable if (first := batch.first_within(*offsets)) is not None}
+        records = sorted([*records, *map(_UnreadRecord, reasons)], key=lambda record: record.offset)
         refusals = pa.array([reasons.get(record.offset) for record in records], pa.string())
     counts, sizes, traceparents, dropped = _header_columns([record.headers for record in records])
     return RawBatch(

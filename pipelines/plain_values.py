@@ -12,10 +12,11 @@ others are read typed. A line is plain when:
   digits (within int64); for float64 such an integer, with a fraction of digits or without; for bool ``true``
   or ``false``; for string and binary a string (its bytes are UTF-8: the decoder checked the fetch before).
 
-Such a line's key is a real key (a string followed by a colon), and no other key of that name is in it, at any
-depth. So the top-level value for the column is that one, or the column is absent (null): either way the typed
-reading accepts it. A line that is not plain may still be fine: it is simply read typed. The pre-check decides
-nothing on its own; pyarrow's reading of the lines kept has the last word.
+In a line that is one JSON object, such a key is a real key (a string followed by a colon), and no other key
+of that name is in it, at any depth. So the top-level value for the column is that one, or the column is absent
+(null): either way the typed reading of the column accepts it. (A line broken elsewhere may be cleared too.) A
+line that is not plain may still be fine: it is simply read typed. The pre-check decides nothing on its own:
+pyarrow's reading of the lines kept has the last word, and a line it refuses is judged on all columns then.
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ def _words(data: _Bytes) -> npt.NDArray[np.uint64]:
 
 def _occurrences(data: _Bytes, pattern: bytes, mask: _Mask, other: _Mask) -> _Ints:
     """The positions in ``data`` where ``pattern`` starts. Its first two bytes select the candidates in
-    whole-array passes (in the scratch buffers ``mask`` and ``other``); its first and last 8 bytes (or its
-    bytes one by one, if shorter) narrow them."""
+    whole-array passes (in the scratch buffers ``mask`` and ``other``); its 8-byte pieces (or its bytes one by
+    one, if shorter) narrow them."""
     size = len(data) - 1
     np.equal(data[:-1], pattern[0], out=mask[:size])
     if len(pattern) > 1:
@@ -124,7 +125,7 @@ def _occurrences(data: _Bytes, pattern: bytes, mask: _Mask, other: _Mask) -> _In
             candidates = candidates[data[candidates + index] == pattern[index]]
         return candidates
     words = _words(data)
-    for at in (0, len(pattern) - 8):  # the two may overlap: together they cover the pattern
+    for at in sorted({*range(0, len(pattern) - 7, 8), len(pattern) - 8}):  # 8-byte pieces covering the pattern
         candidates = candidates[words[candidates + at] == np.uint64(int.from_bytes(pattern[at : at + 8], "little"))]
     return candidates
 

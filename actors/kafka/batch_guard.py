@@ -6,11 +6,14 @@ decompresses a batch with no bound, and when its codec raises, the consumer fetc
 ever: the partition is stuck and the records before it in that fetch are lost.
 
 :func:`install` (once per process, idempotent) makes aiokafka decompress every batch of a guarded partition
-within its :class:`BatchGuard`'s cap (``schema.max_decompressed_batch_bytes``): a batch over the cap, or one
-that is corrupt, is skipped, and its offset range is kept with a reason (:meth:`BatchGuard.take`). The reader
-turns those offsets into refused records (:func:`pipelines.kafka_records.raw_batch_from_records`), so each
-becomes a dead letter with error type ``limit``; the partition reads on. Partitions no guard watches are
-decompressed as aiokafka always did.
+within its :class:`BatchGuard`'s cap (``schema.max_decompressed_batch_bytes``): decompressing stops at the cap
+plus one byte, and a batch over the cap, or one its codec cannot decompress, is skipped; its offset range is
+kept with a reason (:meth:`BatchGuard.take`). The reader turns each such batch into one refused record
+(:func:`pipelines.kafka_records.raw_batch_from_records`), so it becomes one dead letter with error type
+``limit`` whose reason names the batch's offsets; the partition reads on. Partitions no guard watches are
+decompressed as aiokafka always did. Not skipped: a batch whose CRC fails (aiokafka fetches it again: it may
+be a transfer error), and a record that cannot be parsed in a batch that decompressed (a broken producer: it
+still stops its partition, as before).
 
 aiokafka offers no hook for this, so :func:`install` replaces two of its internals, checked against aiokafka
 0.14: ``PartitionRecords`` in :mod:`aiokafka.consumer.fetcher` (to see each batch before it is iterated) and the
@@ -18,7 +21,8 @@ aiokafka offers no hook for this, so :func:`install` replaces two of its interna
 Batches of the old message formats (v0/v1, removed in Kafka 4) are not guarded.
 
 The cap bounds one record batch: aiokafka decompresses the batches of a fetch one at a time, as their records
-are read. Guards are keyed by topic partition: the partitions of one process belong to one consumer each.
+are read. Guards are keyed by topic partition: one consumer per partition in a process (:meth:`BatchGuard.watch`
+refuses a second). lz4 and zstd decompress into a buffer of cap + 1 bytes that its thread keeps.
 """
 
 from __future__ import annotations
@@ -71,7 +75,12 @@ class BatchGuard:
         self._skipped: dict[TopicPartition, list[UnreadableBatch]] = {}
 
     def watch(self, tps: list[TopicPartition]) -> None:
+        """Guard the batches of ``tps``. Raises if another guard watches one of them: its consumer's skipped
+        batches would be noted here, and its reader would pass them without dead letters."""
         install()
+        taken = [str(tp) for tp in tps if _guards.get(tp, self) is not self]
+        if taken:
+            raise RuntimeError(f"another consumer in this process guards {', '.join(taken)}: forget them first")
         for tp in tps:
             _guards[tp] = self
 
@@ -86,7 +95,10 @@ class BatchGuard:
         return self._skipped.pop(tp, [])
 
     def note_skipped(self, tp: TopicPartition, batch: UnreadableBatch) -> None:
-        self._skipped.setdefault(tp, []).append(batch)
+        """Keep ``batch`` for :meth:`take`, once: a fetch that failed after noting it reads it again."""
+        skipped = self._skipped.setdefault(tp, [])
+        if all(noted.first_offset != batch.first_offset for noted in skipped):
+            skipped.append(batch)
 
 
 def install() -> None:
@@ -191,7 +203,7 @@ def _gzip_within(payload: Any) -> bytes:
             if not inflater.eof:
                 raise _corrupt()  # the stream ends inside a member (the cap was not reached)
             parts.append(part)
-            rest = inflater.unused_data
+            rest = inflater.unused_data.lstrip(b"\0")  # zero padding after a member, as GzipFile allows
     except zlib.error:
         raise _corrupt() from None
     return b"".join(parts)

@@ -156,22 +156,69 @@ def _capped(cap: int) -> Iterator[None]:
         batch_guard._cap.reset(token)
 
 
-def test_unreadable_offsets_become_limit_dead_letters_in_offset_order() -> None:
+def test_an_unreadable_batch_is_one_limit_dead_letter_in_offset_order() -> None:
     class Record:
         def __init__(self, offset: int) -> None:
             self.offset, self.value, self.key, self.timestamp, self.headers = offset, b'{"n":1}', None, 5, ()
 
     skipped = UnreadableBatch(2, 5, "record batch at offsets 2-4 (zstd) is corrupt: it cannot be decompressed")
 
-    raw = raw_batch_from_records("t", 0, [Record(0), Record(1), Record(5)], [skipped], (0, 4))
+    raw = raw_batch_from_records("t", 0, [Record(0), Record(1), Record(5)], [skipped], (0, 6))
 
-    assert raw.offsets.to_pylist() == [0, 1, 2, 3, 5]  # the batch's offsets before the reader's limit (4)
+    assert raw.offsets.to_pylist() == [0, 1, 2, 5]  # one refused record stands for the batch, at its first offset
     assert raw.refusals is not None
-    assert raw.refusals.to_pylist() == [None, None, skipped.reason, skipped.reason, None]
+    assert raw.refusals.to_pylist() == [None, None, skipped.reason, None]
     screening = screen_input(SchemaConfig(fields={"n": "int64"}), raw, json_nesting=True)
     assert screening.within.offsets.to_pylist() == [0, 1, 5]
     [dead] = screening.dead_letters
-    assert dead.column("offset").to_pylist() == [2, 3]
-    assert set(dead.column("error_type").to_pylist()) == {LIMIT}
-    assert set(dead.column("reason").to_pylist()) == {skipped.reason}
-    assert dead.column("payload").null_count == 2
+    assert dead.column("offset").to_pylist() == [2]
+    assert dead.column("error_type").to_pylist() == [LIMIT]
+    assert dead.column("reason").to_pylist() == [skipped.reason]
+    assert dead.column("payload").null_count == 1
+
+
+def test_a_reader_inside_an_unreadable_batch_refuses_it_at_its_own_position() -> None:
+    """After a restore to offset 3, inside the batch of offsets 2-4: the batch's dead letter is at 3, once;
+    a batch wholly before the position, or from the reader's limit on, is not its business."""
+    inside = UnreadableBatch(2, 5, "inside")
+    assert raw_batch_from_records("t", 0, [], [inside], (3, 10)).offsets.to_pylist() == [3]
+    assert raw_batch_from_records("t", 0, [], [inside], (5, 10)).offsets.to_pylist() == []
+    assert raw_batch_from_records("t", 0, [], [inside], (0, 2)).offsets.to_pylist() == []
+
+
+def test_a_batch_of_a_million_empty_records_is_one_dead_letter() -> None:
+    """A bomb of many tiny records: its refusal costs one row, not one per offset."""
+    bomb = UnreadableBatch(0, 1_000_000, "record batch at offsets 0-999,999 (zstd) decompresses to more than ...")
+
+    raw = raw_batch_from_records("t", 0, [], [bomb])
+
+    assert len(raw) == 1
+
+
+def test_a_partition_is_guarded_by_one_consumer_of_a_process() -> None:
+    tp = TopicPartition("guarded-once", 0)
+    first, second = BatchGuard(CAP), BatchGuard(CAP)
+    first.watch([tp])
+    try:
+        first.watch([tp])  # the same guard again (a partition assigned back): fine
+        with pytest.raises(RuntimeError, match="another consumer in this process guards"):
+            second.watch([tp])
+    finally:
+        first.forget([tp])
+    second.watch([tp])
+    second.forget([tp])
+
+
+def test_a_batch_noted_twice_is_handed_over_once(tp: TopicPartition) -> None:
+    """A fetch that fails after a batch was skipped reads that batch again: one dead letter, not two."""
+    guard = BatchGuard(CAP)
+    guard.note_skipped(tp, UnreadableBatch(2, 4, "why"))
+    guard.note_skipped(tp, UnreadableBatch(2, 4, "why"))
+    assert guard.take(tp) == [UnreadableBatch(2, 4, "why")]
+
+
+def test_gzip_with_zero_padding_reads_as_aiokafka_reads_it() -> None:
+    padded = codec.gzip_encode(b"x" * 100) + b"\0" * 8
+    assert codec.gzip_decode(padded) == b"x" * 100
+    with _capped(CAP):
+        assert batch_guard._CAPPED["gzip_decode"](padded) == b"x" * 100
