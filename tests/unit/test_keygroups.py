@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import random
+import zlib
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cluster.assignment import assign_key_groups, owner_of_group
-from pipelines import keygroups
-from pipelines.keygroups import KeyGroupRouter, key_group_of
+from pipelines.keygroups import KeyGroupRouter, crc32_of_strings, key_group_of
 
 
 def crc32(data: bytes) -> int:
@@ -120,26 +122,36 @@ def test_empty_batch_splits_into_nothing() -> None:
     assert route.split(pa.record_batch({"k": pa.array([], pa.string())})) == {}
 
 
-def test_cache_does_not_change_results() -> None:
+def test_repeated_batches_give_the_same_groups() -> None:
     route, _ = router(groups=16, actors=3)
     batches = [random_batch(300, seed) for seed in range(4)]
     first = [route.split(batch) for batch in batches]
-    again = [route.split(batch) for batch in batches]  # now every key is cached
-    fresh = [router(groups=16, actors=3)[0].split(batch) for batch in batches]
-    for one, two, three in zip(first, again, fresh, strict=True):
-        assert one.keys() == two.keys() == three.keys()
+    again = [route.split(batch) for batch in batches]
+    for one, two in zip(first, again, strict=True):
+        assert one.keys() == two.keys()
         for owner in one:
             assert one[owner].equals(two[owner])
-            assert one[owner].equals(three[owner])
 
 
-def test_cache_eviction_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keygroups, "_CACHE_LIMIT", 4)
-    route, _ = router(groups=16, actors=3)
-    batch = random_batch(400, seed=3)
-    expected = [0 if key is None else crc32(key.encode()) % 16 for key in batch.column("k").to_pylist()]
-    for _ in range(3):
-        assert route.key_groups(batch).tolist() == expected
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=40), st.text(max_size=2_000)), max_size=60))
+def test_the_columnar_crc32_is_the_reference_crc32(keys: list[str | None]) -> None:
+    """Bit for bit, over any UTF-8 (surrogates aside, which Arrow strings cannot hold), nulls, empty strings,
+    and lengths that leave more or fewer keys than zlib finishes alone."""
+    keys = [key if key is None else key.encode("utf-8", "replace").decode("utf-8") for key in keys]
+    strings = pa.array(keys, pa.string())
+    expected = [0 if key is None else crc32(key.encode("utf-8")) for key in keys]
+    assert crc32_of_strings(strings).tolist() == expected
+    if len(keys) > 2:
+        assert crc32_of_strings(strings.slice(1, len(keys) - 2)).tolist() == expected[1:-1]
+
+
+def test_many_keys_of_mixed_lengths_hash_columnar_like_zlib() -> None:
+    rng = random.Random(11)
+    keys = [
+        "".join(chr(rng.randrange(32, 0x2FFF)) for _ in range(rng.choice([0, 1, 6, 7, 36, 300]))) for _ in range(3_000)
+    ]
+    assert crc32_of_strings(pa.array(keys)).tolist() == [zlib.crc32(key.encode()) for key in keys]
 
 
 def test_owner_table_must_cover_every_group() -> None:
