@@ -15,7 +15,7 @@ When the guard or the reader fails, bad records cost in proportion to their numb
   named on, then every column. It accepts what the reader accepts, value for value; the lines it accepts are
   then read together once. A dirty feed stays dirty: after such a fetch, the next is checked in that column
   before it is read, which spares the read the reader would give up on. A fetch with 1 % type-mismatched
-  records decodes at 0.77-0.78x the clean rate (``python -m benchmarks.decode_dirty``), where bisecting with
+  records decodes at about 0.8x the clean rate (``python -m benchmarks.decode_dirty``), where bisecting with
   the reader cost 0.14x;
 - if the reader still refuses some of those lines (a column given twice), it judges each line alone
   (:func:`_split`): a refusal names the row it stopped at, which is checked alone and skipped; a refusal that

@@ -136,7 +136,8 @@ class SchemaConfig(_Model):
         ge=1,
         description=(
             "Kafka: a compressed record batch that would decompress to more (a decompression bomb) is not "
-            "decompressed; each of its records is a dead letter, as for a corrupt batch; null: no limit"
+            "decompressed past it; the batch is one dead letter naming its offsets, as a corrupt one is; null: "
+            "no limit"
         ),
     )
 

@@ -21,13 +21,12 @@ pyarrow's reading of the lines kept has the last word, and a line it refuses is 
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
 from pipelines.config import FieldType
+from pipelines.scratch import scratch
 
 __all__ = ["plain_lines"]
 
@@ -53,7 +52,7 @@ def plain_lines(lines: pa.Array, column: str, kind: FieldType) -> _Mask:
     starts, data = _values(lines)
     if len(data) < _WINDOW + len(name) + 3:
         return np.zeros(count, dtype=bool)  # too short to look around in: the typed reading is quick here
-    mask, other = _scratch(len(data))
+    mask, other = scratch("plain mask", len(data), np.bool_), scratch("plain other", len(data), np.bool_)
     plain = np.ones(count, dtype=bool)
     if np.count_nonzero(np.equal(data, _BACKSLASH, out=mask)):
         plain[_lines_of(starts, np.flatnonzero(mask))] = False
@@ -82,19 +81,6 @@ def _values(lines: pa.Array) -> tuple[_Ints, _Bytes]:
     starts: _Ints = offsets.astype(np.int64) - offsets[0]
     data = np.frombuffer(lines.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     return starts, data
-
-
-_scratches = threading.local()
-
-
-def _scratch(size: int) -> tuple[_Mask, _Mask]:
-    """Two boolean buffers of ``size``, reused by the thread: a new array as large as a fetch costs page faults
-    on every call (glibc hands freed memory of that size back to the system), more than the passes using it."""
-    buffers: tuple[_Mask, _Mask] | None = getattr(_scratches, "buffers", None)
-    if buffers is None or len(buffers[0]) < size:
-        buffers = (np.empty(size, dtype=bool), np.empty(size, dtype=bool))
-        _scratches.buffers = buffers
-    return buffers[0][:size], buffers[1][:size]
 
 
 def _lines_of(starts: _Ints, positions: _Ints) -> _Ints:

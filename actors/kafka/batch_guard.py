@@ -41,6 +41,7 @@ from aiokafka import TopicPartition, codec
 from aiokafka.consumer import fetcher
 
 from pipelines.kafka_records import UnreadableBatch
+from pipelines.scratch import scratch
 
 __all__ = ["BatchGuard", "install"]
 
@@ -214,8 +215,7 @@ def _snappy_within(payload: Any) -> bytes:
     if cap == _UNGUARDED:
         return _snappy_decode(payload)
     try:
-        size = _snappy_size(bytes(payload))
-        if cap is not None and size > cap:
+        if cap is not None and _snappy_size(bytes(payload)) > cap:
             raise _over(cap)
         return _snappy_decode(payload)
     except (cramjam.DecompressionError, ValueError):
@@ -239,7 +239,8 @@ def _snappy_size(payload: bytes) -> int:
 
 def _within_buffer(decode_into: Callable[[Any, Any], int], unbounded: _Decode) -> _Decode:
     """A codec that decompresses into a buffer of cap + 1 bytes: a batch that fills it is over the cap. The
-    buffer is reused by its thread, and only the pages a batch writes cost memory."""
+    buffer is reused by its thread (:func:`pipelines.scratch.scratch`): only the pages a batch writes cost
+    memory."""
 
     def decode(payload: Any) -> bytes:
         cap = _cap.get()
@@ -250,7 +251,7 @@ def _within_buffer(decode_into: Callable[[Any, Any], int], unbounded: _Decode) -
                 return unbounded(payload)
             except cramjam.DecompressionError:
                 raise _corrupt() from None
-        buffer = _buffer(cap + 1)
+        buffer = scratch("decompressed batch", cap + 1, np.uint8)
         try:
             written = decode_into(bytes(payload), buffer)
         except cramjam.DecompressionError:
@@ -263,17 +264,6 @@ def _within_buffer(decode_into: Callable[[Any, Any], int], unbounded: _Decode) -
         return buffer[:written].tobytes()
 
     return decode
-
-
-_buffers = threading.local()
-
-
-def _buffer(size: int) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    buffer: np.ndarray[Any, np.dtype[np.uint8]] | None = getattr(_buffers, "buffer", None)
-    if buffer is None or len(buffer) != size:
-        buffer = np.empty(size, dtype=np.uint8)  # not filled: untouched pages are never made resident
-        _buffers.buffer = buffer
-    return buffer
 
 
 _CAPPED: dict[str, _Decode] = {

@@ -3,8 +3,8 @@
 No consumer-group protocol: the Supervisor decides which actor owns which partition (ARCHITECTURE.md section 3), so
 there are no rebalances. Auto-commit is off and reads are ``read_committed``; offsets are committed explicitly
 (:meth:`KafkaSourceSession.commit`) under the pipeline's group id, so standard lag tools see them. A compressed
-batch that cannot be decompressed within the schema's cap, or at all, becomes refused records (dead letters) and
-the partition reads on (:mod:`actors.kafka.batch_guard`).
+batch that cannot be decompressed within the schema's cap, or at all, becomes one refused record (a dead
+letter) and the partition reads on (:mod:`actors.kafka.batch_guard`).
 """
 
 from __future__ import annotations

@@ -64,6 +64,16 @@ def test_verdicts_name_the_first_bad_column_in_schema_order_and_tell_syntax_from
     assert (kind, reason.startswith("undecodable JSON: ")) == ("undecodable", True)
 
 
+def test_a_column_name_with_a_backtick_is_named_in_its_own_verdict() -> None:
+    """msgspec's error path is quoted in backticks, so a hint read from it can name another column; the
+    verdict checks the hint before it trusts it."""
+    typed = TypedLines(SchemaConfig(fields={"a": "int64", "a`b": "string"}))
+    assert typed.verdict(b'{"a`b":5}') == (
+        "invalid",
+        "a value does not match the schema's column type: 'a`b' must be string",
+    )
+
+
 def _lines(payloads: list[bytes]) -> pa.Array:
     """As the decoder gives them: each followed by a newline."""
     return pa.array([payload + b"\n" for payload in payloads], pa.binary())
