@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.keyed_operator import Added, StateFormatError, check_state_format, tag_state
+from pipelines.keyed_operator import Added, StateFormatError, StateMeaning
 from pipelines.state_config import DedupConfig
 
 __all__ = ["LAST_SEEN", "STATE_FORMAT", "Dedup", "Deduplicated"]
@@ -60,6 +60,7 @@ class Dedup:
 
     def __init__(self, config: DedupConfig) -> None:
         self._config = config
+        self._meaning = StateMeaning(STATE_FORMAT, {"id_column": config.id_column})
         self._state: pa.Table | None = None
         self._watermark_ms = _NO_WATERMARK
         self._duplicates_dropped = 0
@@ -124,11 +125,11 @@ class Dedup:
         state = self._state
         if state is None:
             state = pa.table({self.key: pa.array([], pa.null()), LAST_SEEN: pa.array([], pa.int64())})
-        return tag_state(state, STATE_FORMAT)
+        return self._meaning.tag(state)
 
     def restore(self, state: pa.Table, watermark_ms: int) -> None:
         """Replace the state with (some of the rows of) dedup snapshots; ids already expired are forgotten."""
-        check_state_format(state, STATE_FORMAT)
+        self._meaning.check(state)
         if not {self.key, LAST_SEEN} <= set(state.column_names):
             raise StateFormatError(
                 f"dedup state has columns {state.column_names}, expected [{self.key!r}, {LAST_SEEN!r}]: it was "

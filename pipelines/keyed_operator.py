@@ -7,16 +7,28 @@ Time is the watermark passed in; nothing here reads a clock, so every operator i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import pyarrow as pa
 
 from pipelines.errors import FatalError
 
-__all__ = ["STATE_FORMAT_KEY", "Added", "KeyedOperator", "StateFormatError", "check_state_format", "tag_state"]
+__all__ = [
+    "STATE_FORMAT_KEY",
+    "STATE_MEANING_KEY",
+    "Added",
+    "KeyedOperator",
+    "StateFormatError",
+    "StateMeaning",
+    "check_state_format",
+    "tag_state",
+]
 
 STATE_FORMAT_KEY = b"eventray.state"
+STATE_MEANING_KEY = b"eventray.state_meaning"
 
 
 class StateFormatError(FatalError):
@@ -82,6 +94,58 @@ class KeyedOperator(Protocol):
 def tag_state(state: pa.Table, state_format: str) -> pa.Table:
     """Name the operator and version that wrote ``state`` (e.g. ``"tumbling/1"``) in its schema metadata."""
     return state.replace_schema_metadata({**(state.schema.metadata or {}), STATE_FORMAT_KEY: state_format.encode()})
+
+
+@dataclass(frozen=True)
+class StateMeaning:
+    """What a keyed operator's state means beyond its layout: written into every snapshot, checked by restore,
+    so a checkpoint is never read under other meanings (a resized window, another key column, a reordered or
+    changed aggregation set).
+
+    ``state_format`` names the operator and the version of its layout (``"tumbling/2"``). ``facts`` are the
+    settings the rows' meaning depends on (key column, window size, function path): a snapshot restores only under
+    the same values. ``holds`` names what each row carries (partial aggregates, event columns): a snapshot must
+    hold at least these; one that holds more restores too, its extra columns dropped (an aggregation removed from
+    the config). ``needed_by`` says, for messages, what needs each held item (``"aggregation 'avg_cents'"``).
+    A snapshot without a recorded meaning was written before meanings were; it is checked by format only
+    (operators whose layout changed since then bumped their format version).
+    """
+
+    state_format: str
+    facts: Mapping[str, str] = field(default_factory=dict)
+    holds: frozenset[str] = frozenset()
+    needed_by: Mapping[str, str] = field(default_factory=dict)
+
+    def tag(self, state: pa.Table) -> pa.Table:
+        """``state`` with this meaning in its schema metadata."""
+        recorded = json.dumps({"facts": dict(self.facts), "holds": sorted(self.holds)}, sort_keys=True)
+        return state.replace_schema_metadata(
+            {**(state.schema.metadata or {}), STATE_FORMAT_KEY: self.state_format.encode(), STATE_MEANING_KEY: recorded}
+        )
+
+    def check(self, state: pa.Table) -> None:
+        """Raise :class:`StateFormatError` naming every difference if ``state`` does not mean what this does."""
+        check_state_format(state, self.state_format)
+        recorded = (state.schema.metadata or {}).get(STATE_MEANING_KEY)
+        if recorded is None:
+            return
+        written = json.loads(recorded)
+        written_facts: dict[str, str] = written.get("facts", {})
+        problems = [
+            f"{name} was {written_facts.get(name)!r} where this pipeline has {value!r}"
+            for name, value in sorted(self.facts.items())
+            if written_facts.get(name) != value
+        ]
+        problems += [
+            f"it holds no {item}, which {self.needed_by.get(item, 'this operator')} needs"
+            for item in sorted(self.holds - set(written.get("holds", [])))
+        ]
+        if problems:
+            raise StateFormatError(
+                f"checkpointed {self.state_format} state does not fit this pipeline: {'; '.join(problems)}. "
+                "Operator action: run with the config that wrote the checkpoint, or delete the checkpoint "
+                "directory to rebuild state from the input"
+            )
 
 
 def check_state_format(state: pa.Table, state_format: str) -> None:

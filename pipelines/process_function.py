@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.errors import ConfigError
-from pipelines.keyed_operator import Added, StateFormatError, check_state_format, tag_state
+from pipelines.keyed_operator import Added, StateFormatError, StateMeaning
 from pipelines.state_config import KeyedProcessConfig
 
 __all__ = [
@@ -178,6 +178,8 @@ class KeyedProcess:
     def __init__(self, key: str, function: ProcessFunction) -> None:
         self._key = key
         self._function = function
+        kind = type(function)  # its state is what this class pickled: another class would read it otherwise
+        self._meaning = StateMeaning(STATE_FORMAT, {"key": key, "function": f"{kind.__module__}:{kind.__qualname__}"})
         self._values: dict[Key, bytes] = {}
         self._timers = _Timers()
         self._key_type: pa.DataType = pa.null()
@@ -256,11 +258,11 @@ class KeyedProcess:
                 "timer_ms": pa.array(times, pa.int64()),
             }
         )
-        return tag_state(state, STATE_FORMAT)
+        return self._meaning.tag(state)
 
     def restore(self, state: pa.Table, watermark_ms: int) -> None:
         """Replace values and timers with (some of the rows of) process snapshots; due timers stay pending."""
-        check_state_format(state, STATE_FORMAT)
+        self._meaning.check(state)
         missing = {self._key, "kind", "value", "timer_ms"} - set(state.column_names)
         if missing:
             raise StateFormatError(

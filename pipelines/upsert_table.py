@@ -23,7 +23,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.keyed_operator import Added, StateFormatError, check_state_format, tag_state
+from pipelines.keyed_operator import Added, StateFormatError, StateMeaning
 from pipelines.state_config import UpsertConfig
 
 __all__ = ["STATE_FORMAT", "UpsertTable", "Upserted"]
@@ -64,6 +64,9 @@ class UpsertTable:
 
     def __init__(self, config: UpsertConfig) -> None:
         self._config = config
+        self._meaning = StateMeaning(
+            STATE_FORMAT, {"key": config.key, "delete_column": config.delete_column or "(none)"}
+        )
         self._state: pa.Table | None = None
         self._watermark_ms = _NO_WATERMARK
         self._stale_versions_dropped = 0
@@ -138,11 +141,11 @@ class UpsertTable:
     def snapshot(self) -> pa.Table:
         """The stored versions, tombstones included, tagged ``upsert/1``."""
         state = self._state if self._state is not None else pa.table({self.key: pa.array([], pa.null())})
-        return tag_state(state, STATE_FORMAT)
+        return self._meaning.tag(state)
 
     def restore(self, state: pa.Table, watermark_ms: int) -> None:
         """Replace the state with (some of the rows of) snapshots of an upsert table of the same config."""
-        check_state_format(state, STATE_FORMAT)
+        self._meaning.check(state)
         required = {self.key, TIMESTAMP} | ({self._config.delete_column} if self._config.delete_column else set())
         if state.num_rows and not required <= set(state.column_names):
             raise StateFormatError(

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import AggregateConfig, HoppingWindowConfig, SessionWindowConfig, TumblingWindowConfig
-from pipelines.keyed_operator import Added, KeyedOperator, check_state_format, tag_state
+from pipelines.keyed_operator import Added, KeyedOperator
 from pipelines.windows_plan import (
     IS_FINAL,
     TOUCHED,
@@ -217,13 +217,13 @@ class _AlignedWindows(EventTimeWindows):
         return self.plan.finalise(merged, ends, is_final if self._updates else None)
 
     def snapshot(self) -> pa.Table:
-        """Every window in state: key, window start, merged partials and TOUCHED, tagged :attr:`STATE_FORMAT`."""
+        """Every window in state: key, window start, merged partials and TOUCHED, tagged with its meaning."""
         pieces = [_untouched(self._compact())] if self._partials else []
         pieces += [] if self._closed is None else [self._closed]
         state = (
             pa.concat_tables(pieces) if pieces else pa.table({self.key: pa.nulls(0), _START: pa.nulls(0, pa.int64())})
         )
-        return tag_state(state, self.STATE_FORMAT)
+        return self.state_meaning().tag(state)
 
     def restore(self, state: pa.Table, watermark_ms: int) -> None:
         """Replace state with (a subset of the rows of) snapshots of this operator, at ``watermark_ms``.
@@ -231,12 +231,12 @@ class _AlignedWindows(EventTimeWindows):
         Windows the watermark has already closed are kept as closed; those past their lateness are emitted
         (final) by the next :meth:`advance`.
         """
-        check_state_format(state, self.STATE_FORMAT)
+        self.state_meaning().check(state)
         self._watermark_ms = watermark_ms
         self._partials, self._closed, self._earliest_open_end = [], None, None
         if not state.num_rows:
             return
-        merged = self.plan.merge(state.replace_schema_metadata(None), extra=[(TOUCHED, "max")])
+        merged = self.plan.merge(self.plan.conform(state, [self.key, _START, TOUCHED]), extra=[(TOUCHED, "max")])
         open_mask = pc.greater(pc.add(merged.column(_START), self.size_ms), watermark_ms)
         still_open = merged.filter(open_mask).drop_columns([TOUCHED])
         closed = merged.filter(pc.invert(open_mask))
@@ -262,7 +262,7 @@ def _untouched(partials: pa.Table) -> pa.Table:
 class TumblingWindows(_AlignedWindows):
     """Keyed tumbling event-time windows ``[n * size_ms, (n + 1) * size_ms)``: each row is in exactly one."""
 
-    STATE_FORMAT = "tumbling/1"
+    STATE_FORMAT = "tumbling/2"  # 2: partials named by meaning
 
     def __init__(self, config: AggregateConfig, carry_trace: bool = False) -> None:
         if not isinstance(config.window, TumblingWindowConfig):
@@ -273,7 +273,7 @@ class TumblingWindows(_AlignedWindows):
 class HoppingWindows(_AlignedWindows):
     """Windows of ``size_ms`` starting at every multiple of ``hop_ms``: each row is in ``size_ms / hop_ms``."""
 
-    STATE_FORMAT = "hopping/1"
+    STATE_FORMAT = "hopping/2"
 
     def __init__(self, config: AggregateConfig, carry_trace: bool = False) -> None:
         if not isinstance(config.window, HoppingWindowConfig):

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import AggregateConfig
+from pipelines.keyed_operator import StateMeaning
 
 __all__ = [
     "END_OF_TIME_MS",
@@ -53,9 +54,14 @@ _MERGE = {"count_all": "sum", "count": "sum", "sum": "sum", "min": "min", "max":
 
 @dataclass(frozen=True)
 class _Partial:
-    name: str
     source: str | None
     function: str
+
+    @property
+    def name(self) -> str:
+        """Named by meaning (``sum(amount_cents)``, ``count(*)``), never by position: state written under one
+        order of the aggregations reads the same under another."""
+        return f"{'count' if self.function == 'count_all' else self.function}({self.source or '*'})"
 
     @property
     def merge(self) -> str:
@@ -70,27 +76,48 @@ class AggregationPlan:
         (ARCHITECTURE.md section 6)."""
         self.key = config.key
         self._final: dict[str, tuple[str, ...]] = {}
-        partials: dict[tuple[str | None, str], _Partial] = {}
+        partials: dict[str, _Partial] = {}
+        self.needed_by: dict[str, str] = {}
+        """Each partial's name to the aggregations that need it, for messages."""
 
-        def partial(source: str | None, function: str) -> str:
-            spec = partials.setdefault((source, function), _Partial(f"__p{len(partials)}", source, function))
+        def partial(source: str | None, function: str, needed_by: str) -> str:
+            candidate = _Partial(source, function)
+            spec = partials.setdefault(candidate.name, candidate)
+            named = self.needed_by.get(spec.name)
+            self.needed_by[spec.name] = needed_by if named is None else f"{named} and {needed_by}"
             return spec.name
 
         for name, aggregation in config.aggregations.items():
+            needed_by = f"aggregation {name!r}"
             if aggregation.fn == "count":
-                self._final[name] = ("count", partial(None, "count_all"))
+                self._final[name] = ("count", partial(None, "count_all", needed_by))
             elif aggregation.fn == "mean":
                 self._final[name] = (
                     "mean",
-                    partial(aggregation.column, "sum"),
-                    partial(aggregation.column, "count"),
+                    partial(aggregation.column, "sum", needed_by),
+                    partial(aggregation.column, "count", needed_by),
                 )
             else:
-                self._final[name] = (aggregation.fn, partial(aggregation.column, aggregation.fn))
+                self._final[name] = (aggregation.fn, partial(aggregation.column, aggregation.fn, needed_by))
         if carry_trace:
-            self._final[TRACEPARENT] = ("first", partial(TRACEPARENT, "first"))
+            self._final[TRACEPARENT] = ("first", partial(TRACEPARENT, "first", "tracing"))
         self.partials = tuple(partials.values())
         self.source_columns = sorted({spec.source for spec in self.partials if spec.source is not None})
+
+    @property
+    def held_partials(self) -> frozenset[str]:
+        """The partials a snapshot must hold to restore; the trace partial is optional (tracing may have been
+        turned on since: restored windows then carry no trace context, see :meth:`conform`)."""
+        return frozenset(spec.name for spec in self.partials if spec.source != TRACEPARENT)
+
+    def conform(self, state: pa.Table, columns: Sequence[str]) -> pa.Table:
+        """``state`` (checked by its meaning) cut to ``columns`` and this plan's partials, a trace partial it
+        lacks added as nulls; the partials of aggregations removed since the snapshot are dropped."""
+        state = state.replace_schema_metadata(None)
+        for spec in self.partials:
+            if spec.source == TRACEPARENT and spec.name not in state.column_names:
+                state = state.append_column(spec.name, pa.nulls(state.num_rows, pa.string()))
+        return state.select([*columns, *(spec.name for spec in self.partials)])
 
     def partial_aggregate(self, rows: pa.Table, by: str = WINDOW_START_INTERNAL) -> pa.Table:
         """Group raw rows (key, ``by``, source columns) into one partial row per (key, ``by``), in row order."""
@@ -182,12 +209,15 @@ class EventTimeWindows:
     """What every window kind shares: its aggregation plan, lateness and early-update settings, its watermark.
 
     Subclasses set ``STATE_FORMAT`` and implement ``advance``; ``flush`` closes everything (end of input).
+    Their snapshots are tagged with :meth:`state_meaning`, which restore checks.
     """
 
     STATE_FORMAT: ClassVar[str]
 
     def __init__(self, config: AggregateConfig, carry_trace: bool) -> None:
         self.plan = AggregationPlan(config, carry_trace)
+        settings = config.window.model_dump(exclude={"type"})
+        self._window = " ".join([config.window.type, *(f"{name}={value}" for name, value in sorted(settings.items()))])
         self._lateness_ms = config.allowed_lateness_ms
         self._early_ms = config.early_update_ms
         self._updates = config.emits_updates
@@ -200,6 +230,16 @@ class EventTimeWindows:
     @property
     def watermark_ms(self) -> int:
         return self._watermark_ms
+
+    def state_meaning(self, holds: frozenset[str] | None = None) -> StateMeaning:
+        """What this operator's snapshots mean: its format, key column and window; ``holds`` (by default the
+        plan's partials) what each row of them carries."""
+        return StateMeaning(
+            self.STATE_FORMAT,
+            {"key": self.key, "window": self._window},
+            self.plan.held_partials if holds is None else holds,
+            self.plan.needed_by,
+        )
 
     def advance(self, watermark_ms: int) -> pa.Table | None:
         raise NotImplementedError

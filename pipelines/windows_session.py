@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import AggregateConfig, SessionWindowConfig
-from pipelines.keyed_operator import Added, check_state_format, tag_state
+from pipelines.keyed_operator import Added
 from pipelines.windows_plan import (
     TOUCHED,
     AggregationPlan,
@@ -44,7 +44,7 @@ _LAST = "_last_event_time"
 class SessionWindows(EventTimeWindows):
     """Keyed session windows with inactivity gap ``gap_ms`` (module doc)."""
 
-    STATE_FORMAT = "session/1"
+    STATE_FORMAT = "session/2"  # 2: partials named by meaning
 
     def __init__(self, config: AggregateConfig, carry_trace: bool = False) -> None:
         if not isinstance(config.window, SessionWindowConfig):
@@ -131,19 +131,20 @@ class SessionWindows(EventTimeWindows):
     def snapshot(self) -> pa.Table:
         """One row per session: key, start, last event time, merged partials, TOUCHED; tagged."""
         if self._sessions is None:
-            return tag_state(pa.table({self.key: pa.nulls(0), _START: pa.nulls(0, pa.int64())}), self.STATE_FORMAT)
-        return tag_state(self._sessions, self.STATE_FORMAT)
+            return self.state_meaning().tag(pa.table({self.key: pa.nulls(0), _START: pa.nulls(0, pa.int64())}))
+        return self.state_meaning().tag(self._sessions)
 
     def restore(self, state: pa.Table, watermark_ms: int) -> None:
         """Replace state with (a subset of the rows of) snapshots of this operator, at ``watermark_ms``.
 
         Sessions past their lateness at ``watermark_ms`` are emitted (final) by the next :meth:`advance`.
         """
-        check_state_format(state, self.STATE_FORMAT)
+        self.state_meaning().check(state)
         self._watermark_ms = watermark_ms
         self._sessions = None
         if state.num_rows:
-            self._sessions = _untouched(_merge_sessions(self.plan, state.replace_schema_metadata(None), self.gap_ms))
+            pieces = self.plan.conform(state, [self.key, _START, _LAST, TOUCHED])
+            self._sessions = _untouched(_merge_sessions(self.plan, pieces, self.gap_ms))
 
 
 def _merge_sessions(plan: AggregationPlan, pieces: pa.Table, gap_ms: int) -> pa.Table:

@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import AggregateConfig, SlidingWindowConfig
-from pipelines.keyed_operator import Added, check_state_format, tag_state
+from pipelines.keyed_operator import Added
 from pipelines.windows_plan import (
+    TRACEPARENT,
     WINDOW_START_INTERNAL,
     EventTimeWindows,
     early_firing_due,
@@ -69,7 +70,7 @@ class _SortedRows:
 class SlidingWindows(EventTimeWindows):
     """Keyed sliding event-time windows of ``size_ms``, one per key and distinct event time (module doc)."""
 
-    STATE_FORMAT = "sliding/1"
+    STATE_FORMAT = "sliding/2"  # 2: the state records its meaning
 
     def __init__(self, config: AggregateConfig, carry_trace: bool = False) -> None:
         if not isinstance(config.window, SlidingWindowConfig):
@@ -78,6 +79,12 @@ class SlidingWindows(EventTimeWindows):
         self.size_ms = config.window.size_ms
         self._rows: list[pa.Table] = []
         self._min_time: int | None = None
+
+    @property
+    def _held_columns(self) -> frozenset[str]:
+        """The event columns a snapshot must hold: the aggregations' (not the trace context's, which restore
+        adds as nulls when tracing was turned on since)."""
+        return frozenset(column for column in self.plan.source_columns if column != TRACEPARENT)
 
     @property
     def state_rows(self) -> int:
@@ -175,14 +182,18 @@ class SlidingWindows(EventTimeWindows):
         return self.plan.finalise(partials, pa.array(times + 1), is_final if self._updates else None)
 
     def snapshot(self) -> pa.Table:
-        """The rows in state (key, ``_event_time``, source columns), tagged :attr:`STATE_FORMAT`."""
+        """The rows in state (key, ``_event_time``, source columns), tagged with their meaning."""
+        meaning = self.state_meaning(self._held_columns)
         if not self._rows:
-            return tag_state(pa.table({self.key: pa.nulls(0), _TIME: pa.nulls(0, pa.int64())}), self.STATE_FORMAT)
-        return tag_state(self._sorted().table, self.STATE_FORMAT)
+            return meaning.tag(pa.table({self.key: pa.nulls(0), _TIME: pa.nulls(0, pa.int64())}))
+        return meaning.tag(self._sorted().table)
 
     def restore(self, state: pa.Table, watermark_ms: int) -> None:
         """Replace state with (a subset of the rows of) snapshots of this operator, at ``watermark_ms``."""
-        check_state_format(state, self.STATE_FORMAT)
+        self.state_meaning(self._held_columns).check(state)
         self._watermark_ms = watermark_ms
-        self._rows = [state.replace_schema_metadata(None)] if state.num_rows else []
+        state = state.replace_schema_metadata(None)
+        if state.num_rows and TRACEPARENT in self.plan.source_columns and TRACEPARENT not in state.column_names:
+            state = state.append_column(TRACEPARENT, pa.nulls(state.num_rows, pa.string()))  # tracing turned on since
+        self._rows = [state.select([self.key, _TIME, *self.plan.source_columns])] if state.num_rows else []
         self._min_time = int(pc.min(state.column(_TIME)).as_py()) if state.num_rows else None

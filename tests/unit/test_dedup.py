@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,7 +235,11 @@ def test_restore_forgets_ids_expired_at_the_restored_watermark() -> None:
 def test_snapshots_are_tagged_keyed_by_the_id_column_and_immutable() -> None:
     dedup = Dedup(CONFIG)
     empty = dedup.snapshot()
-    assert empty.schema.metadata == {b"eventray.state": STATE_FORMAT.encode()}
+    assert empty.schema.metadata[b"eventray.state"] == STATE_FORMAT.encode()
+    assert json.loads(empty.schema.metadata[b"eventray.state_meaning"]) == {
+        "facts": {"id_column": "event_id"},
+        "holds": [],
+    }
     assert empty.column_names == ["event_id", LAST_SEEN]
     dedup.add(batch_of([("a", 1)]))
     snapshot = dedup.snapshot()

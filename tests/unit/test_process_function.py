@@ -304,7 +304,7 @@ def test_snapshot_rows_and_refusals() -> None:
     operator = KeyedProcess("customer", RunningBalance())
     operator.add(batch_of([("ann", 5, 1)]))
     snapshot = operator.snapshot()
-    assert snapshot.schema.metadata == {b"eventray.state": STATE_FORMAT.encode()}
+    assert snapshot.schema.metadata[b"eventray.state"] == STATE_FORMAT.encode()
     assert [(row["customer"], row["kind"], row["timer_ms"]) for row in snapshot.to_pylist()] == [
         ("ann", "value", None),
         ("ann", "event_timer", 1 + TIMEOUT_MS),

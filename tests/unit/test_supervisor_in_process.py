@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from actors import AggregateActor, AggregateProgress, SourceActor, SourceProgress
 from actors.source_actor import SourceBarrier
 from cluster.assignment import partition_limits
-from cluster.supervisor import Supervisor
+from cluster.supervisor import PipelineFailed, Supervisor
 from pipelines.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.config import PipelineConfig
 from pipelines.orders import orders_pipeline
@@ -319,3 +320,60 @@ def test_progress_while_an_actor_is_dead_is_the_last_progress_not_an_error(tmp_p
     before, during = asyncio.run(poll_through_a_death())
 
     assert during == before
+
+
+class MachineLost(Exception):
+    """Not an actor death the run recovers from: the run fails and leaves its last checkpoint unfinished."""
+
+
+class LostAtCheckpoint(InProcessActors):
+    def __init__(self, lost_at_checkpoint: int) -> None:
+        super().__init__()
+        self.lost_at_checkpoint = lost_at_checkpoint
+
+    def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int,
+                  slot: str) -> Any:  # fmt: skip
+        owner = self
+
+        class Losing(InProcessAggregate):
+            async def checkpoint(self, epoch: int) -> AggregateSnapshot:
+                owner.checkpoints += 1
+                if owner.checkpoints == owner.lost_at_checkpoint:
+                    raise MachineLost(f"the machine of {self.actor_id} was lost at epoch {epoch}")
+                return self.actor.checkpoint(epoch)
+
+        return Losing(AggregateActor(config, actor_id, key_groups, senders, slot), actor_id, self)
+
+
+def test_a_resumed_run_reads_state_by_meaning_and_refuses_a_changed_window_keeping_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """A run fails mid-way; the next run of the same pipeline resumes from its checkpoint. With the aggregations
+    reordered and one removed it reads the windows' partials by meaning: the output equals the reference. With
+    another window size it fails at the restore, naming the difference, and the checkpoint stays for a run with
+    the config that wrote it."""
+    config = orders(tmp_path, aggregate_actors=2).model_copy(update={"delivery": "exactly_once"})
+    config = config.model_copy(update={"checkpoint": config.checkpoint.model_copy(update={"interval_ms": 100})})
+    config = config.model_copy(update={"source": config.source.model_copy(update={"rate_per_s": 20_000})})
+    assert config.aggregate is not None and list(config.aggregate.aggregations)[:2] == ["orders", "revenue_cents"]
+    with pytest.raises(PipelineFailed, match="was lost"):
+        asyncio.run(Supervisor(config, "t-lost", LostAtCheckpoint(lost_at_checkpoint=5)).run())
+
+    resized = config.model_copy(update={"aggregate": config.aggregate.model_copy(
+        update={"window": config.aggregate.window.model_copy(update={"size_ms": 5_000})})})  # fmt: skip
+    with pytest.raises(PipelineFailed) as refused:
+        asyncio.run(Supervisor(resized, "t-resized", InProcessActors()).run())
+    assert "window was 'tumbling size_ms=10000' where this pipeline has 'tumbling size_ms=5000'" in str(refused.value)
+
+    aggregations = config.aggregate.aggregations
+    reordered = config.model_copy(update={"aggregate": config.aggregate.model_copy(update={"aggregations": {
+        "revenue_cents": aggregations["revenue_cents"], "orders": aggregations["orders"]}})})  # fmt: skip
+    summary = asyncio.run(Supervisor(reordered, "t-reordered", InProcessActors()).run())
+
+    assert summary.resumed_from is not None, "the refused run left the checkpoint unfinished"
+    assert 0 < summary.progress.events_in < EVENTS, "this run read on from the checkpoint's offsets"
+    expected, _ = reference_orders(config.source, partition_limits(8, EVENTS), START_TIME_MS, 10_000)  # type: ignore[arg-type]
+    rows = read_jsonl_dir(tmp_path / "out")
+    actual = {(r["customer_id"], r["window_start_ms"]): (r["orders"], r["revenue_cents"]) for r in rows}
+    assert len(actual) == len(rows), "no window is written twice"
+    assert actual == {key: (value["orders"], value["revenue_cents"]) for key, value in expected.items()}

@@ -241,7 +241,7 @@ def test_without_a_delete_column_every_row_is_a_version() -> None:
 def test_snapshots_are_tagged_and_immutable() -> None:
     table = UpsertTable(CONFIG)
     empty = table.snapshot()
-    assert empty.schema.metadata == {b"eventray.state": STATE_FORMAT.encode()}
+    assert empty.schema.metadata[b"eventray.state"] == STATE_FORMAT.encode()
     assert "sku" in empty.column_names
     table.add(batch_of([("a", 1, 1, False)]))
     snapshot = table.snapshot()
