@@ -15,7 +15,6 @@ from actors.metrics import PipelineMetrics
 from actors.outputs import open_dead_letter, open_result_sinks
 from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import AggregateProgress
-from actors.source_actor import END_OF_INPUT, NO_WATERMARK
 from actors.telemetry import Telemetry
 from pipelines.checkpoint_store import AggregateSnapshot, CheckpointStore, WriteAhead
 from pipelines.config import PipelineConfig
@@ -25,6 +24,7 @@ from pipelines.plan import compile_pipeline
 from pipelines.process_function import KeyedProcess
 from pipelines.records import DEAD_LETTER_SCHEMA
 from pipelines.sinks import ConsoleSink
+from pipelines.watermarks import END_OF_TIME_MS, NO_WATERMARK
 
 __all__ = ["AggregateActor"]
 
@@ -146,7 +146,7 @@ class AggregateActor:
     def finish(self, sender: int) -> AggregateProgress:
         """``sender`` has no more input. When it was the last one, emit everything (made durable and committed
         by the final checkpoint)."""
-        self._sender_watermarks[sender] = END_OF_INPUT
+        self._sender_watermarks[sender] = END_OF_TIME_MS
         self._idle_senders.discard(sender)
         if self.done:
             self._emit(self._operator.flush())
@@ -248,7 +248,7 @@ class AggregateActor:
 
     @property
     def done(self) -> bool:
-        return all(watermark == END_OF_INPUT for watermark in self._sender_watermarks)
+        return all(watermark == END_OF_TIME_MS for watermark in self._sender_watermarks)
 
     def close(self) -> AggregateProgress:
         for sink in self._sinks:

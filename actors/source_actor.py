@@ -27,8 +27,9 @@ from pipelines.idleness import PartitionIdleness
 from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
+from pipelines.watermarks import NO_WATERMARK
 
-__all__ = ["END_OF_INPUT", "NO_WATERMARK", "SourceActor", "SourceBarrier"]
+__all__ = ["SourceActor", "SourceBarrier"]
 
 
 def _carry_trace(events: pa.RecordBatch, batch_trace: BatchTrace) -> pa.RecordBatch:
@@ -36,10 +37,6 @@ def _carry_trace(events: pa.RecordBatch, batch_trace: BatchTrace) -> pa.RecordBa
     if index < 0 or batch_trace.traceparent is None:
         return events
     return events.set_column(index, "_traceparent", batch_trace.carry(events.column(index)))
-
-
-NO_WATERMARK = -(1 << 62)
-END_OF_INPUT = 1 << 62
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ import pyarrow.compute as pc
 
 from pipelines.keyed_operator import Added, StateFormatError, StateMeaning
 from pipelines.state_config import DedupConfig
+from pipelines.watermarks import NO_WATERMARK
 
 __all__ = ["LAST_SEEN", "STATE_FORMAT", "Dedup", "Deduplicated"]
 
 STATE_FORMAT = "dedup/1"
 LAST_SEEN = "last_seen_ms"
 TIMESTAMP = "_timestamp"
-_NO_WATERMARK = -(1 << 62)
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Dedup:
         self._config = config
         self._meaning = StateMeaning(STATE_FORMAT, {"id_column": config.id_column})
         self._state: pa.Table | None = None
-        self._watermark_ms = _NO_WATERMARK
+        self._watermark_ms = NO_WATERMARK
         self._duplicates_dropped = 0
         self._rows_without_id = 0
 

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from pipelines.errors import ConfigError
 from pipelines.keyed_operator import Added, StateFormatError, StateMeaning
 from pipelines.state_config import KeyedProcessConfig
+from pipelines.watermarks import END_OF_TIME_MS, NO_WATERMARK
 
 __all__ = [
     "STATE_FORMAT",
@@ -44,8 +45,6 @@ __all__ = [
 ]
 
 STATE_FORMAT = "process/1"
-_NO_WATERMARK = -(1 << 62)
-_END_OF_TIME = 1 << 62
 
 Key: TypeAlias = Any  # a value of the key column as Python: str, int, bytes ... or None
 Output: TypeAlias = list[dict[str, Any]] | pa.Table | None  # rows user code emits
@@ -183,7 +182,7 @@ class KeyedProcess:
         self._values: dict[Key, bytes] = {}
         self._timers = _Timers()
         self._key_type: pa.DataType = pa.null()
-        self._watermark_ms = _NO_WATERMARK
+        self._watermark_ms = NO_WATERMARK
         self._processing_time_ms: int | None = None
 
     @classmethod
@@ -232,7 +231,7 @@ class KeyedProcess:
 
     def flush(self) -> pa.Table | None:
         """Fire every event-time timer, as if the watermark reached the end of time."""
-        return self.advance(_END_OF_TIME)
+        return self.advance(END_OF_TIME_MS)
 
     def snapshot(self) -> pa.Table:
         """Values and timers as rows of (key, kind, value, timer_ms), tagged ``process/1``.

@@ -25,13 +25,13 @@ import pyarrow.compute as pc
 
 from pipelines.keyed_operator import Added, StateFormatError, StateMeaning
 from pipelines.state_config import UpsertConfig
+from pipelines.watermarks import NO_WATERMARK
 
 __all__ = ["STATE_FORMAT", "UpsertTable", "Upserted"]
 
 STATE_FORMAT = "upsert/1"
 TIMESTAMP = "_timestamp"
 METADATA_COLUMNS = frozenset({"_timestamp", "_partition", "_offset", "_key", "_traceparent"})
-_NO_WATERMARK = -(1 << 62)
 _COMBINE_AFTER_CHUNKS = 64
 
 _Ints = npt.NDArray[np.int64]
@@ -68,7 +68,7 @@ class UpsertTable:
             STATE_FORMAT, {"key": config.key, "delete_column": config.delete_column or "(none)"}
         )
         self._state: pa.Table | None = None
-        self._watermark_ms = _NO_WATERMARK
+        self._watermark_ms = NO_WATERMARK
         self._stale_versions_dropped = 0
 
     @property

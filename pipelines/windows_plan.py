@@ -18,11 +18,10 @@ import pyarrow.compute as pc
 
 from pipelines.config import AggregateConfig
 from pipelines.keyed_operator import StateMeaning
+from pipelines.watermarks import END_OF_TIME_MS, NO_WATERMARK
 
 __all__ = [
-    "END_OF_TIME_MS",
     "IS_FINAL",
-    "NO_WATERMARK",
     "TOUCHED",
     "TRACEPARENT",
     "WINDOW_END",
@@ -44,10 +43,6 @@ TRACEPARENT = "_traceparent"
 WINDOW_START_INTERNAL = "_window_start"
 TOUCHED = "_touched"
 """int8 column of state tables: 1 where a window took rows since it last emitted (only where updates matter)."""
-
-NO_WATERMARK = -(1 << 62)
-END_OF_TIME_MS = 1 << 62
-"""The watermark of :meth:`flush`: past every window's end plus any lateness, still far from int64 overflow."""
 
 _MERGE = {"count_all": "sum", "count": "sum", "sum": "sum", "min": "min", "max": "max", "first": "first"}
 
