@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from actors.epoch_outputs import FlushingOutput, Output, prepare_outputs
 from actors.faults import crash_if_planned
 from actors.metrics import PipelineMetrics
-from actors.outputs import open_dead_letter, open_result_sinks
+from actors.outputs import open_dead_letter, open_result_sinks, output_lineage
 from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import AggregateProgress
 from actors.telemetry import Telemetry
@@ -69,8 +69,9 @@ class AggregateActor:
         self._metrics = PipelineMetrics(config.name)
         self._sender_watermarks = [NO_WATERMARK] * senders
         self._idle_senders: set[int] = set()
-        self._sinks: list[Output] = open_result_sinks(config, actor_id, self._slot, self._telemetry)
-        self._late_output = open_dead_letter(config, f"{actor_id}-late", f"{self._slot}-late", self._telemetry)
+        lineage = output_lineage(config, self._store)
+        self._sinks: list[Output] = open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage)
+        self._late_output = open_dead_letter(config, f"{actor_id}-late", f"{self._slot}-late", self._telemetry, lineage)
         self._events_in = 0
         self._windows_emitted = 0
         self._late_events = 0

@@ -125,12 +125,13 @@ class StagedFileOutput:
 
 
 class TransactionalKafkaOutput:
-    """Exactly-once Kafka: one transaction per epoch with a commit marker ``(slot, epoch)`` in it; the epoch's
-    rows are kept until commit so the checkpoint can hold them (write-ahead)."""
+    """Exactly-once Kafka: one transaction per epoch with a commit marker ``(lineage, slot, epoch)`` in it; the
+    epoch's rows are kept until commit so the checkpoint can hold them (write-ahead)."""
 
-    def __init__(self, sink: KafkaSink | KafkaDeadLetterSink, slot: str, pipeline: str) -> None:
+    def __init__(self, sink: KafkaSink | KafkaDeadLetterSink, slot: str, pipeline: str, lineage: str) -> None:
         self.sink = sink
         self.slot = slot
+        self.lineage = lineage
         self._marker_topic = commit_marker_topic(pipeline)
         self._rows: list[pa.Table] = []
 
@@ -141,9 +142,13 @@ class TransactionalKafkaOutput:
         self._rows.append(rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows]))
 
     def begin_epoch(self, epoch: int) -> None:
-        """Every record of the epoch carries ``eventray.slot`` and ``eventray.epoch`` headers, so a checker can
-        tell which transaction wrote it (``eventray verify``: aborted reads)."""
-        self.sink.producer.extra_headers = [("eventray.slot", self.slot.encode()), ("eventray.epoch", b"%d" % epoch)]
+        """Every record of the epoch carries ``eventray.slot``, ``eventray.epoch`` and ``eventray.lineage``
+        headers, so a checker can tell which transaction wrote it (``eventray verify``: aborted reads)."""
+        self.sink.producer.extra_headers = [
+            ("eventray.slot", self.slot.encode()),
+            ("eventray.epoch", b"%d" % epoch),
+            ("eventray.lineage", self.lineage.encode()),
+        ]
 
     def flush(self) -> None:
         """Records are acknowledged at :meth:`prepare`; they are visible to read_committed readers at commit."""
@@ -151,7 +156,7 @@ class TransactionalKafkaOutput:
     def prepare(self, epoch: int) -> tuple[list[PendingFile], pa.Table | None]:
         if not self._rows:
             return [], None
-        marker = CommitMarker(self.slot, epoch)
+        marker = CommitMarker(self.slot, epoch, self.lineage)
         self.sink.producer.send_to(self._marker_topic, marker.key(), marker.value())
         self.sink.producer.flush()
         rows = pa.concat_tables(self._rows, promote_options="permissive")

@@ -6,11 +6,12 @@ from __future__ import annotations
 from actors.epoch_outputs import FlushingOutput, Output, StagedFileOutput, TransactionalKafkaOutput
 from actors.kafka.producer_sink import KafkaDeadLetterSink, KafkaSink
 from actors.telemetry import Telemetry
+from pipelines.checkpoint_store import CheckpointStore
 from pipelines.config import ConsoleSinkConfig, DeadLetterConfig, PipelineConfig, SinkConfig
 from pipelines.kafka_config import KafkaConnectionConfig, KafkaDeadLetterConfig, KafkaSinkConfig
 from pipelines.sinks import open_sink
 
-__all__ = ["open_dead_letter", "open_result_sinks", "transactional_id"]
+__all__ = ["open_dead_letter", "open_result_sinks", "output_lineage", "transactional_id"]
 
 
 def _connection(config: PipelineConfig) -> KafkaConnectionConfig:
@@ -25,29 +26,40 @@ def transactional_id(config: PipelineConfig, slot: str) -> str:
 
 
 def _open(config: PipelineConfig, output: SinkConfig | DeadLetterConfig | KafkaDeadLetterConfig, writer: str,
-          slot: str, telemetry: Telemetry) -> Output:  # fmt: skip
+          slot: str, telemetry: Telemetry, lineage: str) -> Output:  # fmt: skip
     exactly_once = config.delivery == "exactly_once"
     txn = transactional_id(config, slot) if exactly_once else None
     if isinstance(output, KafkaSinkConfig):
         sink = KafkaSink(output, _connection(config), f"{config.name}-{writer}", telemetry, txn)
-        return TransactionalKafkaOutput(sink, slot, config.name) if exactly_once else FlushingOutput(sink)
+        return TransactionalKafkaOutput(sink, slot, config.name, lineage) if exactly_once else FlushingOutput(sink)
     if isinstance(output, KafkaDeadLetterConfig):
         dead = KafkaDeadLetterSink(
             output.topic, _connection(config), f"{config.name}-{writer}", config.name, txn, output.max_record_bytes
         )
-        return TransactionalKafkaOutput(dead, slot, config.name) if exactly_once else FlushingOutput(dead)
+        return TransactionalKafkaOutput(dead, slot, config.name, lineage) if exactly_once else FlushingOutput(dead)
     if exactly_once and not isinstance(output, ConsoleSinkConfig):
         return StagedFileOutput(output.path, writer, lambda directory, name: open_sink(output.model_copy(
             update={"path": directory}), name))  # fmt: skip
     return FlushingOutput(open_sink(output, writer))
 
 
-def open_result_sinks(config: PipelineConfig, writer: str, slot: str, telemetry: Telemetry) -> list[Output]:
+def open_result_sinks(
+    config: PipelineConfig, writer: str, slot: str, telemetry: Telemetry, lineage: str
+) -> list[Output]:
     """``writer`` names this actor's files (unique per actor incarnation); ``slot`` is its stable place in the
-    topology (e.g. ``aggregate-0``), which names its Kafka transactions."""
-    return [_open(config, sink, writer, f"{slot}/sink-{index}", telemetry) for index, sink in enumerate(config.sinks)]
+    topology (e.g. ``aggregate-0``), which names its Kafka transactions; ``lineage`` is the checkpoint location's
+    (exactly-once commit markers carry it)."""
+    return [
+        _open(config, sink, writer, f"{slot}/sink-{index}", telemetry, lineage)
+        for index, sink in enumerate(config.sinks)
+    ]
 
 
-def open_dead_letter(config: PipelineConfig, writer: str, slot: str, telemetry: Telemetry) -> Output:
+def open_dead_letter(config: PipelineConfig, writer: str, slot: str, telemetry: Telemetry, lineage: str) -> Output:
     return _open(config, config.dead_letter, f"{writer}-dlq" if isinstance(config.dead_letter,
-                 KafkaDeadLetterConfig) else writer, f"{slot}/dead-letter", telemetry)  # fmt: skip
+                 KafkaDeadLetterConfig) else writer, f"{slot}/dead-letter", telemetry, lineage)  # fmt: skip
+
+
+def output_lineage(config: PipelineConfig, store: CheckpointStore | None) -> str:
+    """The lineage exactly-once outputs name their epochs with ("" when no output needs one)."""
+    return store.lineage() if store is not None and config.delivery == "exactly_once" else ""

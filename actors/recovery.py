@@ -37,7 +37,7 @@ def recover_kafka_outputs(
     transactional = [output for output in outputs if isinstance(output, TransactionalKafkaOutput)]
     if not transactional or config.kafka is None:
         return 0
-    committed = asyncio.run(read_committed_markers(config.kafka, config.name))
+    committed = asyncio.run(read_committed_markers(config.kafka, config.name, store.lineage()))
     by_slot = {ahead.slot: ahead for ahead in write_ahead}
     redone = 0
     for output in transactional:

@@ -14,7 +14,7 @@ from actors.downstream import Downstream
 from actors.epoch_outputs import Output, prepare_outputs
 from actors.faults import crash_if_planned
 from actors.metrics import PipelineMetrics
-from actors.outputs import open_dead_letter, open_result_sinks
+from actors.outputs import open_dead_letter, open_result_sinks, output_lineage
 from actors.reader_set import ReaderSet
 from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import SourceProgress
@@ -99,8 +99,11 @@ class SourceActor:
                 raise ValueError("a pipeline with a keyed stage needs a downstream and owner_of_group")
             self._router = KeyGroupRouter(stage.key, config.runtime.max_key_groups, owner_of_group)
         self._telemetry = Telemetry(config, actor_id)
-        self._sinks: list[Output] = [] if stage else open_result_sinks(config, actor_id, self._slot, self._telemetry)
-        self._dead_letter = open_dead_letter(config, actor_id, self._slot, self._telemetry)
+        lineage = output_lineage(config, self._store)
+        self._sinks: list[Output] = (
+            [] if stage else open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage)
+        )
+        self._dead_letter = open_dead_letter(config, actor_id, self._slot, self._telemetry, lineage)
         self._metrics = PipelineMetrics(config.name)
         breaker = config.circuit_breaker
         self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")

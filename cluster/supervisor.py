@@ -110,6 +110,8 @@ class Supervisor:
 
         Resumes from the last checkpoint of an unfinished earlier run of the same pipeline, if there is one.
         """
+        if self._store is not None:
+            self._store.ensure_lineage()  # before any actor starts: exactly-once outputs name their epochs with it
         checkpoint = self._resumed_from = self._resume_point()
         if checkpoint is not None:
             self._baseline = checkpoint.counts

@@ -84,6 +84,7 @@ _CHUNK = 50_000
 _READ_DEADLINE_S = 120.0
 _SLOT_HEADER = "eventray.slot"
 _EPOCH_HEADER = "eventray.epoch"
+_LINEAGE_HEADER = "eventray.lineage"
 
 
 def delivery_of(config: PipelineConfig) -> Delivery:
@@ -291,7 +292,7 @@ def _kafka_row(topic: str, record: Any) -> dict[str, Any]:
         **value,
         STREAM: f"{topic}/{record.partition}",
         POSITION: record.offset,
-        SLOT: None if slot is None else slot.decode(),
+        SLOT: None if slot is None else _slot_in_lineage(slot.decode(), headers.get(_LINEAGE_HEADER, b"").decode()),
         EPOCH: None if epoch is None else int(epoch),
     }
 
@@ -349,7 +350,14 @@ async def _read_commits(config: PipelineConfig) -> pa.Table:
         return COMMITS_SCHEMA.empty_table()
     records = await _read_topic(connection, topic, "read_committed")
     rows = [msgspec.json.decode(r.value) for chunk in records.values() for r in chunk if r.value]
-    return pa.Table.from_pylist([{"slot": row["slot"], "epoch": row["epoch"]} for row in rows], schema=COMMITS_SCHEMA)
+    markers = [{"slot": _slot_in_lineage(row["slot"], row.get("lineage", "")), "epoch": row["epoch"]} for row in rows]
+    return pa.Table.from_pylist(markers, schema=COMMITS_SCHEMA)
+
+
+def _slot_in_lineage(slot: str, lineage: str) -> str:
+    """A slot qualified by its checkpoint lineage, for records and markers alike: epoch numbers restart in a new
+    checkpoint location, so (slot, epoch) alone could match a record to another location's marker."""
+    return f"{lineage}/{slot}" if lineage else slot
 
 
 # --- Kafka ----------------------------------------------------------------------------------------------------

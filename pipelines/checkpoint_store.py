@@ -5,11 +5,18 @@ Layout under ``<uri>/<pipeline>/``::
     epoch-000012/state-aggregate-0.arrow      keyed state of one actor (rows carry their key group)
     epoch-000012/ahead-aggregate-0-1.arrow    write-ahead copy of an exactly-once Kafka sink's epoch output
     epoch-000012/_checkpoint.json             written last, atomically: the epoch is complete once it exists
+    LINEAGE                                   the identity of this location's sequence of epochs (see below)
 
 Guarantees: a checkpoint is *complete* only when its metadata exists, and the metadata names every file with
 its size and SHA-256, so a torn or truncated file (a crash mid-write, a disk error) makes :meth:`latest` skip
 that epoch and fall back to the one before. Files are never modified after being written (snapshots are
 immutable); :meth:`prune` keeps the newest ``keep`` complete epochs.
+
+Epoch numbers count up from the highest one a location holds, so they start again at 1 in a new location (or
+one whose directory was deleted to rebuild state). Anything kept outside the location that names an epoch
+(exactly-once commit markers in Kafka) names it with the location's *lineage* too, a random identity created
+when the location is first used (:meth:`CheckpointStore.ensure_lineage`): epoch 3 of one lineage says nothing
+of epoch 3 of another.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 
 import msgspec
 import pyarrow as pa
@@ -28,6 +36,7 @@ __all__ = [
     "AggregateSnapshot",
     "Checkpoint",
     "CheckpointStore",
+    "MissingLineageError",
     "PendingFile",
     "RunCounts",
     "SourceSnapshot",
@@ -40,10 +49,16 @@ log = logging.getLogger(__name__)
 
 _METADATA = "_checkpoint.json"
 _EPOCH_PREFIX = "epoch-"
+_LINEAGE = "LINEAGE"
 
 
 class TornSnapshotError(FatalError):
     """A state file does not match the size or checksum its checkpoint recorded."""
+
+
+class MissingLineageError(FatalError):
+    """An actor found no lineage where the Supervisor creates one before it starts any actor (the checkpoint
+    location was deleted or replaced while the pipeline ran). Operator action: run the pipeline again."""
 
 
 class StateFile(msgspec.Struct, frozen=True):
@@ -148,6 +163,37 @@ class CheckpointStore:
             self._fs, root = pafs.LocalFileSystem(), uri
         self.root = f"{root.rstrip('/')}/{pipeline}"
         self._fs.create_dir(self.root, recursive=True)
+
+    def ensure_lineage(self) -> str:
+        """This location's lineage, created (random, written atomically) if it has none yet. Called by the
+        Supervisor alone, before any actor starts, so one location never gets two."""
+        existing = self._read_lineage()
+        if existing is not None:
+            return existing
+        temporary = f"{self.root}/{_LINEAGE}.{uuid.uuid4().hex}.tmp"
+        with self._fs.open_output_stream(temporary) as out:
+            out.write(uuid.uuid4().hex.encode())
+        self._fs.move(temporary, f"{self.root}/{_LINEAGE}")
+        created = self._read_lineage()
+        assert created is not None
+        return created
+
+    def lineage(self) -> str:
+        """This location's lineage (:meth:`ensure_lineage` created it); :class:`MissingLineageError` if none."""
+        existing = self._read_lineage()
+        if existing is None:
+            raise MissingLineageError(
+                f"checkpoint location {self.root} has no {_LINEAGE} file: it was deleted or replaced while the "
+                "pipeline ran. Operator action: run the pipeline again"
+            )
+        return existing
+
+    def _read_lineage(self) -> str | None:
+        try:
+            with self._fs.open_input_file(f"{self.root}/{_LINEAGE}") as source:
+                return bytes(source.read()).decode().strip() or None
+        except FileNotFoundError:
+            return None
 
     @staticmethod
     def epoch_dir(epoch: int) -> str:

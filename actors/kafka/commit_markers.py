@@ -1,8 +1,13 @@
 """Commit markers of exactly-once Kafka sinks (ARCHITECTURE.md section 4).
 
-Each transaction of a sink slot also writes a marker ``(slot, epoch)`` to ``<pipeline>.eventray-commits`` (one
-partition, compacted, key = slot). A read_committed reader sees a marker only if its transaction committed, so
-after a crash the newest marker per slot says whether that slot's last epoch reached Kafka.
+Each transaction of a sink slot also writes a marker ``(lineage, slot, epoch)`` to ``<pipeline>.eventray-commits``
+(one partition, compacted, key = lineage and slot). A read_committed reader sees a marker only if its transaction
+committed, so after a crash the newest marker of the slot in the checkpoint location's lineage says whether that
+slot's last epoch reached Kafka. The lineage (:meth:`~pipelines.checkpoint_store.CheckpointStore.ensure_lineage`)
+matters because epoch numbers start again in a new checkpoint location: without it, the marker of an earlier
+location's epoch 40 would pass for this one's epoch 3 and suppress a redo that is needed (lost output). Within a
+lineage a slot's markers are written in epoch order, so the one compaction keeps per key is the newest.
+Markers written before lineages existed (no lineage) belong to no lineage and count for none.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ __all__ = ["CommitMarker", "commit_marker_topic", "read_committed_markers"]
 class CommitMarker(msgspec.Struct, frozen=True):
     slot: str
     epoch: int
+    lineage: str = ""
 
     def key(self) -> bytes:
-        return self.slot.encode()
+        return f"{self.lineage}/{self.slot}".encode() if self.lineage else self.slot.encode()
 
     def value(self) -> bytes:
         return msgspec.json.encode(self)
@@ -30,8 +36,8 @@ def commit_marker_topic(pipeline: str) -> str:
     return f"{pipeline}.eventray-commits"
 
 
-async def read_committed_markers(connection: KafkaConnectionConfig, pipeline: str) -> dict[str, int]:
-    """The newest committed epoch per slot (slots that never committed are absent)."""
+async def read_committed_markers(connection: KafkaConnectionConfig, pipeline: str, lineage: str) -> dict[str, int]:
+    """The newest committed epoch per slot in ``lineage`` (slots that never committed in it are absent)."""
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False, isolation_level="read_committed", **client_options(connection)
     )
@@ -52,6 +58,8 @@ async def read_committed_markers(connection: KafkaConnectionConfig, pipeline: st
                 if record.value is None:
                     continue
                 marker = msgspec.json.decode(record.value, type=CommitMarker)
+                if marker.lineage != lineage:
+                    continue  # another checkpoint location's epochs (or a marker from before lineages)
                 newest[marker.slot] = max(newest.get(marker.slot, -1), marker.epoch)
         return newest
     finally:

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from actors.kafka.admin import ensure_topic
+from actors.kafka.commit_markers import CommitMarker, commit_marker_topic
 from cluster.produce import produce_events
 from cluster.run_report import RunProgress, RunSummary
 from cluster.runner import run_pipeline
@@ -269,3 +272,56 @@ def test_kafka_exactly_once_survives_kills_and_a_crash_between_producing_and_com
     assert report.outputs[0].aborted_read.count == 0
     records = topic_records(kafka_bootstrap, f"{name}.out")
     assert all(dict(record.headers).get("eventray.epoch") for record in records), "each record names its epoch"
+
+
+async def _leave_markers_of_an_earlier_location(bootstrap: str, pipeline: str, slots: list[str], epoch: int) -> None:
+    """Committed markers of ``slots`` at ``epoch``, as an earlier checkpoint location's long run leaves them: in
+    the format before lineages (key = slot) and in another lineage."""
+    await ensure_topic(connection(bootstrap), commit_marker_topic(pipeline), 1, compacted=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for slot in slots:
+            for marker in (CommitMarker(slot, epoch), CommitMarker(slot, epoch, "an-earlier-location")):
+                await producer.send(commit_marker_topic(pipeline), marker.value(), key=marker.key(), partition=0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.kafka
+def test_markers_of_an_earlier_checkpoint_location_do_not_suppress_a_needed_redo(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Epoch numbers start again at 1 in a new checkpoint location, while the pipeline's commit-marker topic
+    keeps the old location's markers (here epoch 1,000 of every slot). aggregate-0 exits after an early epoch's
+    checkpoint is complete, before it commits its transaction: recovery must redo that epoch, not take the old
+    markers for its commit, or the epoch's windows are lost."""
+    events = 20_000
+    name = unique("chaos-lineage")
+    topic = f"{name}.in"
+    create_topic(kafka_bootstrap, topic)
+    generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=11, rate_per_s=None, event_time_rate_per_s=1_000,
+                                      invalid_fraction=0.01)  # fmt: skip
+    asyncio.run(produce_events(connection(kafka_bootstrap), topic, events, generator, None, START_TIME_MS))
+    slots = [
+        f"aggregate-{n}{late}/{output}" for n in range(2) for late, output in (("", "sink-0"), ("-late", "dead-letter"))
+    ]
+    slots += [f"source-{n}/dead-letter" for n in range(2)]
+    asyncio.run(_leave_markers_of_an_earlier_location(kafka_bootstrap, name, slots, epoch=1_000))
+    config = chaos_orders(
+        tmp_path, events, "exactly_once", bounded=True,
+        name=name,
+        source={"type": "kafka", "topic": topic, "group_id": name, "start": "earliest"},
+        sinks=[{"type": "kafka", "topic": f"{name}.out", "key_column": "customer_id"}],
+        dead_letter={"type": "kafka", "topic": f"{name}.dlq"},
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        checkpoint={"interval_ms": 200, "uri": str(tmp_path / "checkpoints"), "keep": 3},
+        faults=[{"point": "before_commit", "slot": "aggregate-0", "epoch": 1}],
+    )  # fmt: skip
+
+    summary = run_pipeline(config, address=ray_driver.address)
+
+    assert len(summary.recoveries_s) == 1, "the injected crash, recovered"
+    assert summary.reemitted_rows > 0, "the interrupted epoch was redone from the write-ahead"
+    assert_exactly_once(verified(config), events)

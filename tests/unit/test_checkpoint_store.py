@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pyarrow as pa
 import pytest
 
+from actors.kafka.commit_markers import CommitMarker
 from cluster.restore_plan import plan_source_starts
 from pipelines.checkpoint_store import (
     AggregateSnapshot,
     Checkpoint,
     CheckpointStore,
+    MissingLineageError,
     SourceSnapshot,
     TornSnapshotError,
 )
@@ -89,3 +92,22 @@ def test_restore_plan_starts_restored_partitions_at_their_offsets_and_keeps_thei
     assert starts[0].limits == {0: 70}, "a bounded partition still stops at its recorded end"
     assert starts[1].limits == {1: None, 2: 100}, "unbounded stays unbounded; an unknown partition starts fresh"
     assert plan_source_starts([[0]], {0: 5}, None, ["a"])[0].limits == {0: 5}
+
+
+def test_a_location_gets_one_lineage_and_a_new_location_another(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path / "a"), "orders")
+    with pytest.raises(MissingLineageError, match="Operator action"):
+        store.lineage()  # actors read it; only the Supervisor creates it, before any actor starts
+    lineage = store.ensure_lineage()
+    assert lineage and store.ensure_lineage() == lineage == CheckpointStore(str(tmp_path / "a"), "orders").lineage()
+    assert sorted(path.name for path in (tmp_path / "a" / "orders").iterdir()) == ["LINEAGE"], "no temporary left"
+    assert CheckpointStore(str(tmp_path / "b"), "orders").ensure_lineage() != lineage
+    store.clear()  # the directory deleted to rebuild state: its epochs start again, under a new lineage
+    assert store.ensure_lineage() != lineage
+
+
+def test_a_commit_marker_is_keyed_by_lineage_and_slot_so_compaction_keeps_each_lineage_newest() -> None:
+    assert CommitMarker("aggregate-0/sink-0", 3, "abc").key() == b"abc/aggregate-0/sink-0"
+    assert CommitMarker("aggregate-0/sink-0", 3).key() == b"aggregate-0/sink-0"  # as written before lineages
+    legacy = msgspec.json.decode(b'{"slot": "aggregate-0/sink-0", "epoch": 40}', type=CommitMarker)
+    assert legacy.lineage == ""
