@@ -9,8 +9,10 @@ Layout under ``<uri>/<pipeline>/``::
 
 Guarantees: a checkpoint is *complete* only when its metadata exists, and the metadata names every file with
 its size and SHA-256, so a torn or truncated file (a crash mid-write, a disk error) makes :meth:`latest` skip
-that epoch and fall back to the one before. Files are never modified after being written (snapshots are
-immutable); :meth:`prune` keeps the newest ``keep`` complete epochs.
+that epoch and fall back to the one before under at-least-once, and refuse under exactly-once (that epoch's
+outputs may have been committed). A read error is tried again a few times before it counts. On a local disk
+files and directories are fsynced before the metadata that names them is moved into place. Files are never
+modified after being written (snapshots are immutable); :meth:`prune` keeps the newest ``keep`` complete epochs.
 
 Epoch numbers count up from the highest one a location holds, so they start again at 1 in a new location (or
 one whose directory was deleted to rebuild state). Anything kept outside the location that names an epoch
@@ -23,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import uuid
+from collections.abc import Callable
 
 import msgspec
 import pyarrow as pa
@@ -50,10 +54,13 @@ log = logging.getLogger(__name__)
 _METADATA = "_checkpoint.json"
 _EPOCH_PREFIX = "epoch-"
 _LINEAGE = "LINEAGE"
+_READ_ATTEMPTS = 4
+_FIRST_RETRY_S = 0.25
 
 
 class TornSnapshotError(FatalError):
-    """A state file does not match the size or checksum its checkpoint recorded."""
+    """A file of a complete checkpoint cannot be read, or does not match the size or checksum its checkpoint
+    recorded."""
 
 
 class MissingLineageError(FatalError):
@@ -156,12 +163,14 @@ class Checkpoint(msgspec.Struct, frozen=True):
 class CheckpointStore:
     """Checkpoints of one pipeline under ``<uri>/<pipeline>`` (a local directory or a pyarrow.fs URI)."""
 
-    def __init__(self, uri: str, pipeline: str) -> None:
+    def __init__(self, uri: str, pipeline: str, sleep: Callable[[float], None] = time.sleep) -> None:
+        """``sleep`` waits between attempts of a read that failed (storage trouble may be transient)."""
         if "://" in uri:
             self._fs, root = pafs.FileSystem.from_uri(uri)
         else:
             self._fs, root = pafs.LocalFileSystem(), uri
         self.root = f"{root.rstrip('/')}/{pipeline}"
+        self._sleep = sleep
         self._fs.create_dir(self.root, recursive=True)
 
     def ensure_lineage(self) -> str:
@@ -170,10 +179,7 @@ class CheckpointStore:
         existing = self._read_lineage()
         if existing is not None:
             return existing
-        temporary = f"{self.root}/{_LINEAGE}.{uuid.uuid4().hex}.tmp"
-        with self._fs.open_output_stream(temporary) as out:
-            out.write(uuid.uuid4().hex.encode())
-        self._fs.move(temporary, f"{self.root}/{_LINEAGE}")
+        self._write_atomically(f"{self.root}/{_LINEAGE}", uuid.uuid4().hex.encode())
         created = self._read_lineage()
         assert created is not None
         return created
@@ -190,8 +196,7 @@ class CheckpointStore:
 
     def _read_lineage(self) -> str | None:
         try:
-            with self._fs.open_input_file(f"{self.root}/{_LINEAGE}") as source:
-                return bytes(source.read()).decode().strip() or None
+            return self._read(f"{self.root}/{_LINEAGE}").decode().strip() or None
         except FileNotFoundError:
             return None
 
@@ -202,35 +207,34 @@ class CheckpointStore:
     def write_table(self, epoch: int, name: str, table: pa.Table) -> StateFile:
         """Write ``table`` as Arrow IPC into the epoch's directory; return its description for the metadata."""
         relative = f"{self.epoch_dir(epoch)}/{name}.arrow"
-        self._fs.create_dir(f"{self.root}/{self.epoch_dir(epoch)}", recursive=True)
+        self._create_epoch_dir(epoch)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         data = sink.getvalue()
-        with self._fs.open_output_stream(f"{self.root}/{relative}") as out:
+        path = f"{self.root}/{relative}"
+        with self._fs.open_output_stream(path) as out:
             out.write(data)
+        self._sync(path)
         return StateFile(relative, table.num_rows, data.size, hashlib.sha256(data).hexdigest())
 
     def read_table(self, state: StateFile) -> pa.Table:
         """The table of ``state``; :class:`TornSnapshotError` if the file is not exactly what was written."""
         path = f"{self.root}/{state.path}"
         try:
-            with self._fs.open_input_file(path) as source:
-                data = source.read()
-        except (FileNotFoundError, OSError) as error:
+            data = self._read(path)
+        except OSError as error:
             raise TornSnapshotError(f"checkpoint file {path} cannot be read: {error}") from None
         if len(data) != state.size_bytes or hashlib.sha256(data).hexdigest() != state.sha256:
             raise TornSnapshotError(f"checkpoint file {path} is torn ({len(data)} of {state.size_bytes} bytes)")
         return pa.ipc.open_file(pa.py_buffer(data)).read_all()
 
     def commit(self, checkpoint: Checkpoint) -> None:
-        """Make ``checkpoint`` complete: write its metadata to a temporary name, then move it into place."""
-        directory = f"{self.root}/{self.epoch_dir(checkpoint.epoch)}"
-        self._fs.create_dir(directory, recursive=True)
-        temporary = f"{directory}/{_METADATA}.{time.monotonic_ns()}.tmp"
-        with self._fs.open_output_stream(temporary) as out:
-            out.write(msgspec.json.encode(checkpoint))
-        self._fs.move(temporary, f"{directory}/{_METADATA}")
+        """Make ``checkpoint`` complete: write its metadata to a temporary name, then move it into place (on a
+        local disk each file and directory is fsynced first, so a complete checkpoint survives a power loss)."""
+        self._create_epoch_dir(checkpoint.epoch)
+        self._write_atomically(f"{self.root}/{self.epoch_dir(checkpoint.epoch)}/{_METADATA}",
+                               msgspec.json.encode(checkpoint))  # fmt: skip
 
     def latest(self, allow_fallback: bool = True) -> Checkpoint | None:
         """The newest complete checkpoint whose files are all intact.
@@ -241,7 +245,7 @@ class CheckpointStore:
         outputs were committed and restoring an older one would emit them again (exactly-once would break).
         """
         for epoch in sorted(self._epochs(), reverse=True):
-            checkpoint = self._load(epoch)
+            checkpoint = self._load(epoch, allow_fallback)
             if checkpoint is None:
                 continue
             torn = self._torn(checkpoint)
@@ -284,13 +288,65 @@ class CheckpointStore:
                     epochs.append(int(suffix))
         return epochs
 
-    def _load(self, epoch: int) -> Checkpoint | None:
+    def _load(self, epoch: int, allow_fallback: bool = True) -> Checkpoint | None:
+        """The epoch's metadata; None when it has none (incomplete). Metadata that exists but cannot be read or
+        decoded is skipped with a warning when ``allow_fallback``, else :class:`TornSnapshotError`: under
+        exactly-once that epoch's outputs may have been committed, and an older epoch would repeat them."""
         path = f"{self.root}/{self.epoch_dir(epoch)}/{_METADATA}"
         try:
-            with self._fs.open_input_file(path) as source:
-                return msgspec.json.decode(source.read(), type=Checkpoint)
-        except (FileNotFoundError, OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return msgspec.json.decode(self._read(path), type=Checkpoint)
+        except FileNotFoundError:
             return None
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
+            if allow_fallback:
+                log.warning("checkpoint %d cannot be read (%s); falling back to an older one", epoch, error)
+                return None
+            raise TornSnapshotError(
+                f"checkpoint {epoch} of {self.root} exists but cannot be read ({path}: {error}); its outputs may "
+                "have been committed, so an older checkpoint cannot be restored exactly once. Operator action: "
+                "fix the storage and run again, or run once with delivery: at_least_once (duplicates, no loss)"
+            ) from None
+
+    def _read(self, path: str) -> bytes:
+        """The bytes of ``path``. A missing file raises FileNotFoundError at once; other read errors are tried
+        again (``_READ_ATTEMPTS`` in all, waits doubling from ``_FIRST_RETRY_S``) before they are raised."""
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                with self._fs.open_input_file(path) as source:
+                    return bytes(source.read())
+            except FileNotFoundError:  # noqa: PERF203 - a retry loop: the handlers are its point
+                raise
+            except OSError as error:
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+                log.warning("reading %s failed (%s); trying again", path, error)
+                self._sleep(_FIRST_RETRY_S * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _create_epoch_dir(self, epoch: int) -> None:
+        directory = f"{self.root}/{self.epoch_dir(epoch)}"
+        if self._fs.get_file_info(directory).type != pafs.FileType.Directory:
+            self._fs.create_dir(directory, recursive=True)
+            self._sync(self.root)  # the new directory's entry
+
+    def _write_atomically(self, path: str, data: bytes) -> None:
+        """Write ``data`` to a temporary name, then move it to ``path``: readers see all of it or nothing."""
+        temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+        with self._fs.open_output_stream(temporary) as out:
+            out.write(data)
+        self._sync(temporary)
+        self._fs.move(temporary, path)
+        self._sync(path.rsplit("/", 1)[0])  # the rename
+
+    def _sync(self, path: str) -> None:
+        """fsync ``path`` (a file or a directory) on a local disk; object stores are durable once written."""
+        if not isinstance(self._fs, pafs.LocalFileSystem):
+            return
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
     def _torn(self, checkpoint: Checkpoint) -> str | None:
         """What is wrong with the checkpoint's files, or None when every one is intact."""

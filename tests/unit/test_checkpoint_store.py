@@ -111,3 +111,55 @@ def test_a_commit_marker_is_keyed_by_lineage_and_slot_so_compaction_keeps_each_l
     assert CommitMarker("aggregate-0/sink-0", 3).key() == b"aggregate-0/sink-0"  # as written before lineages
     legacy = msgspec.json.decode(b'{"slot": "aggregate-0/sink-0", "epoch": 40}', type=CommitMarker)
     assert legacy.lineage == ""
+
+
+def _make_unreadable(path: Path) -> bytes:
+    """Replace the file at ``path`` with a directory (reading it fails with an OSError that is not a missing
+    file, as a failing disk or network mount would); return what it held."""
+    data = path.read_bytes()
+    path.unlink()
+    path.mkdir()
+    return data
+
+
+def test_metadata_that_cannot_be_read_is_refused_exactly_once_and_skipped_at_least_once(tmp_path: Path) -> None:
+    waits: list[float] = []
+    store = CheckpointStore(str(tmp_path), "p", sleep=waits.append)
+    store.commit(checkpoint_of(store, 1))
+    store.commit(checkpoint_of(store, 2))
+    _make_unreadable(tmp_path / "p" / "epoch-000002" / "_checkpoint.json")
+
+    with pytest.raises(TornSnapshotError, match=r"checkpoint 2 .* exists but cannot be read") as refused:
+        store.latest(allow_fallback=False)
+    assert "Operator action" in str(refused.value)
+    assert len(waits) == 3 and waits == sorted(waits), "tried again, waiting longer each time, before giving up"
+    fallback = store.latest(allow_fallback=True)
+    assert fallback is not None and fallback.epoch == 1
+
+
+def test_a_read_error_that_clears_while_retrying_restores_the_newest_checkpoint(tmp_path: Path) -> None:
+    metadata = tmp_path / "p" / "epoch-000002" / "_checkpoint.json"
+    held: list[bytes] = []
+
+    def storage_recovers(_seconds: float) -> None:  # the first retry finds the storage back
+        if metadata.is_dir():
+            metadata.rmdir()
+            metadata.write_bytes(held[0])
+
+    store = CheckpointStore(str(tmp_path), "p", sleep=storage_recovers)
+    store.commit(checkpoint_of(store, 1))
+    store.commit(checkpoint_of(store, 2))
+    held.append(_make_unreadable(metadata))
+
+    latest = store.latest(allow_fallback=False)
+
+    assert latest is not None and latest.epoch == 2
+
+
+def test_corrupt_metadata_is_refused_exactly_once(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), "p")
+    store.commit(checkpoint_of(store, 1))
+    (tmp_path / "p" / "epoch-000001" / "_checkpoint.json").write_bytes(b'{"epoch": 1, "run_')
+    with pytest.raises(TornSnapshotError, match="exists but cannot be read"):
+        store.latest(allow_fallback=False)
+    assert store.latest(allow_fallback=True) is None
