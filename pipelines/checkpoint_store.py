@@ -23,12 +23,13 @@ of epoch 3 of another.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import msgspec
 import pyarrow as pa
@@ -40,6 +41,7 @@ __all__ = [
     "AggregateSnapshot",
     "Checkpoint",
     "CheckpointStore",
+    "CheckpointWriteError",
     "MissingLineageError",
     "PendingFile",
     "RunCounts",
@@ -66,6 +68,24 @@ class TornSnapshotError(FatalError):
 class MissingLineageError(FatalError):
     """An actor found no lineage where the Supervisor creates one before it starts any actor (the checkpoint
     location was deleted or replaced while the pipeline ran). Operator action: run the pipeline again."""
+
+
+class CheckpointWriteError(FatalError):
+    """A checkpoint file could not be written (disk full, no permission, storage down): the checkpoint is not
+    complete, and the run stops with the path named. Nothing is lost: a run started again resumes from the last
+    complete checkpoint."""
+
+
+@contextlib.contextmanager
+def _writing(path: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        raise CheckpointWriteError(
+            f"cannot write checkpoint file {path}: {error}. Operator action: free space on (or restore write "
+            "access to) the checkpoint location, then run again: the pipeline resumes from its last complete "
+            "checkpoint"
+        ) from error
 
 
 class StateFile(msgspec.Struct, frozen=True):
@@ -213,9 +233,10 @@ class CheckpointStore:
             writer.write_table(table)
         data = sink.getvalue()
         path = f"{self.root}/{relative}"
-        with self._fs.open_output_stream(path) as out:
-            out.write(data)
-        self._sync(path)
+        with _writing(path):
+            with self._fs.open_output_stream(path) as out:
+                out.write(data)
+            self._sync(path)
         return StateFile(relative, table.num_rows, data.size, hashlib.sha256(data).hexdigest())
 
     def read_table(self, state: StateFile) -> pa.Table:
@@ -332,11 +353,12 @@ class CheckpointStore:
     def _write_atomically(self, path: str, data: bytes) -> None:
         """Write ``data`` to a temporary name, then move it to ``path``: readers see all of it or nothing."""
         temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-        with self._fs.open_output_stream(temporary) as out:
-            out.write(data)
-        self._sync(temporary)
-        self._fs.move(temporary, path)
-        self._sync(path.rsplit("/", 1)[0])  # the rename
+        with _writing(path):
+            with self._fs.open_output_stream(temporary) as out:
+                out.write(data)
+            self._sync(temporary)
+            self._fs.move(temporary, path)
+            self._sync(path.rsplit("/", 1)[0])  # the rename
 
     def _sync(self, path: str) -> None:
         """fsync ``path`` (a file or a directory) on a local disk; object stores are durable once written."""

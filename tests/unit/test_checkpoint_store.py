@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import msgspec
@@ -14,6 +15,7 @@ from pipelines.checkpoint_store import (
     AggregateSnapshot,
     Checkpoint,
     CheckpointStore,
+    CheckpointWriteError,
     MissingLineageError,
     SourceSnapshot,
     TornSnapshotError,
@@ -163,3 +165,20 @@ def test_corrupt_metadata_is_refused_exactly_once(tmp_path: Path) -> None:
     with pytest.raises(TornSnapshotError, match="exists but cannot be read"):
         store.latest(allow_fallback=False)
     assert store.latest(allow_fallback=True) is None
+
+
+def test_a_full_disk_stops_the_checkpoint_with_the_path_named_and_keeps_the_last_complete_one(tmp_path: Path) -> None:
+    """/dev/full answers every write with ENOSPC, as a full disk does."""
+    store = CheckpointStore(str(tmp_path), "p")
+    store.commit(checkpoint_of(store, 1))
+    (tmp_path / "p" / "epoch-000002").mkdir()
+    full = tmp_path / "p" / "epoch-000002" / "state-aggregate-0.arrow"
+    full.symlink_to("/dev/full")
+
+    with pytest.raises(CheckpointWriteError) as refused:
+        checkpoint_of(store, 2)
+
+    assert str(full) in str(refused.value) and "Operator action" in str(refused.value)
+    assert isinstance(refused.value.__cause__, OSError) and refused.value.__cause__.errno == errno.ENOSPC
+    latest = store.latest(allow_fallback=False)
+    assert latest is not None and latest.epoch == 1
