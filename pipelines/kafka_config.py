@@ -75,6 +75,14 @@ class KafkaConnectionConfig(ConfigModel):
     create_topics: bool = Field(
         default=True, description="create missing output topics (sinks, dead letters) with the source's partitions"
     )
+    replication_factor: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "replication factor of the topics eventray creates (outputs, dead letters, commit markers); "
+            "default: the brokers' default.replication.factor"
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent_security(self) -> KafkaConnectionConfig:

@@ -7,7 +7,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import KafkaConnectionConfig, client_options
@@ -16,20 +17,51 @@ __all__ = ["committed_offsets", "end_offsets", "ensure_topic", "partition_count"
 
 
 async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions: int, compacted: bool = False) -> None:
-    """Create ``topic`` with ``partitions`` partitions if it does not exist (replication factor 1 on a dev
-    broker; pass a real cluster's topics in ready-made)."""
+    """Create ``topic`` with ``partitions`` partitions if it does not exist, replicated ``connection.
+    replication_factor`` times (default: the brokers' ``default.replication.factor``, at most the number of
+    brokers). A broker's refusal (invalid replication factor, a policy, no authorization) raises
+    :class:`ConfigError` naming the topic and the broker's reason."""
     admin = AIOKafkaAdminClient(**client_options(connection))
     await admin.start()
     configs = {"cleanup.policy": "compact"} if compacted else {}
     try:
-        await admin.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=configs)]
+        replication = connection.replication_factor or await _default_replication_factor(admin)
+        response = await admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=replication, topic_configs=configs)]
         )
-    except TopicAlreadyExistsError:
-        pass
     finally:
         await admin.close()
+    for refused in response.topic_errors:
+        name, code, message = refused[0], refused[1], refused[2] if len(refused) > 2 else None
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        reason = message or for_code(code).__name__
+        raise ConfigError(
+            f"topic {name!r} cannot be created ({partitions} partitions, replication factor {replication}): "
+            f"{reason}. Operator action: create it beforehand, or set kafka.replication_factor"
+        )
     await _wait_for_metadata(connection, topic)
+
+
+async def _default_replication_factor(admin: AIOKafkaAdminClient) -> int:
+    """The brokers' ``default.replication.factor`` (at most the brokers there are); where it cannot be read (a
+    principal without DescribeConfigs), the smaller of 3 and the number of brokers."""
+    brokers = [int(broker["node_id"]) for broker in (await admin.describe_cluster())["brokers"]]
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, str(brokers[0]), {"default.replication.factor": None})]
+        )
+        entries = {
+            entry[0]: entry[1]
+            for response in responses
+            for resource in response.resources
+            if resource[0] == 0
+            for entry in resource[4]
+        }
+        configured = int(entries["default.replication.factor"])
+    except (KafkaError, KeyError, ValueError):
+        return min(3, len(brokers))
+    return max(1, min(configured, len(brokers)))
 
 
 async def _wait_for_metadata(connection: KafkaConnectionConfig, topic: str, timeout_s: float = 30) -> None:
