@@ -258,6 +258,10 @@ class AggregateActor:
         self._telemetry.close()
         return self.progress()
 
+    def alive(self) -> bool:
+        """The watchdog's ping (cluster/watchdog.py), answered in a concurrency group of its own."""
+        return True
+
     def progress(self) -> AggregateProgress:
         consoles = [o.sink for o in self._sinks if isinstance(o, FlushingOutput) and isinstance(o.sink, ConsoleSink)]
         preview = [row for console in consoles for row in console.preview()]

@@ -254,6 +254,10 @@ class SourceActor:
         for reader in list(self._inputs.readers):
             await reader.freeze()
 
+    def alive(self) -> bool:
+        """The watchdog's ping (cluster/watchdog.py), answered in a concurrency group of its own."""
+        return True
+
     def progress(self) -> SourceProgress:
         readers = self._inputs.readers
         return SourceProgress(

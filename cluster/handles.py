@@ -15,7 +15,7 @@ import ray
 
 from actors.reports import AggregateProgress, SourceProgress
 from actors.source_actor import SourceBarrier
-from cluster.remote import remote_aggregate, remote_source
+from cluster.remote import WATCHDOG_GROUP, remote_aggregate, remote_source
 from pipelines.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.config import PipelineConfig
 
@@ -206,6 +206,11 @@ class ActorFactory(Protocol):
         """Whether ``error`` (from a handle call) means an actor died, so the run can recover."""
         ...
 
+    async def responsive(self, handle: SourceHandle | AggregateHandle, timeout_s: float) -> bool:
+        """Whether the actor answers within ``timeout_s`` (the watchdog's ping, :mod:`cluster.watchdog`); an
+        actor that is already dead counts as answering: the calls waiting on it start the recovery."""
+        ...
+
     def nodes(self) -> int:
         """Alive nodes of the cluster (the autoscaling record shows them)."""
         ...
@@ -251,6 +256,16 @@ class RayActors:
 
     def died(self, error: BaseException) -> bool:
         return actor_died(error)
+
+    async def responsive(self, handle: SourceHandle | AggregateHandle, timeout_s: float) -> bool:
+        answer = handle.actor.alive.options(concurrency_group=WATCHDOG_GROUP).remote()
+        try:
+            await asyncio.wait_for(answer, timeout_s)
+        except TimeoutError:
+            return False
+        except ray.exceptions.RayError:
+            return True
+        return True
 
     def downstream(self, config: PipelineConfig, aggregates: list[AggregateHandle]) -> RayDownstream:
         return RayDownstream([handle.actor for handle in aggregates], config.runtime.max_in_flight_batches)

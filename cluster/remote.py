@@ -11,12 +11,17 @@ from cluster.ray_runtime import NAMESPACE
 from pipelines.config import PipelineConfig
 
 __all__ = [
+    "WATCHDOG_GROUP",
     "aggregate_actor_options",
     "remote_aggregate",
     "remote_source",
     "remote_supervisor",
     "source_actor_options",
 ]
+
+
+WATCHDOG_GROUP = "watchdog"
+"""The concurrency group ``alive()`` runs in (cluster/watchdog.py): its own thread, so a busy actor answers."""
 
 
 def _actor_cpus(config: PipelineConfig) -> float:
@@ -44,12 +49,18 @@ def aggregate_actor_options(config: PipelineConfig, actor_id: str) -> dict[str, 
     }
 
 
+def _watched(actor_class: type) -> Any:
+    """``actor_class`` as a Ray actor class with the watchdog's concurrency group (Ray takes concurrency groups
+    in ``ray.remote``, not in ``.options``)."""
+    return ray.remote(concurrency_groups={WATCHDOG_GROUP: 1})(actor_class)  # type: ignore[call-overload]
+
+
 def remote_source(config: PipelineConfig, actor_id: str) -> Any:
-    return ray.remote(SourceActor).options(**source_actor_options(config, actor_id))
+    return _watched(SourceActor).options(**source_actor_options(config, actor_id))
 
 
 def remote_aggregate(config: PipelineConfig, actor_id: str) -> Any:
-    return ray.remote(AggregateActor).options(**aggregate_actor_options(config, actor_id))
+    return _watched(AggregateActor).options(**aggregate_actor_options(config, actor_id))
 
 
 def remote_supervisor(supervisor_class: type, name: str) -> Any:

@@ -12,9 +12,10 @@ complete checkpoint (ARCHITECTURE.md section 4: never rely on Ray task retries f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -38,6 +39,7 @@ from cluster.epochs import EpochRunner, RunIdentity
 from cluster.handles import ActorFactory, AggregateHandle, RayActors, SourceHandle
 from cluster.restore_plan import plan_source_starts
 from cluster.run_report import RunProgress, RunSummary, merge_previews
+from cluster.watchdog import Watchdog
 from pipelines.checkpoint_store import Checkpoint, CheckpointStore, RunCounts, SourceSnapshot
 from pipelines.config import ConsoleSinkConfig, DeadLetterConfig, JsonlSinkConfig, ParquetSinkConfig, PipelineConfig
 from pipelines.errors import FatalError
@@ -122,8 +124,9 @@ class Supervisor:
         while True:
             try:
                 await self._start(checkpoint)
-                await self._drive()
-                await self._finish()
+                async with self._watchdog():
+                    await self._drive()
+                    await self._finish()
                 return self._summary()
             except Exception as error:  # noqa: BLE001, PERF203 - any failure ends this topology; actors are killed
                 noticed = time.monotonic()
@@ -132,6 +135,19 @@ class Supervisor:
                 restored = checkpoint.epoch if checkpoint else "none (from the start)"
                 log.warning("pipeline %s: an actor died (%s); restoring epoch %s", self._config.name, error, restored)
                 self._recovering_since = noticed
+
+    @contextlib.asynccontextmanager
+    async def _watchdog(self) -> AsyncIterator[None]:
+        """Watch the running topology's actors (:mod:`cluster.watchdog`) while the body runs."""
+        watchdog: Watchdog[SourceHandle | AggregateHandle] = Watchdog(
+            self._config.runtime.unresponsive_after_s, self._actors.responsive, self._actors.kill
+        )
+        watching = asyncio.ensure_future(watchdog.watch(lambda: [*self._sources, *self._aggregates]))
+        try:
+            yield
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
 
     def _recovery_point(self, error: Exception) -> Checkpoint | None:
         """The checkpoint to restore after ``error``, or raise :class:`PipelineFailed` if it is not recoverable."""

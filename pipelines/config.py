@@ -481,6 +481,12 @@ class RuntimeConfig(_Model):
     autoscale: AutoscaleConfig | None = Field(
         default=None, description="lag-driven rescaling of source/aggregate actors (needs checkpoints)"
     )
+    unresponsive_after_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="an actor that answered before and then does not answer its ping this long is killed and the "
+        "topology recovered from the last checkpoint (a stopped process, a deadlock)",
+    )
     duration_s: float | None = Field(default=30.0, gt=0, description="stop reading after this; null: unbounded")
     max_events: int | None = Field(default=None, ge=1, description="stop after this many events")
 

@@ -5,6 +5,7 @@ Faults are scheduled by the run's progress (events read, checkpoint epochs), nev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -104,6 +105,8 @@ class ScheduledKiller(threading.Thread):
     seed: int = 7
     start_when: Callable[[], bool] | None = None
     after_each_kill: Callable[[int], None] | None = None  # called with the kill's index once it is recovered
+    suspend: bool = False  # SIGSTOP instead of SIGKILL: alive but silent (the watchdog must find it)
+    suspended: list[psutil.Process] = field(default_factory=list)
     killed: list[KillRecord] = field(default_factory=list)
     last_seen: Progress = Progress()
     error: BaseException | None = None
@@ -159,7 +162,11 @@ class ScheduledKiller(threading.Thread):
                 victim = rng.choice(victims)
                 try:
                     title = " ".join(victim.cmdline())
-                    victim.kill()  # SIGKILL: no cleanup, no flush
+                    if self.suspend:
+                        victim.suspend()  # SIGSTOP: the process stays, answering nothing
+                        self.suspended.append(victim)
+                    else:
+                        victim.kill()  # SIGKILL: no cleanup, no flush
                 except psutil.NoSuchProcess:
                     continue
                 return title
@@ -178,6 +185,9 @@ class ScheduledKiller(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=10)
+        for victim in self.suspended:  # one the run did not kill would hold up the cluster's shutdown
+            with contextlib.suppress(psutil.NoSuchProcess):
+                victim.kill()
 
     def __enter__(self) -> ScheduledKiller:
         self.start()

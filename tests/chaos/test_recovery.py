@@ -122,6 +122,36 @@ def test_exactly_once_survives_repeated_kills_of_sources_and_aggregates(
     assert_exactly_once(report, report.input_records)
 
 
+def test_a_stopped_aggregate_and_a_stopped_source_are_killed_by_the_watchdog_and_recovered_exactly_once(
+    ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
+) -> None:
+    """SIGSTOP leaves an actor process alive but silent: no RayActorError ever comes, and every call to it would
+    wait for ever. The Supervisor's watchdog kills each one ``unresponsive_after_s`` after its last answer, and
+    the topology is recovered from the last checkpoint as from a dead actor."""
+    config = chaos_orders(tmp_path, chaos_events, "exactly_once")
+    config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"unresponsive_after_s": 3.0})})
+    first, second = planned_kills(chaos_events, kills=2)
+    recovered: list[int] = []
+    checkpoints = tmp_path / "checkpoints"
+    aggregate = ScheduledKiller(ray_driver, checkpoints, [first], kinds=("AggregateActor",), seed=5, suspend=True,
+                                after_each_kill=recovered.append)  # fmt: skip
+    source = ScheduledKiller(ray_driver, checkpoints, [second], kinds=("SourceActor",), seed=6, suspend=True,
+                             start_when=lambda: len(recovered) >= 1)  # fmt: skip
+
+    def both_behind(progress: RunProgress) -> bool:
+        return not aggregate.is_alive() and not source.is_alive() and progress.events_in >= chaos_events
+
+    with aggregate, source:
+        summary = run_pipeline(config, address=ray_driver.address, stop_when=both_behind)
+
+    aggregate.assert_planned_kills_happened()
+    source.assert_planned_kills_happened()
+    assert "AggregateActor" in aggregate.killed[0].victim and "SourceActor" in source.killed[0].victim
+    assert len(summary.recoveries_s) >= 2, f"each stopped actor was found and recovered: {summary.recoveries_s}"
+    report = verified(config)
+    assert_exactly_once(report, report.input_records)
+
+
 def test_at_least_once_loses_nothing_under_kills_and_counts_its_duplicates(
     ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
 ) -> None:

@@ -159,6 +159,9 @@ class InProcessActors:
     def died(self, error: BaseException) -> bool:
         return isinstance(error, ActorDied)
 
+    async def responsive(self, handle: Any, timeout_s: float) -> bool:
+        return True  # an in-process actor cannot be stopped apart from this process
+
     def nodes(self) -> int:
         return 1
 
