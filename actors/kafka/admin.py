@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import KafkaConnectionConfig, client_options
 
-__all__ = ["committed_offsets", "end_offsets", "ensure_topic", "partition_count", "read_topic"]
+__all__ = ["committed_offsets", "end_offsets", "ensure_topic", "partition_count", "read_topic", "topic_partitions"]
 
 
 async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions: int, compacted: bool = False) -> None:
@@ -72,15 +72,21 @@ async def _wait_for_metadata(connection: KafkaConnectionConfig, topic: str, time
         await asyncio.sleep(0.2)
 
 
-async def partition_count(connection: KafkaConnectionConfig, topic: str, required: bool = True) -> int:
-    """How many partitions ``topic`` has; raise ConfigError naming the topic when it does not exist."""
+async def topic_partitions(connection: KafkaConnectionConfig, topic: str) -> list[dict[str, Any]]:
+    """The metadata of ``topic``'s partitions (``partition``, ``leader``, ``replicas``, ``isr``); empty when the
+    topic does not exist."""
     admin = AIOKafkaAdminClient(**client_options(connection))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()
-    partitions = [p for entry in described if entry["error_code"] == 0 for p in entry["partitions"]]
+    return [p for entry in described if entry["error_code"] == 0 for p in entry["partitions"]]
+
+
+async def partition_count(connection: KafkaConnectionConfig, topic: str, required: bool = True) -> int:
+    """How many partitions ``topic`` has; raise ConfigError naming the topic when it does not exist."""
+    partitions = await topic_partitions(connection, topic)
     if not partitions and required:
         raise ConfigError(
             f"source.topic: topic {topic!r} does not exist on the brokers. Operator action: create it, "

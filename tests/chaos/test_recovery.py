@@ -81,6 +81,20 @@ def chaos_orders(tmp_path: Path, events: int, delivery: str, *, bounded: bool = 
     return parse_config(data)
 
 
+def kafka_exactly_once_orders(tmp_path: Path, events: int, name: str, bootstrap: str, **extra: Any) -> PipelineConfig:
+    """:func:`chaos_orders` bounded, exactly once, reading ``<name>.in`` from its start and writing results
+    (``<name>.out``) and dead letters (``<name>.dlq``) to Kafka."""
+    return chaos_orders(
+        tmp_path, events, "exactly_once", bounded=True,
+        name=name,
+        source={"type": "kafka", "topic": f"{name}.in", "group_id": name, "start": "earliest"},
+        sinks=[{"type": "kafka", "topic": f"{name}.out", "key_column": "customer_id"}],
+        dead_letter={"type": "kafka", "topic": f"{name}.dlq"},
+        kafka={"bootstrap_servers": bootstrap},
+        **extra,
+    )  # fmt: skip
+
+
 def run_until_the_kills_are_behind(
     config: PipelineConfig, cluster: LocalRayCluster, killer: ScheduledKiller, events: int
 ) -> RunSummary:
@@ -269,15 +283,8 @@ def test_kafka_exactly_once_survives_kills_and_a_crash_between_producing_and_com
         ),
         daemon=True,
     )  # fmt: skip
-    config = chaos_orders(
-        tmp_path, chaos_events, "exactly_once", bounded=True,
-        name=name,
-        source={"type": "kafka", "topic": topic, "group_id": name, "start": "earliest"},
-        sinks=[{"type": "kafka", "topic": f"{name}.out", "key_column": "customer_id"}],
-        dead_letter={"type": "kafka", "topic": f"{name}.dlq"},
-        kafka={"bootstrap_servers": kafka_bootstrap},
-        faults=[{"point": "before_commit", "slot": "aggregate-0", "epoch": 4}],
-    )  # fmt: skip
+    crash = {"point": "before_commit", "slot": "aggregate-0", "epoch": 4}
+    config = kafka_exactly_once_orders(tmp_path, chaos_events, name, kafka_bootstrap, faults=[crash])
     # the kills start once the injected crash is behind (the first epoch from 4 on in which aggregate-0 has
     # outputs, then a checkpoint of the recovered topology): a kill before it could restore a checkpoint past
     # epoch 4, which drops the fault, and the crash would never happen
@@ -339,13 +346,8 @@ def test_markers_of_an_earlier_checkpoint_location_do_not_suppress_a_needed_redo
     ]
     slots += [f"source-{n}/dead-letter" for n in range(2)]
     asyncio.run(_leave_markers_of_an_earlier_location(kafka_bootstrap, name, slots, epoch=1_000))
-    config = chaos_orders(
-        tmp_path, events, "exactly_once", bounded=True,
-        name=name,
-        source={"type": "kafka", "topic": topic, "group_id": name, "start": "earliest"},
-        sinks=[{"type": "kafka", "topic": f"{name}.out", "key_column": "customer_id"}],
-        dead_letter={"type": "kafka", "topic": f"{name}.dlq"},
-        kafka={"bootstrap_servers": kafka_bootstrap},
+    config = kafka_exactly_once_orders(
+        tmp_path, events, name, kafka_bootstrap,
         checkpoint={"interval_ms": 200, "uri": str(tmp_path / "checkpoints"), "keep": 3},
         faults=[{"point": "before_commit", "slot": "aggregate-0", "epoch": 1}],
     )  # fmt: skip

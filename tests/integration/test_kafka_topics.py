@@ -6,23 +6,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
-from actors.kafka.admin import ensure_topic, partition_count
+from actors.kafka.admin import ensure_topic, partition_count, topic_partitions
 from pipelines.errors import ConfigError
-from pipelines.kafka_config import KafkaConnectionConfig, client_options
+from pipelines.kafka_config import KafkaConnectionConfig
 
 pytestmark = pytest.mark.kafka
-
-
-async def _replication_of(connection: KafkaConnectionConfig, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(**client_options(connection))
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return [len(partition["replicas"]) for entry in described for partition in entry["partitions"]]
 
 
 async def test_a_created_topic_takes_the_brokers_default_replication_and_creating_it_again_is_fine(
@@ -35,7 +24,8 @@ async def test_a_created_topic_takes_the_brokers_default_replication_and_creatin
     await ensure_topic(connection, topic, 3, compacted=True)  # already there: nothing to do
 
     assert await partition_count(connection, topic) == 3
-    assert await _replication_of(connection, topic) == [1, 1, 1], "the single dev broker's default, 1"
+    replicas = [len(partition["replicas"]) for partition in await topic_partitions(connection, topic)]
+    assert replicas == [1, 1, 1], "the single dev broker's default, 1"
 
 
 async def test_a_replication_factor_the_brokers_cannot_meet_is_refused_naming_topic_and_reason(
