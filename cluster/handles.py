@@ -7,17 +7,20 @@ source actors see :class:`RayDownstream`; tests can substitute in-process fakes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import Any, Protocol
 
 import pyarrow as pa
 import ray
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from actors.reports import AggregateProgress, SourceProgress
 from actors.source_actor import SourceBarrier
 from cluster.remote import WATCHDOG_GROUP, remote_aggregate, remote_source
 from pipelines.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.config import PipelineConfig
+from pipelines.errors import RetriableError
 
 __all__ = [
     "ActorFactory",
@@ -29,6 +32,7 @@ __all__ = [
     "actor_died",
     "kill_actor",
     "kill_named_actors",
+    "transient_kafka_error",
 ]
 
 
@@ -155,15 +159,32 @@ def kill_actor(handle: SourceHandle | AggregateHandle) -> None:
 def actor_died(error: BaseException) -> bool:
     """True when ``error`` means an actor process died (recoverable from a checkpoint), also when it reached
     us through another actor's call (a source whose aggregate died)."""
-    seen: set[int] = set()
+    return any(
+        isinstance(cause, ray.exceptions.RayActorError | ray.exceptions.ActorUnavailableError)
+        for cause in _causes(error)
+    )
+
+
+def transient_kafka_error(error: BaseException) -> bool:
+    """True when ``error`` is, or was caused by, a Kafka error that may pass (a broker restarting or out of
+    reach: aiokafka marks those ``retriable``; a request or send that timed out, which aiokafka's admin client
+    raises as the built-in ``TimeoutError``), or an eventray :class:`RetriableError`."""
+    return any(
+        isinstance(cause, RetriableError | KafkaTimeoutError | TimeoutError)
+        or (isinstance(cause, KafkaError) and cause.retriable)
+        for cause in _causes(error)
+    )
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """``error`` and what caused it, through Ray's wrapping (``RayTaskError.cause``) and ``__cause__``."""
+    chain: list[BaseException] = []
     current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ray.exceptions.RayActorError | ray.exceptions.ActorUnavailableError):
-            return True
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
         cause = getattr(current, "cause", None)
         current = cause if isinstance(cause, BaseException) else current.__cause__
-    return False
+    return chain
 
 
 def kill_named_actors(prefix: str, run_id: str) -> int:
@@ -202,13 +223,14 @@ class ActorFactory(Protocol):
 
     def kill(self, handle: SourceHandle | AggregateHandle) -> None: ...
 
-    def died(self, error: BaseException) -> bool:
-        """Whether ``error`` (from a handle call) means an actor died, so the run can recover."""
+    def recoverable(self, error: BaseException) -> bool:
+        """Whether restoring the topology from the last checkpoint may get past ``error`` (from a handle call
+        or the Supervisor's own Kafka calls): an actor died, or Kafka failed in a way that may pass."""
         ...
 
-    async def responsive(self, handle: SourceHandle | AggregateHandle, timeout_s: float) -> bool:
-        """Whether the actor answers within ``timeout_s`` (the watchdog's ping, :mod:`cluster.watchdog`); an
-        actor that is already dead counts as answering: the calls waiting on it start the recovery."""
+    async def ping(self, handle: SourceHandle | AggregateHandle) -> None:
+        """Return when the actor answers the watchdog's ping (:mod:`cluster.watchdog`), however long that
+        takes; an actor found dead counts as answering: the calls waiting on it start the recovery."""
         ...
 
     def nodes(self) -> int:
@@ -254,18 +276,12 @@ class RayActors:
     def kill(self, handle: SourceHandle | AggregateHandle) -> None:
         kill_actor(handle)
 
-    def died(self, error: BaseException) -> bool:
-        return actor_died(error)
+    def recoverable(self, error: BaseException) -> bool:
+        return actor_died(error) or transient_kafka_error(error)
 
-    async def responsive(self, handle: SourceHandle | AggregateHandle, timeout_s: float) -> bool:
-        answer = handle.actor.alive.options(concurrency_group=WATCHDOG_GROUP).remote()
-        try:
-            await asyncio.wait_for(answer, timeout_s)
-        except TimeoutError:
-            return False
-        except ray.exceptions.RayError:
-            return True
-        return True
+    async def ping(self, handle: SourceHandle | AggregateHandle) -> None:
+        with contextlib.suppress(ray.exceptions.RayError):
+            await handle.actor.alive.options(concurrency_group=WATCHDOG_GROUP).remote()
 
     def downstream(self, config: PipelineConfig, aggregates: list[AggregateHandle]) -> RayDownstream:
         return RayDownstream([handle.actor for handle in aggregates], config.runtime.max_in_flight_batches)

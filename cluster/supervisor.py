@@ -36,7 +36,7 @@ from cluster.assignment import (
 )
 from cluster.autoscaler import Autoscaler, Rescale
 from cluster.epochs import EpochRunner, RunIdentity
-from cluster.handles import ActorFactory, AggregateHandle, RayActors, SourceHandle
+from cluster.handles import ActorFactory, AggregateHandle, RayActors, SourceHandle, actor_died, transient_kafka_error
 from cluster.restore_plan import plan_source_starts
 from cluster.run_report import RunProgress, RunSummary, merge_previews
 from cluster.watchdog import Watchdog
@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
 KafkaOutputs = (KafkaSinkConfig, KafkaDeadLetterConfig)
+
+
+_FIRST_BACKOFF_S = 0.5
+_MAX_BACKOFF_S = 30.0
 
 
 class PipelineFailed(FatalError):
@@ -105,7 +109,11 @@ class Supervisor:
         self._baseline = RunCounts()  # the counts of the earlier run this one resumed from
         self._earlier: RunCounts | None = None  # counted up to the checkpoint the current topology started from
         self._reemitted_rows = 0  # exactly-once outputs of an uncommitted epoch, written again at recovery
-        self.recoveries: list[float] = []  # seconds from noticing a death to the restored topology running
+        self.recoveries: list[float] = []  # seconds from noticing a failure to the restored topology running
+        # (backoff included)
+        self._recoveries_tried = 0  # restorations begun (a restoration may itself fail while Kafka is down)
+        self._failed_in_a_row = 0  # failures without a completed epoch in between (backoff)
+        self._completed_at_failure = 0  # epochs completed when the last failure happened
 
     async def run(self) -> RunSummary:
         """Run the pipeline to its end (bounded input, duration, or :meth:`stop`); return the summary.
@@ -114,7 +122,7 @@ class Supervisor:
         """
         if self._store is not None:
             self._store.ensure_lineage()  # before any actor starts: exactly-once outputs name their epochs with it
-        checkpoint = self._resumed_from = self._resume_point()
+        checkpoint = self._resumed_from = await asyncio.to_thread(self._resume_point)
         if checkpoint is not None:
             self._baseline = checkpoint.counts
         if checkpoint is None and not isinstance(self._config.source, KafkaSourceConfig):
@@ -123,24 +131,38 @@ class Supervisor:
             clear_previous_output(self._config)
         while True:
             try:
-                await self._start(checkpoint)
-                async with self._watchdog():
+                async with self._watchdog():  # from the start: a restore can hang on a stopped actor too
+                    await self._start(checkpoint)
                     await self._drive()
                     await self._finish()
                 return self._summary()
             except Exception as error:  # noqa: BLE001, PERF203 - any failure ends this topology; actors are killed
                 noticed = time.monotonic()
                 self._abandon()
-                checkpoint = self._recovery_point(error)
+                checkpoint = await asyncio.to_thread(self._recovery_point, error)  # reads storage, may retry
                 restored = checkpoint.epoch if checkpoint else "none (from the start)"
-                log.warning("pipeline %s: an actor died (%s); restoring epoch %s", self._config.name, error, restored)
+                wait_s = self._backoff_s()
+                log.warning("pipeline %s: %s; restoring epoch %s in %.1f s", self._config.name, error, restored, wait_s)
+                await asyncio.sleep(wait_s)
                 self._recovering_since = noticed
+
+    def _backoff_s(self) -> float:
+        """How long to wait before restoring: nothing after the first failure since an epoch completed (a dead
+        actor's replacement can start at once); after further failures in a row (a broker still restarting, an
+        actor that fails as it starts) 0.5 s, doubling each time, at most 30 s."""
+        if self._epochs.completed > self._completed_at_failure:
+            self._failed_in_a_row = 0
+        self._completed_at_failure = self._epochs.completed
+        self._failed_in_a_row += 1
+        if self._failed_in_a_row == 1:
+            return 0.0
+        return min(_MAX_BACKOFF_S, _FIRST_BACKOFF_S * float(2 ** (self._failed_in_a_row - 2)))
 
     @contextlib.asynccontextmanager
     async def _watchdog(self) -> AsyncIterator[None]:
         """Watch the running topology's actors (:mod:`cluster.watchdog`) while the body runs."""
         watchdog: Watchdog[SourceHandle | AggregateHandle] = Watchdog(
-            self._config.runtime.unresponsive_after_s, self._actors.responsive, self._actors.kill
+            self._config.runtime.unresponsive_after_s, self._actors.ping, self._actors.kill
         )
         watching = asyncio.ensure_future(watchdog.watch(lambda: [*self._sources, *self._aggregates]))
         try:
@@ -148,13 +170,24 @@ class Supervisor:
         finally:
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
+            watchdog.close()
 
     def _recovery_point(self, error: Exception) -> Checkpoint | None:
         """The checkpoint to restore after ``error``, or raise :class:`PipelineFailed` if it is not recoverable."""
-        recoverable = self._config.checkpoint is not None and self._actors.died(error)
+        # a Kafka error before the pipeline ever ran is most likely a wrong address or a broker that is not
+        # there: fail at once with it rather than wait out the recoveries' backoff
+        ran = self._epochs.completed > 0 or self._resumed_from is not None
+        started = ran or not transient_kafka_error(error) or actor_died(error)
+        recoverable = self._config.checkpoint is not None and self._actors.recoverable(error) and started
         limit = self._config.checkpoint.max_recoveries if self._config.checkpoint else 0
-        if not recoverable or len(self.recoveries) >= limit:
+        if not recoverable:
             raise PipelineFailed(f"pipeline {self._config.name!r} failed: {_actor_error(error)}") from None
+        if self._recoveries_tried >= limit:
+            raise PipelineFailed(
+                f"pipeline {self._config.name!r} failed: {_actor_error(error)} (after {self._recoveries_tried} "
+                f"recoveries, checkpoint.max_recoveries; the last checkpoint is kept: run again to resume from it)"
+            ) from None
+        self._recoveries_tried += 1
         assert self._store is not None
         return self._store.latest(allow_fallback=self._config.delivery != "exactly_once")
 
@@ -174,12 +207,15 @@ class Supervisor:
     async def progress(self) -> RunProgress:
         """The run's counts so far. An actor that died since the last call (its recovery is under way) does not
         fail the call, which would read as the Supervisor's own death to the driver that polls it: the last
-        progress is returned again until the restored topology answers."""
+        progress is returned again until the restored topology answers (also while none runs: a recovery
+        waiting out its backoff)."""
+        if not self._sources and self._last_progress is not None:
+            return self._last_progress
         try:
             sources = await asyncio.gather(*(source.progress() for source in self._sources))
             aggregates = await asyncio.gather(*(aggregate.progress() for aggregate in self._aggregates))
         except Exception as error:
-            if not self._actors.died(error):
+            if not self._actors.recoverable(error):
                 raise
             if self._last_progress is not None:
                 return self._last_progress

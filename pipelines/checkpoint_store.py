@@ -38,6 +38,7 @@ import pyarrow.fs as pafs
 from pipelines.errors import FatalError
 
 __all__ = [
+    "PRE_LINEAGE",
     "AggregateSnapshot",
     "Checkpoint",
     "CheckpointStore",
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 _METADATA = "_checkpoint.json"
 _EPOCH_PREFIX = "epoch-"
 _LINEAGE = "LINEAGE"
+_PRE_LINEAGE_MARK = "pre-lineage"  # in the file; PRE_LINEAGE in code
+PRE_LINEAGE = ""
+"""The lineage of a location that held epochs before lineages existed: its commit markers carry none."""
 _READ_ATTEMPTS = 4
 _FIRST_RETRY_S = 0.25
 
@@ -195,11 +199,16 @@ class CheckpointStore:
 
     def ensure_lineage(self) -> str:
         """This location's lineage, created (random, written atomically) if it has none yet. Called by the
-        Supervisor alone, before any actor starts, so one location never gets two."""
+        Supervisor alone, before any actor starts, so one location never gets two.
+
+        A location that already holds epochs but no lineage was written before lineages existed: its markers
+        carry none, so it keeps the empty lineage (:data:`PRE_LINEAGE`), under which those markers still count
+        (an interrupted epoch already committed is not redone twice after the upgrade)."""
         existing = self._read_lineage()
         if existing is not None:
             return existing
-        self._write_atomically(f"{self.root}/{_LINEAGE}", uuid.uuid4().hex.encode())
+        fresh = uuid.uuid4().hex if self.latest_epoch() == 0 else _PRE_LINEAGE_MARK
+        self._write_atomically(f"{self.root}/{_LINEAGE}", fresh.encode())
         created = self._read_lineage()
         assert created is not None
         return created
@@ -216,9 +225,10 @@ class CheckpointStore:
 
     def _read_lineage(self) -> str | None:
         try:
-            return self._read(f"{self.root}/{_LINEAGE}").decode().strip() or None
+            recorded = self._read(f"{self.root}/{_LINEAGE}").decode().strip()
         except FileNotFoundError:
             return None
+        return PRE_LINEAGE if recorded == _PRE_LINEAGE_MARK else recorded or None
 
     @staticmethod
     def epoch_dir(epoch: int) -> str:
@@ -347,8 +357,9 @@ class CheckpointStore:
     def _create_epoch_dir(self, epoch: int) -> None:
         directory = f"{self.root}/{self.epoch_dir(epoch)}"
         if self._fs.get_file_info(directory).type != pafs.FileType.Directory:
-            self._fs.create_dir(directory, recursive=True)
-            self._sync(self.root)  # the new directory's entry
+            with _writing(directory):
+                self._fs.create_dir(directory, recursive=True)
+                self._sync(self.root)  # the new directory's entry
 
     def _write_atomically(self, path: str, data: bytes) -> None:
         """Write ``data`` to a temporary name, then move it to ``path``: readers see all of it or nothing."""

@@ -8,7 +8,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaError, RequestTimedOutError, TopicAlreadyExistsError, for_code
 
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import KafkaConnectionConfig, client_options
@@ -19,8 +19,10 @@ __all__ = ["committed_offsets", "end_offsets", "ensure_topic", "partition_count"
 async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions: int, compacted: bool = False) -> None:
     """Create ``topic`` with ``partitions`` partitions if it does not exist, replicated ``connection.
     replication_factor`` times (default: the brokers' ``default.replication.factor``, at most the number of
-    brokers). A broker's refusal (invalid replication factor, a policy, no authorization) raises
-    :class:`ConfigError` naming the topic and the broker's reason."""
+    brokers alive now: a topic created while a broker is down stays under-replicated until reassigned). A
+    broker's refusal (invalid replication factor, a policy, no authorization) raises :class:`ConfigError`
+    naming the topic and the broker's reason; a refusal that may pass (the controller moving) raises its Kafka
+    error, which the Supervisor recovers from."""
     admin = AIOKafkaAdminClient(**client_options(connection))
     await admin.start()
     configs = {"cleanup.policy": "compact"} if compacted else {}
@@ -33,9 +35,12 @@ async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions
         await admin.close()
     for refused in response.topic_errors:
         name, code, message = refused[0], refused[1], refused[2] if len(refused) > 2 else None
-        if code in (0, TopicAlreadyExistsError.errno):
-            continue
-        reason = message or for_code(code).__name__
+        if code in (0, TopicAlreadyExistsError.errno, RequestTimedOutError.errno):
+            continue  # there, or on its way: the metadata wait below tells
+        error = for_code(code)
+        if error.retriable:  # e.g. the controller moved: a broker restarting, worth another try later
+            raise error(f"creating topic {name!r}: {message or error.__name__}")
+        reason = message or error.__name__
         raise ConfigError(
             f"topic {name!r} cannot be created ({partitions} partitions, replication factor {replication}): "
             f"{reason}. Operator action: create it beforehand, or set kafka.replication_factor"

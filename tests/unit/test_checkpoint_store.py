@@ -12,6 +12,7 @@ import pytest
 from actors.kafka.commit_markers import CommitMarker
 from cluster.restore_plan import plan_source_starts
 from pipelines.checkpoint_store import (
+    PRE_LINEAGE,
     AggregateSnapshot,
     Checkpoint,
     CheckpointStore,
@@ -182,3 +183,12 @@ def test_a_full_disk_stops_the_checkpoint_with_the_path_named_and_keeps_the_last
     assert isinstance(refused.value.__cause__, OSError) and refused.value.__cause__.errno == errno.ENOSPC
     latest = store.latest(allow_fallback=False)
     assert latest is not None and latest.epoch == 1
+
+
+def test_a_location_with_epochs_from_before_lineages_keeps_the_empty_lineage_of_its_markers(tmp_path: Path) -> None:
+    """Its exactly-once markers carry no lineage: under the empty lineage they still count after the upgrade,
+    so an epoch committed before it is not redone (written twice)."""
+    store = CheckpointStore(str(tmp_path), "orders")
+    store.commit(checkpoint_of(store, 1))  # written by a version without lineages
+    assert store.ensure_lineage() == PRE_LINEAGE == CheckpointStore(str(tmp_path), "orders").lineage()
+    assert CommitMarker("aggregate-0/sink-0", 1, PRE_LINEAGE).key() == b"aggregate-0/sink-0", "as before"

@@ -156,11 +156,11 @@ class InProcessActors:
     def kill(self, handle: Any) -> None:
         self.killed.append(handle.actor_id)
 
-    def died(self, error: BaseException) -> bool:
+    def recoverable(self, error: BaseException) -> bool:
         return isinstance(error, ActorDied)
 
-    async def responsive(self, handle: Any, timeout_s: float) -> bool:
-        return True  # an in-process actor cannot be stopped apart from this process
+    async def ping(self, handle: Any) -> None:
+        return None  # an in-process actor cannot be stopped apart from this process
 
     def nodes(self) -> int:
         return 1
