@@ -27,6 +27,7 @@ from pipelines.idleness import PartitionIdleness
 from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
+from pipelines.sources import PartitionReader
 from pipelines.watermarks import NO_WATERMARK
 
 __all__ = ["SourceActor", "SourceBarrier"]
@@ -37,6 +38,9 @@ def _carry_trace(events: pa.RecordBatch, batch_trace: BatchTrace) -> pa.RecordBa
     if index < 0 or batch_trace.traceparent is None:
         return events
     return events.set_column(index, "_traceparent", batch_trace.carry(events.column(index)))
+
+
+_LAG_REPORT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ class SourceActor:
         breaker = config.circuit_breaker
         self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")
         self._max_event_time: dict[int, int] = {}
+        self._lag_topics: dict[int, str] = {}  # the topic (metrics label) each partition's batches name
+        self._lag_reported_at = 0.0
         stage = config.keyed_stage
         self._idleness = PartitionIdleness(stage.idle_timeout_ms if stage else 0)
         self._sent_watermark: list[int | None] = [NO_WATERMARK] * (downstream.owners if downstream else 0)
@@ -301,17 +307,32 @@ class SourceActor:
                     if raw is not None:
                         fetched = True
                         await self._handle(reader.partition, raw)
-                        newest = self._max_event_time.get(reader.partition)
-                        lag = max(0, reader.end_offset() - reader.position)
-                        self._metrics.lag(raw.topic, reader.partition, lag, None if newest == NO_WATERMARK else newest)
+                        self._lag_topics[reader.partition] = raw.topic
+                        self._report_lag(reader)
                 await asyncio.sleep(0)  # let stop()/progress()/checkpoint() in between batches
                 if self._stopping:
                     return
+            if time.monotonic() - self._lag_reported_at >= _LAG_REPORT_S:
+                self._lag_reported_at = time.monotonic()
+                for reader in readers:
+                    if reader.partition not in self._released:
+                        self._report_lag(reader)
             if not fetched:
                 if self._router is not None:
                     async with self._reading:
                         await self._route(None, None)  # a quiet or idle source still moves the watermark
                 await asyncio.sleep(idle_s)
+
+    def _report_lag(self, reader: PartitionReader) -> None:
+        """The partition's lag gauges, once it has named its topic (its first batch). Reported after each of its
+        batches and, for every partition, every ``_LAG_REPORT_S``: Ray keeps a gauge on the endpoint only for two
+        reporting intervals after its last report, and a quiet partition's series must not vanish."""
+        topic = self._lag_topics.get(reader.partition)
+        if topic is None:
+            return
+        newest = self._max_event_time.get(reader.partition)
+        lag = max(0, reader.end_offset() - reader.position)
+        self._metrics.lag(topic, reader.partition, lag, None if newest == NO_WATERMARK else newest)
 
     async def _handle(self, partition: int, raw: RawBatch) -> None:
         started = time.perf_counter()

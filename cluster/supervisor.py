@@ -142,7 +142,8 @@ class Supervisor:
                 checkpoint = await asyncio.to_thread(self._recovery_point, error)  # reads storage, may retry
                 restored = checkpoint.epoch if checkpoint else "none (from the start)"
                 wait_s = self._backoff_s()
-                log.warning("pipeline %s: %s; restoring epoch %s in %.1f s", self._config.name, error, restored, wait_s)
+                log.warning("pipeline %s: %s; restoring epoch %s in %.1f s", self._config.name, _actor_error(error),
+                            restored, wait_s)  # fmt: skip
                 await asyncio.sleep(wait_s)
                 self._recovering_since = noticed
 

@@ -81,16 +81,18 @@ def chaos_orders(tmp_path: Path, events: int, delivery: str, *, bounded: bool = 
     return parse_config(data)
 
 
-def kafka_exactly_once_orders(tmp_path: Path, events: int, name: str, bootstrap: str, **extra: Any) -> PipelineConfig:
+def kafka_exactly_once_orders(
+    tmp_path: Path, events: int, name: str, bootstrap: str, kafka: dict[str, Any] | None = None, **extra: Any
+) -> PipelineConfig:
     """:func:`chaos_orders` bounded, exactly once, reading ``<name>.in`` from its start and writing results
-    (``<name>.out``) and dead letters (``<name>.dlq``) to Kafka."""
+    (``<name>.out``) and dead letters (``<name>.dlq``) to Kafka; ``kafka`` adds to the connection settings."""
     return chaos_orders(
         tmp_path, events, "exactly_once", bounded=True,
         name=name,
         source={"type": "kafka", "topic": f"{name}.in", "group_id": name, "start": "earliest"},
         sinks=[{"type": "kafka", "topic": f"{name}.out", "key_column": "customer_id"}],
         dead_letter={"type": "kafka", "topic": f"{name}.dlq"},
-        kafka={"bootstrap_servers": bootstrap},
+        kafka={"bootstrap_servers": bootstrap, **(kafka or {})},
         **extra,
     )  # fmt: skip
 
