@@ -28,13 +28,19 @@ from cluster.handles import AggregateHandle, SourceHandle
 from cluster.run_report import RunProgress
 from pipelines.checkpoint_store import Checkpoint, CheckpointStore, RunCounts
 from pipelines.config import PipelineConfig
+from pipelines.errors import RetriableError
 from pipelines.kafka_config import KafkaSourceConfig
 
-__all__ = ["EpochRunner", "RunIdentity"]
+__all__ = ["EpochRunner", "EpochTimeout", "RunIdentity"]
 
 log = logging.getLogger(__name__)
 
 _DEFAULT_INTERVAL_S = 5.0
+_DEFAULT_TIMEOUT_MS = 600_000
+
+
+class EpochTimeout(RetriableError):
+    """An epoch did not complete in time; restoring the topology from the last checkpoint may get past it."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class EpochRunner:
             self._interval_s = config.source.commit_interval_ms / 1000
         else:
             self._interval_s = _DEFAULT_INTERVAL_S
+        self._timeout_s = (config.checkpoint.timeout_ms if config.checkpoint else _DEFAULT_TIMEOUT_MS) / 1000
         self._next_epoch = (store.latest_epoch() if store else 0) + 1
         self._last_s = time.monotonic()
         self._metrics = metrics
@@ -88,7 +95,26 @@ class EpochRunner:
     ) -> Checkpoint | None:
         """Run one epoch end to end (see the module docstring); return its checkpoint when checkpoints are on.
 
-        ``hold``: sources stay paused after committing (a rescale replaces them from this checkpoint)."""
+        ``hold``: sources stay paused after committing (a rescale replaces them from this checkpoint). An epoch
+        that does not complete within ``checkpoint.timeout_ms`` (a barrier or a commit that never returns while
+        its actor still answers the watchdog) raises :class:`EpochTimeout`, and the topology is restored."""
+        epoch = self._next_epoch
+        try:
+            return await asyncio.wait_for(self._run_epoch(sources, aggregates, run, finished, hold), self._timeout_s)
+        except asyncio.TimeoutError:  # the built-in TimeoutError from Python 3.11 on, not on 3.10
+            raise EpochTimeout(
+                f"epoch {epoch} did not complete within {self._timeout_s:.0f} s (checkpoint.timeout_ms): a barrier "
+                "or a commit is stuck; the topology is restored from the last checkpoint"
+            ) from None
+
+    async def _run_epoch(
+        self,
+        sources: Sequence[SourceHandle],
+        aggregates: Sequence[AggregateHandle],
+        run: RunIdentity,
+        finished: bool,
+        hold: bool,
+    ) -> Checkpoint | None:
         epoch = self._next_epoch
         self._next_epoch += 1
         started = time.monotonic()

@@ -170,7 +170,7 @@ def transient_kafka_error(error: BaseException) -> bool:
     reach: aiokafka marks those ``retriable``; a request or send that timed out, which aiokafka's admin client
     raises as the built-in ``TimeoutError``), or an eventray :class:`RetriableError`."""
     return any(
-        isinstance(cause, RetriableError | KafkaTimeoutError | TimeoutError)
+        isinstance(cause, RetriableError | KafkaTimeoutError | TimeoutError | asyncio.TimeoutError)
         or (isinstance(cause, KafkaError) and cause.retriable)
         for cause in _causes(error)
     )

@@ -448,6 +448,12 @@ class CheckpointConfig(_Model):
     max_recoveries: int = Field(
         default=20, ge=0, description="actor or Supervisor failures survived by restoring, before the run fails"
     )
+    timeout_ms: int = Field(
+        default=600_000,
+        ge=1_000,
+        description="an epoch not complete in this long (a barrier or commit that never returns) fails the "
+        "topology, which is restored from the last checkpoint",
+    )
 
 
 class FaultConfig(_Model):

@@ -16,6 +16,7 @@ import pytest
 from actors import AggregateActor, AggregateProgress, SourceActor, SourceProgress
 from actors.source_actor import SourceBarrier
 from cluster.assignment import partition_limits
+from cluster.handles import transient_kafka_error
 from cluster.supervisor import PipelineFailed, Supervisor
 from pipelines.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.config import PipelineConfig
@@ -157,7 +158,7 @@ class InProcessActors:
         self.killed.append(handle.actor_id)
 
     def recoverable(self, error: BaseException) -> bool:
-        return isinstance(error, ActorDied)
+        return isinstance(error, ActorDied) or transient_kafka_error(error)  # as RayActors decides
 
     async def ping(self, handle: Any) -> None:
         return None  # an in-process actor cannot be stopped apart from this process
@@ -380,3 +381,47 @@ def test_a_resumed_run_reads_state_by_meaning_and_refuses_a_changed_window_keepi
     actual = {(r["customer_id"], r["window_start_ms"]): (r["orders"], r["revenue_cents"]) for r in rows}
     assert len(actual) == len(rows), "no window is written twice"
     assert actual == {key: (value["orders"], value["revenue_cents"]) for key, value in expected.items()}
+
+
+class HangingAtCheckpoint(InProcessActors):
+    """The aggregate's barrier call of the ``hang_at_checkpoint``-th checkpoint never returns (a stuck client in
+    an actor that still answers the watchdog)."""
+
+    def __init__(self, hang_at_checkpoint: int) -> None:
+        super().__init__()
+        self.hang_at_checkpoint = hang_at_checkpoint
+        self.hung: list[str] = []
+
+    def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int,
+                  slot: str) -> Any:  # fmt: skip
+        owner = self
+
+        class Hanging(InProcessAggregate):
+            async def checkpoint(self, epoch: int) -> AggregateSnapshot:
+                owner.checkpoints += 1
+                if owner.checkpoints == owner.hang_at_checkpoint:
+                    owner.hung.append(f"{self.actor_id} at epoch {epoch}")
+                    await asyncio.Event().wait()  # for ever
+                return self.actor.checkpoint(epoch)
+
+        return Hanging(AggregateActor(config, actor_id, key_groups, senders, slot), actor_id, self)
+
+
+def test_an_epoch_stuck_past_the_checkpoint_timeout_restores_the_topology_and_loses_nothing(tmp_path: Path) -> None:
+    config = orders(tmp_path, aggregate_actors=2).model_copy(update={"delivery": "exactly_once"})
+    config = config.model_copy(
+        update={"checkpoint": config.checkpoint.model_copy(update={"interval_ms": 100, "timeout_ms": 1_000})}
+    )
+    config = config.model_copy(update={"source": config.source.model_copy(update={"rate_per_s": 20_000})})
+    actors = HangingAtCheckpoint(hang_at_checkpoint=5)
+
+    summary = asyncio.run(Supervisor(config, "t-hang", actors).run())
+
+    assert actors.hung, "the barrier call hung"
+    assert len(summary.recoveries_s) == 1 and actors.killed, "the stuck topology was replaced"
+    expected, invalid = reference_orders(config.source, partition_limits(8, EVENTS), START_TIME_MS, 10_000)  # type: ignore[arg-type]
+    rows = read_jsonl_dir(tmp_path / "out")
+    actual = {(r["customer_id"], r["window_start_ms"]): (r["orders"], r["revenue_cents"]) for r in rows}
+    assert len(actual) == len(rows), "no window is written twice"
+    assert actual == {key: (value["orders"], value["revenue_cents"]) for key, value in expected.items()}
+    assert len(read_jsonl_dir(tmp_path / "dead")) == invalid
