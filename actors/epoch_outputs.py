@@ -14,7 +14,6 @@ Outputs that have not committed when the actor dies are redone from the checkpoi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +22,7 @@ import pyarrow as pa
 
 from actors.kafka.commit_markers import CommitMarker, commit_marker_topic
 from actors.kafka.producer_sink import KafkaDeadLetterSink, KafkaSink
-from pipelines.checkpoint_store import CheckpointStore, PendingFile, WriteAhead
+from pipelines.checkpoint_store import CheckpointStore, PendingFile, WriteAhead, fsync_path
 from pipelines.sinks import Rows, Sink
 
 __all__ = [
@@ -111,7 +110,7 @@ class StagedFileOutput:
         self._sequence += 1
         staged = sorted(self._staging.glob(f"{prefix}*"))
         for path in staged:
-            _fsync(path)
+            fsync_path(path)
         self._prepared = [PendingFile(str(path), str(self._directory / path.name)) for path in staged]
         return list(self._prepared), None
 
@@ -206,11 +205,3 @@ def discard_staged_files(directories: list[str]) -> None:
     for directory in directories:
         for stale in (Path(directory) / STAGING).glob("part-*"):
             stale.unlink()
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

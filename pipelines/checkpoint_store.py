@@ -50,6 +50,7 @@ __all__ = [
     "StateFile",
     "TornSnapshotError",
     "WriteAhead",
+    "fsync_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,15 @@ class TornSnapshotError(FatalError):
 class MissingLineageError(FatalError):
     """An actor found no lineage where the Supervisor creates one before it starts any actor (the checkpoint
     location was deleted or replaced while the pipeline ran). Operator action: run the pipeline again."""
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """fsync a local file or directory (a directory: the names created or renamed in it)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class CheckpointWriteError(FatalError):
@@ -373,13 +383,8 @@ class CheckpointStore:
 
     def _sync(self, path: str) -> None:
         """fsync ``path`` (a file or a directory) on a local disk; object stores are durable once written."""
-        if not isinstance(self._fs, pafs.LocalFileSystem):
-            return
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        if isinstance(self._fs, pafs.LocalFileSystem):
+            fsync_path(path)
 
     def _torn(self, checkpoint: Checkpoint) -> str | None:
         """What is wrong with the checkpoint's files, or None when every one is intact."""

@@ -54,9 +54,7 @@ class InProcessAggregate:
         self.actor.begin_epoch(epoch)
 
     async def checkpoint(self, epoch: int) -> AggregateSnapshot:
-        self._owner.checkpoints += 1
-        if self._owner.checkpoints == self._owner.die_at_checkpoint:
-            raise ActorDied(f"{self.actor_id} was killed at the barrier of epoch {epoch}")
+        await self._owner.at_barrier(self.actor_id, epoch)
         self._owner.log.append(f"checkpoint {self.actor_id} {epoch}")
         return self.actor.checkpoint(epoch)
 
@@ -153,6 +151,12 @@ class InProcessActors:
             config, actor_id, sender_index, partitions, limits, *clock, downstream, owner_of_group, restored
         )
         return InProcessSource(actor, actor_id, self)
+
+    async def at_barrier(self, actor_id: str, epoch: int) -> None:
+        """What happens as an aggregate's barrier call begins: here the kill at ``die_at_checkpoint``."""
+        self.checkpoints += 1
+        if self.checkpoints == self.die_at_checkpoint:
+            raise ActorDied(f"{actor_id} was killed at the barrier of epoch {epoch}")
 
     def kill(self, handle: Any) -> None:
         self.killed.append(handle.actor_id)
@@ -335,18 +339,10 @@ class LostAtCheckpoint(InProcessActors):
         super().__init__()
         self.lost_at_checkpoint = lost_at_checkpoint
 
-    def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int,
-                  slot: str) -> Any:  # fmt: skip
-        owner = self
-
-        class Losing(InProcessAggregate):
-            async def checkpoint(self, epoch: int) -> AggregateSnapshot:
-                owner.checkpoints += 1
-                if owner.checkpoints == owner.lost_at_checkpoint:
-                    raise MachineLost(f"the machine of {self.actor_id} was lost at epoch {epoch}")
-                return self.actor.checkpoint(epoch)
-
-        return Losing(AggregateActor(config, actor_id, key_groups, senders, slot), actor_id, self)
+    async def at_barrier(self, actor_id: str, epoch: int) -> None:
+        self.checkpoints += 1
+        if self.checkpoints == self.lost_at_checkpoint:
+            raise MachineLost(f"the machine of {actor_id} was lost at epoch {epoch}")
 
 
 def test_a_resumed_run_reads_state_by_meaning_and_refuses_a_changed_window_keeping_the_checkpoint(
@@ -392,19 +388,11 @@ class HangingAtCheckpoint(InProcessActors):
         self.hang_at_checkpoint = hang_at_checkpoint
         self.hung: list[str] = []
 
-    def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int,
-                  slot: str) -> Any:  # fmt: skip
-        owner = self
-
-        class Hanging(InProcessAggregate):
-            async def checkpoint(self, epoch: int) -> AggregateSnapshot:
-                owner.checkpoints += 1
-                if owner.checkpoints == owner.hang_at_checkpoint:
-                    owner.hung.append(f"{self.actor_id} at epoch {epoch}")
-                    await asyncio.Event().wait()  # for ever
-                return self.actor.checkpoint(epoch)
-
-        return Hanging(AggregateActor(config, actor_id, key_groups, senders, slot), actor_id, self)
+    async def at_barrier(self, actor_id: str, epoch: int) -> None:
+        self.checkpoints += 1
+        if self.checkpoints == self.hang_at_checkpoint:
+            self.hung.append(f"{actor_id} at epoch {epoch}")
+            await asyncio.Event().wait()  # for ever
 
 
 def test_an_epoch_stuck_past_the_checkpoint_timeout_restores_the_topology_and_loses_nothing(tmp_path: Path) -> None:
