@@ -8,6 +8,7 @@ from actors.kafka.producer_sink import KafkaDeadLetterSink, KafkaSink
 from actors.telemetry import Telemetry
 from pipelines.checkpoint_store import CheckpointStore
 from pipelines.config import ConsoleSinkConfig, DeadLetterConfig, PipelineConfig, SinkConfig
+from pipelines.kafka_acls import transactional_id_prefix
 from pipelines.kafka_config import KafkaConnectionConfig, KafkaDeadLetterConfig, KafkaSinkConfig
 from pipelines.sinks import open_sink
 
@@ -22,7 +23,7 @@ def _connection(config: PipelineConfig) -> KafkaConnectionConfig:
 
 def transactional_id(config: PipelineConfig, slot: str) -> str:
     """Stable across runs and restarts, so a restarted slot fences the producer it replaces."""
-    return f"eventray-{config.name}-{slot}"
+    return f"{transactional_id_prefix(config.name)}{slot}"
 
 
 def _open(config: PipelineConfig, output: SinkConfig | DeadLetterConfig | KafkaDeadLetterConfig, writer: str,

@@ -241,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optional_commands(commands: Any) -> None:
+    from cluster.acls_command import add_acls_command  # noqa: PLC0415
     from cluster.demo import add_demo_commands  # noqa: PLC0415
     from cluster.k8s.cli import add_k8s_commands  # noqa: PLC0415
     from cluster.kafka_dev.cli import add_kafka_commands  # noqa: PLC0415
@@ -250,6 +251,7 @@ def _add_optional_commands(commands: Any) -> None:
     add_k8s_commands(commands)
     add_demo_commands(commands)
     add_lag_command(commands)
+    add_acls_command(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from actors.source_actor import SourceBarrier
 from cluster.remote import WATCHDOG_GROUP, remote_aggregate, remote_source
 from pipelines.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.config import PipelineConfig
-from pipelines.errors import RetriableError
+from pipelines.errors import RetriableError, causes
 
 __all__ = [
     "ActorFactory",
@@ -161,7 +161,7 @@ def actor_died(error: BaseException) -> bool:
     us through another actor's call (a source whose aggregate died)."""
     return any(
         isinstance(cause, ray.exceptions.RayActorError | ray.exceptions.ActorUnavailableError)
-        for cause in _causes(error)
+        for cause in causes(error)
     )
 
 
@@ -172,19 +172,8 @@ def transient_kafka_error(error: BaseException) -> bool:
     return any(
         isinstance(cause, RetriableError | KafkaTimeoutError | TimeoutError | asyncio.TimeoutError)
         or (isinstance(cause, KafkaError) and cause.retriable)
-        for cause in _causes(error)
+        for cause in causes(error)
     )
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    """``error`` and what caused it, through Ray's wrapping (``RayTaskError.cause``) and ``__cause__``."""
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        cause = getattr(current, "cause", None)
-        current = cause if isinstance(cause, BaseException) else current.__cause__
-    return chain
 
 
 def kill_named_actors(prefix: str, run_id: str) -> int:

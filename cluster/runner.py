@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+from actors.kafka.access import check_kafka_access
 from cluster.handles import SupervisorHandle, actor_died, kill_named_actors
 from cluster.ray_runtime import connect
 from cluster.remote import remote_supervisor
@@ -41,6 +43,8 @@ def run_pipeline(
     """
     compile_pipeline(config)  # a wrong config fails here, before Ray starts
     config = with_resolved_secrets(with_paths_resolved(config, Path.cwd()))
+    if config.kafka is not None:  # a TLS or SASL refusal fails here too, naming its cause
+        asyncio.run(check_kafka_access(config.kafka))
     connection = connect(address)
     try:
         run_id = secrets.token_hex(3)

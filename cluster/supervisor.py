@@ -21,6 +21,7 @@ from typing import Any
 
 from actors.epoch_outputs import commit_pending_files, discard_staged_files
 from actors.faults import faults_after
+from actors.kafka.access import explain_denied
 from actors.kafka.admin import ensure_topic
 from actors.kafka.admin import partition_count as kafka_partition_count
 from actors.kafka.commit_markers import commit_marker_topic
@@ -181,6 +182,9 @@ class Supervisor:
         started = ran or not transient_kafka_error(error) or actor_died(error)
         recoverable = self._config.checkpoint is not None and self._actors.recoverable(error) and started
         limit = self._config.checkpoint.max_recoveries if self._config.checkpoint else 0
+        denied = explain_denied(error, self._config)
+        if denied is not None:  # a missing ACL: no retry grants it
+            raise denied from None
         if not recoverable:
             raise PipelineFailed(f"pipeline {self._config.name!r} failed: {_actor_error(error)}") from None
         if self._recoveries_tried >= limit:

@@ -5,6 +5,7 @@
     └── FatalError              retrying will not help; an operator has to act
         ├── ConfigError         the pipeline config is wrong: names the field path and what is allowed
         ├── ExpressionError     a filter/derive/check expression cannot be parsed or names unknown columns
+        ├── KafkaAccessDenied   Kafka refused the pipeline: TLS, authentication, or a missing ACL
         └── PipelineHalted      the pipeline stopped itself (e.g. a dead-letter circuit breaker tripped)
 
 Every exception here is picklable (it crosses actor boundaries): constructors take one message string,
@@ -18,8 +19,10 @@ __all__ = [
     "EventrayError",
     "ExpressionError",
     "FatalError",
+    "KafkaAccessDenied",
     "PipelineHalted",
     "RetriableError",
+    "causes",
 ]
 
 
@@ -43,5 +46,21 @@ class ExpressionError(ConfigError):
     """An expression in the config cannot be parsed or refers to something that does not exist."""
 
 
+class KafkaAccessDenied(FatalError):
+    """Kafka refused the pipeline's connection or one of its operations; the message names the cause (the TLS
+    or SASL setting, or the resource and the ACLs it needs)."""
+
+
 class PipelineHalted(FatalError):
     """The pipeline stopped itself to protect its outputs."""
+
+
+def causes(error: BaseException) -> list[BaseException]:
+    """``error`` and what caused it, through Ray's wrapping (``RayTaskError.cause``) and ``__cause__``."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        cause = getattr(current, "cause", None)
+        current = cause if isinstance(cause, BaseException) else current.__cause__
+    return chain

@@ -8,12 +8,31 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, RequestTimedOutError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    KafkaError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
+from aiokafka.protocol.admin import CreateAclsRequest
 
 from pipelines.errors import ConfigError
+from pipelines.kafka_acls import AclBinding
 from pipelines.kafka_config import KafkaConnectionConfig, client_options
 
-__all__ = ["committed_offsets", "end_offsets", "ensure_topic", "partition_count", "read_topic", "topic_partitions"]
+__all__ = [
+    "committed_offsets",
+    "create_acls",
+    "end_offsets",
+    "ensure_topic",
+    "partition_count",
+    "read_topic",
+    "topic_partitions",
+]
+
+_ANY_HOST = "*"
+_ALLOW = 3  # AclPermissionType.ALLOW in the Kafka protocol
 
 
 async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions: int, compacted: bool = False) -> None:
@@ -38,6 +57,8 @@ async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions
         if code in (0, TopicAlreadyExistsError.errno, RequestTimedOutError.errno):
             continue  # there, or on its way: the metadata wait below tells
         error = for_code(code)
+        if error is TopicAuthorizationFailedError:
+            raise error(name)  # explain_denied names the topic and the ACLs this pipeline needs on it
         if error.retriable:  # e.g. the controller moved: a broker restarting, worth another try later
             raise error(f"creating topic {name!r}: {message or error.__name__}")
         reason = message or error.__name__
@@ -46,6 +67,29 @@ async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions
             f"{reason}. Operator action: create it beforehand, or set kafka.replication_factor"
         )
     await _wait_for_metadata(connection, topic)
+
+
+async def create_acls(connection: KafkaConnectionConfig, principal: str, bindings: list[AclBinding]) -> None:
+    """Allow ``bindings`` to ``principal`` (``User:<name>``) from any host; creating an ACL that exists is a no-op.
+    A refusal (the connection's principal may not alter ACLs, no authorizer configured) raises ConfigError
+    naming the binding and the broker's reason."""
+    admin = AIOKafkaAdminClient(**client_options(connection))
+    await admin.start()
+    try:
+        for binding in bindings:
+            request = CreateAclsRequest(binding.resource_type, binding.resource_name, binding.pattern_type,
+                                        principal, _ANY_HOST, binding.operation, _ALLOW)  # fmt: skip
+            # aiokafka 0.14 has the CreateAcls protocol but no admin method for it
+            response = await admin._send_request(request)  # noqa: SLF001
+            for code, message in response.creation_responses:
+                if code != 0:
+                    reason = message or for_code(code).__name__
+                    raise ConfigError(
+                        f"ACL not created ({binding.describe(principal)}): {reason}. Operator action: connect as "
+                        "a principal allowed to alter ACLs (a super user), on a cluster with an authorizer"
+                    )
+    finally:
+        await admin.close()
 
 
 async def _default_replication_factor(admin: AIOKafkaAdminClient) -> int:
@@ -79,13 +123,17 @@ async def _wait_for_metadata(connection: KafkaConnectionConfig, topic: str, time
 
 async def topic_partitions(connection: KafkaConnectionConfig, topic: str) -> list[dict[str, Any]]:
     """The metadata of ``topic``'s partitions (``partition``, ``leader``, ``replicas``, ``isr``); empty when the
-    topic does not exist."""
+    topic does not exist. Raises ``TopicAuthorizationFailedError`` when the principal may not describe it (Kafka
+    then does not say whether it exists)."""
     admin = AIOKafkaAdminClient(**client_options(connection))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()
+    for entry in described:
+        if entry["error_code"] == TopicAuthorizationFailedError.errno:
+            raise TopicAuthorizationFailedError(topic)  # explain_denied names it and the ACLs this pipeline needs
     return [p for entry in described if entry["error_code"] == 0 for p in entry["partitions"]]
 
 

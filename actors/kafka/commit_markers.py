@@ -15,6 +15,7 @@ from __future__ import annotations
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipelines.kafka_acls import commit_marker_topic
 from pipelines.kafka_config import KafkaConnectionConfig, client_options
 
 __all__ = ["CommitMarker", "commit_marker_topic", "read_committed_markers"]
@@ -30,10 +31,6 @@ class CommitMarker(msgspec.Struct, frozen=True):
 
     def value(self) -> bytes:
         return msgspec.json.encode(self)
-
-
-def commit_marker_topic(pipeline: str) -> str:
-    return f"{pipeline}.eventray-commits"
 
 
 async def read_committed_markers(connection: KafkaConnectionConfig, pipeline: str, lineage: str) -> dict[str, int]:

@@ -7,19 +7,25 @@ pytest fixtures all go through this API; each broker is identified by its state 
 Errors: every failure is a ``DevBrokerError`` whose message ends with an "Operator action:" line.
 """
 
-from ._broker import BrokerStatus, RunningBroker, broker_status, start_broker, stop_broker
+from ._broker import BrokerStatus, RunningBroker, broker_security, broker_status, start_broker, stop_broker
 from ._config import DevBrokerConfig, bootstrap_from_env
 from ._errors import DevBrokerError
 from ._jars import resolve_kafka_jars
 from ._probe import broker_reachable
+from ._security import PIPELINE_USER, BrokerSecurity
+from ._tls import CLIENT_PRINCIPAL
 
 __all__ = [
+    "CLIENT_PRINCIPAL",
+    "PIPELINE_USER",
+    "BrokerSecurity",
     "BrokerStatus",
     "DevBrokerConfig",
     "DevBrokerError",
     "RunningBroker",
     "bootstrap_from_env",
     "broker_reachable",
+    "broker_security",
     "broker_status",
     "resolve_kafka_jars",
     "start_broker",

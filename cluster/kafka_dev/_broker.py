@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from ._config import DevBrokerConfig
 from ._errors import DevBrokerError
@@ -28,10 +29,12 @@ from ._process import (
     terminate_broker,
 )
 from ._properties import LOOPBACK_HOST, BrokerPorts, render_log4j2_properties, render_server_properties
+from ._security import SCRAM_USERS, BrokerSecurity
 from ._state_files import BrokerRecord, StatePaths
+from ._tls import TlsFiles, make_tls_files
 from ._tools import last_lines, require_tool
 
-__all__ = ["BrokerStatus", "RunningBroker", "broker_status", "start_broker", "stop_broker"]
+__all__ = ["BrokerStatus", "RunningBroker", "broker_security", "broker_status", "start_broker", "stop_broker"]
 
 _FORMAT_TIMEOUT_S = 120.0
 _READY_POLL_S = 0.5
@@ -49,6 +52,7 @@ class RunningBroker:
     state_dir: Path
     kafka_version: str
     ready_after_s: float
+    security: BrokerSecurity | None = None
 
 
 @dataclass(frozen=True)
@@ -82,13 +86,15 @@ def start_broker(cfg: DevBrokerConfig) -> RunningBroker:
     libs_dir = resolve_kafka_jars(cfg)
     java = require_tool("java")
     ports = _choose_ports(cfg)
-    _write_configs(cfg, paths, ports)
-    _format_storage_if_needed(java, libs_dir, paths)
+    security = _secure(cfg, paths, ports) if cfg.secure else None
+    _write_configs(cfg, paths, ports, security)
+    _format_storage_if_needed(java, libs_dir, paths, security)
     started = time.monotonic()
     pid = spawn_detached(_broker_argv(java, libs_dir, cfg, paths), paths.log)
     paths.write_pid(pid)
+    probe_options = security.admin_options() if security is not None else {}
     try:
-        _wait_until_ready(pid, ports.bootstrap, paths, cfg.ready_timeout_s)
+        _wait_until_ready(pid, ports.bootstrap, paths, cfg.ready_timeout_s, probe_options)
     except BaseException:
         stop_own_child(pid, cfg.stop_timeout_s)
         paths.forget_broker()
@@ -100,6 +106,7 @@ def start_broker(cfg: DevBrokerConfig) -> RunningBroker:
             started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             kafka_version=cfg.kafka_version,
             log_path=str(paths.log),
+            mtls_bootstrap=security.mtls_bootstrap if security is not None else None,
         )
     )
     return RunningBroker(
@@ -109,7 +116,28 @@ def start_broker(cfg: DevBrokerConfig) -> RunningBroker:
         state_dir=cfg.state_dir,
         kafka_version=cfg.kafka_version,
         ready_after_s=time.monotonic() - started,
+        security=security,
     )
+
+
+def _secure(cfg: DevBrokerConfig, paths: StatePaths, ports: BrokerPorts) -> BrokerSecurity:
+    """New certificates, and the users' passwords (kept with the data they were formatted into)."""
+    assert ports.mtls is not None  # _choose_ports gives a secured broker its mutual-TLS port
+    security = BrokerSecurity(ports.bootstrap, f"{LOOPBACK_HOST}:{ports.mtls}", make_tls_files(paths.tls),
+                              paths.secrets)  # fmt: skip
+    formatted = (paths.data / "meta.properties").is_file()
+    security.ensure_passwords(keep=cfg.keep_data and formatted)
+    return security
+
+
+def broker_security(state_dir: Path) -> BrokerSecurity | None:
+    """How to connect to the secured broker last started from ``state_dir``; None when it is not secured or
+    never became ready."""
+    paths = StatePaths(state_dir.expanduser().resolve())
+    record = paths.read_record()
+    if record is None or record.mtls_bootstrap is None:
+        return None
+    return BrokerSecurity(record.bootstrap, record.mtls_bootstrap, TlsFiles(paths.tls), paths.secrets)
 
 
 def stop_broker(state_dir: Path, timeout_s: float = 20.0) -> bool:
@@ -137,7 +165,9 @@ def broker_status(state_dir: Path, probe_timeout_s: float = _PROBE_TIMEOUT_S) ->
     record = paths.read_record()
     if record is None or record.pid != pid:
         return BrokerStatus(running, False, pid, None, None, paths.log)
-    reachable = running and broker_reachable(record.bootstrap, probe_timeout_s)
+    security = broker_security(paths.root)
+    options = security.admin_options() if security is not None else {}
+    reachable = running and broker_reachable(record.bootstrap, probe_timeout_s, options)
     return BrokerStatus(running, reachable, pid, record.bootstrap, record.kafka_version, paths.log)
 
 
@@ -154,7 +184,10 @@ def _refuse_if_running(paths: StatePaths) -> None:
 def _choose_ports(cfg: DevBrokerConfig) -> BrokerPorts:
     """Fill in free ports for the zeros in ``cfg``; raise DevBrokerError if a requested port is taken."""
     with _bound_socket(cfg.port) as client, _bound_socket(cfg.controller_port) as controller:
-        return BrokerPorts(port=client.getsockname()[1], controller=controller.getsockname()[1])
+        if not cfg.secure:
+            return BrokerPorts(port=client.getsockname()[1], controller=controller.getsockname()[1])
+        with _bound_socket(cfg.mtls_port) as mtls:
+            return BrokerPorts(client.getsockname()[1], controller.getsockname()[1], mtls.getsockname()[1])
 
 
 def _bound_socket(port: int) -> socket.socket:
@@ -176,16 +209,20 @@ def _bound_socket(port: int) -> socket.socket:
     return sock
 
 
-def _write_configs(cfg: DevBrokerConfig, paths: StatePaths, ports: BrokerPorts) -> None:
+def _write_configs(
+    cfg: DevBrokerConfig, paths: StatePaths, ports: BrokerPorts, security: BrokerSecurity | None
+) -> None:
     paths.root.mkdir(parents=True, exist_ok=True)
     if not cfg.keep_data:
         shutil.rmtree(paths.data, ignore_errors=True)
-    paths.config.write_text(render_server_properties(ports, paths.data))
+    tls = security.tls if security is not None else None
+    paths.config.write_text(render_server_properties(ports, paths.data, tls))
     paths.log4j_config.write_text(render_log4j2_properties())
 
 
-def _format_storage_if_needed(java: Path, libs_dir: Path, paths: StatePaths) -> None:
-    """Run ``kafka.tools.StorageTool format`` unless the data dir already holds a formatted log."""
+def _format_storage_if_needed(java: Path, libs_dir: Path, paths: StatePaths, security: BrokerSecurity | None) -> None:
+    """Run ``kafka.tools.StorageTool format`` (with the SCRAM users of a secured broker) unless the data dir
+    already holds a formatted log."""
     if (paths.data / "meta.properties").is_file():
         return
     command = [
@@ -196,6 +233,7 @@ def _format_storage_if_needed(java: Path, libs_dir: Path, paths: StatePaths) -> 
         _new_cluster_id(),
         "-c",
         str(paths.config),
+        *(security.scram_format_arguments() if security is not None else []),
     ]
     try:
         done = subprocess.run(  # noqa: S603 - fixed argv built from our own paths, no shell
@@ -209,9 +247,17 @@ def _format_storage_if_needed(java: Path, libs_dir: Path, paths: StatePaths) -> 
     if done.returncode != 0:
         raise DevBrokerError(
             f"Formatting Kafka storage in {paths.data} failed (exit {done.returncode}):\n"
-            f"{last_lines(done.stdout + done.stderr)}\n"
+            f"{_without_passwords(last_lines(done.stdout + done.stderr), security)}\n"
             f"Operator action: fix the cause above; deleting {paths.data} is always safe for a dev broker."
         )
+
+
+def _without_passwords(text: str, security: BrokerSecurity | None) -> str:
+    if security is None:
+        return text
+    for user in SCRAM_USERS:
+        text = text.replace(security.password(user), "***")
+    return text
 
 
 def _new_cluster_id() -> str:
@@ -239,7 +285,7 @@ def _broker_argv(java: Path, libs_dir: Path, cfg: DevBrokerConfig, paths: StateP
     return [java_cmd, *heap, *rest, "kafka.Kafka", str(paths.config)]
 
 
-def _wait_until_ready(pid: int, bootstrap: str, paths: StatePaths, timeout_s: float) -> None:
+def _wait_until_ready(pid: int, bootstrap: str, paths: StatePaths, timeout_s: float, options: dict[str, Any]) -> None:
     """Poll until the broker answers metadata; raise DevBrokerError if it exits or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -252,7 +298,7 @@ def _wait_until_ready(pid: int, bootstrap: str, paths: StatePaths, timeout_s: fl
                 f"Last lines of {paths.log}:\n{_log_tail(paths.log)}\n"
                 "Operator action: fix the cause above, then run `eventray kafka up` again."
             )
-        if broker_reachable(bootstrap, min(_PROBE_TIMEOUT_S, max(deadline - time.monotonic(), 0.1))):
+        if broker_reachable(bootstrap, min(_PROBE_TIMEOUT_S, max(deadline - time.monotonic(), 0.1)), options):
             return
         time.sleep(_READY_POLL_S)
     raise DevBrokerError(

@@ -49,6 +49,10 @@ class DevBrokerConfig(BaseModel):
     state_dir: Path = Field(default_factory=_default_state_dir)
     port: int = Field(default=9092, ge=0, le=65535)
     controller_port: int = Field(default=0, ge=0, le=65535)
+    secure: bool = Field(
+        default=False, description="TLS, SCRAM and ACLs: SASL_SSL on port, mutual TLS on mtls_port, no plaintext"
+    )
+    mtls_port: int = Field(default=0, ge=0, le=65535, description="secured broker: the mutual-TLS client port")
     heap_mb: int = Field(default=512, ge=128)
     keep_data: bool = False
     ready_timeout_s: float = Field(default=60.0, gt=0)
@@ -61,6 +65,10 @@ class DevBrokerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> DevBrokerConfig:
-        if self.port and self.port == self.controller_port:
-            raise ValueError(f"port and controller_port must differ, both are {self.port}")
+        chosen = [port for port in (self.port, self.controller_port, self.mtls_port) if port]
+        if len(chosen) != len(set(chosen)):
+            raise ValueError(
+                f"port, controller_port and mtls_port must differ, got {self.port}, {self.controller_port} "
+                f"and {self.mtls_port} (0 picks a free one)"
+            )
         return self

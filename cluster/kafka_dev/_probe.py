@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import socket
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -21,16 +21,17 @@ __all__ = ["broker_reachable"]
 _T = TypeVar("_T")
 
 
-def broker_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
+def broker_reachable(bootstrap: str, timeout_s: float = 3.0, options: Mapping[str, Any] | None = None) -> bool:
     """True when a broker at ``bootstrap`` (``host:port[,host:port...]``) answers a metadata request
-    that lists at least one broker.
+    that lists at least one broker; ``options`` are the aiokafka security options (TLS, SASL) to connect
+    with.
 
     Never raises for an unreachable, starting or malformed address; blocks for about ``timeout_s`` at
     most. Safe to call with or without a running event loop in the calling thread.
     """
     if not any(_accepts_tcp(address, timeout_s) for address in bootstrap.split(",")):
         return False
-    return _run_blocking(_has_brokers(bootstrap, timeout_s))
+    return _run_blocking(_has_brokers(bootstrap, timeout_s, dict(options or {})))
 
 
 def _accepts_tcp(address: str, timeout_s: float) -> bool:
@@ -44,8 +45,9 @@ def _accepts_tcp(address: str, timeout_s: float) -> bool:
         return False
 
 
-async def _has_brokers(bootstrap: str, timeout_s: float) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+async def _has_brokers(bootstrap: str, timeout_s: float, options: dict[str, Any]) -> bool:
+    options.update(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(**options)
     try:
         cluster = await asyncio.wait_for(_describe_cluster(admin), timeout_s)
     except (KafkaError, OSError, asyncio.TimeoutError):

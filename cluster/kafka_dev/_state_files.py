@@ -24,6 +24,7 @@ class BrokerRecord:
     started_at: str
     kafka_version: str
     log_path: str
+    mtls_bootstrap: str | None = None  # set for a secured broker only
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,14 @@ class StatePaths:
     @property
     def log(self) -> Path:
         return self.root / "broker.log"
+
+    @property
+    def tls(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
 
     @property
     def pid_file(self) -> Path:

@@ -12,6 +12,7 @@ __all__ = ["last_lines", "require_tool"]
 _INSTALL_HINTS = {
     "java": "install Java 17+ (e.g. `apt-get install openjdk-17-jre-headless`) so `java` is on PATH",
     "mvn": "install Apache Maven 3.8+ (e.g. `apt-get install maven`) so `mvn` is on PATH",
+    "openssl": "install OpenSSL (e.g. `apt-get install openssl`) so `openssl` is on PATH",
 }
 
 

@@ -7,13 +7,16 @@ answering), 3 ``status``: not running (the LSB convention).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from ._broker import broker_status, start_broker, stop_broker
+from ._broker import RunningBroker, broker_status, start_broker, stop_broker
 from ._config import DevBrokerConfig, bootstrap_from_env
 from ._errors import DevBrokerError
 from ._probe import broker_reachable
+from ._security import PIPELINE_USER, SCRAM_USERS, BrokerSecurity
+from ._tls import CLIENT_PRINCIPAL
 
 __all__ = ["add_kafka_commands"]
 
@@ -34,6 +37,13 @@ def add_kafka_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     _add_state_dir(up)
     up.add_argument("--port", type=_port, default=9092, help="client port on 127.0.0.1; 0 picks a free one")
     up.add_argument("--keep-data", action="store_true", help="keep topics from the previous run")
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS + SCRAM-SHA-512 on --port, mutual TLS on --mtls-port, ACLs enforced",
+    )
+    up.add_argument("--mtls-port", type=_port, default=0, help="with --secure: the mutual-TLS port; 0 picks one")
+    up.add_argument("--json", action="store_true", help="print the broker's addresses and files as JSON")
     up.set_defaults(func=_up)
 
     down = commands.add_parser("down", help="stop the dev broker started from this state dir")
@@ -70,22 +80,58 @@ def _up(args: argparse.Namespace) -> int:
     if external is not None:
         print(f"KAFKA_BOOTSTRAP={external} points at an existing broker; not starting one.")
         return _EXIT_OK
-    cfg = _config(args, port=args.port, keep_data=args.keep_data)
+    cfg = _config(args, port=args.port, keep_data=args.keep_data, secure=args.secure, mtls_port=args.mtls_port)
     current = broker_status(cfg.state_dir)
     if current.running:
         print(f"Kafka already running at {current.bootstrap or '(starting)'} (pid {current.pid}).")
         return _EXIT_OK
-    print(f"Starting Kafka {cfg.kafka_version} (the first run downloads its jars with mvn)...", flush=True)
+    if not args.json:
+        print(f"Starting Kafka {cfg.kafka_version} (the first run downloads its jars with mvn)...", flush=True)
     try:
         broker = start_broker(cfg)
     except DevBrokerError as exc:
         print(f"Kafka did not start: {exc}", file=sys.stderr)
         return _EXIT_ERROR
+    if args.json:
+        print(json.dumps(_broker_facts(broker), indent=2))
+        return _EXIT_OK
     print(
         f"Kafka {broker.kafka_version} up at {broker.bootstrap} (pid {broker.pid}, "
         f"logs {_display(broker.log_path)}) in {broker.ready_after_s:.1f} s."
     )
+    if broker.security is not None:
+        _print_secured(broker.security)
     return _EXIT_OK
+
+
+def _broker_facts(broker: RunningBroker) -> dict[str, object]:
+    facts: dict[str, object] = {"bootstrap": broker.bootstrap, "pid": broker.pid, "log": str(broker.log_path),
+                                "kafka_version": broker.kafka_version}  # fmt: skip
+    security = broker.security
+    if security is not None:
+        facts["secure"] = {
+            "sasl_ssl_bootstrap": security.bootstrap,
+            "mtls_bootstrap": security.mtls_bootstrap,
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "ca_file": str(security.tls.ca_cert),
+            "client_cert_file": str(security.tls.cert(CLIENT_PRINCIPAL)),
+            "client_key_file": str(security.tls.key(CLIENT_PRINCIPAL)),
+            "password_files": {user: str(security.password_file(user)) for user in SCRAM_USERS},
+        }
+    return facts
+
+
+def _print_secured(security: BrokerSecurity) -> None:
+    print(
+        "Secured: SASL_SSL (SCRAM-SHA-512) only on that port, mutual TLS on "
+        f"{security.mtls_bootstrap}; ACLs are enforced (no ACL: no access).\n"
+        f"  users: admin (super user), {PIPELINE_USER} (what ACLs allow: `eventray acls CONFIG --apply`)\n"
+        "  a pipeline's kafka section:\n"
+        f"    kafka: {{bootstrap_servers: '{security.bootstrap}', security_protocol: SASL_SSL,\n"
+        f"            tls: {{ca_file: {_display(security.tls.ca_cert)}}},\n"
+        f"            sasl: {{mechanism: SCRAM-SHA-512, username: {PIPELINE_USER}, password_env: KAFKA_PASSWORD}}}}\n"
+        f"  export KAFKA_PASSWORD=$(cat {_display(security.password_file(PIPELINE_USER))})"
+    )
 
 
 def _down(args: argparse.Namespace) -> int:

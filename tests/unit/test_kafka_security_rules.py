@@ -1,0 +1,135 @@
+"""Pure rules of Kafka security: the ACLs a config needs, the secured broker's listeners, naming refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
+from ray.exceptions import RayTaskError
+
+from actors.kafka.access import explain_denied, principal
+from cluster.kafka_dev import DevBrokerConfig
+from cluster.kafka_dev._properties import BrokerPorts, render_server_properties
+from cluster.kafka_dev._tls import TlsFiles
+from pipelines.config import PipelineConfig, load_config
+from pipelines.kafka_acls import AclBinding, Operation, PatternType, ResourceType, required_acls
+from pipelines.kafka_config import KafkaConnectionConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def orders_kafka(**overrides: Any) -> PipelineConfig:
+    return load_config(CONFIGS / "orders_kafka.yaml", overrides)
+
+
+def acl_set(config: PipelineConfig) -> set[tuple[str, str, str, str]]:
+    return {
+        (b.resource_type.name, b.resource_name, b.pattern_type.name, b.operation.name) for b in required_acls(config)
+    }
+
+
+def test_an_at_least_once_pipeline_reads_its_topic_and_group_and_writes_and_creates_its_outputs() -> None:
+    assert acl_set(orders_kafka()) == {
+        ("TOPIC", "orders", "LITERAL", "READ"),
+        ("TOPIC", "orders", "LITERAL", "DESCRIBE"),
+        ("GROUP", "eventray-orders", "LITERAL", "READ"),
+        *{
+            ("TOPIC", topic, "LITERAL", operation)
+            for topic in ("orders.revenue-per-customer", "orders.dead-letter")
+            for operation in ("WRITE", "DESCRIBE", "CREATE")
+        },
+    }
+
+
+def test_exactly_once_adds_the_commit_markers_and_the_transactional_id_prefix() -> None:
+    added = acl_set(orders_kafka(delivery="exactly_once", checkpoint={})) - acl_set(orders_kafka())
+    assert added == {
+        *{
+            ("TOPIC", "orders-kafka.eventray-commits", "LITERAL", operation)
+            for operation in ("READ", "WRITE", "DESCRIBE", "CREATE")
+        },
+        ("TRANSACTIONAL_ID", "eventray-orders-kafka-", "PREFIXED", "WRITE"),
+        ("TRANSACTIONAL_ID", "eventray-orders-kafka-", "PREFIXED", "DESCRIBE"),
+    }
+
+
+def test_pre_created_topics_need_no_create_and_a_pipeline_without_kafka_needs_nothing() -> None:
+    assert not [
+        b for b in required_acls(orders_kafka(**{"kafka.create_topics": False})) if b.operation is Operation.CREATE
+    ]
+    assert required_acls(load_config(CONFIGS / "orders.yaml", {})) == []
+
+
+def test_a_binding_reads_as_kafka_acls_arguments() -> None:
+    binding = AclBinding(ResourceType.TRANSACTIONAL_ID, "eventray-p-", PatternType.PREFIXED, Operation.WRITE)
+    assert binding.describe("User:pipeline") == (
+        "--allow-principal User:pipeline --operation Write --transactional-id eventray-p- "
+        "--resource-pattern-type prefixed"
+    )
+
+
+def _properties(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_a_secured_broker_has_no_plaintext_listener_and_denies_what_no_acl_allows(tmp_path: Path) -> None:
+    ports = BrokerPorts(port=19092, controller=19093, mtls=19094)
+    props = _properties(render_server_properties(ports, tmp_path / "data", TlsFiles(tmp_path / "tls")))
+    assert props["listeners"] == "SASL_SSL://127.0.0.1:19092,SSL://127.0.0.1:19094,CONTROLLER://127.0.0.1:19093"
+    assert set(props["listener.security.protocol.map"].split(",")) == {"SASL_SSL:SASL_SSL", "SSL:SSL", "CONTROLLER:SSL"}
+    assert "PLAINTEXT" not in props["listeners"] + props["advertised.listeners"]
+    assert props["ssl.client.auth"] == "required" and props["listener.name.sasl_ssl.ssl.client.auth"] == "none"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["super.users"] == "User:broker;User:admin"
+
+
+def test_the_three_ports_of_a_secured_broker_must_differ() -> None:
+    with pytest.raises(ValueError, match="must differ"):
+        DevBrokerConfig(port=19092, mtls_port=19092, secure=True)
+
+
+def _secured_orders() -> PipelineConfig:
+    kafka = {"security_protocol": "SASL_SSL", "sasl": {"mechanism": "SCRAM-SHA-512", "username": "pipeline",
+                                                       "password": "x"}}  # fmt: skip
+    return orders_kafka(kafka=kafka, delivery="exactly_once", checkpoint={})
+
+
+def _through_ray(cause: BaseException) -> RayTaskError:
+    return RayTaskError("SourceActor.run", "Traceback (most recent call last): ...", cause)
+
+
+def test_a_missing_acl_is_named_with_the_operations_the_pipeline_needs_even_through_ray() -> None:
+    config = _secured_orders()
+    denied = explain_denied(_through_ray(TopicAuthorizationFailedError({"orders"})), config)
+    assert str(denied).startswith("Kafka denied User:pipeline access to topic 'orders'. This pipeline needs on it: ")
+    assert "Describe, Read." in str(denied)
+    group = explain_denied(GroupAuthorizationFailedError("eventray-orders"), config)
+    assert "consumer group 'eventray-orders'. This pipeline needs on it: Read." in str(group)
+    txn = explain_denied(TransactionalIdAuthorizationFailed("eventray-orders-kafka-source-0/sink-0"), config)
+    assert (
+        "transactional id 'eventray-orders-kafka-source-0/sink-0'. This pipeline needs on it: Describe, Write."
+        in str(txn)
+    )
+
+
+def test_other_errors_are_not_taken_for_a_missing_acl() -> None:
+    assert explain_denied(KafkaConnectionError("closed"), _secured_orders()) is None
+    assert explain_denied(TopicAuthorizationFailedError("orders"), load_config(CONFIGS / "orders.yaml", {})) is None
+
+
+def test_the_principal_is_the_sasl_user_else_the_certificate_else_anonymous() -> None:
+    assert principal(_secured_orders().kafka) == "User:pipeline"  # type: ignore[arg-type]
+    mtls = KafkaConnectionConfig.model_validate(
+        {"security_protocol": "SSL", "tls": {"cert_file": "c.pem", "key_file": "k.pem"}}
+    )
+    assert principal(mtls) == "the principal of client certificate c.pem"
+    assert principal(KafkaConnectionConfig()) == "User:ANONYMOUS"
