@@ -35,6 +35,7 @@ class LocalRayCluster:
     process: subprocess.Popen[bytes]
     log_path: Path
     metrics_url: str
+    temp_dir: Path  # Ray's session files and logs are under <temp_dir>/session_latest
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -53,15 +54,16 @@ def _ray_bin() -> str:
 def start_local_cluster(log_dir: Path, num_cpus: int = 4) -> LocalRayCluster:
     port, dashboard_port, metrics_port = free_port(), free_port(), free_port()
     log_path = log_dir / "ray-start.log"
+    # its own temp dir: `ray start` records itself in <temp>/ray_current_cluster, which a bare
+    # ray.init() elsewhere on the machine would otherwise join (or fail to, once this cluster is gone)
+    # (short: Ray's unix socket paths under it must stay within 107 bytes)
+    temp_dir = Path(tempfile.mkdtemp(prefix="er-ray-", dir="/tmp"))
     command = [
         _ray_bin(), "start", "--head", "--block",
         f"--port={port}", "--node-ip-address=127.0.0.1",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--include-dashboard=true",
         f"--num-cpus={num_cpus}", "--disable-usage-stats", f"--metrics-export-port={metrics_port}",
-        # its own temp dir: `ray start` records itself in <temp>/ray_current_cluster, which a bare
-        # ray.init() elsewhere on the machine would otherwise join (or fail to, once this cluster is gone)
-        # (short: Ray's unix socket paths under it must stay within 107 bytes)
-        f"--temp-dir={tempfile.mkdtemp(prefix='er-ray-', dir='/tmp')}",
+        f"--temp-dir={temp_dir}",
     ]  # fmt: skip
     # As after `source .venv/bin/activate`: a job's `python` entrypoint is the venv's, as is every worker.
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -70,8 +72,9 @@ def start_local_cluster(log_dir: Path, num_cpus: int = 4) -> LocalRayCluster:
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     cluster = LocalRayCluster(
-        f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", process, log_path, f"http://127.0.0.1:{metrics_port}"
-    )
+        f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", process, log_path, f"http://127.0.0.1:{metrics_port}",
+        temp_dir,
+    )  # fmt: skip
     _wait_until_ready(cluster)
     return cluster
 
