@@ -6,6 +6,7 @@ least-privilege principal."""
 from __future__ import annotations
 
 import asyncio
+import json
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,16 +15,19 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.conn import create_conn
+from aiokafka.errors import TopicAuthorizationFailedError
 from aiokafka.protocol.metadata import MetadataRequest
 from pydantic import SecretStr
 
 from actors.kafka.access import check_kafka_access, explain_denied, principal
 from actors.kafka.admin import committed_offsets, create_acls, ensure_topic, partition_count
+from cluster.cli import main as cli_main
 from cluster.kafka_dev import (
     CLIENT_PRINCIPAL,
     PIPELINE_USER,
     BrokerSecurity,
     DevBrokerConfig,
+    broker_security,
     start_broker,
     stop_broker,
 )
@@ -359,3 +363,28 @@ def test_a_wrong_password_fails_before_ray_starts_any_actor(
     config = _pipeline(tmp_path, secured, unique("wrong-password"))
     with pytest.raises(KafkaAccessDenied, match=f"authentication failed for user '{PIPELINE_USER}'"):
         run_pipeline(config, address="127.0.0.1:1")  # no Ray there: the refusal must come first
+
+
+def test_the_command_line_starts_reports_grants_and_stops_a_secured_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path / "broker")
+    assert cli_main(["kafka", "up", "--secure", "--port", "0", "--json", "--state-dir", state]) == 0
+    try:
+        facts = json.loads(capsys.readouterr().out)["secure"]
+        assert cli_main(["kafka", "status", "--state-dir", state]) == 0, "the status probe connects as admin"
+        assert "answering" in capsys.readouterr().out
+        security = broker_security(Path(state))
+        assert security is not None and facts["sasl_ssl_bootstrap"] == security.bootstrap
+        asyncio.run(ensure_topic(security.sasl_connection("admin"), "orders", 2))
+        pipeline = security.sasl_connection(PIPELINE_USER)
+        with pytest.raises(TopicAuthorizationFailedError):
+            asyncio.run(partition_count(pipeline, "orders"))
+
+        config = str(Path(__file__).resolve().parents[2] / "configs" / "orders_kafka.yaml")
+        assert cli_main(["acls", config, "--principal", f"User:{PIPELINE_USER}", "--apply", "--state-dir", state]) == 0
+
+        assert "--operation Read --topic orders" in capsys.readouterr().out
+        assert asyncio.run(partition_count(pipeline, "orders")) == 2
+    finally:
+        assert cli_main(["kafka", "down", "--state-dir", state]) == 0
