@@ -40,15 +40,21 @@ test-latest: | $(UV)
 	$(UV) pip install --quiet --python $(LATEST_VENV)/bin/python --upgrade -e '.[dev]'
 	$(LATEST_VENV)/bin/python -m pytest tests/unit -p no:cacheprovider $(PYTEST_ARGS)
 
-run: $(BIN)/.installed
-	$(BIN)/eventray run $(CONFIG) $(ARGS)
+# The key of `mask: hash` (HMAC-SHA256): $$EVENTRAY_MASK_KEY when exported, else a random key made once for this
+# checkout (mode 0600), so hashes stay joinable from run to run here and a guessed e-mail cannot be hashed elsewhere.
+MASK_KEY_FILE := .eventray/mask.key
+$(MASK_KEY_FILE):
+	@mkdir -p $(dir $@) && (umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_hex(32))' > $@)
+
+run: $(BIN)/.installed $(MASK_KEY_FILE)
+	EVENTRAY_MASK_KEY="$${EVENTRAY_MASK_KEY:-$$(cat $(MASK_KEY_FILE))}" $(BIN)/eventray run $(CONFIG) $(ARGS)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The autoscaling demo: a burst, scale-out and scale-in, a live table, out/demo/autoscale.png (about 150 s).
-demo: $(BIN)/.installed
-	$(BIN)/eventray demo autoscale $(ARGS)
+demo: $(BIN)/.installed $(MASK_KEY_FILE)
+	EVENTRAY_MASK_KEY="$${EVENTRAY_MASK_KEY:-$$(cat $(MASK_KEY_FILE))}" $(BIN)/eventray demo autoscale $(ARGS)
 
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

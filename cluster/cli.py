@@ -49,8 +49,9 @@ def load_run_config(args: argparse.Namespace) -> PipelineConfig:
 def _run(args: argparse.Namespace) -> int:
     from cluster.console import ProgressView, print_summary  # noqa: PLC0415 - keep `--help` fast
     from cluster.runner import run_pipeline  # noqa: PLC0415
+    from pipelines.secrets import resolve_secrets  # noqa: PLC0415
 
-    config = load_run_config(args)
+    config = resolve_secrets(load_run_config(args), os.environ)  # a missing secret fails before anything starts
     if args.json:  # for scripts: nothing on stdout but the summary
         from cluster.run_report import summary_json  # noqa: PLC0415
 

@@ -16,8 +16,8 @@ from cluster.remote import remote_supervisor
 from cluster.run_report import RunProgress, RunSummary
 from cluster.supervisor import Supervisor
 from pipelines.config import PipelineConfig, with_paths_resolved
-from pipelines.kafka_config import resolve_kafka_secrets
 from pipelines.plan import compile_pipeline
+from pipelines.secrets import resolve_secrets
 
 __all__ = ["run_pipeline"]
 
@@ -95,10 +95,8 @@ def _restartable(config: PipelineConfig, error: Exception, restarts: int) -> boo
 
 
 def with_resolved_secrets(config: PipelineConfig) -> PipelineConfig:
-    """Bootstrap servers and SASL passwords from the environment, read once here in the driver."""
-    if config.kafka is None:
-        return config
-    return config.model_copy(update={"kafka": resolve_kafka_secrets(config.kafka, os.environ)})
+    """Bootstrap servers, SASL passwords and mask keys from the environment, read once here in the driver."""
+    return resolve_secrets(config, os.environ)
 
 
 def _poll(

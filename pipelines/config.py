@@ -39,6 +39,7 @@ from pipelines.kafka_config import (
 from pipelines.state_config import DedupConfig, KeyedProcessConfig, UpsertConfig
 
 __all__ = [
+    "MASK_KEY_ENV",
     "AggregateConfig",
     "AggregationConfig",
     "BurstConfig",
@@ -242,11 +243,33 @@ class DeriveOp(_Model):
     expr: str = Field(min_length=1)
 
 
+MASK_KEY_ENV = "EVENTRAY_MASK_KEY"
+
+
 class MaskOp(_Model):
+    """``hash`` is a keyed HMAC-SHA256: the key comes from the environment variable ``key_env``, read once by
+    the driver (:func:`pipelines.secrets.resolve_secrets`), never from a config file; without the key nobody
+    can recompute a hash from a guessed value, with the same key the hashes of two runs still join."""
+
     op: Literal["mask"]
     column: str = Field(min_length=1)
     method: Literal["redact", "hash", "keep_last"] = "redact"
     keep_last: int = Field(default=4, ge=0)
+    key_env: str = Field(
+        default=MASK_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="method hash: the key's variable"
+    )
+    key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _never_from_a_file(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("a mask key never goes in a config: export it and name the variable in key_env")
+        return value
+
+    @property
+    def needs_key(self) -> bool:
+        return self.method == "hash"
 
 
 OperatorConfig = Annotated[FilterOp | SelectOp | DeriveOp | MaskOp, Field(discriminator="op")]

@@ -13,6 +13,7 @@ out with their reasons (:mod:`pipelines.row_errors`) while the other rows go on.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -144,8 +145,9 @@ class Derive:
 
 
 class Mask:
-    """Masks personal data in a string column: ``redact`` (``***``), ``hash`` (sha256, stable, joinable),
-    or ``keep_last`` (``***`` + the last N characters). Nulls stay null."""
+    """Masks personal data in a string column: ``redact`` (``***``), ``hash`` (HMAC-SHA256 under the key the
+    driver resolved, 32 hex digits: stable and joinable under one key, not recomputable without it), or
+    ``keep_last`` (``***`` + the last N characters). Nulls stay null."""
 
     expression_text = None
 
@@ -153,6 +155,8 @@ class Mask:
         self._column = config.column
         self._method = config.method
         self._keep_last = config.keep_last
+        self._key_env = config.key_env
+        self._key = config.key.get_secret_value().encode() if config.key is not None else None
 
     @property
     def label(self) -> str:
@@ -171,7 +175,14 @@ class Mask:
             tail = pc.utf8_slice_codeunits(values, start=-self._keep_last) if self._keep_last else pa.scalar("")
             masked = pc.binary_join_element_wise("***", tail, "")
             return pc.if_else(pc.greater(length, self._keep_last), masked, pc.binary_join_element_wise("***", "", ""))
-        return _hash_strings(values)
+        if self._key is None:
+            if not len(values):
+                return values  # compile-time checks run on an empty batch, before the driver resolves the key
+            raise ConfigError(
+                f"mask {self._column}: method hash has no key (resolved from {self._key_env} by the driver). "
+                "Operator action: run through eventray (which resolves it), or resolve_secrets(config) first"
+            )
+        return _hmac_strings(values, self._key)
 
     def output_columns(self, input_columns: Sequence[str]) -> list[str]:
         if self._column not in input_columns:
@@ -179,11 +190,11 @@ class Mask:
         return list(input_columns)
 
 
-def _hash_strings(values: pa.Array) -> pa.Array:
-    """sha256 of each distinct value (hashed once per distinct value, not once per row)."""
+def _hmac_strings(values: pa.Array, key: bytes) -> pa.Array:
+    """HMAC-SHA256 of each distinct value (computed once per distinct value, not once per row)."""
     encoded = pc.dictionary_encode(values)
     digests = [
-        None if value is None else hashlib.sha256(value.encode()).hexdigest()[:16]
+        None if value is None else hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
         for value in encoded.dictionary.to_pylist()
     ]
     return pa.array(digests, pa.string()).take(encoded.indices)  # a null index gives a null

@@ -2,7 +2,8 @@
 session for the integration and chaos tests (started only when a test asks for them).
 
 ``RAY_AUTH_MODE`` is set here, before anything imports Ray, so this process and every process it starts
-(``ray start``, the CLI, job drivers) use the same mode (ARCHITECTURE.md section 7).
+(``ray start``, the CLI, job drivers) use the same mode (ARCHITECTURE.md section 7); so is the key of hashing
+masks, ``EVENTRAY_MASK_KEY``, when the environment has none.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# the key of `mask: hash` (HMAC), as an operator exports it; job drivers started by tests inherit it
+os.environ.setdefault("EVENTRAY_MASK_KEY", "eventray-tests-only-mask-key-0123456789")
 
 from collections.abc import Iterator
 

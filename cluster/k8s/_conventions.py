@@ -43,6 +43,7 @@ RAY_AUTH_MODE = "disabled"
 # Names of Kubernetes Secret objects (created by the operator, see k8s/README.md), not secret values.
 KAFKA_SECRET = "eventray-kafka"  # noqa: S105
 CHECKPOINT_SECRET = "eventray-checkpoints"  # noqa: S105
+PII_SECRET = "eventray-pii"  # noqa: S105
 # Every key of this ConfigMap (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL, ...) becomes an
 # environment variable of the Ray containers; it is optional, so a cluster without it runs untraced.
 TELEMETRY_CONFIGMAP = "eventray-telemetry"
@@ -72,4 +73,5 @@ SECRET_ENV: tuple[SecretEnv, ...] = (
     SecretEnv("AWS_ACCESS_KEY_ID", CHECKPOINT_SECRET, optional=True),
     SecretEnv("AWS_SECRET_ACCESS_KEY", CHECKPOINT_SECRET, optional=True),
     SecretEnv("AWS_ENDPOINT_URL", CHECKPOINT_SECRET, optional=True),
+    SecretEnv("EVENTRAY_MASK_KEY", PII_SECRET, optional=True),
 )

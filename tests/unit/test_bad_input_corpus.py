@@ -6,6 +6,7 @@ verdict is the same in the fetch as alone. (Runs through the file source and Kaf
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ from pipelines.generator import generate_events
 from pipelines.orders import orders_pipeline
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
+from pipelines.secrets import resolve_secrets
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad_inputs"
 MANIFEST: dict[str, str | None] = json.loads((CORPUS / "manifest.json").read_text())
-COMPILED = compile_pipeline(orders_pipeline())
+COMPILED = compile_pipeline(resolve_secrets(orders_pipeline(), os.environ))  # the mask key, as the driver does
 GENERATOR = GeneratorSourceConfig(seed=3, rate_per_s=None, invalid_fraction=0.0)
 START_MS = 1_767_225_600_000
 FETCH = 2_000

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from actors import SourceActor, SourceProgress
 from pipelines.config import (
@@ -84,7 +85,7 @@ def failed_offsets(batch: pa.RecordBatch, outcome: ChainOutcome) -> list[int]:
 
 
 DERIVE_CHAIN: list[OperatorConfig] = [
-    MaskOp(op="mask", column="email", method="hash"),
+    MaskOp(op="mask", column="email", method="hash").model_copy(update={"key": SecretStr("k" * 32)}),
     FilterOp(op="filter", expr="is_valid(amount_cents)"),
     DeriveOp(op="derive", column="amount_x", expr=OVERFLOWING),
 ]

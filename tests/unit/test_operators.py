@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 import pyarrow as pa
 import pytest
+from pydantic import SecretStr
 
 from pipelines.config import DeriveOp, FilterOp, MaskOp, OperatorConfig, SelectOp
 from pipelines.errors import ConfigError, ExpressionError
@@ -22,8 +24,16 @@ BATCH = pa.record_batch(
 COLUMNS = BATCH.schema.names
 
 
-def sha16(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+KEY = "a-test-key-of-enough-bytes-0123456789"
+
+
+def sha16(text: str, key: str = KEY) -> str:
+    """The independent recomputation: HMAC-SHA256 under ``key``, 32 hex digits."""
+    return hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def hashing(column: str, key: str = KEY) -> Mask:
+    return Mask(MaskOp(op="mask", column=column, method="hash").model_copy(update={"key": SecretStr(key)}))
 
 
 def test_filter_keeps_true_rows_and_drops_nulls() -> None:
@@ -148,8 +158,8 @@ def test_mask_redact_keeps_nulls() -> None:
     assert out.schema.names == COLUMNS
 
 
-def test_mask_hash_is_sha256_prefix_deterministic_and_joinable() -> None:
-    mask = Mask(MaskOp(op="mask", column="email", method="hash"))
+def test_mask_hash_is_a_keyed_hmac_deterministic_and_joinable() -> None:
+    mask = hashing("email")
     out = mask.apply(BATCH).column("email").to_pylist()
     assert out == [sha16("ann@example.com"), None, sha16("bob@example.com"), sha16("ann@example.com"), sha16("x@y")]
     assert out[0] == out[3]  # same input, same hash: still joinable
@@ -159,20 +169,42 @@ def test_mask_hash_is_sha256_prefix_deterministic_and_joinable() -> None:
 
 def test_mask_hash_of_all_null_column() -> None:
     batch = pa.record_batch({"email": pa.nulls(3, pa.string())})
-    out = Mask(MaskOp(op="mask", column="email", method="hash")).apply(batch)
+    out = hashing("email").apply(batch)
     assert out.column("email").to_pylist() == [None, None, None]
     assert out.column("email").type == pa.string()
 
 
 def test_mask_hash_of_empty_batch() -> None:
     batch = pa.record_batch({"email": pa.array([], pa.string())})
-    out = Mask(MaskOp(op="mask", column="email", method="hash")).apply(batch)
+    out = hashing("email").apply(batch)
     assert out.num_rows == 0
 
 
 def test_mask_hash_of_a_non_string_column_hashes_its_text() -> None:
-    out = Mask(MaskOp(op="mask", column="amount_cents", method="hash")).apply(BATCH)
+    out = hashing("amount_cents").apply(BATCH)
     assert out.column("amount_cents").to_pylist() == [sha16("500"), sha16("700"), sha16("900"), None, sha16("20000")]
+
+
+def test_another_key_gives_other_hashes_and_the_plain_sha256_of_a_value_is_not_its_hash() -> None:
+    ours = hashing("email").apply(BATCH).column("email").to_pylist()
+    theirs = hashing("email", key="another-key-of-enough-bytes-0123").apply(BATCH).column("email").to_pylist()
+    assert ours[0] != theirs[0]
+    assert ours[0] not in (
+        hashlib.sha256(b"ann@example.com").hexdigest()[:32],
+        hashlib.sha256(b"ann@example.com").hexdigest()[:16],
+    )
+
+
+def test_hashing_without_a_key_refuses_data_but_passes_the_compile_time_empty_batch() -> None:
+    keyless = Mask(MaskOp(op="mask", column="email", method="hash"))
+    assert keyless.apply(BATCH.slice(0, 0)).num_rows == 0
+    with pytest.raises(ConfigError, match="method hash has no key"):
+        keyless.apply(BATCH)
+
+
+def test_a_mask_key_written_in_a_config_is_refused() -> None:
+    with pytest.raises(ValueError, match="a mask key never goes in a config"):
+        MaskOp.model_validate({"op": "mask", "column": "email", "method": "hash", "key": "in-the-file"})
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from pipelines.generator import generate_events
 from pipelines.keyed_operator import Added
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
+from pipelines.secrets import resolve_secrets
 from pipelines.windows import WINDOW_END, WINDOW_START, TumblingWindows
 
 ORDERS_YAML = Path(__file__).resolve().parents[2] / "configs" / "orders.yaml"
@@ -52,7 +54,7 @@ def test_orders_pipeline_compiles() -> None:
 
 
 def test_orders_pipeline_runs_in_process() -> None:
-    config = load_config(ORDERS_YAML)
+    config = resolve_secrets(load_config(ORDERS_YAML), os.environ)  # the mask key, as the driver does
     assert isinstance(config.source, GeneratorSourceConfig)
     assert config.aggregate is not None
     compiled = compile_pipeline(config)

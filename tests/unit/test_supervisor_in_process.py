@@ -7,6 +7,7 @@ commit after the aggregates flushed, summary) is checked tick by tick without a 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from cluster.supervisor import PipelineFailed, Supervisor
 from pipelines.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.config import PipelineConfig
 from pipelines.orders import orders_pipeline
+from pipelines.secrets import resolve_secrets
 from tests.reference import read_jsonl_dir, reference_orders
 
 START_TIME_MS = 1_767_225_600_000
@@ -175,6 +177,11 @@ class InProcessActors:
 
 
 def orders(tmp_path: Path, aggregate_actors: int) -> PipelineConfig:
+    """The orders pipeline with its mask key resolved, as the driver hands it to the Supervisor."""
+    return resolve_secrets(_orders(tmp_path, aggregate_actors), os.environ)
+
+
+def _orders(tmp_path: Path, aggregate_actors: int) -> PipelineConfig:
     return orders_pipeline(
         runtime__max_events=EVENTS,
         runtime__duration_s=None,

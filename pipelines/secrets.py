@@ -1,0 +1,48 @@
+"""Every secret a pipeline needs, read from the environment once, by the driver, before anything runs.
+
+Secrets are named in configs by environment variable only (``kafka.sasl.password_env``, a mask's ``key_env``);
+:func:`resolve_secrets` reads them into ``SecretStr`` fields that are never printed, logged or dumped, and
+travel to the actors inside the config. A missing one fails here, naming the field and the variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import SecretStr
+
+from pipelines.config import MaskOp, PipelineConfig
+from pipelines.errors import ConfigError
+from pipelines.kafka_config import resolve_kafka_secrets
+
+__all__ = ["MIN_MASK_KEY_BYTES", "resolve_secrets"]
+
+MIN_MASK_KEY_BYTES = 16
+
+
+def resolve_secrets(config: PipelineConfig, environ: Mapping[str, str]) -> PipelineConfig:
+    """``config`` with its Kafka bootstrap and credentials and its mask keys read from ``environ``."""
+    update: dict[str, object] = {}
+    if config.kafka is not None:
+        update["kafka"] = resolve_kafka_secrets(config.kafka, environ)
+    operators = [
+        _with_key(index, operator, environ) if isinstance(operator, MaskOp) and operator.needs_key else operator
+        for index, operator in enumerate(config.operators)
+    ]
+    if operators != list(config.operators):
+        update["operators"] = operators
+    return config.model_copy(update=update) if update else config
+
+
+def _with_key(index: int, operator: MaskOp, environ: Mapping[str, str]) -> MaskOp:
+    if operator.key is not None:
+        return operator
+    key = environ.get(operator.key_env, "")
+    if len(key.encode()) < MIN_MASK_KEY_BYTES:
+        state = "is not set" if not key else f"holds only {len(key.encode())} bytes"
+        raise ConfigError(
+            f"operators.{index} (mask {operator.column}): method hash needs a secret key, and {operator.key_env} "
+            f"{state}. Operator action: export {operator.key_env} with at least {MIN_MASK_KEY_BYTES} random bytes "
+            "(e.g. `openssl rand -hex 32`), the same for every run whose hashes must join; or use method: redact"
+        )
+    return operator.model_copy(update={"key": SecretStr(key)})
