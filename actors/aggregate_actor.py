@@ -16,8 +16,9 @@ from actors.outputs import open_dead_letter, open_result_sinks, output_lineage
 from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import AggregateProgress
 from actors.telemetry import Telemetry
-from pipelines.checkpoint_store import AggregateSnapshot, CheckpointStore, WriteAhead
+from pipelines.checkpoint_store import AggregateSnapshot, WriteAhead, open_checkpoint_store
 from pipelines.config import PipelineConfig
+from pipelines.dead_letter_policy import DeadLetterPolicy
 from pipelines.keyed_stage import open_keyed_operator
 from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
@@ -61,7 +62,7 @@ class AggregateActor:
         self._prepared_outputs = False  # the last checkpoint prepared outputs to commit (for injected faults)
         self.key_groups = key_groups
         self._groups = KeyGroupRouter(stage.key, config.runtime.max_key_groups, [0] * config.runtime.max_key_groups)
-        self._store = CheckpointStore(config.checkpoint.uri, config.name) if config.checkpoint else None
+        self._store = open_checkpoint_store(config.checkpoint, config.name)
         self._pipeline = config.name
         self._carry_trace = compile_pipeline(config).carries_trace
         self._operator = open_keyed_operator(config, carry_trace=self._carry_trace)
@@ -72,6 +73,7 @@ class AggregateActor:
         lineage = output_lineage(config, self._store)
         self._sinks: list[Output] = open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage)
         self._late_output = open_dead_letter(config, f"{actor_id}-late", f"{self._slot}-late", self._telemetry, lineage)
+        self._dead_letter_policy = DeadLetterPolicy.of_pipeline(config)
         self._events_in = 0
         self._windows_emitted = 0
         self._late_events = 0
@@ -301,18 +303,17 @@ class AggregateActor:
             index = late.schema.get_field_index(name)
             return late.column(index) if index >= 0 else pa.array([missing] * late.num_rows, kind)
 
-        self._late_output.write(
-            pa.RecordBatch.from_arrays(
-                [
-                    pa.array([reason] * late.num_rows),
-                    pa.array([error_type] * late.num_rows),
-                    pa.array(["(aggregate input)"] * late.num_rows),
-                    metadata("_partition", pa.int32(), -1),
-                    metadata("_offset", pa.int64(), -1),
-                    metadata("_key", pa.binary()),
-                    pa.array([encoder.encode(row) for row in rows], pa.binary()),
-                    metadata("_traceparent", pa.string()),
-                ],
-                schema=DEAD_LETTER_SCHEMA,
-            )
+        dead_letters = pa.RecordBatch.from_arrays(
+            [
+                pa.array([reason] * late.num_rows),
+                pa.array([error_type] * late.num_rows),
+                pa.array(["(aggregate input)"] * late.num_rows),
+                metadata("_partition", pa.int32(), -1),
+                metadata("_offset", pa.int64(), -1),
+                metadata("_key", pa.binary()),
+                pa.array([encoder.encode(row) for row in rows], pa.binary()),
+                metadata("_traceparent", pa.string()),
+            ],
+            schema=DEAD_LETTER_SCHEMA,
         )
+        self._late_output.write(self._dead_letter_policy.apply_to_late(dead_letters))

@@ -19,10 +19,16 @@ from actors.reader_set import ReaderSet
 from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import SourceProgress
 from actors.telemetry import BatchTrace, Telemetry
-from pipelines.checkpoint_store import CheckpointStore, PendingFile, SourceSnapshot, WriteAhead
+from pipelines.checkpoint_store import (
+    PendingFile,
+    SourceSnapshot,
+    WriteAhead,
+    open_checkpoint_store,
+)
 from pipelines.circuit_breaker import CircuitBreaker
 from pipelines.codecs import DecodedBatch
 from pipelines.config import PipelineConfig
+from pipelines.dead_letter_policy import DeadLetterPolicy
 from pipelines.idleness import PartitionIdleness
 from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
@@ -92,7 +98,7 @@ class SourceActor:
         self._limits = dict(limits)
         self._restored_positions = dict(restored.positions) if restored else {}
         self._restored_event_times = dict(restored.max_event_time_ms) if restored else {}
-        self._store = CheckpointStore(config.checkpoint.uri, config.name) if config.checkpoint else None
+        self._store = open_checkpoint_store(config.checkpoint, config.name)
         self._reading = asyncio.Lock()  # held while a batch is handled, and by a checkpoint until complete()
         self._inputs = ReaderSet(config, f"{config.name}-{actor_id}", started_at_s, start_time_ms)
         self._downstream = downstream
@@ -108,6 +114,7 @@ class SourceActor:
             [] if stage else open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage)
         )
         self._dead_letter = open_dead_letter(config, actor_id, self._slot, self._telemetry, lineage)
+        self._dead_letter_policy = DeadLetterPolicy.of_pipeline(config)
         self._metrics = PipelineMetrics(config.name)
         breaker = config.circuit_breaker
         self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")
@@ -387,7 +394,7 @@ class SourceActor:
         rejected_offsets: list[pa.Array] = []
         for rejected in decoded.dead_letters:
             if rejected.num_rows:
-                self._dead_letter.write(rejected)
+                self._dead_letter.write(self._dead_letter_policy.apply(rejected))
                 self._dead_lettered += rejected.num_rows
                 rejected_offsets.append(rejected.column("offset"))
         if self._breaker is not None:

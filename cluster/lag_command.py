@@ -20,11 +20,12 @@ from rich.live import Live
 
 from actors.kafka.admin import committed_offsets, end_offsets
 from cluster.lag import LagSamples, LagState, PartitionSample, observe, render_lag_table
-from pipelines.checkpoint_store import CheckpointStore
+from pipelines.checkpoint_store import CheckpointStore, open_checkpoint_store
 from pipelines.config import GeneratorSourceConfig, PipelineConfig, with_paths_resolved
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import KafkaSourceConfig, resolve_kafka_secrets
 from pipelines.rate_profile import RateProfile
+from pipelines.secrets import resolve_secrets
 
 __all__ = ["add_lag_command", "lag_samples"]
 
@@ -42,7 +43,7 @@ async def lag_samples(config: PipelineConfig, now_s: float) -> LagSamples:
         )
         return LagSamples(partitions=partitions, actors=())
     if isinstance(source, GeneratorSourceConfig) and config.checkpoint is not None:
-        checkpoint = CheckpointStore(config.checkpoint.uri, config.name).latest()
+        checkpoint = _checkpoints(config).latest()
         if checkpoint is None:
             raise ConfigError(f"no checkpoint of {config.name!r} under {config.checkpoint.uri}: is it running?")
         elapsed_s = max(0.0, now_s - checkpoint.started_at_s)
@@ -86,3 +87,11 @@ def add_lag_command(commands: Any) -> None:
     lag.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     lag.add_argument("--interval-s", type=float, default=2.0, help="refresh interval with --watch")
     lag.set_defaults(func=_lag, max_events=None, duration_s=None)
+
+
+def _checkpoints(config: PipelineConfig) -> CheckpointStore:
+    """The run's checkpoint store, with its encryption key (if any) read from the environment."""
+    resolved = resolve_secrets(config, os.environ)
+    store = open_checkpoint_store(resolved.checkpoint, config.name)
+    assert store is not None  # callers ask only for pipelines with checkpoints
+    return store

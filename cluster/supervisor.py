@@ -41,7 +41,12 @@ from cluster.handles import ActorFactory, AggregateHandle, RayActors, SourceHand
 from cluster.restore_plan import plan_source_starts
 from cluster.run_report import RunProgress, RunSummary, merge_previews
 from cluster.watchdog import Watchdog
-from pipelines.checkpoint_store import Checkpoint, CheckpointStore, RunCounts, SourceSnapshot
+from pipelines.checkpoint_store import (
+    Checkpoint,
+    RunCounts,
+    SourceSnapshot,
+    open_checkpoint_store,
+)
 from pipelines.config import ConsoleSinkConfig, DeadLetterConfig, JsonlSinkConfig, ParquetSinkConfig, PipelineConfig
 from pipelines.errors import FatalError
 from pipelines.kafka_config import KafkaDeadLetterConfig, KafkaSinkConfig, KafkaSourceConfig
@@ -78,7 +83,7 @@ class Supervisor:
         self._config = config
         self._run_id = run_id
         self._actors: ActorFactory = actors if actors is not None else RayActors()
-        self._store = CheckpointStore(config.checkpoint.uri, config.name) if config.checkpoint else None
+        self._store = open_checkpoint_store(config.checkpoint, config.name)
         self._run_started_s = time.time()
         self._started_at_s = self._run_started_s
         configured_start = getattr(config.source, "start_time_ms", None)

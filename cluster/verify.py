@@ -37,7 +37,7 @@ from actors.kafka.admin import committed_offsets, end_offsets, partition_count
 from actors.kafka.batch_guard import BatchGuard
 from actors.kafka.commit_markers import commit_marker_topic
 from cluster.assignment import partition_limits
-from pipelines.checkpoint_store import CheckpointStore
+from pipelines.checkpoint_store import CheckpointStore, open_checkpoint_store
 from pipelines.config import (
     ConsoleSinkConfig,
     DeadLetterConfig,
@@ -65,6 +65,7 @@ from pipelines.kafka_config import KafkaConnectionConfig, KafkaSinkConfig, clien
 from pipelines.kafka_records import DEAD_LETTER_HEADER_PREFIX, raw_batch_from_records
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
+from pipelines.secrets import resolve_secrets
 from pipelines.sources import FileReader, GeneratorReader, PartitionReader, file_partitions
 
 __all__ = [
@@ -132,7 +133,7 @@ def _final_checkpoint_offsets(config: PipelineConfig) -> dict[int, int] | None:
     """Where the last run stopped reading, if it ended cleanly with checkpoints on."""
     if config.checkpoint is None:
         return None
-    latest = CheckpointStore(config.checkpoint.uri, config.name).latest()
+    latest = _checkpoints(config).latest()
     return dict(latest.positions) if latest is not None and latest.finished else None
 
 
@@ -149,6 +150,7 @@ async def verify_run(
     ``start_time_ms``: event time of generator offset 0 when ``source.start_time_ms`` is null (the run chose
     it); windows cannot be recomputed without it. Raises ConfigError when something needed is unknown.
     """
+    config = resolve_secrets(config, os.environ)  # mask and checkpoint keys: the recomputation needs them
     compiled = compile_pipeline(config)
     ends = await end_offsets_of(config)
     raws = await _read_input(config, ends, start_time_ms)
@@ -204,7 +206,7 @@ def _generator_start(config: PipelineConfig, source: GeneratorSourceConfig, star
     if start is not None:
         return start
     if config.checkpoint is not None:  # the run's clock is in its checkpoints
-        latest = CheckpointStore(config.checkpoint.uri, config.name).latest()
+        latest = _checkpoints(config).latest()
         if latest is not None:
             return latest.start_time_ms
     if config.aggregate is not None:
@@ -476,3 +478,11 @@ def _findings_table(title: str, rows: list[tuple[str, Finding]]) -> Table:
     for label, finding in rows:
         table.add_row(label, f"{finding.count:,}", ", ".join(finding.examples))
     return table
+
+
+def _checkpoints(config: PipelineConfig) -> CheckpointStore:
+    """The run's checkpoint store, with its encryption key (if any) read from the environment."""
+    resolved = resolve_secrets(config, os.environ)
+    store = open_checkpoint_store(resolved.checkpoint, config.name)
+    assert store is not None  # callers ask only for pipelines with checkpoints
+    return store

@@ -35,6 +35,8 @@ import msgspec
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from pipelines.at_rest import CheckpointKeyError, FileCipher, refuse_encrypted_without_key
+from pipelines.config import CheckpointConfig
 from pipelines.errors import FatalError
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "TornSnapshotError",
     "WriteAhead",
     "fsync_path",
+    "open_checkpoint_store",
 ]
 
 log = logging.getLogger(__name__)
@@ -197,8 +200,12 @@ class Checkpoint(msgspec.Struct, frozen=True):
 class CheckpointStore:
     """Checkpoints of one pipeline under ``<uri>/<pipeline>`` (a local directory or a pyarrow.fs URI)."""
 
-    def __init__(self, uri: str, pipeline: str, sleep: Callable[[float], None] = time.sleep) -> None:
-        """``sleep`` waits between attempts of a read that failed (storage trouble may be transient)."""
+    def __init__(
+        self, uri: str, pipeline: str, sleep: Callable[[float], None] = time.sleep, key: bytes | None = None
+    ) -> None:
+        """``sleep`` waits between attempts of a read that failed (storage trouble may be transient); with
+        ``key`` (32 bytes) every state file is encrypted at rest (:mod:`pipelines.at_rest`)."""
+        self._cipher = FileCipher(key) if key is not None else None
         if "://" in uri:
             self._fs, root = pafs.FileSystem.from_uri(uri)
         else:
@@ -251,13 +258,15 @@ class CheckpointStore:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        data = sink.getvalue()
+        plain = sink.getvalue()
+        data = self._cipher.seal(memoryview(plain), relative) if self._cipher is not None else plain
         path = f"{self.root}/{relative}"
         with _writing(path):
             with self._fs.open_output_stream(path) as out:
                 out.write(data)
+            self._owner_only(path)
             self._sync(path)
-        return StateFile(relative, table.num_rows, data.size, hashlib.sha256(data).hexdigest())
+        return StateFile(relative, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
 
     def read_table(self, state: StateFile) -> pa.Table:
         """The table of ``state``; :class:`TornSnapshotError` if the file is not exactly what was written."""
@@ -268,7 +277,10 @@ class CheckpointStore:
             raise TornSnapshotError(f"checkpoint file {path} cannot be read: {error}") from None
         if len(data) != state.size_bytes or hashlib.sha256(data).hexdigest() != state.sha256:
             raise TornSnapshotError(f"checkpoint file {path} is torn ({len(data)} of {state.size_bytes} bytes)")
-        return pa.ipc.open_file(pa.py_buffer(data)).read_all()
+        if self._cipher is None:
+            refuse_encrypted_without_key(data, state.path, "EVENTRAY_CHECKPOINT_KEY")
+            return pa.ipc.open_file(pa.py_buffer(data)).read_all()
+        return pa.ipc.open_file(pa.py_buffer(self._cipher.open(data, state.path))).read_all()
 
     def commit(self, checkpoint: Checkpoint) -> None:
         """Make ``checkpoint`` complete: write its metadata to a temporary name, then move it into place (on a
@@ -377,9 +389,15 @@ class CheckpointStore:
         with _writing(path):
             with self._fs.open_output_stream(temporary) as out:
                 out.write(data)
+            self._owner_only(temporary)
             self._sync(temporary)
             self._fs.move(temporary, path)
             self._sync(path.rsplit("/", 1)[0])  # the rename
+
+    def _owner_only(self, path: str) -> None:
+        """Checkpoint files are readable by their owner only (mode 0600) on a local disk."""
+        if isinstance(self._fs, pafs.LocalFileSystem):
+            os.chmod(path, 0o600)
 
     def _sync(self, path: str) -> None:
         """fsync ``path`` (a file or a directory) on a local disk; object stores are durable once written."""
@@ -396,3 +414,19 @@ class CheckpointStore:
         except TornSnapshotError as error:
             return str(error)
         return None
+
+
+def open_checkpoint_store(checkpoint: CheckpointConfig | None, pipeline: str) -> CheckpointStore | None:
+    """The store of a pipeline's checkpoints (None without checkpoints), encrypting when the config says so (its
+    key resolved by the driver: :func:`pipelines.secrets.resolve_secrets`)."""
+    if checkpoint is None:
+        return None
+    encryption = checkpoint.encryption
+    if encryption is None:
+        return CheckpointStore(checkpoint.uri, pipeline)
+    if encryption.key is None:
+        raise CheckpointKeyError(
+            f"checkpoint.encryption: the key ({encryption.key_env}) was not resolved. Operator action: run through "
+            "eventray, which reads it from the environment once, or resolve_secrets(config) first"
+        )
+    return CheckpointStore(checkpoint.uri, pipeline, key=bytes.fromhex(encryption.key.get_secret_value()))

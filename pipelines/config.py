@@ -44,6 +44,7 @@ __all__ = [
     "AggregationConfig",
     "BurstConfig",
     "CheckpointConfig",
+    "CheckpointEncryptionConfig",
     "ConsoleSinkConfig",
     "DeadLetterConfig",
     "DeriveOp",
@@ -442,6 +443,12 @@ class DeadLetterConfig(_Model):
 
     type: Literal["jsonl"] = "jsonl"
     path: str = Field(default="out/dead_letter", description="directory; each actor writes part-<actor>.jsonl")
+    payload: Literal["raw", "masked", "omitted"] = Field(
+        default="raw",
+        description="what a dead letter keeps of the event's bytes: raw, masked (JSON fields named by mask "
+        "operators masked alike; other payloads withheld), omitted (see pipelines/dead_letter_policy.py)",
+    )
+    key: Literal["raw", "omitted"] = Field(default="raw", description="omitted: no Kafka record key either")
 
 
 class TracingConfig(_Model):
@@ -455,6 +462,23 @@ class TracingConfig(_Model):
     otlp_headers: dict[str, SecretStr] = Field(default_factory=dict)
     otlp_insecure: bool = False
     max_links: int = Field(default=32, ge=0, le=1_000, description="links per batch span to sampled events")
+
+
+class CheckpointEncryptionConfig(_Model):
+    """Checkpoint files encrypted at rest (pipelines/at_rest.py) under a 256-bit key from the environment, read
+    once by the driver, never from a config file."""
+
+    key_env: str = Field(
+        default="EVENTRAY_CHECKPOINT_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="64 hex digits"
+    )
+    key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _never_from_a_file(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("a checkpoint key never goes in a config: export it and name the variable in key_env")
+        return value
 
 
 class CheckpointConfig(_Model):
@@ -476,6 +500,9 @@ class CheckpointConfig(_Model):
         ge=1_000,
         description="an epoch not complete in this long (a barrier or commit that never returns) fails the "
         "topology, which is restored from the last checkpoint",
+    )
+    encryption: CheckpointEncryptionConfig | None = Field(
+        default=None, description="AES-256-GCM of every checkpoint file (keyed state, write-ahead outputs)"
     )
 
 

@@ -159,6 +159,12 @@ class KafkaDeadLetterConfig(ConfigModel):
         description="a dead letter's key, value and headers are trimmed to fit (header eventray.payload_trimmed "
         "says so); at most the topic's max.message.bytes and the producer's max_request_size (1,048,576)",
     )
+    payload: Literal["raw", "masked", "omitted"] = Field(
+        default="raw",
+        description="what a dead letter keeps of the event's bytes: raw, masked (JSON fields named by mask "
+        "operators masked alike; other payloads withheld), omitted (see pipelines/dead_letter_policy.py)",
+    )
+    key: Literal["raw", "omitted"] = Field(default="raw", description="omitted: no Kafka record key either")
 
 
 def resolve_kafka_secrets(connection: KafkaConnectionConfig, environ: Mapping[str, str]) -> KafkaConnectionConfig:

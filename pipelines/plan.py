@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from pipelines.binary_codecs import AvroDecoder, RawBytesDecoder
 from pipelines.codecs import DecodedBatch, Decoder, JsonDecoder
-from pipelines.config import ConsoleSinkConfig, PipelineConfig
+from pipelines.config import ConsoleSinkConfig, MaskOp, PipelineConfig
 from pipelines.errors import ConfigError, ExpressionError
 from pipelines.kafka_config import KafkaSinkConfig
 from pipelines.keyed_stage import open_keyed_operator
@@ -98,6 +98,7 @@ class CompiledPipeline:
 
 def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
     """Build and check everything the config describes; raise :class:`ConfigError` naming what is wrong."""
+    _check_dead_letter(config)
     schema = EventSchema(config.schema_)
     operators, columns = build_operators(config.operators, schema.batch_schema.names)
     compiled = CompiledPipeline(config, schema, _decoder(schema), tuple(operators), tuple(columns))
@@ -173,6 +174,22 @@ def _decoder(schema: EventSchema) -> Decoder:
     if config.format == "raw":
         return RawBytesDecoder(schema)
     return JsonDecoder(schema)
+
+
+def _check_dead_letter(config: PipelineConfig) -> None:
+    """``payload: masked`` masks JSON fields named by mask operators: it needs both."""
+    if config.dead_letter.payload != "masked":
+        return
+    if config.schema_.format != "json":
+        raise ConfigError(
+            f"dead_letter.payload: masked works on JSON payloads, and schema.format is {config.schema_.format}; "
+            "use payload: omitted to keep personal data out of dead letters"
+        )
+    if not any(isinstance(operator, MaskOp) for operator in config.operators):
+        raise ConfigError(
+            "dead_letter.payload: masked, but no mask operator names a field to mask; add mask operators, or use "
+            "payload: raw (keep the bytes) or omitted (keep none)"
+        )
 
 
 def _check_aggregate(config: PipelineConfig, columns: list[str]) -> None:

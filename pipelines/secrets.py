@@ -1,6 +1,7 @@
 """Every secret a pipeline needs, read from the environment once, by the driver, before anything runs.
 
-Secrets are named in configs by environment variable only (``kafka.sasl.password_env``, a mask's ``key_env``);
+Secrets are named in configs by environment variable only (``kafka.sasl.password_env``, a mask's ``key_env``,
+``checkpoint.encryption.key_env``);
 :func:`resolve_secrets` reads them into ``SecretStr`` fields that are never printed, logged or dumped, and
 travel to the actors inside the config. A missing one fails here, naming the field and the variable.
 """
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 
 from pydantic import SecretStr
 
+from pipelines.at_rest import parse_key
 from pipelines.config import MaskOp, PipelineConfig
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import resolve_kafka_secrets
@@ -25,6 +27,12 @@ def resolve_secrets(config: PipelineConfig, environ: Mapping[str, str]) -> Pipel
     update: dict[str, object] = {}
     if config.kafka is not None:
         update["kafka"] = resolve_kafka_secrets(config.kafka, environ)
+    checkpoint = config.checkpoint
+    if checkpoint is not None and checkpoint.encryption is not None and checkpoint.encryption.key is None:
+        encryption = checkpoint.encryption
+        key = parse_key(environ.get(encryption.key_env, ""), encryption.key_env)  # checks it, fails naming it
+        resolved = encryption.model_copy(update={"key": SecretStr(key.hex())})
+        update["checkpoint"] = checkpoint.model_copy(update={"encryption": resolved})
     operators = [
         _with_key(index, operator, environ) if isinstance(operator, MaskOp) and operator.needs_key else operator
         for index, operator in enumerate(config.operators)

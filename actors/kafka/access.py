@@ -224,13 +224,18 @@ def explain_denied(error: BaseException, config: PipelineConfig) -> KafkaAccessD
         return None
     who = principal(config.kafka)
     needed = required_acls(config)
-    for cause in reversed(causes(error)):  # the original first: Ray's wrapper also passes for its class
-        if isinstance(cause, TopicAuthorizationFailedError):
-            return _denied(who, "topic", ResourceType.TOPIC, _names(cause), needed)
-        if isinstance(cause, GroupAuthorizationFailedError):
-            return _denied(who, "consumer group", ResourceType.GROUP, _names(cause), needed)
-        if isinstance(cause, TransactionalIdAuthorizationFailed):
-            return _denied(who, "transactional id", ResourceType.TRANSACTIONAL_ID, _names(cause), needed)
+    kinds = (
+        (TopicAuthorizationFailedError, "topic", ResourceType.TOPIC),
+        (GroupAuthorizationFailedError, "consumer group", ResourceType.GROUP),
+        (TransactionalIdAuthorizationFailed, "transactional id", ResourceType.TRANSACTIONAL_ID),
+    )
+    # Ray's wrapper of an actor's error passes for the error's class too, with Ray's arguments: skip it
+    chain = [cause for cause in causes(error) if getattr(cause, "cause", None) is None]
+    for kind, what, resource in kinds:
+        found = [cause for cause in chain if isinstance(cause, kind)]
+        if found:  # aiokafka re-raises some with the resource's name, from one without it
+            names = next((names for cause in found if (names := _names(cause))), [])
+            return _denied(who, what, resource, names, needed)
     return None
 
 

@@ -1,0 +1,122 @@
+"""Encryption at rest of checkpoint files: AES-256-GCM, a data key per file wrapped by a key-encryption key.
+
+The key-encryption key (KEK) is 32 bytes from the environment (``checkpoint.encryption.key_env``, 64 hex
+digits), read once by the driver; it is named in files only by its *key id* (the first 16 hex digits of its
+SHA-256), never stored. Each file gets a fresh random data key, encrypted (wrapped) with the KEK; the file's
+bytes are encrypted with the data key. The file's place in the checkpoint location (``epoch-000012/state-
+aggregate-0.arrow``) is bound as associated data of both, so a file moved to another place or epoch does not
+decrypt. Layout::
+
+    b"ERENC1" | key id (16 ASCII hex) | wrap nonce (12) | wrapped data key (32 + 16 tag) | nonce (12) | ciphertext+tag
+
+A wrong key is refused naming both key ids; a flipped byte fails authentication (the checkpoint's SHA-256 of
+the stored bytes catches it first). Nothing here touches storage: :class:`~pipelines.checkpoint_store.
+CheckpointStore` calls :meth:`FileCipher.seal` before writing and :meth:`FileCipher.open` after reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pipelines.errors import FatalError
+
+__all__ = ["MAGIC", "CheckpointKeyError", "FileCipher", "key_id_of", "parse_key"]
+
+MAGIC = b"ERENC1"
+Bytes = bytes | bytearray | memoryview
+_KEY_ID_LENGTH = 16
+_NONCE = 12
+_TAG = 16
+_WRAPPED = 32 + _TAG
+_HEADER = len(MAGIC) + _KEY_ID_LENGTH + _NONCE + _WRAPPED + _NONCE
+
+
+class CheckpointKeyError(FatalError):
+    """A checkpoint file cannot be decrypted: the wrong key, no key, or bytes that fail authentication."""
+
+
+def parse_key(text: str, variable: str) -> bytes:
+    """The 32-byte key written as 64 hex digits in ``variable``; ConfigError-like message on anything else."""
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise CheckpointKeyError(
+            f"checkpoint.encryption: {variable} must hold a 256-bit key as 64 hex digits. Operator action: "
+            f"export {variable}=$(openssl rand -hex 32), and keep it: checkpoints written with it need it to restore"
+        )
+    return key
+
+
+def key_id_of(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:_KEY_ID_LENGTH]
+
+
+class FileCipher:
+    """Seals and opens checkpoint files under one key-encryption key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._kek = AESGCM(key)
+        self.key_id = key_id_of(key)
+
+    def seal(self, data: Bytes, place: str) -> bytearray:
+        """``data`` encrypted for the file at ``place`` (its path relative to the checkpoint location); written
+        into one new buffer (no copy of ``data`` besides the ciphertext)."""
+        data_key = AESGCM.generate_key(bit_length=256)
+        wrap_nonce, nonce = os.urandom(_NONCE), os.urandom(_NONCE)
+        associated = place.encode()
+        wrapped = self._kek.encrypt(wrap_nonce, data_key, associated)
+        data = memoryview(data).cast("B")  # a pyarrow Buffer too (format "b"), without a copy
+        sealed = bytearray(_HEADER + data.nbytes + _TAG)
+        sealed[:_HEADER] = b"".join((MAGIC, self.key_id.encode(), wrap_nonce, wrapped, nonce))
+        AESGCM(data_key).encrypt_into(nonce, data, associated, memoryview(sealed)[_HEADER:])
+        return sealed
+
+    def open(self, stored: Bytes, place: str) -> Bytes:
+        """The plain bytes of the file at ``place``; :class:`CheckpointKeyError` for another key or tampering."""
+        view = memoryview(stored)
+        written_with = file_key_id(view)
+        if written_with is None:
+            return stored  # written before encryption was turned on: read as it is
+        if written_with != self.key_id:
+            raise CheckpointKeyError(
+                f"checkpoint file {place} was encrypted with key id {written_with}, and the configured key has key id "
+                f"{self.key_id}. Operator action: export the key of key id {written_with} to restore this checkpoint"
+            )
+        offset = len(MAGIC) + _KEY_ID_LENGTH
+        wrap_nonce, offset = view[offset : offset + _NONCE], offset + _NONCE
+        wrapped, offset = view[offset : offset + _WRAPPED], offset + _WRAPPED
+        nonce, sealed = view[offset : offset + _NONCE], view[_HEADER:]
+        associated = place.encode()
+        plain = bytearray(len(sealed) - _TAG)
+        try:
+            data_key = self._kek.decrypt(bytes(wrap_nonce), bytes(wrapped), associated)
+            AESGCM(data_key).decrypt_into(bytes(nonce), sealed, associated, plain)
+        except InvalidTag:
+            raise CheckpointKeyError(
+                f"checkpoint file {place} fails authentication: it was altered, or moved from another place"
+            ) from None
+        return plain
+
+
+def file_key_id(stored: Bytes) -> str | None:
+    """The key id an encrypted file names, or None for a plain file."""
+    view = memoryview(stored)
+    if len(view) < _HEADER or view[: len(MAGIC)] != MAGIC:
+        return None
+    return bytes(view[len(MAGIC) : len(MAGIC) + _KEY_ID_LENGTH]).decode("ascii", errors="replace")
+
+
+def refuse_encrypted_without_key(stored: Bytes, place: str, variable: str) -> None:
+    """Raise if ``stored`` is encrypted and no key is configured to open it."""
+    written_with = file_key_id(stored)
+    if written_with is not None:
+        raise CheckpointKeyError(
+            f"checkpoint file {place} is encrypted (key id {written_with}) and checkpoint.encryption is off. Operator "
+            f"action: set checkpoint.encryption and export its key ({variable}) with the key of that id"
+        )

@@ -1,0 +1,96 @@
+"""Checkpoint files encrypted at rest: no plaintext under the location, tampering and wrong keys refused by name."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipelines.at_rest import CheckpointKeyError, FileCipher, key_id_of
+from pipelines.checkpoint_store import CheckpointStore, TornSnapshotError, open_checkpoint_store
+from pipelines.config import CheckpointConfig, load_config
+from pipelines.secrets import resolve_secrets
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+CANARY = "canary-person@example.com"
+ORDERS = Path(__file__).resolve().parents[2] / "configs" / "orders.yaml"
+
+
+def table() -> pa.Table:
+    return pa.table({"customer_id": [CANARY, "c-2"], "revenue_cents": [100, 200]})
+
+
+def every_byte_under(root: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file())
+
+
+def test_an_encrypted_state_file_holds_no_plaintext_and_reads_back_equal(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), "p", key=KEY)
+    state = store.write_table(1, "state-aggregate-0", table())
+    assert CANARY.encode() not in every_byte_under(tmp_path)
+    assert b"revenue_cents" not in every_byte_under(tmp_path), "not even the schema is readable"
+    assert store.read_table(state).equals(table())
+    assert stat.S_IMODE(os.stat(tmp_path / "p" / state.path).st_mode) == 0o600
+
+
+def test_a_plain_store_still_writes_readable_files_and_an_encrypted_one_reads_them(tmp_path: Path) -> None:
+    state = CheckpointStore(str(tmp_path), "p").write_table(1, "state-aggregate-0", table())
+    assert CANARY.encode() in every_byte_under(tmp_path)
+    assert CheckpointStore(str(tmp_path), "p", key=KEY).read_table(state).equals(table()), "turning encryption on"
+
+
+def test_a_flipped_byte_is_refused(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), "p", key=KEY)
+    state = store.write_table(1, "state-aggregate-0", table())
+    path = tmp_path / "p" / state.path
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(TornSnapshotError):
+        store.read_table(state)
+    cipher = FileCipher(KEY)
+    with pytest.raises(CheckpointKeyError, match="fails authentication"):
+        cipher.open(bytes(data), state.path)
+
+
+def test_the_wrong_key_is_refused_naming_both_key_ids(tmp_path: Path) -> None:
+    state = CheckpointStore(str(tmp_path), "p", key=KEY).write_table(1, "state-aggregate-0", table())
+    with pytest.raises(CheckpointKeyError) as refused:
+        CheckpointStore(str(tmp_path), "p", key=OTHER_KEY).read_table(state)
+    assert f"encrypted with key id {key_id_of(KEY)}" in str(refused.value)
+    assert f"the configured key has key id {key_id_of(OTHER_KEY)}" in str(refused.value)
+    with pytest.raises(CheckpointKeyError, match=f"is encrypted \\(key id {key_id_of(KEY)}\\)"):
+        CheckpointStore(str(tmp_path), "p").read_table(state)
+
+
+def test_a_file_moved_to_another_place_does_not_decrypt() -> None:
+    cipher = FileCipher(KEY)
+    sealed = cipher.seal(b"state of aggregate 0", "epoch-000001/state-aggregate-0.arrow")
+    assert cipher.open(sealed, "epoch-000001/state-aggregate-0.arrow") == b"state of aggregate 0"
+    with pytest.raises(CheckpointKeyError, match="fails authentication"):
+        cipher.open(sealed, "epoch-000002/state-aggregate-0.arrow")
+
+
+def test_each_file_gets_its_own_data_key_and_nonces() -> None:
+    cipher = FileCipher(KEY)
+    assert cipher.seal(b"same bytes", "a") != cipher.seal(b"same bytes", "a")
+
+
+def test_the_key_comes_from_the_environment_once_and_never_from_a_file(tmp_path: Path) -> None:
+    config = load_config(ORDERS, {"checkpoint.encryption": {}, "checkpoint.uri": str(tmp_path)})
+    with pytest.raises(CheckpointKeyError, match="EVENTRAY_CHECKPOINT_KEY must hold a 256-bit key as 64 hex digits"):
+        resolve_secrets(config, {"EVENTRAY_MASK_KEY": "m" * 32, "EVENTRAY_CHECKPOINT_KEY": "too-short"})
+    with pytest.raises(CheckpointKeyError, match="was not resolved"):
+        open_checkpoint_store(config.checkpoint, config.name)
+    resolved = resolve_secrets(config, {"EVENTRAY_MASK_KEY": "m" * 32, "EVENTRAY_CHECKPOINT_KEY": KEY.hex()})
+    assert KEY.hex() not in resolved.to_yaml() and KEY.hex() not in repr(resolved)
+    store = open_checkpoint_store(resolved.checkpoint, resolved.name)
+    assert store is not None
+    store.write_table(1, "state", table())
+    assert CANARY.encode() not in every_byte_under(tmp_path)
+    with pytest.raises(ValueError, match="a checkpoint key never goes in a config"):
+        CheckpointConfig.model_validate({"encryption": {"key": KEY.hex()}})
