@@ -247,26 +247,32 @@ class DeriveOp(_Model):
 MASK_KEY_ENV = "EVENTRAY_MASK_KEY"
 
 
-class MaskOp(_Model):
-    """``hash`` is a keyed HMAC-SHA256: the key comes from the environment variable ``key_env``, read once by
-    the driver (:func:`pipelines.secrets.resolve_secrets`), never from a config file; without the key nobody
-    can recompute a hash from a guessed value, with the same key the hashes of two runs still join."""
+_VARIABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
-    op: Literal["mask"]
-    column: str = Field(min_length=1)
-    method: Literal["redact", "hash", "keep_last"] = "redact"
-    keep_last: int = Field(default=4, ge=0)
-    key_env: str = Field(
-        default=MASK_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="method hash: the key's variable"
-    )
+
+class _KeyFromEnvironment(_Model):
+    """A secret key read from the environment variable its ``key_env`` names, once, by the driver
+    (:func:`pipelines.secrets.resolve_secrets`), never from a config file; never dumped or printed."""
+
     key: SecretStr | None = Field(default=None, exclude=True, repr=False)
 
     @field_validator("key", mode="before")
     @classmethod
     def _never_from_a_file(cls, value: Any) -> Any:
         if value is not None:
-            raise ValueError("a mask key never goes in a config: export it and name the variable in key_env")
+            raise ValueError("a key never goes in a config: export it and name its variable in key_env")
         return value
+
+
+class MaskOp(_KeyFromEnvironment):
+    """``hash`` is a keyed HMAC-SHA256 under the key in ``key_env``: without the key nobody can recompute a
+    hash from a guessed value, with the same key the hashes of two runs still join."""
+
+    op: Literal["mask"]
+    column: str = Field(min_length=1)
+    method: Literal["redact", "hash", "keep_last"] = "redact"
+    keep_last: int = Field(default=4, ge=0)
+    key_env: str = Field(default=MASK_KEY_ENV, pattern=_VARIABLE_NAME, description="method hash: the key's variable")
 
     @property
     def needs_key(self) -> bool:
@@ -464,21 +470,10 @@ class TracingConfig(_Model):
     max_links: int = Field(default=32, ge=0, le=1_000, description="links per batch span to sampled events")
 
 
-class CheckpointEncryptionConfig(_Model):
-    """Checkpoint files encrypted at rest (pipelines/at_rest.py) under a 256-bit key from the environment, read
-    once by the driver, never from a config file."""
+class CheckpointEncryptionConfig(_KeyFromEnvironment):
+    """Checkpoint files encrypted at rest (pipelines/at_rest.py) under the 256-bit key in ``key_env``."""
 
-    key_env: str = Field(
-        default="EVENTRAY_CHECKPOINT_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="64 hex digits"
-    )
-    key: SecretStr | None = Field(default=None, exclude=True, repr=False)
-
-    @field_validator("key", mode="before")
-    @classmethod
-    def _never_from_a_file(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("a checkpoint key never goes in a config: export it and name the variable in key_env")
-        return value
+    key_env: str = Field(default="EVENTRAY_CHECKPOINT_KEY", pattern=_VARIABLE_NAME, description="64 hex digits")
 
 
 class CheckpointConfig(_Model):

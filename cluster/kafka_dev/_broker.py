@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import shutil
 import socket
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from ._properties import LOOPBACK_HOST, BrokerPorts, render_log4j2_properties, r
 from ._security import SCRAM_USERS, BrokerSecurity
 from ._state_files import BrokerRecord, StatePaths
 from ._tls import TlsFiles, make_tls_files
-from ._tools import last_lines, require_tool
+from ._tools import last_lines, require_tool, run_tool
 
 __all__ = ["BrokerStatus", "RunningBroker", "broker_security", "broker_status", "start_broker", "stop_broker"]
 
@@ -235,15 +234,7 @@ def _format_storage_if_needed(java: Path, libs_dir: Path, paths: StatePaths, sec
         str(paths.config),
         *(security.scram_format_arguments() if security is not None else []),
     ]
-    try:
-        done = subprocess.run(  # noqa: S603 - fixed argv built from our own paths, no shell
-            command, capture_output=True, text=True, timeout=_FORMAT_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise DevBrokerError(
-            f"Formatting Kafka storage in {paths.data} took over {_FORMAT_TIMEOUT_S:.0f} s.\n"
-            "Operator action: check the machine is not overloaded, then retry."
-        ) from exc
+    done = run_tool(command, _FORMAT_TIMEOUT_S, f"Formatting Kafka storage in {paths.data}")
     if done.returncode != 0:
         raise DevBrokerError(
             f"Formatting Kafka storage in {paths.data} failed (exit {done.returncode}):\n"

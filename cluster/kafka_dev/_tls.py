@@ -10,12 +10,11 @@ copied key is worth nothing after the next ``eventray kafka up --secure``.
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import DevBrokerError
-from ._tools import last_lines, require_tool
+from ._tools import last_lines, require_tool, run_tool
 
 __all__ = ["BROKER_PRINCIPAL", "CLIENT_PRINCIPAL", "TlsFiles", "make_tls_files"]
 
@@ -81,16 +80,7 @@ def _signed(files: TlsFiles, name: str, extensions: str) -> None:
 
 
 def _openssl(*arguments: str) -> None:
-    command = [str(require_tool("openssl")), *arguments]
-    try:
-        done = subprocess.run(  # noqa: S603 - fixed argv built from our own paths, no shell
-            command, capture_output=True, text=True, timeout=_OPENSSL_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise DevBrokerError(
-            f"openssl {arguments[0]} took over {_OPENSSL_TIMEOUT_S:.0f} s.\n"
-            "Operator action: check the machine is not overloaded, then retry."
-        ) from exc
+    done = run_tool([str(require_tool("openssl")), *arguments], _OPENSSL_TIMEOUT_S, f"openssl {arguments[0]}")
     if done.returncode != 0:
         raise DevBrokerError(
             f"openssl {arguments[0]} failed (exit {done.returncode}) making the dev broker's certificates:\n"

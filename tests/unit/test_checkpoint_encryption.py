@@ -92,5 +92,5 @@ def test_the_key_comes_from_the_environment_once_and_never_from_a_file(tmp_path:
     assert store is not None
     store.write_table(1, "state", table())
     assert CANARY.encode() not in every_byte_under(tmp_path)
-    with pytest.raises(ValueError, match="a checkpoint key never goes in a config"):
+    with pytest.raises(ValueError, match="a key never goes in a config"):
         CheckpointConfig.model_validate({"encryption": {"key": KEY.hex()}})

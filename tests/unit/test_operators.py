@@ -203,7 +203,7 @@ def test_hashing_without_a_key_refuses_data_but_passes_the_compile_time_empty_ba
 
 
 def test_a_mask_key_written_in_a_config_is_refused() -> None:
-    with pytest.raises(ValueError, match="a mask key never goes in a config"):
+    with pytest.raises(ValueError, match="a key never goes in a config"):
         MaskOp.model_validate({"op": "mask", "column": "email", "method": "hash", "key": "in-the-file"})
 
 
