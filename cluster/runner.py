@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from actors.kafka.access import check_kafka_access
 from cluster.handles import SupervisorHandle, actor_died, kill_named_actors
+from cluster.kafka_dev import run_blocking
 from cluster.ray_runtime import connect
 from cluster.remote import remote_supervisor
 from cluster.run_report import RunProgress, RunSummary
@@ -44,7 +44,7 @@ def run_pipeline(
     compile_pipeline(config)  # a wrong config fails here, before Ray starts
     config = with_resolved_secrets(with_paths_resolved(config, Path.cwd()))
     if config.kafka is not None:  # a TLS or SASL refusal fails here too, naming its cause
-        asyncio.run(check_kafka_access(config.kafka))
+        run_blocking(check_kafka_access(config.kafka))  # also from a notebook, whose event loop is running
     connection = connect(address)
     try:
         run_id = secrets.token_hex(3)

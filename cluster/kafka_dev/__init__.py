@@ -11,7 +11,7 @@ from ._broker import BrokerStatus, RunningBroker, broker_security, broker_status
 from ._config import DevBrokerConfig, bootstrap_from_env
 from ._errors import DevBrokerError
 from ._jars import resolve_kafka_jars
-from ._probe import broker_reachable
+from ._probe import broker_reachable, run_blocking
 from ._security import PIPELINE_USER, BrokerSecurity
 from ._tls import CLIENT_PRINCIPAL
 
@@ -28,6 +28,7 @@ __all__ = [
     "broker_security",
     "broker_status",
     "resolve_kafka_jars",
+    "run_blocking",
     "start_broker",
     "stop_broker",
 ]

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-__all__ = ["broker_reachable"]
+__all__ = ["broker_reachable", "run_blocking"]
 
 _T = TypeVar("_T")
 
@@ -31,7 +31,7 @@ def broker_reachable(bootstrap: str, timeout_s: float = 3.0, options: Mapping[st
     """
     if not any(_accepts_tcp(address, timeout_s) for address in bootstrap.split(",")):
         return False
-    return _run_blocking(_has_brokers(bootstrap, timeout_s, dict(options or {})))
+    return run_blocking(_has_brokers(bootstrap, timeout_s, dict(options or {})))
 
 
 def _accepts_tcp(address: str, timeout_s: float) -> bool:
@@ -63,7 +63,7 @@ async def _describe_cluster(admin: AIOKafkaAdminClient) -> dict[str, Any]:
     return cluster
 
 
-def _run_blocking(coro: Coroutine[Any, Any, _T]) -> _T:
+def run_blocking(coro: Coroutine[Any, Any, _T]) -> _T:
     """Run ``coro`` to completion on a private event loop, in a helper thread if one is already running."""
     try:
         asyncio.get_running_loop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ from aiokafka.errors import (
 )
 from ray.exceptions import RayTaskError
 
-from actors.kafka.access import explain_denied, principal
-from cluster.kafka_dev import DevBrokerConfig
+from actors.kafka.access import check_kafka_access, explain_denied, principal
+from cluster.kafka_dev import DevBrokerConfig, run_blocking
 from cluster.kafka_dev._properties import BrokerPorts, render_server_properties
 from cluster.kafka_dev._tls import TlsFiles
 from pipelines.config import PipelineConfig, load_config
@@ -133,3 +134,14 @@ def test_the_principal_is_the_sasl_user_else_the_certificate_else_anonymous() ->
     )
     assert principal(mtls) == "the principal of client certificate c.pem"
     assert principal(KafkaConnectionConfig()) == "User:ANONYMOUS"
+
+
+async def test_the_access_check_runs_from_code_whose_event_loop_is_running() -> None:
+    """As ``run_pipeline`` calls it, also from a notebook; an address nobody listens on is left to the run."""
+    run_blocking(check_kafka_access(KafkaConnectionConfig(bootstrap_servers=f"127.0.0.1:{_closed_port()}")))
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
