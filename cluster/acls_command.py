@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def add_acls_command(commands: Any) -> None:
     acls.add_argument(
         "--principal",
         default=None,
-        help="who runs it (default: User:<kafka.sasl.username>, else User:pipeline)",
+        help="who runs it (default: User:<kafka.sasl user>; required without SASL)",
     )
     acls.add_argument("--json", action="store_true", help="print the ACLs as JSON (for scripts)")
     acls.add_argument("--apply", action="store_true", help="grant them on the secured dev broker of --state-dir")
@@ -36,7 +37,7 @@ def add_acls_command(commands: Any) -> None:
 
 def _acls(args: argparse.Namespace) -> int:
     config = load_config(args.config, {})
-    principal = args.principal or _default_principal(config.kafka)
+    principal = args.principal or _default_principal(config.kafka, needed=args.apply)
     bindings = required_acls(config)
     if args.json:
         print(json.dumps({"principal": principal, "acls": [binding.as_dict() for binding in bindings]}, indent=2))
@@ -50,9 +51,20 @@ def _acls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_principal(kafka: Any) -> str:
-    username = kafka.sasl.username if kafka is not None and kafka.sasl is not None else None
-    return f"User:{username or 'pipeline'}"
+def _default_principal(kafka: Any, needed: bool) -> str:
+    """``User:<the SASL user>`` (from the config or the variable ``username_env`` names); without SASL the
+    principal is the broker's (a certificate's mapped name): ``--principal`` must say it to grant, and a list
+    shows a placeholder."""
+    sasl = kafka.sasl if kafka is not None else None
+    username = (sasl.username or os.environ.get(sasl.username_env or "", "")) if sasl is not None else ""
+    if not username and not needed:
+        return "User:<principal>"
+    if not username:
+        raise ConfigError(
+            "acls: the principal cannot be told from the config (no SASL user name). Operator action: give it, "
+            "e.g. --principal User:pipeline, or the name your brokers map the client certificate to"
+        )
+    return f"User:{username}"
 
 
 def _apply(state_dir: Path, principal: str, bindings: list[Any]) -> None:

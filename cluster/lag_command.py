@@ -25,7 +25,7 @@ from pipelines.config import GeneratorSourceConfig, PipelineConfig, with_paths_r
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import KafkaSourceConfig, resolve_kafka_secrets
 from pipelines.rate_profile import RateProfile
-from pipelines.secrets import resolve_secrets
+from pipelines.secrets import resolve_checkpoint_key
 
 __all__ = ["add_lag_command", "lag_samples"]
 
@@ -91,7 +91,7 @@ def add_lag_command(commands: Any) -> None:
 
 def _checkpoints(config: PipelineConfig) -> CheckpointStore:
     """The run's checkpoint store, with its encryption key (if any) read from the environment."""
-    resolved = resolve_secrets(config, os.environ)
+    resolved = resolve_checkpoint_key(config, os.environ)
     store = open_checkpoint_store(resolved.checkpoint, config.name)
     assert store is not None  # callers ask only for pipelines with checkpoints
     return store

@@ -65,7 +65,7 @@ from pipelines.kafka_config import KafkaConnectionConfig, KafkaSinkConfig, clien
 from pipelines.kafka_records import DEAD_LETTER_HEADER_PREFIX, raw_batch_from_records
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
-from pipelines.secrets import resolve_secrets
+from pipelines.secrets import resolve_checkpoint_key, resolve_secrets
 from pipelines.sources import FileReader, GeneratorReader, PartitionReader, file_partitions
 
 __all__ = [
@@ -482,7 +482,7 @@ def _findings_table(title: str, rows: list[tuple[str, Finding]]) -> Table:
 
 def _checkpoints(config: PipelineConfig) -> CheckpointStore:
     """The run's checkpoint store, with its encryption key (if any) read from the environment."""
-    resolved = resolve_secrets(config, os.environ)
+    resolved = resolve_checkpoint_key(config, os.environ)
     store = open_checkpoint_store(resolved.checkpoint, config.name)
     assert store is not None  # callers ask only for pipelines with checkpoints
     return store

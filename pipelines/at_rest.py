@@ -24,7 +24,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipelines.errors import FatalError
 
-__all__ = ["MAGIC", "CheckpointKeyError", "FileCipher", "key_id_of", "parse_key"]
+__all__ = [
+    "MAGIC",
+    "CheckpointKeyError",
+    "FileCipher",
+    "file_key_id",
+    "key_id_of",
+    "parse_key",
+    "refuse_encrypted_without_key",
+]
 
 MAGIC = b"ERENC1"
 Bytes = bytes | bytearray | memoryview

@@ -35,7 +35,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from pipelines.at_rest import CheckpointKeyError, FileCipher, refuse_encrypted_without_key
+from pipelines.at_rest import CheckpointKeyError, FileCipher, file_key_id, refuse_encrypted_without_key
 from pipelines.config import CheckpointConfig
 from pipelines.errors import FatalError
 
@@ -110,6 +110,7 @@ class StateFile(msgspec.Struct, frozen=True):
     rows: int
     size_bytes: int
     sha256: str
+    key_id: str = ""  # of the key it is encrypted with; "" for a plain file (and every file before encryption)
 
 
 class SourceSnapshot(msgspec.Struct, frozen=True):
@@ -206,6 +207,7 @@ class CheckpointStore:
         """``sleep`` waits between attempts of a read that failed (storage trouble may be transient); with
         ``key`` (32 bytes) every state file is encrypted at rest (:mod:`pipelines.at_rest`)."""
         self._cipher = FileCipher(key) if key is not None else None
+        self._pipeline = pipeline
         if "://" in uri:
             self._fs, root = pafs.FileSystem.from_uri(uri)
         else:
@@ -259,14 +261,16 @@ class CheckpointStore:
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         plain = sink.getvalue()
-        data = self._cipher.seal(memoryview(plain), relative) if self._cipher is not None else plain
+        cipher = self._cipher
+        data = cipher.seal(memoryview(plain), self._place(relative)) if cipher is not None else plain
         path = f"{self.root}/{relative}"
         with _writing(path):
             with self._fs.open_output_stream(path) as out:
                 out.write(data)
             self._owner_only(path)
             self._sync(path)
-        return StateFile(relative, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
+        key_id = cipher.key_id if cipher is not None else ""
+        return StateFile(relative, table.num_rows, len(data), hashlib.sha256(data).hexdigest(), key_id)
 
     def read_table(self, state: StateFile) -> pa.Table:
         """The table of ``state``; :class:`TornSnapshotError` if the file is not exactly what was written."""
@@ -277,10 +281,20 @@ class CheckpointStore:
             raise TornSnapshotError(f"checkpoint file {path} cannot be read: {error}") from None
         if len(data) != state.size_bytes or hashlib.sha256(data).hexdigest() != state.sha256:
             raise TornSnapshotError(f"checkpoint file {path} is torn ({len(data)} of {state.size_bytes} bytes)")
+        if state.key_id and file_key_id(data) is None:
+            raise CheckpointKeyError(
+                f"checkpoint file {path} should be encrypted (key id {state.key_id}) and is plain: it was replaced. "
+                "Operator action: restore it from a backup, or run from an older checkpoint"
+            )
         if self._cipher is None:
             refuse_encrypted_without_key(data, state.path, "EVENTRAY_CHECKPOINT_KEY")
             return pa.ipc.open_file(pa.py_buffer(data)).read_all()
-        return pa.ipc.open_file(pa.py_buffer(self._cipher.open(data, state.path))).read_all()
+        return pa.ipc.open_file(pa.py_buffer(self._cipher.open(data, self._place(state.path)))).read_all()
+
+    def _place(self, relative: str) -> str:
+        """What an encrypted file is bound to: its pipeline and its path in the location (not the location
+        itself, so a copied location still decrypts)."""
+        return f"{self._pipeline}/{relative}"
 
     def commit(self, checkpoint: Checkpoint) -> None:
         """Make ``checkpoint`` complete: write its metadata to a temporary name, then move it into place (on a

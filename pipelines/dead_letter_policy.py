@@ -100,7 +100,7 @@ def _json_objects(payloads: list[bytes | None]) -> tuple[list[dict[str, object] 
         if payload is not None:
             try:
                 parsed = json.loads(payload)
-            except ValueError:  # not UTF-8 or not JSON
+            except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested past the parser's depth
                 parsed = None
         obj = parsed if isinstance(parsed, dict) else None
         objects.append(obj)

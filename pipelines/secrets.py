@@ -17,7 +17,7 @@ from pipelines.config import MaskOp, PipelineConfig
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import resolve_kafka_secrets
 
-__all__ = ["MIN_MASK_KEY_BYTES", "resolve_secrets"]
+__all__ = ["MIN_MASK_KEY_BYTES", "resolve_checkpoint_key", "resolve_secrets"]
 
 MIN_MASK_KEY_BYTES = 16
 
@@ -27,12 +27,8 @@ def resolve_secrets(config: PipelineConfig, environ: Mapping[str, str]) -> Pipel
     update: dict[str, object] = {}
     if config.kafka is not None:
         update["kafka"] = resolve_kafka_secrets(config.kafka, environ)
-    checkpoint = config.checkpoint
-    if checkpoint is not None and checkpoint.encryption is not None and checkpoint.encryption.key is None:
-        encryption = checkpoint.encryption
-        key = parse_key(environ.get(encryption.key_env, ""), encryption.key_env)  # checks it, fails naming it
-        resolved = encryption.model_copy(update={"key": SecretStr(key.hex())})
-        update["checkpoint"] = checkpoint.model_copy(update={"encryption": resolved})
+    if config.checkpoint is not None:
+        update["checkpoint"] = resolve_checkpoint_key(config, environ).checkpoint
     operators = [
         _with_key(index, operator, environ) if isinstance(operator, MaskOp) and operator.needs_key else operator
         for index, operator in enumerate(config.operators)
@@ -40,6 +36,18 @@ def resolve_secrets(config: PipelineConfig, environ: Mapping[str, str]) -> Pipel
     if operators != list(config.operators):
         update["operators"] = operators
     return config.model_copy(update=update) if update else config
+
+
+def resolve_checkpoint_key(config: PipelineConfig, environ: Mapping[str, str]) -> PipelineConfig:
+    """``config`` with the key of its encrypted checkpoints (if they are) read from ``environ``: all that reading
+    checkpoints needs (``eventray lag``, ``verify``)."""
+    checkpoint = config.checkpoint
+    if checkpoint is None or checkpoint.encryption is None or checkpoint.encryption.key is not None:
+        return config
+    encryption = checkpoint.encryption
+    key = parse_key(environ.get(encryption.key_env, ""), encryption.key_env)  # checks it, fails naming it
+    resolved = encryption.model_copy(update={"key": SecretStr(key.hex())})
+    return config.model_copy(update={"checkpoint": checkpoint.model_copy(update={"encryption": resolved})})
 
 
 def _with_key(index: int, operator: MaskOp, environ: Mapping[str, str]) -> MaskOp:

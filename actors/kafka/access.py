@@ -59,18 +59,21 @@ async def check_kafka_access(connection: KafkaConnectionConfig) -> None:
         port = int(port_text)
         try:
             conn = await create_conn(host, port, **options)
+            try:
+                await conn.send(MetadataRequest([]))
+            finally:
+                conn.close()
         except (OSError, KafkaConnectionError, SaslAuthenticationFailed, UnsupportedSaslMechanismError) as error:
-            raise await _explain(connection, host, port, error) from None
-        try:
-            await conn.send(MetadataRequest([]))
-        except KafkaConnectionError as error:
-            raise await _explain(connection, host, port, error) from None
-        finally:
-            conn.close()
-        return
+            denied = await _explain(connection, host, port, error)
+            if denied is not None:
+                raise denied from None
+        return  # let in, or refused for no reason found here (a broker restarting): the run's own retries tell
 
 
-async def _explain(connection: KafkaConnectionConfig, host: str, port: int, error: BaseException) -> KafkaAccessDenied:
+async def _explain(
+    connection: KafkaConnectionConfig, host: str, port: int, error: BaseException
+) -> KafkaAccessDenied | None:
+    """The refusal's cause, or None when the listener shows no TLS or SASL reason for it."""
     where = f"{host}:{port}"
     protocol = connection.security_protocol
     if isinstance(error, SaslAuthenticationFailed):
@@ -117,8 +120,9 @@ def _certificate_refused(connection: KafkaConnectionConfig, where: str, error: s
 
 async def _explain_closed(
     connection: KafkaConnectionConfig, host: str, port: int, protocol: str, error: BaseException
-) -> KafkaAccessDenied:
-    """The broker closed the connection: find out what the listener expected."""
+) -> KafkaAccessDenied | None:
+    """The broker closed the connection (or did not answer): find out what the listener expected; None when
+    nothing says (a broker that is restarting closes connections too)."""
     where = f"{host}:{port}"
     if protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
         if await asyncio.to_thread(_speaks_tls, host, port):
@@ -126,7 +130,7 @@ async def _explain_closed(
                 f"Kafka at {where} speaks TLS, and this client connected without it ({protocol}). Operator action: "
                 "set kafka.security_protocol to SSL or SASL_SSL, with kafka.tls.ca_file"
             )
-        return KafkaAccessDenied(f"Kafka at {where} closed the connection ({protocol}). {_TLS_ACTION}")
+        return None
     alert = await asyncio.to_thread(_tls_alert_after_handshake, connection, host, port)
     has_certificate = connection.tls is not None and connection.tls.cert_file is not None
     if alert is not None and not has_certificate:
@@ -144,7 +148,7 @@ async def _explain_closed(
             f"Kafka at {where} expects SASL ({', '.join(enabled)}) over TLS, and this client connected with "
             "TLS alone. Operator action: set kafka.security_protocol: SASL_SSL and a kafka.sasl section"
         )
-    return KafkaAccessDenied(f"Kafka at {where} closed the connection ({protocol}: {error}). {_TLS_ACTION}")
+    return None
 
 
 async def _sasl_mechanisms(connection: KafkaConnectionConfig, host: str, port: int) -> list[str]:
@@ -202,7 +206,8 @@ def _tls_alert_after_handshake(connection: KafkaConnectionConfig, host: str, por
             tls.sendall(_API_VERSIONS_REQUEST)
             tls.recv(4)
     except ssl.SSLError as error:
-        return str(error.reason)
+        reason = str(error.reason)
+        return reason if "ALERT" in reason else None  # an alert the peer sent, not a connection that just ended
     except OSError:
         return None
     return None

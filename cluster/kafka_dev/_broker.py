@@ -125,7 +125,13 @@ def _secure(cfg: DevBrokerConfig, paths: StatePaths, ports: BrokerPorts) -> Brok
     security = BrokerSecurity(ports.bootstrap, f"{LOOPBACK_HOST}:{ports.mtls}", make_tls_files(paths.tls),
                               paths.secrets)  # fmt: skip
     formatted = (paths.data / "meta.properties").is_file()
-    security.ensure_passwords(keep=cfg.keep_data and formatted)
+    keep = cfg.keep_data and formatted
+    if keep and not all(security.password_file(user).is_file() for user in SCRAM_USERS):
+        raise DevBrokerError(
+            f"--keep-data: the storage in {paths.data} was formatted without the secured broker's users.\n"
+            "Operator action: start it once without --keep-data (a fresh secured storage), or without --secure."
+        )
+    security.ensure_passwords(keep=keep)
     return security
 
 

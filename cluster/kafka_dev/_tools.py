@@ -41,7 +41,8 @@ def run_tool(command: list[str], timeout_s: float, doing: str) -> subprocess.Com
         return subprocess.run(  # noqa: S603 - fixed argv built from our own paths, no shell
             command, capture_output=True, text=True, timeout=timeout_s, check=False
         )
-    except subprocess.TimeoutExpired as exc:
+    except subprocess.TimeoutExpired:
+        # not `from exc`: its text is the command line, which may hold passwords (StorageTool --add-scram)
         raise DevBrokerError(
             f"{doing} took over {timeout_s:.0f} s.\nOperator action: check the machine is not overloaded, then retry."
-        ) from exc
+        ) from None

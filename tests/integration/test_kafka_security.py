@@ -27,6 +27,7 @@ from cluster.kafka_dev import (
     PIPELINE_USER,
     BrokerSecurity,
     DevBrokerConfig,
+    broker_reachable,
     broker_security,
     start_broker,
     stop_broker,
@@ -80,8 +81,9 @@ def _refusal(connection: KafkaConnectionConfig) -> str:
 
 
 def test_the_pipeline_user_and_the_client_certificate_are_let_in(secured: BrokerSecurity) -> None:
-    asyncio.run(check_kafka_access(secured.sasl_connection(PIPELINE_USER)))
-    asyncio.run(check_kafka_access(secured.mtls_connection(CLIENT_PRINCIPAL)))
+    for connection in (secured.sasl_connection(PIPELINE_USER), secured.mtls_connection(CLIENT_PRINCIPAL)):
+        asyncio.run(check_kafka_access(connection))
+        assert broker_reachable(connection.bootstrap_servers or "", options=client_options(connection))
 
 
 def test_plaintext_clients_are_refused_at_both_listeners_and_told_they_speak_tls(secured: BrokerSecurity) -> None:

@@ -87,10 +87,12 @@ def test_canaries_marked_for_masking_appear_nowhere_in_clear(
     out, traces, checkpoints = tmp_path / "out", tmp_path / "traces", tmp_path / "checkpoints"
     assert list(traces.rglob("spans-*.jsonl")) and list(checkpoints.rglob("*")), "traces and checkpoints were written"
     assert files_holding(CANARY.encode(), out, traces, checkpoints) == []
-    assert files_holding(CANARY.encode(), ray_driver.temp_dir / "session_latest" / "logs") == []
+    logs = ray_driver.temp_dir / "session_latest" / "logs"
+    assert files_holding(CANARY.encode(), logs) == []
+    assert files_holding(config.name.encode(), logs), "the logs searched are this run's (they name its actors)"
     assert files_holding(CUSTOMER.encode(), out / "windows"), "the customer id is in the results"
     assert files_holding(CUSTOMER.encode(), checkpoints) == [], "and nowhere under the checkpoints"
-    assert files_holding(CHECKPOINT_KEY.encode(), checkpoints, ray_driver.temp_dir / "session_latest" / "logs") == []
+    assert files_holding(CHECKPOINT_KEY.encode(), checkpoints, logs) == []
 
     payloads = dead_letter_payloads(out / "dead_letter")
     assert not [payload for payload in payloads if payload and CANARY.encode() in payload]

@@ -6,6 +6,7 @@ import os
 import stat
 from pathlib import Path
 
+import msgspec
 import pyarrow as pa
 import pytest
 
@@ -54,7 +55,7 @@ def test_a_flipped_byte_is_refused(tmp_path: Path) -> None:
         store.read_table(state)
     cipher = FileCipher(KEY)
     with pytest.raises(CheckpointKeyError, match="fails authentication"):
-        cipher.open(bytes(data), state.path)
+        cipher.open(bytes(data), f"p/{state.path}")
 
 
 def test_the_wrong_key_is_refused_naming_both_key_ids(tmp_path: Path) -> None:
@@ -65,6 +66,16 @@ def test_the_wrong_key_is_refused_naming_both_key_ids(tmp_path: Path) -> None:
     assert f"the configured key has key id {key_id_of(OTHER_KEY)}" in str(refused.value)
     with pytest.raises(CheckpointKeyError, match=f"is encrypted \\(key id {key_id_of(KEY)}\\)"):
         CheckpointStore(str(tmp_path), "p").read_table(state)
+
+
+def test_an_encrypted_file_replaced_by_a_plain_one_is_refused(tmp_path: Path) -> None:
+    """Whoever can write the storage cannot slip plain state under an encrypted checkpoint's name."""
+    state = CheckpointStore(str(tmp_path), "p", key=KEY).write_table(1, "state-aggregate-0", table())
+    forged = CheckpointStore(str(tmp_path / "forger"), "p").write_table(1, "state-aggregate-0", table())
+    (tmp_path / "p" / state.path).write_bytes((tmp_path / "forger" / "p" / forged.path).read_bytes())
+    claimed = msgspec.structs.replace(state, size_bytes=forged.size_bytes, sha256=forged.sha256)  # metadata rewritten
+    with pytest.raises(CheckpointKeyError, match=r"should be encrypted .* and is plain: it was replaced"):
+        CheckpointStore(str(tmp_path), "p", key=KEY).read_table(claimed)
 
 
 def test_a_file_moved_to_another_place_does_not_decrypt() -> None:

@@ -79,6 +79,14 @@ def test_a_payload_that_cannot_be_masked_field_by_field_is_withheld_and_the_reas
     assert out.column("offset").to_pylist() == [100, 101, 102, 103], "every dead letter is still there"
 
 
+def test_a_payload_nested_past_the_parsers_depth_is_withheld_not_a_crash() -> None:
+    """The bad-input corpus's deep nesting (a ``limit`` dead letter) must not stop the actor that masks it."""
+    deep = b'{"email": "' + CANARY.encode() + b'", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    out = DeadLetterPolicy.of("masked", "raw", MASKS).apply(dead_letters([deep, event(email=CANARY)]))
+    assert out.column("payload").to_pylist()[0] is None
+    assert json.loads(out.column("payload").to_pylist()[1])["email"] == hmac32(CANARY)
+
+
 def test_omitted_keeps_no_payload_and_the_key_policy_drops_keys() -> None:
     out = DeadLetterPolicy.of("omitted", "omitted", MASKS).apply(dead_letters([event(email=CANARY)]))
     assert out.column("payload").to_pylist() == [None] and out.column("key").to_pylist() == [None]

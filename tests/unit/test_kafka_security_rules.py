@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from aiokafka.errors import (
 from ray.exceptions import RayTaskError
 
 from actors.kafka.access import check_kafka_access, explain_denied, principal
+from cluster.cli import main as cli_main
 from cluster.kafka_dev import DevBrokerConfig, run_blocking
 from cluster.kafka_dev._properties import BrokerPorts, render_server_properties
 from cluster.kafka_dev._tls import TlsFiles
@@ -145,3 +147,24 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+async def test_a_listener_that_only_closes_connections_is_left_to_the_run_not_called_a_tls_problem() -> None:
+    """A broker that is restarting accepts TCP and closes it: no TLS or SASL cause, so no refusal here."""
+
+    async def close_at_once(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        for protocol in ("PLAINTEXT", "SSL"):
+            connection = KafkaConnectionConfig(bootstrap_servers=f"127.0.0.1:{port}", security_protocol=protocol)
+            assert await check_kafka_access(connection) is None
+
+
+def test_granting_without_a_principal_the_config_names_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["acls", str(CONFIGS / "orders_kafka.yaml"), "--apply"]) == 2
+    assert "the principal cannot be told from the config" in capsys.readouterr().err
+    assert cli_main(["acls", str(CONFIGS / "orders_kafka.yaml")]) == 0, "a list shows a placeholder"
+    assert "--allow-principal User:<principal> --operation Read --topic orders" in capsys.readouterr().out
