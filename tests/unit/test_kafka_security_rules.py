@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,12 @@ from ray.exceptions import RayTaskError
 from actors.kafka.access import check_kafka_access, explain_denied, principal
 from cluster.cli import main as cli_main
 from cluster.kafka_dev import DevBrokerConfig, run_blocking
+from cluster.kafka_dev._broker import _secure
+from cluster.kafka_dev._errors import DevBrokerError
 from cluster.kafka_dev._properties import BrokerPorts, render_server_properties
+from cluster.kafka_dev._state_files import StatePaths
 from cluster.kafka_dev._tls import TlsFiles
+from cluster.kafka_dev._tools import run_tool
 from pipelines.config import PipelineConfig, load_config
 from pipelines.kafka_acls import AclBinding, Operation, PatternType, ResourceType, required_acls
 from pipelines.kafka_config import KafkaConnectionConfig
@@ -168,3 +173,23 @@ def test_granting_without_a_principal_the_config_names_is_refused(capsys: pytest
     assert "the principal cannot be told from the config" in capsys.readouterr().err
     assert cli_main(["acls", str(CONFIGS / "orders_kafka.yaml")]) == 0, "a list shows a placeholder"
     assert "--allow-principal User:<principal> --operation Read --topic orders" in capsys.readouterr().out
+
+
+def test_keeping_data_formatted_without_the_secured_users_is_refused(tmp_path: Path) -> None:
+    """A storage formatted by a plain broker has no SCRAM users: a secured start over it would never get ready."""
+    paths = StatePaths(tmp_path / "broker")
+    paths.data.mkdir(parents=True)
+    (paths.data / "meta.properties").write_text("formatted by a plain broker\n")
+    config = DevBrokerConfig(state_dir=paths.root, secure=True, keep_data=True)
+    with pytest.raises(DevBrokerError, match="formatted without the secured broker's users"):
+        _secure(config, paths, BrokerPorts(port=19092, controller=19093, mtls=19094))
+
+
+def test_a_tool_that_times_out_is_named_without_its_command_line() -> None:
+    """The storage format's command line holds the SCRAM passwords: the error must not carry it."""
+    secret = "password=not-for-the-logs"
+    with pytest.raises(DevBrokerError) as timed_out:
+        run_tool([sys.executable, "-c", "import time; time.sleep(5)", secret], 0.2, "Formatting Kafka storage")
+    assert "Formatting Kafka storage took over 0 s" in str(timed_out.value)
+    assert timed_out.value.__cause__ is None and timed_out.value.__suppress_context__
+    assert secret not in str(timed_out.value)
