@@ -11,8 +11,9 @@ UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 UV_SYNC := $(UV) sync --locked --python $(PYTHON) --extra dev
-# One auth mode for every process we start (tests, CLI, `ray start`, CI): see ARCHITECTURE.md section 7.
-export RAY_AUTH_MODE ?= disabled
+# One auth mode for every process we start (tests, CLI, `ray start`, CI): Ray token auth unless you set
+# RAY_AUTH_MODE=disabled yourself; see ARCHITECTURE.md section 7.
+export RAY_AUTH_MODE ?= token
 CONFIG ?= configs/orders.yaml
 ARGS ?=
 PYTEST_ARGS ?=

@@ -25,6 +25,7 @@ from benchmarks.measure import TreeSampler
 from benchmarks.protocol import ChildReport, RunSpec
 from benchmarks.verify import Verdict, read_jsonl_dir, read_topic_values, verify_orders, verify_windows
 from benchmarks.workloads import PARTITIONS, Expected
+from cluster.ray_auth import prepare_ray_auth
 from pipelines.kafka_config import KafkaConnectionConfig
 
 __all__ = ["REPO_DIR", "RunResult", "child_environment", "run_system"]
@@ -63,7 +64,7 @@ class RunResult:
 def child_environment() -> dict[str, str]:
     """The environment of every system's process: one Ray auth mode (ARCHITECTURE.md section 7), quiet Ray."""
     environment = dict(os.environ)
-    environment.setdefault("RAY_AUTH_MODE", "disabled")
+    prepare_ray_auth(environment, embedded=True)
     environment.setdefault("RAY_DEDUP_LOGS", "0")
     environment["PYTHONUNBUFFERED"] = "1"
     return environment

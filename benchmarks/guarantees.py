@@ -32,6 +32,7 @@ import psutil
 
 from benchmarks.run import dev_broker
 from benchmarks.workloads import prefill_topic
+from cluster.ray_auth import prepare_ray_auth
 from cluster.runner import run_pipeline
 from cluster.verify import verify_run
 from pipelines.checkpoint_store import Checkpoint
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer kills, smaller state, fewer events")
     parser.add_argument("--skip-kafka", action="store_true")
     args = parser.parse_args(argv)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    prepare_ray_auth(os.environ, embedded=True)
     results: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     with tempfile.TemporaryDirectory(prefix="eventray-guarantees-") as temporary:
         work = Path(temporary)

@@ -27,6 +27,7 @@ from benchmarks.driver import REPO_DIR, child_environment, create_output_topic
 from benchmarks.protocol import RunSpec
 from benchmarks.run import dev_broker
 from benchmarks.workloads import expected_output, prefill_topic
+from cluster.ray_auth import prepare_ray_auth
 
 __all__ = ["busy_shares", "main"]
 
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=30)
     options = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    prepare_ray_auth(os.environ, embedded=True)
     work = Path(tempfile.mkdtemp(prefix="eventray-profile-"))
     with dev_broker(work) as (bootstrap, _, description):
         print(f"broker: {description}; work dir {work}", flush=True)

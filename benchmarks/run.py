@@ -36,6 +36,7 @@ from benchmarks.report import BENCH_DIR, write_results
 from benchmarks.systems import SYSTEMS, not_run_reason
 from benchmarks.workloads import WORKLOADS, Expected, expected_output, is_dirty_feed, prefill_topic
 from cluster.kafka_dev import DevBrokerConfig, bootstrap_from_env, start_broker, stop_broker
+from cluster.ray_auth import prepare_ray_auth
 
 __all__ = ["dev_broker", "main"]
 
@@ -187,7 +188,7 @@ class Session:
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     options = _parse(arguments)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # one auth mode for every process (ARCHITECTURE.md section 7)
+    prepare_ray_auth(os.environ, embedded=True)  # one auth mode for every process (ARCHITECTURE.md section 7)
     mode = "quick" if options.quick else "full"
     events = options.events or (QUICK_EVENTS if options.quick else FULL_EVENTS)
     workloads = [w.strip().upper() for w in options.workloads.split(",") if w.strip()]

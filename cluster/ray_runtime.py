@@ -1,7 +1,7 @@
 """Connecting to Ray: embedded (a local instance started here) or an existing cluster.
 
 ``RAY_AUTH_MODE`` must be the same for every process of a cluster (ARCHITECTURE.md section 7). It is read and defaulted
-here, once, before Ray starts: ``disabled`` unless the environment says otherwise.
+here, once, before Ray starts: ``token`` unless the environment says otherwise (``cluster/ray_auth.py``).
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import os
 
 import ray
 
-__all__ = ["DEFAULT_AUTH_MODE", "RayConnection", "connect"]
+from cluster.ray_auth import check_cluster_accepts, prepare_ray_auth
 
-DEFAULT_AUTH_MODE = "disabled"
+__all__ = ["RayConnection", "connect"]
+
 NAMESPACE = "eventray"
 
 
@@ -34,11 +35,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> RayConne
 
     Inside ``ray job submit`` the job's environment carries ``RAY_ADDRESS``, so the default joins that cluster.
     """
-    os.environ.setdefault("RAY_AUTH_MODE", DEFAULT_AUTH_MODE)
     if ray.is_initialized():
         return RayConnection(embedded=False, address=address)
     joining = address is not None or "RAY_ADDRESS" in os.environ
+    prepare_ray_auth(os.environ, embedded=not joining)
     if joining:
+        check_cluster_accepts(address or os.environ["RAY_ADDRESS"], os.environ)
         ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
     else:
         # "local": always a new instance; a bare init() would join whatever `ray start` left in

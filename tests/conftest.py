@@ -2,7 +2,8 @@
 session for the integration and chaos tests (started only when a test asks for them).
 
 ``RAY_AUTH_MODE`` is set here, before anything imports Ray, so this process and every process it starts
-(``ray start``, the CLI, job drivers) use the same mode (ARCHITECTURE.md section 7); so is the key of hashing
+(``ray start``, the CLI, job drivers) use the same mode (ARCHITECTURE.md section 7): ``token``, as for users, with
+the session's own token file (``RAY_AUTH_TOKEN_PATH``), never ``~/.ray/auth_token``. So is the key of hashing
 masks, ``EVENTRAY_MASK_KEY``, when the environment has none.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+from tests.session_auth import remove_session_token, session_ray_auth
+
+os.environ.update(session_ray_auth(os.environ))
 # the key of `mask: hash` (HMAC), as an operator exports it; job drivers started by tests inherit it
 os.environ.setdefault("EVENTRAY_MASK_KEY", "eventray-tests-only-mask-key-0123456789")
 
@@ -42,6 +45,10 @@ def ray_driver(ray_cluster: LocalRayCluster) -> LocalRayCluster:
     if not ray.is_initialized():
         ray.init(address=ray_cluster.address, namespace="eventray", logging_level="WARNING")
     return ray_cluster
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    remove_session_token()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

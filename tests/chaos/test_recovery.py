@@ -234,8 +234,7 @@ def test_eventray_run_restarted_after_its_driver_was_killed_resumes_from_the_las
     config_file = tmp_path / "chaos.yaml"
     config_file.write_text(config.to_yaml())
     command = [sys.executable, "-m", "cluster.cli", "run", str(config_file), "--address", ray_driver.address, "--quiet"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    first = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True)
+    first = subprocess.Popen(command, cwd=REPO, start_new_session=True)
     checkpoints = tmp_path / "checkpoints"
     kill_at = chaos_events // 4
     deadline = time.monotonic() + 300  # a generous bound: the condition is progress, not time
@@ -247,7 +246,7 @@ def test_eventray_run_restarted_after_its_driver_was_killed_resumes_from_the_las
     first.wait(timeout=30)
     assert first.returncode != 0
 
-    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
 
     assert second.returncode == 0, second.stderr[-2000:]
     assert "resumed from checkpoint" in second.stdout

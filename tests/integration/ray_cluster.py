@@ -1,8 +1,10 @@
 """A local Ray cluster for the test session, started with ``ray start --head --block`` and stopped by its pid.
 
 One cluster serves the whole session: the pytest process joins it as a driver, the CLI and ``ray job submit``
-tests use it as users would. ``--block`` keeps the head's launcher in the foreground, so stopping that one
-process (SIGTERM, then SIGKILL of its own process group) stops exactly what this session started.
+tests use it as users would. It runs in the session's auth mode (``tests/session_auth.py``): token auth, so its
+dashboard is asked with the session's token (:meth:`LocalRayCluster.dashboard_get`). ``--block`` keeps the head's
+launcher in the foreground, so stopping that one process (SIGTERM, then SIGKILL of its own process group) stops
+exactly what this session started.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LocalRayCluster", "free_port", "start_local_cluster"]
+__all__ = ["LocalRayCluster", "free_port", "session_token", "start_local_cluster"]
 
 _READY_TIMEOUT_S = 120
 
@@ -37,6 +40,26 @@ class LocalRayCluster:
     metrics_url: str
     temp_dir: Path  # Ray's session files and logs are under <temp_dir>/session_latest
 
+    def dashboard_get(self, path: str, token: str | None = None) -> bytes:
+        """GET ``path`` from the dashboard with ``token`` (default: the session's, when token auth is on)."""
+        token = session_token() if token is None else token
+        request = urllib.request.Request(self.dashboard_url + path)
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body: bytes = response.read()
+            return body
+
+    def places_holding(self, secret: bytes) -> list[str]:
+        """Where ``secret`` shows: Ray's session logs, and the dashboard's views of actors, tasks and jobs."""
+        places = [
+            str(path)
+            for path in (self.temp_dir / "session_latest" / "logs").rglob("*")
+            if path.is_file() and secret in path.read_bytes()
+        ]
+        views = ("/api/v0/actors?detail=true&limit=10000", "/api/v0/tasks?detail=true&limit=10000", "/api/jobs/")
+        return places + [view for view in views if secret in self.dashboard_get(view)]
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -45,6 +68,15 @@ class LocalRayCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+
+
+def session_token() -> str:
+    """The session's Ray token, or "" with auth disabled (``RAY_AUTH_TOKEN`` first, as Ray reads it)."""
+    if os.environ.get("RAY_AUTH_MODE", "token") != "token":
+        return ""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    return Path(os.environ["RAY_AUTH_TOKEN_PATH"]).read_text(encoding="utf-8").strip()
 
 
 def _ray_bin() -> str:
@@ -90,7 +122,7 @@ def _wait_until_ready(cluster: LocalRayCluster) -> None:
             check=False,
             timeout=60,
         )
-        if status.returncode == 0 and _dashboard_answers(cluster.dashboard_url):
+        if status.returncode == 0 and _dashboard_answers(cluster):
             return
         time.sleep(1)
     cluster.stop()
@@ -99,11 +131,9 @@ def _wait_until_ready(cluster: LocalRayCluster) -> None:
     )
 
 
-def _dashboard_answers(url: str) -> bool:
-    import urllib.request  # noqa: PLC0415
-
+def _dashboard_answers(cluster: LocalRayCluster) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/api/version", timeout=5) as response:
-            return bool(response.status == 200)
+        cluster.dashboard_get("/api/version")
     except OSError:
         return False
+    return True

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.ray_cluster import LocalRayCluster
+from tests.integration.ray_cluster import LocalRayCluster, session_token
 from tests.reference import read_jsonl_dir
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -43,6 +43,7 @@ def _env() -> dict[str, str]:
 
 
 def test_eventray_run_against_a_ray_start_cluster(ray_cluster: LocalRayCluster, tmp_path: Path) -> None:
+    """With the cluster's token (token auth is on), which then shows nowhere: output, Ray's logs, dashboard."""
     result = subprocess.run(
         [str(BIN / "eventray"), "run", str(REPO / "configs" / "orders.yaml"),
          "--address", ray_cluster.address, "--max-events", "40000"],
@@ -56,6 +57,10 @@ def test_eventray_run_against_a_ray_start_cluster(ray_cluster: LocalRayCluster, 
     assert sum(row["orders"] for row in windows) > 15_000
     dead = read_jsonl_dir(tmp_path / "out" / "orders" / "dead_letter")
     assert dead and all(row["reason"] for row in dead)
+    token = session_token()
+    assert token and token not in result.stdout + result.stderr
+    assert ray_cluster.places_holding(token.encode()) == []
+    assert ray_cluster.places_holding(b"orders-"), "the places searched do show this run (its actors' names)"
 
 
 def test_ray_job_submit_runs_the_orders_module(ray_cluster: LocalRayCluster) -> None:

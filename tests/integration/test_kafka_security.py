@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -321,24 +320,10 @@ def test_the_orders_pipeline_runs_exactly_once_over_sasl_ssl_with_least_privileg
     summary = run_pipeline(config, address=ray_driver.address)
 
     assert summary.progress.events_in == EVENTS
-    assert _places_holding(secured.password(PIPELINE_USER).encode(), ray_driver) == []
-    assert _places_holding(name.encode(), ray_driver), "the places searched do show this run (its actors' names)"
+    assert ray_driver.places_holding(secured.password(PIPELINE_USER).encode()) == []
+    assert ray_driver.places_holding(name.encode()), "the places searched do show this run (its actors' names)"
     # the checker reads every output, which the pipeline principal may not: it runs as admin
     assert_exactly_once(verified(config.model_copy(update={"kafka": secured.sasl_connection("admin")})), EVENTS)
-
-
-def _places_holding(secret: bytes, cluster: LocalRayCluster) -> list[str]:
-    """Where ``secret`` shows: Ray's session logs, and the dashboard's views of actors, tasks and jobs."""
-    places = [
-        str(path)
-        for path in (cluster.temp_dir / "session_latest" / "logs").rglob("*")
-        if path.is_file() and secret in path.read_bytes()
-    ]
-    for view in ("/api/v0/actors?detail=true&limit=10000", "/api/v0/tasks?detail=true&limit=10000", "/api/jobs/"):
-        with urllib.request.urlopen(cluster.dashboard_url + view, timeout=30) as response:
-            if secret in response.read():
-                places.append(view)
-    return places
 
 
 @pytest.mark.ray
