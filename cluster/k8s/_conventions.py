@@ -2,27 +2,35 @@
 
 Everything that must agree across ``k8s/``, ``k8s/Dockerfile``, the renderer and the validator is named
 here once: the Ray version, where the project lives inside the image, the custom resource that sizes
-worker pods, the metrics port, and which environment variable comes from which Secret or ConfigMap.
+worker pods, the head's ports, Ray's auth mode and token Secret, and which environment variable comes from
+which Secret or ConfigMap.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
     "BASE_IMAGE",
     "CHECKPOINT_SECRET",
     "DEFAULT_IMAGE",
+    "DEFAULT_RAY_AUTH_MODE",
+    "HEAD_PORTS",
     "IMAGE_PROJECT_DIR",
     "KAFKA_SECRET",
     "METRICS_PORT",
     "PART_OF_LABEL",
     "PIPELINE_LABEL",
-    "RAY_AUTH_MODE",
+    "RAY_AUTH_MODES",
+    "RAY_AUTH_SECRET",
+    "RAY_AUTH_TOKEN_KEY",
+    "RAY_CLIENT_LABEL",
     "RAY_VERSION",
     "SECRET_ENV",
     "SLOT_RESOURCE",
     "TELEMETRY_CONFIGMAP",
+    "RayAuthMode",
     "SecretEnv",
 ]
 
@@ -36,9 +44,18 @@ IMAGE_PROJECT_DIR = "/home/ray/eventray"
 # so an actor that cannot be placed is the resource demand the Ray autoscaler answers with a new pod.
 SLOT_RESOURCE = "eventray_slot"
 METRICS_PORT = 8080
-# Ray 2.60 turns token auth on by default. Inside the cluster network the head is reachable only through
-# its ClusterIP service, so eventray sets "disabled" explicitly and identically on every container.
-RAY_AUTH_MODE = "disabled"
+# The head's container ports by name; k8s/base/networkpolicy-ray-head.yaml must open exactly these.
+HEAD_PORTS: dict[str, int] = {"gcs": 6379, "dashboard": 8265, "client": 10001, "metrics": METRICS_PORT}
+
+# Ray token auth: "token" unless the user renders with --ray-auth disabled. Every container sets the same
+# RAY_AUTH_MODE; the token comes only from this Secret (authOptions.secretName), under KubeRay's fixed key.
+RayAuthMode = Literal["token", "disabled"]
+RAY_AUTH_MODES: tuple[RayAuthMode, ...] = ("token", "disabled")
+DEFAULT_RAY_AUTH_MODE: RayAuthMode = "token"
+RAY_AUTH_SECRET = "eventray-ray-auth"  # noqa: S105
+RAY_AUTH_TOKEN_KEY = "auth_token"  # noqa: S105
+# Pods with this label set to "true" may reach the head's jobs API (8265) and Ray client port (10001).
+RAY_CLIENT_LABEL = "eventray.io/ray-client"
 
 # Names of Kubernetes Secret objects (created by the operator, see k8s/README.md), not secret values.
 KAFKA_SECRET = "eventray-kafka"  # noqa: S105

@@ -1,6 +1,9 @@
 """eventray's own rules for Ray manifests, on top of the schema and the operator's rules.
 
-- Every container (Ray, autoscaler sidecar, job submitter) sets ``RAY_AUTH_MODE``, all to one value.
+- Ray token auth (:mod:`._auth_rules`): one ``RAY_AUTH_MODE`` on every container, set explicitly, equal to
+  ``authOptions.mode``; in token mode a ``secretName``, and the token only ever from that Secret.
+- A K8sJobMode RayJob's submitter pod carries ``eventray.io/ray-client: "true"``, the label the head's
+  NetworkPolicy admits to the jobs API.
 - The head advertises no CPUs, so actors land on worker pods that the autoscaler can add and remove.
 - A worker group advertises the ``eventray_slot`` resource that eventray actors ask for.
 - A RayJob's entrypoint is ``python -m <module> --config <path in image>``; the module exists in the
@@ -17,34 +20,11 @@ from typing import Any
 from pipelines.config import load_config
 from pipelines.errors import ConfigError
 
-from ._conventions import IMAGE_PROJECT_DIR, SLOT_RESOURCE
-from ._tree import Violation, cluster_specs, env_entry, mapping, pod_spec, ray_groups, sequence
+from ._auth_rules import auth_violations
+from ._conventions import IMAGE_PROJECT_DIR, RAY_CLIENT_LABEL, SLOT_RESOURCE
+from ._tree import Violation, cluster_specs, mapping, sequence
 
 __all__ = ["eventray_violations", "slot_count"]
-
-
-def _containers(spec: dict[str, Any], path: str) -> list[tuple[str, Any]]:
-    """(path of env, env list) for every container of a RayCluster spec, the autoscaler included."""
-    found = []
-    for group_path, group in ray_groups(spec, path):
-        for index, container in enumerate(sequence(pod_spec(group).get("containers"))):
-            found.append((f"{group_path}.template.spec.containers[{index}].env", mapping(container).get("env")))
-    if spec.get("enableInTreeAutoscaling"):
-        found.append((f"{path}.autoscalerOptions.env", mapping(spec.get("autoscalerOptions")).get("env")))
-    return found
-
-
-def _auth_mode_violations(envs: list[tuple[str, Any]]) -> list[Violation]:
-    found, values = [], set()
-    for path, env in envs:
-        entry = env_entry(env, "RAY_AUTH_MODE")
-        if entry is None or not entry.get("value"):
-            found.append(Violation(path, "RAY_AUTH_MODE must be set explicitly (e.g. value: disabled)"))
-        else:
-            values.add(str(entry["value"]))
-    if len(values) > 1:
-        found.append(Violation(envs[0][0], f"RAY_AUTH_MODE differs between containers: {sorted(values)}"))
-    return found
 
 
 def slot_count(group: dict[str, Any]) -> float | None:
@@ -127,19 +107,27 @@ def _entrypoint_violations(spec: dict[str, Any], project_dir: Path) -> list[Viol
     return found + _config_violations(_option_value(words, "--config"), project_dir)
 
 
+def _submitter_violations(spec: dict[str, Any]) -> list[Violation]:
+    if spec.get("submissionMode", "K8sJobMode") != "K8sJobMode":
+        return []
+    labels = mapping(mapping(mapping(spec.get("submitterPodTemplate")).get("metadata")).get("labels"))
+    if labels.get(RAY_CLIENT_LABEL) == "true":
+        return []
+    return [
+        Violation(
+            "spec.submitterPodTemplate.metadata.labels",
+            f'needs {RAY_CLIENT_LABEL}: "true": the NetworkPolicy eventray-ray-head admits only pods with that '
+            "label to the jobs API (8265), so the submitter could not submit the job",
+        )
+    ]
+
+
 def eventray_violations(document: dict[str, Any], project_dir: Path) -> list[Violation]:
     """Every eventray rule broken by a Ray document; ``project_dir`` is the tree the image is built from."""
-    envs: list[tuple[str, Any]] = []
-    found: list[Violation] = []
+    found = auth_violations(document)
     for path, spec in cluster_specs(document):
-        envs += _containers(spec, path)
         found += _placement_violations(spec, path)
     spec = mapping(document.get("spec"))
     if document.get("kind") == "RayJob":
-        submitter = sequence(pod_spec({"template": spec.get("submitterPodTemplate")}).get("containers"))
-        envs += [
-            (f"spec.submitterPodTemplate.spec.containers[{i}].env", mapping(c).get("env"))
-            for i, c in enumerate(submitter)
-        ]
-        found += _entrypoint_violations(spec, project_dir)
-    return _auth_mode_violations(envs) + found
+        found += _submitter_violations(spec) + _entrypoint_violations(spec, project_dir)
+    return found

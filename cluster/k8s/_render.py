@@ -20,15 +20,18 @@ from pipelines.errors import ConfigError
 
 from ._conventions import (
     DEFAULT_IMAGE,
+    DEFAULT_RAY_AUTH_MODE,
     IMAGE_PROJECT_DIR,
     METRICS_PORT,
     PART_OF_LABEL,
     PIPELINE_LABEL,
-    RAY_AUTH_MODE,
+    RAY_AUTH_MODES,
+    RAY_AUTH_SECRET,
     RAY_VERSION,
     SLOT_RESOURCE,
+    RayAuthMode,
 )
-from ._pods import PodResources, auth_env, head_template, submitter_template, worker_template
+from ._pods import PodResources, autoscaler_env, head_template, submitter_template, worker_template
 
 __all__ = [
     "ManifestKind",
@@ -50,7 +53,9 @@ class RenderOptions:
 
     ``min_workers``/``max_workers`` of None mean "derive from the config" (see :func:`worker_bounds`).
     ``config_in_image`` of None means ``IMAGE_PROJECT_DIR/configs/<name>.yaml``; ``module`` of None means
-    ``pipelines.<name>`` (dashes become underscores).
+    ``pipelines.<name>`` (dashes become underscores). ``ray_auth`` is ``token`` (the token from the Secret
+    ``eventray-ray-auth``) unless the user opts out with ``disabled``: then anyone who reaches the head's
+    ports can submit jobs, that is run code in the cluster.
     """
 
     image: str = DEFAULT_IMAGE
@@ -65,6 +70,7 @@ class RenderOptions:
     job_retries: int = 2
     config_in_image: str | None = None
     module: str | None = None
+    ray_auth: RayAuthMode = DEFAULT_RAY_AUTH_MODE
 
 
 @dataclass(frozen=True)
@@ -133,28 +139,38 @@ def _worker_group(config: PipelineConfig, options: RenderOptions) -> dict[str, A
             "resources": _slot_param(options.slots_per_worker),
             "metrics-export-port": str(METRICS_PORT),
         },
-        "template": worker_template(options.image, options.worker, _labels(config)),
+        "template": worker_template(options.image, options.worker, _labels(config), options.ray_auth),
     }
+
+
+def _auth_options(mode: RayAuthMode) -> dict[str, Any]:
+    """``authOptions``: token mode names our Secret, so KubeRay neither generates one nor picks its name."""
+    if mode not in RAY_AUTH_MODES:
+        raise ConfigError(f"--ray-auth must be one of {', '.join(RAY_AUTH_MODES)}, got {mode!r}")
+    return {"mode": mode, "secretName": RAY_AUTH_SECRET} if mode == "token" else {"mode": mode}
+
+
+def _autoscaler_options(options: RenderOptions) -> dict[str, Any]:
+    autoscaler: dict[str, Any] = {"version": "v2", "upscalingMode": "Default"}
+    autoscaler["idleTimeoutSeconds"] = options.idle_timeout_s
+    env = autoscaler_env(options.ray_auth)
+    if env:
+        autoscaler["env"] = env
+    autoscaler["resources"] = PodResources(cpu="500m", memory="512Mi").to_manifest()
+    return autoscaler
 
 
 def _cluster_spec(config: PipelineConfig, options: RenderOptions) -> dict[str, Any]:
     """The RayCluster spec shared by the standalone RayCluster and the RayJob's own cluster."""
-    autoscaler = {
-        "version": "v2",
-        "upscalingMode": "Default",
-        "idleTimeoutSeconds": options.idle_timeout_s,
-        "env": auth_env(),
-        "resources": PodResources(cpu="500m", memory="512Mi").to_manifest(),
-    }
     head = {
         "rayStartParams": {"num-cpus": "0", "metrics-export-port": str(METRICS_PORT)},
-        "template": head_template(options.image, options.head, _labels(config)),
+        "template": head_template(options.image, options.head, _labels(config), options.ray_auth),
     }
     return {
         "rayVersion": RAY_VERSION,
         "enableInTreeAutoscaling": True,
-        "authOptions": {"mode": RAY_AUTH_MODE},
-        "autoscalerOptions": autoscaler,
+        "authOptions": _auth_options(options.ray_auth),
+        "autoscalerOptions": _autoscaler_options(options),
         "headGroupSpec": head,
         "workerGroupSpecs": [_worker_group(config, options)],
     }
@@ -199,7 +215,7 @@ def render_rayjob(config: PipelineConfig, options: RenderOptions) -> dict[str, A
         "ttlSecondsAfterFinished": options.ttl_after_finished_s,
         "backoffLimit": options.job_retries,
         "submissionMode": "K8sJobMode",
-        "submitterPodTemplate": submitter_template(options.image),
+        "submitterPodTemplate": submitter_template(options.image, _labels(config), options.ray_auth),
         "rayClusterSpec": _cluster_spec(config, options),
     }
     name = options.name or f"eventray-{_dns_name(config.name)}"

@@ -6,8 +6,9 @@ which is what catches a misspelled field that the API server would silently drop
 a ``null`` type, and ``x-kubernetes-list-map-keys`` lists must have unique keys (duplicate env names,
 container names, ports), as the API server enforces.
 
-A few non-Ray kinds that eventray ships (ConfigMap, PodMonitor) are checked against small built-in
-schemas covering the fields eventray uses; any other kind is reported as unknown.
+A few non-Ray kinds that eventray ships (ConfigMap, PodMonitor, NetworkPolicy) are checked against small
+built-in schemas covering the fields eventray uses (:mod:`._builtin_schemas`); any other kind is reported
+as unknown.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from jsonschema import Draft7Validator, ValidationError, validators
 
 from pipelines.errors import ConfigError
 
+from ._builtin_schemas import BUILTIN_SCHEMAS, OBJECT_META
 from ._tree import Violation, format_path, mapping
 
 __all__ = ["SchemaSet", "find_schema_dir", "load_schema_set", "make_strict"]
@@ -32,80 +34,6 @@ CRD_SCHEMA_FILES = {
     "RayJob": "rayjob_v1.json",
     "RayService": "rayservice_v1.json",
 }
-_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-OBJECT_META: dict[str, Any] = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string"},
-        "namespace": {"type": "string"},
-        "labels": _STRING_MAP,
-        "annotations": _STRING_MAP,
-    },
-}
-_RELABELING = {
-    "type": "object",
-    "properties": {
-        "sourceLabels": {"type": "array", "items": {"type": "string"}},
-        "separator": {"type": "string"},
-        "targetLabel": {"type": "string"},
-        "regex": {"type": "string"},
-        "replacement": {"type": "string"},
-        "action": {"type": "string"},
-    },
-}
-_ENDPOINT = {
-    "type": "object",
-    "required": ["port"],
-    "properties": {
-        "port": {"type": "string"},
-        "path": {"type": "string"},
-        "interval": {"type": "string"},
-        "scrapeTimeout": {"type": "string"},
-        "scheme": {"enum": ["http", "https"]},
-        "relabelings": {"type": "array", "items": _RELABELING},
-        "metricRelabelings": {"type": "array", "items": _RELABELING},
-    },
-}
-# The subset of the Prometheus Operator's PodMonitor and of core/v1 ConfigMap that eventray writes.
-BUILTIN_SCHEMAS: dict[str, dict[str, Any]] = {
-    "ConfigMap": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata"],
-        "properties": {
-            "apiVersion": {"const": "v1"},
-            "kind": {"const": "ConfigMap"},
-            "metadata": OBJECT_META,
-            "data": _STRING_MAP,
-            "immutable": {"type": "boolean"},
-        },
-    },
-    "PodMonitor": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "kind": {"const": "PodMonitor"},
-            "metadata": OBJECT_META,
-            "spec": {
-                "type": "object",
-                "required": ["selector", "podMetricsEndpoints"],
-                "properties": {
-                    "jobLabel": {"type": "string"},
-                    "podTargetLabels": {"type": "array", "items": {"type": "string"}},
-                    "selector": {"type": "object", "properties": {"matchLabels": _STRING_MAP}},
-                    "namespaceSelector": {
-                        "type": "object",
-                        "properties": {"any": {"type": "boolean"}, "matchNames": {"type": "array"}},
-                    },
-                    "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": _ENDPOINT},
-                },
-            },
-        },
-    },
-}
-
-
 _SUBSCHEMA_KEYS = ("items", "additionalProperties", "not")
 _SUBSCHEMA_LIST_KEYS = ("anyOf", "allOf", "oneOf")
 

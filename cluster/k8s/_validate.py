@@ -1,5 +1,8 @@
 """Validate manifests: strict KubeRay CRD schema, KubeRay operator rules, eventray's rules.
 
+Ray kinds get the operator's and eventray's rules, a NetworkPolicy the Ray head's port rules, and every
+document the check for a literal Ray auth token.
+
 Validation never raises for a bad manifest: it returns :class:`Problem` records, each naming the file
 (or kustomization) and document, the field path and the fix. It raises ConfigError only when it cannot
 run at all (schemas missing, a kustomization it cannot build, YAML that does not parse).
@@ -12,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._auth_rules import literal_token_violations
 from ._eventray_rules import eventray_violations
 from ._kustomize import build_kustomization, find_kustomization_roots, referenced_files
+from ._network_rules import network_policy_violations
 from ._operator_rules import operator_violations
 from ._schema import SchemaSet
 from ._tree import Violation, mapping
@@ -45,7 +50,9 @@ def _violations(document: dict[str, Any], schemas: SchemaSet, project_dir: Path)
     found = schemas.check(document)
     if kind in RAY_KINDS:
         found += operator_violations(document) + eventray_violations(document, project_dir)
-    return found
+    elif kind == "NetworkPolicy":
+        found += network_policy_violations(document)
+    return found + literal_token_violations(document)
 
 
 def validate_documents(

@@ -19,7 +19,7 @@ from typing import Any
 from pipelines.config import PipelineConfig, load_config
 from pipelines.errors import ConfigError
 
-from ._conventions import DEFAULT_IMAGE, IMAGE_PROJECT_DIR
+from ._conventions import DEFAULT_IMAGE, DEFAULT_RAY_AUTH_MODE, IMAGE_PROJECT_DIR, RAY_AUTH_MODES, RAY_AUTH_SECRET
 from ._pods import PodResources
 from ._render import ManifestKind, RenderOptions, entrypoint_module, render_manifests
 from ._schema import SchemaSet, find_schema_dir, load_schema_set
@@ -46,7 +46,15 @@ _RENDER_FLAGS: tuple[tuple[str, Any, type, str], ...] = (
     ("--head-memory", "4Gi", str, "memory of the head pod"),
     ("--idle-timeout-s", 60, int, "seconds an idle worker pod lives before the autoscaler removes it"),
     ("--ttl-s", 300, int, "seconds a finished RayJob's cluster is kept for inspection"),
+    (
+        "--ray-auth",
+        DEFAULT_RAY_AUTH_MODE,
+        str,
+        f"token: every client needs the token of Secret {RAY_AUTH_SECRET} (key auth_token); disabled: anyone "
+        "who reaches the head's ports can submit jobs, i.e. run code in the cluster (opt out only knowingly)",
+    ),
 )
+_CHOICES: dict[str, tuple[str, ...]] = {"--kind": ("rayjob", "raycluster", "all"), "--ray-auth": RAY_AUTH_MODES}
 
 
 def _dest(flag: str) -> str:
@@ -62,8 +70,7 @@ def _add_render(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     render = commands.add_parser("render", help="KubeRay YAML for a pipeline config (validated)")
     render.add_argument("config", type=Path, metavar="CONFIG", help="pipeline config YAML in the project")
     for flag, default, kind, text in _RENDER_FLAGS:
-        choices = ("rayjob", "raycluster", "all") if flag == "--kind" else None
-        render.add_argument(flag, type=kind, default=default, choices=choices, help=text)
+        render.add_argument(flag, type=kind, default=default, choices=_CHOICES.get(flag), help=text)
     render.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
     render.add_argument("--no-validate", action="store_true", help="skip validation (no schemas at hand)")
     _add_common(render)
@@ -121,6 +128,7 @@ def _options(args: argparse.Namespace, config_relative: Path, config: PipelineCo
         idle_timeout_s=args.idle_timeout_s,
         ttl_after_finished_s=args.ttl_s,
         config_in_image=f"{IMAGE_PROJECT_DIR}/{config_relative.as_posix()}",
+        ray_auth=args.ray_auth,
     )
 
 

@@ -69,7 +69,7 @@ def test_dev_overlay_is_laptop_sized() -> None:
     workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
 
     assert {d["metadata"]["namespace"] for d in documents} == {"eventray-dev"}
-    assert {d["kind"] for d in documents} == {"RayJob", "RayCluster", "ConfigMap"}
+    assert {d["kind"] for d in documents} == {"RayJob", "RayCluster", "ConfigMap", "NetworkPolicy"}
     assert workers["maxReplicas"] == 2
     assert workers["rayStartParams"]["resources"] == '"{\\"eventray_slot\\": 2}"'
     assert workers["template"]["spec"]["containers"][0]["image"] == "eventray:dev"
@@ -85,6 +85,11 @@ def test_prod_overlay_uses_the_registry_image_labels_and_monitoring() -> None:
     cluster = job["spec"]["rayClusterSpec"]
 
     assert ("monitoring.coreos.com/v1", "PodMonitor", "eventray", "eventray-ray") in documents
+    policy = documents["networking.k8s.io/v1", "NetworkPolicy", "eventray", "eventray-ray-head"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "ray.io/node-type": "head",
+        "app.kubernetes.io/part-of": "eventray",
+    }, "the overlay's labels must not reach the selector (includeSelectors is off)"
     assert all(d["metadata"]["labels"]["app.kubernetes.io/instance"] == "eventray-prod" for d in documents.values())
     assert cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == (
         "registry.example.com/eventray:0.1.0"

@@ -135,8 +135,22 @@ def _head_container(job: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
+def _head_pod(job: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = _cluster(job)["headGroupSpec"]["template"]["spec"]
+    return pod
+
+
 def _rename_key(node: dict[str, Any], old: str, new: str) -> None:
     node[new] = node.pop(old)
+
+
+def _token_from(secret: str) -> dict[str, Any]:
+    return {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "auth_token"}}}
+
+
+_SIDECAR = {"name": "log-shipper", "image": "busybox", "env": [{"name": "RAY_AUTH_MODE", "value": "token"}]}
+_HEAD_ENV = "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].env"
+_WORKER_ENV = "spec.rayClusterSpec.workerGroupSpecs[0].template.spec.containers[0].env"
 
 
 BROKEN: dict[str, tuple[Mutation, str, str]] = {
@@ -195,6 +209,58 @@ BROKEN: dict[str, tuple[Mutation, str, str]] = {
         "spec.submitterPodTemplate.spec.containers[0].env",
         "RAY_AUTH_MODE must be set",
     ),
+    "token mode without secretName": (
+        lambda job: _cluster(job)["authOptions"].pop("secretName"),
+        "spec.rayClusterSpec.authOptions.secretName",
+        "Fix: secretName: eventray-ray-auth, and create it: kubectl create secret generic eventray-ray-auth",
+    ),
+    "no authOptions": (
+        lambda job: _cluster(job).pop("authOptions"),
+        "spec.rayClusterSpec.authOptions.mode",
+        "must be set explicitly (token, or disabled)",
+    ),
+    "literal token on the head": (
+        lambda job: _head_container(job)["env"].insert(1, {"name": "RAY_AUTH_TOKEN", "value": "0123abcd"}),
+        f"{_HEAD_ENV}[1].value",
+        "literal RAY_AUTH_TOKEN puts the token in git and in `kubectl get -o yaml`. Fix: read it with "
+        "valueFrom.secretKeyRef {name: eventray-ray-auth, key: auth_token}",
+    ),
+    "literal token in the runtime env": (
+        lambda job: job["spec"].update(runtimeEnvYAML="env_vars:\n  RAY_AUTH_TOKEN: 0123abcd\n"),
+        "spec.runtimeEnvYAML",
+        "literal RAY_AUTH_TOKEN",
+    ),
+    "sidecar in token mode without RAY_AUTH_TOKEN": (
+        lambda job: _head_pod(job)["containers"].append(copy.deepcopy(_SIDECAR)),
+        "spec.rayClusterSpec.headGroupSpec.template.spec.containers[1].env",
+        "KubeRay injects it only into containers[0] of Ray and submitter pods. Fix: add RAY_AUTH_TOKEN with "
+        "valueFrom.secretKeyRef {name: eventray-ray-auth, key: auth_token}",
+    ),
+    "token from another Secret": (
+        lambda job: _head_container(job)["env"].insert(1, _token_from("another-secret")),
+        _HEAD_ENV,
+        "must come from the Secret authOptions.secretName names: valueFrom.secretKeyRef {name: eventray-ray-auth",
+    ),
+    "a worker disabled under token mode": (
+        lambda job: _workers(job)["template"]["spec"]["containers"][0]["env"][0].update(value="disabled"),
+        _WORKER_ENV,
+        "RAY_AUTH_MODE=disabled differs from spec.rayClusterSpec.authOptions.mode=token: use one mode everywhere",
+    ),
+    "authOptions disabled under token containers": (
+        lambda job: _cluster(job)["authOptions"].update(mode="disabled"),
+        _HEAD_ENV,
+        "RAY_AUTH_MODE=token differs from spec.rayClusterSpec.authOptions.mode=disabled",
+    ),
+    "auth mode repeated in the autoscaler env": (
+        lambda job: _cluster(job)["autoscalerOptions"].update(env=[{"name": "RAY_AUTH_MODE", "value": "token"}]),
+        "spec.rayClusterSpec.autoscalerOptions.env",
+        "remove RAY_AUTH_MODE: in token mode KubeRay injects both into the autoscaler sidecar",
+    ),
+    "submitter without the ray-client label": (
+        lambda job: job["spec"]["submitterPodTemplate"].pop("metadata"),
+        "spec.submitterPodTemplate.metadata.labels",
+        'needs eventray.io/ray-client: "true"',
+    ),
     "head schedules actors": (
         lambda job: _cluster(job)["headGroupSpec"]["rayStartParams"].pop("num-cpus"),
         "spec.rayClusterSpec.headGroupSpec.rayStartParams.num-cpus",
@@ -242,6 +308,137 @@ def test_the_validator_reports_each_broken_manifest(case: str, orders_job: dict[
 
 def test_the_known_good_job_has_no_problems(orders_job: dict[str, Any], schemas: SchemaSet) -> None:
     assert _problems(orders_job, schemas) == []
+
+
+def test_a_literal_token_in_a_configmap_is_reported(schemas: SchemaSet) -> None:
+    telemetry = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "eventray-telemetry"},
+        "data": {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "RAY_AUTH_TOKEN": "0123abcd"},
+    }
+
+    problems = _problems(telemetry, schemas)
+
+    assert [(p.path, "literal RAY_AUTH_TOKEN" in p.message) for p in problems] == [("data.RAY_AUTH_TOKEN", True)]
+
+
+@pytest.fixture(scope="module")
+def head_policy() -> dict[str, Any]:
+    """The checked-in NetworkPolicy of the Ray heads, a known-good document to break in the tests below."""
+    (policy,) = load_documents(K8S / "base" / "networkpolicy-ray-head.yaml")
+    assert isinstance(policy, dict)
+    return policy
+
+
+def _ingress(policy: dict[str, Any], index: int) -> dict[str, Any]:
+    rule: dict[str, Any] = policy["spec"]["ingress"][index]
+    return rule
+
+
+BROKEN_POLICY: dict[str, tuple[Mutation, str, str]] = {
+    "wrong port": (
+        lambda policy: _ingress(policy, 1)["ports"][0].update(port=8266),
+        "spec.ingress[1].ports[0].port",
+        "TCP 8266 is not a port the Ray head listens on; its ports are TCP 6379 (gcs), 8265 (dashboard)",
+    ),
+    "unknown port name": (
+        lambda policy: _ingress(policy, 1)["ports"][0].update(port="dashbord"),
+        "spec.ingress[1].ports[0].port",
+        "'dashbord' is not a port the Ray head listens on",
+    ),
+    "UDP": (
+        lambda policy: _ingress(policy, 1)["ports"][0].update(protocol="UDP"),
+        "spec.ingress[1].ports[0].port",
+        "UDP 8265 is not a port the Ray head listens on",
+    ),
+    "missing podSelector": (
+        lambda policy: policy["spec"].pop("podSelector"),
+        "spec.podSelector",
+        "must select the Ray head pods: matchLabels {ray.io/node-type: head, app.kubernetes.io/part-of: eventray}",
+    ),
+    "podSelector selecting every pod": (
+        lambda policy: policy["spec"].update(podSelector={}),
+        "spec.podSelector",
+        "must select the Ray head pods",
+    ),
+    "no Ingress policy type": (
+        lambda policy: policy["spec"].pop("policyTypes"),
+        "spec.policyTypes",
+        "must list Ingress",
+    ),
+    "rule open to every source": (
+        lambda policy: _ingress(policy, 1).pop("from"),
+        "spec.ingress[1].from",
+        "allows every source",
+    ),
+    "GCS open to every pod of the namespace": (
+        lambda policy: _ingress(policy, 0)["from"][0].update(podSelector={}),
+        "spec.ingress[0].from",
+        "opens GCS (6379) or every port: allow it only from Ray pods",
+    ),
+    "client port dropped": (
+        lambda policy: _ingress(policy, 1)["ports"].pop(1),
+        "spec.ingress",
+        'no rule lets pods labelled eventray.io/ray-client: "true" reach 10001 (client)',
+    ),
+    "metrics rule dropped": (
+        lambda policy: policy["spec"]["ingress"].pop(3),
+        "spec.ingress",
+        "no rule opens the metrics port 8080",
+    ),
+    "field eventray does not use": (
+        lambda policy: policy["spec"].update(egress=[]),
+        "spec.egress",
+        "unknown field",
+    ),
+    "misspelled field": (
+        lambda policy: _rename_key(_ingress(policy, 2), "ports", "port"),
+        "spec.ingress[2].port",
+        "did you mean 'ports'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_POLICY))
+def test_the_validator_reports_each_broken_network_policy(
+    case: str, head_policy: dict[str, Any], schemas: SchemaSet
+) -> None:
+    mutate, path, message = BROKEN_POLICY[case]
+    policy = copy.deepcopy(head_policy)
+    mutate(policy)
+
+    problems = _problems(policy, schemas)
+
+    assert path in _paths(problems), problems
+    assert any(message in p.message for p in problems if p.path == path), problems
+
+
+def test_the_known_good_network_policy_has_no_problems(head_policy: dict[str, Any], schemas: SchemaSet) -> None:
+    assert _problems(head_policy, schemas) == []
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_the_network_policy_selects_the_pods_the_manifests_make(overlay: str) -> None:
+    documents = build_kustomization(K8S / "overlays" / overlay)
+    (policy,) = [d for d in documents if d["kind"] == "NetworkPolicy"]
+    ray_peers, client_peers = (_ingress(policy, i)["from"][0]["podSelector"] for i in (0, 1))
+    # KubeRay adds these to the template labels of every Ray pod (common/pod.go labelPod).
+    kuberay = {"ray.io/is-ray-node": "yes"}
+
+    for document in (d for d in documents if d["kind"] in ("RayJob", "RayCluster")):
+        spec = document["spec"].get("rayClusterSpec", document["spec"])
+        head = {**spec["headGroupSpec"]["template"]["metadata"]["labels"], **kuberay, "ray.io/node-type": "head"}
+        worker = {**spec["workerGroupSpecs"][0]["template"]["metadata"]["labels"], **kuberay}
+        assert _selects(policy["spec"]["podSelector"], head), document["metadata"]["name"]
+        assert _selects(ray_peers, head) and _selects(ray_peers, worker), document["metadata"]["name"]
+        if document["kind"] == "RayJob":
+            submitter = document["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+            assert _selects(client_peers, submitter) and not _selects(ray_peers, submitter)
 
 
 def test_unknown_kinds_and_non_mappings_are_reported(schemas: SchemaSet) -> None:

@@ -127,10 +127,12 @@ def test_cluster_autoscales_eventray_slots_with_autoscaler_v2(demo: PipelineConf
 def test_every_container_sets_ray_auth_mode_and_ray_containers_get_secrets(demo: PipelineConfig) -> None:
     spec = render_rayjob(demo, RenderOptions())["spec"]
     cluster = spec["rayClusterSpec"]
-    others = [*spec["submitterPodTemplate"]["spec"]["containers"], {"env": cluster["autoscalerOptions"]["env"]}]
+    submitter = spec["submitterPodTemplate"]
 
-    for container in _containers(cluster) + others:
-        assert _env(container)["RAY_AUTH_MODE"]["value"] == "disabled"
+    for container in _containers(cluster) + submitter["spec"]["containers"]:
+        assert _env(container)["RAY_AUTH_MODE"] == {"name": "RAY_AUTH_MODE", "value": "token"}
+    assert "env" not in cluster["autoscalerOptions"], "KubeRay injects the auth variables into the sidecar"
+    assert submitter["metadata"]["labels"]["eventray.io/ray-client"] == "true"
     for container in _containers(cluster):
         env = _env(container)
         assert env["KAFKA_BOOTSTRAP"]["valueFrom"]["secretKeyRef"]["name"] == "eventray-kafka"
@@ -143,6 +145,81 @@ def test_every_container_sets_ray_auth_mode_and_ray_containers_get_secrets(demo:
         assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} <= set(env)
         assert container["envFrom"] == [{"configMapRef": {"name": "eventray-telemetry", "optional": True}}]
         assert any(port["containerPort"] == 8080 for port in container["ports"])
+
+
+def test_both_resources_use_token_auth_from_the_eventray_secret(demo: PipelineConfig) -> None:
+    cluster, job = render_manifests(demo, RenderOptions(), "all")
+
+    expected = {"mode": "token", "secretName": "eventray-ray-auth"}
+    assert cluster["spec"]["authOptions"] == expected
+    assert job["spec"]["rayClusterSpec"]["authOptions"] == expected
+
+
+# A model of what KubeRay v1.7 does to the containers in token mode, written from its source:
+# common/pod.go SetContainerTokenAuthEnvVars adds each variable only when absent (head and worker
+# containers[0], the autoscaler sidecar; rayjob_controller.go configureSubmitterContainer: the submitter),
+# and mergeAutoscalerOverrides appends autoscalerOptions.env to the sidecar after that.
+def _kuberay_token_env(env: list[dict[str, Any]], auth: dict[str, Any]) -> list[dict[str, Any]]:
+    names = {entry["name"] for entry in env}
+    injected = [] if "RAY_AUTH_MODE" in names else [{"name": "RAY_AUTH_MODE", "value": "token"}]
+    if "RAY_AUTH_TOKEN" not in names:
+        reference = {"name": auth.get("secretName", "<cluster name>"), "key": "auth_token"}
+        injected.append({"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": reference}})
+    return env + injected
+
+
+def _pods_after_kuberay(spec: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The env of every Ray-talking container of a RayJob, as KubeRay creates its pods."""
+    cluster = spec["rayClusterSpec"]
+    auth = cluster["authOptions"]
+    envs = {
+        "head": _kuberay_token_env(cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"], auth),
+        "autoscaler": _kuberay_token_env([], auth) + cluster["autoscalerOptions"].get("env", []),
+        "submitter": _kuberay_token_env(spec["submitterPodTemplate"]["spec"]["containers"][0]["env"], auth),
+    }
+    for index, group in enumerate(cluster["workerGroupSpecs"]):
+        envs[f"worker {index}"] = _kuberay_token_env(group["template"]["spec"]["containers"][0]["env"], auth)
+    return envs
+
+
+def test_every_ray_talking_container_ends_up_with_one_token_from_the_secret(demo: PipelineConfig) -> None:
+    envs = _pods_after_kuberay(render_rayjob(demo, RenderOptions())["spec"])
+
+    assert set(envs) == {"head", "autoscaler", "submitter", "worker 0"}
+    for name, env in envs.items():
+        modes = [entry for entry in env if entry["name"] == "RAY_AUTH_MODE"]
+        tokens = [entry for entry in env if entry["name"] == "RAY_AUTH_TOKEN"]
+        assert modes == [{"name": "RAY_AUTH_MODE", "value": "token"}], name
+        assert tokens == [
+            {
+                "name": "RAY_AUTH_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": "eventray-ray-auth", "key": "auth_token"}},
+            }
+        ], name
+
+
+def test_cli_render_with_ray_auth_disabled_turns_auth_off_everywhere(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = project / "job.yaml"
+    argv = ["render", "configs/demo.yaml", "--ray-auth", "disabled", "--output", str(output)]
+
+    assert main([*argv, "--project-dir", str(project), "--schemas", str(find_schema_dir())]) == 0, capsys.readouterr()
+
+    text = output.read_text(encoding="utf-8")
+    spec = yaml.safe_load(text)["spec"]
+    cluster = spec["rayClusterSpec"]
+    others = [*spec["submitterPodTemplate"]["spec"]["containers"], {"env": cluster["autoscalerOptions"]["env"]}]
+    assert "--ray-auth disabled" in text.splitlines()[0]
+    assert cluster["authOptions"] == {"mode": "disabled"}
+    for container in _containers(cluster) + others:
+        assert _env(container)["RAY_AUTH_MODE"]["value"] == "disabled"
+    assert "RAY_AUTH_TOKEN" not in text
+
+
+def test_an_unknown_ray_auth_mode_is_refused(demo: PipelineConfig) -> None:
+    with pytest.raises(ConfigError, match="--ray-auth must be one of token, disabled"):
+        render_rayjob(demo, RenderOptions(ray_auth="none"))  # type: ignore[arg-type]
 
 
 def test_worker_bounds_default_to_one_pod_per_actor(demo: PipelineConfig) -> None:
