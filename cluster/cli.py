@@ -243,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(commands: Any) -> None:
     from cluster.acls_command import add_acls_command  # noqa: PLC0415
+    from cluster.dead_letters_command import add_dead_letters_command  # noqa: PLC0415
     from cluster.demo import add_demo_commands  # noqa: PLC0415
     from cluster.k8s.cli import add_k8s_commands  # noqa: PLC0415
     from cluster.kafka_dev.cli import add_kafka_commands  # noqa: PLC0415
@@ -253,6 +254,7 @@ def _add_optional_commands(commands: Any) -> None:
     add_demo_commands(commands)
     add_lag_command(commands)
     add_acls_command(commands)
+    add_dead_letters_command(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

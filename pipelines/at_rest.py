@@ -1,4 +1,6 @@
-"""Encryption at rest of checkpoint files: AES-256-GCM, a data key per file wrapped by a key-encryption key.
+"""Encryption at rest: checkpoint files (:class:`FileCipher`) and single dead-letter values (:class:`ValueCipher`).
+
+Checkpoint files: AES-256-GCM, a data key per file wrapped by a key-encryption key.
 
 The key-encryption key (KEK) is 32 bytes from the environment (``checkpoint.encryption.key_env``, 64 hex
 digits), read once by the driver; it is named in files only by its *key id* (the first 16 hex digits of its
@@ -12,6 +14,12 @@ decrypt. Layout::
 A wrong key is refused naming both key ids; a flipped byte fails authentication (the checkpoint's SHA-256 of
 the stored bytes catches it first). Nothing here touches storage: :class:`~pipelines.checkpoint_store.
 CheckpointStore` calls :meth:`FileCipher.seal` before writing and :meth:`FileCipher.open` after reading.
+
+Dead-letter values (an invalid event's payload or key, ``dead_letter.payload: encrypted``) are small and sealed one
+by one, directly under their key with a random nonce (at most 2**32 values per key, NIST SP 800-38D: rotate the
+key long before), the dead letter's origin (``topic/partition/offset/payload``) bound as associated data::
+
+    b"ERDL1" | key id (16 ASCII hex) | nonce (12) | ciphertext+tag
 """
 
 from __future__ import annotations
@@ -26,37 +34,43 @@ from pipelines.errors import FatalError
 
 __all__ = [
     "MAGIC",
+    "VALUE_MAGIC",
     "CheckpointKeyError",
     "FileCipher",
+    "SealedValueError",
+    "ValueCipher",
     "file_key_id",
     "key_id_of",
     "parse_key",
     "refuse_encrypted_without_key",
+    "sealed_key_id",
 ]
 
 MAGIC = b"ERENC1"
+VALUE_MAGIC = b"ERDL1"
 Bytes = bytes | bytearray | memoryview
 _KEY_ID_LENGTH = 16
 _NONCE = 12
 _TAG = 16
 _WRAPPED = 32 + _TAG
 _HEADER = len(MAGIC) + _KEY_ID_LENGTH + _NONCE + _WRAPPED + _NONCE
+_VALUE_PREFIX = len(VALUE_MAGIC) + _KEY_ID_LENGTH
 
 
 class CheckpointKeyError(FatalError):
     """A checkpoint file cannot be decrypted: the wrong key, no key, or bytes that fail authentication."""
 
 
-def parse_key(text: str, variable: str) -> bytes:
-    """The 32-byte key written as 64 hex digits in ``variable``; ConfigError-like message on anything else."""
+def parse_key(text: str, variable: str, field: str = "checkpoint.encryption") -> bytes:
+    """The 32-byte key written as 64 hex digits in ``variable``; an error naming ``field`` on anything else."""
     try:
         key = bytes.fromhex(text.strip())
     except ValueError:
         key = b""
     if len(key) != 32:
         raise CheckpointKeyError(
-            f"checkpoint.encryption: {variable} must hold a 256-bit key as 64 hex digits. Operator action: "
-            f"export {variable}=$(openssl rand -hex 32), and keep it: checkpoints written with it need it to restore"
+            f"{field}: {variable} must hold a 256-bit key as 64 hex digits. Operator action: export "
+            f"{variable}=$(openssl rand -hex 32), and keep it: what was encrypted with it needs it to be read"
         )
     return key
 
@@ -128,3 +142,45 @@ def refuse_encrypted_without_key(stored: Bytes, place: str, variable: str) -> No
             f"checkpoint file {place} is encrypted (key id {written_with}) and checkpoint.encryption is off. Operator "
             f"action: set checkpoint.encryption and export its key ({variable}) with the key of that id"
         )
+
+
+class SealedValueError(FatalError):
+    """A sealed dead-letter value cannot be opened: the wrong key, or bytes altered or moved."""
+
+
+class ValueCipher:
+    """Seals and opens single values (a dead letter's payload or key) under one 256-bit key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+        self.key_id = key_id_of(key)
+        self._header = VALUE_MAGIC + self.key_id.encode()
+
+    def seal(self, value: bytes, place: str) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return self._header + nonce + self._aead.encrypt(nonce, value, place.encode())
+
+    def open(self, sealed: bytes, place: str) -> bytes:
+        """The value sealed for ``place``; :class:`SealedValueError` naming the key id for another key."""
+        written_with = sealed_key_id(sealed)
+        if written_with is None:
+            raise SealedValueError(f"{place} is not a sealed value")
+        if written_with != self.key_id:
+            raise SealedValueError(
+                f"{place} was sealed with key id {written_with}, and the key given has key id {self.key_id}: "
+                f"export the key of key id {written_with}"
+            )
+        nonce = sealed[_VALUE_PREFIX : _VALUE_PREFIX + _NONCE]
+        try:
+            return self._aead.decrypt(nonce, sealed[_VALUE_PREFIX + _NONCE :], place.encode())
+        except InvalidTag:
+            raise SealedValueError(
+                f"{place} fails authentication: it was altered, or sealed for another place"
+            ) from None
+
+
+def sealed_key_id(value: bytes) -> str | None:
+    """The key id a sealed value names, or None for a value that is not sealed."""
+    if len(value) < _VALUE_PREFIX + _NONCE + _TAG or not value.startswith(VALUE_MAGIC):
+        return None
+    return value[len(VALUE_MAGIC) : _VALUE_PREFIX].decode("ascii", errors="replace")

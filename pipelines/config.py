@@ -27,7 +27,8 @@ from pydantic import (
 )
 
 from pipelines.autoscale_config import AutoscaleConfig
-from pipelines.config_base import ConfigModel
+from pipelines.config_base import VARIABLE_NAME, ConfigModel, KeyFromEnvironment
+from pipelines.dead_letter_config import DeadLetterContent
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import (
     CircuitBreakerConfig,
@@ -247,24 +248,7 @@ class DeriveOp(_Model):
 MASK_KEY_ENV = "EVENTRAY_MASK_KEY"
 
 
-_VARIABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-class _KeyFromEnvironment(_Model):
-    """A secret key read from the environment variable its ``key_env`` names, once, by the driver
-    (:func:`pipelines.secrets.resolve_secrets`), never from a config file; never dumped or printed."""
-
-    key: SecretStr | None = Field(default=None, exclude=True, repr=False)
-
-    @field_validator("key", mode="before")
-    @classmethod
-    def _never_from_a_file(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("a key never goes in a config: export it and name its variable in key_env")
-        return value
-
-
-class MaskOp(_KeyFromEnvironment):
+class MaskOp(KeyFromEnvironment):
     """``hash`` is a keyed HMAC-SHA256 under the key in ``key_env``: without the key nobody can recompute a
     hash from a guessed value, with the same key the hashes of two runs still join."""
 
@@ -272,7 +256,7 @@ class MaskOp(_KeyFromEnvironment):
     column: str = Field(min_length=1)
     method: Literal["redact", "hash", "keep_last"] = "redact"
     keep_last: int = Field(default=4, ge=0)
-    key_env: str = Field(default=MASK_KEY_ENV, pattern=_VARIABLE_NAME, description="method hash: the key's variable")
+    key_env: str = Field(default=MASK_KEY_ENV, pattern=VARIABLE_NAME, description="method hash: the key's variable")
 
     @property
     def needs_key(self) -> bool:
@@ -444,17 +428,11 @@ SinkConfig = Annotated[
 ]
 
 
-class DeadLetterConfig(_Model):
+class DeadLetterConfig(DeadLetterContent):
     """Where invalid events go (a JSONL directory), with their original bytes and the reason."""
 
     type: Literal["jsonl"] = "jsonl"
     path: str = Field(default="out/dead_letter", description="directory; each actor writes part-<actor>.jsonl")
-    payload: Literal["raw", "masked", "omitted"] = Field(
-        default="raw",
-        description="what a dead letter keeps of the event's bytes: raw, masked (JSON fields named by mask "
-        "operators masked alike; other payloads withheld), omitted (see pipelines/dead_letter_policy.py)",
-    )
-    key: Literal["raw", "omitted"] = Field(default="raw", description="omitted: no Kafka record key either")
 
 
 class TracingConfig(_Model):
@@ -470,10 +448,10 @@ class TracingConfig(_Model):
     max_links: int = Field(default=32, ge=0, le=1_000, description="links per batch span to sampled events")
 
 
-class CheckpointEncryptionConfig(_KeyFromEnvironment):
+class CheckpointEncryptionConfig(KeyFromEnvironment):
     """Checkpoint files encrypted at rest (pipelines/at_rest.py) under the 256-bit key in ``key_env``."""
 
-    key_env: str = Field(default="EVENTRAY_CHECKPOINT_KEY", pattern=_VARIABLE_NAME, description="64 hex digits")
+    key_env: str = Field(default="EVENTRAY_CHECKPOINT_KEY", pattern=VARIABLE_NAME, description="64 hex digits")
 
 
 class CheckpointConfig(_Model):

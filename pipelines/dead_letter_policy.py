@@ -7,10 +7,14 @@ Personal data in invalid events would then bypass the pipeline's ``mask`` operat
 - ``masked``: a JSON object payload with every field a ``mask`` operator names replaced the way that operator
   masks it (same method, same key: a hashed e-mail still joins); a payload that is not a JSON object, or not
   JSON, cannot be masked field by field and is withheld (null), the reason saying so;
+- ``encrypted``: the bytes sealed with AES-256-GCM under the key in ``dead_letter.encryption.key_env``, bound to
+  the dead letter's origin (:class:`~pipelines.at_rest.ValueCipher`): nothing readable without the key, nothing
+  lost with it (``eventray dead-letters decrypt``);
 - ``omitted``: no payload at all.
 
-``dead_letter.key: omitted`` also drops the Kafka record key. Every dead letter keeps its topic, partition,
-offset, reason and error type under every policy: nothing is lost, the source topic still holds the event.
+``dead_letter.key`` is ``raw``, ``encrypted`` (the same way) or ``omitted`` (no Kafka record key either). Every
+dead letter keeps its topic, partition, offset, reason and error type under every policy: nothing is lost, the
+source topic still holds the event.
 """
 
 from __future__ import annotations
@@ -18,18 +22,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.at_rest import ValueCipher
 from pipelines.config import MaskOp, PipelineConfig
+from pipelines.dead_letter_config import DeadLetterContent, KeyPolicy, PayloadPolicy
+from pipelines.errors import ConfigError
 from pipelines.operators import Mask
 
-__all__ = ["WITHHELD", "DeadLetterPolicy"]
-
-PayloadPolicy = Literal["raw", "masked", "omitted"]
-KeyPolicy = Literal["raw", "omitted"]
+__all__ = ["WITHHELD", "DeadLetterPolicy", "sealed_place"]
 WITHHELD = "; payload withheld: not a JSON object, so its personal fields could not be masked"
 
 
@@ -38,16 +41,28 @@ class DeadLetterPolicy:
     payload: PayloadPolicy
     key: KeyPolicy
     masks: tuple[MaskOp, ...]
+    cipher: ValueCipher | None = None
 
     @classmethod
-    def of(cls, payload: PayloadPolicy, key: KeyPolicy, operators: Sequence[object]) -> DeadLetterPolicy:
-        """The policy for a pipeline whose operators are ``operators`` (its ``mask`` ones are applied)."""
-        return cls(payload, key, tuple(op for op in operators if isinstance(op, MaskOp)))
+    def of(cls, content: DeadLetterContent, operators: Sequence[object]) -> DeadLetterPolicy:
+        """The policy ``content`` says, for a pipeline whose operators are ``operators`` (its masks are applied).
+
+        ``encrypted`` needs the key resolved into ``content.encryption`` (:func:`pipelines.secrets.resolve_secrets`).
+        """
+        cipher = None
+        if content.encrypts:
+            if content.encryption.key is None:
+                raise ConfigError(
+                    f"dead_letter: encrypted needs its key, read from {content.encryption.key_env} by the driver "
+                    "(resolve_secrets) before the pipeline starts"
+                )
+            cipher = ValueCipher(bytes.fromhex(content.encryption.key.get_secret_value()))
+        masks = tuple(op for op in operators if isinstance(op, MaskOp))
+        return cls(content.payload, content.key, masks, cipher)
 
     @classmethod
     def of_pipeline(cls, config: PipelineConfig) -> DeadLetterPolicy:
-        dead_letter = config.dead_letter
-        return cls.of(dead_letter.payload, dead_letter.key, config.operators)
+        return cls.of(config.dead_letter, config.operators)
 
     @property
     def keeps_everything(self) -> bool:
@@ -59,15 +74,36 @@ class DeadLetterPolicy:
             return batch
         if self.key == "omitted":
             batch = _replace(batch, "key", pa.nulls(batch.num_rows, pa.binary()))
+        elif self.key == "encrypted":
+            batch = self._sealed(batch, "key")
         if self.payload == "omitted":
             return _replace(batch, "payload", pa.nulls(batch.num_rows, pa.binary()))
+        if self.payload == "encrypted":
+            return self._sealed(batch, "payload")
         if self.payload == "masked":
             return self._masked(batch)
         return batch
 
     def apply_to_late(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Late events' dead letters: their payloads are rows after the operators, masked by them already."""
-        return self.apply(batch) if self.payload != "masked" else DeadLetterPolicy("raw", self.key, ()).apply(batch)
+        if self.payload != "masked":
+            return self.apply(batch)
+        return DeadLetterPolicy("raw", self.key, (), self.cipher).apply(batch)
+
+    def _sealed(self, batch: pa.RecordBatch, field: str) -> pa.RecordBatch:
+        assert self.cipher is not None, "DeadLetterPolicy.of makes a cipher for every encrypted policy"
+        origins = zip(
+            batch.column("topic").to_pylist(),
+            batch.column("partition").to_pylist(),
+            batch.column("offset").to_pylist(),
+            batch.column(field).to_pylist(),
+            strict=True,
+        )
+        sealed = [
+            None if value is None else self.cipher.seal(value, sealed_place(topic, partition, offset, field))
+            for topic, partition, offset, value in origins
+        ]
+        return _replace(batch, field, pa.array(sealed, pa.binary()))
 
     def _masked(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         objects, withheld = _json_objects(batch.column("payload").to_pylist())
@@ -89,6 +125,11 @@ class DeadLetterPolicy:
                                  batch.column("reason"))  # fmt: skip
             batch = _replace(batch, "reason", reasons)
         return batch
+
+
+def sealed_place(topic: str, partition: int, offset: int, field: str) -> str:
+    """What a sealed dead-letter value is bound to: its origin and which of its values it is."""
+    return f"{topic}/{partition}/{offset}/{field}"
 
 
 def _json_objects(payloads: list[bytes | None]) -> tuple[list[dict[str, object] | None], list[bool]]:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from pipelines.config_base import ConfigModel
+from pipelines.dead_letter_config import DeadLetterContent
 from pipelines.errors import ConfigError
 
 __all__ = [
@@ -150,7 +151,7 @@ class CircuitBreakerConfig(ConfigModel):
         return self
 
 
-class KafkaDeadLetterConfig(ConfigModel):
+class KafkaDeadLetterConfig(DeadLetterContent):
     type: Literal["kafka"] = "kafka"
     topic: str = Field(min_length=1)
     max_record_bytes: int = Field(
@@ -159,12 +160,6 @@ class KafkaDeadLetterConfig(ConfigModel):
         description="a dead letter's key, value and headers are trimmed to fit (header eventray.payload_trimmed "
         "says so); at most the topic's max.message.bytes and the producer's max_request_size (1,048,576)",
     )
-    payload: Literal["raw", "masked", "omitted"] = Field(
-        default="raw",
-        description="what a dead letter keeps of the event's bytes: raw, masked (JSON fields named by mask "
-        "operators masked alike; other payloads withheld), omitted (see pipelines/dead_letter_policy.py)",
-    )
-    key: Literal["raw", "omitted"] = Field(default="raw", description="omitted: no Kafka record key either")
 
 
 def resolve_kafka_secrets(connection: KafkaConnectionConfig, environ: Mapping[str, str]) -> KafkaConnectionConfig:

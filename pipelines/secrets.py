@@ -1,7 +1,7 @@
 """Every secret a pipeline needs, read from the environment once, by the driver, before anything runs.
 
 Secrets are named in configs by environment variable only (``kafka.sasl.password_env``, a mask's ``key_env``,
-``checkpoint.encryption.key_env``);
+``checkpoint.encryption.key_env``, ``dead_letter.encryption.key_env``);
 :func:`resolve_secrets` reads them into ``SecretStr`` fields that are never printed, logged or dumped, and
 travel to the actors inside the config. A missing one fails here, naming the field and the variable.
 """
@@ -9,17 +9,20 @@ travel to the actors inside the config. A missing one fails here, naming the fie
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 from pydantic import SecretStr
 
 from pipelines.at_rest import parse_key
 from pipelines.config import MaskOp, PipelineConfig
+from pipelines.dead_letter_config import DeadLetterContent
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import resolve_kafka_secrets
 
 __all__ = ["MIN_MASK_KEY_BYTES", "resolve_checkpoint_key", "resolve_secrets"]
 
 MIN_MASK_KEY_BYTES = 16
+DeadLetterContentT = TypeVar("DeadLetterContentT", bound=DeadLetterContent)
 
 
 def resolve_secrets(config: PipelineConfig, environ: Mapping[str, str]) -> PipelineConfig:
@@ -29,6 +32,8 @@ def resolve_secrets(config: PipelineConfig, environ: Mapping[str, str]) -> Pipel
         update["kafka"] = resolve_kafka_secrets(config.kafka, environ)
     if config.checkpoint is not None:
         update["checkpoint"] = resolve_checkpoint_key(config, environ).checkpoint
+    if config.dead_letter.encrypts and config.dead_letter.encryption.key is None:
+        update["dead_letter"] = _with_dead_letter_key(config.dead_letter, environ)
     operators = [
         _with_key(index, operator, environ) if isinstance(operator, MaskOp) and operator.needs_key else operator
         for index, operator in enumerate(config.operators)
@@ -48,6 +53,13 @@ def resolve_checkpoint_key(config: PipelineConfig, environ: Mapping[str, str]) -
     key = parse_key(environ.get(encryption.key_env, ""), encryption.key_env)  # checks it, fails naming it
     resolved = encryption.model_copy(update={"key": SecretStr(key.hex())})
     return config.model_copy(update={"checkpoint": checkpoint.model_copy(update={"encryption": resolved})})
+
+
+def _with_dead_letter_key(dead_letter: DeadLetterContentT, environ: Mapping[str, str]) -> DeadLetterContentT:
+    encryption = dead_letter.encryption
+    key = parse_key(environ.get(encryption.key_env, ""), encryption.key_env, field="dead_letter.encryption")
+    resolved = encryption.model_copy(update={"key": SecretStr(key.hex())})
+    return dead_letter.model_copy(update={"encryption": resolved})
 
 
 def _with_key(index: int, operator: MaskOp, environ: Mapping[str, str]) -> MaskOp:

@@ -92,4 +92,5 @@ SECRET_ENV: tuple[SecretEnv, ...] = (
     SecretEnv("AWS_ENDPOINT_URL", CHECKPOINT_SECRET, optional=True),
     SecretEnv("EVENTRAY_MASK_KEY", PII_SECRET, optional=True),
     SecretEnv("EVENTRAY_CHECKPOINT_KEY", CHECKPOINT_SECRET, optional=True),
+    SecretEnv("EVENTRAY_DEAD_LETTER_KEY", PII_SECRET, optional=True),
 )

@@ -3,7 +3,8 @@ and undecodable events, through a real run on the session's Ray cluster with tra
 0 times in the results, the dead letters (``dead_letter.payload: masked``), the traces, the checkpoints and Ray's
 session logs; with checkpoints encrypted (``checkpoint.encryption``), a customer id held in keyed state is not under
 the checkpoint location either. The same run with ``payload: raw`` and plain checkpoints finds them in the dead
-letters and the checkpoints: the search can see them."""
+letters and the checkpoints: the search can see them. With ``payload: encrypted`` the dead letters hold none, and
+``eventray dead-letters decrypt`` gives every invalid event back byte for byte."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ pytestmark = [pytest.mark.ray]
 CANARY = "canary.7f3a9c@example.com"  # marked for masking (mask email)
 CUSTOMER = "c-canary-5d21"  # not marked: in the results, and in the upsert table's state the checkpoints hold
 CHECKPOINT_KEY = "5e" * 32
+DEAD_LETTER_KEY = "d1" * 32
 VALID_EVENTS = 3_000
 
 
@@ -115,3 +119,28 @@ def test_with_raw_dead_letters_and_plain_checkpoints_the_same_search_finds_the_c
     payloads = dead_letter_payloads(tmp_path / "out" / "dead_letter")
     assert len([payload for payload in payloads if payload and CANARY.encode() in payload]) == 11
     assert files_holding(CUSTOMER.encode(), tmp_path / "checkpoints"), "plain checkpoints show the keyed state"
+
+
+def test_encrypted_dead_letters_hide_the_canaries_and_decrypt_gives_back_the_exact_events(
+    ray_driver: LocalRayCluster, tmp_path: Path
+) -> None:
+    """``dead_letter.payload: encrypted`` loses nothing: ``eventray dead-letters decrypt`` returns every byte."""
+    environment = {**os.environ, "EVENTRAY_DEAD_LETTER_KEY": DEAD_LETTER_KEY}
+    config = canary_run(tmp_path, payload="encrypted", encrypted=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EVENTRAY_DEAD_LETTER_KEY", DEAD_LETTER_KEY)
+        run_pipeline(config, address=ray_driver.address)
+    dead_letters = tmp_path / "out" / "dead_letter"
+    assert files_holding(CANARY.encode(), dead_letters) == []
+    assert files_holding(base64.b64encode(CANARY.encode())[:24], dead_letters) == []
+
+    decrypted = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "dead-letters", "decrypt", str(dead_letters)],
+        env=environment, capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert decrypted.returncode == 0, decrypted.stderr
+    payloads = [base64.b64decode(row["payload_base64"]) for row in map(json.loads, decrypted.stdout.splitlines())
+                if row["payload_base64"] is not None]  # fmt: skip
+    invalid_canaries = [line for line in canary_events().splitlines() if b"-100" in line or b'"broken"' in line]
+    assert sorted(payload for payload in payloads if CANARY.encode() in payload) == sorted(invalid_canaries)
