@@ -147,7 +147,10 @@ class Derive:
 class Mask:
     """Masks personal data in a string column: ``redact`` (``***``), ``hash`` (HMAC-SHA256 under the key the
     driver resolved, 32 hex digits: stable and joinable under one key, not recomputable without it), or
-    ``keep_last`` (``***`` + the last N characters). Nulls stay null."""
+    ``keep_last`` (``***`` + the last N characters). Nulls stay null.
+
+    A binary column, such as ``_key`` (the Kafka record key, which outputs without a ``key_column`` carry on), is
+    masked byte-wise and stays binary: ``hash`` of the bytes as they are, ``redact``; ``keep_last`` needs text."""
 
     expression_text = None
 
@@ -164,8 +167,21 @@ class Mask:
 
     def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         index = batch.schema.get_field_index(self._column)
-        values = pc.cast(batch.column(index), pa.string())
+        column = batch.column(index)
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            return batch.set_column(index, batch.schema.field(index), self._mask_bytes(column))
+        values = pc.cast(column, pa.string())
         return batch.set_column(index, self._column, self._mask(values))
+
+    def _mask_bytes(self, values: pa.Array) -> pa.Array:
+        if self._method == "keep_last":
+            raise ConfigError(
+                f"mask {self._column}: keep_last keeps characters, and {self._column} is binary; use hash or redact"
+            )
+        if self._method == "redact":
+            return pc.if_else(pc.is_valid(values), pa.scalar(b"***", values.type), pa.scalar(None, values.type))
+        digests = self._mask(values.cast(pa.binary()))
+        return digests.cast(values.type)
 
     def _mask(self, values: pa.Array) -> pa.Array:
         if self._method == "redact":
@@ -191,13 +207,18 @@ class Mask:
 
 
 def _hmac_strings(values: pa.Array, key: bytes) -> pa.Array:
-    """HMAC-SHA256 of each distinct value (computed once per distinct value, not once per row)."""
+    """HMAC-SHA256 of each distinct value (computed once per distinct value, not once per row): of its UTF-8 for
+    text, of the bytes themselves for binary; 32 hex digits either way."""
     encoded = pc.dictionary_encode(values)
     digests = [
-        None if value is None else hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
+        None if value is None else hmac.new(key, _bytes(value), hashlib.sha256).hexdigest()[:32]
         for value in encoded.dictionary.to_pylist()
     ]
     return pa.array(digests, pa.string()).take(encoded.indices)  # a null index gives a null
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 _OPERATORS: dict[type, type] = {FilterOp: Filter, SelectOp: Select, DeriveOp: Derive, MaskOp: Mask}

@@ -185,6 +185,17 @@ def test_mask_hash_of_a_non_string_column_hashes_its_text() -> None:
     assert out.column("amount_cents").to_pylist() == [sha16("500"), sha16("700"), sha16("900"), None, sha16("20000")]
 
 
+def test_the_kafka_key_is_masked_byte_wise_and_stays_binary() -> None:
+    keys = pa.record_batch({"_key": pa.array([b"\xff\x00cust-1", None, b"cust-2"], pa.binary())})
+    hashed = hashing("_key").apply(keys).column("_key")
+    digest = hmac.new(KEY.encode(), b"\xff\x00cust-1", hashlib.sha256).hexdigest()[:32].encode()
+    assert hashed.type == pa.binary() and hashed.to_pylist() == [digest, None, sha16("cust-2").encode()]
+    redacted = Mask(MaskOp(op="mask", column="_key", method="redact")).apply(keys).column("_key")
+    assert redacted.type == pa.binary() and redacted.to_pylist() == [b"***", None, b"***"]
+    with pytest.raises(ConfigError, match=r"mask _key: keep_last keeps characters, and _key is binary"):
+        Mask(MaskOp(op="mask", column="_key", method="keep_last")).apply(keys.slice(0, 0))
+
+
 def test_another_key_gives_other_hashes_and_the_plain_sha256_of_a_value_is_not_its_hash() -> None:
     ours = hashing("email").apply(BATCH).column("email").to_pylist()
     theirs = hashing("email", key="another-key-of-enough-bytes-0123").apply(BATCH).column("email").to_pylist()
