@@ -11,8 +11,9 @@ decrypt. Layout::
 
     b"ERENC1" | key id (16 ASCII hex) | wrap nonce (12) | wrapped data key (32 + 16 tag) | nonce (12) | ciphertext+tag
 
-A wrong key is refused naming both key ids; a flipped byte fails authentication (the checkpoint's SHA-256 of
-the stored bytes catches it first). Nothing here touches storage: :class:`~pipelines.checkpoint_store.
+A wrong key is refused naming both key ids; a flipped byte or a torn write fails authentication (the GCM tag
+authenticates every byte, so an encrypted file needs no SHA-256 of its own: that is most of what encryption would
+otherwise add to a checkpoint). Nothing here touches storage: :class:`~pipelines.checkpoint_store.
 CheckpointStore` calls :meth:`FileCipher.seal` before writing and :meth:`FileCipher.open` after reading.
 
 Dead-letter values (an invalid event's payload or key, ``dead_letter.payload: encrypted``) are small and sealed one
@@ -36,6 +37,7 @@ __all__ = [
     "MAGIC",
     "VALUE_MAGIC",
     "CheckpointKeyError",
+    "FileAuthenticationError",
     "FileCipher",
     "SealedValueError",
     "ValueCipher",
@@ -59,6 +61,10 @@ _VALUE_PREFIX = len(VALUE_MAGIC) + _KEY_ID_LENGTH
 
 class CheckpointKeyError(FatalError):
     """A checkpoint file cannot be decrypted: the wrong key, no key, or bytes that fail authentication."""
+
+
+class FileAuthenticationError(CheckpointKeyError):
+    """An encrypted file's bytes fail authentication: altered (a flipped bit, a torn write) or moved."""
 
 
 def parse_key(text: str, variable: str, field: str = "checkpoint.encryption") -> bytes:
@@ -120,7 +126,7 @@ class FileCipher:
             data_key = self._kek.decrypt(bytes(wrap_nonce), bytes(wrapped), associated)
             AESGCM(data_key).decrypt_into(bytes(nonce), sealed, associated, plain)
         except InvalidTag:
-            raise CheckpointKeyError(
+            raise FileAuthenticationError(
                 f"checkpoint file {place} fails authentication: it was altered, or moved from another place"
             ) from None
         return plain

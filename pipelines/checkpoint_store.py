@@ -35,7 +35,13 @@ import msgspec
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from pipelines.at_rest import CheckpointKeyError, FileCipher, file_key_id, refuse_encrypted_without_key
+from pipelines.at_rest import (
+    CheckpointKeyError,
+    FileAuthenticationError,
+    FileCipher,
+    file_key_id,
+    refuse_encrypted_without_key,
+)
 from pipelines.config import CheckpointConfig
 from pipelines.errors import FatalError
 
@@ -109,7 +115,7 @@ class StateFile(msgspec.Struct, frozen=True):
     path: str  # relative to the pipeline's checkpoint directory
     rows: int
     size_bytes: int
-    sha256: str
+    sha256: str  # of the stored bytes; "" for an encrypted file, whose GCM tag authenticates them
     key_id: str = ""  # of the key it is encrypted with; "" for a plain file (and every file before encryption)
 
 
@@ -269,8 +275,9 @@ class CheckpointStore:
                 out.write(data)
             self._owner_only(path)
             self._sync(path)
-        key_id = cipher.key_id if cipher is not None else ""
-        return StateFile(relative, table.num_rows, len(data), hashlib.sha256(data).hexdigest(), key_id)
+        if cipher is not None:
+            return StateFile(relative, table.num_rows, len(data), "", cipher.key_id)
+        return StateFile(relative, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
 
     def read_table(self, state: StateFile) -> pa.Table:
         """The table of ``state``; :class:`TornSnapshotError` if the file is not exactly what was written."""
@@ -279,7 +286,7 @@ class CheckpointStore:
             data = self._read(path)
         except OSError as error:
             raise TornSnapshotError(f"checkpoint file {path} cannot be read: {error}") from None
-        if len(data) != state.size_bytes or hashlib.sha256(data).hexdigest() != state.sha256:
+        if len(data) != state.size_bytes or (state.sha256 and hashlib.sha256(data).hexdigest() != state.sha256):
             raise TornSnapshotError(f"checkpoint file {path} is torn ({len(data)} of {state.size_bytes} bytes)")
         if state.key_id and file_key_id(data) is None:
             raise CheckpointKeyError(
@@ -289,7 +296,11 @@ class CheckpointStore:
         if self._cipher is None:
             refuse_encrypted_without_key(data, state.path, "EVENTRAY_CHECKPOINT_KEY")
             return pa.ipc.open_file(pa.py_buffer(data)).read_all()
-        return pa.ipc.open_file(pa.py_buffer(self._cipher.open(data, self._place(state.path)))).read_all()
+        try:
+            plain = self._cipher.open(data, self._place(state.path))
+        except FileAuthenticationError as error:
+            raise TornSnapshotError(f"checkpoint file {path} is torn or altered: {error}") from None
+        return pa.ipc.open_file(pa.py_buffer(plain)).read_all()
 
     def _place(self, relative: str) -> str:
         """What an encrypted file is bound to: its pipeline and its path in the location (not the location

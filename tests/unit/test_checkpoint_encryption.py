@@ -44,14 +44,16 @@ def test_a_plain_store_still_writes_readable_files_and_an_encrypted_one_reads_th
     assert CheckpointStore(str(tmp_path), "p", key=KEY).read_table(state).equals(table()), "turning encryption on"
 
 
-def test_a_flipped_byte_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", [-5, 0.5], ids=["in the tag", "mid-file"])
+def test_a_flipped_byte_is_refused_as_torn_by_the_gcm_tag_alone(tmp_path: Path, where: float) -> None:
     store = CheckpointStore(str(tmp_path), "p", key=KEY)
     state = store.write_table(1, "state-aggregate-0", table())
+    assert state.sha256 == "", "an encrypted file is authenticated by its GCM tag, not hashed again"
     path = tmp_path / "p" / state.path
     data = bytearray(path.read_bytes())
-    data[-5] ^= 0x01
+    data[int(where * len(data)) if isinstance(where, float) else where] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(TornSnapshotError):
+    with pytest.raises(TornSnapshotError, match=r"is torn or altered: .* fails authentication"):
         store.read_table(state)
     cipher = FileCipher(KEY)
     with pytest.raises(CheckpointKeyError, match="fails authentication"):
