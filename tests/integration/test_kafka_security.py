@@ -299,9 +299,14 @@ def _produce_input(secured: BrokerSecurity, config: PipelineConfig) -> None:
 
 @pytest.mark.ray
 def test_the_orders_pipeline_runs_exactly_once_over_sasl_ssl_with_least_privilege(
-    ray_driver: LocalRayCluster, secured: BrokerSecurity, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ray_driver: LocalRayCluster,
+    secured: BrokerSecurity,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
-    """With ``kafka.create_topics: false`` and the topics made beforehand by an admin: not even Create."""
+    """With ``kafka.create_topics: false`` and the topics made beforehand by an admin: not even Create. The
+    password shows nowhere: not in the driver's output, Ray's logs or the dashboard's views."""
     monkeypatch.setenv(PASSWORD_ENV, secured.password(PIPELINE_USER))
     name = unique("secured-orders")
     config = _pipeline(tmp_path, secured, name, kafka_create_topics=False)
@@ -320,6 +325,8 @@ def test_the_orders_pipeline_runs_exactly_once_over_sasl_ssl_with_least_privileg
     summary = run_pipeline(config, address=ray_driver.address)
 
     assert summary.progress.events_in == EVENTS
+    driver_output = capfd.readouterr()
+    assert secured.password(PIPELINE_USER) not in driver_output.out + driver_output.err
     assert ray_driver.places_holding(secured.password(PIPELINE_USER).encode()) == []
     assert ray_driver.places_holding(name.encode()), "the places searched do show this run (its actors' names)"
     # the checker reads every output, which the pipeline principal may not: it runs as admin
