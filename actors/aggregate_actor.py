@@ -24,6 +24,7 @@ from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
 from pipelines.process_function import KeyedProcess
 from pipelines.records import DEAD_LETTER_SCHEMA
+from pipelines.secrets import secrets_here
 from pipelines.sinks import ConsoleSink
 from pipelines.watermarks import END_OF_TIME_MS, NO_WATERMARK
 
@@ -53,6 +54,7 @@ class AggregateActor:
         self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str | None = None
     ) -> None:
         """``slot``: the actor's stable place in the topology (``aggregate-<index>``), naming its transactions."""
+        config = secrets_here(config)  # runtime.secrets: environment reads them here, not from Ray
         stage = config.keyed_stage
         if stage is None:
             raise ValueError("AggregateActor needs a pipeline with a keyed stage (aggregate or keyed)")

@@ -33,6 +33,7 @@ from pipelines.idleness import PartitionIdleness
 from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
+from pipelines.secrets import secrets_here
 from pipelines.sources import PartitionReader
 from pipelines.watermarks import NO_WATERMARK
 
@@ -88,6 +89,7 @@ class SourceActor:
     ) -> None:
         """``restored``: offsets and event times from a checkpoint (partitions start there); ``limits`` count
         from where each partition starts."""
+        config = secrets_here(config)  # runtime.secrets: environment reads them here, not from Ray
         self._config = config
         self._actor_id = actor_id
         self._sender = sender_index

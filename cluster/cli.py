@@ -51,7 +51,8 @@ def _run(args: argparse.Namespace) -> int:
     from cluster.runner import run_pipeline  # noqa: PLC0415
     from pipelines.secrets import resolve_secrets  # noqa: PLC0415
 
-    config = resolve_secrets(load_run_config(args), os.environ)  # a missing secret fails before anything starts
+    config = load_run_config(args)
+    resolve_secrets(config, os.environ)  # a missing secret fails before anything starts (the runner reads them)
     if args.json:  # for scripts: nothing on stdout but the summary
         from cluster.run_report import summary_json  # noqa: PLC0415
 

@@ -17,7 +17,7 @@ from cluster.run_report import RunProgress, RunSummary
 from cluster.supervisor import Supervisor
 from pipelines.config import PipelineConfig, with_paths_resolved
 from pipelines.plan import compile_pipeline
-from pipelines.secrets import resolve_secrets
+from pipelines.secrets import config_for_cluster, resolve_secrets
 
 __all__ = ["run_pipeline"]
 
@@ -42,9 +42,11 @@ def run_pipeline(
     such as "after the faults planned for it" in the chaos suite.
     """
     compile_pipeline(config)  # a wrong config fails here, before Ray starts
-    config = with_resolved_secrets(with_paths_resolved(config, Path.cwd()))
-    if config.kafka is not None:  # a TLS or SASL refusal fails here too, naming its cause
-        run_blocking(check_kafka_access(config.kafka))  # also from a notebook, whose event loop is running
+    written = with_paths_resolved(config, Path.cwd())
+    resolved = with_resolved_secrets(written)  # a missing secret too
+    if resolved.kafka is not None:  # a TLS or SASL refusal fails here too, naming its cause
+        run_blocking(check_kafka_access(resolved.kafka))  # also from a notebook, whose event loop is running
+    config = config_for_cluster(written, resolved)  # runtime.secrets: environment keeps them out of Ray
     connection = connect(address)
     try:
         run_id = secrets.token_hex(3)

@@ -518,6 +518,13 @@ class RuntimeConfig(_Model):
     )
     duration_s: float | None = Field(default=30.0, gt=0, description="stop reading after this; null: unbounded")
     max_events: int | None = Field(default=None, ge=1, description="stop after this many events")
+    secrets: Literal["driver", "environment"] = Field(
+        default="driver",
+        description="who reads the secrets (Kafka password, mask, checkpoint and dead-letter keys): the driver, "
+        "which hands them to the actors inside their creation arguments (held by Ray's GCS), or each actor from "
+        "its own process environment (Ray nodes started with them, e.g. from Kubernetes Secrets), so that no "
+        "secret travels through Ray at all (pipelines/secrets.py)",
+    )
 
 
 class PipelineConfig(_Model):

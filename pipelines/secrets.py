@@ -2,12 +2,22 @@
 
 Secrets are named in configs by environment variable only (``kafka.sasl.password_env``, a mask's ``key_env``,
 ``checkpoint.encryption.key_env``, ``dead_letter.encryption.key_env``);
-:func:`resolve_secrets` reads them into ``SecretStr`` fields that are never printed, logged or dumped, and
-travel to the actors inside the config. A missing one fails here, naming the field and the variable.
+:func:`resolve_secrets` reads them into ``SecretStr`` fields that are never printed, logged or dumped. A missing
+one fails here, naming the field and the variable.
+
+``runtime.secrets`` says where they are read for the actors:
+
+- ``driver`` (the default): the driver resolves them and they travel to the actors inside the config, that is
+  inside the actors' creation arguments, which Ray's GCS holds for the life of the actors;
+- ``environment``: the driver resolves them only to check that they are there; the Supervisor and every actor get
+  the config as written (:func:`config_for_cluster`) and read them from their own process environment
+  (:func:`secrets_here`), so no secret passes through Ray. The Ray nodes must have them: Kubernetes Secrets as
+  environment variables, or the environment of ``ray start``; an embedded Ray inherits the driver's.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TypeVar
 
@@ -19,7 +29,7 @@ from pipelines.dead_letter_config import DeadLetterContent
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import resolve_kafka_secrets
 
-__all__ = ["MIN_MASK_KEY_BYTES", "resolve_checkpoint_key", "resolve_secrets"]
+__all__ = ["MIN_MASK_KEY_BYTES", "config_for_cluster", "resolve_checkpoint_key", "resolve_secrets", "secrets_here"]
 
 MIN_MASK_KEY_BYTES = 16
 DeadLetterContentT = TypeVar("DeadLetterContentT", bound=DeadLetterContent)
@@ -41,6 +51,18 @@ def resolve_secrets(config: PipelineConfig, environ: Mapping[str, str]) -> Pipel
     if operators != list(config.operators):
         update["operators"] = operators
     return config.model_copy(update=update) if update else config
+
+
+def config_for_cluster(written: PipelineConfig, resolved: PipelineConfig) -> PipelineConfig:
+    """What the driver hands to the Supervisor: ``resolved`` (secrets inside), or with ``runtime.secrets:
+    environment`` the config as ``written``, without any secret."""
+    return written if written.runtime.secrets == "environment" else resolved
+
+
+def secrets_here(config: PipelineConfig) -> PipelineConfig:
+    """In the Supervisor and the actors: ``config`` with its secrets read from this process's environment when
+    ``runtime.secrets`` is ``environment``; as it came otherwise (the driver resolved them)."""
+    return resolve_secrets(config, os.environ) if config.runtime.secrets == "environment" else config
 
 
 def resolve_checkpoint_key(config: PipelineConfig, environ: Mapping[str, str]) -> PipelineConfig:

@@ -144,3 +144,21 @@ def test_encrypted_dead_letters_hide_the_canaries_and_decrypt_gives_back_the_exa
                 if row["payload_base64"] is not None]  # fmt: skip
     invalid_canaries = [line for line in canary_events().splitlines() if b"-100" in line or b'"broken"' in line]
     assert sorted(payload for payload in payloads if CANARY.encode() in payload) == sorted(invalid_canaries)
+
+
+def test_with_secrets_from_the_environment_the_actors_hash_with_the_key_of_their_own_nodes(
+    ray_driver: LocalRayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``runtime.secrets: environment``: the session's cluster was started with the session's mask key; the driver
+    now holds another one, and the dead letters are hashed with the cluster's: no key came from the driver."""
+    cluster_key = os.environ["EVENTRAY_MASK_KEY"]
+    monkeypatch.setenv("EVENTRAY_MASK_KEY", "the-driver-s-own-key-which-no-actor-sees")
+    written = canary_run(tmp_path, payload="masked", encrypted=False)
+    config = written.model_copy(update={"runtime": written.runtime.model_copy(update={"secrets": "environment"})})
+
+    run_pipeline(config, address=ray_driver.address)
+
+    canaries = [json.loads(payload) for payload in dead_letter_payloads(tmp_path / "out" / "dead_letter")
+                if payload and b'"canary-' in payload]  # fmt: skip
+    hashed = hmac.new(cluster_key.encode(), CANARY.encode(), hashlib.sha256).hexdigest()[:32]
+    assert [event["email"] for event in canaries] == [hashed] * 10

@@ -1,4 +1,5 @@
-"""Secrets are read from the environment once, by the driver: the mask key of ``mask: hash`` and Kafka's."""
+"""Secrets are read from the environment once, by the driver (the mask key of ``mask: hash``, Kafka's), or with
+``runtime.secrets: environment`` by every process of the cluster from its own, none of them passing through Ray."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import pickle
 from pathlib import Path
 
 import pytest
+from ray import cloudpickle
 
-from pipelines.config import MaskOp, load_config
+from pipelines.config import MaskOp, PipelineConfig, load_config
 from pipelines.errors import ConfigError
-from pipelines.secrets import resolve_secrets
+from pipelines.secrets import config_for_cluster, resolve_secrets, secrets_here
 
 ORDERS = Path(__file__).resolve().parents[2] / "configs" / "orders.yaml"
 KEY = "k3y-" * 8
@@ -50,3 +52,47 @@ def test_a_resolved_key_travels_to_actors_but_is_never_printed_or_dumped() -> No
     assert KEY not in config.to_yaml() and KEY not in repr(config) and KEY not in str(config)
     travelled = pickle.loads(pickle.dumps(config))  # as Ray ships the config to an actor
     assert [op.key.get_secret_value() for op in travelled.operators if isinstance(op, MaskOp) and op.key] == [KEY]
+
+
+SECRETS = {
+    "EVENTRAY_MASK_KEY": KEY,
+    "EVENTRAY_CHECKPOINT_KEY": "c4" * 32,
+    "EVENTRAY_DEAD_LETTER_KEY": "d1" * 32,
+    "KAFKA_SASL_PASSWORD": "pa55-w0rd-of-the-pipeline",
+}
+
+
+def _secured(secrets_from: str) -> PipelineConfig:
+    return load_config(ORDERS, {
+        "runtime.secrets": secrets_from,
+        "checkpoint.encryption": {},
+        "dead_letter.payload": "encrypted",
+        "kafka": {"security_protocol": "SASL_SSL", "sasl": {
+            "mechanism": "SCRAM-SHA-512", "username": "pipeline", "password_env": "KAFKA_SASL_PASSWORD"}},
+    })  # fmt: skip
+
+
+def _secrets_in(config: PipelineConfig) -> list[str]:
+    """The secret values in ``config`` as Ray would ship it to an actor (cloudpickle, like a creation argument)."""
+    shipped = cloudpickle.dumps(config)
+    return [name for name, value in SECRETS.items() if value.encode() in shipped]
+
+
+def test_with_secrets_from_the_environment_the_cluster_gets_no_secret_and_each_process_reads_its_own() -> None:
+    written = _secured("environment")
+    resolved = resolve_secrets(written, SECRETS)  # what the driver checks
+    shipped = config_for_cluster(written, resolved)
+    assert _secrets_in(shipped) == []
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in SECRETS.items():
+            patch.setenv(name, value)
+        here = secrets_here(pickle.loads(pickle.dumps(shipped)))
+    assert sorted(_secrets_in(here)) == sorted(SECRETS), "an actor reads every one from its own environment"
+
+
+def test_by_default_the_driver_hands_the_secrets_over_inside_the_config() -> None:
+    """The control: the same search finds them when the driver resolves them for the actors."""
+    written = _secured("driver")
+    shipped = config_for_cluster(written, resolve_secrets(written, SECRETS))
+    assert sorted(_secrets_in(shipped)) == sorted(SECRETS)
+    assert secrets_here(shipped) is shipped, "an actor does not read its environment then"
