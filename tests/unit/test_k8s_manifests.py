@@ -296,11 +296,16 @@ BROKEN: dict[str, tuple[Mutation, str, str]] = {
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_the_validator_reports_each_broken_manifest(case: str, orders_job: dict[str, Any], schemas: SchemaSet) -> None:
-    mutate, path, message = BROKEN[case]
-    job = copy.deepcopy(orders_job)
-    mutate(job)
+    _assert_reported(BROKEN[case], orders_job, schemas)
 
-    problems = _problems(job, schemas)
+
+def _assert_reported(case: tuple[Mutation, str, str], good: dict[str, Any], schemas: SchemaSet) -> None:
+    """``good`` broken by the case's mutation is reported at the case's path with its message."""
+    mutate, path, message = case
+    document = copy.deepcopy(good)
+    mutate(document)
+
+    problems = _problems(document, schemas)
 
     assert path in _paths(problems), problems
     assert any(message in p.message for p in problems if p.path == path), problems
@@ -404,14 +409,7 @@ BROKEN_POLICY: dict[str, tuple[Mutation, str, str]] = {
 def test_the_validator_reports_each_broken_network_policy(
     case: str, head_policy: dict[str, Any], schemas: SchemaSet
 ) -> None:
-    mutate, path, message = BROKEN_POLICY[case]
-    policy = copy.deepcopy(head_policy)
-    mutate(policy)
-
-    problems = _problems(policy, schemas)
-
-    assert path in _paths(problems), problems
-    assert any(message in p.message for p in problems if p.path == path), problems
+    _assert_reported(BROKEN_POLICY[case], head_policy, schemas)
 
 
 def test_the_known_good_network_policy_has_no_problems(head_policy: dict[str, Any], schemas: SchemaSet) -> None:
