@@ -25,6 +25,7 @@ __all__ = [
     "RayAuthRefused",
     "check_cluster_accepts",
     "prepare_ray_auth",
+    "refresh_ray_auth",
     "token_source",
 ]
 
@@ -60,6 +61,16 @@ def prepare_ray_auth(environ: MutableMapping[str, str], *, embedded: bool) -> st
     if mode == "token":
         _ensure_token(environ, embedded=embedded)
     return mode
+
+
+def refresh_ray_auth() -> None:
+    """Make this process's Ray see the auth environment :func:`prepare_ray_auth` wrote: Ray reads
+    ``RAY_AUTH_MODE`` into its config when it is imported, and caches the token it loaded (as Ray's own
+    ``_enable_token_auth`` refreshes them)."""
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # noqa: PLC0415
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def token_source(environ: MutableMapping[str, str]) -> str:

@@ -11,7 +11,7 @@ import os
 
 import ray
 
-from cluster.ray_auth import check_cluster_accepts, prepare_ray_auth
+from cluster.ray_auth import check_cluster_accepts, prepare_ray_auth, refresh_ray_auth
 
 __all__ = ["RayConnection", "connect"]
 
@@ -39,6 +39,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> RayConne
         return RayConnection(embedded=False, address=address)
     joining = address is not None or "RAY_ADDRESS" in os.environ
     prepare_ray_auth(os.environ, embedded=not joining)
+    refresh_ray_auth()
     if joining:
         check_cluster_accepts(address or os.environ["RAY_ADDRESS"], os.environ)
         ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)

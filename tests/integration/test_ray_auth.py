@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import subprocess
 import sys
 import urllib.error
@@ -41,12 +42,37 @@ def test_the_jobs_api_answers_401_without_a_token_403_with_a_wrong_one_and_200_w
     assert _status_of_jobs_api(ray_cluster, token=session_token()) == 200
 
 
-def _eventray_run(cluster: LocalRayCluster, tmp_path: Path, **environment: str) -> subprocess.CompletedProcess[str]:
+def _eventray_run(
+    cluster: LocalRayCluster | None, tmp_path: Path, unset: tuple[str, ...] = (), **environment: str
+) -> subprocess.CompletedProcess[str]:
+    """``eventray run`` of 1,000 orders on ``cluster`` (None: embedded), with ``environment`` and without ``unset``
+    (and never with ``RAY_AUTH_TOKEN``, which would take precedence over a token file given here)."""
     env = {**os.environ, **environment}
-    env.pop("RAY_ADDRESS", None)
-    command = [sys.executable, "-m", "cluster.cli", "run", str(REPO / "configs" / "orders.yaml"),
-               "--address", cluster.address, "--max-events", "1000", "--quiet"]  # fmt: skip
-    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", *unset):
+        env.pop(name, None)
+    address = ["--address", cluster.address] if cluster is not None else []
+    command = [sys.executable, "-m", "cluster.cli", "run", str(REPO / "configs" / "orders.yaml"), *address,
+               "--max-events", "1000", "--quiet"]  # fmt: skip
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_with_the_auth_mode_unset_eventray_run_joins_with_its_token(
+    ray_cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    """Token mode is eventray's default, set before Ray starts in this process: the token is really sent."""
+    result = _eventray_run(ray_cluster, tmp_path, unset=("RAY_AUTH_MODE",))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "orders finished" in result.stdout
+
+
+def test_with_the_auth_mode_unset_an_embedded_run_makes_a_private_token_and_runs(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    result = _eventray_run(None, tmp_path, unset=("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"), HOME=str(home))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "orders finished" in result.stdout
+    token_file = home / ".ray" / "auth_token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and len(token_file.read_text(encoding="utf-8")) == 64
 
 
 def test_a_wrong_token_is_refused_naming_where_it_came_from_not_what_it_is(
