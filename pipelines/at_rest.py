@@ -11,10 +11,11 @@ decrypt. Layout::
 
     b"ERENC1" | key id (16 ASCII hex) | wrap nonce (12) | wrapped data key (32 + 16 tag) | nonce (12) | ciphertext+tag
 
-A wrong key is refused naming both key ids; a flipped byte or a torn write fails authentication (the GCM tag
-authenticates every byte, so an encrypted file needs no SHA-256 of its own: that is most of what encryption would
-otherwise add to a checkpoint). Nothing here touches storage: :class:`~pipelines.checkpoint_store.
-CheckpointStore` calls :meth:`FileCipher.seal` before writing and :meth:`FileCipher.open` after reading.
+A wrong key is refused naming both key ids. The checkpoint metadata records an encrypted file's GCM tag (the
+last 16 bytes) instead of a SHA-256 of it: the tag pins the exact bytes written, and decryption checks every byte
+against it, so hashing them again would only add to a checkpoint's time (it was most of what encryption added).
+Nothing here touches storage: :class:`~pipelines.checkpoint_store.CheckpointStore` calls :meth:`FileCipher.seal`
+before writing and :meth:`FileCipher.open` after reading.
 
 Dead-letter values (an invalid event's payload or key, ``dead_letter.payload: encrypted``) are small and sealed one
 by one, directly under their key with a random nonce (at most 2**32 values per key, NIST SP 800-38D: rotate the
@@ -42,10 +43,12 @@ __all__ = [
     "SealedValueError",
     "ValueCipher",
     "file_key_id",
+    "gcm_tag",
     "key_id_of",
+    "no_key",
     "parse_key",
-    "refuse_encrypted_without_key",
     "sealed_key_id",
+    "wrong_key",
 ]
 
 MAGIC = b"ERENC1"
@@ -112,10 +115,7 @@ class FileCipher:
         if written_with is None:
             return stored  # written before encryption was turned on: read as it is
         if written_with != self.key_id:
-            raise CheckpointKeyError(
-                f"checkpoint file {place} was encrypted with key id {written_with}, and the configured key has key id "
-                f"{self.key_id}. Operator action: export the key of key id {written_with} to restore this checkpoint"
-            )
+            raise wrong_key(place, written_with, self.key_id)
         offset = len(MAGIC) + _KEY_ID_LENGTH
         wrap_nonce, offset = view[offset : offset + _NONCE], offset + _NONCE
         wrapped, offset = view[offset : offset + _WRAPPED], offset + _WRAPPED
@@ -140,14 +140,23 @@ def file_key_id(stored: Bytes) -> str | None:
     return bytes(view[len(MAGIC) : len(MAGIC) + _KEY_ID_LENGTH]).decode("ascii", errors="replace")
 
 
-def refuse_encrypted_without_key(stored: Bytes, place: str, variable: str) -> None:
-    """Raise if ``stored`` is encrypted and no key is configured to open it."""
-    written_with = file_key_id(stored)
-    if written_with is not None:
-        raise CheckpointKeyError(
-            f"checkpoint file {place} is encrypted (key id {written_with}) and checkpoint.encryption is off. Operator "
-            f"action: set checkpoint.encryption and export its key ({variable}) with the key of that id"
-        )
+def wrong_key(place: str, written_with: str, configured: str) -> CheckpointKeyError:
+    return CheckpointKeyError(
+        f"checkpoint file {place} was encrypted with key id {written_with}, and the configured key has key id "
+        f"{configured}. Operator action: export the key of key id {written_with} to restore this checkpoint"
+    )
+
+
+def no_key(place: str, written_with: str, variable: str) -> CheckpointKeyError:
+    return CheckpointKeyError(
+        f"checkpoint file {place} is encrypted (key id {written_with}) and checkpoint.encryption is off. Operator "
+        f"action: set checkpoint.encryption and export its key ({variable}) with the key of that id"
+    )
+
+
+def gcm_tag(stored: Bytes) -> str:
+    """The GCM tag that ends an encrypted file (hex): recorded in the metadata, it pins the file's exact bytes."""
+    return bytes(memoryview(stored)[-_TAG:]).hex()
 
 
 class SealedValueError(FatalError):

@@ -8,11 +8,12 @@ Layout under ``<uri>/<pipeline>/``::
     LINEAGE                                   the identity of this location's sequence of epochs (see below)
 
 Guarantees: a checkpoint is *complete* only when its metadata exists, and the metadata names every file with
-its size and SHA-256, so a torn or truncated file (a crash mid-write, a disk error) makes :meth:`latest` skip
-that epoch and fall back to the one before under at-least-once, and refuse under exactly-once (that epoch's
-outputs may have been committed). A read error is tried again a few times before it counts. On a local disk
-files and directories are fsynced before the metadata that names them is moved into place. Files are never
-modified after being written (snapshots are immutable); :meth:`prune` keeps the newest ``keep`` complete epochs.
+its size and SHA-256 (an encrypted file: its GCM tag, :mod:`pipelines.at_rest`), so a torn or truncated file (a
+crash mid-write, a disk error) makes :meth:`latest` skip that epoch and fall back to the one before under
+at-least-once, and refuse under exactly-once (that epoch's outputs may have been committed). A read error is
+tried again a few times before it counts. On a local disk files and directories are fsynced before the metadata
+that names them is moved into place. Files are never modified after being written (snapshots are immutable);
+:meth:`prune` keeps the newest ``keep`` complete epochs.
 
 Epoch numbers count up from the highest one a location holds, so they start again at 1 in a new location (or
 one whose directory was deleted to rebuild state). Anything kept outside the location that names an epoch
@@ -40,7 +41,9 @@ from pipelines.at_rest import (
     FileAuthenticationError,
     FileCipher,
     file_key_id,
-    refuse_encrypted_without_key,
+    gcm_tag,
+    no_key,
+    wrong_key,
 )
 from pipelines.config import CheckpointConfig
 from pipelines.errors import FatalError
@@ -115,8 +118,9 @@ class StateFile(msgspec.Struct, frozen=True):
     path: str  # relative to the pipeline's checkpoint directory
     rows: int
     size_bytes: int
-    sha256: str  # of the stored bytes; "" for an encrypted file, whose GCM tag authenticates them
+    sha256: str  # of the stored bytes of a plain file; "" for an encrypted one (written since tags are recorded)
     key_id: str = ""  # of the key it is encrypted with; "" for a plain file (and every file before encryption)
+    tag: str = ""  # an encrypted file's GCM tag (hex), which authenticates all its bytes
 
 
 class SourceSnapshot(msgspec.Struct, frozen=True):
@@ -276,7 +280,7 @@ class CheckpointStore:
             self._owner_only(path)
             self._sync(path)
         if cipher is not None:
-            return StateFile(relative, table.num_rows, len(data), "", cipher.key_id)
+            return StateFile(relative, table.num_rows, len(data), "", cipher.key_id, gcm_tag(data))
         return StateFile(relative, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
 
     def read_table(self, state: StateFile) -> pa.Table:
@@ -286,21 +290,34 @@ class CheckpointStore:
             data = self._read(path)
         except OSError as error:
             raise TornSnapshotError(f"checkpoint file {path} cannot be read: {error}") from None
-        if len(data) != state.size_bytes or (state.sha256 and hashlib.sha256(data).hexdigest() != state.sha256):
-            raise TornSnapshotError(f"checkpoint file {path} is torn ({len(data)} of {state.size_bytes} bytes)")
-        if state.key_id and file_key_id(data) is None:
-            raise CheckpointKeyError(
-                f"checkpoint file {path} should be encrypted (key id {state.key_id}) and is plain: it was replaced. "
-                "Operator action: restore it from a backup, or run from an older checkpoint"
-            )
-        if self._cipher is None:
-            refuse_encrypted_without_key(data, state.path, "EVENTRAY_CHECKPOINT_KEY")
+        self._check_intact(path, state, data)
+        if not state.key_id:
             return pa.ipc.open_file(pa.py_buffer(data)).read_all()
+        if self._cipher is None:
+            raise no_key(state.path, state.key_id, "EVENTRAY_CHECKPOINT_KEY")
+        if self._cipher.key_id != state.key_id:
+            raise wrong_key(state.path, state.key_id, self._cipher.key_id)
+        if file_key_id(data) != state.key_id:
+            raise TornSnapshotError(f"checkpoint file {path} does not start as one encrypted with key id "
+                                    f"{state.key_id}: it was altered or replaced")  # fmt: skip
         try:
             plain = self._cipher.open(data, self._place(state.path))
         except FileAuthenticationError as error:
             raise TornSnapshotError(f"checkpoint file {path} is torn or altered: {error}") from None
         return pa.ipc.open_file(pa.py_buffer(plain)).read_all()
+
+    @staticmethod
+    def _check_intact(path: str, state: StateFile, data: bytes) -> None:
+        """:class:`TornSnapshotError` unless ``data`` has the size and the SHA-256 (plain) or the GCM tag
+        (encrypted) the metadata recorded."""
+        if len(data) != state.size_bytes:
+            raise TornSnapshotError(f"checkpoint file {path} is torn ({len(data)} of {state.size_bytes} bytes)")
+        if state.tag:
+            intact = gcm_tag(data) == state.tag
+        else:  # plain, or encrypted before tags were recorded
+            intact = bool(state.sha256) and hashlib.sha256(data).hexdigest() == state.sha256
+        if not intact:
+            raise TornSnapshotError(f"checkpoint file {path} is torn or altered: it is not the file written")
 
     def _place(self, relative: str) -> str:
         """What an encrypted file is bound to: its pipeline and its path in the location (not the location
