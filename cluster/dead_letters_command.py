@@ -2,9 +2,11 @@
 
 Reads dead-letter JSONL (the file dead-letter output: ``payload_base64``/``key_base64`` and the origin) from files,
 directories of ``*.jsonl`` or standard input (``-``), and writes the same records with their sealed values opened,
-in the same shape, so what fixes and replays raw dead letters takes them too. Values that are not sealed pass
-through. The key is read from the environment (``--key-env``, default the config's default), never from a flag.
-The output holds personal data again: a file given with ``--out`` is created readable by its owner only.
+in the same shape, so what fixes and replays raw dead letters takes them too. A value that is not sealed is
+refused (whoever can write the dead-letter store could otherwise slip in a plaintext of their choice) unless
+``--allow-plain`` says the files also hold dead letters from before encryption. The key is read from the
+environment (``--key-env``), never from a flag. The output holds personal data again: a file given with ``--out``
+is made readable by its owner only.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def add_dead_letters_command(commands: Any) -> None:
         "--key-env", default=DEAD_LETTER_KEY_ENV, help=f"the variable holding the key (default {DEAD_LETTER_KEY_ENV})"
     )
     decrypt.add_argument("--out", type=Path, default=None, help="write here (mode 0600) instead of standard output")
+    decrypt.add_argument(
+        "--allow-plain", action="store_true", help="pass values that are not encrypted through (older dead letters)"
+    )
     decrypt.set_defaults(func=_decrypt)
 
 
@@ -55,6 +60,11 @@ def _decrypt(args: argparse.Namespace) -> int:
                     continue
                 value = base64.b64decode(encoded)
                 if sealed_key_id(value) is None:
+                    if not args.allow_plain:
+                        raise SealedValueError(
+                            f"{where}: the {field} is not encrypted. Operator action: check who wrote it; if the "
+                            "files also hold dead letters from before encryption was on, run with --allow-plain"
+                        )
                     plain += 1
                     continue
                 place = sealed_place(record["topic"], record["partition"], record["offset"], field)
@@ -75,7 +85,11 @@ def _output(path: Path | None) -> Iterator[IO[str]]:
     if path is None:
         yield sys.stdout
         return
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        raise ConfigError(f"--out {path}: {error.strerror or error} (a symbolic link is not followed)") from None
+    os.fchmod(descriptor, 0o600)  # a file that existed keeps its mode otherwise
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         yield file
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import stat
 from pathlib import Path
 
 import pyarrow as pa
@@ -128,12 +129,12 @@ OTHER_KEY = "22" * 32
 
 
 def _decrypt_cli(
-    paths: list[str], key: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    paths: list[str], key: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *options: str
 ) -> tuple[int, str, str]:
     from cluster.cli import main  # noqa: PLC0415
 
     monkeypatch.setenv("EVENTRAY_DEAD_LETTER_KEY", key)
-    code = main(["dead-letters", "decrypt", *paths])
+    code = main(["dead-letters", "decrypt", *paths, *options])
     printed = capsys.readouterr()
     return code, printed.out, printed.err
 
@@ -158,6 +159,33 @@ def test_encrypted_keeps_nothing_readable_and_decrypt_gives_back_every_byte(
     assert [None if r["payload_base64"] is None else base64.b64decode(r["payload_base64"]) for r in records] == payloads
     assert {base64.b64decode(r["key_base64"]) for r in records} == {b"customer-7"}
     assert "3 dead letters: 5 values decrypted, 0 were not encrypted" in err
+
+
+def test_a_plain_value_among_encrypted_ones_is_refused_unless_allowed_and_out_is_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whoever can write the dead-letter store must not slip a plaintext of their choice into a replay."""
+    sink = DeadLetterSink(str(tmp_path / "dead"), "source-0")
+    sink.write(policy("encrypted", "encrypted", DEAD_LETTER_KEY).apply(dead_letters([event(a=1)])))
+    sink.write(dead_letters([b'{"forged": true}']))  # as the raw policy writes: not sealed
+    sink.close()
+    out = tmp_path / "fixed.jsonl"
+    out.write_text("old contents\n")
+    out.chmod(0o644)
+
+    code, _, err = _decrypt_cli([str(tmp_path / "dead")], DEAD_LETTER_KEY, monkeypatch, capsys, "--out", str(out))
+    assert code == 2 and "part-source-0.jsonl:2: the payload is not encrypted" in err
+
+    code, _, err = _decrypt_cli(
+        [str(tmp_path / "dead")], DEAD_LETTER_KEY, monkeypatch, capsys, "--out", str(out), "--allow-plain"
+    )
+    assert code == 0, err
+    assert "2 dead letters: 2 values decrypted, 2 were not encrypted" in err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert [json.loads(line)["payload_base64"] for line in out.read_text().splitlines()] == [
+        base64.b64encode(event(a=1)).decode(),
+        base64.b64encode(b'{"forged": true}').decode(),
+    ]
 
 
 def test_decrypting_with_another_key_is_refused_naming_both_key_ids(
