@@ -9,6 +9,7 @@ import msgspec
 import pyarrow as pa
 import pytest
 
+from pipelines.at_rest import ValueCipher
 from pipelines.kafka_records import (
     DEAD_LETTER_HEADER_PREFIX,
     TRIMMED_HEADER,
@@ -251,6 +252,17 @@ def test_an_oversize_dead_letter_is_trimmed_to_fit_and_says_so(key: bytes | None
     assert record.key == (None if key is None else key[: len(record.key or b"")])
     assert headers[f"{DEAD_LETTER_HEADER_PREFIX}error_type"] == b"limit"
     assert headers["traceparent"] == TRACEPARENT.encode()
+
+
+def test_an_oversize_encrypted_dead_letter_leaves_its_sealed_value_out_whole() -> None:
+    """A sealed value cut short could never be decrypted: it is dropped, the headers say where the event is."""
+    cipher = ValueCipher(bytes(32))
+    sealed_payload, sealed_key = cipher.seal(b"x" * 200_000, "orders/0/5/payload"), cipher.seal(b"k", "orders/0/5/key")
+    (record,) = dead_letter_records(_one_dead_letter(sealed_payload, sealed_key), "p", max_record_bytes=100_000)
+    headers = dict(record.headers)
+    assert record.value is None and record.key is None
+    assert headers[TRIMMED_HEADER] == str(len(sealed_payload) + len(sealed_key)).encode()
+    assert headers[f"{DEAD_LETTER_HEADER_PREFIX}source.offset"] == b"5"
 
 
 def test_a_dead_letter_that_fits_is_not_trimmed() -> None:
