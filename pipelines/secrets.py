@@ -29,7 +29,14 @@ from pipelines.dead_letter_config import DeadLetterContent
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import resolve_kafka_secrets
 
-__all__ = ["MIN_MASK_KEY_BYTES", "config_for_cluster", "resolve_checkpoint_key", "resolve_secrets", "secrets_here"]
+__all__ = [
+    "MIN_MASK_KEY_BYTES",
+    "config_for_cluster",
+    "resolve_checkpoint_key",
+    "resolve_secrets",
+    "secrets_carried",
+    "secrets_here",
+]
 
 MIN_MASK_KEY_BYTES = 16
 DeadLetterContentT = TypeVar("DeadLetterContentT", bound=DeadLetterContent)
@@ -55,8 +62,33 @@ def resolve_secrets(config: PipelineConfig, environ: Mapping[str, str]) -> Pipel
 
 def config_for_cluster(written: PipelineConfig, resolved: PipelineConfig) -> PipelineConfig:
     """What the driver hands to the Supervisor: ``resolved`` (secrets inside), or with ``runtime.secrets:
-    environment`` the config as ``written``, without any secret."""
-    return written if written.runtime.secrets == "environment" else resolved
+    environment`` the config as ``written``, which must hold no secret (ConfigError naming the ones it holds)."""
+    if written.runtime.secrets != "environment":
+        return resolved
+    carried = secrets_carried(written)
+    if carried:
+        raise ConfigError(
+            f"runtime.secrets: environment, and the config holds secrets that would travel through Ray: "
+            f"{', '.join(carried)}. Operator action: name them by variable (password_env, key_env) and pass the "
+            "config as written, not after resolve_secrets"
+        )
+    return written
+
+
+def secrets_carried(config: PipelineConfig) -> list[str]:
+    """The fields of ``config`` that hold a secret value (written inline, or resolved already)."""
+    carried = [f"operators.{index}.key" for index, operator in enumerate(config.operators)
+               if isinstance(operator, MaskOp) and operator.key is not None]  # fmt: skip
+    if config.checkpoint is not None and config.checkpoint.encryption is not None:
+        carried += ["checkpoint.encryption.key"] if config.checkpoint.encryption.key is not None else []
+    carried += ["dead_letter.encryption.key"] if config.dead_letter.encryption.key is not None else []
+    kafka = config.kafka
+    if kafka is not None and kafka.sasl is not None and kafka.sasl.password is not None:
+        carried.append("kafka.sasl.password")
+    if kafka is not None and kafka.tls is not None and kafka.tls.key_password is not None:
+        carried.append("kafka.tls.key_password")
+    carried += ["tracing.otlp_headers"] if config.tracing.otlp_headers else []
+    return carried
 
 
 def secrets_here(config: PipelineConfig) -> PipelineConfig:

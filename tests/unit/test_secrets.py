@@ -96,3 +96,14 @@ def test_by_default_the_driver_hands_the_secrets_over_inside_the_config() -> Non
     shipped = config_for_cluster(written, resolve_secrets(written, SECRETS))
     assert sorted(_secrets_in(shipped)) == sorted(SECRETS)
     assert secrets_here(shipped) is shipped, "an actor does not read its environment then"
+
+
+def test_a_config_that_already_holds_secrets_is_refused_in_environment_mode() -> None:
+    """E.g. resolved by the caller before ``run_pipeline``: shipping it would carry every secret through Ray."""
+    resolved = resolve_secrets(_secured("environment"), SECRETS)
+    with pytest.raises(ConfigError) as refused:
+        config_for_cluster(resolved, resolved)
+    assert str(refused.value).startswith(
+        "runtime.secrets: environment, and the config holds secrets that would travel through Ray: operators.1.key, "
+        "checkpoint.encryption.key, dead_letter.encryption.key, kafka.sasl.password."
+    )
