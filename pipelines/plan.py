@@ -177,7 +177,14 @@ def _decoder(schema: EventSchema) -> Decoder:
 
 
 def _check_dead_letter(config: PipelineConfig) -> None:
-    """``payload: masked`` masks JSON fields named by mask operators: it needs both."""
+    """``payload: masked`` masks JSON fields named by mask operators: it needs both. A masked Kafka key (``_key``)
+    is not kept raw in dead letters either."""
+    key_masks = [i for i, op in enumerate(config.operators) if isinstance(op, MaskOp) and op.column == "_key"]
+    if key_masks and config.dead_letter.key == "raw":
+        raise ConfigError(
+            f"dead_letter.key: raw keeps the Kafka key that operators.{key_masks[0]} masks; set dead_letter.key to "
+            "encrypted or omitted"
+        )
     if config.dead_letter.payload != "masked":
         return
     if config.schema_.format != "json":

@@ -231,3 +231,15 @@ def test_encrypted_dead_letters_need_their_key_from_the_environment_never_from_t
         load_config(ORDERS, {"dead_letter.encryption.key": DEAD_LETTER_KEY})
     with pytest.raises(ConfigError, match=r"dead_letter: encrypted needs its key, read from EVENTRAY_DEAD_LETTER_KEY"):
         DeadLetterPolicy.of_pipeline(config)
+
+
+def test_a_masked_kafka_key_is_not_kept_raw_in_dead_letters() -> None:
+    key_mask = {"op": "mask", "column": "_key", "method": "redact"}
+    with pytest.raises(ConfigError, match=r"dead_letter\.key: raw keeps the Kafka key that operators\.3 masks"):
+        compile_pipeline(load_config(ORDERS, {"operators": [*load_config(ORDERS).model_dump()["operators"], key_mask]}))
+    compile_pipeline(
+        load_config(
+            ORDERS,
+            {"operators": [*load_config(ORDERS).model_dump()["operators"], key_mask], "dead_letter.key": "omitted"},
+        )
+    )
