@@ -20,7 +20,7 @@ from actors.source_actor import SourceBarrier
 from cluster.remote import WATCHDOG_GROUP, remote_aggregate, remote_source
 from pipelines.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.config import PipelineConfig
-from pipelines.errors import RetriableError, causes
+from pipelines.errors import FatalError, RetriableError, causes
 
 __all__ = [
     "ActorFactory",
@@ -158,11 +158,22 @@ def kill_actor(handle: SourceHandle | AggregateHandle) -> None:
 
 def actor_died(error: BaseException) -> bool:
     """True when ``error`` means an actor process died (recoverable from a checkpoint), also when it reached
-    us through another actor's call (a source whose aggregate died)."""
+    us through another actor's call (a source whose aggregate died); not when its ``__init__`` raised one of
+    eventray's fatal errors, which no restart cures (a secret missing from its node's environment)."""
     return any(
-        isinstance(cause, ray.exceptions.RayActorError | ray.exceptions.ActorUnavailableError)
-        for cause in causes(error)
+        isinstance(cause, ray.exceptions.RayActorError) and not _init_failed_fatally(cause) for cause in causes(error)
     )
+
+
+def _init_failed_fatally(error: ray.exceptions.RayActorError) -> bool:
+    """Ray keeps only the text of an exception raised in ``__init__``: its last line names the class."""
+    if not error.actor_init_failed:
+        return False
+    return any(f"{name}: " in error.error_msg for name in _fatal_error_names())
+
+
+def _fatal_error_names(kind: type[BaseException] = FatalError) -> list[str]:
+    return [kind.__name__, *(name for sub in kind.__subclasses__() for name in _fatal_error_names(sub))]
 
 
 def transient_kafka_error(error: BaseException) -> bool:

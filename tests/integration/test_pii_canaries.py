@@ -164,3 +164,17 @@ def test_with_secrets_from_the_environment_the_actors_hash_with_the_key_of_their
                 if payload and b'"canary-' in payload]  # fmt: skip
     hashed = hmac.new(cluster_key.encode(), CANARY.encode(), hashlib.sha256).hexdigest()[:32]
     assert [event["email"] for event in canaries] == [hashed] * 10
+
+
+def test_with_secrets_from_the_environment_a_node_without_the_key_fails_the_run_at_once_naming_it(
+    ray_driver: LocalRayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver has the dead-letter key, the session's cluster does not: no restore loop, the cause named."""
+    assert "EVENTRAY_DEAD_LETTER_KEY" not in os.environ, "the session's cluster was started without it"
+    monkeypatch.setenv("EVENTRAY_DEAD_LETTER_KEY", DEAD_LETTER_KEY)
+    written = canary_run(tmp_path, payload="encrypted", encrypted=False)
+    config = written.model_copy(update={"runtime": written.runtime.model_copy(update={"secrets": "environment"})})
+
+    with pytest.raises(Exception, match=r"EVENTRAY_DEAD_LETTER_KEY must hold a 256-bit key") as failed:
+        run_pipeline(config, address=ray_driver.address)
+    assert "recoveries, checkpoint.max_recoveries" not in str(failed.value), "failed at once, without restoring"
