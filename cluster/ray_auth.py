@@ -6,8 +6,9 @@ Ray's order: ``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH`` names, el
 
 - An embedded Ray with no token anywhere gets a new one in ``~/.ray/auth_token``, written here with mode 0600
   (Ray would write it with the umask's mode).
-- Joining a cluster checks the token against the cluster's GCS first, so a wrong token or a mode mismatch is named
-  at once instead of surfacing as Ray's "Failed to connect" after its retries.
+- Joining a cluster checks the token against the cluster's GCS first, so a wrong token, or auth disabled here
+  against a cluster with token auth, is named at once instead of surfacing as Ray's "Failed to connect" after its
+  retries. (A token sent to a cluster without auth is not refused, so that mismatch is not seen.)
 """
 
 from __future__ import annotations
