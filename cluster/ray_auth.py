@@ -91,7 +91,7 @@ def _ensure_token(environ: MutableMapping[str, str], *, embedded: bool) -> None:
         if not _readable_token(Path(named)):
             raise ConfigError(
                 f"{_TOKEN_PATH_VARIABLE}={named}: no token there (the file is missing, unreadable or empty). "
-                f"Point it at the cluster's token file, or create one: "
+                f"Operator action: point it at the cluster's token file, or create one: "
                 f"python -c 'import secrets; print(secrets.token_hex(32))' > {named}; chmod 600 {named}"
             )
         return
@@ -100,7 +100,8 @@ def _ensure_token(environ: MutableMapping[str, str], *, embedded: bool) -> None:
         return
     if not embedded:
         raise ConfigError(
-            f"Ray token authentication is on ({_MODE_VARIABLE}=token) and this process has no token: set "
+            f"Ray token authentication is on ({_MODE_VARIABLE}=token) and this process has no token. Operator "
+            "action: set "
             f"{_TOKEN_PATH_VARIABLE} to the cluster's token file (`ray get-auth-token` on its head prints the token), "
             f"or {_MODE_VARIABLE}=disabled if the cluster was started without authentication"
         )
@@ -134,8 +135,8 @@ def check_cluster_accepts(address: str, environ: MutableMapping[str, str]) -> No
         socket.create_connection((host, int(port)), timeout=_REACH_TIMEOUT_S).close()
     except OSError as error:
         raise FatalError(
-            f"no Ray cluster answers at {address} ({error.strerror or error}): start one (`ray start --head`) or "
-            "check --address"
+            f"no Ray cluster answers at {address} ({error.strerror or error}). Operator action: start one "
+            "(`ray start --head`) or check --address"
         ) from None
     from ray._raylet import GcsClient  # type: ignore[attr-defined]  # noqa: PLC0415 - as `ray status` does
     from ray.exceptions import AuthenticationError  # noqa: PLC0415
@@ -149,11 +150,11 @@ def check_cluster_accepts(address: str, environ: MutableMapping[str, str]) -> No
 def _refusal(address: str, environ: MutableMapping[str, str]) -> str:
     if environ.get(_MODE_VARIABLE, DEFAULT_AUTH_MODE).lower() == "disabled":
         return (
-            f"the Ray cluster at {address} requires token authentication and {_MODE_VARIABLE}=disabled here: set "
-            f"{_MODE_VARIABLE}=token and {_TOKEN_PATH_VARIABLE} to the cluster's token file"
+            f"the Ray cluster at {address} requires token authentication and {_MODE_VARIABLE}=disabled here. "
+            f"Operator action: set {_MODE_VARIABLE}=token and {_TOKEN_PATH_VARIABLE} to the cluster's token file"
         )
     return (
         f"the Ray cluster at {address} refused this process's token (from {token_source(environ)}): the cluster was "
-        f"started with another one. Use the cluster's token file ({_TOKEN_PATH_VARIABLE}=...; `ray get-auth-token` "
-        "on the head prints it)"
+        f"started with another one. Operator action: use the cluster's token file ({_TOKEN_PATH_VARIABLE}=...; "
+        "`ray get-auth-token` on the head prints it)"
     )

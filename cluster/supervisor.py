@@ -82,10 +82,10 @@ class Supervisor:
     def __init__(self, config: PipelineConfig, run_id: str, actors: ActorFactory | None = None) -> None:
         compile_pipeline(config)  # fail here, before any actor exists, if the config cannot run
         self._config = config  # as the driver handed it, and as the actors get it (runtime.secrets)
-        self._here = secrets_here(config)  # with the secrets this process uses (checkpoint key, Kafka password)
+        self._resolved = secrets_here(config)  # with the secrets this process uses (checkpoint key, Kafka password)
         self._run_id = run_id
         self._actors: ActorFactory = actors if actors is not None else RayActors()
-        self._store = open_checkpoint_store(self._here.checkpoint, config.name)
+        self._store = open_checkpoint_store(self._resolved.checkpoint, config.name)
         self._run_started_s = time.time()
         self._started_at_s = self._run_started_s
         configured_start = getattr(config.source, "start_time_ms", None)
@@ -189,7 +189,7 @@ class Supervisor:
         started = ran or not transient_kafka_error(error) or actor_died(error)
         recoverable = self._config.checkpoint is not None and self._actors.recoverable(error) and started
         limit = self._config.checkpoint.max_recoveries if self._config.checkpoint else 0
-        denied = explain_denied(error, self._here)
+        denied = explain_denied(error, self._resolved)
         if denied is not None:  # a missing ACL: no retry grants it
             raise denied from None
         if not recoverable:
@@ -438,8 +438,8 @@ class Supervisor:
     async def _partition_count(self) -> int:
         source = self._config.source
         if isinstance(source, KafkaSourceConfig):
-            assert self._here.kafka is not None
-            return await kafka_partition_count(self._here.kafka, source.topic)
+            assert self._resolved.kafka is not None
+            return await kafka_partition_count(self._resolved.kafka, source.topic)
         return partition_count(source)
 
     async def _discover_partitions(self, runs: Sequence[asyncio.Future[SourceProgress]]) -> None:
@@ -462,7 +462,7 @@ class Supervisor:
         self._partitions = max(self._partitions, count)
 
     async def _create_output_topics(self, partitions: int) -> None:
-        kafka = self._here.kafka
+        kafka = self._resolved.kafka
         if kafka is None or not kafka.create_topics:
             return
         outputs = [*self._config.sinks, self._config.dead_letter]

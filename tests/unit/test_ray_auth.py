@@ -34,7 +34,7 @@ def test_an_embedded_run_without_any_token_gets_a_private_one_in_rays_default_fi
 
 
 def test_joining_without_any_token_fails_naming_what_to_set(home: Path) -> None:
-    with pytest.raises(ConfigError, match=r"has no token: set RAY_AUTH_TOKEN_PATH to the cluster's token file"):
+    with pytest.raises(ConfigError, match=r"no token. Operator action: set RAY_AUTH_TOKEN_PATH to the cluster's token"):
         prepare_ray_auth({}, embedded=False)
     assert not (home / ".ray" / "auth_token").exists(), "a joining process never makes a token up"
 
