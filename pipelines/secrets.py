@@ -18,6 +18,7 @@ one fails here, naming the field and the variable.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from typing import TypeVar
 
@@ -26,7 +27,7 @@ from pydantic import SecretStr
 from pipelines.at_rest import parse_key
 from pipelines.config import MaskOp, PipelineConfig
 from pipelines.dead_letter_config import DeadLetterContent
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, FatalError
 from pipelines.kafka_config import resolve_kafka_secrets
 
 __all__ = [
@@ -72,6 +73,9 @@ def config_for_cluster(written: PipelineConfig, resolved: PipelineConfig) -> Pip
             f"{', '.join(carried)}. Operator action: name them by variable (password_env, key_env) and pass the "
             "config as written, not after resolve_secrets"
         )
+    if written.kafka is not None and resolved.kafka is not None:  # the brokers' address is no secret: the driver's
+        kafka = written.kafka.model_copy(update={"bootstrap_servers": resolved.kafka.bootstrap_servers})
+        return written.model_copy(update={"kafka": kafka})
     return written
 
 
@@ -94,7 +98,16 @@ def secrets_carried(config: PipelineConfig) -> list[str]:
 def secrets_here(config: PipelineConfig) -> PipelineConfig:
     """In the Supervisor and the actors: ``config`` with its secrets read from this process's environment when
     ``runtime.secrets`` is ``environment``; as it came otherwise (the driver resolved them)."""
-    return resolve_secrets(config, os.environ) if config.runtime.secrets == "environment" else config
+    if config.runtime.secrets != "environment":
+        return config
+    try:
+        return resolve_secrets(config, os.environ)
+    except FatalError as error:
+        raise ConfigError(
+            f"runtime.secrets: environment, and the Ray node {socket.gethostname()} lacks a secret: {error}. "
+            "Operator action: start every Ray node with the secrets in its environment (Kubernetes Secrets as "
+            "environment variables, or exported before `ray start`), or set runtime.secrets: driver"
+        ) from None
 
 
 def resolve_checkpoint_key(config: PipelineConfig, environ: Mapping[str, str]) -> PipelineConfig:

@@ -107,3 +107,24 @@ def test_a_config_that_already_holds_secrets_is_refused_in_environment_mode() ->
         "runtime.secrets: environment, and the config holds secrets that would travel through Ray: operators.1.key, "
         "checkpoint.encryption.key, dead_letter.encryption.key, kafka.sasl.password."
     )
+
+
+def test_in_environment_mode_the_brokers_address_is_the_drivers_and_a_node_missing_a_secret_is_named() -> None:
+    written = _secured("environment")
+    assert written.kafka is not None and written.kafka.bootstrap_servers is None
+    shipped = config_for_cluster(written, resolve_secrets(written, {**SECRETS, "KAFKA_BOOTSTRAP": "broker-7:9093"}))
+    assert shipped.kafka is not None and shipped.kafka.bootstrap_servers == "broker-7:9093"
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in SECRETS.items():
+            patch.setenv(name, value)
+        patch.delenv("KAFKA_SASL_PASSWORD")
+        patch.delenv("KAFKA_BOOTSTRAP", raising=False)
+        with pytest.raises(
+            ConfigError,
+            match=r"runtime.secrets: environment, and the Ray node .* lacks a secret: "
+            r"kafka.sasl.password_env: environment variable KAFKA_SASL_PASSWORD",
+        ):
+            secrets_here(shipped)
+        patch.setenv("KAFKA_SASL_PASSWORD", SECRETS["KAFKA_SASL_PASSWORD"])
+        here = secrets_here(shipped)
+    assert here.kafka is not None and here.kafka.bootstrap_servers == "broker-7:9093", "not the node's default"
