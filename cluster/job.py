@@ -16,14 +16,22 @@ __all__ = ["job_arguments", "main"]
 
 
 def job_arguments(argv: Sequence[str] | None, default_config: str | None = None) -> list[str]:
-    """``eventray run`` arguments for a job's ``--config/--max-events/--duration-s/--address`` options."""
+    """``eventray run`` arguments for a job's ``--config/--max-events/--duration-s/--address/--secrets`` options."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default=default_config, required=default_config is None)
     parser.add_argument("--max-events", type=int, default=None)
     parser.add_argument("--duration-s", type=float, default=None)
     parser.add_argument("--address", default=None, help="Ray address; default: the job's cluster, else embedded")
+    parser.add_argument(
+        "--secrets",
+        choices=("driver", "environment"),
+        default=None,
+        help="runtime.secrets: environment keeps secrets out of Ray, each actor reading its own pod's (KubeRay)",
+    )
     args = parser.parse_args(argv)
     command = ["run", args.config, "--quiet"]
+    if args.secrets is not None:
+        command += ["--set", f"runtime.secrets={args.secrets}"]
     if args.max_events is not None:
         command += ["--max-events", str(args.max_events)]
     if args.duration_s is not None:

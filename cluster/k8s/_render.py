@@ -55,7 +55,9 @@ class RenderOptions:
     ``config_in_image`` of None means ``IMAGE_PROJECT_DIR/configs/<name>.yaml``; ``module`` of None means
     ``pipelines.<name>`` (dashes become underscores). ``ray_auth`` is ``token`` (the token from the Secret
     ``eventray-ray-auth``) unless the user opts out with ``disabled``: then anyone who reaches the head's
-    ports can submit jobs, that is run code in the cluster.
+    ports can submit jobs, that is run code in the cluster. ``secrets`` is the job's ``runtime.secrets``:
+    ``environment`` (every Ray container has the Secrets as environment variables, so no secret travels through
+    Ray) unless the user says ``driver``.
     """
 
     image: str = DEFAULT_IMAGE
@@ -71,6 +73,7 @@ class RenderOptions:
     config_in_image: str | None = None
     module: str | None = None
     ray_auth: RayAuthMode = DEFAULT_RAY_AUTH_MODE
+    secrets: str = "environment"
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ def entrypoint_module(config: PipelineConfig, project_dir: Path) -> str:
 def _entrypoint(config: PipelineConfig, options: RenderOptions) -> str:
     module = options.module or f"pipelines.{config.name.replace('-', '_')}"
     config_path = options.config_in_image or f"{IMAGE_PROJECT_DIR}/configs/{config.name}.yaml"
-    return shlex.join(["python", "-m", module, "--config", config_path])
+    return shlex.join(["python", "-m", module, "--config", config_path, "--secrets", options.secrets])
 
 
 def render_rayjob(config: PipelineConfig, options: RenderOptions) -> dict[str, Any]:

@@ -53,8 +53,19 @@ _RENDER_FLAGS: tuple[tuple[str, Any, type, str], ...] = (
         f"token: every client needs the token of Secret {RAY_AUTH_SECRET} (key auth_token); disabled: anyone "
         "who reaches the head's ports can submit jobs, i.e. run code in the cluster (opt out only knowingly)",
     ),
+    (
+        "--secrets",
+        "environment",
+        str,
+        "the job's runtime.secrets: environment (each actor reads the Secrets of its own pod; none travels through "
+        "Ray) or driver (the job driver hands them to the actors inside their creation arguments)",
+    ),
 )
-_CHOICES: dict[str, tuple[str, ...]] = {"--kind": ("rayjob", "raycluster", "all"), "--ray-auth": RAY_AUTH_MODES}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "--kind": ("rayjob", "raycluster", "all"),
+    "--ray-auth": RAY_AUTH_MODES,
+    "--secrets": ("environment", "driver"),
+}
 
 
 def _dest(flag: str) -> str:
@@ -129,6 +140,7 @@ def _options(args: argparse.Namespace, config_relative: Path, config: PipelineCo
         ttl_after_finished_s=args.ttl_s,
         config_in_image=f"{IMAGE_PROJECT_DIR}/{config_relative.as_posix()}",
         ray_auth=args.ray_auth,
+        secrets=args.secrets,
     )
 
 

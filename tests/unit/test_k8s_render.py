@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cluster.job import job_arguments
 from cluster.k8s import (
     IMAGE_PROJECT_DIR,
     RAY_VERSION,
@@ -102,7 +103,9 @@ def test_rayjob_runs_the_pipeline_module_and_cleans_up(demo: PipelineConfig) -> 
     spec = job["spec"]
 
     assert job["metadata"]["name"] == "eventray-demo"
-    assert spec["entrypoint"] == f"python -m pipelines.demo --config {IMAGE_PROJECT_DIR}/configs/demo.yaml"
+    assert spec["entrypoint"] == (
+        f"python -m pipelines.demo --config {IMAGE_PROJECT_DIR}/configs/demo.yaml --secrets environment"
+    ), "the actors read the Secrets of their own pods: none travels through Ray"
     assert spec["shutdownAfterJobFinishes"] is True
     assert spec["ttlSecondsAfterFinished"] == 120
     assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"env_vars": {"OTEL_SERVICE_NAME": "eventray-demo"}}
@@ -304,3 +307,12 @@ def test_worker_bounds_follow_the_autoscaling_bounds() -> None:
     bounds = worker_bounds(config, RenderOptions(slots_per_worker=2))
 
     assert (bounds.min_replicas, bounds.max_replicas) == (1, 4), "ceil(2 / 2) .. ceil(7 / 2) pods"
+
+
+def test_the_job_entry_point_passes_where_secrets_are_read_on_to_eventray_run() -> None:
+    assert job_arguments(["--config", "c.yaml", "--secrets", "environment"]) == [
+        "run", "c.yaml", "--quiet", "--set", "runtime.secrets=environment",
+    ]  # fmt: skip
+    assert job_arguments(["--config", "c.yaml"]) == ["run", "c.yaml", "--quiet"]
+    driver = render_rayjob(load_config(REPO / "configs" / "orders.yaml"), RenderOptions(secrets="driver"))
+    assert driver["spec"]["entrypoint"].endswith("--secrets driver")
