@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
+import pytest
+
 from cluster.autoscaler import AutoscalePoint, Rescale
 from cluster.demo import demo_report, plot_timeline
 from cluster.lag_command import lag_samples
-from pipelines.checkpoint_store import Checkpoint, CheckpointStore, SourceSnapshot
+from pipelines.at_rest import CheckpointKeyError
+from pipelines.checkpoint_store import AggregateSnapshot, Checkpoint, CheckpointStore, SourceSnapshot
+from pipelines.config import CheckpointConfig
 from pipelines.orders import orders_pipeline
 
 
@@ -35,6 +40,29 @@ async def test_lag_of_a_generator_pipeline_is_its_checkpoint_against_the_generat
 
     lags = [(s.partition, s.end_offset, s.processed_offset) for s in samples.partitions]
     assert lags == [(0, 4_000, 100), (1, 4_000, 50)]
+
+
+async def test_lag_reads_encrypted_checkpoints_with_the_key_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "4b" * 32
+    config = orders_pipeline(source__partitions=1, source__rate_per_s=100, checkpoint__uri=str(tmp_path), name="sealed")
+    config = config.model_copy(update={"checkpoint": CheckpointConfig(uri=str(tmp_path), encryption={})})
+    store = CheckpointStore(str(tmp_path), "sealed", key=bytes.fromhex(key))
+    state = store.write_table(1, "state-aggregate-0", pa.table({"_key_group": pa.array([0], pa.int32())}))
+    aggregate = AggregateSnapshot("a", [0], 0, state)
+    source = SourceSnapshot("s", {0: 70}, {})
+    store.commit(Checkpoint(epoch=1, run_id="r", created_at_s=0.0, started_at_s=1_000.0, start_time_ms=0,
+                            partitions=1, sources=[source], aggregates=[aggregate]))  # fmt: skip
+
+    with pytest.raises(CheckpointKeyError, match="EVENTRAY_CHECKPOINT_KEY must hold a 256-bit key"):
+        await lag_samples(config, now_s=1_001.0)
+    monkeypatch.setenv("EVENTRAY_CHECKPOINT_KEY", "5c" * 32)
+    with pytest.raises(CheckpointKeyError, match="was encrypted with key id"):
+        await lag_samples(config, now_s=1_001.0)
+    monkeypatch.setenv("EVENTRAY_CHECKPOINT_KEY", key)
+    samples = await lag_samples(config, now_s=1_001.0)
+    assert [(s.end_offset, s.processed_offset) for s in samples.partitions] == [(100, 70)]
 
 
 def point(at_s: float, lag: int, sources: int, desired: int) -> AutoscalePoint:
