@@ -207,6 +207,11 @@ class Checkpoint(msgspec.Struct, frozen=True):
     def write_ahead(self) -> list[WriteAhead]:
         return [*self.source_write_ahead, *(w for a in self.aggregates for w in a.write_ahead)]
 
+    @property
+    def state_files(self) -> list[StateFile]:
+        """Every file the checkpoint names: keyed state and write-ahead outputs."""
+        return [*(a.state for a in self.aggregates if a.state is not None), *(w.rows for w in self.write_ahead)]
+
 
 class CheckpointStore:
     """Checkpoints of one pipeline under ``<uri>/<pipeline>`` (a local directory or a pyarrow.fs URI)."""
@@ -328,8 +333,11 @@ class CheckpointStore:
         """Make ``checkpoint`` complete: write its metadata to a temporary name, then move it into place (on a
         local disk each file and directory is fsynced first, so a complete checkpoint survives a power loss)."""
         self._create_epoch_dir(checkpoint.epoch)
-        self._write_atomically(f"{self.root}/{self.epoch_dir(checkpoint.epoch)}/{_METADATA}",
-                               msgspec.json.encode(checkpoint))  # fmt: skip
+        relative = f"{self.epoch_dir(checkpoint.epoch)}/{_METADATA}"
+        data = msgspec.json.encode(checkpoint)
+        if self._cipher is not None:  # sealed too: the offsets, and the tags that pin the state files, authenticated
+            data = bytes(self._cipher.seal(data, self._place(relative)))
+        self._write_atomically(f"{self.root}/{relative}", data)
 
     def latest(self, allow_fallback: bool = True) -> Checkpoint | None:
         """The newest complete checkpoint whose files are all intact.
@@ -387,12 +395,13 @@ class CheckpointStore:
         """The epoch's metadata; None when it has none (incomplete). Metadata that exists but cannot be read or
         decoded is skipped with a warning when ``allow_fallback``, else :class:`TornSnapshotError`: under
         exactly-once that epoch's outputs may have been committed, and an older epoch would repeat them."""
-        path = f"{self.root}/{self.epoch_dir(epoch)}/{_METADATA}"
+        relative = f"{self.epoch_dir(epoch)}/{_METADATA}"
+        path = f"{self.root}/{relative}"
         try:
-            return msgspec.json.decode(self._read(path), type=Checkpoint)
+            return self._decode_metadata(relative, self._read(path))
         except FileNotFoundError:
             return None
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError, FileAuthenticationError) as error:
             if allow_fallback:
                 log.warning("checkpoint %d cannot be read (%s); falling back to an older one", epoch, error)
                 return None
@@ -401,6 +410,20 @@ class CheckpointStore:
                 "have been committed, so an older checkpoint cannot be restored exactly once. Operator action: "
                 "fix the storage and run again, or run once with delivery: at_least_once (duplicates, no loss)"
             ) from None
+
+    def _decode_metadata(self, relative: str, data: bytes) -> Checkpoint:
+        """An epoch's metadata: sealed when encryption is on (:class:`FileAuthenticationError` if altered). Plain
+        metadata is read as written before encryption was turned on, but not when it names encrypted files: that
+        one was replaced, to pass off other offsets or files as the checkpoint's."""
+        written_with = file_key_id(data)
+        if written_with is not None:
+            if self._cipher is None:
+                raise no_key(relative, written_with, "EVENTRAY_CHECKPOINT_KEY")
+            data = bytes(self._cipher.open(data, self._place(relative)))
+        checkpoint = msgspec.json.decode(data, type=Checkpoint)
+        if written_with is None and any(state.key_id for state in checkpoint.state_files):
+            raise FileAuthenticationError(f"{relative} is plain and names encrypted files: it was replaced")
+        return checkpoint
 
     def _read(self, path: str) -> bytes:
         """The bytes of ``path``. A missing file raises FileNotFoundError at once; other read errors are tried
@@ -448,10 +471,8 @@ class CheckpointStore:
 
     def _torn(self, checkpoint: Checkpoint) -> str | None:
         """What is wrong with the checkpoint's files, or None when every one is intact."""
-        files = [a.state for a in checkpoint.aggregates if a.state is not None]
-        files += [ahead.rows for ahead in checkpoint.write_ahead]
         try:
-            for state in files:
+            for state in checkpoint.state_files:
                 self.read_table(state)
         except TornSnapshotError as error:
             return str(error)

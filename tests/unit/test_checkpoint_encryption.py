@@ -11,7 +11,14 @@ import pyarrow as pa
 import pytest
 
 from pipelines.at_rest import CheckpointKeyError, FileCipher, key_id_of
-from pipelines.checkpoint_store import CheckpointStore, TornSnapshotError, open_checkpoint_store
+from pipelines.checkpoint_store import (
+    AggregateSnapshot,
+    Checkpoint,
+    CheckpointStore,
+    SourceSnapshot,
+    TornSnapshotError,
+    open_checkpoint_store,
+)
 from pipelines.config import CheckpointConfig, load_config
 from pipelines.secrets import resolve_secrets
 
@@ -119,3 +126,46 @@ def test_the_key_comes_from_the_environment_once_and_never_from_a_file(tmp_path:
     assert CANARY.encode() not in every_byte_under(tmp_path)
     with pytest.raises(ValueError, match="a key never goes in a config"):
         CheckpointConfig.model_validate({"encryption": {"key": KEY.hex()}})
+
+
+def _checkpoint(store: CheckpointStore, epoch: int) -> Checkpoint:
+    state = store.write_table(epoch, "state-aggregate-0", table())
+    return Checkpoint(epoch=epoch, run_id=f"run-{CANARY}", created_at_s=0.0, started_at_s=0.0, start_time_ms=0,
+                      partitions=1, sources=[SourceSnapshot("s", {0: 1000 + epoch}, {})],
+                      aggregates=[AggregateSnapshot("a", [0], 0, state)])  # fmt: skip
+
+
+def test_the_metadata_is_sealed_too_and_an_altered_one_is_refused_as_torn(tmp_path: Path) -> None:
+    """The metadata pins the state files (their tags) and holds the offsets: it is authenticated like them."""
+    store = CheckpointStore(str(tmp_path), "p", key=KEY)
+    for epoch in (1, 2):
+        store.commit(_checkpoint(store, epoch))
+    metadata = tmp_path / "p" / "epoch-000002" / "_checkpoint.json"
+    assert metadata.read_bytes().startswith(b"ERENC1") and CANARY.encode() not in every_byte_under(tmp_path)
+    latest = store.latest()
+    assert latest is not None and latest.positions == {0: 1002}
+
+    sealed = bytearray(metadata.read_bytes())
+    sealed[len(sealed) // 2] ^= 0x01
+    metadata.write_bytes(bytes(sealed))
+    with pytest.raises(TornSnapshotError, match="exists but cannot be read"):
+        store.latest(allow_fallback=False)
+    fallback = store.latest()
+    assert fallback is not None and fallback.epoch == 1
+
+
+def test_plain_metadata_put_in_place_of_sealed_metadata_is_refused(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), "p", key=KEY)
+    checkpoint = _checkpoint(store, 1)
+    store.commit(checkpoint)
+    forged = msgspec.structs.replace(checkpoint, sources=[SourceSnapshot("s", {0: 999_999}, {})])
+    (tmp_path / "p" / "epoch-000001" / "_checkpoint.json").write_bytes(msgspec.json.encode(forged))
+    with pytest.raises(TornSnapshotError, match="is plain and names encrypted files: it was replaced"):
+        store.latest(allow_fallback=False)
+
+
+def test_sealed_metadata_without_the_key_is_refused_naming_its_key_id(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), "p", key=KEY)
+    store.commit(_checkpoint(store, 1))
+    with pytest.raises(CheckpointKeyError, match=f"is encrypted \\(key id {key_id_of(KEY)}\\)"):
+        CheckpointStore(str(tmp_path), "p").latest()
