@@ -12,9 +12,10 @@ decrypt. Layout::
     b"ERENC1" | key id (16 ASCII hex) | wrap nonce (12) | wrapped data key (32 + 16 tag) | nonce (12) | ciphertext+tag
 
 The checkpoint metadata (``_checkpoint.json``) is sealed the same way, so the offsets it holds and the tags below
-are authenticated too. A wrong key is refused naming both key ids. The checkpoint metadata records an encrypted file's GCM tag (the
-last 16 bytes) instead of a SHA-256 of it: the tag pins the exact bytes written, and decryption checks every byte
-against it, so hashing them again would only add to a checkpoint's time (it was most of what encryption added).
+are authenticated too. A wrong key is refused naming both key ids. The metadata records an encrypted file's GCM
+tag (the last 16 bytes) instead of a SHA-256 of it: the tag pins the exact bytes written, and decryption checks
+every byte against it, so hashing them again would only add to a checkpoint's time (it was most of what
+encryption added).
 Nothing here touches storage: :class:`~pipelines.checkpoint_store.CheckpointStore` calls :meth:`FileCipher.seal`
 before writing and :meth:`FileCipher.open` after reading.
 
