@@ -209,9 +209,10 @@ def _on_kafka(config: PipelineConfig, bootstrap: str | None) -> PipelineConfig:
     topic = f"{config.name}-input-{secrets.token_hex(3)}"
     data["source"] = {"type": "kafka", "topic": topic, "start": "earliest", "group_id": f"eventray-{topic}"}
     data["kafka"] = {"bootstrap_servers": bootstrap} if bootstrap else {}
-    kafka_config = with_resolved_secrets(PipelineConfig.model_validate(data))
-    assert kafka_config.kafka is not None
-    asyncio.run(ensure_topic(kafka_config.kafka, topic, config.source.partitions))  # type: ignore[union-attr]
+    kafka_config = PipelineConfig.model_validate(data)
+    resolved = with_resolved_secrets(kafka_config).kafka  # the config itself stays as written (runtime.secrets)
+    assert resolved is not None
+    asyncio.run(ensure_topic(resolved, topic, config.source.partitions))  # type: ignore[union-attr]
     return kafka_config
 
 

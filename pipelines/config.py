@@ -518,12 +518,12 @@ class RuntimeConfig(_Model):
     )
     duration_s: float | None = Field(default=30.0, gt=0, description="stop reading after this; null: unbounded")
     max_events: int | None = Field(default=None, ge=1, description="stop after this many events")
-    secrets: Literal["driver", "environment"] = Field(
-        default="driver",
-        description="who reads the secrets (Kafka password, mask, checkpoint and dead-letter keys): the driver, "
-        "which hands them to the actors inside their creation arguments (held by Ray's GCS), or each actor from "
-        "its own process environment (Ray nodes started with them, e.g. from Kubernetes Secrets), so that no "
-        "secret travels through Ray at all (pipelines/secrets.py)",
+    secrets: Literal["environment", "driver"] = Field(
+        default="environment",
+        description="who reads the secrets (Kafka password, mask, checkpoint and dead-letter keys): each actor from "
+        "its own process environment, so that no secret travels through Ray (the Ray nodes have them: an embedded "
+        "Ray inherits the driver's, `ray start` the shell's, KubeRay pods their Secrets); or the driver, which "
+        "hands them to the actors inside their creation arguments, held by Ray's GCS (pipelines/secrets.py)",
     )
 
 

@@ -7,12 +7,13 @@ one fails here, naming the field and the variable.
 
 ``runtime.secrets`` says where they are read for the actors:
 
-- ``driver`` (the default): the driver resolves them and they travel to the actors inside the config, that is
-  inside the actors' creation arguments, which Ray's GCS holds for the life of the actors;
-- ``environment``: the driver resolves them only to check that they are there; the Supervisor and every actor get
-  the config as written (:func:`config_for_cluster`) and read them from their own process environment
-  (:func:`secrets_here`), so no secret passes through Ray. The Ray nodes must have them: Kubernetes Secrets as
-  environment variables, or the environment of ``ray start``; an embedded Ray inherits the driver's.
+- ``environment`` (the default): the driver resolves them only to check that they are there; the Supervisor and
+  every actor get the config as written (:func:`config_for_cluster`) and read them from their own process
+  environment (:func:`secrets_here`), so no secret passes through Ray. The Ray nodes must have them: Kubernetes
+  Secrets as environment variables, or the environment of ``ray start``; an embedded Ray inherits the driver's.
+  A node without one fails the run at once, naming it.
+- ``driver``: the driver resolves them and they travel to the actors inside the config, that is inside the
+  actors' creation arguments, which Ray's GCS holds for the life of the actors (never in logs or dashboards).
 """
 
 from __future__ import annotations

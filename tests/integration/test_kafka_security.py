@@ -162,14 +162,16 @@ def test_nothing_readable_crosses_the_tls_listeners_but_it_does_a_plaintext_one(
 def _pipeline(
     tmp_path: Path, secured: BrokerSecurity, name: str, kafka_create_topics: bool = True, **extra: Any
 ) -> PipelineConfig:
-    """The exactly-once orders pipeline on the secured broker, as the pipeline user, password from the env."""
+    """The exactly-once orders pipeline on the secured broker, as the pipeline user, password from the env of this
+    driver (set after the session's cluster started: ``runtime.secrets: driver`` hands it to the actors)."""
     kafka = {
         "create_topics": kafka_create_topics,
         "security_protocol": "SASL_SSL",
         "tls": {"ca_file": str(secured.tls.ca_cert)},
         "sasl": {"mechanism": "SCRAM-SHA-512", "username": PIPELINE_USER, "password_env": PASSWORD_ENV},
     }
-    return kafka_exactly_once_orders(tmp_path, EVENTS, name, secured.bootstrap, kafka=kafka, **extra)
+    config = kafka_exactly_once_orders(tmp_path, EVENTS, name, secured.bootstrap, kafka=kafka, **extra)
+    return config.model_copy(update={"runtime": config.runtime.model_copy(update={"secrets": "driver"})})
 
 
 def _grant_all_but(secured: BrokerSecurity, config: PipelineConfig, left_out: AclBinding | None) -> None:

@@ -90,7 +90,7 @@ def test_with_secrets_from_the_environment_the_cluster_gets_no_secret_and_each_p
     assert sorted(_secrets_in(here)) == sorted(SECRETS), "an actor reads every one from its own environment"
 
 
-def test_by_default_the_driver_hands_the_secrets_over_inside_the_config() -> None:
+def test_with_secrets_from_the_driver_it_hands_them_over_inside_the_config() -> None:
     """The control: the same search finds them when the driver resolves them for the actors."""
     written = _secured("driver")
     shipped = config_for_cluster(written, resolve_secrets(written, SECRETS))
@@ -128,3 +128,7 @@ def test_in_environment_mode_the_brokers_address_is_the_drivers_and_a_node_missi
         patch.setenv("KAFKA_SASL_PASSWORD", SECRETS["KAFKA_SASL_PASSWORD"])
         here = secrets_here(shipped)
     assert here.kafka is not None and here.kafka.bootstrap_servers == "broker-7:9093", "not the node's default"
+
+
+def test_secrets_are_read_from_the_environment_by_default() -> None:
+    assert load_config(ORDERS).runtime.secrets == "environment"
