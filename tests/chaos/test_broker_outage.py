@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.ray, pytest.mark.kafka, pytest.mark
 
 EVENTS = 40_000
 OUTAGE_S = 10.0
-REQUEST_TIMEOUT_MS = 3_000  # well inside the outage: Kafka calls under way time out and are recovered from
+REQUEST_TIMEOUT_MS = 3_000  # well inside the outage: a Kafka call under way times out and is recovered from
 
 
 @pytest.fixture
@@ -85,9 +85,9 @@ def test_an_exactly_once_kafka_run_rides_out_a_broker_restart(
         producing.join(timeout=120)
 
     assert bounced, "the broker was restarted during the run"
-    # the outage outlasts request_timeout_ms: a commit or send of the epoch under way timed out, and the
-    # Supervisor restored the topology from the last checkpoint (with clients that wait longer, it rides out
-    # a restart without one)
-    assert len(summary.recoveries_s) >= 1, "a Kafka timeout during the outage was recovered from"
+    # Whether a Kafka call was under way when the broker went away is timing: one that was times out (the outage
+    # outlasts request_timeout_ms) and the Supervisor restores the last checkpoint; otherwise the clients ride
+    # the restart out. Both are correct; what must hold either way is every event, exactly once.
+    assert len(summary.recoveries_s) <= 2, f"one outage, restored from at most twice: {summary.recoveries_s}"
     assert summary.progress.events_in == EVENTS
     assert_exactly_once(verified(config), EVENTS)
