@@ -28,6 +28,7 @@ __all__ = [
     "prepare_ray_auth",
     "refresh_ray_auth",
     "token_source",
+    "write_new_token",
 ]
 
 DEFAULT_AUTH_MODE = "token"
@@ -105,7 +106,7 @@ def _ensure_token(environ: MutableMapping[str, str], *, embedded: bool) -> None:
             f"{_TOKEN_PATH_VARIABLE} to the cluster's token file (`ray get-auth-token` on its head prints the token), "
             f"or {_MODE_VARIABLE}=disabled if the cluster was started without authentication"
         )
-    _write_new_token(default)
+    write_new_token(default)
 
 
 def _readable_token(path: Path) -> bool:
@@ -115,7 +116,8 @@ def _readable_token(path: Path) -> bool:
         return False
 
 
-def _write_new_token(path: Path) -> None:
+def write_new_token(path: Path) -> None:
+    """A new random token in ``path``, readable by its owner only (in a directory made 0700 if missing)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:

@@ -1,4 +1,5 @@
-"""Every secret a pipeline needs, read from the environment once, by the driver, before anything runs.
+"""Every secret a pipeline needs, read from the environment: by the driver before anything runs, and by the
+processes that use them (``runtime.secrets``).
 
 Secrets are named in configs by environment variable only (``kafka.sasl.password_env``, a mask's ``key_env``,
 ``checkpoint.encryption.key_env``, ``dead_letter.encryption.key_env``);

@@ -6,11 +6,12 @@ directory goes at the session's end (``pytest_unconfigure``: an ``atexit`` hook 
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from cluster.ray_auth import write_new_token  # imports no Ray
 
 __all__ = ["remove_session_token", "session_ray_auth"]
 
@@ -24,8 +25,7 @@ def session_ray_auth(environ: Mapping[str, str]) -> dict[str, str]:
         directory = Path(tempfile.mkdtemp(prefix="eventray-tests-ray-auth-"))  # mode 0700
         _made.append(directory)
         token_file = directory / "auth_token"
-        token_file.write_text(secrets.token_hex(32), encoding="utf-8")
-        token_file.chmod(0o600)
+        write_new_token(token_file)
         added["RAY_AUTH_TOKEN_PATH"] = str(token_file)
     return added
 
