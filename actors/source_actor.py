@@ -35,6 +35,7 @@ from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
 from pipelines.secrets import secrets_here
 from pipelines.sources import PartitionReader
+from pipelines.topology import input_of
 from pipelines.watermarks import NO_WATERMARK
 
 __all__ = ["SourceActor", "SourceBarrier"]
@@ -116,7 +117,7 @@ class SourceActor:
             [] if stage else open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage)
         )
         self._dead_letter = open_dead_letter(config, actor_id, self._slot, self._telemetry, lineage)
-        self._dead_letter_policy = DeadLetterPolicy.of_pipeline(config)
+        self._dead_letter_policies = [DeadLetterPolicy.of(config.dead_letter, i.operators) for i in config.all_inputs]
         self._metrics = PipelineMetrics(config.name)
         breaker = config.circuit_breaker
         self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")
@@ -366,7 +367,7 @@ class SourceActor:
         with self._telemetry.batch_span(
             f"process {raw.topic}", events.column("_traceparent"), self._span_attributes(raw)
         ) as batch_trace:
-            transformed = self._compiled.transform(events)
+            transformed = self._compiled.transform(events, input_of(partition))
             # after the operators, in one call: the circuit breaker must see each record of the fetch once, in
             # offset order, whether decoding or an operator failed it
             failed = [*decoded.dead_letters, *transformed.failures_as_dead_letters(raw)]
@@ -382,7 +383,7 @@ class SourceActor:
     def _span_attributes(self, raw: RawBatch) -> dict[str, str | int]:
         """OpenTelemetry messaging attributes of a batch span (ARCHITECTURE.md section 6)."""
         return {
-            "messaging.system": "kafka" if self._inputs.commits_offsets else self._config.source.type,
+            "messaging.system": self._inputs.input_of(raw.partition).source.type,
             "messaging.operation.type": "process",
             "messaging.destination.name": raw.topic,
             "messaging.consumer.group.name": self._config.group_id,
@@ -396,7 +397,7 @@ class SourceActor:
         rejected_offsets: list[pa.Array] = []
         for rejected in decoded.dead_letters:
             if rejected.num_rows:
-                self._dead_letter.write(self._dead_letter_policy.apply(rejected))
+                self._dead_letter.write(self._dead_letter_policies[input_of(raw.partition)].apply(rejected))
                 self._dead_lettered += rejected.num_rows
                 rejected_offsets.append(rejected.column("offset"))
         if self._breaker is not None:

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = ["assign_key_groups", "assign_partitions", "moved_items", "owner_of_group", "partition_limits", "rebalance"]
 
 
-def assign_partitions(partitions: int, actors: int) -> list[list[int]]:
-    """Spread partitions over actors round-robin; no actor gets more than one partition more than another.
+def assign_partitions(partitions: int | Sequence[int], actors: int) -> list[list[int]]:
+    """Spread partitions (``0..n-1``, or the pipeline partitions given) over actors round-robin; no actor gets
+    more than one partition more than another.
 
     Actors beyond the partition count would own nothing, so callers cap ``actors`` at ``partitions``.
     """
     if actors < 1:
         raise ValueError("at least one actor is needed")
-    owned: list[list[int]] = [[] for _ in range(min(actors, partitions))]
-    for partition in range(partitions):
-        owned[partition % len(owned)].append(partition)
+    ids = _ids(partitions)
+    owned: list[list[int]] = [[] for _ in range(min(actors, len(ids)))]
+    for position, partition in enumerate(ids):
+        owned[position % len(owned)].append(partition)
     return owned
+
+
+def _ids(partitions: int | Sequence[int]) -> list[int]:
+    return list(range(partitions)) if isinstance(partitions, int) else list(partitions)
 
 
 def assign_key_groups(max_key_groups: int, actors: int) -> list[list[int]]:
@@ -43,12 +51,14 @@ def owner_of_group(assignment: list[list[int]], max_key_groups: int) -> list[int
     return owners
 
 
-def partition_limits(partitions: int, max_events: int | None) -> dict[int, int | None]:
-    """Split a total event budget over partitions (the first ones take the remainder); None: unbounded."""
+def partition_limits(partitions: int | Sequence[int], max_events: int | None) -> dict[int, int | None]:
+    """Split a total event budget over partitions (``0..n-1``, or the pipeline partitions given; the first ones
+    take the remainder); None: unbounded."""
+    ids = _ids(partitions)
     if max_events is None:
-        return dict.fromkeys(range(partitions))
-    base, extra = divmod(max_events, partitions)
-    return {partition: base + (1 if partition < extra else 0) for partition in range(partitions)}
+        return dict.fromkeys(ids)
+    base, extra = divmod(max_events, len(ids))
+    return {partition: base + (1 if position < extra else 0) for position, partition in enumerate(ids)}
 
 
 def rebalance(previous: list[list[int]], actors: int) -> list[list[int]]:

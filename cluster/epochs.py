@@ -62,8 +62,8 @@ class EpochRunner:
         self._store = store
         if config.checkpoint is not None:
             self._interval_s = config.checkpoint.interval_ms / 1000
-        elif isinstance(config.source, KafkaSourceConfig):
-            self._interval_s = config.source.commit_interval_ms / 1000
+        elif kafka := [i.source for i in config.all_inputs if isinstance(i.source, KafkaSourceConfig)]:
+            self._interval_s = min(source.commit_interval_ms for source in kafka) / 1000
         else:
             self._interval_s = _DEFAULT_INTERVAL_S
         self._timeout_s = (config.checkpoint.timeout_ms if config.checkpoint else _DEFAULT_TIMEOUT_MS) / 1000

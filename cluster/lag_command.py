@@ -21,27 +21,32 @@ from rich.live import Live
 from actors.kafka.admin import committed_offsets, end_offsets
 from cluster.lag import LagSamples, LagState, PartitionSample, observe, render_lag_table
 from pipelines.checkpoint_store import CheckpointStore, open_checkpoint_store
-from pipelines.config import GeneratorSourceConfig, PipelineConfig, with_paths_resolved
+from pipelines.config import GeneratorSourceConfig, NamedInput, PipelineConfig, with_paths_resolved
 from pipelines.errors import ConfigError
 from pipelines.kafka_config import KafkaSourceConfig, resolve_kafka_secrets
 from pipelines.rate_profile import RateProfile
 from pipelines.secrets import resolve_checkpoint_key
+from pipelines.topology import input_of, local_partition
 
 __all__ = ["add_lag_command", "lag_samples"]
 
 
 async def lag_samples(config: PipelineConfig, now_s: float) -> LagSamples:
-    """One sample of every partition's log end and processed offset."""
-    source = config.source
+    """One sample of every partition's log end and processed offset, for every input."""
+    partitions: list[PartitionSample] = []
+    for spec in config.all_inputs:
+        partitions += await _input_samples(config, spec, now_s)
+    return LagSamples(partitions=tuple(partitions), actors=())
+
+
+async def _input_samples(config: PipelineConfig, spec: NamedInput, now_s: float) -> list[PartitionSample]:
+    source = spec.source
     if isinstance(source, KafkaSourceConfig):
         assert config.kafka is not None
         connection = resolve_kafka_secrets(config.kafka, os.environ)
         ends = await end_offsets(connection, source.topic)
         committed = await committed_offsets(connection, source.topic, config.group_id)
-        partitions = tuple(
-            PartitionSample(source.topic, p, end, committed.get(p) or 0) for p, end in sorted(ends.items())
-        )
-        return LagSamples(partitions=partitions, actors=())
+        return [PartitionSample(source.topic, p, end, committed.get(p) or 0) for p, end in sorted(ends.items())]
     if isinstance(source, GeneratorSourceConfig) and config.checkpoint is not None:
         checkpoint = _checkpoints(config).latest()
         if checkpoint is None:
@@ -49,13 +54,16 @@ async def lag_samples(config: PipelineConfig, now_s: float) -> LagSamples:
         elapsed_s = max(0.0, now_s - checkpoint.started_at_s)
         per_partition = (source.rate_per_s or 0.0) / source.partitions
         arrived = RateProfile(per_partition, source.bursts).arrived(elapsed_s) if per_partition else 0.0
-        ends = checkpoint.positions
-        partitions = tuple(
-            PartitionSample("generator", p, max(int(arrived), position), position)
-            for p, position in sorted(ends.items())
-        )
-        return LagSamples(partitions=partitions, actors=())
-    raise ConfigError("eventray lag reads Kafka sources, and generator sources with checkpoints")
+        name = "generator" if len(config.all_inputs) == 1 else f"generator:{spec.name}"
+        return [
+            PartitionSample(name, local_partition(p), max(int(arrived), position), position)
+            for p, position in sorted(checkpoint.positions.items())
+            if input_of(p) == spec.index
+        ]
+    raise ConfigError(
+        f"eventray lag reads Kafka sources, and generator sources with checkpoints; {spec.path or ''}source is "
+        f"{source.type}"
+    )
 
 
 def _lag(args: argparse.Namespace) -> int:

@@ -47,13 +47,21 @@ from pipelines.checkpoint_store import (
     SourceSnapshot,
     open_checkpoint_store,
 )
-from pipelines.config import ConsoleSinkConfig, DeadLetterConfig, JsonlSinkConfig, ParquetSinkConfig, PipelineConfig
+from pipelines.config import (
+    ConsoleSinkConfig,
+    DeadLetterConfig,
+    GeneratorSourceConfig,
+    JsonlSinkConfig,
+    ParquetSinkConfig,
+    PipelineConfig,
+)
 from pipelines.errors import FatalError
 from pipelines.kafka_config import KafkaDeadLetterConfig, KafkaSinkConfig, KafkaSourceConfig
 from pipelines.plan import compile_pipeline
 from pipelines.secrets import secrets_here
 from pipelines.sinks import clear_previous_output
 from pipelines.sources import partition_count
+from pipelines.topology import partition_ids
 
 __all__ = ["PipelineFailed", "Supervisor"]
 
@@ -88,7 +96,9 @@ class Supervisor:
         self._store = open_checkpoint_store(self._resolved.checkpoint, config.name)
         self._run_started_s = time.time()
         self._started_at_s = self._run_started_s
-        configured_start = getattr(config.source, "start_time_ms", None)
+        configured_start = next(
+            (i.source.start_time_ms for i in config.all_inputs if isinstance(i.source, GeneratorSourceConfig)), None
+        )
         self._start_time_ms = int(self._started_at_s * 1000) if configured_start is None else configured_start
         self._sources: list[SourceHandle] = []
         self._aggregates: list[AggregateHandle] = []
@@ -99,13 +109,14 @@ class Supervisor:
         self._last_progress: RunProgress | None = None
         self._finished_sources: list[SourceProgress] = []
         self._final_aggregates: list[AggregateProgress] = []
-        self._partitions = 0
+        self._partitions: list[int] = []  # pipeline partitions of every input (pipelines/topology.py)
         self._owned: list[list[int]] = []  # partitions per source actor (index = sender index)
         self._groups: list[list[int]] = []  # key groups per aggregate actor
         self._source_count = config.runtime.source_actors
         self._aggregate_count = config.runtime.aggregate_actors
         autoscale = config.runtime.autoscale
-        topic = getattr(config.source, "topic", config.source.type)
+        first = config.all_inputs[0].source
+        topic = first.topic if isinstance(first, KafkaSourceConfig) else first.type
         self._autoscaler = (
             None
             if autoscale is None
@@ -133,7 +144,7 @@ class Supervisor:
         checkpoint = self._resumed_from = await asyncio.to_thread(self._resume_point)
         if checkpoint is not None:
             self._baseline = checkpoint.counts
-        if checkpoint is None and not isinstance(self._config.source, KafkaSourceConfig):
+        if checkpoint is None and not any(isinstance(i.source, KafkaSourceConfig) for i in self._config.all_inputs):
             # A replayable input is read again from its start: its output replaces the last run's. A Kafka
             # source resumes after its committed offsets, so the earlier output is kept (files are per run).
             clear_previous_output(self._config)
@@ -398,14 +409,16 @@ class Supervisor:
         self._sources, self._aggregates, self._runs = [], [], []
 
     def _identity(self) -> RunIdentity:
-        return RunIdentity(self._run_id, self._started_at_s, self._start_time_ms, self._partitions, self._earlier)
+        partitions = len(self._partitions)
+        return RunIdentity(self._run_id, self._started_at_s, self._start_time_ms, partitions, self._earlier)
 
     async def _drive(self) -> None:
         runs = self._runs
         duration = self._config.runtime.duration_s
-        source = self._config.source
         bounded = self._config.runtime.max_events is not None  # a bounded run reads the partitions it started with
-        discovery_s = source.partition_discovery_s if isinstance(source, KafkaSourceConfig) and not bounded else None
+        discovering = [i.source.partition_discovery_s for i in self._config.all_inputs
+                       if isinstance(i.source, KafkaSourceConfig)]  # fmt: skip
+        discovery_s = min(discovering) if discovering and not bounded else None
         last_discovery = time.monotonic()
         frozen = stopped = False
         while not all(run.done() for run in runs):
@@ -435,12 +448,16 @@ class Supervisor:
         result: SourceProgress = await reference
         return result
 
-    async def _partition_count(self) -> int:
-        source = self._config.source
-        if isinstance(source, KafkaSourceConfig):
-            assert self._resolved.kafka is not None
-            return await kafka_partition_count(self._resolved.kafka, source.topic)
-        return partition_count(source)
+    async def _partition_ids(self) -> list[int]:
+        """The pipeline partitions of every input as the inputs are now (Kafka: asked of the brokers)."""
+        counts = []
+        for spec in self._config.all_inputs:
+            if isinstance(spec.source, KafkaSourceConfig):
+                assert self._resolved.kafka is not None
+                counts.append(await kafka_partition_count(self._resolved.kafka, spec.source.topic))
+            else:
+                counts.append(partition_count(spec.source))
+        return partition_ids(counts)
 
     async def _discover_partitions(self, runs: Sequence[asyncio.Future[SourceProgress]]) -> None:
         """Assign partitions added to the topic since the start, each to the running source owning the fewest.
@@ -448,18 +465,19 @@ class Supervisor:
         A failed look-up is retried at the next interval: a broker restart must not end a healthy run.
         """
         try:
-            count = await self._partition_count()
+            current = await self._partition_ids()
         except Exception as error:  # noqa: BLE001 - any broker error here is transient for a running pipeline
             log.warning("partition discovery for %s failed, retrying later: %s", self._config.name, error)
             return
         running = [index for index, run in enumerate(runs) if not run.done()]
         if not running:
             return
-        for partition in range(self._partitions, count):
+        known = set(self._partitions)
+        for partition in [p for p in current if p not in known]:
             owner = min(running, key=lambda index: len(self._owned[index]))
             self._owned[owner].append(partition)
             await self._sources[owner].add_partitions([partition])
-        self._partitions = max(self._partitions, count)
+            self._partitions.append(partition)
 
     async def _create_output_topics(self, partitions: int) -> None:
         kafka = self._resolved.kafka
@@ -475,14 +493,14 @@ class Supervisor:
     async def _spawn(self, checkpoint: Checkpoint | None) -> None:
         config = faults_after(self._config, checkpoint.epoch if checkpoint else None)
         runtime = config.runtime
-        partitions = self._partitions = max(await self._partition_count(), checkpoint.partitions if checkpoint else 0)
-        await self._create_output_topics(partitions)
+        partitions = self._partitions = await self._restored_partitions(checkpoint)
+        await self._create_output_topics(len(partitions))
         owners: list[int] | None = None
         suffix = f"{self._run_id}-{self._attempt}"
         # sticky: after a rescale every partition and key group stays with its owner's index unless it must move
         self._owned = (
             rebalance(self._owned, self._source_count)
-            if self._owned and sum(map(len, self._owned)) == partitions
+            if self._owned and sum(map(len, self._owned)) == len(partitions)
             else assign_partitions(partitions, self._source_count)
         )
         if config.keyed_stage is not None:
@@ -506,6 +524,15 @@ class Supervisor:
                 config, actor_id, index, owned, start.limits, clock, self._aggregates, owners, start.restored
             )
             self._sources.append(handle)
+
+    async def _restored_partitions(self, checkpoint: Checkpoint | None) -> list[int]:
+        """The partitions to read: every input's now, and those a checkpoint had (a topic never shrinks, but a
+        broker that is behind may report fewer; a single input's checkpoint records its count)."""
+        ids = set(await self._partition_ids())
+        if checkpoint is not None:
+            ids |= set(checkpoint.positions)
+            ids |= set(range(checkpoint.partitions)) if len(self._config.all_inputs) == 1 else set()
+        return sorted(ids)
 
     def _kill_all(self) -> None:
         handles: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]

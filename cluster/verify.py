@@ -22,7 +22,7 @@ import asyncio
 import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from pipelines.config import (
     FileSourceConfig,
     GeneratorSourceConfig,
     JsonlSinkConfig,
+    NamedInput,
     ParquetSinkConfig,
     PipelineConfig,
 )
@@ -61,12 +62,19 @@ from pipelines.delivery_check import (
     expected_run,
 )
 from pipelines.errors import ConfigError
-from pipelines.kafka_config import KafkaConnectionConfig, KafkaSinkConfig, client_options, resolve_kafka_secrets
+from pipelines.kafka_config import (
+    KafkaConnectionConfig,
+    KafkaSinkConfig,
+    KafkaSourceConfig,
+    client_options,
+    resolve_kafka_secrets,
+)
 from pipelines.kafka_records import DEAD_LETTER_HEADER_PREFIX, raw_batch_from_records
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
 from pipelines.secrets import resolve_checkpoint_key, resolve_secrets
 from pipelines.sources import FileReader, GeneratorReader, PartitionReader, file_partitions
+from pipelines.topology import input_of, local_partition, partition_ids, pipeline_partition
 
 __all__ = [
     "EndOffsets",
@@ -104,29 +112,42 @@ def fixed_end_offsets(offsets: Mapping[int, int]) -> EndOffsets:
 
 
 async def budget_end_offsets(config: PipelineConfig) -> dict[int, int]:
-    """Generator and files: ``runtime.max_events`` split as the runner splits it (files: also capped by their
-    length); a generator run bounded by time instead: the offsets of its final checkpoint. Kafka: the pipeline
-    group's committed offsets (0 where nothing was committed)."""
-    source = config.source
-    if isinstance(source, GeneratorSourceConfig | FileSourceConfig):
-        partitions = source.partitions if isinstance(source, GeneratorSourceConfig) else len(file_partitions(source))
-        limits = partition_limits(partitions, config.runtime.max_events)
+    """Per pipeline partition of every input: generator and files: ``runtime.max_events`` split as the runner
+    splits it (files: also capped by their length); a generator run bounded by time instead: the offsets of its
+    final checkpoint. Kafka: the pipeline group's committed offsets (0 where nothing was committed)."""
+    counts = []
+    for spec in config.all_inputs:
+        source = spec.source
+        if isinstance(source, KafkaSourceConfig):
+            counts.append(max(await partition_count(_connection(config), source.topic), 1))
+        else:
+            counts.append(
+                source.partitions if isinstance(source, GeneratorSourceConfig) else len(file_partitions(source))
+            )
+    limits = partition_limits(partition_ids(counts), config.runtime.max_events)
+    if any(limit is None for limit in limits.values()) and any(
+        isinstance(spec.source, GeneratorSourceConfig) for spec in config.all_inputs
+    ):
+        final = _final_checkpoint_offsets(config)
+        if final is not None:
+            return final
+        raise ConfigError(
+            "verify: a generator run is unbounded without runtime.max_events and has no final "
+            "checkpoint; pass --max-events N (as given to run) or --end-offsets-from FILE"
+        )
+    ends: dict[int, int] = {}
+    for spec in config.all_inputs:
+        source = spec.source
         if isinstance(source, GeneratorSourceConfig):
-            if any(limit is None for limit in limits.values()):
-                final = _final_checkpoint_offsets(config)
-                if final is not None:
-                    return final
-                raise ConfigError(
-                    "verify: a generator run is unbounded without runtime.max_events and has no final "
-                    "checkpoint; pass --max-events N (as given to run) or --end-offsets-from FILE"
-                )
-            return {p: int(limit or 0) for p, limit in limits.items()}
-        return {
-            p: FileReader(path, source.format, p, 0, limits[p]).end_offset()
-            for p, path in enumerate(file_partitions(source))
-        }
-    committed = await committed_offsets(_connection(config), source.topic, config.group_id)
-    return {p: offset or 0 for p, offset in committed.items()}
+            ends.update({p: int(limit or 0) for p, limit in limits.items() if input_of(p) == spec.index})
+        elif isinstance(source, FileSourceConfig):
+            for local, path in enumerate(file_partitions(source)):
+                p = pipeline_partition(spec.index, local)
+                ends[p] = FileReader(path, source.format, local, 0, limits[p]).end_offset()
+        else:
+            committed = await committed_offsets(_connection(config), source.topic, config.group_id)
+            ends.update({pipeline_partition(spec.index, p): offset or 0 for p, offset in committed.items()})
+    return ends
 
 
 def _final_checkpoint_offsets(config: PipelineConfig) -> dict[int, int] | None:
@@ -175,7 +196,19 @@ async def verify_run(
 
 
 async def _read_input(config: PipelineConfig, ends: Mapping[int, int], start_time_ms: int | None) -> list[RawBatch]:
-    source = config.source
+    """Every input's records up to ``ends``, as batches labelled with their pipeline partitions."""
+    raws: list[RawBatch] = []
+    for spec in config.all_inputs:
+        mine = {local_partition(p): end for p, end in sorted(ends.items()) if input_of(p) == spec.index}
+        read = await _read_one_input(config, spec, mine, start_time_ms)
+        raws += [replace(raw, partition=pipeline_partition(spec.index, raw.partition)) for raw in read]
+    return raws
+
+
+async def _read_one_input(
+    config: PipelineConfig, spec: NamedInput, ends: Mapping[int, int], start_time_ms: int | None
+) -> list[RawBatch]:
+    source = spec.source
     if isinstance(source, GeneratorSourceConfig):
         start = _generator_start(config, source, start_time_ms)
         readers: list[PartitionReader] = [
@@ -186,7 +219,7 @@ async def _read_input(config: PipelineConfig, ends: Mapping[int, int], start_tim
         files = file_partitions(source)
         readers = [FileReader(files[p], source.format, p, 0, end) for p, end in sorted(ends.items())]
         return [raw for reader in readers for raw in await _drain(reader)]
-    guard = BatchGuard(config.schema_.max_decompressed_batch_bytes)  # the source's rule for unreadable batches
+    guard = BatchGuard(spec.schema.max_decompressed_batch_bytes)  # the source's rule for unreadable batches
     records = await _read_topic(_connection(config), source.topic, "read_committed", ends, guard)
     raws = [
         raw_batch_from_records(source.topic, p, chunk, guard.take(TopicPartition(source.topic, p)), (0, ends[p]))

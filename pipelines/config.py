@@ -41,6 +41,7 @@ from pipelines.state_config import DedupConfig, KeyedProcessConfig, UpsertConfig
 
 __all__ = [
     "MASK_KEY_ENV",
+    "SINGLE_INPUT",
     "AggregateConfig",
     "AggregationConfig",
     "BurstConfig",
@@ -55,10 +56,12 @@ __all__ = [
     "FilterOp",
     "GeneratorSourceConfig",
     "HoppingWindowConfig",
+    "InputConfig",
     "JsonlSinkConfig",
     "KeyedConfig",
     "KeyedStage",
     "MaskOp",
+    "NamedInput",
     "OperatorConfig",
     "ParquetSinkConfig",
     "PipelineConfig",
@@ -83,6 +86,7 @@ EVENT_TYPES = ("UserRegistered", "OrderCreated", "PaymentProcessed", "ShipmentDi
 
 
 _Model = ConfigModel
+_MAX_INPUTS = 64
 _MAX_NESTING_DEPTH = 512  # msgspec refuses depths near Python's recursion limit (about 1,000 frames)
 
 
@@ -264,6 +268,37 @@ class MaskOp(KeyFromEnvironment):
 
 
 OperatorConfig = Annotated[FilterOp | SelectOp | DeriveOp | MaskOp, Field(discriminator="op")]
+
+
+class InputConfig(_Model):
+    """One input of a pipeline with several (``inputs:``): a source, the schema of its events, and the stateless
+    operators run on them before the keyed stage (or the sinks) take the rows of every input together."""
+
+    source: SourceConfig
+    schema_: SchemaConfig = Field(alias="schema")
+    operators: list[OperatorConfig] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+SINGLE_INPUT = "input"  # the name of the one input of a config written with source/schema/operators
+
+
+@dataclass(frozen=True)
+class NamedInput:
+    """One input as the rest of eventray sees it, whichever form the config is written in.
+
+    ``index`` is its place in the topology (inputs in the order written), which lays out its partitions
+    (:mod:`pipelines.topology`); ``path`` prefixes its fields in error messages (``inputs.payments.`` or empty
+    for the single-input form, whose fields are at the top).
+    """
+
+    name: str
+    index: int
+    source: SourceConfig
+    schema: SchemaConfig
+    operators: tuple[OperatorConfig, ...]
+    path: str
 
 
 class AggregationConfig(_Model):
@@ -528,16 +563,28 @@ class RuntimeConfig(_Model):
 
 
 class PipelineConfig(_Model):
-    """One pipeline: source -> decode/validate -> operators -> optional keyed stage -> sinks.
+    """One pipeline: inputs -> decode/validate -> operators -> optional keyed stage -> sinks.
+
+    An input is a source with the schema of its events and its operators: written at the top (``source``,
+    ``schema``, ``operators``) for a pipeline with one, or under ``inputs`` by name for several (orders and
+    payments). The keyed stage (or the sinks) takes the rows of every input together; each input must have the
+    stage's key column after its operators, and rows of an input lacking a column another has get nulls there
+    (:mod:`pipelines.topology`). :attr:`all_inputs` is the view of either form.
 
     The keyed stage is either ``aggregate`` (event-time windows) or ``keyed`` (an upsert table, dedup or a
     process function, told apart by ``type``), never both; :attr:`keyed_stage` is the view of either one.
     """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
-    source: SourceConfig
-    schema_: SchemaConfig = Field(alias="schema")
+    source: SourceConfig | None = Field(default=None, description="the one input (or several under inputs)")
+    schema_: SchemaConfig | None = Field(default=None, alias="schema")
     operators: list[OperatorConfig] = Field(default_factory=list)
+    inputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")], InputConfig] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=_MAX_INPUTS,
+        description="named inputs, each with its source, schema and operators, instead of source/schema/operators",
+    )
     aggregate: AggregateConfig | None = None
     keyed: KeyedConfig | None = Field(
         default=None, discriminator="type", description="upsert, dedup or process; instead of aggregate"
@@ -569,6 +616,31 @@ class PipelineConfig(_Model):
         return sinks
 
     @model_validator(mode="after")
+    def _one_form_of_input(self) -> PipelineConfig:
+        if self.inputs is None:
+            missing = [name for name, value in (("source", self.source), ("schema", self.schema_)) if value is None]
+            if missing:
+                raise ValueError(
+                    f"{' and '.join(missing)} missing: a pipeline reads source with schema (and optional operators), "
+                    "or several named inputs, each with its source, schema and operators"
+                )
+            return self
+        written = [name for name, value in (("source", self.source), ("schema", self.schema_)) if value is not None]
+        written += ["operators"] if self.operators else []
+        if written:
+            raise ValueError(
+                f"inputs is set, and so is {', '.join(written)}: with inputs, each input has its own source, schema "
+                "and operators; move them into an input"
+            )
+        group_ids = {i.source.group_id for i in self.all_inputs if isinstance(i.source, KafkaSourceConfig)} - {None}
+        if len(group_ids) > 1:
+            raise ValueError(
+                f"the Kafka inputs name different group_ids ({sorted(map(str, group_ids))}): a pipeline commits "
+                "the offsets of all its inputs under one consumer group; set the same group_id on each, or on one"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _one_keyed_stage(self) -> PipelineConfig:
         if self.aggregate is not None and self.keyed is not None:
             raise ValueError(
@@ -586,7 +658,8 @@ class PipelineConfig(_Model):
                 f"runtime.aggregate_actors ({self.runtime.aggregate_actors}) exceeds runtime.max_key_groups "
                 f"({self.runtime.max_key_groups}): an actor would own no key group"
             )
-        uses_kafka = isinstance(self.source, KafkaSourceConfig) or isinstance(self.dead_letter, KafkaDeadLetterConfig)
+        uses_kafka = any(isinstance(i.source, KafkaSourceConfig) for i in self.all_inputs)
+        uses_kafka = uses_kafka or isinstance(self.dead_letter, KafkaDeadLetterConfig)
         uses_kafka = uses_kafka or any(isinstance(sink, KafkaSinkConfig) for sink in self.sinks)
         if uses_kafka and self.kafka is None:
             raise ValueError("Kafka sources and sinks need a kafka section (at least: kafka: {})")
@@ -594,7 +667,8 @@ class PipelineConfig(_Model):
             raise ValueError("runtime.autoscale rescales at checkpoints: remove checkpoint: null")
         if self.delivery == "exactly_once" and self.checkpoint is None:
             raise ValueError("delivery: exactly_once needs checkpoints (remove checkpoint: null)")
-        if stage is not None and self.schema_.event_time_field is None:
+        without_time = [i for i in self.all_inputs if i.schema.event_time_field is None]
+        if stage is not None and without_time:
             why = {
                 "windows": "windows are on event time",
                 "upsert": "versions are ordered by event time",
@@ -602,8 +676,30 @@ class PipelineConfig(_Model):
                 "process": "timers fire on the event-time watermark",
             }[stage.kind]
             section = "aggregate" if stage.kind == "windows" else f"keyed ({stage.kind})"
-            raise ValueError(f"{section} needs schema.event_time_field ({why})")
+            raise ValueError(f"{section} needs {without_time[0].path}schema.event_time_field ({why})")
         return self
+
+    @property
+    def all_inputs(self) -> tuple[NamedInput, ...]:
+        """The inputs in topology order: the one of a config written with ``source``/``schema``/``operators``
+        (named :data:`SINGLE_INPUT`), or those under ``inputs``, in the order written."""
+        if self.inputs is None:
+            assert self.source is not None and self.schema_ is not None  # _one_form_of_input guarantees it
+            return (NamedInput(SINGLE_INPUT, 0, self.source, self.schema_, tuple(self.operators), ""),)
+        return tuple(
+            NamedInput(name, index, spec.source, spec.schema_, tuple(spec.operators), f"inputs.{name}.")
+            for index, (name, spec) in enumerate(self.inputs.items())
+        )
+
+    def sole_input(self, purpose: str) -> NamedInput:
+        """The one input, for work that handles a single input only; ConfigError naming ``purpose`` otherwise."""
+        inputs = self.all_inputs
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs)
+            raise ConfigError(
+                f"{purpose} works on a pipeline with one input, and {self.name} has {len(inputs)}: {names}"
+            )
+        return inputs[0]
 
     @property
     def keyed_stage(self) -> KeyedStage | None:
@@ -624,8 +720,8 @@ class PipelineConfig(_Model):
     @property
     def group_id(self) -> str:
         """The consumer group under which offsets are committed."""
-        configured = self.source.group_id if isinstance(self.source, KafkaSourceConfig) else None
-        return configured or f"eventray-{self.name}"
+        configured = [i.source.group_id for i in self.all_inputs if isinstance(i.source, KafkaSourceConfig)]
+        return next((group for group in configured if group), f"eventray-{self.name}")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
@@ -679,7 +775,9 @@ def _tagged_members(annotation: Any) -> dict[str, type[BaseModel]]:
     members: dict[str, type[BaseModel]] = {}
     for choice in get_args(annotation):
         member = _strip_annotated(choice)
-        if isinstance(member, type) and issubclass(member, BaseModel):
+        if get_origin(member) in (Union, types.UnionType):  # an optional union: ``source: SourceConfig | None``
+            members.update(_tagged_members(member))
+        elif isinstance(member, type) and issubclass(member, BaseModel):
             for tag in ("type", "op"):
                 field = member.model_fields.get(tag)
                 if field is not None and get_origin(field.annotation) is Literal:
@@ -768,8 +866,18 @@ def with_paths_resolved(config: PipelineConfig, base: Path) -> PipelineConfig:
         update["dead_letter"] = config.dead_letter.model_copy(update={"path": resolved(config.dead_letter.path)})
     if config.tracing.enabled and config.tracing.exporter == "jsonl":
         update["tracing"] = config.tracing.model_copy(update={"jsonl_path": resolved(config.tracing.jsonl_path)})
-    if isinstance(config.source, FileSourceConfig):
-        update["source"] = config.source.model_copy(update={"paths": [resolved(p) for p in config.source.paths]})
+
+    def with_files(source: SourceConfig) -> SourceConfig:
+        if isinstance(source, FileSourceConfig):
+            return source.model_copy(update={"paths": [resolved(p) for p in source.paths]})
+        return source
+
+    if config.source is not None:
+        update["source"] = with_files(config.source)
+    if config.inputs is not None:
+        update["inputs"] = {
+            name: spec.model_copy(update={"source": with_files(spec.source)}) for name, spec in config.inputs.items()
+        }
     if config.checkpoint is not None and "://" not in config.checkpoint.uri:
         update["checkpoint"] = config.checkpoint.model_copy(update={"uri": resolved(config.checkpoint.uri)})
     return config.model_copy(update=update)

@@ -62,7 +62,8 @@ class DeadLetterPolicy:
 
     @classmethod
     def of_pipeline(cls, config: PipelineConfig) -> DeadLetterPolicy:
-        return cls.of(config.dead_letter, config.operators)
+        """The policy of rows that may come from any input (late rows at the keyed stage): every input's masks."""
+        return cls.of(config.dead_letter, [op for spec in config.all_inputs for op in spec.operators])
 
     @property
     def keeps_everything(self) -> bool:

@@ -66,6 +66,7 @@ from pipelines.config import AggregateConfig, TumblingWindowConfig
 from pipelines.errors import ConfigError
 from pipelines.plan import CompiledPipeline
 from pipelines.records import RawBatch
+from pipelines.topology import input_of
 from pipelines.windows import WINDOW_END, WINDOW_START
 
 __all__ = [
@@ -247,9 +248,10 @@ def default_id_column(compiled: CompiledPipeline) -> str:
     """``_event_id`` when the results keep it, else the schema's ``event_id_field`` when they keep that;
     raise ConfigError otherwise (the outputs cannot be told apart)."""
     columns = compiled.result_columns
-    if "_event_id" in columns and compiled.config.schema_.event_id_field is not None:
+    id_fields = {spec.schema.event_id_field for spec in compiled.config.all_inputs}
+    if "_event_id" in columns and None not in id_fields:
         return "_event_id"
-    id_field = compiled.config.schema_.event_id_field
+    id_field = id_fields.pop() if len(id_fields) == 1 else None  # every input names its id alike
     if id_field is not None and id_field in columns:
         return id_field
     raise ConfigError(
@@ -267,15 +269,14 @@ def expected_run(compiled: CompiledPipeline, raws: Iterable[RawBatch]) -> Expect
     for raw in raws:
         records += len(raw)
         decoded = compiled.decode(raw)
-        transformed = compiled.transform(decoded.events)
+        transformed = compiled.transform(decoded.events, input_of(raw.partition))
         rejected += [*decoded.dead_letters, *transformed.failures_as_dead_letters(raw)]
         events = transformed.events
         start = sequence.get(raw.partition, 0)
         sequence[raw.partition] = start + events.num_rows
         tables.append(_with_input_order(pa.Table.from_batches([events]), raw.partition, start))
     if not tables:
-        empty = pa.RecordBatch.from_pylist([], schema=compiled.schema.batch_schema)
-        tables.append(_with_input_order(pa.Table.from_batches([compiled.transform(empty).events]), 0, 0))
+        tables.append(_with_input_order(compiled.stage_schema.empty_table(), 0, 0))
     rejected_rows = pa.Table.from_batches(rejected, schema=rejected[0].schema) if rejected else None
     return ExpectedRun(
         events=pa.concat_tables(tables),

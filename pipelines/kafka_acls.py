@@ -94,9 +94,10 @@ def transactional_id_prefix(pipeline: str) -> str:
 def required_acls(config: PipelineConfig) -> list[AclBinding]:
     """The least-privilege ACLs of a pipeline principal, sorted; empty for a pipeline that uses no Kafka."""
     bindings: set[AclBinding] = set()
-    if isinstance(config.source, KafkaSourceConfig):
-        bindings |= _literal(ResourceType.TOPIC, config.source.topic, Operation.READ, Operation.DESCRIBE)
-        bindings |= _literal(ResourceType.GROUP, config.group_id, Operation.READ)
+    for spec in config.all_inputs:
+        if isinstance(spec.source, KafkaSourceConfig):
+            bindings |= _literal(ResourceType.TOPIC, spec.source.topic, Operation.READ, Operation.DESCRIBE)
+            bindings |= _literal(ResourceType.GROUP, config.group_id, Operation.READ)
     creating = config.kafka is not None and config.kafka.create_topics
     writes = [Operation.WRITE, Operation.DESCRIBE, *([Operation.CREATE] if creating else [])]
     outputs = [sink.topic for sink in config.sinks if isinstance(sink, KafkaSinkConfig)]

@@ -7,14 +7,14 @@ choices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.binary_codecs import AvroDecoder, RawBytesDecoder
 from pipelines.codecs import DecodedBatch, Decoder, JsonDecoder
-from pipelines.config import ConsoleSinkConfig, MaskOp, PipelineConfig
+from pipelines.config import ConsoleSinkConfig, MaskOp, NamedInput, PipelineConfig
 from pipelines.errors import ConfigError, ExpressionError
 from pipelines.kafka_config import KafkaSinkConfig
 from pipelines.keyed_stage import open_keyed_operator
@@ -22,9 +22,10 @@ from pipelines.operators import Operator, apply_all, apply_all_isolating_rows, b
 from pipelines.records import RawBatch, dead_letters
 from pipelines.schema import EventSchema
 from pipelines.state_config import DedupConfig, KeyedProcessConfig, UpsertConfig
+from pipelines.topology import conform, input_of, stage_schema
 from pipelines.windows import IS_FINAL, WINDOW_END, WINDOW_START, AggregationPlan
 
-__all__ = ["CompiledPipeline", "Transformed", "compile_pipeline"]
+__all__ = ["CompiledInput", "CompiledPipeline", "Transformed", "compile_pipeline"]
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,15 @@ class Transformed:
 
 
 @dataclass(frozen=True)
-class CompiledPipeline:
-    """The per-batch work of a pipeline's source stage: decode, validate, then run the operators."""
+class CompiledInput:
+    """The per-batch work of one input before the keyed stage: decode, validate, then run its operators."""
 
-    config: PipelineConfig
+    name: str
     schema: EventSchema
     decoder: Decoder
     operators: tuple[Operator, ...]
     output_columns: tuple[str, ...]
+    output_schema: pa.Schema
 
     def decode(self, raw: RawBatch) -> DecodedBatch:
         """Decoded, valid events with metadata columns, and dead letters for the rest."""
@@ -72,6 +74,47 @@ class CompiledPipeline:
         outcome = apply_all_isolating_rows(self.operators, events)
         failed_offsets = events.column("_offset").take(outcome.failed_positions)
         return Transformed(outcome.events, failed_offsets, outcome.failed_reasons)
+
+
+@dataclass(frozen=True)
+class CompiledPipeline:
+    """A pipeline's inputs compiled (:class:`CompiledInput`, in topology order) and the schema their rows share
+    after their operators (``stage_schema``: what the keyed stage, or the sinks, receive)."""
+
+    config: PipelineConfig
+    inputs: tuple[CompiledInput, ...]
+    stage_schema: pa.Schema
+
+    def input_of(self, partition: int) -> CompiledInput:
+        """The input that pipeline partition ``partition`` (a raw batch's) belongs to."""
+        return self.inputs[input_of(partition)]
+
+    def decode(self, raw: RawBatch) -> DecodedBatch:
+        """``raw`` decoded by the input it was read from."""
+        return self.input_of(raw.partition).decode(raw)
+
+    def transform(self, events: pa.RecordBatch, input_index: int = 0) -> Transformed:
+        """Input ``input_index``'s operators run on its decoded ``events``, the survivors conformed to the stage
+        schema (see :meth:`CompiledInput.transform`)."""
+        transformed = self.inputs[input_index].transform(events)
+        if len(self.inputs) == 1:
+            return transformed
+        return replace(transformed, events=conform(transformed.events, self.stage_schema))
+
+    @property
+    def schema(self) -> EventSchema:
+        """The event schema of the first input (the one, for a single-input pipeline)."""
+        return self.inputs[0].schema
+
+    @property
+    def operators(self) -> tuple[Operator, ...]:
+        """The operators of the first input (the one, for a single-input pipeline)."""
+        return self.inputs[0].operators
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """The columns every input's rows have after the operators, conformed (:mod:`pipelines.topology`)."""
+        return tuple(self.stage_schema.names)
 
     @property
     def carries_trace(self) -> bool:
@@ -98,32 +141,47 @@ class CompiledPipeline:
 
 def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
     """Build and check everything the config describes; raise :class:`ConfigError` naming what is wrong."""
-    _check_dead_letter(config)
-    schema = EventSchema(config.schema_)
-    operators, columns = build_operators(config.operators, schema.batch_schema.names)
-    compiled = CompiledPipeline(config, schema, _decoder(schema), tuple(operators), tuple(columns))
-    _check_aggregate(config, columns)
-    _check_keyed(config, columns)
+    inputs = tuple(_compile_input(config, spec) for spec in config.all_inputs)
+    compiled = CompiledPipeline(config, inputs, stage_schema((i.name, i.output_schema) for i in inputs))
+    for spec, compiled_input in zip(config.all_inputs, inputs, strict=True):
+        _check_input_has_key(config, spec, list(compiled_input.output_columns))
+    _check_aggregate(config, list(compiled.output_columns))
+    _check_keyed(config, list(compiled.output_columns))
     if not isinstance(config.keyed, KeyedProcessConfig):
         _check_sinks(config, compiled.result_columns)
-    _dry_run(compiled)
+    _dry_run_stage(compiled)
     return compiled
 
 
-def _dry_run(compiled: CompiledPipeline) -> None:
-    """Run the schema checks, the operators and the keyed stage on an empty batch of the decoded schema: a type
-    error (``amount > 'abc'``, ``sum`` of a string column, a delete column that is no boolean) fails here,
-    naming the place, instead of in an actor at run time (where a check or an operator that cannot be computed
-    for some rows' values dead-letters those rows instead)."""
-    empty = pa.RecordBatch.from_pylist([], schema=compiled.schema.batch_schema)
+def _compile_input(config: PipelineConfig, spec: NamedInput) -> CompiledInput:
+    """One input's decoder and operators, checked: its dead-letter rules, then its checks and operators run on
+    an empty batch of its decoded schema, so that a type error (``amount > 'abc'``) fails here, naming the
+    place, instead of in an actor at run time (where a check or an operator that cannot be computed for some
+    rows' values dead-letters those rows instead)."""
+    _check_dead_letter(config, spec)
+    schema = EventSchema(spec.schema)
     try:
-        compiled.schema.validate(empty)
-    except (ExpressionError, pa.ArrowException) as error:
-        raise ConfigError(f"schema.checks: {error}") from None
+        operators, columns = build_operators(list(spec.operators), schema.batch_schema.names)
+    except ConfigError as error:  # each error type takes one message: keep the type, add the input
+        if not spec.path:
+            raise
+        raise type(error)(f"{spec.path}{error}") from None
+    empty = pa.RecordBatch.from_pylist([], schema=schema.batch_schema)
     try:
-        events = apply_all(compiled.operators, empty)
+        schema.validate(empty)
     except (ExpressionError, pa.ArrowException) as error:
-        raise ConfigError(f"operators: {error}") from None
+        raise ConfigError(f"{spec.path}schema.checks: {error}") from None
+    try:
+        output = apply_all(operators, empty)
+    except (ExpressionError, pa.ArrowException) as error:
+        raise ConfigError(f"{spec.path}operators: {error}") from None
+    return CompiledInput(spec.name, schema, _decoder(schema), tuple(operators), tuple(columns), output.schema)
+
+
+def _dry_run_stage(compiled: CompiledPipeline) -> None:
+    """Run the keyed stage on an empty batch of the stage schema: a type error (``sum`` of a string column, a
+    delete column that is no boolean) fails here, naming the place."""
+    events = pa.RecordBatch.from_pylist([], schema=compiled.stage_schema)
     if compiled.config.keyed is not None:
         _dry_run_keyed(compiled, events)
         return
@@ -176,26 +234,44 @@ def _decoder(schema: EventSchema) -> Decoder:
     return JsonDecoder(schema)
 
 
-def _check_dead_letter(config: PipelineConfig) -> None:
-    """``payload: masked`` masks JSON fields named by mask operators: it needs both. A masked Kafka key (``_key``)
-    is not kept raw in dead letters either."""
-    key_masks = [i for i, op in enumerate(config.operators) if isinstance(op, MaskOp) and op.column == "_key"]
+def _check_dead_letter(config: PipelineConfig, spec: NamedInput) -> None:
+    """``payload: masked`` masks JSON fields named by mask operators: every input needs both. A masked Kafka key
+    (``_key``) is not kept raw in dead letters either."""
+    key_masks = [i for i, op in enumerate(spec.operators) if isinstance(op, MaskOp) and op.column == "_key"]
     if key_masks and config.dead_letter.key == "raw":
         raise ConfigError(
-            f"dead_letter.key: raw keeps the Kafka key that operators.{key_masks[0]} masks; set dead_letter.key to "
-            "encrypted or omitted"
+            f"dead_letter.key: raw keeps the Kafka key that {spec.path}operators.{key_masks[0]} masks; set "
+            "dead_letter.key to encrypted or omitted"
         )
     if config.dead_letter.payload != "masked":
         return
-    if config.schema_.format != "json":
+    if spec.schema.format != "json":
         raise ConfigError(
-            f"dead_letter.payload: masked works on JSON payloads, and schema.format is {config.schema_.format}; "
-            "use payload: omitted to keep personal data out of dead letters"
+            f"dead_letter.payload: masked works on JSON payloads, and {spec.path}schema.format is "
+            f"{spec.schema.format}; use payload: omitted to keep personal data out of dead letters"
         )
-    if not any(isinstance(operator, MaskOp) for operator in config.operators):
+    if not any(isinstance(operator, MaskOp) for operator in spec.operators):
         raise ConfigError(
-            "dead_letter.payload: masked, but no mask operator names a field to mask; add mask operators, or use "
-            "payload: raw (keep the bytes) or omitted (keep none)"
+            f"dead_letter.payload: masked, but no mask operator {f'of input {spec.name} ' if spec.path else ''}"
+            "names a field to mask; add mask operators, or use payload: raw (keep the bytes) or omitted (keep none)"
+        )
+
+
+def _check_input_has_key(config: PipelineConfig, spec: NamedInput, columns: list[str]) -> None:
+    """With several inputs, each must give the keyed stage its key and event time: rows are routed by the key,
+    and a row without them (nulls, had the input no such column) could be counted nowhere."""
+    stage = config.keyed_stage
+    if stage is None or not spec.path:
+        return
+    if stage.key not in columns:
+        raise ConfigError(
+            f"{stage.key_field}: input {spec.name!r} has no column {stage.key!r} after its operators; every input "
+            f"routes its rows by it: derive it, or rename a column to it (op: select with rename); {spec.path}"
+            f"operators give: {columns}"
+        )
+    if "_timestamp" not in columns:
+        raise ConfigError(
+            f"{spec.path}operators: the select drops _timestamp, which the keyed stage needs; keep it in select"
         )
 
 

@@ -27,7 +27,7 @@ from typing import TypeVar
 from pydantic import SecretStr
 
 from pipelines.at_rest import parse_key
-from pipelines.config import MaskOp, PipelineConfig
+from pipelines.config import MaskOp, OperatorConfig, PipelineConfig
 from pipelines.dead_letter_config import DeadLetterContent
 from pipelines.errors import ConfigError, FatalError
 from pipelines.kafka_config import resolve_kafka_secrets
@@ -54,13 +54,26 @@ def resolve_secrets(config: PipelineConfig, environ: Mapping[str, str]) -> Pipel
         update["checkpoint"] = resolve_checkpoint_key(config, environ).checkpoint
     if config.dead_letter.encrypts and config.dead_letter.encryption.key is None:
         update["dead_letter"] = _with_dead_letter_key(config.dead_letter, environ)
-    operators = [
-        _with_key(index, operator, environ) if isinstance(operator, MaskOp) and operator.needs_key else operator
-        for index, operator in enumerate(config.operators)
-    ]
+    operators = _with_mask_keys(config.operators, environ, "")
     if operators != list(config.operators):
         update["operators"] = operators
+    if config.inputs is not None:
+        inputs = {
+            name: spec.model_copy(update={"operators": _with_mask_keys(spec.operators, environ, f"inputs.{name}.")})
+            for name, spec in config.inputs.items()
+        }
+        if inputs != config.inputs:
+            update["inputs"] = inputs
     return config.model_copy(update=update) if update else config
+
+
+def _with_mask_keys(operators: list[OperatorConfig], environ: Mapping[str, str], path: str) -> list[OperatorConfig]:
+    return [
+        _with_key(f"{path}operators.{index}", operator, environ)
+        if isinstance(operator, MaskOp) and operator.needs_key
+        else operator
+        for index, operator in enumerate(operators)
+    ]
 
 
 def config_for_cluster(written: PipelineConfig, resolved: PipelineConfig) -> PipelineConfig:
@@ -83,7 +96,8 @@ def config_for_cluster(written: PipelineConfig, resolved: PipelineConfig) -> Pip
 
 def secrets_carried(config: PipelineConfig) -> list[str]:
     """The fields of ``config`` that hold a secret value (written inline, or resolved already)."""
-    carried = [f"operators.{index}.key" for index, operator in enumerate(config.operators)
+    carried = [f"{spec.path}operators.{index}.key" for spec in config.all_inputs
+               for index, operator in enumerate(spec.operators)
                if isinstance(operator, MaskOp) and operator.key is not None]  # fmt: skip
     if config.checkpoint is not None and config.checkpoint.encryption is not None:
         carried += ["checkpoint.encryption.key"] if config.checkpoint.encryption.key is not None else []
@@ -131,14 +145,14 @@ def _with_dead_letter_key(dead_letter: DeadLetterContentT, environ: Mapping[str,
     return dead_letter.model_copy(update={"encryption": resolved})
 
 
-def _with_key(index: int, operator: MaskOp, environ: Mapping[str, str]) -> MaskOp:
+def _with_key(field: str, operator: MaskOp, environ: Mapping[str, str]) -> MaskOp:
     if operator.key is not None:
         return operator
     key = environ.get(operator.key_env, "")
     if len(key.encode()) < MIN_MASK_KEY_BYTES:
         state = "is not set" if not key else f"holds only {len(key.encode())} bytes"
         raise ConfigError(
-            f"operators.{index} (mask {operator.column}): method hash needs a secret key, and {operator.key_env} "
+            f"{field} (mask {operator.column}): method hash needs a secret key, and {operator.key_env} "
             f"{state}. Operator action: export {operator.key_env} with at least {MIN_MASK_KEY_BYTES} random bytes "
             "(e.g. `openssl rand -hex 32`), the same for every run whose hashes must join; or use method: redact"
         )

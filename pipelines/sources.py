@@ -46,7 +46,9 @@ _NO_LIMIT = 1 << 62
 
 class PartitionReader(Protocol):
     partition: int
-    position: int
+
+    @property
+    def position(self) -> int: ...
 
     async def fetch(self, max_records: int) -> RawBatch | None: ...
 
