@@ -19,11 +19,14 @@ __all__ = ["InputPartitionReader", "ReaderSet"]
 
 
 class InputPartitionReader:
-    """A reader of partition ``reader.partition`` of input ``input_index``, seen as its pipeline partition."""
+    """A reader of partition ``reader.partition`` of input ``spec``, seen as its pipeline partition."""
 
-    def __init__(self, reader: PartitionReader, input_index: int) -> None:
-        self.partition = pipeline_partition(input_index, reader.partition)
+    def __init__(self, reader: PartitionReader, spec: NamedInput) -> None:
+        self.partition = pipeline_partition(spec.index, reader.partition)
         self._reader = reader
+        # generator inputs all name their batches "generator": the input's name tells them apart (dead letters,
+        # metrics); Kafka topics and file paths name themselves
+        self._topic = f"generator:{spec.name}" if isinstance(spec.source, GeneratorSourceConfig) else None
 
     @property
     def position(self) -> int:
@@ -31,7 +34,9 @@ class InputPartitionReader:
 
     async def fetch(self, max_records: int) -> RawBatch | None:
         raw = await self._reader.fetch(max_records)
-        return None if raw is None else replace(raw, partition=self.partition)
+        if raw is None:
+            return None
+        return replace(raw, partition=self.partition, topic=self._topic or raw.topic)
 
     def end_offset(self) -> int:
         return self._reader.end_offset()
@@ -96,7 +101,7 @@ class ReaderSet:
             local_limits = {lp: limits.get(p) for lp, p in local.items()}
             local_positions = {lp: positions[p] for lp, p in local.items() if p in positions}
             readers = await self._open_input(spec, sorted(local), local_limits, local_positions)
-            opened += [InputPartitionReader(r, spec.index) if self._labelled else r for r in readers]
+            opened += [InputPartitionReader(r, spec) if self._labelled else r for r in readers]
         self.readers.extend(opened)
         return opened
 

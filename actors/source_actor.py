@@ -35,7 +35,7 @@ from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
 from pipelines.secrets import secrets_here
 from pipelines.sources import PartitionReader
-from pipelines.topology import input_of
+from pipelines.topology import input_of, local_partition
 from pipelines.watermarks import NO_WATERMARK
 
 __all__ = ["SourceActor", "SourceBarrier"]
@@ -342,7 +342,7 @@ class SourceActor:
             return
         newest = self._max_event_time.get(reader.partition)
         lag = max(0, reader.end_offset() - reader.position)
-        self._metrics.lag(topic, reader.partition, lag, None if newest == NO_WATERMARK else newest)
+        self._metrics.lag(topic, local_partition(reader.partition), lag, None if newest == NO_WATERMARK else newest)
 
     async def _handle(self, partition: int, raw: RawBatch) -> None:
         started = time.perf_counter()

@@ -13,8 +13,10 @@ import pytest
 import yaml
 
 from cluster.assignment import assign_partitions, partition_limits
+from cluster.lag_command import lag_samples
 from cluster.supervisor import Supervisor
 from cluster.verify import verify_run
+from pipelines.checkpoint_store import Checkpoint, CheckpointStore, SourceSnapshot
 from pipelines.config import SINGLE_INPUT, parse_config
 from pipelines.errors import ConfigError
 from pipelines.plan import compile_pipeline
@@ -211,3 +213,24 @@ def test_a_two_input_run_killed_at_a_barrier_is_exactly_once_and_equal_to_the_re
     assert report.dead_letters.dead_lettered.count > 0 and report.dead_letters.missing.count == 0
     inputs = {input_of(row["partition"]) for row in read_jsonl_dir(tmp_path / "dead")}
     assert inputs == {0, 1}, "each input's invalid events are dead-lettered under its own pipeline partitions"
+
+
+# --- lag of every input -----------------------------------------------------------------------------------------
+
+
+async def test_lag_shows_each_input_by_its_own_partitions(tmp_path: Path) -> None:
+    data = two_inputs()
+    data["inputs"]["orders"]["source"].update(partitions=2, rate_per_s=800)  # 400/s a partition
+    data["inputs"]["payments"]["source"].update(partitions=1, rate_per_s=100)
+    data.update(name="lagging", checkpoint={"uri": str(tmp_path)})
+    config = parse_config(data)
+    positions = {0: 100, 1: 50, pipeline_partition(1, 0): 30}
+    store = CheckpointStore(str(tmp_path), "lagging")
+    store.commit(Checkpoint(epoch=1, run_id="r", created_at_s=0.0, started_at_s=1_000.0, start_time_ms=0,
+                            partitions=3, sources=[SourceSnapshot("s", positions, {})], aggregates=[]))  # fmt: skip
+
+    samples = await lag_samples(config, now_s=1_010.0)
+
+    assert [(s.topic, s.partition, s.end_offset, s.processed_offset) for s in samples.partitions] == [
+        ("generator:orders", 0, 4_000, 100), ("generator:orders", 1, 4_000, 50), ("generator:payments", 0, 1_000, 30),
+    ]  # fmt: skip
