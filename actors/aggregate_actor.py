@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from actors.epoch_outputs import FlushingOutput, Output, prepare_outputs
-from actors.faults import crash_if_planned
 from actors.metrics import PipelineMetrics
 from actors.outputs import open_dead_letter, open_result_sinks, output_lineage
 from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
@@ -26,6 +25,7 @@ from pipelines.process_function import KeyedProcess
 from pipelines.records import DEAD_LETTER_SCHEMA
 from pipelines.secrets import secrets_here
 from pipelines.sinks import ConsoleSink
+from pipelines.testing import FaultPlan, crash_if_planned
 from pipelines.watermarks import END_OF_TIME_MS, NO_WATERMARK
 
 __all__ = ["AggregateActor"]
@@ -51,9 +51,16 @@ class AggregateActor:
     """
 
     def __init__(
-        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str | None = None
+        self,
+        config: PipelineConfig,
+        actor_id: str,
+        key_groups: list[int],
+        senders: int,
+        slot: str | None = None,
+        faults: FaultPlan = (),
     ) -> None:
-        """``slot``: the actor's stable place in the topology (``aggregate-<index>``), naming its transactions."""
+        """``slot``: the actor's stable place in the topology (``aggregate-<index>``), naming its transactions;
+        ``faults``: crashes planned by a test (:mod:`pipelines.testing`)."""
         config = secrets_here(config)  # runtime.secrets: environment reads them here, not from Ray
         stage = config.keyed_stage
         if stage is None:
@@ -61,6 +68,7 @@ class AggregateActor:
         self._config = config
         self._actor_id = actor_id
         self._slot = slot or actor_id
+        self._faults = faults
         self._prepared_outputs = False  # the last checkpoint prepared outputs to commit (for injected faults)
         self.key_groups = key_groups
         self._groups = KeyGroupRouter(stage.key, config.runtime.max_key_groups, [0] * config.runtime.max_key_groups)
@@ -245,7 +253,7 @@ class AggregateActor:
 
     def complete(self, epoch: int) -> AggregateProgress:
         """``epoch`` is complete: commit the outputs prepared at its barrier; what follows is ``epoch + 1``."""
-        crash_if_planned(self._config, "before_commit", self._slot, epoch, self._prepared_outputs)
+        crash_if_planned(self._faults, "before_commit", self._slot, epoch, self._prepared_outputs)
         for output in [*self._sinks, self._late_output]:
             output.commit()
             output.begin_epoch(epoch + 1)

@@ -12,7 +12,6 @@ import pyarrow.compute as pc
 
 from actors.downstream import Downstream
 from actors.epoch_outputs import Output, prepare_outputs
-from actors.faults import crash_if_planned
 from actors.metrics import PipelineMetrics
 from actors.outputs import open_dead_letter, open_result_sinks, output_lineage
 from actors.reader_set import ReaderSet
@@ -35,6 +34,7 @@ from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
 from pipelines.secrets import secrets_here
 from pipelines.sources import PartitionReader
+from pipelines.testing import FaultPlan, crash_if_planned
 from pipelines.topology import input_of, local_partition
 from pipelines.watermarks import NO_WATERMARK
 
@@ -87,14 +87,16 @@ class SourceActor:
         downstream: Downstream | None = None,
         owner_of_group: list[int] | None = None,
         restored: SourceSnapshot | None = None,
+        faults: FaultPlan = (),
     ) -> None:
         """``restored``: offsets and event times from a checkpoint (partitions start there); ``limits`` count
-        from where each partition starts."""
+        from where each partition starts; ``faults``: crashes planned by a test (:mod:`pipelines.testing`)."""
         config = secrets_here(config)  # runtime.secrets: environment reads them here, not from Ray
         self._config = config
         self._actor_id = actor_id
         self._sender = sender_index
         self._slot = f"source-{sender_index}"
+        self._faults = faults
         self._prepared_outputs = False  # the last checkpoint prepared outputs to commit (for injected faults)
         self._compiled = compile_pipeline(config)
         self._pending_partitions = list(partitions)
@@ -195,7 +197,7 @@ class SourceActor:
     async def complete(self, epoch: int, resume: bool = True) -> SourceProgress:
         """``epoch`` is complete: commit its outputs and offsets, then resume reading (epoch ``epoch + 1``);
         with ``resume`` False stay paused (a rescale replaces this actor from the checkpoint)."""
-        crash_if_planned(self._config, "before_commit", self._slot, epoch, self._prepared_outputs)
+        crash_if_planned(self._faults, "before_commit", self._slot, epoch, self._prepared_outputs)
         try:
             for output in [*self._sinks, self._dead_letter]:
                 await asyncio.to_thread(output.commit)

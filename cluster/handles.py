@@ -21,6 +21,7 @@ from cluster.remote import WATCHDOG_GROUP, remote_aggregate, remote_source
 from pipelines.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.config import PipelineConfig
 from pipelines.errors import FatalError, RetriableError, causes
+from pipelines.testing import FaultPlan
 
 __all__ = [
     "ActorFactory",
@@ -205,8 +206,9 @@ class ActorFactory(Protocol):
     """How the Supervisor gets its actors: on Ray (:class:`RayActors`), or in-process fakes in unit tests."""
 
     def aggregate(
-        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str
-    ) -> AggregateHandle: ...
+        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str,
+        faults: FaultPlan = (),
+    ) -> AggregateHandle: ...  # fmt: skip
 
     def source(
         self,
@@ -219,6 +221,7 @@ class ActorFactory(Protocol):
         aggregates: list[AggregateHandle],
         owner_of_group: list[int] | None,
         restored: SourceSnapshot | None,
+        faults: FaultPlan = (),
     ) -> SourceHandle: ...
 
     def kill(self, handle: SourceHandle | AggregateHandle) -> None: ...
@@ -246,10 +249,11 @@ class RayActors:
     """Actors on Ray, with the options of :mod:`cluster.remote`; named ``<pipeline>-<actor id>``."""
 
     def aggregate(
-        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str
-    ) -> AggregateHandle:
+        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str,
+        faults: FaultPlan = (),
+    ) -> AggregateHandle:  # fmt: skip
         name = f"{config.name}-{actor_id}"
-        actor = remote_aggregate(config, name).remote(config, actor_id, key_groups, senders, slot)
+        actor = remote_aggregate(config, name).remote(config, actor_id, key_groups, senders, slot, faults)
         return AggregateHandle(actor, actor_id)
 
     def source(
@@ -263,13 +267,14 @@ class RayActors:
         aggregates: list[AggregateHandle],
         owner_of_group: list[int] | None,
         restored: SourceSnapshot | None,
+        faults: FaultPlan = (),
     ) -> SourceHandle:
         """``clock``: (wall-clock start of the run in s, event time of offset 0 in ms) for generator sources."""
         downstream = self.downstream(config, aggregates) if owner_of_group is not None else None
         started_at_s, start_time_ms = clock
         actor = remote_source(config, f"{config.name}-{actor_id}").remote(
             config, actor_id, sender_index, partitions, limits, started_at_s, start_time_ms, downstream, owner_of_group,
-            restored,
+            restored, faults,
         )  # fmt: skip
         return SourceHandle(actor, actor_id)
 

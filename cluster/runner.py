@@ -18,6 +18,7 @@ from cluster.supervisor import Supervisor
 from pipelines.config import PipelineConfig, with_paths_resolved
 from pipelines.plan import compile_pipeline
 from pipelines.secrets import config_for_cluster, resolve_secrets
+from pipelines.testing import FaultPlan
 
 __all__ = ["run_pipeline"]
 
@@ -32,6 +33,7 @@ def run_pipeline(
     on_progress: ProgressCallback | None = None,
     poll_s: float = 0.5,
     stop_when: StopCondition | None = None,
+    faults: FaultPlan = (),
 ) -> RunSummary:
     """Run ``config`` to its end on an embedded Ray (``address`` None) or on the cluster at ``address``.
 
@@ -39,7 +41,8 @@ def run_pipeline(
     summary with ``stopped_early``; a second Ctrl-C abandons the run. ``stop_when`` ends the run the same way
     (a drain: in-flight batches finish, a final checkpoint records where reading stopped) the first time it
     returns True for the progress polled every ``poll_s``: a run bounded by a condition rather than by its input,
-    such as "after the faults planned for it" in the chaos suite.
+    such as "after the faults planned for it" in the chaos suite. ``faults``: crashes a test plans
+    (:mod:`pipelines.testing`).
     """
     compile_pipeline(config)  # a wrong config fails here, before Ray starts
     written = with_paths_resolved(config, Path.cwd())
@@ -54,7 +57,7 @@ def run_pipeline(
         while True:
             try:
                 attempt_id = f"{run_id}s{restarts}" if restarts else run_id
-                return _supervise(config, attempt_id, on_progress, poll_s, stop_when)
+                return _supervise(config, attempt_id, on_progress, poll_s, stop_when, faults)
             except Exception as error:  # noqa: PERF203 - one restart per Supervisor death, not a hot loop
                 if not _restartable(config, error, restarts):
                     raise
@@ -73,8 +76,9 @@ def _supervise(
     on_progress: ProgressCallback | None,
     poll_s: float,
     stop_when: StopCondition | None,
+    faults: FaultPlan,
 ) -> RunSummary:
-    actor = remote_supervisor(Supervisor, f"{config.name}-{run_id}-supervisor").remote(config, run_id)
+    actor = remote_supervisor(Supervisor, f"{config.name}-{run_id}-supervisor").remote(config, run_id, None, faults)
     supervisor = SupervisorHandle(actor)
     supervisor.start()
     try:

@@ -20,7 +20,6 @@ from dataclasses import replace
 from typing import Any
 
 from actors.epoch_outputs import commit_pending_files, discard_staged_files
-from actors.faults import faults_after
 from actors.kafka.access import explain_denied
 from actors.kafka.admin import ensure_topic
 from actors.kafka.admin import partition_count as kafka_partition_count
@@ -61,6 +60,7 @@ from pipelines.plan import compile_pipeline
 from pipelines.secrets import secrets_here
 from pipelines.sinks import clear_previous_output
 from pipelines.sources import partition_count
+from pipelines.testing import FaultPlan, faults_after
 from pipelines.topology import partition_ids
 
 __all__ = ["PipelineFailed", "Supervisor"]
@@ -68,7 +68,6 @@ __all__ = ["PipelineFailed", "Supervisor"]
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
-KafkaOutputs = (KafkaSinkConfig, KafkaDeadLetterConfig)
 
 
 _FIRST_BACKOFF_S = 0.5
@@ -87,11 +86,16 @@ def _actor_error(error: BaseException) -> BaseException:
 
 
 class Supervisor:
-    def __init__(self, config: PipelineConfig, run_id: str, actors: ActorFactory | None = None) -> None:
+    def __init__(
+        self, config: PipelineConfig, run_id: str, actors: ActorFactory | None = None, faults: FaultPlan = ()
+    ) -> None:
+        """``faults``: crashes a test plans (:mod:`pipelines.testing`); each fires once per run."""
         compile_pipeline(config)  # fail here, before any actor exists, if the config cannot run
         self._config = config  # as the driver handed it, and as the actors get it (runtime.secrets)
         self._resolved = secrets_here(config)  # with the secrets this process uses (checkpoint key, Kafka password)
         self._run_id = run_id
+        self._faults = faults  # as planned; the topology running gets those not yet fired (_spawn)
+        self._live_faults = faults
         self._actors: ActorFactory = actors if actors is not None else RayActors()
         self._store = open_checkpoint_store(self._resolved.checkpoint, config.name)
         self._run_started_s = time.time()
@@ -318,7 +322,9 @@ class Supervisor:
         kept = self._aggregates[: len(groups)]
         await asyncio.gather(*(h.regroup(groups[i], senders, checkpoint.aggregates) for i, h in enumerate(kept)))
         added = [
-            self._actors.aggregate(config, f"aggregate-{i}-{suffix}", groups[i], senders, f"aggregate-{i}")
+            self._actors.aggregate(
+                config, f"aggregate-{i}-{suffix}", groups[i], senders, f"aggregate-{i}", self._live_faults
+            )
             for i in range(len(kept), len(groups))
         ]
         await asyncio.gather(*(handle.restore(checkpoint.aggregates) for handle in added))
@@ -353,7 +359,16 @@ class Supervisor:
         aggregates = self._aggregates
         added = [
             self._actors.source(
-                config, actor_ids[i], i, owned[i], starts[i].limits, clock, aggregates, owners, starts[i].restored
+                config,
+                actor_ids[i],
+                i,
+                owned[i],
+                starts[i].limits,
+                clock,
+                aggregates,
+                owners,
+                starts[i].restored,
+                self._live_faults,
             )
             for i in range(len(kept), len(owned))
         ]
@@ -484,14 +499,16 @@ class Supervisor:
         if kafka is None or not kafka.create_topics:
             return
         outputs = [*self._config.sinks, self._config.dead_letter]
-        topics = {output.topic for output in outputs if isinstance(output, KafkaOutputs)}
+        topics = {output.topic for output in outputs if isinstance(output, KafkaDeadLetterConfig)}
+        topics |= {topic for output in outputs if isinstance(output, KafkaSinkConfig) for topic in output.all_topics}
         for topic in sorted(topics):
             await ensure_topic(kafka, topic, partitions)
         if topics and self._config.delivery == "exactly_once":
             await ensure_topic(kafka, commit_marker_topic(self._config.name), 1, compacted=True)
 
     async def _spawn(self, checkpoint: Checkpoint | None) -> None:
-        config = faults_after(self._config, checkpoint.epoch if checkpoint else None)
+        config = self._config
+        self._live_faults = faults_after(self._faults, checkpoint.epoch if checkpoint else None)
         runtime = config.runtime
         partitions = self._partitions = await self._restored_partitions(checkpoint)
         await self._create_output_topics(len(partitions))
@@ -513,7 +530,9 @@ class Supervisor:
             senders = len(self._owned)
             for index, owned in enumerate(self._groups):
                 actor_id = f"aggregate-{index}-{suffix}"
-                self._aggregates.append(self._actors.aggregate(config, actor_id, owned, senders, f"aggregate-{index}"))
+                self._aggregates.append(
+                    self._actors.aggregate(config, actor_id, owned, senders, f"aggregate-{index}", self._live_faults)
+                )
         actor_ids = [f"source-{index}-{suffix}" for index in range(len(self._owned))]
         starts = plan_source_starts(
             self._owned, partition_limits(partitions, runtime.max_events), checkpoint, actor_ids
@@ -521,8 +540,9 @@ class Supervisor:
         clock = (self._started_at_s, self._start_time_ms)
         for index, (actor_id, owned, start) in enumerate(zip(actor_ids, self._owned, starts, strict=True)):
             handle = self._actors.source(
-                config, actor_id, index, owned, start.limits, clock, self._aggregates, owners, start.restored
-            )
+                config, actor_id, index, owned, start.limits, clock, self._aggregates, owners, start.restored,
+                self._live_faults,
+            )  # fmt: skip
             self._sources.append(handle)
 
     async def _restored_partitions(self, checkpoint: Checkpoint | None) -> list[int]:

@@ -273,12 +273,15 @@ async def _read_output(config: PipelineConfig, index: int) -> ObservedOutput:
     if not isinstance(sink, KafkaSinkConfig):
         raise TypeError(f"{type(sink).__name__} has no readable output")
     connection = _connection(config)
-    committed = await _read_topic(connection, sink.topic, "read_committed")
-    everything = await _read_topic(connection, sink.topic, "read_uncommitted")
-    total = sum(map(len, everything.values()))
-    rows = [_kafka_row(sink.topic, record) for records in committed.values() for record in records]
+    rows: list[dict[str, Any]] = []
+    total = 0
+    for topic in sink.all_topics:  # one output however its rows were routed: each topic partition a stream
+        committed = await _read_topic(connection, topic, "read_committed")
+        everything = await _read_topic(connection, topic, "read_uncommitted")
+        total += sum(map(len, everything.values()))
+        rows += [_kafka_row(topic, record) for records in committed.values() for record in records]
     table = _table(rows)
-    return ObservedOutput(f"{name} {sink.topic}", table, uncommitted_records=total - table.num_rows)
+    return ObservedOutput(f"{name} {', '.join(sink.all_topics)}", table, uncommitted_records=total - table.num_rows)
 
 
 def _stream_of(path: Path) -> str:

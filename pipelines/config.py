@@ -50,7 +50,6 @@ __all__ = [
     "ConsoleSinkConfig",
     "DeadLetterConfig",
     "DeriveOp",
-    "FaultConfig",
     "FieldType",
     "FileSourceConfig",
     "FilterOp",
@@ -514,17 +513,6 @@ class CheckpointConfig(_Model):
     )
 
 
-class FaultConfig(_Model):
-    """A crash to inject, to test delivery guarantees (the chaos suite): the actor in ``slot`` exits at
-    ``point`` of the first epoch from ``epoch`` on in which it has outputs to commit, as a killed process
-    would, once per run. ``before_commit``: after the epoch's checkpoint is complete, before the actor commits
-    its outputs (the window exactly-once recovery must close)."""
-
-    point: Literal["before_commit"] = "before_commit"
-    slot: str = Field(pattern=r"^(source|aggregate)-\d+$", description="e.g. aggregate-0 or source-1")
-    epoch: int = Field(ge=1, description="the first epoch it may fire at")
-
-
 class RuntimeConfig(_Model):
     source_actors: int = Field(default=2, ge=1, le=256)
     aggregate_actors: int = Field(default=2, ge=1, le=256)
@@ -604,7 +592,6 @@ class PipelineConfig(_Model):
         default="at_least_once",
         description="exactly_once: Kafka sinks write in one transaction per epoch, file sinks rename on commit",
     )
-    faults: list[FaultConfig] = Field(default_factory=list, description="crashes to inject (testing only)")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

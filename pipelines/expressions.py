@@ -91,6 +91,7 @@ FUNCTIONS: dict[str, Function] = {
     "floor": Function(pc.floor),
     "ceil": Function(pc.ceil),
     "coalesce": Function(pc.coalesce, variadic=True),
+    "concat": Function(lambda *parts: pc.binary_join_element_wise(*parts, ""), ("value", "value"), variadic=True),
     "starts_with": Function(lambda column, prefix: pc.starts_with(column, pattern=prefix), ("value", "text")),
     "ends_with": Function(lambda column, suffix: pc.ends_with(column, pattern=suffix), ("value", "text")),
     "contains": Function(lambda column, text: pc.match_substring(column, pattern=text), ("value", "text")),

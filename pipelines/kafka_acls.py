@@ -100,7 +100,7 @@ def required_acls(config: PipelineConfig) -> list[AclBinding]:
             bindings |= _literal(ResourceType.GROUP, config.group_id, Operation.READ)
     creating = config.kafka is not None and config.kafka.create_topics
     writes = [Operation.WRITE, Operation.DESCRIBE, *([Operation.CREATE] if creating else [])]
-    outputs = [sink.topic for sink in config.sinks if isinstance(sink, KafkaSinkConfig)]
+    outputs = [topic for sink in config.sinks if isinstance(sink, KafkaSinkConfig) for topic in sink.all_topics]
     if isinstance(config.dead_letter, KafkaDeadLetterConfig):
         outputs.append(config.dead_letter.topic)
     for topic in outputs:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -124,12 +124,35 @@ class KafkaSourceConfig(ConfigModel):
 
 
 class KafkaSinkConfig(ConfigModel):
+    """Rows as JSON records to ``topic``; with ``topic_column``, each row to the topic its column names (commands
+    to their participants, events by type), which must be one of ``topics``: the topics a sink writes are known
+    before it runs (created, granted, verified). A row whose column is null or names no listed topic goes to
+    ``topic``, with the header ``eventray.unrouted`` holding what it named: nothing is lost or sent elsewhere."""
+
     type: Literal["kafka"] = "kafka"
-    topic: str = Field(min_length=1)
+    topic: str = Field(min_length=1, description="the topic of every row, or with topic_column of unrouted rows")
+    topic_column: str | None = Field(default=None, description="route each row to the topic this column names")
+    topics: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="with topic_column: every topic a row may name"
+    )
     key_column: str | None = Field(default=None, description="record key; also picks the partition")
     partition_by: Literal["key", "source_partition"] = "key"
     linger_ms: int = Field(default=5, ge=0)
     compression: Literal["none", "gzip", "lz4", "zstd"] = "none"
+
+    @model_validator(mode="after")
+    def _routes_are_listed(self) -> KafkaSinkConfig:
+        if (self.topic_column is None) != (not self.topics):
+            raise ValueError(
+                "topic_column and topics go together: topic_column names the column, topics every topic a row may "
+                "name (rows naming another go to topic)"
+            )
+        return self
+
+    @property
+    def all_topics(self) -> list[str]:
+        """Every topic the sink may write: ``topic`` first, then the routes."""
+        return list(dict.fromkeys([self.topic, *self.topics]))
 
 
 class CircuitBreakerConfig(ConfigModel):

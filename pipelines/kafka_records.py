@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.at_rest import sealed_key_id
 from pipelines.records import RawBatch
@@ -148,6 +149,31 @@ def _header_facts(headers: _Headers | None) -> tuple[int, int, str | None, bool]
         return len(headers), size, first.decode("ascii"), False
     except UnicodeDecodeError:
         return len(headers), size, None, True
+
+
+UNROUTED_HEADER = "eventray.unrouted"  # on a row whose topic column named no listed topic: what it named
+Rows: TypeAlias = "pa.Table | pa.RecordBatch"
+
+
+def route_rows(
+    rows: Rows, topic: str, topic_column: str | None, topics: Sequence[str]
+) -> list[tuple[str, Rows, list[Any] | None]]:
+    """``rows`` split by the topic each goes to (a Kafka sink's ``topic_column``): rows whose column names one of
+    ``topics`` go there, in their order; the others (null, or naming another) go to ``topic``, with what they
+    named (None: nothing), for the :data:`UNROUTED_HEADER`. Routed parts carry None instead of that list."""
+    if topic_column is None:
+        return [(topic, rows, None)]
+    named = pc.cast(rows.column(topic_column), pa.string())  # a column of another type names topics as text
+    routed = pc.fill_null(pc.is_in(named, value_set=pa.array(list(topics), pa.string())), False)
+    parts: list[tuple[str, Rows, list[Any] | None]] = []
+    for route in dict.fromkeys(topics):
+        mask = pc.and_(routed, pc.fill_null(pc.equal(named, route), False))
+        if pc.any(mask).as_py():
+            parts.append((route, rows.filter(mask), None))
+    unrouted = pc.invert(routed)
+    if pc.any(unrouted).as_py():
+        parts.append((topic, rows.filter(unrouted), named.filter(unrouted).to_pylist()))
+    return parts
 
 
 def encode_rows(

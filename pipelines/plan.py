@@ -322,6 +322,10 @@ def _check_sinks(config: PipelineConfig, result_columns: tuple[str, ...]) -> Non
             raise ConfigError(f"sinks.{position}.sort_by: unknown column {sink.sort_by!r}; available: {available}")
         if not isinstance(sink, KafkaSinkConfig):
             continue
+        if sink.topic_column is not None and sink.topic_column not in result_columns:
+            raise ConfigError(
+                f"sinks.{position}.topic_column: unknown column {sink.topic_column!r}; available: {available}"
+            )
         if sink.key_column is not None and sink.key_column not in result_columns:
             raise ConfigError(
                 f"sinks.{position}.key_column: unknown column {sink.key_column!r}; available: {available}"

@@ -19,13 +19,21 @@ from aiokafka.partitioner import murmur2
 from actors.kafka.loop_thread import BackgroundLoop
 from actors.telemetry import Telemetry
 from pipelines.kafka_config import KafkaConnectionConfig, KafkaSinkConfig, client_options
-from pipelines.kafka_records import DEFAULT_DEAD_LETTER_RECORD_BYTES, OutgoingRecord, dead_letter_records, encode_rows
+from pipelines.kafka_records import (
+    DEFAULT_DEAD_LETTER_RECORD_BYTES,
+    UNROUTED_HEADER,
+    OutgoingRecord,
+    dead_letter_records,
+    encode_rows,
+    route_rows,
+)
 
 __all__ = ["KafkaDeadLetterSink", "KafkaSink", "KafkaTopicProducer"]
 
 
 class KafkaTopicProducer:
-    """One idempotent producer writing to one topic, driven from synchronous code."""
+    """One idempotent producer writing to one topic (or, through :meth:`send` with ``topic``, to others in the
+    same transaction), driven from synchronous code."""
 
     def __init__(
         self,
@@ -54,14 +62,25 @@ class KafkaTopicProducer:
                 transactional_id=transactional_id,
             )
         )
-        self.partitions = len(self._loop.run(self._producer.partitions_for(topic)) or [0])
-        self._key_partitions: dict[bytes, int] = {}
+        self._partitions_by_topic: dict[str, int] = {}
+        self.partitions = self.partitions_of(topic)
+        self._key_partitions: dict[tuple[str, bytes], int] = {}
         self._round_robin = itertools.count()
 
-    def send(self, records: list[OutgoingRecord]) -> None:
+    def partitions_of(self, topic: str) -> int:
+        """How many partitions ``topic`` has (asked of the brokers once per topic)."""
+        known = self._partitions_by_topic.get(topic)
+        if known is None:
+            known = self._partitions_by_topic[topic] = len(self._loop.run(self._producer.partitions_for(topic)) or [0])
+        return known
+
+    def send(self, records: list[OutgoingRecord], topic: str | None = None) -> None:
+        """``records`` to ``topic`` (by default the producer's own)."""
         if records:
             self.begin_transaction()
-            self._pending.append(self._loop.submit(self._send_batched(records, list(self.extra_headers))))
+            target = topic or self.topic
+            self.partitions_of(target)  # known before the send runs on the producer's loop
+            self._pending.append(self._loop.submit(self._send_batched(target, records, list(self.extra_headers))))
 
     def send_to(self, topic: str, key: bytes, value: bytes) -> None:
         """One record to another topic, in the same transaction (commit markers)."""
@@ -90,16 +109,19 @@ class KafkaTopicProducer:
             self._in_transaction = False
 
     async def _send_batched(
-        self, records: list[OutgoingRecord], extra_headers: list[tuple[str, bytes]]
+        self, topic: str, records: list[OutgoingRecord], extra_headers: list[tuple[str, bytes]]
     ) -> list[asyncio.Future[Any]]:
         """Records grouped by partition into producer batches: one future per batch, not per record (the
         per-record ``send`` was the top cost of the aggregate actor, benchmarks/PROFILE.md)."""
         by_partition: dict[int, list[OutgoingRecord]] = {}
-        unkeyed_partition = next(self._round_robin) % self.partitions  # sticky per call, as Kafka's partitioner
+        partitions = self._partitions_by_topic[topic]
+        unkeyed_partition = next(self._round_robin) % partitions  # sticky per call, as Kafka's partitioner
         for record in records:
             partition = record.partition
             if partition is None:
-                partition = unkeyed_partition if record.key is None else self._partition_of(record.key)
+                partition = (
+                    unkeyed_partition if record.key is None else self._partition_of(topic, record.key, partitions)
+                )
             by_partition.setdefault(partition, []).append(record)
         deliveries = []
         for partition, group in by_partition.items():
@@ -107,19 +129,19 @@ class KafkaTopicProducer:
             for record in group:
                 headers = record.headers + extra_headers if extra_headers else record.headers
                 if batch.append(key=record.key, value=record.value, timestamp=None, headers=headers) is None:
-                    deliveries.append(await self._producer.send_batch(batch, self.topic, partition=partition))
+                    deliveries.append(await self._producer.send_batch(batch, topic, partition=partition))
                     batch = self._producer.create_batch()
                     batch.append(key=record.key, value=record.value, timestamp=None, headers=headers)
-            deliveries.append(await self._producer.send_batch(batch, self.topic, partition=partition))
+            deliveries.append(await self._producer.send_batch(batch, topic, partition=partition))
         return deliveries
 
-    def _partition_of(self, key: bytes) -> int:
+    def _partition_of(self, topic: str, key: bytes, partitions: int) -> int:
         """Kafka's default partitioner (murmur2 of the key), so keyed records land where Java clients put them."""
-        partition = self._key_partitions.get(key)
+        partition = self._key_partitions.get((topic, key))
         if partition is None:
             if len(self._key_partitions) > 1 << 20:
                 self._key_partitions.clear()
-            partition = self._key_partitions[key] = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+            partition = self._key_partitions[topic, key] = (murmur2(key) & 0x7FFFFFFF) % partitions
         return partition
 
     def flush(self) -> None:
@@ -174,11 +196,20 @@ class KafkaSink:
             connection, config.topic, writer, config.linger_ms, config.compression, transactional_id
         )
 
+        self._routes = {topic: self._producer.partitions_of(topic) for topic in config.all_topics}
+
     def write(self, rows: pa.Table | pa.RecordBatch) -> None:
-        if rows.num_rows:
-            by_source = self._config.partition_by == "source_partition"
-            with self._telemetry.producer_span(self._config.topic, rows.num_rows):
-                self._producer.send(encode_rows(rows, self._config.key_column, by_source, self._producer.partitions))
+        if not rows.num_rows:
+            return
+        by_source = self._config.partition_by == "source_partition"
+        config = self._config
+        for topic, routed, unrouted in route_rows(rows, config.topic, config.topic_column, config.topics):
+            with self._telemetry.producer_span(topic, routed.num_rows):
+                records = encode_rows(routed, self._config.key_column, by_source, self._routes[topic])
+                if unrouted is not None:
+                    for record, named in zip(records, unrouted, strict=True):
+                        record.headers.append((UNROUTED_HEADER, b"" if named is None else str(named).encode()))
+                self._producer.send(records, topic)
 
     def flush(self) -> None:
         self._producer.flush()

@@ -30,6 +30,7 @@ from cluster.verify import verify_run
 from pipelines.config import GeneratorSourceConfig, PipelineConfig, parse_config
 from pipelines.delivery_check import DeliveryReport
 from pipelines.orders import orders_pipeline
+from pipelines.testing import CrashAt
 from tests.chaos.chaos_tools import (
     ProduceGates,
     ScheduledKiller,
@@ -284,8 +285,8 @@ def test_kafka_exactly_once_survives_kills_and_a_crash_between_producing_and_com
         ),
         daemon=True,
     )  # fmt: skip
-    crash = {"point": "before_commit", "slot": "aggregate-0", "epoch": 4}
-    config = kafka_exactly_once_orders(tmp_path, chaos_events, name, kafka_bootstrap, faults=[crash])
+    crash = CrashAt("aggregate-0", epoch=4)
+    config = kafka_exactly_once_orders(tmp_path, chaos_events, name, kafka_bootstrap)
     # the kills start once the injected crash is behind (the first epoch from 4 on in which aggregate-0 has
     # outputs, then a checkpoint of the recovered topology): a kill before it could restore a checkpoint past
     # epoch 4, which drops the fault, and the crash would never happen
@@ -296,7 +297,7 @@ def test_kafka_exactly_once_survives_kills_and_a_crash_between_producing_and_com
     producing.start()
     killer.start()
     try:
-        summary = run_pipeline(config, address=ray_driver.address)
+        summary = run_pipeline(config, address=ray_driver.address, faults=(crash,))
     finally:
         killer.stop()
         gates.release_all()
@@ -350,10 +351,9 @@ def test_markers_of_an_earlier_checkpoint_location_do_not_suppress_a_needed_redo
     config = kafka_exactly_once_orders(
         tmp_path, events, name, kafka_bootstrap,
         checkpoint={"interval_ms": 200, "uri": str(tmp_path / "checkpoints"), "keep": 3},
-        faults=[{"point": "before_commit", "slot": "aggregate-0", "epoch": 1}],
     )  # fmt: skip
 
-    summary = run_pipeline(config, address=ray_driver.address)
+    summary = run_pipeline(config, address=ray_driver.address, faults=(CrashAt("aggregate-0", epoch=1),))
 
     assert len(summary.recoveries_s) >= 1, "the injected crash, recovered"
     assert summary.reemitted_rows > 0, "the interrupted epoch was redone from the write-ahead"

@@ -21,6 +21,7 @@ from cluster.produce import produce_events
 from cluster.runner import run_pipeline
 from cluster.verify import verify_run
 from pipelines.config import GeneratorSourceConfig, parse_config
+from pipelines.testing import CrashAt
 from tests.integration.pipelines_under_test import START_TIME_MS, connection, unique
 from tests.integration.ray_cluster import LocalRayCluster
 from tests.reference import read_jsonl_dir
@@ -176,12 +177,11 @@ def test_two_kafka_topics_exactly_once_through_a_crash_between_producing_and_com
         checkpoint={"interval_ms": 500, "uri": str(tmp_path / "checkpoints")},
         runtime={"duration_s": None, "max_events": 32_000, "source_actors": 2, "aggregate_actors": 2,
                  "batch_size": 1_000},
-        faults=[{"point": "before_commit", "slot": "aggregate-1", "epoch": 1}],
         tracing={"enabled": False},
     )  # fmt: skip
     config = parse_config(data)
 
-    summary = run_pipeline(config, address=ray_driver.address)
+    summary = run_pipeline(config, address=ray_driver.address, faults=(CrashAt("aggregate-1", epoch=1),))
 
     assert len(summary.recoveries_s) >= 1 and summary.reemitted_rows > 0, "the interrupted commit was redone"
     report = asyncio.run(verify_run(config))

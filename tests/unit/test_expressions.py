@@ -328,3 +328,10 @@ def test_result_is_a_plain_array_of_batch_length() -> None:
     result = compile_expression("a > 1").evaluate(BATCH)
     assert isinstance(result, pa.Array)
     assert len(result) == BATCH.num_rows
+
+
+def test_concat_joins_text_and_is_null_where_any_part_is() -> None:
+    assert run('concat("orders.", s)') == ["orders.x", "orders.Yy", None, "orders.zed"]
+    assert run('concat(lower(s), "-", s, "!")') == ["x-x!", "yy-Yy!", None, "zed-zed!"]
+    with pytest.raises(ExpressionError, match=re.escape("concat takes (value, value, ...), not 1 argument(s)")):
+        compile_expression("concat(s)")

@@ -1,26 +1,41 @@
-"""Injected faults fire once per run: a topology restored from a checkpoint of their epoch or later runs
-without them."""
+"""Injected faults (pipelines/testing.py) fire once per run: a topology restored from a checkpoint of their epoch
+or later runs without them; and no pipeline config can hold one."""
 
 from __future__ import annotations
 
-from actors.faults import faults_after
-from pipelines.config import PipelineConfig, parse_config
+import pytest
+
+from pipelines.config import parse_config
+from pipelines.errors import ConfigError
 from pipelines.orders import orders_pipeline
+from pipelines.testing import CrashAt, FaultPlan, faults_after
 
 
-def _with_faults(*epochs: int) -> PipelineConfig:
-    data = orders_pipeline().model_dump(mode="json", by_alias=True)
-    data["faults"] = [{"point": "before_commit", "slot": "aggregate-0", "epoch": epoch} for epoch in epochs]
-    return parse_config(data)
+def _with_faults(*epochs: int) -> FaultPlan:
+    return tuple(CrashAt("aggregate-0", epoch) for epoch in epochs)
 
 
 def test_a_fresh_start_keeps_every_fault() -> None:
-    config = _with_faults(4, 9)
-    assert faults_after(config, None) is config
+    faults = _with_faults(4, 9)
+    assert faults_after(faults, None) is faults
 
 
 def test_a_restore_drops_the_faults_of_its_epoch_and_earlier() -> None:
-    config = _with_faults(4, 9)
-    assert [fault.epoch for fault in faults_after(config, 3).faults] == [4, 9]
-    assert [fault.epoch for fault in faults_after(config, 4).faults] == [9]
-    assert faults_after(config, 12).faults == []
+    faults = _with_faults(4, 9)
+    assert [fault.epoch for fault in faults_after(faults, 3)] == [4, 9]
+    assert [fault.epoch for fault in faults_after(faults, 4)] == [9]
+    assert faults_after(faults, 12) == ()
+
+
+def test_a_crash_names_a_slot_and_an_epoch_that_exist() -> None:
+    with pytest.raises(ValueError, match="write source-<n> or aggregate-<n>"):
+        CrashAt("aggregate", 1)
+    with pytest.raises(ValueError, match="epochs count from 1"):
+        CrashAt("source-0", 0)
+
+
+def test_a_pipeline_config_holds_no_faults() -> None:
+    data = orders_pipeline().model_dump(mode="json", by_alias=True)
+    data["faults"] = [{"point": "before_commit", "slot": "aggregate-0", "epoch": 1}]
+    with pytest.raises(ConfigError, match="faults: unknown field"):
+        parse_config(data)

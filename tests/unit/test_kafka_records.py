@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.at_rest import ValueCipher
+from pipelines.kafka_config import KafkaSinkConfig
 from pipelines.kafka_records import (
     DEAD_LETTER_HEADER_PREFIX,
     TRIMMED_HEADER,
@@ -17,6 +18,7 @@ from pipelines.kafka_records import (
     dead_letter_records,
     encode_rows,
     raw_batch_from_records,
+    route_rows,
     traceparent_of,
 )
 from pipelines.records import RawBatch, dead_letters, empty_dead_letters
@@ -270,3 +272,27 @@ def test_a_dead_letter_that_fits_is_not_trimmed() -> None:
     (record,) = dead_letter_records(_one_dead_letter(payload, b"k"), "p", max_record_bytes=100_000)
     assert record.value == payload and record.key == b"k"
     assert TRIMMED_HEADER not in dict(record.headers)
+
+
+def test_rows_are_routed_to_the_topic_their_column_names_and_the_rest_to_the_default_with_what_they_named() -> None:
+    rows = pa.table({"id": [1, 2, 3, 4, 5, 6], "route": ["a", "b", "a", None, "elsewhere", "b"]})
+
+    parts = route_rows(rows, "default", "route", ["a", "b"])
+
+    assert [(topic, part.column("id").to_pylist(), unrouted) for topic, part, unrouted in parts] == [
+        ("a", [1, 3], None),
+        ("b", [2, 6], None),
+        ("default", [4, 5], [None, "elsewhere"]),
+    ]
+    assert route_rows(rows, "default", None, []) == [("default", rows, None)], "no topic column: one topic"
+    numbered = pa.table({"route": [7, 8]})
+    assert [(t, u) for t, _, u in route_rows(numbered, "d", "route", ["7"])] == [("7", None), ("d", ["8"])]
+
+
+def test_a_sink_routing_by_column_lists_its_topics() -> None:
+    sink = KafkaSinkConfig(topic="commands.unrouted", topic_column="route", topics=["commands.a", "commands.b"])
+    assert sink.all_topics == ["commands.unrouted", "commands.a", "commands.b"]
+    with pytest.raises(ValueError, match="topic_column and topics go together"):
+        KafkaSinkConfig(topic="t", topic_column="route")
+    with pytest.raises(ValueError, match="topic_column and topics go together"):
+        KafkaSinkConfig(topic="t", topics=["a"])

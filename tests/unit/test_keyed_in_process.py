@@ -16,6 +16,7 @@ from cluster.supervisor import Supervisor
 from pipelines.checkpoint_store import AggregateSnapshot, CheckpointStore
 from pipelines.config import GeneratorSourceConfig, PipelineConfig, load_config
 from pipelines.generator import generate_events
+from pipelines.testing import FaultPlan
 from tests.reference import KNOWN_TYPES, read_jsonl_dir
 from tests.unit.test_supervisor_in_process import InProcessActors, InProcessAggregate
 
@@ -33,8 +34,8 @@ class RestoreRecordingActors(InProcessActors):
         self.restored_rows: list[int] = []
 
     def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int,
-                  slot: str) -> Any:  # fmt: skip
-        inner: InProcessAggregate = super().aggregate(config, actor_id, key_groups, senders, slot)
+                  slot: str, faults: FaultPlan = ()) -> Any:  # fmt: skip
+        inner: InProcessAggregate = super().aggregate(config, actor_id, key_groups, senders, slot, faults)
         recorded = self.restored_rows
 
         class Recording(InProcessAggregate):

@@ -23,6 +23,7 @@ from pipelines.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteA
 from pipelines.config import PipelineConfig
 from pipelines.orders import orders_pipeline
 from pipelines.secrets import resolve_secrets
+from pipelines.testing import FaultPlan
 from tests.reference import read_jsonl_dir, reference_orders
 
 START_TIME_MS = 1_767_225_600_000
@@ -142,15 +143,16 @@ class InProcessActors:
         self.die_at_checkpoint = die_at_checkpoint
 
     def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int,
-                  slot: str) -> Any:  # fmt: skip
-        return InProcessAggregate(AggregateActor(config, actor_id, key_groups, senders, slot), actor_id, self)
+                  slot: str, faults: FaultPlan = ()) -> Any:  # fmt: skip
+        return InProcessAggregate(AggregateActor(config, actor_id, key_groups, senders, slot, faults), actor_id, self)
 
     def source(self, config: PipelineConfig, actor_id: str, sender_index: int, partitions: list[int],
                limits: dict[int, int | None], clock: tuple[float, int], aggregates: list[Any],
-               owner_of_group: list[int] | None, restored: SourceSnapshot | None) -> Any:  # fmt: skip
+               owner_of_group: list[int] | None, restored: SourceSnapshot | None,
+               faults: FaultPlan = ()) -> Any:  # fmt: skip
         downstream = InProcessDownstream([a.actor for a in aggregates]) if owner_of_group is not None else None
         actor = SourceActor(
-            config, actor_id, sender_index, partitions, limits, *clock, downstream, owner_of_group, restored
+            config, actor_id, sender_index, partitions, limits, *clock, downstream, owner_of_group, restored, faults
         )
         return InProcessSource(actor, actor_id, self)
 
