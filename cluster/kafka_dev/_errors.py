@@ -1,8 +1,9 @@
 """Errors raised by the dev Kafka broker tooling.
 
-Tree::
+Tree (a branch of :mod:`pipelines.errors`)::
 
-    DevBrokerError            anything that stops the dev broker from being resolved, started or stopped
+    FatalError
+    └── DevBrokerError        anything that stops the dev broker from being resolved, started or stopped
 
 Messages are built at the raise site and end with an ``Operator action:`` line naming the fix. Every
 error is picklable: only the message string reaches ``Exception.__init__``.
@@ -10,10 +11,12 @@ error is picklable: only the message string reaches ``Exception.__init__``.
 
 from __future__ import annotations
 
+from pipelines.errors import FatalError
+
 __all__ = ["DevBrokerError"]
 
 
-class DevBrokerError(Exception):
+class DevBrokerError(FatalError):
     """The dev broker could not be resolved, started, probed or stopped; the message says what to do."""
 
     def __init__(self, message: str) -> None:
