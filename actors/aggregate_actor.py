@@ -26,7 +26,8 @@ from pipelines.records import DEAD_LETTER_SCHEMA
 from pipelines.secrets import secrets_here
 from pipelines.sinks import ConsoleSink
 from pipelines.testing import FaultPlan, crash_if_planned
-from pipelines.watermarks import END_OF_TIME_MS, NO_WATERMARK
+from pipelines.watermark_tracking import WatermarkValve
+from pipelines.watermarks import NO_WATERMARK
 
 __all__ = ["AggregateActor"]
 
@@ -78,8 +79,7 @@ class AggregateActor:
         self._operator = open_keyed_operator(config, carry_trace=self._carry_trace)
         self._telemetry = Telemetry(config, actor_id)
         self._metrics = PipelineMetrics(config.name)
-        self._sender_watermarks = [NO_WATERMARK] * senders
-        self._idle_senders: set[int] = set()
+        self._valve = WatermarkValve(senders)
         lineage = output_lineage(config, self._store)
         self._sinks: list[Output] = open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage)
         self._late_output = open_dead_letter(config, f"{actor_id}-late", f"{self._slot}-late", self._telemetry, lineage)
@@ -135,32 +135,18 @@ class AggregateActor:
 
     def _advance(self, sender: int, watermark_ms: int | None) -> None:
         """``None``: the sender is idle and left out of the minimum until it sends a watermark again."""
-        if watermark_ms is None:
-            self._idle_senders.add(sender)
-        else:
-            self._idle_senders.discard(sender)
-            self._sender_watermarks[sender] = max(self._sender_watermarks[sender], watermark_ms)
-        watermark = self._watermark()
+        self._valve.advance(sender, watermark_ms)
+        watermark = self._valve.current
         if watermark is not None:
             self._emit(self._operator.advance(watermark))
         if isinstance(self._operator, KeyedProcess):
             # processing-time timers fire at the first batch or watermark after they are due
             self._emit(self._operator.advance_processing_time(int(time.time() * 1000)))
 
-    def _watermark(self) -> int | None:
-        """The minimum over active senders; when every sender is idle, the maximum they reached (as Flink's
-        watermark valve: nothing is pending anywhere, so everything up to there is complete)."""
-        active = [w for sender, w in enumerate(self._sender_watermarks) if sender not in self._idle_senders]
-        if active:
-            return min(active)
-        reached = [w for w in self._sender_watermarks if w != NO_WATERMARK]
-        return max(reached) if reached else None
-
     def finish(self, sender: int) -> AggregateProgress:
         """``sender`` has no more input. When it was the last one, emit everything (made durable and committed
         by the final checkpoint)."""
-        self._sender_watermarks[sender] = END_OF_TIME_MS
-        self._idle_senders.discard(sender)
+        self._valve.finish(sender)
         if self.done:
             self._emit(self._operator.flush())
         return self.progress()
@@ -207,8 +193,7 @@ class AggregateActor:
         state = pa.concat_tables(tables, promote_options="permissive") if tables else kept
         self._operator.restore(state.drop_columns([_KEY_GROUP]).replace_schema_metadata(metadata), watermark)
         self.key_groups = list(key_groups)
-        self._sender_watermarks = [NO_WATERMARK] * senders
-        self._idle_senders = set()
+        self._valve = WatermarkValve(senders)
         return taken
 
     def fence_outputs(self) -> None:
@@ -261,7 +246,7 @@ class AggregateActor:
 
     @property
     def done(self) -> bool:
-        return all(watermark == END_OF_TIME_MS for watermark in self._sender_watermarks)
+        return self._valve.done
 
     def close(self) -> AggregateProgress:
         for sink in self._sinks:
@@ -283,7 +268,7 @@ class AggregateActor:
             windows_emitted=self._windows_emitted,
             late_events=self._late_events,
             dropped_intended=self._dropped_intended,
-            watermark_ms=NO_WATERMARK if (watermark := self._watermark()) is None else watermark,
+            watermark_ms=NO_WATERMARK if (watermark := self._valve.current) is None else watermark,
             done=self.done,
             preview=preview,
             busy_s=self._busy_s,

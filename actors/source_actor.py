@@ -28,7 +28,6 @@ from pipelines.circuit_breaker import CircuitBreaker
 from pipelines.codecs import DecodedBatch
 from pipelines.config import PipelineConfig
 from pipelines.dead_letter_policy import DeadLetterPolicy
-from pipelines.idleness import PartitionIdleness
 from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
@@ -36,6 +35,7 @@ from pipelines.secrets import secrets_here
 from pipelines.sources import PartitionReader
 from pipelines.testing import FaultPlan, crash_if_planned
 from pipelines.topology import input_of, local_partition
+from pipelines.watermark_tracking import PartitionWatermarks
 from pipelines.watermarks import NO_WATERMARK
 
 __all__ = ["SourceActor", "SourceBarrier"]
@@ -123,11 +123,12 @@ class SourceActor:
         self._metrics = PipelineMetrics(config.name)
         breaker = config.circuit_breaker
         self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")
-        self._max_event_time: dict[int, int] = {}
         self._lag_topics: dict[int, str] = {}  # the topic (metrics label) each partition's batches name
         self._lag_reported_at = 0.0
         stage = config.keyed_stage
-        self._idleness = PartitionIdleness(stage.idle_timeout_ms if stage else 0)
+        self._watermarks = PartitionWatermarks(
+            stage.max_out_of_order_ms if stage else 0, stage.idle_timeout_ms if stage else 0
+        )
         self._sent_watermark: list[int | None] = [NO_WATERMARK] * (downstream.owners if downstream else 0)
         self._stopping = False
         self._frozen = False
@@ -181,7 +182,7 @@ class SourceActor:
             snapshot = SourceSnapshot(
                 actor_id=self._actor_id,
                 positions={reader.partition: reader.position for reader in readers},
-                max_event_time_ms={p: t for p, t in self._max_event_time.items() if t != NO_WATERMARK},
+                max_event_time_ms=self._watermarks.event_times(),
                 limit_ends={r.partition: end for r in readers if (end := r.limit_end) is not None},
             )
         except BaseException:
@@ -226,8 +227,7 @@ class SourceActor:
         await self._inputs.release(leaving)
         self._released |= set(leaving)
         for partition in leaving:
-            self._max_event_time.pop(partition, None)
-            self._idleness.released(partition)
+            self._watermarks.released(partition)
         arriving = sorted(set(partitions) - owned)
         self._released -= set(arriving)
         self._restored_positions.update({p: restored.positions[p] for p in arriving if p in restored.positions})
@@ -294,8 +294,9 @@ class SourceActor:
         if self._pending_partitions:
             partitions, self._pending_partitions = self._pending_partitions, []
             for reader in await self._inputs.open(partitions, self._limits, self._restored_positions):
-                self._max_event_time[reader.partition] = self._restored_event_times.get(reader.partition, NO_WATERMARK)
-                self._idleness.opened(reader.partition)
+                self._watermarks.opened(
+                    reader.partition, self._restored_event_times.get(reader.partition, NO_WATERMARK)
+                )
                 if self._frozen:
                     await reader.freeze()
 
@@ -342,9 +343,9 @@ class SourceActor:
         topic = self._lag_topics.get(reader.partition)
         if topic is None:
             return
-        newest = self._max_event_time.get(reader.partition)
+        newest = self._watermarks.newest(reader.partition)
         lag = max(0, reader.end_offset() - reader.position)
-        self._metrics.lag(topic, local_partition(reader.partition), lag, None if newest == NO_WATERMARK else newest)
+        self._metrics.lag(topic, local_partition(reader.partition), lag, newest)
 
     async def _handle(self, partition: int, raw: RawBatch) -> None:
         started = time.perf_counter()
@@ -363,8 +364,7 @@ class SourceActor:
         if decoded.events.num_rows:
             newest = pc.max(decoded.events.column("_timestamp")).as_py()
             if newest is not None:
-                self._max_event_time[partition] = max(self._max_event_time[partition], newest)
-                self._idleness.saw_events(partition)
+                self._watermarks.saw(partition, newest)
         events = self._telemetry.new_contexts(decoded.events)
         with self._telemetry.batch_span(
             f"process {raw.topic}", events.column("_traceparent"), self._span_attributes(raw)
@@ -422,23 +422,6 @@ class SourceActor:
             self._sent_watermark[owner] = watermark
 
     def _watermark(self) -> int | None:
-        """The minimum over partitions of (max event time - allowed disorder), or None when idle.
-
-        Exhausted partitions do not hold the watermark back, nor do idle ones (a quiet partition must not stall
-        every window); a partition with a backlog is never idle (:mod:`pipelines.idleness`). When every open
-        partition is idle the source is idle (None) and the aggregate leaves it out of its minimum.
-        """
-        stage = self._config.keyed_stage
-        disorder = stage.max_out_of_order_ms if stage else 0
-        open_readers = [reader for reader in self._inputs.readers if not reader.exhausted]
-        if not open_readers:
-            return max(self._max_event_time.values(), default=NO_WATERMARK) - disorder
-        active = [
-            self._max_event_time[reader.partition]
-            for reader in open_readers
-            if not self._idleness.is_idle(reader.partition, reader.backlog())
-        ]
-        if not active:
-            return None
-        lowest = min(active)
-        return NO_WATERMARK if lowest == NO_WATERMARK else lowest - disorder
+        """This source's watermark (:class:`~pipelines.watermark_tracking.PartitionWatermarks`), None when idle."""
+        backlogs = {reader.partition: reader.backlog() for reader in self._inputs.readers if not reader.exhausted}
+        return self._watermarks.watermark(backlogs)
