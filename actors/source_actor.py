@@ -389,7 +389,7 @@ class SourceActor:
             "messaging.operation.type": "process",
             "messaging.destination.name": raw.topic,
             "messaging.consumer.group.name": self._config.group_id,
-            "messaging.destination.partition.id": str(raw.partition),
+            "messaging.destination.partition.id": str(local_partition(raw.partition)),
             "messaging.batch.message_count": len(raw),
             "eventray.pipeline": self._config.name,
             "eventray.stage": "source",

@@ -52,6 +52,7 @@ class RunIdentity:
     start_time_ms: int
     partitions: int
     earlier: RunCounts | None = None  # counted by the topologies this run replaced (see RunProgress.plus_counts)
+    inputs: tuple[str, ...] = ()  # the input layout (pipelines.topology.input_layout)
 
 
 class EpochRunner:
@@ -142,6 +143,7 @@ class EpochRunner:
                 finished=finished,
                 duration_ms=(time.monotonic() - started) * 1000,
                 counts=counted.counts(),
+                inputs=list(run.inputs),
             )
             await asyncio.to_thread(self._store.commit, checkpoint)
         await asyncio.gather(*(aggregate.complete(epoch) for aggregate in aggregates))

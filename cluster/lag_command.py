@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -30,12 +31,22 @@ from pipelines.topology import input_of, local_partition
 
 __all__ = ["add_lag_command", "lag_samples"]
 
+log = logging.getLogger(__name__)
+
 
 async def lag_samples(config: PipelineConfig, now_s: float) -> LagSamples:
     """One sample of every partition's log end and processed offset, for every input."""
     partitions: list[PartitionSample] = []
+    refusals: list[ConfigError] = []
     for spec in config.all_inputs:
-        partitions += await _input_samples(config, spec, now_s)
+        try:
+            partitions += await _input_samples(config, spec, now_s)
+        except ConfigError as refused:  # noqa: PERF203 - once per input: the others still have lag to show
+            refusals.append(refused)
+    if refusals and not partitions:
+        raise refusals[0]
+    for skipped in refusals:
+        log.warning("%s", skipped)
     return LagSamples(partitions=tuple(partitions), actors=())
 
 

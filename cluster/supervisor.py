@@ -54,14 +54,14 @@ from pipelines.config import (
     ParquetSinkConfig,
     PipelineConfig,
 )
-from pipelines.errors import FatalError
+from pipelines.errors import ConfigError, FatalError
 from pipelines.kafka_config import KafkaDeadLetterConfig, KafkaSinkConfig, KafkaSourceConfig
 from pipelines.plan import compile_pipeline
 from pipelines.secrets import secrets_here
 from pipelines.sinks import clear_previous_output
 from pipelines.sources import partition_count
 from pipelines.testing import FaultPlan, faults_after
-from pipelines.topology import partition_ids
+from pipelines.topology import check_input_layout, input_layout, partition_ids
 
 __all__ = ["PipelineFailed", "Supervisor"]
 
@@ -224,6 +224,7 @@ class Supervisor:
         latest = self._store.latest(allow_fallback=self._config.delivery != "exactly_once")
         if latest is None or latest.finished:
             return None
+        check_input_layout(self._config, latest.inputs, f"checkpoint {latest.epoch} of {self._config.name!r}")
         log.warning("pipeline %s resumes from checkpoint %d of run %s", self._config.name, latest.epoch, latest.run_id)
         return latest
 
@@ -425,7 +426,8 @@ class Supervisor:
 
     def _identity(self) -> RunIdentity:
         partitions = len(self._partitions)
-        return RunIdentity(self._run_id, self._started_at_s, self._start_time_ms, partitions, self._earlier)
+        layout = tuple(input_layout(self._config))
+        return RunIdentity(self._run_id, self._started_at_s, self._start_time_ms, partitions, self._earlier, layout)
 
     async def _drive(self) -> None:
         runs = self._runs
@@ -463,15 +465,22 @@ class Supervisor:
         result: SourceProgress = await reference
         return result
 
-    async def _partition_ids(self) -> list[int]:
-        """The pipeline partitions of every input as the inputs are now (Kafka: asked of the brokers)."""
+    async def _partition_ids(self, kafka_only: bool = False) -> list[int]:
+        """The pipeline partitions of every input as the inputs are now (Kafka: asked of the brokers); with
+        ``kafka_only``, of the Kafka inputs alone (discovery: files are globbed once, at the start, since a new
+        file sorting before others would renumber them)."""
         counts = []
         for spec in self._config.all_inputs:
-            if isinstance(spec.source, KafkaSourceConfig):
-                assert self._resolved.kafka is not None
-                counts.append(await kafka_partition_count(self._resolved.kafka, spec.source.topic))
-            else:
-                counts.append(partition_count(spec.source))
+            try:
+                if isinstance(spec.source, KafkaSourceConfig):
+                    assert self._resolved.kafka is not None
+                    counts.append(await kafka_partition_count(self._resolved.kafka, spec.source.topic))
+                else:
+                    counts.append(0 if kafka_only else partition_count(spec.source))
+            except ConfigError as error:  # noqa: PERF203 - once per input; "source.topic: ..." names which
+                if not spec.path:
+                    raise
+                raise ConfigError(f"{spec.path}{error}") from None
         return partition_ids(counts)
 
     async def _discover_partitions(self, runs: Sequence[asyncio.Future[SourceProgress]]) -> None:
@@ -480,7 +489,7 @@ class Supervisor:
         A failed look-up is retried at the next interval: a broker restart must not end a healthy run.
         """
         try:
-            current = await self._partition_ids()
+            current = await self._partition_ids(kafka_only=True)
         except Exception as error:  # noqa: BLE001 - any broker error here is transient for a running pipeline
             log.warning("partition discovery for %s failed, retrying later: %s", self._config.name, error)
             return

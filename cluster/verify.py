@@ -119,7 +119,7 @@ async def budget_end_offsets(config: PipelineConfig) -> dict[int, int]:
     for spec in config.all_inputs:
         source = spec.source
         if isinstance(source, KafkaSourceConfig):
-            counts.append(max(await partition_count(_connection(config), source.topic), 1))
+            counts.append(await partition_count(_connection(config), source.topic))
         else:
             counts.append(
                 source.partitions if isinstance(source, GeneratorSourceConfig) else len(file_partitions(source))
@@ -210,7 +210,7 @@ async def _read_one_input(
 ) -> list[RawBatch]:
     source = spec.source
     if isinstance(source, GeneratorSourceConfig):
-        start = _generator_start(config, source, start_time_ms)
+        start = _generator_start(config, spec, start_time_ms)
         readers: list[PartitionReader] = [
             GeneratorReader(source, p, 0, end, 0.0, start, clock=_all_arrived) for p, end in sorted(ends.items())
         ]
@@ -234,7 +234,9 @@ def _all_arrived() -> float:
     return 1e15
 
 
-def _generator_start(config: PipelineConfig, source: GeneratorSourceConfig, start_time_ms: int | None) -> int:
+def _generator_start(config: PipelineConfig, spec: NamedInput, start_time_ms: int | None) -> int:
+    source = spec.source
+    assert isinstance(source, GeneratorSourceConfig)
     start = source.start_time_ms if source.start_time_ms is not None else start_time_ms
     if start is not None:
         return start
@@ -244,8 +246,8 @@ def _generator_start(config: PipelineConfig, source: GeneratorSourceConfig, star
             return latest.start_time_ms
     if config.aggregate is not None:
         raise ConfigError(
-            "verify: windows depend on the generator's start time; run with --set source.start_time_ms=N "
-            "and verify with the same setting (or pass start_time_ms)"
+            f"verify: windows depend on the generator's start time; run with --set {spec.path}source.start_time_ms=N"
+            " and verify with the same setting (or pass start_time_ms)"
         )
     return 0  # event ids do not depend on event time
 

@@ -190,6 +190,7 @@ class Checkpoint(msgspec.Struct, frozen=True):
     finished: bool = False
     duration_ms: float = 0.0
     counts: RunCounts = RunCounts()
+    inputs: list[str] = []  # the input layout its partitions are numbered by (pipelines.topology.input_layout)
 
     @property
     def positions(self) -> dict[int, int]:

@@ -211,6 +211,9 @@ class GeneratorSourceConfig(_Model):
     skus: int = Field(default=500, ge=1)
     max_out_of_order_ms: int = Field(default=500, ge=0, description="event-time jitter, bounded")
     start_time_ms: int | None = Field(default=None, ge=0, description="event time of offset 0; null: run start")
+    event_id_prefix: str = Field(
+        default="", max_length=32, description="event ids are <prefix><partition>-<offset> (one per input if several)"
+    )
     bursts: list[BurstConfig] = Field(default_factory=list, description="rate bursts (autoscaling demos)")
 
     @model_validator(mode="after")
@@ -619,6 +622,20 @@ class PipelineConfig(_Model):
                 f"inputs is set, and so is {', '.join(written)}: with inputs, each input has its own source, schema "
                 "and operators; move them into an input"
             )
+        topics = [i.source.topic for i in self.all_inputs if isinstance(i.source, KafkaSourceConfig)]
+        repeated = sorted({topic for topic in topics if topics.count(topic) > 1})
+        if repeated:
+            raise ValueError(
+                f"several inputs read the topic(s) {repeated}: they would commit offsets of the same partitions "
+                "under the pipeline's one consumer group; read each topic in one input (two schemas of one topic: "
+                "one input whose schema has the fields of both, and filter or derive by type)"
+            )
+        prefixes = [i.source.event_id_prefix for i in self.all_inputs if isinstance(i.source, GeneratorSourceConfig)]
+        if len(prefixes) != len(set(prefixes)):
+            raise ValueError(
+                "several generator inputs give event ids <partition>-<offset> with one event_id_prefix: set "
+                "source.event_id_prefix on each (e.g. o and p) so that their ids stay unique"
+            )
         group_ids = {i.source.group_id for i in self.all_inputs if isinstance(i.source, KafkaSourceConfig)} - {None}
         if len(group_ids) > 1:
             raise ValueError(
@@ -677,16 +694,6 @@ class PipelineConfig(_Model):
             NamedInput(name, index, spec.source, spec.schema_, tuple(spec.operators), f"inputs.{name}.")
             for index, (name, spec) in enumerate(self.inputs.items())
         )
-
-    def sole_input(self, purpose: str) -> NamedInput:
-        """The one input, for work that handles a single input only; ConfigError naming ``purpose`` otherwise."""
-        inputs = self.all_inputs
-        if len(inputs) != 1:
-            names = ", ".join(i.name for i in inputs)
-            raise ConfigError(
-                f"{purpose} works on a pipeline with one input, and {self.name} has {len(inputs)}: {names}"
-            )
-        return inputs[0]
 
     @property
     def keyed_stage(self) -> KeyedStage | None:

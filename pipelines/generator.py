@@ -146,7 +146,9 @@ def generate_events(
     fields = [
         _json_field(
             "event_id",
-            pc.binary_join_element_wise(str(partition), pc.cast(pa.array(offsets), pa.string()), "-"),
+            pc.binary_join_element_wise(
+                f"{config.event_id_prefix}{partition}", pc.cast(pa.array(offsets), pa.string()), "-"
+            ),
             True,
         ),
         _json_field("event_type", pa.array(event_type, pa.string()), True),

@@ -149,6 +149,7 @@ def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
     _check_keyed(config, list(compiled.output_columns))
     if not isinstance(config.keyed, KeyedProcessConfig):
         _check_sinks(config, compiled.result_columns)
+    _check_topic_columns(config, compiled.stage_schema)
     _dry_run_stage(compiled)
     return compiled
 
@@ -159,10 +160,16 @@ def _compile_input(config: PipelineConfig, spec: NamedInput) -> CompiledInput:
     place, instead of in an actor at run time (where a check or an operator that cannot be computed for some
     rows' values dead-letters those rows instead)."""
     _check_dead_letter(config, spec)
-    schema = EventSchema(spec.schema)
+    try:
+        schema = EventSchema(spec.schema)
+        decoder = _decoder(schema)
+    except ConfigError as error:  # each error type takes one message: keep the type, add the input
+        if not spec.path:
+            raise
+        raise type(error)(f"{spec.path}schema: {error}") from None
     try:
         operators, columns = build_operators(list(spec.operators), schema.batch_schema.names)
-    except ConfigError as error:  # each error type takes one message: keep the type, add the input
+    except ConfigError as error:
         if not spec.path:
             raise
         raise type(error)(f"{spec.path}{error}") from None
@@ -175,7 +182,7 @@ def _compile_input(config: PipelineConfig, spec: NamedInput) -> CompiledInput:
         output = apply_all(operators, empty)
     except (ExpressionError, pa.ArrowException) as error:
         raise ConfigError(f"{spec.path}operators: {error}") from None
-    return CompiledInput(spec.name, schema, _decoder(schema), tuple(operators), tuple(columns), output.schema)
+    return CompiledInput(spec.name, schema, decoder, tuple(operators), tuple(columns), output.schema)
 
 
 def _dry_run_stage(compiled: CompiledPipeline) -> None:
@@ -313,6 +320,18 @@ def _check_keyed(config: PipelineConfig, columns: list[str]) -> None:
             f"keyed: the operators dropped _timestamp, which {keyed.type} needs (event time orders versions and "
             "expires ids); keep it in select"
         )
+
+
+def _check_topic_columns(config: PipelineConfig, stage_schema: pa.Schema) -> None:
+    """A column that names topics holds text (or numbers, named as text), not a nested value."""
+    for position, sink in enumerate(config.sinks):
+        column = sink.topic_column if isinstance(sink, KafkaSinkConfig) else None
+        index = -1 if column is None else stage_schema.get_field_index(column)
+        if index >= 0 and pa.types.is_nested(kind := stage_schema.field(index).type):
+            raise ConfigError(
+                f"sinks.{position}.topic_column: column {column!r} is {kind}, which names no topic; derive a text "
+                "column (e.g. op: derive with concat)"
+            )
 
 
 def _check_sinks(config: PipelineConfig, result_columns: tuple[str, ...]) -> None:

@@ -32,6 +32,8 @@ class CrashAt:
     point: Literal["before_commit"] = "before_commit"
 
     def __post_init__(self) -> None:
+        if self.point != "before_commit":
+            raise ValueError(f"CrashAt point {self.point!r}: the one point is before_commit")
         if not _SLOT.match(self.slot):
             raise ValueError(f"CrashAt slot {self.slot!r}: write source-<n> or aggregate-<n>, e.g. aggregate-0")
         if self.epoch < 1:

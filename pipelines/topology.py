@@ -18,11 +18,15 @@ from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 
+from pipelines.config import PipelineConfig
 from pipelines.errors import ConfigError
+from pipelines.kafka_config import KafkaSourceConfig
 
 __all__ = [
     "PARTITION_STRIDE",
+    "check_input_layout",
     "conform",
+    "input_layout",
     "input_of",
     "local_partition",
     "partition_ids",
@@ -34,7 +38,10 @@ PARTITION_STRIDE = 1 << 16  # partitions per input; `_partition` is int32, so up
 
 
 def pipeline_partition(input_index: int, partition: int) -> int:
-    """The pipeline partition of ``partition`` of input ``input_index``."""
+    """The pipeline partition of ``partition`` of input ``input_index`` (the first input's are its own, however
+    many it has)."""
+    if input_index == 0:
+        return partition
     if not 0 <= partition < PARTITION_STRIDE:
         raise ConfigError(f"input {input_index} has a partition {partition}; at most {PARTITION_STRIDE} are supported")
     return input_index * PARTITION_STRIDE + partition
@@ -52,7 +59,35 @@ def local_partition(partition: int) -> int:
 
 def partition_ids(counts: Sequence[int]) -> list[int]:
     """Every pipeline partition of inputs with ``counts`` partitions each, in order."""
+    if len(counts) > 1 and counts[0] > PARTITION_STRIDE:
+        raise ConfigError(f"the first input has {counts[0]} partitions; with several inputs each has at most "
+                          f"{PARTITION_STRIDE}")  # fmt: skip
     return [pipeline_partition(index, p) for index, count in enumerate(counts) for p in range(count)]
+
+
+def input_layout(config: PipelineConfig) -> list[str]:
+    """What the partition numbers of ``config`` mean, input by input (``orders: kafka orders``), as checkpoints
+    record it: a checkpoint restores only under the same layout."""
+    return [
+        f"{spec.name}: kafka {spec.source.topic}" if isinstance(spec.source, KafkaSourceConfig)
+        else f"{spec.name}: {spec.source.type}"  # files and generators are numbered alike wherever they are
+        for spec in config.all_inputs
+    ]  # fmt: skip
+
+
+def check_input_layout(config: PipelineConfig, recorded: Sequence[str], checkpoint: str) -> None:
+    """Raise ConfigError if ``checkpoint`` numbered its partitions by another input layout than ``config``'s
+    (an input added, removed, moved, renamed or pointed at another topic): its offsets would go to the wrong
+    input. A checkpoint that recorded none was written by a single-input pipeline before layouts were."""
+    current = input_layout(config)
+    if (not recorded and len(current) == 1) or list(recorded) == current:
+        return
+    written = list(recorded) or ["(a single input; the checkpoint predates input layouts)"]
+    raise ConfigError(
+        f"{checkpoint} was written with the inputs {written}, and the config has {current}: its offsets are "
+        "numbered by that layout and would go to the wrong inputs. Keep the inputs as they were (names, order, "
+        "sources), or start afresh under another checkpoint.uri or pipeline name"
+    )
 
 
 def stage_schema(inputs: Iterable[tuple[str, pa.Schema]]) -> pa.Schema:

@@ -12,6 +12,7 @@ import pytest
 from actors.kafka.admin import read_topic
 from cluster.runner import run_pipeline
 from cluster.verify import verify_run
+from pipelines.testing import CrashAt
 from tests.integration.pipelines_under_test import connection, generator_source, passthrough, unique
 from tests.integration.ray_cluster import LocalRayCluster
 
@@ -41,8 +42,11 @@ def test_events_go_to_the_topic_of_their_type_exactly_once(
                 checkpoint={"interval_ms": 500, "uri": str(tmp_path / "checkpoints")})  # fmt: skip
     config = type(config).model_validate(data)
 
-    summary = run_pipeline(config, address=ray_driver.address)
+    # source-0 exits once its first epoch's outputs are staged, before it commits them: the write-ahead rows are
+    # routed again at recovery, each to its topic
+    summary = run_pipeline(config, address=ray_driver.address, faults=(CrashAt("source-0", epoch=1),))
 
+    assert len(summary.recoveries_s) >= 1 and summary.reemitted_rows > 0, "the interrupted commit was redone"
     report = asyncio.run(verify_run(config))
     assert report.failures("exactly_once") == [], "each valid event once, over all the sink's topics"
     assert report.outputs[0].rows == summary.progress.events_out > 0

@@ -23,7 +23,9 @@ from pipelines.plan import compile_pipeline
 from pipelines.secrets import resolve_secrets, secrets_carried
 from pipelines.topology import (
     PARTITION_STRIDE,
+    check_input_layout,
     conform,
+    input_layout,
     input_of,
     local_partition,
     partition_ids,
@@ -67,7 +69,10 @@ def test_the_first_input_keeps_its_partition_numbers_and_the_others_never_collid
     assert set(ids) <= set(grown)
     assert max(grown) < 2**31, "pipeline partitions fit the int32 _partition column"
     with pytest.raises(ConfigError, match="at most 65536"):
-        pipeline_partition(0, PARTITION_STRIDE)
+        pipeline_partition(1, PARTITION_STRIDE)
+    assert pipeline_partition(0, PARTITION_STRIDE) == PARTITION_STRIDE, "one input may have any number"
+    with pytest.raises(ConfigError, match="with several inputs each has at most 65536"):
+        partition_ids([PARTITION_STRIDE + 1, 1])
 
 
 def test_assignment_and_budgets_take_pipeline_partitions() -> None:
@@ -234,3 +239,32 @@ async def test_lag_shows_each_input_by_its_own_partitions(tmp_path: Path) -> Non
     assert [(s.topic, s.partition, s.end_offset, s.processed_offset) for s in samples.partitions] == [
         ("generator:orders", 0, 4_000, 100), ("generator:orders", 1, 4_000, 50), ("generator:payments", 0, 1_000, 30),
     ]  # fmt: skip
+
+
+# --- what the partition numbers mean -----------------------------------------------------------------------------
+
+
+def test_a_checkpoint_restores_only_under_the_input_layout_it_was_written_with() -> None:
+    config = parse_config(two_inputs())
+    layout = input_layout(config)
+    assert layout == ["orders: generator", "payments: generator"]
+    check_input_layout(config, layout, "checkpoint 3")  # the same: fine
+    swapped = two_inputs()
+    swapped["inputs"] = dict(reversed(list(swapped["inputs"].items())))
+    message = refused(check_input_layout, parse_config(swapped), layout, "checkpoint 3")
+    assert "checkpoint 3 was written with the inputs ['orders: generator', 'payments: generator']" in message
+    assert "would go to the wrong inputs" in message
+    assert "predates input layouts" in refused(check_input_layout, config, [], "checkpoint 3")
+    single = parse_config({k: v for k, v in two_inputs().items() if k != "inputs"} | two_inputs()["inputs"]["orders"])
+    check_input_layout(single, [], "an older checkpoint")  # a single input's checkpoint from before layouts
+
+
+def test_two_inputs_may_not_read_one_topic_nor_give_generator_events_one_id() -> None:
+    data = two_inputs()
+    data["kafka"] = {}
+    for name in ("orders", "payments"):
+        data["inputs"][name]["source"] = {"type": "kafka", "topic": "events"}
+    assert "several inputs read the topic(s) ['events']" in refused(parse_config, data)
+    data = two_inputs()
+    data["inputs"]["payments"]["source"]["event_id_prefix"] = "o"
+    assert "set source.event_id_prefix on each" in refused(parse_config, data)
