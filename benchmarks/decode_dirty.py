@@ -151,7 +151,7 @@ def measure(name: str, decoder: Decoder, fetches_by_fraction: dict[float, list[R
 
 def fetches(fetch_count: int) -> tuple[dict[float, list[RawBatch]], dict[float, list[RawBatch]], dict[str, Any]]:
     """JSON and Avro fetches per dirty fraction, and the Avro writer schema."""
-    writer = avro_writer_schema(orders_pipeline().schema_.fields)
+    writer = avro_writer_schema(orders_pipeline().all_inputs[0].schema.fields)
     json_by_fraction: dict[float, list[RawBatch]] = {}
     avro_by_fraction: dict[float, list[RawBatch]] = {}
     for fraction in DIRTY_FRACTIONS:
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetches", type=int, default=8, help="fetches per dirty fraction (each 4,096 records)")
     options = parser.parse_args(argv)
     json_fetches, avro_fetches, writer = fetches(options.fetches)
-    schema_config = orders_pipeline().schema_
+    schema_config = orders_pipeline().all_inputs[0].schema
     avro_config = SchemaConfig.model_validate({**schema_config.model_dump(), "format": "avro", "avro_schema": writer})
     load_before = os.getloadavg()[0]  # others' work on the machine, for reading the figures
     rows = measure("json", JsonDecoder(EventSchema(schema_config)), json_fetches)

@@ -9,6 +9,7 @@ masks, ``EVENTRAY_MASK_KEY``, when the environment has none.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from tests.session_auth import remove_session_token, session_ray_auth
@@ -43,7 +44,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRayCl
 def ray_driver(ray_cluster: LocalRayCluster) -> LocalRayCluster:
     """This test process joined to the session's cluster as a driver."""
     if not ray.is_initialized():
-        ray.init(address=ray_cluster.address, namespace="eventray", logging_level="WARNING")
+        ray.init(address=ray_cluster.address, namespace="eventray", logging_level=logging.WARNING)
     return ray_cluster
 
 

@@ -127,7 +127,7 @@ class ScheduledKiller(threading.Thread):
         if not self._wait_for(lambda: self.start_when is None or self.start_when()):
             return
         for index, at_events in enumerate(self.plan):
-            if not self._wait_for(lambda at=at_events: self._observe().events_in >= at):
+            if not self._wait_for(partial(self._has_read, at_events)):
                 return
             victim = self._kill_one(rng)
             if victim is None:
@@ -139,6 +139,9 @@ class ScheduledKiller(threading.Thread):
                 return  # the run ended before it recovered: the assertions on the run's summary will say so
             if self.after_each_kill is not None:
                 self.after_each_kill(index)
+
+    def _has_read(self, events: int) -> bool:
+        return self._observe().events_in >= events
 
     def _recovered_since(self, killed_at_s: float, epoch: int) -> bool:
         progress = self._observe()

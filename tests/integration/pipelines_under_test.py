@@ -47,7 +47,7 @@ def passthrough(
     data: dict[str, Any] = {
         "name": unique("passthrough"),
         "source": source,
-        "schema": {**orders.schema_.model_dump(mode="json"), **(schema or {})},
+        "schema": {**orders.all_inputs[0].schema.model_dump(mode="json"), **(schema or {})},
         "operators": [{"op": "select", "columns": ["event_id", "event_type", "_partition", "_offset"]}],
         "sinks": sinks,
         "dead_letter": dead_letter,

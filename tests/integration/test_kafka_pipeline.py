@@ -124,7 +124,7 @@ def test_invalid_records_reach_the_dead_letter_topic_with_their_headers(
     dead = topic_records(kafka_bootstrap, dlq)
     assert len(dead) == invalid
     originals = {(r.partition, r.offset): r.value for r in topic_records(kafka_bootstrap, topic)}
-    kinds = Counter()
+    kinds: Counter[str] = Counter()
     for record in dead:
         headers = {name: value.decode() for name, value in record.headers}
         assert headers["eventray.pipeline"] == config.name

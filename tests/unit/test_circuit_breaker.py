@@ -4,6 +4,7 @@ events across batch boundaries; what it raises reaches the operator, across acto
 from __future__ import annotations
 
 import pickle
+from typing import cast
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def mask(pattern: str) -> np.ndarray:
 
 
 def alternating(events: int, invalid_every: int) -> np.ndarray:
-    return np.arange(events) % invalid_every == 0
+    return cast(np.ndarray, np.arange(events) % invalid_every == 0)
 
 
 # --- the invalid ratio ----------------------------------------------------------------------------------------

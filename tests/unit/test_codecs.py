@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -20,7 +22,7 @@ from pipelines.schema import METADATA_FIELDS, EventSchema
 REPO = Path(__file__).resolve().parents[2]
 ORDERS_YAML = REPO / "configs" / "orders.yaml"
 CONFIG = load_config(ORDERS_YAML)
-SCHEMA = EventSchema(CONFIG.schema_)
+SCHEMA = EventSchema(CONFIG.all_inputs[0].schema)
 DECODER = JsonDecoder(SCHEMA)
 PARTITION = 3
 FIRST_OFFSET = 100
@@ -53,7 +55,7 @@ def traceparent(number: int) -> str:
     return f"00-{number + 1:032x}-{number + 1:016x}-01"
 
 
-def raw_batch(payloads: list[bytes | None], timestamps: list[int | None] | None = None) -> RawBatch:
+def raw_batch(payloads: Sequence[bytes | None], timestamps: list[int | None] | None = None) -> RawBatch:
     count = len(payloads)
     return RawBatch(
         topic="orders",
@@ -66,12 +68,12 @@ def raw_batch(payloads: list[bytes | None], timestamps: list[int | None] | None 
     )
 
 
-def dead_rows(decoded: DecodedBatch) -> list[dict[str, object]]:
+def dead_rows(decoded: DecodedBatch) -> list[dict[str, Any]]:
     rows = [row for batch in decoded.dead_letters for row in batch.to_pylist()]
-    return sorted(rows, key=lambda row: row["offset"])  # type: ignore[arg-type,return-value]
+    return sorted(rows, key=lambda row: row["offset"])
 
 
-def decode(payloads: list[bytes | None]) -> DecodedBatch:
+def decode(payloads: Sequence[bytes | None]) -> DecodedBatch:
     decoded = DECODER.decode(raw_batch(payloads))
     assert decoded.events.num_rows + decoded.dead_letter_count == len(payloads)
     for batch in decoded.dead_letters:
@@ -85,6 +87,7 @@ def test_clean_batch_decodes_fully_with_metadata() -> None:
     assert decoded.dead_letters == []
     assert decoded.dead_letter_count == 0
     events = decoded.events
+    assert CONFIG.schema_ is not None
     assert events.schema.names == [*CONFIG.schema_.fields, *(f.name for f in METADATA_FIELDS)]
     assert events.column("event_id").to_pylist() == [f"e{i}" for i in range(5)]
     assert events.column("amount_cents").to_pylist() == [0, 100, 200, 300, 400]
@@ -108,7 +111,7 @@ def test_empty_batch_decodes_to_no_rows() -> None:
 
 
 def test_event_time_falls_back_to_record_timestamp() -> None:
-    schema = EventSchema(CONFIG.schema_.model_copy(update={"required": []}))
+    schema = EventSchema(CONFIG.all_inputs[0].schema.model_copy(update={"required": []}))
     payloads = [event(0), event(1, event_time_ms=None)]
     decoded = JsonDecoder(schema).decode(raw_batch(payloads, timestamps=[5, 77]))
     assert decoded.events.column("_timestamp").to_pylist() == [1_000, 77]
@@ -330,7 +333,7 @@ def test_generated_events_decode_with_the_generator_invalid_kinds() -> None:
 
 
 def test_json_null_payload_is_not_an_event() -> None:
-    schema = EventSchema(CONFIG.schema_.model_copy(update={"required": [], "checks": []}))
+    schema = EventSchema(CONFIG.all_inputs[0].schema.model_copy(update={"required": [], "checks": []}))
     decoded = JsonDecoder(schema).decode(raw_batch([event(0), b"null"]))
     assert decoded.events.column("_offset").to_pylist() == [100]
     assert [row["reason"] for row in dead_rows(decoded)] == ["JSON value is a NoneType, not an object"]

@@ -13,9 +13,11 @@ import yaml
 
 from pipelines.config import (
     ConsoleSinkConfig,
+    DeadLetterConfig,
     GeneratorSourceConfig,
     JsonlSinkConfig,
     PipelineConfig,
+    TumblingWindowConfig,
     load_config,
     parse_config,
 )
@@ -43,12 +45,14 @@ def test_orders_yaml_loads_with_its_values() -> None:
     assert config.source.partitions == 8
     assert config.source.rate_per_s == 20_000
     assert config.source.invalid_fraction == 0.01
+    assert config.schema_ is not None
     assert config.schema_.event_time_field == "event_time_ms"
     assert config.schema_.event_id_field == "event_id"
     assert config.schema_.fields["amount_cents"] == "int64"
     assert [op.op for op in config.operators] == ["filter", "mask", "select"]
     assert config.aggregate is not None
     assert config.aggregate.key == "customer_id"
+    assert isinstance(config.aggregate.window, TumblingWindowConfig)
     assert config.aggregate.window.size_ms == 10_000
     assert {name: agg.fn for name, agg in config.aggregate.aggregations.items()} == {
         "orders": "count",
@@ -59,6 +63,7 @@ def test_orders_yaml_loads_with_its_values() -> None:
     assert isinstance(config.sinks[0], ConsoleSinkConfig)
     assert config.sinks[0].sort_by == "revenue_cents"
     assert isinstance(config.sinks[1], JsonlSinkConfig)
+    assert isinstance(config.dead_letter, DeadLetterConfig)
     assert config.dead_letter.path == "out/orders/dead_letter"
     assert config.runtime.max_key_groups == 128
     assert config.runtime.duration_s == 30
@@ -259,6 +264,7 @@ def test_overrides_via_dotted_paths() -> None:
     assert isinstance(config.source, GeneratorSourceConfig)
     assert config.source.seed == 7
     assert config.aggregate is not None
+    assert isinstance(config.aggregate.window, TumblingWindowConfig)
     assert config.aggregate.window.size_ms == 5
     assert config.runtime.duration_s is None
     # untouched neighbours keep the file's values
@@ -325,7 +331,7 @@ def test_empty_file_is_a_config_error(tmp_path: Path) -> None:
 def test_configs_are_frozen() -> None:
     config = load_config(ORDERS_YAML)
     with pytest.raises(ValueError, match="frozen"):
-        config.name = "other"  # type: ignore[misc]
+        config.name = "other"
 
 
 def test_python_built_config_equals_yaml_config() -> None:

@@ -38,6 +38,7 @@ def test_orders_aggregates_revenue_per_customer_over_10_s_tumbling_windows() -> 
     assert aggregate.window.type == "tumbling"
     assert aggregate.window.size_ms == 10_000
     assert aggregate.aggregations["revenue_cents"] == AggregationConfig(fn="sum", column="amount_cents")
+    assert config.schema_ is not None
     assert config.schema_.event_time_field == "event_time_ms"
     result_columns = compile_pipeline(config).result_columns
     assert result_columns[0] == "customer_id"

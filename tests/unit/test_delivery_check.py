@@ -105,7 +105,7 @@ def _expected(compiled: CompiledPipeline) -> ExpectedRun:
 
 
 def _events(streams: dict[str, list[str]], marks: dict[str, tuple[str, int]] | None = None) -> pa.Table:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"_event_id": event_id, STREAM: stream, POSITION: position}
         for stream, ids in streams.items()
         for position, event_id in enumerate(ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import cast
 
 import pyarrow as pa
 import pytest
@@ -22,7 +23,7 @@ BATCH = pa.record_batch(
 
 
 def run(text: str) -> list[object]:
-    return compile_expression(text).evaluate(BATCH).to_pylist()
+    return cast("list[object]", compile_expression(text).evaluate(BATCH).to_pylist())
 
 
 @pytest.mark.parametrize(

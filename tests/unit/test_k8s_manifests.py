@@ -14,7 +14,7 @@ import re
 import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -417,7 +417,7 @@ def test_the_known_good_network_policy_has_no_problems(head_policy: dict[str, An
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    return selector.get("matchLabels", {}).items() <= labels.items()
+    return cast(bool, selector.get("matchLabels", {}).items() <= labels.items())
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])

@@ -164,7 +164,7 @@ def test_both_resources_use_token_auth_from_the_eventray_secret(demo: PipelineCo
 # and mergeAutoscalerOverrides appends autoscalerOptions.env to the sidecar after that.
 def _kuberay_token_env(env: list[dict[str, Any]], auth: dict[str, Any]) -> list[dict[str, Any]]:
     names = {entry["name"] for entry in env}
-    injected = [] if "RAY_AUTH_MODE" in names else [{"name": "RAY_AUTH_MODE", "value": "token"}]
+    injected: list[dict[str, Any]] = [] if "RAY_AUTH_MODE" in names else [{"name": "RAY_AUTH_MODE", "value": "token"}]
     if "RAY_AUTH_TOKEN" not in names:
         reference = {"name": auth.get("secretName", "<cluster name>"), "key": "auth_token"}
         injected.append({"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": reference}})

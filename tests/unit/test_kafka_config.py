@@ -9,7 +9,7 @@ import shutil
 import ssl
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -47,7 +47,7 @@ def test_tls_accepts_cert_and_key_together_or_neither() -> None:
 
 
 @pytest.mark.parametrize("fields", [{"cert_file": "client.pem"}, {"key_file": "client.key"}], ids=["cert", "key"])
-def test_tls_refuses_cert_without_key_and_key_without_cert(fields: dict[str, str]) -> None:
+def test_tls_refuses_cert_without_key_and_key_without_cert(fields: dict[str, Any]) -> None:
     with pytest.raises(ValidationError, match="cert_file and key_file go together"):
         TlsConfig(**fields)
 
@@ -81,26 +81,26 @@ def test_connection_defaults_to_plaintext_without_bootstrap() -> None:
 
 
 @pytest.mark.parametrize("protocol", ["SASL_SSL", "SASL_PLAINTEXT"])
-def test_sasl_protocols_need_a_sasl_section(protocol: str) -> None:
+def test_sasl_protocols_need_a_sasl_section(protocol: Literal["SASL_SSL", "SASL_PLAINTEXT"]) -> None:
     with pytest.raises(ValidationError, match=f"security_protocol {protocol} needs a sasl section"):
         KafkaConnectionConfig(security_protocol=protocol)
 
 
 @pytest.mark.parametrize("protocol", ["PLAINTEXT", "SSL"])
-def test_a_sasl_section_needs_a_sasl_protocol(protocol: str) -> None:
+def test_a_sasl_section_needs_a_sasl_protocol(protocol: Literal["PLAINTEXT", "SSL"]) -> None:
     with pytest.raises(ValidationError, match="a sasl section needs security_protocol SASL_SSL"):
         KafkaConnectionConfig(security_protocol=protocol, sasl=scram())
 
 
 @pytest.mark.parametrize("protocol", ["PLAINTEXT", "SASL_PLAINTEXT"])
-def test_a_tls_section_needs_a_tls_protocol(protocol: str) -> None:
+def test_a_tls_section_needs_a_tls_protocol(protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT"]) -> None:
     sasl = scram() if protocol.startswith("SASL") else None
     with pytest.raises(ValidationError, match="a tls section needs security_protocol SSL or SASL_SSL"):
         KafkaConnectionConfig(security_protocol=protocol, sasl=sasl, tls=TlsConfig())
 
 
 @pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
-def test_a_tls_section_is_accepted_with_a_tls_protocol(protocol: str) -> None:
+def test_a_tls_section_is_accepted_with_a_tls_protocol(protocol: Literal["SSL", "SASL_SSL"]) -> None:
     sasl = scram() if protocol.startswith("SASL") else None
     connection = KafkaConnectionConfig(security_protocol=protocol, sasl=sasl, tls=TlsConfig(check_hostname=False))
     assert connection.tls == TlsConfig(check_hostname=False)
@@ -411,7 +411,9 @@ def test_kafka_source_start_timestamp_needs_start_timestamp_ms() -> None:
 
 
 @pytest.mark.parametrize("start", ["earliest", "latest", "committed"])
-def test_kafka_source_start_timestamp_ms_needs_start_timestamp(start: str) -> None:
+def test_kafka_source_start_timestamp_ms_needs_start_timestamp(
+    start: Literal["earliest", "latest", "committed"],
+) -> None:
     with pytest.raises(ValidationError, match="start: timestamp goes with start_timestamp_ms"):
         KafkaSourceConfig(topic="orders", start=start, start_timestamp_ms=0)
 
@@ -476,11 +478,11 @@ def test_group_id_of_a_pipeline_without_a_kafka_source() -> None:
 def test_the_sasl_user_name_can_come_from_the_environment() -> None:
     connection = KafkaConnectionConfig(
         security_protocol="SASL_SSL",
-        sasl={
-            "mechanism": "SCRAM-SHA-512",
-            "username_env": "KAFKA_SASL_USERNAME",
-            "password_env": "KAFKA_SASL_PASSWORD",
-        },
+        sasl=SaslConfig(
+            mechanism="SCRAM-SHA-512",
+            username_env="KAFKA_SASL_USERNAME",
+            password_env="KAFKA_SASL_PASSWORD",
+        ),
     )
 
     resolved = resolve_kafka_secrets(connection, {"KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": "pw"})

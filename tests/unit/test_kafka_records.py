@@ -35,7 +35,7 @@ class FakeConsumerRecord:
     value: bytes | None
     key: bytes | None = None
     timestamp: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = field(default_factory=tuple)
+    headers: tuple[tuple[str, bytes | None], ...] = field(default_factory=tuple)
 
 
 # --- traceparent_of -------------------------------------------------------------------------------------------

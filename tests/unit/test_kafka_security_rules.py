@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,8 @@ async def test_a_listener_that_only_closes_connections_is_left_to_the_run_not_ca
     async with server:
         for protocol in ("PLAINTEXT", "SSL"):
             connection = KafkaConnectionConfig(bootstrap_servers=f"127.0.0.1:{port}", security_protocol=protocol)
-            assert await check_kafka_access(connection) is None
+            access: Awaitable[object] = check_kafka_access(connection)
+            assert await access is None
 
 
 def test_granting_without_a_principal_the_config_names_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from cluster.demo import demo_report, plot_timeline
 from cluster.lag_command import lag_samples
 from pipelines.at_rest import CheckpointKeyError
 from pipelines.checkpoint_store import AggregateSnapshot, Checkpoint, CheckpointStore, SourceSnapshot
-from pipelines.config import CheckpointConfig
+from pipelines.config import CheckpointConfig, CheckpointEncryptionConfig
 from pipelines.orders import orders_pipeline
 
 
@@ -47,7 +47,9 @@ async def test_lag_reads_encrypted_checkpoints_with_the_key_from_the_environment
 ) -> None:
     key = "4b" * 32
     config = orders_pipeline(source__partitions=1, source__rate_per_s=100, checkpoint__uri=str(tmp_path), name="sealed")
-    config = config.model_copy(update={"checkpoint": CheckpointConfig(uri=str(tmp_path), encryption={})})
+    config = config.model_copy(
+        update={"checkpoint": CheckpointConfig(uri=str(tmp_path), encryption=CheckpointEncryptionConfig())}
+    )
     store = CheckpointStore(str(tmp_path), "sealed", key=bytes.fromhex(key))
     state = store.write_table(1, "state-aggregate-0", pa.table({"_key_group": pa.array([0], pa.int32())}))
     aggregate = AggregateSnapshot("a", [0], 0, state)

@@ -9,7 +9,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -81,7 +81,7 @@ def without_rows(batch: pa.RecordBatch, rows: Sequence[int]) -> pa.RecordBatch:
 
 
 def failed_offsets(batch: pa.RecordBatch, outcome: ChainOutcome) -> list[int]:
-    return batch.column("_offset").take(outcome.failed_positions).to_pylist()
+    return cast("list[int]", batch.column("_offset").take(outcome.failed_positions).to_pylist())
 
 
 DERIVE_CHAIN: list[OperatorConfig] = [

@@ -3,7 +3,7 @@ accept, and clears the usual lines of a fetch, so that they are not read typed."
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import cast, get_args
 
 import msgspec
 import pyarrow as pa
@@ -51,7 +51,9 @@ def _pyarrow_reads_the_rest(line: str) -> bool:
         explicit_schema=pa.schema([("unrelated", pa.string())]), unexpected_field_behavior="ignore"
     )
     try:
-        return pa_json.read_json(pa.BufferReader(line.encode() + b"\n"), parse_options=options).num_rows == 1
+        return cast(
+            bool, pa_json.read_json(pa.BufferReader(line.encode() + b"\n"), parse_options=options).num_rows == 1
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return False
 

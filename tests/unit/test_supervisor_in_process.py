@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pytest
@@ -245,9 +245,11 @@ def test_stop_finishes_cleanly_and_reports_it(tmp_path: Path) -> None:
 
 def test_an_actor_killed_at_a_barrier_is_restored_and_exactly_once_files_equal_the_reference(tmp_path: Path) -> None:
     config = orders(tmp_path, aggregate_actors=2).model_copy(update={"delivery": "exactly_once"})
+    assert config.checkpoint is not None
     config = config.model_copy(update={"checkpoint": config.checkpoint.model_copy(update={"interval_ms": 100})})
     config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"batch_size": 256})})
     # paced at 20,000 events/s: the run lasts about a second, so it holds several 100 ms epochs
+    assert config.source is not None
     config = config.model_copy(update={"source": config.source.model_copy(update={"rate_per_s": 20_000})})
     actors = InProcessActors(die_at_checkpoint=5)  # the barrier of the third epoch, on one of two aggregates
 
@@ -281,7 +283,7 @@ async def test_regroup_moves_key_groups_between_live_aggregates_and_loses_nothin
     first, second = (AggregateActor(config, f"a{i}", groups[i], senders=1, slot=f"aggregate-{i}") for i in (0, 1))
     limits = partition_limits(8, EVENTS)
     half = {p: (limit or 0) // 2 for p, limit in limits.items()}
-    first_half = SourceActor(config, "s", 0, list(range(8)), half, 0.0, START_TIME_MS,
+    first_half = SourceActor(config, "s", 0, list(range(8)), cast(dict[int, int | None], half), 0.0, START_TIME_MS,
                              StillOpenDownstream([first, second]), owners)  # fmt: skip
     await first_half.run()
     barrier = await first_half.checkpoint(1)
@@ -292,7 +294,7 @@ async def test_regroup_moves_key_groups_between_live_aggregates_and_loses_nothin
     await first_half.close()
 
     taken = first.regroup(list(range(128)), senders=1, snapshots=snapshots)
-    rest = {p: (limit or 0) - half[p] for p, limit in limits.items()}
+    rest: dict[int, int | None] = {p: (limit or 0) - half[p] for p, limit in limits.items()}
     second_half = SourceActor(config, "s2", 0, list(range(8)), rest, 0.0, START_TIME_MS,
                               InProcessDownstream([first]), [0] * 128, barrier.snapshot)  # fmt: skip
     await second_half.run()
@@ -362,7 +364,9 @@ def test_a_resumed_run_reads_state_by_meaning_and_refuses_a_changed_window_keepi
     another window size it fails at the restore, naming the difference, and the checkpoint stays for a run with
     the config that wrote it."""
     config = orders(tmp_path, aggregate_actors=2).model_copy(update={"delivery": "exactly_once"})
+    assert config.checkpoint is not None
     config = config.model_copy(update={"checkpoint": config.checkpoint.model_copy(update={"interval_ms": 100})})
+    assert config.source is not None
     config = config.model_copy(update={"source": config.source.model_copy(update={"rate_per_s": 20_000})})
     assert config.aggregate is not None and list(config.aggregate.aggregations)[:2] == ["orders", "revenue_cents"]
     with pytest.raises(PipelineFailed, match="was lost"):
@@ -406,9 +410,11 @@ class HangingAtCheckpoint(InProcessActors):
 
 def test_an_epoch_stuck_past_the_checkpoint_timeout_restores_the_topology_and_loses_nothing(tmp_path: Path) -> None:
     config = orders(tmp_path, aggregate_actors=2).model_copy(update={"delivery": "exactly_once"})
+    assert config.checkpoint is not None
     config = config.model_copy(
         update={"checkpoint": config.checkpoint.model_copy(update={"interval_ms": 100, "timeout_ms": 1_000})}
     )
+    assert config.source is not None
     config = config.model_copy(update={"source": config.source.model_copy(update={"rate_per_s": 20_000})})
     actors = HangingAtCheckpoint(hang_at_checkpoint=5)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
@@ -67,7 +68,7 @@ def reference(rows: Iterable[Row]) -> dict[WindowKey, dict[str, object]]:
     return expected
 
 
-def by_window(table: pa.Table | None) -> dict[WindowKey, dict[str, object]]:
+def by_window(table: pa.Table | None) -> dict[WindowKey, dict[str, Any]]:
     if table is None:
         return {}
     rows = table.to_pylist()
