@@ -12,38 +12,11 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from cluster.run_config import load_run_config, parse_set
 from pipelines.config import PipelineConfig, load_config
 from pipelines.errors import ConfigError, EventrayError
-from pipelines.plan import compile_pipeline
 
 __all__ = ["main"]
-
-
-def _parse_set(assignments: list[str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for assignment in assignments:
-        path, separator, text = assignment.partition("=")
-        if not separator or not path:
-            raise ConfigError(f"--set {assignment!r}: write PATH=VALUE, e.g. --set source.rate_per_s=null")
-        overrides[path.strip()] = yaml.safe_load(text)
-    return overrides
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    overrides: dict[str, Any] = _parse_set(args.set)
-    if args.max_events is not None:
-        overrides["runtime.max_events"] = args.max_events
-        if args.duration_s is None:
-            overrides["runtime.duration_s"] = None  # an event budget alone bounds the run
-    if args.duration_s is not None:
-        overrides["runtime.duration_s"] = args.duration_s if args.duration_s > 0 else None
-    return overrides
-
-
-def load_run_config(args: argparse.Namespace) -> PipelineConfig:
-    config = load_config(args.config, _overrides(args))
-    compile_pipeline(config)
-    return config
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -165,7 +138,7 @@ def _verify(args: argparse.Namespace) -> int:
         verify_run,
     )
 
-    overrides = _parse_set(args.set)
+    overrides = parse_set(args.set)
     if args.max_events is not None:
         overrides["runtime.max_events"] = args.max_events
     config = load_config(args.config, overrides)

@@ -21,6 +21,7 @@ from rich.live import Live
 
 from actors.kafka.admin import committed_offsets, end_offsets
 from cluster.lag import LagSamples, LagState, PartitionSample, observe, render_lag_table
+from cluster.run_config import load_run_config
 from pipelines.checkpoint_store import CheckpointStore, open_checkpoint_store
 from pipelines.config import GeneratorSourceConfig, NamedInput, PipelineConfig, with_paths_resolved
 from pipelines.errors import ConfigError
@@ -78,8 +79,6 @@ async def _input_samples(config: PipelineConfig, spec: NamedInput, now_s: float)
 
 
 def _lag(args: argparse.Namespace) -> int:
-    from cluster.cli import load_run_config  # noqa: PLC0415 - the same --set handling as `run`
-
     config = with_paths_resolved(load_run_config(args), Path.cwd())
     console = Console()
     state: LagState | None = None
