@@ -42,7 +42,7 @@ def chaos_two_inputs(tmp_path: Path, events: int) -> PipelineConfig:
 def test_two_inputs_exactly_once_under_kills_of_sources_and_aggregates(
     ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
 ) -> None:
-    events = chaos_events // 2  # the single-input runs cover the long schedules; this one the second input
+    events = chaos_events // 3  # the single-input runs cover the long schedules; this one the second input
     config = chaos_two_inputs(tmp_path, events)
     plan = planned_kills(events, kills=2)
     with ScheduledKiller(ray_driver, tmp_path / "checkpoints", plan, seed=3) as killer:
