@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -16,17 +15,14 @@ from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import AggregateProgress
 from actors.telemetry import Telemetry
 from pipelines.checkpoint_store import AggregateSnapshot, WriteAhead, open_checkpoint_store
+from pipelines.clock import SYSTEM_CLOCK, Clock
 from pipelines.config import PipelineConfig
-from pipelines.dead_letter_policy import DeadLetterPolicy
-from pipelines.keyed_stage import open_keyed_operator
+from pipelines.keyed_runner import KeyedStageRunner
 from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
-from pipelines.process_function import KeyedProcess
-from pipelines.records import DEAD_LETTER_SCHEMA
 from pipelines.secrets import secrets_here
 from pipelines.sinks import ConsoleSink
 from pipelines.testing import FaultPlan, crash_if_planned
-from pipelines.watermark_tracking import WatermarkValve
 from pipelines.watermarks import NO_WATERMARK
 
 __all__ = ["AggregateActor"]
@@ -36,14 +32,12 @@ _KEY_GROUP = "_key_group"
 
 
 class AggregateActor:
-    """Keyed state of the key groups it owns, held by the pipeline's one keyed operator
-    (:func:`~pipelines.keyed_stage.open_keyed_operator`).
+    """Keyed state of the key groups it owns, held by the pipeline's keyed stage
+    (:class:`~pipelines.keyed_runner.KeyedStageRunner`, whose contract says what is emitted when).
 
-    Contract: calls are processed one at a time, in the order each sender sent them. The watermark is the
-    minimum over senders; a window is emitted once, when that watermark passes its end, and rows that arrive
-    for an emitted window go to the dead-letter output as ``late`` (never dropped). When every sender has
-    finished, every open window is emitted. Rows the operator drops on purpose (an upsert's stale versions,
-    dedup's duplicates) are counted in ``dropped_intended`` and written nowhere.
+    Contract: calls are processed one at a time, in the order each sender sent them. Rows the operator drops on
+    purpose (an upsert's stale versions, dedup's duplicates) are counted in ``dropped_intended`` and written
+    nowhere.
 
     Checkpoints: the Supervisor calls :meth:`checkpoint` once every sender is paused at the barrier and
     everything it sent was processed (aligned), so the snapshot holds exactly the effect of the epoch's input;
@@ -59,6 +53,7 @@ class AggregateActor:
         senders: int,
         slot: str | None = None,
         faults: FaultPlan = (),
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``slot``: the actor's stable place in the topology (``aggregate-<index>``), naming its transactions;
         ``faults``: crashes planned by a test (:mod:`pipelines.testing`)."""
@@ -76,18 +71,19 @@ class AggregateActor:
         self._store = open_checkpoint_store(config.checkpoint, config.name)
         self._pipeline = config.name
         self._carry_trace = compile_pipeline(config).carries_trace
-        self._operator = open_keyed_operator(config, carry_trace=self._carry_trace)
         self._telemetry = Telemetry(config, actor_id)
         self._metrics = PipelineMetrics(config.name)
-        self._valve = WatermarkValve(senders)
         lineage = output_lineage(config, self._store)
         self._sinks: list[Output] = open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage)
         self._late_output = open_dead_letter(config, f"{actor_id}-late", f"{self._slot}-late", self._telemetry, lineage)
-        self._dead_letter_policy = DeadLetterPolicy.of_pipeline(config)
-        self._events_in = 0
-        self._windows_emitted = 0
-        self._late_events = 0
-        self._dropped_intended = 0
+        self._stage = KeyedStageRunner(
+            config,
+            senders,
+            sinks=self._sinks,
+            late_output=self._late_output,
+            carry_trace=self._carry_trace,
+            clock=clock,
+        )
         self._busy_s = 0.0
 
     def process(
@@ -98,18 +94,20 @@ class AggregateActor:
         ``trace_context`` is the sender's batch span: this batch's span is its child, in the same trace.
         """
         started = time.perf_counter()
+        emitted = self._stage.windows_emitted
         try:
             return self._process(sender, batch, watermark_ms, trace_context)
         finally:
             seconds = time.perf_counter() - started
             self._busy_s += seconds
             self._metrics.aggregate(seconds)
+            self._metrics.windows(self._stage.windows_emitted - emitted)
 
     def _process(
         self, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None
     ) -> int:
         if batch is None or batch.num_rows == 0:
-            self._advance(sender, watermark_ms)
+            self._stage.advance(sender, watermark_ms)
             return 0
         with self._telemetry.batch_span(
             f"aggregate {self._pipeline}", batch.column("_traceparent") if self._carry_trace else _NO_CONTEXTS,
@@ -120,35 +118,16 @@ class AggregateActor:
             if self._carry_trace:
                 traces = batch.schema.get_field_index("_traceparent")
                 batch = batch.set_column(traces, "_traceparent", batch_trace.carry(batch.column(traces)))
-            self._events_in += batch.num_rows
-            added = self._operator.add(batch)
-            self._dropped_intended += added.intended_drops
-            if added.output is not None:
-                self._emit(added.output)
-            if added.late is not None:
-                self._write_late(added.late)
-            if added.no_event_time is not None:
-                self._write_rejected(added.no_event_time, "event has no event time", "invalid")
-            self._advance(sender, watermark_ms)
+            self._stage.add(sender, batch, watermark_ms)
         rows: int = batch.num_rows
         return rows
-
-    def _advance(self, sender: int, watermark_ms: int | None) -> None:
-        """``None``: the sender is idle and left out of the minimum until it sends a watermark again."""
-        self._valve.advance(sender, watermark_ms)
-        watermark = self._valve.current
-        if watermark is not None:
-            self._emit(self._operator.advance(watermark))
-        if isinstance(self._operator, KeyedProcess):
-            # processing-time timers fire at the first batch or watermark after they are due
-            self._emit(self._operator.advance_processing_time(int(time.time() * 1000)))
 
     def finish(self, sender: int) -> AggregateProgress:
         """``sender`` has no more input. When it was the last one, emit everything (made durable and committed
         by the final checkpoint)."""
-        self._valve.finish(sender)
-        if self.done:
-            self._emit(self._operator.flush())
+        emitted = self._stage.windows_emitted
+        self._stage.finish(sender)
+        self._metrics.windows(self._stage.windows_emitted - emitted)
         return self.progress()
 
     def restore(self, snapshots: list[AggregateSnapshot]) -> int:
@@ -160,12 +139,12 @@ class AggregateActor:
         tables = [table for table in tables if table.num_rows]
         watermark = max((snapshot.watermark_ms for snapshot in snapshots), default=NO_WATERMARK)
         if not tables:
-            self._operator.restore(self._operator.snapshot(), watermark)
+            self._stage.operator.restore(self._stage.operator.snapshot(), watermark)
             return 0
         state = pa.concat_tables(tables)
         owned = pc.is_in(state.column(_KEY_GROUP), pa.array(self.key_groups, pa.int32()))
         state = state.filter(owned).drop_columns([_KEY_GROUP]).replace_schema_metadata(tables[0].schema.metadata)
-        self._operator.restore(state, watermark)
+        self._stage.operator.restore(state, watermark)
         rows: int = state.num_rows
         return rows
 
@@ -175,10 +154,10 @@ class AggregateActor:
         the checkpoint just taken (``snapshots``), from the files of their previous owners only. Return the
         state rows taken over."""
         adopted = sorted(set(key_groups) - set(self.key_groups))
-        current = self._with_key_groups(self._operator.snapshot())
+        current = self._with_key_groups(self._stage.operator.snapshot())
         kept = current.filter(pc.is_in(current.column(_KEY_GROUP), pa.array(key_groups, pa.int32())))
         tables = [kept] if kept.num_rows else []
-        watermark = self._operator.watermark_ms
+        watermark = self._stage.operator.watermark_ms
         taken = 0
         previous_owners = [s for s in snapshots if s.state is not None and set(s.key_groups) & set(adopted)]
         if previous_owners and self._store is not None:
@@ -191,9 +170,9 @@ class AggregateActor:
                 watermark = max(watermark, snapshot.watermark_ms)
         metadata = current.schema.metadata
         state = pa.concat_tables(tables, promote_options="permissive") if tables else kept
-        self._operator.restore(state.drop_columns([_KEY_GROUP]).replace_schema_metadata(metadata), watermark)
+        self._stage.operator.restore(state.drop_columns([_KEY_GROUP]).replace_schema_metadata(metadata), watermark)
         self.key_groups = list(key_groups)
-        self._valve = WatermarkValve(senders)
+        self._stage.regroup(senders)
         return taken
 
     def fence_outputs(self) -> None:
@@ -210,14 +189,14 @@ class AggregateActor:
         """Snapshot the owned key groups' state (rows tagged with their key group) and prepare the outputs."""
         state_file = None
         if self._store is not None:
-            state = self._operator.snapshot()
+            state = self._stage.operator.snapshot()
             state_file = self._store.write_table(epoch, f"state-{self._slot}", self._with_key_groups(state))
         pending, ahead = prepare_outputs([*self._sinks, self._late_output], epoch, self._store, self._slot)
         self._prepared_outputs = bool(pending or ahead)
         return AggregateSnapshot(
             actor_id=self._actor_id,
             key_groups=list(self.key_groups),
-            watermark_ms=self._operator.watermark_ms,
+            watermark_ms=self._stage.operator.watermark_ms,
             state=state_file,
             pending_files=pending,
             write_ahead=ahead,
@@ -227,7 +206,7 @@ class AggregateActor:
         """``state`` with each row's key group, so a restore can take the rows of the groups it owns."""
         if state.num_rows == 0:
             return state.append_column(_KEY_GROUP, pa.array([], pa.int32()))
-        keys = state.select([self._operator.key]).combine_chunks()
+        keys = state.select([self._stage.operator.key]).combine_chunks()
         groups = self._groups.key_groups(keys.to_batches()[0])
         return state.append_column(_KEY_GROUP, pa.array(groups, pa.int32()))
 
@@ -246,7 +225,7 @@ class AggregateActor:
 
     @property
     def done(self) -> bool:
-        return self._valve.done
+        return self._stage.done
 
     def close(self) -> AggregateProgress:
         for sink in self._sinks:
@@ -264,51 +243,12 @@ class AggregateActor:
         preview = [row for console in consoles for row in console.preview()]
         return AggregateProgress(
             actor_id=self._actor_id,
-            events_in=self._events_in,
-            windows_emitted=self._windows_emitted,
-            late_events=self._late_events,
-            dropped_intended=self._dropped_intended,
-            watermark_ms=NO_WATERMARK if (watermark := self._valve.current) is None else watermark,
+            events_in=self._stage.events_in,
+            windows_emitted=self._stage.windows_emitted,
+            late_events=self._stage.late_events,
+            dropped_intended=self._stage.dropped_intended,
+            watermark_ms=NO_WATERMARK if (watermark := self._stage.watermark) is None else watermark,
             done=self.done,
             preview=preview,
             busy_s=self._busy_s,
         )
-
-    def _emit(self, closed: pa.Table | None) -> None:
-        if closed is None:
-            return
-        self._windows_emitted += closed.num_rows
-        self._metrics.windows(closed.num_rows)
-        for sink in self._sinks:
-            sink.write(closed)
-
-    def _write_late(self, late: pa.RecordBatch) -> None:
-        self._late_events += late.num_rows
-        reason = f"late event: its window had closed (watermark {self._operator.watermark_ms} ms)"
-        self._write_rejected(late, reason, "late")
-
-    def _write_rejected(self, late: pa.RecordBatch, reason: str, error_type: str) -> None:
-        """Write rows the windows did not count to the dead-letter output, with their payload columns as JSON."""
-        payload_columns = [name for name in late.column_names if not name.startswith("_")]
-        encoder = msgspec.json.Encoder()
-        rows = late.select(payload_columns).to_pylist()
-
-        def metadata(name: str, kind: pa.DataType, missing: object = None) -> pa.Array:
-            # a select may have dropped metadata columns: the dead letter still says what it can
-            index = late.schema.get_field_index(name)
-            return late.column(index) if index >= 0 else pa.array([missing] * late.num_rows, kind)
-
-        dead_letters = pa.RecordBatch.from_arrays(
-            [
-                pa.array([reason] * late.num_rows),
-                pa.array([error_type] * late.num_rows),
-                pa.array(["(aggregate input)"] * late.num_rows),
-                metadata("_partition", pa.int32(), -1),
-                metadata("_offset", pa.int64(), -1),
-                metadata("_key", pa.binary()),
-                pa.array([encoder.encode(row) for row in rows], pa.binary()),
-                metadata("_traceparent", pa.string()),
-            ],
-            schema=DEAD_LETTER_SCHEMA,
-        )
-        self._late_output.write(self._dead_letter_policy.apply_to_late(dead_letters))

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from actors.downstream import Downstream
 from actors.epoch_outputs import Output, prepare_outputs
 from actors.metrics import PipelineMetrics
 from actors.outputs import open_dead_letter, open_result_sinks, output_lineage
 from actors.reader_set import ReaderSet
 from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import SourceProgress
-from actors.telemetry import BatchTrace, Telemetry
+from actors.telemetry import Telemetry
 from pipelines.checkpoint_store import (
     PendingFile,
     SourceSnapshot,
@@ -25,27 +20,18 @@ from pipelines.checkpoint_store import (
     open_checkpoint_store,
 )
 from pipelines.circuit_breaker import CircuitBreaker
-from pipelines.codecs import DecodedBatch
+from pipelines.clock import SYSTEM_CLOCK, Clock
 from pipelines.config import PipelineConfig
-from pipelines.dead_letter_policy import DeadLetterPolicy
-from pipelines.keygroups import KeyGroupRouter
 from pipelines.plan import compile_pipeline
 from pipelines.records import RawBatch
 from pipelines.secrets import secrets_here
+from pipelines.source_stage import Downstream, SourceStage
 from pipelines.sources import PartitionReader
 from pipelines.testing import FaultPlan, crash_if_planned
-from pipelines.topology import input_of, local_partition
-from pipelines.watermark_tracking import PartitionWatermarks
+from pipelines.topology import local_partition
 from pipelines.watermarks import NO_WATERMARK
 
 __all__ = ["SourceActor", "SourceBarrier"]
-
-
-def _carry_trace(events: pa.RecordBatch, batch_trace: BatchTrace) -> pa.RecordBatch:
-    index = events.schema.get_field_index("_traceparent")
-    if index < 0 or batch_trace.traceparent is None:
-        return events
-    return events.set_column(index, "_traceparent", batch_trace.carry(events.column(index)))
 
 
 _LAG_REPORT_S = 0.5
@@ -88,6 +74,7 @@ class SourceActor:
         owner_of_group: list[int] | None = None,
         restored: SourceSnapshot | None = None,
         faults: FaultPlan = (),
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``restored``: offsets and event times from a checkpoint (partitions start there); ``limits`` count
         from where each partition starts; ``faults``: crashes planned by a test (:mod:`pipelines.testing`)."""
@@ -97,8 +84,8 @@ class SourceActor:
         self._sender = sender_index
         self._slot = f"source-{sender_index}"
         self._faults = faults
+        self._clock = clock
         self._prepared_outputs = False  # the last checkpoint prepared outputs to commit (for injected faults)
-        self._compiled = compile_pipeline(config)
         self._pending_partitions = list(partitions)
         self._limits = dict(limits)
         self._restored_positions = dict(restored.positions) if restored else {}
@@ -107,29 +94,31 @@ class SourceActor:
         self._reading = asyncio.Lock()  # held while a batch is handled, and by a checkpoint until complete()
         self._inputs = ReaderSet(config, f"{config.name}-{actor_id}", started_at_s, start_time_ms)
         self._downstream = downstream
-        self._router: KeyGroupRouter | None = None
-        stage = config.keyed_stage
-        if stage is not None:
-            if downstream is None or owner_of_group is None:
-                raise ValueError("a pipeline with a keyed stage needs a downstream and owner_of_group")
-            self._router = KeyGroupRouter(stage.key, config.runtime.max_key_groups, owner_of_group)
+        keyed = config.keyed_stage is not None
+        if keyed and (downstream is None or owner_of_group is None):
+            raise ValueError("a pipeline with a keyed stage needs a downstream and owner_of_group")
         self._telemetry = Telemetry(config, actor_id)
         lineage = output_lineage(config, self._store)
         self._sinks: list[Output] = (
-            [] if stage else open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage)
+            [] if keyed else open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage)
         )
         self._dead_letter = open_dead_letter(config, actor_id, self._slot, self._telemetry, lineage)
-        self._dead_letter_policies = [DeadLetterPolicy.of(config.dead_letter, i.operators) for i in config.all_inputs]
-        self._metrics = PipelineMetrics(config.name)
         breaker = config.circuit_breaker
-        self._breaker = None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}")
+        self._stage = SourceStage(
+            compile_pipeline(config),
+            dead_letter=self._dead_letter,
+            sinks=self._sinks,
+            sender=sender_index,
+            backlogs=self._backlogs,
+            breaker=None if breaker is None else CircuitBreaker(breaker, f"{config.name}/{actor_id}"),
+            tracing=self._telemetry,
+            clock=clock,
+        )
+        if downstream is not None and owner_of_group is not None:
+            self._stage.route_to(downstream, owner_of_group)
+        self._metrics = PipelineMetrics(config.name)
         self._lag_topics: dict[int, str] = {}  # the topic (metrics label) each partition's batches name
         self._lag_reported_at = 0.0
-        stage = config.keyed_stage
-        self._watermarks = PartitionWatermarks(
-            stage.max_out_of_order_ms if stage else 0, stage.idle_timeout_ms if stage else 0
-        )
-        self._sent_watermark: list[int | None] = [NO_WATERMARK] * (downstream.owners if downstream else 0)
         self._stopping = False
         self._frozen = False
         self._done = False
@@ -182,7 +171,7 @@ class SourceActor:
             snapshot = SourceSnapshot(
                 actor_id=self._actor_id,
                 positions={reader.partition: reader.position for reader in readers},
-                max_event_time_ms=self._watermarks.event_times(),
+                max_event_time_ms=self._stage.watermarks.event_times(),
                 limit_ends={r.partition: end for r in readers if (end := r.limit_end) is not None},
             )
         except BaseException:
@@ -227,7 +216,7 @@ class SourceActor:
         await self._inputs.release(leaving)
         self._released |= set(leaving)
         for partition in leaving:
-            self._watermarks.released(partition)
+            self._stage.watermarks.released(partition)
         arriving = sorted(set(partitions) - owned)
         self._released -= set(arriving)
         self._restored_positions.update({p: restored.positions[p] for p in arriving if p in restored.positions})
@@ -236,11 +225,9 @@ class SourceActor:
         )
         self._limits.update({p: limits.get(p) for p in arriving})
         self._pending_partitions = [p for p in self._pending_partitions if p not in leaving] + arriving
-        stage = self._config.keyed_stage
-        if stage is not None and downstream is not None and owner_of_group is not None:
+        if self._stage.routes and downstream is not None and owner_of_group is not None:
             self._downstream = downstream
-            self._router = KeyGroupRouter(stage.key, self._config.runtime.max_key_groups, owner_of_group)
-            self._sent_watermark = [NO_WATERMARK] * downstream.owners
+            self._stage.route_to(downstream, owner_of_group)
 
     async def resume(self) -> None:
         """Continue reading after a rescale held this actor at the barrier."""
@@ -294,7 +281,7 @@ class SourceActor:
         if self._pending_partitions:
             partitions, self._pending_partitions = self._pending_partitions, []
             for reader in await self._inputs.open(partitions, self._limits, self._restored_positions):
-                self._watermarks.opened(
+                self._stage.watermarks.opened(
                     reader.partition, self._restored_event_times.get(reader.partition, NO_WATERMARK)
                 )
                 if self._frozen:
@@ -319,21 +306,21 @@ class SourceActor:
                     raw = await reader.fetch(runtime.batch_size)
                     if raw is not None:
                         fetched = True
-                        await self._handle(reader.partition, raw)
+                        await self._handle(raw)
                         self._lag_topics[reader.partition] = raw.topic
                         self._report_lag(reader)
                 await asyncio.sleep(0)  # let stop()/progress()/checkpoint() in between batches
                 if self._stopping:
                     return
-            if time.monotonic() - self._lag_reported_at >= _LAG_REPORT_S:
-                self._lag_reported_at = time.monotonic()
+            if self._clock.monotonic() - self._lag_reported_at >= _LAG_REPORT_S:
+                self._lag_reported_at = self._clock.monotonic()
                 for reader in readers:
                     if reader.partition not in self._released:
                         self._report_lag(reader)
             if not fetched:
-                if self._router is not None:
+                if self._stage.routes:
                     async with self._reading:
-                        await self._route(None, None)  # a quiet or idle source still moves the watermark
+                        await self._stage.route_watermark()  # a quiet or idle source still moves the watermark
                 await asyncio.sleep(idle_s)
 
     def _report_lag(self, reader: PartitionReader) -> None:
@@ -343,85 +330,26 @@ class SourceActor:
         topic = self._lag_topics.get(reader.partition)
         if topic is None:
             return
-        newest = self._watermarks.newest(reader.partition)
+        newest = self._stage.watermarks.newest(reader.partition)
         lag = max(0, reader.end_offset() - reader.position)
         self._metrics.lag(topic, local_partition(reader.partition), lag, newest)
 
-    async def _handle(self, partition: int, raw: RawBatch) -> None:
+    async def _handle(self, raw: RawBatch) -> None:
         started = time.perf_counter()
-        events_out, dead = self._events_out, self._dead_lettered
+        handled = None
         try:
-            await self._process(partition, raw)
+            handled = await self._stage.handle(raw)
         finally:
             seconds = time.perf_counter() - started
             self._busy_s += seconds
-            self._metrics.batch(raw.topic, len(raw), self._events_out - events_out, self._dead_lettered - dead, seconds)
+            if handled is not None:
+                self._events_in += handled.events_in
+                self._events_out += handled.events_out
+                self._dead_lettered += handled.dead_lettered
+                self._metrics.traceparents_dropped(raw.topic, handled.dropped_traceparents)
+            out, dead = (handled.events_out, handled.dead_lettered) if handled else (0, 0)
+            self._metrics.batch(raw.topic, len(raw), out, dead, seconds)
 
-    async def _process(self, partition: int, raw: RawBatch) -> None:
-        decoded = self._compiled.decode(raw)
-        self._events_in += len(raw)
-        self._metrics.traceparents_dropped(raw.topic, decoded.dropped_traceparents)
-        if decoded.events.num_rows:
-            newest = pc.max(decoded.events.column("_timestamp")).as_py()
-            if newest is not None:
-                self._watermarks.saw(partition, newest)
-        events = self._telemetry.new_contexts(decoded.events)
-        with self._telemetry.batch_span(
-            f"process {raw.topic}", events.column("_traceparent"), self._span_attributes(raw)
-        ) as batch_trace:
-            transformed = self._compiled.transform(events, input_of(partition))
-            # after the operators, in one call: the circuit breaker must see each record of the fetch once, in
-            # offset order, whether decoding or an operator failed it
-            failed = [*decoded.dead_letters, *transformed.failures_as_dead_letters(raw)]
-            self._dead_letter_rejected(raw, replace(decoded, dead_letters=failed))
-            events = _carry_trace(transformed.events, batch_trace)
-            self._events_out += events.num_rows
-            if self._router is None:
-                for sink in self._sinks:
-                    sink.write(events)
-                return
-            await self._route(events, batch_trace.traceparent)
-
-    def _span_attributes(self, raw: RawBatch) -> dict[str, str | int]:
-        """OpenTelemetry messaging attributes of a batch span (ARCHITECTURE.md section 6)."""
-        return {
-            "messaging.system": self._inputs.input_of(raw.partition).source.type,
-            "messaging.operation.type": "process",
-            "messaging.destination.name": raw.topic,
-            "messaging.consumer.group.name": self._config.group_id,
-            "messaging.destination.partition.id": str(local_partition(raw.partition)),
-            "messaging.batch.message_count": len(raw),
-            "eventray.pipeline": self._config.name,
-            "eventray.stage": "source",
-        }
-
-    def _dead_letter_rejected(self, raw: RawBatch, decoded: DecodedBatch) -> None:
-        rejected_offsets: list[pa.Array] = []
-        for rejected in decoded.dead_letters:
-            if rejected.num_rows:
-                self._dead_letter.write(self._dead_letter_policies[input_of(raw.partition)].apply(rejected))
-                self._dead_lettered += rejected.num_rows
-                rejected_offsets.append(rejected.column("offset"))
-        if self._breaker is not None:
-            offsets = raw.offsets.to_numpy(zero_copy_only=False)
-            rejected = np.concatenate([array.to_numpy(zero_copy_only=False) for array in rejected_offsets] or [[]])
-            self._breaker.observe(np.isin(offsets, rejected))
-
-    async def _route(self, events: pa.RecordBatch | None, trace_context: str | None) -> None:
-        """Send each owner its rows and the watermark; with no rows, only a watermark that changed."""
-        assert self._router is not None and self._downstream is not None
-        watermark = self._watermark()
-        parts = self._router.split(events) if events is not None else {}
-        for owner in range(self._downstream.owners):
-            part = parts.get(owner)
-            sent = self._sent_watermark[owner]
-            unchanged = watermark == sent or (watermark is not None and sent is not None and watermark <= sent)
-            if part is None and unchanged:
-                continue
-            await self._downstream.send(owner, self._sender, part, watermark, trace_context)
-            self._sent_watermark[owner] = watermark
-
-    def _watermark(self) -> int | None:
-        """This source's watermark (:class:`~pipelines.watermark_tracking.PartitionWatermarks`), None when idle."""
-        backlogs = {reader.partition: reader.backlog() for reader in self._inputs.readers if not reader.exhausted}
-        return self._watermarks.watermark(backlogs)
+    def _backlogs(self) -> dict[int, int | None]:
+        """The partitions not yet exhausted, with what is left to read in each (the stage's watermark)."""
+        return {reader.partition: reader.backlog() for reader in self._inputs.readers if not reader.exhausted}

@@ -6,13 +6,13 @@ carries their state from tick to tick and records what happened, for the live vi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from actors.reports import AggregateProgress, SourceProgress
 from cluster.autoscale_policy import Desired, PolicyState, decide
 from cluster.lag import LagState, Observations, observe, samples_from_progress
 from pipelines.autoscale_config import AutoscaleConfig
+from pipelines.clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["AutoscalePoint", "Autoscaler", "Rescale"]
 
@@ -46,26 +46,29 @@ class Rescale:
 
 
 class Autoscaler:
-    def __init__(self, config: AutoscaleConfig, topic: str, key_groups: int, run_started_s: float) -> None:
+    def __init__(
+        self, config: AutoscaleConfig, topic: str, key_groups: int, run_started_s: float, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.config = config
+        self._clock = clock
         self._topic = topic
         self._key_groups = key_groups
         self._run_started_s = run_started_s
         self._lag: LagState | None = None
         self._policy: PolicyState | None = None
-        self._last_tick = time.monotonic()
+        self._last_tick = self._clock.monotonic()
         self.timeline: list[AutoscalePoint] = []
         self.rescales: list[Rescale] = []
 
     def due(self) -> bool:
-        return time.monotonic() - self._last_tick >= self.config.interval_s
+        return self._clock.monotonic() - self._last_tick >= self.config.interval_s
 
     def tick(
         self, sources: list[SourceProgress], aggregates: list[AggregateProgress], nodes: int
     ) -> tuple[Desired, Observations]:
         """Observe the actors' reports and decide; ``nodes``: alive Ray nodes, for the record."""
-        self._last_tick = time.monotonic()
-        now_s = time.time()
+        self._last_tick = self._clock.monotonic()
+        now_s = self._clock.now_s()
         samples = samples_from_progress(self._topic, sources, aggregates, self._key_groups)
         observations, self._lag = observe(samples, self._lag, now_s)
         desired, self._policy = decide(observations, self._policy, self.config, now_s)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from actors.metrics import PipelineMetrics
 from cluster.handles import AggregateHandle, SourceHandle
 from cluster.run_report import RunProgress
 from pipelines.checkpoint_store import Checkpoint, CheckpointStore, RunCounts
+from pipelines.clock import SYSTEM_CLOCK, Clock
 from pipelines.config import PipelineConfig
 from pipelines.errors import RetriableError
 from pipelines.kafka_config import KafkaSourceConfig
@@ -58,8 +58,15 @@ class RunIdentity:
 class EpochRunner:
     """Numbers epochs, decides when the next one is due, and runs one across the topology."""
 
-    def __init__(self, config: PipelineConfig, store: CheckpointStore | None, metrics: PipelineMetrics) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        store: CheckpointStore | None,
+        metrics: PipelineMetrics,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self._config = config
+        self._clock = clock
         self._store = store
         if config.checkpoint is not None:
             self._interval_s = config.checkpoint.interval_ms / 1000
@@ -69,7 +76,7 @@ class EpochRunner:
             self._interval_s = _DEFAULT_INTERVAL_S
         self._timeout_s = (config.checkpoint.timeout_ms if config.checkpoint else _DEFAULT_TIMEOUT_MS) / 1000
         self._next_epoch = (store.latest_epoch() if store else 0) + 1
-        self._last_s = time.monotonic()
+        self._last_s = self._clock.monotonic()
         self._metrics = metrics
         self.completed = 0
 
@@ -77,14 +84,14 @@ class EpochRunner:
         """A topology was (re)started: the next epoch is numbered after every one ever begun."""
         if self._store is not None:
             self._next_epoch = max(self._next_epoch, self._store.latest_epoch() + 1)
-        self._last_s = time.monotonic()
+        self._last_s = self._clock.monotonic()
 
     @property
     def next_epoch(self) -> int:
         return self._next_epoch
 
     def due(self) -> bool:
-        return time.monotonic() - self._last_s >= self._interval_s
+        return self._clock.monotonic() - self._last_s >= self._interval_s
 
     async def run_epoch(
         self,
@@ -118,7 +125,7 @@ class EpochRunner:
     ) -> Checkpoint | None:
         epoch = self._next_epoch
         self._next_epoch += 1
-        started = time.monotonic()
+        started = self._clock.monotonic()
         barriers = await asyncio.gather(*(source.checkpoint(epoch) for source in sources))
         snapshots = await asyncio.gather(*(aggregate.checkpoint(epoch) for aggregate in aggregates))
         # every source is paused at the barrier and every aggregate has processed it: counters are exact here
@@ -132,7 +139,7 @@ class EpochRunner:
             checkpoint = Checkpoint(
                 epoch=epoch,
                 run_id=run.run_id,
-                created_at_s=time.time(),
+                created_at_s=self._clock.now_s(),
                 started_at_s=run.started_at_s,
                 start_time_ms=run.start_time_ms,
                 partitions=run.partitions,
@@ -141,7 +148,7 @@ class EpochRunner:
                 source_pending_files=[f for barrier in barriers for f in barrier.pending_files],
                 source_write_ahead=[w for barrier in barriers for w in barrier.write_ahead],
                 finished=finished,
-                duration_ms=(time.monotonic() - started) * 1000,
+                duration_ms=(self._clock.monotonic() - started) * 1000,
                 counts=counted.counts(),
                 inputs=list(run.inputs),
             )
@@ -150,8 +157,8 @@ class EpochRunner:
         await asyncio.gather(*(source.complete(epoch, resume=not hold) for source in sources))
         if self._store is not None and self._config.checkpoint is not None:
             await asyncio.to_thread(self._store.prune, self._config.checkpoint.keep)
-        duration_s = time.monotonic() - started
+        duration_s = self._clock.monotonic() - started
         self.completed += 1
         self._metrics.checkpoint(duration_s)
-        self._last_s = time.monotonic()
+        self._last_s = self._clock.monotonic()
         return checkpoint

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -46,6 +45,7 @@ from pipelines.checkpoint_store import (
     SourceSnapshot,
     open_checkpoint_store,
 )
+from pipelines.clock import SYSTEM_CLOCK, Clock
 from pipelines.config import (
     ConsoleSinkConfig,
     DeadLetterConfig,
@@ -87,18 +87,25 @@ def _actor_error(error: BaseException) -> BaseException:
 
 class Supervisor:
     def __init__(
-        self, config: PipelineConfig, run_id: str, actors: ActorFactory | None = None, faults: FaultPlan = ()
+        self,
+        config: PipelineConfig,
+        run_id: str,
+        actors: ActorFactory | None = None,
+        faults: FaultPlan = (),
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        """``faults``: crashes a test plans (:mod:`pipelines.testing`); each fires once per run."""
+        """``faults``: crashes a test plans (:mod:`pipelines.testing`); each fires once per run. ``clock``: the one
+        clock of the Supervisor, its epochs and its autoscaler."""
         compile_pipeline(config)  # fail here, before any actor exists, if the config cannot run
         self._config = config  # as the driver handed it, and as the actors get it (runtime.secrets)
         self._resolved = secrets_here(config)  # with the secrets this process uses (checkpoint key, Kafka password)
         self._run_id = run_id
+        self._clock = clock
         self._faults = faults  # as planned; the topology running gets those not yet fired (_spawn)
         self._live_faults = faults
         self._actors: ActorFactory = actors if actors is not None else RayActors()
         self._store = open_checkpoint_store(self._resolved.checkpoint, config.name)
-        self._run_started_s = time.time()
+        self._run_started_s = self._clock.now_s()
         self._started_at_s = self._run_started_s
         configured_start = next(
             (i.source.start_time_ms for i in config.all_inputs if isinstance(i.source, GeneratorSourceConfig)), None
@@ -108,7 +115,7 @@ class Supervisor:
         self._aggregates: list[AggregateHandle] = []
         self._runs: list[asyncio.Future[SourceProgress]] = []
         self._metrics = PipelineMetrics(config.name)
-        self._epochs = EpochRunner(config, self._store, self._metrics)
+        self._epochs = EpochRunner(config, self._store, self._metrics, clock)
         self._stop_requested = False
         self._last_progress: RunProgress | None = None
         self._finished_sources: list[SourceProgress] = []
@@ -124,7 +131,7 @@ class Supervisor:
         self._autoscaler = (
             None
             if autoscale is None
-            else Autoscaler(autoscale, topic, config.runtime.max_key_groups, self._run_started_s)
+            else Autoscaler(autoscale, topic, config.runtime.max_key_groups, self._run_started_s, clock)
         )
         self._attempt = 0
         self._recovering_since: float | None = None
@@ -160,7 +167,7 @@ class Supervisor:
                     await self._finish()
                 return self._summary()
             except Exception as error:  # noqa: BLE001, PERF203 - any failure ends this topology; actors are killed
-                noticed = time.monotonic()
+                noticed = self._clock.monotonic()
                 self._abandon()
                 checkpoint = await asyncio.to_thread(self._recovery_point, error)  # reads storage, may retry
                 restored = checkpoint.epoch if checkpoint else "none (from the start)"
@@ -248,7 +255,7 @@ class Supervisor:
             if self._last_progress is not None:
                 return self._last_progress
             sources, aggregates = [], []
-        elapsed_s = time.time() - self._run_started_s
+        elapsed_s = self._clock.now_s() - self._run_started_s
         progress = RunProgress.of(list(sources), list(aggregates), elapsed_s).plus_counts(self._earlier)
         if self._autoscaler is not None and self._autoscaler.timeline:
             progress = replace(progress, autoscale=self._autoscaler.timeline[-1])
@@ -277,7 +284,7 @@ class Supervisor:
         over what moved to them from the checkpoint just taken; actors beyond the new counts are removed and
         new ones start from the checkpoint. No event is lost or processed twice (outputs up to the barrier are
         committed; moved partitions resume exactly at the checkpoint's offsets)."""
-        started = time.monotonic()
+        started = self._clock.monotonic()
         log.warning("pipeline %s rescales: %s", self._config.name, reason)
         checkpoint = await self._epochs.run_epoch(self._sources, self._aggregates, self._identity(), hold=True)
         assert checkpoint is not None and self._autoscaler is not None  # autoscaling requires checkpoints
@@ -301,12 +308,12 @@ class Supervisor:
         self._metrics.actors("source", len(self._sources), self._source_count)
         self._autoscaler.record(
             Rescale(
-                at_s=time.time() - self._run_started_s,
+                at_s=self._clock.now_s() - self._run_started_s,
                 sources=(before[0], len(self._sources)),
                 aggregates=(before[1], len(self._aggregates)),
                 moved_partitions=moved_items(before_owned, self._owned),
                 moved_key_groups=moved_items(before_groups, self._groups) if self._groups else 0,
-                duration_s=time.monotonic() - started,
+                duration_s=self._clock.monotonic() - started,
             )
         )
 
@@ -406,7 +413,7 @@ class Supervisor:
         await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in handles))
         self._runs = [asyncio.ensure_future(self._await(source.start())) for source in self._sources]
         if self._recovering_since is not None:
-            self.recoveries.append(time.monotonic() - self._recovering_since)
+            self.recoveries.append(self._clock.monotonic() - self._recovering_since)
             self._recovering_since = None
         self._metrics.actors("source", len(self._sources), self._source_count)
         self._metrics.actors("aggregate", len(self._aggregates), self._aggregate_count if self._aggregates else 0)
@@ -436,11 +443,11 @@ class Supervisor:
         discovering = [i.source.partition_discovery_s for i in self._config.all_inputs
                        if isinstance(i.source, KafkaSourceConfig)]  # fmt: skip
         discovery_s = min(discovering) if discovering and not bounded else None
-        last_discovery = time.monotonic()
+        last_discovery = self._clock.monotonic()
         frozen = stopped = False
         while not all(run.done() for run in runs):
-            if discovery_s is not None and not frozen and time.monotonic() - last_discovery >= discovery_s:
-                last_discovery = time.monotonic()
+            if discovery_s is not None and not frozen and self._clock.monotonic() - last_discovery >= discovery_s:
+                last_discovery = self._clock.monotonic()
                 await self._discover_partitions(runs)
             failed = next((run for run in runs if run.done() and run.exception() is not None), None)
             if failed is not None:
@@ -450,7 +457,7 @@ class Supervisor:
             ticking = self._autoscaler is not None and self._autoscaler.due() and not (frozen or stopped)
             if ticking and await self._autoscale():
                 runs = self._runs  # a rescale replaced the topology
-            elapsed = time.time() - self._run_started_s
+            elapsed = self._clock.now_s() - self._run_started_s
             # freeze/stop errors are ignored: a source that failed reports its own error through its run
             if not frozen and duration is not None and elapsed >= duration:
                 frozen = True
@@ -570,7 +577,7 @@ class Supervisor:
 
     def _summary(self) -> RunSummary:
         console = next((sink for sink in self._config.sinks if isinstance(sink, ConsoleSinkConfig)), None)
-        elapsed_s = time.time() - self._run_started_s
+        elapsed_s = self._clock.now_s() - self._run_started_s
         progress = RunProgress.of(self._finished_sources, self._final_aggregates, elapsed_s).plus_counts(self._earlier)
         return RunSummary(
             pipeline=self._config.name,

@@ -28,6 +28,7 @@ __all__ = [
     "DeadLetterSink",
     "JsonlSink",
     "ParquetSink",
+    "RowWriter",
     "Sink",
     "clear_previous_output",
     "open_sink",
@@ -36,9 +37,13 @@ __all__ = [
 Rows: TypeAlias = "pa.Table | pa.RecordBatch"
 
 
-class Sink(Protocol):
+class RowWriter(Protocol):
+    """What a stage writes its rows to: a sink, or an epoch output that buffers for the barrier."""
+
     def write(self, rows: Rows) -> None: ...
 
+
+class Sink(RowWriter, Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...

@@ -1,4 +1,4 @@
-"""What tests of pipelines use and production configs never hold: planned crashes.
+"""What tests of pipelines use and production configs never hold: planned crashes, and a sink that keeps rows.
 
 A :class:`CrashAt` makes the actor in a slot exit at an exact point of the checkpoint protocol, as a killed
 process would: a SIGKILL from outside could hit that point only by luck. A run takes its plan as an argument
@@ -12,9 +12,11 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["CrashAt", "FaultPlan", "crash_if_planned", "faults_after"]
+import pyarrow as pa
+
+__all__ = ["CollectingSink", "CrashAt", "FaultPlan", "crash_if_planned", "faults_after"]
 
 log = logging.getLogger(__name__)
 _EXIT_CODE = 70
@@ -60,3 +62,36 @@ def faults_after(faults: FaultPlan, restored_epoch: int | None) -> FaultPlan:
     if restored_epoch is None:
         return faults
     return tuple(fault for fault in faults if fault.epoch > restored_epoch)
+
+
+class CollectingSink:
+    """A sink that keeps every row written to it, in order, for a test to read back (:meth:`rows`, :meth:`table`).
+
+    It takes the place of any sink or dead-letter output of a stage (:class:`~pipelines.source_stage.SourceStage`,
+    :class:`~pipelines.keyed_runner.KeyedStageRunner`) run without an actor.
+    """
+
+    def __init__(self) -> None:
+        self._tables: list[pa.Table] = []
+        self.closed = False
+
+    def write(self, rows: pa.Table | pa.RecordBatch) -> None:
+        if self.closed:
+            raise ValueError("write() to a CollectingSink after close()")
+        self._tables.append(pa.Table.from_batches([rows]) if isinstance(rows, pa.RecordBatch) else rows)
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def table(self) -> pa.Table | None:
+        """Everything written, as one table (None before the first write)."""
+        if not self._tables:
+            return None
+        return pa.concat_tables(self._tables, promote_options="permissive")
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Everything written, a dict per row."""
+        return [row for table in self._tables for row in table.to_pylist()]

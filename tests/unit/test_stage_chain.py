@@ -1,0 +1,313 @@
+"""The source stage and the keyed-stage runner as pure objects: no Ray, no actor, a manual clock.
+
+The chain a pipeline runs (decode -> dead letters -> operators -> route by key group -> watermark valve ->
+keyed operator -> emit) is driven here batch by batch, on the orders input and on dirty input written by hand,
+and checked against an independent recomputation (:mod:`tests.reference`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import defaultdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from cluster.assignment import partition_limits
+from pipelines.circuit_breaker import CircuitBreaker
+from pipelines.clock import ManualClock
+from pipelines.config import PipelineConfig
+from pipelines.errors import PipelineHalted
+from pipelines.kafka_config import CircuitBreakerConfig
+from pipelines.keyed_runner import KeyedStageRunner
+from pipelines.keygroups import key_group_of
+from pipelines.orders import orders_pipeline
+from pipelines.plan import compile_pipeline
+from pipelines.process_function import ProcessContext
+from pipelines.records import RawBatch
+from pipelines.secrets import resolve_secrets
+from pipelines.source_stage import SourceStage
+from pipelines.sources import GeneratorReader
+from pipelines.state_config import KeyedProcessConfig
+from pipelines.testing import CollectingSink
+from tests.reference import reference_orders
+
+START_TIME_MS = 1_767_225_600_000
+EVENTS = 12_000
+
+
+class Runners:
+    """Owners of key groups in this process: ``send`` hands a batch to the owner's runner at once."""
+
+    def __init__(self, runners: list[KeyedStageRunner]) -> None:
+        self.runners = runners
+        self.sent: list[tuple[int, int, int, int | None]] = []  # (owner, sender, rows, watermark)
+
+    @property
+    def owners(self) -> int:
+        return len(self.runners)
+
+    async def send(
+        self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None
+    ) -> None:
+        self.sent.append((owner, sender, 0 if batch is None else batch.num_rows, watermark_ms))
+        if batch is None or batch.num_rows == 0:
+            self.runners[owner].advance(sender, watermark_ms)
+        else:
+            self.runners[owner].add(sender, batch, watermark_ms)
+
+    async def drain(self) -> None:
+        return None
+
+    async def finish(self, sender: int) -> None:
+        for runner in self.runners:
+            runner.finish(sender)
+
+
+def orders(tmp_path: Path, **overrides: Any) -> PipelineConfig:
+    config = orders_pipeline(
+        runtime__max_events=EVENTS,
+        runtime__duration_s=None,
+        source__rate_per_s=None,
+        source__start_time_ms=START_TIME_MS,
+        tracing__enabled=False,
+        dead_letter__path=str(tmp_path / "dead"),
+        sinks=[{"type": "jsonl", "path": str(tmp_path / "out")}],
+        **overrides,
+    )
+    return resolve_secrets(config, os.environ)
+
+
+def owner_of_group(config: PipelineConfig, owners: int) -> list[int]:
+    return [group % owners for group in range(config.runtime.max_key_groups)]
+
+
+Collected = CollectingSink
+
+
+def backlogs_of(readers: list[GeneratorReader]) -> dict[int, int | None]:
+    return {reader.partition: reader.backlog() for reader in readers if not reader.exhausted}
+
+
+async def run_chain(
+    config: PipelineConfig, senders: int, owners: int
+) -> tuple[CollectingSink, CollectingSink, CollectingSink]:
+    """The whole orders input through ``senders`` source stages (partitions dealt round robin) into ``owners``
+    runners, one batch of each partition in turn; returns (results, dead letters, late rows)."""
+    compiled = compile_pipeline(config)
+    clock = ManualClock(START_TIME_MS)
+    results, dead, late = CollectingSink(), CollectingSink(), CollectingSink()
+    runners = Runners(
+        [
+            KeyedStageRunner(config, senders, sinks=[results], late_output=late, carry_trace=False, clock=clock)
+            for _ in range(owners)
+        ]
+    )
+    source = config.source
+    assert source is not None and source.type == "generator"
+    limits = partition_limits(source.partitions, EVENTS)
+    readers = [
+        GeneratorReader(source, p, 0, limits[p], 0.0, START_TIME_MS, clock=lambda: 1e12)
+        for p in range(source.partitions)
+    ]
+    sender_of = {reader.partition: reader.partition % senders for reader in readers}
+    stages = []
+    for sender in range(senders):
+        mine = [r for r in readers if sender_of[r.partition] == sender]
+        stage = SourceStage(
+            compiled,
+            dead_letter=dead,
+            sender=sender,
+            backlogs=partial(backlogs_of, mine),
+            clock=clock,
+        )
+        stage.route_to(runners, owner_of_group(config, owners))
+        for reader in mine:
+            stage.watermarks.opened(reader.partition)
+        stages.append(stage)
+    while not all(reader.exhausted for reader in readers):
+        for reader in readers:
+            raw = await reader.fetch(500)
+            if raw is not None:
+                await stages[sender_of[reader.partition]].handle(raw)
+        clock.advance(0.01)
+    for sender in range(senders):
+        await runners.finish(sender)
+    return results, dead, late
+
+
+@pytest.mark.parametrize(("senders", "owners"), [(1, 1), (2, 3), (3, 4)])
+def test_the_chain_equals_the_reference_for_any_number_of_senders_and_owners(
+    tmp_path: Path, senders: int, owners: int
+) -> None:
+    config = orders(tmp_path)
+    results, dead, late = asyncio.run(run_chain(config, senders, owners))
+
+    source = config.source
+    assert source is not None and source.type == "generator"
+    expected, invalid = reference_orders(source, partition_limits(source.partitions, EVENTS), START_TIME_MS, 10_000)
+    actual = {(r["customer_id"], r["window_start_ms"]): (r["orders"], r["revenue_cents"]) for r in results.rows()}
+    assert actual == {key: (value["orders"], value["revenue_cents"]) for key, value in expected.items()}
+    assert len(results.rows()) == len(expected), "each window is emitted once"
+    assert len(dead.rows()) == invalid > 0
+    assert late.rows() == []
+
+
+def raw_batch(payloads: list[str], partition: int = 0, first_offset: int = 0) -> RawBatch:
+    count = len(payloads)
+    return RawBatch(
+        topic="orders",
+        partition=partition,
+        offsets=pa.array(range(first_offset, first_offset + count), pa.int64()),
+        payloads=pa.array([p.encode() for p in payloads], pa.binary()),
+        keys=pa.nulls(count, pa.binary()),
+        timestamps=pa.nulls(count, pa.int64()),
+        traceparents=pa.nulls(count, pa.string()),
+    )
+
+
+def order(customer: str, amount: object, time_ms: int, event_type: str = "OrderCreated") -> str:
+    return json.dumps(
+        {"event_id": f"e-{customer}-{time_ms}", "event_type": event_type, "event_time_ms": time_ms,
+         "customer_id": customer, "amount_cents": amount, "email": "a@example.com"}
+    )  # fmt: skip
+
+
+def test_dirty_input_is_dead_lettered_once_with_its_reason_and_the_rest_reaches_the_owner_of_its_key(
+    tmp_path: Path,
+) -> None:
+    config = orders(tmp_path)
+    dead, late, results = CollectingSink(), CollectingSink(), CollectingSink()
+    runners = Runners(
+        [KeyedStageRunner(config, 1, sinks=[results], late_output=late, carry_trace=False) for _ in range(3)]
+    )
+    stage = SourceStage(compile_pipeline(config), dead_letter=dead, backlogs=lambda: {0: 5}, clock=ManualClock())
+    stage.route_to(runners, owner_of_group(config, 3))
+    stage.watermarks.opened(0)
+    t = START_TIME_MS
+    payloads = [
+        order("c1", 100, t),
+        "{not json",
+        order("c2", "12x", t + 1),  # a mistyped amount
+        order("c3", 300, t + 2, event_type="OrderShipped"),  # fails the schema's check
+        json.dumps({"event_type": "OrderCreated", "customer_id": "c4"}),  # required fields missing
+        order("c5", 500, t + 5_000),
+        order("c1", 700, t + 3),
+    ]
+
+    handled = asyncio.run(stage.handle(raw_batch(payloads)))
+
+    reasons = {letter["offset"]: letter["reason"] for letter in dead.rows()}
+    assert sorted(reasons) == [1, 2, 3, 4] and len(dead.rows()) == 4
+    assert reasons[1].startswith("undecodable JSON")
+    assert "'amount_cents' must be int64" in reasons[2]
+    assert reasons[3].startswith("check failed: event_type in")
+    assert reasons[4] == "required field 'event_id' is missing or null"
+    assert (handled.events_in, handled.events_out, handled.dead_lettered) == (7, 3, 4)
+    routed = [(owner, rows) for owner, _, rows, _ in runners.sent if rows]
+    by_customer: dict[int, int] = defaultdict(int)
+    for customer, count in (("c1", 2), ("c5", 1)):
+        by_customer[key_group_of(customer, config.runtime.max_key_groups) % 3] += count
+    assert sorted(routed) == sorted(by_customer.items())
+    assert {watermark for _, _, _, watermark in runners.sent} == {t + 5_000 - 1_000}
+
+
+def test_the_circuit_breaker_halts_the_stage_and_names_the_place(tmp_path: Path) -> None:
+    config = orders(tmp_path)
+    breaker = CircuitBreaker(CircuitBreakerConfig(max_consecutive_invalid=5), "orders/source-0")
+    dead = CollectingSink()
+    stage = SourceStage(compile_pipeline(config), dead_letter=dead, sinks=[CollectingSink()], breaker=breaker)
+    stage.watermarks.opened(0)
+
+    with pytest.raises(PipelineHalted, match="orders/source-0: 6 invalid events in a row"):
+        asyncio.run(stage.handle(raw_batch(["{"] * 6)))
+    assert len(dead.rows()) == 6, "what tripped the breaker is dead-lettered first"
+
+
+def test_an_idle_partition_stops_holding_the_watermark_once_the_clock_passes_its_timeout(tmp_path: Path) -> None:
+    config = orders(tmp_path, aggregate__idle_timeout_ms=2_000)
+    clock = ManualClock()
+    backlogs = {0: 0, 1: 0}
+    runners = Runners(
+        [KeyedStageRunner(config, 1, sinks=[CollectingSink()], late_output=CollectingSink(), carry_trace=False)]
+    )
+    stage = SourceStage(compile_pipeline(config), dead_letter=CollectingSink(), backlogs=lambda: backlogs, clock=clock)
+    stage.route_to(runners, owner_of_group(config, 1))
+    stage.watermarks.opened(0)
+    stage.watermarks.opened(1)
+    asyncio.run(stage.handle(raw_batch([order("c1", 100, START_TIME_MS + 9_000)], partition=0)))
+    assert runners.sent[-1][3] is not None and runners.sent[-1][3] < 0, "partition 1 has no event yet"
+
+    clock.advance(1.9)
+    asyncio.run(stage.route_watermark())
+    assert runners.sent[-1][3] is not None and runners.sent[-1][3] < 0
+    backlogs[0] = 4  # partition 0 has more to read: it is never idle
+    clock.advance(0.2)
+    asyncio.run(stage.route_watermark())
+    assert runners.sent[-1][3] == START_TIME_MS + 9_000 - 1_000, "partition 1 is idle and left out"
+
+
+def test_late_rows_and_rows_without_event_time_go_to_the_late_output_with_their_reason(tmp_path: Path) -> None:
+    config = orders(tmp_path)
+    results, late = CollectingSink(), CollectingSink()
+    runner = KeyedStageRunner(config, 2, sinks=[results], late_output=late, carry_trace=False)
+    schema = compile_pipeline(config).stage_schema
+    t = START_TIME_MS
+
+    def batch(rows: list[tuple[str, int, int | None]]) -> pa.RecordBatch:
+        columns: dict[str, list[Any]] = {name: [None] * len(rows) for name in schema.names}
+        columns["customer_id"] = [customer for customer, _, _ in rows]
+        columns["amount_cents"] = [amount for _, amount, _ in rows]
+        columns["_timestamp"] = [at for _, _, at in rows]
+        columns["_offset"] = list(range(len(rows)))
+        columns["_partition"] = [0] * len(rows)
+        return pa.RecordBatch.from_pydict(columns, schema=schema)
+
+    runner.add(0, batch([("c1", 100, t + 1_000)]), t + 10_500)
+    assert results.rows() == [], "the minimum over senders holds the window: sender 1 sent nothing yet"
+    runner.add(1, batch([("c1", 50, t + 2_000)]), t + 10_200)
+    assert [(r["orders"], r["revenue_cents"]) for r in results.rows()] == [(2, 150)]
+    runner.add(1, batch([("c1", 7, t + 3_000), ("c2", 9, None)]), t + 10_300)
+
+    letters = late.rows()
+    assert [(letter["error_type"], json.loads(letter["payload"])["amount_cents"]) for letter in letters] == [
+        ("late", 7),
+        ("invalid", 9),
+    ]
+    assert "window had closed" in letters[0]["reason"] and letters[1]["reason"] == "event has no event time"
+    assert runner.late_events == 1 and runner.events_in == 4
+
+
+class RemindIn5s:
+    """A process function for the test: a processing-time timer 5 s after each row's event time."""
+
+    def process(self, key: Any, rows: pa.Table, ctx: ProcessContext) -> None:
+        ctx.timers.register_processing_time_timer(rows.column("_timestamp")[0].as_py() + 5_000)
+
+    def on_timer(self, key: Any, timer_ms: int, domain: str, ctx: ProcessContext) -> list[dict[str, Any]]:
+        return [{"customer_id": key, "timer_ms": timer_ms, "domain": domain}]
+
+
+def test_processing_time_timers_fire_when_the_injected_clock_passes_them(tmp_path: Path) -> None:
+    keyed = KeyedProcessConfig(key="customer_id", function="tests.unit.test_stage_chain:RemindIn5s")
+    config = orders(tmp_path).model_copy(update={"aggregate": None, "keyed": keyed})
+    clock = ManualClock(START_TIME_MS)
+    results = CollectingSink()
+    runner = KeyedStageRunner(config, 1, sinks=[results], late_output=CollectingSink(), carry_trace=False, clock=clock)
+    schema = compile_pipeline(config).stage_schema
+    columns: dict[str, list[Any]] = {name: [None] for name in schema.names}
+    columns.update(customer_id=["c1"], amount_cents=[100], _timestamp=[START_TIME_MS], _offset=[0], _partition=[0])
+    runner.add(0, pa.RecordBatch.from_pydict(columns, schema=schema), START_TIME_MS)
+    assert results.rows() == []
+
+    clock.advance(4.9)
+    runner.advance(0, START_TIME_MS)
+    assert results.rows() == []
+    clock.advance(0.2)
+    runner.advance(0, START_TIME_MS)
+    assert results.rows() == [{"customer_id": "c1", "timer_ms": START_TIME_MS + 5_000, "domain": "processing"}]
