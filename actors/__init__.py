@@ -3,6 +3,6 @@
 from actors.aggregate_actor import AggregateActor
 from actors.reports import AggregateProgress, SourceProgress
 from actors.source_actor import SourceActor
-from pipelines.source_stage import Downstream
+from pipelines.stages.source_stage import Downstream
 
 __all__ = ["AggregateActor", "AggregateProgress", "Downstream", "SourceActor", "SourceProgress"]

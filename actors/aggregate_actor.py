@@ -14,16 +14,16 @@ from actors.outputs import open_dead_letter, open_result_sinks, output_lineage
 from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import AggregateProgress
 from actors.telemetry import Telemetry
-from pipelines.checkpoint_store import AggregateSnapshot, WriteAhead, open_checkpoint_store
-from pipelines.clock import SYSTEM_CLOCK, Clock
-from pipelines.config import PipelineConfig
-from pipelines.keyed_runner import KeyedStageRunner
-from pipelines.keygroups import KeyGroupRouter
-from pipelines.plan import compile_pipeline
-from pipelines.secrets import secrets_here
-from pipelines.sinks import ConsoleSink
+from pipelines.config.pipeline import PipelineConfig
+from pipelines.config.secrets import secrets_here
+from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
+from pipelines.eventtime.watermarks import NO_WATERMARK
+from pipelines.io.sinks import ConsoleSink
+from pipelines.stages.keyed_runner import KeyedStageRunner
+from pipelines.stages.plan import compile_pipeline
+from pipelines.state.checkpoint_store import AggregateSnapshot, WriteAhead, open_checkpoint_store
+from pipelines.state.keygroups import KeyGroupRouter
 from pipelines.testing import FaultPlan, crash_if_planned
-from pipelines.watermarks import NO_WATERMARK
 
 __all__ = ["AggregateActor"]
 
@@ -33,7 +33,7 @@ _KEY_GROUP = "_key_group"
 
 class AggregateActor:
     """Keyed state of the key groups it owns, held by the pipeline's keyed stage
-    (:class:`~pipelines.keyed_runner.KeyedStageRunner`, whose contract says what is emitted when).
+    (:class:`~pipelines.stages.keyed_runner.KeyedStageRunner`, whose contract says what is emitted when).
 
     Contract: calls are processed one at a time, in the order each sender sent them. Rows the operator drops on
     purpose (an upsert's stale versions, dedup's duplicates) are counted in ``dropped_intended`` and written
@@ -235,7 +235,7 @@ class AggregateActor:
         return self.progress()
 
     def alive(self) -> bool:
-        """The watchdog's ping (cluster/watchdog.py), answered in a concurrency group of its own."""
+        """The watchdog's ping (cluster/control/watchdog.py), answered in a concurrency group of its own."""
         return True
 
     def progress(self) -> AggregateProgress:

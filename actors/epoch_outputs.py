@@ -1,6 +1,6 @@
 """An actor's outputs made consistent with checkpoints: what a sink does at a barrier and at epoch completion.
 
-Every output is a :class:`~pipelines.sinks.Sink` plus two steps:
+Every output is a :class:`~pipelines.io.sinks.Sink` plus two steps:
 
 * ``prepare(epoch)`` at the barrier, before the actor acks it: at-least-once outputs flush (so everything up
   to the barrier is durable); exactly-once file outputs close this epoch's staged files and name them
@@ -22,8 +22,8 @@ import pyarrow as pa
 
 from actors.kafka.commit_markers import CommitMarker, commit_marker_topic
 from actors.kafka.producer_sink import KafkaDeadLetterSink, KafkaSink
-from pipelines.checkpoint_store import CheckpointStore, PendingFile, WriteAhead, fsync_path
-from pipelines.sinks import Rows, Sink
+from pipelines.io.sinks import Rows, Sink
+from pipelines.state.checkpoint_store import CheckpointStore, PendingFile, WriteAhead, fsync_path
 
 __all__ = [
     "FlushingOutput",

@@ -6,11 +6,11 @@ from __future__ import annotations
 from actors.epoch_outputs import FlushingOutput, Output, StagedFileOutput, TransactionalKafkaOutput
 from actors.kafka.producer_sink import KafkaDeadLetterSink, KafkaSink
 from actors.telemetry import Telemetry
-from pipelines.checkpoint_store import CheckpointStore
-from pipelines.config import ConsoleSinkConfig, DeadLetterConfig, PipelineConfig, SinkConfig
-from pipelines.kafka_acls import transactional_id_prefix
-from pipelines.kafka_config import KafkaConnectionConfig, KafkaDeadLetterConfig, KafkaSinkConfig
-from pipelines.sinks import open_sink
+from pipelines.config.kafka import KafkaConnectionConfig, KafkaDeadLetterConfig, KafkaSinkConfig
+from pipelines.config.pipeline import ConsoleSinkConfig, DeadLetterConfig, PipelineConfig, SinkConfig
+from pipelines.io.kafka_acls import transactional_id_prefix
+from pipelines.io.sinks import open_sink
+from pipelines.state.checkpoint_store import CheckpointStore
 
 __all__ = ["open_dead_letter", "open_result_sinks", "output_lineage", "transactional_id"]
 

@@ -1,6 +1,6 @@
 """The partitions a source actor owns, opened for reading whatever their inputs are (generator, files, Kafka).
 
-Partitions are pipeline partitions (:mod:`pipelines.topology`): with several inputs, each reader is opened on
+Partitions are pipeline partitions (:mod:`pipelines.stages.topology`): with several inputs, each reader is opened on
 its own input's partition and reports the pipeline partition, in ``partition`` and in the batches it reads.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from actors.kafka.consumer import KafkaSourceSession
-from pipelines.config import GeneratorSourceConfig, NamedInput, PipelineConfig
-from pipelines.kafka_config import KafkaSourceConfig
-from pipelines.records import RawBatch
-from pipelines.sources import PartitionReader, open_reader
-from pipelines.topology import input_of, local_partition, pipeline_partition
+from pipelines.config.kafka import KafkaSourceConfig
+from pipelines.config.pipeline import GeneratorSourceConfig, NamedInput, PipelineConfig
+from pipelines.io.records import RawBatch
+from pipelines.io.sources import PartitionReader, open_reader
+from pipelines.stages.topology import input_of, local_partition, pipeline_partition
 
 __all__ = ["InputPartitionReader", "ReaderSet"]
 

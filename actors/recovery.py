@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from actors.epoch_outputs import Output, TransactionalKafkaOutput
 from actors.kafka.commit_markers import read_committed_markers
-from pipelines.checkpoint_store import CheckpointStore, WriteAhead
-from pipelines.config import PipelineConfig
+from pipelines.config.pipeline import PipelineConfig
+from pipelines.state.checkpoint_store import CheckpointStore, WriteAhead
 
 __all__ = ["fence_kafka_outputs", "recover_kafka_outputs"]
 

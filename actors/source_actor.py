@@ -13,23 +13,23 @@ from actors.reader_set import ReaderSet
 from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import SourceProgress
 from actors.telemetry import Telemetry
-from pipelines.checkpoint_store import (
+from pipelines.config.pipeline import PipelineConfig
+from pipelines.config.secrets import secrets_here
+from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
+from pipelines.eventtime.watermarks import NO_WATERMARK
+from pipelines.io.records import RawBatch
+from pipelines.io.sources import PartitionReader
+from pipelines.stages.circuit_breaker import CircuitBreaker
+from pipelines.stages.plan import compile_pipeline
+from pipelines.stages.source_stage import Downstream, SourceStage
+from pipelines.stages.topology import local_partition
+from pipelines.state.checkpoint_store import (
     PendingFile,
     SourceSnapshot,
     WriteAhead,
     open_checkpoint_store,
 )
-from pipelines.circuit_breaker import CircuitBreaker
-from pipelines.clock import SYSTEM_CLOCK, Clock
-from pipelines.config import PipelineConfig
-from pipelines.plan import compile_pipeline
-from pipelines.records import RawBatch
-from pipelines.secrets import secrets_here
-from pipelines.source_stage import Downstream, SourceStage
-from pipelines.sources import PartitionReader
 from pipelines.testing import FaultPlan, crash_if_planned
-from pipelines.topology import local_partition
-from pipelines.watermarks import NO_WATERMARK
 
 __all__ = ["SourceActor", "SourceBarrier"]
 
@@ -260,7 +260,7 @@ class SourceActor:
             await reader.freeze()
 
     def alive(self) -> bool:
-        """The watchdog's ping (cluster/watchdog.py), answered in a concurrency group of its own."""
+        """The watchdog's ping (cluster/control/watchdog.py), answered in a concurrency group of its own."""
         return True
 
     def progress(self) -> SourceProgress:

@@ -23,8 +23,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from pipelines.config import PipelineConfig, TracingConfig
-from pipelines.trace_context import (
+from pipelines.config.pipeline import PipelineConfig, TracingConfig
+from pipelines.io.trace_context import (
     TraceParent,
     assign_new_contexts,
     format_traceparent,

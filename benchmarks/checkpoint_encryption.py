@@ -2,7 +2,7 @@
 
 A checkpoint of one aggregate actor writes its keyed state (here the partial windows of ``--keys`` customers,
 as the orders pipeline holds them) and reads it back at recovery. This times
-:meth:`~pipelines.checkpoint_store.CheckpointStore.write_table` and ``read_table`` of that table on a local disk
+:meth:`~pipelines.state.checkpoint_store.CheckpointStore.write_table` and ``read_table`` of that table on a local disk
 (fsync included), plain and with ``checkpoint.encryption`` (AES-256-GCM, a data key per file), interleaved in
 every repetition so a load change falls on both alike; each figure is the median of the repetitions, and the
 ratio is encrypted over plain. No broker, no Ray.
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from pipelines.checkpoint_store import CheckpointStore
+from pipelines.state.checkpoint_store import CheckpointStore
 
 __all__ = ["main"]
 

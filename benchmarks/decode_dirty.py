@@ -27,13 +27,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.binary_codecs import AvroDecoder
-from pipelines.codecs import Decoder, JsonDecoder
-from pipelines.config import FieldType, GeneratorSourceConfig, SchemaConfig
-from pipelines.generator import generate_events
-from pipelines.orders import orders_pipeline
-from pipelines.records import RawBatch
-from pipelines.schema import EventSchema
+from pipelines.config.pipeline import FieldType, GeneratorSourceConfig, SchemaConfig
+from pipelines.decode.binary_codecs import AvroDecoder
+from pipelines.decode.codecs import Decoder, JsonDecoder
+from pipelines.decode.schema import EventSchema
+from pipelines.examples.orders import orders_pipeline
+from pipelines.io.generator import generate_events
+from pipelines.io.records import RawBatch
 
 __all__ = ["main"]
 

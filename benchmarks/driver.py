@@ -25,8 +25,8 @@ from benchmarks.measure import TreeSampler
 from benchmarks.protocol import ChildReport, RunSpec
 from benchmarks.verify import Verdict, read_jsonl_dir, read_topic_values, verify_orders, verify_windows
 from benchmarks.workloads import PARTITIONS, Expected
-from cluster.ray_auth import prepare_ray_auth
-from pipelines.kafka_config import KafkaConnectionConfig
+from cluster.control.ray_auth import prepare_ray_auth
+from pipelines.config.kafka import KafkaConnectionConfig
 
 __all__ = ["REPO_DIR", "RunResult", "child_environment", "run_system"]
 

@@ -32,12 +32,12 @@ import psutil
 
 from benchmarks.run import dev_broker
 from benchmarks.workloads import prefill_topic
-from cluster.ray_auth import prepare_ray_auth
-from cluster.runner import run_pipeline
-from cluster.verify import verify_run
-from pipelines.checkpoint_store import Checkpoint
-from pipelines.config import PipelineConfig, parse_config
-from pipelines.orders import orders_pipeline
+from cluster.commands.verify import verify_run
+from cluster.control.ray_auth import prepare_ray_auth
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import PipelineConfig, parse_config
+from pipelines.examples.orders import orders_pipeline
+from pipelines.state.checkpoint_store import Checkpoint
 
 __all__ = ["main"]
 

@@ -26,8 +26,8 @@ from actors.kafka.admin import ensure_topic
 from benchmarks.driver import RunResult, run_system
 from benchmarks.protocol import RunSpec
 from benchmarks.workloads import PARTITIONS, START_TIME_MS, generator_config
-from cluster.produce import produce_events
-from pipelines.kafka_config import KafkaConnectionConfig
+from cluster.commands.produce import produce_events
+from pipelines.config.kafka import KafkaConnectionConfig
 
 if TYPE_CHECKING:
     from benchmarks.run import Session

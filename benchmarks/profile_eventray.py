@@ -27,7 +27,7 @@ from benchmarks.driver import REPO_DIR, child_environment, create_output_topic
 from benchmarks.protocol import RunSpec
 from benchmarks.run import dev_broker
 from benchmarks.workloads import expected_output, prefill_topic
-from cluster.ray_auth import prepare_ray_auth
+from cluster.control.ray_auth import prepare_ray_auth
 
 __all__ = ["busy_shares", "main"]
 

@@ -35,8 +35,8 @@ from benchmarks.protocol import RunSpec
 from benchmarks.report import BENCH_DIR, write_results
 from benchmarks.systems import SYSTEMS, not_run_reason
 from benchmarks.workloads import WORKLOADS, Expected, expected_output, is_dirty_feed, prefill_topic
+from cluster.control.ray_auth import prepare_ray_auth
 from cluster.kafka_dev import DevBrokerConfig, bootstrap_from_env, start_broker, stop_broker
-from cluster.ray_auth import prepare_ray_auth
 
 __all__ = ["dev_broker", "main"]
 

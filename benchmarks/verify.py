@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from actors.kafka.admin import partition_count
 from benchmarks.workloads import WINDOW_MS, Expected, WindowKey, order_tuple
-from pipelines.kafka_config import KafkaConnectionConfig
+from pipelines.config.kafka import KafkaConnectionConfig
 
 __all__ = ["Verdict", "read_jsonl_dir", "read_topic_values", "verify_orders", "verify_windows"]
 

@@ -36,10 +36,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from cluster.produce import ProduceReport, produce_events
-from pipelines.config import DEFAULT_INVALID_KINDS, GeneratorSourceConfig, InvalidKind
-from pipelines.generator import GeneratedEvents, generate_events
-from pipelines.kafka_config import KafkaConnectionConfig
+from cluster.commands.produce import ProduceReport, produce_events
+from pipelines.config.kafka import KafkaConnectionConfig
+from pipelines.config.pipeline import DEFAULT_INVALID_KINDS, GeneratorSourceConfig, InvalidKind
+from pipelines.io.generator import GeneratedEvents, generate_events
 
 __all__ = [
     "ALLOWED_DISORDER_MS",

@@ -12,22 +12,22 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from cluster.run_config import load_run_config, parse_set
-from pipelines.config import PipelineConfig, load_config
+from cluster.commands.run_config import load_run_config, parse_set
+from pipelines.config.pipeline import PipelineConfig, load_config
 from pipelines.errors import ConfigError, EventrayError
 
 __all__ = ["main"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cluster.console import ProgressView, print_summary  # noqa: PLC0415 - keep `--help` fast
-    from cluster.runner import run_pipeline  # noqa: PLC0415
-    from pipelines.secrets import resolve_secrets  # noqa: PLC0415
+    from cluster.commands.console import ProgressView, print_summary  # noqa: PLC0415 - keep `--help` fast
+    from cluster.control.runner import run_pipeline  # noqa: PLC0415
+    from pipelines.config.secrets import resolve_secrets  # noqa: PLC0415
 
     config = load_run_config(args)
     resolve_secrets(config, os.environ)  # a missing secret fails before anything starts (the runner reads them)
     if args.json:  # for scripts: nothing on stdout but the summary
-        from cluster.run_report import summary_json  # noqa: PLC0415
+        from cluster.control.run_report import summary_json  # noqa: PLC0415
 
         print(summary_json(run_pipeline(config, args.address)))
         return 0
@@ -68,9 +68,9 @@ def _validate(args: argparse.Namespace) -> int:
 def _produce(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
-    from cluster.produce import produce_events  # noqa: PLC0415
-    from pipelines.config import GeneratorSourceConfig  # noqa: PLC0415
-    from pipelines.kafka_config import KafkaConnectionConfig, resolve_kafka_secrets  # noqa: PLC0415
+    from cluster.commands.produce import produce_events  # noqa: PLC0415
+    from pipelines.config.kafka import KafkaConnectionConfig, resolve_kafka_secrets  # noqa: PLC0415
+    from pipelines.config.pipeline import GeneratorSourceConfig  # noqa: PLC0415
 
     connection = resolve_kafka_secrets(KafkaConnectionConfig(bootstrap_servers=args.bootstrap), os.environ)
     generator = GeneratorSourceConfig(
@@ -107,7 +107,7 @@ def _add_produce(commands: Any) -> None:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from cluster.trace_view import load_trace, trace_tree  # noqa: PLC0415
+    from cluster.commands.trace_view import load_trace, trace_tree  # noqa: PLC0415
 
     spans = load_trace(Path(args.dir), args.trace_id)
     if not spans:
@@ -128,7 +128,7 @@ def _verify(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
     import json  # noqa: PLC0415
 
-    from cluster.verify import (  # noqa: PLC0415
+    from cluster.commands.verify import (  # noqa: PLC0415
         EndOffsets,
         budget_end_offsets,
         delivery_of,
@@ -216,12 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optional_commands(commands: Any) -> None:
-    from cluster.acls_command import add_acls_command  # noqa: PLC0415
-    from cluster.dead_letters_command import add_dead_letters_command  # noqa: PLC0415
-    from cluster.demo import add_demo_commands  # noqa: PLC0415
+    from cluster.commands.acls import add_acls_command  # noqa: PLC0415
+    from cluster.commands.dead_letters import add_dead_letters_command  # noqa: PLC0415
+    from cluster.commands.demo import add_demo_commands  # noqa: PLC0415
+    from cluster.commands.lag import add_lag_command  # noqa: PLC0415
     from cluster.k8s.cli import add_k8s_commands  # noqa: PLC0415
     from cluster.kafka_dev.cli import add_kafka_commands  # noqa: PLC0415
-    from cluster.lag_command import add_lag_command  # noqa: PLC0415
 
     add_kafka_commands(commands)
     add_k8s_commands(commands)

@@ -1,7 +1,7 @@
 """The entry point of a pipeline run as a Ray job: ``python -m cluster.job --config configs/X.yaml``.
 
 Inside ``ray job submit`` (or a KubeRay RayJob) it joins the job's cluster; elsewhere it starts an embedded Ray.
-Example pipelines with a module of their own (``python -m pipelines.orders``) take the same options.
+Example pipelines with a module of their own (``python -m cluster.examples.orders``) take the same options.
 """
 
 from __future__ import annotations

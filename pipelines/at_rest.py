@@ -16,7 +16,7 @@ are authenticated too. A wrong key is refused naming both key ids. The metadata 
 tag (the last 16 bytes) instead of a SHA-256 of it: the tag pins the exact bytes written, and decryption checks
 every byte against it, so hashing them again would only add to a checkpoint's time (it was most of what
 encryption added).
-Nothing here touches storage: :class:`~pipelines.checkpoint_store.CheckpointStore` calls :meth:`FileCipher.seal`
+Nothing here touches storage: :class:`~pipelines.state.checkpoint_store.CheckpointStore` calls :meth:`FileCipher.seal`
 before writing and :meth:`FileCipher.open` after reading.
 
 Dead-letter values (an invalid event's payload or key, ``dead_letter.payload: encrypted``) are small and sealed one

@@ -2,19 +2,19 @@
 
     EventrayError
     ├── RetriableError                  the operation may succeed if tried again
-    │   └── EpochTimeout                an epoch was not complete in checkpoint.timeout_ms (cluster.epochs)
+    │   └── EpochTimeout                an epoch was not complete in checkpoint.timeout_ms (cluster.control.epochs)
     └── FatalError                      retrying will not help; an operator has to act
         ├── ConfigError                 the pipeline config is wrong: names the field path and what is allowed
         │   └── ExpressionError         a filter/derive/check expression cannot be parsed or names unknown columns
         ├── KafkaAccessDenied           Kafka refused the pipeline: TLS, authentication, or a missing ACL
         ├── PipelineHalted              the pipeline stopped itself (a dead-letter circuit breaker tripped)
-        ├── PipelineFailed              an actor failed past recovery (cluster.supervisor)
-        ├── RayAuthRefused              the Ray cluster refused this process's token (cluster.ray_auth)
+        ├── PipelineFailed              an actor failed past recovery (cluster.control.supervisor)
+        ├── RayAuthRefused              the Ray cluster refused this process's token (cluster.control.ray_auth)
         ├── DevBrokerError              the dev Kafka broker could not start or stop (cluster.kafka_dev)
-        ├── StateFormatError            keyed state written with another meaning (pipelines.keyed_operator)
-        ├── TornSnapshotError           a checkpoint file is incomplete or altered (pipelines.checkpoint_store)
-        ├── MissingLineageError         checkpoints without their lineage (pipelines.checkpoint_store)
-        ├── CheckpointWriteError        a checkpoint could not be written (pipelines.checkpoint_store)
+        ├── StateFormatError            keyed state written with another meaning (pipelines.state.keyed_operator)
+        ├── TornSnapshotError           a checkpoint file is incomplete or altered (pipelines.state.checkpoint_store)
+        ├── MissingLineageError         checkpoints without their lineage (pipelines.state.checkpoint_store)
+        ├── CheckpointWriteError        a checkpoint could not be written (pipelines.state.checkpoint_store)
         ├── SealedValueError            a sealed dead-letter value cannot be opened (pipelines.at_rest)
         └── CheckpointKeyError          a checkpoint key is missing or wrong (pipelines.at_rest)
             └── FileAuthenticationError a file failed its authentication under the key (pipelines.at_rest)

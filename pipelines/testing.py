@@ -67,8 +67,8 @@ def faults_after(faults: FaultPlan, restored_epoch: int | None) -> FaultPlan:
 class CollectingSink:
     """A sink that keeps every row written to it, in order, for a test to read back (:meth:`rows`, :meth:`table`).
 
-    It takes the place of any sink or dead-letter output of a stage (:class:`~pipelines.source_stage.SourceStage`,
-    :class:`~pipelines.keyed_runner.KeyedStageRunner`) run without an actor.
+    It takes the place of any sink or dead-letter output of a stage run without an actor
+    (:class:`~pipelines.stages.source_stage.SourceStage`, :class:`~pipelines.stages.keyed_runner.KeyedStageRunner`).
     """
 
     def __init__(self) -> None:

@@ -8,8 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import GeneratorSourceConfig
-from pipelines.generator import generate_events
+from pipelines.config.pipeline import GeneratorSourceConfig
+from pipelines.io.generator import generate_events
 
 KNOWN_TYPES = {"UserRegistered", "OrderCreated", "PaymentProcessed", "ShipmentDispatched", "InventoryUpdated"}
 WindowKey = tuple[str, int]

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from cluster.ray_auth import write_new_token  # imports no Ray
+from cluster.control.ray_auth import write_new_token  # imports no Ray
 
 __all__ = ["remove_session_token", "session_ray_auth"]
 

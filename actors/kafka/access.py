@@ -30,10 +30,10 @@ from aiokafka.errors import (
 from aiokafka.protocol.admin import SaslHandShakeRequest
 from aiokafka.protocol.metadata import MetadataRequest
 
-from pipelines.config import PipelineConfig
+from pipelines.config.kafka import KafkaConnectionConfig, client_options
+from pipelines.config.pipeline import PipelineConfig
 from pipelines.errors import KafkaAccessDenied, causes
-from pipelines.kafka_acls import AclBinding, ResourceType, required_acls
-from pipelines.kafka_config import KafkaConnectionConfig, client_options
+from pipelines.io.kafka_acls import AclBinding, ResourceType, required_acls
 
 __all__ = ["check_kafka_access", "explain_denied", "principal"]
 

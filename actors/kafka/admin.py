@@ -17,9 +17,9 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.admin import CreateAclsRequest
 
+from pipelines.config.kafka import KafkaConnectionConfig, client_options
 from pipelines.errors import ConfigError
-from pipelines.kafka_acls import AclBinding
-from pipelines.kafka_config import KafkaConnectionConfig, client_options
+from pipelines.io.kafka_acls import AclBinding
 
 __all__ = [
     "committed_offsets",

@@ -9,7 +9,7 @@ ever: the partition is stuck and the records before it in that fetch are lost.
 within its :class:`BatchGuard`'s cap (``schema.max_decompressed_batch_bytes``): decompressing stops at the cap
 plus one byte, and a batch over the cap, or one its codec cannot decompress, is skipped; its offset range is
 kept with a reason (:meth:`BatchGuard.take`). The reader turns each such batch into one refused record
-(:func:`pipelines.kafka_records.raw_batch_from_records`), so it becomes one dead letter with error type
+(:func:`pipelines.io.kafka_records.raw_batch_from_records`), so it becomes one dead letter with error type
 ``limit`` whose reason names the batch's offsets; the partition reads on. Partitions no guard watches are
 decompressed as aiokafka always did. Not skipped: a batch whose CRC fails (aiokafka fetches it again: it may
 be a transfer error), and a record that cannot be parsed in a batch that decompressed (a broken producer: it
@@ -40,8 +40,8 @@ import numpy as np
 from aiokafka import TopicPartition, codec
 from aiokafka.consumer import fetcher
 
-from pipelines.kafka_records import UnreadableBatch
-from pipelines.scratch import scratch
+from pipelines.decode.scratch import scratch
+from pipelines.io.kafka_records import UnreadableBatch
 
 __all__ = ["BatchGuard", "install"]
 
@@ -239,7 +239,7 @@ def _snappy_size(payload: bytes) -> int:
 
 def _within_buffer(decode_into: Callable[[Any, Any], int], unbounded: _Decode) -> _Decode:
     """A codec that decompresses into a buffer of cap + 1 bytes: a batch that fills it is over the cap. The
-    buffer is reused by its thread (:func:`pipelines.scratch.scratch`): only the pages a batch writes cost
+    buffer is reused by its thread (:func:`pipelines.decode.scratch.scratch`): only the pages a batch writes cost
     memory."""
 
     def decode(payload: Any) -> bytes:

@@ -3,7 +3,7 @@
 Each transaction of a sink slot also writes a marker ``(lineage, slot, epoch)`` to ``<pipeline>.eventray-commits``
 (one partition, compacted, key = lineage and slot). A read_committed reader sees a marker only if its transaction
 committed, so after a crash the newest marker of the slot in the checkpoint location's lineage says whether that
-slot's last epoch reached Kafka. The lineage (:meth:`~pipelines.checkpoint_store.CheckpointStore.ensure_lineage`)
+slot's last epoch reached Kafka. The lineage (:meth:`~pipelines.state.checkpoint_store.CheckpointStore.ensure_lineage`)
 matters because epoch numbers start again in a new checkpoint location: without it, the marker of an earlier
 location's epoch 40 would pass for this one's epoch 3 and suppress a redo that is needed (lost output). Within a
 lineage a slot's markers are written in epoch order, so the one compaction keeps per key is the newest.
@@ -15,8 +15,8 @@ from __future__ import annotations
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipelines.kafka_acls import commit_marker_topic
-from pipelines.kafka_config import KafkaConnectionConfig, client_options
+from pipelines.config.kafka import KafkaConnectionConfig, client_options
+from pipelines.io.kafka_acls import commit_marker_topic
 
 __all__ = ["CommitMarker", "commit_marker_topic", "read_committed_markers"]
 

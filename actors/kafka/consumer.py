@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from actors.kafka.batch_guard import BatchGuard
-from pipelines.kafka_config import KafkaConnectionConfig, KafkaSourceConfig, client_options
-from pipelines.kafka_records import raw_batch_from_records
-from pipelines.records import RawBatch
+from pipelines.config.kafka import KafkaConnectionConfig, KafkaSourceConfig, client_options
+from pipelines.io.kafka_records import raw_batch_from_records
+from pipelines.io.records import RawBatch
 
 __all__ = ["KafkaPartitionReader", "KafkaSourceSession"]
 
@@ -25,7 +25,7 @@ _NO_LIMIT = 1 << 62
 
 
 class KafkaPartitionReader:
-    """One assigned partition, read in offset order (see :mod:`pipelines.sources` for the contract)."""
+    """One assigned partition, read in offset order (see :mod:`pipelines.io.sources` for the contract)."""
 
     def __init__(
         self, consumer: AIOKafkaConsumer, guard: BatchGuard, tp: TopicPartition, position: int, limit: int | None

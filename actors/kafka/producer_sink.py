@@ -18,8 +18,8 @@ from aiokafka.partitioner import murmur2
 
 from actors.kafka.loop_thread import BackgroundLoop
 from actors.telemetry import Telemetry
-from pipelines.kafka_config import KafkaConnectionConfig, KafkaSinkConfig, client_options
-from pipelines.kafka_records import (
+from pipelines.config.kafka import KafkaConnectionConfig, KafkaSinkConfig, client_options
+from pipelines.io.kafka_records import (
     DEFAULT_DEAD_LETTER_RECORD_BYTES,
     UNROUTED_HEADER,
     OutgoingRecord,

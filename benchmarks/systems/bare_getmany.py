@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks.protocol import ChildReport, RunSpec
 from benchmarks.workloads import PARTITIONS, START_TIME_MS, generator_config, per_partition_events
-from pipelines.generator import generate_events
+from pipelines.io.generator import generate_events
 
 __all__ = ["drain_consumer", "run"]
 

@@ -1,4 +1,4 @@
-"""eventray: the workloads as pipeline configs, run with ``cluster.runner.run_pipeline`` on an embedded Ray.
+"""eventray: the workloads as pipeline configs, run with ``cluster.control.runner.run_pipeline`` on an embedded Ray.
 
 Timing: ``RunSummary.progress.elapsed_s`` counts from the Supervisor's start, so it includes starting the
 source and aggregate actors (new Ray worker processes). The drain time reported is from "reading began" to the
@@ -17,9 +17,9 @@ from typing import Any
 
 from benchmarks.protocol import ChildReport, RunSpec
 from benchmarks.workloads import ALLOWED_DISORDER_MS, LARGE_ORDER_CENTS, WINDOW_MS, generator_config, is_dirty_feed
-from cluster.run_report import RunProgress
-from cluster.runner import run_pipeline
-from pipelines.config import PipelineConfig, parse_config
+from cluster.control.run_report import RunProgress
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import PipelineConfig, parse_config
 
 __all__ = ["NON_NEGATIVE_AMOUNT", "pipeline_config", "run"]
 

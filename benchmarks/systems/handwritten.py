@@ -29,7 +29,7 @@ from benchmarks.workloads import (
     per_partition_events,
     window_record,
 )
-from pipelines.generator import generate_events
+from pipelines.io.generator import generate_events
 
 __all__ = ["WindowAggregator", "run"]
 

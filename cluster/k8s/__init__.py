@@ -1,6 +1,6 @@
 """KubeRay deployment of eventray pipelines: render manifests from a config, build overlays, validate.
 
-``render_rayjob``/``render_raycluster`` turn a :class:`~pipelines.config.PipelineConfig` into manifests
+``render_rayjob``/``render_raycluster`` turn a :class:`~pipelines.config.pipeline.PipelineConfig` into manifests
 (plain dicts; ``to_yaml`` serialises them). ``build_kustomization`` renders a ``k8s/`` overlay as
 ``kustomize build`` would, for the subset of kustomize eventray uses. ``validate_documents`` and
 ``validate_paths`` check manifests against the strict KubeRay v1 CRD schemas, the operator's own rules

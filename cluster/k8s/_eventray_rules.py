@@ -17,7 +17,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import load_config
+from pipelines.config.pipeline import load_config
 from pipelines.errors import ConfigError
 
 from ._auth_rules import auth_violations
@@ -99,7 +99,12 @@ def _entrypoint_violations(spec: dict[str, Any], project_dir: Path) -> list[Viol
     except ValueError as error:
         return [Violation("spec.entrypoint", f"cannot be split like a shell command: {error}")]
     if len(words) < 3 or words[0] not in ("python", "python3") or words[1] != "-m":
-        return [Violation("spec.entrypoint", "must be: python -m pipelines.<name> --config <path in image>")]
+        return [
+            Violation(
+                "spec.entrypoint",
+                "must be: python -m cluster.job --config <path in image> (or cluster.examples.<name>)",
+            )
+        ]
     module = Path(project_dir, *words[2].split("."))
     found = []
     if not (module.with_suffix(".py").is_file() or (module / "__main__.py").is_file()):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pipelines.config import PipelineConfig
+from pipelines.config.pipeline import PipelineConfig
 from pipelines.errors import ConfigError
 
 from ._conventions import (
@@ -53,7 +53,7 @@ class RenderOptions:
 
     ``min_workers``/``max_workers`` of None mean "derive from the config" (see :func:`worker_bounds`).
     ``config_in_image`` of None means ``IMAGE_PROJECT_DIR/configs/<name>.yaml``; ``module`` of None means
-    ``pipelines.<name>`` (dashes become underscores). ``ray_auth`` is ``token`` (the token from the Secret
+    ``cluster.examples.<name>`` (dashes become underscores). ``ray_auth`` is ``token`` (the token from the Secret
     ``eventray-ray-auth``) unless the user opts out with ``disabled``: then anyone who reaches the head's
     ports can submit jobs, that is run code in the cluster. ``secrets`` is the job's ``runtime.secrets``:
     ``environment`` (every Ray container has the Secrets as environment variables, so no secret travels through
@@ -191,16 +191,16 @@ def render_raycluster(config: PipelineConfig, options: RenderOptions) -> dict[st
 
 
 def entrypoint_module(config: PipelineConfig, project_dir: Path) -> str:
-    """The module a RayJob runs: ``pipelines.<name>`` where the pipeline has one in ``project_dir``, else
+    """The module a RayJob runs: ``cluster.examples.<name>`` where the pipeline has one in ``project_dir``, else
     ``cluster.job``, the generic entry point that runs any config."""
-    own = f"pipelines.{config.name.replace('-', '_')}"
+    own = f"cluster.examples.{config.name.replace('-', '_')}"
     if (project_dir / Path(*own.split("."))).with_suffix(".py").is_file():
         return own
     return "cluster.job"
 
 
 def _entrypoint(config: PipelineConfig, options: RenderOptions) -> str:
-    module = options.module or f"pipelines.{config.name.replace('-', '_')}"
+    module = options.module or f"cluster.examples.{config.name.replace('-', '_')}"
     config_path = options.config_in_image or f"{IMAGE_PROJECT_DIR}/configs/{config.name}.yaml"
     return shlex.join(["python", "-m", module, "--config", config_path, "--secrets", options.secrets])
 

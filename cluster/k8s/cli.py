@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import PipelineConfig, load_config
+from pipelines.config.pipeline import PipelineConfig, load_config
 from pipelines.errors import ConfigError
 
 from ._conventions import DEFAULT_IMAGE, DEFAULT_RAY_AUTH_MODE, IMAGE_PROJECT_DIR, RAY_AUTH_MODES, RAY_AUTH_SECRET

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.kafka_config import KafkaConnectionConfig, client_options
+from pipelines.config.kafka import KafkaConnectionConfig, client_options
 
 from ._properties import ADMIN_USER, SCRAM_MECHANISM
 from ._tls import TlsFiles

@@ -232,7 +232,7 @@ def try_leaving_torn_state_file(checkpoints: Path) -> Path | None:
 
 class ProduceGates:
     """Holds a producer at fractions of its input until each gate's condition holds (``on_progress`` of
-    :func:`cluster.produce.produce_events`): the input cannot end before the faults planned ahead of it."""
+    :func:`cluster.commands.produce.produce_events`): the input cannot end before the faults planned ahead of it."""
 
     def __init__(self, events: int, gates: list[tuple[float, Callable[[], bool]]], timeout_s: float = 300) -> None:
         self._gates = [(int(events * fraction), condition) for fraction, condition in gates]

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from cluster.commands.produce import produce_events
+from cluster.control.runner import run_pipeline
 from cluster.kafka_dev import DevBrokerConfig, start_broker, stop_broker
-from cluster.produce import produce_events
-from cluster.runner import run_pipeline
-from pipelines.config import GeneratorSourceConfig
+from pipelines.config.pipeline import GeneratorSourceConfig
 from tests.chaos.chaos_tools import ProduceGates, checkpointed_progress
 from tests.chaos.test_recovery import assert_exactly_once, kafka_exactly_once_orders, verified
 from tests.integration.pipelines_under_test import PARTITIONS, START_TIME_MS, connection, create_topic, unique

@@ -23,14 +23,14 @@ from aiokafka import AIOKafkaProducer
 
 from actors.kafka.admin import ensure_topic
 from actors.kafka.commit_markers import CommitMarker, commit_marker_topic
-from cluster.produce import produce_events
-from cluster.run_report import RunProgress, RunSummary
-from cluster.runner import run_pipeline
-from cluster.verify import verify_run
-from pipelines.config import GeneratorSourceConfig, PipelineConfig, parse_config
-from pipelines.delivery_check import DeliveryReport
-from pipelines.orders import orders_pipeline
+from cluster.commands.produce import produce_events
+from cluster.commands.verify import verify_run
+from cluster.control.run_report import RunProgress, RunSummary
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, parse_config
+from pipelines.examples.orders import orders_pipeline
 from pipelines.testing import CrashAt
+from pipelines.verify.delivery_check import DeliveryReport
 from tests.chaos.chaos_tools import (
     ProduceGates,
     ScheduledKiller,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.config import PipelineConfig, parse_config
+from pipelines.config.pipeline import PipelineConfig, parse_config
 from tests.chaos.chaos_tools import ScheduledKiller, planned_kills
 from tests.chaos.test_recovery import PACED_RUN_S, assert_exactly_once, run_until_the_kills_are_behind, verified
 from tests.integration.pipelines_under_test import START_TIME_MS, unique

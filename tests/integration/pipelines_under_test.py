@@ -10,9 +10,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from actors.kafka.admin import ensure_topic, read_topic
-from pipelines.config import PipelineConfig, parse_config
-from pipelines.kafka_config import KafkaConnectionConfig
-from pipelines.orders import orders_pipeline
+from pipelines.config.kafka import KafkaConnectionConfig
+from pipelines.config.pipeline import PipelineConfig, parse_config
+from pipelines.examples.orders import orders_pipeline
 
 START_TIME_MS = 1_767_225_600_000  # fixed, so references see the same events as the pipeline
 PARTITIONS = 8

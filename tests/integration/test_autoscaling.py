@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cluster.run_report import RunProgress
-from cluster.runner import run_pipeline
-from cluster.verify import verify_run
-from pipelines.config import PipelineConfig, load_config
+from cluster.commands.verify import verify_run
+from cluster.control.run_report import RunProgress
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import PipelineConfig, load_config
 from tests.integration.pipelines_under_test import START_TIME_MS, unique
 from tests.integration.ray_cluster import LocalRayCluster
 

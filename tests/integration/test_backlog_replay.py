@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cluster.produce import produce_events
-from cluster.runner import run_pipeline
-from cluster.verify import verify_run
-from pipelines.config import GeneratorSourceConfig
+from cluster.commands.produce import produce_events
+from cluster.commands.verify import verify_run
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import GeneratorSourceConfig
 from tests.integration.pipelines_under_test import START_TIME_MS, connection, orders_with, unique
 from tests.integration.ray_cluster import LocalRayCluster
 

@@ -23,13 +23,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from actors.kafka.admin import committed_offsets
-from cluster.run_report import RunProgress
-from cluster.runner import run_pipeline
-from cluster.verify import verify_run
-from pipelines.config import GeneratorSourceConfig, PipelineConfig, parse_config
+from cluster.commands.verify import verify_run
+from cluster.control.run_report import RunProgress
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, parse_config
 from pipelines.errors import FatalError
-from pipelines.generator import generate_events
-from pipelines.kafka_records import TRIMMED_HEADER
+from pipelines.io.generator import generate_events
+from pipelines.io.kafka_records import TRIMMED_HEADER
 from tests.integration.pipelines_under_test import START_TIME_MS, connection, orders_with, topic_records, unique
 from tests.integration.ray_cluster import LocalRayCluster
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster.runner import run_pipeline
-from cluster.verify import verify_run
-from pipelines.config import GeneratorSourceConfig
-from pipelines.generator import generate_events
-from pipelines.sources import file_partitions
+from cluster.commands.verify import verify_run
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import GeneratorSourceConfig
+from pipelines.io.generator import generate_events
+from pipelines.io.sources import file_partitions
 from tests.integration.pipelines_under_test import START_TIME_MS, orders_with
 from tests.integration.ray_cluster import LocalRayCluster
 from tests.reference import read_jsonl_dir

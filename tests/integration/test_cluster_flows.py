@@ -67,7 +67,7 @@ def test_ray_job_submit_runs_the_orders_module(ray_cluster: LocalRayCluster) -> 
     result = subprocess.run(
         [str(BIN / "ray"), "job", "submit", "--address", ray_cluster.dashboard_url,
          "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"excludes": [".venv", "out", ".eventray"]}),
-         "--", "python", "-m", "pipelines.orders", "--max-events", "30000"],
+         "--", "python", "-m", "cluster.examples.orders", "--max-events", "30000"],
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     output = result.stdout + result.stderr

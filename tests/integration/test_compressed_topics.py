@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster.run_report import RunProgress
-from cluster.runner import run_pipeline
-from cluster.verify import verify_run
-from pipelines.config import GeneratorSourceConfig
-from pipelines.generator import generate_events
+from cluster.commands.verify import verify_run
+from cluster.control.run_report import RunProgress
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import GeneratorSourceConfig
+from pipelines.io.generator import generate_events
 from tests.integration.pipelines_under_test import (
     START_TIME_MS,
     create_topic,

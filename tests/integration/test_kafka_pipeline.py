@@ -13,13 +13,13 @@ import fastavro
 import pytest
 
 from actors.kafka.admin import committed_offsets, end_offsets
-from cluster.produce import produce_events
-from cluster.run_report import RunProgress
-from cluster.runner import run_pipeline
-from pipelines.config import GeneratorSourceConfig, PipelineConfig, parse_config
+from cluster.commands.produce import produce_events
+from cluster.control.run_report import RunProgress
+from cluster.control.runner import run_pipeline
+from pipelines.config.kafka import CircuitBreakerConfig
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, parse_config
 from pipelines.errors import FatalError
-from pipelines.kafka_config import CircuitBreakerConfig
-from pipelines.orders import orders_pipeline
+from pipelines.examples.orders import orders_pipeline
 from tests.integration.pipelines_under_test import (
     PARTITIONS,
     START_TIME_MS,

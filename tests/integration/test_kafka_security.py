@@ -21,6 +21,8 @@ from pydantic import SecretStr
 from actors.kafka.access import check_kafka_access, explain_denied, principal
 from actors.kafka.admin import committed_offsets, create_acls, ensure_topic, partition_count
 from cluster.cli import main as cli_main
+from cluster.commands.produce import produce_events
+from cluster.control.runner import run_pipeline
 from cluster.kafka_dev import (
     CLIENT_PRINCIPAL,
     PIPELINE_USER,
@@ -32,12 +34,10 @@ from cluster.kafka_dev import (
     stop_broker,
 )
 from cluster.kafka_dev._tls import make_tls_files
-from cluster.produce import produce_events
-from cluster.runner import run_pipeline
-from pipelines.config import GeneratorSourceConfig, PipelineConfig
+from pipelines.config.kafka import KafkaConnectionConfig, client_options
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig
 from pipelines.errors import KafkaAccessDenied
-from pipelines.kafka_acls import AclBinding, Operation, ResourceType, required_acls
-from pipelines.kafka_config import KafkaConnectionConfig, client_options
+from pipelines.io.kafka_acls import AclBinding, Operation, ResourceType, required_acls
 from tests.chaos.test_recovery import assert_exactly_once, kafka_exactly_once_orders, verified
 from tests.integration.pipelines_under_test import PARTITIONS, START_TIME_MS, unique
 from tests.integration.ray_cluster import LocalRayCluster

@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from actors.kafka.admin import ensure_topic, partition_count, topic_partitions
+from pipelines.config.kafka import KafkaConnectionConfig
 from pipelines.errors import ConfigError
-from pipelines.kafka_config import KafkaConnectionConfig
 
 pytestmark = pytest.mark.kafka
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.lag_command import lag_samples
-from cluster.produce import produce_events
-from pipelines.config import GeneratorSourceConfig, load_config
+from cluster.commands.lag import lag_samples
+from cluster.commands.produce import produce_events
+from pipelines.config.pipeline import GeneratorSourceConfig, load_config
 from tests.integration.pipelines_under_test import PARTITIONS, START_TIME_MS, connection, unique
 
 pytestmark = [pytest.mark.kafka]

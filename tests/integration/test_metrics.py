@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.run_report import RunSummary
-from cluster.runner import run_pipeline
+from cluster.control.run_report import RunSummary
+from cluster.control.runner import run_pipeline
 from tests.integration.pipelines_under_test import generator_source, orders_with, unique
 from tests.integration.ray_cluster import LocalRayCluster
 

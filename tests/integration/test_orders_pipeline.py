@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster.assignment import partition_limits
-from cluster.runner import run_pipeline
-from pipelines.orders import orders_pipeline
+from cluster.control.assignment import partition_limits
+from cluster.control.runner import run_pipeline
+from pipelines.examples.orders import orders_pipeline
 from tests.integration.ray_cluster import LocalRayCluster
 from tests.reference import read_jsonl_dir, reference_orders
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from cluster.runner import run_pipeline
-from pipelines.config import GeneratorSourceConfig, PipelineConfig, parse_config
-from pipelines.generator import generate_events
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, parse_config
+from pipelines.io.generator import generate_events
 from tests.integration.pipelines_under_test import START_TIME_MS, orders_with
 from tests.integration.ray_cluster import LocalRayCluster
 from tests.reference import read_jsonl_dir

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from cluster.assignment import partition_limits
-from cluster.produce import produce_events
-from cluster.runner import run_pipeline
-from pipelines.config import GeneratorSourceConfig
-from pipelines.generator import generate_events
+from cluster.commands.produce import produce_events
+from cluster.control.assignment import partition_limits
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import GeneratorSourceConfig
+from pipelines.io.generator import generate_events
 from tests.integration.pipelines_under_test import (
     PARTITIONS,
     START_TIME_MS,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from actors.kafka.admin import read_topic
-from cluster.runner import run_pipeline
-from cluster.verify import verify_run
+from cluster.commands.verify import verify_run
+from cluster.control.runner import run_pipeline
 from pipelines.testing import CrashAt
 from tests.integration.pipelines_under_test import connection, generator_source, passthrough, unique
 from tests.integration.ray_cluster import LocalRayCluster

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from cluster.runner import run_pipeline
-from cluster.trace_view import load_trace
-from pipelines.config import PipelineConfig, parse_config
-from pipelines.trace_context import parse_traceparent
+from cluster.commands.trace_view import load_trace
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import PipelineConfig, parse_config
+from pipelines.io.trace_context import parse_traceparent
 from tests.integration.pipelines_under_test import create_topic, topic_records, unique
 from tests.integration.ray_cluster import LocalRayCluster
 

@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from actors.kafka.admin import committed_offsets
-from cluster.produce import produce_events
-from cluster.runner import run_pipeline
-from cluster.verify import verify_run
-from pipelines.config import GeneratorSourceConfig, parse_config
+from cluster.commands.produce import produce_events
+from cluster.commands.verify import verify_run
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import GeneratorSourceConfig, parse_config
 from pipelines.testing import CrashAt
 from tests.integration.pipelines_under_test import START_TIME_MS, connection, unique
 from tests.integration.ray_cluster import LocalRayCluster

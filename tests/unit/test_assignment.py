@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.assignment import (
+from cluster.control.assignment import (
     assign_key_groups,
     assign_partitions,
     moved_items,

@@ -21,9 +21,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-import cluster.autoscale_policy as policy_module
-from cluster.autoscale_policy import AutoscaleConfig, Desired, PolicyState, decide
-from cluster.lag import (
+import cluster.control.autoscale_policy as policy_module
+from cluster.control.autoscale_policy import AutoscaleConfig, Desired, PolicyState, decide
+from cluster.control.lag import (
     ActorKind,
     ActorLoad,
     ActorSample,

@@ -14,12 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.config import GeneratorSourceConfig
-from pipelines.generator import generate_events
-from pipelines.orders import orders_pipeline
-from pipelines.plan import compile_pipeline
-from pipelines.records import RawBatch
-from pipelines.secrets import resolve_secrets
+from pipelines.config.pipeline import GeneratorSourceConfig
+from pipelines.config.secrets import resolve_secrets
+from pipelines.examples.orders import orders_pipeline
+from pipelines.io.generator import generate_events
+from pipelines.io.records import RawBatch
+from pipelines.stages.plan import compile_pipeline
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad_inputs"
 MANIFEST: dict[str, str | None] = json.loads((CORPUS / "manifest.json").read_text())

@@ -18,9 +18,9 @@ from aiokafka.record.util import calc_crc32c
 
 from actors.kafka import batch_guard
 from actors.kafka.batch_guard import BatchGuard
-from pipelines.config import SchemaConfig
-from pipelines.input_limits import LIMIT, screen_input
-from pipelines.kafka_records import UnreadableBatch, raw_batch_from_records
+from pipelines.config.pipeline import SchemaConfig
+from pipelines.decode.input_limits import LIMIT, screen_input
+from pipelines.io.kafka_records import UnreadableBatch, raw_batch_from_records
 
 GZIP, SNAPPY, LZ4, ZSTD = 1, 2, 3, 4
 CAP = 100_000

@@ -30,9 +30,9 @@ from benchmarks.workloads import (
     generator_config,
     per_partition_events,
 )
-from pipelines.generator import GeneratedEvents, generate_events
-from pipelines.plan import compile_pipeline
-from pipelines.records import RawBatch
+from pipelines.io.generator import GeneratedEvents, generate_events
+from pipelines.io.records import RawBatch
+from pipelines.stages.plan import compile_pipeline
 
 EVENTS = 8_000  # 1,000 per partition: ~80 invalid events, each kind several times
 REJECTED_KINDS = {"truncated_json", "missing_event_time", "negative_amount", "wrong_type"}

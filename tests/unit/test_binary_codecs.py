@@ -9,11 +9,11 @@ import fastavro
 import pyarrow as pa
 import pytest
 
-from pipelines.binary_codecs import AvroDecoder, RawBytesDecoder
-from pipelines.config import SchemaConfig
+from pipelines.config.pipeline import SchemaConfig
+from pipelines.decode.binary_codecs import AvroDecoder, RawBytesDecoder
+from pipelines.decode.schema import EventSchema
 from pipelines.errors import ConfigError
-from pipelines.records import RawBatch
-from pipelines.schema import EventSchema
+from pipelines.io.records import RawBatch
 
 WRITER = {
     "type": "record",

@@ -11,7 +11,9 @@ import pyarrow as pa
 import pytest
 
 from pipelines.at_rest import CheckpointKeyError, FileCipher, key_id_of
-from pipelines.checkpoint_store import (
+from pipelines.config.pipeline import CheckpointConfig, load_config
+from pipelines.config.secrets import resolve_secrets
+from pipelines.state.checkpoint_store import (
     AggregateSnapshot,
     Checkpoint,
     CheckpointStore,
@@ -19,8 +21,6 @@ from pipelines.checkpoint_store import (
     TornSnapshotError,
     open_checkpoint_store,
 )
-from pipelines.config import CheckpointConfig, load_config
-from pipelines.secrets import resolve_secrets
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from actors.kafka.commit_markers import CommitMarker
-from cluster.restore_plan import plan_source_starts
-from pipelines.checkpoint_store import (
+from cluster.control.restore_plan import plan_source_starts
+from pipelines.state.checkpoint_store import (
     PRE_LINEAGE,
     AggregateSnapshot,
     Checkpoint,

@@ -9,9 +9,9 @@ from typing import cast
 import numpy as np
 import pytest
 
-from pipelines.circuit_breaker import CircuitBreaker
+from pipelines.config.kafka import CircuitBreakerConfig
 from pipelines.errors import EventrayError, FatalError, PipelineHalted
-from pipelines.kafka_config import CircuitBreakerConfig
+from pipelines.stages.circuit_breaker import CircuitBreaker
 
 WHERE = "source-actor-3/orders[5]"
 NEVER = 1_000_000  # a limit that no test reaches

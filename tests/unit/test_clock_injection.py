@@ -1,16 +1,16 @@
 """The control plane's timing goes by the clock it is given: epochs and autoscaler ticks are due tick by tick
-under a :class:`~pipelines.clock.ManualClock`, with no sleep and whatever the machine's speed."""
+under a :class:`~pipelines.eventtime.clock.ManualClock`, with no sleep and whatever the machine's speed."""
 
 from __future__ import annotations
 
 import pytest
 
 from actors.metrics import PipelineMetrics
-from cluster.autoscaler import Autoscaler
-from cluster.epochs import EpochRunner
-from pipelines.autoscale_config import AutoscaleConfig
-from pipelines.clock import ManualClock
-from pipelines.orders import orders_pipeline
+from cluster.control.autoscaler import Autoscaler
+from cluster.control.epochs import EpochRunner
+from pipelines.config.autoscale import AutoscaleConfig
+from pipelines.eventtime.clock import ManualClock
+from pipelines.examples.orders import orders_pipeline
 
 
 def test_an_epoch_is_due_once_the_injected_clock_passes_the_interval() -> None:

@@ -13,11 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.codecs import DecodedBatch, JsonDecoder
-from pipelines.config import GeneratorSourceConfig, load_config
-from pipelines.generator import generate_events
-from pipelines.records import DEAD_LETTER_SCHEMA, RawBatch
-from pipelines.schema import METADATA_FIELDS, EventSchema
+from pipelines.config.pipeline import GeneratorSourceConfig, load_config
+from pipelines.decode.codecs import DecodedBatch, JsonDecoder
+from pipelines.decode.schema import METADATA_FIELDS, EventSchema
+from pipelines.io.generator import generate_events
+from pipelines.io.records import DEAD_LETTER_SCHEMA, RawBatch
 
 REPO = Path(__file__).resolve().parents[2]
 ORDERS_YAML = REPO / "configs" / "orders.yaml"

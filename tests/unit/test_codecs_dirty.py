@@ -15,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import binary_codecs, codecs
-from pipelines.binary_codecs import AvroDecoder
-from pipelines.bisection import failing_positions
-from pipelines.codecs import DecodedBatch
-from pipelines.config import SchemaConfig
-from pipelines.json_verdicts import TypedLines
-from pipelines.records import RawBatch
-from pipelines.schema import EventSchema
+from pipelines.config.pipeline import SchemaConfig
+from pipelines.decode import binary_codecs, codecs
+from pipelines.decode.binary_codecs import AvroDecoder
+from pipelines.decode.codecs import DecodedBatch
+from pipelines.decode.json_verdicts import TypedLines
+from pipelines.decode.schema import EventSchema
+from pipelines.io.records import RawBatch
+from pipelines.transform.bisection import failing_positions
 from tests.unit.test_codecs import (
     DECODER,
     FIRST_OFFSET,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.config import (
+from pipelines.config.pipeline import (
     ConsoleSinkConfig,
     DeadLetterConfig,
     GeneratorSourceConfig,

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.config import AggregationConfig, PipelineConfig, load_config, parse_config
+from pipelines.config.pipeline import AggregationConfig, PipelineConfig, load_config, parse_config
 from pipelines.errors import ConfigError
-from pipelines.plan import compile_pipeline
+from pipelines.stages.plan import compile_pipeline
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 # Not pipeline configs: fake_cluster.yaml is a Ray autoscaler config, checked in test_autoscale_policy.py.

@@ -14,13 +14,13 @@ import pytest
 from pydantic import SecretStr
 
 from pipelines.at_rest import CheckpointKeyError, key_id_of
-from pipelines.config import DeadLetterConfig, MaskOp, load_config, parse_config
-from pipelines.dead_letter_policy import WITHHELD, DeadLetterPolicy
+from pipelines.config.pipeline import DeadLetterConfig, MaskOp, load_config, parse_config
+from pipelines.config.secrets import resolve_secrets
 from pipelines.errors import ConfigError
-from pipelines.plan import compile_pipeline
-from pipelines.records import DEAD_LETTER_SCHEMA
-from pipelines.secrets import resolve_secrets
-from pipelines.sinks import DeadLetterSink
+from pipelines.io.records import DEAD_LETTER_SCHEMA
+from pipelines.io.sinks import DeadLetterSink
+from pipelines.stages.dead_letter_policy import WITHHELD, DeadLetterPolicy
+from pipelines.stages.plan import compile_pipeline
 
 KEY = "dead-letter-test-key-0123456789abcdef"
 ORDERS = Path(__file__).resolve().parents[2] / "configs" / "orders.yaml"

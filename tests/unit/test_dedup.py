@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from pipelines.dedup import LAST_SEEN, STATE_FORMAT, Dedup
-from pipelines.keyed_operator import KeyedOperator, StateFormatError, tag_state
-from pipelines.state_config import DedupConfig, UpsertConfig
-from pipelines.upsert_table import UpsertTable
+from pipelines.config.state import DedupConfig, UpsertConfig
+from pipelines.state.dedup import LAST_SEEN, STATE_FORMAT, Dedup
+from pipelines.state.keyed_operator import KeyedOperator, StateFormatError, tag_state
+from pipelines.state.upsert_table import UpsertTable
 
 TTL_MS = 10
 CONFIG = DedupConfig(id_column="event_id", ttl_ms=TTL_MS)

@@ -9,9 +9,13 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from cluster.verify import _stream_of, fixed_end_offsets, verify_run
-from pipelines.config import PipelineConfig, load_config, parse_config
-from pipelines.delivery_check import (
+from cluster.commands.verify import _stream_of, fixed_end_offsets, verify_run
+from pipelines.config.pipeline import PipelineConfig, load_config, parse_config
+from pipelines.errors import ConfigError
+from pipelines.io.records import DEAD_LETTER_SCHEMA, RawBatch
+from pipelines.io.sinks import DeadLetterSink, JsonlSink
+from pipelines.stages.plan import CompiledPipeline, compile_pipeline
+from pipelines.verify.delivery_check import (
     COMMITS_SCHEMA,
     EPOCH,
     POSITION,
@@ -24,10 +28,6 @@ from pipelines.delivery_check import (
     expected_run,
     recompute_windows,
 )
-from pipelines.errors import ConfigError
-from pipelines.plan import CompiledPipeline, compile_pipeline
-from pipelines.records import DEAD_LETTER_SCHEMA, RawBatch
-from pipelines.sinks import DeadLetterSink, JsonlSink
 
 SCHEMA: dict[str, Any] = {
     "fields": {"event_id": "string", "t": "int64", "customer": "string", "amount": "int64", "kind": "string"},
@@ -376,7 +376,7 @@ async def test_verify_run_reads_files_of_a_generator_run(tmp_path: Path) -> None
     config = parse_config(data)
     compiled = compile_pipeline(config)
     ends = {0: 300, 1: 250}
-    from pipelines.generator import generate_events  # noqa: PLC0415
+    from pipelines.io.generator import generate_events  # noqa: PLC0415
 
     sink, dead = JsonlSink(str(tmp_path / "out"), "source-0"), DeadLetterSink(str(tmp_path / "dead"), "source-0")
     for partition, end in ends.items():

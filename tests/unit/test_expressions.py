@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.errors import ExpressionError
-from pipelines.expressions import FUNCTIONS, compile_expression
+from pipelines.transform.expressions import FUNCTIONS, compile_expression
 
 BATCH = pa.record_batch(
     {

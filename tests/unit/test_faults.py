@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import parse_config
+from pipelines.config.pipeline import parse_config
 from pipelines.errors import ConfigError
-from pipelines.orders import orders_pipeline
+from pipelines.examples.orders import orders_pipeline
 from pipelines.testing import CrashAt, FaultPlan, faults_after
 
 

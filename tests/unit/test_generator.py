@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.codecs import JsonDecoder
-from pipelines.config import EVENT_TYPES, GeneratorSourceConfig
-from pipelines.generator import EVENT_TYPE_WEIGHTS, INVALID_KINDS, GeneratedEvents, event_times, generate_events
-from pipelines.orders import orders_pipeline
-from pipelines.records import RawBatch
-from pipelines.schema import EventSchema
+from pipelines.config.pipeline import EVENT_TYPES, GeneratorSourceConfig
+from pipelines.decode.codecs import JsonDecoder
+from pipelines.decode.schema import EventSchema
+from pipelines.examples.orders import orders_pipeline
+from pipelines.io.generator import EVENT_TYPE_WEIGHTS, INVALID_KINDS, GeneratedEvents, event_times, generate_events
+from pipelines.io.records import RawBatch
 
 START_MS = 1_700_000_000_000
 CONFIG = GeneratorSourceConfig(partitions=4, seed=11, rate_per_s=8_000, invalid_fraction=0.01, max_out_of_order_ms=300)

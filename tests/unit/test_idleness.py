@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.idleness import PartitionIdleness
+from pipelines.eventtime.idleness import PartitionIdleness
 
 
 class ManualClock:

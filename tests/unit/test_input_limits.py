@@ -21,17 +21,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import pipelines.input_limits as input_limits
-from pipelines import codecs
-from pipelines.binary_codecs import AvroDecoder, RawBytesDecoder
-from pipelines.codecs import DecodedBatch, Decoder, JsonDecoder
-from pipelines.config import GeneratorSourceConfig, SchemaConfig
-from pipelines.generator import generate_events
-from pipelines.input_limits import nesting_depths, screen_input
-from pipelines.kafka_records import raw_batch_from_records, traceparent_of
-from pipelines.records import RawBatch
-from pipelines.schema import EventSchema
-from pipelines.trace_context import is_valid_traceparent, valid_traceparents
+import pipelines.decode.input_limits as input_limits
+from pipelines.config.pipeline import GeneratorSourceConfig, SchemaConfig
+from pipelines.decode import codecs
+from pipelines.decode.binary_codecs import AvroDecoder, RawBytesDecoder
+from pipelines.decode.codecs import DecodedBatch, Decoder, JsonDecoder
+from pipelines.decode.input_limits import nesting_depths, screen_input
+from pipelines.decode.schema import EventSchema
+from pipelines.io.generator import generate_events
+from pipelines.io.kafka_records import raw_batch_from_records, traceparent_of
+from pipelines.io.records import RawBatch
+from pipelines.io.trace_context import is_valid_traceparent, valid_traceparents
 from tests.unit.test_kafka_records import FakeConsumerRecord
 
 NOW_MS = 1_767_225_600_000
@@ -256,9 +256,9 @@ def test_a_record_nested_100_000_deep_is_a_dead_letter_and_the_rest_decode() -> 
 _WITHOUT_LIMIT = textwrap.dedent(
     """
     import pyarrow as pa, pyarrow.json as pa_json
-    from pipelines.codecs import JsonDecoder
-    from pipelines.config import SchemaConfig
-    from pipelines.schema import EventSchema
+    from pipelines.decode.codecs import JsonDecoder
+    from pipelines.config.pipeline import SchemaConfig
+    from pipelines.decode.schema import EventSchema
     from tests.unit.test_input_limits import FIELDS, Record, nested_json, raw_of, verdicts
 
     deep = nested_json(100_000)

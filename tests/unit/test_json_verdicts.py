@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pytest
 
-from pipelines import json_verdicts
-from pipelines.config import FieldType, SchemaConfig
-from pipelines.json_verdicts import TypedLines
-from pipelines.schema import EventSchema
+from pipelines.config.pipeline import FieldType, SchemaConfig
+from pipelines.decode import json_verdicts
+from pipelines.decode.json_verdicts import TypedLines
+from pipelines.decode.schema import EventSchema
 from tests.unit.test_codecs import SCHEMA, event
 
 # every JSON kind, and the numbers and strings at the edges of the column types

@@ -106,7 +106,7 @@ def test_generated_manifests_equal_a_fresh_render_of_their_config(path: Path) ->
 def test_there_is_a_generated_rayjob_per_example_pipeline() -> None:
     jobs = [load_documents(p)[0] for p in GENERATED if load_documents(p)[0]["kind"] == "RayJob"]
     entrypoints = [job["spec"]["entrypoint"] for job in jobs]
-    assert any(e.startswith("python -m pipelines.orders --config ") for e in entrypoints)
+    assert any(e.startswith("python -m cluster.examples.orders --config ") for e in entrypoints)
 
 
 def test_the_upstream_samples_pass_the_strict_schemas(schemas: SchemaSet) -> None:
@@ -274,7 +274,7 @@ BROKEN: dict[str, tuple[Mutation, str, str]] = {
     "entrypoint module missing": (
         lambda job: job["spec"].update(entrypoint=job["spec"]["entrypoint"].replace(".orders", ".no_such_pipeline")),
         "spec.entrypoint",
-        "module pipelines.no_such_pipeline does not exist",
+        "module cluster.examples.no_such_pipeline does not exist",
     ),
     "entrypoint config missing": (
         lambda job: job["spec"].update(entrypoint=job["spec"]["entrypoint"].replace("orders.yaml", "gone.yaml")),
@@ -284,7 +284,7 @@ BROKEN: dict[str, tuple[Mutation, str, str]] = {
     "entrypoint not a module": (
         lambda job: job["spec"].update(entrypoint="python run.py"),
         "spec.entrypoint",
-        "must be: python -m pipelines.<name>",
+        "must be: python -m cluster.job --config <path in image>",
     ),
     "runtime env not YAML": (
         lambda job: job["spec"].update(runtimeEnvYAML="env_vars: [unclosed"),

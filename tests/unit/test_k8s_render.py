@@ -30,7 +30,7 @@ from cluster.k8s import (
     worker_bounds,
 )
 from cluster.k8s.cli import main
-from pipelines.config import PipelineConfig, load_config
+from pipelines.config.pipeline import PipelineConfig, load_config
 from pipelines.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,8 +60,8 @@ def project(tmp_path: Path) -> Path:
     """A minimal project tree: one config and the pipeline module its RayJob entrypoint names."""
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "demo.yaml").write_text(DEMO_CONFIG, encoding="utf-8")
-    (tmp_path / "pipelines").mkdir()
-    (tmp_path / "pipelines" / "demo.py").write_text("", encoding="utf-8")
+    (tmp_path / "cluster" / "examples").mkdir(parents=True)
+    (tmp_path / "cluster" / "examples" / "demo.py").write_text("", encoding="utf-8")
     return tmp_path
 
 
@@ -104,7 +104,7 @@ def test_rayjob_runs_the_pipeline_module_and_cleans_up(demo: PipelineConfig) -> 
 
     assert job["metadata"]["name"] == "eventray-demo"
     assert spec["entrypoint"] == (
-        f"python -m pipelines.demo --config {IMAGE_PROJECT_DIR}/configs/demo.yaml --secrets environment"
+        f"python -m cluster.examples.demo --config {IMAGE_PROJECT_DIR}/configs/demo.yaml --secrets environment"
     ), "the actors read the Secrets of their own pods: none travels through Ray"
     assert spec["shutdownAfterJobFinishes"] is True
     assert spec["ttlSecondsAfterFinished"] == 120
@@ -251,7 +251,7 @@ def test_render_is_deterministic_and_round_trips_through_yaml(demo: PipelineConf
 def test_too_long_pipeline_name_is_reported(project: Path, schemas: SchemaSet) -> None:
     long_name = "a" * 40
     config = load_config(project / "configs" / "demo.yaml", {"name": long_name})
-    (project / "pipelines" / f"{long_name}.py").write_text("", encoding="utf-8")
+    (project / "cluster" / "examples" / f"{long_name}.py").write_text("", encoding="utf-8")
     options = RenderOptions(config_in_image=f"{IMAGE_PROJECT_DIR}/configs/demo.yaml")
 
     problems = validate_documents([render_rayjob(config, options)], source="r", schemas=schemas, project_dir=project)
@@ -277,8 +277,8 @@ def test_cli_render_writes_the_command_in_a_header(project: Path, capsys: pytest
 def test_cli_render_refuses_an_entrypoint_module_that_does_not_exist(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Without pipelines/demo.py the job falls back to the generic cluster.job, which this project lacks too.
-    (project / "pipelines" / "demo.py").unlink()
+    # Without cluster/examples/demo.py the job falls back to the generic cluster.job, which this project lacks too.
+    (project / "cluster" / "examples" / "demo.py").unlink()
 
     code = main(["render", "configs/demo.yaml", "--project-dir", str(project), "--schemas", str(find_schema_dir())])
 

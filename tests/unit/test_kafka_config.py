@@ -14,9 +14,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from pipelines.config import PipelineConfig, parse_config
-from pipelines.errors import ConfigError
-from pipelines.kafka_config import (
+from pipelines.config.kafka import (
     DEFAULT_BOOTSTRAP,
     KafkaConnectionConfig,
     KafkaSourceConfig,
@@ -25,6 +23,8 @@ from pipelines.kafka_config import (
     client_options,
     resolve_kafka_secrets,
 )
+from pipelines.config.pipeline import PipelineConfig, parse_config
+from pipelines.errors import ConfigError
 
 # Test values, searched for in printed and serialised configs.
 SECRET = "s3cr3t-Pa55word"

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from pipelines.at_rest import ValueCipher
-from pipelines.kafka_config import KafkaSinkConfig
-from pipelines.kafka_records import (
+from pipelines.config.kafka import KafkaSinkConfig
+from pipelines.io.kafka_records import (
     DEAD_LETTER_HEADER_PREFIX,
     TRIMMED_HEADER,
     OutgoingRecord,
@@ -21,7 +21,7 @@ from pipelines.kafka_records import (
     route_rows,
     traceparent_of,
 )
-from pipelines.records import RawBatch, dead_letters, empty_dead_letters
+from pipelines.io.records import RawBatch, dead_letters, empty_dead_letters
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 OTHER_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

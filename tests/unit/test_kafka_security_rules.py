@@ -27,9 +27,9 @@ from cluster.kafka_dev._properties import BrokerPorts, render_server_properties
 from cluster.kafka_dev._state_files import StatePaths
 from cluster.kafka_dev._tls import TlsFiles
 from cluster.kafka_dev._tools import run_tool
-from pipelines.config import PipelineConfig, load_config
-from pipelines.kafka_acls import AclBinding, Operation, PatternType, ResourceType, required_acls
-from pipelines.kafka_config import KafkaConnectionConfig
+from pipelines.config.kafka import KafkaConnectionConfig
+from pipelines.config.pipeline import PipelineConfig, load_config
+from pipelines.io.kafka_acls import AclBinding, Operation, PatternType, ResourceType, required_acls
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -11,11 +11,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cluster.assignment import partition_limits
-from cluster.supervisor import Supervisor
-from pipelines.checkpoint_store import AggregateSnapshot, CheckpointStore
-from pipelines.config import GeneratorSourceConfig, PipelineConfig, load_config
-from pipelines.generator import generate_events
+from cluster.control.assignment import partition_limits
+from cluster.control.supervisor import Supervisor
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, load_config
+from pipelines.io.generator import generate_events
+from pipelines.state.checkpoint_store import AggregateSnapshot, CheckpointStore
 from pipelines.testing import FaultPlan
 from tests.reference import KNOWN_TYPES, read_jsonl_dir
 from tests.unit.test_supervisor_in_process import InProcessActors, InProcessAggregate

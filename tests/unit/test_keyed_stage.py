@@ -11,16 +11,16 @@ import pytest
 import yaml
 
 from actors.aggregate_actor import AggregateActor
-from pipelines.config import KeyedStage, PipelineConfig, load_config, parse_config
-from pipelines.dedup import Dedup
+from pipelines.config.pipeline import KeyedStage, PipelineConfig, load_config, parse_config
+from pipelines.config.state import DedupConfig, KeyedProcessConfig, UpsertConfig
 from pipelines.errors import ConfigError
-from pipelines.keyed_stage import open_keyed_operator
-from pipelines.plan import compile_pipeline
-from pipelines.process_function import KeyedProcess, ProcessContext
-from pipelines.sources import GeneratorReader
-from pipelines.state_config import DedupConfig, KeyedProcessConfig, UpsertConfig
-from pipelines.upsert_table import UpsertTable
-from pipelines.windows import TumblingWindows
+from pipelines.io.sources import GeneratorReader
+from pipelines.stages.keyed_stage import open_keyed_operator
+from pipelines.stages.plan import compile_pipeline
+from pipelines.state.dedup import Dedup
+from pipelines.state.process_function import KeyedProcess, ProcessContext
+from pipelines.state.upsert_table import UpsertTable
+from pipelines.windows.tumbling import TumblingWindows
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 

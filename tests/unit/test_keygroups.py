@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.assignment import assign_key_groups, owner_of_group
-from pipelines.keygroups import KeyGroupRouter, crc32_of_strings, key_group_of
+from cluster.control.assignment import assign_key_groups, owner_of_group
+from pipelines.state.keygroups import KeyGroupRouter, crc32_of_strings, key_group_of
 
 
 def crc32(data: bytes) -> int:

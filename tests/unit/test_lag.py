@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from actors.reports import AggregateProgress, SourceProgress
-from cluster.lag import (
+from cluster.control.lag import (
     ActorSample,
     LagSamples,
     LagState,

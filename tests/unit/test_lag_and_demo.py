@@ -8,13 +8,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from cluster.autoscaler import AutoscalePoint, Rescale
-from cluster.demo import demo_report, plot_timeline
-from cluster.lag_command import lag_samples
+from cluster.commands.demo import demo_report, plot_timeline
+from cluster.commands.lag import lag_samples
+from cluster.control.autoscaler import AutoscalePoint, Rescale
 from pipelines.at_rest import CheckpointKeyError
-from pipelines.checkpoint_store import AggregateSnapshot, Checkpoint, CheckpointStore, SourceSnapshot
-from pipelines.config import CheckpointConfig, CheckpointEncryptionConfig
-from pipelines.orders import orders_pipeline
+from pipelines.config.pipeline import CheckpointConfig, CheckpointEncryptionConfig
+from pipelines.examples.orders import orders_pipeline
+from pipelines.state.checkpoint_store import AggregateSnapshot, Checkpoint, CheckpointStore, SourceSnapshot
 
 
 async def test_lag_of_a_generator_pipeline_is_its_checkpoint_against_the_generator_clock(tmp_path: Path) -> None:

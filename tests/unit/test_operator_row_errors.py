@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from actors import SourceActor, SourceProgress
-from pipelines.config import (
+from pipelines.config.pipeline import (
     DeriveOp,
     FilterOp,
     GeneratorSourceConfig,
@@ -29,14 +29,14 @@ from pipelines.config import (
     SchemaConfig,
     SelectOp,
 )
+from pipelines.decode.schema import EventSchema
 from pipelines.errors import ExpressionError
-from pipelines.generator import generate_events
-from pipelines.operators import ChainOutcome, Operator, apply_all, apply_all_isolating_rows, build_operators
-from pipelines.orders import orders_pipeline
-from pipelines.plan import compile_pipeline
-from pipelines.records import RawBatch
-from pipelines.row_errors import classify
-from pipelines.schema import EventSchema
+from pipelines.examples.orders import orders_pipeline
+from pipelines.io.generator import generate_events
+from pipelines.io.records import RawBatch
+from pipelines.stages.plan import compile_pipeline
+from pipelines.transform.operators import ChainOutcome, Operator, apply_all, apply_all_isolating_rows, build_operators
+from pipelines.transform.row_errors import classify
 
 FETCH = 4_096
 FIRST_OFFSET = 70_000

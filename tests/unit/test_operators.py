@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 
-from pipelines.config import DeriveOp, FilterOp, MaskOp, OperatorConfig, SelectOp
+from pipelines.config.pipeline import DeriveOp, FilterOp, MaskOp, OperatorConfig, SelectOp
 from pipelines.errors import ConfigError, ExpressionError
-from pipelines.operators import Derive, Filter, Mask, Select, apply_all, build_operators
+from pipelines.transform.operators import Derive, Filter, Mask, Select, apply_all, build_operators
 
 BATCH = pa.record_batch(
     {

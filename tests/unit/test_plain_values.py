@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import FieldType, SchemaConfig
-from pipelines.json_verdicts import TypedLines
-from pipelines.plain_values import plain_lines
+from pipelines.config.pipeline import FieldType, SchemaConfig
+from pipelines.decode.json_verdicts import TypedLines
+from pipelines.decode.plain_values import plain_lines
 from tests.unit.test_json_verdicts import VALUES, pyarrow_reads
 
 KINDS: list[FieldType] = list(get_args(FieldType))

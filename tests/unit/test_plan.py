@@ -11,14 +11,14 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from pipelines.config import GeneratorSourceConfig, load_config, parse_config
+from pipelines.config.pipeline import GeneratorSourceConfig, load_config, parse_config
+from pipelines.config.secrets import resolve_secrets
 from pipelines.errors import ConfigError
-from pipelines.generator import generate_events
-from pipelines.keyed_operator import Added
-from pipelines.plan import compile_pipeline
-from pipelines.records import RawBatch
-from pipelines.secrets import resolve_secrets
-from pipelines.windows import WINDOW_END, WINDOW_START, TumblingWindows
+from pipelines.io.generator import generate_events
+from pipelines.io.records import RawBatch
+from pipelines.stages.plan import compile_pipeline
+from pipelines.state.keyed_operator import Added
+from pipelines.windows.tumbling import WINDOW_END, WINDOW_START, TumblingWindows
 
 ORDERS_YAML = Path(__file__).resolve().parents[2] / "configs" / "orders.yaml"
 SELECTED = ["customer_id", "amount_cents", "_partition", "_offset", "_timestamp", "_key", "_traceparent", "_event_id"]

@@ -12,16 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from pipelines.config.state import KeyedProcessConfig
 from pipelines.errors import ConfigError
-from pipelines.keyed_operator import KeyedOperator, StateFormatError, tag_state
-from pipelines.process_function import (
+from pipelines.state.keyed_operator import KeyedOperator, StateFormatError, tag_state
+from pipelines.state.process_function import (
     STATE_FORMAT,
     KeyedProcess,
     ProcessContext,
     TimeDomain,
     load_process_function,
 )
-from pipelines.state_config import KeyedProcessConfig
 
 TIMEOUT_MS = 10
 NO_WATERMARK = -(1 << 62)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.config import BurstConfig, GeneratorSourceConfig
-from pipelines.generator import event_times
-from pipelines.rate_profile import RateProfile
+from pipelines.config.pipeline import BurstConfig, GeneratorSourceConfig
+from pipelines.io.generator import event_times
+from pipelines.io.rate_profile import RateProfile
 
 
 def test_arrivals_follow_the_base_rate_then_the_burst_then_the_base_rate() -> None:

@@ -1,4 +1,4 @@
-"""The Ray auth environment eventray prepares before Ray starts (``cluster/ray_auth.py``); no Ray is started."""
+"""The Ray auth environment eventray prepares before Ray starts (``cluster/control/ray_auth.py``); no Ray is started."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.ray_auth import prepare_ray_auth, token_source
+from cluster.control.ray_auth import prepare_ray_auth, token_source
 from pipelines.errors import ConfigError
 
 

@@ -13,7 +13,7 @@ from aiokafka.errors import (
 )
 from ray.exceptions import ActorDiedError, RayTaskError
 
-from cluster.handles import RayActors, transient_kafka_error
+from cluster.control.handles import RayActors, transient_kafka_error
 from pipelines.errors import ConfigError, RetriableError
 
 

@@ -1,9 +1,9 @@
-"""Ray options of the actors, applied in one place (cluster/remote.py)."""
+"""Ray options of the actors, applied in one place (cluster/control/remote.py)."""
 
 from __future__ import annotations
 
-from cluster.remote import aggregate_actor_options, source_actor_options
-from pipelines.orders import orders_pipeline
+from cluster.control.remote import aggregate_actor_options, source_actor_options
+from pipelines.examples.orders import orders_pipeline
 
 
 def test_actors_ask_for_custom_resources_when_configured() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from cluster.autoscaler import Rescale
-from cluster.run_report import RunProgress, RunSummary, summary_json
+from cluster.control.autoscaler import Rescale
+from cluster.control.run_report import RunProgress, RunSummary, summary_json
 
 
 def test_the_summary_reads_back_as_json_with_its_counts_and_rate() -> None:

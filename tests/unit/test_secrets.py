@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from ray import cloudpickle
 
-from pipelines.config import MaskOp, PipelineConfig, load_config
+from pipelines.config.pipeline import MaskOp, PipelineConfig, load_config
+from pipelines.config.secrets import config_for_cluster, resolve_secrets, secrets_here
 from pipelines.errors import ConfigError
-from pipelines.secrets import config_for_cluster, resolve_secrets, secrets_here
 
 ORDERS = Path(__file__).resolve().parents[2] / "configs" / "orders.yaml"
 KEY = "k3y-" * 8

@@ -10,15 +10,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import (
+from pipelines.config.pipeline import (
     ConsoleSinkConfig,
     DeadLetterConfig,
     JsonlSinkConfig,
     ParquetSinkConfig,
     load_config,
 )
-from pipelines.records import DEAD_LETTER_SCHEMA, RawBatch, dead_letters
-from pipelines.sinks import ConsoleSink, DeadLetterSink, JsonlSink, ParquetSink, clear_previous_output, open_sink
+from pipelines.io.records import DEAD_LETTER_SCHEMA, RawBatch, dead_letters
+from pipelines.io.sinks import ConsoleSink, DeadLetterSink, JsonlSink, ParquetSink, clear_previous_output, open_sink
 
 ORDERS_YAML = Path(__file__).resolve().parents[2] / "configs" / "orders.yaml"
 ROWS = pa.table({"k": ["a", "b", None], "n": pa.array([1, 2, 3], pa.int64()), "x": [0.5, None, -1.25]})

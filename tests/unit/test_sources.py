@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import FileSourceConfig, GeneratorSourceConfig
+from pipelines.config.pipeline import FileSourceConfig, GeneratorSourceConfig
 from pipelines.errors import ConfigError
-from pipelines.generator import generate_events
-from pipelines.sources import FileReader, GeneratorReader, file_partitions, open_reader, partition_count
+from pipelines.io.generator import generate_events
+from pipelines.io.sources import FileReader, GeneratorReader, file_partitions, open_reader, partition_count
 
 START_S = 1_000.0
 START_MS = 1_700_000_000_000

@@ -18,22 +18,22 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from cluster.assignment import partition_limits
-from pipelines.circuit_breaker import CircuitBreaker
-from pipelines.clock import ManualClock
-from pipelines.config import PipelineConfig
+from cluster.control.assignment import partition_limits
+from pipelines.config.kafka import CircuitBreakerConfig
+from pipelines.config.pipeline import PipelineConfig
+from pipelines.config.secrets import resolve_secrets
+from pipelines.config.state import KeyedProcessConfig
 from pipelines.errors import PipelineHalted
-from pipelines.kafka_config import CircuitBreakerConfig
-from pipelines.keyed_runner import KeyedStageRunner
-from pipelines.keygroups import key_group_of
-from pipelines.orders import orders_pipeline
-from pipelines.plan import compile_pipeline
-from pipelines.process_function import ProcessContext
-from pipelines.records import RawBatch
-from pipelines.secrets import resolve_secrets
-from pipelines.source_stage import SourceStage
-from pipelines.sources import GeneratorReader
-from pipelines.state_config import KeyedProcessConfig
+from pipelines.eventtime.clock import ManualClock
+from pipelines.examples.orders import orders_pipeline
+from pipelines.io.records import RawBatch
+from pipelines.io.sources import GeneratorReader
+from pipelines.stages.circuit_breaker import CircuitBreaker
+from pipelines.stages.keyed_runner import KeyedStageRunner
+from pipelines.stages.plan import compile_pipeline
+from pipelines.stages.source_stage import SourceStage
+from pipelines.state.keygroups import key_group_of
+from pipelines.state.process_function import ProcessContext
 from pipelines.testing import CollectingSink
 from tests.reference import reference_orders
 

@@ -9,14 +9,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import AggregateConfig, AggregationConfig, TumblingWindowConfig
-from pipelines.dedup import Dedup
-from pipelines.keyed_operator import STATE_FORMAT_KEY, STATE_MEANING_KEY, StateFormatError, StateMeaning, tag_state
-from pipelines.process_function import KeyedProcess
-from pipelines.state_config import DedupConfig, UpsertConfig
-from pipelines.upsert_table import UpsertTable
-from pipelines.windows import open_windows
-from pipelines.windows_plan import TRACEPARENT
+from pipelines.config.pipeline import AggregateConfig, AggregationConfig, TumblingWindowConfig
+from pipelines.config.state import DedupConfig, UpsertConfig
+from pipelines.state.dedup import Dedup
+from pipelines.state.keyed_operator import (
+    STATE_FORMAT_KEY,
+    STATE_MEANING_KEY,
+    StateFormatError,
+    StateMeaning,
+    tag_state,
+)
+from pipelines.state.process_function import KeyedProcess
+from pipelines.state.upsert_table import UpsertTable
+from pipelines.windows.plan import TRACEPARENT
+from pipelines.windows.tumbling import open_windows
 from tests.unit.test_process_function import RunningBalance
 from tests.unit.test_windows_reference import (
     AGGREGATIONS,

@@ -16,13 +16,13 @@ import pytest
 
 from actors import AggregateActor, AggregateProgress, SourceActor, SourceProgress
 from actors.source_actor import SourceBarrier
-from cluster.assignment import partition_limits
-from cluster.handles import transient_kafka_error
-from cluster.supervisor import PipelineFailed, Supervisor
-from pipelines.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
-from pipelines.config import PipelineConfig
-from pipelines.orders import orders_pipeline
-from pipelines.secrets import resolve_secrets
+from cluster.control.assignment import partition_limits
+from cluster.control.handles import transient_kafka_error
+from cluster.control.supervisor import PipelineFailed, Supervisor
+from pipelines.config.pipeline import PipelineConfig
+from pipelines.config.secrets import resolve_secrets
+from pipelines.examples.orders import orders_pipeline
+from pipelines.state.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.testing import FaultPlan
 from tests.reference import read_jsonl_dir, reference_orders
 

@@ -12,16 +12,15 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from cluster.assignment import assign_partitions, partition_limits
-from cluster.lag_command import lag_samples
-from cluster.supervisor import Supervisor
-from cluster.verify import verify_run
-from pipelines.checkpoint_store import Checkpoint, CheckpointStore, SourceSnapshot
-from pipelines.config import SINGLE_INPUT, parse_config
+from cluster.commands.lag import lag_samples
+from cluster.commands.verify import verify_run
+from cluster.control.assignment import assign_partitions, partition_limits
+from cluster.control.supervisor import Supervisor
+from pipelines.config.pipeline import SINGLE_INPUT, parse_config
+from pipelines.config.secrets import resolve_secrets, secrets_carried
 from pipelines.errors import ConfigError
-from pipelines.plan import compile_pipeline
-from pipelines.secrets import resolve_secrets, secrets_carried
-from pipelines.topology import (
+from pipelines.stages.plan import compile_pipeline
+from pipelines.stages.topology import (
     PARTITION_STRIDE,
     check_input_layout,
     conform,
@@ -32,6 +31,7 @@ from pipelines.topology import (
     pipeline_partition,
     stage_schema,
 )
+from pipelines.state.checkpoint_store import Checkpoint, CheckpointStore, SourceSnapshot
 from tests.reference import read_jsonl_dir
 from tests.unit.test_supervisor_in_process import InProcessActors
 

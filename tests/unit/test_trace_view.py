@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from cluster.cli import main
-from cluster.trace_view import load_trace, trace_tree
+from cluster.commands.trace_view import load_trace, trace_tree
 from pipelines.errors import ConfigError
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from pipelines.dedup import Dedup
-from pipelines.keyed_operator import KeyedOperator, StateFormatError, tag_state
-from pipelines.state_config import DedupConfig, UpsertConfig
-from pipelines.upsert_table import STATE_FORMAT, UpsertTable
+from pipelines.config.state import DedupConfig, UpsertConfig
+from pipelines.state.dedup import Dedup
+from pipelines.state.keyed_operator import KeyedOperator, StateFormatError, tag_state
+from pipelines.state.upsert_table import STATE_FORMAT, UpsertTable
 
 RETENTION_MS = 5
 CONFIG = UpsertConfig(key="sku", delete_column="gone", tombstone_retention_ms=RETENTION_MS)

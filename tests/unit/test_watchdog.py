@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from cluster.watchdog import Watchdog
+from cluster.control.watchdog import Watchdog
 
 
 @dataclass(frozen=True)

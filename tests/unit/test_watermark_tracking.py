@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipelines.watermark_tracking import PartitionWatermarks, WatermarkValve
-from pipelines.watermarks import END_OF_TIME_MS, NO_WATERMARK
+from pipelines.eventtime.watermark_tracking import PartitionWatermarks, WatermarkValve
+from pipelines.eventtime.watermarks import END_OF_TIME_MS, NO_WATERMARK
 
 
 class Clock:

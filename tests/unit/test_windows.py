@@ -11,9 +11,9 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import AggregateConfig, AggregationConfig, TumblingWindowConfig
-from pipelines.keyed_operator import Added
-from pipelines.windows import WINDOW_END, WINDOW_START, TumblingWindows
+from pipelines.config.pipeline import AggregateConfig, AggregationConfig, TumblingWindowConfig
+from pipelines.state.keyed_operator import Added
+from pipelines.windows.tumbling import WINDOW_END, WINDOW_START, TumblingWindows
 
 SIZE = 10
 CONFIG = AggregateConfig(

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from pipelines.config import AggregateConfig, AggregationConfig, HoppingWindowConfig, SessionWindowConfig
-from pipelines.keyed_operator import StateFormatError, tag_state
-from pipelines.windows import IS_FINAL, WINDOW_END, WINDOW_START, open_windows
+from pipelines.config.pipeline import AggregateConfig, AggregationConfig, HoppingWindowConfig, SessionWindowConfig
+from pipelines.state.keyed_operator import StateFormatError, tag_state
+from pipelines.windows.tumbling import IS_FINAL, WINDOW_END, WINDOW_START, open_windows
 from tests.unit.test_windows_reference import MODES, WINDOWS, batch_of, by_window, config_for
 
 COLUMNS = ["k", WINDOW_START, WINDOW_END, "n", "total", "avg", "lo", "hi"]

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import (
+from pipelines.config.pipeline import (
     AggregateConfig,
     AggregationConfig,
     HoppingWindowConfig,
@@ -25,8 +25,8 @@ from pipelines.config import (
     TumblingWindowConfig,
     WindowConfig,
 )
-from pipelines.keyed_operator import KeyedOperator
-from pipelines.windows import IS_FINAL, WINDOW_END, WINDOW_START, open_windows
+from pipelines.state.keyed_operator import KeyedOperator
+from pipelines.windows.tumbling import IS_FINAL, WINDOW_END, WINDOW_START, open_windows
 
 Row = tuple[str | None, int | None, int]  # key, value, event time (ms)
 Emission = dict[tuple[str | None, int], dict[str, object]]

@@ -1,6 +1,6 @@
 """Writes the bad-input corpus beside this file: one class of bad record per file, one record per line (JSONL as
 a file source reads it), each line's record bad in that class's way, for the orders schema
-(``pipelines.orders``). ``python tests/data/bad_inputs/make_corpus.py`` rewrites the files; they are committed,
+(``pipelines.examples.orders``). ``python tests/data/bad_inputs/make_corpus.py`` rewrites the files; they are committed,
 so tests read real bytes, not bytes built in the test.
 
 ``manifest.json`` maps each file to the error type every record of it must get in the dead-letter output

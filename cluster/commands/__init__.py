@@ -1,0 +1,1 @@
+"""The `eventray` commands besides `run`: verify, lag, acls, dead-letters, produce, demo, and the live console."""

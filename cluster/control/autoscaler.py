@@ -1,0 +1,93 @@
+"""The Supervisor's autoscaling loop state: lag observations in, desired actor counts out, and a timeline.
+
+The pieces are pure (:func:`cluster.control.lag.observe`, :func:`cluster.control.autoscale_policy.decide`); this
+object only carries their state from tick to tick and records what happened, for the live view and the demo's
+plot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actors.reports import AggregateProgress, SourceProgress
+from cluster.control.autoscale_policy import Desired, PolicyState, decide
+from cluster.control.lag import LagState, Observations, observe, samples_from_progress
+from pipelines.config.autoscale import AutoscaleConfig
+from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
+
+__all__ = ["AutoscalePoint", "Autoscaler", "Rescale"]
+
+
+@dataclass(frozen=True)
+class AutoscalePoint:
+    """One tick: what was observed and decided, ``at_s`` seconds after the run started."""
+
+    at_s: float
+    input_rate_per_s: float | None
+    lag_records: int
+    lag_s: float | None
+    source_actors: int
+    aggregate_actors: int
+    desired_sources: int
+    desired_aggregates: int
+    nodes: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rescale:
+    """One rescale at a checkpoint boundary: counts before and after, what moved, how long it took."""
+
+    at_s: float
+    sources: tuple[int, int]
+    aggregates: tuple[int, int]
+    moved_partitions: int
+    moved_key_groups: int
+    duration_s: float
+
+
+class Autoscaler:
+    def __init__(
+        self, config: AutoscaleConfig, topic: str, key_groups: int, run_started_s: float, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._topic = topic
+        self._key_groups = key_groups
+        self._run_started_s = run_started_s
+        self._lag: LagState | None = None
+        self._policy: PolicyState | None = None
+        self._last_tick = self._clock.monotonic()
+        self.timeline: list[AutoscalePoint] = []
+        self.rescales: list[Rescale] = []
+
+    def due(self) -> bool:
+        return self._clock.monotonic() - self._last_tick >= self.config.interval_s
+
+    def tick(
+        self, sources: list[SourceProgress], aggregates: list[AggregateProgress], nodes: int
+    ) -> tuple[Desired, Observations]:
+        """Observe the actors' reports and decide; ``nodes``: alive Ray nodes, for the record."""
+        self._last_tick = self._clock.monotonic()
+        now_s = self._clock.now_s()
+        samples = samples_from_progress(self._topic, sources, aggregates, self._key_groups)
+        observations, self._lag = observe(samples, self._lag, now_s)
+        desired, self._policy = decide(observations, self._policy, self.config, now_s)
+        self.timeline.append(
+            AutoscalePoint(
+                at_s=now_s - self._run_started_s,
+                input_rate_per_s=observations.input_rate_per_s,
+                lag_records=observations.lag_records,
+                lag_s=observations.max_lag_s,
+                source_actors=len(sources),
+                aggregate_actors=len(aggregates),
+                desired_sources=desired.source_actors,
+                desired_aggregates=desired.aggregate_actors,
+                nodes=nodes,
+                reason=desired.reason,
+            )
+        )
+        return desired, observations
+
+    def record(self, rescale: Rescale) -> None:
+        self.rescales.append(rescale)

@@ -1,0 +1,336 @@
+"""The thin layer through which eventray talks to Ray actors: every ``.remote()`` of the runtime is here.
+
+The Supervisor sees :class:`SourceHandle` and :class:`AggregateHandle` (async methods, plain results), and
+source actors see :class:`RayDownstream`; tests can substitute in-process fakes for all three.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any, Protocol
+
+import pyarrow as pa
+import ray
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from actors.reports import AggregateProgress, SourceProgress
+from actors.source_actor import SourceBarrier
+from cluster.control.remote import WATCHDOG_GROUP, remote_aggregate, remote_source
+from pipelines.config.pipeline import PipelineConfig
+from pipelines.errors import FatalError, RetriableError, causes
+from pipelines.state.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
+from pipelines.testing import FaultPlan
+
+__all__ = [
+    "ActorFactory",
+    "AggregateHandle",
+    "RayActors",
+    "RayDownstream",
+    "SourceHandle",
+    "SupervisorHandle",
+    "actor_died",
+    "kill_actor",
+    "kill_named_actors",
+    "transient_kafka_error",
+]
+
+
+class RayDownstream:
+    """Sends a source actor's batches to aggregate actors, with a bound on unprocessed batches."""
+
+    def __init__(self, aggregates: list[Any], max_in_flight: int) -> None:
+        self._aggregates = aggregates
+        self._max_in_flight = max_in_flight
+        self._in_flight: deque[Any] = deque()
+
+    @property
+    def owners(self) -> int:
+        return len(self._aggregates)
+
+    async def send(
+        self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None
+    ) -> None:
+        self._in_flight.append(self._aggregates[owner].process.remote(sender, batch, watermark_ms, trace_context))
+        while len(self._in_flight) > self._max_in_flight:
+            await self._in_flight.popleft()
+
+    async def drain(self) -> None:
+        while self._in_flight:
+            await self._in_flight.popleft()
+
+    async def finish(self, sender: int) -> None:
+        await self.drain()
+        await asyncio.gather(*(aggregate.finish.remote(sender) for aggregate in self._aggregates))
+
+
+class _ActorHandle:
+    """What both kinds of actor answer: the epoch protocol's shared steps (see :mod:`cluster.control.epochs`)."""
+
+    def __init__(self, actor: Any, actor_id: str) -> None:
+        self.actor = actor
+        self.actor_id = actor_id
+
+    async def begin_epoch(self, epoch: int) -> None:
+        await self.actor.begin_epoch.remote(epoch)
+
+    async def fence_outputs(self) -> None:
+        await self.actor.fence_outputs.remote()
+
+    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
+        result: int = await self.actor.recover_outputs.remote(epoch, write_ahead)
+        return result
+
+
+class SourceHandle(_ActorHandle):
+    def start(self) -> Any:
+        """Start the actor's read loop; the returned reference resolves to its final progress."""
+        return self.actor.run.remote()
+
+    async def progress(self) -> SourceProgress:
+        result: SourceProgress = await self.actor.progress.remote()
+        return result
+
+    async def stop(self) -> None:
+        await self.actor.stop.remote()
+
+    async def freeze(self) -> None:
+        await self.actor.freeze.remote()
+
+    async def add_partitions(self, partitions: list[int]) -> None:
+        await self.actor.add_partitions.remote(partitions)
+
+    async def checkpoint(self, epoch: int) -> SourceBarrier:
+        result: SourceBarrier = await self.actor.checkpoint.remote(epoch)
+        return result
+
+    async def complete(self, epoch: int, resume: bool = True) -> SourceProgress:
+        result: SourceProgress = await self.actor.complete.remote(epoch, resume)
+        return result
+
+    async def close(self) -> SourceProgress:
+        result: SourceProgress = await self.actor.close.remote()
+        return result
+
+    async def reassign(
+        self,
+        partitions: list[int],
+        restored: SourceSnapshot,
+        limits: dict[int, int | None],
+        downstream: Any,
+        owner_of_group: list[int] | None,
+    ) -> None:
+        await self.actor.reassign.remote(partitions, restored, limits, downstream, owner_of_group)
+
+    async def resume(self) -> None:
+        await self.actor.resume.remote()
+
+
+class AggregateHandle(_ActorHandle):
+    async def progress(self) -> AggregateProgress:
+        result: AggregateProgress = await self.actor.progress.remote()
+        return result
+
+    async def close(self) -> AggregateProgress:
+        result: AggregateProgress = await self.actor.close.remote()
+        return result
+
+    async def restore(self, snapshots: list[AggregateSnapshot]) -> int:
+        result: int = await self.actor.restore.remote(snapshots)
+        return result
+
+    async def regroup(self, key_groups: list[int], senders: int, snapshots: list[AggregateSnapshot]) -> int:
+        result: int = await self.actor.regroup.remote(key_groups, senders, snapshots)
+        return result
+
+    async def checkpoint(self, epoch: int) -> AggregateSnapshot:
+        result: AggregateSnapshot = await self.actor.checkpoint.remote(epoch)
+        return result
+
+    async def complete(self, epoch: int) -> AggregateProgress:
+        result: AggregateProgress = await self.actor.complete.remote(epoch)
+        return result
+
+
+def kill_actor(handle: SourceHandle | AggregateHandle) -> None:
+    ray.kill(handle.actor, no_restart=True)
+
+
+def actor_died(error: BaseException) -> bool:
+    """True when ``error`` means an actor process died (recoverable from a checkpoint), also when it reached
+    us through another actor's call (a source whose aggregate died); not when its ``__init__`` raised one of
+    eventray's fatal errors, which no restart cures (a secret missing from its node's environment)."""
+    return any(
+        isinstance(cause, ray.exceptions.RayActorError) and not _init_failed_fatally(cause) for cause in causes(error)
+    )
+
+
+def _init_failed_fatally(error: ray.exceptions.RayActorError) -> bool:
+    """Ray keeps only the text of an exception raised in ``__init__``: its last line names the class."""
+    if not error.actor_init_failed:
+        return False
+    return any(f"{name}: " in error.error_msg for name in _fatal_error_names())
+
+
+def _fatal_error_names(kind: type[BaseException] = FatalError) -> list[str]:
+    return [kind.__name__, *(name for sub in kind.__subclasses__() for name in _fatal_error_names(sub))]
+
+
+def transient_kafka_error(error: BaseException) -> bool:
+    """True when ``error`` is, or was caused by, a Kafka error that may pass (a broker restarting or out of
+    reach: aiokafka marks those ``retriable``; a request or send that timed out, which aiokafka's admin client
+    raises as the built-in ``TimeoutError``), or an eventray :class:`RetriableError`."""
+    return any(
+        isinstance(cause, RetriableError | KafkaTimeoutError | TimeoutError | asyncio.TimeoutError)
+        or (isinstance(cause, KafkaError) and cause.retriable)
+        for cause in causes(error)
+    )
+
+
+def kill_named_actors(prefix: str, run_id: str) -> int:
+    """Kill the live named actors of eventray's namespace whose names start with ``prefix`` and contain
+    ``run_id`` (the leftovers of a Supervisor that died); return how many."""
+    killed = 0
+    for name in ray.util.list_named_actors():
+        if name.startswith(prefix) and run_id in name:
+            try:
+                ray.kill(ray.get_actor(name), no_restart=True)
+                killed += 1
+            except ValueError:  # it died on its own in between
+                continue
+    return killed
+
+
+class ActorFactory(Protocol):
+    """How the Supervisor gets its actors: on Ray (:class:`RayActors`), or in-process fakes in unit tests."""
+
+    def aggregate(
+        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str,
+        faults: FaultPlan = (),
+    ) -> AggregateHandle: ...  # fmt: skip
+
+    def source(
+        self,
+        config: PipelineConfig,
+        actor_id: str,
+        sender_index: int,
+        partitions: list[int],
+        limits: dict[int, int | None],
+        clock: tuple[float, int],
+        aggregates: list[AggregateHandle],
+        owner_of_group: list[int] | None,
+        restored: SourceSnapshot | None,
+        faults: FaultPlan = (),
+    ) -> SourceHandle: ...
+
+    def kill(self, handle: SourceHandle | AggregateHandle) -> None: ...
+
+    def recoverable(self, error: BaseException) -> bool:
+        """Whether restoring the topology from the last checkpoint may get past ``error`` (from a handle call
+        or the Supervisor's own Kafka calls): an actor died, or Kafka failed in a way that may pass."""
+        ...
+
+    async def ping(self, handle: SourceHandle | AggregateHandle) -> None:
+        """Return when the actor answers the watchdog's ping (:mod:`cluster.control.watchdog`), however long that
+        takes; an actor found dead counts as answering: the calls waiting on it start the recovery."""
+        ...
+
+    def nodes(self) -> int:
+        """Alive nodes of the cluster (the autoscaling record shows them)."""
+        ...
+
+    def downstream(self, config: PipelineConfig, aggregates: list[AggregateHandle]) -> Any:
+        """How a source sends to ``aggregates`` (given to a running source when a rescale changes them)."""
+        ...
+
+
+class RayActors:
+    """Actors on Ray, with the options of :mod:`cluster.control.remote`; named ``<pipeline>-<actor id>``."""
+
+    def aggregate(
+        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str,
+        faults: FaultPlan = (),
+    ) -> AggregateHandle:  # fmt: skip
+        name = f"{config.name}-{actor_id}"
+        actor = remote_aggregate(config, name).remote(config, actor_id, key_groups, senders, slot, faults)
+        return AggregateHandle(actor, actor_id)
+
+    def source(
+        self,
+        config: PipelineConfig,
+        actor_id: str,
+        sender_index: int,
+        partitions: list[int],
+        limits: dict[int, int | None],
+        clock: tuple[float, int],
+        aggregates: list[AggregateHandle],
+        owner_of_group: list[int] | None,
+        restored: SourceSnapshot | None,
+        faults: FaultPlan = (),
+    ) -> SourceHandle:
+        """``clock``: (wall-clock start of the run in s, event time of offset 0 in ms) for generator sources."""
+        downstream = self.downstream(config, aggregates) if owner_of_group is not None else None
+        started_at_s, start_time_ms = clock
+        actor = remote_source(config, f"{config.name}-{actor_id}").remote(
+            config, actor_id, sender_index, partitions, limits, started_at_s, start_time_ms, downstream, owner_of_group,
+            restored, faults,
+        )  # fmt: skip
+        return SourceHandle(actor, actor_id)
+
+    def kill(self, handle: SourceHandle | AggregateHandle) -> None:
+        kill_actor(handle)
+
+    def recoverable(self, error: BaseException) -> bool:
+        return actor_died(error) or transient_kafka_error(error)
+
+    async def ping(self, handle: SourceHandle | AggregateHandle) -> None:
+        with contextlib.suppress(ray.exceptions.RayError):
+            await handle.actor.alive.options(concurrency_group=WATCHDOG_GROUP).remote()
+
+    def downstream(self, config: PipelineConfig, aggregates: list[AggregateHandle]) -> RayDownstream:
+        return RayDownstream([handle.actor for handle in aggregates], config.runtime.max_in_flight_batches)
+
+    def nodes(self) -> int:
+        alive: list[bool] = [bool(node.get("Alive")) for node in ray.nodes()]  # type: ignore[no-untyped-call]
+        return sum(alive)
+
+
+class SupervisorHandle:
+    """The driver's view of a Supervisor actor: start a run, poll it, stop it, collect its summary."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+        self._run: Any = None
+
+    def start(self) -> None:
+        self._run = self._actor.run.remote()
+
+    def wait(self, timeout_s: float) -> bool:
+        """True once the run has ended (successfully or not)."""
+        ready, _ = ray.wait([self._run], timeout=timeout_s)
+        return bool(ready)
+
+    def progress(self) -> Any:
+        return ray.get(self._actor.progress.remote())
+
+    def stop(self) -> None:
+        ray.get(self._actor.stop.remote())
+
+    def result(self) -> Any:
+        """The run's summary; an actor's :class:`FatalError` is re-raised as itself, not as a RayTaskError."""
+        try:
+            return ray.get(self._run)
+        except ray.exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+
+    def shutdown(self) -> None:
+        try:
+            ray.get(self._actor.shutdown.remote())
+        except ray.exceptions.RayActorError:
+            pass  # it died: Ray killed the actors it owned with it
+        finally:
+            ray.kill(self._actor, no_restart=True)

@@ -1,0 +1,68 @@
+"""The one place where plain actor classes become Ray actors and get their options (ARCHITECTURE.md section 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from actors import AggregateActor, SourceActor
+from cluster.control.ray_runtime import NAMESPACE
+from pipelines.config.pipeline import PipelineConfig
+
+__all__ = [
+    "WATCHDOG_GROUP",
+    "aggregate_actor_options",
+    "remote_aggregate",
+    "remote_source",
+    "remote_supervisor",
+    "source_actor_options",
+]
+
+
+WATCHDOG_GROUP = "watchdog"
+"""The concurrency group ``alive()`` runs in (cluster/control/watchdog.py): its own thread, so a busy actor answers."""
+
+
+def _actor_cpus(config: PipelineConfig) -> float:
+    return config.runtime.cpus_per_actor
+
+
+def _placement(config: PipelineConfig) -> dict[str, Any]:
+    resources = dict(config.runtime.actor_resources)
+    return {"num_cpus": _actor_cpus(config), **({"resources": resources} if resources else {})}
+
+
+def source_actor_options(config: PipelineConfig, actor_id: str) -> dict[str, Any]:
+    # An async actor: run() loops while progress()/stop() calls interleave at its await points.
+    return {"name": actor_id, "namespace": NAMESPACE, "max_restarts": 0, **_placement(config)}
+
+
+def aggregate_actor_options(config: PipelineConfig, actor_id: str) -> dict[str, Any]:
+    # One call at a time keeps each sender's batches in order (ARCHITECTURE.md section 3).
+    return {
+        "name": actor_id,
+        "namespace": NAMESPACE,
+        **_placement(config),
+        "max_concurrency": 1,
+        "max_restarts": 0,
+    }
+
+
+def _watched(actor_class: type) -> Any:
+    """``actor_class`` as a Ray actor class with the watchdog's concurrency group (Ray takes concurrency groups
+    in ``ray.remote``, not in ``.options``)."""
+    return ray.remote(concurrency_groups={WATCHDOG_GROUP: 1})(actor_class)  # type: ignore[call-overload]
+
+
+def remote_source(config: PipelineConfig, actor_id: str) -> Any:
+    return _watched(SourceActor).options(**source_actor_options(config, actor_id))
+
+
+def remote_aggregate(config: PipelineConfig, actor_id: str) -> Any:
+    return _watched(AggregateActor).options(**aggregate_actor_options(config, actor_id))
+
+
+def remote_supervisor(supervisor_class: type, name: str) -> Any:
+    # The Supervisor needs no CPU of its own: it waits on actors most of the time.
+    return ray.remote(supervisor_class).options(name=name, namespace=NAMESPACE, num_cpus=0, max_restarts=0)

@@ -1,0 +1,619 @@
+"""The Supervisor: builds a pipeline's topology, checkpoints it, recovers it, runs it to the end.
+
+It is a plain class (Ray options are applied in :mod:`cluster.control.remote`) that talks to actors only through
+:mod:`cluster.control.handles`. One run: restore the last unfinished checkpoint if there is one, spawn aggregate actors
+(key groups assigned, state restored), spawn source actors (partitions assigned, at the checkpoint's offsets),
+start every source's read loop; every epoch interval, run an aligned checkpoint (:mod:`cluster.control.epochs`); freeze
+the sources at the duration deadline, stop them on request; at the end, a final epoch makes every output
+durable and committed. When an actor dies, every actor is killed and the topology is restored from the last
+complete checkpoint (ARCHITECTURE.md section 4: never rely on Ray task retries for correctness).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from actors.epoch_outputs import commit_pending_files, discard_staged_files
+from actors.kafka.access import explain_denied
+from actors.kafka.admin import ensure_topic
+from actors.kafka.admin import partition_count as kafka_partition_count
+from actors.kafka.commit_markers import commit_marker_topic
+from actors.metrics import PipelineMetrics
+from actors.reports import AggregateProgress, SourceProgress
+from cluster.control.assignment import (
+    assign_key_groups,
+    assign_partitions,
+    moved_items,
+    owner_of_group,
+    partition_limits,
+    rebalance,
+)
+from cluster.control.autoscaler import Autoscaler, Rescale
+from cluster.control.epochs import EpochRunner, RunIdentity
+from cluster.control.handles import (
+    ActorFactory,
+    AggregateHandle,
+    RayActors,
+    SourceHandle,
+    actor_died,
+    transient_kafka_error,
+)
+from cluster.control.restore_plan import plan_source_starts
+from cluster.control.run_report import RunProgress, RunSummary, merge_previews
+from cluster.control.watchdog import Watchdog
+from pipelines.config.kafka import KafkaDeadLetterConfig, KafkaSinkConfig, KafkaSourceConfig
+from pipelines.config.pipeline import (
+    ConsoleSinkConfig,
+    DeadLetterConfig,
+    GeneratorSourceConfig,
+    JsonlSinkConfig,
+    ParquetSinkConfig,
+    PipelineConfig,
+)
+from pipelines.config.secrets import secrets_here
+from pipelines.errors import ConfigError, FatalError
+from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
+from pipelines.io.sinks import clear_previous_output
+from pipelines.io.sources import partition_count
+from pipelines.stages.plan import compile_pipeline
+from pipelines.stages.topology import check_input_layout, input_layout, partition_ids
+from pipelines.state.checkpoint_store import (
+    Checkpoint,
+    RunCounts,
+    SourceSnapshot,
+    open_checkpoint_store,
+)
+from pipelines.testing import FaultPlan, faults_after
+
+__all__ = ["PipelineFailed", "Supervisor"]
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.1
+
+
+_FIRST_BACKOFF_S = 0.5
+_MAX_BACKOFF_S = 30.0
+
+
+class PipelineFailed(FatalError):
+    """An actor of the pipeline failed; the message carries its error."""
+
+
+def _actor_error(error: BaseException) -> BaseException:
+    """The error an actor raised, without Ray's wrapping (its traceback, process id and address: the actor's
+    log has them), so that a user reads what went wrong and the operator action."""
+    cause = getattr(error, "cause", None)  # a RayTaskError's original exception
+    return cause if isinstance(cause, Exception) else error
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        run_id: str,
+        actors: ActorFactory | None = None,
+        faults: FaultPlan = (),
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        """``faults``: crashes a test plans (:mod:`pipelines.testing`); each fires once per run. ``clock``: the one
+        clock of the Supervisor, its epochs and its autoscaler."""
+        compile_pipeline(config)  # fail here, before any actor exists, if the config cannot run
+        self._config = config  # as the driver handed it, and as the actors get it (runtime.secrets)
+        self._resolved = secrets_here(config)  # with the secrets this process uses (checkpoint key, Kafka password)
+        self._run_id = run_id
+        self._clock = clock
+        self._faults = faults  # as planned; the topology running gets those not yet fired (_spawn)
+        self._live_faults = faults
+        self._actors: ActorFactory = actors if actors is not None else RayActors()
+        self._store = open_checkpoint_store(self._resolved.checkpoint, config.name)
+        self._run_started_s = self._clock.now_s()
+        self._started_at_s = self._run_started_s
+        configured_start = next(
+            (i.source.start_time_ms for i in config.all_inputs if isinstance(i.source, GeneratorSourceConfig)), None
+        )
+        self._start_time_ms = int(self._started_at_s * 1000) if configured_start is None else configured_start
+        self._sources: list[SourceHandle] = []
+        self._aggregates: list[AggregateHandle] = []
+        self._runs: list[asyncio.Future[SourceProgress]] = []
+        self._metrics = PipelineMetrics(config.name)
+        self._epochs = EpochRunner(config, self._store, self._metrics, clock)
+        self._stop_requested = False
+        self._last_progress: RunProgress | None = None
+        self._finished_sources: list[SourceProgress] = []
+        self._final_aggregates: list[AggregateProgress] = []
+        self._partitions: list[int] = []  # pipeline partitions of every input (pipelines/stages/topology.py)
+        self._owned: list[list[int]] = []  # partitions per source actor (index = sender index)
+        self._groups: list[list[int]] = []  # key groups per aggregate actor
+        self._source_count = config.runtime.source_actors
+        self._aggregate_count = config.runtime.aggregate_actors
+        autoscale = config.runtime.autoscale
+        first = config.all_inputs[0].source
+        topic = first.topic if isinstance(first, KafkaSourceConfig) else first.type
+        self._autoscaler = (
+            None
+            if autoscale is None
+            else Autoscaler(autoscale, topic, config.runtime.max_key_groups, self._run_started_s, clock)
+        )
+        self._attempt = 0
+        self._recovering_since: float | None = None
+        self._resumed_from: Checkpoint | None = None
+        self._baseline = RunCounts()  # the counts of the earlier run this one resumed from
+        self._earlier: RunCounts | None = None  # counted up to the checkpoint the current topology started from
+        self._reemitted_rows = 0  # exactly-once outputs of an uncommitted epoch, written again at recovery
+        self.recoveries: list[float] = []  # seconds from noticing a failure to the restored topology running
+        # (backoff included)
+        self._recoveries_tried = 0  # restorations begun (a restoration may itself fail while Kafka is down)
+        self._failed_in_a_row = 0  # failures without a completed epoch in between (backoff)
+        self._completed_at_failure = 0  # epochs completed when the last failure happened
+
+    async def run(self) -> RunSummary:
+        """Run the pipeline to its end (bounded input, duration, or :meth:`stop`); return the summary.
+
+        Resumes from the last checkpoint of an unfinished earlier run of the same pipeline, if there is one.
+        """
+        if self._store is not None:
+            self._store.ensure_lineage()  # before any actor starts: exactly-once outputs name their epochs with it
+        checkpoint = self._resumed_from = await asyncio.to_thread(self._resume_point)
+        if checkpoint is not None:
+            self._baseline = checkpoint.counts
+        if checkpoint is None and not any(isinstance(i.source, KafkaSourceConfig) for i in self._config.all_inputs):
+            # A replayable input is read again from its start: its output replaces the last run's. A Kafka
+            # source resumes after its committed offsets, so the earlier output is kept (files are per run).
+            clear_previous_output(self._config)
+        while True:
+            try:
+                async with self._watchdog():  # from the start: a restore can hang on a stopped actor too
+                    await self._start(checkpoint)
+                    await self._drive()
+                    await self._finish()
+                return self._summary()
+            except Exception as error:  # noqa: BLE001, PERF203 - any failure ends this topology; actors are killed
+                noticed = self._clock.monotonic()
+                self._abandon()
+                checkpoint = await asyncio.to_thread(self._recovery_point, error)  # reads storage, may retry
+                restored = checkpoint.epoch if checkpoint else "none (from the start)"
+                wait_s = self._backoff_s()
+                log.warning("pipeline %s: %s; restoring epoch %s in %.1f s", self._config.name, _actor_error(error),
+                            restored, wait_s)  # fmt: skip
+                await asyncio.sleep(wait_s)
+                self._recovering_since = noticed
+
+    def _backoff_s(self) -> float:
+        """How long to wait before restoring: nothing after the first failure since an epoch completed (a dead
+        actor's replacement can start at once); after further failures in a row (a broker still restarting, an
+        actor that fails as it starts) 0.5 s, doubling each time, at most 30 s."""
+        if self._epochs.completed > self._completed_at_failure:
+            self._failed_in_a_row = 0
+        self._completed_at_failure = self._epochs.completed
+        self._failed_in_a_row += 1
+        if self._failed_in_a_row == 1:
+            return 0.0
+        return min(_MAX_BACKOFF_S, _FIRST_BACKOFF_S * float(2 ** (self._failed_in_a_row - 2)))
+
+    @contextlib.asynccontextmanager
+    async def _watchdog(self) -> AsyncIterator[None]:
+        """Watch the running topology's actors (:mod:`cluster.control.watchdog`) while the body runs."""
+        watchdog: Watchdog[SourceHandle | AggregateHandle] = Watchdog(
+            self._config.runtime.unresponsive_after_s, self._actors.ping, self._actors.kill
+        )
+        watching = asyncio.ensure_future(watchdog.watch(lambda: [*self._sources, *self._aggregates]))
+        try:
+            yield
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+            watchdog.close()
+
+    def _recovery_point(self, error: Exception) -> Checkpoint | None:
+        """The checkpoint to restore after ``error``, or raise :class:`PipelineFailed` if it is not recoverable."""
+        # a Kafka error before the pipeline ever ran is most likely a wrong address or a broker that is not
+        # there: fail at once with it rather than wait out the recoveries' backoff
+        ran = self._epochs.completed > 0 or self._resumed_from is not None
+        started = ran or not transient_kafka_error(error) or actor_died(error)
+        recoverable = self._config.checkpoint is not None and self._actors.recoverable(error) and started
+        limit = self._config.checkpoint.max_recoveries if self._config.checkpoint else 0
+        denied = explain_denied(error, self._resolved)
+        if denied is not None:  # a missing ACL: no retry grants it
+            raise denied from None
+        if not recoverable:
+            raise PipelineFailed(f"pipeline {self._config.name!r} failed: {_actor_error(error)}") from None
+        if self._recoveries_tried >= limit:
+            raise PipelineFailed(
+                f"pipeline {self._config.name!r} failed: {_actor_error(error)} (after {self._recoveries_tried} "
+                f"recoveries, checkpoint.max_recoveries; the last checkpoint is kept: run again to resume from it)"
+            ) from None
+        self._recoveries_tried += 1
+        assert self._store is not None
+        return self._store.latest(allow_fallback=self._config.delivery != "exactly_once")
+
+    def _resume_point(self) -> Checkpoint | None:
+        if self._store is None:
+            return None
+        latest = self._store.latest(allow_fallback=self._config.delivery != "exactly_once")
+        if latest is None or latest.finished:
+            return None
+        check_input_layout(self._config, latest.inputs, f"checkpoint {latest.epoch} of {self._config.name!r}")
+        log.warning("pipeline %s resumes from checkpoint %d of run %s", self._config.name, latest.epoch, latest.run_id)
+        return latest
+
+    async def stop(self) -> None:
+        """Stop reading now; in-flight batches are finished, windows emitted and sinks flushed."""
+        self._stop_requested = True
+
+    async def progress(self) -> RunProgress:
+        """The run's counts so far. An actor that died since the last call (its recovery is under way) does not
+        fail the call, which would read as the Supervisor's own death to the driver that polls it: the last
+        progress is returned again until the restored topology answers (also while none runs: a recovery
+        waiting out its backoff)."""
+        if not self._sources and self._last_progress is not None:
+            return self._last_progress
+        try:
+            sources = await asyncio.gather(*(source.progress() for source in self._sources))
+            aggregates = await asyncio.gather(*(aggregate.progress() for aggregate in self._aggregates))
+        except Exception as error:
+            if not self._actors.recoverable(error):
+                raise
+            if self._last_progress is not None:
+                return self._last_progress
+            sources, aggregates = [], []
+        elapsed_s = self._clock.now_s() - self._run_started_s
+        progress = RunProgress.of(list(sources), list(aggregates), elapsed_s).plus_counts(self._earlier)
+        if self._autoscaler is not None and self._autoscaler.timeline:
+            progress = replace(progress, autoscale=self._autoscaler.timeline[-1])
+        self._last_progress = progress
+        return progress
+
+    async def _autoscale(self) -> bool:
+        """One policy tick; rescale at a checkpoint boundary when it wants other counts. True if it rescaled."""
+        assert self._autoscaler is not None
+        sources = list(await asyncio.gather(*(source.progress() for source in self._sources)))
+        aggregates = list(await asyncio.gather(*(aggregate.progress() for aggregate in self._aggregates)))
+        desired, observed = self._autoscaler.tick(sources, aggregates, self._actors.nodes())
+        busy = {role: observed.total_busy_ratio(role) for role in ("source", "aggregate")}
+        self._metrics.load(observed.input_rate_per_s, busy)
+        aggregate_target = desired.aggregate_actors if self._aggregates else self._aggregate_count
+        if (desired.source_actors, aggregate_target) == (len(self._sources), self._aggregate_count):
+            self._metrics.actors("source", len(self._sources), desired.source_actors)
+            return False
+        await self._rescale(desired.source_actors, aggregate_target, desired.reason)
+        return True
+
+    async def _rescale(self, source_count: int, aggregate_count: int, reason: str) -> None:
+        """Rescale in place at a checkpoint boundary. Every source is held at the barrier of a checkpoint
+        (nothing is read after it); sticky assignment moves only the partitions and key groups that must move;
+        actors that stay keep running and keep their state in memory, giving up what moved away and taking
+        over what moved to them from the checkpoint just taken; actors beyond the new counts are removed and
+        new ones start from the checkpoint. No event is lost or processed twice (outputs up to the barrier are
+        committed; moved partitions resume exactly at the checkpoint's offsets)."""
+        started = self._clock.monotonic()
+        log.warning("pipeline %s rescales: %s", self._config.name, reason)
+        checkpoint = await self._epochs.run_epoch(self._sources, self._aggregates, self._identity(), hold=True)
+        assert checkpoint is not None and self._autoscaler is not None  # autoscaling requires checkpoints
+        before_owned, before_groups = [list(p) for p in self._owned], [list(g) for g in self._groups]
+        before = (len(self._sources), len(self._aggregates))
+        owned = rebalance(self._owned, source_count)
+        kept_sources = self._sources[: len(owned)]
+        kept_aggregates = self._aggregates[: aggregate_count if self._aggregates else 0]
+        # counters of the actors that stay continue; the rest of the run's count is in the checkpoint
+        staying = RunProgress.of(
+            list(await asyncio.gather(*(source.progress() for source in kept_sources))),
+            list(await asyncio.gather(*(aggregate.progress() for aggregate in kept_aggregates))),
+            0.0,
+        )
+        self._earlier = checkpoint.counts.minus(self._baseline).minus(staying.counts())
+        suffix = f"{self._run_id}-{self._attempt}-r{len(self._autoscaler.rescales) + 1}"
+        owners = await self._regroup_aggregates(aggregate_count, len(owned), checkpoint, suffix)
+        await self._reassign_sources(owned, owners, checkpoint, suffix)
+        self._source_count, self._aggregate_count = len(self._sources), aggregate_count
+        self._epochs.restarted(checkpoint)
+        self._metrics.actors("source", len(self._sources), self._source_count)
+        self._autoscaler.record(
+            Rescale(
+                at_s=self._clock.now_s() - self._run_started_s,
+                sources=(before[0], len(self._sources)),
+                aggregates=(before[1], len(self._aggregates)),
+                moved_partitions=moved_items(before_owned, self._owned),
+                moved_key_groups=moved_items(before_groups, self._groups) if self._groups else 0,
+                duration_s=self._clock.monotonic() - started,
+            )
+        )
+
+    async def _regroup_aggregates(
+        self, count: int, senders: int, checkpoint: Checkpoint, suffix: str
+    ) -> list[int] | None:
+        """Key groups to ``count`` aggregates (sticky); return the new owner of each group (None: no keyed stage)."""
+        if not self._aggregates:
+            return None
+        config = self._config
+        groups = rebalance(self._groups, count)
+        for handle in self._aggregates[len(groups) :]:
+            self._actors.kill(handle)
+        kept = self._aggregates[: len(groups)]
+        await asyncio.gather(*(h.regroup(groups[i], senders, checkpoint.aggregates) for i, h in enumerate(kept)))
+        added = [
+            self._actors.aggregate(
+                config, f"aggregate-{i}-{suffix}", groups[i], senders, f"aggregate-{i}", self._live_faults
+            )
+            for i in range(len(kept), len(groups))
+        ]
+        await asyncio.gather(*(handle.restore(checkpoint.aggregates) for handle in added))
+        await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
+        self._aggregates, self._groups = kept + added, groups
+        return owner_of_group(groups, config.runtime.max_key_groups)
+
+    async def _reassign_sources(
+        self, owned: list[list[int]], owners: list[int] | None, checkpoint: Checkpoint, suffix: str
+    ) -> None:
+        """Partitions to ``len(owned)`` sources (sticky); sources that stay resume, new ones start."""
+        config = self._config
+        for handle, run in zip(self._sources[len(owned) :], self._runs[len(owned) :], strict=True):
+            run.cancel()
+            self._actors.kill(handle)
+        kept, runs = self._sources[: len(owned)], self._runs[: len(owned)]
+        actor_ids = [handle.actor_id for handle in kept] + [
+            f"source-{i}-{suffix}" for i in range(len(kept), len(owned))
+        ]
+        starts = plan_source_starts(
+            owned, partition_limits(self._partitions, config.runtime.max_events), checkpoint, actor_ids
+        )
+        downstream = self._actors.downstream(config, self._aggregates) if owners is not None else None
+        moves = [
+            handle.reassign(
+                owned[i], starts[i].restored or _no_snapshot(handle.actor_id), starts[i].limits, downstream, owners
+            )
+            for i, handle in enumerate(kept)
+        ]
+        await asyncio.gather(*moves)
+        clock = (self._started_at_s, self._start_time_ms)
+        aggregates = self._aggregates
+        added = [
+            self._actors.source(
+                config,
+                actor_ids[i],
+                i,
+                owned[i],
+                starts[i].limits,
+                clock,
+                aggregates,
+                owners,
+                starts[i].restored,
+                self._live_faults,
+            )
+            for i in range(len(kept), len(owned))
+        ]
+        await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
+        self._sources, self._owned = kept + added, owned
+        self._runs = runs + [asyncio.ensure_future(self._await(handle.start())) for handle in added]
+        await asyncio.gather(*(handle.resume() for handle in kept))
+
+    def shutdown(self) -> None:
+        """Kill the actors of this run (after :meth:`run` returned, or to abandon it)."""
+        self._kill_all()
+
+    async def _start(self, checkpoint: Checkpoint | None) -> None:
+        """Spawn (and restore) the topology, redo uncommitted exactly-once outputs, start the read loops."""
+        self._attempt += 1
+        if checkpoint is not None:
+            self._started_at_s, self._start_time_ms = checkpoint.started_at_s, checkpoint.start_time_ms
+            # what the run counted up to this checkpoint (a resumed earlier run's counts are not this run's)
+            self._earlier = checkpoint.counts.minus(self._baseline)
+            commit_pending_files(checkpoint.pending_files)
+        if self._store is not None:
+            discard_staged_files(_file_output_directories(self._config))
+        await self._spawn(checkpoint)
+        if checkpoint is not None:
+            await asyncio.gather(*(aggregate.restore(checkpoint.aggregates) for aggregate in self._aggregates))
+            restored: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]
+            await asyncio.gather(*(handle.fence_outputs() for handle in restored))  # all, before any reads markers
+            redone = await asyncio.gather(
+                *(h.recover_outputs(checkpoint.epoch, checkpoint.write_ahead) for h in restored)
+            )
+            self._reemitted_rows += sum(redone)
+        self._epochs.restarted(checkpoint)
+        handles: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]
+        await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in handles))
+        self._runs = [asyncio.ensure_future(self._await(source.start())) for source in self._sources]
+        if self._recovering_since is not None:
+            self.recoveries.append(self._clock.monotonic() - self._recovering_since)
+            self._recovering_since = None
+        self._metrics.actors("source", len(self._sources), self._source_count)
+        self._metrics.actors("aggregate", len(self._aggregates), self._aggregate_count if self._aggregates else 0)
+
+    async def _finish(self) -> None:
+        """Every source is done: a final epoch makes every output durable and committed, then actors close."""
+        self._finished_sources = list(await asyncio.gather(*self._runs))
+        await self._epochs.run_epoch(self._sources, self._aggregates, self._identity(), finished=True)
+        self._final_aggregates = list(await asyncio.gather(*(a.close() for a in self._aggregates)))
+        self._finished_sources = list(await asyncio.gather(*(s.close() for s in self._sources)))
+
+    def _abandon(self) -> None:
+        for run in self._runs:
+            run.cancel()
+        self._kill_all()
+        self._sources, self._aggregates, self._runs = [], [], []
+
+    def _identity(self) -> RunIdentity:
+        partitions = len(self._partitions)
+        layout = tuple(input_layout(self._config))
+        return RunIdentity(self._run_id, self._started_at_s, self._start_time_ms, partitions, self._earlier, layout)
+
+    async def _drive(self) -> None:
+        runs = self._runs
+        duration = self._config.runtime.duration_s
+        bounded = self._config.runtime.max_events is not None  # a bounded run reads the partitions it started with
+        discovering = [i.source.partition_discovery_s for i in self._config.all_inputs
+                       if isinstance(i.source, KafkaSourceConfig)]  # fmt: skip
+        discovery_s = min(discovering) if discovering and not bounded else None
+        last_discovery = self._clock.monotonic()
+        frozen = stopped = False
+        while not all(run.done() for run in runs):
+            if discovery_s is not None and not frozen and self._clock.monotonic() - last_discovery >= discovery_s:
+                last_discovery = self._clock.monotonic()
+                await self._discover_partitions(runs)
+            failed = next((run for run in runs if run.done() and run.exception() is not None), None)
+            if failed is not None:
+                failed.result()  # raises the source's error
+            if self._epochs.due():
+                await self._epochs.run_epoch(self._sources, self._aggregates, self._identity())
+            ticking = self._autoscaler is not None and self._autoscaler.due() and not (frozen or stopped)
+            if ticking and await self._autoscale():
+                runs = self._runs  # a rescale replaced the topology
+            elapsed = self._clock.now_s() - self._run_started_s
+            # freeze/stop errors are ignored: a source that failed reports its own error through its run
+            if not frozen and duration is not None and elapsed >= duration:
+                frozen = True
+                await asyncio.gather(*(source.freeze() for source in self._sources), return_exceptions=True)
+            if self._stop_requested and not stopped:
+                stopped = True
+                await asyncio.gather(*(source.stop() for source in self._sources), return_exceptions=True)
+            await asyncio.wait(runs, timeout=_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+
+    @staticmethod
+    async def _await(reference: Any) -> SourceProgress:
+        result: SourceProgress = await reference
+        return result
+
+    async def _partition_ids(self, kafka_only: bool = False) -> list[int]:
+        """The pipeline partitions of every input as the inputs are now (Kafka: asked of the brokers); with
+        ``kafka_only``, of the Kafka inputs alone (discovery: files are globbed once, at the start, since a new
+        file sorting before others would renumber them)."""
+        counts = []
+        for spec in self._config.all_inputs:
+            try:
+                if isinstance(spec.source, KafkaSourceConfig):
+                    assert self._resolved.kafka is not None
+                    counts.append(await kafka_partition_count(self._resolved.kafka, spec.source.topic))
+                else:
+                    counts.append(0 if kafka_only else partition_count(spec.source))
+            except ConfigError as error:  # noqa: PERF203 - once per input; "source.topic: ..." names which
+                if not spec.path:
+                    raise
+                raise ConfigError(f"{spec.path}{error}") from None
+        return partition_ids(counts)
+
+    async def _discover_partitions(self, runs: Sequence[asyncio.Future[SourceProgress]]) -> None:
+        """Assign partitions added to the topic since the start, each to the running source owning the fewest.
+
+        A failed look-up is retried at the next interval: a broker restart must not end a healthy run.
+        """
+        try:
+            current = await self._partition_ids(kafka_only=True)
+        except Exception as error:  # noqa: BLE001 - any broker error here is transient for a running pipeline
+            log.warning("partition discovery for %s failed, retrying later: %s", self._config.name, error)
+            return
+        running = [index for index, run in enumerate(runs) if not run.done()]
+        if not running:
+            return
+        known = set(self._partitions)
+        for partition in [p for p in current if p not in known]:
+            owner = min(running, key=lambda index: len(self._owned[index]))
+            self._owned[owner].append(partition)
+            await self._sources[owner].add_partitions([partition])
+            self._partitions.append(partition)
+
+    async def _create_output_topics(self, partitions: int) -> None:
+        kafka = self._resolved.kafka
+        if kafka is None or not kafka.create_topics:
+            return
+        outputs = [*self._config.sinks, self._config.dead_letter]
+        topics = {output.topic for output in outputs if isinstance(output, KafkaDeadLetterConfig)}
+        topics |= {topic for output in outputs if isinstance(output, KafkaSinkConfig) for topic in output.all_topics}
+        for topic in sorted(topics):
+            await ensure_topic(kafka, topic, partitions)
+        if topics and self._config.delivery == "exactly_once":
+            await ensure_topic(kafka, commit_marker_topic(self._config.name), 1, compacted=True)
+
+    async def _spawn(self, checkpoint: Checkpoint | None) -> None:
+        config = self._config
+        self._live_faults = faults_after(self._faults, checkpoint.epoch if checkpoint else None)
+        runtime = config.runtime
+        partitions = self._partitions = await self._restored_partitions(checkpoint)
+        await self._create_output_topics(len(partitions))
+        owners: list[int] | None = None
+        suffix = f"{self._run_id}-{self._attempt}"
+        # sticky: after a rescale every partition and key group stays with its owner's index unless it must move
+        self._owned = (
+            rebalance(self._owned, self._source_count)
+            if self._owned and sum(map(len, self._owned)) == len(partitions)
+            else assign_partitions(partitions, self._source_count)
+        )
+        if config.keyed_stage is not None:
+            self._groups = (
+                rebalance(self._groups, self._aggregate_count)
+                if self._groups
+                else assign_key_groups(runtime.max_key_groups, self._aggregate_count)
+            )
+            owners = owner_of_group(self._groups, runtime.max_key_groups)
+            senders = len(self._owned)
+            for index, owned in enumerate(self._groups):
+                actor_id = f"aggregate-{index}-{suffix}"
+                self._aggregates.append(
+                    self._actors.aggregate(config, actor_id, owned, senders, f"aggregate-{index}", self._live_faults)
+                )
+        actor_ids = [f"source-{index}-{suffix}" for index in range(len(self._owned))]
+        starts = plan_source_starts(
+            self._owned, partition_limits(partitions, runtime.max_events), checkpoint, actor_ids
+        )
+        clock = (self._started_at_s, self._start_time_ms)
+        for index, (actor_id, owned, start) in enumerate(zip(actor_ids, self._owned, starts, strict=True)):
+            handle = self._actors.source(
+                config, actor_id, index, owned, start.limits, clock, self._aggregates, owners, start.restored,
+                self._live_faults,
+            )  # fmt: skip
+            self._sources.append(handle)
+
+    async def _restored_partitions(self, checkpoint: Checkpoint | None) -> list[int]:
+        """The partitions to read: every input's now, and those a checkpoint had (a topic never shrinks, but a
+        broker that is behind may report fewer; a single input's checkpoint records its count)."""
+        ids = set(await self._partition_ids())
+        if checkpoint is not None:
+            ids |= set(checkpoint.positions)
+            ids |= set(range(checkpoint.partitions)) if len(self._config.all_inputs) == 1 else set()
+        return sorted(ids)
+
+    def _kill_all(self) -> None:
+        handles: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]
+        for handle in handles:
+            self._actors.kill(handle)
+
+    def _summary(self) -> RunSummary:
+        console = next((sink for sink in self._config.sinks if isinstance(sink, ConsoleSinkConfig)), None)
+        elapsed_s = self._clock.now_s() - self._run_started_s
+        progress = RunProgress.of(self._finished_sources, self._final_aggregates, elapsed_s).plus_counts(self._earlier)
+        return RunSummary(
+            pipeline=self._config.name,
+            progress=progress,
+            stopped_early=self._stop_requested,
+            preview=merge_previews(self._final_aggregates, console),
+            outputs=[_describe(sink) for sink in self._config.sinks],
+            dead_letter_path=_describe(self._config.dead_letter),
+            recoveries_s=list(self.recoveries),
+            checkpoints=self._epochs.completed,
+            resumed_from=self._resumed_from.epoch if self._resumed_from else None,
+            reemitted_rows=self._reemitted_rows,
+            autoscale_timeline=list(self._autoscaler.timeline) if self._autoscaler else [],
+            rescales=list(self._autoscaler.rescales) if self._autoscaler else [],
+        )
+
+
+def _file_output_directories(config: PipelineConfig) -> list[str]:
+    directories = [sink.path for sink in config.sinks if isinstance(sink, JsonlSinkConfig | ParquetSinkConfig)]
+    if isinstance(config.dead_letter, DeadLetterConfig):
+        directories.append(config.dead_letter.path)
+    return directories
+
+
+def _describe(output: object) -> str:
+    """Where an output goes, for people: a directory, ``kafka:<topic>`` or ``console``."""
+    topic = getattr(output, "topic", None)
+    return f"kafka:{topic}" if topic else str(getattr(output, "path", "console"))
+
+
+def _no_snapshot(actor_id: str) -> SourceSnapshot:
+    return SourceSnapshot(actor_id=actor_id, positions={}, max_event_time_ms={})

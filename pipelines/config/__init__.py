@@ -1,0 +1,1 @@
+"""The config models a pipeline is written in (pipeline, Kafka, state, dead letters, autoscaling), its secrets."""

@@ -1,0 +1,877 @@
+"""Pipeline configuration: pydantic models loaded from YAML or built in Python.
+
+Units are in field names (``_ms``, ``_s``). Unknown keys are rejected, so a typo fails before anything starts,
+and :func:`load_config` turns validation errors into one :class:`ConfigError` that lists every field path with
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from pipelines.config.autoscale import AutoscaleConfig
+from pipelines.config.base import VARIABLE_NAME, ConfigModel, KeyFromEnvironment
+from pipelines.config.dead_letter import DeadLetterContent
+from pipelines.config.kafka import (
+    CircuitBreakerConfig,
+    KafkaConnectionConfig,
+    KafkaDeadLetterConfig,
+    KafkaSinkConfig,
+    KafkaSourceConfig,
+)
+from pipelines.config.state import DedupConfig, KeyedProcessConfig, UpsertConfig
+from pipelines.errors import ConfigError
+
+__all__ = [
+    "MASK_KEY_ENV",
+    "SINGLE_INPUT",
+    "AggregateConfig",
+    "AggregationConfig",
+    "BurstConfig",
+    "CheckpointConfig",
+    "CheckpointEncryptionConfig",
+    "ConsoleSinkConfig",
+    "DeadLetterConfig",
+    "DeriveOp",
+    "FieldType",
+    "FileSourceConfig",
+    "FilterOp",
+    "GeneratorSourceConfig",
+    "HoppingWindowConfig",
+    "InputConfig",
+    "JsonlSinkConfig",
+    "KeyedConfig",
+    "KeyedStage",
+    "MaskOp",
+    "NamedInput",
+    "OperatorConfig",
+    "ParquetSinkConfig",
+    "PipelineConfig",
+    "RuntimeConfig",
+    "SchemaConfig",
+    "SelectOp",
+    "SessionWindowConfig",
+    "SinkConfig",
+    "SlidingWindowConfig",
+    "SourceConfig",
+    "TracingConfig",
+    "TumblingWindowConfig",
+    "WindowConfig",
+    "format_validation_error",
+    "load_config",
+    "parse_config",
+    "with_paths_resolved",
+]
+
+FieldType = Literal["string", "int64", "float64", "bool", "timestamp_ms", "binary"]
+EVENT_TYPES = ("UserRegistered", "OrderCreated", "PaymentProcessed", "ShipmentDispatched", "InventoryUpdated")
+
+
+_Model = ConfigModel
+_MAX_INPUTS = 64
+_MAX_NESTING_DEPTH = 512  # msgspec refuses depths near Python's recursion limit (about 1,000 frames)
+
+
+class SchemaConfig(_Model):
+    """The shape of decoded events and the rules that make an event valid.
+
+    ``format`` is how payload bytes are read: ``json`` objects, ``avro`` records written with ``avro_schema``
+    (schemaless, as most producers without a registry write them), or ``raw`` bytes kept as a ``value`` column.
+
+    The ``max_*`` limits make a record a dead letter (error type ``limit``, or ``timestamp`` for event times)
+    instead of letting it stop or slow the pipeline; size, header and nesting limits are checked before the
+    record is decoded. Null turns a limit off.
+    """
+
+    format: Literal["json", "avro", "raw"] = "json"
+    avro_schema: dict[str, Any] | None = Field(default=None, description="the Avro writer schema (format: avro)")
+    fields: dict[str, FieldType] = Field(min_length=1, description="column name -> type")
+    required: list[str] = Field(default_factory=list, description="columns that must not be null")
+    checks: list[str] = Field(
+        default_factory=list, description="expressions that must be true; a failing one is the DLQ reason"
+    )
+    event_time_field: str | None = Field(default=None, description="int64 epoch-ms column used as event time")
+    event_id_field: str | None = Field(default=None, description="column that identifies an event uniquely")
+    max_record_bytes: int | None = Field(
+        default=1_048_576, ge=1, description="a larger payload is a dead letter, never parsed; null: no limit"
+    )
+    max_nesting_depth: int | None = Field(
+        default=64,
+        ge=1,
+        le=_MAX_NESTING_DEPTH,
+        description=(
+            "JSON only: a record with objects/arrays nested deeper is a dead letter; at most "
+            f"{_MAX_NESTING_DEPTH}, as msgspec, which reads the records pyarrow's reader refuses, cannot go much "
+            "deeper; null: no limit (deeper records it reads are dead letters as undecodable)"
+        ),
+    )
+    max_future_ms: int | None = Field(
+        default=3_600_000,
+        ge=0,
+        description=(
+            "an event time further ahead of the record's Kafka timestamp (else of the time it was read) is a "
+            "dead letter; null: no limit"
+        ),
+    )
+    max_past_ms: int | None = Field(
+        default=None, ge=0, description="an event time further behind the same reference is a dead letter"
+    )
+    max_header_count: int = Field(default=64, ge=0, description="a record with more headers is a dead letter")
+    max_header_bytes: int = Field(
+        default=65_536, ge=0, description="a record whose header names and values total more is a dead letter"
+    )
+    max_decompressed_batch_bytes: int | None = Field(
+        default=67_108_864,
+        ge=1,
+        description=(
+            "Kafka: a compressed record batch that would decompress to more (a decompression bomb) is not "
+            "decompressed past it; the batch is one dead letter naming its offsets, as a corrupt one is; null: "
+            "no limit"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _format_fits(self) -> SchemaConfig:
+        if (self.format == "avro") != (self.avro_schema is not None):
+            raise ValueError("avro_schema goes with format: avro (and only with it)")
+        if self.format == "raw" and self.fields != {"value": "binary"}:
+            raise ValueError("format: raw decodes to one column: write fields: {value: binary}")
+        return self
+
+    @model_validator(mode="after")
+    def _names_exist(self) -> SchemaConfig:
+        known = sorted(self.fields)
+        for name in self.required:
+            if name not in self.fields:
+                raise ValueError(f"required column {name!r} is not in fields; fields are {known}")
+        for label, optional in (
+            ("event_time_field", self.event_time_field),
+            ("event_id_field", self.event_id_field),
+        ):
+            if optional is not None and optional not in self.fields:
+                raise ValueError(f"{label} {optional!r} is not in fields; fields are {known}")
+        if self.event_time_field and self.fields[self.event_time_field] not in ("int64", "timestamp_ms"):
+            raise ValueError(f"event_time_field {self.event_time_field!r} must be int64 or timestamp_ms (epoch ms)")
+        return self
+
+
+class BurstConfig(_Model):
+    """``factor`` times the base rate from ``start_s`` for ``duration_s`` seconds (seconds after the run start)."""
+
+    start_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    factor: float = Field(gt=0, description="e.g. 5: five times the base rate")
+
+
+InvalidKind = Literal["truncated_json", "missing_event_time", "negative_amount", "unknown_event_type", "wrong_type"]
+DEFAULT_INVALID_KINDS: tuple[InvalidKind, ...] = (
+    "truncated_json",
+    "missing_event_time",
+    "negative_amount",
+    "unknown_event_type",
+)
+
+
+class GeneratorSourceConfig(_Model):
+    """The built-in, replayable event generator: event i of partition p is a pure function of (seed, p, i)."""
+
+    type: Literal["generator"] = "generator"
+    partitions: int = Field(default=8, ge=1, le=1024)
+    seed: int = Field(default=42, ge=0)
+    rate_per_s: float | None = Field(
+        default=20_000, gt=0, description="events/s over all partitions; null: as fast as the pipeline reads"
+    )
+    event_time_rate_per_s: float = Field(
+        default=20_000, gt=0, description="spacing of event time when rate_per_s is null"
+    )
+    invalid_fraction: float = Field(default=0.01, ge=0, le=1)
+    invalid_kinds: list[InvalidKind] = Field(
+        default_factory=lambda: list(DEFAULT_INVALID_KINDS),
+        min_length=1,
+        description="which kinds of invalid event to make, drawn equally; wrong_type: amount_cents is a string",
+    )
+    customers: int = Field(default=1_000, ge=1)
+    skus: int = Field(default=500, ge=1)
+    max_out_of_order_ms: int = Field(default=500, ge=0, description="event-time jitter, bounded")
+    start_time_ms: int | None = Field(default=None, ge=0, description="event time of offset 0; null: run start")
+    event_id_prefix: str = Field(
+        default="", max_length=32, description="event ids are <prefix><partition>-<offset> (one per input if several)"
+    )
+    bursts: list[BurstConfig] = Field(default_factory=list, description="rate bursts (autoscaling demos)")
+
+    @model_validator(mode="after")
+    def _bursts_need_a_rate(self) -> GeneratorSourceConfig:
+        if self.bursts and self.rate_per_s is None:
+            raise ValueError("bursts multiply rate_per_s: set a rate_per_s (not null) or remove bursts")
+        return self
+
+
+class FileSourceConfig(_Model):
+    """JSONL or Parquet files; each file is one partition, its row number the offset."""
+
+    type: Literal["file"] = "file"
+    paths: list[str] = Field(min_length=1, description="files or glob patterns")
+    format: Literal["jsonl", "parquet"] = "jsonl"
+
+
+SourceConfig = Annotated[GeneratorSourceConfig | FileSourceConfig | KafkaSourceConfig, Field(discriminator="type")]
+
+
+class FilterOp(_Model):
+    op: Literal["filter"]
+    expr: str = Field(min_length=1)
+
+
+class SelectOp(_Model):
+    op: Literal["select"]
+    columns: list[str] = Field(min_length=1)
+    rename: dict[str, str] = Field(default_factory=dict)
+
+
+class DeriveOp(_Model):
+    op: Literal["derive"]
+    column: str = Field(min_length=1)
+    expr: str = Field(min_length=1)
+
+
+MASK_KEY_ENV = "EVENTRAY_MASK_KEY"
+
+
+class MaskOp(KeyFromEnvironment):
+    """``hash`` is a keyed HMAC-SHA256 under the key in ``key_env``: without the key nobody can recompute a
+    hash from a guessed value, with the same key the hashes of two runs still join."""
+
+    op: Literal["mask"]
+    column: str = Field(min_length=1)
+    method: Literal["redact", "hash", "keep_last"] = "redact"
+    keep_last: int = Field(default=4, ge=0)
+    key_env: str = Field(default=MASK_KEY_ENV, pattern=VARIABLE_NAME, description="method hash: the key's variable")
+
+    @property
+    def needs_key(self) -> bool:
+        return self.method == "hash"
+
+
+OperatorConfig = Annotated[FilterOp | SelectOp | DeriveOp | MaskOp, Field(discriminator="op")]
+
+
+class InputConfig(_Model):
+    """One input of a pipeline with several (``inputs:``): a source, the schema of its events, and the stateless
+    operators run on them before the keyed stage (or the sinks) take the rows of every input together."""
+
+    source: SourceConfig
+    schema_: SchemaConfig = Field(alias="schema")
+    operators: list[OperatorConfig] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+SINGLE_INPUT = "input"  # the name of the one input of a config written with source/schema/operators
+
+
+@dataclass(frozen=True)
+class NamedInput:
+    """One input as the rest of eventray sees it, whichever form the config is written in.
+
+    ``index`` is its place in the topology (inputs in the order written), which lays out its partitions
+    (:mod:`pipelines.stages.topology`); ``path`` prefixes its fields in error messages (``inputs.payments.`` or empty
+    for the single-input form, whose fields are at the top).
+    """
+
+    name: str
+    index: int
+    source: SourceConfig
+    schema: SchemaConfig
+    operators: tuple[OperatorConfig, ...]
+    path: str
+
+
+class AggregationConfig(_Model):
+    fn: Literal["count", "sum", "min", "max", "mean"]
+    column: str | None = None
+
+    @model_validator(mode="after")
+    def _column_when_needed(self) -> AggregationConfig:
+        if self.fn != "count" and self.column is None:
+            raise ValueError(f"aggregation {self.fn!r} needs a column")
+        return self
+
+
+class TumblingWindowConfig(_Model):
+    """Fixed, non-overlapping windows ``[n * size_ms, (n + 1) * size_ms)``: each row is in exactly one."""
+
+    type: Literal["tumbling"] = "tumbling"
+    size_ms: int = Field(gt=0)
+
+
+class HoppingWindowConfig(_Model):
+    """Fixed windows of ``size_ms`` starting every ``hop_ms``: each row is in ``size_ms / hop_ms`` windows."""
+
+    type: Literal["hopping"]
+    size_ms: int = Field(gt=0)
+    hop_ms: int = Field(gt=0)
+
+    @field_validator("hop_ms")
+    @classmethod
+    def _hop_divides_size(cls, hop_ms: int, info: ValidationInfo) -> int:
+        size_ms = info.data.get("size_ms")
+        if size_ms is None:  # size_ms itself is invalid and reported
+            return hop_ms
+        if hop_ms > size_ms:
+            raise ValueError(
+                f"hop_ms ({hop_ms}) exceeds size_ms ({size_ms}): rows between windows would be counted nowhere; "
+                "make hop_ms at most size_ms (hop_ms equal to size_ms is a tumbling window)"
+            )
+        if size_ms % hop_ms:
+            raise ValueError(
+                f"size_ms ({size_ms}) is not a multiple of hop_ms ({hop_ms}); choose a hop_ms that divides size_ms "
+                f"(e.g. {_largest_divisor_at_most(size_ms, hop_ms)})"
+            )
+        return hop_ms
+
+
+class SlidingWindowConfig(_Model):
+    """One window per key and distinct event time t: that key's rows with event time in ``(t - size_ms, t]``."""
+
+    type: Literal["sliding"]
+    size_ms: int = Field(gt=0)
+
+
+class SessionWindowConfig(_Model):
+    """Per key, a maximal run of events each less than ``gap_ms`` after the previous one."""
+
+    type: Literal["session"]
+    gap_ms: int = Field(gt=0)
+
+
+def _largest_divisor_at_most(number: int, limit: int) -> int:
+    return next(candidate for candidate in range(limit, 0, -1) if number % candidate == 0)
+
+
+def _window_type(value: Any) -> str:
+    """The union tag; a window without ``type`` is tumbling (configs written before other kinds existed)."""
+    tag = value.get("type", "tumbling") if isinstance(value, dict) else getattr(value, "type", "tumbling")
+    return str(tag)
+
+
+WindowConfig = Annotated[
+    Annotated[TumblingWindowConfig, Tag("tumbling")]
+    | Annotated[HoppingWindowConfig, Tag("hopping")]
+    | Annotated[SlidingWindowConfig, Tag("sliding")]
+    | Annotated[SessionWindowConfig, Tag("session")],
+    Discriminator(_window_type),
+]
+
+
+class AggregateConfig(_Model):
+    """A keyed, event-time windowed aggregate, run in AggregateActors that own key groups.
+
+    A window closes when the watermark reaches its end and stays in state until the watermark reaches its end
+    plus ``allowed_lateness_ms``; a row for a closed window still in state updates it (and an updated result
+    is emitted), a row for no window still in state is *late* (side output). ``early_update_ms`` emits the
+    current result of still-open windows each time the watermark crosses a multiple of it. With either on,
+    results have an ``is_final`` column and (key, window_start_ms) is an upsert key: every window ends with
+    exactly one ``is_final`` true row, after zero or more false ones (see pipelines/windows/tumbling.py).
+    """
+
+    key: str = Field(min_length=1)
+    window: WindowConfig
+    aggregations: dict[str, AggregationConfig] = Field(min_length=1)
+    max_out_of_order_ms: int = Field(default=1_000, ge=0, description="watermark = max event time - this")
+    idle_timeout_ms: int = Field(
+        default=5_000,
+        ge=1,
+        description=(
+            "a partition with nothing left to read and no valid event this long stops holding the watermark; "
+            "one with a backlog never does"
+        ),
+    )
+    allowed_lateness_ms: int = Field(
+        default=0, ge=0, description="closed windows keep taking rows (and emit updates) this long past their end"
+    )
+    early_update_ms: int | None = Field(
+        default=None, gt=0, description="emit open windows' current results each time the watermark moves this much"
+    )
+
+    @property
+    def emits_updates(self) -> bool:
+        """Whether a window may emit more than one result, so results carry ``is_final``."""
+        return self.allowed_lateness_ms > 0 or self.early_update_ms is not None
+
+    @model_validator(mode="after")
+    def _is_final_is_free(self) -> AggregateConfig:
+        if self.emits_updates and "is_final" in self.aggregations:
+            raise ValueError(
+                "aggregations.is_final: the name is taken by the is_final result column (allowed_lateness_ms or "
+                "early_update_ms is on); name the aggregation otherwise"
+            )
+        return self
+
+
+KeyedConfig = UpsertConfig | DedupConfig | KeyedProcessConfig
+
+
+@dataclass(frozen=True)
+class KeyedStage:
+    """What the actors need of a pipeline's keyed stage, whichever operator it is: the column that routes rows
+    to key groups, and the watermark settings of the sources.
+
+    ``key_field`` is where the key is configured (``aggregate.key``, ``keyed.key``, ``keyed.id_column``), for
+    error messages; ``kind`` is ``windows``, ``upsert``, ``dedup`` or ``process``.
+    """
+
+    kind: Literal["windows", "upsert", "dedup", "process"]
+    key: str
+    key_field: str
+    max_out_of_order_ms: int
+    idle_timeout_ms: int
+
+
+class ConsoleSinkConfig(_Model):
+    type: Literal["console"] = "console"
+    top: int = Field(default=10, ge=1, le=1_000, description="rows shown at the end, ranked by sort_by")
+    sort_by: str | None = Field(default=None, description="column to rank rows by, descending")
+
+
+class JsonlSinkConfig(_Model):
+    type: Literal["jsonl"] = "jsonl"
+    path: str = Field(min_length=1, description="directory; each writing actor writes part-<actor>.jsonl")
+
+
+class ParquetSinkConfig(_Model):
+    type: Literal["parquet"] = "parquet"
+    path: str = Field(min_length=1, description="directory; each writing actor writes its own files")
+
+
+SinkConfig = Annotated[
+    ConsoleSinkConfig | JsonlSinkConfig | ParquetSinkConfig | KafkaSinkConfig, Field(discriminator="type")
+]
+
+
+class DeadLetterConfig(DeadLetterContent):
+    """Where invalid events go (a JSONL directory), with their original bytes and the reason."""
+
+    type: Literal["jsonl"] = "jsonl"
+    path: str = Field(default="out/dead_letter", description="directory; each actor writes part-<actor>.jsonl")
+
+
+class TracingConfig(_Model):
+    """OpenTelemetry tracing: spans per batch and stage, W3C context carried per event (ARCHITECTURE.md section 6)."""
+
+    enabled: bool = False
+    sampling_ratio: float = Field(default=0.01, ge=0, le=1, description="share of new traces recorded")
+    exporter: Literal["jsonl", "otlp_grpc", "otlp_http", "none"] = "jsonl"
+    jsonl_path: str = Field(default="out/traces", description="directory; each process writes spans-<pid>.jsonl")
+    otlp_endpoint: str | None = Field(default=None, description="e.g. http://collector:4317; default: OTEL env")
+    otlp_headers: dict[str, SecretStr] = Field(default_factory=dict)
+    otlp_insecure: bool = False
+    max_links: int = Field(default=32, ge=0, le=1_000, description="links per batch span to sampled events")
+
+
+class CheckpointEncryptionConfig(KeyFromEnvironment):
+    """Checkpoint files encrypted at rest (pipelines/at_rest.py) under the 256-bit key in ``key_env``."""
+
+    key_env: str = Field(default="EVENTRAY_CHECKPOINT_KEY", pattern=VARIABLE_NAME, description="64 hex digits")
+
+
+class CheckpointConfig(_Model):
+    """Aligned checkpoints of offsets and keyed state (ARCHITECTURE.md section 4); recovery restores the last
+    complete one."""
+
+    interval_ms: int = Field(default=5_000, ge=100, description="time between the starts of two checkpoints")
+    uri: str = Field(
+        default=".eventray/checkpoints",
+        min_length=1,
+        description="a directory or a pyarrow.fs URI (s3://, gs://); each pipeline writes under <uri>/<name>",
+    )
+    keep: int = Field(default=3, ge=1, le=1_000, description="complete checkpoints kept; older ones are deleted")
+    max_recoveries: int = Field(
+        default=20, ge=0, description="actor or Supervisor failures survived by restoring, before the run fails"
+    )
+    timeout_ms: int = Field(
+        default=600_000,
+        ge=1_000,
+        description="an epoch not complete in this long (a barrier or commit that never returns) fails the "
+        "topology, which is restored from the last checkpoint",
+    )
+    encryption: CheckpointEncryptionConfig | None = Field(
+        default=None, description="AES-256-GCM of every checkpoint file (keyed state, write-ahead outputs)"
+    )
+
+
+class RuntimeConfig(_Model):
+    source_actors: int = Field(default=2, ge=1, le=256)
+    aggregate_actors: int = Field(default=2, ge=1, le=256)
+    max_key_groups: int = Field(default=128, ge=1, le=32_768, description="fixed for the life of the state")
+    batch_size: int = Field(default=4_096, ge=1, le=1_000_000)
+    max_in_flight_batches: int = Field(default=8, ge=1, description="per source actor, before it waits")
+    idle_poll_ms: int = Field(default=20, ge=1)
+    actor_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources per source/aggregate actor, e.g. {eventray_slot: 1} under KubeRay, so "
+        "that a pending actor makes the Ray autoscaler add a node",
+    )
+    cpus_per_actor: float = Field(
+        default=0.25,
+        ge=0,
+        description="Ray CPU reservation per source/aggregate actor (scheduling, not a limit)",
+    )
+    autoscale: AutoscaleConfig | None = Field(
+        default=None, description="lag-driven rescaling of source/aggregate actors (needs checkpoints)"
+    )
+    unresponsive_after_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="an actor that answered before and then does not answer its ping this long is killed and the "
+        "topology recovered from the last checkpoint (a stopped process, a deadlock)",
+    )
+    duration_s: float | None = Field(default=30.0, gt=0, description="stop reading after this; null: unbounded")
+    max_events: int | None = Field(default=None, ge=1, description="stop after this many events")
+    secrets: Literal["environment", "driver"] = Field(
+        default="environment",
+        description="who reads the secrets (Kafka password, mask, checkpoint and dead-letter keys): each actor from "
+        "its own process environment, so that no secret travels through Ray (the Ray nodes have them: an embedded "
+        "Ray inherits the driver's, `ray start` the shell's, KubeRay pods their Secrets); or the driver, which "
+        "hands them to the actors inside their creation arguments, held by Ray's GCS (pipelines/config/secrets.py)",
+    )
+
+
+class PipelineConfig(_Model):
+    """One pipeline: inputs -> decode/validate -> operators -> optional keyed stage -> sinks.
+
+    An input is a source with the schema of its events and its operators: written at the top (``source``,
+    ``schema``, ``operators``) for a pipeline with one, or under ``inputs`` by name for several (orders and
+    payments). The keyed stage (or the sinks) takes the rows of every input together; each input must have the
+    stage's key column after its operators, and rows of an input lacking a column another has get nulls there
+    (:mod:`pipelines.stages.topology`). :attr:`all_inputs` is the view of either form.
+
+    The keyed stage is either ``aggregate`` (event-time windows) or ``keyed`` (an upsert table, dedup or a
+    process function, told apart by ``type``), never both; :attr:`keyed_stage` is the view of either one.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    source: SourceConfig | None = Field(default=None, description="the one input (or several under inputs)")
+    schema_: SchemaConfig | None = Field(default=None, alias="schema")
+    operators: list[OperatorConfig] = Field(default_factory=list)
+    inputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")], InputConfig] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=_MAX_INPUTS,
+        description="named inputs, each with its source, schema and operators, instead of source/schema/operators",
+    )
+    aggregate: AggregateConfig | None = None
+    keyed: KeyedConfig | None = Field(
+        default=None, discriminator="type", description="upsert, dedup or process; instead of aggregate"
+    )
+    sinks: list[SinkConfig] = Field(default_factory=lambda: [ConsoleSinkConfig()])  # type: ignore[arg-type]
+    dead_letter: Annotated[DeadLetterConfig | KafkaDeadLetterConfig, Field(discriminator="type")] = Field(
+        default_factory=DeadLetterConfig
+    )
+    circuit_breaker: CircuitBreakerConfig | None = Field(default_factory=CircuitBreakerConfig)
+    kafka: KafkaConnectionConfig | None = None
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    checkpoint: CheckpointConfig | None = Field(
+        default_factory=CheckpointConfig, description="null: no checkpoints, a crash re-reads from the last commit"
+    )
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="exactly_once: Kafka sinks write in one transaction per epoch, file sinks rename on commit",
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("sinks")
+    @classmethod
+    def _at_least_one_sink(cls, sinks: list[Any]) -> list[Any]:
+        if not sinks:
+            raise ValueError("at least one sink is needed (console, jsonl or parquet)")
+        return sinks
+
+    @model_validator(mode="after")
+    def _one_form_of_input(self) -> PipelineConfig:
+        if self.inputs is None:
+            missing = [name for name, value in (("source", self.source), ("schema", self.schema_)) if value is None]
+            if missing:
+                raise ValueError(
+                    f"{' and '.join(missing)} missing: a pipeline reads source with schema (and optional operators), "
+                    "or several named inputs, each with its source, schema and operators"
+                )
+            return self
+        written = [name for name, value in (("source", self.source), ("schema", self.schema_)) if value is not None]
+        written += ["operators"] if self.operators else []
+        if written:
+            raise ValueError(
+                f"inputs is set, and so is {', '.join(written)}: with inputs, each input has its own source, schema "
+                "and operators; move them into an input"
+            )
+        topics = [i.source.topic for i in self.all_inputs if isinstance(i.source, KafkaSourceConfig)]
+        repeated = sorted({topic for topic in topics if topics.count(topic) > 1})
+        if repeated:
+            raise ValueError(
+                f"several inputs read the topic(s) {repeated}: they would commit offsets of the same partitions "
+                "under the pipeline's one consumer group; read each topic in one input (two schemas of one topic: "
+                "one input whose schema has the fields of both, and filter or derive by type)"
+            )
+        prefixes = [i.source.event_id_prefix for i in self.all_inputs if isinstance(i.source, GeneratorSourceConfig)]
+        if len(prefixes) != len(set(prefixes)):
+            raise ValueError(
+                "several generator inputs give event ids <partition>-<offset> with one event_id_prefix: set "
+                "source.event_id_prefix on each (e.g. o and p) so that their ids stay unique"
+            )
+        group_ids = {i.source.group_id for i in self.all_inputs if isinstance(i.source, KafkaSourceConfig)} - {None}
+        if len(group_ids) > 1:
+            raise ValueError(
+                f"the Kafka inputs name different group_ids ({sorted(map(str, group_ids))}): a pipeline commits "
+                "the offsets of all its inputs under one consumer group; set the same group_id on each, or on one"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_keyed_stage(self) -> PipelineConfig:
+        if self.aggregate is not None and self.keyed is not None:
+            raise ValueError(
+                "aggregate and keyed are both set, but a pipeline has one keyed stage: keep aggregate for "
+                f"event-time windows or keyed ({self.keyed.type}) for the {self.keyed.type} operator, and remove "
+                "the other"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _capacity(self) -> PipelineConfig:
+        stage = self.keyed_stage
+        if stage is not None and self.runtime.aggregate_actors > self.runtime.max_key_groups:
+            raise ValueError(
+                f"runtime.aggregate_actors ({self.runtime.aggregate_actors}) exceeds runtime.max_key_groups "
+                f"({self.runtime.max_key_groups}): an actor would own no key group"
+            )
+        uses_kafka = any(isinstance(i.source, KafkaSourceConfig) for i in self.all_inputs)
+        uses_kafka = uses_kafka or isinstance(self.dead_letter, KafkaDeadLetterConfig)
+        uses_kafka = uses_kafka or any(isinstance(sink, KafkaSinkConfig) for sink in self.sinks)
+        if uses_kafka and self.kafka is None:
+            raise ValueError("Kafka sources and sinks need a kafka section (at least: kafka: {})")
+        if self.runtime.autoscale is not None and self.checkpoint is None:
+            raise ValueError("runtime.autoscale rescales at checkpoints: remove checkpoint: null")
+        if self.delivery == "exactly_once" and self.checkpoint is None:
+            raise ValueError("delivery: exactly_once needs checkpoints (remove checkpoint: null)")
+        without_time = [i for i in self.all_inputs if i.schema.event_time_field is None]
+        if stage is not None and without_time:
+            why = {
+                "windows": "windows are on event time",
+                "upsert": "versions are ordered by event time",
+                "dedup": "ids expire by event time",
+                "process": "timers fire on the event-time watermark",
+            }[stage.kind]
+            section = "aggregate" if stage.kind == "windows" else f"keyed ({stage.kind})"
+            raise ValueError(f"{section} needs {without_time[0].path}schema.event_time_field ({why})")
+        return self
+
+    @property
+    def all_inputs(self) -> tuple[NamedInput, ...]:
+        """The inputs in topology order: the one of a config written with ``source``/``schema``/``operators``
+        (named :data:`SINGLE_INPUT`), or those under ``inputs``, in the order written."""
+        if self.inputs is None:
+            assert self.source is not None and self.schema_ is not None  # _one_form_of_input guarantees it
+            return (NamedInput(SINGLE_INPUT, 0, self.source, self.schema_, tuple(self.operators), ""),)
+        return tuple(
+            NamedInput(name, index, spec.source, spec.schema_, tuple(spec.operators), f"inputs.{name}.")
+            for index, (name, spec) in enumerate(self.inputs.items())
+        )
+
+    @property
+    def keyed_stage(self) -> KeyedStage | None:
+        """The keyed stage (``aggregate`` or ``keyed``) as the actors see it; None for a stateless pipeline."""
+        if self.aggregate is not None:
+            aggregate = self.aggregate
+            return KeyedStage(
+                "windows", aggregate.key, "aggregate.key", aggregate.max_out_of_order_ms, aggregate.idle_timeout_ms
+            )
+        keyed = self.keyed
+        if keyed is None:
+            return None
+        if isinstance(keyed, DedupConfig):
+            return KeyedStage("dedup", keyed.id_column, "keyed.id_column", keyed.max_out_of_order_ms,
+                              keyed.idle_timeout_ms)  # fmt: skip
+        return KeyedStage(keyed.type, keyed.key, "keyed.key", keyed.max_out_of_order_ms, keyed.idle_timeout_ms)
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group under which offsets are committed."""
+        configured = [i.source.group_id for i in self.all_inputs if isinstance(i.source, KafkaSourceConfig)]
+        return next((group for group in configured if group), f"eventray-{self.name}")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line per error: the path as written in the YAML (``sinks.2.top``), then what is wrong or allowed."""
+    lines = [f"invalid pipeline config {source}:"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in _without_union_tags(item["loc"])) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see configs/ for examples)"
+        if item["type"] == "union_tag_not_found":
+            tags = ", ".join(_tagged_members(_annotation_at(item["loc"])))
+            message = f"{message}: write type: one of {tags}" if tags else message
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)
+
+
+def _without_union_tags(loc: tuple[int | str, ...]) -> list[int | str]:
+    """``loc`` without the tags pydantic adds after a discriminated-union field (``source.generator.rate_per_s``
+    is ``source.rate_per_s`` in the YAML). A segment is a tag only where the models have a union of models
+    tagged by ``type``/``op``, so a user's key that happens to equal a tag (an aggregation named ``file``) stays."""
+    path: list[int | str] = []
+    annotation: Any = PipelineConfig
+    for part in loc:
+        members = _tagged_members(annotation)
+        if isinstance(part, str) and part in members:
+            annotation = members[part]
+            continue
+        path.append(part)
+        annotation = _child_annotation(annotation, part)
+    return path
+
+
+def _annotation_at(loc: tuple[int | str, ...]) -> Any:
+    """The annotation of the field at ``loc`` (tags included, as pydantic reports them); None when unknown."""
+    annotation: Any = PipelineConfig
+    for part in loc:
+        members = _tagged_members(annotation)
+        annotation = members[part] if isinstance(part, str) and part in members else _child_annotation(annotation, part)
+    return annotation
+
+
+def _tagged_members(annotation: Any) -> dict[str, type[BaseModel]]:
+    """The models of a union by their ``type``/``op`` literal; empty when ``annotation`` is no such union."""
+    annotation = _strip_annotated(annotation)
+    if get_origin(annotation) not in (Union, types.UnionType):
+        return {}
+    members: dict[str, type[BaseModel]] = {}
+    for choice in get_args(annotation):
+        member = _strip_annotated(choice)
+        if get_origin(member) in (Union, types.UnionType):  # an optional union: ``source: SourceConfig | None``
+            members.update(_tagged_members(member))
+        elif isinstance(member, type) and issubclass(member, BaseModel):
+            for tag in ("type", "op"):
+                field = member.model_fields.get(tag)
+                if field is not None and get_origin(field.annotation) is Literal:
+                    members.update(dict.fromkeys(get_args(field.annotation), member))
+    return members
+
+
+def _child_annotation(annotation: Any, part: int | str) -> Any:
+    """The annotation of field, item or value ``part`` of ``annotation``; None when unknown."""
+    annotation = _strip_annotated(annotation)
+    if get_origin(annotation) in (Union, types.UnionType):  # Optional[Model]: look into the model
+        present = [member for member in get_args(annotation) if member is not type(None)]
+        annotation = _strip_annotated(present[0]) if len(present) == 1 else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = annotation.model_fields
+        return next((f.annotation for name, f in fields.items() if part in (name, f.alias)), None)
+    if get_origin(annotation) in (list, dict):
+        return get_args(annotation)[-1]
+    return None
+
+
+def _strip_annotated(annotation: Any) -> Any:
+    return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
+
+
+def parse_config(data: Any, source: str = "<dict>") -> PipelineConfig:
+    """Validate ``data`` (a mapping, e.g. from YAML) into a config, or raise :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid pipeline config {source}: the top level must be a mapping")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load a YAML config; ``overrides`` maps dotted paths (``runtime.max_events``) to values."""
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {file} is not valid YAML: {error}") from None
+    if isinstance(data, dict):
+        for dotted, value in (overrides or {}).items():
+            _set_dotted(data, dotted, value)
+    return parse_config(data, str(file))
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``value`` at ``dotted`` in ``data``, creating missing (or null) sections; raise ConfigError if the
+    path goes through a value that is not a section (``runtime.max_events.x``, or into a list)."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for depth, part in enumerate(parents):
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            through = ".".join(parents[: depth + 1])
+            raise ConfigError(
+                f"override {dotted!r}: {through} is a {type(node).__name__}, not a section with fields; "
+                "overrides can only set fields of sections"
+            )
+    node[leaf] = value
+
+
+def with_paths_resolved(config: PipelineConfig, base: Path) -> PipelineConfig:
+    """Relative file paths (file source, file sinks, dead-letter directory) made absolute against ``base``.
+
+    Actors run in worker processes with their own working directories, so the driver resolves paths once,
+    against the directory the user ran the command in.
+    """
+
+    def resolved(path: str) -> str:
+        return str(base / path) if not Path(path).is_absolute() else path
+
+    def with_path(sink: Any) -> Any:
+        if isinstance(sink, JsonlSinkConfig | ParquetSinkConfig):
+            return sink.model_copy(update={"path": resolved(sink.path)})
+        return sink
+
+    update: dict[str, Any] = {"sinks": [with_path(sink) for sink in config.sinks]}
+    if isinstance(config.dead_letter, DeadLetterConfig):
+        update["dead_letter"] = config.dead_letter.model_copy(update={"path": resolved(config.dead_letter.path)})
+    if config.tracing.enabled and config.tracing.exporter == "jsonl":
+        update["tracing"] = config.tracing.model_copy(update={"jsonl_path": resolved(config.tracing.jsonl_path)})
+
+    def with_files(source: SourceConfig) -> SourceConfig:
+        if isinstance(source, FileSourceConfig):
+            return source.model_copy(update={"paths": [resolved(p) for p in source.paths]})
+        return source
+
+    if config.source is not None:
+        update["source"] = with_files(config.source)
+    if config.inputs is not None:
+        update["inputs"] = {
+            name: spec.model_copy(update={"source": with_files(spec.source)}) for name, spec in config.inputs.items()
+        }
+    if config.checkpoint is not None and "://" not in config.checkpoint.uri:
+        update["checkpoint"] = config.checkpoint.model_copy(update={"uri": resolved(config.checkpoint.uri)})
+    return config.model_copy(update=update)

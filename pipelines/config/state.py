@@ -1,0 +1,77 @@
+"""Config of the keyed-state operators beyond windows: upsert tables, dedup, keyed process functions.
+
+Same style as :mod:`pipelines.config.pipeline`: units in field names, unknown keys rejected, values frozen, and a
+validation error names the field and what is allowed. ``PipelineConfig.keyed`` holds one of them, told apart by
+``type``; each carries the watermark settings the source actors compute watermarks from (the same fields, with
+the same defaults, as ``AggregateConfig``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipelines.config.base import ConfigModel
+
+__all__ = ["DedupConfig", "KeyedProcessConfig", "UpsertConfig", "WatermarkSettings"]
+
+_IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+
+class WatermarkSettings(ConfigModel):
+    """How far event time may run backwards, and when a quiet partition stops holding the watermark back."""
+
+    max_out_of_order_ms: int = Field(default=1_000, ge=0, description="watermark = max event time - this")
+    idle_timeout_ms: int = Field(
+        default=5_000,
+        ge=1,
+        description=(
+            "a partition with nothing left to read and no valid event this long stops holding the watermark; "
+            "one with a backlog never does"
+        ),
+    )
+
+
+class UpsertConfig(WatermarkSettings):
+    """The latest row per key (e.g. current inventory per SKU); the newest ``_timestamp`` wins.
+
+    With ``delete_column``, a row whose value there is true removes its key: the key's changelog row is a
+    tombstone, and the tombstone is kept ``tombstone_retention_ms`` of event time (like Kafka's
+    ``delete.retention.ms``) so that an older version arriving later cannot bring the key back.
+    """
+
+    type: Literal["upsert"] = "upsert"
+    key: str = Field(min_length=1, description="column whose value identifies a row")
+    delete_column: str | None = Field(
+        default=None, min_length=1, description="boolean column; true removes the key (null counts as false)"
+    )
+    tombstone_retention_ms: int = Field(
+        default=86_400_000, ge=0, description="event time a delete is remembered after its _timestamp"
+    )
+
+    @model_validator(mode="after")
+    def _delete_column_is_not_the_key(self) -> UpsertConfig:
+        if self.delete_column == self.key:
+            raise ValueError(f"delete_column {self.delete_column!r} must differ from key (a boolean column)")
+        return self
+
+
+class DedupConfig(WatermarkSettings):
+    """Drop events whose id was seen within ``ttl_ms`` of event time (idempotent consumers)."""
+
+    type: Literal["dedup"] = "dedup"
+    id_column: str = Field(min_length=1, description="column that identifies an event, e.g. event_id")
+    ttl_ms: int = Field(gt=0, description="an id is forgotten once the watermark passes its last sighting + this")
+
+
+class KeyedProcessConfig(WatermarkSettings):
+    """A user process function run per key with value state and timers.
+
+    ``function`` is an import path ``module:attr`` naming a zero-argument callable (usually the class) that
+    returns a fresh function object; it is imported when the operator is built, not when the config is read.
+    """
+
+    type: Literal["process"] = "process"
+    key: str = Field(min_length=1, description="column whose value selects the state and timers")
+    function: str = Field(pattern=_IMPORT_PATH, description="import path 'package.module:ClassName'")

@@ -1,0 +1,141 @@
+"""Decoders for Avro payloads (fastavro, schemaless with a writer schema from the config) and raw bytes.
+
+Avro has no columnar reader for single-record payloads, so records are read one by one by fastavro's C reader
+and the columns are built from them, one Arrow conversion per column; a record that does not read is a dead
+letter with the reason. A value that does not convert to its column's type is found by bisecting that column
+only, so k such records cost O(k log n) conversions on top of the per-record read every record costs anyway.
+Raw bytes are passed through as a ``value`` binary column, unchanged. Both apply the input limits first (size,
+headers; nesting is JSON's only) and the event-time limits last, as every decoder does
+(:func:`pipelines.decode.codecs.decode_within_limits`).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import fastavro
+import numpy as np
+import pyarrow as pa
+
+from pipelines.decode.codecs import DecodedBatch, decode_within_limits
+from pipelines.decode.schema import EventSchema
+from pipelines.errors import ConfigError
+from pipelines.io.records import RawBatch, dead_letters
+from pipelines.transform.bisection import failing_positions
+
+__all__ = ["AvroDecoder", "RawBytesDecoder"]
+
+_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
+
+
+class AvroDecoder:
+    def __init__(self, schema: EventSchema, writer_schema: dict[str, Any]) -> None:
+        self._schema = schema
+        try:
+            self._writer_schema = fastavro.parse_schema(writer_schema)
+        except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as error:
+            raise ConfigError(f"schema.avro_schema is not a valid Avro schema: {error}") from None
+
+    def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch:
+        """Screen, decode, attach metadata columns, validate. Never raises for bad records: they become dead
+        letters."""
+        return decode_within_limits(self._schema, raw, now_ms, self._read, json_nesting=False)
+
+    def _read(self, raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
+        """The payload columns of the records that read and fit, their positions (None: all), dead letters."""
+        rows: list[dict[str, Any]] = []
+        good: list[int] = []
+        bad: list[int] = []
+        reasons: list[str] = []
+        for index, payload in enumerate(raw.payloads.to_pylist()):
+            try:
+                record = fastavro.schemaless_reader(io.BytesIO(payload or b""), self._writer_schema, None)
+            except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, OverflowError) as error:
+                bad.append(index)
+                reasons.append(f"undecodable Avro: {type(error).__name__}")
+                continue
+            if not isinstance(record, dict):
+                bad.append(index)
+                reasons.append("Avro value is not a record")
+                continue
+            rows.append(record)
+            good.append(index)
+        rejected = []
+        if bad:
+            rejected.append(dead_letters(raw, pa.array(bad, pa.int64()), pa.array(reasons, pa.string()), "undecodable"))
+        table, good, misfits = self._columns(rows, good)
+        if misfits:
+            reasons = pa.array([reason for _, reason in misfits], pa.string())
+            indices = pa.array([index for index, _ in misfits], pa.int64())
+            rejected.append(dead_letters(raw, indices, reasons, "invalid"))
+        return table, None if len(good) == len(raw) else pa.array(good, pa.int64()), rejected
+
+    def _columns(
+        self, rows: list[dict[str, Any]], good: list[int]
+    ) -> tuple[pa.Table, list[int], list[tuple[int, str]]]:
+        """Columns from decoded records; a record whose values do not fit the columns' types (e.g. a logical
+        timestamp into int64) is set aside. A record fits when ``pa.Table.from_pylist([record])`` accepts it;
+        the suspects are found column by column, by bisecting only the columns that do not convert, so k
+        misfits cost O(k log n) conversions of shrinking slices, not one conversion per record."""
+        payload_schema = self._schema.payload_schema
+        columns = {name: [row.get(name) for row in rows] for name in payload_schema.names}
+        arrays = [_converted(columns[field.name], field.type) for field in payload_schema]
+        if all(array is not None for array in arrays):
+            return pa.Table.from_arrays(arrays, schema=payload_schema), good, []
+        suspects = sorted(
+            {
+                position
+                for field, array in zip(payload_schema, arrays, strict=True)
+                if array is None
+                for position in _unconvertible(columns[field.name], field.type)
+            }
+        )
+        reasons = {position: _misfit_reason(rows[position], payload_schema) for position in suspects}
+        misfit_positions = [position for position, reason in reasons.items() if reason is not None]
+        for index, field in enumerate(payload_schema):
+            if arrays[index] is None:  # converted again with the misfits' values as nulls: those rows go below
+                values = list(columns[field.name])
+                for position in misfit_positions:
+                    values[position] = None
+                arrays[index] = pa.array(values, field.type)
+        keep = np.ones(len(rows), dtype=bool)
+        keep[misfit_positions] = False
+        table = pa.Table.from_arrays(arrays, schema=payload_schema).filter(pa.array(keep))
+        misfits = [(good[position], reasons[position] or "") for position in misfit_positions]
+        return table, np.asarray(good)[keep].tolist(), misfits
+
+
+def _converted(values: list[Any], data_type: pa.DataType) -> pa.Array | None:
+    try:
+        return pa.array(values, data_type)
+    except _CONVERSION_ERRORS:
+        return None
+
+
+def _unconvertible(values: list[Any], data_type: pa.DataType) -> list[int]:
+    """Positions of the values that do not convert to ``data_type`` (each value converts or not on its own)."""
+    return failing_positions(len(values), lambda start, stop: _converted(values[start:stop], data_type) is not None)
+
+
+def _misfit_reason(row: dict[str, Any], payload_schema: pa.Schema) -> str | None:
+    """Why one record does not fit the columns (None: it does), in the words used for every Avro misfit."""
+    try:
+        pa.Table.from_pylist([{name: row.get(name) for name in payload_schema.names}], schema=payload_schema)
+    except _CONVERSION_ERRORS as error:
+        return f"an Avro value does not fit the schema's column types: {type(error).__name__}"
+    return None
+
+
+class RawBytesDecoder:
+    """Every record is valid: its bytes become the ``value`` column (null payloads stay null)."""
+
+    def __init__(self, schema: EventSchema) -> None:
+        self._schema = schema
+
+    def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch:
+        return decode_within_limits(self._schema, raw, now_ms, _as_values, json_nesting=False)
+
+
+def _as_values(raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
+    return pa.table({"value": raw.payloads.cast(pa.binary())}), None, []

@@ -1,0 +1,1 @@
+"""Event time: watermark sentinels, per-partition watermarks and idleness, and the one injected clock."""

@@ -1,0 +1,172 @@
+"""Sinks: where results and dead letters go. They run in the actor that emits (ARCHITECTURE.md section 3).
+
+Contract: ``write`` takes a table or batch and may buffer; ``flush`` makes everything written so far durable
+(a file sink's data is on disk); ``close`` flushes and releases files. Sinks are single-threaded.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import IO, Any, Protocol, TypeAlias
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.config.pipeline import (
+    ConsoleSinkConfig,
+    DeadLetterConfig,
+    JsonlSinkConfig,
+    ParquetSinkConfig,
+    PipelineConfig,
+    SinkConfig,
+)
+
+__all__ = [
+    "ConsoleSink",
+    "DeadLetterSink",
+    "JsonlSink",
+    "ParquetSink",
+    "RowWriter",
+    "Sink",
+    "clear_previous_output",
+    "open_sink",
+]
+
+Rows: TypeAlias = "pa.Table | pa.RecordBatch"
+
+
+class RowWriter(Protocol):
+    """What a stage writes its rows to: a sink, or an epoch output that buffers for the barrier."""
+
+    def write(self, rows: Rows) -> None: ...
+
+
+class Sink(RowWriter, Protocol):
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlSink:
+    """One JSON object per line, in ``<path>/part-<writer>.jsonl``."""
+
+    def __init__(self, directory: str, writer: str) -> None:
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"part-{writer}.jsonl"
+        self._file: IO[bytes] = self.path.open("wb")
+        self._encoder = msgspec.json.Encoder()
+
+    def write(self, rows: Rows) -> None:
+        if rows.num_rows:
+            lines = [self._encoder.encode(row) for row in self._rows(rows)]
+            self._file.write(b"\n".join(lines) + b"\n")
+
+    def _rows(self, rows: Rows) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = rows.to_pylist()
+        return records
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class DeadLetterSink(JsonlSink):
+    """Dead letters as JSONL: the reason, where the record came from, and its original bytes in base64."""
+
+    def _rows(self, rows: Rows) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = rows.to_pylist()
+        for record in records:
+            for field in ("payload", "key"):
+                value = record.pop(field)
+                record[f"{field}_base64"] = None if value is None else base64.b64encode(value).decode("ascii")
+        return records
+
+
+class ParquetSink:
+    """Parquet files ``<path>/part-<writer>-<n>.parquet``. A Parquet file is readable only once its footer is
+    written, so :meth:`flush` closes the current file (durable and readable) and the next write starts the
+    next one."""
+
+    def __init__(self, directory: str, writer: str) -> None:
+        self._folder = Path(directory)
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self._writer_name = writer
+        self._files = 0
+        self.path = self._folder
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, rows: Rows) -> None:
+        if rows.num_rows == 0:
+            return
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
+        if self._writer is None:
+            file = self._folder / f"part-{self._writer_name}-{self._files:05d}.parquet"
+            self._files += 1
+            self._writer = pq.ParquetWriter(file, table.schema)
+        self._writer.write_table(table)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def close(self) -> None:
+        self.flush()
+
+
+class ConsoleSink:
+    """Keeps the top ``top`` rows by ``sort_by`` (or the latest rows) for the driver to print: actors have no
+    terminal of their own."""
+
+    def __init__(self, config: ConsoleSinkConfig) -> None:
+        self._config = config
+        self.latest: pa.Table | None = None
+
+    def write(self, rows: Rows) -> None:
+        if rows.num_rows == 0:
+            return
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
+        kept = table if self.latest is None else pa.concat_tables([self.latest, table])
+        sort_by = self._config.sort_by
+        if sort_by is not None and sort_by in kept.column_names:
+            self.latest = kept.sort_by([(sort_by, "descending")]).slice(0, self._config.top)
+        else:
+            self.latest = kept.slice(max(0, kept.num_rows - self._config.top))
+
+    def preview(self) -> list[dict[str, Any]]:
+        return [] if self.latest is None else self.latest.to_pylist()
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def clear_previous_output(config: PipelineConfig) -> None:
+    """Remove the ``part-*`` files an earlier run left in this pipeline's output directories, for inputs that
+    are read again from their start (other files in those directories are left alone)."""
+    directories = [sink.path for sink in config.sinks if isinstance(sink, JsonlSinkConfig | ParquetSinkConfig)]
+    if isinstance(config.dead_letter, DeadLetterConfig):
+        directories.append(config.dead_letter.path)
+    for directory in directories:
+        for stale in Path(directory).glob("part-*"):
+            stale.unlink()
+
+
+def open_sink(config: SinkConfig | DeadLetterConfig, writer: str) -> Sink:
+    """A file or console sink; Kafka sinks live in ``actors.kafka`` (they do I/O with a client)."""
+    if isinstance(config, DeadLetterConfig):
+        return DeadLetterSink(config.path, writer)
+    if isinstance(config, JsonlSinkConfig):
+        return JsonlSink(config.path, writer)
+    if isinstance(config, ParquetSinkConfig):
+        return ParquetSink(config.path, writer)
+    if isinstance(config, ConsoleSinkConfig):
+        return ConsoleSink(config)
+    raise TypeError(f"{type(config).__name__} is not a file or console sink")

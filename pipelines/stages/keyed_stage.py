@@ -1,0 +1,44 @@
+"""The keyed operator a pipeline config describes: windows, an upsert table, dedup or a process function.
+
+This is the one place that maps ``PipelineConfig.aggregate`` / ``PipelineConfig.keyed`` to a
+:class:`~pipelines.state.keyed_operator.KeyedOperator`, so the AggregateActor (and the compile-time dry run) build
+every operator the same way. What each operator emits to the sinks:
+
+* windows: window results when the watermark closes them (see :mod:`pipelines.windows.tumbling`);
+* upsert: the changelog, at once: per batch, the new version of each key it changed (a tombstone for a
+  delete). Stale versions (older than the stored one) are counted as intended drops, not dead-lettered;
+* dedup: the first occurrence of each id, at once. Duplicates are counted as intended drops, not
+  dead-lettered (dropping them is the point);
+* process: whatever the user's function returns from ``process`` and ``on_timer``.
+"""
+
+from __future__ import annotations
+
+from pipelines.config.pipeline import PipelineConfig
+from pipelines.config.state import DedupConfig, UpsertConfig
+from pipelines.state.dedup import Dedup
+from pipelines.state.keyed_operator import KeyedOperator
+from pipelines.state.process_function import KeyedProcess
+from pipelines.state.upsert_table import UpsertTable
+from pipelines.windows.tumbling import open_windows
+
+__all__ = ["open_keyed_operator"]
+
+
+def open_keyed_operator(config: PipelineConfig, carry_trace: bool) -> KeyedOperator:
+    """A fresh operator for ``config``'s keyed stage; ``carry_trace`` matters to windows only (the other
+    operators emit input rows, or user rows, with whatever columns they have).
+
+    Raises ``ValueError`` for a pipeline without a keyed stage, and :class:`~pipelines.errors.ConfigError`
+    when a process function cannot be imported.
+    """
+    if config.aggregate is not None:
+        return open_windows(config.aggregate, carry_trace=carry_trace)
+    keyed = config.keyed
+    if keyed is None:
+        raise ValueError(f"pipeline {config.name!r} has no keyed stage (neither aggregate nor keyed is set)")
+    if isinstance(keyed, UpsertConfig):
+        return UpsertTable(keyed)
+    if isinstance(keyed, DedupConfig):
+        return Dedup(keyed)
+    return KeyedProcess.from_config(keyed)

@@ -1,0 +1,356 @@
+"""A pipeline config compiled into the pieces that run: decoder, operator chain, keyed stage.
+
+:func:`compile_pipeline` checks every name along the way (operators' columns, the keyed stage's key and
+inputs, sort columns of sinks) so a wrong config fails before any actor starts, with the field path and the
+choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.config.kafka import KafkaSinkConfig
+from pipelines.config.pipeline import ConsoleSinkConfig, MaskOp, NamedInput, PipelineConfig
+from pipelines.config.state import DedupConfig, KeyedProcessConfig, UpsertConfig
+from pipelines.decode.binary_codecs import AvroDecoder, RawBytesDecoder
+from pipelines.decode.codecs import DecodedBatch, Decoder, JsonDecoder
+from pipelines.decode.schema import EventSchema
+from pipelines.errors import ConfigError, ExpressionError
+from pipelines.io.records import RawBatch, dead_letters
+from pipelines.stages.keyed_stage import open_keyed_operator
+from pipelines.stages.topology import conform, input_of, stage_schema
+from pipelines.transform.operators import Operator, apply_all, apply_all_isolating_rows, build_operators
+from pipelines.windows.tumbling import IS_FINAL, WINDOW_END, WINDOW_START, AggregationPlan
+
+__all__ = ["CompiledInput", "CompiledPipeline", "Transformed", "compile_pipeline"]
+
+
+@dataclass(frozen=True)
+class Transformed:
+    """What the operators made of decoded events: the events that passed them all (``events``), and the
+    ``_offset`` of each event an operator could not compute, in the order of the events, with its reason (same
+    order)."""
+
+    events: pa.RecordBatch
+    failed_offsets: pa.Array
+    failed_reasons: pa.Array
+
+    def failures_as_dead_letters(self, raw: RawBatch) -> list[pa.RecordBatch]:
+        """The failed events as ``invalid`` dead letters of ``raw``, the fetch they were decoded from (one
+        batch, or none when no event failed)."""
+        if not len(self.failed_offsets):
+            return []
+        indices = pc.index_in(self.failed_offsets, value_set=raw.offsets)
+        return [dead_letters(raw, indices, self.failed_reasons, "invalid")]
+
+
+@dataclass(frozen=True)
+class CompiledInput:
+    """The per-batch work of one input before the keyed stage: decode, validate, then run its operators."""
+
+    name: str
+    schema: EventSchema
+    decoder: Decoder
+    operators: tuple[Operator, ...]
+    output_columns: tuple[str, ...]
+    output_schema: pa.Schema
+
+    def decode(self, raw: RawBatch) -> DecodedBatch:
+        """Decoded, valid events with metadata columns, and dead letters for the rest."""
+        return self.decoder.decode(raw)
+
+    def transform(self, events: pa.RecordBatch) -> Transformed:
+        """Run the stateless operators on decoded events (with their metadata columns, ``_offset`` included).
+
+        An event on whose values an operator cannot be computed (a checked overflow, a failed cast) is taken
+        out, with a reason naming the operator and its expression but not the value; the other events go on,
+        as if the failed ones had not been there. Never blocks. Raises :class:`ExpressionError` (or a
+        ``pyarrow`` error) only for an error that no single event causes, such as a type error, which
+        :func:`compile_pipeline` rules out beforehand.
+        """
+        outcome = apply_all_isolating_rows(self.operators, events)
+        failed_offsets = events.column("_offset").take(outcome.failed_positions)
+        return Transformed(outcome.events, failed_offsets, outcome.failed_reasons)
+
+
+@dataclass(frozen=True)
+class CompiledPipeline:
+    """A pipeline's inputs compiled (:class:`CompiledInput`, in topology order) and the schema their rows share
+    after their operators (``stage_schema``: what the keyed stage, or the sinks, receive)."""
+
+    config: PipelineConfig
+    inputs: tuple[CompiledInput, ...]
+    stage_schema: pa.Schema
+
+    def input_of(self, partition: int) -> CompiledInput:
+        """The input that pipeline partition ``partition`` (a raw batch's) belongs to."""
+        return self.inputs[input_of(partition)]
+
+    def decode(self, raw: RawBatch) -> DecodedBatch:
+        """``raw`` decoded by the input it was read from."""
+        return self.input_of(raw.partition).decode(raw)
+
+    def transform(self, events: pa.RecordBatch, input_index: int = 0) -> Transformed:
+        """Input ``input_index``'s operators run on its decoded ``events``, the survivors conformed to the stage
+        schema (see :meth:`CompiledInput.transform`)."""
+        transformed = self.inputs[input_index].transform(events)
+        if len(self.inputs) == 1:
+            return transformed
+        return replace(transformed, events=conform(transformed.events, self.stage_schema))
+
+    @property
+    def schema(self) -> EventSchema:
+        """The event schema of the first input (the one, for a single-input pipeline)."""
+        return self.inputs[0].schema
+
+    @property
+    def operators(self) -> tuple[Operator, ...]:
+        """The operators of the first input (the one, for a single-input pipeline)."""
+        return self.inputs[0].operators
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """The columns every input's rows have after the operators, conformed (:mod:`pipelines.stages.topology`)."""
+        return tuple(self.stage_schema.names)
+
+    @property
+    def carries_trace(self) -> bool:
+        """Whether results keep the ``_traceparent`` of (their first contributing) events."""
+        return "_traceparent" in self.output_columns
+
+    @property
+    def result_columns(self) -> tuple[str, ...]:
+        """Columns of what reaches the sinks: window results, or the operators' output (also for an upsert
+        table, whose changelog rows are input rows, and dedup, which passes input rows through).
+
+        Empty for a process function: its rows are whatever user code returns, known only when it runs, so
+        sink columns are not checked at compile time for it.
+        """
+        if isinstance(self.config.keyed, KeyedProcessConfig):
+            return ()
+        aggregate = self.config.aggregate
+        if aggregate is None:
+            return self.output_columns
+        trace = ("_traceparent",) if self.carries_trace else ()
+        updates = (IS_FINAL,) if aggregate.emits_updates else ()
+        return (aggregate.key, WINDOW_START, WINDOW_END, *aggregate.aggregations, *updates, *trace)
+
+
+def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
+    """Build and check everything the config describes; raise :class:`ConfigError` naming what is wrong."""
+    inputs = tuple(_compile_input(config, spec) for spec in config.all_inputs)
+    compiled = CompiledPipeline(config, inputs, stage_schema((i.name, i.output_schema) for i in inputs))
+    for spec, compiled_input in zip(config.all_inputs, inputs, strict=True):
+        _check_input_has_key(config, spec, list(compiled_input.output_columns))
+    _check_aggregate(config, list(compiled.output_columns))
+    _check_keyed(config, list(compiled.output_columns))
+    if not isinstance(config.keyed, KeyedProcessConfig):
+        _check_sinks(config, compiled.result_columns)
+    _check_topic_columns(config, compiled.stage_schema)
+    _dry_run_stage(compiled)
+    return compiled
+
+
+def _compile_input(config: PipelineConfig, spec: NamedInput) -> CompiledInput:
+    """One input's decoder and operators, checked: its dead-letter rules, then its checks and operators run on
+    an empty batch of its decoded schema, so that a type error (``amount > 'abc'``) fails here, naming the
+    place, instead of in an actor at run time (where a check or an operator that cannot be computed for some
+    rows' values dead-letters those rows instead)."""
+    _check_dead_letter(config, spec)
+    try:
+        schema = EventSchema(spec.schema)
+        decoder = _decoder(schema)
+    except ConfigError as error:  # each error type takes one message: keep the type, add the input
+        if not spec.path:
+            raise
+        raise type(error)(f"{spec.path}schema: {error}") from None
+    try:
+        operators, columns = build_operators(list(spec.operators), schema.batch_schema.names)
+    except ConfigError as error:
+        if not spec.path:
+            raise
+        raise type(error)(f"{spec.path}{error}") from None
+    empty = pa.RecordBatch.from_pylist([], schema=schema.batch_schema)
+    try:
+        schema.validate(empty)
+    except (ExpressionError, pa.ArrowException) as error:
+        raise ConfigError(f"{spec.path}schema.checks: {error}") from None
+    try:
+        output = apply_all(operators, empty)
+    except (ExpressionError, pa.ArrowException) as error:
+        raise ConfigError(f"{spec.path}operators: {error}") from None
+    return CompiledInput(spec.name, schema, decoder, tuple(operators), tuple(columns), output.schema)
+
+
+def _dry_run_stage(compiled: CompiledPipeline) -> None:
+    """Run the keyed stage on an empty batch of the stage schema: a type error (``sum`` of a string column, a
+    delete column that is no boolean) fails here, naming the place."""
+    events = pa.RecordBatch.from_pylist([], schema=compiled.stage_schema)
+    if compiled.config.keyed is not None:
+        _dry_run_keyed(compiled, events)
+        return
+    aggregate = compiled.config.aggregate
+    if aggregate is None:
+        return
+    plan = AggregationPlan(aggregate, carry_trace=compiled.carries_trace)
+    rows = pa.table(
+        {
+            aggregate.key: events.column(aggregate.key),
+            "_window_start": pa.array([], pa.int64()),
+            **{name: events.column(name) for name in plan.source_columns},
+        }
+    )
+    try:
+        plan.merge(plan.partial_aggregate(rows))
+    except pa.ArrowException as error:
+        raise ConfigError(f"aggregate.aggregations: {error} (check each aggregation's column type)") from None
+
+
+def _dry_run_keyed(compiled: CompiledPipeline, events: pa.RecordBatch) -> None:
+    """Build the keyed operator (a process function is imported here: a wrong path fails now) and feed it the
+    empty batch, snapshot included."""
+    keyed = compiled.config.keyed
+    if isinstance(keyed, UpsertConfig) and keyed.delete_column is not None:
+        kind = events.schema.field(keyed.delete_column).type
+        if kind != pa.bool_():
+            raise ConfigError(
+                f"keyed.delete_column: column {keyed.delete_column!r} is {kind}, not bool (true deletes the key); "
+                'derive a boolean column, e.g. op: derive, expr: event_type == "ItemDeleted"'
+            )
+    try:
+        operator = open_keyed_operator(compiled.config, carry_trace=compiled.carries_trace)
+    except ConfigError as error:
+        raise ConfigError(f"keyed.function: {error}") from None
+    try:
+        operator.add(events)
+        operator.snapshot()
+    except pa.ArrowException as error:
+        raise ConfigError(f"keyed: {error} (check the types of the key and id columns)") from None
+
+
+def _decoder(schema: EventSchema) -> Decoder:
+    config = schema.config
+    if config.format == "avro":
+        assert config.avro_schema is not None  # the config validator guarantees it
+        return AvroDecoder(schema, config.avro_schema)
+    if config.format == "raw":
+        return RawBytesDecoder(schema)
+    return JsonDecoder(schema)
+
+
+def _check_dead_letter(config: PipelineConfig, spec: NamedInput) -> None:
+    """``payload: masked`` masks JSON fields named by mask operators: every input needs both. A masked Kafka key
+    (``_key``) is not kept raw in dead letters either."""
+    key_masks = [i for i, op in enumerate(spec.operators) if isinstance(op, MaskOp) and op.column == "_key"]
+    if key_masks and config.dead_letter.key == "raw":
+        raise ConfigError(
+            f"dead_letter.key: raw keeps the Kafka key that {spec.path}operators.{key_masks[0]} masks; set "
+            "dead_letter.key to encrypted or omitted"
+        )
+    if config.dead_letter.payload != "masked":
+        return
+    if spec.schema.format != "json":
+        raise ConfigError(
+            f"dead_letter.payload: masked works on JSON payloads, and {spec.path}schema.format is "
+            f"{spec.schema.format}; use payload: omitted to keep personal data out of dead letters"
+        )
+    if not any(isinstance(operator, MaskOp) for operator in spec.operators):
+        raise ConfigError(
+            f"dead_letter.payload: masked, but no mask operator {f'of input {spec.name} ' if spec.path else ''}"
+            "names a field to mask; add mask operators, or use payload: raw (keep the bytes) or omitted (keep none)"
+        )
+
+
+def _check_input_has_key(config: PipelineConfig, spec: NamedInput, columns: list[str]) -> None:
+    """With several inputs, each must give the keyed stage its key and event time: rows are routed by the key,
+    and a row without them (nulls, had the input no such column) could be counted nowhere."""
+    stage = config.keyed_stage
+    if stage is None or not spec.path:
+        return
+    if stage.key not in columns:
+        raise ConfigError(
+            f"{stage.key_field}: input {spec.name!r} has no column {stage.key!r} after its operators; every input "
+            f"routes its rows by it: derive it, or rename a column to it (op: select with rename); {spec.path}"
+            f"operators give: {columns}"
+        )
+    if "_timestamp" not in columns:
+        raise ConfigError(
+            f"{spec.path}operators: the select drops _timestamp, which the keyed stage needs; keep it in select"
+        )
+
+
+def _check_aggregate(config: PipelineConfig, columns: list[str]) -> None:
+    aggregate = config.aggregate
+    if aggregate is None:
+        return
+    if aggregate.key not in columns:
+        raise ConfigError(f"aggregate.key: unknown column {aggregate.key!r}; available: {columns}")
+    if "_timestamp" not in columns:
+        raise ConfigError("aggregate: the operators dropped _timestamp, which windows need; keep it in select")
+    reserved = {aggregate.key: "the aggregate key", WINDOW_START: "a window column", WINDOW_END: "a window column"}
+    for name, aggregation in aggregate.aggregations.items():
+        if name in reserved:
+            raise ConfigError(
+                f"aggregate.aggregations.{name}: the name is taken by {reserved[name]} of the results; "
+                f"name the aggregation otherwise (result columns: {[aggregate.key, WINDOW_START, WINDOW_END]})"
+            )
+        if aggregation.column is not None and aggregation.column not in columns:
+            raise ConfigError(
+                f"aggregate.aggregations.{name}.column: unknown column {aggregation.column!r}; available: {columns}"
+            )
+
+
+def _check_keyed(config: PipelineConfig, columns: list[str]) -> None:
+    """The keyed section's columns exist after the operators; upsert and dedup also need ``_timestamp``."""
+    keyed = config.keyed
+    stage = config.keyed_stage
+    if keyed is None or stage is None:
+        return
+    named = [(stage.key_field, stage.key)]
+    if isinstance(keyed, UpsertConfig) and keyed.delete_column is not None:
+        named.append(("keyed.delete_column", keyed.delete_column))
+    for field, column in named:
+        if column not in columns:
+            raise ConfigError(f"{field}: unknown column {column!r}; available: {columns}")
+    if isinstance(keyed, UpsertConfig | DedupConfig) and "_timestamp" not in columns:
+        raise ConfigError(
+            f"keyed: the operators dropped _timestamp, which {keyed.type} needs (event time orders versions and "
+            "expires ids); keep it in select"
+        )
+
+
+def _check_topic_columns(config: PipelineConfig, stage_schema: pa.Schema) -> None:
+    """A column that names topics holds text (or numbers, named as text), not a nested value."""
+    for position, sink in enumerate(config.sinks):
+        column = sink.topic_column if isinstance(sink, KafkaSinkConfig) else None
+        index = -1 if column is None else stage_schema.get_field_index(column)
+        if index >= 0 and pa.types.is_nested(kind := stage_schema.field(index).type):
+            raise ConfigError(
+                f"sinks.{position}.topic_column: column {column!r} is {kind}, which names no topic; derive a text "
+                "column (e.g. op: derive with concat)"
+            )
+
+
+def _check_sinks(config: PipelineConfig, result_columns: tuple[str, ...]) -> None:
+    available = list(result_columns)
+    for position, sink in enumerate(config.sinks):
+        if isinstance(sink, ConsoleSinkConfig) and sink.sort_by is not None and sink.sort_by not in result_columns:
+            raise ConfigError(f"sinks.{position}.sort_by: unknown column {sink.sort_by!r}; available: {available}")
+        if not isinstance(sink, KafkaSinkConfig):
+            continue
+        if sink.topic_column is not None and sink.topic_column not in result_columns:
+            raise ConfigError(
+                f"sinks.{position}.topic_column: unknown column {sink.topic_column!r}; available: {available}"
+            )
+        if sink.key_column is not None and sink.key_column not in result_columns:
+            raise ConfigError(
+                f"sinks.{position}.key_column: unknown column {sink.key_column!r}; available: {available}"
+            )
+        if sink.partition_by == "source_partition" and "_partition" not in result_columns:
+            raise ConfigError(
+                f"sinks.{position}.partition_by: source_partition needs a _partition column in the results "
+                f"(aggregates have none; use partition_by: key with a key_column); available: {available}"
+            )

@@ -1,0 +1,1 @@
+"""Keyed state: the keyed-operator interface, upsert tables, dedup, process functions, key groups, checkpoint files."""

@@ -1,0 +1,1 @@
+"""Expressions and the stateless operators (filter, select, derive, mask), failing rows found by bisection."""

@@ -1,0 +1,606 @@
+"""The delivery checker's pure core (ARCHITECTURE.md section 4, "Verification is Jepsen-style"): no Ray, no Kafka.
+
+Inputs are tables; the readers in ``cluster.commands.verify`` build them. The checker answers: did every input event
+reach each output exactly once, in order per input partition, with nothing read from an aborted transaction,
+every rejected record in the dead-letter output, and every window equal to a recomputation from the input?
+
+Expected outputs come from the pipeline's own compiled decode + transform (:func:`expected_run`): the checker
+verifies delivery and state, not decoding, so reusing the decoder is legitimate. Windows are recomputed
+independently of ``pipelines.windows.tumbling`` with one ``pyarrow`` group-by over all valid transformed input.
+
+Tables the checker reads (column names are the constants below):
+
+- an observed output (:class:`ObservedOutput`): the rows as written, plus ``__stream`` (string: one ordered
+  stream, e.g. one JSONL file, one writer's Parquet files, one Kafka partition), ``__position`` (int64: order
+  inside the stream, e.g. line number or Kafka offset) and, for Kafka outputs, ``__slot`` (string) and
+  ``__epoch`` (int64) from the ``eventray.slot``/``eventray.epoch`` headers (null when absent);
+- dead letters: :data:`~pipelines.io.records.DEAD_LETTER_SCHEMA` columns ``error_type``, ``partition``, ``offset``;
+- commit markers: ``slot`` (string) and ``epoch`` (int64), from ``<pipeline>.eventray-commits`` (read_committed).
+
+Definitions (each count comes with up to ``max_examples`` example ids):
+
+- **lost**: an expected event id observed fewer times than it is expected (normally: never observed).
+- **duplicated**: an expected event id observed more times than expected (counted once per id).
+- **unexpected**: an observed id that is not expected at all (e.g. a filtered event; null ids included).
+- **out_of_order**: within one stream, keep only the first occurrence of each id; among those from one input
+  partition, a row whose input position is lower than that of a row before it. Replays after a recovery
+  (``0..100, 50..150``) are duplicates, not disorder.
+- **aborted_read**: an observed row carrying ``(slot, epoch)`` with no commit marker for that pair. Rows
+  without the headers are not judged. ``uncommitted_records`` (read_uncommitted minus read_committed) is
+  reported for information only.
+- dead letters: **missing** (a record the decoder rejects, or an aggregate input without event time, absent
+  from the dead-letter output), **unexpected** (a dead letter that is none of these nor a late valid event),
+  **duplicated** (one input record dead-lettered more than once), **unattributed_late** (a late dead letter
+  without ``_partition``/``_offset``: the operators dropped them, so its window cannot be known),
+  **wrong_type** (a dead letter of a record the decoder rejects, with another error type than the decoder's:
+  e.g. ``invalid`` where the record is over a limit).
+- windows: ``E`` = windows over valid transformed events that have an event time, minus the events that are in
+  the dead-letter output as ``late`` (matched by ``(partition, offset)``); ``E+`` = the same with the late
+  events counted. **missing**: in ``E``, never emitted. **extra**: emitted, not in ``E``. **duplicated**:
+  emitted more than once. **wrong**: in ``E`` and some emission's values differ from ``E`` (floats compared
+  with a relative and absolute tolerance). **unmatched**: emitted, but no emission equals ``E`` nor ``E+``.
+
+Verdicts (:meth:`DeliveryReport.ok_for`):
+
+- ``exactly_once``: zero of every fault above.
+- ``at_least_once``: zero lost, unexpected, out-of-order, missing/unexpected/unattributed/wrong-type dead letters,
+  missing and unmatched windows. Duplicates (events, dead letters, windows) are allowed and reported. A window
+  emitted more than once may have a partial or stale emission (the first attempt closed before a recovery
+  replayed its events); it is accepted when one of its emissions equals ``E``, or ``E+`` (an event
+  dead-lettered as late in one attempt may have been counted in another). Aborted reads are reported but only
+  judged for exactly-once, whose sinks are the only ones writing ``(slot, epoch)`` headers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.config.pipeline import AggregateConfig, TumblingWindowConfig
+from pipelines.errors import ConfigError
+from pipelines.io.records import RawBatch
+from pipelines.stages.plan import CompiledPipeline
+from pipelines.stages.topology import input_of
+from pipelines.windows.tumbling import WINDOW_END, WINDOW_START
+
+__all__ = [
+    "COMMITS_SCHEMA",
+    "EPOCH",
+    "INPUT_PARTITION",
+    "INPUT_SEQUENCE",
+    "POSITION",
+    "SLOT",
+    "STREAM",
+    "DeadLetterReport",
+    "Delivery",
+    "DeliveryReport",
+    "ExpectedRun",
+    "Finding",
+    "ObservedOutput",
+    "OutputReport",
+    "Tolerance",
+    "WindowReport",
+    "check_delivery",
+    "default_id_column",
+    "expected_run",
+    "recompute_windows",
+]
+
+Delivery = Literal["at_least_once", "exactly_once"]
+
+STREAM = "__stream"
+POSITION = "__position"
+SLOT = "__slot"
+EPOCH = "__epoch"
+INPUT_PARTITION = "__input_partition"
+INPUT_SEQUENCE = "__input_sequence"
+COMMITS_SCHEMA = pa.schema([pa.field("slot", pa.string()), pa.field("epoch", pa.int64())])
+_NULL_ID = "<null>"
+_LATE = "late"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """How many of one kind of fault, and up to N example ids (sorted, for stable reports)."""
+
+    count: int = 0
+    examples: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, ids: Iterable[str], max_examples: int) -> Finding:
+        unique = sorted(set(ids))
+        return cls(len(unique), tuple(unique[:max_examples]))
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close two floats must be to count as equal (``math.isclose``); integers and text compare exactly."""
+
+    relative: float = 1e-9
+    absolute: float = 1e-6
+
+
+@dataclass(frozen=True)
+class ExpectedRun:
+    """What a correct run produces from the input.
+
+    ``events``: the transformed valid events (the rows a stateless pipeline's sinks get, the rows an aggregate
+    folds), plus ``__input_partition`` and ``__input_sequence`` (rank in the partition's input order).
+    ``rejected``: ``partition``, ``offset``, ``error_type`` of the input records the decoder dead-letters.
+    ``input_records``: how many input records were read.
+    """
+
+    events: pa.Table
+    rejected: pa.Table
+    input_records: int
+
+
+@dataclass(frozen=True)
+class ObservedOutput:
+    """One sink's rows as a reader found them (columns: see the module docstring)."""
+
+    name: str
+    rows: pa.Table
+    uncommitted_records: int | None = None
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    expected: int
+    observed: int
+    emissions: int
+    missing: Finding = field(default_factory=Finding)
+    extra: Finding = field(default_factory=Finding)
+    duplicated: Finding = field(default_factory=Finding)
+    wrong: Finding = field(default_factory=Finding)
+    unmatched: Finding = field(default_factory=Finding)
+
+
+@dataclass(frozen=True)
+class OutputReport:
+    """One sink. Event findings are empty for aggregate pipelines, whose rows are windows (``windows``)."""
+
+    name: str
+    rows: int
+    lost: Finding = field(default_factory=Finding)
+    duplicated: Finding = field(default_factory=Finding)
+    unexpected: Finding = field(default_factory=Finding)
+    out_of_order: Finding = field(default_factory=Finding)
+    aborted_read: Finding = field(default_factory=Finding)
+    uncommitted_records: int | None = None
+    windows: WindowReport | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetterReport:
+    dead_lettered: Finding = field(default_factory=Finding)
+    late: Finding = field(default_factory=Finding)
+    missing: Finding = field(default_factory=Finding)
+    unexpected: Finding = field(default_factory=Finding)
+    duplicated: Finding = field(default_factory=Finding)
+    unattributed_late: Finding = field(default_factory=Finding)
+    wrong_type: Finding = field(default_factory=Finding)
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """The checker's verdict material: per-output findings and the dead-letter findings."""
+
+    pipeline: str
+    input_records: int
+    expected_events: int
+    outputs: tuple[OutputReport, ...]
+    dead_letters: DeadLetterReport
+
+    def failures(self, delivery: Delivery) -> list[str]:
+        """One line per fault that ``delivery`` does not allow (empty: the run is correct)."""
+        problems: list[str] = []
+        for output in self.outputs:
+            problems += _output_failures(output, delivery)
+        dead = self.dead_letters
+        judged = [
+            ("missing", dead.missing),
+            ("unexpected", dead.unexpected),
+            ("unattributed late", dead.unattributed_late),
+            ("wrong type", dead.wrong_type),
+        ]
+        if delivery == "exactly_once":
+            judged.append(("duplicated", dead.duplicated))
+        problems += [_line("dead letters", kind, finding) for kind, finding in judged if finding.count]
+        return problems
+
+    def ok_for(self, delivery: Delivery) -> bool:
+        """Whether the run meets ``delivery`` (see the module docstring for exactly what each allows)."""
+        return not self.failures(delivery)
+
+
+def _output_failures(output: OutputReport, delivery: Delivery) -> list[str]:
+    judged = [
+        ("lost", output.lost),
+        ("unexpected", output.unexpected),
+        ("out of order", output.out_of_order),
+    ]
+    if delivery == "exactly_once":
+        judged += [("duplicated", output.duplicated), ("aborted read", output.aborted_read)]
+    windows = output.windows
+    if windows is not None:
+        judged += [("missing windows", windows.missing), ("unmatched windows", windows.unmatched)]
+        if delivery == "exactly_once":
+            judged += [
+                ("extra windows", windows.extra),
+                ("duplicated windows", windows.duplicated),
+                ("wrong windows", windows.wrong),
+            ]
+    return [_line(output.name, kind, finding) for kind, finding in judged if finding.count]
+
+
+def _line(where: str, kind: str, finding: Finding) -> str:
+    return f"{where}: {finding.count} {kind} (e.g. {', '.join(finding.examples)})"
+
+
+def default_id_column(compiled: CompiledPipeline) -> str:
+    """``_event_id`` when the results keep it, else the schema's ``event_id_field`` when they keep that;
+    raise ConfigError otherwise (the outputs cannot be told apart)."""
+    columns = compiled.result_columns
+    id_fields = {spec.schema.event_id_field for spec in compiled.config.all_inputs}
+    if "_event_id" in columns and None not in id_fields:
+        return "_event_id"
+    id_field = id_fields.pop() if len(id_fields) == 1 else None  # every input names its id alike
+    if id_field is not None and id_field in columns:
+        return id_field
+    raise ConfigError(
+        f"verify: the outputs carry no event id: set schema.event_id_field and keep _event_id (or that field) in the "
+        f"operators' output; output columns: {list(columns)}"
+    )
+
+
+def expected_run(compiled: CompiledPipeline, raws: Iterable[RawBatch]) -> ExpectedRun:
+    """Run the pipeline's own decode and transform over ``raws`` (each partition's batches in offset order)."""
+    tables: list[pa.Table] = []
+    rejected: list[pa.RecordBatch] = []
+    sequence: dict[int, int] = {}
+    records = 0
+    for raw in raws:
+        records += len(raw)
+        decoded = compiled.decode(raw)
+        transformed = compiled.transform(decoded.events, input_of(raw.partition))
+        rejected += [*decoded.dead_letters, *transformed.failures_as_dead_letters(raw)]
+        events = transformed.events
+        start = sequence.get(raw.partition, 0)
+        sequence[raw.partition] = start + events.num_rows
+        tables.append(_with_input_order(pa.Table.from_batches([events]), raw.partition, start))
+    if not tables:
+        tables.append(_with_input_order(compiled.stage_schema.empty_table(), 0, 0))
+    rejected_rows = pa.Table.from_batches(rejected, schema=rejected[0].schema) if rejected else None
+    return ExpectedRun(
+        events=pa.concat_tables(tables),
+        rejected=_rejected_keys(rejected_rows),
+        input_records=records,
+    )
+
+
+def _with_input_order(table: pa.Table, partition: int, start: int) -> pa.Table:
+    rows = table.num_rows
+    table = table.append_column(INPUT_PARTITION, pa.array(np.full(rows, partition, dtype=np.int32)))
+    return table.append_column(INPUT_SEQUENCE, pa.array(np.arange(start, start + rows, dtype=np.int64)))
+
+
+def _rejected_keys(rows: pa.Table | None) -> pa.Table:
+    schema = pa.schema([("partition", pa.int32()), ("offset", pa.int64()), ("error_type", pa.string())])
+    if rows is None:
+        return schema.empty_table()
+    return rows.select(["partition", "offset", "error_type"]).cast(schema)
+
+
+def check_delivery(
+    compiled: CompiledPipeline,
+    expected: ExpectedRun,
+    outputs: Sequence[ObservedOutput],
+    dead_letters: pa.Table,
+    commits: pa.Table | None = None,
+    *,
+    id_column: str | None = None,
+    max_examples: int = 10,
+    tolerance: Tolerance = Tolerance(),
+) -> DeliveryReport:
+    """Compare what was observed with what ``expected`` says a correct run writes (definitions: module doc).
+
+    ``id_column`` names the event id in stateless outputs (default: :func:`default_id_column`); it is unused
+    for aggregate pipelines. ``commits`` (``slot``, ``epoch``) is required to judge rows carrying epoch
+    headers; None means no marker was read, so every such row counts as an aborted read.
+    """
+    aggregate = compiled.config.aggregate
+    keyed = compiled.config.keyed
+    if keyed is not None and keyed.type != "dedup":
+        raise ConfigError(
+            f"verify checks stateless, windowed and dedup pipelines; a keyed {keyed.type} pipeline writes a "
+            "changelog it does not recompute yet (its delivery is covered by the windowed checks of the same "
+            "checkpoint and transaction machinery)"
+        )
+    committed = commits if commits is not None else COMMITS_SCHEMA.empty_table()
+    late_keys, dead_report = _check_dead_letters(expected, dead_letters, aggregate is not None, max_examples)
+    reports: list[OutputReport] = []
+    if aggregate is None:
+        column = id_column or default_id_column(compiled)
+        reports = [_check_events(expected.events, output, column, committed, max_examples) for output in outputs]
+    else:
+        windows = _ExpectedWindows.of(expected.events, aggregate, late_keys)
+        reports = [_check_windows(windows, output, committed, max_examples, tolerance) for output in outputs]
+    return DeliveryReport(
+        pipeline=compiled.config.name,
+        input_records=expected.input_records,
+        expected_events=expected.events.num_rows,
+        outputs=tuple(reports),
+        dead_letters=dead_report,
+    )
+
+
+# --- dead letters ---------------------------------------------------------------------------------------------
+
+
+def _check_dead_letters(
+    expected: ExpectedRun, dead_letters: pa.Table, aggregates: bool, max_examples: int
+) -> tuple[set[tuple[int, int]], DeadLetterReport]:
+    """The ``(partition, offset)`` of late dead letters, and the dead-letter findings."""
+    observed = [
+        (str(row["error_type"]), int(row["partition"]), int(row["offset"]))
+        for row in dead_letters.select(["error_type", "partition", "offset"]).to_pylist()
+    ]
+    expected_types = {
+        (int(row["partition"]), int(row["offset"])): str(row["error_type"])
+        for row in expected.rejected.select(["partition", "offset", "error_type"]).to_pylist()
+    }
+    rejected = set(expected_types)
+    if aggregates:
+        rejected |= _without_event_time(expected.events)
+    valid = _input_keys(expected.events)
+    late = {(p, o) for kind, p, o in observed if kind == _LATE and p >= 0 and o >= 0}
+    unattributed = [
+        f"late#{index}" for index, (kind, p, o) in enumerate(observed) if kind == _LATE and (p, o) not in late
+    ]
+    others = [(p, o) for kind, p, o in observed if kind != _LATE]
+    seen: dict[tuple[int, int], int] = {}
+    for kind, p, o in observed:
+        if kind != _LATE or (p, o) in late:
+            seen[(p, o)] = seen.get((p, o), 0) + 1
+    unexpected = {key for key in others if key not in rejected} | {key for key in late if key not in valid}
+    wrong_type = {(p, o) for kind, p, o in observed if kind != _LATE and expected_types.get((p, o), kind) != kind}
+    return late, DeadLetterReport(
+        dead_lettered=Finding.of(map(_label, seen), max_examples),
+        late=Finding.of(map(_label, late), max_examples),
+        missing=Finding.of(map(_label, rejected - set(others)), max_examples),
+        unexpected=Finding.of(map(_label, unexpected), max_examples),
+        duplicated=Finding.of((_label(key) for key, count in seen.items() if count > 1), max_examples),
+        unattributed_late=Finding.of(unattributed, max_examples),
+        wrong_type=Finding.of(map(_label, wrong_type), max_examples),
+    )
+
+
+def _label(key: tuple[int, int]) -> str:
+    return f"{key[0]}:{key[1]}"
+
+
+def _input_keys(events: pa.Table) -> set[tuple[int, int]]:
+    """``(partition, offset)`` of the transformed events, when the operators kept both columns."""
+    if "_partition" not in events.column_names or "_offset" not in events.column_names:
+        return set()
+    pairs = zip(events.column("_partition").to_pylist(), events.column("_offset").to_pylist(), strict=True)
+    return {(int(p), int(o)) for p, o in pairs if p is not None and o is not None}
+
+
+def _without_event_time(events: pa.Table) -> set[tuple[int, int]]:
+    """Aggregate inputs with a null ``_timestamp``: the aggregate dead-letters them as ``invalid``."""
+    timeless = events.filter(pc.is_null(events.column("_timestamp")))
+    return _input_keys(timeless)
+
+
+# --- stateless outputs ----------------------------------------------------------------------------------------
+
+
+def _ids(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Ids as strings (JSON and Kafka readers may type them differently), null as ``<null>``."""
+    text = pc.cast(column, pa.string())
+    combined = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    return pc.fill_null(combined, _NULL_ID)
+
+
+def _check_events(
+    expected: pa.Table, output: ObservedOutput, id_column: str, commits: pa.Table, max_examples: int
+) -> OutputReport:
+    if id_column not in output.rows.column_names:
+        raise ConfigError(f"verify: {output.name}: no id column {id_column!r}; columns: {output.rows.column_names}")
+    expected_ids = _ids(expected.column(id_column))
+    observed_ids = _ids(output.rows.column(id_column))
+    counts = _id_counts(expected_ids, "expected").join(
+        _id_counts(observed_ids, "observed"), "id", join_type="full outer"
+    )
+    wanted = pc.fill_null(counts.column("expected"), 0)
+    got = pc.fill_null(counts.column("observed"), 0)
+    ids = counts.column("id")
+
+    def finding(mask: pa.ChunkedArray) -> Finding:
+        return Finding.of(ids.filter(mask).to_pylist(), max_examples)
+
+    return OutputReport(
+        name=output.name,
+        rows=output.rows.num_rows,
+        lost=finding(pc.less(got, wanted)),
+        duplicated=finding(pc.and_(pc.greater(got, wanted), pc.greater(wanted, 0))),
+        unexpected=finding(pc.equal(wanted, 0)),
+        out_of_order=_out_of_order(expected, expected_ids, output.rows, observed_ids, max_examples),
+        aborted_read=_aborted_read(output.rows, observed_ids, commits, max_examples),
+        uncommitted_records=output.uncommitted_records,
+    )
+
+
+def _id_counts(ids: pa.Array, name: str) -> pa.Table:
+    counted = pa.table({"id": ids}).group_by("id", use_threads=False).aggregate([([], "count_all")])
+    return counted.rename_columns(["id", name])
+
+
+def _out_of_order(
+    expected: pa.Table, expected_ids: pa.Array, rows: pa.Table, observed_ids: pa.Array, max_examples: int
+) -> Finding:
+    """See the module docstring: first occurrences per stream, input order per input partition."""
+    origin = pa.table(
+        {"id": expected_ids, "p": expected.column(INPUT_PARTITION), "seq": expected.column(INPUT_SEQUENCE)}
+    )
+    origin = origin.group_by("id", use_threads=False).aggregate([("p", "min"), ("seq", "min")])
+    firsts = pa.table(
+        {"id": observed_ids, "s": pc.cast(rows.column(STREAM), pa.string()), "pos": rows.column(POSITION)}
+    )
+    firsts = firsts.group_by(["s", "id"], use_threads=False).aggregate([("pos", "min")])
+    placed = firsts.join(origin, "id", join_type="inner").sort_by(
+        [("s", "ascending"), ("p_min", "ascending"), ("pos_min", "ascending")]
+    )
+    if placed.num_rows < 2:
+        return Finding()
+    streams = placed.column("s").to_numpy(zero_copy_only=False)
+    partitions = placed.column("p_min").to_numpy()
+    segment_starts = np.concatenate([[True], (streams[1:] != streams[:-1]) | (partitions[1:] != partitions[:-1])])
+    # segments are numbered in sort order, so offsetting each by its number makes one running maximum restart
+    # at every segment boundary (sequences stay below 2**40)
+    ranked = np.cumsum(segment_starts).astype(np.int64) * (1 << 40) + placed.column("seq_min").to_numpy()
+    before = np.maximum.accumulate(ranked)[:-1]
+    late = np.concatenate([[False], ranked[1:] < before])
+    return Finding.of(placed.column("id").filter(pa.array(late)).to_pylist(), max_examples)
+
+
+def _aborted_read(rows: pa.Table, labels: pa.Array, commits: pa.Table, max_examples: int) -> Finding:
+    """Rows with ``(slot, epoch)`` headers whose pair has no commit marker."""
+    if SLOT not in rows.column_names or EPOCH not in rows.column_names:
+        return Finding()
+    marked = pa.table(
+        {
+            "slot": pc.cast(rows.column(SLOT), pa.string()),
+            "epoch": pc.cast(rows.column(EPOCH), pa.int64()),
+            "id": labels,
+        }
+    )
+    marked = marked.filter(pc.and_(pc.is_valid(marked.column("slot")), pc.is_valid(marked.column("epoch"))))
+    markers = commits.select(["slot", "epoch"]).cast(COMMITS_SCHEMA)
+    markers = markers.group_by(["slot", "epoch"], use_threads=False).aggregate([])
+    aborted = marked.join(markers, ["slot", "epoch"], join_type="left anti")
+    return Finding.of(aborted.column("id").to_pylist(), max_examples)
+
+
+# --- windows --------------------------------------------------------------------------------------------------
+
+_WindowKey = tuple[Any, int]
+_Values = dict[str, Any]
+
+
+def recompute_windows(events: pa.Table, aggregate: AggregateConfig) -> pa.Table:
+    """Every window's final values in one ``group_by`` over ``events`` (transformed rows with ``_timestamp``;
+    rows without one are skipped): key, ``window_start_ms``, ``window_end_ms``, then each aggregation."""
+    if not isinstance(aggregate.window, TumblingWindowConfig):
+        raise ConfigError(f"verify recomputes tumbling windows only, not {aggregate.window.type!r} ones")
+    timed = events.filter(pc.is_valid(events.column("_timestamp")))
+    times = timed.column("_timestamp").to_numpy(zero_copy_only=False).astype(np.int64)
+    size = aggregate.window.size_ms
+    starts = times - np.mod(times, size)
+    sources = sorted({a.column for a in aggregate.aggregations.values() if a.column is not None})
+    rows = pa.table({"key": timed.column(aggregate.key), "start": pa.array(starts, pa.int64())})
+    for index, name in enumerate(sources):
+        rows = rows.append_column(f"c{index}", timed.column(name))
+    wanted = {(None if a.fn == "count" else a.column, a.fn) for a in aggregate.aggregations.values()}
+    specs = [
+        ([], "count_all") if column is None else (f"c{sources.index(column)}", fn)
+        for column, fn in sorted(wanted, key=str)
+    ]
+    grouped = rows.group_by(["key", "start"], use_threads=False).aggregate(specs)
+    result: dict[str, Any] = {
+        aggregate.key: grouped.column("key"),
+        WINDOW_START: grouped.column("start"),
+        WINDOW_END: pc.add(grouped.column("start"), size),
+    }
+    for name, aggregation in aggregate.aggregations.items():
+        if aggregation.fn == "count":
+            result[name] = grouped.column("count_all")
+        else:
+            assert aggregation.column is not None  # the config validator guarantees it
+            result[name] = grouped.column(f"c{sources.index(aggregation.column)}_{aggregation.fn}")
+    return pa.table(result)
+
+
+@dataclass(frozen=True)
+class _ExpectedWindows:
+    """``E`` (late events excluded) and ``E+`` (late events counted), keyed by (key, window start)."""
+
+    aggregate: AggregateConfig
+    strict: dict[_WindowKey, _Values]
+    with_late: dict[_WindowKey, _Values]
+
+    @classmethod
+    def of(cls, events: pa.Table, aggregate: AggregateConfig, late: set[tuple[int, int]]) -> _ExpectedWindows:
+        with_late = _windows_by_key(recompute_windows(events, aggregate), aggregate)
+        if not late or not {"_partition", "_offset"} <= set(events.column_names):
+            return cls(aggregate, with_late, with_late)
+        keys = [
+            (p, o)
+            for p, o in zip(events.column("_partition").to_pylist(), events.column("_offset").to_pylist(), strict=True)
+        ]
+        on_time = pa.array([key not in late for key in keys], pa.bool_())
+        strict = _windows_by_key(recompute_windows(events.filter(on_time), aggregate), aggregate)
+        return cls(aggregate, strict, with_late)
+
+
+def _windows_by_key(windows: pa.Table, aggregate: AggregateConfig) -> dict[_WindowKey, _Values]:
+    return {(row[aggregate.key], int(row[WINDOW_START])): row for row in windows.to_pylist()}
+
+
+def _check_windows(
+    expected: _ExpectedWindows, output: ObservedOutput, commits: pa.Table, max_examples: int, tolerance: Tolerance
+) -> OutputReport:
+    aggregate = expected.aggregate
+    compared = [WINDOW_END, *aggregate.aggregations]
+    emitted: dict[_WindowKey, list[_Values]] = {}
+    for row in output.rows.to_pylist():
+        emitted.setdefault((row.get(aggregate.key), int(row[WINDOW_START])), []).append(row)
+
+    def equal(row: _Values, reference: _Values | None) -> bool:
+        return reference is not None and all(_same(row.get(name), reference[name], tolerance) for name in compared)
+
+    strict, loose = expected.strict, expected.with_late
+    wrong = [key for key, rows in emitted.items() if key in strict and not all(equal(r, strict[key]) for r in rows)]
+    unmatched = [
+        key
+        for key, rows in emitted.items()
+        if not any(equal(r, strict.get(key)) or equal(r, loose.get(key)) for r in rows)
+    ]
+    labels = pa.array([f"{row.get(aggregate.key)}@{row[WINDOW_START]}" for row in output.rows.to_pylist()], pa.string())
+    return OutputReport(
+        name=output.name,
+        rows=output.rows.num_rows,
+        aborted_read=_aborted_read(output.rows, labels, commits, max_examples),
+        uncommitted_records=output.uncommitted_records,
+        windows=WindowReport(
+            expected=len(strict),
+            observed=len(emitted),
+            emissions=output.rows.num_rows,
+            missing=_window_finding((key for key in strict if key not in emitted), max_examples),
+            extra=_window_finding((key for key in emitted if key not in strict), max_examples),
+            duplicated=_window_finding((key for key, rows in emitted.items() if len(rows) > 1), max_examples),
+            wrong=_window_finding(wrong, max_examples),
+            unmatched=_window_finding(unmatched, max_examples),
+        ),
+    )
+
+
+def _window_finding(keys: Iterable[_WindowKey], max_examples: int) -> Finding:
+    return Finding.of((f"{key}@{start}" for key, start in keys), max_examples)
+
+
+def _same(observed: Any, expected: Any, tolerance: Tolerance) -> bool:
+    if observed is None or expected is None:
+        return observed is None and expected is None
+    numbers = (int, float)
+    if isinstance(observed, numbers) and isinstance(expected, numbers) and not isinstance(observed, bool):
+        return math.isclose(observed, expected, rel_tol=tolerance.relative, abs_tol=tolerance.absolute)
+    return bool(observed == expected)

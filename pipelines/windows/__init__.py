@@ -1,0 +1,1 @@
+"""Event-time windows (tumbling, hopping, sliding, session) and the aggregation plan they share."""
