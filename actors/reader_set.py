@@ -6,57 +6,13 @@ its own input's partition and reports the pipeline partition, in ``partition`` a
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from actors.kafka.consumer import KafkaSourceSession
 from pipelines.config.kafka import KafkaSourceConfig
 from pipelines.config.pipeline import GeneratorSourceConfig, NamedInput, PipelineConfig
-from pipelines.io.records import RawBatch
 from pipelines.io.sources import PartitionReader, open_reader
-from pipelines.stages.topology import input_of, local_partition, pipeline_partition
+from pipelines.stages.topology import InputPartitionReader, input_of, local_partition, pipeline_partition
 
-__all__ = ["InputPartitionReader", "ReaderSet"]
-
-
-class InputPartitionReader:
-    """A reader of partition ``reader.partition`` of input ``spec``, seen as its pipeline partition."""
-
-    def __init__(self, reader: PartitionReader, spec: NamedInput) -> None:
-        self.partition = pipeline_partition(spec.index, reader.partition)
-        self._reader = reader
-        # generator inputs all name their batches "generator": the input's name tells them apart (dead letters,
-        # metrics); Kafka topics and file paths name themselves
-        self._topic = f"generator:{spec.name}" if isinstance(spec.source, GeneratorSourceConfig) else None
-
-    @property
-    def position(self) -> int:
-        return self._reader.position
-
-    async def fetch(self, max_records: int) -> RawBatch | None:
-        raw = await self._reader.fetch(max_records)
-        if raw is None:
-            return None
-        return replace(raw, partition=self.partition, topic=self._topic or raw.topic)
-
-    def end_offset(self) -> int:
-        return self._reader.end_offset()
-
-    def backlog(self) -> int | None:
-        return self._reader.backlog()
-
-    @property
-    def limit_end(self) -> int | None:
-        return self._reader.limit_end
-
-    async def freeze(self) -> None:
-        await self._reader.freeze()
-
-    @property
-    def exhausted(self) -> bool:
-        return self._reader.exhausted
-
-    async def close(self) -> None:
-        await self._reader.close()
+__all__ = ["ReaderSet"]
 
 
 class ReaderSet:

@@ -122,9 +122,6 @@ class SourceActor:
         self._stopping = False
         self._frozen = False
         self._done = False
-        self._events_in = 0
-        self._events_out = 0
-        self._dead_lettered = 0
         self._committed: dict[int, int] = {}
         self._busy_s = 0.0
         self._released: set[int] = set()  # partitions a rescale moved away from this actor
@@ -267,9 +264,9 @@ class SourceActor:
         readers = self._inputs.readers
         return SourceProgress(
             actor_id=self._actor_id,
-            events_in=self._events_in,
-            events_out=self._events_out,
-            dead_lettered=self._dead_lettered,
+            events_in=self._stage.events_in,
+            events_out=self._stage.events_out,
+            dead_lettered=self._stage.dead_lettered,
             positions={reader.partition: reader.position for reader in readers},
             end_offsets={reader.partition: reader.end_offset() for reader in readers},
             done=self._done,
@@ -336,18 +333,14 @@ class SourceActor:
 
     async def _handle(self, raw: RawBatch) -> None:
         started = time.perf_counter()
-        handled = None
+        out, dead = self._stage.events_out, self._stage.dead_lettered
         try:
             handled = await self._stage.handle(raw)
-        finally:
+            self._metrics.traceparents_dropped(raw.topic, handled.dropped_traceparents)
+        finally:  # a batch that raised half way (the breaker tripped) is counted as far as it went
             seconds = time.perf_counter() - started
             self._busy_s += seconds
-            if handled is not None:
-                self._events_in += handled.events_in
-                self._events_out += handled.events_out
-                self._dead_lettered += handled.dead_lettered
-                self._metrics.traceparents_dropped(raw.topic, handled.dropped_traceparents)
-            out, dead = (handled.events_out, handled.dead_lettered) if handled else (0, 0)
+            out, dead = self._stage.events_out - out, self._stage.dead_lettered - dead
             self._metrics.batch(raw.topic, len(raw), out, dead, seconds)
 
     def _backlogs(self) -> dict[int, int | None]:

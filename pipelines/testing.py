@@ -1,4 +1,5 @@
-"""What tests of pipelines use and production configs never hold: planned crashes, and a sink that keeps rows.
+"""What tests of pipelines use and production configs never hold: planned crashes, a sink that keeps rows, and a
+run of a whole pipeline in this process (:func:`run_stages`), with no Ray and no actor.
 
 A :class:`CrashAt` makes the actor in a slot exit at an exact point of the checkpoint protocol, as a killed
 process would: a SIGKILL from outside could hit that point only by luck. A run takes its plan as an argument
@@ -8,15 +9,33 @@ process would: a SIGKILL from outside could hit that point only by luck. A run t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pyarrow as pa
 
-__all__ = ["CollectingSink", "CrashAt", "FaultPlan", "crash_if_planned", "faults_after"]
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig
+from pipelines.config.secrets import resolve_secrets
+from pipelines.errors import ConfigError
+from pipelines.eventtime.clock import ManualClock
+from pipelines.io.sources import PartitionReader, open_reader, partition_count
+from pipelines.stages.keyed_runner import KeyedStageRunner
+from pipelines.stages.plan import CompiledPipeline, compile_pipeline
+from pipelines.stages.source_stage import SourceStage
+from pipelines.stages.topology import (
+    InputPartitionReader,
+    input_of,
+    local_partition,
+    partition_ids,
+    partition_limits,
+)
+
+__all__ = ["CollectingSink", "CrashAt", "FaultPlan", "StageRun", "crash_if_planned", "faults_after", "run_stages"]
 
 log = logging.getLogger(__name__)
 _EXIT_CODE = 70
@@ -86,6 +105,10 @@ class CollectingSink:
     def close(self) -> None:
         self.closed = True
 
+    @property
+    def num_rows(self) -> int:
+        return sum(table.num_rows for table in self._tables)
+
     def table(self) -> pa.Table | None:
         """Everything written, as one table (None before the first write)."""
         if not self._tables:
@@ -95,3 +118,157 @@ class CollectingSink:
     def rows(self) -> list[dict[str, Any]]:
         """Everything written, a dict per row."""
         return [row for table in self._tables for row in table.to_pylist()]
+
+
+@dataclass
+class StageRun:
+    """What :func:`run_stages` wrote: the results, the dead letters of the sources, the late side output of the
+    keyed stage, how many events were read, and how many results were out before the end of the input flushed
+    the rest (windows the watermark closed while reading)."""
+
+    results: CollectingSink = field(default_factory=CollectingSink)
+    dead_letters: CollectingSink = field(default_factory=CollectingSink)
+    late: CollectingSink = field(default_factory=CollectingSink)
+    events_in: int = 0
+    closed_before_the_end: int = 0
+
+
+def run_stages(config: PipelineConfig, *, senders: int = 1, owners: int = 1, batch_size: int | None = None) -> StageRun:
+    """Run ``config`` to the end of its input in this process: its source stages and keyed-stage runners
+    (:mod:`pipelines.stages`), wired directly, with no Ray, no actor, no checkpoint and no sink of its own.
+
+    The pipeline's partitions are dealt round robin to ``senders`` source stages, its key groups to ``owners``
+    runners, and every partition is read a batch (``batch_size``, else ``runtime.batch_size``) at a time in
+    turn, so rows meet the watermark as they do across actors. Generator and file inputs are read; a generator
+    must be bounded by ``runtime.max_events`` and is read as if its events had all arrived. Secrets come from
+    the environment, as the driver reads them. What the pipeline's sinks would get is in ``results``: the same
+    rows, in the order one actor layout emits them, as :func:`cluster.control.runner.run_pipeline` writes.
+    """
+    config = resolve_secrets(config, os.environ)
+    _check_runnable_here(config)
+    compiled = compile_pipeline(config)
+    clock = ManualClock()
+    run = StageRun()
+    stage = config.keyed_stage
+    runners = [
+        KeyedStageRunner(config, senders, sinks=[run.results], late_output=run.late,
+                         carry_trace=compiled.carries_trace, clock=clock)
+        for _ in range(owners)
+    ] if stage is not None else []  # fmt: skip
+    readers = _open_readers(config)
+    sender_of = {reader.partition: index % senders for index, reader in enumerate(readers)}
+    stages = [
+        _source_stage(compiled, run, sender, [r for r in readers if sender_of[r.partition] == sender], runners)
+        for sender in range(senders)
+    ]
+    size = batch_size or config.runtime.batch_size
+    asyncio.run(_read_all(readers, stages, sender_of, size, run))
+    run.closed_before_the_end = run.results.num_rows
+    for sender in range(senders):
+        for runner in runners:
+            runner.finish(sender)
+    return run
+
+
+def _check_runnable_here(config: PipelineConfig) -> None:
+    for spec in config.all_inputs:
+        source = spec.source
+        if source.type not in ("generator", "file"):
+            raise ConfigError(
+                f"{spec.path}source: run_stages reads generator and file inputs, not {source.type}; "
+                "run a Kafka pipeline with run_pipeline (a local Ray cluster and broker)"
+            )
+        if source.type == "generator" and config.runtime.max_events is None:
+            raise ConfigError(f"{spec.path}source: a generator never ends; set runtime.max_events to run it in process")
+
+
+def _open_readers(config: PipelineConfig) -> list[PartitionReader]:
+    """A reader of every pipeline partition from its start, its batches labelled with the pipeline partition."""
+    specs = config.all_inputs
+    partitions = partition_ids([partition_count(spec.source) for spec in specs])  # type: ignore[arg-type]
+    limits = partition_limits(partitions, config.runtime.max_events)
+    now_ms = int(time.time() * 1000)
+    readers: list[PartitionReader] = []
+    for partition in partitions:
+        spec = specs[input_of(partition)]
+        source = spec.source
+        start_ms = source.start_time_ms if isinstance(source, GeneratorSourceConfig) else None
+        reader = open_reader(source, local_partition(partition), 0, limits[partition], 0.0, start_ms or now_ms)
+        readers.append(InputPartitionReader(reader, spec) if len(specs) > 1 else reader)
+    return readers
+
+
+def _source_stage(
+    compiled: CompiledPipeline,
+    run: StageRun,
+    sender: int,
+    readers: list[PartitionReader],
+    runners: list[KeyedStageRunner],
+) -> SourceStage:
+    stage = SourceStage(
+        compiled,
+        dead_letter=run.dead_letters,
+        sinks=[run.results],
+        sender=sender,
+        backlogs=lambda: {reader.partition: reader.backlog() for reader in readers if not reader.exhausted},
+        clock=ManualClock(),
+    )
+    if runners:
+        stage.route_to(_InProcessOwners(runners), _owner_of_group(compiled.config, len(runners)))
+    for reader in readers:
+        stage.watermarks.opened(reader.partition)
+    return stage
+
+
+def _owner_of_group(config: PipelineConfig, owners: int) -> list[int]:
+    """Contiguous ranges of key groups per owner, as the Supervisor assigns them."""
+    groups = config.runtime.max_key_groups
+    return [group * owners // groups for group in range(groups)]
+
+
+async def _read_all(
+    readers: list[PartitionReader],
+    stages: list[SourceStage],
+    sender_of: dict[int, int],
+    batch_size: int,
+    run: StageRun,
+) -> None:
+    while not all(reader.exhausted for reader in readers):
+        fetched = False
+        for reader in readers:
+            raw = await reader.fetch(batch_size)
+            if raw is not None:
+                fetched = True
+                handled = await stages[sender_of[reader.partition]].handle(raw)
+                run.events_in += handled.events_in
+        if not fetched:
+            break  # a bounded input that delivers nothing more: it has ended
+    for reader in readers:
+        await reader.close()
+
+
+class _InProcessOwners:
+    """The keyed-stage runners as a :class:`~pipelines.stages.source_stage.Downstream`: a send is processed at
+    once, so there is nothing to drain and no backpressure."""
+
+    def __init__(self, runners: list[KeyedStageRunner]) -> None:
+        self._runners = runners
+
+    @property
+    def owners(self) -> int:
+        return len(self._runners)
+
+    async def send(
+        self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None
+    ) -> None:
+        if batch is None or batch.num_rows == 0:
+            self._runners[owner].advance(sender, watermark_ms)
+        else:
+            self._runners[owner].add(sender, batch, watermark_ms)
+
+    async def drain(self) -> None:
+        return None
+
+    async def finish(self, sender: int) -> None:
+        for runner in self._runners:
+            runner.finish(sender)

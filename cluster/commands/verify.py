@@ -36,7 +36,6 @@ from rich.table import Table
 from actors.kafka.admin import committed_offsets, end_offsets, partition_count
 from actors.kafka.batch_guard import BatchGuard
 from actors.kafka.commit_markers import commit_marker_topic
-from cluster.control.assignment import partition_limits
 from pipelines.config.kafka import (
     KafkaConnectionConfig,
     KafkaSinkConfig,
@@ -60,7 +59,7 @@ from pipelines.io.kafka_records import DEAD_LETTER_HEADER_PREFIX, raw_batch_from
 from pipelines.io.records import RawBatch
 from pipelines.io.sources import FileReader, GeneratorReader, PartitionReader, file_partitions
 from pipelines.stages.plan import compile_pipeline
-from pipelines.stages.topology import input_of, local_partition, partition_ids, pipeline_partition
+from pipelines.stages.topology import input_of, local_partition, partition_ids, partition_limits, pipeline_partition
 from pipelines.state.checkpoint_store import CheckpointStore, open_checkpoint_store
 from pipelines.verify.delivery_check import (
     COMMITS_SCHEMA,

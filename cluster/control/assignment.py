@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["assign_key_groups", "assign_partitions", "moved_items", "owner_of_group", "partition_limits", "rebalance"]
+__all__ = ["assign_key_groups", "assign_partitions", "moved_items", "owner_of_group", "rebalance"]
 
 
 def assign_partitions(partitions: int | Sequence[int], actors: int) -> list[list[int]]:
@@ -49,16 +49,6 @@ def owner_of_group(assignment: list[list[int]], max_key_groups: int) -> list[int
     if -1 in owners:
         raise ValueError(f"key group {owners.index(-1)} has no owner")
     return owners
-
-
-def partition_limits(partitions: int | Sequence[int], max_events: int | None) -> dict[int, int | None]:
-    """Split a total event budget over partitions (``0..n-1``, or the pipeline partitions given; the first ones
-    take the remainder); None: unbounded."""
-    ids = _ids(partitions)
-    if max_events is None:
-        return dict.fromkeys(ids)
-    base, extra = divmod(max_events, len(ids))
-    return {partition: base + (1 if position < extra else 0) for position, partition in enumerate(ids)}
 
 
 def rebalance(previous: list[list[int]], actors: int) -> list[list[int]]:

@@ -30,7 +30,6 @@ from cluster.control.assignment import (
     assign_partitions,
     moved_items,
     owner_of_group,
-    partition_limits,
     rebalance,
 )
 from cluster.control.autoscaler import Autoscaler, Rescale
@@ -61,7 +60,7 @@ from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
 from pipelines.io.sinks import clear_previous_output
 from pipelines.io.sources import partition_count
 from pipelines.stages.plan import compile_pipeline
-from pipelines.stages.topology import check_input_layout, input_layout, partition_ids
+from pipelines.stages.topology import check_input_layout, input_layout, partition_ids, partition_limits
 from pipelines.state.checkpoint_store import (
     Checkpoint,
     RunCounts,
@@ -200,7 +199,7 @@ class Supervisor:
     async def _watchdog(self) -> AsyncIterator[None]:
         """Watch the running topology's actors (:mod:`cluster.control.watchdog`) while the body runs."""
         watchdog: Watchdog[SourceHandle | AggregateHandle] = Watchdog(
-            self._config.runtime.unresponsive_after_s, self._actors.ping, self._actors.kill
+            self._config.runtime.unresponsive_after_s, self._actors.ping, self._actors.kill, clock=self._clock.monotonic
         )
         watching = asyncio.ensure_future(watchdog.watch(lambda: [*self._sources, *self._aggregates]))
         try:

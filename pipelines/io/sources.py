@@ -40,7 +40,7 @@ __all__ = [
     "partition_count",
 ]
 
-Clock = Callable[[], float]
+WallClock = Callable[[], float]  # seconds since the epoch (the generator releases events by wall time)
 _NO_LIMIT = 1 << 62
 
 
@@ -82,7 +82,7 @@ class GeneratorReader:
         limit: int | None,
         started_at_s: float,
         start_time_ms: int,
-        clock: Clock = time.time,
+        clock: WallClock = time.time,
     ) -> None:
         self.partition = partition
         self.position = position

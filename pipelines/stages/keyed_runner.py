@@ -1,7 +1,8 @@
 """The keyed stage's work on what its senders send, as a pure object: watermark valve -> keyed operator -> emit.
 
 An :class:`~actors.AggregateActor` hosts one and keeps the checkpoint files, spans, metrics and recovery; a unit
-test drives one with plain objects and a :class:`~pipelines.eventtime.clock.ManualClock` (ARCHITECTURE.md section 3a).
+test drives one with plain objects and a :class:`~pipelines.eventtime.clock.ManualClock` (ARCHITECTURE.md
+section 3, the stage chain).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ class KeyedStageRunner:
 
     Contract:
 
-    - **Blocks** never: :meth:`add` and :meth:`advance` fold in, emit to ``sinks`` and return. Sinks buffer until
-      their epoch's barrier.
+    - **Blocks** never: :meth:`add` and :meth:`advance` fold in, emit to ``sinks`` and return. In an actor the
+      sinks are epoch outputs: staged for the epoch's barrier (exactly-once) or written through.
     - **Raises** only what the operator raises for a bug or a user function's error (a process function that
       raises); rows the data makes unusable never raise: rows with no event time go to ``late_output`` as
       ``invalid``, rows for a window that already closed as ``late``, each with its reason.

@@ -2,7 +2,8 @@
 
 decode -> dead letters (policy, circuit breaker) -> stateless operators -> route by key group (with the watermark)
 or write to the sinks. A :class:`~actors.SourceActor` hosts one and keeps the Kafka I/O, the lock, the barrier
-protocol, metrics and recovery; a unit test drives one with plain objects (ARCHITECTURE.md section 3a).
+protocol, metrics and recovery; a unit test drives one with plain objects (ARCHITECTURE.md section 3, the stage
+chain).
 """
 
 from __future__ import annotations
@@ -120,11 +121,13 @@ class SourceStage:
     Contract:
 
     - **Blocks** only in :meth:`handle` and :meth:`route_watermark`, when the downstream pushes back (its
-      ``send`` waits while too many batches are unprocessed); nothing else waits. Writes to ``sinks`` and
-      ``dead_letter`` go to outputs that buffer until their epoch's barrier.
-    - **Raises** :class:`~pipelines.errors.PipelineHalted` when too many records in a row are invalid,
-      and whatever the downstream raises (an owner's failure). An invalid record never raises: it is a dead
-      letter with its reason, once, in offset order.
+      ``send`` waits while too many batches are unprocessed); nothing else waits. ``sinks`` and ``dead_letter``
+      take rows without waiting: in an actor they are epoch outputs, which stage rows for the epoch's barrier
+      (exactly-once) or write them through (at-least-once).
+    - **Raises** :class:`~pipelines.errors.PipelineHalted` when the circuit breaker trips (too many invalid
+      records in a row, or too large a share of recent ones), and whatever the downstream raises (an owner's
+      failure). An invalid record never raises: it is a dead letter with its reason, once (grouped by kind of
+      error; the breaker sees the fetch's records in offset order), written before the breaker judges.
     - **Offsets** are never committed here: a batch's offsets become committable at the next checkpoint barrier
       of the hosting actor, after :meth:`handle` returned for it and the downstream drained.
     - **Backpressure** shows as :meth:`handle` taking longer: the hosting actor reads its next batch only after
@@ -142,7 +145,7 @@ class SourceStage:
         dead_letter: RowWriter,
         sinks: Sequence[RowWriter] = (),
         sender: int = 0,
-        backlogs: Callable[[], Mapping[int, int | None]] = dict,
+        backlogs: Callable[[], Mapping[int, int | None]],
         breaker: CircuitBreaker | None = None,
         tracing: Tracing | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -154,13 +157,17 @@ class SourceStage:
         self._sender = sender
         self._backlogs = backlogs
         self._breaker = breaker
-        self._tracing: Tracing = tracing or NoTracing()
+        self._tracing: Tracing = NoTracing() if tracing is None else tracing
         self._policies = [DeadLetterPolicy.of(config.dead_letter, spec.operators) for spec in config.all_inputs]
         stage = config.keyed_stage
         self.watermarks = PartitionWatermarks(
             stage.max_out_of_order_ms if stage else 0, stage.idle_timeout_ms if stage else 0, clock.monotonic
         )
         self._routing: _Routing | None = None
+        # counted as each batch goes, so a batch that raises half way (the breaker trips) is counted that far
+        self.events_in = 0
+        self.events_out = 0
+        self.dead_lettered = 0
 
     @property
     def routes(self) -> bool:
@@ -178,6 +185,7 @@ class SourceStage:
     async def handle(self, raw: RawBatch) -> Handled:
         """Decode, dead-letter, transform and pass on one fetched batch (see the class contract)."""
         decoded = self._compiled.decode(raw)
+        self.events_in += len(raw)
         if decoded.events.num_rows:
             newest = pc.max(decoded.events.column("_timestamp")).as_py()
             if newest is not None:
@@ -192,6 +200,7 @@ class SourceStage:
             failed = [*decoded.dead_letters, *transformed.failures_as_dead_letters(raw)]
             dead_lettered = self._dead_letter_rejected(raw, replace(decoded, dead_letters=failed))
             events = _carry_trace(transformed.events, span)
+            self.events_out += events.num_rows
             if self._routing is None:
                 for sink in self._sinks:
                     sink.write(events)
@@ -229,6 +238,7 @@ class SourceStage:
             if rejected.num_rows:
                 self._dead_letter.write(self._policies[input_of(raw.partition)].apply(rejected))
                 count += rejected.num_rows
+                self.dead_lettered += rejected.num_rows
                 rejected_offsets.append(rejected.column("offset"))
         if self._breaker is not None:
             offsets = raw.offsets.to_numpy(zero_copy_only=False)

@@ -15,21 +15,26 @@ giving one column two types is a config error (:func:`stage_schema`), found at c
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import pyarrow as pa
 
 from pipelines.config.kafka import KafkaSourceConfig
-from pipelines.config.pipeline import PipelineConfig
+from pipelines.config.pipeline import GeneratorSourceConfig, NamedInput, PipelineConfig
 from pipelines.errors import ConfigError
+from pipelines.io.records import RawBatch
+from pipelines.io.sources import PartitionReader
 
 __all__ = [
     "PARTITION_STRIDE",
+    "InputPartitionReader",
     "check_input_layout",
     "conform",
     "input_layout",
     "input_of",
     "local_partition",
     "partition_ids",
+    "partition_limits",
     "pipeline_partition",
     "stage_schema",
 ]
@@ -63,6 +68,16 @@ def partition_ids(counts: Sequence[int]) -> list[int]:
         raise ConfigError(f"the first input has {counts[0]} partitions; with several inputs each has at most "
                           f"{PARTITION_STRIDE}")  # fmt: skip
     return [pipeline_partition(index, p) for index, count in enumerate(counts) for p in range(count)]
+
+
+def partition_limits(partitions: int | Sequence[int], max_events: int | None) -> dict[int, int | None]:
+    """Split a total event budget over partitions (``0..n-1``, or the pipeline partitions given; the first ones
+    take the remainder); None: unbounded."""
+    ids = list(range(partitions)) if isinstance(partitions, int) else list(partitions)
+    if max_events is None:
+        return dict.fromkeys(ids)
+    base, extra = divmod(max_events, len(ids))
+    return {partition: base + (1 if position < extra else 0) for position, partition in enumerate(ids)}
 
 
 def input_layout(config: PipelineConfig) -> list[str]:
@@ -120,3 +135,44 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         for field in schema
     ]  # fmt: skip
     return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+class InputPartitionReader:
+    """A reader of partition ``reader.partition`` of input ``spec``, seen as its pipeline partition."""
+
+    def __init__(self, reader: PartitionReader, spec: NamedInput) -> None:
+        self.partition = pipeline_partition(spec.index, reader.partition)
+        self._reader = reader
+        # generator inputs all name their batches "generator": the input's name tells them apart (dead letters,
+        # metrics); Kafka topics and file paths name themselves
+        self._topic = f"generator:{spec.name}" if isinstance(spec.source, GeneratorSourceConfig) else None
+
+    @property
+    def position(self) -> int:
+        return self._reader.position
+
+    async def fetch(self, max_records: int) -> RawBatch | None:
+        raw = await self._reader.fetch(max_records)
+        if raw is None:
+            return None
+        return replace(raw, partition=self.partition, topic=self._topic or raw.topic)
+
+    def end_offset(self) -> int:
+        return self._reader.end_offset()
+
+    def backlog(self) -> int | None:
+        return self._reader.backlog()
+
+    @property
+    def limit_end(self) -> int | None:
+        return self._reader.limit_end
+
+    async def freeze(self) -> None:
+        await self._reader.freeze()
+
+    @property
+    def exhausted(self) -> bool:
+        return self._reader.exhausted
+
+    async def close(self) -> None:
+        await self._reader.close()

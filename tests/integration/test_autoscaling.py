@@ -59,8 +59,10 @@ def test_a_burst_scales_out_then_in_and_no_event_is_lost_or_duplicated(
 
     ups = [r for r in summary.rescales if r.sources[1] > r.sources[0]]
     downs = [r for r in summary.rescales if r.sources[1] < r.sources[0]]
+    # Scaled out, then in; when the first scale-out comes depends on how fast this machine drains the base rate
+    # (one source may lag before the burst), so only the order is asserted here. The policy's reaction to a
+    # burst is timed tick by tick in tests/unit/test_autoscale_policy.py.
     assert ups and downs and downs[-1].at_s > ups[0].at_s, summary.rescales
-    assert ups[0].at_s > 4, "the scale-out came after the burst began"
     assert all(r.moved_partitions <= 8 for r in summary.rescales)
     report = asyncio.run(verify_run(config))
     assert report.failures("exactly_once") == [], "0 lost, 0 duplicated across the rescales"

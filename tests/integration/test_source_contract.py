@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from cluster.commands.produce import produce_events
-from cluster.control.assignment import partition_limits
 from cluster.control.runner import run_pipeline
 from pipelines.config.pipeline import GeneratorSourceConfig
 from pipelines.io.generator import generate_events
+from pipelines.stages.topology import partition_limits
 from tests.integration.pipelines_under_test import (
     PARTITIONS,
     START_TIME_MS,

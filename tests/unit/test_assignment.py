@@ -9,9 +9,9 @@ from cluster.control.assignment import (
     assign_partitions,
     moved_items,
     owner_of_group,
-    partition_limits,
     rebalance,
 )
+from pipelines.stages.topology import partition_limits
 
 
 @pytest.mark.parametrize("partitions", range(1, 33))

@@ -11,10 +11,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cluster.control.assignment import partition_limits
 from cluster.control.supervisor import Supervisor
 from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, load_config
 from pipelines.io.generator import generate_events
+from pipelines.stages.topology import partition_limits
 from pipelines.state.checkpoint_store import AggregateSnapshot, CheckpointStore
 from pipelines.testing import FaultPlan
 from tests.reference import KNOWN_TYPES, read_jsonl_dir

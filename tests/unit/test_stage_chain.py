@@ -11,34 +11,32 @@ import asyncio
 import json
 import os
 from collections import defaultdict
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from cluster.control.assignment import partition_limits
 from pipelines.config.kafka import CircuitBreakerConfig
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.config.secrets import resolve_secrets
 from pipelines.config.state import KeyedProcessConfig
-from pipelines.errors import PipelineHalted
+from pipelines.errors import ConfigError, PipelineHalted
 from pipelines.eventtime.clock import ManualClock
 from pipelines.examples.orders import orders_pipeline
 from pipelines.io.records import RawBatch
-from pipelines.io.sources import GeneratorReader
 from pipelines.stages.circuit_breaker import CircuitBreaker
 from pipelines.stages.keyed_runner import KeyedStageRunner
 from pipelines.stages.plan import compile_pipeline
 from pipelines.stages.source_stage import SourceStage
+from pipelines.stages.topology import partition_limits
 from pipelines.state.keygroups import key_group_of
 from pipelines.state.process_function import ProcessContext
-from pipelines.testing import CollectingSink
+from pipelines.testing import CollectingSink, run_stages
 from tests.reference import reference_orders
 
 START_TIME_MS = 1_767_225_600_000
-EVENTS = 12_000
+EVENTS = 40_000
 
 
 class Runners:
@@ -55,6 +53,8 @@ class Runners:
     async def send(
         self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None
     ) -> None:
+        previous = next((w for o, s, _, w in reversed(self.sent) if (o, s) == (owner, sender) and w is not None), None)
+        assert watermark_ms is None or previous is None or watermark_ms >= previous, "a watermark went back"
         self.sent.append((owner, sender, 0 if batch is None else batch.num_rows, watermark_ms))
         if batch is None or batch.num_rows == 0:
             self.runners[owner].advance(sender, watermark_ms)
@@ -87,75 +87,30 @@ def owner_of_group(config: PipelineConfig, owners: int) -> list[int]:
     return [group % owners for group in range(config.runtime.max_key_groups)]
 
 
-Collected = CollectingSink
-
-
-def backlogs_of(readers: list[GeneratorReader]) -> dict[int, int | None]:
-    return {reader.partition: reader.backlog() for reader in readers if not reader.exhausted}
-
-
-async def run_chain(
-    config: PipelineConfig, senders: int, owners: int
-) -> tuple[CollectingSink, CollectingSink, CollectingSink]:
-    """The whole orders input through ``senders`` source stages (partitions dealt round robin) into ``owners``
-    runners, one batch of each partition in turn; returns (results, dead letters, late rows)."""
-    compiled = compile_pipeline(config)
-    clock = ManualClock(START_TIME_MS)
-    results, dead, late = CollectingSink(), CollectingSink(), CollectingSink()
-    runners = Runners(
-        [
-            KeyedStageRunner(config, senders, sinks=[results], late_output=late, carry_trace=False, clock=clock)
-            for _ in range(owners)
-        ]
-    )
-    source = config.source
-    assert source is not None and source.type == "generator"
-    limits = partition_limits(source.partitions, EVENTS)
-    readers = [
-        GeneratorReader(source, p, 0, limits[p], 0.0, START_TIME_MS, clock=lambda: 1e12)
-        for p in range(source.partitions)
-    ]
-    sender_of = {reader.partition: reader.partition % senders for reader in readers}
-    stages = []
-    for sender in range(senders):
-        mine = [r for r in readers if sender_of[r.partition] == sender]
-        stage = SourceStage(
-            compiled,
-            dead_letter=dead,
-            sender=sender,
-            backlogs=partial(backlogs_of, mine),
-            clock=clock,
-        )
-        stage.route_to(runners, owner_of_group(config, owners))
-        for reader in mine:
-            stage.watermarks.opened(reader.partition)
-        stages.append(stage)
-    while not all(reader.exhausted for reader in readers):
-        for reader in readers:
-            raw = await reader.fetch(500)
-            if raw is not None:
-                await stages[sender_of[reader.partition]].handle(raw)
-        clock.advance(0.01)
-    for sender in range(senders):
-        await runners.finish(sender)
-    return results, dead, late
-
-
 @pytest.mark.parametrize(("senders", "owners"), [(1, 1), (2, 3), (3, 4)])
 def test_the_chain_equals_the_reference_for_any_number_of_senders_and_owners(
     tmp_path: Path, senders: int, owners: int
 ) -> None:
-    config = orders(tmp_path)
-    results, dead, late = asyncio.run(run_chain(config, senders, owners))
+    config = orders(tmp_path, aggregate__window__size_ms=1_000)  # 40,000 events span a few seconds of event time
+    run = run_stages(config, senders=senders, owners=owners, batch_size=500)
+    results, dead, late = run.results, run.dead_letters, run.late
 
     source = config.source
     assert source is not None and source.type == "generator"
-    expected, invalid = reference_orders(source, partition_limits(source.partitions, EVENTS), START_TIME_MS, 10_000)
+    expected, invalid = reference_orders(source, partition_limits(source.partitions, EVENTS), START_TIME_MS, 1_000)
     actual = {(r["customer_id"], r["window_start_ms"]): (r["orders"], r["revenue_cents"]) for r in results.rows()}
     assert actual == {key: (value["orders"], value["revenue_cents"]) for key, value in expected.items()}
     assert len(results.rows()) == len(expected), "each window is emitted once"
     assert len(dead.rows()) == invalid > 0
     assert late.rows() == []
+    assert run.events_in == EVENTS
+    assert run.closed_before_the_end > len(expected) // 4, "the watermark, not the end of input, closes windows"
+
+
+def test_run_stages_refuses_what_it_cannot_read_naming_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^source: a generator never ends; set runtime.max_events"):
+        run_stages(orders(tmp_path).model_copy(update={"runtime": orders(tmp_path).runtime.model_copy(
+            update={"max_events": None})}))  # fmt: skip
 
 
 def raw_batch(payloads: list[str], partition: int = 0, first_offset: int = 0) -> RawBatch:
@@ -214,14 +169,17 @@ def test_dirty_input_is_dead_lettered_once_with_its_reason_and_the_rest_reaches_
     for customer, count in (("c1", 2), ("c5", 1)):
         by_customer[key_group_of(customer, config.runtime.max_key_groups) % 3] += count
     assert sorted(routed) == sorted(by_customer.items())
-    assert {watermark for _, _, _, watermark in runners.sent} == {t + 5_000 - 1_000}
+    disorder = config.aggregate.max_out_of_order_ms if config.aggregate else 0
+    assert disorder > 0 and {watermark for _, _, _, watermark in runners.sent} == {t + 5_000 - disorder}
 
 
 def test_the_circuit_breaker_halts_the_stage_and_names_the_place(tmp_path: Path) -> None:
     config = orders(tmp_path)
     breaker = CircuitBreaker(CircuitBreakerConfig(max_consecutive_invalid=5), "orders/source-0")
     dead = CollectingSink()
-    stage = SourceStage(compile_pipeline(config), dead_letter=dead, sinks=[CollectingSink()], breaker=breaker)
+    stage = SourceStage(
+        compile_pipeline(config), dead_letter=dead, sinks=[CollectingSink()], backlogs=lambda: {0: 0}, breaker=breaker
+    )
     stage.watermarks.opened(0)
 
     with pytest.raises(PipelineHalted, match="orders/source-0: 6 invalid events in a row"):
@@ -241,15 +199,17 @@ def test_an_idle_partition_stops_holding_the_watermark_once_the_clock_passes_its
     stage.watermarks.opened(0)
     stage.watermarks.opened(1)
     asyncio.run(stage.handle(raw_batch([order("c1", 100, START_TIME_MS + 9_000)], partition=0)))
-    assert runners.sent[-1][3] is not None and runners.sent[-1][3] < 0, "partition 1 has no event yet"
+    first = runners.sent[-1][3]
+    assert first is not None and first < 0, "partition 1 has no event yet: it holds the watermark"
 
-    clock.advance(1.9)
+    clock.advance(1.5)
     asyncio.run(stage.route_watermark())
-    assert runners.sent[-1][3] is not None and runners.sent[-1][3] < 0
+    assert len(runners.sent) == 1, "before the timeout the watermark has not moved, so nothing is sent"
     backlogs[0] = 4  # partition 0 has more to read: it is never idle
-    clock.advance(0.2)
+    clock.advance(0.5)
     asyncio.run(stage.route_watermark())
-    assert runners.sent[-1][3] == START_TIME_MS + 9_000 - 1_000, "partition 1 is idle and left out"
+    disorder = config.aggregate.max_out_of_order_ms if config.aggregate else 0
+    assert len(runners.sent) == 2 and runners.sent[-1][3] == START_TIME_MS + 9_000 - disorder, "partition 1 is idle"
 
 
 def test_late_rows_and_rows_without_event_time_go_to_the_late_output_with_their_reason(tmp_path: Path) -> None:

@@ -16,12 +16,13 @@ import pytest
 
 from actors import AggregateActor, AggregateProgress, SourceActor, SourceProgress
 from actors.source_actor import SourceBarrier
-from cluster.control.assignment import partition_limits
 from cluster.control.handles import transient_kafka_error
 from cluster.control.supervisor import PipelineFailed, Supervisor
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.config.secrets import resolve_secrets
+from pipelines.eventtime.clock import ManualClock
 from pipelines.examples.orders import orders_pipeline
+from pipelines.stages.topology import partition_limits
 from pipelines.state.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.testing import FaultPlan
 from tests.reference import read_jsonl_dir, reference_orders
@@ -428,3 +429,27 @@ def test_an_epoch_stuck_past_the_checkpoint_timeout_restores_the_topology_and_lo
     assert len(actual) == len(rows), "no window is written twice"
     assert actual == {key: (value["orders"], value["revenue_cents"]) for key, value in expected.items()}
     assert len(read_jsonl_dir(tmp_path / "dead")) == invalid
+
+
+class SteppingClock(ManualClock):
+    """A clock one second further on at every monotonic reading."""
+
+    def monotonic(self) -> float:
+        self.advance(1.0)
+        return super().monotonic()
+
+
+@pytest.mark.parametrize(("clock", "periodic_epochs"), [(ManualClock(), False), (SteppingClock(), True)])
+def test_epochs_are_paced_by_the_supervisors_clock(tmp_path: Path, clock: ManualClock, periodic_epochs: bool) -> None:
+    config = orders(tmp_path, aggregate_actors=2)
+    assert config.checkpoint is not None
+    config = config.model_copy(update={"checkpoint": config.checkpoint.model_copy(update={"interval_ms": 100})})
+    config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"batch_size": 256})})
+
+    summary = asyncio.run(Supervisor(config, "t-clock", InProcessActors(), clock=clock).run())
+
+    assert summary.progress.events_in == EVENTS
+    if periodic_epochs:
+        assert summary.checkpoints > 1, "every reading of the clock passes the interval: epochs keep coming"
+    else:
+        assert summary.checkpoints == 1, "a clock that never moves leaves only the final epoch"

@@ -14,7 +14,7 @@ import yaml
 
 from cluster.commands.lag import lag_samples
 from cluster.commands.verify import verify_run
-from cluster.control.assignment import assign_partitions, partition_limits
+from cluster.control.assignment import assign_partitions
 from cluster.control.supervisor import Supervisor
 from pipelines.config.pipeline import SINGLE_INPUT, parse_config
 from pipelines.config.secrets import resolve_secrets, secrets_carried
@@ -28,6 +28,7 @@ from pipelines.stages.topology import (
     input_of,
     local_partition,
     partition_ids,
+    partition_limits,
     pipeline_partition,
     stage_schema,
 )

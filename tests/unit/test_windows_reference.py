@@ -1,7 +1,7 @@
 """Every window kind, with and without allowed lateness and early updates, against a plain-Python model.
 
 The model keeps the counted rows themselves and recomputes every window from them at each step, row by row,
-as the module docs of pipelines/windows*.py define the semantics; the operators must emit exactly what it
+as the module docs of pipelines/windows/*.py define the semantics; the operators must emit exactly what it
 emits, step by step, for any batching and any watermark schedule (moving back included).
 """
 
