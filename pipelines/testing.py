@@ -35,7 +35,16 @@ from pipelines.stages.topology import (
     partition_limits,
 )
 
-__all__ = ["CollectingSink", "CrashAt", "FaultPlan", "StageRun", "crash_if_planned", "faults_after", "run_stages"]
+__all__ = [
+    "CollectingSink",
+    "CrashAt",
+    "FaultPlan",
+    "InProcessOwners",
+    "StageRun",
+    "crash_if_planned",
+    "faults_after",
+    "run_stages",
+]
 
 log = logging.getLogger(__name__)
 _EXIT_CODE = 70
@@ -214,7 +223,7 @@ def _source_stage(
         clock=ManualClock(),
     )
     if runners:
-        stage.route_to(_InProcessOwners(runners), _owner_of_group(compiled.config, len(runners)))
+        stage.route_to(InProcessOwners(runners), _owner_of_group(compiled.config, len(runners)))
     for reader in readers:
         stage.watermarks.opened(reader.partition)
     return stage
@@ -247,28 +256,28 @@ async def _read_all(
         await reader.close()
 
 
-class _InProcessOwners:
+class InProcessOwners:
     """The keyed-stage runners as a :class:`~pipelines.stages.source_stage.Downstream`: a send is processed at
     once, so there is nothing to drain and no backpressure."""
 
     def __init__(self, runners: list[KeyedStageRunner]) -> None:
-        self._runners = runners
+        self.runners = runners
 
     @property
     def owners(self) -> int:
-        return len(self._runners)
+        return len(self.runners)
 
     async def send(
         self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None
     ) -> None:
         if batch is None or batch.num_rows == 0:
-            self._runners[owner].advance(sender, watermark_ms)
+            self.runners[owner].advance(sender, watermark_ms)
         else:
-            self._runners[owner].add(sender, batch, watermark_ms)
+            self.runners[owner].add(sender, batch, watermark_ms)
 
     async def drain(self) -> None:
         return None
 
     async def finish(self, sender: int) -> None:
-        for runner in self._runners:
+        for runner in self.runners:
             runner.finish(sender)

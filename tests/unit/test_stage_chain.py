@@ -32,23 +32,19 @@ from pipelines.stages.source_stage import SourceStage
 from pipelines.stages.topology import partition_limits
 from pipelines.state.keygroups import key_group_of
 from pipelines.state.process_function import ProcessContext
-from pipelines.testing import CollectingSink, run_stages
+from pipelines.testing import CollectingSink, InProcessOwners, run_stages
 from tests.reference import reference_orders
 
 START_TIME_MS = 1_767_225_600_000
 EVENTS = 40_000
 
 
-class Runners:
-    """Owners of key groups in this process: ``send`` hands a batch to the owner's runner at once."""
+class Runners(InProcessOwners):
+    """The runners as one sender's downstream, recording every send and checking that no watermark goes back."""
 
     def __init__(self, runners: list[KeyedStageRunner]) -> None:
-        self.runners = runners
+        super().__init__(runners)
         self.sent: list[tuple[int, int, int, int | None]] = []  # (owner, sender, rows, watermark)
-
-    @property
-    def owners(self) -> int:
-        return len(self.runners)
 
     async def send(
         self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None
@@ -56,17 +52,7 @@ class Runners:
         previous = next((w for o, s, _, w in reversed(self.sent) if (o, s) == (owner, sender) and w is not None), None)
         assert watermark_ms is None or previous is None or watermark_ms >= previous, "a watermark went back"
         self.sent.append((owner, sender, 0 if batch is None else batch.num_rows, watermark_ms))
-        if batch is None or batch.num_rows == 0:
-            self.runners[owner].advance(sender, watermark_ms)
-        else:
-            self.runners[owner].add(sender, batch, watermark_ms)
-
-    async def drain(self) -> None:
-        return None
-
-    async def finish(self, sender: int) -> None:
-        for runner in self.runners:
-            runner.finish(sender)
+        await super().send(owner, sender, batch, watermark_ms, trace_context)
 
 
 def orders(tmp_path: Path, **overrides: Any) -> PipelineConfig:
