@@ -20,8 +20,8 @@ from actors.kafka.admin import committed_offsets
 from cluster.commands.produce import produce_events
 from cluster.commands.verify import verify_run
 from cluster.control.runner import run_pipeline
-from pipelines.config.pipeline import GeneratorSourceConfig, parse_config
-from pipelines.testing import CrashAt
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, parse_config
+from pipelines.testing import CrashAt, run_stages
 from tests.integration.pipelines_under_test import START_TIME_MS, connection, unique
 from tests.integration.ray_cluster import LocalRayCluster
 from tests.reference import read_jsonl_dir
@@ -100,9 +100,8 @@ def reference(orders: list[dict[str, Any]], payments: list[dict[str, Any]]) -> d
     }
 
 
-def test_orders_from_jsonl_and_payments_from_parquet_equal_the_reference(
-    ray_driver: LocalRayCluster, tmp_path: Path
-) -> None:
+def two_file_inputs(tmp_path: Path) -> tuple[PipelineConfig, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Orders in 3 JSONL files and payments in one Parquet file, both with dirt; the config and the clean rows."""
     rng = random.Random(5)
     orders = write_orders(tmp_path / "orders", files=3, per_file=2_000, rng=rng)
     payments = write_payments(tmp_path / "payments.parquet", 4_000, rng)
@@ -130,6 +129,13 @@ def test_orders_from_jsonl_and_payments_from_parquet_equal_the_reference(
         runtime={"duration_s": None, "source_actors": 2, "aggregate_actors": 2, "batch_size": 500},
     )
     config = parse_config(data)
+    return config, orders, payments
+
+
+def test_orders_from_jsonl_and_payments_from_parquet_equal_the_reference(
+    ray_driver: LocalRayCluster, tmp_path: Path
+) -> None:
+    config, orders, payments = two_file_inputs(tmp_path)
 
     summary = run_pipeline(config, address=ray_driver.address)
 
@@ -148,6 +154,22 @@ def test_orders_from_jsonl_and_payments_from_parquet_equal_the_reference(
     assert summary.progress.events_in == 3 * 2_000 + 4_000 and summary.progress.late_events == 0
     report = asyncio.run(verify_run(config))
     assert report.failures("exactly_once") == [], "each window once, each dirty record dead-lettered once"
+
+
+def test_the_same_two_inputs_run_in_process_equal_the_reference(tmp_path: Path) -> None:
+    config, orders, payments = two_file_inputs(tmp_path)
+
+    run = run_stages(config, senders=2, owners=2, batch_size=500)
+
+    rows = run.results.rows()
+    actual = {
+        (row["customer_id"], row["window_start_ms"]): (row["orders"], row["ordered_cents"], row["payments"],
+                                                      row["paid_cents"])
+        for row in rows
+    }  # fmt: skip
+    assert len(rows) == len(actual) and actual == reference(orders, payments)
+    assert run.dead_letters.num_rows == 3 * 2_000 - len(orders) + 4_000 - len(payments) > 0
+    assert run.events_in == 3 * 2_000 + 4_000 and run.late.rows() == []
 
 
 # --- Kafka: two topics, exactly once through a crash -------------------------------------------------------------
