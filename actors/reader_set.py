@@ -29,7 +29,7 @@ class ReaderSet:
             if isinstance(spec.source, KafkaSourceConfig):
                 assert config.kafka is not None  # the config validator guarantees it
                 self._kafka[spec.index] = KafkaSourceSession(
-                    spec.source, config.kafka, config.group_id, f"{client_id}-{spec.name}" if self._labelled
+                    spec.source, config.kafka, config.group_id, f"{client_id}-{spec.index}" if self._labelled
                     else client_id, spec.schema.max_decompressed_batch_bytes,
                 )  # fmt: skip
         self.readers: list[PartitionReader] = []

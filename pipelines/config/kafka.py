@@ -105,10 +105,15 @@ class KafkaConnectionConfig(ConfigModel):
 
 
 class KafkaSourceConfig(ConfigModel):
-    """Partitions of one topic, assigned to source actors by the Supervisor (no consumer-group rebalances)."""
+    """Partitions of one topic, assigned to source actors by the Supervisor (no consumer-group rebalances); or of
+    several topics read alike (``topics``): one schema and one chain of operators, each topic its own partitions,
+    its own offsets and its own place in the checkpoints, as if each were an input of its own (``each_topic``)."""
 
     type: Literal["kafka"] = "kafka"
-    topic: str = Field(min_length=1)
+    topic: str = Field(default="", description="the topic to read (or topics, for several)")
+    topics: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="several topics with one schema and operators, instead of topic"
+    )
     group_id: str | None = Field(default=None, description="offsets are committed here; default eventray-<name>")
     start: Literal["earliest", "latest", "committed", "timestamp"] = "committed"
     start_timestamp_ms: int | None = Field(default=None, ge=0)
@@ -121,6 +126,22 @@ class KafkaSourceConfig(ConfigModel):
         if (self.start == "timestamp") != (self.start_timestamp_ms is not None):
             raise ValueError("start: timestamp goes with start_timestamp_ms (and only then)")
         return self
+
+    @model_validator(mode="after")
+    def _topic_or_topics(self) -> KafkaSourceConfig:
+        if bool(self.topic) == bool(self.topics):
+            given = "both topic and topics are set" if self.topic else "neither topic nor topics is set"
+            raise ValueError(f"{given}: name the topic to read in topic, or several topics in topics")
+        repeated = sorted({topic for topic in self.topics if self.topics.count(topic) > 1})
+        if repeated:
+            raise ValueError(f"topics lists {repeated} more than once: list each topic once")
+        return self
+
+    def each_topic(self) -> list[KafkaSourceConfig]:
+        """This source as one source per topic (itself, for a single topic)."""
+        if not self.topics:
+            return [self]
+        return [self.model_copy(update={"topic": topic, "topics": []}) for topic in self.topics]
 
 
 class KafkaSinkConfig(ConfigModel):

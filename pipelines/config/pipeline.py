@@ -689,11 +689,18 @@ class PipelineConfig(_Model):
         (named :data:`SINGLE_INPUT`), or those under ``inputs``, in the order written."""
         if self.inputs is None:
             assert self.source is not None and self.schema_ is not None  # _one_form_of_input guarantees it
-            return (NamedInput(SINGLE_INPUT, 0, self.source, self.schema_, tuple(self.operators), ""),)
-        return tuple(
-            NamedInput(name, index, spec.source, spec.schema_, tuple(spec.operators), f"inputs.{name}.")
-            for index, (name, spec) in enumerate(self.inputs.items())
-        )
+            written = [(SINGLE_INPUT, self.source, self.schema_, tuple(self.operators), "")]
+        else:
+            written = [(name, spec.source, spec.schema_, tuple(spec.operators), f"inputs.{name}.")
+                       for name, spec in self.inputs.items()]  # fmt: skip
+        named: list[NamedInput] = []
+        for name, source, schema, operators, path in written:
+            # a Kafka source of several topics is an input per topic, named <input>[<topic>]
+            sources = source.each_topic() if isinstance(source, KafkaSourceConfig) else [source]
+            for one in sources:
+                label = f"{name}[{one.topic}]" if len(sources) > 1 and isinstance(one, KafkaSourceConfig) else name
+                named.append(NamedInput(label, len(named), one, schema, operators, path))
+        return tuple(named)
 
     @property
     def keyed_stage(self) -> KeyedStage | None:

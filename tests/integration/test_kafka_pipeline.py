@@ -255,3 +255,30 @@ def test_a_quiet_partition_does_not_stall_windows(
     assert closed_while_running[0].elapsed_s < 60
     assert summary.stopped_early
     assert summary.progress.events_in == 1_000
+
+
+def test_one_input_reads_several_topics_each_event_once_and_commits_each_topic(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str
+) -> None:
+    topics, invalid = [unique("web-orders"), unique("shop-orders")], 0
+    for prefix, topic in zip("ws", topics, strict=True):
+        generator = GeneratorSourceConfig(partitions=4, seed=7, rate_per_s=None, event_id_prefix=prefix)
+        report = asyncio.run(produce_events(connection(kafka_bootstrap), topic, 20_000, generator, None, START_TIME_MS))
+        invalid += report.invalid
+    out = unique("both-out")
+    config = kafka_passthrough(kafka_bootstrap, "", out, unique("both-dlq"), 2, topics=topics)
+    assert [spec.name for spec in config.all_inputs] == [f"input[{topic}]" for topic in topics]
+
+    summary = run_pipeline(config, address=ray_driver.address)
+
+    ids, offsets_by_source = ids_and_order(kafka_bootstrap, out)
+    assert summary.progress.events_in == 40_000
+    assert sum(ids.values()) == 40_000 - invalid == summary.progress.events_out
+    assert max(ids.values()) == 1, "an event id came out twice"
+    assert {partition >> 16 for partition in offsets_by_source} == {0, 1}, "partitions of both topics, apart"
+    for partition, offsets in offsets_by_source.items():
+        assert offsets == sorted(offsets), f"partition {partition} out of order"
+    for topic in topics:
+        ends = asyncio.run(end_offsets(connection(kafka_bootstrap), topic))
+        committed = asyncio.run(committed_offsets(connection(kafka_bootstrap), topic, config.group_id))
+        assert committed == ends, f"{topic}: every offset committed under the one group"

@@ -16,9 +16,10 @@ from cluster.commands.lag import lag_samples
 from cluster.commands.verify import verify_run
 from cluster.control.assignment import assign_partitions
 from cluster.control.supervisor import Supervisor
-from pipelines.config.pipeline import SINGLE_INPUT, parse_config
+from pipelines.config.pipeline import SINGLE_INPUT, PipelineConfig, parse_config
 from pipelines.config.secrets import resolve_secrets, secrets_carried
 from pipelines.errors import ConfigError
+from pipelines.examples.orders import orders_pipeline
 from pipelines.stages.plan import compile_pipeline
 from pipelines.stages.topology import (
     PARTITION_STRIDE,
@@ -269,3 +270,54 @@ def test_two_inputs_may_not_read_one_topic_nor_give_generator_events_one_id() ->
     data = two_inputs()
     data["inputs"]["payments"]["source"]["event_id_prefix"] = "o"
     assert "set source.event_id_prefix on each" in refused(parse_config, data)
+
+
+def kafka_orders(source: dict[str, Any], inputs: dict[str, Any] | None = None) -> PipelineConfig:
+    """The orders pipeline on a Kafka source (or on ``inputs``), as a config dict would give it."""
+    data = orders_pipeline().model_dump(mode="json", by_alias=True, exclude_none=True)
+    data.update(kafka={"bootstrap_servers": "127.0.0.1:9092"})
+    if inputs is None:
+        data["source"] = source
+    else:
+        data["inputs"] = inputs
+        for name in ("source", "schema", "operators"):
+            data.pop(name, None)
+    return parse_config(data)
+
+
+def test_a_kafka_source_of_several_topics_is_an_input_per_topic() -> None:
+    config = kafka_orders({"type": "kafka", "topics": ["web", "shop"]})
+
+    assert [(spec.name, spec.index, spec.source.topic) for spec in config.all_inputs] == [  # type: ignore[union-attr]
+        ("input[web]", 0, "web"),
+        ("input[shop]", 1, "shop"),
+    ]
+    assert input_layout(config) == ["input[web]: kafka web", "input[shop]: kafka shop"]
+    assert partition_ids([3, 2]) == [0, 1, 2, 65_536, 65_537]
+    compiled = compile_pipeline(resolve_secrets(config, {"EVENTRAY_MASK_KEY": "k" * 32}))
+    assert [i.name for i in compiled.inputs] == ["input[web]", "input[shop]"]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"type": "kafka", "topic": "web", "topics": ["shop"]}, "both topic and topics are set"),
+        ({"type": "kafka"}, "neither topic nor topics is set"),
+        ({"type": "kafka", "topics": ["web", "web"]}, r"topics lists \['web'\] more than once"),
+    ],
+)
+def test_a_kafka_source_names_its_topics_one_way_once(source: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        kafka_orders(source)
+
+
+def test_a_topic_read_by_two_inputs_is_refused_even_inside_topics() -> None:
+    orders = orders_pipeline()
+    spec = {"schema": orders.all_inputs[0].schema.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "operators": [op.model_dump(mode="json", exclude_none=True) for op in orders.operators]}  # fmt: skip
+    inputs = {
+        "a": {"source": {"type": "kafka", "topics": ["web", "shop"]}, **spec},
+        "b": {"source": {"type": "kafka", "topic": "shop"}, **spec},
+    }
+    with pytest.raises(ConfigError, match=r"several inputs read the topic\(s\) \['shop'\]"):
+        kafka_orders({}, inputs)
