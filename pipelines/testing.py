@@ -34,6 +34,7 @@ from pipelines.stages.topology import (
     partition_ids,
     partition_limits,
 )
+from pipelines.state.keygroups import assign_key_groups, owner_of_group
 
 __all__ = [
     "CollectingSink",
@@ -167,11 +168,12 @@ def run_stages(config: PipelineConfig, *, senders: int = 1, owners: int = 1, bat
     readers = _open_readers(config)
     sender_of = {reader.partition: index % senders for index, reader in enumerate(readers)}
     stages = [
-        _source_stage(compiled, run, sender, [r for r in readers if sender_of[r.partition] == sender], runners)
+        _source_stage(compiled, run, sender, [r for r in readers if sender_of[r.partition] == sender], runners, clock)
         for sender in range(senders)
     ]
     size = batch_size or config.runtime.batch_size
-    asyncio.run(_read_all(readers, stages, sender_of, size, run))
+    asyncio.run(_read_all(readers, stages, sender_of, size))
+    run.events_in = sum(stage.events_in for stage in stages)
     run.closed_before_the_end = run.results.num_rows
     for sender in range(senders):
         for runner in runners:
@@ -213,6 +215,7 @@ def _source_stage(
     sender: int,
     readers: list[PartitionReader],
     runners: list[KeyedStageRunner],
+    clock: ManualClock,
 ) -> SourceStage:
     stage = SourceStage(
         compiled,
@@ -220,19 +223,14 @@ def _source_stage(
         sinks=[run.results],
         sender=sender,
         backlogs=lambda: {reader.partition: reader.backlog() for reader in readers if not reader.exhausted},
-        clock=ManualClock(),
+        clock=clock,
     )
     if runners:
-        stage.route_to(InProcessOwners(runners), _owner_of_group(compiled.config, len(runners)))
+        groups = compiled.config.runtime.max_key_groups
+        stage.route_to(InProcessOwners(runners), owner_of_group(assign_key_groups(groups, len(runners)), groups))
     for reader in readers:
         stage.watermarks.opened(reader.partition)
     return stage
-
-
-def _owner_of_group(config: PipelineConfig, owners: int) -> list[int]:
-    """Contiguous ranges of key groups per owner, as the Supervisor assigns them."""
-    groups = config.runtime.max_key_groups
-    return [group * owners // groups for group in range(groups)]
 
 
 async def _read_all(
@@ -240,7 +238,6 @@ async def _read_all(
     stages: list[SourceStage],
     sender_of: dict[int, int],
     batch_size: int,
-    run: StageRun,
 ) -> None:
     while not all(reader.exhausted for reader in readers):
         fetched = False
@@ -248,8 +245,7 @@ async def _read_all(
             raw = await reader.fetch(batch_size)
             if raw is not None:
                 fetched = True
-                handled = await stages[sender_of[reader.partition]].handle(raw)
-                run.events_in += handled.events_in
+                await stages[sender_of[reader.partition]].handle(raw)
         if not fetched:
             break  # a bounded input that delivers nothing more: it has ended
     for reader in readers:

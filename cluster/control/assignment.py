@@ -1,10 +1,11 @@
-"""Which actor owns which partitions and key groups: pure functions, tested without Ray."""
+"""Which actor owns which partitions, and how owners change on a rescale: pure functions, tested without Ray. Key
+groups are assigned by :func:`pipelines.state.keygroups.assign_key_groups`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["assign_key_groups", "assign_partitions", "moved_items", "owner_of_group", "rebalance"]
+__all__ = ["assign_partitions", "moved_items", "rebalance"]
 
 
 def assign_partitions(partitions: int | Sequence[int], actors: int) -> list[list[int]]:
@@ -26,37 +27,13 @@ def _ids(partitions: int | Sequence[int]) -> list[int]:
     return list(range(partitions)) if isinstance(partitions, int) else list(partitions)
 
 
-def assign_key_groups(max_key_groups: int, actors: int) -> list[list[int]]:
-    """Contiguous ranges of key groups per actor, sizes differing by at most one."""
-    if not 1 <= actors <= max_key_groups:
-        raise ValueError(f"actors must be between 1 and max_key_groups ({max_key_groups}), got {actors}")
-    base, extra = divmod(max_key_groups, actors)
-    ranges: list[list[int]] = []
-    start = 0
-    for index in range(actors):
-        size = base + (1 if index < extra else 0)
-        ranges.append(list(range(start, start + size)))
-        start += size
-    return ranges
-
-
-def owner_of_group(assignment: list[list[int]], max_key_groups: int) -> list[int]:
-    """Invert an assignment: entry ``g`` is the index of the actor owning key group ``g``."""
-    owners = [-1] * max_key_groups
-    for actor, groups in enumerate(assignment):
-        for group in groups:
-            owners[group] = actor
-    if -1 in owners:
-        raise ValueError(f"key group {owners.index(-1)} has no owner")
-    return owners
-
-
 def rebalance(previous: list[list[int]], actors: int) -> list[list[int]]:
     """Sticky reassignment to ``actors`` owners: every item stays with its owner unless that owner is gone or
     holds more than its balanced share; only the excess moves, to the owners below their share.
 
     Owners ``0..actors-1`` keep their index (owner ``i`` of ``previous`` is owner ``i`` of the result); sizes
-    differ by at most one, as with :func:`assign_partitions` and :func:`assign_key_groups`.
+    differ by at most one, as with :func:`assign_partitions` and
+    :func:`~pipelines.state.keygroups.assign_key_groups`.
     """
     items = sorted(item for owned in previous for item in owned)
     if actors < 1:

@@ -25,13 +25,7 @@ from actors.kafka.admin import partition_count as kafka_partition_count
 from actors.kafka.commit_markers import commit_marker_topic
 from actors.metrics import PipelineMetrics
 from actors.reports import AggregateProgress, SourceProgress
-from cluster.control.assignment import (
-    assign_key_groups,
-    assign_partitions,
-    moved_items,
-    owner_of_group,
-    rebalance,
-)
+from cluster.control.assignment import assign_partitions, moved_items, rebalance
 from cluster.control.autoscaler import Autoscaler, Rescale
 from cluster.control.epochs import EpochRunner, RunIdentity
 from cluster.control.handles import (
@@ -67,6 +61,7 @@ from pipelines.state.checkpoint_store import (
     SourceSnapshot,
     open_checkpoint_store,
 )
+from pipelines.state.keygroups import assign_key_groups, owner_of_group
 from pipelines.testing import FaultPlan, faults_after
 
 __all__ = ["PipelineFailed", "Supervisor"]

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["KeyGroupRouter", "crc32_of_strings", "key_group_of"]
+__all__ = ["KeyGroupRouter", "assign_key_groups", "crc32_of_strings", "key_group_of", "owner_of_group"]
 
 _Crcs = npt.NDArray[np.uint32]
 _FEW_LEFT = 8  # keys still being hashed byte by byte, below which zlib finishes them one by one
@@ -113,3 +113,28 @@ def crc32_of_strings(strings: pa.Array) -> _Crcs:
     result = np.empty(count, dtype=np.uint32)
     result[order] = crcs
     return result
+
+
+def assign_key_groups(max_key_groups: int, actors: int) -> list[list[int]]:
+    """Contiguous ranges of key groups per actor, sizes differing by at most one."""
+    if not 1 <= actors <= max_key_groups:
+        raise ValueError(f"actors must be between 1 and max_key_groups ({max_key_groups}), got {actors}")
+    base, extra = divmod(max_key_groups, actors)
+    ranges: list[list[int]] = []
+    start = 0
+    for index in range(actors):
+        size = base + (1 if index < extra else 0)
+        ranges.append(list(range(start, start + size)))
+        start += size
+    return ranges
+
+
+def owner_of_group(assignment: list[list[int]], max_key_groups: int) -> list[int]:
+    """Invert an assignment: entry ``g`` is the index of the actor owning key group ``g``."""
+    owners = [-1] * max_key_groups
+    for actor, groups in enumerate(assignment):
+        for group in groups:
+            owners[group] = actor
+    if -1 in owners:
+        raise ValueError(f"key group {owners.index(-1)} has no owner")
+    return owners

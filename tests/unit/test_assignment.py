@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.control.assignment import (
-    assign_key_groups,
-    assign_partitions,
-    moved_items,
-    owner_of_group,
-    rebalance,
-)
+from cluster.control.assignment import assign_partitions, moved_items, rebalance
 from pipelines.stages.topology import partition_limits
+from pipelines.state.keygroups import assign_key_groups, owner_of_group
 
 
 @pytest.mark.parametrize("partitions", range(1, 33))

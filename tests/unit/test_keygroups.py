@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.control.assignment import assign_key_groups, owner_of_group
-from pipelines.state.keygroups import KeyGroupRouter, crc32_of_strings, key_group_of
+from pipelines.state.keygroups import KeyGroupRouter, assign_key_groups, crc32_of_strings, key_group_of, owner_of_group
 
 
 def crc32(data: bytes) -> int:
