@@ -19,6 +19,7 @@ from pipelines.config.secrets import secrets_here
 from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
 from pipelines.eventtime.watermarks import NO_WATERMARK
 from pipelines.io.sinks import ConsoleSink
+from pipelines.stages.chain import NextStage, StageLink
 from pipelines.stages.keyed_runner import KeyedStageRunner
 from pipelines.stages.plan import compile_pipeline
 from pipelines.state.checkpoint_store import AggregateSnapshot, WriteAhead, open_checkpoint_store
@@ -54,35 +55,49 @@ class AggregateActor:
         slot: str | None = None,
         faults: FaultPlan = (),
         clock: Clock = SYSTEM_CLOCK,
+        stage: int = 0,
+        next_stage: NextStage | None = None,
     ) -> None:
-        """``slot``: the actor's stable place in the topology (``aggregate-<index>``), naming its transactions;
-        ``faults``: crashes planned by a test (:mod:`pipelines.testing`)."""
+        """``slot``: the actor's stable place in the topology (``aggregate-<index>``, ``stage<k>-aggregate-<index>``
+        in a later keyed stage), naming its transactions; ``faults``: crashes planned by a test
+        (:mod:`pipelines.testing`); ``stage``: which of the pipeline's keyed stages this actor runs, and
+        ``next_stage`` where its results go when another stage follows (else to the pipeline's sinks)."""
         config = secrets_here(config)  # runtime.secrets: environment reads them here, not from Ray
-        stage = config.keyed_stage
-        if stage is None:
-            raise ValueError("AggregateActor needs a pipeline with a keyed stage (aggregate or keyed)")
+        views = config.keyed_stages
+        if not 0 <= stage < len(views):
+            raise ValueError(f"AggregateActor runs keyed stage {stage}, and pipeline {config.name!r} has {len(views)}")
+        if (next_stage is None) != (stage == len(views) - 1):
+            raise ValueError(f"keyed stage {stage} of {len(views)}: a next stage is needed exactly when one follows")
+        view = views[stage]
+        key = view.keyed_stage
+        assert key is not None  # every view is of a keyed stage
         self._config = config
         self._actor_id = actor_id
         self._slot = slot or actor_id
         self._faults = faults
         self._prepared_outputs = False  # the last checkpoint prepared outputs to commit (for injected faults)
         self.key_groups = key_groups
-        self._groups = KeyGroupRouter(stage.key, config.runtime.max_key_groups, [0] * config.runtime.max_key_groups)
+        self._stage_index = stage
+        self._groups = KeyGroupRouter(key.key, config.runtime.max_key_groups, [0] * config.runtime.max_key_groups)
         self._store = open_checkpoint_store(config.checkpoint, config.name)
         self._pipeline = config.name
         self._carry_trace = compile_pipeline(config).carries_trace
         self._telemetry = Telemetry(config, actor_id)
         self._metrics = PipelineMetrics(config.name)
         lineage = output_lineage(config, self._store)
-        self._sinks: list[Output] = open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage)
+        self._link = None if next_stage is None else StageLink.after(config, stage, next_stage)
+        self._sinks: list[Output] = (
+            open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage) if self._link is None else []
+        )
         self._late_output = open_dead_letter(config, f"{actor_id}-late", f"{self._slot}-late", self._telemetry, lineage)
         self._stage = KeyedStageRunner(
-            config,
+            view,
             senders,
             sinks=self._sinks,
             late_output=self._late_output,
             carry_trace=self._carry_trace,
             clock=clock,
+            next_stage=self._link,
         )
         self._busy_s = 0.0
 
@@ -135,6 +150,7 @@ class AggregateActor:
         whichever actors wrote them); return the state rows loaded."""
         if self._store is None:
             return 0
+        snapshots = [snapshot for snapshot in snapshots if snapshot.stage == self._stage_index]
         tables = [self._store.read_table(snapshot.state) for snapshot in snapshots if snapshot.state is not None]
         tables = [table for table in tables if table.num_rows]
         watermark = max((snapshot.watermark_ms for snapshot in snapshots), default=NO_WATERMARK)
@@ -153,6 +169,7 @@ class AggregateActor:
         on. Groups it keeps stay in memory; groups it gives up are dropped; groups it takes over are read from
         the checkpoint just taken (``snapshots``), from the files of their previous owners only. Return the
         state rows taken over."""
+        snapshots = [snapshot for snapshot in snapshots if snapshot.stage == self._stage_index]
         adopted = sorted(set(key_groups) - set(self.key_groups))
         current = self._with_key_groups(self._stage.operator.snapshot())
         kept = current.filter(pc.is_in(current.column(_KEY_GROUP), pa.array(key_groups, pa.int32())))
@@ -186,7 +203,11 @@ class AggregateActor:
         return recover_kafka_outputs(self._config, [*self._sinks, self._late_output], epoch, write_ahead, self._store)
 
     def checkpoint(self, epoch: int) -> AggregateSnapshot:
-        """Snapshot the owned key groups' state (rows tagged with their key group) and prepare the outputs."""
+        """Snapshot the owned key groups' state (rows tagged with their key group) and prepare the outputs; with a
+        next stage, first wait until it processed every row sent to it (so its snapshot, taken after this one,
+        holds their effect)."""
+        if self._link is not None:
+            self._link.drain()
         state_file = None
         if self._store is not None:
             state = self._stage.operator.snapshot()
@@ -200,6 +221,7 @@ class AggregateActor:
             state=state_file,
             pending_files=pending,
             write_ahead=ahead,
+            stage=self._stage_index,
         )
 
     def _with_key_groups(self, state: pa.Table) -> pa.Table:
@@ -244,7 +266,7 @@ class AggregateActor:
         return AggregateProgress(
             actor_id=self._actor_id,
             events_in=self._stage.events_in,
-            windows_emitted=self._stage.windows_emitted,
+            windows_emitted=self._stage.windows_emitted if self._link is None else 0,  # results reach the sinks
             late_events=self._stage.late_events,
             dropped_intended=self._stage.dropped_intended,
             watermark_ms=NO_WATERMARK if (watermark := self._stage.watermark) is None else watermark,

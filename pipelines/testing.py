@@ -24,6 +24,7 @@ from pipelines.config.secrets import resolve_secrets
 from pipelines.errors import ConfigError
 from pipelines.eventtime.clock import ManualClock
 from pipelines.io.sources import PartitionReader, open_reader, partition_count
+from pipelines.stages.chain import StageLink
 from pipelines.stages.keyed_runner import KeyedStageRunner
 from pipelines.stages.plan import CompiledPipeline, compile_pipeline
 from pipelines.stages.source_stage import SourceStage
@@ -41,6 +42,7 @@ __all__ = [
     "CrashAt",
     "FaultPlan",
     "InProcessOwners",
+    "RunnerOwners",
     "StageRun",
     "crash_if_planned",
     "faults_after",
@@ -49,7 +51,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _EXIT_CODE = 70
-_SLOT = re.compile(r"^(source|aggregate)-\d+$")
+_SLOT = re.compile(r"^(source|(stage\d+-)?aggregate)-\d+$")
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,10 @@ class CrashAt:
         if self.point != "before_commit":
             raise ValueError(f"CrashAt point {self.point!r}: the one point is before_commit")
         if not _SLOT.match(self.slot):
-            raise ValueError(f"CrashAt slot {self.slot!r}: write source-<n> or aggregate-<n>, e.g. aggregate-0")
+            raise ValueError(
+                f"CrashAt slot {self.slot!r}: write source-<n> or aggregate-<n> (stage<k>-aggregate-<n> for an actor "
+                "of a later keyed stage), e.g. aggregate-0"
+            )
         if self.epoch < 1:
             raise ValueError(f"CrashAt epoch {self.epoch}: epochs count from 1")
 
@@ -159,12 +164,7 @@ def run_stages(config: PipelineConfig, *, senders: int = 1, owners: int = 1, bat
     compiled = compile_pipeline(config)
     clock = ManualClock()
     run = StageRun()
-    stage = config.keyed_stage
-    runners = [
-        KeyedStageRunner(config, senders, sinks=[run.results], late_output=run.late,
-                         carry_trace=compiled.carries_trace, clock=clock)
-        for _ in range(owners)
-    ] if stage is not None else []  # fmt: skip
+    runners = _keyed_runners(compiled, run, senders, owners, clock)
     readers = _open_readers(config)
     sender_of = {reader.partition: index % senders for index, reader in enumerate(readers)}
     stages = [
@@ -179,6 +179,33 @@ def run_stages(config: PipelineConfig, *, senders: int = 1, owners: int = 1, bat
         for runner in runners:
             runner.finish(sender)
     return run
+
+
+def _keyed_runners(
+    compiled: CompiledPipeline, run: StageRun, senders: int, owners: int, clock: ManualClock
+) -> list[KeyedStageRunner]:
+    """``owners`` runners per keyed stage, each stage's results linked to the next's runners (the last one's to
+    ``run``); return the first stage's (none for a stateless pipeline)."""
+    config = compiled.config
+    groups = config.runtime.max_key_groups
+    owner_map = owner_of_group(assign_key_groups(groups, owners), groups)
+    views = config.keyed_stages
+    following: list[KeyedStageRunner] = []
+    for index in reversed(range(len(views))):
+        runners = []
+        for owner in range(owners):
+            link = (
+                StageLink(views[index], views[index + 1], RunnerOwners(following), owner_map, owner)
+                if index + 1 < len(views)
+                else None
+            )
+            runners.append(
+                KeyedStageRunner(views[index], senders if index == 0 else owners, sinks=[run.results],
+                                 late_output=run.late, carry_trace=compiled.carries_trace, clock=clock,
+                                 next_stage=link)
+            )  # fmt: skip
+        following = runners
+    return following
 
 
 def _check_runnable_here(config: PipelineConfig) -> None:
@@ -250,6 +277,31 @@ async def _read_all(
             break  # a bounded input that delivers nothing more: it has ended
     for reader in readers:
         await reader.close()
+
+
+class RunnerOwners:
+    """The runners of a next keyed stage as a :class:`~pipelines.stages.chain.StageOwners`: a send is processed
+    at once, so there is nothing to drain and no backpressure."""
+
+    def __init__(self, runners: list[KeyedStageRunner]) -> None:
+        self.runners = runners
+
+    @property
+    def owners(self) -> int:
+        return len(self.runners)
+
+    def send(self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None) -> None:
+        if batch is None or batch.num_rows == 0:
+            self.runners[owner].advance(sender, watermark_ms)
+        else:
+            self.runners[owner].add(sender, batch, watermark_ms)
+
+    def drain(self) -> None:
+        return None
+
+    def finish(self, sender: int) -> None:
+        for runner in self.runners:
+            runner.finish(sender)
 
 
 class InProcessOwners:

@@ -72,6 +72,7 @@ from pipelines.verify.delivery_check import (
     Finding,
     ObservedOutput,
     check_delivery,
+    check_verifiable,
     expected_run,
 )
 
@@ -172,6 +173,7 @@ async def verify_run(
     """
     config = resolve_secrets(config, os.environ)  # mask and checkpoint keys: the recomputation needs them
     compiled = compile_pipeline(config)
+    check_verifiable(compiled)  # before reading anything
     ends = await end_offsets_of(config)
     raws = await _read_input(config, ends, start_time_ms)
     expected = expected_run(compiled, raws)
@@ -243,7 +245,7 @@ def _generator_start(config: PipelineConfig, spec: NamedInput, start_time_ms: in
         latest = _checkpoints(config).latest()
         if latest is not None:
             return latest.start_time_ms
-    if config.aggregate is not None:
+    if any(stage.aggregate is not None for stage in config.keyed_stages):
         raise ConfigError(
             f"verify: windows depend on the generator's start time; run with --set {spec.path}source.start_time_ms=N"
             " and verify with the same setting (or pass start_time_ms)"

@@ -5,7 +5,9 @@ One epoch ``e``, in order:
 1. every source pauses between two batches, waits until the aggregates processed everything it sent, prepares
    its outputs and reports its offsets (the barrier);
 2. every aggregate snapshots its key groups (Arrow IPC) and prepares its outputs (at-least-once: flush;
-   exactly-once: stage files, write the commit marker, keep the rows as write-ahead);
+   exactly-once: stage files, write the commit marker, keep the rows as write-ahead); with several keyed stages,
+   stage by stage: an aggregate first waits until the next stage processed what it sent, then that stage's
+   aggregates take their snapshots;
 3. the checkpoint's metadata is written atomically: epoch ``e`` is complete;
 4. every aggregate, then every source, commits its outputs (rename, commit the transaction); sources commit
    their offsets to Kafka and resume reading.
@@ -29,7 +31,7 @@ from pipelines.config.kafka import KafkaSourceConfig
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.errors import RetriableError
 from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
-from pipelines.state.checkpoint_store import Checkpoint, CheckpointStore, RunCounts
+from pipelines.state.checkpoint_store import AggregateSnapshot, Checkpoint, CheckpointStore, RunCounts
 
 __all__ = ["EpochRunner", "EpochTimeout", "RunIdentity"]
 
@@ -127,7 +129,10 @@ class EpochRunner:
         self._next_epoch += 1
         started = self._clock.monotonic()
         barriers = await asyncio.gather(*(source.checkpoint(epoch) for source in sources))
-        snapshots = await asyncio.gather(*(aggregate.checkpoint(epoch) for aggregate in aggregates))
+        snapshots: list[AggregateSnapshot] = []
+        for stage in sorted({aggregate.stage for aggregate in aggregates}):  # a stage drains into the next first
+            level = [aggregate for aggregate in aggregates if aggregate.stage == stage]
+            snapshots += await asyncio.gather(*(aggregate.checkpoint(epoch) for aggregate in level))
         # every source is paused at the barrier and every aggregate has processed it: counters are exact here
         counted = RunProgress.of(
             list(await asyncio.gather(*(source.progress() for source in sources))),

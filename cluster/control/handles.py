@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -20,14 +21,17 @@ from actors.source_actor import SourceBarrier
 from cluster.control.remote import WATCHDOG_GROUP, remote_aggregate, remote_source
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.errors import FatalError, RetriableError, causes
+from pipelines.stages.chain import NextStage
 from pipelines.state.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.testing import FaultPlan
 
 __all__ = [
     "ActorFactory",
     "AggregateHandle",
+    "NextOwners",
     "RayActors",
     "RayDownstream",
+    "RayStageOwners",
     "SourceHandle",
     "SupervisorHandle",
     "actor_died",
@@ -63,6 +67,44 @@ class RayDownstream:
     async def finish(self, sender: int) -> None:
         await self.drain()
         await asyncio.gather(*(aggregate.finish.remote(sender) for aggregate in self._aggregates))
+
+
+class RayStageOwners:
+    """Sends an aggregate actor's results to the actors of the next keyed stage (a
+    :class:`~pipelines.stages.chain.StageOwners`), with a bound on unprocessed batches. It runs inside a
+    (synchronous) aggregate actor, so it waits with ``ray.get``; the actors of a later stage never call back."""
+
+    def __init__(self, aggregates: list[Any], max_in_flight: int) -> None:
+        self._aggregates = aggregates
+        self._max_in_flight = max_in_flight
+        self._in_flight: deque[Any] = deque()
+
+    @property
+    def owners(self) -> int:
+        return len(self._aggregates)
+
+    def send(self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None) -> None:
+        self._in_flight.append(self._aggregates[owner].process.remote(sender, batch, watermark_ms, None))
+        while len(self._in_flight) > self._max_in_flight:
+            ray.get(self._in_flight.popleft())
+
+    def drain(self) -> None:
+        while self._in_flight:
+            ray.get(self._in_flight.popleft())
+
+    def finish(self, sender: int) -> None:
+        self.drain()
+        ray.get([aggregate.finish.remote(sender) for aggregate in self._aggregates])
+
+
+@dataclass(frozen=True)
+class NextOwners:
+    """The actors of the keyed stage after an aggregate actor's, which of them owns each key group, and the
+    actor's place among their senders."""
+
+    handles: list[AggregateHandle]
+    owner_of_group: list[int]
+    sender: int
 
 
 class _ActorHandle:
@@ -128,6 +170,12 @@ class SourceHandle(_ActorHandle):
 
 
 class AggregateHandle(_ActorHandle):
+    """An actor of keyed stage ``stage`` (0: the first, or the one)."""
+
+    def __init__(self, actor: Any, actor_id: str, stage: int = 0) -> None:
+        super().__init__(actor, actor_id)
+        self.stage = stage
+
     async def progress(self) -> AggregateProgress:
         result: AggregateProgress = await self.actor.progress.remote()
         return result
@@ -206,9 +254,18 @@ class ActorFactory(Protocol):
     """How the Supervisor gets its actors: on Ray (:class:`RayActors`), or in-process fakes in unit tests."""
 
     def aggregate(
-        self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str,
+        self,
+        config: PipelineConfig,
+        actor_id: str,
+        key_groups: list[int],
+        senders: int,
+        slot: str,
         faults: FaultPlan = (),
-    ) -> AggregateHandle: ...  # fmt: skip
+        stage: int = 0,
+        next_stage: NextOwners | None = None,
+    ) -> AggregateHandle:
+        """An actor of keyed stage ``stage``; ``next_stage``: the actors its results go to, when a stage follows."""
+        ...  # fmt: skip
 
     def source(
         self,
@@ -250,11 +307,17 @@ class RayActors:
 
     def aggregate(
         self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int, slot: str,
-        faults: FaultPlan = (),
+        faults: FaultPlan = (), stage: int = 0, next_stage: NextOwners | None = None,
     ) -> AggregateHandle:  # fmt: skip
         name = f"{config.name}-{actor_id}"
-        actor = remote_aggregate(config, name).remote(config, actor_id, key_groups, senders, slot, faults)
-        return AggregateHandle(actor, actor_id)
+        feeds = None
+        if next_stage is not None:
+            owners = RayStageOwners([h.actor for h in next_stage.handles], config.runtime.max_in_flight_batches)
+            feeds = NextStage(owners, next_stage.owner_of_group, next_stage.sender)
+        actor = remote_aggregate(config, name).remote(
+            config, actor_id, key_groups, senders, slot, faults, stage=stage, next_stage=feeds
+        )
+        return AggregateHandle(actor, actor_id, stage)
 
     def source(
         self,

@@ -31,6 +31,7 @@ from cluster.control.epochs import EpochRunner, RunIdentity
 from cluster.control.handles import (
     ActorFactory,
     AggregateHandle,
+    NextOwners,
     RayActors,
     SourceHandle,
     actor_died,
@@ -356,7 +357,7 @@ class Supervisor:
         starts = plan_source_starts(
             owned, partition_limits(self._partitions, config.runtime.max_events), checkpoint, actor_ids
         )
-        downstream = self._actors.downstream(config, self._aggregates) if owners is not None else None
+        downstream = self._actors.downstream(config, self._first_stage) if owners is not None else None
         moves = [
             handle.reassign(
                 owned[i], starts[i].restored or _no_snapshot(handle.actor_id), starts[i].limits, downstream, owners
@@ -365,7 +366,7 @@ class Supervisor:
         ]
         await asyncio.gather(*moves)
         clock = (self._started_at_s, self._start_time_ms)
-        aggregates = self._aggregates
+        aggregates = self._first_stage
         added = [
             self._actors.source(
                 config,
@@ -544,12 +545,7 @@ class Supervisor:
                 else assign_key_groups(runtime.max_key_groups, self._aggregate_count)
             )
             owners = owner_of_group(self._groups, runtime.max_key_groups)
-            senders = len(self._owned)
-            for index, owned in enumerate(self._groups):
-                actor_id = f"aggregate-{index}-{suffix}"
-                self._aggregates.append(
-                    self._actors.aggregate(config, actor_id, owned, senders, f"aggregate-{index}", self._live_faults)
-                )
+            self._aggregates = self._spawn_keyed_stages(owners, suffix)
         actor_ids = [f"source-{index}-{suffix}" for index in range(len(self._owned))]
         starts = plan_source_starts(
             self._owned, partition_limits(partitions, runtime.max_events), checkpoint, actor_ids
@@ -557,10 +553,35 @@ class Supervisor:
         clock = (self._started_at_s, self._start_time_ms)
         for index, (actor_id, owned, start) in enumerate(zip(actor_ids, self._owned, starts, strict=True)):
             handle = self._actors.source(
-                config, actor_id, index, owned, start.limits, clock, self._aggregates, owners, start.restored,
+                config, actor_id, index, owned, start.limits, clock, self._first_stage, owners, start.restored,
                 self._live_faults,
             )  # fmt: skip
             self._sources.append(handle)
+
+    def _spawn_keyed_stages(self, owners: list[int], suffix: str) -> list[AggregateHandle]:
+        """The actors of every keyed stage, by stage (each stage's key groups dealt as the first's); a stage's
+        actors are made before those of the stage before, which send to them."""
+        stages = len(self._config.keyed_stages)
+        spawned: list[AggregateHandle] = []
+        following: list[AggregateHandle] = []
+        for stage in reversed(range(stages)):
+            senders = len(self._owned) if stage == 0 else len(self._groups)
+            actors = []
+            for index, owned in enumerate(self._groups):
+                slot = f"aggregate-{index}" if stage == 0 else f"stage{stage}-aggregate-{index}"
+                feeds = NextOwners(following, owners, index) if following else None
+                actors.append(
+                    self._actors.aggregate(self._config, f"{slot}-{suffix}", owned, senders, slot, self._live_faults,
+                                           stage=stage, next_stage=feeds)
+                )  # fmt: skip
+            spawned = actors + spawned
+            following = actors
+        return spawned
+
+    @property
+    def _first_stage(self) -> list[AggregateHandle]:
+        """The actors of the first keyed stage: those the sources send to."""
+        return [handle for handle in self._aggregates if handle.stage == 0]
 
     async def _restored_partitions(self, checkpoint: Checkpoint | None) -> list[int]:
         """The partitions to read: every input's now, and those a checkpoint had (a topic never shrinks, but a

@@ -71,6 +71,7 @@ __all__ = [
     "SinkConfig",
     "SlidingWindowConfig",
     "SourceConfig",
+    "StageConfig",
     "TracingConfig",
     "TumblingWindowConfig",
     "WindowConfig",
@@ -427,6 +428,26 @@ class AggregateConfig(_Model):
 
 KeyedConfig = UpsertConfig | DedupConfig | KeyedProcessConfig
 
+_MAX_STAGES = 8
+
+
+class StageConfig(_Model):
+    """One keyed stage of a pipeline with several (``stages:``): ``aggregate`` (event-time windows) or ``keyed``
+    (upsert, dedup or process). The first stage takes the rows of the inputs; each later one takes the rows the
+    stage before it emits, shuffled again by its own key (a window result's event time is the last millisecond
+    of its window)."""
+
+    aggregate: AggregateConfig | None = None
+    keyed: KeyedConfig | None = Field(default=None, discriminator="type", description="upsert, dedup or process")
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> StageConfig:
+        if (self.aggregate is None) == (self.keyed is None):
+            raise ValueError(
+                "a stage is either aggregate (event-time windows) or keyed (upsert, dedup or process): set one"
+            )
+        return self
+
 
 @dataclass(frozen=True)
 class KeyedStage:
@@ -580,6 +601,12 @@ class PipelineConfig(_Model):
     keyed: KeyedConfig | None = Field(
         default=None, discriminator="type", description="upsert, dedup or process; instead of aggregate"
     )
+    stages: list[StageConfig] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=_MAX_STAGES,
+        description="keyed stages in order, each fed by the one before (instead of aggregate or keyed)",
+    )
     sinks: list[SinkConfig] = Field(default_factory=lambda: [ConsoleSinkConfig()])  # type: ignore[arg-type]
     dead_letter: Annotated[DeadLetterConfig | KafkaDeadLetterConfig, Field(discriminator="type")] = Field(
         default_factory=DeadLetterConfig
@@ -646,6 +673,20 @@ class PipelineConfig(_Model):
 
     @model_validator(mode="after")
     def _one_keyed_stage(self) -> PipelineConfig:
+        if self.stages is not None:
+            written = [name for name, value in (("aggregate", self.aggregate), ("keyed", self.keyed)) if value]
+            if written:
+                raise ValueError(
+                    f"stages is set, and so is {' and '.join(written)}: with stages, each keyed stage is an entry of "
+                    "stages; move it there"
+                )
+            if self.runtime.autoscale is not None and len(self.stages) > 1:
+                raise ValueError(
+                    "runtime.autoscale rescales one keyed stage, and stages has several: remove runtime.autoscale "
+                    "and size the pipeline with runtime.source_actors and runtime.aggregate_actors (each stage runs "
+                    "that many actors)"
+                )
+            return self
         if self.aggregate is not None and self.keyed is not None:
             raise ValueError(
                 "aggregate and keyed are both set, but a pipeline has one keyed stage: keep aggregate for "
@@ -703,8 +744,28 @@ class PipelineConfig(_Model):
         return tuple(named)
 
     @property
+    def keyed_stages(self) -> tuple[PipelineConfig, ...]:
+        """Each keyed stage, in order, as this pipeline with that stage's ``aggregate`` or ``keyed`` (and no
+        ``stages``): the view an actor of the stage, or a check of it, works with. Empty for a stateless pipeline;
+        this pipeline itself when it is written with ``aggregate`` or ``keyed``."""
+        if self.stages is None:
+            return () if self.aggregate is None and self.keyed is None else (self,)
+        return tuple(
+            self.model_copy(update={"stages": None, "aggregate": stage.aggregate, "keyed": stage.keyed})
+            for stage in self.stages
+        )
+
+    @property
+    def last_stage(self) -> PipelineConfig:
+        """The view of the keyed stage whose rows reach the sinks (this pipeline when it has one or none)."""
+        return self.keyed_stages[-1] if self.stages is not None else self
+
+    @property
     def keyed_stage(self) -> KeyedStage | None:
-        """The keyed stage (``aggregate`` or ``keyed``) as the actors see it; None for a stateless pipeline."""
+        """The (first) keyed stage, ``aggregate`` or ``keyed``, as the actors see it; None for a stateless pipeline.
+        The sources route rows by its key."""
+        if self.stages is not None:
+            return self.keyed_stages[0].keyed_stage
         if self.aggregate is not None:
             aggregate = self.aggregate
             return KeyedStage(

@@ -17,6 +17,7 @@ from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
 from pipelines.eventtime.watermark_tracking import WatermarkValve
 from pipelines.io.records import DEAD_LETTER_SCHEMA
 from pipelines.io.sinks import RowWriter
+from pipelines.stages.chain import StageLink
 from pipelines.stages.dead_letter_policy import DeadLetterPolicy
 from pipelines.stages.keyed_stage import open_keyed_operator
 from pipelines.state.keyed_operator import KeyedOperator
@@ -41,7 +42,10 @@ class KeyedStageRunner:
       first batch or watermark after ``clock.now_ms()`` passed them.
     - **State** is the operator's (:attr:`operator`: snapshot and restore); what it holds becomes durable at the
       hosting actor's checkpoint, not here.
-    - **Backpressure** is the caller's: a sender waits while its batches here are unprocessed.
+    - **Backpressure** is the caller's: a sender waits while its batches here are unprocessed; with a next
+      stage, :meth:`add` and :meth:`advance` wait while that stage's owners push back.
+    - **Next stage** (``next_stage``): results go to the next keyed stage's owners instead of the sinks, and the
+      watermark follows them (:mod:`pipelines.stages.chain`).
     """
 
     def __init__(
@@ -53,10 +57,14 @@ class KeyedStageRunner:
         late_output: RowWriter,
         carry_trace: bool,
         clock: Clock = SYSTEM_CLOCK,
+        next_stage: StageLink | None = None,
     ) -> None:
+        """``config``: the view of this stage (``PipelineConfig.keyed_stages``); ``next_stage``: where its results
+        go when another keyed stage follows (they go there instead of to ``sinks``, with the watermark)."""
         self.operator: KeyedOperator = open_keyed_operator(config, carry_trace=carry_trace)
         self._valve = WatermarkValve(senders)
-        self._sinks = list(sinks)
+        self._next = next_stage
+        self._sinks: list[RowWriter] = [next_stage] if next_stage is not None else list(sinks)
         self._late_output = late_output
         self._policy = DeadLetterPolicy.of_pipeline(config)
         self._clock = clock
@@ -87,12 +95,16 @@ class KeyedStageRunner:
             self._emit(self.operator.advance(watermark))
         if isinstance(self.operator, KeyedProcess):
             self._emit(self.operator.advance_processing_time(self._clock.now_ms()))
+        if self._next is not None:
+            self._next.advance(watermark)
 
     def finish(self, sender: int) -> None:
-        """``sender`` has no more input; when it was the last one, emit everything."""
+        """``sender`` has no more input; when it was the last one, emit everything (and tell the next stage)."""
         self._valve.finish(sender)
         if self.done:
             self._emit(self.operator.flush())
+            if self._next is not None:
+                self._next.finish()
 
     def regroup(self, senders: int) -> None:
         """A rescale: from now on ``senders`` senders feed this stage, each starting from no watermark."""

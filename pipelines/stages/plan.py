@@ -23,9 +23,17 @@ from pipelines.io.records import RawBatch, dead_letters
 from pipelines.stages.keyed_stage import open_keyed_operator
 from pipelines.stages.topology import conform, input_of, stage_schema
 from pipelines.transform.operators import Operator, apply_all, apply_all_isolating_rows, build_operators
-from pipelines.windows.tumbling import IS_FINAL, WINDOW_END, WINDOW_START, AggregationPlan
+from pipelines.windows.tumbling import WINDOW_END, WINDOW_START, AggregationPlan
 
-__all__ = ["CompiledInput", "CompiledPipeline", "Transformed", "compile_pipeline"]
+__all__ = [
+    "CompiledInput",
+    "CompiledPipeline",
+    "CompiledStage",
+    "Transformed",
+    "as_next_stage_input",
+    "compile_pipeline",
+    "stage_input_schema",
+]
 
 
 @dataclass(frozen=True)
@@ -77,13 +85,26 @@ class CompiledInput:
 
 
 @dataclass(frozen=True)
+class CompiledStage:
+    """One keyed stage, checked: its view of the pipeline (``PipelineConfig.keyed_stages``), the schema of the rows
+    it takes, and the schema of those it emits (None for a process function: its rows are what user code returns,
+    known only when it runs)."""
+
+    config: PipelineConfig
+    input_schema: pa.Schema
+    output_schema: pa.Schema | None
+
+
+@dataclass(frozen=True)
 class CompiledPipeline:
-    """A pipeline's inputs compiled (:class:`CompiledInput`, in topology order) and the schema their rows share
-    after their operators (``stage_schema``: what the keyed stage, or the sinks, receive)."""
+    """A pipeline's inputs compiled (:class:`CompiledInput`, in topology order), the schema their rows share
+    after their operators (``stage_schema``: what the first keyed stage, or the sinks, receive) and its keyed
+    stages (:class:`CompiledStage`, in order; none for a stateless pipeline)."""
 
     config: PipelineConfig
     inputs: tuple[CompiledInput, ...]
     stage_schema: pa.Schema
+    stages: tuple[CompiledStage, ...] = ()
 
     def input_of(self, partition: int) -> CompiledInput:
         """The input that pipeline partition ``partition`` (a raw batch's) belongs to."""
@@ -123,20 +144,16 @@ class CompiledPipeline:
 
     @property
     def result_columns(self) -> tuple[str, ...]:
-        """Columns of what reaches the sinks: window results, or the operators' output (also for an upsert
-        table, whose changelog rows are input rows, and dedup, which passes input rows through).
+        """Columns of what reaches the sinks: the last keyed stage's results (window results; input rows for an
+        upsert table's changelog and for dedup), or the operators' output for a stateless pipeline.
 
         Empty for a process function: its rows are whatever user code returns, known only when it runs, so
         sink columns are not checked at compile time for it.
         """
-        if isinstance(self.config.keyed, KeyedProcessConfig):
-            return ()
-        aggregate = self.config.aggregate
-        if aggregate is None:
+        if not self.stages:
             return self.output_columns
-        trace = ("_traceparent",) if self.carries_trace else ()
-        updates = (IS_FINAL,) if aggregate.emits_updates else ()
-        return (aggregate.key, WINDOW_START, WINDOW_END, *aggregate.aggregations, *updates, *trace)
+        last = self.stages[-1].output_schema
+        return () if last is None else tuple(last.names)
 
 
 def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
@@ -145,13 +162,66 @@ def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
     compiled = CompiledPipeline(config, inputs, stage_schema((i.name, i.output_schema) for i in inputs))
     for spec, compiled_input in zip(config.all_inputs, inputs, strict=True):
         _check_input_has_key(config, spec, list(compiled_input.output_columns))
-    _check_aggregate(config, list(compiled.output_columns))
-    _check_keyed(config, list(compiled.output_columns))
-    if not isinstance(config.keyed, KeyedProcessConfig):
+    compiled = replace(compiled, stages=_compile_stages(config, compiled.stage_schema, compiled.carries_trace))
+    if compiled.result_columns or not compiled.stages:
         _check_sinks(config, compiled.result_columns)
-    _check_topic_columns(config, compiled.stage_schema)
-    _dry_run_stage(compiled)
+    _check_topic_columns(config, compiled.stages[-1].input_schema if compiled.stages else compiled.stage_schema)
     return compiled
+
+
+def _compile_stages(config: PipelineConfig, schema: pa.Schema, carry_trace: bool) -> tuple[CompiledStage, ...]:
+    """Each keyed stage checked against the rows it takes: the inputs' (conformed) for the first, the stage
+    before's results (with an event time) for each later one."""
+    views = config.keyed_stages
+    compiled: list[CompiledStage] = []
+    for index, view in enumerate(views):
+        path = f"stages.{index}." if config.stages is not None else ""
+        try:
+            output = _check_stage(view, schema, carry_trace, last=index == len(views) - 1)
+        except ConfigError as error:  # each error type takes one message: keep the type, add the stage
+            raise type(error)(f"{path}{error}") from None
+        compiled.append(CompiledStage(view, schema, output))
+        if output is not None:
+            schema = stage_input_schema(view, output)
+    return tuple(compiled)
+
+
+def _check_stage(view: PipelineConfig, schema: pa.Schema, carry_trace: bool, last: bool) -> pa.Schema | None:
+    """Check one stage's columns and types on an empty batch of ``schema``; return the schema of its results."""
+    columns = list(schema.names)
+    _check_aggregate(view, columns)
+    _check_keyed(view, columns)
+    output = _dry_run_stage(view, schema, carry_trace)
+    if last:
+        return output
+    if output is None:
+        raise ConfigError(
+            "keyed: a process function's rows are known only when it runs, so no stage can follow it here; make "
+            "it the last stage"
+        )
+    if view.aggregate is not None and view.aggregate.emits_updates:
+        raise ConfigError(
+            "aggregate: allowed_lateness_ms or early_update_ms emits a window more than once, and the next stage "
+            "would take every emission; keep them for the last stage"
+        )
+    return output
+
+
+def stage_input_schema(stage: PipelineConfig, results: pa.Schema) -> pa.Schema:
+    """What the stage after ``stage`` takes: its results, with an event time (``_timestamp``) when they have
+    none; a window result's is the last millisecond of its window (see :func:`as_next_stage_input`)."""
+    if "_timestamp" in results.names or stage.aggregate is None:
+        return results
+    return results.append(pa.field("_timestamp", pa.int64()))
+
+
+def as_next_stage_input(stage: PipelineConfig, rows: pa.Table) -> pa.Table:
+    """``stage``'s results as the next stage takes them: window results get ``_timestamp`` = window end - 1 (the
+    event time of a window's result, as in Flink), so that the next stage's windows place them and its watermark
+    (the forwarded one) judges them as it judges events."""
+    if "_timestamp" in rows.column_names or stage.aggregate is None:
+        return rows
+    return rows.append_column("_timestamp", pc.subtract(rows.column(WINDOW_END), 1))
 
 
 def _compile_input(config: PipelineConfig, spec: NamedInput) -> CompiledInput:
@@ -185,17 +255,17 @@ def _compile_input(config: PipelineConfig, spec: NamedInput) -> CompiledInput:
     return CompiledInput(spec.name, schema, decoder, tuple(operators), tuple(columns), output.schema)
 
 
-def _dry_run_stage(compiled: CompiledPipeline) -> None:
-    """Run the keyed stage on an empty batch of the stage schema: a type error (``sum`` of a string column, a
-    delete column that is no boolean) fails here, naming the place."""
-    events = pa.RecordBatch.from_pylist([], schema=compiled.stage_schema)
-    if compiled.config.keyed is not None:
-        _dry_run_keyed(compiled, events)
-        return
-    aggregate = compiled.config.aggregate
-    if aggregate is None:
-        return
-    plan = AggregationPlan(aggregate, carry_trace=compiled.carries_trace)
+def _dry_run_stage(view: PipelineConfig, schema: pa.Schema, carry_trace: bool) -> pa.Schema | None:
+    """Run the stage on an empty batch of ``schema``: a type error (``sum`` of a string column, a delete column
+    that is no boolean) fails here, naming the place. Return the schema of its results (None: a process
+    function's, known only when it runs)."""
+    events = pa.RecordBatch.from_pylist([], schema=schema)
+    if view.keyed is not None:
+        _dry_run_keyed(view, events, carry_trace)
+        return None if isinstance(view.keyed, KeyedProcessConfig) else schema
+    aggregate = view.aggregate
+    assert aggregate is not None  # a stage is aggregate or keyed
+    plan = AggregationPlan(aggregate, carry_trace=carry_trace)
     rows = pa.table(
         {
             aggregate.key: events.column(aggregate.key),
@@ -204,15 +274,17 @@ def _dry_run_stage(compiled: CompiledPipeline) -> None:
         }
     )
     try:
-        plan.merge(plan.partial_aggregate(rows))
+        merged = plan.merge(plan.partial_aggregate(rows))
     except pa.ArrowException as error:
         raise ConfigError(f"aggregate.aggregations: {error} (check each aggregation's column type)") from None
+    is_final = False if aggregate.emits_updates else None
+    return plan.finalise(merged, pa.array([], pa.int64()), is_final).schema
 
 
-def _dry_run_keyed(compiled: CompiledPipeline, events: pa.RecordBatch) -> None:
+def _dry_run_keyed(view: PipelineConfig, events: pa.RecordBatch, carry_trace: bool) -> None:
     """Build the keyed operator (a process function is imported here: a wrong path fails now) and feed it the
     empty batch, snapshot included."""
-    keyed = compiled.config.keyed
+    keyed = view.keyed
     if isinstance(keyed, UpsertConfig) and keyed.delete_column is not None:
         kind = events.schema.field(keyed.delete_column).type
         if kind != pa.bool_():
@@ -221,7 +293,7 @@ def _dry_run_keyed(compiled: CompiledPipeline, events: pa.RecordBatch) -> None:
                 'derive a boolean column, e.g. op: derive, expr: event_type == "ItemDeleted"'
             )
     try:
-        operator = open_keyed_operator(compiled.config, carry_trace=compiled.carries_trace)
+        operator = open_keyed_operator(view, carry_trace=carry_trace)
     except ConfigError as error:
         raise ConfigError(f"keyed.function: {error}") from None
     try:

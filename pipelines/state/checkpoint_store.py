@@ -166,12 +166,16 @@ class RunCounts(msgspec.Struct, frozen=True):
 
 
 class AggregateSnapshot(msgspec.Struct, frozen=True):
+    """One keyed-stage actor's part of a checkpoint; ``stage`` is its keyed stage's place in ``stages`` (0 for
+    the first, or the one)."""
+
     actor_id: str
     key_groups: list[int]
     watermark_ms: int
     state: StateFile | None
     pending_files: list[PendingFile] = []
     write_ahead: list[WriteAhead] = []
+    stage: int = 0
 
 
 class Checkpoint(msgspec.Struct, frozen=True):

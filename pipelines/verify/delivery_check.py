@@ -87,6 +87,7 @@ __all__ = [
     "Tolerance",
     "WindowReport",
     "check_delivery",
+    "check_verifiable",
     "default_id_column",
     "expected_run",
     "recompute_windows",
@@ -298,6 +299,22 @@ def _rejected_keys(rows: pa.Table | None) -> pa.Table:
     return rows.select(["partition", "offset", "error_type"]).cast(schema)
 
 
+def check_verifiable(compiled: CompiledPipeline) -> None:
+    """Raise :class:`ConfigError` for a pipeline whose output :func:`check_delivery` cannot recompute."""
+    if len(compiled.stages) > 1:
+        raise ConfigError(
+            f"verify recomputes one keyed stage, and this pipeline has {len(compiled.stages)} (stages); it does "
+            "not recompute a chain of stages yet"
+        )
+    keyed = compiled.config.last_stage.keyed
+    if keyed is not None and keyed.type != "dedup":
+        raise ConfigError(
+            f"verify checks stateless, windowed and dedup pipelines; a keyed {keyed.type} pipeline writes a "
+            "changelog it does not recompute yet (its delivery is covered by the windowed checks of the same "
+            "checkpoint and transaction machinery)"
+        )
+
+
 def check_delivery(
     compiled: CompiledPipeline,
     expected: ExpectedRun,
@@ -315,14 +332,8 @@ def check_delivery(
     for aggregate pipelines. ``commits`` (``slot``, ``epoch``) is required to judge rows carrying epoch
     headers; None means no marker was read, so every such row counts as an aborted read.
     """
-    aggregate = compiled.config.aggregate
-    keyed = compiled.config.keyed
-    if keyed is not None and keyed.type != "dedup":
-        raise ConfigError(
-            f"verify checks stateless, windowed and dedup pipelines; a keyed {keyed.type} pipeline writes a "
-            "changelog it does not recompute yet (its delivery is covered by the windowed checks of the same "
-            "checkpoint and transaction machinery)"
-        )
+    check_verifiable(compiled)
+    aggregate = compiled.config.last_stage.aggregate
     committed = commits if commits is not None else COMMITS_SCHEMA.empty_table()
     late_keys, dead_report = _check_dead_letters(expected, dead_letters, aggregate is not None, max_examples)
     reports: list[OutputReport] = []

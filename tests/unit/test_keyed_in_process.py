@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cluster.control.handles import NextOwners
 from cluster.control.supervisor import Supervisor
 from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, load_config
 from pipelines.io.generator import generate_events
@@ -34,8 +35,10 @@ class RestoreRecordingActors(InProcessActors):
         self.restored_rows: list[int] = []
 
     def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int,
-                  slot: str, faults: FaultPlan = ()) -> Any:  # fmt: skip
-        inner: InProcessAggregate = super().aggregate(config, actor_id, key_groups, senders, slot, faults)
+                  slot: str, faults: FaultPlan = (), stage: int = 0,
+                  next_stage: NextOwners | None = None) -> Any:  # fmt: skip
+        inner: InProcessAggregate = super().aggregate(config, actor_id, key_groups, senders, slot, faults, stage,
+                                                      next_stage)  # fmt: skip
         recorded = self.restored_rows
 
         class Recording(InProcessAggregate):
@@ -44,7 +47,7 @@ class RestoreRecordingActors(InProcessActors):
                 recorded.append(rows)
                 return rows
 
-        return Recording(inner.actor, actor_id, self)
+        return Recording(inner.actor, actor_id, self, stage)
 
 
 def _valid(event: Any) -> bool:

@@ -16,12 +16,13 @@ import pytest
 
 from actors import AggregateActor, AggregateProgress, SourceActor, SourceProgress
 from actors.source_actor import SourceBarrier
-from cluster.control.handles import transient_kafka_error
+from cluster.control.handles import NextOwners, transient_kafka_error
 from cluster.control.supervisor import PipelineFailed, Supervisor
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.config.secrets import resolve_secrets
 from pipelines.eventtime.clock import ManualClock
 from pipelines.examples.orders import orders_pipeline
+from pipelines.stages.chain import NextStage
 from pipelines.stages.topology import partition_limits
 from pipelines.state.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.testing import FaultPlan
@@ -36,8 +37,8 @@ class ActorDied(Exception):
 
 
 class InProcessAggregate:
-    def __init__(self, actor: AggregateActor, actor_id: str, owner: InProcessActors) -> None:
-        self.actor, self.actor_id, self._owner = actor, actor_id, owner
+    def __init__(self, actor: AggregateActor, actor_id: str, owner: InProcessActors, stage: int = 0) -> None:
+        self.actor, self.actor_id, self._owner, self.stage = actor, actor_id, owner, stage
 
     async def progress(self) -> AggregateProgress:
         return self.actor.progress()
@@ -136,6 +137,27 @@ class InProcessDownstream:
             aggregate.finish(sender)
 
 
+class InProcessStageOwners:
+    """The actors of a next keyed stage, called directly (pipelines.stages.chain.StageOwners)."""
+
+    def __init__(self, aggregates: list[AggregateActor]) -> None:
+        self._aggregates = aggregates
+
+    @property
+    def owners(self) -> int:
+        return len(self._aggregates)
+
+    def send(self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None) -> None:
+        self._aggregates[owner].process(sender, batch, watermark_ms, None)
+
+    def drain(self) -> None:
+        return None  # send() processed the batch already
+
+    def finish(self, sender: int) -> None:
+        for aggregate in self._aggregates:
+            aggregate.finish(sender)
+
+
 class InProcessActors:
     def __init__(self, die_at_checkpoint: int | None = None) -> None:
         self.log: list[str] = []
@@ -144,8 +166,14 @@ class InProcessActors:
         self.die_at_checkpoint = die_at_checkpoint
 
     def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int,
-                  slot: str, faults: FaultPlan = ()) -> Any:  # fmt: skip
-        return InProcessAggregate(AggregateActor(config, actor_id, key_groups, senders, slot, faults), actor_id, self)
+                  slot: str, faults: FaultPlan = (), stage: int = 0,
+                  next_stage: NextOwners | None = None) -> Any:  # fmt: skip
+        feeds = None
+        if next_stage is not None:
+            owners = InProcessStageOwners([cast(InProcessAggregate, h).actor for h in next_stage.handles])
+            feeds = NextStage(owners, next_stage.owner_of_group, next_stage.sender)
+        actor = AggregateActor(config, actor_id, key_groups, senders, slot, faults, stage=stage, next_stage=feeds)
+        return InProcessAggregate(actor, actor_id, self, stage)
 
     def source(self, config: PipelineConfig, actor_id: str, sender_index: int, partitions: list[int],
                limits: dict[int, int | None], clock: tuple[float, int], aggregates: list[Any],

@@ -1,0 +1,212 @@
+"""Several keyed stages (``stages:``): config checks, the stage chain in process, and a Supervisor run with a kill.
+
+The pipelines: revenue per customer per 10 s window, then per customer per minute the windows with orders, their
+revenue and the best 10 s window (windows -> windows); and dedup by event id, then revenue per customer per
+window (dedup -> windows) on files that deliver some events twice. Each is compared with a recomputation in
+plain Python (tests/reference.py for the first stage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.control.supervisor import Supervisor
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, parse_config
+from pipelines.config.secrets import resolve_secrets
+from pipelines.errors import ConfigError
+from pipelines.examples.orders import orders_pipeline
+from pipelines.io.generator import generate_events
+from pipelines.stages.plan import compile_pipeline
+from pipelines.stages.topology import partition_limits
+from pipelines.testing import run_stages
+from pipelines.verify.delivery_check import check_verifiable
+from tests.reference import read_jsonl_dir, reference_orders
+from tests.unit.test_supervisor_in_process import InProcessActors
+
+EVENTS = 16_000
+START_TIME_MS = 1_700_000_000_000
+MINUTE_MS = 60_000
+PER_MINUTE = {
+    "key": "customer_id",
+    "window": {"type": "tumbling", "size_ms": MINUTE_MS},
+    "aggregations": {
+        "windows": {"fn": "count"},
+        "revenue_cents": {"fn": "sum", "column": "revenue_cents"},
+        "best_window_cents": {"fn": "max", "column": "revenue_cents"},
+    },
+}
+
+
+def two_stages(tmp_path: Path, **overrides: Any) -> PipelineConfig:
+    """Orders per customer per 10 s window, then per customer per minute (the mask key resolved)."""
+    settings: dict[str, Any] = {
+        "runtime__max_events": EVENTS,
+        "runtime__duration_s": None,
+        "source__rate_per_s": None,
+        "source__start_time_ms": START_TIME_MS,
+        "tracing__enabled": False,
+        "checkpoint__uri": str(tmp_path / "checkpoints"),
+        "dead_letter__path": str(tmp_path / "dead"),
+        "sinks": [{"type": "jsonl", "path": str(tmp_path / "out")}],
+    }
+    base = orders_pipeline(**{**settings, **overrides})
+    data = base.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["stages"] = [{"aggregate": data.pop("aggregate")}, {"aggregate": PER_MINUTE}]
+    return resolve_secrets(parse_config(data), os.environ)
+
+
+def expected_per_minute(config: PipelineConfig) -> dict[tuple[str, int], tuple[int, int, int]]:
+    """(customer, minute) -> (windows, revenue, best window's revenue), from the 10 s windows' reference."""
+    source = config.all_inputs[0].source
+    assert isinstance(source, GeneratorSourceConfig)
+    windows, _ = reference_orders(source, partition_limits(8, EVENTS), START_TIME_MS, 10_000)
+    minutes: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for (customer, start), window in windows.items():
+        event_time = start + 10_000 - 1  # a window result's event time: its last millisecond
+        entry = minutes[(customer, event_time - event_time % MINUTE_MS)]
+        entry[0] += 1
+        entry[1] += window["revenue_cents"]
+        entry[2] = max(entry[2], window["revenue_cents"])
+    return {key: (count, total, best) for key, (count, total, best) in minutes.items()}
+
+
+def per_minute(rows: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[int, int, int]]:
+    keys = [(row["customer_id"], row["window_start_ms"]) for row in rows]
+    assert len(keys) == len(set(keys)), "no minute is emitted twice"
+    return {
+        (row["customer_id"], row["window_start_ms"]): (row["windows"], row["revenue_cents"], row["best_window_cents"])
+        for row in rows
+    }
+
+
+@pytest.mark.parametrize(("senders", "owners"), [(1, 1), (2, 3), (3, 2)])
+def test_two_window_stages_in_process_equal_the_recomputation(tmp_path: Path, senders: int, owners: int) -> None:
+    config = two_stages(tmp_path)
+
+    run = run_stages(config, senders=senders, owners=owners, batch_size=700)
+
+    assert per_minute(run.results.rows()) == expected_per_minute(config)
+    assert run.late.num_rows == 0, "a window result is never late for the next stage's windows"
+
+
+def test_two_stages_on_the_supervisor_survive_a_kill_at_a_barrier_exactly_once(tmp_path: Path) -> None:
+    """Both stages' actors restore from one checkpoint: each minute is written once and equals the recomputation."""
+    config = two_stages(
+        tmp_path,
+        delivery="exactly_once",
+        checkpoint__interval_ms=100,
+        runtime__batch_size=256,
+        runtime__aggregate_actors=2,
+        source__rate_per_s=20_000,
+    )
+    actors = InProcessActors(die_at_checkpoint=7)  # a barrier of the second stage, in the second epoch
+
+    summary = asyncio.run(Supervisor(config, "chain", actors).run())
+
+    assert len(summary.recoveries_s) == 1 and actors.killed
+    rows = read_jsonl_dir(tmp_path / "out")
+    assert per_minute(rows) == expected_per_minute(config)
+    assert summary.progress.windows_emitted == len(rows), "only the last stage's results are counted as output"
+    stages = {entry.split()[1].split("-")[0] for entry in actors.log if entry.startswith("checkpoint")}
+    assert stages == {"aggregate", "stage1"}, "both stages took part in the checkpoints"
+
+
+def test_dedup_then_windows_counts_an_event_delivered_twice_once(tmp_path: Path) -> None:
+    """Files that deliver a fifth of the events again, in another file (another partition): dedup by event id
+    first, so the windows count each order once."""
+    source = GeneratorSourceConfig(partitions=2, seed=7, invalid_fraction=0.0, start_time_ms=START_TIME_MS)
+    events = [json.loads(p) for part in range(2) for p in generate_events(source, part, 0, 3_000, START_TIME_MS)
+              .payloads.to_pylist()]  # fmt: skip
+    again = events[::5]
+    files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "again.jsonl"]
+    for path, rows in zip(files, [events[::2], events[1::2], again], strict=True):
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    base = orders_pipeline(source={"type": "file", "paths": [str(path) for path in files]}, tracing__enabled=False,
+                           runtime__duration_s=None, sinks=[{"type": "console"}])  # fmt: skip
+    data = base.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["operators"][-1]["columns"].append("event_id")
+    dedup = {"keyed": {"type": "dedup", "id_column": "event_id", "ttl_ms": 3_600_000, "max_out_of_order_ms": 60_000}}
+    data["stages"] = [dedup, {"aggregate": data.pop("aggregate")}]
+    config = resolve_secrets(parse_config(data), os.environ)
+
+    run = run_stages(config, senders=2, owners=2, batch_size=500)
+
+    expected: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for event in events:  # each once
+        if event["event_type"] == "OrderCreated":
+            entry = expected[(event["customer_id"], event["event_time_ms"] - event["event_time_ms"] % 10_000)]
+            entry[0] += 1
+            entry[1] += event["amount_cents"]
+    actual = {(r["customer_id"], r["window_start_ms"]): [r["orders"], r["revenue_cents"]] for r in run.results.rows()}
+    assert actual == dict(expected)
+    assert sum(1 for event in again if event["event_type"] == "OrderCreated") > 0, "the test has duplicates"
+
+
+def test_each_stage_is_checked_against_the_rows_of_the_stage_before(tmp_path: Path) -> None:
+    config = two_stages(tmp_path)
+    compiled = compile_pipeline(config)
+    assert [stage.input_schema.names[-1] for stage in compiled.stages][1] == "_timestamp"
+    assert compiled.result_columns[:6] == (
+        "customer_id", "window_start_ms", "window_end_ms", "windows", "revenue_cents", "best_window_cents"
+    )  # fmt: skip
+
+    data = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["stages"][1]["aggregate"]["aggregations"]["amount"] = {"fn": "sum", "column": "amount_cents"}
+    with pytest.raises(ConfigError, match=r"^stages\.1\.aggregate\.aggregations\.amount\.column: unknown column"):
+        compile_pipeline(parse_config(data))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(aggregate=d["stages"][0]["aggregate"]), "stages is set, and so is aggregate"),
+        (lambda d: d["stages"].append({}), "a stage is either aggregate"),
+        (
+            lambda d: d["runtime"].update(autoscale={"max_source_actors": 4}),
+            "runtime.autoscale rescales one keyed stage",
+        ),
+    ],
+)
+def test_a_stages_section_that_cannot_run_fails_when_read(tmp_path: Path, change: Any, message: str) -> None:
+    data = two_stages(tmp_path).model_dump(mode="json", by_alias=True, exclude_none=True)
+    change(data)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data)
+
+
+def test_a_stage_that_emits_a_window_twice_or_unknown_rows_must_be_last(tmp_path: Path) -> None:
+    data = two_stages(tmp_path).model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["stages"][0]["aggregate"]["allowed_lateness_ms"] = 5_000
+    with pytest.raises(ConfigError, match=r"^stages\.0\.aggregate: allowed_lateness_ms or early_update_ms"):
+        compile_pipeline(parse_config(data))
+
+    data = two_stages(tmp_path).model_dump(mode="json", by_alias=True, exclude_none=True)
+    function = "tests.unit.test_keyed_stage:CountPerKey"
+    data["stages"][0] = {"keyed": {"type": "process", "key": "customer_id", "function": function}}
+    with pytest.raises(ConfigError, match=r"^stages\.0\.keyed: a process function's rows are known only when it runs"):
+        compile_pipeline(parse_config(data))
+
+
+def test_one_stage_under_stages_runs_as_the_aggregate_form(tmp_path: Path) -> None:
+    written = orders_pipeline(runtime__max_events=EVENTS, runtime__duration_s=None, source__rate_per_s=None,
+                              source__start_time_ms=START_TIME_MS, tracing__enabled=False)  # fmt: skip
+    data = written.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["stages"] = [{"aggregate": data.pop("aggregate")}]
+    staged = parse_config(data)
+
+    assert staged.keyed_stage == written.keyed_stage
+    assert compile_pipeline(staged).result_columns == compile_pipeline(written).result_columns
+    expected = run_stages(written, senders=2, owners=2).results.rows()
+    assert run_stages(staged, senders=2, owners=2).results.rows() == expected
+
+
+def test_verify_says_it_does_not_recompute_a_chain_before_reading_anything(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"verify recomputes one keyed stage, and this pipeline has 2 \(stages\)"):
+        check_verifiable(compile_pipeline(two_stages(tmp_path)))
