@@ -1,0 +1,97 @@
+"""Two keyed stages on Ray under SIGKILLs of their actors: revenue per customer per 1 s window, then per customer
+per 10 s the windows with orders, their revenue and the best 1 s window. Exactly once: every 10 s result is
+written once and equals a recomputation in plain Python from the generator's events (tests/reference.py for the
+first stage). ``eventray verify`` does not recompute a chain of stages, so the recomputation is here."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, parse_config
+from pipelines.examples.orders import orders_pipeline
+from pipelines.stages.topology import partition_limits
+from tests.chaos.chaos_tools import ScheduledKiller, planned_kills
+from tests.chaos.test_recovery import PACED_RUN_S
+from tests.integration.pipelines_under_test import PARTITIONS, START_TIME_MS, unique
+from tests.integration.ray_cluster import LocalRayCluster
+from tests.reference import read_jsonl_dir, reference_orders
+
+pytestmark = [pytest.mark.chaos, pytest.mark.ray, pytest.mark.slow]
+
+FIRST_MS = 1_000
+SECOND_MS = 10_000
+
+
+def chain_under_kills(tmp_path: Path, events: int) -> PipelineConfig:
+    """Bounded at ``events``, paced over PACED_RUN_S, 2 sources and 2 actors per stage, exactly once."""
+    data = orders_pipeline().model_dump(mode="json", by_alias=True, exclude_none=True)
+    first = data.pop("aggregate")
+    first["window"] = {"type": "tumbling", "size_ms": FIRST_MS}
+    second = {
+        "key": "customer_id",
+        "window": {"type": "tumbling", "size_ms": SECOND_MS},
+        "aggregations": {
+            "windows": {"fn": "count"},
+            "revenue_cents": {"fn": "sum", "column": "revenue_cents"},
+            "best_window_cents": {"fn": "max", "column": "revenue_cents"},
+        },
+    }
+    data.update(
+        name=unique("chaos-stages"),
+        source={"type": "generator", "partitions": PARTITIONS, "seed": 5, "rate_per_s": max(1, events // PACED_RUN_S),
+                "invalid_fraction": 0.01, "start_time_ms": START_TIME_MS},
+        stages=[{"aggregate": first}, {"aggregate": second}],
+        sinks=[{"type": "jsonl", "path": str(tmp_path / "windows")}],
+        dead_letter={"type": "jsonl", "path": str(tmp_path / "dead_letter")},
+        runtime={**data["runtime"], "duration_s": None, "max_events": events, "source_actors": 2,
+                 "aggregate_actors": 2, "batch_size": 2_048},
+        checkpoint={"interval_ms": 500, "uri": str(tmp_path / "checkpoints"), "keep": 3},
+        delivery="exactly_once",
+        tracing={"enabled": False},
+    )  # fmt: skip
+    return parse_config(data)
+
+
+def recomputed(config: PipelineConfig, events: int) -> dict[tuple[str, int], tuple[int, int, int]]:
+    source = config.all_inputs[0].source
+    assert isinstance(source, GeneratorSourceConfig)
+    windows, _ = reference_orders(source, partition_limits(PARTITIONS, events), START_TIME_MS, FIRST_MS)
+    second: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for (customer, start), window in windows.items():
+        event_time = start + FIRST_MS - 1  # a window result's event time: its last millisecond
+        entry = second[(customer, event_time - event_time % SECOND_MS)]
+        entry[0] += 1
+        entry[1] += window["revenue_cents"]
+        entry[2] = max(entry[2], window["revenue_cents"])
+    return {key: (count, total, best) for key, (count, total, best) in second.items()}
+
+
+def written(rows: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[int, int, int]]:
+    keys = [(row["customer_id"], row["window_start_ms"]) for row in rows]
+    assert len(keys) == len(set(keys)), "no result is written twice"
+    return {
+        (row["customer_id"], row["window_start_ms"]): (row["windows"], row["revenue_cents"], row["best_window_cents"])
+        for row in rows
+    }
+
+
+def test_two_keyed_stages_exactly_once_under_kills_of_their_actors(
+    ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
+) -> None:
+    events = chaos_events // 3  # the single-stage runs cover the long schedules; this one the chain
+    config = chain_under_kills(tmp_path, events)
+    plan = planned_kills(events, kills=2)
+    with ScheduledKiller(ray_driver, tmp_path / "checkpoints", plan, kinds=("AggregateActor",), seed=2) as killer:
+        summary = run_pipeline(config, address=ray_driver.address)
+
+    killer.assert_planned_kills_happened()
+    assert len(summary.recoveries_s) >= len(plan), f"each kill was recovered: {summary.recoveries_s}, {killer.killed}"
+    assert summary.progress.events_in == events
+    rows = read_jsonl_dir(tmp_path / "windows")
+    assert written(rows) == recomputed(config, events)
+    assert summary.progress.windows_emitted == len(rows), "the second stage's results, each counted once"
