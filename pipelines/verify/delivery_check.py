@@ -54,15 +54,17 @@ Verdicts (:meth:`DeliveryReport.ok_for`):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.config.pipeline import AggregateConfig, TumblingWindowConfig
+from pipelines.config.pipeline import AggregateConfig, PipelineConfig, TumblingWindowConfig
+from pipelines.config.state import DedupConfig
 from pipelines.errors import ConfigError
 from pipelines.io.records import RawBatch
 from pipelines.stages.plan import CompiledPipeline
@@ -91,6 +93,7 @@ __all__ = [
     "default_id_column",
     "expected_run",
     "recompute_windows",
+    "through_earlier_stages",
 ]
 
 Delivery = Literal["at_least_once", "exactly_once"]
@@ -301,11 +304,14 @@ def _rejected_keys(rows: pa.Table | None) -> pa.Table:
 
 def check_verifiable(compiled: CompiledPipeline) -> None:
     """Raise :class:`ConfigError` for a pipeline whose output :func:`check_delivery` cannot recompute."""
-    if len(compiled.stages) > 1:
-        raise ConfigError(
-            f"verify recomputes one keyed stage, and this pipeline has {len(compiled.stages)} (stages); it does "
-            "not recompute a chain of stages yet"
-        )
+    views = compiled.config.keyed_stages
+    if len(views) > 1:
+        kinds = [_kind(view) for view in views]
+        if kinds[-1] != "windows" or any(kind not in ("windows", "dedup") for kind in kinds[:-1]):
+            raise ConfigError(
+                f"verify recomputes a chain of stages of windows and dedup that ends in windows, and this one is "
+                f"{' -> '.join(kinds)} (stages)"
+            )
     keyed = compiled.config.last_stage.keyed
     if keyed is not None and keyed.type != "dedup":
         raise ConfigError(
@@ -313,6 +319,35 @@ def check_verifiable(compiled: CompiledPipeline) -> None:
             "changelog it does not recompute yet (its delivery is covered by the windowed checks of the same "
             "checkpoint and transaction machinery)"
         )
+
+
+def _kind(view: PipelineConfig) -> str:
+    stage = view.keyed_stage
+    assert stage is not None  # a view is of a keyed stage
+    return stage.kind
+
+
+def through_earlier_stages(events: pa.Table, compiled: CompiledPipeline) -> pa.Table:
+    """What the last keyed stage of a chain takes, recomputed: ``events`` through every stage before it (window
+    results, with the last millisecond of their window as event time; dedup: the first row of each id)."""
+    for view in compiled.config.keyed_stages[:-1]:
+        if view.aggregate is not None:
+            results = recompute_windows(events, view.aggregate)
+            events = results.append_column("_timestamp", pc.subtract(results.column(WINDOW_END), 1))
+        else:
+            assert isinstance(view.keyed, DedupConfig)  # check_verifiable allows windows and dedup only
+            events = _first_of_each_id(events, view.keyed.id_column)
+    return events
+
+
+def _first_of_each_id(events: pa.Table, id_column: str) -> pa.Table:
+    """The first row of each id, in input order (a row without an id is its own)."""
+    order = pa.array(np.arange(events.num_rows), pa.int64())
+    ids = events.column(id_column)
+    numbered = pa.table({"id": ids, "row": order})
+    firsts = numbered.filter(pc.is_valid(ids)).group_by("id", use_threads=False).aggregate([("row", "min")])
+    keep = pc.or_(pc.is_in(order, firsts.column("row_min")), pc.is_null(ids))
+    return events.filter(keep)
 
 
 def check_delivery(
@@ -335,13 +370,16 @@ def check_delivery(
     check_verifiable(compiled)
     aggregate = compiled.config.last_stage.aggregate
     committed = commits if commits is not None else COMMITS_SCHEMA.empty_table()
-    late_keys, dead_report = _check_dead_letters(expected, dead_letters, aggregate is not None, max_examples)
+    keyed_input = aggregate is not None or len(compiled.stages) > 1
+    late_keys, dead_report = _check_dead_letters(expected, dead_letters, keyed_input, max_examples)
     reports: list[OutputReport] = []
     if aggregate is None:
         column = id_column or default_id_column(compiled)
         reports = [_check_events(expected.events, output, column, committed, max_examples) for output in outputs]
     else:
-        windows = _ExpectedWindows.of(expected.events, aggregate, late_keys)
+        windows = _ExpectedWindows.of(
+            expected.events, aggregate, late_keys, partial(through_earlier_stages, compiled=compiled)
+        )
         reports = [_check_windows(windows, output, committed, max_examples, tolerance) for output in outputs]
     return DeliveryReport(
         pipeline=compiled.config.name,
@@ -549,8 +587,15 @@ class _ExpectedWindows:
     with_late: dict[_WindowKey, _Values]
 
     @classmethod
-    def of(cls, events: pa.Table, aggregate: AggregateConfig, late: set[tuple[int, int]]) -> _ExpectedWindows:
-        with_late = _windows_by_key(recompute_windows(events, aggregate), aggregate)
+    def of(
+        cls,
+        events: pa.Table,
+        aggregate: AggregateConfig,
+        late: set[tuple[int, int]],
+        before: Callable[[pa.Table], pa.Table] = lambda events: events,
+    ) -> _ExpectedWindows:
+        """``before``: what the stages ahead of the windows make of the events (none: the events themselves)."""
+        with_late = _windows_by_key(recompute_windows(before(events), aggregate), aggregate)
         if not late or not {"_partition", "_offset"} <= set(events.column_names):
             return cls(aggregate, with_late, with_late)
         keys = [
@@ -558,7 +603,7 @@ class _ExpectedWindows:
             for p, o in zip(events.column("_partition").to_pylist(), events.column("_offset").to_pylist(), strict=True)
         ]
         on_time = pa.array([key not in late for key in keys], pa.bool_())
-        strict = _windows_by_key(recompute_windows(events.filter(on_time), aggregate), aggregate)
+        strict = _windows_by_key(recompute_windows(before(events.filter(on_time)), aggregate), aggregate)
         return cls(aggregate, strict, with_late)
 
 

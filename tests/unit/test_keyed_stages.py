@@ -23,10 +23,17 @@ from pipelines.config.secrets import resolve_secrets
 from pipelines.errors import ConfigError
 from pipelines.examples.orders import orders_pipeline
 from pipelines.io.generator import generate_events
+from pipelines.io.records import RawBatch
+from pipelines.io.sources import open_reader
 from pipelines.stages.plan import compile_pipeline
 from pipelines.stages.topology import partition_limits
 from pipelines.testing import run_stages
-from pipelines.verify.delivery_check import check_verifiable
+from pipelines.verify.delivery_check import (
+    check_verifiable,
+    expected_run,
+    recompute_windows,
+    through_earlier_stages,
+)
 from tests.reference import read_jsonl_dir, reference_orders
 from tests.unit.test_supervisor_in_process import InProcessActors
 
@@ -207,6 +214,37 @@ def test_one_stage_under_stages_runs_as_the_aggregate_form(tmp_path: Path) -> No
     assert run_stages(staged, senders=2, owners=2).results.rows() == expected
 
 
-def test_verify_says_it_does_not_recompute_a_chain_before_reading_anything(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"verify recomputes one keyed stage, and this pipeline has 2 \(stages\)"):
-        check_verifiable(compile_pipeline(two_stages(tmp_path)))
+def test_verify_recomputes_chains_of_windows_and_dedup_ending_in_windows_and_says_so_of_others(
+    tmp_path: Path,
+) -> None:
+    check_verifiable(compile_pipeline(two_stages(tmp_path)))  # windows -> windows
+
+    data = two_stages(tmp_path).model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["stages"][1] = {"keyed": {"type": "dedup", "id_column": "customer_id", "ttl_ms": MINUTE_MS}}
+    with pytest.raises(ConfigError, match=r"ends in windows, and this one is windows -> dedup \(stages\)"):
+        check_verifiable(compile_pipeline(parse_config(data)))
+
+
+async def read_everything(source: GeneratorSourceConfig) -> list[RawBatch]:
+    batches = []
+    for partition, limit in partition_limits(8, EVENTS).items():
+        reader = open_reader(source, partition, 0, limit, 0.0, START_TIME_MS)
+        while (raw := await reader.fetch(4_096)) is not None:
+            batches.append(raw)
+    return batches
+
+
+def test_the_checkers_recomputation_of_a_chain_equals_the_plain_python_one(tmp_path: Path) -> None:
+    """verify's columnar recomputation (through_earlier_stages, then the last stage's windows) against this
+    file's row-by-row one, on the same transformed events."""
+    config = two_stages(tmp_path)
+    compiled = compile_pipeline(config)
+    source = config.all_inputs[0].source
+    assert isinstance(source, GeneratorSourceConfig)
+    expected = expected_run(compiled, asyncio.run(read_everything(source)))
+    last = config.last_stage.aggregate
+    assert last is not None
+
+    windows = recompute_windows(through_earlier_stages(expected.events, compiled), last)
+
+    assert per_minute(windows.to_pylist()) == expected_per_minute(config)
