@@ -1,0 +1,60 @@
+"""configs/orders_two_stages.yaml on a real broker: an at-least-once producer delivered a range of events twice,
+and the pipeline deduplicates by event id (stage 0, shuffled by event_id), then sums per customer per window
+(stage 1, shuffled by customer_id), exactly once into a Kafka topic. ``eventray verify`` recomputes the chain
+from the topic (duplicates included) and finds every window once and right."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cluster.commands.produce import produce_events
+from cluster.commands.verify import verify_run
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import GeneratorSourceConfig, parse_config
+from tests.integration.pipelines_under_test import PARTITIONS, START_TIME_MS, connection, unique
+from tests.integration.ray_cluster import LocalRayCluster
+
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
+
+TWO_STAGES_YAML = Path(__file__).resolve().parents[2] / "configs" / "orders_two_stages.yaml"
+EVENTS = 24_000
+REPLAYED = 8_000  # the first events of every partition, produced again
+
+
+def test_dedup_then_windows_on_kafka_counts_replayed_events_once_exactly_once(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("orders-replayed")
+    generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=9, rate_per_s=None, start_time_ms=START_TIME_MS)
+    for count in (EVENTS, REPLAYED):  # the second call produces the same first events again (same ids)
+        asyncio.run(produce_events(connection(kafka_bootstrap), topic, count, generator, None, START_TIME_MS))
+    data: dict[str, Any] = yaml.safe_load(TWO_STAGES_YAML.read_text(encoding="utf-8"))
+    name = unique("two-stages")
+    data.update(
+        name=name,
+        source={"type": "kafka", "topic": topic, "group_id": name, "start": "earliest"},
+        sinks=[{"type": "kafka", "topic": f"{name}.out", "key_column": "customer_id"}],
+        dead_letter={"type": "kafka", "topic": f"{name}.dlq"},
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        delivery="exactly_once",
+        checkpoint={"interval_ms": 500, "uri": str(tmp_path / "checkpoints"), "keep": 3},
+        runtime={"source_actors": 2, "aggregate_actors": 2, "duration_s": None, "max_events": EVENTS + REPLAYED},
+        tracing={"enabled": False},
+    )
+    config = parse_config(data)
+
+    summary = run_pipeline(config, address=ray_driver.address)
+
+    assert summary.progress.events_in == EVENTS + REPLAYED
+    assert summary.progress.dropped_intended > 0, "the replayed orders were dropped by the first stage"
+    report = asyncio.run(verify_run(config))
+    assert report.input_records == EVENTS + REPLAYED
+    assert report.failures("exactly_once") == []
+    windows = report.outputs[0].windows
+    assert windows is not None and windows.expected > 0 and windows.emissions == windows.expected
+    assert summary.progress.windows_emitted == windows.emissions
