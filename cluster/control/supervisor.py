@@ -418,7 +418,8 @@ class Supervisor:
             self.recoveries.append(self._clock.monotonic() - self._recovering_since)
             self._recovering_since = None
         self._metrics.actors("source", len(self._sources), self._source_count)
-        self._metrics.actors("aggregate", len(self._aggregates), self._aggregate_count if self._aggregates else 0)
+        desired = self._aggregate_count * len(self._config.keyed_stages)  # as many in each keyed stage
+        self._metrics.actors("aggregate", len(self._aggregates), desired)
 
     async def _finish(self) -> None:
         """Every source is done: a final epoch makes every output durable and committed, then actors close."""

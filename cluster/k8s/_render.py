@@ -95,7 +95,7 @@ def worker_bounds(config: PipelineConfig, options: RenderOptions) -> WorkerBound
         raise ConfigError(f"--slots-per-worker must be at least 1, got {options.slots_per_worker}")
     runtime = config.runtime
     keyed = config.keyed_stage is not None
-    actors = runtime.source_actors + (runtime.aggregate_actors if keyed else 0)
+    actors = runtime.source_actors + runtime.aggregate_actors * len(config.keyed_stages)  # each stage runs as many
     fewest = 1
     autoscale = runtime.autoscale
     if autoscale is not None:

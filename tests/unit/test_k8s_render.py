@@ -316,3 +316,8 @@ def test_the_job_entry_point_passes_where_secrets_are_read_on_to_eventray_run() 
     assert job_arguments(["--config", "c.yaml"]) == ["run", "c.yaml", "--quiet"]
     driver = render_rayjob(load_config(REPO / "configs" / "orders.yaml"), RenderOptions(secrets="driver"))
     assert driver["spec"]["entrypoint"].endswith("--secrets driver")
+
+
+def test_worker_bounds_count_the_actors_of_every_keyed_stage() -> None:
+    config = load_config(REPO / "configs" / "orders_two_stages.yaml")  # 2 sources, 2 actors in each of 2 stages
+    assert worker_bounds(config, RenderOptions()).max_replicas == 6
