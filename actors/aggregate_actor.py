@@ -164,11 +164,19 @@ class AggregateActor:
         rows: int = state.num_rows
         return rows
 
-    def regroup(self, key_groups: list[int], senders: int, snapshots: list[AggregateSnapshot]) -> int:
+    def regroup(
+        self,
+        key_groups: list[int],
+        senders: int,
+        snapshots: list[AggregateSnapshot],
+        next_stage: NextStage | None = None,
+    ) -> int:
         """A rescale at a barrier (every sender held, everything sent processed): own ``key_groups`` from now
         on. Groups it keeps stay in memory; groups it gives up are dropped; groups it takes over are read from
-        the checkpoint just taken (``snapshots``), from the files of their previous owners only. Return the
-        state rows taken over."""
+        the checkpoint just taken (``snapshots``), from the files of their previous owners only; results go to
+        ``next_stage``'s actors from now on, when a stage follows. Return the state rows taken over."""
+        if (next_stage is None) != (self._link is None):
+            raise ValueError(f"keyed stage {self._stage_index}: a next stage is needed exactly when one follows")
         snapshots = [snapshot for snapshot in snapshots if snapshot.stage == self._stage_index]
         adopted = sorted(set(key_groups) - set(self.key_groups))
         current = self._with_key_groups(self._stage.operator.snapshot())
@@ -189,7 +197,9 @@ class AggregateActor:
         state = pa.concat_tables(tables, promote_options="permissive") if tables else kept
         self._stage.operator.restore(state.drop_columns([_KEY_GROUP]).replace_schema_metadata(metadata), watermark)
         self.key_groups = list(key_groups)
-        self._stage.regroup(senders)
+        if next_stage is not None:
+            self._link = StageLink.after(self._config, self._stage_index, next_stage)
+        self._stage.regroup(senders, self._link)
         return taken
 
     def fence_outputs(self) -> None:
@@ -273,4 +283,5 @@ class AggregateActor:
             done=self.done,
             preview=preview,
             busy_s=self._busy_s,
+            stage=self._stage_index,
         )

@@ -32,7 +32,8 @@ class AggregateProgress:
     """Counters of one AggregateActor, and the top rows of its latest closed window.
 
     ``windows_emitted`` counts every result row written to the sinks (window results, an upsert's changelog
-    rows, dedup's survivors, a process function's rows). ``dropped_intended`` counts rows the keyed operator
+    rows, dedup's survivors, a process function's rows); an actor of a keyed stage that feeds another counts
+    none (its rows reach no sink). ``dropped_intended`` counts rows the keyed operator
     dropped on purpose: an upsert's stale versions and dedup's duplicates (not dead-lettered).
     """
 
@@ -45,3 +46,4 @@ class AggregateProgress:
     preview: list[dict[str, Any]] = field(default_factory=list)
     dropped_intended: int = 0
     busy_s: float = 0.0  # time spent processing batches since the actor started (for busy ratios)
+    stage: int = 0  # its keyed stage (``stages``: 0 the first)

@@ -80,7 +80,7 @@ class Autoscaler:
                 lag_records=observations.lag_records,
                 lag_s=observations.max_lag_s,
                 source_actors=len(sources),
-                aggregate_actors=len(aggregates),
+                aggregate_actors=observations.actor_count("aggregate"),  # per keyed stage
                 desired_sources=desired.source_actors,
                 desired_aggregates=desired.aggregate_actors,
                 nodes=nodes,

@@ -188,8 +188,11 @@ class AggregateHandle(_ActorHandle):
         result: int = await self.actor.restore.remote(snapshots)
         return result
 
-    async def regroup(self, key_groups: list[int], senders: int, snapshots: list[AggregateSnapshot]) -> int:
-        result: int = await self.actor.regroup.remote(key_groups, senders, snapshots)
+    async def regroup(
+        self, key_groups: list[int], senders: int, snapshots: list[AggregateSnapshot], next_stage: Any = None
+    ) -> int:
+        """``next_stage``: from :meth:`ActorFactory.next_stage`, when a keyed stage follows this actor's."""
+        result: int = await self.actor.regroup.remote(key_groups, senders, snapshots, next_stage)
         return result
 
     async def checkpoint(self, epoch: int) -> AggregateSnapshot:
@@ -301,6 +304,10 @@ class ActorFactory(Protocol):
         """How a source sends to ``aggregates`` (given to a running source when a rescale changes them)."""
         ...
 
+    def next_stage(self, config: PipelineConfig, owners: NextOwners | None) -> Any:
+        """How an aggregate actor sends to the actors of the next keyed stage (None: none follows)."""
+        ...
+
 
 class RayActors:
     """Actors on Ray, with the options of :mod:`cluster.control.remote`; named ``<pipeline>-<actor id>``."""
@@ -310,12 +317,15 @@ class RayActors:
         faults: FaultPlan = (), stage: int = 0, next_stage: NextOwners | None = None,
     ) -> AggregateHandle:  # fmt: skip
         name = f"{config.name}-{actor_id}"
-        feeds = None
-        if next_stage is not None:
-            owners = RayStageOwners([h.actor for h in next_stage.handles], config.runtime.max_in_flight_batches)
-            feeds = NextStage(owners, next_stage.owner_of_group, next_stage.sender)
         actor = remote_aggregate(config, name).remote(
-            config, actor_id, key_groups, senders, slot, faults, stage=stage, next_stage=feeds
+            config,
+            actor_id,
+            key_groups,
+            senders,
+            slot,
+            faults,
+            stage=stage,
+            next_stage=self.next_stage(config, next_stage),
         )
         return AggregateHandle(actor, actor_id, stage)
 
@@ -353,6 +363,12 @@ class RayActors:
 
     def downstream(self, config: PipelineConfig, aggregates: list[AggregateHandle]) -> RayDownstream:
         return RayDownstream([handle.actor for handle in aggregates], config.runtime.max_in_flight_batches)
+
+    def next_stage(self, config: PipelineConfig, owners: NextOwners | None) -> NextStage | None:
+        if owners is None:
+            return None
+        sending = RayStageOwners([handle.actor for handle in owners.handles], config.runtime.max_in_flight_batches)
+        return NextStage(sending, owners.owner_of_group, owners.sender)
 
     def nodes(self) -> int:
         alive: list[bool] = [bool(node.get("Alive")) for node in ray.nodes()]  # type: ignore[no-untyped-call]

@@ -66,12 +66,14 @@ class PartitionSample:
 
 @dataclass(frozen=True)
 class ActorSample:
-    """Cumulative counters of one actor: records processed and seconds spent busy (None: not reported)."""
+    """Cumulative counters of one actor: records processed and seconds spent busy (None: not reported);
+    ``stage``: an aggregate's keyed stage (each stage runs as many aggregates)."""
 
     actor_id: str
     kind: ActorKind
     records_total: int
     busy_s_total: float | None = None
+    stage: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class ActorLoad:
     throughput_per_s: float | None
     busy_ratio: float | None
     capacity_per_s: float | None
+    stage: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,8 +141,9 @@ class Observations:
         return len(self.partitions)
 
     def actor_count(self, kind: ActorKind) -> int:
-        """How many actors of ``kind`` reported this tick."""
-        return sum(1 for actor in self.actors if actor.kind == kind)
+        """How many actors of ``kind`` reported this tick (aggregates: of one keyed stage, as each stage runs as
+        many)."""
+        return sum(1 for actor in self.actors if actor.kind == kind and actor.stage == 0)
 
     def capacity_per_actor_per_s(self, kind: ActorKind) -> float | None:
         """Records one actor of ``kind`` processes per busy second, pooled over the actors that measured it.
@@ -156,9 +160,14 @@ class Observations:
         return sum(actor.throughput_per_s or 0.0 for actor in measured) / busy if busy > 0 else None
 
     def total_busy_ratio(self, kind: ActorKind) -> float | None:
-        """Sum of the busy ratios of the actors of ``kind`` (2.4: 2.4 actors' worth of work); None if unknown."""
-        known = [actor.busy_ratio for actor in self.actors if actor.kind == kind and actor.busy_ratio is not None]
-        return sum(known) if known else None
+        """Sum of the busy ratios of the actors of ``kind`` (2.4: 2.4 actors' worth of work); None if unknown.
+        With several keyed stages, the aggregates' is the busiest stage's: every stage runs as many actors, so
+        that stage decides how many."""
+        totals: dict[int, float] = {}
+        for actor in self.actors:
+            if actor.kind == kind and actor.busy_ratio is not None:
+                totals[actor.stage] = totals.get(actor.stage, 0.0) + actor.busy_ratio
+        return max(totals.values()) if totals else None
 
 
 @dataclass(frozen=True)
@@ -238,6 +247,7 @@ def _actor_load(sample: ActorSample, previous: tuple[int, float | None] | None, 
         throughput_per_s=throughput,
         busy_ratio=busy_ratio,
         capacity_per_s=capacity,
+        stage=sample.stage,
     )
 
 
@@ -258,7 +268,10 @@ def samples_from_progress(
         for partition, position in sorted(report.positions.items())
     )
     actors = tuple(ActorSample(report.actor_id, "source", report.events_in, report.busy_s) for report in sources)
-    actors += tuple(ActorSample(report.actor_id, "aggregate", report.events_in, report.busy_s) for report in aggregates)
+    actors += tuple(
+        ActorSample(report.actor_id, "aggregate", report.events_in, report.busy_s, report.stage)
+        for report in aggregates
+    )
     return LagSamples(partitions=partitions, actors=actors, key_groups=key_groups)
 
 

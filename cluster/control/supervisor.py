@@ -291,10 +291,10 @@ class Supervisor:
         checkpoint = await self._epochs.run_epoch(self._sources, self._aggregates, self._identity(), hold=True)
         assert checkpoint is not None and self._autoscaler is not None  # autoscaling requires checkpoints
         before_owned, before_groups = [list(p) for p in self._owned], [list(g) for g in self._groups]
-        before = (len(self._sources), len(self._aggregates))
+        before = (len(self._sources), len(self._first_stage))  # aggregates: per keyed stage
         owned = rebalance(self._owned, source_count)
         kept_sources = self._sources[: len(owned)]
-        kept_aggregates = self._aggregates[: aggregate_count if self._aggregates else 0]
+        kept_aggregates = [h for h in self._aggregates if self._place_in_stage(h) < aggregate_count]
         # counters of the actors that stay continue; the rest of the run's count is in the checkpoint
         staying = RunProgress.of(
             list(await asyncio.gather(*(source.progress() for source in kept_sources))),
@@ -312,7 +312,7 @@ class Supervisor:
             Rescale(
                 at_s=self._clock.now_s() - self._run_started_s,
                 sources=(before[0], len(self._sources)),
-                aggregates=(before[1], len(self._aggregates)),
+                aggregates=(before[1], len(self._first_stage)),
                 moved_partitions=moved_items(before_owned, self._owned),
                 moved_key_groups=moved_items(before_groups, self._groups) if self._groups else 0,
                 duration_s=self._clock.monotonic() - started,
@@ -322,25 +322,47 @@ class Supervisor:
     async def _regroup_aggregates(
         self, count: int, senders: int, checkpoint: Checkpoint, suffix: str
     ) -> list[int] | None:
-        """Key groups to ``count`` aggregates (sticky); return the new owner of each group (None: no keyed stage)."""
+        """Key groups to ``count`` aggregates in each keyed stage (sticky, the same in each); return the new owner
+        of each group (None: no keyed stage). A stage is regrouped before the stage before it, which then sends
+        to its new actors."""
         if not self._aggregates:
             return None
         config = self._config
         groups = rebalance(self._groups, count)
-        for handle in self._aggregates[len(groups) :]:
-            self._actors.kill(handle)
-        kept = self._aggregates[: len(groups)]
-        await asyncio.gather(*(h.regroup(groups[i], senders, checkpoint.aggregates) for i, h in enumerate(kept)))
-        added = [
-            self._actors.aggregate(
-                config, f"aggregate-{i}-{suffix}", groups[i], senders, f"aggregate-{i}", self._live_faults
-            )
-            for i in range(len(kept), len(groups))
-        ]
-        await asyncio.gather(*(handle.restore(checkpoint.aggregates) for handle in added))
-        await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
-        self._aggregates, self._groups = kept + added, groups
-        return owner_of_group(groups, config.runtime.max_key_groups)
+        owners = owner_of_group(groups, config.runtime.max_key_groups)
+        regrouped: list[AggregateHandle] = []
+        following: list[AggregateHandle] = []
+        for stage in reversed(range(len(config.keyed_stages))):
+            current = [handle for handle in self._aggregates if handle.stage == stage]
+            for handle in current[len(groups) :]:
+                self._actors.kill(handle)
+            kept = current[: len(groups)]
+            feeding = senders if stage == 0 else len(groups)
+
+            def feeds(index: int, following: list[AggregateHandle] = following) -> NextOwners | None:
+                return NextOwners(following, owners, index) if following else None
+
+            await asyncio.gather(*(
+                h.regroup(groups[i], feeding, checkpoint.aggregates, self._actors.next_stage(config, feeds(i)))
+                for i, h in enumerate(kept)
+            ))  # fmt: skip
+            added = []
+            for i in range(len(kept), len(groups)):
+                slot = _aggregate_slot(stage, i)
+                added.append(
+                    self._actors.aggregate(config, f"{slot}-{suffix}", groups[i], feeding, slot, self._live_faults,
+                                           stage=stage, next_stage=feeds(i))
+                )  # fmt: skip
+            await asyncio.gather(*(handle.restore(checkpoint.aggregates) for handle in added))
+            await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
+            following = kept + added
+            regrouped = following + regrouped
+        self._aggregates, self._groups = regrouped, groups
+        return owners
+
+    def _place_in_stage(self, handle: AggregateHandle) -> int:
+        """``handle``'s index among the actors of its keyed stage."""
+        return [h for h in self._aggregates if h.stage == handle.stage].index(handle)
 
     async def _reassign_sources(
         self, owned: list[list[int]], owners: list[int] | None, checkpoint: Checkpoint, suffix: str
@@ -569,7 +591,7 @@ class Supervisor:
             senders = len(self._owned) if stage == 0 else len(self._groups)
             actors = []
             for index, owned in enumerate(self._groups):
-                slot = f"aggregate-{index}" if stage == 0 else f"stage{stage}-aggregate-{index}"
+                slot = _aggregate_slot(stage, index)
                 feeds = NextOwners(following, owners, index) if following else None
                 actors.append(
                     self._actors.aggregate(self._config, f"{slot}-{suffix}", owned, senders, slot, self._live_faults,
@@ -616,6 +638,12 @@ class Supervisor:
             autoscale_timeline=list(self._autoscaler.timeline) if self._autoscaler else [],
             rescales=list(self._autoscaler.rescales) if self._autoscaler else [],
         )
+
+
+def _aggregate_slot(stage: int, index: int) -> str:
+    """The stable place of an aggregate actor: ``aggregate-<index>`` in the first keyed stage,
+    ``stage<k>-aggregate-<index>`` in a later one (it names state files and transactions)."""
+    return f"aggregate-{index}" if stage == 0 else f"stage{stage}-aggregate-{index}"
 
 
 def _file_output_directories(config: PipelineConfig) -> list[str]:

@@ -94,13 +94,13 @@ def worker_bounds(config: PipelineConfig, options: RenderOptions) -> WorkerBound
     if options.slots_per_worker < 1:
         raise ConfigError(f"--slots-per-worker must be at least 1, got {options.slots_per_worker}")
     runtime = config.runtime
-    keyed = config.keyed_stage is not None
-    actors = runtime.source_actors + runtime.aggregate_actors * len(config.keyed_stages)  # each stage runs as many
+    stages = len(config.keyed_stages)  # each keyed stage runs as many aggregate actors
+    actors = runtime.source_actors + runtime.aggregate_actors * stages
     fewest = 1
     autoscale = runtime.autoscale
     if autoscale is not None:
-        actors = autoscale.max_source_actors + (autoscale.max_aggregate_actors if keyed else 0)
-        fewest = math.ceil((autoscale.min_source_actors + (autoscale.min_aggregate_actors if keyed else 0))
+        actors = autoscale.max_source_actors + autoscale.max_aggregate_actors * stages
+        fewest = math.ceil((autoscale.min_source_actors + autoscale.min_aggregate_actors * stages)
                            / options.slots_per_worker)  # fmt: skip
     low = fewest if options.min_workers is None else options.min_workers
     high = math.ceil(actors / options.slots_per_worker) if options.max_workers is None else options.max_workers

@@ -680,12 +680,6 @@ class PipelineConfig(_Model):
                     f"stages is set, and so is {' and '.join(written)}: with stages, each keyed stage is an entry of "
                     "stages; move it there"
                 )
-            if self.runtime.autoscale is not None and len(self.stages) > 1:
-                raise ValueError(
-                    "runtime.autoscale rescales one keyed stage, and stages has several: remove runtime.autoscale "
-                    "and size the pipeline with runtime.source_actors and runtime.aggregate_actors (each stage runs "
-                    "that many actors)"
-                )
             return self
         if self.aggregate is not None and self.keyed is not None:
             raise ValueError(

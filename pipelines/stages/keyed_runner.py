@@ -106,9 +106,13 @@ class KeyedStageRunner:
             if self._next is not None:
                 self._next.finish()
 
-    def regroup(self, senders: int) -> None:
-        """A rescale: from now on ``senders`` senders feed this stage, each starting from no watermark."""
+    def regroup(self, senders: int, next_stage: StageLink | None = None) -> None:
+        """A rescale: from now on ``senders`` senders feed this stage, each starting from no watermark, and its
+        results go to ``next_stage`` (the next stage's owners after their rescale), when a stage follows."""
         self._valve = WatermarkValve(senders)
+        if next_stage is not None:
+            self._next = next_stage
+            self._sinks = [next_stage]
 
     @property
     def done(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ def actor_processes(cluster: LocalRayCluster, kinds: tuple[str, ...]) -> list[ps
 @dataclass(frozen=True)
 class Progress:
     """What the newest complete checkpoint says of a run: its epoch, events read, when it was written, and which
-    topology wrote it (1 for the first; each recovery or rescale starts the next)."""
+    topology wrote it (the attempt: 1 for the first; each recovery starts the next, a rescale keeps it)."""
 
     epoch: int = 0
     events_in: int = 0
@@ -65,9 +66,11 @@ def checkpointed_progress(checkpoints: Path) -> Progress:
 
 
 def _topology(checkpoint: dict[str, Any]) -> int:
-    """The attempt number the Supervisor ends its actor ids with (``aggregate-0-<run id>-<attempt>``)."""
+    """The attempt number the Supervisor ends its actor ids with (``aggregate-0-<run id>-<attempt>``, and
+    ``-r<n>`` after it for an actor a rescale added: a rescale is no new attempt)."""
     actor_ids = [actor["actor_id"] for actor in [*checkpoint["sources"], *checkpoint["aggregates"]]]
-    return max((int(actor_id.rsplit("-", 1)[1]) for actor_id in actor_ids), default=0)
+    attempts = (re.search(r"-(\d+)(?:-r\d+)?$", actor_id) for actor_id in actor_ids)
+    return max((int(attempt.group(1)) for attempt in attempts if attempt is not None), default=0)
 
 
 def _checkpoint_files(checkpoints: Path) -> list[Path]:

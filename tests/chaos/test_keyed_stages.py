@@ -1,8 +1,8 @@
-"""Two keyed stages on Ray under SIGKILLs of their actors: revenue per customer per 1 s window, then per customer
-per 10 s the windows with orders, their revenue and the best 1 s window. Exactly once: every 10 s result is
-written once and equals a recomputation in plain Python from the generator's events (tests/reference.py for the
-first stage), and ``eventray verify`` (its columnar recomputation of the chain) finds nothing lost, duplicated or
-wrong, dead letters included."""
+"""Two keyed stages on Ray, rescaled by the autoscaler and under SIGKILLs of their actors: revenue per customer
+per 1 s window, then per customer per 10 s the windows with orders, their revenue and the best 1 s window.
+Exactly once: every 10 s result is written once and equals a recomputation in plain Python from the generator's
+events (tests/reference.py for the first stage), and ``eventray verify`` (its columnar recomputation of the
+chain) finds nothing lost, duplicated or wrong, dead letters included."""
 
 from __future__ import annotations
 
@@ -25,11 +25,21 @@ from tests.reference import read_jsonl_dir, reference_orders
 pytestmark = [pytest.mark.chaos, pytest.mark.ray, pytest.mark.slow]
 
 FIRST_MS = 1_000
+# bounds the first policy tick must meet: both stages go from 2 actors to 3 at once, then stay (cooldown)
+RESCALE_TO_THREE = {
+    "min_source_actors": 2,
+    "max_source_actors": 2,
+    "min_aggregate_actors": 3,
+    "max_aggregate_actors": 3,
+    "interval_s": 1.0,
+    "cooldown_s": 600,
+}
 SECOND_MS = 10_000
 
 
 def chain_under_kills(tmp_path: Path, events: int) -> PipelineConfig:
-    """Bounded at ``events``, paced over PACED_RUN_S, 2 sources and 2 actors per stage, exactly once."""
+    """Bounded at ``events``, paced over PACED_RUN_S, 2 sources and 2 actors per stage rescaled to 3 by the first
+    autoscaler tick, exactly once."""
     data = orders_pipeline().model_dump(mode="json", by_alias=True, exclude_none=True)
     first = data.pop("aggregate")
     first["window"] = {"type": "tumbling", "size_ms": FIRST_MS}
@@ -50,7 +60,7 @@ def chain_under_kills(tmp_path: Path, events: int) -> PipelineConfig:
         sinks=[{"type": "jsonl", "path": str(tmp_path / "windows")}],
         dead_letter={"type": "jsonl", "path": str(tmp_path / "dead_letter")},
         runtime={**data["runtime"], "duration_s": None, "max_events": events, "source_actors": 2,
-                 "aggregate_actors": 2, "batch_size": 2_048},
+                 "aggregate_actors": 2, "batch_size": 2_048, "autoscale": RESCALE_TO_THREE},
         checkpoint={"interval_ms": 500, "uri": str(tmp_path / "checkpoints"), "keep": 3},
         delivery="exactly_once",
         tracing={"enabled": False},
@@ -81,7 +91,7 @@ def written(rows: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[int, int,
     }
 
 
-def test_two_keyed_stages_exactly_once_under_kills_of_their_actors(
+def test_two_keyed_stages_rescaled_exactly_once_under_kills_of_their_actors(
     ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
 ) -> None:
     events = chaos_events // 3  # the single-stage runs cover the long schedules; this one the chain
@@ -93,6 +103,7 @@ def test_two_keyed_stages_exactly_once_under_kills_of_their_actors(
     killer.assert_planned_kills_happened()
     assert len(summary.recoveries_s) >= len(plan), f"each kill was recovered: {summary.recoveries_s}, {killer.killed}"
     assert summary.progress.events_in == events
+    assert [rescale.aggregates for rescale in summary.rescales] == [(2, 3)], "both stages were rescaled, once"
     rows = read_jsonl_dir(tmp_path / "windows")
     assert written(rows) == recomputed(config, events)
     assert summary.progress.windows_emitted == len(rows), "the second stage's results, each counted once"

@@ -46,8 +46,9 @@ class InProcessAggregate:
     async def restore(self, snapshots: list[AggregateSnapshot]) -> int:
         return self.actor.restore(snapshots)
 
-    async def regroup(self, key_groups: list[int], senders: int, snapshots: list[AggregateSnapshot]) -> int:
-        return self.actor.regroup(key_groups, senders, snapshots)
+    async def regroup(self, key_groups: list[int], senders: int, snapshots: list[AggregateSnapshot],
+                      next_stage: NextStage | None = None) -> int:  # fmt: skip
+        return self.actor.regroup(key_groups, senders, snapshots, next_stage)
 
     async def fence_outputs(self) -> None:
         self.actor.fence_outputs()
@@ -168,10 +169,7 @@ class InProcessActors:
     def aggregate(self, config: PipelineConfig, actor_id: str, key_groups: list[int], senders: int,
                   slot: str, faults: FaultPlan = (), stage: int = 0,
                   next_stage: NextOwners | None = None) -> Any:  # fmt: skip
-        feeds = None
-        if next_stage is not None:
-            owners = InProcessStageOwners([cast(InProcessAggregate, h).actor for h in next_stage.handles])
-            feeds = NextStage(owners, next_stage.owner_of_group, next_stage.sender)
+        feeds = self.next_stage(config, next_stage)
         actor = AggregateActor(config, actor_id, key_groups, senders, slot, faults, stage=stage, next_stage=feeds)
         return InProcessAggregate(actor, actor_id, self, stage)
 
@@ -205,6 +203,12 @@ class InProcessActors:
 
     def downstream(self, config: PipelineConfig, aggregates: list[Any]) -> InProcessDownstream:
         return InProcessDownstream([a.actor for a in aggregates])
+
+    def next_stage(self, config: PipelineConfig, owners: NextOwners | None) -> NextStage | None:
+        if owners is None:
+            return None
+        actors = [cast(InProcessAggregate, handle).actor for handle in owners.handles]
+        return NextStage(InProcessStageOwners(actors), owners.owner_of_group, owners.sender)
 
 
 def orders(tmp_path: Path, aggregate_actors: int) -> PipelineConfig:
