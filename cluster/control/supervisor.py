@@ -25,8 +25,8 @@ from actors.kafka.admin import partition_count as kafka_partition_count
 from actors.kafka.commit_markers import commit_marker_topic
 from actors.metrics import PipelineMetrics
 from actors.reports import AggregateProgress, SourceProgress
-from cluster.control.assignment import assign_partitions, moved_items, rebalance
 from cluster.control.autoscaler import Autoscaler, Rescale
+from cluster.control.drive import DriveSchedule, Step, Tick
 from cluster.control.epochs import EpochRunner, RunIdentity
 from cluster.control.handles import (
     ActorFactory,
@@ -37,6 +37,8 @@ from cluster.control.handles import (
     actor_died,
     transient_kafka_error,
 )
+from cluster.control.layout import Layout
+from cluster.control.recovery_policy import Failure, RecoveryPolicy, Verdict
 from cluster.control.restore_plan import plan_source_starts
 from cluster.control.run_report import RunProgress, RunSummary, merge_previews
 from cluster.control.watchdog import Watchdog
@@ -62,7 +64,6 @@ from pipelines.state.checkpoint_store import (
     SourceSnapshot,
     open_checkpoint_store,
 )
-from pipelines.state.keygroups import assign_key_groups, owner_of_group
 from pipelines.testing import FaultPlan, faults_after
 
 __all__ = ["PipelineFailed", "Supervisor"]
@@ -70,10 +71,6 @@ __all__ = ["PipelineFailed", "Supervisor"]
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
-
-
-_FIRST_BACKOFF_S = 0.5
-_MAX_BACKOFF_S = 30.0
 
 
 class PipelineFailed(FatalError):
@@ -122,11 +119,7 @@ class Supervisor:
         self._last_progress: RunProgress | None = None
         self._finished_sources: list[SourceProgress] = []
         self._final_aggregates: list[AggregateProgress] = []
-        self._partitions: list[int] = []  # pipeline partitions of every input (pipelines/stages/topology.py)
-        self._owned: list[list[int]] = []  # partitions per source actor (index = sender index)
-        self._groups: list[list[int]] = []  # key groups per aggregate actor
-        self._source_count = config.runtime.source_actors
-        self._aggregate_count = config.runtime.aggregate_actors
+        self._layout = Layout.of(config)  # partitions, who reads them, who owns the key groups
         autoscale = config.runtime.autoscale
         first = config.all_inputs[0].source
         topic = first.topic if isinstance(first, KafkaSourceConfig) else first.type
@@ -143,9 +136,7 @@ class Supervisor:
         self._reemitted_rows = 0  # exactly-once outputs of an uncommitted epoch, written again at recovery
         self.recoveries: list[float] = []  # seconds from noticing a failure to the restored topology running
         # (backoff included)
-        self._recoveries_tried = 0  # restorations begun (a restoration may itself fail while Kafka is down)
-        self._failed_in_a_row = 0  # failures without a completed epoch in between (backoff)
-        self._completed_at_failure = 0  # epochs completed when the last failure happened
+        self._recovery = RecoveryPolicy(config.checkpoint.max_recoveries if config.checkpoint else 0)
 
     async def run(self) -> RunSummary:
         """Run the pipeline to its end (bounded input, duration, or :meth:`stop`); return the summary.
@@ -157,6 +148,7 @@ class Supervisor:
         checkpoint = self._resumed_from = await asyncio.to_thread(self._resume_point)
         if checkpoint is not None:
             self._baseline = checkpoint.counts
+            self._recovery.resumed = True
         if checkpoint is None and not any(isinstance(i.source, KafkaSourceConfig) for i in self._config.all_inputs):
             # A replayable input is read again from its start: its output replaces the last run's. A Kafka
             # source resumes after its committed offsets, so the earlier output is kept (files are per run).
@@ -171,25 +163,14 @@ class Supervisor:
             except Exception as error:  # noqa: BLE001, PERF203 - any failure ends this topology; actors are killed
                 noticed = self._clock.monotonic()
                 self._abandon()
-                checkpoint = await asyncio.to_thread(self._recovery_point, error)  # reads storage, may retry
+                verdict = self._verdict(error)
+                checkpoint = await asyncio.to_thread(self._recovery_point)  # reads storage, may retry
                 restored = checkpoint.epoch if checkpoint else "none (from the start)"
-                wait_s = self._backoff_s()
+                wait_s = verdict.wait_s
                 log.warning("pipeline %s: %s; restoring epoch %s in %.1f s", self._config.name, _actor_error(error),
                             restored, wait_s)  # fmt: skip
                 await asyncio.sleep(wait_s)
                 self._recovering_since = noticed
-
-    def _backoff_s(self) -> float:
-        """How long to wait before restoring: nothing after the first failure since an epoch completed (a dead
-        actor's replacement can start at once); after further failures in a row (a broker still restarting, an
-        actor that fails as it starts) 0.5 s, doubling each time, at most 30 s."""
-        if self._epochs.completed > self._completed_at_failure:
-            self._failed_in_a_row = 0
-        self._completed_at_failure = self._epochs.completed
-        self._failed_in_a_row += 1
-        if self._failed_in_a_row == 1:
-            return 0.0
-        return min(_MAX_BACKOFF_S, _FIRST_BACKOFF_S * float(2 ** (self._failed_in_a_row - 2)))
 
     @contextlib.asynccontextmanager
     async def _watchdog(self) -> AsyncIterator[None]:
@@ -205,25 +186,30 @@ class Supervisor:
             await asyncio.gather(watching, return_exceptions=True)
             watchdog.close()
 
-    def _recovery_point(self, error: Exception) -> Checkpoint | None:
-        """The checkpoint to restore after ``error``, or raise :class:`PipelineFailed` if it is not recoverable."""
-        # a Kafka error before the pipeline ever ran is most likely a wrong address or a broker that is not
-        # there: fail at once with it rather than wait out the recoveries' backoff
-        ran = self._epochs.completed > 0 or self._resumed_from is not None
-        started = ran or not transient_kafka_error(error) or actor_died(error)
-        recoverable = self._config.checkpoint is not None and self._actors.recoverable(error) and started
-        limit = self._config.checkpoint.max_recoveries if self._config.checkpoint else 0
+    def _verdict(self, error: Exception) -> Verdict:
+        """The recovery policy's verdict on ``error``; raise :class:`PipelineFailed` (or the access error a
+        missing ACL explains) when the run ends."""
+        failure = Failure(
+            recoverable=self._config.checkpoint is not None and self._actors.recoverable(error),
+            transient_kafka=transient_kafka_error(error),
+            actor_died=actor_died(error),
+            epochs_completed=self._epochs.completed,
+        )
+        verdict = self._recovery.after(failure)
         denied = explain_denied(error, self._resolved)
         if denied is not None:  # a missing ACL: no retry grants it
             raise denied from None
-        if not recoverable:
-            raise PipelineFailed(f"pipeline {self._config.name!r} failed: {_actor_error(error)}") from None
-        if self._recoveries_tried >= limit:
+        if verdict.exhausted:
             raise PipelineFailed(
-                f"pipeline {self._config.name!r} failed: {_actor_error(error)} (after {self._recoveries_tried} "
+                f"pipeline {self._config.name!r} failed: {_actor_error(error)} (after {self._recovery.tried} "
                 f"recoveries, checkpoint.max_recoveries; the last checkpoint is kept: run again to resume from it)"
             ) from None
-        self._recoveries_tried += 1
+        if not verdict.restore:
+            raise PipelineFailed(f"pipeline {self._config.name!r} failed: {_actor_error(error)}") from None
+        return verdict
+
+    def _recovery_point(self) -> Checkpoint | None:
+        """The checkpoint to restore (the policy said to restore, so checkpoints are on)."""
         assert self._store is not None
         return self._store.latest(allow_fallback=self._config.delivery != "exactly_once")
 
@@ -264,20 +250,20 @@ class Supervisor:
         self._last_progress = progress
         return progress
 
-    async def _autoscale(self) -> bool:
-        """One policy tick; rescale at a checkpoint boundary when it wants other counts. True if it rescaled."""
+    async def _autoscale(self) -> None:
+        """One policy tick; rescale at a checkpoint boundary when it wants other counts."""
         assert self._autoscaler is not None
         sources = list(await asyncio.gather(*(source.progress() for source in self._sources)))
         aggregates = list(await asyncio.gather(*(aggregate.progress() for aggregate in self._aggregates)))
         desired, observed = self._autoscaler.tick(sources, aggregates, self._actors.nodes())
         busy = {role: observed.total_busy_ratio(role) for role in ("source", "aggregate")}
         self._metrics.load(observed.input_rate_per_s, busy)
-        aggregate_target = desired.aggregate_actors if self._aggregates else self._aggregate_count
-        if (desired.source_actors, aggregate_target) == (len(self._sources), self._aggregate_count):
+        layout = self._layout
+        aggregate_target = desired.aggregate_actors if self._aggregates else layout.aggregate_count
+        if (desired.source_actors, aggregate_target) == (len(self._sources), layout.aggregate_count):
             self._metrics.actors("source", len(self._sources), desired.source_actors)
-            return False
+            return
         await self._rescale(desired.source_actors, aggregate_target, desired.reason)
-        return True
 
     async def _rescale(self, source_count: int, aggregate_count: int, reason: str) -> None:
         """Rescale in place at a checkpoint boundary. Every source is held at the barrier of a checkpoint
@@ -290,10 +276,8 @@ class Supervisor:
         log.warning("pipeline %s rescales: %s", self._config.name, reason)
         checkpoint = await self._epochs.run_epoch(self._sources, self._aggregates, self._identity(), hold=True)
         assert checkpoint is not None and self._autoscaler is not None  # autoscaling requires checkpoints
-        before_owned, before_groups = [list(p) for p in self._owned], [list(g) for g in self._groups]
         before = (len(self._sources), len(self._first_stage))  # aggregates: per keyed stage
-        owned = rebalance(self._owned, source_count)
-        kept_sources = self._sources[: len(owned)]
+        kept_sources = self._sources[:source_count]
         kept_aggregates = [h for h in self._aggregates if self._place_in_stage(h) < aggregate_count]
         # counters of the actors that stay continue; the rest of the run's count is in the checkpoint
         staying = RunProgress.of(
@@ -303,33 +287,30 @@ class Supervisor:
         )
         self._earlier = checkpoint.counts.minus(self._baseline).minus(staying.counts())
         suffix = f"{self._run_id}-{self._attempt}-r{len(self._autoscaler.rescales) + 1}"
-        owners = await self._regroup_aggregates(aggregate_count, len(owned), checkpoint, suffix)
-        await self._reassign_sources(owned, owners, checkpoint, suffix)
-        self._source_count, self._aggregate_count = len(self._sources), aggregate_count
+        moves = self._layout.rescale(source_count, aggregate_count)
+        await self._regroup_aggregates(checkpoint, suffix)
+        await self._reassign_sources(checkpoint, suffix)
         self._epochs.restarted(checkpoint)
-        self._metrics.actors("source", len(self._sources), self._source_count)
+        self._metrics.actors("source", len(self._sources), self._layout.source_count)
         self._autoscaler.record(
             Rescale(
                 at_s=self._clock.now_s() - self._run_started_s,
                 sources=(before[0], len(self._sources)),
                 aggregates=(before[1], len(self._first_stage)),
-                moved_partitions=moved_items(before_owned, self._owned),
-                moved_key_groups=moved_items(before_groups, self._groups) if self._groups else 0,
+                moved_partitions=moves.partitions,
+                moved_key_groups=moves.key_groups,
                 duration_s=self._clock.monotonic() - started,
             )
         )
 
-    async def _regroup_aggregates(
-        self, count: int, senders: int, checkpoint: Checkpoint, suffix: str
-    ) -> list[int] | None:
-        """Key groups to ``count`` aggregates in each keyed stage (sticky, the same in each); return the new owner
-        of each group (None: no keyed stage). A stage is regrouped before the stage before it, which then sends
-        to its new actors."""
+    async def _regroup_aggregates(self, checkpoint: Checkpoint, suffix: str) -> None:
+        """The layout's key groups to its aggregates in each keyed stage (the same in each); a stage is regrouped
+        before the stage before it, which then sends to its new actors."""
         if not self._aggregates:
-            return None
+            return
         config = self._config
-        groups = rebalance(self._groups, count)
-        owners = owner_of_group(groups, config.runtime.max_key_groups)
+        groups, owners, senders = self._layout.groups, self._layout.owner_of_group, len(self._layout.owned)
+        assert owners is not None  # a pipeline with aggregates is keyed
         regrouped: list[AggregateHandle] = []
         following: list[AggregateHandle] = []
         for stage in reversed(range(len(config.keyed_stages))):
@@ -357,18 +338,16 @@ class Supervisor:
             await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
             following = kept + added
             regrouped = following + regrouped
-        self._aggregates, self._groups = regrouped, groups
-        return owners
+        self._aggregates = regrouped
 
     def _place_in_stage(self, handle: AggregateHandle) -> int:
         """``handle``'s index among the actors of its keyed stage."""
         return [h for h in self._aggregates if h.stage == handle.stage].index(handle)
 
-    async def _reassign_sources(
-        self, owned: list[list[int]], owners: list[int] | None, checkpoint: Checkpoint, suffix: str
-    ) -> None:
-        """Partitions to ``len(owned)`` sources (sticky); sources that stay resume, new ones start."""
+    async def _reassign_sources(self, checkpoint: Checkpoint, suffix: str) -> None:
+        """The layout's partitions to its sources; sources that stay resume, new ones start."""
         config = self._config
+        owned, owners = self._layout.owned, self._layout.owner_of_group
         for handle, run in zip(self._sources[len(owned) :], self._runs[len(owned) :], strict=True):
             run.cancel()
             self._actors.kill(handle)
@@ -377,7 +356,7 @@ class Supervisor:
             f"source-{i}-{suffix}" for i in range(len(kept), len(owned))
         ]
         starts = plan_source_starts(
-            owned, partition_limits(self._partitions, config.runtime.max_events), checkpoint, actor_ids
+            owned, partition_limits(self._layout.partitions, config.runtime.max_events), checkpoint, actor_ids
         )
         downstream = self._actors.downstream(config, self._first_stage) if owners is not None else None
         moves = [
@@ -405,7 +384,7 @@ class Supervisor:
             for i in range(len(kept), len(owned))
         ]
         await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
-        self._sources, self._owned = kept + added, owned
+        self._sources = kept + added
         self._runs = runs + [asyncio.ensure_future(self._await(handle.start())) for handle in added]
         await asyncio.gather(*(handle.resume() for handle in kept))
 
@@ -439,8 +418,8 @@ class Supervisor:
         if self._recovering_since is not None:
             self.recoveries.append(self._clock.monotonic() - self._recovering_since)
             self._recovering_since = None
-        self._metrics.actors("source", len(self._sources), self._source_count)
-        desired = self._aggregate_count * len(self._config.keyed_stages)  # as many in each keyed stage
+        self._metrics.actors("source", len(self._sources), self._layout.source_count)
+        desired = self._layout.aggregate_count * len(self._config.keyed_stages)  # as many in each keyed stage
         self._metrics.actors("aggregate", len(self._aggregates), desired)
 
     async def _finish(self) -> None:
@@ -457,40 +436,44 @@ class Supervisor:
         self._sources, self._aggregates, self._runs = [], [], []
 
     def _identity(self) -> RunIdentity:
-        partitions = len(self._partitions)
+        partitions = len(self._layout.partitions)
         layout = tuple(input_layout(self._config))
         return RunIdentity(self._run_id, self._started_at_s, self._start_time_ms, partitions, self._earlier, layout)
 
     async def _drive(self) -> None:
+        """Carry out the schedule's steps tick by tick (:mod:`cluster.control.drive`) until every source is done;
+        a source that failed raises its error here."""
+        schedule = DriveSchedule.of(self._config, self._clock.monotonic())
         runs = self._runs
-        duration = self._config.runtime.duration_s
-        bounded = self._config.runtime.max_events is not None  # a bounded run reads the partitions it started with
-        discovering = [i.source.partition_discovery_s for i in self._config.all_inputs
-                       if isinstance(i.source, KafkaSourceConfig)]  # fmt: skip
-        discovery_s = min(discovering) if discovering and not bounded else None
-        last_discovery = self._clock.monotonic()
-        frozen = stopped = False
         while not all(run.done() for run in runs):
-            if discovery_s is not None and not frozen and self._clock.monotonic() - last_discovery >= discovery_s:
-                last_discovery = self._clock.monotonic()
-                await self._discover_partitions(runs)
             failed = next((run for run in runs if run.done() and run.exception() is not None), None)
             if failed is not None:
                 failed.result()  # raises the source's error
-            if self._epochs.due():
-                await self._epochs.run_epoch(self._sources, self._aggregates, self._identity())
-            ticking = self._autoscaler is not None and self._autoscaler.due() and not (frozen or stopped)
-            if ticking and await self._autoscale():
-                runs = self._runs  # a rescale replaced the topology
-            elapsed = self._clock.now_s() - self._run_started_s
-            # freeze/stop errors are ignored: a source that failed reports its own error through its run
-            if not frozen and duration is not None and elapsed >= duration:
-                frozen = True
-                await asyncio.gather(*(source.freeze() for source in self._sources), return_exceptions=True)
-            if self._stop_requested and not stopped:
-                stopped = True
-                await asyncio.gather(*(source.stop() for source in self._sources), return_exceptions=True)
+            tick = Tick(
+                monotonic_s=self._clock.monotonic(),
+                elapsed_s=self._clock.now_s() - self._run_started_s,
+                epoch_due=self._epochs.due(),
+                autoscale_due=self._autoscaler is not None and self._autoscaler.due(),
+                stop_requested=self._stop_requested,
+            )
+            for step in schedule.steps(tick):
+                await self._take(step, runs)
+            runs = self._runs  # a rescale replaced the topology
             await asyncio.wait(runs, timeout=_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _take(self, step: Step, runs: Sequence[asyncio.Future[SourceProgress]]) -> None:
+        """One step of the schedule. Freeze and stop errors are ignored: a source that failed reports its own
+        error through its run."""
+        if step is Step.DISCOVER:
+            await self._discover_partitions(runs)
+        elif step is Step.CHECKPOINT:
+            await self._epochs.run_epoch(self._sources, self._aggregates, self._identity())
+        elif step is Step.AUTOSCALE:
+            await self._autoscale()
+        elif step is Step.FREEZE:
+            await asyncio.gather(*(source.freeze() for source in self._sources), return_exceptions=True)
+        elif step is Step.STOP:
+            await asyncio.gather(*(source.stop() for source in self._sources), return_exceptions=True)
 
     @staticmethod
     async def _await(reference: Any) -> SourceProgress:
@@ -528,12 +511,8 @@ class Supervisor:
         running = [index for index, run in enumerate(runs) if not run.done()]
         if not running:
             return
-        known = set(self._partitions)
-        for partition in [p for p in current if p not in known]:
-            owner = min(running, key=lambda index: len(self._owned[index]))
-            self._owned[owner].append(partition)
+        for partition, owner in self._layout.add_partitions(current, running):
             await self._sources[owner].add_partitions([partition])
-            self._partitions.append(partition)
 
     async def _create_output_topics(self, partitions: int) -> None:
         kafka = self._resolved.kafka
@@ -551,30 +530,20 @@ class Supervisor:
         config = self._config
         self._live_faults = faults_after(self._faults, checkpoint.epoch if checkpoint else None)
         runtime = config.runtime
-        partitions = self._partitions = await self._restored_partitions(checkpoint)
+        partitions = await self._restored_partitions(checkpoint)
         await self._create_output_topics(len(partitions))
-        owners: list[int] | None = None
         suffix = f"{self._run_id}-{self._attempt}"
-        # sticky: after a rescale every partition and key group stays with its owner's index unless it must move
-        self._owned = (
-            rebalance(self._owned, self._source_count)
-            if self._owned and sum(map(len, self._owned)) == len(partitions)
-            else assign_partitions(partitions, self._source_count)
-        )
-        if config.keyed_stage is not None:
-            self._groups = (
-                rebalance(self._groups, self._aggregate_count)
-                if self._groups
-                else assign_key_groups(runtime.max_key_groups, self._aggregate_count)
-            )
-            owners = owner_of_group(self._groups, runtime.max_key_groups)
+        layout = self._layout
+        layout.place(partitions)  # sticky: after a rescale or a restore, each keeps its owner's index if it can
+        owners = layout.owner_of_group
+        if owners is not None:
             self._aggregates = self._spawn_keyed_stages(owners, suffix)
-        actor_ids = [f"source-{index}-{suffix}" for index in range(len(self._owned))]
+        actor_ids = [f"source-{index}-{suffix}" for index in range(len(layout.owned))]
         starts = plan_source_starts(
-            self._owned, partition_limits(partitions, runtime.max_events), checkpoint, actor_ids
+            layout.owned, partition_limits(partitions, runtime.max_events), checkpoint, actor_ids
         )
         clock = (self._started_at_s, self._start_time_ms)
-        for index, (actor_id, owned, start) in enumerate(zip(actor_ids, self._owned, starts, strict=True)):
+        for index, (actor_id, owned, start) in enumerate(zip(actor_ids, layout.owned, starts, strict=True)):
             handle = self._actors.source(
                 config, actor_id, index, owned, start.limits, clock, self._first_stage, owners, start.restored,
                 self._live_faults,
@@ -588,9 +557,9 @@ class Supervisor:
         spawned: list[AggregateHandle] = []
         following: list[AggregateHandle] = []
         for stage in reversed(range(stages)):
-            senders = len(self._owned) if stage == 0 else len(self._groups)
+            senders = len(self._layout.owned) if stage == 0 else len(self._layout.groups)
             actors = []
-            for index, owned in enumerate(self._groups):
+            for index, owned in enumerate(self._layout.groups):
                 slot = _aggregate_slot(stage, index)
                 feeds = NextOwners(following, owners, index) if following else None
                 actors.append(

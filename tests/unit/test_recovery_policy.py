@@ -1,0 +1,49 @@
+"""The Supervisor's recovery policy, failure by failure, without Ray or a clock (cluster/control/recovery_policy.py)."""
+
+from __future__ import annotations
+
+from cluster.control.recovery_policy import Failure, RecoveryPolicy, Verdict
+
+
+def died(epochs_completed: int) -> Failure:
+    return Failure(recoverable=True, transient_kafka=False, actor_died=True, epochs_completed=epochs_completed)
+
+
+def broker_down(epochs_completed: int) -> Failure:
+    return Failure(recoverable=True, transient_kafka=True, actor_died=False, epochs_completed=epochs_completed)
+
+
+def test_failures_in_a_row_back_off_doubling_and_a_completed_epoch_starts_over() -> None:
+    policy = RecoveryPolicy(max_recoveries=20)
+
+    waits = [policy.after(broker_down(epochs_completed=3)).wait_s for _ in range(9)]
+
+    assert waits == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert policy.after(died(epochs_completed=4)) == Verdict(True, 0.0), "an epoch completed since: at once"
+    assert policy.after(died(epochs_completed=4)).wait_s == 0.5
+
+
+def test_the_run_ends_after_max_recoveries_and_says_so() -> None:
+    policy = RecoveryPolicy(max_recoveries=2)
+
+    verdicts = [policy.after(died(epochs_completed=epoch)) for epoch in (1, 2, 3)]
+
+    assert [verdict.restore for verdict in verdicts] == [True, True, False]
+    assert verdicts[-1].exhausted and policy.tried == 2
+
+
+def test_a_kafka_error_before_the_pipeline_ever_ran_ends_it_at_once() -> None:
+    assert RecoveryPolicy(max_recoveries=5).after(broker_down(epochs_completed=0)) == Verdict(False)
+    assert RecoveryPolicy(max_recoveries=5, resumed=True).after(broker_down(epochs_completed=0)).restore, (
+        "a resumed run has run before: the broker may be restarting"
+    )
+    assert RecoveryPolicy(max_recoveries=5).after(died(epochs_completed=0)).restore, "an actor death is restored"
+    assert RecoveryPolicy(max_recoveries=5).after(broker_down(epochs_completed=1)).restore
+
+
+def test_a_failure_no_restore_gets_past_ends_the_run_without_counting_a_recovery() -> None:
+    policy = RecoveryPolicy(max_recoveries=5)
+    fatal = Failure(recoverable=False, transient_kafka=False, actor_died=False, epochs_completed=7)
+
+    assert policy.after(fatal) == Verdict(False)
+    assert policy.tried == 0 and policy.failed_in_a_row == 0
