@@ -143,7 +143,10 @@ class SourceActor:
                 await self._open_pending()
             await self._read_until_done()
             if self._downstream is not None:
-                await self._downstream.finish(self._sender)
+                # under the lock, as a batch: the end of input and everything it makes the keyed stages emit
+                # (a chain of stages flushes stage by stage) falls on one side of a checkpoint barrier
+                async with self._reading:
+                    await self._downstream.finish(self._sender)
         except BaseException:
             await self._inputs.close()
             raise

@@ -327,26 +327,44 @@ def _kind(view: PipelineConfig) -> str:
     return stage.kind
 
 
-def through_earlier_stages(events: pa.Table, compiled: CompiledPipeline) -> pa.Table:
+def through_earlier_stages(
+    events: pa.Table, compiled: CompiledPipeline, on_time: Callable[[pa.Table], pa.Table] = lambda rows: rows
+) -> pa.Table:
     """What the last keyed stage of a chain takes, recomputed: ``events`` through every stage before it (window
-    results, with the last millisecond of their window as event time; dedup: the first row of each id)."""
+    results, with the last millisecond of their window as event time; dedup: the first row of each id).
+    ``on_time`` takes out, before each windows stage, the rows that stage dead-lettered as late."""
     for view in compiled.config.keyed_stages[:-1]:
         if view.aggregate is not None:
-            results = recompute_windows(events, view.aggregate)
+            results = recompute_windows(on_time(events), view.aggregate)
             events = results.append_column("_timestamp", pc.subtract(results.column(WINDOW_END), 1))
         else:
             assert isinstance(view.keyed, DedupConfig)  # check_verifiable allows windows and dedup only
-            events = _first_of_each_id(events, view.keyed.id_column)
+            events = _first_of_each_id(events, view.keyed)
     return events
 
 
-def _first_of_each_id(events: pa.Table, id_column: str) -> pa.Table:
-    """The first row of each id, in input order (a row without an id is its own)."""
+def _first_of_each_id(events: pa.Table, dedup: DedupConfig) -> pa.Table:
+    """The first row of each id, in input order (a row without an id is its own). Raises :class:`ConfigError`
+    when an id repeats more than ``ttl_ms`` of event time after its first sighting: whether dedup still
+    remembered it then depends on the watermark at that moment, which a recomputation cannot know."""
     order = pa.array(np.arange(events.num_rows), pa.int64())
-    ids = events.column(id_column)
-    numbered = pa.table({"id": ids, "row": order})
-    firsts = numbered.filter(pc.is_valid(ids)).group_by("id", use_threads=False).aggregate([("row", "min")])
-    keep = pc.or_(pc.is_in(order, firsts.column("row_min")), pc.is_null(ids))
+    ids = events.column(dedup.id_column)
+    numbered = pa.table({"id": ids, "row": order, "time": events.column("_timestamp")})
+    spans = (
+        numbered.filter(pc.is_valid(ids))
+        .group_by("id", use_threads=False)
+        .aggregate([("row", "min"), ("time", "min"), ("time", "max")])
+    )
+    spread = pc.subtract(spans.column("time_max"), spans.column("time_min"))
+    beyond = spans.filter(pc.greater(spread, dedup.ttl_ms))
+    if beyond.num_rows:
+        example = beyond.slice(0, 1).to_pylist()[0]
+        raise ConfigError(
+            f"verify: {beyond.num_rows} event id(s) repeat more than keyed.ttl_ms ({dedup.ttl_ms} ms) of event "
+            f"time apart (e.g. {example['id']!r}); whether dedup still remembered them depends on the watermark "
+            "then, so the chain's windows cannot be recomputed exactly"
+        )
+    keep = pc.or_(pc.is_in(order, spans.column("row_min")), pc.is_null(ids))
     return events.filter(keep)
 
 
@@ -592,18 +610,23 @@ class _ExpectedWindows:
         events: pa.Table,
         aggregate: AggregateConfig,
         late: set[tuple[int, int]],
-        before: Callable[[pa.Table], pa.Table] = lambda events: events,
+        before: Callable[..., pa.Table] = lambda events, on_time=None: events,
     ) -> _ExpectedWindows:
-        """``before``: what the stages ahead of the windows make of the events (none: the events themselves)."""
+        """``before(events, on_time)``: what the stages ahead of the windows make of the events, each windows
+        stage among them leaving out the late ones with ``on_time`` (no stage: the events themselves). A late
+        dead letter is taken out at the stage that judged it: the one whose input held its position."""
         with_late = _windows_by_key(recompute_windows(before(events), aggregate), aggregate)
-        if not late or not {"_partition", "_offset"} <= set(events.column_names):
+        if not late:
             return cls(aggregate, with_late, with_late)
-        keys = [
-            (p, o)
-            for p, o in zip(events.column("_partition").to_pylist(), events.column("_offset").to_pylist(), strict=True)
-        ]
-        on_time = pa.array([key not in late for key in keys], pa.bool_())
-        strict = _windows_by_key(recompute_windows(before(events.filter(on_time)), aggregate), aggregate)
+
+        def on_time(rows: pa.Table) -> pa.Table:
+            """``rows`` without those dead-lettered as late (rows with no input position cannot be)."""
+            if not {"_partition", "_offset"} <= set(rows.column_names):
+                return rows
+            positions = zip(rows.column("_partition").to_pylist(), rows.column("_offset").to_pylist(), strict=True)
+            return rows.filter(pa.array([key not in late for key in positions], pa.bool_()))
+
+        strict = _windows_by_key(recompute_windows(on_time(before(events, on_time=on_time)), aggregate), aggregate)
         return cls(aggregate, strict, with_late)
 
 

@@ -404,3 +404,41 @@ def test_an_upsert_pipeline_is_refused_rather_than_misjudged() -> None:
 
     with pytest.raises(ConfigError, match="keyed upsert pipeline writes a changelog"):
         check_delivery(compiled, expected_run(compiled, []), [], DEAD_LETTER_SCHEMA.empty_table())
+
+
+# --- a chain: dedup, then windows ------------------------------------------------------------------------------
+
+DEDUP_THEN_WINDOWS: dict[str, Any] = {
+    **{key: value for key, value in AGGREGATE.items() if key != "aggregate"},
+    "name": "dedup-windows",
+    "stages": [
+        {"keyed": {"type": "dedup", "id_column": "event_id", "ttl_ms": 100}},
+        {"aggregate": AGGREGATE["aggregate"]},
+    ],
+}
+
+
+def _with_a_repeat(t: int) -> list[RawBatch]:
+    """The clean input, and partition 2 delivering event 0-1 (amount 20, t 2) again, at event time ``t``."""
+    again = json.dumps({"event_id": "0-1", "t": t, "customer": "a", "amount": 20, "kind": "keep"}).encode()
+    return [*_input(), _raw(2, [again])]
+
+
+def test_a_chain_counts_a_repeated_event_once_and_takes_a_late_first_copy_out_after_dedup() -> None:
+    compiled = _compiled(DEDUP_THEN_WINDOWS)
+    expected = expected_run(compiled, _with_a_repeat(t=2))
+    clean = check_delivery(compiled, expected, [ObservedOutput("w", _windows(CLEAN_WINDOWS))], _dead(CLEAN_DEAD))
+    assert clean.failures("exactly_once") == [], "the repeat of 0-1 counted once, as dedup passes it once"
+
+    # the windows stage judged the first copy of 0-1 late: its repeat, dropped by dedup, does not stand in for it
+    late = [*CLEAN_DEAD, ("late", 0, 1)]
+    without = [("a", 0, 2, 20, 10.0), *CLEAN_WINDOWS[1:]]
+    report = check_delivery(compiled, expected, [ObservedOutput("w", _windows(without))], _dead(late))
+    assert report.failures("exactly_once") == []
+
+
+def test_a_chain_with_a_repeat_beyond_the_dedup_ttl_is_not_recomputed_and_says_why() -> None:
+    compiled = _compiled(DEDUP_THEN_WINDOWS)
+    expected = expected_run(compiled, _with_a_repeat(t=500))  # 498 ms after its first sighting; ttl 100 ms
+    with pytest.raises(ConfigError, match=r"1 event id\(s\) repeat more than keyed.ttl_ms \(100 ms\)"):
+        check_delivery(compiled, expected, [ObservedOutput("w", _windows(CLEAN_WINDOWS))], _dead(CLEAN_DEAD))

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from actors import AggregateActor, SourceActor
 from cluster.control.lag import ActorLoad, Observations
 from cluster.control.supervisor import Supervisor
 from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, parse_config
@@ -26,6 +27,7 @@ from pipelines.examples.orders import orders_pipeline
 from pipelines.io.generator import generate_events
 from pipelines.io.records import RawBatch
 from pipelines.io.sources import open_reader
+from pipelines.stages.chain import NextStage
 from pipelines.stages.plan import compile_pipeline
 from pipelines.stages.topology import partition_limits
 from pipelines.testing import run_stages
@@ -36,7 +38,7 @@ from pipelines.verify.delivery_check import (
     through_earlier_stages,
 )
 from tests.reference import read_jsonl_dir, reference_orders
-from tests.unit.test_supervisor_in_process import InProcessActors
+from tests.unit.test_supervisor_in_process import InProcessActors, InProcessDownstream, InProcessStageOwners
 
 EVENTS = 16_000
 START_TIME_MS = 1_700_000_000_000
@@ -280,3 +282,44 @@ def test_the_autoscaler_sizes_aggregates_by_the_busiest_stage_and_counts_them_pe
 
     assert observations.actor_count("aggregate") == 2
     assert observations.total_busy_ratio("aggregate") == pytest.approx(1.7)
+
+
+class SlowFinish(InProcessDownstream):
+    """A downstream whose end of input takes a while (a chain of stages flushing on Ray), recording what ran."""
+
+    def __init__(self, aggregates: list[AggregateActor], log: list[str]) -> None:
+        super().__init__(aggregates)
+        self.log = log
+        self.finishing = asyncio.Event()
+
+    async def finish(self, sender: int) -> None:
+        self.finishing.set()
+        self.log.append("finish begins")
+        await asyncio.sleep(0.05)  # another call to the source runs here if nothing holds it off
+        await super().finish(sender)
+        self.log.append("finish ends")
+
+
+async def test_a_checkpoint_barrier_never_cuts_through_the_end_of_input(tmp_path: Path) -> None:
+    """The end of input and everything it makes the stages emit fall on one side of a barrier: a checkpoint
+    asked for while a source's finish is under way waits for it (else stage 1's snapshot could hold rows that
+    stage 0's does not, and a restore would emit them again)."""
+    config = two_stages(tmp_path)
+    log: list[str] = []
+    stage1 = AggregateActor(config, "b", list(range(128)), senders=1, slot="stage1-aggregate-0", stage=1)
+    owners = NextStage(InProcessStageOwners([stage1]), [0] * 128, 0)
+    stage0 = AggregateActor(config, "a", list(range(128)), senders=1, slot="aggregate-0", next_stage=owners)
+    downstream = SlowFinish([stage0], log)
+    limits: dict[int, int | None] = dict(partition_limits(8, 800))
+    source = SourceActor(config, "s", 0, list(range(8)), limits, 0.0, START_TIME_MS, downstream, [0] * 128)
+
+    async def barrier_during_the_finish() -> None:
+        await downstream.finishing.wait()
+        await source.checkpoint(1)
+        log.append("barrier")
+        await source.complete(1)
+
+    await asyncio.gather(source.run(), barrier_during_the_finish())
+
+    assert log == ["finish begins", "finish ends", "barrier"]
+    assert stage1.done, "the end of input reached the second stage"
