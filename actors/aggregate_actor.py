@@ -110,10 +110,12 @@ class AggregateActor:
         """
         started = time.perf_counter()
         emitted = self._stage.windows_emitted
+        waited = self._link.waited_s if self._link is not None else 0.0
         try:
             return self._process(sender, batch, watermark_ms, trace_context)
         finally:
-            seconds = time.perf_counter() - started
+            # busy is this stage's own work: time waiting on the next stage (backpressure) is left out
+            seconds = time.perf_counter() - started - ((self._link.waited_s - waited) if self._link else 0.0)
             self._busy_s += seconds
             self._metrics.aggregate(seconds)
             self._metrics.windows(self._stage.windows_emitted - emitted)

@@ -79,9 +79,14 @@ class PipelineFailed(FatalError):
 
 def _actor_error(error: BaseException) -> BaseException:
     """The error an actor raised, without Ray's wrapping (its traceback, process id and address: the actor's
-    log has them), so that a user reads what went wrong and the operator action."""
-    cause = getattr(error, "cause", None)  # a RayTaskError's original exception
-    return cause if isinstance(cause, Exception) else error
+    log has them), so that a user reads what went wrong and the operator action. Unwrapped through every level:
+    an error of a later keyed stage reaches the Supervisor through the stage before it."""
+    for _ in range(16):  # a bound, in case a wrapper names itself
+        cause = getattr(error, "cause", None)  # a RayTaskError's original exception
+        if not isinstance(cause, Exception) or cause is error:
+            break
+        error = cause
+    return error
 
 
 class Supervisor:

@@ -8,7 +8,7 @@ what is allowed.
 from __future__ import annotations
 
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -680,6 +680,19 @@ class PipelineConfig(_Model):
                     f"stages is set, and so is {' and '.join(written)}: with stages, each keyed stage is an entry of "
                     "stages; move it there"
                 )
+            for index, stage in enumerate(self.stages[1:], start=1):
+                operator = stage.aggregate if stage.aggregate is not None else stage.keyed
+                assert operator is not None  # StageConfig holds one
+                defaults = type(operator).model_fields
+                settings = ("idle_timeout_ms", "max_out_of_order_ms")
+                # defaults pass: a config written out in full (to_yaml) holds them
+                written = [name for name in settings if getattr(operator, name) != defaults[name].default]
+                if written:
+                    kind = "aggregate" if stage.aggregate is not None else "keyed"
+                    raise ValueError(
+                        f"stages.{index}.{kind}.{written[0]}: a later stage takes the watermark of the stage before "
+                        "it, so its own watermark settings would do nothing; set them on stages.0"
+                    )
             return self
         if self.aggregate is not None and self.keyed is not None:
             raise ValueError(
@@ -715,6 +728,7 @@ class PipelineConfig(_Model):
                 "process": "timers fire on the event-time watermark",
             }[stage.kind]
             section = "aggregate" if stage.kind == "windows" else f"keyed ({stage.kind})"
+            section = f"stages.0.{section}" if self.stages is not None else section
             raise ValueError(f"{section} needs {without_time[0].path}schema.event_time_field ({why})")
         return self
 
@@ -759,7 +773,9 @@ class PipelineConfig(_Model):
         """The (first) keyed stage, ``aggregate`` or ``keyed``, as the actors see it; None for a stateless pipeline.
         The sources route rows by its key."""
         if self.stages is not None:
-            return self.keyed_stages[0].keyed_stage
+            first = self.keyed_stages[0].keyed_stage
+            assert first is not None  # every stage is aggregate or keyed
+            return replace(first, key_field=f"stages.0.{first.key_field}")
         if self.aggregate is not None:
             aggregate = self.aggregate
             return KeyedStage(

@@ -43,6 +43,11 @@ class StageOwners(Protocol):
     @property
     def owners(self) -> int: ...
 
+    @property
+    def waited_s(self) -> float:
+        """Seconds spent waiting on the owners so far (backpressure, drains): not the sender's own work."""
+        ...
+
     def send(self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None) -> None: ...
 
     def drain(self) -> None: ...
@@ -119,6 +124,11 @@ class StageLink:
     def drain(self) -> None:
         """Wait until every row sent was processed (a checkpoint barrier)."""
         self._owners.drain()
+
+    @property
+    def waited_s(self) -> float:
+        """Seconds spent waiting on the next stage's owners so far (not this stage's work)."""
+        return self._owners.waited_s
 
     def finish(self) -> None:
         """The stage emitted everything: the next stage gets no more input from this owner."""

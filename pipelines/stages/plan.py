@@ -165,8 +165,17 @@ def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
     compiled = replace(compiled, stages=_compile_stages(config, compiled.stage_schema, compiled.carries_trace))
     if compiled.result_columns or not compiled.stages:
         _check_sinks(config, compiled.result_columns)
-    _check_topic_columns(config, compiled.stages[-1].input_schema if compiled.stages else compiled.stage_schema)
+    _check_topic_columns(config, _result_schema(compiled))
     return compiled
+
+
+def _result_schema(compiled: CompiledPipeline) -> pa.Schema:
+    """The schema of the rows that reach the sinks, as far as it is known before the run: the last keyed stage's
+    results (a process function's: its input, the best known), else the inputs' rows."""
+    if not compiled.stages:
+        return compiled.stage_schema
+    last = compiled.stages[-1]
+    return last.output_schema if last.output_schema is not None else last.input_schema
 
 
 def _compile_stages(config: PipelineConfig, schema: pa.Schema, carry_trace: bool) -> tuple[CompiledStage, ...]:

@@ -12,10 +12,12 @@ import asyncio
 import json
 import os
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from actors import AggregateActor, SourceActor
 from cluster.control.lag import ActorLoad, Observations
@@ -211,6 +213,21 @@ def test_a_stages_section_that_cannot_run_fails_when_read(tmp_path: Path, change
         parse_config(data)
 
 
+def test_a_later_stages_watermark_settings_are_refused_since_it_takes_the_watermark_of_the_stage_before(
+    tmp_path: Path,
+) -> None:
+    data = two_stages(tmp_path).model_dump(mode="json", by_alias=True, exclude_unset=True)
+    data["stages"][1]["aggregate"]["max_out_of_order_ms"] = 5_000
+    with pytest.raises(ConfigError, match=r"stages\.1\.aggregate\.max_out_of_order_ms: a later stage takes the wat"):
+        parse_config(data)
+
+    data["stages"][0]["aggregate"]["max_out_of_order_ms"] = 5_000
+    del data["stages"][1]["aggregate"]["max_out_of_order_ms"]
+    assert parse_config(data).keyed_stage.max_out_of_order_ms == 5_000  # type: ignore[union-attr]
+    written_out = two_stages(tmp_path).to_yaml()  # every field, defaults included (as the CLI hands it on)
+    assert parse_config(yaml.safe_load(written_out)).keyed_stages[1].aggregate is not None
+
+
 def test_a_stage_that_emits_a_window_twice_or_unknown_rows_must_be_last(tmp_path: Path) -> None:
     data = two_stages(tmp_path).model_dump(mode="json", by_alias=True, exclude_none=True)
     data["stages"][0]["aggregate"]["allowed_lateness_ms"] = 5_000
@@ -231,7 +248,9 @@ def test_one_stage_under_stages_runs_as_the_aggregate_form(tmp_path: Path) -> No
     data["stages"] = [{"aggregate": data.pop("aggregate")}]
     staged = parse_config(data)
 
-    assert staged.keyed_stage == written.keyed_stage
+    assert staged.keyed_stage is not None and written.keyed_stage is not None
+    assert replace(staged.keyed_stage, key_field="aggregate.key") == written.keyed_stage
+    assert staged.keyed_stage.key_field == "stages.0.aggregate.key", "errors name the field where it is written"
     assert compile_pipeline(staged).result_columns == compile_pipeline(written).result_columns
     expected = run_stages(written, senders=2, owners=2).results.rows()
     assert run_stages(staged, senders=2, owners=2).results.rows() == expected

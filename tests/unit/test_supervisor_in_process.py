@@ -148,6 +148,10 @@ class InProcessStageOwners:
     def owners(self) -> int:
         return len(self._aggregates)
 
+    @property
+    def waited_s(self) -> float:
+        return 0.0  # nothing waits: a send is processed at once
+
     def send(self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None) -> None:
         self._aggregates[owner].process(sender, batch, watermark_ms, None)
 
