@@ -6,9 +6,7 @@ chain) finds nothing lost, duplicated or wrong, dead letters included."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,7 +18,13 @@ from tests.chaos.chaos_tools import ScheduledKiller, planned_kills
 from tests.chaos.test_recovery import PACED_RUN_S, assert_exactly_once, verified
 from tests.integration.pipelines_under_test import PARTITIONS, START_TIME_MS, unique
 from tests.integration.ray_cluster import LocalRayCluster
-from tests.reference import read_jsonl_dir, reference_orders
+from tests.reference import (
+    WindowsOfWindows,
+    read_jsonl_dir,
+    reference_windows_of_windows,
+    windows_of_windows_stage,
+    written_windows_of_windows,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.ray, pytest.mark.slow]
 
@@ -43,15 +47,7 @@ def chain_under_kills(tmp_path: Path, events: int) -> PipelineConfig:
     data = orders_pipeline().model_dump(mode="json", by_alias=True, exclude_none=True)
     first = data.pop("aggregate")
     first["window"] = {"type": "tumbling", "size_ms": FIRST_MS}
-    second = {
-        "key": "customer_id",
-        "window": {"type": "tumbling", "size_ms": SECOND_MS},
-        "aggregations": {
-            "windows": {"fn": "count"},
-            "revenue_cents": {"fn": "sum", "column": "revenue_cents"},
-            "best_window_cents": {"fn": "max", "column": "revenue_cents"},
-        },
-    }
+    second = windows_of_windows_stage(SECOND_MS)
     data.update(
         name=unique("chaos-stages"),
         source={"type": "generator", "partitions": PARTITIONS, "seed": 5, "rate_per_s": max(1, events // PACED_RUN_S),
@@ -68,27 +64,11 @@ def chain_under_kills(tmp_path: Path, events: int) -> PipelineConfig:
     return parse_config(data)
 
 
-def recomputed(config: PipelineConfig, events: int) -> dict[tuple[str, int], tuple[int, int, int]]:
+def recomputed(config: PipelineConfig, events: int) -> WindowsOfWindows:
     source = config.all_inputs[0].source
     assert isinstance(source, GeneratorSourceConfig)
-    windows, _ = reference_orders(source, partition_limits(PARTITIONS, events), START_TIME_MS, FIRST_MS)
-    second: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for (customer, start), window in windows.items():
-        event_time = start + FIRST_MS - 1  # a window result's event time: its last millisecond
-        entry = second[(customer, event_time - event_time % SECOND_MS)]
-        entry[0] += 1
-        entry[1] += window["revenue_cents"]
-        entry[2] = max(entry[2], window["revenue_cents"])
-    return {key: (count, total, best) for key, (count, total, best) in second.items()}
-
-
-def written(rows: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[int, int, int]]:
-    keys = [(row["customer_id"], row["window_start_ms"]) for row in rows]
-    assert len(keys) == len(set(keys)), "no result is written twice"
-    return {
-        (row["customer_id"], row["window_start_ms"]): (row["windows"], row["revenue_cents"], row["best_window_cents"])
-        for row in rows
-    }
+    limits = partition_limits(PARTITIONS, events)
+    return reference_windows_of_windows(source, limits, START_TIME_MS, FIRST_MS, SECOND_MS)
 
 
 def test_two_keyed_stages_rescaled_exactly_once_under_kills_of_their_actors(
@@ -105,6 +85,6 @@ def test_two_keyed_stages_rescaled_exactly_once_under_kills_of_their_actors(
     assert summary.progress.events_in == events
     assert [rescale.aggregates for rescale in summary.rescales] == [(2, 3)], "both stages were rescaled, once"
     rows = read_jsonl_dir(tmp_path / "windows")
-    assert written(rows) == recomputed(config, events)
+    assert written_windows_of_windows(rows) == recomputed(config, events)
     assert summary.progress.windows_emitted == len(rows), "the second stage's results, each counted once"
     assert_exactly_once(verified(config), events)

@@ -39,21 +39,19 @@ from pipelines.verify.delivery_check import (
     recompute_windows,
     through_earlier_stages,
 )
-from tests.reference import read_jsonl_dir, reference_orders
+from tests.reference import (
+    WindowsOfWindows,
+    read_jsonl_dir,
+    reference_windows_of_windows,
+    windows_of_windows_stage,
+    written_windows_of_windows,
+)
 from tests.unit.test_supervisor_in_process import InProcessActors, InProcessDownstream, InProcessStageOwners
 
 EVENTS = 16_000
 START_TIME_MS = 1_700_000_000_000
 MINUTE_MS = 60_000
-PER_MINUTE = {
-    "key": "customer_id",
-    "window": {"type": "tumbling", "size_ms": MINUTE_MS},
-    "aggregations": {
-        "windows": {"fn": "count"},
-        "revenue_cents": {"fn": "sum", "column": "revenue_cents"},
-        "best_window_cents": {"fn": "max", "column": "revenue_cents"},
-    },
-}
+PER_MINUTE = windows_of_windows_stage(MINUTE_MS)
 
 
 def two_stages(tmp_path: Path, **overrides: Any) -> PipelineConfig:
@@ -74,28 +72,14 @@ def two_stages(tmp_path: Path, **overrides: Any) -> PipelineConfig:
     return resolve_secrets(parse_config(data), os.environ)
 
 
-def expected_per_minute(config: PipelineConfig) -> dict[tuple[str, int], tuple[int, int, int]]:
+def expected_per_minute(config: PipelineConfig) -> WindowsOfWindows:
     """(customer, minute) -> (windows, revenue, best window's revenue), from the 10 s windows' reference."""
     source = config.all_inputs[0].source
     assert isinstance(source, GeneratorSourceConfig)
-    windows, _ = reference_orders(source, partition_limits(8, EVENTS), START_TIME_MS, 10_000)
-    minutes: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for (customer, start), window in windows.items():
-        event_time = start + 10_000 - 1  # a window result's event time: its last millisecond
-        entry = minutes[(customer, event_time - event_time % MINUTE_MS)]
-        entry[0] += 1
-        entry[1] += window["revenue_cents"]
-        entry[2] = max(entry[2], window["revenue_cents"])
-    return {key: (count, total, best) for key, (count, total, best) in minutes.items()}
+    return reference_windows_of_windows(source, partition_limits(8, EVENTS), START_TIME_MS, 10_000, MINUTE_MS)
 
 
-def per_minute(rows: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[int, int, int]]:
-    keys = [(row["customer_id"], row["window_start_ms"]) for row in rows]
-    assert len(keys) == len(set(keys)), "no minute is emitted twice"
-    return {
-        (row["customer_id"], row["window_start_ms"]): (row["windows"], row["revenue_cents"], row["best_window_cents"])
-        for row in rows
-    }
+per_minute = written_windows_of_windows
 
 
 @pytest.mark.parametrize(("senders", "owners"), [(1, 1), (2, 3), (3, 2)])
