@@ -47,7 +47,7 @@ class Layout:
     def place(self, partitions: list[int]) -> None:
         """A topology (re)starts reading ``partitions``: deal them to the sources and the key groups to the
         aggregates, each kept where it was when it was dealt before (the same partitions)."""
-        same = bool(self.owned) and sum(map(len, self.owned)) == len(partitions)
+        same = bool(self.owned) and sorted(p for owned in self.owned for p in owned) == sorted(partitions)
         self.owned = (
             rebalance(self.owned, self.source_count) if same else assign_partitions(partitions, self.source_count)
         )

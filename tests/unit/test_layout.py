@@ -44,6 +44,8 @@ def test_a_layout_placed_on_other_partitions_deals_them_afresh_and_a_stateless_o
 
     assert sorted(p for owned in layout.owned for p in owned) == [0, 1, 2, 65_536, 65_537]
     assert layout.groups == [] and layout.owner_of_group is None
+    layout.place([0, 1, 2, 65_536, 131_072])  # as many partitions, not the same ones: dealt afresh, none lost
+    assert sorted(p for owned in layout.owned for p in owned) == [0, 1, 2, 65_536, 131_072]
     second = len(layout.owned[1])
 
     assert layout.rescale(1, 5) == Moves(partitions=second, key_groups=0), "the second source's partitions move"
