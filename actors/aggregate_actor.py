@@ -118,7 +118,7 @@ class AggregateActor:
             seconds = time.perf_counter() - started - ((self._link.waited_s - waited) if self._link else 0.0)
             self._busy_s += seconds
             self._metrics.aggregate(seconds)
-            self._metrics.windows(self._stage.windows_emitted - emitted)
+            self._count_results(self._stage.windows_emitted - emitted)
 
     def _process(
         self, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None
@@ -144,8 +144,13 @@ class AggregateActor:
         by the final checkpoint)."""
         emitted = self._stage.windows_emitted
         self._stage.finish(sender)
-        self._metrics.windows(self._stage.windows_emitted - emitted)
+        self._count_results(self._stage.windows_emitted - emitted)
         return self.progress()
+
+    def _count_results(self, rows: int) -> None:
+        """The results metric counts what reaches the sinks: a stage that feeds another writes none."""
+        if self._link is None:
+            self._metrics.windows(rows)
 
     def restore(self, snapshots: list[AggregateSnapshot]) -> int:
         """Load the state of the key groups this actor owns from ``snapshots`` (a checkpoint's aggregates,
