@@ -152,12 +152,13 @@ def run_stages(config: PipelineConfig, *, senders: int = 1, owners: int = 1, bat
     """Run ``config`` to the end of its input in this process: its source stages and keyed-stage runners
     (:mod:`pipelines.stages`), wired directly, with no Ray, no actor, no checkpoint and no sink of its own.
 
-    The pipeline's partitions are dealt round robin to ``senders`` source stages, its key groups to ``owners``
-    runners, and every partition is read a batch (``batch_size``, else ``runtime.batch_size``) at a time in
-    turn, so rows meet the watermark as they do across actors. Generator and file inputs are read; a generator
-    must be bounded by ``runtime.max_events`` and is read as if its events had all arrived. Secrets come from
-    the environment, as the driver reads them. What the pipeline's sinks would get is in ``results``: the same
-    rows, in the order one actor layout emits them, as :func:`cluster.control.runner.run_pipeline` writes.
+    The pipeline's partitions are dealt round robin to ``senders`` source stages, each keyed stage's key groups
+    to ``owners`` runners (a stage's own ``actors`` wins), and every partition is read a batch (``batch_size``,
+    else ``runtime.batch_size``) at a time in turn, so rows meet the watermark as they do across actors.
+    Generator and file inputs are read; a generator must be bounded by ``runtime.max_events`` and is read as if
+    its events had all arrived. Secrets come from the environment, as the driver reads them. What the pipeline's
+    sinks would get is in ``results``: the same rows, in the order one actor layout emits them, as
+    :func:`cluster.control.runner.run_pipeline` writes.
     """
     config = resolve_secrets(config, os.environ)
     _check_runnable_here(config)
@@ -184,23 +185,24 @@ def run_stages(config: PipelineConfig, *, senders: int = 1, owners: int = 1, bat
 def _keyed_runners(
     compiled: CompiledPipeline, run: StageRun, senders: int, owners: int, clock: ManualClock
 ) -> list[KeyedStageRunner]:
-    """``owners`` runners per keyed stage, each stage's results linked to the next's runners (the last one's to
-    ``run``); return the first stage's (none for a stateless pipeline)."""
+    """``owners`` runners per keyed stage (a stage's own ``actors`` wins), each stage's results linked to the next's
+    runners (the last one's to ``run``); return the first stage's (none for a stateless pipeline)."""
     config = compiled.config
     groups = config.runtime.max_key_groups
-    owner_map = owner_of_group(assign_key_groups(groups, owners), groups)
     views = config.keyed_stages
+    sizes = [stage.actors or owners for stage in config.stages] if config.stages else [owners] * len(views)
     following: list[KeyedStageRunner] = []
     for index in reversed(range(len(views))):
+        next_map = owner_of_group(assign_key_groups(groups, sizes[index + 1]), groups) if following else []
         runners = []
-        for owner in range(owners):
+        for owner in range(sizes[index]):
             link = (
-                StageLink(views[index], views[index + 1], RunnerOwners(following), owner_map, owner)
-                if index + 1 < len(views)
+                StageLink(views[index], views[index + 1], RunnerOwners(following), next_map, owner)
+                if following
                 else None
             )
             runners.append(
-                KeyedStageRunner(views[index], senders if index == 0 else owners, sinks=[run.results],
+                KeyedStageRunner(views[index], senders if index == 0 else sizes[index - 1], sinks=[run.results],
                                  late_output=run.late, carry_trace=compiled.carries_trace, clock=clock,
                                  next_stage=link)
             )  # fmt: skip

@@ -40,9 +40,16 @@ class Layout:
 
     @classmethod
     def of(cls, config: PipelineConfig) -> Layout:
+        """The layout of ``config`` before it is placed: its first keyed stage's actor count is the one here."""
         runtime = config.runtime
         keyed = config.keyed_stage is not None
-        return cls(runtime.max_key_groups, keyed, runtime.source_actors, runtime.aggregate_actors)
+        first = config.stage_actors[0] if keyed else runtime.aggregate_actors
+        return cls(runtime.max_key_groups, keyed, runtime.source_actors, first)
+
+    def groups_of(self, actors: int) -> list[list[int]]:
+        """The key groups of a keyed stage of ``actors`` actors: the first stage's dealing when it has as many
+        (rescaled with it), else a dealing of its own (a stage sized apart is never rescaled)."""
+        return self.groups if actors == self.aggregate_count else assign_key_groups(self.max_key_groups, actors)
 
     def place(self, partitions: list[int]) -> None:
         """A topology (re)starts reading ``partitions``: deal them to the sources and the key groups to the

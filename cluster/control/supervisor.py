@@ -64,6 +64,7 @@ from pipelines.state.checkpoint_store import (
     SourceSnapshot,
     open_checkpoint_store,
 )
+from pipelines.state.keygroups import owner_of_group
 from pipelines.testing import FaultPlan, faults_after
 
 __all__ = ["PipelineFailed", "Supervisor"]
@@ -424,8 +425,7 @@ class Supervisor:
             self.recoveries.append(self._clock.monotonic() - self._recovering_since)
             self._recovering_since = None
         self._metrics.actors("source", len(self._sources), self._layout.source_count)
-        desired = self._layout.aggregate_count * len(self._config.keyed_stages)  # as many in each keyed stage
-        self._metrics.actors("aggregate", len(self._aggregates), desired)
+        self._metrics.actors("aggregate", len(self._aggregates), sum(self._stage_sizes()))
 
     async def _finish(self) -> None:
         """Every source is done: a final epoch makes every output durable and committed, then actors close."""
@@ -542,7 +542,7 @@ class Supervisor:
         layout.place(partitions)  # sticky: after a rescale or a restore, each keeps its owner's index if it can
         owners = layout.owner_of_group
         if owners is not None:
-            self._aggregates = self._spawn_keyed_stages(owners, suffix)
+            self._aggregates = self._spawn_keyed_stages(suffix)
         actor_ids = [f"source-{index}-{suffix}" for index in range(len(layout.owned))]
         starts = plan_source_starts(
             layout.owned, partition_limits(partitions, runtime.max_events), checkpoint, actor_ids
@@ -555,25 +555,35 @@ class Supervisor:
             )  # fmt: skip
             self._sources.append(handle)
 
-    def _spawn_keyed_stages(self, owners: list[int], suffix: str) -> list[AggregateHandle]:
-        """The actors of every keyed stage, by stage (each stage's key groups dealt as the first's); a stage's
-        actors are made before those of the stage before, which send to them."""
-        stages = len(self._config.keyed_stages)
+    def _spawn_keyed_stages(self, suffix: str) -> list[AggregateHandle]:
+        """The actors of every keyed stage, by stage (:meth:`_stage_sizes` of them, each stage's key groups from
+        the layout); a stage's actors are made before those of the stage before, which send to them."""
+        sizes = self._stage_sizes()
         spawned: list[AggregateHandle] = []
         following: list[AggregateHandle] = []
-        for stage in reversed(range(stages)):
-            senders = len(self._layout.owned) if stage == 0 else len(self._layout.groups)
+        following_owners: list[int] = []
+        for stage in reversed(range(len(sizes))):
+            groups = self._layout.groups_of(sizes[stage])
+            senders = len(self._layout.owned) if stage == 0 else sizes[stage - 1]
             actors = []
-            for index, owned in enumerate(self._layout.groups):
+            for index, owned in enumerate(groups):
                 slot = _aggregate_slot(stage, index)
-                feeds = NextOwners(following, owners, index) if following else None
+                feeds = NextOwners(following, following_owners, index) if following else None
                 actors.append(
                     self._actors.aggregate(self._config, f"{slot}-{suffix}", owned, senders, slot, self._live_faults,
                                            stage=stage, next_stage=feeds)
                 )  # fmt: skip
             spawned = actors + spawned
-            following = actors
+            following, following_owners = actors, owner_of_group(groups, self._layout.max_key_groups)
         return spawned
+
+    def _stage_sizes(self) -> list[int]:
+        """The actors of each keyed stage: the configured sizes when the stages are sized apart, else the
+        layout's count in each (the autoscaler's, after a rescale)."""
+        configured = self._config.stage_actors
+        if len(set(configured)) > 1:
+            return list(configured)
+        return [self._layout.aggregate_count] * len(configured)
 
     @property
     def _first_stage(self) -> list[AggregateHandle]:

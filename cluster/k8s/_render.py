@@ -94,8 +94,8 @@ def worker_bounds(config: PipelineConfig, options: RenderOptions) -> WorkerBound
     if options.slots_per_worker < 1:
         raise ConfigError(f"--slots-per-worker must be at least 1, got {options.slots_per_worker}")
     runtime = config.runtime
-    stages = len(config.keyed_stages)  # each keyed stage runs as many aggregate actors
-    actors = runtime.source_actors + runtime.aggregate_actors * stages
+    stages = len(config.keyed_stages)  # with autoscaling, each keyed stage runs as many aggregate actors
+    actors = runtime.source_actors + sum(config.stage_actors)
     fewest = 1
     autoscale = runtime.autoscale
     if autoscale is not None:

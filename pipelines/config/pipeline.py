@@ -439,6 +439,9 @@ class StageConfig(_Model):
 
     aggregate: AggregateConfig | None = None
     keyed: KeyedConfig | None = Field(default=None, discriminator="type", description="upsert, dedup or process")
+    actors: int | None = Field(
+        default=None, ge=1, le=256, description="actors of this stage; null: runtime.aggregate_actors"
+    )
 
     @model_validator(mode="after")
     def _one_operator(self) -> StageConfig:
@@ -680,6 +683,12 @@ class PipelineConfig(_Model):
                     f"stages is set, and so is {' and '.join(written)}: with stages, each keyed stage is an entry of "
                     "stages; move it there"
                 )
+            sized = [index for index, stage in enumerate(self.stages) if stage.actors is not None]
+            if sized and self.runtime.autoscale is not None:
+                raise ValueError(
+                    f"stages.{sized[0]}.actors is set, and runtime.autoscale sizes every stage alike: remove the "
+                    "stages' actors, or runtime.autoscale"
+                )
             for index, stage in enumerate(self.stages[1:], start=1):
                 operator = stage.aggregate if stage.aggregate is not None else stage.keyed
                 assert operator is not None  # StageConfig holds one
@@ -705,6 +714,12 @@ class PipelineConfig(_Model):
     @model_validator(mode="after")
     def _capacity(self) -> PipelineConfig:
         stage = self.keyed_stage
+        for index, actors in enumerate(self.stage_actors if self.stages is not None else ()):
+            if actors > self.runtime.max_key_groups:
+                raise ValueError(
+                    f"stages.{index}.actors ({actors}) exceeds runtime.max_key_groups ({self.runtime.max_key_groups}): "
+                    "an actor would own no key group"
+                )
         if stage is not None and self.runtime.aggregate_actors > self.runtime.max_key_groups:
             raise ValueError(
                 f"runtime.aggregate_actors ({self.runtime.aggregate_actors}) exceeds runtime.max_key_groups "
@@ -762,6 +777,13 @@ class PipelineConfig(_Model):
             self.model_copy(update={"stages": None, "aggregate": stage.aggregate, "keyed": stage.keyed})
             for stage in self.stages
         )
+
+    @property
+    def stage_actors(self) -> tuple[int, ...]:
+        """How many actors each keyed stage runs: its own ``actors``, else ``runtime.aggregate_actors``."""
+        if self.stages is None:
+            return (self.runtime.aggregate_actors,) * len(self.keyed_stages)
+        return tuple(stage.actors or self.runtime.aggregate_actors for stage in self.stages)
 
     @property
     def last_stage(self) -> PipelineConfig:

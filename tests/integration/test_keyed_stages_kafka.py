@@ -1,7 +1,7 @@
 """configs/orders_two_stages.yaml on a real broker: an at-least-once producer delivered a range of events twice,
-and the pipeline deduplicates by event id (stage 0, shuffled by event_id), then sums per customer per window
-(stage 1, shuffled by customer_id), exactly once into a Kafka topic. ``eventray verify`` recomputes the chain
-from the topic (duplicates included) and finds every window once and right."""
+and the pipeline deduplicates by event id (stage 0, shuffled by event_id, 1 actor), then sums per customer per
+window (stage 1, shuffled by customer_id, 3 actors), exactly once into a Kafka topic. ``eventray verify``
+recomputes the chain from the topic (duplicates included) and finds every window once and right."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def test_dedup_then_windows_on_kafka_counts_replayed_events_once_exactly_once(
         runtime={"source_actors": 2, "aggregate_actors": 2, "duration_s": None, "max_events": EVENTS + REPLAYED},
         tracing={"enabled": False},
     )
+    data["stages"][0]["actors"], data["stages"][1]["actors"] = 1, 3
     config = parse_config(data)
 
     summary = run_pipeline(config, address=ray_driver.address)

@@ -30,7 +30,7 @@ from cluster.k8s import (
     worker_bounds,
 )
 from cluster.k8s.cli import main
-from pipelines.config.pipeline import PipelineConfig, load_config
+from pipelines.config.pipeline import PipelineConfig, load_config, parse_config
 from pipelines.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -321,3 +321,9 @@ def test_the_job_entry_point_passes_where_secrets_are_read_on_to_eventray_run() 
 def test_worker_bounds_count_the_actors_of_every_keyed_stage() -> None:
     config = load_config(REPO / "configs" / "orders_two_stages.yaml")  # 2 sources, 2 actors in each of 2 stages
     assert worker_bounds(config, RenderOptions()).max_replicas == 6
+
+
+def test_worker_bounds_count_each_stages_own_size() -> None:
+    data = load_config(REPO / "configs" / "orders_two_stages.yaml").model_dump(mode="json", by_alias=True)
+    data["stages"][0]["actors"], data["stages"][1]["actors"] = 1, 4  # 2 sources + 1 + 4
+    assert worker_bounds(parse_config(data), RenderOptions()).max_replicas == 7

@@ -138,6 +138,32 @@ def test_a_chain_rescaled_by_the_autoscaler_moves_every_stage_and_loses_nothing(
     assert summary.progress.events_in == EVENTS
 
 
+@pytest.mark.parametrize("sizes", [(1, 3), (3, 1)])
+def test_stages_of_other_sizes_equal_the_recomputation_in_process_and_under_a_kill(
+    tmp_path: Path, sizes: tuple[int, int]
+) -> None:
+    """Each stage runs its own number of actors (stages[k].actors): its key groups dealt among them, the stage
+    before sending to their owners; a kill at a barrier restores both stages from one checkpoint."""
+    config = two_stages(tmp_path, delivery="exactly_once", checkpoint__interval_ms=100, runtime__batch_size=256,
+                        source__rate_per_s=20_000)  # fmt: skip
+    data = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for stage, size in zip(data["stages"], sizes, strict=True):
+        stage["actors"] = size
+    config = parse_config(data)
+    assert config.stage_actors == sizes
+
+    in_process = run_stages(config, senders=2, owners=5)  # the stages' own sizes win over owners
+    assert per_minute(in_process.results.rows()) == expected_per_minute(config)
+
+    actors = InProcessActors(die_at_checkpoint=sum(sizes) + 1)  # a barrier of the second epoch
+    summary = asyncio.run(Supervisor(config, f"sized-{sizes[0]}-{sizes[1]}", actors).run())
+
+    assert len(summary.recoveries_s) == 1
+    assert per_minute(read_jsonl_dir(tmp_path / "out")) == expected_per_minute(config)
+    stages = [entry.split()[1].split("-")[0] for entry in actors.log if entry.startswith("checkpoint")]
+    assert stages[: sum(sizes)] == ["aggregate"] * sizes[0] + ["stage1"] * sizes[1], "each stage its own actors"
+
+
 def test_dedup_then_windows_counts_an_event_delivered_twice_once(tmp_path: Path) -> None:
     """Files that deliver a fifth of the events again, in another file (another partition): dedup by event id
     first, so the windows count each order once."""
@@ -188,6 +214,11 @@ def test_each_stage_is_checked_against_the_rows_of_the_stage_before(tmp_path: Pa
     [
         (lambda d: d.update(aggregate=d["stages"][0]["aggregate"]), "stages is set, and so is aggregate"),
         (lambda d: d["stages"].append({}), "a stage is either aggregate"),
+        (
+            lambda d: (d["stages"][1].update(actors=2), d["runtime"].update(autoscale={})),
+            "stages.1.actors is set, and runtime.autoscale sizes every stage alike",
+        ),
+        (lambda d: d["stages"][0].update(actors=200), r"stages.0.actors \(200\) exceeds runtime.max_key_groups"),
     ],
 )
 def test_a_stages_section_that_cannot_run_fails_when_read(tmp_path: Path, change: Any, message: str) -> None:
