@@ -278,6 +278,8 @@ class Supervisor:
         over what moved to them from the checkpoint just taken; actors beyond the new counts are removed and
         new ones start from the checkpoint. No event is lost or processed twice (outputs up to the barrier are
         committed; moved partitions resume exactly at the checkpoint's offsets)."""
+        if len(set(self._config.stage_actors)) > 1:  # the config refuses autoscaling with stages sized apart
+            raise ConfigError("a rescale sizes every keyed stage alike, and these stages are sized apart")
         started = self._clock.monotonic()
         log.warning("pipeline %s rescales: %s", self._config.name, reason)
         checkpoint = await self._epochs.run_epoch(self._sources, self._aggregates, self._identity(), hold=True)
@@ -298,6 +300,7 @@ class Supervisor:
         await self._reassign_sources(checkpoint, suffix)
         self._epochs.restarted(checkpoint)
         self._metrics.actors("source", len(self._sources), self._layout.source_count)
+        self._metrics.actors("aggregate", len(self._aggregates), sum(self._stage_sizes()))
         self._autoscaler.record(
             Rescale(
                 at_s=self._clock.now_s() - self._run_started_s,

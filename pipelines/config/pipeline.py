@@ -714,13 +714,14 @@ class PipelineConfig(_Model):
     @model_validator(mode="after")
     def _capacity(self) -> PipelineConfig:
         stage = self.keyed_stage
-        for index, actors in enumerate(self.stage_actors if self.stages is not None else ()):
-            if actors > self.runtime.max_key_groups:
+        for index, sized in enumerate(self.stages or []):
+            if sized.actors is not None and sized.actors > self.runtime.max_key_groups:
                 raise ValueError(
-                    f"stages.{index}.actors ({actors}) exceeds runtime.max_key_groups ({self.runtime.max_key_groups}): "
-                    "an actor would own no key group"
+                    f"stages.{index}.actors ({sized.actors}) exceeds runtime.max_key_groups "
+                    f"({self.runtime.max_key_groups}): an actor would own no key group"
                 )
-        if stage is not None and self.runtime.aggregate_actors > self.runtime.max_key_groups:
+        uses_default = self.stages is None or any(sized.actors is None for sized in self.stages)
+        if stage is not None and uses_default and self.runtime.aggregate_actors > self.runtime.max_key_groups:
             raise ValueError(
                 f"runtime.aggregate_actors ({self.runtime.aggregate_actors}) exceeds runtime.max_key_groups "
                 f"({self.runtime.max_key_groups}): an actor would own no key group"

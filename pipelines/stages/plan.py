@@ -165,17 +165,16 @@ def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
     compiled = replace(compiled, stages=_compile_stages(config, compiled.stage_schema, compiled.carries_trace))
     if compiled.result_columns or not compiled.stages:
         _check_sinks(config, compiled.result_columns)
-    _check_topic_columns(config, _result_schema(compiled))
+    results = _result_schema(compiled)
+    if results is not None:
+        _check_topic_columns(config, results)
     return compiled
 
 
-def _result_schema(compiled: CompiledPipeline) -> pa.Schema:
-    """The schema of the rows that reach the sinks, as far as it is known before the run: the last keyed stage's
-    results (a process function's: its input, the best known), else the inputs' rows."""
-    if not compiled.stages:
-        return compiled.stage_schema
-    last = compiled.stages[-1]
-    return last.output_schema if last.output_schema is not None else last.input_schema
+def _result_schema(compiled: CompiledPipeline) -> pa.Schema | None:
+    """The schema of the rows that reach the sinks: the last keyed stage's results, else the inputs' rows; None
+    for a process function, whose rows are known only when it runs."""
+    return compiled.stages[-1].output_schema if compiled.stages else compiled.stage_schema
 
 
 def _compile_stages(config: PipelineConfig, schema: pa.Schema, carry_trace: bool) -> tuple[CompiledStage, ...]:
