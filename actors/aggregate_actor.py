@@ -110,12 +110,12 @@ class AggregateActor:
         """
         started = time.perf_counter()
         emitted = self._stage.windows_emitted
-        waited = self._link.waited_s if self._link is not None else 0.0
+        waited = self._waited_on_next_stage()
         try:
             return self._process(sender, batch, watermark_ms, trace_context)
         finally:
             # busy is this stage's own work: time waiting on the next stage (backpressure) is left out
-            seconds = time.perf_counter() - started - ((self._link.waited_s - waited) if self._link else 0.0)
+            seconds = time.perf_counter() - started - (self._waited_on_next_stage() - waited)
             self._busy_s += seconds
             self._metrics.aggregate(seconds)
             self._count_results(self._stage.windows_emitted - emitted)
@@ -146,6 +146,9 @@ class AggregateActor:
         self._stage.finish(sender)
         self._count_results(self._stage.windows_emitted - emitted)
         return self.progress()
+
+    def _waited_on_next_stage(self) -> float:
+        return 0.0 if self._link is None else self._link.waited_s
 
     def _count_results(self, rows: int) -> None:
         """The results metric counts what reaches the sinks: a stage that feeds another writes none."""

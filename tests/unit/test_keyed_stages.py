@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import yaml
 
 from actors import AggregateActor, SourceActor
 from cluster.control.lag import ActorLoad, Observations
-from cluster.control.supervisor import Supervisor
+from cluster.control.supervisor import PipelineFailed, Supervisor
 from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, parse_config
 from pipelines.config.secrets import resolve_secrets
 from pipelines.errors import ConfigError
@@ -357,3 +359,61 @@ async def test_a_checkpoint_barrier_never_cuts_through_the_end_of_input(tmp_path
 
     assert log == ["finish begins", "finish ends", "barrier"]
     assert stage1.done, "the end of input reached the second stage"
+
+
+class WaitingOwners(InProcessStageOwners):
+    """The next stage's actors behind a send that waits (backpressure on Ray), counting the wait."""
+
+    def __init__(self, aggregates: list[AggregateActor]) -> None:
+        super().__init__(aggregates)
+        self.waited = 0.0
+
+    @property
+    def waited_s(self) -> float:
+        return self.waited
+
+    def send(self, owner: int, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None) -> None:
+        started = time.perf_counter()
+        time.sleep(0.05)
+        super().send(owner, sender, batch, watermark_ms)
+        self.waited += time.perf_counter() - started
+
+
+def test_an_actors_busy_time_leaves_out_its_waits_on_the_next_stage(tmp_path: Path) -> None:
+    """The autoscaler sizes a stage by its own work: busy time plus the waits fit in the call's time, where a busy
+    time that counted the waits would not (it would hold them twice)."""
+    config = two_stages(tmp_path)
+    stage1 = AggregateActor(config, "b", list(range(128)), senders=1, slot="stage1-aggregate-0", stage=1)
+    owners = WaitingOwners([stage1])
+    stage0 = AggregateActor(config, "a", list(range(128)), senders=1, slot="aggregate-0",
+                            next_stage=NextStage(owners, [0] * 128, 0))  # fmt: skip
+    minute = [{"customer_id": "c1", "amount_cents": 100, "_timestamp": START_TIME_MS + i * 2_000} for i in range(40)]
+    batch = pa.RecordBatch.from_pylist(minute, schema=compile_pipeline(config).stage_schema)
+
+    started = time.perf_counter()
+    stage0.process(0, batch, START_TIME_MS + 80_000)  # closes windows: their results go to stage 1
+    elapsed = time.perf_counter() - started
+
+    assert owners.waited > 0, "stage 0 sent to stage 1"
+    assert stage0.progress().busy_s + owners.waited <= elapsed
+
+
+class Wrapped(Exception):
+    """Ray's wrapping of an actor's error (a RayTaskError keeps the original as ``cause``)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"wrapped: {cause}")
+        self.cause = cause
+
+
+def test_an_error_of_a_later_stage_reaches_the_user_unwrapped_through_every_stage() -> None:
+    original = ConfigError("keyed.function: the user's function raised")
+    through_two_stages_and_a_source = Wrapped(Wrapped(Wrapped(original)))
+
+    config = orders_pipeline(checkpoint=None, runtime__duration_s=None, runtime__max_events=10)  # no restore
+    supervisor = Supervisor(resolve_secrets(config, os.environ), "unwrap", InProcessActors())
+
+    with pytest.raises(PipelineFailed) as failed:
+        supervisor._verdict(through_two_stages_and_a_source)
+
+    assert str(failed.value) == "pipeline 'orders' failed: keyed.function: the user's function raised"
