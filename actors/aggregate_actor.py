@@ -66,7 +66,7 @@ class AggregateActor:
         views = config.keyed_stages
         if not 0 <= stage < len(views):
             raise ValueError(f"AggregateActor runs keyed stage {stage}, and pipeline {config.name!r} has {len(views)}")
-        if (next_stage is None) != (stage == len(views) - 1):
+        if (next_stage is None) != (config.stage_graph.next_stage[stage] is None):
             raise ValueError(f"keyed stage {stage} of {len(views)}: a next stage is needed exactly when one follows")
         view = views[stage]
         key = view.keyed_stage
@@ -81,11 +81,12 @@ class AggregateActor:
         self._groups = KeyGroupRouter(key.key, config.runtime.max_key_groups, [0] * config.runtime.max_key_groups)
         self._store = open_checkpoint_store(config.checkpoint, config.name)
         self._pipeline = config.name
-        self._carry_trace = compile_pipeline(config).carries_trace
+        self._compiled = compile_pipeline(config)
+        self._carry_trace = self._compiled.carries_trace
         self._telemetry = Telemetry(config, actor_id)
         self._metrics = PipelineMetrics(config.name)
         lineage = output_lineage(config, self._store)
-        self._link = None if next_stage is None else StageLink.after(config, stage, next_stage)
+        self._link = None if next_stage is None else StageLink.after(self._compiled, stage, next_stage)
         self._sinks: list[Output] = (
             open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage) if self._link is None else []
         )
@@ -208,7 +209,7 @@ class AggregateActor:
         self._stage.operator.restore(state.drop_columns([_KEY_GROUP]).replace_schema_metadata(metadata), watermark)
         self.key_groups = list(key_groups)
         if next_stage is not None:
-            self._link = StageLink.after(self._config, self._stage_index, next_stage)
+            self._link = StageLink.after(self._compiled, self._stage_index, next_stage)
         self._stage.regroup(senders, self._link)
         return taken
 

@@ -21,7 +21,7 @@ from pipelines.io.records import RawBatch
 from pipelines.io.sources import PartitionReader
 from pipelines.stages.circuit_breaker import CircuitBreaker
 from pipelines.stages.plan import compile_pipeline
-from pipelines.stages.source_stage import Downstream, SourceStage
+from pipelines.stages.source_stage import Downstream, Routes, SourceStage
 from pipelines.stages.topology import local_partition
 from pipelines.state.checkpoint_store import (
     PendingFile,
@@ -71,7 +71,7 @@ class SourceActor:
         started_at_s: float,
         start_time_ms: int,
         downstream: Downstream | None = None,
-        owner_of_group: list[int] | None = None,
+        owner_of_group: Routes | None = None,
         restored: SourceSnapshot | None = None,
         faults: FaultPlan = (),
         clock: Clock = SYSTEM_CLOCK,
@@ -204,7 +204,7 @@ class SourceActor:
         restored: SourceSnapshot,
         limits: dict[int, int | None],
         downstream: Downstream | None,
-        owner_of_group: list[int] | None,
+        owner_of_group: Routes | None,
     ) -> None:
         """A rescale, while this actor is held at the barrier (:meth:`complete` with ``resume`` False): read
         ``partitions`` from now on (new ones from ``restored``, the checkpoint just taken) and route to the

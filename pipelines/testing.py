@@ -24,10 +24,10 @@ from pipelines.config.secrets import resolve_secrets
 from pipelines.errors import ConfigError
 from pipelines.eventtime.clock import ManualClock
 from pipelines.io.sources import PartitionReader, open_reader, partition_count
-from pipelines.stages.chain import StageLink
+from pipelines.stages.chain import NextStage, StageLink
 from pipelines.stages.keyed_runner import KeyedStageRunner
 from pipelines.stages.plan import CompiledPipeline, compile_pipeline
-from pipelines.stages.source_stage import SourceStage
+from pipelines.stages.source_stage import Routes, SourceStage
 from pipelines.stages.topology import (
     InputPartitionReader,
     input_of,
@@ -35,7 +35,8 @@ from pipelines.stages.topology import (
     partition_ids,
     partition_limits,
 )
-from pipelines.state.keygroups import assign_key_groups, owner_of_group
+from pipelines.stages.wiring import StageWiring
+from pipelines.state.keygroups import assign_key_groups
 
 __all__ = [
     "CollectingSink",
@@ -165,13 +166,11 @@ def run_stages(config: PipelineConfig, *, senders: int = 1, owners: int = 1, bat
     compiled = compile_pipeline(config)
     clock = ManualClock()
     run = StageRun()
-    runners = _keyed_runners(compiled, run, senders, owners, clock)
+    runners, routes = _keyed_runners(compiled, run, senders, owners, clock)
     readers = _open_readers(config)
     sender_of = {reader.partition: index % senders for index, reader in enumerate(readers)}
-    stages = [
-        _source_stage(compiled, run, sender, [r for r in readers if sender_of[r.partition] == sender], runners, clock)
-        for sender in range(senders)
-    ]
+    owned = [[r for r in readers if sender_of[r.partition] == sender] for sender in range(senders)]
+    stages = [_source_stage(compiled, run, sender, owned[sender], runners, routes, clock) for sender in range(senders)]
     size = batch_size or config.runtime.batch_size
     asyncio.run(_read_all(readers, stages, sender_of, size))
     run.events_in = sum(stage.events_in for stage in stages)
@@ -184,30 +183,32 @@ def run_stages(config: PipelineConfig, *, senders: int = 1, owners: int = 1, bat
 
 def _keyed_runners(
     compiled: CompiledPipeline, run: StageRun, senders: int, owners: int, clock: ManualClock
-) -> list[KeyedStageRunner]:
-    """``owners`` runners per keyed stage (a stage's own ``actors`` wins), each stage's results linked to the next's
-    runners (the last one's to ``run``); return the first stage's (none for a stateless pipeline)."""
+) -> tuple[list[KeyedStageRunner], Routes]:
+    """``owners`` runners per keyed stage (a stage's own ``actors`` wins), each stage's results linked to the
+    runners of the stage that takes them (the last one's to ``run``); return the runners the sources send to
+    (those of the stages that take inputs, stage by stage; none for a stateless pipeline) and the sources'
+    routes to them."""
     config = compiled.config
     groups = config.runtime.max_key_groups
     views = config.keyed_stages
     sizes = [stage.actors or owners for stage in config.stages] if config.stages else [owners] * len(views)
-    following: list[KeyedStageRunner] = []
+    wiring = StageWiring(config.stage_graph, tuple(assign_key_groups(groups, size) for size in sizes), senders, groups)
+    by_stage: dict[int, list[KeyedStageRunner]] = {}
     for index in reversed(range(len(views))):
-        next_map = owner_of_group(assign_key_groups(groups, sizes[index + 1]), groups) if following else []
         runners = []
         for owner in range(sizes[index]):
-            link = (
-                StageLink(views[index], views[index + 1], RunnerOwners(following), next_map, owner)
-                if following
-                else None
-            )
+            link = wiring.next_link(index, owner)
+            following = None
+            if link is not None:
+                next_stage = NextStage(RunnerOwners(by_stage[link.stage]), link.owner_of_group, link.sender)
+                following = StageLink.after(compiled, index, next_stage)
             runners.append(
-                KeyedStageRunner(views[index], senders if index == 0 else sizes[index - 1], sinks=[run.results],
-                                 late_output=run.late, carry_trace=compiled.carries_trace, clock=clock,
-                                 next_stage=link)
+                KeyedStageRunner(views[index], wiring.senders(index), sinks=[run.results], late_output=run.late,
+                                 carry_trace=compiled.carries_trace, clock=clock, next_stage=following)
             )  # fmt: skip
-        following = runners
-    return following
+        by_stage[index] = runners
+    sent_to = [runner for stage in config.stage_graph.input_stages for runner in by_stage.get(stage, [])]
+    return sent_to, wiring.source_routes()
 
 
 def _check_runnable_here(config: PipelineConfig) -> None:
@@ -244,6 +245,7 @@ def _source_stage(
     sender: int,
     readers: list[PartitionReader],
     runners: list[KeyedStageRunner],
+    routes: Routes,
     clock: ManualClock,
 ) -> SourceStage:
     stage = SourceStage(
@@ -255,8 +257,7 @@ def _source_stage(
         clock=clock,
     )
     if runners:
-        groups = compiled.config.runtime.max_key_groups
-        stage.route_to(InProcessOwners(runners), owner_of_group(assign_key_groups(groups, len(runners)), groups))
+        stage.route_to(InProcessOwners(runners), routes)
     for reader in readers:
         stage.watermarks.opened(reader.partition)
     return stage

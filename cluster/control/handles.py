@@ -23,6 +23,7 @@ from cluster.control.remote import WATCHDOG_GROUP, remote_aggregate, remote_sour
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.errors import FatalError, RetriableError, causes
 from pipelines.stages.chain import NextStage
+from pipelines.stages.source_stage import Routes
 from pipelines.state.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.testing import FaultPlan
 
@@ -170,7 +171,7 @@ class SourceHandle(_ActorHandle):
         restored: SourceSnapshot,
         limits: dict[int, int | None],
         downstream: Any,
-        owner_of_group: list[int] | None,
+        owner_of_group: Routes | None,
     ) -> None:
         await self.actor.reassign.remote(partitions, restored, limits, downstream, owner_of_group)
 
@@ -288,7 +289,7 @@ class ActorFactory(Protocol):
         limits: dict[int, int | None],
         clock: tuple[float, int],
         aggregates: list[AggregateHandle],
-        owner_of_group: list[int] | None,
+        owner_of_group: Routes | None,
         restored: SourceSnapshot | None,
         faults: FaultPlan = (),
     ) -> SourceHandle: ...
@@ -347,7 +348,7 @@ class RayActors:
         limits: dict[int, int | None],
         clock: tuple[float, int],
         aggregates: list[AggregateHandle],
-        owner_of_group: list[int] | None,
+        owner_of_group: Routes | None,
         restored: SourceSnapshot | None,
         faults: FaultPlan = (),
     ) -> SourceHandle:

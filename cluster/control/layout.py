@@ -8,10 +8,13 @@ so a rescale moves only what it must and a restore keeps the layout it restores.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cluster.control.assignment import assign_partitions, moved_items, rebalance
 from pipelines.config.pipeline import PipelineConfig
+from pipelines.config.stage_graph import StageGraph
+from pipelines.stages.wiring import StageWiring
 from pipelines.state.keygroups import assign_key_groups, owner_of_group
 
 __all__ = ["Layout", "Moves"]
@@ -88,6 +91,11 @@ class Layout:
             known.add(partition)
             added.append((partition, owner))
         return added
+
+    def wiring(self, graph: StageGraph, sizes: Sequence[int]) -> StageWiring:
+        """The keyed stages of ``sizes`` actors each, connected by ``graph``, over this layout's sources."""
+        groups = tuple(self.groups_of(size) for size in sizes)
+        return StageWiring(graph, groups, len(self.owned), self.max_key_groups)
 
     @property
     def owner_of_group(self) -> list[int] | None:

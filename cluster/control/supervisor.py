@@ -58,13 +58,13 @@ from pipelines.io.sinks import clear_previous_output
 from pipelines.io.sources import partition_count
 from pipelines.stages.plan import compile_pipeline
 from pipelines.stages.topology import check_input_layout, input_layout, partition_ids, partition_limits
+from pipelines.stages.wiring import StageWiring
 from pipelines.state.checkpoint_store import (
     Checkpoint,
     RunCounts,
     SourceSnapshot,
     open_checkpoint_store,
 )
-from pipelines.state.keygroups import owner_of_group
 from pipelines.testing import FaultPlan, faults_after
 
 __all__ = ["PipelineFailed", "Supervisor"]
@@ -314,40 +314,38 @@ class Supervisor:
 
     async def _regroup_aggregates(self, checkpoint: Checkpoint, suffix: str) -> None:
         """The layout's key groups to its aggregates in each keyed stage (the same in each); a stage is regrouped
-        before the stage before it, which then sends to its new actors."""
+        before the stages that feed it, which then send to its new actors."""
         if not self._aggregates:
             return
         config = self._config
-        groups, owners, senders = self._layout.groups, self._layout.owner_of_group, len(self._layout.owned)
-        assert owners is not None  # a pipeline with aggregates is keyed
-        regrouped: list[AggregateHandle] = []
-        following: list[AggregateHandle] = []
+        wiring = self._wiring()
+        by_stage: dict[int, list[AggregateHandle]] = {}
         for stage in reversed(range(len(config.keyed_stages))):
+            groups = wiring.groups[stage]
             current = [handle for handle in self._aggregates if handle.stage == stage]
             for handle in current[len(groups) :]:
                 self._actors.kill(handle)
             kept = current[: len(groups)]
-            feeding = senders if stage == 0 else len(groups)
+            senders = wiring.senders(stage)
 
-            def feeds(index: int, following: list[AggregateHandle] = following) -> NextOwners | None:
-                return NextOwners(following, owners, index) if following else None
+            def feeds(index: int, stage: int = stage) -> NextOwners | None:
+                return self._next_owners(wiring, stage, index, by_stage)
 
             await asyncio.gather(*(
-                h.regroup(groups[i], feeding, checkpoint.aggregates, self._actors.next_stage(config, feeds(i)))
+                h.regroup(groups[i], senders, checkpoint.aggregates, self._actors.next_stage(config, feeds(i)))
                 for i, h in enumerate(kept)
             ))  # fmt: skip
             added = []
             for i in range(len(kept), len(groups)):
                 slot = _aggregate_slot(stage, i)
                 added.append(
-                    self._actors.aggregate(config, f"{slot}-{suffix}", groups[i], feeding, slot, self._live_faults,
+                    self._actors.aggregate(config, f"{slot}-{suffix}", groups[i], senders, slot, self._live_faults,
                                            stage=stage, next_stage=feeds(i))
                 )  # fmt: skip
             await asyncio.gather(*(handle.restore(checkpoint.aggregates) for handle in added))
             await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
-            following = kept + added
-            regrouped = following + regrouped
-        self._aggregates = regrouped
+            by_stage[stage] = kept + added
+        self._aggregates = [handle for stage in sorted(by_stage) for handle in by_stage[stage]]
 
     def _place_in_stage(self, handle: AggregateHandle) -> int:
         """``handle``'s index among the actors of its keyed stage."""
@@ -356,7 +354,7 @@ class Supervisor:
     async def _reassign_sources(self, checkpoint: Checkpoint, suffix: str) -> None:
         """The layout's partitions to its sources; sources that stay resume, new ones start."""
         config = self._config
-        owned, owners = self._layout.owned, self._layout.owner_of_group
+        owned, owners = self._layout.owned, self._source_routes()
         for handle, run in zip(self._sources[len(owned) :], self._runs[len(owned) :], strict=True):
             run.cancel()
             self._actors.kill(handle)
@@ -367,7 +365,7 @@ class Supervisor:
         starts = plan_source_starts(
             owned, partition_limits(self._layout.partitions, config.runtime.max_events), checkpoint, actor_ids
         )
-        downstream = self._actors.downstream(config, self._first_stage) if owners is not None else None
+        downstream = self._actors.downstream(config, self._sources_send_to) if owners is not None else None
         moves = [
             handle.reassign(
                 owned[i], starts[i].restored or _no_snapshot(handle.actor_id), starts[i].limits, downstream, owners
@@ -376,7 +374,7 @@ class Supervisor:
         ]
         await asyncio.gather(*moves)
         clock = (self._started_at_s, self._start_time_ms)
-        aggregates = self._first_stage
+        aggregates = self._sources_send_to
         added = [
             self._actors.source(
                 config,
@@ -543,9 +541,9 @@ class Supervisor:
         suffix = f"{self._run_id}-{self._attempt}"
         layout = self._layout
         layout.place(partitions)  # sticky: after a rescale or a restore, each keeps its owner's index if it can
-        owners = layout.owner_of_group
-        if owners is not None:
+        if layout.keyed:
             self._aggregates = self._spawn_keyed_stages(suffix)
+        owners = self._source_routes()
         actor_ids = [f"source-{index}-{suffix}" for index in range(len(layout.owned))]
         starts = plan_source_starts(
             layout.owned, partition_limits(partitions, runtime.max_events), checkpoint, actor_ids
@@ -553,32 +551,50 @@ class Supervisor:
         clock = (self._started_at_s, self._start_time_ms)
         for index, (actor_id, owned, start) in enumerate(zip(actor_ids, layout.owned, starts, strict=True)):
             handle = self._actors.source(
-                config, actor_id, index, owned, start.limits, clock, self._first_stage, owners, start.restored,
+                config, actor_id, index, owned, start.limits, clock, self._sources_send_to, owners, start.restored,
                 self._live_faults,
             )  # fmt: skip
             self._sources.append(handle)
 
     def _spawn_keyed_stages(self, suffix: str) -> list[AggregateHandle]:
         """The actors of every keyed stage, by stage (:meth:`_stage_sizes` of them, each stage's key groups from
-        the layout); a stage's actors are made before those of the stage before, which send to them."""
-        sizes = self._stage_sizes()
-        spawned: list[AggregateHandle] = []
-        following: list[AggregateHandle] = []
-        following_owners: list[int] = []
-        for stage in reversed(range(len(sizes))):
-            groups = self._layout.groups_of(sizes[stage])
-            senders = len(self._layout.owned) if stage == 0 else sizes[stage - 1]
+        the layout); a stage's actors are made before those of the stages that feed it, which send to them."""
+        wiring = self._wiring()
+        by_stage: dict[int, list[AggregateHandle]] = {}
+        for stage in reversed(range(len(wiring.groups))):
+            senders = wiring.senders(stage)
             actors = []
-            for index, owned in enumerate(groups):
+            for index, owned in enumerate(wiring.groups[stage]):
                 slot = _aggregate_slot(stage, index)
-                feeds = NextOwners(following, following_owners, index) if following else None
+                feeds = self._next_owners(wiring, stage, index, by_stage)
                 actors.append(
                     self._actors.aggregate(self._config, f"{slot}-{suffix}", owned, senders, slot, self._live_faults,
                                            stage=stage, next_stage=feeds)
                 )  # fmt: skip
-            spawned = actors + spawned
-            following, following_owners = actors, owner_of_group(groups, self._layout.max_key_groups)
-        return spawned
+            by_stage[stage] = actors
+        return [handle for stage in sorted(by_stage) for handle in by_stage[stage]]
+
+    @staticmethod
+    def _next_owners(
+        wiring: StageWiring, stage: int, index: int, by_stage: dict[int, list[AggregateHandle]]
+    ) -> NextOwners | None:
+        """Where actor ``index`` of ``stage`` sends its results: the actors of the stage that takes them (made
+        before it), or None for the last stage."""
+        link = wiring.next_link(stage, index)
+        return None if link is None else NextOwners(by_stage[link.stage], link.owner_of_group, link.sender)
+
+    def _wiring(self) -> StageWiring:
+        return self._layout.wiring(self._config.stage_graph, self._stage_sizes())
+
+    def _source_routes(self) -> dict[int, list[int]] | None:
+        """Where the sources send each input's rows (None for a stateless pipeline: to their sinks)."""
+        return self._wiring().source_routes() if self._layout.keyed else None
+
+    @property
+    def _sources_send_to(self) -> list[AggregateHandle]:
+        """The actors of the keyed stages that take inputs, stage by stage: the owners the sources send to."""
+        graph = self._config.stage_graph
+        return [handle for stage in graph.input_stages for handle in self._aggregates if handle.stage == stage]
 
     def _stage_sizes(self) -> list[int]:
         """The actors of each keyed stage: the configured sizes when the stages are sized apart, else the

@@ -36,6 +36,7 @@ from pipelines.config.kafka import (
     KafkaSinkConfig,
     KafkaSourceConfig,
 )
+from pipelines.config.stage_graph import StageGraph, stage_graph
 from pipelines.config.state import DedupConfig, KeyedProcessConfig, UpsertConfig
 from pipelines.errors import ConfigError
 
@@ -303,6 +304,11 @@ class NamedInput:
     operators: tuple[OperatorConfig, ...]
     path: str
 
+    @property
+    def written_name(self) -> str:
+        """The name the config gives this input (an input of several topics is several, under one name)."""
+        return self.path[len("inputs.") : -1] if self.path else SINGLE_INPUT
+
 
 class AggregationConfig(_Model):
     fn: Literal["count", "sum", "min", "max", "mean"]
@@ -433,10 +439,19 @@ _MAX_STAGES = 8
 
 class StageConfig(_Model):
     """One keyed stage of a pipeline with several (``stages:``): ``aggregate`` (event-time windows) or ``keyed``
-    (upsert, dedup or process). The first stage takes the rows of the inputs; each later one takes the rows the
-    stage before it emits, shuffled again by its own key (a window result's event time is the last millisecond
-    of its window)."""
+    (upsert, dedup or process). It takes the rows of the inputs and the results of the earlier stages it names in
+    ``inputs`` (by default: the first stage every input, each later one the stage before it), shuffled again by
+    its own key (a window result's event time is the last millisecond of its window); see
+    :mod:`pipelines.config.stage_graph`."""
 
+    name: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="how later stages name it; null: stage<k>"
+    )
+    inputs: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="inputs and earlier stages it takes, by name; null: all inputs (first stage), else the one before",
+    )
     aggregate: AggregateConfig | None = None
     keyed: KeyedConfig | None = Field(default=None, discriminator="type", description="upsert, dedup or process")
     actors: int | None = Field(
@@ -608,7 +623,7 @@ class PipelineConfig(_Model):
         default=None,
         min_length=1,
         max_length=_MAX_STAGES,
-        description="keyed stages in order, each fed by the one before (instead of aggregate or keyed)",
+        description="keyed stages in order, each taking inputs and earlier stages (instead of aggregate or keyed)",
     )
     sinks: list[SinkConfig] = Field(default_factory=lambda: [ConsoleSinkConfig()])  # type: ignore[arg-type]
     dead_letter: Annotated[DeadLetterConfig | KafkaDeadLetterConfig, Field(discriminator="type")] = Field(
@@ -699,9 +714,11 @@ class PipelineConfig(_Model):
                 if written:
                     kind = "aggregate" if stage.aggregate is not None else "keyed"
                     raise ValueError(
-                        f"stages.{index}.{kind}.{written[0]}: a later stage takes the watermark of the stage before "
-                        "it, so its own watermark settings would do nothing; set them on stages.0"
+                        f"stages.{index}.{kind}.{written[0]}: a later stage takes the watermark of what feeds it "
+                        "(the sources judge every input by stages.0's settings), so its own would do nothing; set "
+                        "them on stages.0"
                     )
+            self.stage_graph  # noqa: B018 -- raises ValueError naming stages.<k>.inputs when they are wrong
             return self
         if self.aggregate is not None and self.keyed is not None:
             raise ValueError(
@@ -778,6 +795,20 @@ class PipelineConfig(_Model):
             self.model_copy(update={"stages": None, "aggregate": stage.aggregate, "keyed": stage.keyed})
             for stage in self.stages
         )
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """Each keyed stage's name (``stage<k>`` unless it names itself)."""
+        return tuple(stage.name or f"stage{index}" for index, stage in enumerate(self.stages or []))
+
+    @property
+    def stage_graph(self) -> StageGraph:
+        """Which stage takes each input and each stage's results (:mod:`pipelines.config.stage_graph`); for a
+        pipeline written with ``aggregate`` or ``keyed``, every input feeds the one stage; a stateless one has none."""
+        names = [spec.written_name for spec in self.all_inputs]
+        if self.stages is None:
+            return StageGraph((0,) * len(names), (None,)) if self.keyed_stages else StageGraph((), ())
+        return stage_graph(names, self.stage_names, [stage.inputs for stage in self.stages])
 
     @property
     def stage_actors(self) -> tuple[int, ...]:

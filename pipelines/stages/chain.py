@@ -1,19 +1,22 @@
 """From one keyed stage to the next: a stage's results, shuffled again by the next stage's key, with its watermark.
 
 A pipeline with several keyed stages (``stages:``) runs each stage in its own set of owners (actors, or runners
-in process); every owner of stage ``k`` is a sender of stage ``k + 1``. :class:`StageLink` is the output through
-which one owner's :class:`~pipelines.stages.keyed_runner.KeyedStageRunner` hands its results on:
+in process); every owner of stage ``k`` is a sender of the stage that takes its results, the *next stage*
+(:class:`~pipelines.config.stage_graph.StageGraph`: in a chain, ``k + 1``). :class:`StageLink` is the output
+through which one owner's :class:`~pipelines.stages.keyed_runner.KeyedStageRunner` hands its results on:
 
 - **Rows**: each result goes to the owner of its key group under the next stage's key (the same stable hash as
   the sources use, so nothing needs to be co-partitioned). Window results get an event time first: the last
-  millisecond of their window (:func:`~pipelines.stages.plan.as_next_stage_input`).
+  millisecond of their window (:func:`~pipelines.stages.plan.as_next_stage_input`). A next stage that takes
+  inputs or other stages too gets them in its one schema (:func:`~pipelines.stages.topology.conform`).
 - **Watermark**: the stage's own (the minimum over its senders), forwarded after the rows it released, so a
   window result is never late for the next stage's windows because of the watermark that closed it; a stage
   whose senders are all idle forwards "idle" (None), as a source does.
 - **End**: when every sender of the stage finished, it emits everything, then tells every next owner that it
   has no more input.
 - **Checkpoints**: :meth:`StageLink.drain` returns once every row sent was processed; a checkpoint takes stage
-  ``k``'s snapshot after that and before stage ``k + 1``'s, so together they hold each row's effect once.
+  ``k``'s snapshot after that and before the next stage's (stages go in order, and a stage takes only earlier
+  ones), so together they hold each row's effect once.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import pyarrow as pa
 
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.eventtime.watermarks import NO_WATERMARK
-from pipelines.stages.plan import as_next_stage_input
+from pipelines.stages.plan import CompiledPipeline, as_next_stage_input
+from pipelines.stages.topology import conform
 from pipelines.state.keygroups import KeyGroupRouter
 
 __all__ = ["NextStage", "StageLink", "StageOwners"]
@@ -70,7 +74,8 @@ class StageLink:
 
     ``stage`` is the view of the stage whose results these are, ``next_stage`` the view of the one that takes
     them (``PipelineConfig.keyed_stages``); ``owner_of_group`` maps each key group of the next stage to its
-    owner; ``sender`` is this owner's place among the next stage's senders.
+    owner; ``sender`` is this owner's place among the next stage's senders; ``schema``: the one the next stage
+    takes rows in, when it takes more than these results (None: the results as they are).
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class StageLink:
         owners: StageOwners,
         owner_of_group: Sequence[int],
         sender: int,
+        schema: pa.Schema | None = None,
     ) -> None:
         key = next_stage.keyed_stage
         if key is None:
@@ -88,17 +94,24 @@ class StageLink:
         self._owners = owners
         self._router = KeyGroupRouter(key.key, next_stage.runtime.max_key_groups, owner_of_group)
         self._sender = sender
+        self._schema = schema
         self._watermark: int | None = NO_WATERMARK
         self._sent: list[int | None] = [NO_WATERMARK] * owners.owners
         self.rows_sent = 0
 
     @classmethod
-    def after(cls, config: PipelineConfig, stage: int, next_stage: NextStage) -> StageLink:
-        """The link from keyed stage ``stage`` of ``config`` to the stage after it."""
-        views = config.keyed_stages
-        if stage + 1 >= len(views):
+    def after(cls, compiled: CompiledPipeline, stage: int, next_stage: NextStage) -> StageLink:
+        """The link from keyed stage ``stage`` of ``compiled`` to the stage that takes its results."""
+        config = compiled.config
+        graph = config.stage_graph
+        following = graph.next_stage[stage]
+        if following is None:
             raise ValueError(f"keyed stage {stage} of pipeline {config.name!r} is its last: nothing follows it")
-        return cls(views[stage], views[stage + 1], next_stage.owners, next_stage.owner_of_group, next_stage.sender)
+        shared = graph.reads_inputs(following) or len(graph.feeders(following)) > 1
+        schema = compiled.stages[following].input_schema if shared else None
+        views = config.keyed_stages
+        owners, owner_of_group, sender = next_stage.owners, next_stage.owner_of_group, next_stage.sender
+        return cls(views[stage], views[following], owners, owner_of_group, sender, schema)
 
     def write(self, rows: pa.Table | pa.RecordBatch) -> None:
         """Send ``rows`` (results of the stage) to their owners, with the watermark last forwarded."""
@@ -106,6 +119,8 @@ class StageLink:
         if table.num_rows == 0:
             return
         batch = as_next_stage_input(self._stage, table).combine_chunks().to_batches()[0]
+        if self._schema is not None:
+            batch = conform(batch, self._schema)
         for owner, part in self._router.split(batch).items():
             self._owners.send(owner, self._sender, part, self._watermark)
             self._sent[owner] = self._watermark

@@ -120,7 +120,14 @@ class CompiledPipeline:
         transformed = self.inputs[input_index].transform(events)
         if len(self.inputs) == 1:
             return transformed
-        return replace(transformed, events=conform(transformed.events, self.stage_schema))
+        return replace(transformed, events=conform(transformed.events, self.schema_of_input(input_index)))
+
+    def schema_of_input(self, input_index: int) -> pa.Schema:
+        """The schema input ``input_index``'s rows are conformed to: that of the keyed stage it feeds (the inputs
+        and stages that stage takes, in one), or ``stage_schema`` for a stateless pipeline."""
+        if not self.stages:
+            return self.stage_schema
+        return self.stages[self.config.stage_graph.input_stage[input_index]].input_schema
 
     @property
     def schema(self) -> EventSchema:
@@ -162,7 +169,8 @@ def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
     compiled = CompiledPipeline(config, inputs, stage_schema((i.name, i.output_schema) for i in inputs))
     for spec, compiled_input in zip(config.all_inputs, inputs, strict=True):
         _check_input_has_key(config, spec, list(compiled_input.output_columns))
-    compiled = replace(compiled, stages=_compile_stages(config, compiled.stage_schema, compiled.carries_trace))
+    stages = _compile_stages(config, [(i.name, i.output_schema) for i in inputs], compiled.carries_trace)
+    compiled = replace(compiled, stages=stages)
     if compiled.result_columns or not compiled.stages:
         _check_sinks(config, compiled.result_columns)
     results = _result_schema(compiled)
@@ -177,20 +185,32 @@ def _result_schema(compiled: CompiledPipeline) -> pa.Schema | None:
     return compiled.stages[-1].output_schema if compiled.stages else compiled.stage_schema
 
 
-def _compile_stages(config: PipelineConfig, schema: pa.Schema, carry_trace: bool) -> tuple[CompiledStage, ...]:
-    """Each keyed stage checked against the rows it takes: the inputs' (conformed) for the first, the stage
-    before's results (with an event time) for each later one."""
+def _compile_stages(
+    config: PipelineConfig, inputs: list[tuple[str, pa.Schema]], carry_trace: bool
+) -> tuple[CompiledStage, ...]:
+    """Each keyed stage checked against the rows it takes, in one schema (:func:`stage_schema`): those of the
+    inputs it takes (after their operators), then the results of the stages it takes (with an event time)."""
     views = config.keyed_stages
+    if not views:
+        return ()
+    graph = config.stage_graph
+    names = config.stage_names or ("stage0",)
+    taken: list[list[tuple[str, pa.Schema]]] = [[] for _ in views]
+    for (name, schema), stage in zip(inputs, graph.input_stage, strict=True):
+        taken[stage].append((name, schema))
     compiled: list[CompiledStage] = []
     for index, view in enumerate(views):
         path = f"stages.{index}." if config.stages is not None else ""
         try:
-            output = _check_stage(view, schema, carry_trace, last=index == len(views) - 1)
+            only = taken[index][0][1] if len(taken[index]) == 1 and not graph.reads_inputs(index) else None
+            schema = only if only is not None else stage_schema(taken[index])
+            output = _check_stage(view, schema, carry_trace, last=graph.next_stage[index] is None)
         except ConfigError as error:  # each error type takes one message: keep the type, add the stage
             raise type(error)(f"{path}{error}") from None
         compiled.append(CompiledStage(view, schema, output))
-        if output is not None:
-            schema = stage_input_schema(view, output)
+        following = graph.next_stage[index]
+        if output is not None and following is not None:
+            taken[following].append((names[index], stage_input_schema(view, output)))
     return tuple(compiled)
 
 
@@ -347,9 +367,12 @@ def _check_dead_letter(config: PipelineConfig, spec: NamedInput) -> None:
 def _check_input_has_key(config: PipelineConfig, spec: NamedInput, columns: list[str]) -> None:
     """With several inputs, each must give the keyed stage its key and event time: rows are routed by the key,
     and a row without them (nulls, had the input no such column) could be counted nowhere."""
-    stage = config.keyed_stage
-    if stage is None or not spec.path:
+    if config.keyed_stage is None or not spec.path:
         return
+    stage = config.keyed_stages[config.stage_graph.input_stage[spec.index]].keyed_stage
+    assert stage is not None  # a view is of a keyed stage
+    if config.stages is not None:
+        stage = replace(stage, key_field=f"stages.{config.stage_graph.input_stage[spec.index]}.{stage.key_field}")
     if stage.key not in columns:
         raise ConfigError(
             f"{stage.key_field}: input {spec.name!r} has no column {stage.key!r} after its operators; every input "

@@ -29,7 +29,7 @@ from pipelines.stages.plan import CompiledPipeline
 from pipelines.stages.topology import input_of, local_partition
 from pipelines.state.keygroups import KeyGroupRouter
 
-__all__ = ["Downstream", "Handled", "NoTracing", "SourceStage", "Tracing"]
+__all__ = ["Downstream", "Handled", "NoTracing", "Routes", "SourceStage", "Tracing"]
 
 
 class Downstream(Protocol):
@@ -108,9 +108,15 @@ class Handled:
     dropped_traceparents: int
 
 
+Routes = Sequence[int] | Mapping[int, Sequence[int]]
+"""Where a source's rows go: the owner (among the downstream's) of each key group of the keyed stage; with
+stages that take inputs apart (:class:`~pipelines.config.stage_graph.StageGraph`), of each key group of each
+such stage, by stage, the stages' owners numbered one after the other."""
+
+
 @dataclass
 class _Routing:
-    router: KeyGroupRouter
+    routers: tuple[KeyGroupRouter, ...]  # per input: by the key of the stage it feeds
     downstream: Downstream
     sent_watermark: list[int | None]
 
@@ -174,13 +180,25 @@ class SourceStage:
         """Whether rows go to a keyed stage (set by :meth:`route_to`) rather than to the sinks."""
         return self._routing is not None
 
-    def route_to(self, downstream: Downstream, owner_of_group: Sequence[int]) -> None:
-        """Send rows, split by key group, to the owners of ``downstream`` (at start, and after a rescale)."""
-        stage = self._compiled.config.keyed_stage
-        if stage is None:
+    def route_to(self, downstream: Downstream, owner_of_group: Routes) -> None:
+        """Send rows, split by key group, to the owners of ``downstream`` (at start, and after a rescale): each
+        input's by the key of the stage it feeds. Every owner gets this source's watermark and its end."""
+        config = self._compiled.config
+        if config.keyed_stage is None:
             raise ValueError("a pipeline without a keyed stage writes to its sinks; it has nothing to route to")
-        router = KeyGroupRouter(stage.key, self._compiled.config.runtime.max_key_groups, owner_of_group)
-        self._routing = _Routing(router, downstream, [NO_WATERMARK] * downstream.owners)
+        graph = config.stage_graph
+        by_stage = owner_of_group if isinstance(owner_of_group, Mapping) else {0: owner_of_group}
+        missing = [stage for stage in graph.input_stages if stage not in by_stage]
+        if missing:
+            raise ValueError(f"the inputs feed keyed stages {list(graph.input_stages)}; no owners given for {missing}")
+        views = config.keyed_stages
+        routers: dict[int, KeyGroupRouter] = {}
+        for stage in graph.input_stages:
+            key = views[stage].keyed_stage
+            assert key is not None  # a view is of a keyed stage
+            routers[stage] = KeyGroupRouter(key.key, config.runtime.max_key_groups, by_stage[stage])
+        routing = tuple(routers[stage] for stage in graph.input_stage)
+        self._routing = _Routing(routing, downstream, [NO_WATERMARK] * downstream.owners)
 
     async def handle(self, raw: RawBatch) -> Handled:
         """Decode, dead-letter, transform and pass on one fetched batch (see the class contract)."""
@@ -205,13 +223,13 @@ class SourceStage:
                 for sink in self._sinks:
                     sink.write(events)
             else:
-                await self._route(events, span.traceparent)
+                await self._route(events, span.traceparent, input_of(raw.partition))
         return Handled(len(raw), events.num_rows, dead_lettered, decoded.dropped_traceparents)
 
     async def route_watermark(self) -> None:
         """A quiet or idle source still moves the watermark: send it to each owner it changed for."""
         if self._routing is not None:
-            await self._route(None, None)
+            await self._route(None, None, 0)
 
     def watermark(self) -> int | None:
         """This source's watermark now; None when every open partition is idle."""
@@ -246,12 +264,13 @@ class SourceStage:
             self._breaker.observe(np.isin(offsets, rejected))
         return count
 
-    async def _route(self, events: pa.RecordBatch | None, trace_context: str | None) -> None:
-        """Send each owner its rows and the watermark; with no rows, only a watermark that changed."""
+    async def _route(self, events: pa.RecordBatch | None, trace_context: str | None, input_index: int) -> None:
+        """Send each owner its rows (of input ``input_index``) and the watermark; with no rows, only a watermark
+        that changed."""
         assert self._routing is not None
         routing = self._routing
         watermark = self.watermark()
-        parts = routing.router.split(events) if events is not None else {}
+        parts = routing.routers[input_index].split(events) if events is not None else {}
         for owner in range(routing.downstream.owners):
             part = parts.get(owner)
             sent = routing.sent_watermark[owner]

@@ -23,6 +23,7 @@ from pipelines.config.secrets import resolve_secrets
 from pipelines.eventtime.clock import ManualClock
 from pipelines.examples.orders import orders_pipeline
 from pipelines.stages.chain import NextStage
+from pipelines.stages.source_stage import Routes
 from pipelines.stages.topology import partition_limits
 from pipelines.state.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
 from pipelines.testing import FaultPlan
@@ -111,7 +112,7 @@ class InProcessSource:
         return await self.actor.close()
 
     async def reassign(self, partitions: list[int], restored: SourceSnapshot, limits: dict[int, int | None],
-                       downstream: Any, owner_of_group: list[int] | None) -> None:  # fmt: skip
+                       downstream: Any, owner_of_group: Routes | None) -> None:  # fmt: skip
         await self.actor.reassign(partitions, restored, limits, downstream, owner_of_group)
 
     async def resume(self) -> None:
@@ -179,7 +180,7 @@ class InProcessActors:
 
     def source(self, config: PipelineConfig, actor_id: str, sender_index: int, partitions: list[int],
                limits: dict[int, int | None], clock: tuple[float, int], aggregates: list[Any],
-               owner_of_group: list[int] | None, restored: SourceSnapshot | None,
+               owner_of_group: Routes | None, restored: SourceSnapshot | None,
                faults: FaultPlan = ()) -> Any:  # fmt: skip
         downstream = InProcessDownstream([a.actor for a in aggregates]) if owner_of_group is not None else None
         actor = SourceActor(
