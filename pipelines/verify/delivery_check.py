@@ -68,7 +68,7 @@ from pipelines.config.state import DedupConfig
 from pipelines.errors import ConfigError
 from pipelines.io.records import RawBatch
 from pipelines.stages.plan import CompiledPipeline
-from pipelines.stages.topology import input_of
+from pipelines.stages.topology import PARTITION_STRIDE, input_of
 from pipelines.windows.tumbling import WINDOW_END, WINDOW_START
 
 __all__ = [
@@ -283,7 +283,8 @@ def expected_run(compiled: CompiledPipeline, raws: Iterable[RawBatch]) -> Expect
         tables.append(_with_input_order(compiled.stage_schema.empty_table(), 0, 0))
     rejected_rows = pa.Table.from_batches(rejected, schema=rejected[0].schema) if rejected else None
     return ExpectedRun(
-        events=pa.concat_tables(tables),
+        # inputs that feed different keyed stages have their own schemas: a column one lacks is null in its rows
+        events=pa.concat_tables(tables, promote_options="default"),
         rejected=_rejected_keys(rejected_rows),
         input_records=records,
     )
@@ -330,17 +331,29 @@ def _kind(view: PipelineConfig) -> str:
 def through_earlier_stages(
     events: pa.Table, compiled: CompiledPipeline, on_time: Callable[[pa.Table], pa.Table] = lambda rows: rows
 ) -> pa.Table:
-    """What the last keyed stage of a chain takes, recomputed: ``events`` through every stage before it (window
-    results, with the last millisecond of their window as event time; dedup: the first row of each id).
-    ``on_time`` takes out, before each windows stage, the rows that stage dead-lettered as late."""
-    for view in compiled.config.keyed_stages[:-1]:
+    """What the last keyed stage takes, recomputed: each input's ``events`` to the stage that takes them, and
+    each stage's results, in stage order, to the stage that takes them (window results with the last millisecond
+    of their window as event time; dedup: the first row of each id, in the order taken: inputs first, then the
+    stages). ``on_time`` takes out, before each windows stage, the rows that stage dead-lettered as late."""
+    graph = compiled.config.stage_graph
+    views = compiled.config.keyed_stages
+    taken: list[list[pa.Table]] = [[] for _ in views]
+    inputs = pc.divide(events.column(INPUT_PARTITION), PARTITION_STRIDE) if len(graph.input_stage) > 1 else None
+    for index, stage in enumerate(graph.input_stage):
+        rows = events if inputs is None else events.filter(pc.equal(inputs, index))
+        taken[stage].append(rows)
+    for index, view in enumerate(views[:-1]):
+        rows = pa.concat_tables(taken[index], promote_options="default")
         if view.aggregate is not None:
-            results = recompute_windows(on_time(events), view.aggregate)
-            events = results.append_column("_timestamp", pc.subtract(results.column(WINDOW_END), 1))
+            results = recompute_windows(on_time(rows), view.aggregate)
+            rows = results.append_column("_timestamp", pc.subtract(results.column(WINDOW_END), 1))
         else:
             assert isinstance(view.keyed, DedupConfig)  # check_verifiable allows windows and dedup only
-            events = _first_of_each_id(events, view.keyed)
-    return events
+            rows = _first_of_each_id(rows, view.keyed)
+        following = graph.next_stage[index]
+        assert following is not None  # only the last stage feeds none
+        taken[following].append(rows)
+    return pa.concat_tables(taken[-1], promote_options="default")
 
 
 def _first_of_each_id(events: pa.Table, dedup: DedupConfig) -> pa.Table:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cluster.control.runner import run_pipeline
 from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, parse_config
@@ -87,4 +88,50 @@ def test_two_keyed_stages_rescaled_exactly_once_under_kills_of_their_actors(
     rows = read_jsonl_dir(tmp_path / "windows")
     assert written_windows_of_windows(rows) == recomputed(config, events)
     assert summary.progress.windows_emitted == len(rows), "the second stage's results, each counted once"
+    assert_exactly_once(verified(config), events)
+
+
+STAGED_YAML = Path(__file__).resolve().parents[2] / "configs" / "orders_payments_staged.yaml"
+
+
+def staged_under_kills(tmp_path: Path, events: int) -> PipelineConfig:
+    """configs/orders_payments_staged.yaml (payments deduplicated, then windows over the orders and the payments
+    paid once): bounded at ``events`` over both inputs, paced over PACED_RUN_S, rescaled from 2 actors per stage
+    to 3 by the first autoscaler tick, exactly once."""
+    data = yaml.safe_load(STAGED_YAML.read_text(encoding="utf-8"))
+    partitions = sum(spec["source"]["partitions"] for spec in data["inputs"].values())
+    for spec in data["inputs"].values():
+        share = events * spec["source"]["partitions"] // partitions
+        spec["source"].update(rate_per_s=max(1, share // PACED_RUN_S), start_time_ms=START_TIME_MS)
+    data.update(
+        name=unique("chaos-staged"),
+        sinks=[{"type": "jsonl", "path": str(tmp_path / "windows")}],
+        dead_letter={"type": "jsonl", "path": str(tmp_path / "dead_letter")},
+        runtime={"duration_s": None, "max_events": events, "source_actors": 2, "aggregate_actors": 2,
+                 "batch_size": 2_048, "autoscale": RESCALE_TO_THREE},
+        checkpoint={"interval_ms": 500, "uri": str(tmp_path / "checkpoints"), "keep": 3},
+        delivery="exactly_once",
+        tracing={"enabled": False},
+    )  # fmt: skip
+    return parse_config(data)
+
+
+def test_a_stage_fed_by_an_input_and_a_stage_rescaled_exactly_once_under_kills(
+    ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
+) -> None:
+    """The orders go straight to the windows, the payments through dedup first: the windows' actors take both
+    the sources and the dedup actors as senders, through a rescale and kills of any keyed-stage actor."""
+    events = chaos_events // 3
+    config = staged_under_kills(tmp_path, events)
+    assert config.stage_graph.input_stage == (1, 0)  # orders -> windows, payments -> dedup
+    plan = planned_kills(events, kills=2)
+    with ScheduledKiller(ray_driver, tmp_path / "checkpoints", plan, kinds=("AggregateActor",), seed=3) as killer:
+        summary = run_pipeline(config, address=ray_driver.address)
+
+    killer.assert_planned_kills_happened()
+    assert len(summary.recoveries_s) >= len(plan), f"each kill was recovered: {summary.recoveries_s}, {killer.killed}"
+    assert summary.progress.events_in == events
+    assert [rescale.aggregates for rescale in summary.rescales] == [(2, 3)], "both stages were rescaled, once"
+    rows = read_jsonl_dir(tmp_path / "windows")
+    assert summary.progress.windows_emitted == len(rows)
     assert_exactly_once(verified(config), events)

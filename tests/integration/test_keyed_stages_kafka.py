@@ -59,3 +59,46 @@ def test_dedup_then_windows_on_kafka_counts_replayed_events_once_exactly_once(
     windows = report.outputs[0].windows
     assert windows is not None and windows.expected > 0 and windows.emissions == windows.expected
     assert summary.progress.windows_emitted == windows.emissions
+
+
+STAGED_YAML = Path(__file__).resolve().parents[2] / "configs" / "orders_payments_staged.yaml"
+
+
+def test_a_stage_fed_by_a_topic_and_a_stage_on_kafka_exactly_once(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """configs/orders_payments_staged.yaml on two topics, both with a range produced twice: the payments are
+    deduplicated (stage 0, 1 actor), the orders are not (their repeats count twice); the windows (stage 1, 3
+    actors) take both, exactly once into a topic, and ``eventray verify`` recomputes the tree from the topics."""
+    topics = {"orders": unique("orders-staged"), "payments": unique("payments-staged")}
+    for topic, seed, prefix in zip(topics.values(), (42, 7), ("o", "p"), strict=True):
+        generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=seed, rate_per_s=None,
+                                          start_time_ms=START_TIME_MS, event_id_prefix=prefix)  # fmt: skip
+        for count in (EVENTS, REPLAYED):
+            asyncio.run(produce_events(connection(kafka_bootstrap), topic, count, generator, None, START_TIME_MS))
+    data: dict[str, Any] = yaml.safe_load(STAGED_YAML.read_text(encoding="utf-8"))
+    name = unique("staged")
+    for input_name, topic in topics.items():
+        data["inputs"][input_name]["source"] = {"type": "kafka", "topic": topic, "group_id": name, "start": "earliest"}
+    data.update(
+        name=name,
+        sinks=[{"type": "kafka", "topic": f"{name}.out", "key_column": "customer_id"}],
+        dead_letter={"type": "kafka", "topic": f"{name}.dlq"},
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        delivery="exactly_once",
+        checkpoint={"interval_ms": 500, "uri": str(tmp_path / "checkpoints"), "keep": 3},
+        runtime={"source_actors": 2, "aggregate_actors": 2, "duration_s": None, "max_events": 2 * (EVENTS + REPLAYED)},
+        tracing={"enabled": False},
+    )
+    data["stages"][0]["actors"], data["stages"][1]["actors"] = 1, 3
+    config = parse_config(data)
+
+    summary = run_pipeline(config, address=ray_driver.address)
+
+    assert summary.progress.events_in == 2 * (EVENTS + REPLAYED)
+    assert summary.progress.dropped_intended > 0, "the replayed payments were dropped by the dedup stage"
+    report = asyncio.run(verify_run(config))
+    assert report.input_records == 2 * (EVENTS + REPLAYED)
+    assert report.failures("exactly_once") == []
+    windows = report.outputs[0].windows
+    assert windows is not None and windows.expected > 0 and windows.emissions == windows.expected
