@@ -7,6 +7,7 @@ what is allowed.
 
 from __future__ import annotations
 
+import re
 import types
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -864,8 +865,16 @@ def format_validation_error(error: ValidationError, source: str) -> str:
         if item["type"] == "union_tag_not_found":
             tags = ", ".join(_tagged_members(_annotation_at(item["loc"])))
             message = f"{message}: write type: one of {tags}" if tags else message
+        if item["type"] == "value_error":
+            message = message.removeprefix("Value error, ")  # our own words (the validators' ValueErrors)
+            if path == "(top level)" and _NAMES_ITS_FIELD.match(message):
+                lines.append(f"  {message}")  # a check of the whole config that names the field itself
+                continue
         lines.append(f"  {path}: {message}")
     return "\n".join(lines)
+
+
+_NAMES_ITS_FIELD = re.compile(r"^[a-z_]+(\.[a-z0-9_\[\]-]+)*: ")
 
 
 def _without_union_tags(loc: tuple[int | str, ...]) -> list[int | str]:

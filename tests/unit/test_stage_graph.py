@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from cluster.control.supervisor import Supervisor
-from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, parse_config
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, load_config, parse_config
 from pipelines.config.secrets import resolve_secrets
 from pipelines.config.stage_graph import StageGraph, stage_graph
 from pipelines.errors import ConfigError
@@ -273,3 +273,18 @@ def test_a_stages_inputs_are_checked_when_the_config_is_read(tmp_path: Path) -> 
     data["stages"][1]["inputs"] = ["orders", "paid_twice"]
     with pytest.raises(ConfigError, match=r"stages\.1\.inputs: 'paid_twice' is neither an input nor a stage"):
         parse_config(data)
+
+
+def test_a_wrong_stage_input_in_a_file_reads_as_its_field_and_the_fix(tmp_path: Path) -> None:
+    """The graph is checked over the whole config, yet the message starts with the field, as a field's does."""
+    text = (ROOT / "configs/orders_payments_staged.yaml").read_text()
+    path = tmp_path / "staged.yaml"
+    path.write_text(text.replace("inputs: [orders, paid_once]", "inputs: [orders, paid_twice]"))
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+
+    assert str(raised.value).splitlines()[1:] == [
+        "  stages.1.inputs: 'paid_twice' is neither an input nor a stage; inputs: ['orders', 'payments'], stages: "
+        "['paid_once', 'per_customer']"
+    ]
