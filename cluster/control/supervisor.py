@@ -41,6 +41,7 @@ from cluster.control.layout import Layout
 from cluster.control.recovery_policy import Failure, RecoveryPolicy, Verdict
 from cluster.control.restore_plan import plan_source_starts
 from cluster.control.run_report import RunProgress, RunSummary, merge_previews
+from cluster.control.stage_plan import ActorPlacement, keyed_stage_plan
 from cluster.control.watchdog import Watchdog
 from pipelines.config.kafka import KafkaDeadLetterConfig, KafkaSinkConfig, KafkaSourceConfig
 from pipelines.config.pipeline import (
@@ -313,39 +314,10 @@ class Supervisor:
         )
 
     async def _regroup_aggregates(self, checkpoint: Checkpoint, suffix: str) -> None:
-        """The layout's key groups to its aggregates in each keyed stage (the same in each); a stage is regrouped
-        before the stages that feed it, which then send to its new actors."""
-        if not self._aggregates:
-            return
-        config = self._config
-        wiring = self._wiring()
-        by_stage: dict[int, list[AggregateHandle]] = {}
-        for stage in reversed(range(len(config.keyed_stages))):
-            groups = wiring.groups[stage]
-            current = [handle for handle in self._aggregates if handle.stage == stage]
-            for handle in current[len(groups) :]:
-                self._actors.kill(handle)
-            kept = current[: len(groups)]
-            senders = wiring.senders(stage)
-
-            def feeds(index: int, stage: int = stage) -> NextOwners | None:
-                return self._next_owners(wiring, stage, index, by_stage)
-
-            await asyncio.gather(*(
-                h.regroup(groups[i], senders, checkpoint.aggregates, self._actors.next_stage(config, feeds(i)))
-                for i, h in enumerate(kept)
-            ))  # fmt: skip
-            added = []
-            for i in range(len(kept), len(groups)):
-                slot = _aggregate_slot(stage, i)
-                added.append(
-                    self._actors.aggregate(config, f"{slot}-{suffix}", groups[i], senders, slot, self._live_faults,
-                                           stage=stage, next_stage=feeds(i))
-                )  # fmt: skip
-            await asyncio.gather(*(handle.restore(checkpoint.aggregates) for handle in added))
-            await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
-            by_stage[stage] = kept + added
-        self._aggregates = [handle for stage in sorted(by_stage) for handle in by_stage[stage]]
+        """The layout's key groups to its aggregates in each keyed stage (the same in each), at the barrier of
+        ``checkpoint``: see :meth:`_place_keyed_stages`."""
+        if self._aggregates:
+            self._aggregates = await self._place_keyed_stages(suffix, self._aggregates, checkpoint)
 
     def _place_in_stage(self, handle: AggregateHandle) -> int:
         """``handle``'s index among the actors of its keyed stage."""
@@ -542,7 +514,7 @@ class Supervisor:
         layout = self._layout
         layout.place(partitions)  # sticky: after a rescale or a restore, each keeps its owner's index if it can
         if layout.keyed:
-            self._aggregates = self._spawn_keyed_stages(suffix)
+            self._aggregates = await self._place_keyed_stages(suffix, [], None)
         owners = self._source_routes()
         actor_ids = [f"source-{index}-{suffix}" for index in range(len(layout.owned))]
         starts = plan_source_starts(
@@ -556,32 +528,43 @@ class Supervisor:
             )  # fmt: skip
             self._sources.append(handle)
 
-    def _spawn_keyed_stages(self, suffix: str) -> list[AggregateHandle]:
-        """The actors of every keyed stage, by stage (:meth:`_stage_sizes` of them, each stage's key groups from
-        the layout); a stage's actors are made before those of the stages that feed it, which send to them."""
-        wiring = self._wiring()
+    async def _place_keyed_stages(
+        self, suffix: str, running: list[AggregateHandle], checkpoint: Checkpoint | None
+    ) -> list[AggregateHandle]:
+        """Carry out :func:`~cluster.control.stage_plan.keyed_stage_plan` from the ``running`` actors to the
+        layout's wiring, the last stage first; return every keyed stage's actors, by stage. At a start none run
+        and every actor is made (restored later, with the sources). At a rescale (``checkpoint``: the one just
+        taken, every sender held at its barrier) actors that stay are regrouped in place and relinked, those
+        beyond the new counts are removed, and new ones are made and restored from ``checkpoint``."""
+        config = self._config
+        current = [[handle for handle in running if handle.stage == stage] for stage in range(len(config.keyed_stages))]
         by_stage: dict[int, list[AggregateHandle]] = {}
-        for stage in reversed(range(len(wiring.groups))):
-            senders = wiring.senders(stage)
-            actors = []
-            for index, owned in enumerate(wiring.groups[stage]):
-                slot = _aggregate_slot(stage, index)
-                feeds = self._next_owners(wiring, stage, index, by_stage)
-                actors.append(
-                    self._actors.aggregate(self._config, f"{slot}-{suffix}", owned, senders, slot, self._live_faults,
-                                           stage=stage, next_stage=feeds)
-                )  # fmt: skip
-            by_stage[stage] = actors
-        return [handle for stage in sorted(by_stage) for handle in by_stage[stage]]
 
-    @staticmethod
-    def _next_owners(
-        wiring: StageWiring, stage: int, index: int, by_stage: dict[int, list[AggregateHandle]]
-    ) -> NextOwners | None:
-        """Where actor ``index`` of ``stage`` sends its results: the actors of the stage that takes them (made
-        before it), or None for the last stage."""
-        link = wiring.next_link(stage, index)
-        return None if link is None else NextOwners(by_stage[link.stage], link.owner_of_group, link.sender)
+        def feeds(placement: ActorPlacement) -> NextOwners | None:
+            link = placement.next_link
+            return None if link is None else NextOwners(by_stage[link.stage], link.owner_of_group, link.sender)
+
+        for plan in keyed_stage_plan(self._wiring(), [len(handles) for handles in current]):
+            handles = current[plan.stage]
+            for index in plan.removed:
+                self._actors.kill(handles[index])
+            if plan.regrouped:
+                assert checkpoint is not None  # actors stay only through a rescale
+                await asyncio.gather(*(
+                    handles[p.index].regroup(p.key_groups, p.senders, checkpoint.aggregates,
+                                             self._actors.next_stage(config, feeds(p)))
+                    for p in plan.regrouped
+                ))  # fmt: skip
+            added = [
+                self._actors.aggregate(config, f"{p.slot}-{suffix}", p.key_groups, p.senders, p.slot,
+                                       self._live_faults, stage=p.stage, next_stage=feeds(p))
+                for p in plan.added
+            ]  # fmt: skip
+            if checkpoint is not None and added:
+                await asyncio.gather(*(handle.restore(checkpoint.aggregates) for handle in added))
+                await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
+            by_stage[plan.stage] = handles[: plan.kept] + added
+        return [handle for stage in sorted(by_stage) for handle in by_stage[stage]]
 
     def _wiring(self) -> StageWiring:
         return self._layout.wiring(self._config.stage_graph, self._stage_sizes())
@@ -641,12 +624,6 @@ class Supervisor:
             autoscale_timeline=list(self._autoscaler.timeline) if self._autoscaler else [],
             rescales=list(self._autoscaler.rescales) if self._autoscaler else [],
         )
-
-
-def _aggregate_slot(stage: int, index: int) -> str:
-    """The stable place of an aggregate actor: ``aggregate-<index>`` in the first keyed stage,
-    ``stage<k>-aggregate-<index>`` in a later one (it names state files and transactions)."""
-    return f"aggregate-{index}" if stage == 0 else f"stage{stage}-aggregate-{index}"
 
 
 def _file_output_directories(config: PipelineConfig) -> list[str]:
