@@ -82,7 +82,7 @@ class AggregateActor:
         self._store = open_checkpoint_store(config.checkpoint, config.name)
         self._pipeline = config.name
         self._compiled = compile_pipeline(config)
-        self._carry_trace = self._compiled.carries_trace
+        self._carry_trace = self._compiled.stages[stage].carries_trace
         self._telemetry = Telemetry(config, actor_id)
         self._metrics = PipelineMetrics(config.name)
         lineage = output_lineage(config, self._store)

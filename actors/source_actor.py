@@ -71,7 +71,7 @@ class SourceActor:
         started_at_s: float,
         start_time_ms: int,
         downstream: Downstream | None = None,
-        owner_of_group: Routes | None = None,
+        routes: Routes | None = None,
         restored: SourceSnapshot | None = None,
         faults: FaultPlan = (),
         clock: Clock = SYSTEM_CLOCK,
@@ -95,8 +95,8 @@ class SourceActor:
         self._inputs = ReaderSet(config, f"{config.name}-{actor_id}", started_at_s, start_time_ms)
         self._downstream = downstream
         keyed = config.keyed_stage is not None
-        if keyed and (downstream is None or owner_of_group is None):
-            raise ValueError("a pipeline with a keyed stage needs a downstream and owner_of_group")
+        if keyed and (downstream is None or routes is None):
+            raise ValueError("a pipeline with a keyed stage needs a downstream and routes")
         self._telemetry = Telemetry(config, actor_id)
         lineage = output_lineage(config, self._store)
         self._sinks: list[Output] = (
@@ -114,8 +114,8 @@ class SourceActor:
             tracing=self._telemetry,
             clock=clock,
         )
-        if downstream is not None and owner_of_group is not None:
-            self._stage.route_to(downstream, owner_of_group)
+        if downstream is not None and routes is not None:
+            self._stage.route_to(downstream, routes)
         self._metrics = PipelineMetrics(config.name)
         self._lag_topics: dict[int, str] = {}  # the topic (metrics label) each partition's batches name
         self._lag_reported_at = 0.0
@@ -204,7 +204,7 @@ class SourceActor:
         restored: SourceSnapshot,
         limits: dict[int, int | None],
         downstream: Downstream | None,
-        owner_of_group: Routes | None,
+        routes: Routes | None,
     ) -> None:
         """A rescale, while this actor is held at the barrier (:meth:`complete` with ``resume`` False): read
         ``partitions`` from now on (new ones from ``restored``, the checkpoint just taken) and route to the
@@ -225,9 +225,9 @@ class SourceActor:
         )
         self._limits.update({p: limits.get(p) for p in arriving})
         self._pending_partitions = [p for p in self._pending_partitions if p not in leaving] + arriving
-        if self._stage.routes and downstream is not None and owner_of_group is not None:
+        if self._stage.routes and downstream is not None and routes is not None:
             self._downstream = downstream
-            self._stage.route_to(downstream, owner_of_group)
+            self._stage.route_to(downstream, routes)
 
     async def resume(self) -> None:
         """Continue reading after a rescale held this actor at the barrier."""

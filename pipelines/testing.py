@@ -192,7 +192,7 @@ def _keyed_runners(
     groups = config.runtime.max_key_groups
     views = config.keyed_stages
     sizes = [stage.actors or owners for stage in config.stages] if config.stages else [owners] * len(views)
-    wiring = StageWiring(config.stage_graph, tuple(assign_key_groups(groups, size) for size in sizes), senders, groups)
+    wiring = StageWiring(compiled.graph, tuple(assign_key_groups(groups, size) for size in sizes), senders, groups)
     by_stage: dict[int, list[KeyedStageRunner]] = {}
     for index in reversed(range(len(views))):
         runners = []
@@ -204,10 +204,10 @@ def _keyed_runners(
                 following = StageLink.after(compiled, index, next_stage)
             runners.append(
                 KeyedStageRunner(views[index], wiring.senders(index), sinks=[run.results], late_output=run.late,
-                                 carry_trace=compiled.carries_trace, clock=clock, next_stage=following)
+                                 carry_trace=compiled.stages[index].carries_trace, clock=clock, next_stage=following)
             )  # fmt: skip
         by_stage[index] = runners
-    sent_to = [runner for stage in config.stage_graph.input_stages for runner in by_stage.get(stage, [])]
+    sent_to = [runner for stage in compiled.graph.input_stages for runner in by_stage.get(stage, [])]
     return sent_to, wiring.source_routes()
 
 

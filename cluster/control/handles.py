@@ -171,9 +171,9 @@ class SourceHandle(_ActorHandle):
         restored: SourceSnapshot,
         limits: dict[int, int | None],
         downstream: Any,
-        owner_of_group: Routes | None,
+        routes: Routes | None,
     ) -> None:
-        await self.actor.reassign.remote(partitions, restored, limits, downstream, owner_of_group)
+        await self.actor.reassign.remote(partitions, restored, limits, downstream, routes)
 
     async def resume(self) -> None:
         await self.actor.resume.remote()
@@ -289,7 +289,7 @@ class ActorFactory(Protocol):
         limits: dict[int, int | None],
         clock: tuple[float, int],
         aggregates: list[AggregateHandle],
-        owner_of_group: Routes | None,
+        routes: Routes | None,
         restored: SourceSnapshot | None,
         faults: FaultPlan = (),
     ) -> SourceHandle: ...
@@ -348,15 +348,15 @@ class RayActors:
         limits: dict[int, int | None],
         clock: tuple[float, int],
         aggregates: list[AggregateHandle],
-        owner_of_group: Routes | None,
+        routes: Routes | None,
         restored: SourceSnapshot | None,
         faults: FaultPlan = (),
     ) -> SourceHandle:
         """``clock``: (wall-clock start of the run in s, event time of offset 0 in ms) for generator sources."""
-        downstream = self.downstream(config, aggregates) if owner_of_group is not None else None
+        downstream = self.downstream(config, aggregates) if routes is not None else None
         started_at_s, start_time_ms = clock
         actor = remote_source(config, f"{config.name}-{actor_id}").remote(
-            config, actor_id, sender_index, partitions, limits, started_at_s, start_time_ms, downstream, owner_of_group,
+            config, actor_id, sender_index, partitions, limits, started_at_s, start_time_ms, downstream, routes,
             restored, faults,
         )  # fmt: skip
         return SourceHandle(actor, actor_id)

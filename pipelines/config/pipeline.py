@@ -304,11 +304,7 @@ class NamedInput:
     schema: SchemaConfig
     operators: tuple[OperatorConfig, ...]
     path: str
-
-    @property
-    def written_name(self) -> str:
-        """The name the config gives this input (an input of several topics is several, under one name)."""
-        return self.path[len("inputs.") : -1] if self.path else SINGLE_INPUT
+    written_name: str  # the name the config gives it (an input of several topics is several, under one name)
 
 
 class AggregationConfig(_Model):
@@ -719,7 +715,7 @@ class PipelineConfig(_Model):
                         "(the sources judge every input by stages.0's settings), so its own would do nothing; set "
                         "them on stages.0"
                     )
-            self.stage_graph  # noqa: B018 -- raises ValueError naming stages.<k>.inputs when they are wrong
+            self._graph_of_stages()  # raises ValueError naming stages.<k>.inputs when they cannot run
             return self
         if self.aggregate is not None and self.keyed is not None:
             raise ValueError(
@@ -755,6 +751,9 @@ class PipelineConfig(_Model):
             raise ValueError("delivery: exactly_once needs checkpoints (remove checkpoint: null)")
         without_time = [i for i in self.all_inputs if i.schema.event_time_field is None]
         if stage is not None and without_time:
+            fed = self.stage_graph.input_stage[without_time[0].index]  # the stage that takes the input
+            stage = self.keyed_stages[fed].keyed_stage
+            assert stage is not None  # a view is of a keyed stage
             why = {
                 "windows": "windows are on event time",
                 "upsert": "versions are ordered by event time",
@@ -762,7 +761,7 @@ class PipelineConfig(_Model):
                 "process": "timers fire on the event-time watermark",
             }[stage.kind]
             section = "aggregate" if stage.kind == "windows" else f"keyed ({stage.kind})"
-            section = f"stages.0.{section}" if self.stages is not None else section
+            section = f"stages.{fed}.{section}" if self.stages is not None else section
             raise ValueError(f"{section} needs {without_time[0].path}schema.event_time_field ({why})")
         return self
 
@@ -782,7 +781,7 @@ class PipelineConfig(_Model):
             sources = source.each_topic() if isinstance(source, KafkaSourceConfig) else [source]
             for one in sources:
                 label = f"{name}[{one.topic}]" if len(sources) > 1 and isinstance(one, KafkaSourceConfig) else name
-                named.append(NamedInput(label, len(named), one, schema, operators, path))
+                named.append(NamedInput(label, len(named), one, schema, operators, path, name))
         return tuple(named)
 
     @property
@@ -806,6 +805,9 @@ class PipelineConfig(_Model):
     def stage_graph(self) -> StageGraph:
         """Which stage takes each input and each stage's results (:mod:`pipelines.config.stage_graph`); for a
         pipeline written with ``aggregate`` or ``keyed``, every input feeds the one stage; a stateless one has none."""
+        return self._graph_of_stages()
+
+    def _graph_of_stages(self) -> StageGraph:
         names = [spec.written_name for spec in self.all_inputs]
         if self.stages is None:
             return StageGraph((0,) * len(names), (None,)) if self.keyed_stages else StageGraph((), ())
@@ -826,7 +828,8 @@ class PipelineConfig(_Model):
     @property
     def keyed_stage(self) -> KeyedStage | None:
         """The (first) keyed stage, ``aggregate`` or ``keyed``, as the actors see it; None for a stateless pipeline.
-        The sources route rows by its key."""
+        The sources judge every input's lateness by its watermark settings (each input's rows go by the key of
+        the stage that takes them: :attr:`stage_graph`)."""
         if self.stages is not None:
             first = self.keyed_stages[0].keyed_stage
             assert first is not None  # every stage is aggregate or keyed

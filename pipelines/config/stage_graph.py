@@ -36,14 +36,14 @@ class StageGraph:
         """The stages the sources send to, in order."""
         return tuple(sorted(set(self.input_stage)))
 
-    @property
-    def is_chain(self) -> bool:
-        """Whether every input feeds the first stage and each stage the one after it."""
-        chain = (*(index + 1 for index in range(len(self.next_stage) - 1)), None)
-        return set(self.input_stage) <= {0} and self.next_stage == chain
-
     def reads_inputs(self, stage: int) -> bool:
+        """Whether ``stage`` takes the rows of some input (then every source actor is one of its senders)."""
         return stage in self.input_stage
+
+    def takes_one_stage(self, stage: int) -> bool:
+        """Whether ``stage`` takes only the results of one earlier stage (as they are); any other stage takes the
+        rows of its inputs and stages in one schema."""
+        return not self.reads_inputs(stage) and len(self.feeders(stage)) == 1
 
     def feeders(self, stage: int) -> tuple[int, ...]:
         """The earlier stages whose results ``stage`` takes, in order."""
@@ -91,8 +91,8 @@ def stage_graph(
     for index, following in enumerate(next_stage[:-1]):
         if following is None:
             raise ValueError(
-                f"stages.{index} ({stage_names[index]!r}) feeds no stage, and only the last stage writes to the sinks: "
-                "name it in a later stage's inputs"
+                f"stages.{index}: stage {stage_names[index]!r} feeds no stage, and only the last stage writes to the "
+                "sinks: name it in a later stage's inputs"
             )
     return StageGraph(tuple(input_stage[name] for name in input_names), tuple(next_stage))
 

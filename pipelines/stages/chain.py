@@ -103,12 +103,11 @@ class StageLink:
     def after(cls, compiled: CompiledPipeline, stage: int, next_stage: NextStage) -> StageLink:
         """The link from keyed stage ``stage`` of ``compiled`` to the stage that takes its results."""
         config = compiled.config
-        graph = config.stage_graph
+        graph = compiled.graph
         following = graph.next_stage[stage]
         if following is None:
             raise ValueError(f"keyed stage {stage} of pipeline {config.name!r} is its last: nothing follows it")
-        shared = graph.reads_inputs(following) or len(graph.feeders(following)) > 1
-        schema = compiled.stages[following].input_schema if shared else None
+        schema = None if graph.takes_one_stage(following) else compiled.stages[following].input_schema
         views = config.keyed_stages
         owners, owner_of_group, sender = next_stage.owners, next_stage.owner_of_group, next_stage.sender
         return cls(views[stage], views[following], owners, owner_of_group, sender, schema)

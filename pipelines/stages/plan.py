@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from pipelines.config.kafka import KafkaSinkConfig
 from pipelines.config.pipeline import ConsoleSinkConfig, MaskOp, NamedInput, PipelineConfig
+from pipelines.config.stage_graph import StageGraph
 from pipelines.config.state import DedupConfig, KeyedProcessConfig, UpsertConfig
 from pipelines.decode.binary_codecs import AvroDecoder, RawBytesDecoder
 from pipelines.decode.codecs import DecodedBatch, Decoder, JsonDecoder
@@ -94,17 +95,27 @@ class CompiledStage:
     input_schema: pa.Schema
     output_schema: pa.Schema | None
 
+    @property
+    def carries_trace(self) -> bool:
+        """Whether the stage's results keep the ``_traceparent`` of (their first contributing) rows."""
+        return "_traceparent" in self.input_schema.names
+
+
+_NO_STAGES = StageGraph((), ())
+
 
 @dataclass(frozen=True)
 class CompiledPipeline:
     """A pipeline's inputs compiled (:class:`CompiledInput`, in topology order), the schema their rows share
-    after their operators (``stage_schema``: what the first keyed stage, or the sinks, receive) and its keyed
-    stages (:class:`CompiledStage`, in order; none for a stateless pipeline)."""
+    after their operators (``stage_schema``: what a stateless pipeline's sinks receive, and in a chain the first
+    keyed stage), its keyed stages (:class:`CompiledStage`, in order; none for a stateless pipeline) and which
+    stage takes what (``graph``)."""
 
     config: PipelineConfig
     inputs: tuple[CompiledInput, ...]
     stage_schema: pa.Schema
     stages: tuple[CompiledStage, ...] = ()
+    graph: StageGraph = _NO_STAGES
 
     def input_of(self, partition: int) -> CompiledInput:
         """The input that pipeline partition ``partition`` (a raw batch's) belongs to."""
@@ -127,7 +138,7 @@ class CompiledPipeline:
         and stages that stage takes, in one), or ``stage_schema`` for a stateless pipeline."""
         if not self.stages:
             return self.stage_schema
-        return self.stages[self.config.stage_graph.input_stage[input_index]].input_schema
+        return self.stages[self.graph.input_stage[input_index]].input_schema
 
     @property
     def schema(self) -> EventSchema:
@@ -169,8 +180,7 @@ def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
     compiled = CompiledPipeline(config, inputs, stage_schema((i.name, i.output_schema) for i in inputs))
     for spec, compiled_input in zip(config.all_inputs, inputs, strict=True):
         _check_input_has_key(config, spec, list(compiled_input.output_columns))
-    stages = _compile_stages(config, [(i.name, i.output_schema) for i in inputs], compiled.carries_trace)
-    compiled = replace(compiled, stages=stages)
+    compiled = replace(compiled, stages=_compile_stages(config, inputs), graph=config.stage_graph)
     if compiled.result_columns or not compiled.stages:
         _check_sinks(config, compiled.result_columns)
     results = _result_schema(compiled)
@@ -185,32 +195,31 @@ def _result_schema(compiled: CompiledPipeline) -> pa.Schema | None:
     return compiled.stages[-1].output_schema if compiled.stages else compiled.stage_schema
 
 
-def _compile_stages(
-    config: PipelineConfig, inputs: list[tuple[str, pa.Schema]], carry_trace: bool
-) -> tuple[CompiledStage, ...]:
-    """Each keyed stage checked against the rows it takes, in one schema (:func:`stage_schema`): those of the
-    inputs it takes (after their operators), then the results of the stages it takes (with an event time)."""
+def _compile_stages(config: PipelineConfig, inputs: tuple[CompiledInput, ...]) -> tuple[CompiledStage, ...]:
+    """Each keyed stage checked against the rows it takes: the results of the one stage it takes as they are;
+    else in one schema (:func:`stage_schema`) those of the inputs it takes (after their operators), then the
+    results of the stages it takes (with an event time)."""
     views = config.keyed_stages
     if not views:
         return ()
     graph = config.stage_graph
     names = config.stage_names or ("stage0",)
     taken: list[list[tuple[str, pa.Schema]]] = [[] for _ in views]
-    for (name, schema), stage in zip(inputs, graph.input_stage, strict=True):
-        taken[stage].append((name, schema))
+    for compiled_input, stage in zip(inputs, graph.input_stage, strict=True):
+        taken[stage].append((f"input {compiled_input.name!r}", compiled_input.output_schema))
     compiled: list[CompiledStage] = []
     for index, view in enumerate(views):
         path = f"stages.{index}." if config.stages is not None else ""
         try:
-            only = taken[index][0][1] if len(taken[index]) == 1 and not graph.reads_inputs(index) else None
-            schema = only if only is not None else stage_schema(taken[index])
-            output = _check_stage(view, schema, carry_trace, last=graph.next_stage[index] is None)
+            schema = taken[index][0][1] if graph.takes_one_stage(index) else stage_schema(taken[index], "inputs")
+            last = graph.next_stage[index] is None
+            output = _check_stage(view, schema, "_traceparent" in schema.names, last=last)
         except ConfigError as error:  # each error type takes one message: keep the type, add the stage
             raise type(error)(f"{path}{error}") from None
         compiled.append(CompiledStage(view, schema, output))
         following = graph.next_stage[index]
         if output is not None and following is not None:
-            taken[following].append((names[index], stage_input_schema(view, output)))
+            taken[following].append((f"stage {names[index]!r}", stage_input_schema(view, output)))
     return tuple(compiled)
 
 

@@ -108,10 +108,10 @@ class Handled:
     dropped_traceparents: int
 
 
-Routes = Sequence[int] | Mapping[int, Sequence[int]]
-"""Where a source's rows go: the owner (among the downstream's) of each key group of the keyed stage; with
-stages that take inputs apart (:class:`~pipelines.config.stage_graph.StageGraph`), of each key group of each
-such stage, by stage, the stages' owners numbered one after the other."""
+Routes = Mapping[int, Sequence[int]]
+"""Where a source's rows go: for each keyed stage that takes inputs (:class:`~pipelines.config.stage_graph.StageGraph`;
+in a chain, stage 0 only), the owner of each of its key groups among the downstream's owners (those stages'
+actors, stage by stage: :meth:`~pipelines.stages.wiring.StageWiring.source_routes`)."""
 
 
 @dataclass
@@ -180,15 +180,14 @@ class SourceStage:
         """Whether rows go to a keyed stage (set by :meth:`route_to`) rather than to the sinks."""
         return self._routing is not None
 
-    def route_to(self, downstream: Downstream, owner_of_group: Routes) -> None:
+    def route_to(self, downstream: Downstream, routes: Routes) -> None:
         """Send rows, split by key group, to the owners of ``downstream`` (at start, and after a rescale): each
         input's by the key of the stage it feeds. Every owner gets this source's watermark and its end."""
         config = self._compiled.config
         if config.keyed_stage is None:
             raise ValueError("a pipeline without a keyed stage writes to its sinks; it has nothing to route to")
-        graph = config.stage_graph
-        by_stage = owner_of_group if isinstance(owner_of_group, Mapping) else {0: owner_of_group}
-        missing = [stage for stage in graph.input_stages if stage not in by_stage]
+        graph = self._compiled.graph
+        missing = [stage for stage in graph.input_stages if stage not in routes]
         if missing:
             raise ValueError(f"the inputs feed keyed stages {list(graph.input_stages)}; no owners given for {missing}")
         views = config.keyed_stages
@@ -196,7 +195,7 @@ class SourceStage:
         for stage in graph.input_stages:
             key = views[stage].keyed_stage
             assert key is not None  # a view is of a keyed stage
-            routers[stage] = KeyGroupRouter(key.key, config.runtime.max_key_groups, by_stage[stage])
+            routers[stage] = KeyGroupRouter(key.key, config.runtime.max_key_groups, routes[stage])
         routing = tuple(routers[stage] for stage in graph.input_stage)
         self._routing = _Routing(routing, downstream, [NO_WATERMARK] * downstream.owners)
 

@@ -105,9 +105,10 @@ def check_input_layout(config: PipelineConfig, recorded: Sequence[str], checkpoi
     )
 
 
-def stage_schema(inputs: Iterable[tuple[str, pa.Schema]]) -> pa.Schema:
+def stage_schema(inputs: Iterable[tuple[str, pa.Schema]], path: str | None = None) -> pa.Schema:
     """The schema every input's rows are conformed to; ConfigError naming both inputs when they disagree on a
-    column's type."""
+    column's type. With ``path`` (a stage's ``inputs``), the names are labels of what the stage takes (``input
+    'orders'``, ``stage 'paid_once'``) and the error names that field."""
     fields: dict[str, pa.Field] = {}
     owner: dict[str, str] = {}
     for name, schema in inputs:
@@ -116,6 +117,12 @@ def stage_schema(inputs: Iterable[tuple[str, pa.Schema]]) -> pa.Schema:
             if known is None:
                 fields[field.name] = field.with_nullable(True)
                 owner[field.name] = name
+            elif known.type != field.type and path is not None:
+                raise ConfigError(
+                    f"{path}: column {field.name!r} is {field.type} in the rows of {name}, and {known.type} in those "
+                    f"of {owner[field.name]}; the stage takes both in one column: derive one type (e.g. op: derive "
+                    "with a cast, in an input), or rename one of them (op: select with rename, or the aggregation)"
+                )
             elif known.type != field.type:
                 raise ConfigError(
                     f"inputs.{name}: column {field.name!r} is {field.type} after its operators, and {known.type} in "

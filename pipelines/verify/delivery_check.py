@@ -68,7 +68,7 @@ from pipelines.config.state import DedupConfig
 from pipelines.errors import ConfigError
 from pipelines.io.records import RawBatch
 from pipelines.stages.plan import CompiledPipeline
-from pipelines.stages.topology import PARTITION_STRIDE, input_of
+from pipelines.stages.topology import PARTITION_STRIDE, conform, input_of
 from pipelines.windows.tumbling import WINDOW_END, WINDOW_START
 
 __all__ = [
@@ -273,9 +273,11 @@ def expected_run(compiled: CompiledPipeline, raws: Iterable[RawBatch]) -> Expect
     for raw in raws:
         records += len(raw)
         decoded = compiled.decode(raw)
-        transformed = compiled.transform(decoded.events, input_of(raw.partition))
+        transformed = compiled.inputs[input_of(raw.partition)].transform(decoded.events)
         rejected += [*decoded.dead_letters, *transformed.failures_as_dead_letters(raw)]
-        events = transformed.events
+        # every input's rows in one table: the inputs' columns, in the types they agree on (through_earlier_stages
+        # gives each stage the rows it takes in its own schema)
+        events = conform(transformed.events, compiled.stage_schema) if len(compiled.inputs) > 1 else transformed.events
         start = sequence.get(raw.partition, 0)
         sequence[raw.partition] = start + events.num_rows
         tables.append(_with_input_order(pa.Table.from_batches([events]), raw.partition, start))
@@ -283,8 +285,7 @@ def expected_run(compiled: CompiledPipeline, raws: Iterable[RawBatch]) -> Expect
         tables.append(_with_input_order(compiled.stage_schema.empty_table(), 0, 0))
     rejected_rows = pa.Table.from_batches(rejected, schema=rejected[0].schema) if rejected else None
     return ExpectedRun(
-        # inputs that feed different keyed stages have their own schemas: a column one lacks is null in its rows
-        events=pa.concat_tables(tables, promote_options="default"),
+        events=pa.concat_tables(tables),
         rejected=_rejected_keys(rejected_rows),
         input_records=records,
     )
@@ -335,15 +336,18 @@ def through_earlier_stages(
     each stage's results, in stage order, to the stage that takes them (window results with the last millisecond
     of their window as event time; dedup: the first row of each id, in the order taken: inputs first, then the
     stages). ``on_time`` takes out, before each windows stage, the rows that stage dead-lettered as late."""
-    graph = compiled.config.stage_graph
+    graph = compiled.graph
     views = compiled.config.keyed_stages
     taken: list[list[pa.Table]] = [[] for _ in views]
     inputs = pc.divide(events.column(INPUT_PARTITION), PARTITION_STRIDE) if len(graph.input_stage) > 1 else None
     for index, stage in enumerate(graph.input_stage):
-        rows = events if inputs is None else events.filter(pc.equal(inputs, index))
-        taken[stage].append(rows)
+        if inputs is None:  # one input: its rows as they are (as the sources send them)
+            taken[stage].append(events)
+            continue
+        rows = events.filter(pc.equal(inputs, index))
+        taken[stage].append(_conformed(rows, compiled.stages[stage].input_schema))
     for index, view in enumerate(views[:-1]):
-        rows = pa.concat_tables(taken[index], promote_options="default")
+        rows = pa.concat_tables(taken[index])
         if view.aggregate is not None:
             results = recompute_windows(on_time(rows), view.aggregate)
             rows = results.append_column("_timestamp", pc.subtract(results.column(WINDOW_END), 1))
@@ -352,8 +356,19 @@ def through_earlier_stages(
             rows = _first_of_each_id(rows, view.keyed)
         following = graph.next_stage[index]
         assert following is not None  # only the last stage feeds none
-        taken[following].append(rows)
-    return pa.concat_tables(taken[-1], promote_options="default")
+        one_stage = graph.takes_one_stage(following)
+        taken[following].append(rows if one_stage else _conformed(rows, compiled.stages[following].input_schema))
+    return pa.concat_tables(taken[-1])
+
+
+def _conformed(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``rows`` in ``schema``, as a stage takes them: its columns where it has them, nulls elsewhere."""
+    columns = [
+        rows.column(field.name) if field.name in rows.column_names
+        else pa.chunked_array([pa.nulls(rows.num_rows, field.type)])
+        for field in schema
+    ]  # fmt: skip
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _first_of_each_id(events: pa.Table, dedup: DedupConfig) -> pa.Table:

@@ -347,7 +347,7 @@ async def test_a_checkpoint_barrier_never_cuts_through_the_end_of_input(tmp_path
     stage0 = AggregateActor(config, "a", list(range(128)), senders=1, slot="aggregate-0", next_stage=owners)
     downstream = SlowFinish([stage0], log)
     limits: dict[int, int | None] = dict(partition_limits(8, 800))
-    source = SourceActor(config, "s", 0, list(range(8)), limits, 0.0, START_TIME_MS, downstream, [0] * 128)
+    source = SourceActor(config, "s", 0, list(range(8)), limits, 0.0, START_TIME_MS, downstream, {0: [0] * 128})
 
     async def barrier_during_the_finish() -> None:
         await downstream.finishing.wait()

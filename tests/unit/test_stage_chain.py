@@ -128,7 +128,7 @@ def test_dirty_input_is_dead_lettered_once_with_its_reason_and_the_rest_reaches_
         [KeyedStageRunner(config, 1, sinks=[results], late_output=late, carry_trace=False) for _ in range(3)]
     )
     stage = SourceStage(compile_pipeline(config), dead_letter=dead, backlogs=lambda: {0: 5}, clock=ManualClock())
-    stage.route_to(runners, owner_of_group(config, 3))
+    stage.route_to(runners, {0: owner_of_group(config, 3)})
     stage.watermarks.opened(0)
     t = START_TIME_MS
     payloads = [
@@ -181,7 +181,7 @@ def test_an_idle_partition_stops_holding_the_watermark_once_the_clock_passes_its
         [KeyedStageRunner(config, 1, sinks=[CollectingSink()], late_output=CollectingSink(), carry_trace=False)]
     )
     stage = SourceStage(compile_pipeline(config), dead_letter=CollectingSink(), backlogs=lambda: backlogs, clock=clock)
-    stage.route_to(runners, owner_of_group(config, 1))
+    stage.route_to(runners, {0: owner_of_group(config, 1)})
     stage.watermarks.opened(0)
     stage.watermarks.opened(1)
     asyncio.run(stage.handle(raw_batch([order("c1", 100, START_TIME_MS + 9_000)], partition=0)))

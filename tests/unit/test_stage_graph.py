@@ -49,7 +49,7 @@ def test_without_inputs_the_stages_are_a_chain_from_every_input() -> None:
     graph = stage_graph(["orders", "payments"], ["a", "b", "c"], [None, None, None])
 
     assert graph == StageGraph(input_stage=(0, 0), next_stage=(1, 2, None))
-    assert graph.is_chain
+    assert [graph.takes_one_stage(stage) for stage in range(3)] == [False, True, True]
     assert [graph.senders(stage, 3, [2, 4, 1]) for stage in range(3)] == [3, 2, 4]
 
 
@@ -61,7 +61,8 @@ def test_a_tree_numbers_each_stages_senders_sources_first_then_its_feeders_in_or
     )
 
     assert graph.input_stage == (0, 1, 2) and graph.next_stage == (2, 2, None)
-    assert not graph.is_chain and graph.input_stages == (0, 1, 2)
+    assert graph.input_stages == (0, 1, 2)
+    assert not any(graph.takes_one_stage(stage) for stage in range(3)), "each takes an input"
     assert graph.feeders(2) == (0, 1)
     sizes = [3, 4, 2]
     assert graph.senders(2, 2, sizes) == 2 + 3 + 4
@@ -87,7 +88,7 @@ def test_the_first_stage_takes_by_default_the_inputs_no_other_stage_names() -> N
         ([["orders", "payments"], ["payments", "a"]], r"stages\.1\.inputs: input 'payments' already feeds stages\.0"),
         ([["orders"], None, ["a", "b", "payments"]], r"stages\.2\.inputs: stage 'a' already feeds stages\.1"),
         ([["orders"], ["a"]], r"stages: the input\(s\) \['payments'\] feed no stage"),
-        ([["orders"], ["payments"]], r"stages\.0 \('a'\) feeds no stage, and only the last stage writes to the sinks"),
+        ([["orders"], ["payments"]], r"stages\.0: stage 'a' feeds no stage, and only the last stage writes"),
         ([None, ["orders", "payments", "a"]], r"stages\.0\.inputs: the first stage takes no input"),
         ([["orders", "orders", "payments"], None], r"names one thing twice"),
     ],
@@ -288,3 +289,97 @@ def test_a_wrong_stage_input_in_a_file_reads_as_its_field_and_the_fix(tmp_path: 
         "  stages.1.inputs: 'paid_twice' is neither an input nor a stage; inputs: ['orders', 'payments'], stages: "
         "['paid_once', 'per_customer']"
     ]
+
+
+def windows_of_orders_then_payments(tmp_path: Path) -> dict[str, Any]:
+    """A tree whose first stage emits a column of another type than an input has under the same name: orders'
+    mean ordered_cents per customer per window (a double; the orders give int64), then the windows over the
+    payments and those results."""
+    data = staged(tmp_path, "dag").model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["stages"] = [
+        {"name": "order_windows", "inputs": ["orders"], "aggregate": {
+            "key": "customer_id", "window": {"type": "tumbling", "size_ms": WINDOW_MS},
+            "max_out_of_order_ms": 3_600_000, "aggregations": {"orders": {"fn": "sum", "column": "placed"},
+                             "ordered_cents": {"fn": "mean", "column": "ordered_cents"}}}},
+        {"name": "per_customer", "inputs": ["payments", "order_windows"], "aggregate": {
+            "key": "customer_id", "window": {"type": "tumbling", "size_ms": WINDOW_MS},
+            "aggregations": {"windows": {"fn": "count"}, "orders": {"fn": "sum", "column": "orders"},
+                             "mean_ordered_cents": {"fn": "max", "column": "ordered_cents"},
+                             "payments": {"fn": "sum", "column": "paid"},
+                             "paid_cents": {"fn": "sum", "column": "paid_cents"}}}},
+    ]  # fmt: skip
+    return data
+
+
+def test_verify_gives_each_stage_its_rows_in_its_own_schema_and_equals_the_run(tmp_path: Path) -> None:
+    """The orders' int64 ordered_cents and the first stage's double one never meet in one table: verify's
+    recomputation equals what the stages emit."""
+    config = parse_config(windows_of_orders_then_payments(tmp_path))
+    compiled = compile_pipeline(config)
+    assert compiled.stages[1].input_schema.field("ordered_cents").type == "double"
+    last = config.last_stage.aggregate
+    assert last is not None
+
+    run = run_stages(config, senders=2, owners=2, batch_size=300)
+    expected = expected_run(compiled, asyncio.run(read_files(config)))
+    recomputed = recompute_windows(through_earlier_stages(expected.events, compiled), last)
+
+    assert run.late.num_rows == 0
+    key = ("customer_id", "window_start_ms")
+    columns = ["windows", "orders", "mean_ordered_cents", "payments", "paid_cents"]
+
+    def by_window(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+        return {tuple(row[k] for k in key): tuple(row[c] for c in columns) for row in rows}
+
+    emitted = by_window(run.results.rows())
+    assert emitted == by_window(recomputed.to_pylist())
+    delivered: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    for event in PAYMENTS[::2] + PAYMENTS[1::2] + PAYMENTS[::5]:  # no dedup here: each as often as delivered
+        if event["event_type"] == "PaymentProcessed":
+            entry = delivered[(event["customer_id"], event["event_time_ms"] - event["event_time_ms"] % WINDOW_MS)]
+            entry[0] += 1
+            entry[1] += event["amount_cents"] or 0
+    assert {k: (v[3], v[4]) for k, v in emitted.items() if v[3]} == {k: tuple(v) for k, v in delivered.items()}
+
+
+def test_a_stage_whose_inputs_carry_no_trace_runs_beside_one_that_does(tmp_path: Path) -> None:
+    """The payments drop _traceparent, the orders keep it: the dedup of payments carries none, the windows
+    (which take the orders) do."""
+    data = staged(tmp_path, "dag").model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["inputs"]["payments"]["operators"][-1]["columns"].remove("_traceparent")
+    config = parse_config(data)
+
+    compiled = compile_pipeline(config)
+
+    assert [stage.carries_trace for stage in compiled.stages] == [False, True]
+    assert totals_of(run_stages(config, senders=2, owners=2, batch_size=300).results.rows()) == reference("dag")
+
+
+def test_a_column_of_two_types_in_what_a_stage_takes_names_the_stage_and_both_sources(tmp_path: Path) -> None:
+    data = windows_of_orders_then_payments(tmp_path)
+    data["stages"][1]["inputs"] = ["orders", "order_windows"]
+    data["stages"][1]["aggregate"]["aggregations"] = {"orders": {"fn": "count"}}
+    data["stages"][0]["inputs"] = ["payments"]
+    data["stages"][0]["aggregate"]["aggregations"] = {"placed": {"fn": "mean", "column": "paid_cents"}}
+
+    with pytest.raises(ConfigError, match=(
+        r"^stages\.1\.inputs: column 'placed' is double in the rows of stage 'order_windows', and int64 in those of "
+        r"input 'orders'; the stage takes both in one column"
+    )):  # fmt: skip
+        compile_pipeline(parse_config(data))
+
+
+def test_an_input_without_event_time_names_the_stage_that_takes_it(tmp_path: Path) -> None:
+    data = staged(tmp_path, "dag").model_dump(mode="json", by_alias=True, exclude_none=True)
+    del data["inputs"]["orders"]["schema"]["event_time_field"]
+    with pytest.raises(ConfigError, match=r"stages\.1\.aggregate needs inputs\.orders\.schema\.event_time_field"):
+        parse_config(data)
+
+
+def test_a_stage_that_feeds_none_reads_as_its_field(tmp_path: Path) -> None:
+    text = (ROOT / "configs/orders_payments_staged.yaml").read_text()
+    path = tmp_path / "staged.yaml"
+    path.write_text(text.replace("inputs: [orders, paid_once]", "inputs: [orders]"))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value).splitlines()[1].startswith("  stages.0: stage 'paid_once' feeds no stage")

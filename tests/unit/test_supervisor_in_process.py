@@ -112,8 +112,8 @@ class InProcessSource:
         return await self.actor.close()
 
     async def reassign(self, partitions: list[int], restored: SourceSnapshot, limits: dict[int, int | None],
-                       downstream: Any, owner_of_group: Routes | None) -> None:  # fmt: skip
-        await self.actor.reassign(partitions, restored, limits, downstream, owner_of_group)
+                       downstream: Any, routes: Routes | None) -> None:  # fmt: skip
+        await self.actor.reassign(partitions, restored, limits, downstream, routes)
 
     async def resume(self) -> None:
         await self.actor.resume()
@@ -180,11 +180,11 @@ class InProcessActors:
 
     def source(self, config: PipelineConfig, actor_id: str, sender_index: int, partitions: list[int],
                limits: dict[int, int | None], clock: tuple[float, int], aggregates: list[Any],
-               owner_of_group: Routes | None, restored: SourceSnapshot | None,
+               routes: Routes | None, restored: SourceSnapshot | None,
                faults: FaultPlan = ()) -> Any:  # fmt: skip
-        downstream = InProcessDownstream([a.actor for a in aggregates]) if owner_of_group is not None else None
+        downstream = InProcessDownstream([a.actor for a in aggregates]) if routes is not None else None
         actor = SourceActor(
-            config, actor_id, sender_index, partitions, limits, *clock, downstream, owner_of_group, restored, faults
+            config, actor_id, sender_index, partitions, limits, *clock, downstream, routes, restored, faults
         )
         return InProcessSource(actor, actor_id, self)
 
@@ -322,7 +322,7 @@ async def test_regroup_moves_key_groups_between_live_aggregates_and_loses_nothin
     limits = partition_limits(8, EVENTS)
     half = {p: (limit or 0) // 2 for p, limit in limits.items()}
     first_half = SourceActor(config, "s", 0, list(range(8)), cast(dict[int, int | None], half), 0.0, START_TIME_MS,
-                             StillOpenDownstream([first, second]), owners)  # fmt: skip
+                             StillOpenDownstream([first, second]), {0: owners})  # fmt: skip
     await first_half.run()
     barrier = await first_half.checkpoint(1)
     snapshots = [first.checkpoint(1), second.checkpoint(1)]
@@ -334,7 +334,7 @@ async def test_regroup_moves_key_groups_between_live_aggregates_and_loses_nothin
     taken = first.regroup(list(range(128)), senders=1, snapshots=snapshots)
     rest: dict[int, int | None] = {p: (limit or 0) - half[p] for p, limit in limits.items()}
     second_half = SourceActor(config, "s2", 0, list(range(8)), rest, 0.0, START_TIME_MS,
-                              InProcessDownstream([first]), [0] * 128, barrier.snapshot)  # fmt: skip
+                              InProcessDownstream([first]), {0: [0] * 128}, barrier.snapshot)  # fmt: skip
     await second_half.run()
     first.checkpoint(2)
     first.complete(2)
