@@ -53,6 +53,12 @@ class DevBrokerConfig(BaseModel):
         default=False, description="TLS, SCRAM and ACLs: SASL_SSL on port, mutual TLS on mtls_port, no plaintext"
     )
     mtls_port: int = Field(default=0, ge=0, le=65535, description="secured broker: the mutual-TLS client port")
+    advertised_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="the port clients are told to connect to (0: port); a proxy there must forward to port",
+    )
     heap_mb: int = Field(default=512, ge=128)
     keep_data: bool = False
     ready_timeout_s: float = Field(default=60.0, gt=0)
@@ -65,6 +71,8 @@ class DevBrokerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> DevBrokerConfig:
+        if self.advertised_port and self.secure:
+            raise ValueError("advertised_port is for a plaintext broker (a proxy in front of it); set secure: false")
         chosen = [port for port in (self.port, self.controller_port, self.mtls_port) if port]
         if len(chosen) != len(set(chosen)):
             raise ValueError(

@@ -70,11 +70,16 @@ class BrokerPorts:
     port: int
     controller: int
     mtls: int | None = None
+    advertised: int | None = None  # the port clients are told to use (a proxy's), when not ``port``
 
     @property
     def bootstrap(self) -> str:
         """The client bootstrap string, ``127.0.0.1:<port>``."""
         return f"{LOOPBACK_HOST}:{self.port}"
+
+    @property
+    def advertised_bootstrap(self) -> str:
+        return f"{LOOPBACK_HOST}:{self.advertised or self.port}"
 
 
 def render_server_properties(ports: BrokerPorts, data_dir: Path, tls: TlsFiles | None = None) -> str:
@@ -101,7 +106,7 @@ def _plaintext_listeners(ports: BrokerPorts) -> dict[str, str]:
     controller = f"{LOOPBACK_HOST}:{ports.controller}"
     return {
         "listeners": f"PLAINTEXT://{ports.bootstrap},CONTROLLER://{controller}",
-        "advertised.listeners": f"PLAINTEXT://{ports.bootstrap}",
+        "advertised.listeners": f"PLAINTEXT://{ports.advertised_bootstrap}",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "inter.broker.listener.name": "PLAINTEXT",
     }

@@ -101,6 +101,17 @@ def test_server_properties_listen_on_loopback_only(tmp_path: Path) -> None:
     assert "localhost" not in text
 
 
+def test_a_broker_behind_a_proxy_listens_on_its_port_and_advertises_the_proxys(tmp_path: Path) -> None:
+    ports = BrokerPorts(port=19092, controller=19093, advertised=19100)
+    props = _properties(render_server_properties(ports, tmp_path))
+
+    assert props["listeners"].split(",")[0] == "PLAINTEXT://127.0.0.1:19092"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19100"
+    assert ports.bootstrap == "127.0.0.1:19092", "start_broker still probes the broker itself"
+    with pytest.raises(ValueError, match="advertised_port is for a plaintext broker"):
+        DevBrokerConfig(port=9092, advertised_port=9100, secure=True)
+
+
 def test_pom_names_the_kafka_version_and_an_slf4j2_api() -> None:
     root = ET.fromstring(render_pom("4.1.1"))
     versions = {

@@ -1,0 +1,107 @@
+"""The network-fault proxy of the chaos tests, against a loopback echo server: each fault does what it says,
+judged by order of events, not by timing."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.chaos.fault_proxy import fault_proxy
+
+
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    """A loopback server that echoes every byte back, one thread per connection."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def echo(connection: socket.socket) -> None:
+        with connection:
+            while data := connection.recv(65536):
+                connection.sendall(data)
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=echo, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+
+
+def frame(api_key: int, body: bytes = b"") -> bytes:
+    """A Kafka-shaped request frame: its size, then the api key, then the rest."""
+    payload = api_key.to_bytes(2, "big") + body
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def connect(port: int) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return client
+
+
+def receive(client: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = client.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_it_forwards_both_ways(echo_port: int) -> None:
+    with fault_proxy(echo_port) as proxy, connect(proxy.port) as client:
+        client.sendall(frame(3, b"metadata"))
+        assert receive(client, len(frame(3, b"metadata"))) == frame(3, b"metadata")
+        assert proxy.connections == 1
+
+
+def test_a_blackhole_holds_the_bytes_until_healed_then_delivers_them(echo_port: int) -> None:
+    with fault_proxy(echo_port) as proxy, connect(proxy.port) as client:
+        proxy.blackhole()
+        client.sendall(frame(0, b"held"))
+        client.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            client.recv(100)  # nothing comes back while blackholed
+        proxy.heal()
+        client.settimeout(10)
+        assert receive(client, len(frame(0, b"held"))) == frame(0, b"held")
+
+
+def test_a_reset_aborts_open_connections_and_refuses_new_ones_until_healed(echo_port: int) -> None:
+    with fault_proxy(echo_port) as proxy:
+        with connect(proxy.port) as client:
+            client.sendall(frame(3))
+            assert receive(client, len(frame(3))) == frame(3)
+            proxy.reset()
+            with pytest.raises(ConnectionError):
+                client.sendall(frame(3))
+                if not client.recv(100):
+                    raise ConnectionResetError("closed")
+        assert proxy.resets >= 1
+        with connect(proxy.port) as refused, pytest.raises(ConnectionError):
+            refused.sendall(frame(3))
+            if not refused.recv(100):
+                raise ConnectionResetError("closed")
+        proxy.heal()
+        with connect(proxy.port) as client:
+            client.sendall(frame(3))
+            assert receive(client, len(frame(3))) == frame(3)
+
+
+def test_held_requests_of_one_api_wait_and_keep_their_order_on_the_connection(echo_port: int) -> None:
+    """EndTxn (26) held: a request of another kind sent after it comes back after it, and only EndTxn counts."""
+    end_txn, produce = frame(26, b"commit"), frame(0, b"records")
+    with fault_proxy(echo_port) as proxy, connect(proxy.port) as client:
+        proxy.delay_requests(26, 0.5)
+        client.sendall(produce[:3])  # frames split across chunks are reassembled
+        client.sendall(produce[3:] + end_txn + produce)
+        assert receive(client, 2 * len(produce) + len(end_txn)) == produce + end_txn + produce
+        assert proxy.delayed == 1
