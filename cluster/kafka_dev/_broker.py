@@ -145,16 +145,16 @@ def broker_security(state_dir: Path) -> BrokerSecurity | None:
     return BrokerSecurity(record.bootstrap, record.mtls_bootstrap, TlsFiles(paths.tls), paths.secrets)
 
 
-def stop_broker(state_dir: Path, timeout_s: float = 20.0) -> bool:
+def stop_broker(state_dir: Path, timeout_s: float = 20.0, hard: bool = False) -> bool:
     """Stop the broker recorded in ``state_dir``; True if one was running and is now gone.
 
     Signals only the recorded pid, and only while it is still this state dir's broker JVM (a stale
     or recycled pid is left alone and its records removed). SIGTERM first, SIGKILL after
-    ``timeout_s``. Keeps the data dir and the log.
+    ``timeout_s``; ``hard``: SIGKILL at once (a crash). Keeps the data dir and the log.
     """
     paths = StatePaths(state_dir.expanduser().resolve())
     pid = paths.read_pid()
-    stopped = pid is not None and terminate_broker(pid, paths.config, timeout_s)
+    stopped = pid is not None and terminate_broker(pid, paths.config, timeout_s, hard)
     paths.forget_broker()
     return stopped
 

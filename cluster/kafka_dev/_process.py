@@ -88,8 +88,9 @@ def peek_child_exit(pid: int) -> int | None:
     return result.si_status if result.si_code == os.CLD_EXITED else -result.si_status
 
 
-def terminate_broker(pid: int, config_path: Path, timeout_s: float) -> bool:
-    """Stop the broker ``pid``: SIGTERM, wait up to ``timeout_s``, then SIGKILL that pid only.
+def terminate_broker(pid: int, config_path: Path, timeout_s: float, hard: bool = False) -> bool:
+    """Stop the broker ``pid``: SIGTERM, wait up to ``timeout_s``, then SIGKILL that pid only (``hard``: SIGKILL
+    at once, a crash as the clients and the log see it).
 
     Returns False, signalling nothing, when ``pid`` is not the broker of ``config_path``; True once it
     is gone. Each signal is preceded by the identity check. Raises DevBrokerError if the process
@@ -97,9 +98,10 @@ def terminate_broker(pid: int, config_path: Path, timeout_s: float) -> bool:
     """
     if not is_broker_process(pid, config_path):
         return False
-    _signal(pid, signal.SIGTERM)
-    if _wait_gone(pid, config_path, timeout_s):
-        return True
+    if not hard:
+        _signal(pid, signal.SIGTERM)
+        if _wait_gone(pid, config_path, timeout_s):
+            return True
     if is_broker_process(pid, config_path):
         _signal(pid, signal.SIGKILL)
     if not _wait_gone(pid, config_path, _KILL_WAIT_S):

@@ -50,18 +50,21 @@ def own_broker(tmp_path: Path) -> Iterator[DevBrokerConfig]:
         stop_broker(pinned.state_dir)
 
 
+@pytest.mark.parametrize("stop", ["clean", "hard"])
 def test_an_exactly_once_kafka_run_rides_out_a_broker_restart(
-    ray_driver: LocalRayCluster, own_broker: DevBrokerConfig, tmp_path: Path
+    ray_driver: LocalRayCluster, own_broker: DevBrokerConfig, tmp_path: Path, stop: str
 ) -> None:
+    """``clean``: the broker shuts down (SIGTERM) and closes its logs; ``hard``: it is SIGKILLed, and recovers
+    its log on restart."""
     bootstrap = f"127.0.0.1:{own_broker.port}"
-    name = unique("outage")
+    name = unique(f"outage-{stop}")
     create_topic(bootstrap, f"{name}.in")
     checkpoints = tmp_path / "checkpoints"
     bounced: list[float] = []
 
     def bounce_once_a_checkpoint_is_complete() -> bool:
         if not bounced and checkpointed_progress(checkpoints).epoch >= 2:
-            stop_broker(own_broker.state_dir)  # a clean shutdown (SIGTERM)
+            stop_broker(own_broker.state_dir, hard=stop == "hard")
             time.sleep(OUTAGE_S)
             start_broker(own_broker)
             bounced.append(OUTAGE_S)

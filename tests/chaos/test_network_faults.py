@@ -1,5 +1,5 @@
 """Network faults between eventray and Kafka in the middle of an exactly-once Kafka-to-Kafka run, through a
-loopback fault proxy (tests/chaos/fault_proxy.py) that the test's own broker advertises, so every connection of
+loopback fault proxy (cluster/kafka_dev/fault_proxy.py) that the test's own broker advertises, so every connection of
 every actor, the Supervisor and the producers goes through it:
 
 - **blackhole** for 10 s: connections stay open and no byte moves (requests time out, as on a dropped route);
@@ -28,9 +28,9 @@ import pytest
 from cluster.commands.produce import produce_events
 from cluster.control.runner import run_pipeline
 from cluster.kafka_dev import DevBrokerConfig, start_broker, stop_broker
+from cluster.kafka_dev.fault_proxy import FaultProxy, fault_proxy
 from pipelines.config.pipeline import GeneratorSourceConfig
 from tests.chaos.chaos_tools import ProduceGates, checkpointed_progress
-from tests.chaos.fault_proxy import FaultProxy, fault_proxy
 from tests.chaos.test_recovery import assert_exactly_once, kafka_exactly_once_orders, verified
 from tests.integration.pipelines_under_test import PARTITIONS, START_TIME_MS, connection, create_topic, unique
 from tests.integration.ray_cluster import LocalRayCluster

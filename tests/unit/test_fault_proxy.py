@@ -1,5 +1,5 @@
-"""The network-fault proxy of the chaos tests, against a loopback echo server: each fault does what it says,
-judged by order of events, not by timing."""
+"""The network-fault proxy (cluster/kafka_dev/fault_proxy.py) against a loopback echo server: each fault does
+what it says, judged by order of events, not by timing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.chaos.fault_proxy import fault_proxy
+from cluster.kafka_dev.fault_proxy import fault_proxy
 
 
 @pytest.fixture

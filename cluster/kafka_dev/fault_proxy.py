@@ -1,4 +1,5 @@
-"""A loopback TCP proxy between eventray and a dev broker that fails on demand, for the network-fault tests.
+"""A loopback TCP proxy between eventray and a dev broker that fails on demand: the chaos tests' and the
+guarantees benchmark's network faults.
 
 The broker advertises the proxy's port (``DevBrokerConfig.advertised_port``), so every client connection,
 bootstrap or not, goes through it. Faults, set from any thread while a run is under way:
@@ -82,7 +83,9 @@ class FaultProxy:
             self.resets += 1
         self._writers.clear()
 
-    async def _serve(self, started: threading.Event, stopping: asyncio.Event) -> None:
+    async def serve(self, started: threading.Event, stopping: asyncio.Event) -> None:
+        """Listen until ``stopping`` is set (:func:`fault_proxy` runs it on a loop of its own); ``started`` is set
+        once ``port`` is known."""
         server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = server.sockets[0].getsockname()[1]
         self._loop = asyncio.get_running_loop()
@@ -161,7 +164,7 @@ def fault_proxy(target_port: int, port: int = 0) -> Iterator[FaultProxy]:
         asyncio.set_event_loop(loop)
         stopping = asyncio.Event()
         stop.append(stopping)
-        loop.run_until_complete(proxy._serve(started, stopping))
+        loop.run_until_complete(proxy.serve(started, stopping))
 
     thread = threading.Thread(target=run, name="fault-proxy", daemon=True)
     thread.start()

@@ -1,0 +1,179 @@
+"""Faults between eventray and Kafka, each run several times: what they cost, and that nothing is lost.
+
+Each run is the orders pipeline, Kafka in and Kafka out, exactly once (checkpoints every 500 ms, Kafka requests
+time out after 3 s), on a broker of its own that advertises a loopback fault proxy
+(:mod:`cluster.kafka_dev.fault_proxy`), so every client connection goes through it. The input is produced in two
+parts; the fault starts once a checkpoint of the run is complete (by progress, not time) and the rest of the
+input follows once it is over:
+
+- ``none``: no fault (the baseline for the run time);
+- ``blackhole``: no byte moves for 10 s, connections stay open;
+- ``reset``: every connection aborted, new ones reset for 2 s;
+- ``delayed_end_txn``: every transaction commit (EndTxn) held 5 s, beyond the request timeout, until 3 were held,
+  while the input flows;
+- ``bounce_clean`` / ``bounce_hard``: the broker stopped (SIGTERM / SIGKILL) for 10 s, then started again on the
+  same ports with its data.
+
+Each run is verified with ``eventray verify`` (0 lost, 0 duplicated, 0 aborted reads, windows equal to the
+recomputation). The recovery times are the Supervisor's (from noticing the failure to the restored topology
+reading again); a fault the clients rode out without one counts no recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cluster.commands.produce import produce_events
+from cluster.commands.verify import verify_run
+from cluster.control.runner import run_pipeline
+from cluster.kafka_dev import DevBrokerConfig, start_broker, stop_broker
+from cluster.kafka_dev.fault_proxy import FaultProxy, fault_proxy
+from pipelines.config.kafka import KafkaConnectionConfig
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig
+from tests.chaos.chaos_tools import ProduceGates, checkpointed_progress  # the chaos suite's progress gates
+
+__all__ = ["FAULT_KINDS", "network_faults"]
+
+FAULT_KINDS = ("none", "blackhole", "reset", "delayed_end_txn", "bounce_clean", "bounce_hard")
+EVENTS = 40_000
+PARTITIONS = 8
+START_TIME_MS = 1_767_225_600_000
+OUTAGE_S = 10.0
+RESET_S = 2.0
+END_TXN, END_TXN_HELD_S, END_TXN_HELD = 26, 5.0, 3
+
+
+def network_faults(work: Path, runs: int, orders: Callable[..., PipelineConfig]) -> dict[str, Any]:
+    """``runs`` runs of each fault kind, interleaved (kind by kind within a round); ``orders`` builds the
+    pipeline config (:func:`benchmarks.guarantees.orders`)."""
+    rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in FAULT_KINDS}
+    for round_number in range(runs):
+        for kind in FAULT_KINDS:
+            row = _one_run(work / f"{kind}-{round_number}", kind, orders)
+            rows[kind].append(row)
+            print(f"  {kind} run {round_number + 1}: {row}", flush=True)
+    return {"events": EVENTS, "runs": runs, "by_fault": {kind: _summary(kind_rows) for kind, kind_rows in rows.items()}}
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    recoveries = sorted(t for row in rows for t in row["recovery_s"])
+    return {
+        "runs": rows,
+        "recoveries_per_run": [len(row["recovery_s"]) for row in rows],
+        "recovery_p50_s": statistics.median(recoveries) if recoveries else None,
+        "recovery_p99_s": _p99(recoveries),
+        "run_s_median": statistics.median(row["run_s"] for row in rows),
+        "exactly_once_runs": sum(1 for row in rows if row["exactly_once_ok"]),
+    }
+
+
+def _p99(values: list[float]) -> float | None:
+    return values[min(len(values) - 1, round(0.99 * (len(values) - 1)))] if values else None
+
+
+def _one_run(work: Path, kind: str, orders: Callable[..., PipelineConfig]) -> dict[str, Any]:
+    with _proxied_broker(work / "broker") as (proxy, broker):
+        bootstrap = f"127.0.0.1:{proxy.port}"
+        name = f"faults-{kind.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+        checkpoints = work / "checkpoints"
+        config = orders(
+            work, name=name, delivery="exactly_once", runtime__max_events=EVENTS, runtime__duration_s=None,
+            source={"type": "kafka", "topic": f"{name}.in", "group_id": name, "start": "earliest"},
+            sinks=[{"type": "kafka", "topic": f"{name}.out", "key_column": "customer_id"}],
+            dead_letter={"type": "kafka", "topic": f"{name}.dlq"},
+            kafka={"bootstrap_servers": bootstrap, "request_timeout_ms": 3_000},
+        )  # fmt: skip
+        applied: list[bool] = []
+
+        def fault_once_a_checkpoint_is_complete() -> bool:
+            if not applied and checkpointed_progress(checkpoints).epoch >= 2:
+                _apply(kind, proxy, broker)
+                applied.append(True)
+            return bool(applied)
+
+        gates = ProduceGates(EVENTS, [(0.3, fault_once_a_checkpoint_is_complete)])
+        generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=17, rate_per_s=None,
+                                          event_time_rate_per_s=1_000, invalid_fraction=0.01)  # fmt: skip
+        connection = KafkaConnectionConfig(bootstrap_servers=bootstrap)
+        producing = threading.Thread(
+            target=lambda: asyncio.run(produce_events(connection, f"{name}.in", EVENTS, generator, 10_000,
+                                                      START_TIME_MS, on_progress=gates.hold_at_gate)),
+            daemon=True,
+        )  # fmt: skip
+        started = time.monotonic()
+        producing.start()
+        try:
+            summary = run_pipeline(config)
+        finally:
+            gates.release_all()
+            producing.join(timeout=120)
+        run_s = time.monotonic() - started
+        report = asyncio.run(verify_run(config))
+    return {
+        "fault_applied": bool(applied),
+        "run_s": round(run_s, 2),
+        "recovery_s": [round(t, 2) for t in summary.recoveries_s],
+        "events_in": summary.progress.events_in,
+        "exactly_once_ok": report.ok_for("exactly_once") and summary.progress.events_in == EVENTS,
+        "failures": report.failures("exactly_once"),
+    }
+
+
+def _apply(kind: str, proxy: FaultProxy, broker: DevBrokerConfig) -> None:
+    """Start the fault; return once it is over (or, for held commits, once the input may flow on)."""
+    if kind == "blackhole":
+        proxy.blackhole()
+        time.sleep(OUTAGE_S)
+        proxy.heal()
+    elif kind == "reset":
+        proxy.reset()
+        time.sleep(RESET_S)
+        proxy.heal()
+    elif kind == "delayed_end_txn":
+        proxy.delay_requests(END_TXN, END_TXN_HELD_S)
+        threading.Thread(target=_heal_after_held_commits, args=(proxy,), daemon=True).start()
+    elif kind.startswith("bounce_"):
+        stop_broker(broker.state_dir, hard=kind == "bounce_hard")
+        time.sleep(OUTAGE_S)
+        start_broker(broker)
+
+
+def _heal_after_held_commits(proxy: FaultProxy, ceiling_s: float = 300.0) -> None:
+    deadline = time.monotonic() + ceiling_s
+    while proxy.delayed < END_TXN_HELD and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proxy.heal()
+
+
+@contextlib.contextmanager
+def _proxied_broker(state_dir: Path) -> Iterator[tuple[FaultProxy, DevBrokerConfig]]:
+    """A broker on pinned ports (a restart takes the same ones, with its data) that advertises the proxy."""
+    port, controller = _free_ports(2)
+    with fault_proxy(target_port=port) as proxy:
+        broker = DevBrokerConfig(state_dir=state_dir, port=port, controller_port=controller,
+                                 advertised_port=proxy.port, keep_data=True)  # fmt: skip
+        start_broker(broker)
+        try:
+            yield proxy, broker
+        finally:
+            stop_broker(state_dir)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for probe in sockets:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
