@@ -260,8 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     prepare_ray_auth(os.environ, embedded=True)
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results: dict[str, Any]
+    if args.fault_runs < 1:
+        parser.error("--fault-runs must be at least 1")
     if args.only == "faults":
-        results = json.loads((BENCH_DIR / "results" / "guarantees.json").read_text())
+        previous = BENCH_DIR / "results" / "guarantees.json"
+        if not previous.is_file():
+            parser.error(f"--only faults keeps the other parts' results from {previous}; run without --only first")
+        results = json.loads(previous.read_text())
         with tempfile.TemporaryDirectory(prefix="eventray-faults-") as temporary:
             results["faults"] = {"when": now, **network_faults(Path(temporary), args.fault_runs, orders)}
         write_report(results)

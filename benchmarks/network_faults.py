@@ -36,7 +36,7 @@ from cluster.commands.produce import produce_events
 from cluster.commands.verify import verify_run
 from cluster.control.runner import run_pipeline
 from cluster.kafka_dev import DevBrokerConfig, start_broker, stop_broker
-from cluster.kafka_dev.fault_proxy import FaultProxy, fault_proxy
+from cluster.kafka_dev.fault_proxy import END_TXN_API_KEY, FaultProxy, fault_proxy
 from pipelines.config.kafka import KafkaConnectionConfig
 from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig
 from tests.chaos.chaos_tools import ProduceGates, checkpointed_progress  # the chaos suite's progress gates
@@ -49,7 +49,7 @@ PARTITIONS = 8
 START_TIME_MS = 1_767_225_600_000
 OUTAGE_S = 10.0
 RESET_S = 2.0
-END_TXN, END_TXN_HELD_S, END_TXN_HELD = 26, 5.0, 3
+END_TXN_HELD_S, END_TXN_HELD = 5.0, 3
 
 
 def network_faults(work: Path, runs: int, orders: Callable[..., PipelineConfig]) -> dict[str, Any]:
@@ -58,7 +58,11 @@ def network_faults(work: Path, runs: int, orders: Callable[..., PipelineConfig])
     rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in FAULT_KINDS}
     for round_number in range(runs):
         for kind in FAULT_KINDS:
-            row = _one_run(work / f"{kind}-{round_number}", kind, orders)
+            try:
+                row = _one_run(work / f"{kind}-{round_number}", kind, orders)
+            except Exception as error:  # noqa: BLE001 -- a failed run is a row of the table, not the benchmark's end
+                row = {"fault_applied": False, "run_s": None, "recovery_s": [], "events_in": None,
+                       "exactly_once_ok": False, "failures": [f"{type(error).__name__}: {error}"]}  # fmt: skip
             rows[kind].append(row)
             print(f"  {kind} run {round_number + 1}: {row}", flush=True)
     return {"events": EVENTS, "runs": runs, "by_fault": {kind: _summary(kind_rows) for kind, kind_rows in rows.items()}}
@@ -71,7 +75,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "recoveries_per_run": [len(row["recovery_s"]) for row in rows],
         "recovery_p50_s": statistics.median(recoveries) if recoveries else None,
         "recovery_p99_s": _p99(recoveries),
-        "run_s_median": statistics.median(row["run_s"] for row in rows),
+        "run_s_median": statistics.median(times) if (times := [r["run_s"] for r in rows if r["run_s"]]) else None,
         "exactly_once_runs": sum(1 for row in rows if row["exactly_once_ok"]),
     }
 
@@ -93,6 +97,7 @@ def _one_run(work: Path, kind: str, orders: Callable[..., PipelineConfig]) -> di
             kafka={"bootstrap_servers": bootstrap, "request_timeout_ms": 3_000},
         )  # fmt: skip
         applied: list[bool] = []
+        producer_failed: list[BaseException] = []
 
         def fault_once_a_checkpoint_is_complete() -> bool:
             if not applied and checkpointed_progress(checkpoints).epoch >= 2:
@@ -104,20 +109,26 @@ def _one_run(work: Path, kind: str, orders: Callable[..., PipelineConfig]) -> di
         generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=17, rate_per_s=None,
                                           event_time_rate_per_s=1_000, invalid_fraction=0.01)  # fmt: skip
         connection = KafkaConnectionConfig(bootstrap_servers=bootstrap)
-        producing = threading.Thread(
-            target=lambda: asyncio.run(produce_events(connection, f"{name}.in", EVENTS, generator, 10_000,
-                                                      START_TIME_MS, on_progress=gates.hold_at_gate)),
-            daemon=True,
-        )  # fmt: skip
+
+        def produce() -> None:
+            try:
+                asyncio.run(produce_events(connection, f"{name}.in", EVENTS, generator, 10_000, START_TIME_MS,
+                                           on_progress=gates.hold_at_gate))  # fmt: skip
+            except Exception as error:  # noqa: BLE001 -- a gate that failed, a broker that did not come back
+                producer_failed.append(error)
+
+        producing = threading.Thread(target=produce, daemon=True)
         started = time.monotonic()
         producing.start()
-        try:
-            summary = run_pipeline(config)
+        try:  # a bounded run whose input stopped coming would wait for ever: stop it instead
+            summary = run_pipeline(config, stop_when=lambda _progress: bool(producer_failed))
         finally:
             gates.release_all()
             producing.join(timeout=120)
         run_s = time.monotonic() - started
         report = asyncio.run(verify_run(config))
+    if producer_failed:
+        raise RuntimeError(f"the input was not all produced: {producer_failed[0]!r}")
     return {
         "fault_applied": bool(applied),
         "run_s": round(run_s, 2),
@@ -139,26 +150,20 @@ def _apply(kind: str, proxy: FaultProxy, broker: DevBrokerConfig) -> None:
         time.sleep(RESET_S)
         proxy.heal()
     elif kind == "delayed_end_txn":
-        proxy.delay_requests(END_TXN, END_TXN_HELD_S)
-        threading.Thread(target=_heal_after_held_commits, args=(proxy,), daemon=True).start()
+        proxy.hold_requests(END_TXN_API_KEY, END_TXN_HELD_S)
+        proxy.heal_after_held_requests(END_TXN_HELD)
     elif kind.startswith("bounce_"):
         stop_broker(broker.state_dir, hard=kind == "bounce_hard")
         time.sleep(OUTAGE_S)
         start_broker(broker)
 
 
-def _heal_after_held_commits(proxy: FaultProxy, ceiling_s: float = 300.0) -> None:
-    deadline = time.monotonic() + ceiling_s
-    while proxy.delayed < END_TXN_HELD and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proxy.heal()
-
-
 @contextlib.contextmanager
 def _proxied_broker(state_dir: Path) -> Iterator[tuple[FaultProxy, DevBrokerConfig]]:
     """A broker on pinned ports (a restart takes the same ones, with its data) that advertises the proxy."""
-    port, controller = _free_ports(2)
-    with fault_proxy(target_port=port) as proxy:
+    with fault_proxy(target_port=0) as proxy:  # listening first, so the broker's ports cannot be its port
+        port, controller = _free_ports(2)
+        proxy.target_port = port  # read for each new connection: set before the broker (and its probe) starts
         broker = DevBrokerConfig(state_dir=state_dir, port=port, controller_port=controller,
                                  advertised_port=proxy.port, keep_data=True)  # fmt: skip
         start_broker(broker)

@@ -190,7 +190,11 @@ def _choose_ports(cfg: DevBrokerConfig) -> BrokerPorts:
     """Fill in free ports for the zeros in ``cfg``; raise DevBrokerError if a requested port is taken."""
     with _bound_socket(cfg.port) as client, _bound_socket(cfg.controller_port) as controller:
         if not cfg.secure:
-            return BrokerPorts(client.getsockname()[1], controller.getsockname()[1], None, cfg.advertised_port or None)
+            return BrokerPorts(
+                port=client.getsockname()[1],
+                controller=controller.getsockname()[1],
+                advertised=cfg.advertised_port or None,
+            )
         with _bound_socket(cfg.mtls_port) as mtls:
             return BrokerPorts(client.getsockname()[1], controller.getsockname()[1], mtls.getsockname()[1])
 

@@ -73,10 +73,10 @@ class DevBrokerConfig(BaseModel):
     def _distinct_ports(self) -> DevBrokerConfig:
         if self.advertised_port and self.secure:
             raise ValueError("advertised_port is for a plaintext broker (a proxy in front of it); set secure: false")
-        chosen = [port for port in (self.port, self.controller_port, self.mtls_port) if port]
+        chosen = [port for port in (self.port, self.controller_port, self.mtls_port, self.advertised_port) if port]
         if len(chosen) != len(set(chosen)):
             raise ValueError(
-                f"port, controller_port and mtls_port must differ, got {self.port}, {self.controller_port} "
-                f"and {self.mtls_port} (0 picks a free one)"
+                f"port, controller_port, mtls_port and advertised_port must differ, got {self.port}, "
+                f"{self.controller_port}, {self.mtls_port} and {self.advertised_port} (0 picks a free one)"
             )
         return self

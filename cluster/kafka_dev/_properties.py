@@ -79,6 +79,7 @@ class BrokerPorts:
 
     @property
     def advertised_bootstrap(self) -> str:
+        """Where clients are told to connect: ``127.0.0.1:<advertised or port>``."""
         return f"{LOOPBACK_HOST}:{self.advertised or self.port}"
 
 

@@ -5,6 +5,7 @@ Faults are scheduled by the run's progress (events read, checkpoint epochs), nev
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import random
@@ -19,6 +20,11 @@ from typing import Any
 
 import psutil
 
+from cluster.commands.produce import produce_events
+from cluster.control.run_report import RunSummary
+from cluster.control.runner import run_pipeline
+from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig
+from tests.integration.pipelines_under_test import PARTITIONS, START_TIME_MS, connection
 from tests.integration.ray_cluster import LocalRayCluster
 
 ACTOR_KINDS = ("SourceActor", "AggregateActor")
@@ -256,3 +262,25 @@ class ProduceGates:
 
     def release_all(self) -> None:
         self._release_all.set()
+
+
+def run_with_gated_input(
+    cluster: LocalRayCluster, config: PipelineConfig, bootstrap: str, events: int, seed: int, gate: Callable[[], bool]
+) -> RunSummary:
+    """Run ``config`` (reading ``<config.name>.in``) while ``events`` generator events are produced to that topic,
+    held at 30 % until ``gate`` holds (it applies a fault once a checkpoint is complete, say); return the
+    run's summary once the input is all produced and read."""
+    gates = ProduceGates(events, [(0.3, gate)])
+    generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=seed, rate_per_s=None, event_time_rate_per_s=1_000,
+                                      invalid_fraction=0.01)  # fmt: skip
+    producing = threading.Thread(
+        target=lambda: asyncio.run(produce_events(connection(bootstrap), f"{config.name}.in", events, generator,
+                                                  10_000, START_TIME_MS, on_progress=gates.hold_at_gate)),
+        daemon=True,
+    )  # fmt: skip
+    producing.start()
+    try:
+        return run_pipeline(config, address=cluster.address)
+    finally:
+        gates.release_all()
+        producing.join(timeout=120)

@@ -9,22 +9,17 @@ falls in the middle of the run however fast the machine is) and the rest is prod
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cluster.commands.produce import produce_events
-from cluster.control.runner import run_pipeline
 from cluster.kafka_dev import DevBrokerConfig, start_broker, stop_broker
-from pipelines.config.pipeline import GeneratorSourceConfig
-from tests.chaos.chaos_tools import ProduceGates, checkpointed_progress
+from tests.chaos.chaos_tools import checkpointed_progress, run_with_gated_input
 from tests.chaos.test_recovery import assert_exactly_once, kafka_exactly_once_orders, verified
-from tests.integration.pipelines_under_test import PARTITIONS, START_TIME_MS, connection, create_topic, unique
+from tests.integration.pipelines_under_test import create_topic, unique
 from tests.integration.ray_cluster import LocalRayCluster
 
 pytestmark = [pytest.mark.chaos, pytest.mark.ray, pytest.mark.kafka, pytest.mark.slow]
@@ -64,28 +59,15 @@ def test_an_exactly_once_kafka_run_rides_out_a_broker_restart(
 
     def bounce_once_a_checkpoint_is_complete() -> bool:
         if not bounced and checkpointed_progress(checkpoints).epoch >= 2:
-            stop_broker(own_broker.state_dir, hard=stop == "hard")
+            assert stop_broker(own_broker.state_dir, hard=stop == "hard"), "the broker was running and is gone"
             time.sleep(OUTAGE_S)
             start_broker(own_broker)
             bounced.append(OUTAGE_S)
         return bool(bounced)
 
-    gates = ProduceGates(EVENTS, [(0.3, bounce_once_a_checkpoint_is_complete)])
-    generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=13, rate_per_s=None, event_time_rate_per_s=1_000,
-                                      invalid_fraction=0.01)  # fmt: skip
-    producing = threading.Thread(
-        target=lambda: asyncio.run(produce_events(connection(bootstrap), f"{name}.in", EVENTS, generator, 10_000,
-                                                  START_TIME_MS, on_progress=gates.hold_at_gate)),
-        daemon=True,
-    )  # fmt: skip
     config = kafka_exactly_once_orders(tmp_path, EVENTS, name, bootstrap,
                                        kafka={"request_timeout_ms": REQUEST_TIMEOUT_MS})  # fmt: skip
-    producing.start()
-    try:
-        summary = run_pipeline(config, address=ray_driver.address)
-    finally:
-        gates.release_all()
-        producing.join(timeout=120)
+    summary = run_with_gated_input(ray_driver, config, bootstrap, EVENTS, 13, bounce_once_a_checkpoint_is_complete)
 
     assert bounced, "the broker was restarted during the run"
     # Whether a Kafka call was under way when the broker went away is timing: one that was times out (the outage

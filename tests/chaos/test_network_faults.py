@@ -16,7 +16,6 @@ lost, duplicated or read from an aborted transaction, and every window equal to 
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -25,14 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster.commands.produce import produce_events
-from cluster.control.runner import run_pipeline
 from cluster.kafka_dev import DevBrokerConfig, start_broker, stop_broker
-from cluster.kafka_dev.fault_proxy import FaultProxy, fault_proxy
-from pipelines.config.pipeline import GeneratorSourceConfig
-from tests.chaos.chaos_tools import ProduceGates, checkpointed_progress
+from cluster.kafka_dev.fault_proxy import END_TXN_API_KEY, FaultProxy, fault_proxy
+from tests.chaos.chaos_tools import checkpointed_progress, run_with_gated_input
 from tests.chaos.test_recovery import assert_exactly_once, kafka_exactly_once_orders, verified
-from tests.integration.pipelines_under_test import PARTITIONS, START_TIME_MS, connection, create_topic, unique
+from tests.integration.pipelines_under_test import create_topic, unique
 from tests.integration.ray_cluster import LocalRayCluster
 
 pytestmark = [pytest.mark.chaos, pytest.mark.ray, pytest.mark.kafka, pytest.mark.slow]
@@ -40,7 +36,6 @@ pytestmark = [pytest.mark.chaos, pytest.mark.ray, pytest.mark.kafka, pytest.mark
 EVENTS = 40_000
 REQUEST_TIMEOUT_MS = 3_000  # well inside a 10 s blackhole: a Kafka call under way times out and is recovered from
 FAULTS = {"blackhole": 10.0, "reset": 2.0, "delayed_end_txn": 0.0}  # how long each lasts (EndTxn: by progress)
-END_TXN = 26  # the Kafka API key of EndTxn (a transaction's commit or abort)
 END_TXN_HELD_S = 5.0
 
 
@@ -66,14 +61,6 @@ def free_port() -> int:
         return port
 
 
-def heal_once_commits_were_held(proxy: FaultProxy, commits: int = 3, ceiling_s: float = 300.0) -> None:
-    """Heal after ``commits`` EndTxn requests were held (progress, not time; the ceiling only ends a stuck test)."""
-    deadline = time.monotonic() + ceiling_s
-    while proxy.delayed < commits and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proxy.heal()
-
-
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_an_exactly_once_kafka_run_rides_out_a_network_fault(
     ray_driver: LocalRayCluster, proxied_broker: FaultProxy, tmp_path: Path, fault: str
@@ -83,43 +70,32 @@ def test_an_exactly_once_kafka_run_rides_out_a_network_fault(
     name = unique(f"net-{fault}")
     create_topic(bootstrap, f"{name}.in")
     checkpoints = tmp_path / "checkpoints"
-    applied: list[int] = []
+    applied: list[int] = []  # the connections open through the proxy when the fault began
+    healing: list[threading.Thread] = []
 
     def fault_once_a_checkpoint_is_complete() -> bool:
         if not applied and checkpointed_progress(checkpoints).epoch >= 2:
-            open_connections = proxy.connections
+            applied.append(proxy.open_connections)
             if fault == "delayed_end_txn":  # while the input flows on, so that epochs commit during the fault
-                proxy.delay_requests(END_TXN, END_TXN_HELD_S)
-                threading.Thread(target=heal_once_commits_were_held, args=(proxy,), daemon=True).start()
+                proxy.hold_requests(END_TXN_API_KEY, END_TXN_HELD_S)
+                healing.append(proxy.heal_after_held_requests(3))
             else:
                 proxy.blackhole() if fault == "blackhole" else proxy.reset()
                 time.sleep(FAULTS[fault])
                 proxy.heal()
-            applied.append(open_connections)
         return bool(applied)
 
-    gates = ProduceGates(EVENTS, [(0.3, fault_once_a_checkpoint_is_complete)])
-    generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=17, rate_per_s=None, event_time_rate_per_s=1_000,
-                                      invalid_fraction=0.01)  # fmt: skip
-    producing = threading.Thread(
-        target=lambda: asyncio.run(produce_events(connection(bootstrap), f"{name}.in", EVENTS, generator, 10_000,
-                                                  START_TIME_MS, on_progress=gates.hold_at_gate)),
-        daemon=True,
-    )  # fmt: skip
     config = kafka_exactly_once_orders(tmp_path, EVENTS, name, bootstrap,
                                        kafka={"request_timeout_ms": REQUEST_TIMEOUT_MS})  # fmt: skip
-    producing.start()
     try:
-        summary = run_pipeline(config, address=ray_driver.address)
+        summary = run_with_gated_input(ray_driver, config, bootstrap, EVENTS, 17, fault_once_a_checkpoint_is_complete)
     finally:
-        gates.release_all()
-        producing.join(timeout=120)
+        for thread in healing:
+            thread.join(timeout=310)
 
-    assert applied and applied[0] > 0, "the fault hit a run whose clients were connected through the proxy"
-    if fault == "reset":
-        assert proxy.resets > 0, "open connections were aborted"
-    if fault == "delayed_end_txn":
-        assert proxy.delayed > 0, "transaction commits were held"
+    assert applied and applied[0] > 0, "the fault began while the run's clients were connected through the proxy"
+    what_it_did = {"blackhole": proxy.held_chunks, "reset": proxy.resets, "delayed_end_txn": proxy.held_request_count}
+    assert what_it_did[fault] > 0, f"the {fault} held or reset traffic of the run"
     # Whether a Kafka call was under way during the fault is timing: one that was fails (a timeout, a reset) and
     # the Supervisor restores the last checkpoint; otherwise the clients reconnect. Both are correct; what must
     # hold either way is every event, exactly once.

@@ -3,6 +3,7 @@ what it says, judged by order of events, not by timing."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ def echo_port() -> Iterator[int]:
     server = socket.create_server(("127.0.0.1", 0))
 
     def echo(connection: socket.socket) -> None:
-        with connection:
+        with connection, contextlib.suppress(OSError):  # the proxy resets connections: that ends this one
             while data := connection.recv(65536):
                 connection.sendall(data)
 
@@ -96,12 +97,21 @@ def test_a_reset_aborts_open_connections_and_refuses_new_ones_until_healed(echo_
             assert receive(client, len(frame(3))) == frame(3)
 
 
-def test_held_requests_of_one_api_wait_and_keep_their_order_on_the_connection(echo_port: int) -> None:
-    """EndTxn (26) held: a request of another kind sent after it comes back after it, and only EndTxn counts."""
+def test_a_held_request_waits_with_what_follows_it_while_other_connections_flow_until_healed(echo_port: int) -> None:
+    """EndTxn (26) held: its connection's next request waits behind it, another connection's does not, and heal
+    lets both held ones go on, in order. Only the EndTxn counts as held."""
     end_txn, produce = frame(26, b"commit"), frame(0, b"records")
-    with fault_proxy(echo_port) as proxy, connect(proxy.port) as client:
-        proxy.delay_requests(26, 0.5)
-        client.sendall(produce[:3])  # frames split across chunks are reassembled
-        client.sendall(produce[3:] + end_txn + produce)
-        assert receive(client, 2 * len(produce) + len(end_txn)) == produce + end_txn + produce
-        assert proxy.delayed == 1
+    with fault_proxy(echo_port) as proxy, connect(proxy.port) as held, connect(proxy.port) as other:
+        proxy.hold_requests(26, 600)
+        held.sendall(produce[:3])  # frames split across chunks are reassembled
+        held.sendall(produce[3:] + end_txn + produce)
+        assert receive(held, len(produce)) == produce, "the request before the EndTxn went on"
+        other.sendall(produce)
+        assert receive(other, len(produce)) == produce, "another connection flows while the EndTxn is held"
+        held.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            held.recv(100)  # the EndTxn and the request after it are still held
+        proxy.heal()
+        held.settimeout(10)
+        assert receive(held, len(end_txn) + len(produce)) == end_txn + produce
+        assert proxy.held_request_count == 1

@@ -278,14 +278,9 @@ def test_a_stages_inputs_are_checked_when_the_config_is_read(tmp_path: Path) -> 
 
 def test_a_wrong_stage_input_in_a_file_reads_as_its_field_and_the_fix(tmp_path: Path) -> None:
     """The graph is checked over the whole config, yet the message starts with the field, as a field's does."""
-    text = (ROOT / "configs/orders_payments_staged.yaml").read_text()
-    path = tmp_path / "staged.yaml"
-    path.write_text(text.replace("inputs: [orders, paid_once]", "inputs: [orders, paid_twice]"))
+    lines = error_lines_of_the_example_with(tmp_path, "inputs: [orders, paid_once]", "inputs: [orders, paid_twice]")
 
-    with pytest.raises(ConfigError) as raised:
-        load_config(path)
-
-    assert str(raised.value).splitlines()[1:] == [
+    assert lines[1:] == [
         "  stages.1.inputs: 'paid_twice' is neither an input nor a stage; inputs: ['orders', 'payments'], stages: "
         "['paid_once', 'per_customer']"
     ]
@@ -377,9 +372,16 @@ def test_an_input_without_event_time_names_the_stage_that_takes_it(tmp_path: Pat
 
 
 def test_a_stage_that_feeds_none_reads_as_its_field(tmp_path: Path) -> None:
+    lines = error_lines_of_the_example_with(tmp_path, "inputs: [orders, paid_once]", "inputs: [orders]")
+    assert lines[1].startswith("  stages.0: stage 'paid_once' feeds no stage")
+
+
+def error_lines_of_the_example_with(tmp_path: Path, written: str, instead: str) -> list[str]:
+    """The lines of the error that loading configs/orders_payments_staged.yaml, ``written`` changed, raises."""
     text = (ROOT / "configs/orders_payments_staged.yaml").read_text()
+    assert written in text
     path = tmp_path / "staged.yaml"
-    path.write_text(text.replace("inputs: [orders, paid_once]", "inputs: [orders]"))
+    path.write_text(text.replace(written, instead))
     with pytest.raises(ConfigError) as raised:
         load_config(path)
-    assert str(raised.value).splitlines()[1].startswith("  stages.0: stage 'paid_once' feeds no stage")
+    return str(raised.value).splitlines()
