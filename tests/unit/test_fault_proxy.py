@@ -87,7 +87,7 @@ def test_a_reset_aborts_open_connections_and_refuses_new_ones_until_healed(echo_
                 if not client.recv(100):
                     raise ConnectionResetError("closed")
         assert proxy.resets >= 1
-        with connect(proxy.port) as refused, pytest.raises(ConnectionError):
+        with pytest.raises(ConnectionError), connect(proxy.port) as refused:  # reset as it connects, or after
             refused.sendall(frame(3))
             if not refused.recv(100):
                 raise ConnectionResetError("closed")
