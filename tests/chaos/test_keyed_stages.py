@@ -84,7 +84,11 @@ def run_rescaled_under_kills(
         summary = run_pipeline(config, address=ray_driver.address)
 
     killer.assert_planned_kills_happened()
-    assert len(summary.recoveries_s) >= len(plan), f"each kill was recovered: {summary.recoveries_s}, {killer.killed}"
+    # a kill made once a checkpoint had seen the whole input (a long recovery lets the paced input pile up, and
+    # the rest is read at once) may land after the last epoch, when no actor is needed any more: no recovery
+    mid_run = [kill for kill in killer.killed if kill.seen.events_in < events]
+    assert mid_run, f"a kill landed while the input was being read: {killer.killed}"
+    assert len(summary.recoveries_s) >= len(mid_run), f"each was recovered: {summary.recoveries_s}, {killer.killed}"
     assert summary.progress.events_in == events
     assert [rescale.aggregates for rescale in summary.rescales] == [(2, 3)], "both stages were rescaled, once"
     rows = read_jsonl_dir(tmp_path / "windows")
