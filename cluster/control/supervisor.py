@@ -589,7 +589,8 @@ class Supervisor:
 
     @property
     def _first_stage(self) -> list[AggregateHandle]:
-        """The actors of the first keyed stage: those the sources send to."""
+        """The actors of the first keyed stage: the aggregate count a rescale's record shows (the sources send to
+        :attr:`_sources_send_to`, the stages that take inputs)."""
         return [handle for handle in self._aggregates if handle.stage == 0]
 
     async def _restored_partitions(self, checkpoint: Checkpoint | None) -> list[int]:

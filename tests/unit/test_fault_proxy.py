@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -74,6 +75,17 @@ def test_a_blackhole_holds_the_bytes_until_healed_then_delivers_them(echo_port: 
         proxy.heal()
         client.settimeout(10)
         assert receive(client, len(frame(0, b"held"))) == frame(0, b"held")
+
+
+def test_a_delay_holds_each_chunk_at_least_its_delay_then_forwards_it(echo_port: int) -> None:
+    """A lower bound only: a slow machine makes the round trip longer, never shorter."""
+    with fault_proxy(echo_port) as proxy, connect(proxy.port) as client:
+        proxy.delay(0.2)
+        started = time.monotonic()
+        client.sendall(frame(3, b"slow"))
+        assert receive(client, len(frame(3, b"slow"))) == frame(3, b"slow")
+        assert time.monotonic() - started >= 0.4, "held once each way"
+        proxy.heal()
 
 
 def test_a_reset_aborts_open_connections_and_refuses_new_ones_until_healed(echo_port: int) -> None:
