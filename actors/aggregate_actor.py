@@ -217,11 +217,13 @@ class AggregateActor:
         """Exactly-once: fence the producers of the actor this one replaces (see :mod:`actors.recovery`)."""
         fence_kafka_outputs([*self._sinks, self._late_output])
 
-    def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
-        """Exactly-once: redo this slot's Kafka transactions of ``epoch`` that never committed; rows re-emitted."""
+    def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead], committed: dict[str, int]) -> int:
+        """Exactly-once: redo this slot's Kafka transactions of ``epoch`` that never committed (``committed``: the
+        newest committed epoch per slot); rows re-emitted."""
         if self._store is None:
             return 0
-        return recover_kafka_outputs(self._config, [*self._sinks, self._late_output], epoch, write_ahead, self._store)
+        outputs = [*self._sinks, self._late_output]
+        return recover_kafka_outputs(outputs, epoch, write_ahead, committed, self._store)
 
     def checkpoint(self, epoch: int) -> AggregateSnapshot:
         """Snapshot the owned key groups' state (rows tagged with their key group) and prepare the outputs; with a

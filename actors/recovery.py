@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from actors.epoch_outputs import Output, TransactionalKafkaOutput
-from actors.kafka.commit_markers import read_committed_markers
-from pipelines.config.pipeline import PipelineConfig
 from pipelines.state.checkpoint_store import CheckpointStore, WriteAhead
 
 __all__ = ["fence_kafka_outputs", "recover_kafka_outputs"]
@@ -26,18 +23,20 @@ def fence_kafka_outputs(outputs: Sequence[Output]) -> None:
 
 
 def recover_kafka_outputs(
-    config: PipelineConfig, outputs: Sequence[Output], epoch: int, write_ahead: list[WriteAhead], store: CheckpointStore
+    outputs: Sequence[Output],
+    epoch: int,
+    write_ahead: list[WriteAhead],
+    committed: Mapping[str, int],
+    store: CheckpointStore,
 ) -> int:
     """Re-emit, in a new transaction with its marker, every write-ahead of ``epoch`` whose slot has no committed
     marker for it; return the rows re-emitted. Synchronous (runs on a thread of the actor).
 
-    Every slot of the topology must have been fenced first (:func:`fence_kafka_outputs`), so no dead producer
-    can commit behind our back and the markers read here are final.
+    ``committed`` is the newest committed epoch per slot, which the Supervisor read from the marker topic
+    (:class:`~actors.kafka.commit_markers.CommitMarkerLog`) after fencing every slot of the topology
+    (:func:`fence_kafka_outputs`), so no dead producer can commit behind our back and the markers are final.
     """
     transactional = [output for output in outputs if isinstance(output, TransactionalKafkaOutput)]
-    if not transactional or config.kafka is None:
-        return 0
-    committed = asyncio.run(read_committed_markers(config.kafka, config.name, store.lineage()))
     by_slot = {ahead.slot: ahead for ahead in write_ahead}
     redone = 0
     for output in transactional:

@@ -130,12 +130,13 @@ class SourceActor:
         """Exactly-once: fence the producers of the actor this one replaces (see :mod:`actors.recovery`)."""
         await asyncio.to_thread(fence_kafka_outputs, [*self._sinks, self._dead_letter])
 
-    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
-        """Exactly-once: redo this slot's Kafka transactions of ``epoch`` that never committed; rows re-emitted."""
+    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead], committed: dict[str, int]) -> int:
+        """Exactly-once: redo this slot's Kafka transactions of ``epoch`` that never committed (``committed``: the
+        newest committed epoch per slot); rows re-emitted."""
         if self._store is None:
             return 0
         outputs = [*self._sinks, self._dead_letter]
-        return await asyncio.to_thread(recover_kafka_outputs, self._config, outputs, epoch, write_ahead, self._store)
+        return await asyncio.to_thread(recover_kafka_outputs, outputs, epoch, write_ahead, committed, self._store)
 
     async def run(self) -> SourceProgress:
         try:

@@ -32,6 +32,10 @@ __all__ = [
 ]
 
 _ANY_HOST = "*"
+# Compacted topics (the commit markers) roll a segment at 1 MiB or after 10 minutes, so the log cleaner, which
+# never touches the active segment, keeps them to about one record per key plus a segment's worth: the
+# brokers' default segment (1 GiB) would keep every marker of a long run.
+_COMPACTED = {"cleanup.policy": "compact", "segment.bytes": str(1 << 20), "segment.ms": str(10 * 60 * 1000)}
 _ALLOW = 3  # AclPermissionType.ALLOW in the Kafka protocol
 
 
@@ -44,7 +48,7 @@ async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions
     error, which the Supervisor recovers from."""
     admin = AIOKafkaAdminClient(**client_options(connection))
     await admin.start()
-    configs = {"cleanup.policy": "compact"} if compacted else {}
+    configs = _COMPACTED if compacted else {}
     try:
         replication = connection.replication_factor or await _default_replication_factor(admin)
         response = await admin.create_topics(

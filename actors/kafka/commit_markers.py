@@ -8,6 +8,12 @@ matters because epoch numbers start again in a new checkpoint location: without 
 location's epoch 40 would pass for this one's epoch 3 and suppress a redo that is needed (lost output). Within a
 lineage a slot's markers are written in epoch order, so the one compaction keeps per key is the newest.
 Markers written before lineages existed (no lineage) belong to no lineage and count for none.
+
+The Supervisor reads the markers once per recovery, after fencing every slot, with one :class:`CommitMarkerLog`
+per run: each read starts where the last one ended, so a recovery late in a long run reads what was written since
+the previous one, not the topic from its start. Taking the newest epoch per slot over every read gives the same
+verdict as reading the whole topic, whatever the log cleaner removed in between: it only removes a marker once a
+newer one of the same key follows it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipelines.config.kafka import KafkaConnectionConfig, client_options
 from pipelines.io.kafka_acls import commit_marker_topic
 
-__all__ = ["CommitMarker", "commit_marker_topic", "read_committed_markers"]
+__all__ = ["CommitMarker", "CommitMarkerLog", "commit_marker_topic"]
+
+_EMPTY_POLLS = 5  # fetches in a row that return nothing before a read gives up short of the end offset
 
 
 class CommitMarker(msgspec.Struct, frozen=True):
@@ -33,31 +41,47 @@ class CommitMarker(msgspec.Struct, frozen=True):
         return msgspec.json.encode(self)
 
 
-async def read_committed_markers(connection: KafkaConnectionConfig, pipeline: str, lineage: str) -> dict[str, int]:
-    """The newest committed epoch per slot in ``lineage`` (slots that never committed in it are absent)."""
-    consumer = AIOKafkaConsumer(
-        enable_auto_commit=False, isolation_level="read_committed", **client_options(connection)
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(commit_marker_topic(pipeline), 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = int((await consumer.end_offsets([tp]))[tp])
-        newest: dict[str, int] = {}
-        # With read_committed, the end offset is the last stable offset: an open transaction's marker is not
-        # read (callers fence the slot's earlier producer first, so that transaction can no longer commit).
-        empty_polls = 0
-        while await consumer.position(tp) < end and empty_polls < 5:
-            fetched = await consumer.getmany(tp, timeout_ms=1_000)
-            empty_polls = 0 if fetched else empty_polls + 1
-            for record in fetched.get(tp, []):
-                if record.value is None:
-                    continue
-                marker = msgspec.json.decode(record.value, type=CommitMarker)
-                if marker.lineage != lineage:
-                    continue  # another checkpoint location's epochs (or a marker from before lineages)
-                newest[marker.slot] = max(newest.get(marker.slot, -1), marker.epoch)
-        return newest
-    finally:
-        await consumer.stop()
+class CommitMarkerLog:
+    """The newest committed epoch per slot of one lineage, read incrementally from the marker topic."""
+
+    def __init__(self, pipeline: str, lineage: str) -> None:
+        self.topic = commit_marker_topic(pipeline)
+        self.lineage = lineage
+        self.position = 0  # the next offset to read
+        self.records_read = 0
+        self._newest: dict[str, int] = {}
+
+    async def committed(self, connection: KafkaConnectionConfig) -> dict[str, int]:
+        """Read the markers written since the last call; return the newest committed epoch per slot (slots that
+        never committed in this lineage are absent).
+
+        Every slot's earlier producer must have been fenced first: with read_committed, the end offset is the
+        last stable offset, and an open transaction's marker is not read (it can no longer commit once fenced).
+        """
+        consumer = AIOKafkaConsumer(
+            enable_auto_commit=False, isolation_level="read_committed", **client_options(connection)
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.topic, 0)
+            consumer.assign([tp])
+            beginning = int((await consumer.beginning_offsets([tp]))[tp])
+            consumer.seek(tp, max(self.position, beginning))  # retention may have removed what was never read
+            end = int((await consumer.end_offsets([tp]))[tp])
+            empty_polls = 0
+            while await consumer.position(tp) < end and empty_polls < _EMPTY_POLLS:
+                fetched = await consumer.getmany(tp, timeout_ms=1_000)
+                empty_polls = 0 if fetched else empty_polls + 1
+                for record in fetched.get(tp, []):
+                    self.records_read += 1
+                    if record.value is not None:
+                        self._take(msgspec.json.decode(record.value, type=CommitMarker))
+            self.position = await consumer.position(tp)
+            return dict(self._newest)
+        finally:
+            await consumer.stop()
+
+    def _take(self, marker: CommitMarker) -> None:
+        if marker.lineage != self.lineage:
+            return  # another checkpoint location's epochs (or a marker from before lineages)
+        self._newest[marker.slot] = max(self._newest.get(marker.slot, -1), marker.epoch)

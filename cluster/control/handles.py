@@ -130,8 +130,8 @@ class _ActorHandle:
     async def fence_outputs(self) -> None:
         await self.actor.fence_outputs.remote()
 
-    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
-        result: int = await self.actor.recover_outputs.remote(epoch, write_ahead)
+    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead], committed: dict[str, int]) -> int:
+        result: int = await self.actor.recover_outputs.remote(epoch, write_ahead, committed)
         return result
 
 

@@ -22,7 +22,7 @@ from actors.epoch_outputs import commit_pending_files, discard_staged_files
 from actors.kafka.access import explain_denied
 from actors.kafka.admin import ensure_topic
 from actors.kafka.admin import partition_count as kafka_partition_count
-from actors.kafka.commit_markers import commit_marker_topic
+from actors.kafka.commit_markers import CommitMarkerLog, commit_marker_topic
 from actors.metrics import PipelineMetrics
 from actors.reports import AggregateProgress, SourceProgress
 from cluster.control.autoscaler import Autoscaler, Rescale
@@ -141,6 +141,7 @@ class Supervisor:
         self._baseline = RunCounts()  # the counts of the earlier run this one resumed from
         self._earlier: RunCounts | None = None  # counted up to the checkpoint the current topology started from
         self._reemitted_rows = 0  # exactly-once outputs of an uncommitted epoch, written again at recovery
+        self._markers: CommitMarkerLog | None = None  # exactly-once Kafka outputs' commit markers, read so far
         self.recoveries: list[float] = []  # seconds from noticing a failure to the restored topology running
         # (backoff included)
         self._recovery = RecoveryPolicy(config.checkpoint.max_recoveries if config.checkpoint else 0)
@@ -151,7 +152,8 @@ class Supervisor:
         Resumes from the last checkpoint of an unfinished earlier run of the same pipeline, if there is one.
         """
         if self._store is not None:
-            self._store.ensure_lineage()  # before any actor starts: exactly-once outputs name their epochs with it
+            # before any actor starts: exactly-once outputs name their epochs with it
+            self._markers = CommitMarkerLog(self._config.name, self._store.ensure_lineage())
         checkpoint = self._resumed_from = await asyncio.to_thread(self._resume_point)
         if checkpoint is not None:
             self._baseline = checkpoint.counts
@@ -385,9 +387,10 @@ class Supervisor:
         if checkpoint is not None:
             await asyncio.gather(*(aggregate.restore(checkpoint.aggregates) for aggregate in self._aggregates))
             restored: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]
-            await asyncio.gather(*(handle.fence_outputs() for handle in restored))  # all, before any reads markers
+            await asyncio.gather(*(handle.fence_outputs() for handle in restored))  # all, before markers are read
+            committed = await self._committed_markers()
             redone = await asyncio.gather(
-                *(h.recover_outputs(checkpoint.epoch, checkpoint.write_ahead) for h in restored)
+                *(h.recover_outputs(checkpoint.epoch, checkpoint.write_ahead, committed) for h in restored)
             )
             self._reemitted_rows += sum(redone)
         self._epochs.restarted(checkpoint)
@@ -492,16 +495,28 @@ class Supervisor:
         for partition, owner in self._layout.add_partitions(current, running):
             await self._sources[owner].add_partitions([partition])
 
+    async def _committed_markers(self) -> dict[str, int]:
+        """The newest committed epoch per exactly-once Kafka slot (read since the last recovery of this run)."""
+        kafka = self._resolved.kafka
+        if self._markers is None or kafka is None or not self._writes_transactions():
+            return {}
+        return await self._markers.committed(kafka)
+
+    def _writes_transactions(self) -> bool:
+        return bool(self._output_topics()) and self._config.delivery == "exactly_once"
+
+    def _output_topics(self) -> set[str]:
+        outputs = [*self._config.sinks, self._config.dead_letter]
+        topics = {output.topic for output in outputs if isinstance(output, KafkaDeadLetterConfig)}
+        return topics | {t for output in outputs if isinstance(output, KafkaSinkConfig) for t in output.all_topics}
+
     async def _create_output_topics(self, partitions: int) -> None:
         kafka = self._resolved.kafka
         if kafka is None or not kafka.create_topics:
             return
-        outputs = [*self._config.sinks, self._config.dead_letter]
-        topics = {output.topic for output in outputs if isinstance(output, KafkaDeadLetterConfig)}
-        topics |= {topic for output in outputs if isinstance(output, KafkaSinkConfig) for topic in output.all_topics}
-        for topic in sorted(topics):
+        for topic in sorted(self._output_topics()):
             await ensure_topic(kafka, topic, partitions)
-        if topics and self._config.delivery == "exactly_once":
+        if self._writes_transactions():
             await ensure_topic(kafka, commit_marker_topic(self._config.name), 1, compacted=True)
 
     async def _spawn(self, checkpoint: Checkpoint | None) -> None:

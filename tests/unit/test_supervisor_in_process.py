@@ -54,8 +54,8 @@ class InProcessAggregate:
     async def fence_outputs(self) -> None:
         self.actor.fence_outputs()
 
-    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
-        return self.actor.recover_outputs(epoch, write_ahead)
+    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead], committed: dict[str, int]) -> int:
+        return self.actor.recover_outputs(epoch, write_ahead, committed)
 
     async def begin_epoch(self, epoch: int) -> None:
         self.actor.begin_epoch(epoch)
@@ -95,8 +95,8 @@ class InProcessSource:
     async def fence_outputs(self) -> None:
         await self.actor.fence_outputs()
 
-    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead]) -> int:
-        return await self.actor.recover_outputs(epoch, write_ahead)
+    async def recover_outputs(self, epoch: int, write_ahead: list[WriteAhead], committed: dict[str, int]) -> int:
+        return await self.actor.recover_outputs(epoch, write_ahead, committed)
 
     async def begin_epoch(self, epoch: int) -> None:
         await self.actor.begin_epoch(epoch)
