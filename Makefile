@@ -18,7 +18,7 @@ CONFIG ?= configs/orders.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test unit lint typecheck bench demo kafka-up kafka-down clean-venv lock test-latest
+.PHONY: run test unit lint typecheck bench soak demo kafka-up kafka-down clean-venv lock test-latest
 
 $(UV):
 	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -87,3 +87,10 @@ $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml uv.lock
 
 bench: $(BIN)/.bench-installed
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# `make soak` (not part of `make test` or CI): an hour of the orders pipeline, Kafka in and out, exactly once, at
+# half its measured throughput with a kill a minute; RSS per actor, recovery times, checkpoint and marker sizes,
+# verified at the end (benchmarks/SOAK.md). SOAK_ARGS="--duration-s 120 --kill-every-s 20" is a short trial.
+SOAK_ARGS ?=
+soak: $(BIN)/.bench-installed $(MASK_KEY_FILE)
+	EVENTRAY_MASK_KEY="$${EVENTRAY_MASK_KEY:-$$(cat $(MASK_KEY_FILE))}" $(BIN)/python -m benchmarks.soak $(SOAK_ARGS)

@@ -7,8 +7,11 @@ death) and asks :meth:`RecoveryPolicy.after` for the verdict; it does the restor
   checkpoints) ends the run: :class:`Verdict` ``restore`` False, with the reason;
 - a transient Kafka error before the pipeline ever ran (no epoch completed, nothing resumed) is most likely a
   wrong address or a broker that is not there: the run ends at once rather than wait out the backoff;
-- at most ``max_recoveries`` restorations are begun (one may itself fail while a broker is still down); the
-  next failure ends the run, keeping the last checkpoint for a later run to resume from;
+- at most ``max_recoveries`` restorations are begun within any ``window_s`` (one may itself fail while a broker
+  is still down); the next failure ends the run, keeping the last checkpoint for a later run to resume from. A
+  rate, not a total, as Flink's failure-rate restart strategy: a run of days survives failures spread over its
+  life (a total of 20 ended a one-hour run with a kill a minute), while a failure that keeps coming back, or a
+  broker that stays down (about 7 minutes of doubling waits), still ends it;
 - the first failure since an epoch completed is restored at once (a dead actor's replacement can start now);
   each further one in a row waits 0.5 s, doubling, at most 30 s (a broker still restarting, an actor that fails
   as it starts).
@@ -16,7 +19,8 @@ death) and asks :meth:`RecoveryPolicy.after` for the verdict; it does the restor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 __all__ = ["Failure", "RecoveryPolicy", "Verdict"]
 
@@ -38,7 +42,7 @@ class Failure:
 @dataclass(frozen=True)
 class Verdict:
     """Restore after ``wait_s``, or end the run: ``exhausted`` when it ends because ``max_recoveries`` were
-    tried (else no restore gets past the failure)."""
+    tried within the window (else no restore gets past the failure)."""
 
     restore: bool
     wait_s: float = 0.0
@@ -50,20 +54,30 @@ class RecoveryPolicy:
     """The restorations of one run so far (see the module docstring for the rules)."""
 
     max_recoveries: int
+    window_s: float | None = None  # None: max_recoveries over the whole run
     resumed: bool = False  # the run resumed from an earlier run's checkpoint: it has run before
-    tried: int = 0  # restorations begun
+    tried: int = 0  # restorations begun in the whole run
     failed_in_a_row: int = 0  # failures without a completed epoch in between
     completed_at_failure: int = 0  # epochs completed at the last failure
+    _begun_at_s: deque[float] = field(default_factory=deque)  # when the restorations within the window began
 
-    def after(self, failure: Failure) -> Verdict:
-        """The verdict on ``failure``; a restore is counted as begun."""
+    def after(self, failure: Failure, now_s: float = 0.0) -> Verdict:
+        """The verdict on ``failure`` at ``now_s`` (a monotonic clock's seconds); a restore is counted as begun."""
         ran = failure.epochs_completed > 0 or self.resumed
         if not failure.recoverable or (failure.transient_kafka and not failure.actor_died and not ran):
             return Verdict(False)
-        if self.tried >= self.max_recoveries:
+        while self._begun_at_s and self.window_s is not None and now_s - self._begun_at_s[0] >= self.window_s:
+            self._begun_at_s.popleft()
+        if len(self._begun_at_s) >= self.max_recoveries:
             return Verdict(False, exhausted=True)
         self.tried += 1
+        self._begun_at_s.append(now_s)
         return Verdict(True, wait_s=self._backoff_s(failure.epochs_completed))
+
+    @property
+    def within_window(self) -> int:
+        """Restorations begun within the window (all of the run's without one)."""
+        return len(self._begun_at_s)
 
     def _backoff_s(self, epochs_completed: int) -> float:
         if epochs_completed > self.completed_at_failure:

@@ -144,7 +144,10 @@ class Supervisor:
         self._markers: CommitMarkerLog | None = None  # exactly-once Kafka outputs' commit markers, read so far
         self.recoveries: list[float] = []  # seconds from noticing a failure to the restored topology running
         # (backoff included)
-        self._recovery = RecoveryPolicy(config.checkpoint.max_recoveries if config.checkpoint else 0)
+        checkpoint = config.checkpoint
+        self._recovery = RecoveryPolicy(
+            checkpoint.max_recoveries if checkpoint else 0, checkpoint.recovery_window_s if checkpoint else None
+        )
 
     async def run(self) -> RunSummary:
         """Run the pipeline to its end (bounded input, duration, or :meth:`stop`); return the summary.
@@ -204,14 +207,15 @@ class Supervisor:
             actor_died=actor_died(error),
             epochs_completed=self._epochs.completed,
         )
-        verdict = self._recovery.after(failure)
+        verdict = self._recovery.after(failure, self._clock.monotonic())
         denied = explain_denied(error, self._resolved)
         if denied is not None:  # a missing ACL: no retry grants it
             raise denied from None
         if verdict.exhausted:
             raise PipelineFailed(
-                f"pipeline {self._config.name!r} failed: {_actor_error(error)} (after {self._recovery.tried} "
-                f"recoveries, checkpoint.max_recoveries; the last checkpoint is kept: run again to resume from it)"
+                f"pipeline {self._config.name!r} failed: {_actor_error(error)} (after {self._recovery.within_window} "
+                f"recoveries, checkpoint.max_recoveries{_within(self._recovery.window_s)}; the last checkpoint is "
+                "kept: run again to resume from it)"
             ) from None
         if not verdict.restore:
             raise PipelineFailed(f"pipeline {self._config.name!r} failed: {_actor_error(error)}") from None
@@ -653,6 +657,10 @@ def _describe(output: object) -> str:
     """Where an output goes, for people: a directory, ``kafka:<topic>`` or ``console``."""
     topic = getattr(output, "topic", None)
     return f"kafka:{topic}" if topic else str(getattr(output, "path", "console"))
+
+
+def _within(window_s: float | None) -> str:
+    return f" within {window_s:g} s (checkpoint.recovery_window_s)" if window_s is not None else ""
 
 
 def _no_snapshot(actor_id: str) -> SourceSnapshot:

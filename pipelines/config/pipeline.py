@@ -539,7 +539,16 @@ class CheckpointConfig(_Model):
     )
     keep: int = Field(default=3, ge=1, le=1_000, description="complete checkpoints kept; older ones are deleted")
     max_recoveries: int = Field(
-        default=20, ge=0, description="actor or Supervisor failures survived by restoring, before the run fails"
+        default=20,
+        ge=0,
+        description="actor or Supervisor failures survived by restoring within recovery_window_s, before the run "
+        "fails",
+    )
+    recovery_window_s: float | None = Field(
+        default=600,
+        gt=0,
+        description="max_recoveries counts the restorations of this many seconds (a failure rate: a long run "
+        "survives failures spread over its life); null: of the whole run",
     )
     timeout_ms: int = Field(
         default=600_000,

@@ -47,3 +47,26 @@ def test_a_failure_no_restore_gets_past_ends_the_run_without_counting_a_recovery
 
     assert policy.after(fatal) == Verdict(False)
     assert policy.tried == 0 and policy.failed_in_a_row == 0
+
+
+def test_max_recoveries_is_a_rate_within_the_window_so_a_long_run_survives_failures_spread_over_its_life() -> None:
+    policy = RecoveryPolicy(max_recoveries=20, window_s=600)
+    a_kill_a_minute = [policy.after(died(epochs_completed=minute), now_s=60.0 * minute) for minute in range(60)]
+
+    assert all(verdict.restore for verdict in a_kill_a_minute), "at most 10 in any 600 s: 20 is never reached"
+    assert policy.tried == 60
+
+    bursting = [policy.after(died(epochs_completed=100 + i), now_s=4_000.0 + i) for i in range(18)]
+
+    assert [verdict.restore for verdict in bursting] == [True] * 17 + [False], (
+        "the kills of 3,420, 3,480 and 3,540 s are within 600 s of 4,000 s: 17 more fit"
+    )
+    assert bursting[-1].exhausted and policy.within_window == 20
+
+
+def test_without_a_window_max_recoveries_counts_the_whole_run() -> None:
+    policy = RecoveryPolicy(max_recoveries=2, window_s=None)
+
+    verdicts = [policy.after(died(epochs_completed=i), now_s=10_000.0 * i) for i in (1, 2, 3)]
+
+    assert [verdict.restore for verdict in verdicts] == [True, True, False]
