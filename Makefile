@@ -90,7 +90,7 @@ bench: $(BIN)/.bench-installed
 
 # `make soak` (not part of `make test` or CI): an hour of the orders pipeline, Kafka in and out, exactly once, at
 # half its measured throughput with a kill a minute; RSS per actor, recovery times, checkpoint and marker sizes,
-# verified at the end (benchmarks/SOAK.md). SOAK_ARGS="--duration-s 120 --kill-every-s 20" is a short trial.
+# verified with --verify (benchmarks/SOAK.md). SOAK_ARGS="--duration-s 120 --kill-every-s 20" is a short trial.
 SOAK_ARGS ?=
 soak: $(BIN)/.bench-installed $(MASK_KEY_FILE)
 	EVENTRAY_MASK_KEY="$${EVENTRAY_MASK_KEY:-$$(cat $(MASK_KEY_FILE))}" $(BIN)/python -m benchmarks.soak $(SOAK_ARGS)

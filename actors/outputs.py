@@ -12,7 +12,7 @@ from pipelines.io.kafka_acls import transactional_id_prefix
 from pipelines.io.sinks import open_sink
 from pipelines.state.checkpoint_store import CheckpointStore
 
-__all__ = ["open_dead_letter", "open_result_sinks", "output_lineage", "transactional_id"]
+__all__ = ["open_dead_letter", "open_result_sinks", "output_lineage", "transactional_id", "writes_kafka_transactions"]
 
 
 def _connection(config: PipelineConfig) -> KafkaConnectionConfig:
@@ -26,18 +26,28 @@ def transactional_id(config: PipelineConfig, slot: str) -> str:
     return f"{transactional_id_prefix(config.name)}{slot}"
 
 
+def _transactional(config: PipelineConfig, output: SinkConfig | DeadLetterConfig | KafkaDeadLetterConfig) -> bool:
+    """A Kafka output of an exactly-once pipeline: written in transactions, each with its commit marker."""
+    return config.delivery == "exactly_once" and isinstance(output, KafkaSinkConfig | KafkaDeadLetterConfig)
+
+
+def writes_kafka_transactions(config: PipelineConfig) -> bool:
+    """Whether any output of ``config`` is written in Kafka transactions (so recovery reads commit markers)."""
+    return any(_transactional(config, output) for output in [*config.sinks, config.dead_letter])
+
+
 def _open(config: PipelineConfig, output: SinkConfig | DeadLetterConfig | KafkaDeadLetterConfig, writer: str,
           slot: str, telemetry: Telemetry, lineage: str) -> Output:  # fmt: skip
     exactly_once = config.delivery == "exactly_once"
-    txn = transactional_id(config, slot) if exactly_once else None
+    txn = transactional_id(config, slot) if _transactional(config, output) else None
     if isinstance(output, KafkaSinkConfig):
         sink = KafkaSink(output, _connection(config), f"{config.name}-{writer}", telemetry, txn)
-        return TransactionalKafkaOutput(sink, slot, config.name, lineage) if exactly_once else FlushingOutput(sink)
+        return TransactionalKafkaOutput(sink, slot, config.name, lineage) if txn else FlushingOutput(sink)
     if isinstance(output, KafkaDeadLetterConfig):
         dead = KafkaDeadLetterSink(
             output.topic, _connection(config), f"{config.name}-{writer}", config.name, txn, output.max_record_bytes
         )
-        return TransactionalKafkaOutput(dead, slot, config.name, lineage) if exactly_once else FlushingOutput(dead)
+        return TransactionalKafkaOutput(dead, slot, config.name, lineage) if txn else FlushingOutput(dead)
     if exactly_once and not isinstance(output, ConsoleSinkConfig):
         return StagedFileOutput(output.path, writer, lambda directory, name: open_sink(output.model_copy(
             update={"path": directory}), name))  # fmt: skip

@@ -7,9 +7,10 @@
    more and more customers; every checkpoint's duration and state bytes come from its metadata.
 3. Exactly-once / at-least-once throughput for the orders pipeline on Kafka (Kafka in, Kafka out), runs
    interleaved on one pre-filled topic.
-4. Faults between eventray and Kafka (:mod:`benchmarks.network_faults`): a blackhole, connection resets,
-   delayed transaction commits and broker bounces, each several times, every run verified exactly once.
-   ``--only faults`` runs this part alone and keeps the other parts' last results.
+4. Faults (:mod:`benchmarks.faults`, :mod:`benchmarks.fault_kinds`): network faults, broker bounces, stopped
+   actors, storage errors, a full disk, a reused epoch number and a slow sink, each several times, every run
+   verified exactly once. ``--only faults`` runs this part alone and keeps the other parts' last results;
+   ``--fault-kinds a,b`` runs only those kinds and keeps the other kinds' last rows.
 
 Writes ``benchmarks/GUARANTEES.md`` and ``benchmarks/results/guarantees.json``. Uses an embedded Ray and its own
 dev Kafka broker (or ``KAFKA_BOOTSTRAP``).
@@ -31,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import psutil
 
-from benchmarks.network_faults import network_faults
+from benchmarks.fault_kinds import actor_processes
+from benchmarks.faults import FAULT_KINDS, fault_runs
 from benchmarks.run import dev_broker
 from benchmarks.workloads import prefill_topic
 from cluster.commands.verify import verify_run
@@ -67,18 +68,6 @@ def orders(work: Path, **update: Any) -> PipelineConfig:
     return parse_config(data)
 
 
-def _actor_processes() -> list[psutil.Process]:
-    found = []
-    for process in psutil.Process(os.getpid()).children(recursive=True):
-        try:
-            title = " ".join(process.cmdline())
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        if title.startswith(("ray::SourceActor", "ray::AggregateActor")):
-            found.append(process)
-    return found
-
-
 def recovery_times(work: Path, kills: int, rate: int) -> dict[str, Any]:
     events = rate * (4 + 2 * kills)
     config = orders(
@@ -92,7 +81,7 @@ def recovery_times(work: Path, kills: int, rate: int) -> dict[str, Any]:
         rng = random.Random(5)
         done.wait(3.0)
         while not done.is_set() and len(killed) < kills:
-            victims = _actor_processes()
+            victims = actor_processes("ray::SourceActor", "ray::AggregateActor")
             if victims:
                 victim = rng.choice(victims)
                 killed.append(" ".join(victim.cmdline())[:40])
@@ -228,26 +217,40 @@ def _fault_lines(faults: dict[str, Any] | None) -> list[str]:
         return []
     lines = [
         "",
-        f"## Faults between eventray and Kafka ({faults['when']})",
+        f"## Faults ({faults['when']})",
         "",
         f"Orders pipeline, Kafka in and out, exactly once, {faults['events']:,} events, checkpoints every 500 ms, "
         "Kafka requests time out after 3 s; the broker advertises a loopback fault proxy "
         "(`cluster/kafka_dev/fault_proxy.py`), so every connection goes through it. Each fault starts once a "
-        "checkpoint is complete; each run is verified with `eventray verify` (module docstring of "
-        "`benchmarks/network_faults.py`). Recovery: from the Supervisor noticing a failure to the restored "
-        "topology reading; a fault the clients rode out needs none.",
+        "checkpoint is complete; each run is verified with `eventray verify`; what each fault does: the module "
+        "docstring of `benchmarks/fault_kinds.py`. Recovery: from the Supervisor noticing a failure to the "
+        "restored topology reading; a fault the clients rode out needs none. Stopped: from SIGSTOP to the "
+        "watchdog's kill. Peak RSS: the actor processes' summed RSS, the largest of the runs.",
         "",
-        "| fault | runs | recoveries per run | recovery p50 | recovery p99 | run time (median) | exactly once |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| fault | runs | recoveries per run | recovery p50 | recovery p99 | stopped | run time (median) | "
+        "peak RSS | exactly once | when |",
+        "|---|---:|---|---:|---:|---|---:|---:|---:|---|",
     ]
     for kind, row in faults["by_fault"].items():
-        p50, p99 = row["recovery_p50_s"], row["recovery_p99_s"]
+        p50, p99, median = row["recovery_p50_s"], row["recovery_p99_s"], row["run_s_median"]
+        detected = ", ".join(f"{t:.1f} s" for t in row.get("detected_s", [])) or "-"
+        peak = row.get("peak_rss_mib")
         lines.append(
             f"| {kind} | {len(row['runs'])} | {', '.join(map(str, row['recoveries_per_run']))} | "
-            f"{'-' if p50 is None else f'{p50:.2f} s'} | {'-' if p99 is None else f'{p99:.2f} s'} | "
-            f"{row['run_s_median']:.1f} s | {row['exactly_once_runs']} of {len(row['runs'])} |"
+            f"{'-' if p50 is None else f'{p50:.2f} s'} | {'-' if p99 is None else f'{p99:.2f} s'} | {detected} | "
+            f"{'-' if median is None else f'{median:.1f} s'} | {'-' if not peak else f'{peak:.0f} MiB'} | "
+            f"{row['exactly_once_runs']} of {len(row['runs'])} | {row.get('when', faults['when'])} |"
         )
     return lines
+
+
+def _merged_faults(previous: dict[str, Any] | None, ran: dict[str, Any], when: str) -> dict[str, Any]:
+    """The fault table with the kinds just run (dated ``when``) in place of their earlier rows, in kind order."""
+    earlier = previous or {}
+    rows = {kind: {"when": earlier.get("when"), **row} for kind, row in earlier.get("by_fault", {}).items()}
+    rows |= {kind: {**row, "when": when} for kind, row in ran["by_fault"].items()}
+    ordered = {kind: rows[kind] for kind in FAULT_KINDS if kind in rows}
+    return {"when": when, "events": ran["events"], "runs": ran["runs"], "by_fault": ordered}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,19 +259,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-kafka", action="store_true")
     parser.add_argument("--only", choices=["faults"], help="run this part alone; keep the others' last results")
     parser.add_argument("--fault-runs", type=int, default=3, help="runs of each fault kind (default 3)")
+    parser.add_argument("--fault-kinds", help=f"comma-separated, of {', '.join(FAULT_KINDS)} (default: all)")
     args = parser.parse_args(argv)
     prepare_ray_auth(os.environ, embedded=True)
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results: dict[str, Any]
     if args.fault_runs < 1:
         parser.error("--fault-runs must be at least 1")
+    kinds = tuple(args.fault_kinds.split(",")) if args.fault_kinds else FAULT_KINDS
+    if unknown := [kind for kind in kinds if kind not in FAULT_KINDS]:
+        parser.error(f"--fault-kinds: unknown {', '.join(unknown)}; known: {', '.join(FAULT_KINDS)}")
     if args.only == "faults":
         previous = BENCH_DIR / "results" / "guarantees.json"
         if not previous.is_file():
             parser.error(f"--only faults keeps the other parts' results from {previous}; run without --only first")
         results = json.loads(previous.read_text())
         with tempfile.TemporaryDirectory(prefix="eventray-faults-") as temporary:
-            results["faults"] = {"when": now, **network_faults(Path(temporary), args.fault_runs, orders)}
+            ran = fault_runs(Path(temporary), args.fault_runs, orders, kinds)
+        results["faults"] = _merged_faults(results.get("faults"), ran, now)
         write_report(results)
         print(f"wrote {BENCH_DIR / 'GUARANTEES.md'}")
         return 0
@@ -286,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
                     work / "kafka", bootstrap, 200_000 if args.quick else 500_000, 2 if args.quick else 3
                 )
             print("throughput:", results["throughput"]["medians"], flush=True)
-            results["faults"] = {"when": results["when"], **network_faults(work / "faults", args.fault_runs, orders)}
+            ran = fault_runs(work / "faults", args.fault_runs, orders, kinds)
+            earlier = BENCH_DIR / "results" / "guarantees.json"  # kinds left out by --fault-kinds keep their rows
+            previous = json.loads(earlier.read_text()).get("faults") if earlier.is_file() else None
+            results["faults"] = _merged_faults(previous, ran, now)
     write_report(results)
     print(f"wrote {BENCH_DIR / 'GUARANTEES.md'}")
     return 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-__all__ = ["TreeSample", "TreeSampler"]
+__all__ = ["PeakActorRss", "TreeSample", "TreeSampler"]
 
 _MIB = 1 << 20
 
@@ -140,3 +140,41 @@ class TreeSampler:
     @property
     def peak_pss_mib(self) -> float:
         return max((sample.pss_mib for sample in self.samples), default=0.0)
+
+
+class PeakActorRss:
+    """The largest summed RSS of eventray's source and aggregate actor processes under this process (an embedded
+    Ray), sampled every 0.5 s on a thread until :meth:`stop`."""
+
+    _TITLES = ("ray::SourceActor", "ray::AggregateActor")
+
+    def __init__(self) -> None:
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            total = sum(_rss(process) for process in psutil.Process().children(recursive=True)
+                        if _title(process).startswith(self._TITLES))  # fmt: skip
+            self.peak_mib = max(self.peak_mib, total / _MIB)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return round(self.peak_mib, 1)
+
+
+def _title(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""  # gone meanwhile
+
+
+def _rss(process: psutil.Process) -> int:
+    try:
+        return int(process.memory_info().rss)
+    except psutil.Error:
+        return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import MappingProxyType
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -35,7 +36,9 @@ _ANY_HOST = "*"
 # Compacted topics (the commit markers) roll a segment at 1 MiB or after 10 minutes, so the log cleaner, which
 # never touches the active segment, keeps them to about one record per key plus a segment's worth: the
 # brokers' default segment (1 GiB) would keep every marker of a long run.
-_COMPACTED = {"cleanup.policy": "compact", "segment.bytes": str(1 << 20), "segment.ms": str(10 * 60 * 1000)}
+_COMPACTED = MappingProxyType(
+    {"cleanup.policy": "compact", "segment.bytes": str(1 << 20), "segment.ms": str(10 * 60 * 1000)}
+)
 _ALLOW = 3  # AclPermissionType.ALLOW in the Kafka protocol
 
 
@@ -48,7 +51,7 @@ async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions
     error, which the Supervisor recovers from."""
     admin = AIOKafkaAdminClient(**client_options(connection))
     await admin.start()
-    configs = _COMPACTED if compacted else {}
+    configs = dict(_COMPACTED) if compacted else {}
     try:
         replication = connection.replication_factor or await _default_replication_factor(admin)
         response = await admin.create_topics(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 
 from pipelines.config.kafka import KafkaConnectionConfig, client_options
 from pipelines.io.kafka_acls import commit_marker_topic
@@ -65,9 +66,11 @@ class CommitMarkerLog:
         try:
             tp = TopicPartition(self.topic, 0)
             consumer.assign([tp])
-            beginning = int((await consumer.beginning_offsets([tp]))[tp])
-            consumer.seek(tp, max(self.position, beginning))  # retention may have removed what was never read
             end = int((await consumer.end_offsets([tp]))[tp])
+            if end < self.position:  # the log lost its tail (an unclean leader election): read it all again
+                self.position, self._newest = 0, {}
+            beginning = int((await consumer.beginning_offsets([tp]))[tp])
+            consumer.seek(tp, max(self.position, beginning))
             empty_polls = 0
             while await consumer.position(tp) < end and empty_polls < _EMPTY_POLLS:
                 fetched = await consumer.getmany(tp, timeout_ms=1_000)
@@ -77,6 +80,8 @@ class CommitMarkerLog:
                     if record.value is not None:
                         self._take(msgspec.json.decode(record.value, type=CommitMarker))
             self.position = await consumer.position(tp)
+            if self.position < end:  # a short verdict would redo committed epochs (duplicates): retry the recovery
+                raise KafkaTimeoutError(f"{self.topic}: commit markers read up to offset {self.position} of {end}")
             return dict(self._newest)
         finally:
             await consumer.stop()

@@ -43,12 +43,14 @@ async def produce_events(
     rate_per_s: float | None = None,
     start_time_ms: int = 1_767_225_600_000,
     on_progress: Callable[[int], None] | None = None,
+    client_id: str = "eventray-produce",
 ) -> ProduceReport:
-    """Produce ``events`` generator events (spread evenly over the generator's partitions) and wait for acks."""
+    """Produce ``events`` generator events (spread evenly over the generator's partitions) and wait for acks;
+    ``client_id`` names the producer to the brokers (their logs, quotas)."""
     await ensure_topic(connection, topic, generator.partitions)
     topic_partitions = await partition_count(connection, topic)
     producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=1 << 20,
-                                **client_options(connection))  # fmt: skip
+                                client_id=client_id, **client_options(connection))  # fmt: skip
     await producer.start()
     started = time.monotonic()
     sent = invalid = 0

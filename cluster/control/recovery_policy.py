@@ -7,11 +7,12 @@ death) and asks :meth:`RecoveryPolicy.after` for the verdict; it does the restor
   checkpoints) ends the run: :class:`Verdict` ``restore`` False, with the reason;
 - a transient Kafka error before the pipeline ever ran (no epoch completed, nothing resumed) is most likely a
   wrong address or a broker that is not there: the run ends at once rather than wait out the backoff;
-- at most ``max_recoveries`` restorations are begun within any ``window_s`` (one may itself fail while a broker
-  is still down); the next failure ends the run, keeping the last checkpoint for a later run to resume from. A
-  rate, not a total, as Flink's failure-rate restart strategy: a run of days survives failures spread over its
-  life (a total of 20 ended a one-hour run with a kill a minute), while a failure that keeps coming back, or a
-  broker that stays down (about 7 minutes of doubling waits), still ends it;
+- at most ``max_recoveries`` restorations are begun within any ``window_s``, and at most ``max_recoveries`` in
+  a row without an epoch completing between them (one may itself fail while a broker is still down); the next
+  failure ends the run, keeping the last checkpoint for a later run to resume from. A rate, not a total, as
+  Flink's failure-rate restart strategy: a run of days survives failures spread over its life (a total of 20
+  ended a one-hour run with a kill a minute), while a failure that keeps coming back, or a broker that stays
+  down (20 restorations with the waits below: at least 7 minutes, however long each attempt takes), ends it;
 - the first failure since an epoch completed is restored at once (a dead actor's replacement can start now);
   each further one in a row waits 0.5 s, doubling, at most 30 s (a broker still restarting, an actor that fails
   as it starts).
@@ -68,22 +69,22 @@ class RecoveryPolicy:
             return Verdict(False)
         while self._begun_at_s and self.window_s is not None and now_s - self._begun_at_s[0] >= self.window_s:
             self._begun_at_s.popleft()
-        if len(self._begun_at_s) >= self.max_recoveries:
+        if failure.epochs_completed > self.completed_at_failure:
+            self.failed_in_a_row = 0
+        self.completed_at_failure = failure.epochs_completed
+        if max(len(self._begun_at_s), self.failed_in_a_row) >= self.max_recoveries:
             return Verdict(False, exhausted=True)
         self.tried += 1
         self._begun_at_s.append(now_s)
-        return Verdict(True, wait_s=self._backoff_s(failure.epochs_completed))
+        self.failed_in_a_row += 1
+        return Verdict(True, wait_s=self._backoff_s())
 
     @property
-    def within_window(self) -> int:
-        """Restorations begun within the window (all of the run's without one)."""
-        return len(self._begun_at_s)
+    def counted(self) -> int:
+        """The restorations the limit counts now: the larger of those within the window and those in a row."""
+        return max(len(self._begun_at_s), self.failed_in_a_row)
 
-    def _backoff_s(self, epochs_completed: int) -> float:
-        if epochs_completed > self.completed_at_failure:
-            self.failed_in_a_row = 0
-        self.completed_at_failure = epochs_completed
-        self.failed_in_a_row += 1
+    def _backoff_s(self) -> float:
         if self.failed_in_a_row == 1:
             return 0.0
         return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * float(2 ** (self.failed_in_a_row - 2)))

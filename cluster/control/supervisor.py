@@ -24,6 +24,7 @@ from actors.kafka.admin import ensure_topic
 from actors.kafka.admin import partition_count as kafka_partition_count
 from actors.kafka.commit_markers import CommitMarkerLog, commit_marker_topic
 from actors.metrics import PipelineMetrics
+from actors.outputs import writes_kafka_transactions
 from actors.reports import AggregateProgress, SourceProgress
 from cluster.control.autoscaler import Autoscaler, Rescale
 from cluster.control.drive import DriveSchedule, Step, Tick
@@ -213,7 +214,7 @@ class Supervisor:
             raise denied from None
         if verdict.exhausted:
             raise PipelineFailed(
-                f"pipeline {self._config.name!r} failed: {_actor_error(error)} (after {self._recovery.within_window} "
+                f"pipeline {self._config.name!r} failed: {_actor_error(error)} (after {self._recovery.counted} "
                 f"recoveries, checkpoint.max_recoveries{_within(self._recovery.window_s)}; the last checkpoint is "
                 "kept: run again to resume from it)"
             ) from None
@@ -502,12 +503,9 @@ class Supervisor:
     async def _committed_markers(self) -> dict[str, int]:
         """The newest committed epoch per exactly-once Kafka slot (read since the last recovery of this run)."""
         kafka = self._resolved.kafka
-        if self._markers is None or kafka is None or not self._writes_transactions():
+        if self._markers is None or kafka is None or not writes_kafka_transactions(self._config):
             return {}
         return await self._markers.committed(kafka)
-
-    def _writes_transactions(self) -> bool:
-        return bool(self._output_topics()) and self._config.delivery == "exactly_once"
 
     def _output_topics(self) -> set[str]:
         outputs = [*self._config.sinks, self._config.dead_letter]
@@ -520,7 +518,7 @@ class Supervisor:
             return
         for topic in sorted(self._output_topics()):
             await ensure_topic(kafka, topic, partitions)
-        if self._writes_transactions():
+        if writes_kafka_transactions(self._config):
             await ensure_topic(kafka, commit_marker_topic(self._config.name), 1, compacted=True)
 
     async def _spawn(self, checkpoint: Checkpoint | None) -> None:
@@ -660,7 +658,7 @@ def _describe(output: object) -> str:
 
 
 def _within(window_s: float | None) -> str:
-    return f" within {window_s:g} s (checkpoint.recovery_window_s)" if window_s is not None else ""
+    return f" within {window_s:g} s (checkpoint.recovery_window_s) or in a row" if window_s is not None else ""
 
 
 def _no_snapshot(actor_id: str) -> SourceSnapshot:

@@ -12,6 +12,7 @@ from ._config import DevBrokerConfig, bootstrap_from_env
 from ._errors import DevBrokerError
 from ._jars import resolve_kafka_jars
 from ._probe import broker_reachable, run_blocking
+from ._quotas import set_producer_quota
 from ._security import PIPELINE_USER, BrokerSecurity
 from ._tls import CLIENT_PRINCIPAL
 
@@ -29,6 +30,7 @@ __all__ = [
     "broker_status",
     "resolve_kafka_jars",
     "run_blocking",
+    "set_producer_quota",
     "start_broker",
     "stop_broker",
 ]

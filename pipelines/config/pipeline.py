@@ -541,8 +541,8 @@ class CheckpointConfig(_Model):
     max_recoveries: int = Field(
         default=20,
         ge=0,
-        description="actor or Supervisor failures survived by restoring within recovery_window_s, before the run "
-        "fails",
+        description="failures survived by restoring within recovery_window_s, and in a row without a completed "
+        "epoch, before the run fails (a Supervisor's restarts count over the whole run)",
     )
     recovery_window_s: float | None = Field(
         default=600,

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from aiokafka import AIOKafkaProducer
 
+from actors.kafka.admin import ensure_topic
+from actors.kafka.commit_markers import CommitMarker, commit_marker_topic
 from cluster.commands.produce import produce_events
 from cluster.control.run_report import RunSummary
 from cluster.control.runner import run_pipeline
@@ -284,3 +287,27 @@ def run_with_gated_input(
     finally:
         gates.release_all()
         producing.join(timeout=120)
+
+
+def orders_output_slots(aggregates: int = 2, sources: int = 2) -> list[str]:
+    """The exactly-once output slots of the orders pipeline with Kafka sink and dead letters, as markers name
+    them: each aggregate's sink and its late-event dead letters, each source's dead letters."""
+    slots = [f"aggregate-{n}{late}/{output}" for n in range(aggregates)
+             for late, output in (("", "sink-0"), ("-late", "dead-letter"))]  # fmt: skip
+    return slots + [f"source-{n}/dead-letter" for n in range(sources)]
+
+
+async def leave_markers_of_an_earlier_location(bootstrap: str, pipeline: str, epoch: int) -> None:
+    """Committed markers of every orders slot (:func:`orders_output_slots`) at ``epoch``, as an earlier
+    checkpoint location's long run leaves them: in the format before lineages (key = slot) and in another
+    lineage."""
+    await ensure_topic(connection(bootstrap), commit_marker_topic(pipeline), 1, compacted=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for slot in orders_output_slots():
+            for marker in (CommitMarker(slot, epoch), CommitMarker(slot, epoch, "an-earlier-location")):
+                await producer.send(commit_marker_topic(pipeline), marker.value(), key=marker.key(), partition=0)
+        await producer.flush()
+    finally:
+        await producer.stop()

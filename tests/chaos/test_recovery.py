@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from actors.kafka.admin import ensure_topic
-from actors.kafka.commit_markers import CommitMarker, commit_marker_topic
 from cluster.commands.produce import produce_events
 from cluster.commands.verify import verify_run
 from cluster.control.run_report import RunProgress, RunSummary
@@ -35,6 +32,7 @@ from tests.chaos.chaos_tools import (
     ProduceGates,
     ScheduledKiller,
     checkpointed_progress,
+    leave_markers_of_an_earlier_location,
     planned_kills,
     try_leaving_torn_state_file,
 )
@@ -313,21 +311,6 @@ def test_kafka_exactly_once_survives_kills_and_a_crash_between_producing_and_com
     assert all(dict(record.headers).get("eventray.epoch") for record in records), "each record names its epoch"
 
 
-async def _leave_markers_of_an_earlier_location(bootstrap: str, pipeline: str, slots: list[str], epoch: int) -> None:
-    """Committed markers of ``slots`` at ``epoch``, as an earlier checkpoint location's long run leaves them: in
-    the format before lineages (key = slot) and in another lineage."""
-    await ensure_topic(connection(bootstrap), commit_marker_topic(pipeline), 1, compacted=True)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for slot in slots:
-            for marker in (CommitMarker(slot, epoch), CommitMarker(slot, epoch, "an-earlier-location")):
-                await producer.send(commit_marker_topic(pipeline), marker.value(), key=marker.key(), partition=0)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 @pytest.mark.kafka
 def test_markers_of_an_earlier_checkpoint_location_do_not_suppress_a_needed_redo(
     ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
@@ -343,11 +326,7 @@ def test_markers_of_an_earlier_checkpoint_location_do_not_suppress_a_needed_redo
     generator = GeneratorSourceConfig(partitions=PARTITIONS, seed=11, rate_per_s=None, event_time_rate_per_s=1_000,
                                       invalid_fraction=0.01)  # fmt: skip
     asyncio.run(produce_events(connection(kafka_bootstrap), topic, events, generator, None, START_TIME_MS))
-    slots = [
-        f"aggregate-{n}{late}/{output}" for n in range(2) for late, output in (("", "sink-0"), ("-late", "dead-letter"))
-    ]
-    slots += [f"source-{n}/dead-letter" for n in range(2)]
-    asyncio.run(_leave_markers_of_an_earlier_location(kafka_bootstrap, name, slots, epoch=1_000))
+    asyncio.run(leave_markers_of_an_earlier_location(kafka_bootstrap, name, epoch=1_000))
     config = kafka_exactly_once_orders(
         tmp_path, events, name, kafka_bootstrap,
         checkpoint={"interval_ms": 200, "uri": str(tmp_path / "checkpoints"), "keep": 3},

@@ -61,7 +61,7 @@ def test_max_recoveries_is_a_rate_within_the_window_so_a_long_run_survives_failu
     assert [verdict.restore for verdict in bursting] == [True] * 17 + [False], (
         "the kills of 3,420, 3,480 and 3,540 s are within 600 s of 4,000 s: 17 more fit"
     )
-    assert bursting[-1].exhausted and policy.within_window == 20
+    assert bursting[-1].exhausted and policy.counted == 20
 
 
 def test_without_a_window_max_recoveries_counts_the_whole_run() -> None:
@@ -70,3 +70,16 @@ def test_without_a_window_max_recoveries_counts_the_whole_run() -> None:
     verdicts = [policy.after(died(epochs_completed=i), now_s=10_000.0 * i) for i in (1, 2, 3)]
 
     assert [verdict.restore for verdict in verdicts] == [True, True, False]
+
+
+def test_a_failure_that_never_lets_an_epoch_complete_ends_the_run_however_slow_each_attempt() -> None:
+    """A broker out of reach: each attempt takes its request timeout and more, so the window alone (20 in 600 s)
+    would never fill; 20 in a row without a completed epoch end the run."""
+    policy = RecoveryPolicy(max_recoveries=20, window_s=600)
+    now_s, verdicts = 0.0, []
+    for _ in range(21):
+        verdicts.append(policy.after(broker_down(epochs_completed=7), now_s=now_s))
+        now_s += verdicts[-1].wait_s + 60.0  # a minute per failed attempt
+
+    assert [verdict.restore for verdict in verdicts] == [True] * 20 + [False]
+    assert verdicts[-1].exhausted and policy.counted == 20

@@ -1,22 +1,15 @@
-"""Faults between eventray and Kafka, each run several times: what they cost, and that nothing is lost.
+"""Faults between eventray, Kafka and its storage, each run several times: what they cost, and that nothing is lost.
 
 Each run is the orders pipeline, Kafka in and Kafka out, exactly once (checkpoints every 500 ms, Kafka requests
 time out after 3 s), on a broker of its own that advertises a loopback fault proxy
 (:mod:`cluster.kafka_dev.fault_proxy`), so every client connection goes through it. The input is produced in two
-parts; the fault starts once a checkpoint of the run is complete (by progress, not time) and the rest of the
-input follows once it is over:
-
-- ``none``: no fault (the baseline for the run time);
-- ``blackhole``: no byte moves for 10 s, connections stay open;
-- ``reset``: every connection aborted, new ones reset for 2 s;
-- ``delayed_end_txn``: every transaction commit (EndTxn) held 5 s, beyond the request timeout, until 3 were held,
-  while the input flows;
-- ``bounce_clean`` / ``bounce_hard``: the broker stopped (SIGTERM / SIGKILL) for 10 s, then started again on the
-  same ports with its data.
+parts; the fault (:mod:`benchmarks.fault_kinds`) starts once a checkpoint of the run is complete (by progress,
+not time) and the rest of the input follows once it is over. ``none`` is the baseline.
 
 Each run is verified with ``eventray verify`` (0 lost, 0 duplicated, 0 aborted reads, windows equal to the
 recomputation). The recovery times are the Supervisor's (from noticing the failure to the restored topology
-reading again); a fault the clients rode out without one counts no recovery.
+reading again); a fault the clients rode out without one counts no recovery. Each row also has the largest
+summed RSS of the actor processes during the run.
 """
 
 from __future__ import annotations
@@ -32,32 +25,35 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks.fault_kinds import FAULTS, FaultRun
+from benchmarks.measure import PeakActorRss
 from cluster.commands.produce import produce_events
 from cluster.commands.verify import verify_run
+from cluster.control.run_report import RunSummary
 from cluster.control.runner import run_pipeline
 from cluster.kafka_dev import DevBrokerConfig, start_broker, stop_broker
-from cluster.kafka_dev.fault_proxy import END_TXN_API_KEY, FaultProxy, fault_proxy
+from cluster.kafka_dev.fault_proxy import FaultProxy, fault_proxy
 from pipelines.config.kafka import KafkaConnectionConfig
 from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig
+from pipelines.testing import FaultPlan
 from tests.chaos.chaos_tools import ProduceGates, checkpointed_progress  # the chaos suite's progress gates
 
-__all__ = ["FAULT_KINDS", "network_faults"]
+__all__ = ["FAULT_KINDS", "fault_runs"]
 
-FAULT_KINDS = ("none", "blackhole", "reset", "delayed_end_txn", "bounce_clean", "bounce_hard")
+FAULT_KINDS = tuple(FAULTS)
 EVENTS = 40_000
 PARTITIONS = 8
 START_TIME_MS = 1_767_225_600_000
-OUTAGE_S = 10.0
-RESET_S = 2.0
-END_TXN_HELD_S, END_TXN_HELD = 5.0, 3
 
 
-def network_faults(work: Path, runs: int, orders: Callable[..., PipelineConfig]) -> dict[str, Any]:
-    """``runs`` runs of each fault kind, interleaved (kind by kind within a round); ``orders`` builds the
-    pipeline config (:func:`benchmarks.guarantees.orders`)."""
-    rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in FAULT_KINDS}
+def fault_runs(
+    work: Path, runs: int, orders: Callable[..., PipelineConfig], kinds: tuple[str, ...] = FAULT_KINDS
+) -> dict[str, Any]:
+    """``runs`` runs of each fault kind in ``kinds``, interleaved (kind by kind within a round); ``orders`` builds
+    the pipeline config (:func:`benchmarks.guarantees.orders`)."""
+    rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for round_number in range(runs):
-        for kind in FAULT_KINDS:
+        for kind in kinds:
             try:
                 row = _one_run(work / f"{kind}-{round_number}", kind, orders)
             except Exception as error:  # noqa: BLE001 -- a failed run is a row of the table, not the benchmark's end
@@ -77,6 +73,8 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "recovery_p99_s": _p99(recoveries),
         "run_s_median": statistics.median(times) if (times := [r["run_s"] for r in rows if r["run_s"]]) else None,
         "exactly_once_runs": sum(1 for row in rows if row["exactly_once_ok"]),
+        "peak_rss_mib": max((row.get("peak_rss_mib") or 0.0 for row in rows), default=None),
+        "detected_s": [row["detected_s"] for row in rows if "detected_s" in row],
     }
 
 
@@ -85,6 +83,7 @@ def _p99(values: list[float]) -> float | None:
 
 
 def _one_run(work: Path, kind: str, orders: Callable[..., PipelineConfig]) -> dict[str, Any]:
+    fault = FAULTS[kind]
     with _proxied_broker(work / "broker") as (proxy, broker):
         bootstrap = f"127.0.0.1:{proxy.port}"
         name = f"faults-{kind.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
@@ -96,12 +95,14 @@ def _one_run(work: Path, kind: str, orders: Callable[..., PipelineConfig]) -> di
             dead_letter={"type": "kafka", "topic": f"{name}.dlq"},
             kafka={"bootstrap_servers": bootstrap, "request_timeout_ms": 3_000},
         )  # fmt: skip
+        run = FaultRun(proxy, broker, config, checkpoints, bootstrap)
+        crashes = fault.prepare(run)
         applied: list[bool] = []
         producer_failed: list[BaseException] = []
 
         def fault_once_a_checkpoint_is_complete() -> bool:
             if not applied and checkpointed_progress(checkpoints).epoch >= 2:
-                _apply(kind, proxy, broker)
+                fault.apply(run)
                 applied.append(True)
             return bool(applied)
 
@@ -119,43 +120,52 @@ def _one_run(work: Path, kind: str, orders: Callable[..., PipelineConfig]) -> di
 
         producing = threading.Thread(target=produce, daemon=True)
         started = time.monotonic()
+        peak_rss = PeakActorRss()
         producing.start()
-        try:  # a bounded run whose input stopped coming would wait for ever: stop it instead
-            summary = run_pipeline(config, stop_when=lambda _progress: bool(producer_failed))
+        try:
+            if fault.stops_the_run:
+                _run_stopped_by_the_fault(config, crashes, producer_failed, run.figures)
+                fault.after_stop(run)
+                crashes = ()  # the second run resumes from the last complete checkpoint
+            summary = _run(config, crashes, producer_failed)
         finally:
+            run.figures["peak_rss_mib"] = peak_rss.stop()
             gates.release_all()
             producing.join(timeout=120)
         run_s = time.monotonic() - started
         report = asyncio.run(verify_run(config))
     if producer_failed:
         raise RuntimeError(f"the input was not all produced: {producer_failed[0]!r}")
+    events_in = report.input_records if fault.stops_the_run else summary.progress.events_in
     return {
-        "fault_applied": bool(applied),
+        "fault_applied": bool(applied) and (not crashes or summary.reemitted_rows > 0),  # the crash redone
         "run_s": round(run_s, 2),
         "recovery_s": [round(t, 2) for t in summary.recoveries_s],
-        "events_in": summary.progress.events_in,
-        "exactly_once_ok": report.ok_for("exactly_once") and summary.progress.events_in == EVENTS,
+        "reemitted_rows": summary.reemitted_rows,
+        "events_in": events_in,
+        "exactly_once_ok": report.ok_for("exactly_once") and events_in == EVENTS,
         "failures": report.failures("exactly_once"),
+        **run.figures,
     }
 
 
-def _apply(kind: str, proxy: FaultProxy, broker: DevBrokerConfig) -> None:
-    """Start the fault; return once it is over (or, for held commits, once the input may flow on)."""
-    if kind == "blackhole":
-        proxy.blackhole()
-        time.sleep(OUTAGE_S)
-        proxy.heal()
-    elif kind == "reset":
-        proxy.reset()
-        time.sleep(RESET_S)
-        proxy.heal()
-    elif kind == "delayed_end_txn":
-        proxy.hold_requests(END_TXN_API_KEY, END_TXN_HELD_S)
-        proxy.heal_after_held_requests(END_TXN_HELD)
-    elif kind.startswith("bounce_"):
-        stop_broker(broker.state_dir, hard=kind == "bounce_hard")
-        time.sleep(OUTAGE_S)
-        start_broker(broker)
+def _run(config: PipelineConfig, crashes: FaultPlan, producer_failed: list[BaseException]) -> RunSummary:
+    """Run the pipeline; a bounded run whose input stopped coming would wait for ever: it is stopped instead."""
+    return run_pipeline(config, stop_when=lambda _progress: bool(producer_failed), faults=crashes)
+
+
+def _run_stopped_by_the_fault(
+    config: PipelineConfig, crashes: FaultPlan, producer_failed: list[BaseException], figures: dict[str, Any]
+) -> None:
+    """A run the fault must stop with an error; its message goes to ``figures``."""
+    try:
+        _run(config, crashes, producer_failed)
+    except Exception as error:
+        figures["stopped_with"] = f"{type(error).__name__}: {error}"[:600]
+        if figures["full_path"] not in str(error):
+            raise RuntimeError(f"the run stopped without naming {figures['full_path']}: {error}") from error
+        return
+    raise RuntimeError("the run was to stop under the fault, and finished")
 
 
 @contextlib.contextmanager
