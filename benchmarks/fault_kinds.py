@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import ray
 
 from cluster.kafka_dev import DevBrokerConfig, set_producer_quota, start_broker, stop_broker
 from cluster.kafka_dev.fault_proxy import END_TXN_API_KEY, FaultProxy
@@ -133,15 +134,28 @@ def _bounce(run: FaultRun, *, hard: bool, outage_s: float) -> None:
 
 
 def _sigstop(run: FaultRun, title: str) -> None:
+    """``detected_s``: from the stop to Ray's actor table saying the actor is dead (the watchdog killed it, and
+    its calls fail: the Supervisor's recovery starts); ``gone_s``: to the process's end (Ray force-kills a
+    process that cannot answer its kill a few seconds later)."""
     victim = random.Random(3).choice(actor_processes(title))
     stopped_at = time.monotonic()
     victim.suspend()
+    deadline = stopped_at + STOPPED_AT_MOST_S
+    while not _dead_in_ray(victim.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    run.figures["detected_s"] = round(time.monotonic() - stopped_at, 2)
     try:
-        victim.wait(timeout=STOPPED_AT_MOST_S)
+        victim.wait(timeout=max(0.0, deadline - time.monotonic()))
     except psutil.TimeoutExpired:
         victim.resume()
         raise RuntimeError(f"the watchdog did not kill {title} stopped for {STOPPED_AT_MOST_S:.0f} s") from None
-    run.figures["detected_s"] = round(time.monotonic() - stopped_at, 2)
+    run.figures["gone_s"] = round(time.monotonic() - stopped_at, 2)
+
+
+def _dead_in_ray(pid: int) -> bool:
+    """Whether Ray's actor table (the GCS; a developer API) has the actor of process ``pid`` dead."""
+    table = ray._private.state.actors()  # noqa: SLF001
+    return any(int(actor["Pid"]) == pid and actor["State"] == "DEAD" for actor in table.values())
 
 
 def _unreadable_checkpoint(run: FaultRun) -> None:

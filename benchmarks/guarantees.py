@@ -224,8 +224,10 @@ def _fault_lines(faults: dict[str, Any] | None) -> list[str]:
         "(`cluster/kafka_dev/fault_proxy.py`), so every connection goes through it. Each fault starts once a "
         "checkpoint is complete; each run is verified with `eventray verify`; what each fault does: the module "
         "docstring of `benchmarks/fault_kinds.py`. Recovery: from the Supervisor noticing a failure to the "
-        "restored topology reading; a fault the clients rode out needs none. Stopped: from SIGSTOP to the "
-        "watchdog's kill. Peak RSS: the actor processes' summed RSS, the largest of the runs.",
+        "restored topology reading; a fault the clients rode out needs none. Stopped: from SIGSTOP to Ray's "
+        "actor table having the actor dead (the watchdog's kill, after `runtime.unresponsive_after_s`, 10 s; "
+        "the stopped process itself ends about 5 s later, when Ray force-kills it). Peak RSS: the actor "
+        "processes' summed RSS, the largest of the runs (not measured before 22:00).",
         "",
         "| fault | runs | recoveries per run | recovery p50 | recovery p99 | stopped | run time (median) | "
         "peak RSS | exactly once | when |",
@@ -296,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             print("throughput:", results["throughput"]["medians"], flush=True)
             ran = fault_runs(work / "faults", args.fault_runs, orders, kinds)
             earlier = BENCH_DIR / "results" / "guarantees.json"  # kinds left out by --fault-kinds keep their rows
-            previous = json.loads(earlier.read_text()).get("faults") if earlier.is_file() else None
-            results["faults"] = _merged_faults(previous, ran, now)
+            earlier_faults = json.loads(earlier.read_text()).get("faults") if earlier.is_file() else None
+            results["faults"] = _merged_faults(earlier_faults, ran, now)
     write_report(results)
     print(f"wrote {BENCH_DIR / 'GUARANTEES.md'}")
     return 0

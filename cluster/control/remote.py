@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import ray
@@ -49,9 +50,12 @@ def aggregate_actor_options(config: PipelineConfig, actor_id: str) -> dict[str, 
     }
 
 
+@functools.cache
 def _watched(actor_class: type) -> Any:
     """``actor_class`` as a Ray actor class with the watchdog's concurrency group (Ray takes concurrency groups
-    in ``ray.remote``, not in ``.options``)."""
+    in ``ray.remote``, not in ``.options``). Made once per process: each ``ray.remote`` registers a new class
+    (a random function id), which Ray keeps for the life of the process and exports to the GCS again, so a
+    Supervisor making one per actor grew by about 100 KB a recovery; a new Ray session re-exports it itself."""
     return ray.remote(concurrency_groups={WATCHDOG_GROUP: 1})(actor_class)  # type: ignore[call-overload]
 
 

@@ -142,6 +142,7 @@ class Supervisor:
         self._baseline = RunCounts()  # the counts of the earlier run this one resumed from
         self._earlier: RunCounts | None = None  # counted up to the checkpoint the current topology started from
         self._reemitted_rows = 0  # exactly-once outputs of an uncommitted epoch, written again at recovery
+        self._output_topics_created = False
         self._markers: CommitMarkerLog | None = None  # exactly-once Kafka outputs' commit markers, read so far
         self.recoveries: list[float] = []  # seconds from noticing a failure to the restored topology running
         # (backoff included)
@@ -513,13 +514,15 @@ class Supervisor:
         return topics | {t for output in outputs if isinstance(output, KafkaSinkConfig) for t in output.all_topics}
 
     async def _create_output_topics(self, partitions: int) -> None:
+        """Once per run (a recovery finds them there: each check costs admin connections and metadata waits)."""
         kafka = self._resolved.kafka
-        if kafka is None or not kafka.create_topics:
+        if kafka is None or not kafka.create_topics or self._output_topics_created:
             return
         for topic in sorted(self._output_topics()):
             await ensure_topic(kafka, topic, partitions)
         if writes_kafka_transactions(self._config):
             await ensure_topic(kafka, commit_marker_topic(self._config.name), 1, compacted=True)
+        self._output_topics_created = True
 
     async def _spawn(self, checkpoint: Checkpoint | None) -> None:
         config = self._config
