@@ -144,8 +144,12 @@ def _soak_run(work: Path, bootstrap: str, broker_dir: Path, rate: float, setting
     def on_progress(progress: RunProgress) -> None:
         shared.read = progress.events_in
 
-    try:
+    summary: RunSummary | None = None
+    failed: str | None = None
+    try:  # a run that fails (e.g. more recoveries than checkpoint.max_recoveries allow) still gets its figures
         summary = run_pipeline(config, on_progress=on_progress, stop_when=lambda _p: bool(shared.producer_failed))
+    except Exception as error:  # noqa: BLE001 -- reported with the figures gathered so far
+        failed = f"{type(error).__name__}: {error}"[-600:]
     finally:
         shared.done.set()
         for thread in threads:
@@ -153,8 +157,8 @@ def _soak_run(work: Path, bootstrap: str, broker_dir: Path, rate: float, setting
     if shared.producer_failed:
         raise RuntimeError(f"the input was not all produced: {shared.producer_failed[0]!r}")
     run_s = shared.elapsed_s()
-    verified: dict[str, Any] = {"verified": False}
-    if settings.verify:
+    verified: dict[str, Any] = {"verified": False, "failed": failed}
+    if settings.verify and summary is not None:
         started = time.monotonic()
         report = asyncio.run(verify_run(config))
         verified = {
@@ -277,11 +281,11 @@ def _file_size(path: Path) -> int:
         return 0  # deleted while we walked (an older checkpoint, a cleaned segment)
 
 
-def _figures(shared: _Shared, summary: RunSummary, settings: SoakSettings) -> dict[str, Any]:
+def _figures(shared: _Shared, summary: RunSummary | None, settings: SoakSettings) -> dict[str, Any]:
     samples = shared.samples
     after = [sample for sample in samples if sample.at_s >= settings.warm_up_s] or samples
     slots = sorted({slot for sample in samples for slot in sample.rss_mib})
-    recoveries = list(summary.recoveries_s)
+    recoveries = list(summary.recoveries_s) if summary is not None else []
     quarter = max(1, len(recoveries) // 4)
     return {
         "kills": len(shared.kills),
@@ -293,7 +297,7 @@ def _figures(shared: _Shared, summary: RunSummary, settings: SoakSettings) -> di
         "markers_mib": _first_last(after, lambda s: s.markers_mib),
         "lag_max": max((s.produced - s.read for s in samples), default=0),
         "lag_end": samples[-1].produced - samples[-1].read if samples else None,
-        "events_in": summary.progress.events_in,
+        "events_in": summary.progress.events_in if summary is not None else shared.read,
         "samples": [sample.__dict__ for sample in samples],
         "kill_log": shared.kills,
     }
@@ -350,6 +354,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         f"{result['events_in']:,} events read",
         f"- checkpoint directory: {_sizes(result['checkpoint_mib'])}; commit-marker topic: "
         f"{_sizes(result['markers_mib'])}",
+        *([f"- **the run failed**: {result['failed']}"] if result.get("failed") else []),
         "- verified: " + (("exactly once" if result["exactly_once_ok"] else "FAILED: " + "; ".join(result["failures"]))
                           + f" ({result['verify_s']} s)" if result["verified"] else "not verified (--verify)"),
         "",
@@ -400,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in result.items() if k not in ("samples", "kill_log")}, indent=1))
     else:
         print("\n".join(report_lines(result)))
+    if result.get("failed"):
+        return 1
     return 0 if not result["verified"] or result["exactly_once_ok"] else 1
 
 
