@@ -35,6 +35,7 @@ import msgspec
 
 from benchmarks.fault_kinds import actor_processes
 from benchmarks.faults import FAULT_KINDS, fault_runs
+from benchmarks.figures import merged_faults
 from benchmarks.run import dev_broker
 from benchmarks.workloads import prefill_topic
 from cluster.commands.verify import verify_run
@@ -246,15 +247,6 @@ def _fault_lines(faults: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _merged_faults(previous: dict[str, Any] | None, ran: dict[str, Any], when: str) -> dict[str, Any]:
-    """The fault table with the kinds just run (dated ``when``) in place of their earlier rows, in kind order."""
-    earlier = previous or {}
-    rows = {kind: {"when": earlier.get("when"), **row} for kind, row in earlier.get("by_fault", {}).items()}
-    rows |= {kind: {**row, "when": when} for kind, row in ran["by_fault"].items()}
-    ordered = {kind: rows[kind] for kind in FAULT_KINDS if kind in rows}
-    return {"when": when, "events": ran["events"], "runs": ran["runs"], "by_fault": ordered}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer kills, smaller state, fewer events")
@@ -278,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(previous.read_text())
         with tempfile.TemporaryDirectory(prefix="eventray-faults-") as temporary:
             ran = fault_runs(Path(temporary), args.fault_runs, orders, kinds)
-        results["faults"] = _merged_faults(results.get("faults"), ran, now)
+        results["faults"] = merged_faults(results.get("faults"), ran, now, FAULT_KINDS)
         write_report(results)
         print(f"wrote {BENCH_DIR / 'GUARANTEES.md'}")
         return 0
@@ -299,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             ran = fault_runs(work / "faults", args.fault_runs, orders, kinds)
             earlier = BENCH_DIR / "results" / "guarantees.json"  # kinds left out by --fault-kinds keep their rows
             earlier_faults = json.loads(earlier.read_text()).get("faults") if earlier.is_file() else None
-            results["faults"] = _merged_faults(earlier_faults, ran, now)
+            results["faults"] = merged_faults(earlier_faults, ran, now, FAULT_KINDS)
     write_report(results)
     print(f"wrote {BENCH_DIR / 'GUARANTEES.md'}")
     return 0

@@ -31,7 +31,6 @@ import asyncio
 import json
 import os
 import random
-import re
 import statistics
 import tempfile
 import threading
@@ -44,6 +43,7 @@ from typing import Any
 import psutil
 import ray
 
+from benchmarks.figures import ACTOR_SLOT, rss_slope
 from benchmarks.guarantees import orders
 from benchmarks.run import dev_broker
 from cluster.commands.produce import produce_events
@@ -62,9 +62,6 @@ PARTITIONS = 8
 START_TIME_MS = 1_767_225_600_000
 _MIB = 1 << 20
 _VICTIMS = ("ray::SourceActor", "ray::AggregateActor")
-# Ray actor names are "<pipeline>-<slot>-<run id>-<attempt>[-r<rescale>]" (cluster/control/supervisor.py): the
-# slot stays when a recovery replaces the process
-_SLOT = re.compile(r"^(?P<slot>.+?)-[0-9a-f]{6}(?:s\d+)?-\d+(?:-r\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -259,7 +256,7 @@ def _actor_rss(pipeline: str) -> dict[str, float]:
         name = names.get(process.pid, "").removeprefix(f"{pipeline}-")
         if not name or not title.startswith("ray::"):
             continue
-        slot = "supervisor" if name.endswith("-supervisor") else (m["slot"] if (m := _SLOT.match(name)) else name)
+        slot = "supervisor" if name.endswith("-supervisor") else (m["slot"] if (m := ACTOR_SLOT.match(name)) else name)
         try:
             rss[slot] = process.memory_info().rss / _MIB
         except psutil.Error:
@@ -292,7 +289,7 @@ def _figures(shared: _Shared, summary: RunSummary | None, settings: SoakSettings
         "recoveries": len(recoveries),
         "recovery_first_quarter": _p50_p99(recoveries[:quarter]),
         "recovery_last_quarter": _p50_p99(recoveries[-quarter:]),
-        "rss": {slot: _slope([(s.at_s, s.rss_mib[slot]) for s in after if slot in s.rss_mib]) for slot in slots},
+        "rss": {slot: rss_slope([(s.at_s, s.rss_mib[slot]) for s in after if slot in s.rss_mib]) for slot in slots},
         "checkpoint_mib": _first_last(after, lambda s: s.checkpoint_mib),
         "markers_mib": _first_last(after, lambda s: s.markers_mib),
         "lag_max": max((s.produced - s.read for s in samples), default=0),
@@ -309,18 +306,6 @@ def _p50_p99(values: list[float]) -> dict[str, float | None]:
         return {"p50_s": None, "p99_s": None}
     return {"p50_s": round(statistics.median(ordered), 2),
             "p99_s": round(ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))], 2)}  # fmt: skip
-
-
-def _slope(points: list[tuple[float, float]]) -> dict[str, float | None]:
-    """Least-squares line through (seconds, MiB): MiB per hour and the change over the span relative to its
-    start (percent)."""
-    if len(points) < 3:
-        return {"mib_per_h": None, "change_pct": None, "start_mib": None, "end_mib": None}
-    xs, ys = [x for x, _ in points], [y for _, y in points]
-    slope, intercept = statistics.linear_regression(xs, ys)
-    start, end = intercept + slope * xs[0], intercept + slope * xs[-1]
-    return {"mib_per_h": round(slope * 3_600, 2), "change_pct": round(100 * (end - start) / start, 2),
-            "start_mib": round(start, 1), "end_mib": round(end, 1)}  # fmt: skip
 
 
 def _first_last(samples: list[Sample], value: Callable[[Sample], float]) -> dict[str, float | None]:
