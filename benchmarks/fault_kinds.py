@@ -13,7 +13,8 @@ Broker: ``bounce_clean`` / ``bounce_hard`` stop it (SIGTERM / SIGKILL) for 10 s,
 again on the same ports with its data.
 
 Processes: ``sigstop_source`` / ``sigstop_aggregate`` stop (SIGSTOP) one actor process of that kind and leave it
-stopped, as a hung process, until the Supervisor's watchdog kills it (``detected_s``: from the stop to its death).
+stopped, as a hung process, until the Supervisor's watchdog kills it (``detected_s``: from the stop to its death;
+``restored_s``: to the restored topology's first checkpoint).
 
 Storage:
 
@@ -29,6 +30,7 @@ Storage:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -42,13 +44,14 @@ from typing import Any
 import psutil
 import ray
 
+from benchmarks.measure import actor_processes
 from cluster.kafka_dev import DevBrokerConfig, set_producer_quota, start_broker, stop_broker
 from cluster.kafka_dev.fault_proxy import END_TXN_API_KEY, FaultProxy
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.testing import CrashAt, FaultPlan
 from tests.chaos.chaos_tools import checkpointed_progress, leave_markers_of_an_earlier_location
 
-__all__ = ["FAULTS", "Fault", "FaultRun", "actor_processes"]
+__all__ = ["FAULTS", "Fault", "FaultRun"]
 
 OUTAGE_S = 10.0
 LONG_OUTAGE_S = 45.0
@@ -96,20 +99,6 @@ class Fault:
     after_stop: Callable[[FaultRun], None] = _nothing
 
 
-def actor_processes(*titles: str) -> list[psutil.Process]:
-    """Live actor processes of the embedded Ray under this process whose title starts with one of ``titles``
-    (``ray::SourceActor``, ``ray::AggregateActor``)."""
-    found = []
-    for process in psutil.Process().children(recursive=True):
-        try:
-            title = " ".join(process.cmdline())
-        except psutil.Error:
-            continue
-        if title.startswith(titles):
-            found.append(process)
-    return found
-
-
 def _blackhole(run: FaultRun) -> None:
     run.proxy.blackhole()
     time.sleep(OUTAGE_S)
@@ -135,21 +124,36 @@ def _bounce(run: FaultRun, *, hard: bool, outage_s: float) -> None:
 
 def _sigstop(run: FaultRun, title: str) -> None:
     """``detected_s``: from the stop to Ray's actor table saying the actor is dead (the watchdog killed it, and
-    its calls fail: the Supervisor's recovery starts); ``gone_s``: to the process's end (Ray force-kills a
-    process that cannot answer its kill a few seconds later)."""
+    its calls fail: the Supervisor's recovery starts); ``restored_s``: to the first complete checkpoint of the
+    restored topology (processing again, its first epoch committed); ``gone_s``: to the process's end (Ray
+    force-kills a process that cannot answer its kill a few seconds later). Each is polled every 0.1 s; a
+    figure not seen within STOPPED_AT_MOST_S fails the run."""
     victim = random.Random(3).choice(actor_processes(title))
+    incarnation = checkpointed_progress(run.checkpoints).incarnation
+    checks: dict[str, Callable[[], bool]] = {
+        "detected_s": lambda: _dead_in_ray(victim.pid),
+        "restored_s": lambda: checkpointed_progress(run.checkpoints).incarnation != incarnation,
+        "gone_s": lambda: _gone(victim),
+    }
     stopped_at = time.monotonic()
     victim.suspend()
-    deadline = stopped_at + STOPPED_AT_MOST_S
-    while not _dead_in_ray(victim.pid) and time.monotonic() < deadline:
+    while checks and time.monotonic() - stopped_at < STOPPED_AT_MOST_S:
+        for figure, check in list(checks.items()):
+            if check():
+                run.figures[figure] = round(time.monotonic() - stopped_at, 2)
+                del checks[figure]
         time.sleep(0.1)
-    run.figures["detected_s"] = round(time.monotonic() - stopped_at, 2)
+    if checks:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            victim.resume()
+        raise RuntimeError(f"{title} stopped for {STOPPED_AT_MOST_S:.0f} s: not seen {', '.join(checks)}")
+
+
+def _gone(process: psutil.Process) -> bool:
     try:
-        victim.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except psutil.TimeoutExpired:
-        victim.resume()
-        raise RuntimeError(f"the watchdog did not kill {title} stopped for {STOPPED_AT_MOST_S:.0f} s") from None
-    run.figures["gone_s"] = round(time.monotonic() - stopped_at, 2)
+        return bool(process.status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _dead_in_ray(pid: int) -> bool:

@@ -75,6 +75,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "exactly_once_runs": sum(1 for row in rows if row["exactly_once_ok"]),
         "peak_rss_mib": max((row.get("peak_rss_mib") or 0.0 for row in rows), default=None),
         "detected_s": [row["detected_s"] for row in rows if "detected_s" in row],
+        "restored_s": [row["restored_s"] for row in rows if "restored_s" in row],
     }
 
 

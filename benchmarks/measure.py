@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-__all__ = ["PeakActorRss", "TreeSample", "TreeSampler"]
+__all__ = ["PeakActorRss", "TreeSample", "TreeSampler", "actor_processes", "rss_bytes"]
 
 _MIB = 1 << 20
 
@@ -142,11 +142,23 @@ class TreeSampler:
         return max((sample.pss_mib for sample in self.samples), default=0.0)
 
 
+def actor_processes(*titles: str) -> list[psutil.Process]:
+    """Live processes under this one (an embedded Ray's workers) whose title starts with one of ``titles``
+    (``ray::SourceActor``; ``ray::`` for every Ray worker)."""
+    return [process for process in psutil.Process().children(recursive=True) if _title(process).startswith(titles)]
+
+
+def rss_bytes(process: psutil.Process) -> int:
+    """The process's RSS; 0 once it is gone."""
+    try:
+        return int(process.memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
 class PeakActorRss:
     """The largest summed RSS of eventray's source and aggregate actor processes under this process (an embedded
     Ray), sampled every 0.5 s on a thread until :meth:`stop`."""
-
-    _TITLES = ("ray::SourceActor", "ray::AggregateActor")
 
     def __init__(self) -> None:
         self.peak_mib = 0.0
@@ -156,9 +168,8 @@ class PeakActorRss:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.5):
-            total = sum(_rss(process) for process in psutil.Process().children(recursive=True)
-                        if _title(process).startswith(self._TITLES))  # fmt: skip
-            self.peak_mib = max(self.peak_mib, total / _MIB)
+            actors = actor_processes("ray::SourceActor", "ray::AggregateActor")
+            self.peak_mib = max(self.peak_mib, sum(rss_bytes(process) for process in actors) / _MIB)
 
     def stop(self) -> float:
         self._stop.set()
@@ -171,10 +182,3 @@ def _title(process: psutil.Process) -> str:
         return " ".join(process.cmdline())
     except psutil.Error:
         return ""  # gone meanwhile
-
-
-def _rss(process: psutil.Process) -> int:
-    try:
-        return int(process.memory_info().rss)
-    except psutil.Error:
-        return 0

@@ -35,7 +35,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ import ray
 
 from benchmarks.figures import ACTOR_SLOT, rss_slope
 from benchmarks.guarantees import orders
+from benchmarks.measure import actor_processes, rss_bytes
 from benchmarks.run import dev_broker
 from cluster.commands.produce import produce_events
 from cluster.commands.verify import verify_run
@@ -202,7 +203,7 @@ def _produce(bootstrap: str, config: PipelineConfig, events: int, rate: float, s
 def _kill_repeatedly(every_s: float, shared: _Shared) -> None:
     rng = random.Random(7)
     while not shared.done.wait(every_s):
-        victims = [process for process, title in _ray_workers() if title.startswith(_VICTIMS)]
+        victims = actor_processes(*_VICTIMS)
         if victims:
             victim = rng.choice(victims)
             try:
@@ -228,20 +229,6 @@ def _sample_repeatedly(work: Path, broker_dir: Path, config: PipelineConfig, eve
         )
 
 
-def _ray_workers() -> Iterator[tuple[psutil.Process, str]]:
-    for process in psutil.Process(os.getpid()).children(recursive=True):
-        title = _title(process)
-        if title is not None:
-            yield process, title
-
-
-def _title(process: psutil.Process) -> str | None:
-    try:
-        return " ".join(process.cmdline())
-    except psutil.Error:
-        return None  # gone meanwhile
-
-
 def _actor_rss(pipeline: str) -> dict[str, float]:
     """RSS per actor slot (named by Ray's actor table), the Supervisor and the driver."""
     names = {}
@@ -252,15 +239,13 @@ def _actor_rss(pipeline: str) -> dict[str, float]:
         except Exception:  # noqa: BLE001
             names = {}
     rss: dict[str, float] = {"driver": psutil.Process().memory_info().rss / _MIB}
-    for process, title in _ray_workers():
+    for process in actor_processes("ray::"):
         name = names.get(process.pid, "").removeprefix(f"{pipeline}-")
-        if not name or not title.startswith("ray::"):
+        if not name:
             continue
         slot = "supervisor" if name.endswith("-supervisor") else (m["slot"] if (m := ACTOR_SLOT.match(name)) else name)
-        try:
-            rss[slot] = process.memory_info().rss / _MIB
-        except psutil.Error:
-            continue
+        if used := rss_bytes(process):
+            rss[slot] = used / _MIB
     return rss
 
 
