@@ -49,12 +49,15 @@ def actor_processes(cluster: LocalRayCluster, kinds: tuple[str, ...]) -> list[ps
 @dataclass(frozen=True)
 class Progress:
     """What the newest complete checkpoint says of a run: its epoch, events read, when it was written, and which
-    topology wrote it (the attempt: 1 for the first; each recovery starts the next, a rescale keeps it)."""
+    topology wrote it: ``topology``, the Supervisor's attempt (1 for the first; each recovery starts the next, a
+    rescale keeps it; a replaced Supervisor counts from 1 again), and ``incarnation``, the run id and attempt
+    (``<run id>[s<restarts>]-<attempt>``), which every recovery changes, a Supervisor's replacement included."""
 
     epoch: int = 0
     events_in: int = 0
     created_at_s: float = 0.0
     topology: int = 0
+    incarnation: str = ""
 
 
 def checkpointed_progress(checkpoints: Path) -> Progress:
@@ -70,16 +73,19 @@ def checkpointed_progress(checkpoints: Path) -> Progress:
         except (OSError, ValueError):  # pruned or replaced while we read it
             continue
         if data["epoch"] > newest.epoch:
-            newest = Progress(data["epoch"], data["counts"]["events_in"], data["created_at_s"], _topology(data))
+            attempt, incarnation = _topology(data)
+            newest = Progress(data["epoch"], data["counts"]["events_in"], data["created_at_s"], attempt, incarnation)
     return newest
 
 
-def _topology(checkpoint: dict[str, Any]) -> int:
-    """The attempt number the Supervisor ends its actor ids with (``aggregate-0-<run id>-<attempt>``, and
-    ``-r<n>`` after it for an actor a rescale added: a rescale is no new attempt)."""
+def _topology(checkpoint: dict[str, Any]) -> tuple[int, str]:
+    """The newest attempt number the Supervisor ends its actor ids with, and its run id with it: actor ids end
+    ``-<run id>-<attempt>`` (``aggregate-0-5f3a2c-1``; ``5f3a2cs1`` once a Supervisor was replaced), with
+    ``-r<n>`` after it for an actor a rescale added (a rescale is no new attempt)."""
     actor_ids = [actor["actor_id"] for actor in [*checkpoint["sources"], *checkpoint["aggregates"]]]
-    attempts = (re.search(r"-(\d+)(?:-r\d+)?$", actor_id) for actor_id in actor_ids)
-    return max((int(attempt.group(1)) for attempt in attempts if attempt is not None), default=0)
+    found = (re.search(r"-([^-]+)-(\d+)(?:-r\d+)?$", actor_id) for actor_id in actor_ids)
+    newest = max(((int(m.group(2)), f"{m.group(1)}-{m.group(2)}") for m in found if m is not None), default=(0, ""))
+    return newest
 
 
 def _checkpoint_files(checkpoints: Path) -> list[Path]:
@@ -105,9 +111,10 @@ class ScheduledKiller(threading.Thread):
     newest complete checkpoint counts them (:func:`checkpointed_progress`).
 
     Each kill waits for the topology to have recovered from the one before (a complete checkpoint written after
-    it), so every kill hits a running topology and is recovered on its own. ``start_when`` is a further
-    condition for the first kill. After the run, :meth:`assert_planned_kills_happened` fails with the kills that
-    did not happen and the progress last seen: a run that ended first was sized too small for its schedule.
+    it by another topology), so every kill hits a running topology and is recovered on its own. ``start_when``
+    is a further condition for the first kill. After the run, :meth:`assert_planned_kills_happened` fails with
+    the kills that did not happen and the progress last seen: a run that ended first was sized too small for
+    its schedule.
     """
 
     cluster: LocalRayCluster
@@ -146,8 +153,7 @@ class ScheduledKiller(threading.Thread):
                 return
             killed_at_s, seen = time.time(), self.last_seen
             self.killed.append(KillRecord(at_events, seen, victim))
-            # the epoch after ``seen`` may still complete without the victim (it had acked): one more is proof
-            if not self._wait_for(partial(self._recovered_since, killed_at_s, seen.epoch + 2)):
+            if not self._wait_for(partial(self._recovered_since, killed_at_s, seen.incarnation)):
                 return  # the run ended before it recovered: the assertions on the run's summary will say so
             if self.after_each_kill is not None:
                 self.after_each_kill(index)
@@ -155,9 +161,13 @@ class ScheduledKiller(threading.Thread):
     def _has_read(self, events: int) -> bool:
         return self._observe().events_in >= events
 
-    def _recovered_since(self, killed_at_s: float, epoch: int) -> bool:
+    def _recovered_since(self, killed_at_s: float, incarnation: str) -> bool:
+        """A complete checkpoint written after the kill by another topology (a recovery, or a replaced
+        Supervisor, starts one). Counting epochs instead is no proof (the epoch in flight may complete without
+        the victim, which had acked) and costs a checkpoint: after a long recovery the paced input has piled up,
+        and a run that read the rest in two epochs ended before the next planned kill."""
         progress = self._observe()
-        return progress.created_at_s > killed_at_s and progress.epoch >= epoch
+        return progress.created_at_s > killed_at_s and progress.incarnation != incarnation
 
     def _observe(self) -> Progress:
         self.last_seen = checkpointed_progress(self.checkpoints)
