@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from actors.epoch_outputs import FlushingOutput, Output, prepare_outputs
 from actors.metrics import PipelineMetrics
-from actors.outputs import open_dead_letter, open_result_sinks, output_lineage
+from actors.outputs import open_actor_outputs, output_lineage
 from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import AggregateProgress
 from actors.telemetry import Telemetry
@@ -87,10 +87,10 @@ class AggregateActor:
         self._metrics = PipelineMetrics(config.name)
         lineage = output_lineage(config, self._store)
         self._link = None if next_stage is None else StageLink.after(self._compiled, stage, next_stage)
-        self._sinks: list[Output] = (
-            open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage) if self._link is None else []
-        )
-        self._late_output = open_dead_letter(config, f"{actor_id}-late", f"{self._slot}-late", self._telemetry, lineage)
+        outputs = open_actor_outputs(config, actor_id, self._slot, self._telemetry, lineage,
+                                     results=self._link is None, dead_letter_suffix="-late")  # fmt: skip
+        self._sinks: list[Output] = outputs.results
+        self._late_output = outputs.dead_letter
         self._stage = KeyedStageRunner(
             view,
             senders,

@@ -3,6 +3,11 @@ wrapped for the pipeline's delivery guarantee (:mod:`actors.epoch_outputs`)."""
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+
 from actors.epoch_outputs import FlushingOutput, Output, StagedFileOutput, TransactionalKafkaOutput
 from actors.kafka.producer_sink import KafkaDeadLetterSink, KafkaSink
 from actors.telemetry import Telemetry
@@ -12,7 +17,13 @@ from pipelines.io.kafka_acls import transactional_id_prefix
 from pipelines.io.sinks import open_sink
 from pipelines.state.checkpoint_store import CheckpointStore
 
-__all__ = ["open_dead_letter", "open_result_sinks", "output_lineage", "transactional_id", "writes_kafka_transactions"]
+__all__ = [
+    "ActorOutputs",
+    "open_actor_outputs",
+    "output_lineage",
+    "transactional_id",
+    "writes_kafka_transactions",
+]
 
 
 def _connection(config: PipelineConfig) -> KafkaConnectionConfig:
@@ -54,21 +65,53 @@ def _open(config: PipelineConfig, output: SinkConfig | DeadLetterConfig | KafkaD
     return FlushingOutput(open_sink(output, writer))
 
 
-def open_result_sinks(
-    config: PipelineConfig, writer: str, slot: str, telemetry: Telemetry, lineage: str
-) -> list[Output]:
-    """``writer`` names this actor's files (unique per actor incarnation); ``slot`` is its stable place in the
+@dataclass(frozen=True)
+class ActorOutputs:
+    results: list[Output]  # none in an actor whose rows go on to another stage
+    dead_letter: Output
+
+
+def open_actor_outputs(
+    config: PipelineConfig,
+    writer: str,
+    slot: str,
+    telemetry: Telemetry,
+    lineage: str,
+    *,
+    results: bool,
+    dead_letter_suffix: str = "",
+) -> ActorOutputs:
+    """An actor's result sinks (``results``: its rows end here) and its dead-letter output, opened side by side.
+
+    ``writer`` names this actor's files (unique per actor incarnation); ``slot`` is its stable place in the
     topology (e.g. ``aggregate-0``), which names its Kafka transactions; ``lineage`` is the checkpoint location's
-    (exactly-once commit markers carry it)."""
-    return [
-        _open(config, sink, writer, f"{slot}/sink-{index}", telemetry, lineage)
-        for index, sink in enumerate(config.sinks)
+    (exactly-once commit markers carry it); ``dead_letter_suffix`` sets the dead letters' writer and slot apart
+    (``-late``: an aggregate's late events). Each Kafka producer's start is a few round trips to the brokers and,
+    exactly once, waits for its producer id (the broker first aborts the open transaction of the dead actor it
+    replaces), so a recovery waits for the slowest output rather than for all of them in turn.
+    """
+    openers = [
+        partial(_open, config, sink, writer, f"{slot}/sink-{index}", telemetry, lineage)
+        for index, sink in enumerate(config.sinks if results else [])
     ]
-
-
-def open_dead_letter(config: PipelineConfig, writer: str, slot: str, telemetry: Telemetry, lineage: str) -> Output:
-    return _open(config, config.dead_letter, f"{writer}-dlq" if isinstance(config.dead_letter,
-                 KafkaDeadLetterConfig) else writer, f"{slot}/dead-letter", telemetry, lineage)  # fmt: skip
+    dead_writer = f"{writer}{dead_letter_suffix}"
+    if isinstance(config.dead_letter, KafkaDeadLetterConfig):
+        dead_writer += "-dlq"
+    dead_slot = f"{slot}{dead_letter_suffix}/dead-letter"
+    openers.append(partial(_open, config, config.dead_letter, dead_writer, dead_slot, telemetry, lineage))
+    if len(openers) == 1:
+        return ActorOutputs([], openers[0]())
+    with ThreadPoolExecutor(len(openers), thread_name_prefix="open-output") as pool:
+        opening = [pool.submit(opener) for opener in openers]
+    failed = next((future.exception() for future in opening if future.exception() is not None), None)
+    if failed is not None:  # close those that opened (their producers' threads) before the actor fails
+        for future in opening:
+            if future.exception() is None:
+                with contextlib.suppress(Exception):
+                    future.result().close()
+        raise failed
+    outputs = [future.result() for future in opening]
+    return ActorOutputs(outputs[:-1], outputs[-1])
 
 
 def output_lineage(config: PipelineConfig, store: CheckpointStore | None) -> str:

@@ -11,8 +11,10 @@ __all__ = ["fence_kafka_outputs", "recover_kafka_outputs"]
 
 
 def fence_kafka_outputs(outputs: Sequence[Output]) -> None:
-    """Open a transaction on every exactly-once Kafka output: this waits for the producer id, so the broker has
-    fenced the dead actor's producer of the same slot and aborted its open transaction.
+    """Open a transaction on every exactly-once Kafka output. Each producer's start (in the actor's constructor)
+    asked for its producer id, and the broker answers only once it has fenced the dead actor's producer of the
+    same slot and aborted its open transaction; opening a transaction waits for that id, so when this returns
+    every slot of this actor is fenced.
 
     The Supervisor fences every slot before any slot reads commit markers: one dead slot's open transaction
     holds back the last stable offset of the marker topic for all readers, hiding later committed markers.

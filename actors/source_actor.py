@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from actors.epoch_outputs import Output, prepare_outputs
 from actors.metrics import PipelineMetrics
-from actors.outputs import open_dead_letter, open_result_sinks, output_lineage
+from actors.outputs import open_actor_outputs, output_lineage
 from actors.reader_set import ReaderSet
 from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import SourceProgress
@@ -99,10 +99,9 @@ class SourceActor:
             raise ValueError("a pipeline with a keyed stage needs a downstream and routes")
         self._telemetry = Telemetry(config, actor_id)
         lineage = output_lineage(config, self._store)
-        self._sinks: list[Output] = (
-            [] if keyed else open_result_sinks(config, actor_id, self._slot, self._telemetry, lineage)
-        )
-        self._dead_letter = open_dead_letter(config, actor_id, self._slot, self._telemetry, lineage)
+        outputs = open_actor_outputs(config, actor_id, self._slot, self._telemetry, lineage, results=not keyed)
+        self._sinks: list[Output] = outputs.results
+        self._dead_letter = outputs.dead_letter
         breaker = config.circuit_breaker
         self._stage = SourceStage(
             compile_pipeline(config),

@@ -27,7 +27,8 @@ from pipelines.io.kafka_acls import commit_marker_topic
 
 __all__ = ["CommitMarker", "CommitMarkerLog", "commit_marker_topic"]
 
-_EMPTY_POLLS = 5  # fetches in a row that return nothing before a read gives up short of the end offset
+_POLL_MS = 100
+_IDLE_POLLS = 50  # polls in a row that do not advance (5 s) before a read gives up short of the end offset
 
 
 class CommitMarker(msgspec.Struct, frozen=True):
@@ -60,31 +61,42 @@ class CommitMarkerLog:
         last stable offset, and an open transaction's marker is not read (it can no longer commit once fenced).
         """
         consumer = AIOKafkaConsumer(
-            enable_auto_commit=False, isolation_level="read_committed", **client_options(connection)
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=_POLL_MS,
+            **client_options(connection),
         )
         await consumer.start()
         try:
             tp = TopicPartition(self.topic, 0)
-            consumer.assign([tp])
             end = int((await consumer.end_offsets([tp]))[tp])
             if end < self.position:  # the log lost its tail (an unclean leader election): read it all again
                 self.position, self._newest = 0, {}
             beginning = int((await consumer.beginning_offsets([tp]))[tp])
+            # assigned and positioned with no await in between: an assigned partition without a position is
+            # reset to the log's end by the fetcher, whose fetch there then holds up the one we want
+            consumer.assign([tp])
             consumer.seek(tp, max(self.position, beginning))
-            empty_polls = 0
-            while await consumer.position(tp) < end and empty_polls < _EMPTY_POLLS:
-                fetched = await consumer.getmany(tp, timeout_ms=1_000)
-                empty_polls = 0 if fetched else empty_polls + 1
-                for record in fetched.get(tp, []):
-                    self.records_read += 1
-                    if record.value is not None:
-                        self._take(msgspec.json.decode(record.value, type=CommitMarker))
-            self.position = await consumer.position(tp)
-            if self.position < end:  # a short verdict would redo committed epochs (duplicates): retry the recovery
-                raise KafkaTimeoutError(f"{self.topic}: commit markers read up to offset {self.position} of {end}")
+            await self._read_to(consumer, tp, end)
             return dict(self._newest)
         finally:
             await consumer.stop()
+
+    async def _read_to(self, consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> None:
+        """Read up to ``end``; raise if the reads stop advancing short of it. Short polls: a transaction's last
+        record is its commit (a control record, never returned), so the last poll before ``end`` returns nothing
+        and a long one would wait out its whole timeout."""
+        idle_polls = 0
+        while (position := await consumer.position(tp)) < end and idle_polls < _IDLE_POLLS:
+            fetched = await consumer.getmany(tp, timeout_ms=_POLL_MS)
+            for record in fetched.get(tp, []):
+                self.records_read += 1
+                if record.value is not None:
+                    self._take(msgspec.json.decode(record.value, type=CommitMarker))
+            idle_polls = idle_polls + 1 if await consumer.position(tp) == position else 0
+        self.position = await consumer.position(tp)
+        if self.position < end:  # a short verdict would redo committed epochs (duplicates): retry the recovery
+            raise KafkaTimeoutError(f"{self.topic}: commit markers read up to offset {self.position} of {end}")
 
     def _take(self, marker: CommitMarker) -> None:
         if marker.lineage != self.lineage:

@@ -39,6 +39,7 @@ from cluster.control.handles import (
     transient_kafka_error,
 )
 from cluster.control.layout import Layout
+from cluster.control.phase_times import PhaseTimes
 from cluster.control.recovery_policy import Failure, RecoveryPolicy, Verdict
 from cluster.control.restore_plan import plan_source_starts
 from cluster.control.run_report import RunProgress, RunSummary, merge_previews
@@ -137,7 +138,7 @@ class Supervisor:
             else Autoscaler(autoscale, topic, config.runtime.max_key_groups, self._run_started_s, clock)
         )
         self._attempt = 0
-        self._recovering_since: float | None = None
+        self._recovering: PhaseTimes | None = None  # the phases of a recovery under way, from noticing the failure
         self._resumed_from: Checkpoint | None = None
         self._baseline = RunCounts()  # the counts of the earlier run this one resumed from
         self._earlier: RunCounts | None = None  # counted up to the checkpoint the current topology started from
@@ -175,16 +176,19 @@ class Supervisor:
                     await self._finish()
                 return self._summary()
             except Exception as error:  # noqa: BLE001, PERF203 - any failure ends this topology; actors are killed
-                noticed = self._clock.monotonic()
+                recovering = PhaseTimes(self._clock.monotonic)
                 self._abandon()
                 verdict = self._verdict(error)
                 checkpoint = await asyncio.to_thread(self._recovery_point)  # reads storage, may retry
+                recovering.done("checkpoint read")
                 restored = checkpoint.epoch if checkpoint else "none (from the start)"
                 wait_s = verdict.wait_s
                 log.warning("pipeline %s: %s; restoring epoch %s in %.1f s", self._config.name, _actor_error(error),
                             restored, wait_s)  # fmt: skip
-                await asyncio.sleep(wait_s)
-                self._recovering_since = noticed
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                    recovering.done("backoff")
+                self._recovering = recovering
 
     @contextlib.asynccontextmanager
     async def _watchdog(self) -> AsyncIterator[None]:
@@ -382,6 +386,7 @@ class Supervisor:
     async def _start(self, checkpoint: Checkpoint | None) -> None:
         """Spawn (and restore) the topology, redo uncommitted exactly-once outputs, start the read loops."""
         self._attempt += 1
+        phases = self._recovering or PhaseTimes(self._clock.monotonic)
         if checkpoint is not None:
             self._started_at_s, self._start_time_ms = checkpoint.started_at_s, checkpoint.start_time_ms
             # what the run counted up to this checkpoint (a resumed earlier run's counts are not this run's)
@@ -389,23 +394,32 @@ class Supervisor:
             commit_pending_files(checkpoint.pending_files)
         if self._store is not None:
             discard_staged_files(_file_output_directories(self._config))
+        phases.done("file outputs settled")
         await self._spawn(checkpoint)
+        phases.done("partitions and topics")
         if checkpoint is not None:
-            await asyncio.gather(*(aggregate.restore(checkpoint.aggregates) for aggregate in self._aggregates))
             restored: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]
-            await asyncio.gather(*(handle.fence_outputs() for handle in restored))  # all, before markers are read
+            await asyncio.gather(
+                *(aggregate.restore(checkpoint.aggregates) for aggregate in self._aggregates),
+                *(handle.fence_outputs() for handle in restored),  # every slot, before the markers are read
+            )
+            phases.done("actors started, state restored, producers fenced")
             committed = await self._committed_markers()
+            phases.done("commit markers read")
             redone = await asyncio.gather(
                 *(h.recover_outputs(checkpoint.epoch, checkpoint.write_ahead, committed) for h in restored)
             )
             self._reemitted_rows += sum(redone)
+            phases.done("uncommitted epoch redone")
         self._epochs.restarted(checkpoint)
         handles: list[SourceHandle | AggregateHandle] = [*self._sources, *self._aggregates]
         await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in handles))
+        phases.done("epoch begun")
         self._runs = [asyncio.ensure_future(self._await(source.start())) for source in self._sources]
-        if self._recovering_since is not None:
-            self.recoveries.append(self._clock.monotonic() - self._recovering_since)
-            self._recovering_since = None
+        if self._recovering is not None:
+            self.recoveries.append(phases.total_s)
+            log.warning("pipeline %s: recovered in %.1f s (%s)", self._config.name, phases.total_s, phases)
+            self._recovering = None
         self._metrics.actors("source", len(self._sources), self._layout.source_count)
         self._metrics.actors("aggregate", len(self._aggregates), sum(self._stage_sizes()))
 

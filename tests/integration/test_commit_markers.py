@@ -4,8 +4,10 @@ log cleaner can compact it."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -29,6 +31,28 @@ async def _write(bootstrap: str, pipeline: str, markers: list[CommitMarker], *, 
         await (producer.commit_transaction() if commit else producer.abort_transaction())
     finally:
         await producer.stop()
+
+
+async def _settled_end(bootstrap: str, topic: str) -> int:
+    """The end offset once every transaction's markers are in the log: the broker answers an abort before its
+    markers reach the partition, and until then a read_committed end offset stops short of the aborted records."""
+    committed = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    uncommitted = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_uncommitted")
+    await committed.start()
+    await uncommitted.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        stable = high = 0
+        for _ in range(600):
+            stable = int((await committed.end_offsets([tp]))[tp])
+            high = int((await uncommitted.end_offsets([tp]))[tp])
+            if stable == high:
+                return stable
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{topic}: the last stable offset stayed at {stable}, below {high}")
+    finally:
+        await committed.stop()
+        await uncommitted.stop()
 
 
 async def test_each_read_takes_what_was_committed_since_the_last_and_agrees_with_a_whole_read(
@@ -57,6 +81,11 @@ async def test_each_read_takes_what_was_committed_since_the_last_and_agrees_with
         "a read of the whole topic gives the same verdict"
     )
     assert await log.committed(connection(kafka_bootstrap)) == second, "nothing new: the same verdict"
+
+    await _write(kafka_bootstrap, pipeline, [CommitMarker("b", 4, LINEAGE)], commit=False)
+    end = await _settled_end(kafka_bootstrap, commit_marker_topic(pipeline))
+    assert await log.committed(connection(kafka_bootstrap)) == second, "a log ending in an aborted transaction"
+    assert log.position == end, "read to its end, past the aborted record and its abort marker"
 
 
 async def test_the_marker_topic_rolls_small_segments_so_the_cleaner_can_compact_it(kafka_bootstrap: str) -> None:
