@@ -103,14 +103,13 @@ def open_actor_outputs(
         return ActorOutputs([], openers[0]())
     with ThreadPoolExecutor(len(openers), thread_name_prefix="open-output") as pool:
         opening = [pool.submit(opener) for opener in openers]
-    failed = next((future.exception() for future in opening if future.exception() is not None), None)
-    if failed is not None:  # close those that opened (their producers' threads) before the actor fails
-        for future in opening:
-            if future.exception() is None:
-                with contextlib.suppress(Exception):
-                    future.result().close()
-        raise failed
-    outputs = [future.result() for future in opening]
+    errors = [error for future in opening if (error := future.exception()) is not None]
+    outputs = [future.result() for future in opening if future.exception() is None]
+    if errors:  # close those that opened (their producers' threads) before the actor fails
+        for output in outputs:
+            with contextlib.suppress(Exception):
+                output.close()
+        raise errors[0]
     return ActorOutputs(outputs[:-1], outputs[-1])
 
 

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ACTOR_SLOT", "merged_faults", "rss_slope"]
-
-# Ray actor names are "<pipeline>-<slot>-<run id>-<attempt>[-r<rescale>]" (cluster/control/supervisor.py): the
-# slot stays when a recovery replaces the process
-ACTOR_SLOT = re.compile(r"^(?P<slot>.+?)-[0-9a-f]{6}(?:s\d+)?-\d+(?:-r\d+)?$")
+__all__ = ["merged_faults", "rss_slope"]
 
 
 def rss_slope(points: list[tuple[float, float]]) -> dict[str, float | None]:

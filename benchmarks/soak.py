@@ -43,12 +43,13 @@ from typing import Any
 import psutil
 import ray
 
-from benchmarks.figures import ACTOR_SLOT, rss_slope
+from benchmarks.figures import rss_slope
 from benchmarks.guarantees import orders
 from benchmarks.measure import actor_processes, rss_bytes
 from benchmarks.run import dev_broker
 from cluster.commands.produce import produce_events
 from cluster.commands.verify import verify_run
+from cluster.control.actor_ids import ACTOR_ID
 from cluster.control.ray_auth import prepare_ray_auth
 from cluster.control.run_report import RunProgress, RunSummary
 from cluster.control.runner import run_pipeline
@@ -243,7 +244,7 @@ def _actor_rss(pipeline: str) -> dict[str, float]:
         name = names.get(process.pid, "").removeprefix(f"{pipeline}-")
         if not name:
             continue
-        slot = "supervisor" if name.endswith("-supervisor") else (m["slot"] if (m := ACTOR_SLOT.match(name)) else name)
+        slot = "supervisor" if name.endswith("-supervisor") else (m["slot"] if (m := ACTOR_ID.match(name)) else name)
         if used := rss_bytes(process):
             rss[slot] = used / _MIB
     return rss

@@ -9,11 +9,11 @@ __all__ = ["PhaseTimes"]
 
 
 class PhaseTimes:
-    """Seconds per named phase, each measured from the end of the one before (or from ``started_at``)."""
+    """Seconds per named phase, each measured from the end of the one before (the first from the creation)."""
 
-    def __init__(self, now: Callable[[], float], started_at: float | None = None) -> None:
+    def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
-        self._last = now() if started_at is None else started_at
+        self._last = now()
         self.phases: dict[str, float] = {}
 
     def done(self, phase: str) -> None:

@@ -26,6 +26,7 @@ from actors.kafka.commit_markers import CommitMarkerLog, commit_marker_topic
 from actors.metrics import PipelineMetrics
 from actors.outputs import writes_kafka_transactions
 from actors.reports import AggregateProgress, SourceProgress
+from cluster.control.actor_ids import topology_suffix
 from cluster.control.autoscaler import Autoscaler, Rescale
 from cluster.control.drive import DriveSchedule, Step, Tick
 from cluster.control.epochs import EpochRunner, RunIdentity
@@ -307,7 +308,7 @@ class Supervisor:
             0.0,
         )
         self._earlier = checkpoint.counts.minus(self._baseline).minus(staying.counts())
-        suffix = f"{self._run_id}-{self._attempt}-r{len(self._autoscaler.rescales) + 1}"
+        suffix = topology_suffix(self._run_id, self._attempt, rescale=len(self._autoscaler.rescales) + 1)
         moves = self._layout.rescale(source_count, aggregate_count)
         await self._regroup_aggregates(checkpoint, suffix)
         await self._reassign_sources(checkpoint, suffix)
@@ -544,7 +545,7 @@ class Supervisor:
         runtime = config.runtime
         partitions = await self._restored_partitions(checkpoint)
         await self._create_output_topics(len(partitions))
-        suffix = f"{self._run_id}-{self._attempt}"
+        suffix = topology_suffix(self._run_id, self._attempt)
         layout = self._layout
         layout.place(partitions)  # sticky: after a rescale or a restore, each keeps its owner's index if it can
         if layout.keyed:

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from actors.kafka.admin import ensure_topic
 from actors.kafka.commit_markers import CommitMarker, commit_marker_topic
 from cluster.commands.produce import produce_events
+from cluster.control.actor_ids import ACTOR_ID
 from cluster.control.run_report import RunSummary
 from cluster.control.runner import run_pipeline
 from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig
@@ -79,13 +79,11 @@ def checkpointed_progress(checkpoints: Path) -> Progress:
 
 
 def _topology(checkpoint: dict[str, Any]) -> tuple[int, str]:
-    """The newest attempt number the Supervisor ends its actor ids with, and its run id with it: actor ids end
-    ``-<run id>-<attempt>`` (``aggregate-0-5f3a2c-1``; ``5f3a2cs1`` once a Supervisor was replaced), with
-    ``-r<n>`` after it for an actor a rescale added (a rescale is no new attempt)."""
+    """The newest attempt number in the checkpoint's actor ids, and its run id with it
+    (:mod:`cluster.control.actor_ids`)."""
     actor_ids = [actor["actor_id"] for actor in [*checkpoint["sources"], *checkpoint["aggregates"]]]
-    found = (re.search(r"-([^-]+)-(\d+)(?:-r\d+)?$", actor_id) for actor_id in actor_ids)
-    newest = max(((int(m.group(2)), f"{m.group(1)}-{m.group(2)}") for m in found if m is not None), default=(0, ""))
-    return newest
+    found = (ACTOR_ID.match(actor_id) for actor_id in actor_ids)
+    return max(((int(m["attempt"]), f"{m['run']}-{m['attempt']}") for m in found if m is not None), default=(0, ""))
 
 
 def _checkpoint_files(checkpoints: Path) -> list[Path]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.figures import ACTOR_SLOT, merged_faults, rss_slope
+from benchmarks.figures import merged_faults, rss_slope
+from cluster.control.actor_ids import ACTOR_ID
 
 
 @pytest.mark.parametrize(
@@ -17,7 +18,7 @@ from benchmarks.figures import ACTOR_SLOT, merged_faults, rss_slope
     ],
 )
 def test_an_actor_name_gives_its_slot_whatever_the_run_attempt_and_rescale(actor_name: str, slot: str) -> None:
-    match = ACTOR_SLOT.match(actor_name)
+    match = ACTOR_ID.match(actor_name)
 
     assert match is not None and match["slot"] == slot
 

@@ -6,8 +6,8 @@ from cluster.control.phase_times import PhaseTimes
 
 
 def test_phases_are_measured_back_to_back_and_add_up() -> None:
-    ticks = iter([10.0, 10.5, 12.0, 12.25])
-    phases = PhaseTimes(lambda: next(ticks), started_at=9.0)
+    ticks = iter([9.0, 10.0, 10.5, 12.0, 12.25])
+    phases = PhaseTimes(lambda: next(ticks))
 
     phases.done("checkpoint read")  # 9.0 -> 10.0
     phases.done("actors started")  # -> 10.5
