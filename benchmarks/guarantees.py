@@ -226,8 +226,9 @@ def _fault_lines(faults: dict[str, Any] | None) -> list[str]:
         "checkpoint is complete; each run is verified with `eventray verify`; what each fault does: the module "
         "docstring of `benchmarks/fault_kinds.py`. Recovery: from the Supervisor noticing a failure to the "
         "restored topology reading; a fault the clients rode out needs none. Stopped: from SIGSTOP to Ray's "
-        "actor table having the actor dead (the watchdog's kill, after `runtime.unresponsive_after_s`, 10 s; "
-        "the stopped process itself ends about 5 s later, when Ray force-kills it), then to the restored "
+        "actor table having the actor dead (the watchdog's kill, after `runtime.unresponsive_after_s`: by "
+        "default twice the checkpoint interval, at least 5 s, so 5 s here; the stopped process itself ends "
+        "about 5 s later, when Ray force-kills it), then to the restored "
         "topology's first complete checkpoint (detected, then restored: per run). Peak RSS: the actor "
         "processes' summed RSS, the largest of the runs (not measured before 22:00).",
         "",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from types import MappingProxyType
 from typing import Any
 
@@ -29,6 +31,8 @@ __all__ = [
     "ensure_topic",
     "partition_count",
     "read_topic",
+    "started_admin",
+    "started_consumer",
     "topic_partitions",
 ]
 
@@ -42,6 +46,30 @@ _COMPACTED = MappingProxyType(
 _ALLOW = 3  # AclPermissionType.ALLOW in the Kafka protocol
 
 
+@contextlib.asynccontextmanager
+async def started_admin(connection: KafkaConnectionConfig) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client of ``connection``, started, and closed however its start or its use ends: a start that
+    fails after the bootstrap (a broker restarting) leaves a metadata task and its connections behind."""
+    admin = AIOKafkaAdminClient(**client_options(connection))
+    try:
+        await admin.start()
+        yield admin
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def started_consumer(connection: KafkaConnectionConfig, **options: Any) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer of ``connection`` with ``options`` (no group unless given), started, and stopped however its
+    start or its use ends (:func:`started_admin`)."""
+    consumer = AIOKafkaConsumer(**options, **client_options(connection))
+    try:
+        await consumer.start()
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
 async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions: int, compacted: bool = False) -> None:
     """Create ``topic`` with ``partitions`` partitions if it does not exist, replicated ``connection.
     replication_factor`` times (default: the brokers' ``default.replication.factor``, at most the number of
@@ -49,16 +77,12 @@ async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions
     broker's refusal (invalid replication factor, a policy, no authorization) raises :class:`ConfigError`
     naming the topic and the broker's reason; a refusal that may pass (the controller moving) raises its Kafka
     error, which the Supervisor recovers from."""
-    admin = AIOKafkaAdminClient(**client_options(connection))
-    await admin.start()
     configs = dict(_COMPACTED) if compacted else {}
-    try:
+    async with started_admin(connection) as admin:
         replication = connection.replication_factor or await _default_replication_factor(admin)
         response = await admin.create_topics(
             [NewTopic(topic, num_partitions=partitions, replication_factor=replication, topic_configs=configs)]
         )
-    finally:
-        await admin.close()
     for refused in response.topic_errors:
         name, code, message = refused[0], refused[1], refused[2] if len(refused) > 2 else None
         if code in (0, TopicAlreadyExistsError.errno, RequestTimedOutError.errno):
@@ -80,9 +104,7 @@ async def create_acls(connection: KafkaConnectionConfig, principal: str, binding
     """Allow ``bindings`` to ``principal`` (``User:<name>``) from any host; creating an ACL that exists is a no-op.
     A refusal (the connection's principal may not alter ACLs, no authorizer configured) raises ConfigError
     naming the binding and the broker's reason."""
-    admin = AIOKafkaAdminClient(**client_options(connection))
-    await admin.start()
-    try:
+    async with started_admin(connection) as admin:
         for binding in bindings:
             request = CreateAclsRequest(binding.resource_type, binding.resource_name, binding.pattern_type,
                                         principal, _ANY_HOST, binding.operation, _ALLOW)  # fmt: skip
@@ -95,8 +117,6 @@ async def create_acls(connection: KafkaConnectionConfig, principal: str, binding
                         f"ACL not created ({binding.describe(principal)}): {reason}. Operator action: connect as "
                         "a principal allowed to alter ACLs (a super user), on a cluster with an authorizer"
                     )
-    finally:
-        await admin.close()
 
 
 async def _default_replication_factor(admin: AIOKafkaAdminClient) -> int:
@@ -132,12 +152,8 @@ async def topic_partitions(connection: KafkaConnectionConfig, topic: str) -> lis
     """The metadata of ``topic``'s partitions (``partition``, ``leader``, ``replicas``, ``isr``); empty when the
     topic does not exist. Raises ``TopicAuthorizationFailedError`` when the principal may not describe it (Kafka
     then does not say whether it exists)."""
-    admin = AIOKafkaAdminClient(**client_options(connection))
-    await admin.start()
-    try:
+    async with started_admin(connection) as admin:
         described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
     for entry in described:
         if entry["error_code"] == TopicAuthorizationFailedError.errno:
             raise TopicAuthorizationFailedError(topic)  # explain_denied names it and the ACLs this pipeline needs
@@ -157,35 +173,23 @@ async def partition_count(connection: KafkaConnectionConfig, topic: str, require
 
 async def end_offsets(connection: KafkaConnectionConfig, topic: str) -> dict[int, int]:
     tps = [TopicPartition(topic, partition) for partition in range(await partition_count(connection, topic))]
-    consumer = AIOKafkaConsumer(**client_options(connection))
-    await consumer.start()
-    try:
+    async with started_consumer(connection) as consumer:
         ends = await consumer.end_offsets(tps) if tps else {}
-    finally:
-        await consumer.stop()
     return {tp.partition: int(offset) for tp, offset in ends.items()}
 
 
 async def committed_offsets(connection: KafkaConnectionConfig, topic: str, group_id: str) -> dict[int, int | None]:
     partitions = range(await partition_count(connection, topic))
-    consumer = AIOKafkaConsumer(group_id=group_id, enable_auto_commit=False, **client_options(connection))
-    await consumer.start()
-    try:
+    async with started_consumer(connection, group_id=group_id, enable_auto_commit=False) as consumer:
         return {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
-    finally:
-        await consumer.stop()
 
 
 async def read_topic(connection: KafkaConnectionConfig, topic: str, idle_s: float = 2.0) -> list[Any]:
     """Every committed record of ``topic`` from the beginning (read_committed), once the end is reached."""
     ends = await end_offsets(connection, topic)
-    consumer = AIOKafkaConsumer(
-        enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
-        **client_options(connection),
-    )  # fmt: skip
-    await consumer.start()
     records: list[Any] = []
-    try:
+    options = {"enable_auto_commit": False, "isolation_level": "read_committed", "auto_offset_reset": "earliest"}
+    async with started_consumer(connection, **options) as consumer:
         tps = [TopicPartition(topic, partition) for partition in ends]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -196,6 +200,4 @@ async def read_topic(connection: KafkaConnectionConfig, topic: str, idle_s: floa
                 records.extend(partition_records)
             if asyncio.get_running_loop().time() > deadline:
                 break
-    finally:
-        await consumer.stop()
     return records

@@ -22,7 +22,8 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
-from pipelines.config.kafka import KafkaConnectionConfig, client_options
+from actors.kafka.admin import started_consumer
+from pipelines.config.kafka import KafkaConnectionConfig
 from pipelines.io.kafka_acls import commit_marker_topic
 
 __all__ = ["CommitMarker", "CommitMarkerLog", "commit_marker_topic"]
@@ -60,14 +61,8 @@ class CommitMarkerLog:
         Every slot's earlier producer must have been fenced first: with read_committed, the end offset is the
         last stable offset, and an open transaction's marker is not read (it can no longer commit once fenced).
         """
-        consumer = AIOKafkaConsumer(
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=_POLL_MS,
-            **client_options(connection),
-        )
-        await consumer.start()
-        try:
+        options = {"enable_auto_commit": False, "isolation_level": "read_committed", "fetch_max_wait_ms": _POLL_MS}
+        async with started_consumer(connection, **options) as consumer:
             tp = TopicPartition(self.topic, 0)
             end = int((await consumer.end_offsets([tp]))[tp])
             if end < self.position:  # the log lost its tail (an unclean leader election): read it all again
@@ -79,8 +74,6 @@ class CommitMarkerLog:
             consumer.seek(tp, max(self.position, beginning))
             await self._read_to(consumer, tp, end)
             return dict(self._newest)
-        finally:
-            await consumer.stop()
 
     async def _read_to(self, consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> None:
         """Read up to ``end``; raise if the reads stop advancing short of it. Short polls: a transaction's last

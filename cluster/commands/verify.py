@@ -29,18 +29,17 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from actors.kafka.admin import committed_offsets, end_offsets, partition_count
+from actors.kafka.admin import committed_offsets, end_offsets, partition_count, started_consumer
 from actors.kafka.batch_guard import BatchGuard
 from actors.kafka.commit_markers import commit_marker_topic
 from pipelines.config.kafka import (
     KafkaConnectionConfig,
     KafkaSinkConfig,
     KafkaSourceConfig,
-    client_options,
     resolve_kafka_secrets,
 )
 from pipelines.config.pipeline import (
@@ -420,26 +419,22 @@ async def _read_topic(
     """Records of ``topic`` per partition from the earliest offset to ``ends`` (default: the current end);
     with ``guard``, its batches are read within its cap (it keeps the unreadable ones)."""
     limits = dict(ends) if ends is not None else await end_offsets(connection, topic)
-    consumer = AIOKafkaConsumer(
-        enable_auto_commit=False, isolation_level=isolation_level, auto_offset_reset="earliest",
-        **client_options(connection),
-    )  # fmt: skip
-    await consumer.start()
     records: dict[int, list[Any]] = {p: [] for p in limits}
+    tps = [TopicPartition(topic, p) for p in limits]
+    options = {"enable_auto_commit": False, "isolation_level": isolation_level, "auto_offset_reset": "earliest"}
     try:
-        tps = [TopicPartition(topic, p) for p in limits]
         if guard is not None:
             guard.watch(tps)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _READ_DEADLINE_S
-        while [tp for tp in tps if await consumer.position(tp) < limits[tp.partition]] and loop.time() < deadline:
-            fetched = await consumer.getmany(timeout_ms=1_000, max_records=10_000)
-            for tp, chunk in fetched.items():
-                records[tp.partition] += [r for r in chunk if r.offset < limits[tp.partition]]
+        async with started_consumer(connection, **options) as consumer:
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + _READ_DEADLINE_S
+            while [tp for tp in tps if await consumer.position(tp) < limits[tp.partition]] and loop.time() < deadline:
+                fetched = await consumer.getmany(timeout_ms=1_000, max_records=10_000)
+                for tp, chunk in fetched.items():
+                    records[tp.partition] += [r for r in chunk if r.offset < limits[tp.partition]]
     finally:
-        await consumer.stop()
         if guard is not None:
             guard.forget(tps)
     return records

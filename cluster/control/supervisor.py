@@ -30,6 +30,7 @@ from cluster.control.actor_ids import topology_suffix
 from cluster.control.autoscaler import Autoscaler, Rescale
 from cluster.control.drive import DriveSchedule, Step, Tick
 from cluster.control.epochs import EpochRunner, RunIdentity
+from cluster.control.freed_memory import release_freed_memory
 from cluster.control.handles import (
     ActorFactory,
     AggregateHandle,
@@ -195,7 +196,7 @@ class Supervisor:
     async def _watchdog(self) -> AsyncIterator[None]:
         """Watch the running topology's actors (:mod:`cluster.control.watchdog`) while the body runs."""
         watchdog: Watchdog[SourceHandle | AggregateHandle] = Watchdog(
-            self._config.runtime.unresponsive_after_s, self._actors.ping, self._actors.kill, clock=self._clock.monotonic
+            self._config.unresponsive_after_s, self._actors.ping, self._actors.kill, clock=self._clock.monotonic
         )
         watching = asyncio.ensure_future(watchdog.watch(lambda: [*self._sources, *self._aggregates]))
         try:
@@ -325,6 +326,7 @@ class Supervisor:
                 duration_s=self._clock.monotonic() - started,
             )
         )
+        release_freed_memory()
 
     async def _regroup_aggregates(self, checkpoint: Checkpoint, suffix: str) -> None:
         """The layout's key groups to its aggregates in each keyed stage (the same in each), at the barrier of
@@ -421,6 +423,7 @@ class Supervisor:
             self.recoveries.append(phases.total_s)
             log.warning("pipeline %s: recovered in %.1f s (%s)", self._config.name, phases.total_s, phases)
             self._recovering = None
+            release_freed_memory()  # what the replaced topology's handles and clients held
         self._metrics.actors("source", len(self._sources), self._layout.source_count)
         self._metrics.actors("aggregate", len(self._aggregates), sum(self._stage_sizes()))
 

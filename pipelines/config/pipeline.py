@@ -43,6 +43,7 @@ from pipelines.errors import ConfigError
 
 __all__ = [
     "MASK_KEY_ENV",
+    "MIN_UNRESPONSIVE_S",
     "SINGLE_INPUT",
     "AggregateConfig",
     "AggregationConfig",
@@ -286,6 +287,8 @@ class InputConfig(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+MIN_UNRESPONSIVE_S = 5.0  # the watchdog's shortest patience by default (PipelineConfig.unresponsive_after_s)
+_UNRESPONSIVE_WITHOUT_CHECKPOINTS_S = 10.0
 SINGLE_INPUT = "input"  # the name of the one input of a config written with source/schema/operators
 
 
@@ -581,11 +584,12 @@ class RuntimeConfig(_Model):
     autoscale: AutoscaleConfig | None = Field(
         default=None, description="lag-driven rescaling of source/aggregate actors (needs checkpoints)"
     )
-    unresponsive_after_s: float = Field(
-        default=10.0,
+    unresponsive_after_s: float | None = Field(
+        default=None,
         gt=0,
         description="an actor that answered before and then does not answer its ping this long is killed and the "
-        "topology recovered from the last checkpoint (a stopped process, a deadlock)",
+        "topology recovered from the last checkpoint (a stopped process, a deadlock); null: twice "
+        "checkpoint.interval_ms, at least 5 s (10 s at the default interval and without checkpoints)",
     )
     duration_s: float | None = Field(default=30.0, gt=0, description="stop reading after this; null: unbounded")
     max_events: int | None = Field(default=None, ge=1, description="stop after this many events")
@@ -773,6 +777,20 @@ class PipelineConfig(_Model):
             section = f"stages.{fed}.{section}" if self.stages is not None else section
             raise ValueError(f"{section} needs {without_time[0].path}schema.event_time_field ({why})")
         return self
+
+    @property
+    def unresponsive_after_s(self) -> float:
+        """How long an actor's ping may wait before the Supervisor's watchdog kills the actor: as set in
+        ``runtime``, or twice the checkpoint interval and at least :data:`MIN_UNRESPONSIVE_S`. A stall of three
+        checkpoint intervals is then noticed, and a longer interval (a pipeline that tolerates longer pauses)
+        waits longer. The floor is there because a false kill is dear: an answer also waits for its process to
+        be scheduled on a busy machine or to leave a long garbage collection, and a recovery starts every actor
+        process again."""
+        if self.runtime.unresponsive_after_s is not None:
+            return self.runtime.unresponsive_after_s
+        if self.checkpoint is None:
+            return _UNRESPONSIVE_WITHOUT_CHECKPOINTS_S
+        return max(MIN_UNRESPONSIVE_S, 2 * self.checkpoint.interval_ms / 1000)
 
     @property
     def all_inputs(self) -> tuple[NamedInput, ...]:

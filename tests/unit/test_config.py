@@ -350,3 +350,28 @@ def test_errors_are_picklable(error_type: type[Exception]) -> None:
 def test_config_error_is_fatal() -> None:
     assert issubclass(ConfigError, FatalError)
     assert issubclass(ExpressionError, ConfigError)
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "runtime", "patience_s"),
+    [
+        ({"interval_ms": 5_000}, {}, 10.0),  # the default interval: twice it
+        ({"interval_ms": 30_000}, {}, 60.0),  # a long interval tolerates a longer pause
+        ({"interval_ms": 500}, {}, 5.0),  # a short one: the floor
+        (None, {}, 10.0),  # no checkpoints
+        ({"interval_ms": 500}, {"unresponsive_after_s": 2.5}, 2.5),  # as set
+    ],
+)
+def test_watchdog_patience_follows_the_checkpoint_interval_unless_set(
+    checkpoint: dict[str, Any] | None, runtime: dict[str, Any], patience_s: float
+) -> None:
+    data = orders_data()
+    data["checkpoint"] = checkpoint
+    data.setdefault("runtime", {}).update(runtime)
+    assert parse_config(data, "test.yaml").unresponsive_after_s == patience_s
+
+
+def test_watchdog_patience_must_be_positive() -> None:
+    data = orders_data()
+    data.setdefault("runtime", {})["unresponsive_after_s"] = 0
+    assert "runtime.unresponsive_after_s" in config_error(data)
