@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from types import MappingProxyType
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
@@ -20,7 +18,8 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.admin import CreateAclsRequest
 
-from pipelines.config.kafka import KafkaConnectionConfig, client_options
+from actors.kafka.clients import started_admin, started_consumer
+from pipelines.config.kafka import KafkaConnectionConfig
 from pipelines.errors import ConfigError
 from pipelines.io.kafka_acls import AclBinding
 
@@ -31,8 +30,6 @@ __all__ = [
     "ensure_topic",
     "partition_count",
     "read_topic",
-    "started_admin",
-    "started_consumer",
     "topic_partitions",
 ]
 
@@ -44,30 +41,6 @@ _COMPACTED = MappingProxyType(
     {"cleanup.policy": "compact", "segment.bytes": str(1 << 20), "segment.ms": str(10 * 60 * 1000)}
 )
 _ALLOW = 3  # AclPermissionType.ALLOW in the Kafka protocol
-
-
-@contextlib.asynccontextmanager
-async def started_admin(connection: KafkaConnectionConfig) -> AsyncIterator[AIOKafkaAdminClient]:
-    """An admin client of ``connection``, started, and closed however its start or its use ends: a start that
-    fails after the bootstrap (a broker restarting) leaves a metadata task and its connections behind."""
-    admin = AIOKafkaAdminClient(**client_options(connection))
-    try:
-        await admin.start()
-        yield admin
-    finally:
-        await admin.close()
-
-
-@contextlib.asynccontextmanager
-async def started_consumer(connection: KafkaConnectionConfig, **options: Any) -> AsyncIterator[AIOKafkaConsumer]:
-    """A consumer of ``connection`` with ``options`` (no group unless given), started, and stopped however its
-    start or its use ends (:func:`started_admin`)."""
-    consumer = AIOKafkaConsumer(**options, **client_options(connection))
-    try:
-        await consumer.start()
-        yield consumer
-    finally:
-        await consumer.stop()
 
 
 async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions: int, compacted: bool = False) -> None:

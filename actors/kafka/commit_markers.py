@@ -22,7 +22,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
-from actors.kafka.admin import started_consumer
+from actors.kafka.clients import started_consumer
 from pipelines.config.kafka import KafkaConnectionConfig
 from pipelines.io.kafka_acls import commit_marker_topic
 

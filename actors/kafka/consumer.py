@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from actors.kafka.batch_guard import BatchGuard
+from actors.kafka.clients import start_or_stop
 from pipelines.config.kafka import KafkaConnectionConfig, KafkaSourceConfig, client_options
 from pipelines.io.kafka_records import raw_batch_from_records
 from pipelines.io.records import RawBatch
@@ -130,7 +131,7 @@ class KafkaSourceSession:
         """Assign ``partitions`` (added to those already owned) and position each at ``positions`` (restored
         from a checkpoint) or else by the start policy."""
         if not self._started:
-            await self._consumer.start()
+            await start_or_stop(self._consumer)
             self._started = True
         new = [TopicPartition(self._source.topic, partition) for partition in partitions]
         self._guard.watch(new)

@@ -16,6 +16,7 @@ import pyarrow as pa
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from actors.kafka.clients import start_or_stop
 from actors.kafka.loop_thread import BackgroundLoop
 from actors.telemetry import Telemetry
 from pipelines.config.kafka import KafkaConnectionConfig, KafkaSinkConfig, client_options
@@ -170,7 +171,7 @@ async def _started_producer(options: dict[str, Any], **extra: Any) -> AIOKafkaPr
         **options,
         **extra,
     )
-    await producer.start()
+    await start_or_stop(producer)
     return producer
 
 

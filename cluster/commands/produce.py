@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 
 from actors.kafka.admin import ensure_topic, partition_count
+from actors.kafka.clients import start_or_stop
 from pipelines.config.kafka import KafkaConnectionConfig, client_options
 from pipelines.config.pipeline import GeneratorSourceConfig
 from pipelines.io.generator import GeneratedEvents, generate_events
@@ -51,7 +52,7 @@ async def produce_events(
     topic_partitions = await partition_count(connection, topic)
     producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=1 << 20,
                                 client_id=client_id, **client_options(connection))  # fmt: skip
-    await producer.start()
+    await start_or_stop(producer)
     started = time.monotonic()
     sent = invalid = 0
     unacknowledged: list[asyncio.Future[object]] = []

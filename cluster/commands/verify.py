@@ -33,8 +33,9 @@ from aiokafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from actors.kafka.admin import committed_offsets, end_offsets, partition_count, started_consumer
+from actors.kafka.admin import committed_offsets, end_offsets, partition_count
 from actors.kafka.batch_guard import BatchGuard
+from actors.kafka.clients import started_consumer
 from actors.kafka.commit_markers import commit_marker_topic
 from pipelines.config.kafka import (
     KafkaConnectionConfig,

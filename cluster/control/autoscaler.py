@@ -2,11 +2,13 @@
 
 The pieces are pure (:func:`cluster.control.lag.observe`, :func:`cluster.control.autoscale_policy.decide`); this
 object only carries their state from tick to tick and records what happened, for the live view and the demo's
-plot.
+plot: the newest :data:`TIMELINE_POINTS` ticks (a day at the default 5 s interval), so that a run of weeks does
+not grow its Supervisor by a point a tick.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from actors.reports import AggregateProgress, SourceProgress
@@ -15,7 +17,9 @@ from cluster.control.lag import LagState, Observations, observe, samples_from_pr
 from pipelines.config.autoscale import AutoscaleConfig
 from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["AutoscalePoint", "Autoscaler", "Rescale"]
+__all__ = ["TIMELINE_POINTS", "AutoscalePoint", "Autoscaler", "Rescale"]
+
+TIMELINE_POINTS = 17_280
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,13 @@ class Rescale:
 
 class Autoscaler:
     def __init__(
-        self, config: AutoscaleConfig, topic: str, key_groups: int, run_started_s: float, clock: Clock = SYSTEM_CLOCK
+        self,
+        config: AutoscaleConfig,
+        topic: str,
+        key_groups: int,
+        run_started_s: float,
+        clock: Clock = SYSTEM_CLOCK,
+        timeline_points: int = TIMELINE_POINTS,
     ) -> None:
         self.config = config
         self._clock = clock
@@ -58,7 +68,7 @@ class Autoscaler:
         self._lag: LagState | None = None
         self._policy: PolicyState | None = None
         self._last_tick = self._clock.monotonic()
-        self.timeline: list[AutoscalePoint] = []
+        self.timeline: deque[AutoscalePoint] = deque(maxlen=timeline_points)  # the newest ticks
         self.rescales: list[Rescale] = []
 
     def due(self) -> bool:

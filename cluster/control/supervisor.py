@@ -326,7 +326,7 @@ class Supervisor:
                 duration_s=self._clock.monotonic() - started,
             )
         )
-        release_freed_memory()
+        await asyncio.to_thread(release_freed_memory)
 
     async def _regroup_aggregates(self, checkpoint: Checkpoint, suffix: str) -> None:
         """The layout's key groups to its aggregates in each keyed stage (the same in each), at the barrier of
@@ -423,7 +423,7 @@ class Supervisor:
             self.recoveries.append(phases.total_s)
             log.warning("pipeline %s: recovered in %.1f s (%s)", self._config.name, phases.total_s, phases)
             self._recovering = None
-            release_freed_memory()  # what the replaced topology's handles and clients held
+            await asyncio.to_thread(release_freed_memory)  # what the replaced topology's handles and clients held
         self._metrics.actors("source", len(self._sources), self._layout.source_count)
         self._metrics.actors("aggregate", len(self._aggregates), sum(self._stage_sizes()))
 

@@ -43,6 +43,7 @@ from pipelines.errors import ConfigError
 
 __all__ = [
     "MASK_KEY_ENV",
+    "MAX_UNRESPONSIVE_S",
     "MIN_UNRESPONSIVE_S",
     "SINGLE_INPUT",
     "AggregateConfig",
@@ -287,7 +288,8 @@ class InputConfig(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-MIN_UNRESPONSIVE_S = 5.0  # the watchdog's shortest patience by default (PipelineConfig.unresponsive_after_s)
+# the bounds of the watchdog's patience by default (PipelineConfig.unresponsive_after_s)
+MIN_UNRESPONSIVE_S, MAX_UNRESPONSIVE_S = 5.0, 60.0
 _UNRESPONSIVE_WITHOUT_CHECKPOINTS_S = 10.0
 SINGLE_INPUT = "input"  # the name of the one input of a config written with source/schema/operators
 
@@ -589,7 +591,7 @@ class RuntimeConfig(_Model):
         gt=0,
         description="an actor that answered before and then does not answer its ping this long is killed and the "
         "topology recovered from the last checkpoint (a stopped process, a deadlock); null: twice "
-        "checkpoint.interval_ms, at least 5 s (10 s at the default interval and without checkpoints)",
+        "checkpoint.interval_ms, from 5 s to 60 s (10 s at the default interval and without checkpoints)",
     )
     duration_s: float | None = Field(default=30.0, gt=0, description="stop reading after this; null: unbounded")
     max_events: int | None = Field(default=None, ge=1, description="stop after this many events")
@@ -781,16 +783,18 @@ class PipelineConfig(_Model):
     @property
     def unresponsive_after_s(self) -> float:
         """How long an actor's ping may wait before the Supervisor's watchdog kills the actor: as set in
-        ``runtime``, or twice the checkpoint interval and at least :data:`MIN_UNRESPONSIVE_S`. A stall of three
-        checkpoint intervals is then noticed, and a longer interval (a pipeline that tolerates longer pauses)
-        waits longer. The floor is there because a false kill is dear: an answer also waits for its process to
-        be scheduled on a busy machine or to leave a long garbage collection, and a recovery starts every actor
-        process again."""
+        ``runtime``, or twice the checkpoint interval within [:data:`MIN_UNRESPONSIVE_S`,
+        :data:`MAX_UNRESPONSIVE_S`]. A pipeline that checkpoints often has its hangs noticed sooner (a stall of
+        three intervals, from a 2.5 s interval up); one that checkpoints rarely tolerates longer pauses anyway.
+        The floor is there because a false kill is dear: an answer also waits for its process to be scheduled
+        on a busy machine or to leave a long garbage collection, and a recovery starts every actor process
+        again. The ceiling: the ping runs in a concurrency group of its own, so its wait does not grow with
+        the work of an epoch, and a hang of minutes is not worth waiting out."""
         if self.runtime.unresponsive_after_s is not None:
             return self.runtime.unresponsive_after_s
         if self.checkpoint is None:
             return _UNRESPONSIVE_WITHOUT_CHECKPOINTS_S
-        return max(MIN_UNRESPONSIVE_S, 2 * self.checkpoint.interval_ms / 1000)
+        return min(MAX_UNRESPONSIVE_S, max(MIN_UNRESPONSIVE_S, 2 * self.checkpoint.interval_ms / 1000))
 
     @property
     def all_inputs(self) -> tuple[NamedInput, ...]:

@@ -42,3 +42,13 @@ def test_a_manual_clock_never_goes_back() -> None:
     assert (clock.monotonic(), clock.now_ms(), clock.now_s()) == (0.25, 1_250, 1.25)
     with pytest.raises(ValueError, match="does not go back"):
         clock.advance(-1)
+
+
+def test_an_autoscaler_keeps_the_newest_ticks_of_its_timeline() -> None:
+    clock = ManualClock()
+    autoscaler = Autoscaler(AutoscaleConfig(interval_s=5.0), "orders", 128, clock.now_s(), clock, timeline_points=3)
+    for _ in range(5):
+        clock.advance(5.0)
+        autoscaler.tick([], [], nodes=1)
+
+    assert [point.at_s for point in autoscaler.timeline] == [15.0, 20.0, 25.0]

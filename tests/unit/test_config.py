@@ -356,7 +356,9 @@ def test_config_error_is_fatal() -> None:
     ("checkpoint", "runtime", "patience_s"),
     [
         ({"interval_ms": 5_000}, {}, 10.0),  # the default interval: twice it
+        ({"interval_ms": 4_000}, {}, 8.0),
         ({"interval_ms": 30_000}, {}, 60.0),  # a long interval tolerates a longer pause
+        ({"interval_ms": 300_000}, {}, 60.0),  # up to the ceiling
         ({"interval_ms": 500}, {}, 5.0),  # a short one: the floor
         (None, {}, 10.0),  # no checkpoints
         ({"interval_ms": 500}, {"unresponsive_after_s": 2.5}, 2.5),  # as set

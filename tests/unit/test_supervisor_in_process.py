@@ -16,6 +16,7 @@ import pytest
 
 from actors import AggregateActor, AggregateProgress, SourceActor, SourceProgress
 from actors.source_actor import SourceBarrier
+from cluster.control import supervisor as supervisor_module
 from cluster.control.handles import NextOwners, transient_kafka_error
 from cluster.control.supervisor import PipelineFailed, Supervisor
 from pipelines.config.pipeline import PipelineConfig
@@ -281,7 +282,16 @@ def test_stop_finishes_cleanly_and_reports_it(tmp_path: Path) -> None:
     assert summary.progress.windows_emitted > 0, "open windows are emitted at stop, not lost"
 
 
-def test_an_actor_killed_at_a_barrier_is_restored_and_exactly_once_files_equal_the_reference(tmp_path: Path) -> None:
+def test_an_actor_killed_at_a_barrier_is_restored_and_exactly_once_files_equal_the_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory_released: list[bool] = []
+
+    def release() -> bool:
+        memory_released.append(True)
+        return True
+
+    monkeypatch.setattr(supervisor_module, "release_freed_memory", release)
     config = orders(tmp_path, aggregate_actors=2).model_copy(update={"delivery": "exactly_once"})
     assert config.checkpoint is not None
     config = config.model_copy(update={"checkpoint": config.checkpoint.model_copy(update={"interval_ms": 100})})
@@ -295,6 +305,7 @@ def test_an_actor_killed_at_a_barrier_is_restored_and_exactly_once_files_equal_t
 
     assert len(summary.recoveries_s) == 1
     assert actors.killed, "the whole topology is replaced"
+    assert memory_released == [True], "the memory the replaced topology freed is handed back once"
     assert summary.progress.events_in == EVENTS, "events before the checkpoint are counted once"
     expected, invalid = reference_orders(config.source, partition_limits(8, EVENTS), START_TIME_MS, 10_000)  # type: ignore[arg-type]
     rows = read_jsonl_dir(tmp_path / "out")
