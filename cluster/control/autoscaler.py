@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from actors.reports import AggregateProgress, SourceProgress
 from cluster.control.autoscale_policy import Desired, PolicyState, decide
 from cluster.control.lag import LagState, Observations, observe, samples_from_progress
+from cluster.control.layout import Moves
 from pipelines.config.autoscale import AutoscaleConfig
 from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
 
@@ -48,6 +49,32 @@ class Rescale:
     moved_partitions: int
     moved_key_groups: int
     duration_s: float
+    through_recovery: bool = False  # an actor failed during it: the recovery started the topology at the new counts
+
+
+@dataclass
+class RescaleUnderWay:
+    """A rescale from its decision to its end. An actor that fails in between (at the rescale's barrier, or while
+    actors are regrouped or replaced) leaves it here: the recovery that follows starts the topology at
+    ``counts`` and records it, so a rescale decided is carried out and recorded once, whatever fails during it."""
+
+    counts: tuple[int, int]  # sources, aggregates per keyed stage: wanted
+    before: tuple[int, int]  # as running when it was decided
+    started_s: float  # monotonic
+    moves: Moves | None = None  # once the layout was dealt at ``counts``
+
+    def done(self, at_s: float, after: tuple[int, int], ended_s: float, through_recovery: bool) -> Rescale:
+        """The record of this rescale, ended at ``ended_s`` (monotonic) with ``after`` actors running."""
+        assert self.moves is not None, "the layout is dealt at the new counts before a rescale ends"
+        return Rescale(
+            at_s=at_s,
+            sources=(self.before[0], after[0]),
+            aggregates=(self.before[1], after[1]),
+            moved_partitions=self.moves.partitions,
+            moved_key_groups=self.moves.key_groups,
+            duration_s=ended_s - self.started_s,
+            through_recovery=through_recovery,
+        )
 
 
 class Autoscaler:

@@ -27,7 +27,7 @@ from actors.metrics import PipelineMetrics
 from actors.outputs import writes_kafka_transactions
 from actors.reports import AggregateProgress, SourceProgress
 from cluster.control.actor_ids import topology_suffix
-from cluster.control.autoscaler import Autoscaler, Rescale
+from cluster.control.autoscaler import Autoscaler, RescaleUnderWay
 from cluster.control.drive import DriveSchedule, Step, Tick
 from cluster.control.epochs import EpochRunner, RunIdentity
 from cluster.control.freed_memory import release_freed_memory
@@ -141,6 +141,7 @@ class Supervisor:
         )
         self._attempt = 0
         self._recovering: PhaseTimes | None = None  # the phases of a recovery under way, from noticing the failure
+        self._rescaling: RescaleUnderWay | None = None  # from a rescale's decision to its end (or a recovery's)
         self._resumed_from: Checkpoint | None = None
         self._baseline = RunCounts()  # the counts of the earlier run this one resumed from
         self._earlier: RunCounts | None = None  # counted up to the checkpoint the current topology started from
@@ -295,11 +296,11 @@ class Supervisor:
         committed; moved partitions resume exactly at the checkpoint's offsets)."""
         if len(set(self._config.stage_actors)) > 1:  # the config refuses autoscaling with stages sized apart
             raise ConfigError("a rescale sizes every keyed stage alike, and these stages are sized apart")
-        started = self._clock.monotonic()
         log.warning("pipeline %s rescales: %s", self._config.name, reason)
+        before = (len(self._sources), len(self._first_stage))  # aggregates: per keyed stage
+        self._rescaling = RescaleUnderWay((source_count, aggregate_count), before, self._clock.monotonic())
         checkpoint = await self._epochs.run_epoch(self._sources, self._aggregates, self._identity(), hold=True)
         assert checkpoint is not None and self._autoscaler is not None  # autoscaling requires checkpoints
-        before = (len(self._sources), len(self._first_stage))  # aggregates: per keyed stage
         kept_sources = self._sources[:source_count]
         kept_aggregates = [h for h in self._aggregates if self._place_in_stage(h) < aggregate_count]
         # counters of the actors that stay continue; the rest of the run's count is in the checkpoint
@@ -310,23 +311,22 @@ class Supervisor:
         )
         self._earlier = checkpoint.counts.minus(self._baseline).minus(staying.counts())
         suffix = topology_suffix(self._run_id, self._attempt, rescale=len(self._autoscaler.rescales) + 1)
-        moves = self._layout.rescale(source_count, aggregate_count)
+        self._rescaling.moves = self._layout.rescale(source_count, aggregate_count)
         await self._regroup_aggregates(checkpoint, suffix)
         await self._reassign_sources(checkpoint, suffix)
         self._epochs.restarted(checkpoint)
         self._metrics.actors("source", len(self._sources), self._layout.source_count)
         self._metrics.actors("aggregate", len(self._aggregates), sum(self._stage_sizes()))
-        self._autoscaler.record(
-            Rescale(
-                at_s=self._clock.now_s() - self._run_started_s,
-                sources=(before[0], len(self._sources)),
-                aggregates=(before[1], len(self._first_stage)),
-                moved_partitions=moves.partitions,
-                moved_key_groups=moves.key_groups,
-                duration_s=self._clock.monotonic() - started,
-            )
-        )
+        self._rescaled(through_recovery=False)
         await asyncio.to_thread(release_freed_memory)
+
+    def _rescaled(self, through_recovery: bool) -> None:
+        """Record the rescale under way as done: the topology runs at its counts."""
+        rescaling, self._rescaling = self._rescaling, None
+        assert rescaling is not None and self._autoscaler is not None
+        at_s = self._clock.now_s() - self._run_started_s
+        after = (len(self._sources), len(self._first_stage))
+        self._autoscaler.record(rescaling.done(at_s, after, self._clock.monotonic(), through_recovery))
 
     async def _regroup_aggregates(self, checkpoint: Checkpoint, suffix: str) -> None:
         """The layout's key groups to its aggregates in each keyed stage (the same in each), at the barrier of
@@ -398,6 +398,9 @@ class Supervisor:
         if self._store is not None:
             discard_staged_files(_file_output_directories(self._config))
         phases.done("file outputs settled")
+        rescaling = self._rescaling
+        if rescaling is not None and rescaling.moves is None:  # it failed before its layout was dealt
+            rescaling.moves = self._layout.rescale(*rescaling.counts)
         await self._spawn(checkpoint)
         phases.done("partitions and topics")
         if checkpoint is not None:
@@ -424,6 +427,10 @@ class Supervisor:
             log.warning("pipeline %s: recovered in %.1f s (%s)", self._config.name, phases.total_s, phases)
             self._recovering = None
             await asyncio.to_thread(release_freed_memory)  # what the replaced topology's handles and clients held
+        if rescaling is not None:
+            log.warning("pipeline %s: the rescale a failure interrupted is done: the topology restarted at %d "
+                        "sources, %d aggregates per keyed stage", self._config.name, *rescaling.counts)  # fmt: skip
+            self._rescaled(through_recovery=True)
         self._metrics.actors("source", len(self._sources), self._layout.source_count)
         self._metrics.actors("aggregate", len(self._aggregates), sum(self._stage_sizes()))
 

@@ -48,7 +48,14 @@ from tests.reference import (
     windows_of_windows_stage,
     written_windows_of_windows,
 )
-from tests.unit.test_supervisor_in_process import InProcessActors, InProcessDownstream, InProcessStageOwners
+from tests.unit.test_supervisor_in_process import (
+    ActorDied,
+    InProcessActors,
+    InProcessAggregate,
+    InProcessDownstream,
+    InProcessSource,
+    InProcessStageOwners,
+)
 
 EVENTS = 16_000
 START_TIME_MS = 1_700_000_000_000
@@ -135,6 +142,83 @@ def test_a_chain_rescaled_by_the_autoscaler_moves_every_stage_and_loses_nothing(
 
     assert [(r.aggregates, r.sources) for r in summary.rescales] == [((2, 3), (2, 2))]
     assert len(actors.killed) == 0, "a scale-out keeps every actor"
+    rows = read_jsonl_dir(tmp_path / "out")
+    assert per_minute(rows) == expected_per_minute(config)
+    assert summary.progress.events_in == EVENTS
+
+
+class DyingDuringTheRescale(InProcessActors):
+    """One actor dies during the rescale. ``at="barrier"``: a source, as the rescale's checkpoint commits (the
+    layout is still dealt at the old counts); ``at="regroup"``: an aggregate, as it is regrouped (the layout is
+    dealt at the new counts, some actors already moved)."""
+
+    def __init__(self, at: str) -> None:
+        super().__init__()
+        self.at = at
+        self.died: list[str] = []
+
+    def die_once(self, at: str, actor_id: str) -> None:
+        if at == self.at and not self.died:
+            self.died.append(actor_id)
+            raise ActorDied(f"{actor_id} was killed during the rescale ({at})")
+
+    def source(self, *args: Any, **kwargs: Any) -> Any:
+        handle = super().source(*args, **kwargs)
+        return SourceDyingAtTheHold(handle.actor, handle.actor_id, self)
+
+    def aggregate(self, *args: Any, **kwargs: Any) -> Any:
+        handle = super().aggregate(*args, **kwargs)
+        return AggregateDyingWhenRegrouped(handle.actor, handle.actor_id, self, handle.stage)
+
+
+class SourceDyingAtTheHold(InProcessSource):
+    def __init__(self, actor: SourceActor, actor_id: str, owner: DyingDuringTheRescale) -> None:
+        super().__init__(actor, actor_id, owner)
+        self.dying = owner
+
+    async def complete(self, epoch: int, resume: bool = True) -> Any:
+        if not resume:  # only a rescale's epoch holds its sources
+            self.dying.die_once("barrier", self.actor_id)
+        return await super().complete(epoch, resume)
+
+
+class AggregateDyingWhenRegrouped(InProcessAggregate):
+    def __init__(self, actor: AggregateActor, actor_id: str, owner: DyingDuringTheRescale, stage: int) -> None:
+        super().__init__(actor, actor_id, owner, stage)
+        self.dying = owner
+
+    async def regroup(self, key_groups: list[int], senders: int, snapshots: list[Any],
+                      next_stage: NextStage | None = None) -> int:  # fmt: skip
+        self.dying.die_once("regroup", self.actor_id)
+        return await super().regroup(key_groups, senders, snapshots, next_stage)
+
+
+@pytest.mark.parametrize("at", ["barrier", "regroup"])
+def test_a_rescale_an_actor_dies_during_is_done_by_the_recovery_and_recorded_once(tmp_path: Path, at: str) -> None:
+    """The autoscaler decides 2 -> 3 actors per stage; an actor dies during that rescale, before or after the
+    layout is dealt at 3. The recovery starts the topology at 3 from the last checkpoint and records the rescale
+    once (through the recovery); the cooldown does not leave the run at 2, and each minute is written once and
+    equals the recomputation."""
+    autoscale = {"min_source_actors": 2, "max_source_actors": 2, "min_aggregate_actors": 3, "max_aggregate_actors": 3,
+                 "interval_s": 0.05, "cooldown_s": 600}  # fmt: skip
+    config = two_stages(
+        tmp_path,
+        delivery="exactly_once",
+        runtime__aggregate_actors=2,
+        runtime__autoscale=autoscale,
+        runtime__batch_size=256,
+        checkpoint__interval_ms=100,
+        source__rate_per_s=20_000,
+    )
+    actors = DyingDuringTheRescale(at)
+
+    summary = asyncio.run(Supervisor(config, f"rescale-dies-{at}", actors).run())
+
+    assert actors.died, "an actor died during the rescale"
+    assert len(summary.recoveries_s) == 1
+    rescales = [(r.sources, r.aggregates, r.through_recovery) for r in summary.rescales]
+    assert rescales == [((2, 2), (2, 3), True)], "the rescale was done by the recovery, and recorded once"
+    assert summary.progress.aggregates == 6, "3 actors in each of the 2 stages ran to the end"
     rows = read_jsonl_dir(tmp_path / "out")
     assert per_minute(rows) == expected_per_minute(config)
     assert summary.progress.events_in == EVENTS
