@@ -11,6 +11,7 @@ import os
 
 import ray
 
+from cluster.control.node_environment import node_environment
 from cluster.control.ray_auth import check_cluster_accepts, prepare_ray_auth, refresh_ray_auth
 
 __all__ = ["RayConnection", "connect"]
@@ -44,6 +45,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> RayConne
         check_cluster_accepts(address or os.environ["RAY_ADDRESS"], os.environ)
         ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
     else:
+        # for the processes Ray starts (cluster/control/node_environment.py); this one read its own as it started
+        os.environ.update(node_environment(os.environ))
         # "local": always a new instance; a bare init() would join whatever `ray start` left in
         # /tmp/ray/ray_current_cluster, even a cluster that is gone.
         ray.init(

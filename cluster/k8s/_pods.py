@@ -2,17 +2,19 @@
 
 Every container gets ``RAY_AUTH_MODE`` explicitly. ``RAY_AUTH_TOKEN`` is left to KubeRay, which in token mode
 adds it (from ``authOptions.secretName``, key ``auth_token``) to each container written here, see
-:func:`auth_env`. Ray containers also get the Kafka and checkpoint variables from their Secrets, and every
-key of the telemetry ConfigMap (OTEL_* settings). Ray pod templates carry ``restartPolicy: Never`` (required
-by autoscaler v2: a dead Ray pod is replaced, never restarted in place) and the Prometheus scrape
-annotations for Ray's metrics port; the submitter pod carries the label that lets it reach the jobs API
-through the head's NetworkPolicy.
+:func:`auth_env`. Ray containers also get the Kafka and checkpoint variables from their Secrets, every
+key of the telemetry ConfigMap (OTEL_* settings) and ``MALLOC_ARENA_MAX`` (:func:`ray_env`). Ray pod
+templates carry ``restartPolicy: Never`` (required by autoscaler v2: a dead Ray pod is replaced, never restarted
+in place) and the Prometheus scrape annotations for Ray's metrics port; the submitter pod carries the label that
+lets it reach the jobs API through the head's NetworkPolicy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from cluster.control.node_environment import NODE_ENVIRONMENT
 
 from ._conventions import (
     HEAD_PORTS,
@@ -69,8 +71,10 @@ def _from_secret(variable: SecretEnv) -> dict[str, Any]:
 
 
 def ray_env(mode: RayAuthMode) -> list[dict[str, Any]]:
-    """Environment of Ray head and worker containers: auth mode, then the Kafka and checkpoint secrets."""
-    return auth_env(mode) + [_from_secret(variable) for variable in SECRET_ENV]
+    """Environment of Ray head and worker containers: auth mode, the Kafka and checkpoint secrets, then what every
+    process of an eventray Ray node gets (``cluster/control/node_environment.py``)."""
+    secrets = [_from_secret(variable) for variable in SECRET_ENV]
+    return auth_env(mode) + secrets + [{"name": name, "value": value} for name, value in NODE_ENVIRONMENT.items()]
 
 
 def _pod_metadata(labels: dict[str, str]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.control.node_environment import node_environment
+
 __all__ = ["LocalRayCluster", "free_port", "session_token", "start_local_cluster"]
 
 _READY_TIMEOUT_S = 120
@@ -101,6 +103,7 @@ def start_local_cluster(log_dir: Path, num_cpus: int = 4) -> LocalRayCluster:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("RAY_ADDRESS", None)
     env["RAY_metrics_report_interval_ms"] = "1000"  # metrics reach the endpoint within a second or two
+    env.update(node_environment(env))  # as eventray's embedded Ray and its pods have it
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     cluster = LocalRayCluster(

@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
+from cluster.control.node_environment import NODE_ENVIRONMENT
 from tests.integration.ray_cluster import LocalRayCluster, session_token
 from tests.reference import read_jsonl_dir
 
@@ -77,12 +79,19 @@ def test_ray_job_submit_runs_the_orders_module(ray_cluster: LocalRayCluster) -> 
     assert "succeeded" in output.lower()
 
 
+def _environ_of(process: psutil.Process) -> dict[str, str]:
+    pairs = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+    return dict(pair.decode(errors="replace").partition("=")[::2] for pair in pairs if pair)
+
+
 def test_ctrl_c_finishes_in_flight_batches_and_exits_0(tmp_path: Path) -> None:
-    """An unbounded run on the embedded default, interrupted as a person would, with SIGINT."""
+    """An unbounded run on the embedded default, interrupted as a person would, with SIGINT. The embedded Ray's
+    processes, the Supervisor's among them, run with eventray's node environment (two malloc arenas)."""
+    env = {name: value for name, value in _env().items() if name not in NODE_ENVIRONMENT}
     with _sigint_as_from_a_terminal():
         process = subprocess.Popen(
             [str(BIN / "eventray"), "run", str(REPO / "configs" / "orders.yaml"), "--duration-s", "0"],
-            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
     try:
         assert process.stdout is not None
@@ -91,6 +100,10 @@ def test_ctrl_c_finishes_in_flight_batches_and_exits_0(tmp_path: Path) -> None:
             lines.append(line)
             if " in " in line and "/s)" in line:
                 break
+        ray_processes = psutil.Process(process.pid).children(recursive=True)
+        supervisors = [p for p in ray_processes if "Supervisor" in " ".join(p.cmdline())]
+        assert len(supervisors) == 1, [p.cmdline() for p in ray_processes]
+        assert NODE_ENVIRONMENT.items() <= _environ_of(supervisors[0]).items()
         time.sleep(2)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=120)

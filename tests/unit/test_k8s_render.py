@@ -147,6 +147,7 @@ def test_every_container_sets_ray_auth_mode_and_ray_containers_get_secrets(demo:
         }
         assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} <= set(env)
         assert container["envFrom"] == [{"configMapRef": {"name": "eventray-telemetry", "optional": True}}]
+        assert env["MALLOC_ARENA_MAX"] == {"name": "MALLOC_ARENA_MAX", "value": "2"}, "node_environment.py"
         assert any(port["containerPort"] == 8080 for port in container["ports"])
 
 
