@@ -190,13 +190,21 @@ def _connection(bootstrap: str) -> KafkaConnectionConfig:
     return KafkaConnectionConfig(bootstrap_servers=bootstrap)
 
 
+class _SoakEnded(Exception):
+    """Raised in the producer's progress callback once the run ended (Ctrl-C, a failure): it stops producing."""
+
+
 def _produce(bootstrap: str, config: PipelineConfig, events: int, rate: float, shared: _Shared) -> None:
     def produced(count: int) -> None:
         shared.produced = count
+        if shared.done.is_set():
+            raise _SoakEnded
 
     try:
         asyncio.run(produce_events(_connection(bootstrap), f"{config.name}.in", events, _generator(rate), rate,
                                    START_TIME_MS, on_progress=produced))  # fmt: skip
+    except _SoakEnded:
+        pass
     except Exception as error:  # noqa: BLE001 -- the soak stops and says so
         shared.producer_failed.append(error)
 

@@ -3,8 +3,8 @@
 A client whose ``start()`` fails is not closed by aiokafka: its ``__del__`` then warns of an unclosed client,
 and a producer's start, which asks for its producer id after the bootstrap, leaves a metadata task and its
 connections open when that step fails (a broker restarting, a fenced or refused transactional id). Every
-client eventray makes is started through one of these, so that it is stopped or closed however its start, or
-its use, ends.
+client of a pipeline's actors and of the ``eventray`` commands is started through one of these, so that it is
+stopped or closed however its start, or its use, ends (the benchmarks' and tests' own clients are not).
 """
 
 from __future__ import annotations

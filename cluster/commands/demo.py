@@ -239,10 +239,15 @@ def _print_demo(console: Console, summary: RunSummary, config: PipelineConfig, b
                   "each one a consumer-group rebalance")  # fmt: skip
     console.print(table)
     for rescale in summary.rescales:
+        where = (
+            "through a recovery (an actor failed during it)"
+            if rescale.through_recovery
+            else "at the checkpoint boundary"
+        )
         console.print(
             f"  rescale at {rescale.at_s:.0f} s: sources {rescale.sources[0]}->{rescale.sources[1]}, aggregates "
             f"{rescale.aggregates[0]}->{rescale.aggregates[1]}; moved {rescale.moved_partitions} partitions, "
-            f"{rescale.moved_key_groups} key groups; {rescale.duration_s:.1f} s at the checkpoint boundary"
+            f"{rescale.moved_key_groups} key groups; {rescale.duration_s:.1f} s {where}"
         )
     console.print(f"  plot: {png}")
 

@@ -18,7 +18,7 @@ from cluster.control.layout import Moves
 from pipelines.config.autoscale import AutoscaleConfig
 from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["TIMELINE_POINTS", "AutoscalePoint", "Autoscaler", "Rescale"]
+__all__ = ["TIMELINE_POINTS", "AutoscalePoint", "Autoscaler", "Rescale", "RescaleUnderWay"]
 
 TIMELINE_POINTS = 17_280
 
@@ -47,8 +47,8 @@ class Rescale:
     sources: tuple[int, int]
     aggregates: tuple[int, int]
     moved_partitions: int
-    moved_key_groups: int
-    duration_s: float
+    moved_key_groups: int  # moved_*: as dealt at the new counts (through a recovery every actor restarted)
+    duration_s: float  # from the decision to the topology running at the new counts (a recovery's time included)
     through_recovery: bool = False  # an actor failed during it: the recovery started the topology at the new counts
 
 
@@ -56,7 +56,8 @@ class Rescale:
 class RescaleUnderWay:
     """A rescale from its decision to its end. An actor that fails in between (at the rescale's barrier, or while
     actors are regrouped or replaced) leaves it here: the recovery that follows starts the topology at
-    ``counts`` and records it, so a rescale decided is carried out and recorded once, whatever fails during it."""
+    ``counts`` and records it, so a rescale decided is carried out and recorded once whatever recoverable
+    failure interrupts it. A run that fails for good instead, and is run again, resumes at the config's counts."""
 
     counts: tuple[int, int]  # sources, aggregates per keyed stage: wanted
     before: tuple[int, int]  # as running when it was decided

@@ -1,8 +1,9 @@
 """The environment eventray gives every process of a Ray node it starts or describes.
 
-Set for an embedded Ray (:func:`cluster.control.ray_runtime.connect`), the tests' ``ray start`` and the pods of
-``eventray k8s render``, wherever the environment does not set it already. Export it before your own
-``ray start``, as Hadoop sets ``MALLOC_ARENA_MAX=4`` for its containers.
+Set for an embedded Ray (:func:`cluster.control.ray_runtime.connect`) and the tests' ``ray start`` where the
+environment does not set it already, and written into the Ray containers of ``eventray k8s render`` (edit the
+manifest for another value). Export it before your own ``ray start``, as Hadoop sets ``MALLOC_ARENA_MAX=4`` for
+its containers.
 
 ``MALLOC_ARENA_MAX=2``: two glibc malloc arenas per process instead of 8 per core. Each recovery makes the
 Supervisor allocate and free a few hundred KiB in Ray's core worker, from a dozen threads; the chunks freed
@@ -17,10 +18,11 @@ starts 3.5 s slower.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 __all__ = ["NODE_ENVIRONMENT", "node_environment"]
 
-NODE_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
+NODE_ENVIRONMENT: Mapping[str, str] = MappingProxyType({"MALLOC_ARENA_MAX": "2"})
 
 
 def node_environment(environ: Mapping[str, str]) -> dict[str, str]:

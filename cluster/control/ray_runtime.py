@@ -35,6 +35,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> RayConne
     """Start an embedded Ray (``address`` None and no ``RAY_ADDRESS``) or join the cluster at ``address``.
 
     Inside ``ray job submit`` the job's environment carries ``RAY_ADDRESS``, so the default joins that cluster.
+    An embedded Ray's processes inherit this one's environment: the variables of
+    :mod:`cluster.control.node_environment` that it does not set are added to ``os.environ`` for good (this
+    process read its own malloc settings as it started; subprocesses it starts later get them too).
     """
     if ray.is_initialized():
         return RayConnection(embedded=False, address=address)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -327,6 +327,9 @@ class Supervisor:
         at_s = self._clock.now_s() - self._run_started_s
         after = (len(self._sources), len(self._first_stage))
         self._autoscaler.record(rescaling.done(at_s, after, self._clock.monotonic(), through_recovery))
+        if through_recovery:
+            log.warning("pipeline %s: the rescale a failure interrupted is done: %d sources, %d aggregates per "
+                        "keyed stage restarted from the checkpoint", self._config.name, *after)  # fmt: skip
 
     async def _regroup_aggregates(self, checkpoint: Checkpoint, suffix: str) -> None:
         """The layout's key groups to its aggregates in each keyed stage (the same in each), at the barrier of
@@ -377,7 +380,8 @@ class Supervisor:
             )
             for i in range(len(kept), len(owned))
         ]
-        await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
+        with self._killed_if_failing(added):
+            await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
         self._sources = kept + added
         self._runs = runs + [asyncio.ensure_future(self._await(handle.start())) for handle in added]
         await asyncio.gather(*(handle.resume() for handle in kept))
@@ -428,8 +432,6 @@ class Supervisor:
             self._recovering = None
             await asyncio.to_thread(release_freed_memory)  # what the replaced topology's handles and clients held
         if rescaling is not None:
-            log.warning("pipeline %s: the rescale a failure interrupted is done: the topology restarted at %d "
-                        "sources, %d aggregates per keyed stage", self._config.name, *rescaling.counts)  # fmt: skip
             self._rescaled(through_recovery=True)
         self._metrics.actors("source", len(self._sources), self._layout.source_count)
         self._metrics.actors("aggregate", len(self._aggregates), sum(self._stage_sizes()))
@@ -589,27 +591,41 @@ class Supervisor:
             link = placement.next_link
             return None if link is None else NextOwners(by_stage[link.stage], link.owner_of_group, link.sender)
 
-        for plan in keyed_stage_plan(self._wiring(), [len(handles) for handles in current]):
-            handles = current[plan.stage]
-            for index in plan.removed:
-                self._actors.kill(handles[index])
-            if plan.regrouped:
-                assert checkpoint is not None  # actors stay only through a rescale
-                await asyncio.gather(*(
-                    handles[p.index].regroup(p.key_groups, p.senders, checkpoint.aggregates,
-                                             self._actors.next_stage(config, feeds(p)))
-                    for p in plan.regrouped
-                ))  # fmt: skip
-            added = [
-                self._actors.aggregate(config, f"{p.slot}-{suffix}", p.key_groups, p.senders, p.slot,
-                                       self._live_faults, stage=p.stage, next_stage=feeds(p))
-                for p in plan.added
-            ]  # fmt: skip
-            if checkpoint is not None and added:
-                await asyncio.gather(*(handle.restore(checkpoint.aggregates) for handle in added))
-                await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
-            by_stage[plan.stage] = handles[: plan.kept] + added
+        made: list[AggregateHandle] = []
+        with self._killed_if_failing(made):
+            for plan in keyed_stage_plan(self._wiring(), [len(handles) for handles in current]):
+                handles = current[plan.stage]
+                for index in plan.removed:
+                    self._actors.kill(handles[index])
+                if plan.regrouped:
+                    assert checkpoint is not None  # actors stay only through a rescale
+                    await asyncio.gather(*(
+                        handles[p.index].regroup(p.key_groups, p.senders, checkpoint.aggregates,
+                                                 self._actors.next_stage(config, feeds(p)))
+                        for p in plan.regrouped
+                    ))  # fmt: skip
+                added = [
+                    self._actors.aggregate(config, f"{p.slot}-{suffix}", p.key_groups, p.senders, p.slot,
+                                           self._live_faults, stage=p.stage, next_stage=feeds(p))
+                    for p in plan.added
+                ]  # fmt: skip
+                made += added
+                if checkpoint is not None and added:
+                    await asyncio.gather(*(handle.restore(checkpoint.aggregates) for handle in added))
+                    await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in added))
+                by_stage[plan.stage] = handles[: plan.kept] + added
         return [handle for stage in sorted(by_stage) for handle in by_stage[stage]]
+
+    @contextlib.contextmanager
+    def _killed_if_failing(self, made: Sequence[SourceHandle | AggregateHandle]) -> Iterator[None]:
+        """Kill the actors the body adds to ``made`` if it fails: they are in no topology yet, where the recovery
+        (``_abandon``) would find them, and would otherwise hold their CPUs while the new topology starts."""
+        try:
+            yield
+        except BaseException:
+            for handle in made:
+                self._actors.kill(handle)
+            raise
 
     def _wiring(self) -> StageWiring:
         return self._layout.wiring(self._config.stage_graph, self._stage_sizes())

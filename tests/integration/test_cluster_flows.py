@@ -79,11 +79,6 @@ def test_ray_job_submit_runs_the_orders_module(ray_cluster: LocalRayCluster) -> 
     assert "succeeded" in output.lower()
 
 
-def _environ_of(process: psutil.Process) -> dict[str, str]:
-    pairs = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
-    return dict(pair.decode(errors="replace").partition("=")[::2] for pair in pairs if pair)
-
-
 def test_ctrl_c_finishes_in_flight_batches_and_exits_0(tmp_path: Path) -> None:
     """An unbounded run on the embedded default, interrupted as a person would, with SIGINT. The embedded Ray's
     processes, the Supervisor's among them, run with eventray's node environment (two malloc arenas)."""
@@ -103,7 +98,7 @@ def test_ctrl_c_finishes_in_flight_batches_and_exits_0(tmp_path: Path) -> None:
         ray_processes = psutil.Process(process.pid).children(recursive=True)
         supervisors = [p for p in ray_processes if "Supervisor" in " ".join(p.cmdline())]
         assert len(supervisors) == 1, [p.cmdline() for p in ray_processes]
-        assert NODE_ENVIRONMENT.items() <= _environ_of(supervisors[0]).items()
+        assert NODE_ENVIRONMENT.items() <= supervisors[0].environ().items()
         time.sleep(2)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=120)

@@ -481,7 +481,7 @@ def test_fake_cluster_config_has_what_the_fake_multinode_provider_needs() -> Non
 
 def test_fake_cluster_config_documents_how_to_start_it() -> None:
     header = FAKE_CLUSTER.read_text(encoding="utf-8").split("cluster_name:")[0]
-    assert "RAY_FAKE_CLUSTER=1 ray start --head" in header
+    assert "RAY_FAKE_CLUSTER=1 MALLOC_ARENA_MAX=2 ray start --head" in header
     assert "--autoscaling-config=configs/fake_cluster.yaml" in header
 
 

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pytest
@@ -147,19 +147,25 @@ def test_a_chain_rescaled_by_the_autoscaler_moves_every_stage_and_loses_nothing(
     assert summary.progress.events_in == EVENTS
 
 
+RescalePoint = Literal["barrier", "regroup"]
+
+
 class DyingDuringTheRescale(InProcessActors):
     """One actor dies during the rescale. ``at="barrier"``: a source, as the rescale's checkpoint commits (the
-    layout is still dealt at the old counts); ``at="regroup"``: an aggregate, as it is regrouped (the layout is
-    dealt at the new counts, some actors already moved)."""
+    layout is still dealt at the old counts); ``at="regroup"``: a first-stage aggregate, as it is regrouped (the
+    layout is dealt at the new counts; the second stage, placed first, already has its new actor)."""
 
-    def __init__(self, at: str) -> None:
+    def __init__(self, at: RescalePoint) -> None:
         super().__init__()
         self.at = at
         self.died: list[str] = []
+        self.made: list[str] = []  # aggregates, in the order they were made
+        self.made_before_death: list[str] = []
 
-    def die_once(self, at: str, actor_id: str) -> None:
+    def die_once(self, at: RescalePoint, actor_id: str) -> None:
         if at == self.at and not self.died:
             self.died.append(actor_id)
+            self.made_before_death = list(self.made)
             raise ActorDied(f"{actor_id} was killed during the rescale ({at})")
 
     def source(self, *args: Any, **kwargs: Any) -> Any:
@@ -168,6 +174,7 @@ class DyingDuringTheRescale(InProcessActors):
 
     def aggregate(self, *args: Any, **kwargs: Any) -> Any:
         handle = super().aggregate(*args, **kwargs)
+        self.made.append(handle.actor_id)
         return AggregateDyingWhenRegrouped(handle.actor, handle.actor_id, self, handle.stage)
 
 
@@ -189,16 +196,19 @@ class AggregateDyingWhenRegrouped(InProcessAggregate):
 
     async def regroup(self, key_groups: list[int], senders: int, snapshots: list[Any],
                       next_stage: NextStage | None = None) -> int:  # fmt: skip
-        self.dying.die_once("regroup", self.actor_id)
+        if self.stage == 0:  # regrouped after the second stage, whose new actor is made by then
+            self.dying.die_once("regroup", self.actor_id)
         return await super().regroup(key_groups, senders, snapshots, next_stage)
 
 
 @pytest.mark.parametrize("at", ["barrier", "regroup"])
-def test_a_rescale_an_actor_dies_during_is_done_by_the_recovery_and_recorded_once(tmp_path: Path, at: str) -> None:
+def test_a_rescale_an_actor_dies_during_is_done_by_the_recovery_and_recorded_once(
+    tmp_path: Path, at: RescalePoint
+) -> None:
     """The autoscaler decides 2 -> 3 actors per stage; an actor dies during that rescale, before or after the
     layout is dealt at 3. The recovery starts the topology at 3 from the last checkpoint and records the rescale
-    once (through the recovery); the cooldown does not leave the run at 2, and each minute is written once and
-    equals the recomputation."""
+    once (through the recovery); the cooldown does not leave the run at 2; every actor made before the death is
+    killed, the one the rescale had just added too; each minute is written once and equals the recomputation."""
     autoscale = {"min_source_actors": 2, "max_source_actors": 2, "min_aggregate_actors": 3, "max_aggregate_actors": 3,
                  "interval_s": 0.05, "cooldown_s": 600}  # fmt: skip
     config = two_stages(
@@ -219,6 +229,8 @@ def test_a_rescale_an_actor_dies_during_is_done_by_the_recovery_and_recorded_onc
     rescales = [(r.sources, r.aggregates, r.through_recovery) for r in summary.rescales]
     assert rescales == [((2, 2), (2, 3), True)], "the rescale was done by the recovery, and recorded once"
     assert summary.progress.aggregates == 6, "3 actors in each of the 2 stages ran to the end"
+    assert len(actors.made_before_death) == 4 + (at == "regroup"), actors.made_before_death
+    assert set(actors.made_before_death) <= set(actors.killed), "no actor of the interrupted rescale is left running"
     rows = read_jsonl_dir(tmp_path / "out")
     assert per_minute(rows) == expected_per_minute(config)
     assert summary.progress.events_in == EVENTS
