@@ -5,19 +5,22 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from actors.kafka.access import check_kafka_access
 from cluster.control.handles import SupervisorHandle, actor_died, kill_named_actors
 from cluster.control.ray_runtime import connect
+from cluster.control.recovery_policy import Failure, RecoveryPolicy
 from cluster.control.remote import remote_supervisor
 from cluster.control.run_report import RunProgress, RunSummary
-from cluster.control.supervisor import Supervisor
+from cluster.control.supervisor import PipelineFailed, Supervisor
 from cluster.kafka_dev import run_blocking
 from pipelines.config.pipeline import PipelineConfig, with_paths_resolved
 from pipelines.config.secrets import config_for_cluster, resolve_secrets
 from pipelines.stages.plan import compile_pipeline
+from pipelines.state.checkpoint_store import open_checkpoint_store
 from pipelines.testing import FaultPlan
 
 __all__ = ["run_pipeline"]
@@ -54,17 +57,21 @@ def run_pipeline(
     try:
         run_id = secrets.token_hex(3)
         restarts = 0
+        policy = supervisor_restarts(config)
         while True:
             try:
                 attempt_id = f"{run_id}s{restarts}" if restarts else run_id
                 return _supervise(config, attempt_id, on_progress, poll_s, stop_when, faults)
             except Exception as error:  # noqa: PERF203 - one restart per Supervisor death, not a hot loop
-                if not _restartable(config, error, restarts):
+                wait_s = restart_wait_s(policy, resolved, error, time.monotonic())
+                if wait_s is None:
                     raise
                 restarts += 1
                 # its actors share its fate in Ray; this only makes sure none is still writing
                 kill_named_actors(f"{config.name}-", run_id)
-                log.warning("the Supervisor of %s died (%s); restarting it from its checkpoint", config.name, error)
+                log.warning("the Supervisor of %s died (%s); restarting it from its checkpoint in %.1f s",
+                            config.name, error, wait_s)  # fmt: skip
+                time.sleep(wait_s)
     finally:
         if connection.embedded:
             connection.close()
@@ -94,10 +101,38 @@ def _supervise(
         supervisor.shutdown()
 
 
-def _restartable(config: PipelineConfig, error: Exception, restarts: int) -> bool:
-    """A dead Supervisor (not a failed pipeline) is replaced while checkpoints allow a restore."""
+def supervisor_restarts(config: PipelineConfig) -> RecoveryPolicy | None:
+    """The limit on replacing a dead Supervisor: the one the Supervisor applies to its actors' failures
+    (checkpoint.max_recoveries within checkpoint.recovery_window_s, and as many without a checkpoint completed in
+    between), so that a run of days survives Supervisor deaths spread over its life; None without checkpoints."""
     checkpoint = config.checkpoint
-    return checkpoint is not None and actor_died(error) and restarts < checkpoint.max_recoveries
+    if checkpoint is None:
+        return None
+    return RecoveryPolicy(checkpoint.max_recoveries, checkpoint.recovery_window_s)
+
+
+def restart_wait_s(
+    policy: RecoveryPolicy | None, resolved: PipelineConfig, error: Exception, now_s: float
+) -> float | None:
+    """How long to wait before replacing the Supervisor whose death ``error`` reports (the policy's backoff), or
+    None when ``error`` is not a Supervisor's death, or the run has no checkpoints; raise :class:`PipelineFailed`
+    when the policy's limit is reached. ``resolved``: the config with its secrets (its checkpoints are read to see
+    whether the dead Supervisor completed one since the last death)."""
+    if policy is None or not actor_died(error):
+        return None
+    store = open_checkpoint_store(resolved.checkpoint, resolved.name)
+    latest = store.latest() if store is not None else None
+    failure = Failure(recoverable=True, transient_kafka=False, actor_died=True,
+                      epochs_completed=latest.epoch if latest is not None else 0)  # fmt: skip
+    verdict = policy.after(failure, now_s)
+    if not verdict.restore:
+        window = f" within {policy.window_s:.0f} s" if policy.window_s is not None else ""
+        raise PipelineFailed(
+            f"pipeline {resolved.name!r} failed: its Supervisor died again after {policy.counted} restarts{window} "
+            f"or in a row without a checkpoint completed (checkpoint.max_recoveries: {policy.max_recoveries}); the "
+            "last checkpoint is kept: run again to resume from it"
+        ) from error
+    return verdict.wait_s
 
 
 def with_resolved_secrets(config: PipelineConfig) -> PipelineConfig:
