@@ -76,6 +76,7 @@ class AggregateActor:
         self._slot = slot or actor_id
         self._faults = faults
         self._prepared_outputs = False  # the last checkpoint prepared outputs to commit (for injected faults)
+        self._completed_epoch = 0  # the last epoch completed here (for injected faults)
         self.key_groups = key_groups
         self._stage_index = stage
         self._groups = KeyGroupRouter(key.key, config.runtime.max_key_groups, [0] * config.runtime.max_key_groups)
@@ -188,6 +189,7 @@ class AggregateActor:
         ``next_stage``'s actors from now on, when a stage follows. Return the state rows taken over."""
         if (next_stage is None) != (self._link is None):
             raise ValueError(f"keyed stage {self._stage_index}: a next stage is needed exactly when one follows")
+        crash_if_planned(self._faults, "regroup", self._slot, self._completed_epoch, prepared_outputs=True)
         snapshots = [snapshot for snapshot in snapshots if snapshot.stage == self._stage_index]
         adopted = sorted(set(key_groups) - set(self.key_groups))
         current = self._with_key_groups(self._stage.operator.snapshot())
@@ -266,6 +268,7 @@ class AggregateActor:
         for output in [*self._sinks, self._late_output]:
             output.commit()
             output.begin_epoch(epoch + 1)
+        self._completed_epoch = epoch
         return self.progress()
 
     @property

@@ -57,17 +57,21 @@ _SLOT = re.compile(r"^(source|(stage\d+-)?aggregate)-\d+$")
 
 @dataclass(frozen=True)
 class CrashAt:
-    """The actor in ``slot`` (``aggregate-0``, ``source-1``) exits at ``point`` of the first epoch from ``epoch``
-    on in which it has outputs to commit, once per run. ``before_commit``: after the epoch's checkpoint is
-    complete, before the actor commits its outputs (the window exactly-once recovery must close)."""
+    """The actor in ``slot`` (``aggregate-0``, ``source-1``) exits at ``point``, once per run. ``before_commit``:
+    in the first epoch from ``epoch`` on in which it has outputs to commit, after the epoch's checkpoint is
+    complete, before the actor commits its outputs (the window exactly-once recovery must close). ``regroup``
+    (an aggregate): as a rescale regroups it, once epoch ``epoch`` or a later one has completed (a rescale the
+    recovery must finish, cluster/control/autoscaler.py ``RescaleUnderWay``)."""
 
     slot: str
     epoch: int
-    point: Literal["before_commit"] = "before_commit"
+    point: Literal["before_commit", "regroup"] = "before_commit"
 
     def __post_init__(self) -> None:
-        if self.point != "before_commit":
-            raise ValueError(f"CrashAt point {self.point!r}: the one point is before_commit")
+        if self.point not in ("before_commit", "regroup"):
+            raise ValueError(f"CrashAt point {self.point!r}: the points are before_commit and regroup")
+        if self.point == "regroup" and "aggregate" not in self.slot:
+            raise ValueError(f"CrashAt slot {self.slot!r}: only an aggregate is regrouped")
         if not _SLOT.match(self.slot):
             raise ValueError(
                 f"CrashAt slot {self.slot!r}: write source-<n> or aggregate-<n> (stage<k>-aggregate-<n> for an actor "

@@ -16,6 +16,7 @@ from cluster.control.runner import run_pipeline
 from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, parse_config
 from pipelines.examples.orders import orders_pipeline
 from pipelines.stages.topology import partition_limits
+from pipelines.testing import CrashAt
 from tests.chaos.chaos_tools import ScheduledKiller, planned_kills
 from tests.chaos.test_recovery import PACED_RUN_S, assert_exactly_once, verified
 from tests.integration.pipelines_under_test import PARTITIONS, START_TIME_MS, unique
@@ -106,6 +107,25 @@ def test_two_keyed_stages_rescaled_exactly_once_under_kills_of_their_actors(
     rows = run_rescaled_under_kills(ray_driver, tmp_path, config, events, seed=2)
 
     assert written_windows_of_windows(rows) == recomputed(config, events)
+
+
+def test_a_rescale_interrupted_by_a_crash_of_a_regrouped_actor_is_finished_by_the_recovery_exactly_once(
+    ray_driver: LocalRayCluster, tmp_path: Path, chaos_events: int
+) -> None:
+    """The first tick rescales both stages from 2 actors to 3; the first stage's actor 0 exits as it is regrouped
+    (the second stage, placed first, has its new actor by then). The recovery starts 3 actors per stage from the
+    last checkpoint and records the rescale once, through the recovery; the results are exactly once."""
+    events = chaos_events // 3
+    config = chain_under_kills(tmp_path, events)
+
+    summary = run_pipeline(config, address=ray_driver.address, faults=(CrashAt("aggregate-0", 1, point="regroup"),))
+
+    assert len(summary.recoveries_s) == 1, "the crash at the regroup, recovered"
+    rescales = [(r.sources, r.aggregates, r.through_recovery) for r in summary.rescales]
+    assert rescales == [((2, 2), (2, 3), True)], "the rescale was done by the recovery, and recorded once"
+    assert summary.progress.events_in == events
+    assert_exactly_once(verified(config), events)
+    assert written_windows_of_windows(read_jsonl_dir(tmp_path / "windows")) == recomputed(config, events)
 
 
 STAGED_YAML = Path(__file__).resolve().parents[2] / "configs" / "orders_payments_staged.yaml"

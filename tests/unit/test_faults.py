@@ -32,8 +32,11 @@ def test_a_crash_names_a_slot_and_an_epoch_that_exist() -> None:
         CrashAt("aggregate", 1)
     with pytest.raises(ValueError, match="epochs count from 1"):
         CrashAt("source-0", 0)
-    with pytest.raises(ValueError, match="the one point is before_commit"):
+    with pytest.raises(ValueError, match="the points are before_commit and regroup"):
         CrashAt("source-0", 1, point="after_commit")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="only an aggregate is regrouped"):
+        CrashAt("source-0", 1, point="regroup")
+    assert CrashAt("stage1-aggregate-2", 1, point="regroup").slot == "stage1-aggregate-2"
 
 
 def test_a_pipeline_config_holds_no_faults() -> None:
