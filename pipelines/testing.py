@@ -87,8 +87,9 @@ FaultPlan = tuple[CrashAt, ...]
 def crash_if_planned(faults: FaultPlan, point: str, slot: str, epoch: int, prepared_outputs: bool) -> None:
     """Exit the process at once (no cleanup, as a kill) if ``faults`` plan a crash here: at ``point`` of the
     first epoch from the fault's ``epoch`` on in which ``slot`` prepared outputs to commit (an epoch with
-    nothing to commit would test nothing). The Supervisor drops a fault once a checkpoint of its epoch or later
-    is restored, so it fires once per run (:func:`faults_after`)."""
+    nothing to commit would test nothing; at ``regroup``, ``epoch`` is the last one completed and
+    ``prepared_outputs`` True). The Supervisor drops a fault once a checkpoint of its epoch or later is restored,
+    so it fires at most once per run (:func:`faults_after`)."""
     for fault in faults:
         if (fault.point, fault.slot) == (point, slot) and epoch >= fault.epoch and prepared_outputs:
             log.error("injected fault: %s exits at %s of epoch %d", slot, point, epoch)
@@ -97,7 +98,8 @@ def crash_if_planned(faults: FaultPlan, point: str, slot: str, epoch: int, prepa
 
 def faults_after(faults: FaultPlan, restored_epoch: int | None) -> FaultPlan:
     """The faults for a topology restored from the checkpoint of ``restored_epoch`` (None: a fresh start): only
-    those planned for later epochs, since those of earlier ones fired (or their epochs passed)."""
+    those planned for later epochs, since those of earlier ones fired or their epochs passed (a ``regroup`` fault
+    too, when no rescale came before the restore: it does not fire then)."""
     if restored_epoch is None:
         return faults
     return tuple(fault for fault in faults if fault.epoch > restored_epoch)

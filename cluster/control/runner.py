@@ -19,11 +19,12 @@ from cluster.control.supervisor import PipelineFailed, Supervisor
 from cluster.kafka_dev import run_blocking
 from pipelines.config.pipeline import PipelineConfig, with_paths_resolved
 from pipelines.config.secrets import config_for_cluster, resolve_secrets
+from pipelines.errors import FatalError
 from pipelines.stages.plan import compile_pipeline
 from pipelines.state.checkpoint_store import open_checkpoint_store
 from pipelines.testing import FaultPlan
 
-__all__ = ["run_pipeline"]
+__all__ = ["restart_wait_s", "run_pipeline", "supervisor_restarts"]
 
 ProgressCallback = Callable[[RunProgress], None]
 StopCondition = Callable[[RunProgress], bool]
@@ -71,7 +72,13 @@ def run_pipeline(
                 kill_named_actors(f"{config.name}-", run_id)
                 log.warning("the Supervisor of %s died (%s); restarting it from its checkpoint in %.1f s",
                             config.name, error, wait_s)  # fmt: skip
-                time.sleep(wait_s)
+                try:
+                    time.sleep(wait_s)
+                except KeyboardInterrupt:
+                    raise PipelineFailed(
+                        f"pipeline {config.name!r} stopped by Ctrl-C before its dead Supervisor was restarted; the "
+                        "last checkpoint is kept: run again to resume from it"
+                    ) from error
     finally:
         if connection.embedded:
             connection.close()
@@ -116,23 +123,37 @@ def restart_wait_s(
 ) -> float | None:
     """How long to wait before replacing the Supervisor whose death ``error`` reports (the policy's backoff), or
     None when ``error`` is not a Supervisor's death, or the run has no checkpoints; raise :class:`PipelineFailed`
-    when the policy's limit is reached. ``resolved``: the config with its secrets (its checkpoints are read to see
-    whether the dead Supervisor completed one since the last death)."""
+    when the policy's limit is reached. ``resolved``: the config with its secrets, whose checkpoint location is
+    listed (nothing read) to see whether the dead Supervisor completed a checkpoint since the last death."""
     if policy is None or not actor_died(error):
         return None
-    store = open_checkpoint_store(resolved.checkpoint, resolved.name)
-    latest = store.latest() if store is not None else None
     failure = Failure(recoverable=True, transient_kafka=False, actor_died=True,
-                      epochs_completed=latest.epoch if latest is not None else 0)  # fmt: skip
+                      epochs_completed=_completed_epochs(resolved, policy))  # fmt: skip
     verdict = policy.after(failure, now_s)
-    if not verdict.restore:
-        window = f" within {policy.window_s:.0f} s" if policy.window_s is not None else ""
-        raise PipelineFailed(
-            f"pipeline {resolved.name!r} failed: its Supervisor died again after {policy.counted} restarts{window} "
-            f"or in a row without a checkpoint completed (checkpoint.max_recoveries: {policy.max_recoveries}); the "
-            "last checkpoint is kept: run again to resume from it"
-        ) from error
-    return verdict.wait_s
+    if verdict.restore:
+        return verdict.wait_s
+    if policy.failed_in_a_row >= policy.max_recoveries:
+        limit = f"{policy.failed_in_a_row} restarts in a row without a checkpoint completed"
+    elif policy.window_s is None:
+        limit = f"{policy.counted} restarts in the whole run (checkpoint.recovery_window_s: null)"
+    else:
+        limit = f"{policy.counted} restarts within checkpoint.recovery_window_s ({policy.window_s:g} s)"
+    raise PipelineFailed(
+        f"pipeline {resolved.name!r} failed: its Supervisor died again after {limit} (checkpoint.max_recoveries: "
+        f"{policy.max_recoveries}); the last checkpoint is kept. Operator action: see why the Supervisor dies "
+        "(`ray logs`, the head node's memory), then run again to resume from the checkpoint"
+    ) from error
+
+
+def _completed_epochs(resolved: PipelineConfig, policy: RecoveryPolicy) -> int:
+    """The newest complete checkpoint's epoch; when the location cannot be listed, the count of the last death
+    (no progress: a storage failure must not hide the Supervisor's death it is asked about)."""
+    try:
+        store = open_checkpoint_store(resolved.checkpoint, resolved.name)
+        return store.latest_complete_epoch() if store is not None else 0
+    except (OSError, FatalError) as error:
+        log.warning("the checkpoints of %s cannot be listed (%s); counting no progress", resolved.name, error)
+        return policy.completed_at_failure
 
 
 def with_resolved_secrets(config: PipelineConfig) -> PipelineConfig:

@@ -547,7 +547,7 @@ class CheckpointConfig(_Model):
         default=20,
         ge=0,
         description="failures survived by restoring within recovery_window_s, and in a row without a completed "
-        "epoch, before the run fails (a Supervisor's restarts count over the whole run)",
+        "epoch, before the run fails (the driver restarts a dead Supervisor under the same limit)",
     )
     recovery_window_s: float | None = Field(
         default=600,

@@ -372,6 +372,14 @@ class CheckpointStore:
         """The highest epoch number ever started here (complete or not), or 0."""
         return max(self._epochs(), default=0)
 
+    def latest_complete_epoch(self) -> int:
+        """The newest epoch whose metadata was written (complete), or 0: from listings alone, no file read or
+        decoded (the driver's measure of a run's progress between Supervisor deaths)."""
+        for epoch in sorted(self._epochs(), reverse=True):
+            if self._fs.get_file_info(f"{self.root}/{self.epoch_dir(epoch)}/{_METADATA}").type == pafs.FileType.File:
+                return epoch
+        return 0
+
     def prune(self, keep: int) -> None:
         """Delete all but the newest ``keep`` complete epochs, and unfinished epochs older than those."""
         complete = [epoch for epoch in sorted(self._epochs(), reverse=True) if self._load(epoch) is not None]
