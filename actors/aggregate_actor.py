@@ -100,6 +100,7 @@ class AggregateActor:
             carry_trace=self._carry_trace,
             clock=clock,
             next_stage=self._link,
+            join_columns=self._compiled.stages[stage].join_columns,
         )
         self._busy_s = 0.0
 

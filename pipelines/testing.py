@@ -210,7 +210,8 @@ def _keyed_runners(
                 following = StageLink.after(compiled, index, next_stage)
             runners.append(
                 KeyedStageRunner(views[index], wiring.senders(index), sinks=[run.results], late_output=run.late,
-                                 carry_trace=compiled.stages[index].carries_trace, clock=clock, next_stage=following)
+                                 carry_trace=compiled.stages[index].carries_trace, clock=clock, next_stage=following,
+                                 join_columns=compiled.stages[index].join_columns)
             )  # fmt: skip
         by_stage[index] = runners
     sent_to = [runner for stage in compiled.graph.input_stages for runner in by_stage.get(stage, [])]

@@ -24,7 +24,7 @@ def _progress_text(progress: RunProgress, rate: float) -> Text:
     text.append(f"in {progress.events_in:,}", style="bold")
     text.append(f" ({rate:,.0f}/s)  lag {progress.lag_records:,}  ")
     text.append(f"dead-lettered {progress.dead_lettered + progress.late_events:,}  ", style="yellow")
-    text.append(f"windows {progress.windows_emitted:,}", style="green")
+    text.append(f"results {progress.windows_emitted:,}", style="green")
     return text
 
 
@@ -60,10 +60,14 @@ class ProgressView:
             self._console.print(text)
 
 
+def _is_window_time(column: str) -> bool:
+    return column.endswith("_ms") and column.startswith("window")
+
+
 def _cell(column: str, value: Any) -> str:
     if value is None:
         return "-"
-    if column.endswith("_ms") and column.startswith("window") and isinstance(value, int):
+    if _is_window_time(column) and isinstance(value, int):
         return datetime.fromtimestamp(value / 1000, tz=timezone.utc).strftime("%H:%M:%S")
     if isinstance(value, float):
         return f"{value:,.2f}"
@@ -75,7 +79,8 @@ def _cell(column: str, value: Any) -> str:
 def print_summary(console: Console, summary: RunSummary) -> None:
     if summary.preview:
         columns = [column for column in summary.preview[0] if not column.startswith("_")]
-        table = Table(title=f"{summary.pipeline}: top {len(summary.preview)} results (window times in UTC)")
+        times = " (window times in UTC)" if any(_is_window_time(column) for column in columns) else ""
+        table = Table(title=f"{summary.pipeline}: top {len(summary.preview)} results{times}")
         for column in columns:
             table.add_column(column, justify="left" if column == columns[0] else "right")
         for row in summary.preview:
@@ -87,7 +92,7 @@ def print_summary(console: Console, summary: RunSummary) -> None:
     console.print(
         f"  events read      {progress.events_in:>12,}  ({progress.events_per_s:,.0f} events/s)\n"
         f"  after operators  {progress.events_out:>12,}\n"
-        f"  windows emitted  {progress.windows_emitted:>12,}\n"
+        f"  results emitted  {progress.windows_emitted:>12,}  (windows, changelog or joined rows)\n"
         f"  dead-lettered    {progress.dead_lettered:>12,}  invalid, with reasons\n"
         f"  late events      {progress.late_events:>12,}  (in the dead-letter output too)\n"
         f"  lag at the end   {progress.lag_records:>12,}"

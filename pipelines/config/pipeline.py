@@ -38,7 +38,7 @@ from pipelines.config.kafka import (
     KafkaSourceConfig,
 )
 from pipelines.config.stage_graph import StageGraph, stage_graph
-from pipelines.config.state import DedupConfig, KeyedProcessConfig, UpsertConfig
+from pipelines.config.state import DedupConfig, JoinConfig, KeyedProcessConfig, UpsertConfig
 from pipelines.errors import ConfigError
 
 __all__ = [
@@ -434,14 +434,14 @@ class AggregateConfig(_Model):
         return self
 
 
-KeyedConfig = UpsertConfig | DedupConfig | KeyedProcessConfig
+KeyedConfig = UpsertConfig | DedupConfig | KeyedProcessConfig | JoinConfig
 
 _MAX_STAGES = 8
 
 
 class StageConfig(_Model):
     """One keyed stage of a pipeline with several (``stages:``): ``aggregate`` (event-time windows) or ``keyed``
-    (upsert, dedup or process). It takes the rows of the inputs and the results of the earlier stages it names in
+    (upsert, dedup, process or join). It takes the rows of the inputs and the results of the earlier stages it names in
     ``inputs`` (by default: the first stage every input, each later one the stage before it), shuffled again by
     its own key (a window result's event time is the last millisecond of its window); see
     :mod:`pipelines.config.stage_graph`."""
@@ -455,7 +455,7 @@ class StageConfig(_Model):
         description="inputs and earlier stages it takes, by name; null: all inputs (first stage), else the one before",
     )
     aggregate: AggregateConfig | None = None
-    keyed: KeyedConfig | None = Field(default=None, discriminator="type", description="upsert, dedup or process")
+    keyed: KeyedConfig | None = Field(default=None, discriminator="type", description="upsert, dedup, process or join")
     actors: int | None = Field(
         default=None, ge=1, le=256, description="actors of this stage; null: runtime.aggregate_actors"
     )
@@ -464,7 +464,7 @@ class StageConfig(_Model):
     def _one_operator(self) -> StageConfig:
         if (self.aggregate is None) == (self.keyed is None):
             raise ValueError(
-                "a stage is either aggregate (event-time windows) or keyed (upsert, dedup or process): set one"
+                "a stage is either aggregate (event-time windows) or keyed (upsert, dedup, process or join): set one"
             )
         return self
 
@@ -478,7 +478,7 @@ class KeyedStage:
     error messages; ``kind`` is ``windows``, ``upsert``, ``dedup`` or ``process``.
     """
 
-    kind: Literal["windows", "upsert", "dedup", "process"]
+    kind: Literal["windows", "upsert", "dedup", "process", "join"]
     key: str
     key_field: str
     max_out_of_order_ms: int
@@ -629,7 +629,7 @@ class PipelineConfig(_Model):
     )
     aggregate: AggregateConfig | None = None
     keyed: KeyedConfig | None = Field(
-        default=None, discriminator="type", description="upsert, dedup or process; instead of aggregate"
+        default=None, discriminator="type", description="upsert, dedup, process or join; instead of aggregate"
     )
     stages: list[StageConfig] | None = Field(
         default=None,
@@ -731,6 +731,7 @@ class PipelineConfig(_Model):
                         "them on stages.0"
                     )
             self._graph_of_stages()  # raises ValueError naming stages.<k>.inputs when they cannot run
+            self._check_join_sides()
             return self
         if self.aggregate is not None and self.keyed is not None:
             raise ValueError(
@@ -738,7 +739,32 @@ class PipelineConfig(_Model):
                 f"event-time windows or keyed ({self.keyed.type}) for the {self.keyed.type} operator, and remove "
                 "the other"
             )
+        self._check_join_sides()
         return self
+
+    def _check_join_sides(self) -> None:
+        """A join takes exactly the two things it names as ``left`` and ``right``."""
+        for index, view in enumerate(self.keyed_stages):
+            join = view.keyed
+            if not isinstance(join, JoinConfig):
+                continue
+            taken = self.taken_by(index)
+            path = f"stages.{index}.keyed" if self.stages is not None else "keyed"
+            for side, name in (("left", join.left), ("right", join.right)):
+                if name not in taken:
+                    raise ValueError(f"{path}.{side}: {name!r} is not what the join takes; it takes {taken}")
+            if len(taken) != 2:
+                where = f"stages.{index}.inputs" if self.stages is not None else "inputs"
+                raise ValueError(
+                    f"{where}: a join takes two inputs or stages, its left and right, and this one takes {taken}; "
+                    "send the others to another stage"
+                )
+
+    def taken_by(self, stage: int) -> list[str]:
+        """The names of the inputs (as written) and earlier stages that keyed stage ``stage`` takes, in order."""
+        graph = self.stage_graph
+        inputs = [spec.written_name for spec in self.all_inputs if graph.input_stage[spec.index] == stage]
+        return list(dict.fromkeys(inputs)) + [self.stage_names[feeder] for feeder in graph.feeders(stage)]
 
     @model_validator(mode="after")
     def _capacity(self) -> PipelineConfig:
@@ -774,6 +800,7 @@ class PipelineConfig(_Model):
                 "upsert": "versions are ordered by event time",
                 "dedup": "ids expire by event time",
                 "process": "timers fire on the event-time watermark",
+                "join": "a row meets the versions valid at its event time",
             }[stage.kind]
             section = "aggregate" if stage.kind == "windows" else f"keyed ({stage.kind})"
             section = f"stages.{fed}.{section}" if self.stages is not None else section

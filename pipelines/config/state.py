@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from pipelines.config.base import ConfigModel
 
-__all__ = ["DedupConfig", "KeyedProcessConfig", "UpsertConfig", "WatermarkSettings"]
+__all__ = ["DedupConfig", "JoinConfig", "KeyedProcessConfig", "UpsertConfig", "WatermarkSettings"]
 
 _IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 
@@ -75,3 +75,51 @@ class KeyedProcessConfig(WatermarkSettings):
     type: Literal["process"] = "process"
     key: str = Field(min_length=1, description="column whose value selects the state and timers")
     function: str = Field(pattern=_IMPORT_PATH, description="import path 'package.module:ClassName'")
+
+
+class JoinConfig(WatermarkSettings):
+    """Two streams joined by ``key``: each row of ``left`` meets rows of ``right`` (an input or an earlier stage
+    the join takes, by name; both shuffle by ``key`` to one owner, so nothing needs to be co-partitioned).
+
+    ``mode``:
+
+    - ``temporal`` (as-of, stream-table): each left row meets the version of its key that was valid at the
+      left row's event time: the right row with the newest ``_timestamp`` at or before it;
+    - ``interval``: each left row meets every right row with
+      ``left._timestamp + lower_ms <= right._timestamp <= left._timestamp + upper_ms``.
+
+    ``how``: ``left`` keeps a left row that meets nothing, its right columns null; ``inner`` leaves it out.
+    ``emit``: ``watermark`` (the default) emits a left row once the watermark over both sides has passed what
+    its result depends on, so the output is the same whatever the partition counts, consumer speeds or a replay;
+    ``eager`` (temporal only) emits a left row as it arrives, with the newest version known then (a KStream-KTable
+    join): lower latency, and a result that depends on which side was read first.
+    """
+
+    type: Literal["join"] = "join"
+    key: str = Field(min_length=1, description="column both sides are joined on (each side names it so)")
+    left: str = Field(min_length=1, description="the input or earlier stage whose rows are enriched (the stream)")
+    right: str = Field(min_length=1, description="the input or earlier stage whose rows are looked up (the table)")
+    mode: Literal["temporal", "interval"] = Field(default="temporal", description="temporal (as-of) or interval")
+    how: Literal["left", "inner"] = Field(
+        default="left", description="left: a row that meets nothing is kept, right columns null; inner: left out"
+    )
+    emit: Literal["watermark", "eager"] = Field(
+        default="watermark", description="watermark: deterministic; eager: at arrival, temporal only"
+    )
+    lower_ms: int | None = Field(default=None, description="interval: right._timestamp >= left._timestamp + this")
+    upper_ms: int | None = Field(default=None, description="interval: right._timestamp <= left._timestamp + this")
+
+    @model_validator(mode="after")
+    def _fits_its_mode(self) -> JoinConfig:
+        if self.left == self.right:
+            raise ValueError(f"left and right are both {self.left!r}: a join takes two different inputs or stages")
+        if self.mode == "interval":
+            if self.lower_ms is None or self.upper_ms is None:
+                raise ValueError("mode interval needs lower_ms and upper_ms (e.g. lower_ms: 0, upper_ms: 60000)")
+            if self.lower_ms > self.upper_ms:
+                raise ValueError(f"lower_ms ({self.lower_ms}) exceeds upper_ms ({self.upper_ms}): no row could meet")
+            if self.emit == "eager":
+                raise ValueError("emit: eager is for mode temporal; an interval join emits on the watermark")
+        elif self.lower_ms is not None or self.upper_ms is not None:
+            raise ValueError("lower_ms and upper_ms are for mode interval; remove them, or set mode: interval")
+        return self

@@ -31,6 +31,7 @@ from pipelines.config.pipeline import PipelineConfig
 from pipelines.eventtime.watermarks import NO_WATERMARK
 from pipelines.stages.plan import CompiledPipeline, as_next_stage_input
 from pipelines.stages.topology import conform
+from pipelines.state.joins import SIDE, side_column
 from pipelines.state.keygroups import KeyGroupRouter
 
 __all__ = ["NextStage", "StageLink", "StageOwners"]
@@ -75,7 +76,8 @@ class StageLink:
     ``stage`` is the view of the stage whose results these are, ``next_stage`` the view of the one that takes
     them (``PipelineConfig.keyed_stages``); ``owner_of_group`` maps each key group of the next stage to its
     owner; ``sender`` is this owner's place among the next stage's senders; ``schema``: the one the next stage
-    takes rows in, when it takes more than these results (None: the results as they are).
+    takes rows in, when it takes more than these results (None: the results as they are); ``side``: the side
+    these results are on when the next stage is a join (:mod:`pipelines.state.joins`).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class StageLink:
         owner_of_group: Sequence[int],
         sender: int,
         schema: pa.Schema | None = None,
+        side: int | None = None,
     ) -> None:
         key = next_stage.keyed_stage
         if key is None:
@@ -95,6 +98,7 @@ class StageLink:
         self._router = KeyGroupRouter(key.key, next_stage.runtime.max_key_groups, owner_of_group)
         self._sender = sender
         self._schema = schema
+        self._side = side
         self._watermark: int | None = NO_WATERMARK
         self._sent: list[int | None] = [NO_WATERMARK] * owners.owners
         self.rows_sent = 0
@@ -108,9 +112,10 @@ class StageLink:
         if following is None:
             raise ValueError(f"keyed stage {stage} of pipeline {config.name!r} is its last: nothing follows it")
         schema = None if graph.takes_one_stage(following) else compiled.stages[following].input_schema
+        side = compiled.stages[following].side_of(config.stage_names[stage])
         views = config.keyed_stages
         owners, owner_of_group, sender = next_stage.owners, next_stage.owner_of_group, next_stage.sender
-        return cls(views[stage], views[following], owners, owner_of_group, sender, schema)
+        return cls(views[stage], views[following], owners, owner_of_group, sender, schema, side)
 
     def write(self, rows: pa.Table | pa.RecordBatch) -> None:
         """Send ``rows`` (results of the stage) to their owners, with the watermark last forwarded."""
@@ -118,6 +123,8 @@ class StageLink:
         if table.num_rows == 0:
             return
         batch = as_next_stage_input(self._stage, table).combine_chunks().to_batches()[0]
+        if self._side is not None:
+            batch = batch.append_column(SIDE, side_column(batch.num_rows, self._side))
         if self._schema is not None:
             batch = conform(batch, self._schema)
         for owner, part in self._router.split(batch).items():

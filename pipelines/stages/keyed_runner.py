@@ -20,6 +20,7 @@ from pipelines.io.sinks import RowWriter
 from pipelines.stages.chain import StageLink
 from pipelines.stages.dead_letter_policy import DeadLetterPolicy
 from pipelines.stages.keyed_stage import open_keyed_operator
+from pipelines.state.joins import JoinColumns
 from pipelines.state.keyed_operator import KeyedOperator
 from pipelines.state.process_function import KeyedProcess
 
@@ -58,10 +59,12 @@ class KeyedStageRunner:
         carry_trace: bool,
         clock: Clock = SYSTEM_CLOCK,
         next_stage: StageLink | None = None,
+        join_columns: JoinColumns | None = None,
     ) -> None:
         """``config``: the view of this stage (``PipelineConfig.keyed_stages``); ``next_stage``: where its results
-        go when another keyed stage follows (they go there instead of to ``sinks``, with the watermark)."""
-        self.operator: KeyedOperator = open_keyed_operator(config, carry_trace=carry_trace)
+        go when another keyed stage follows (they go there instead of to ``sinks``, with the watermark);
+        ``join_columns``: a join's result columns (``CompiledStage.join_columns``)."""
+        self.operator: KeyedOperator = open_keyed_operator(config, carry_trace=carry_trace, join_columns=join_columns)
         self._valve = WatermarkValve(senders)
         self._next = next_stage
         self._sinks: list[RowWriter] = [next_stage] if next_stage is not None else list(sinks)
@@ -81,7 +84,7 @@ class KeyedStageRunner:
         self._emit(added.output)
         if added.late is not None:
             self.late_events += added.late.num_rows
-            reason = f"late event: its window had closed (watermark {self.operator.watermark_ms} ms)"
+            reason = f"{added.late_reason} (watermark {self.operator.watermark_ms} ms)"
             self._write_rejected(added.late, reason, "late")
         if added.no_event_time is not None:
             self._write_rejected(added.no_event_time, "event has no event time", "invalid")

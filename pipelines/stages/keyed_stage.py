@@ -9,28 +9,36 @@ every operator the same way. What each operator emits to the sinks:
   delete). Stale versions (older than the stored one) are counted as intended drops, not dead-lettered;
 * dedup: the first occurrence of each id, at once. Duplicates are counted as intended drops, not
   dead-lettered (dropping them is the point);
-* process: whatever the user's function returns from ``process`` and ``on_timer``.
+* process: whatever the user's function returns from ``process`` and ``on_timer``;
+* join: left rows with the right side's columns, once the watermark decides them (see
+  :mod:`pipelines.state.temporal_join`, :mod:`pipelines.state.interval_join`).
 """
 
 from __future__ import annotations
 
 from pipelines.config.pipeline import PipelineConfig
-from pipelines.config.state import DedupConfig, UpsertConfig
+from pipelines.config.state import DedupConfig, JoinConfig, UpsertConfig
 from pipelines.state.dedup import Dedup
+from pipelines.state.interval_join import IntervalJoin
+from pipelines.state.joins import JoinColumns
 from pipelines.state.keyed_operator import KeyedOperator
 from pipelines.state.process_function import KeyedProcess
+from pipelines.state.temporal_join import TemporalJoin
 from pipelines.state.upsert_table import UpsertTable
 from pipelines.windows.tumbling import open_windows
 
 __all__ = ["open_keyed_operator"]
 
 
-def open_keyed_operator(config: PipelineConfig, carry_trace: bool) -> KeyedOperator:
+def open_keyed_operator(
+    config: PipelineConfig, carry_trace: bool, join_columns: JoinColumns | None = None
+) -> KeyedOperator:
     """A fresh operator for ``config``'s keyed stage; ``carry_trace`` matters to windows only (the other
-    operators emit input rows, or user rows, with whatever columns they have).
+    operators emit input rows, or user rows, with whatever columns they have); ``join_columns``, the columns of a
+    join's results, worked out by :func:`~pipelines.stages.plan.compile_pipeline`, to joins only.
 
-    Raises ``ValueError`` for a pipeline without a keyed stage, and :class:`~pipelines.errors.ConfigError`
-    when a process function cannot be imported.
+    Raises ``ValueError`` for a pipeline without a keyed stage or a join without its columns, and
+    :class:`~pipelines.errors.ConfigError` when a process function cannot be imported.
     """
     if config.aggregate is not None:
         return open_windows(config.aggregate, carry_trace=carry_trace)
@@ -41,4 +49,8 @@ def open_keyed_operator(config: PipelineConfig, carry_trace: bool) -> KeyedOpera
         return UpsertTable(keyed)
     if isinstance(keyed, DedupConfig):
         return Dedup(keyed)
+    if isinstance(keyed, JoinConfig):
+        if join_columns is None:
+            raise ValueError(f"pipeline {config.name!r}: a join needs the columns of its results (join_columns)")
+        return TemporalJoin(keyed, join_columns) if keyed.mode == "temporal" else IntervalJoin(keyed, join_columns)
     return KeyedProcess.from_config(keyed)

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from pipelines.config.kafka import KafkaSinkConfig
 from pipelines.config.pipeline import ConsoleSinkConfig, MaskOp, NamedInput, PipelineConfig
 from pipelines.config.stage_graph import StageGraph
-from pipelines.config.state import DedupConfig, KeyedProcessConfig, UpsertConfig
+from pipelines.config.state import DedupConfig, JoinConfig, KeyedProcessConfig, UpsertConfig
 from pipelines.decode.binary_codecs import AvroDecoder, RawBytesDecoder
 from pipelines.decode.codecs import DecodedBatch, Decoder, JsonDecoder
 from pipelines.decode.schema import EventSchema
@@ -23,6 +23,7 @@ from pipelines.errors import ConfigError, ExpressionError
 from pipelines.io.records import RawBatch, dead_letters
 from pipelines.stages.keyed_stage import open_keyed_operator
 from pipelines.stages.topology import conform, input_of, stage_schema
+from pipelines.state.joins import LEFT, RIGHT, SIDE, JoinColumns, side_column
 from pipelines.transform.operators import Operator, apply_all, apply_all_isolating_rows, build_operators
 from pipelines.windows.tumbling import WINDOW_END, WINDOW_START, AggregationPlan
 
@@ -61,6 +62,7 @@ class CompiledInput:
     """The per-batch work of one input before the keyed stage: decode, validate, then run its operators."""
 
     name: str
+    written_name: str
     schema: EventSchema
     decoder: Decoder
     operators: tuple[Operator, ...]
@@ -94,6 +96,15 @@ class CompiledStage:
     config: PipelineConfig
     input_schema: pa.Schema
     output_schema: pa.Schema | None
+    join_columns: JoinColumns | None = None
+
+    def side_of(self, name: str) -> int | None:
+        """For a join, the side (:data:`~pipelines.state.joins.LEFT` or ``RIGHT``) of the input or stage
+        ``name`` it takes; None for any other stage, whose rows carry no side."""
+        join = self.config.keyed
+        if not isinstance(join, JoinConfig):
+            return None
+        return LEFT if name == join.left else RIGHT
 
     @property
     def carries_trace(self) -> bool:
@@ -128,10 +139,19 @@ class CompiledPipeline:
     def transform(self, events: pa.RecordBatch, input_index: int = 0) -> Transformed:
         """Input ``input_index``'s operators run on its decoded ``events``, the survivors conformed to the stage
         schema (see :meth:`CompiledInput.transform`)."""
-        transformed = self.inputs[input_index].transform(events)
+        compiled_input = self.inputs[input_index]
+        transformed = compiled_input.transform(events)
         if len(self.inputs) == 1:
             return transformed
-        return replace(transformed, events=conform(transformed.events, self.schema_of_input(input_index)))
+        rows = transformed.events
+        side = (
+            self.stages[self.graph.input_stage[input_index]].side_of(compiled_input.written_name)
+            if self.stages
+            else None
+        )
+        if side is not None:
+            rows = rows.append_column(SIDE, side_column(rows.num_rows, side))
+        return replace(transformed, events=conform(rows, self.schema_of_input(input_index)))
 
     def schema_of_input(self, input_index: int) -> pa.Schema:
         """The schema input ``input_index``'s rows are conformed to: that of the keyed stage it feeds (the inputs
@@ -205,30 +225,54 @@ def _compile_stages(config: PipelineConfig, inputs: tuple[CompiledInput, ...]) -
     graph = config.stage_graph
     names = config.stage_names or ("stage0",)
     taken: list[list[tuple[str, pa.Schema]]] = [[] for _ in views]
+    by_name: list[dict[str, pa.Schema]] = [{} for _ in views]  # what each stage takes, by the name it is given
     for compiled_input, stage in zip(inputs, graph.input_stage, strict=True):
         taken[stage].append((f"input {compiled_input.name!r}", compiled_input.output_schema))
+        by_name[stage].setdefault(compiled_input.written_name, compiled_input.output_schema)
     compiled: list[CompiledStage] = []
     for index, view in enumerate(views):
         path = f"stages.{index}." if config.stages is not None else ""
         try:
             schema = taken[index][0][1] if graph.takes_one_stage(index) else stage_schema(taken[index], "inputs")
+            join = _join_columns(view, by_name[index])
+            if join is not None:
+                schema = schema.append(pa.field(SIDE, pa.int8()))
             last = graph.next_stage[index] is None
-            output = _check_stage(view, schema, "_traceparent" in schema.names, last=last)
+            output = _check_stage(view, schema, "_traceparent" in schema.names, last=last, join=join)
         except ConfigError as error:  # each error type takes one message: keep the type, add the stage
             raise type(error)(f"{path}{error}") from None
-        compiled.append(CompiledStage(view, schema, output))
+        compiled.append(CompiledStage(view, schema, output, join))
         following = graph.next_stage[index]
         if output is not None and following is not None:
-            taken[following].append((f"stage {names[index]!r}", stage_input_schema(view, output)))
+            results = stage_input_schema(view, output)
+            taken[following].append((f"stage {names[index]!r}", results))
+            by_name[following][names[index]] = results
     return tuple(compiled)
 
 
-def _check_stage(view: PipelineConfig, schema: pa.Schema, carry_trace: bool, last: bool) -> pa.Schema | None:
+def _join_columns(view: PipelineConfig, taken: dict[str, pa.Schema]) -> JoinColumns | None:
+    """The columns of a join's results, from the schemas of the two things it takes; None for another stage."""
+    join = view.keyed
+    if not isinstance(join, JoinConfig):
+        return None
+    for side, name in (("left", join.left), ("right", join.right)):
+        if name not in taken:  # PipelineConfig checks the names; a stage without results is a process function's
+            raise ConfigError(f"keyed.{side}: {name!r} gives no rows whose columns are known before it runs (a process "
+                              "function's); a join takes inputs and stages of known columns")  # fmt: skip
+        if SIDE in taken[name].names:
+            raise ConfigError(f"keyed.{side}: the rows of {name!r} have a column {SIDE!r}, which a join uses to tell "
+                              "its sides apart; rename it (op: select with rename)")  # fmt: skip
+    return JoinColumns.of(taken[join.left], taken[join.right])
+
+
+def _check_stage(
+    view: PipelineConfig, schema: pa.Schema, carry_trace: bool, last: bool, join: JoinColumns | None
+) -> pa.Schema | None:
     """Check one stage's columns and types on an empty batch of ``schema``; return the schema of its results."""
     columns = list(schema.names)
     _check_aggregate(view, columns)
     _check_keyed(view, columns)
-    output = _dry_run_stage(view, schema, carry_trace)
+    output = _dry_run_stage(view, schema, carry_trace, join)
     if last:
         return output
     if output is None:
@@ -289,16 +333,20 @@ def _compile_input(config: PipelineConfig, spec: NamedInput) -> CompiledInput:
         output = apply_all(operators, empty)
     except (ExpressionError, pa.ArrowException) as error:
         raise ConfigError(f"{spec.path}operators: {error}") from None
-    return CompiledInput(spec.name, schema, decoder, tuple(operators), tuple(columns), output.schema)
+    return CompiledInput(spec.name, spec.written_name, schema, decoder, tuple(operators), tuple(columns), output.schema)
 
 
-def _dry_run_stage(view: PipelineConfig, schema: pa.Schema, carry_trace: bool) -> pa.Schema | None:
+def _dry_run_stage(
+    view: PipelineConfig, schema: pa.Schema, carry_trace: bool, join: JoinColumns | None
+) -> pa.Schema | None:
     """Run the stage on an empty batch of ``schema``: a type error (``sum`` of a string column, a delete column
     that is no boolean) fails here, naming the place. Return the schema of its results (None: a process
     function's, known only when it runs)."""
     events = pa.RecordBatch.from_pylist([], schema=schema)
     if view.keyed is not None:
-        _dry_run_keyed(view, events, carry_trace)
+        _dry_run_keyed(view, events, carry_trace, join)
+        if join is not None:
+            return join.schema(schema)
         return None if isinstance(view.keyed, KeyedProcessConfig) else schema
     aggregate = view.aggregate
     assert aggregate is not None  # a stage is aggregate or keyed
@@ -318,7 +366,7 @@ def _dry_run_stage(view: PipelineConfig, schema: pa.Schema, carry_trace: bool) -
     return plan.finalise(merged, pa.array([], pa.int64()), is_final).schema
 
 
-def _dry_run_keyed(view: PipelineConfig, events: pa.RecordBatch, carry_trace: bool) -> None:
+def _dry_run_keyed(view: PipelineConfig, events: pa.RecordBatch, carry_trace: bool, join: JoinColumns | None) -> None:
     """Build the keyed operator (a process function is imported here: a wrong path fails now) and feed it the
     empty batch, snapshot included."""
     keyed = view.keyed
@@ -330,7 +378,7 @@ def _dry_run_keyed(view: PipelineConfig, events: pa.RecordBatch, carry_trace: bo
                 'derive a boolean column, e.g. op: derive, expr: event_type == "ItemDeleted"'
             )
     try:
-        operator = open_keyed_operator(view, carry_trace=carry_trace)
+        operator = open_keyed_operator(view, carry_trace=carry_trace, join_columns=join)
     except ConfigError as error:
         raise ConfigError(f"keyed.function: {error}") from None
     try:
@@ -427,7 +475,7 @@ def _check_keyed(config: PipelineConfig, columns: list[str]) -> None:
     for field, column in named:
         if column not in columns:
             raise ConfigError(f"{field}: unknown column {column!r}; available: {columns}")
-    if isinstance(keyed, UpsertConfig | DedupConfig) and "_timestamp" not in columns:
+    if isinstance(keyed, UpsertConfig | DedupConfig | JoinConfig) and "_timestamp" not in columns:
         raise ConfigError(
             f"keyed: the operators dropped _timestamp, which {keyed.type} needs (event time orders versions and "
             "expires ids); keep it in select"

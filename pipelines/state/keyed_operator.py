@@ -45,13 +45,14 @@ class Added:
 
     ``output``: results emitted right away (upsert changelog, dedup survivors, early window updates).
     ``late``: rows whose window or timer had already fired (beyond allowed lateness): the caller writes them to
-    the late side output, never drops them. ``no_event_time``: rows with a null ``_timestamp`` where event time
-    is needed; the caller dead-letters them.
+    the late side output, never drops them, with ``late_reason`` (the caller adds the watermark).
+    ``no_event_time``: rows with a null ``_timestamp`` where event time is needed; the caller dead-letters them.
     """
 
     output: pa.Table | None = None
     late: pa.RecordBatch | None = None
     no_event_time: pa.RecordBatch | None = None
+    late_reason: str = "late event: its window had closed"
 
     @property
     def intended_drops(self) -> int:

@@ -1,0 +1,183 @@
+"""An interval join: each left row meets every right row of its key within an interval of its event time.
+
+A left row at ``t`` meets the right rows at ``s`` with ``t + lower_ms <= s <= t + upper_ms``: one result row per
+pair, and with ``how: left`` one row with null right columns for a left row that meets none.
+
+**Emitted on the watermark**: a left row waits until the stage's watermark (the minimum over both sides'
+partitions) reaches ``t + upper_ms``, when every right row it can meet has arrived, and is then emitted with all
+its matches, so the output is the same whatever the partition counts, consumer speeds or a replay. A row (either
+side) at or before the watermark when it arrives is *late*: it goes to the late output, never into state. A
+right row is dropped once no waiting or later left row can meet it: at ``s <= watermark + lower_ms -
+upper_ms``.
+
+State is one table in the stage's schema, the waiting left rows and the kept right rows told apart by
+:data:`~pipelines.state.joins.SIDE`. Rows kept: about the rates of both sides times ``upper_ms - lower_ms`` plus
+the watermark's delay.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.config.state import JoinConfig
+from pipelines.eventtime.watermarks import END_OF_TIME_MS, NO_WATERMARK
+from pipelines.state.joins import (
+    LATE_REASON,
+    LEFT,
+    RIGHT,
+    SIDE,
+    TIMESTAMP,
+    Ints,
+    JoinColumns,
+    KeyCodes,
+    int64s,
+    joined,
+    tie_order,
+)
+from pipelines.state.keyed_operator import Added, StateFormatError, StateMeaning
+
+__all__ = ["STATE_FORMAT", "IntervalJoin"]
+
+STATE_FORMAT = "interval-join/1"
+
+
+class IntervalJoin:
+    """Keyed state of an interval join; implements :class:`~pipelines.state.keyed_operator.KeyedOperator`.
+
+    Contract: :meth:`add` stores the batch's rows and returns its late rows and rows without event time;
+    :meth:`advance` returns the pairs of the left rows whose interval the watermark passed; :meth:`flush` those
+    of every waiting left row. Rows come in the stage's schema, with :data:`~pipelines.state.joins.SIDE`;
+    results have the columns of ``columns``, ordered by the left row's event time, then the right row's.
+    """
+
+    def __init__(self, config: JoinConfig, columns: JoinColumns) -> None:
+        assert config.lower_ms is not None and config.upper_ms is not None  # JoinConfig checks mode interval
+        self._config = config
+        self._columns = columns
+        self._lower_ms = config.lower_ms
+        self._upper_ms = config.upper_ms
+        facts = {"key": config.key, "left": config.left, "right": config.right,
+                 "interval": f"[{self._lower_ms}, {self._upper_ms}]"}  # fmt: skip
+        self._meaning = StateMeaning(STATE_FORMAT, facts)
+        self._waiting: pa.Table | None = None
+        self._right: pa.Table | None = None
+        self._watermark_ms = NO_WATERMARK
+
+    @property
+    def key(self) -> str:
+        return self._config.key
+
+    @property
+    def watermark_ms(self) -> int:
+        return self._watermark_ms
+
+    @property
+    def state_rows(self) -> int:
+        """Waiting left rows and kept right rows."""
+        return sum(table.num_rows for table in (self._waiting, self._right) if table is not None)
+
+    def add(self, batch: pa.RecordBatch) -> Added:
+        """Store ``batch``'s rows; return its late rows and those without event time."""
+        rows = pa.Table.from_batches([batch])
+        no_event_time = None
+        if rows.column(TIMESTAMP).null_count:
+            no_event_time = batch.filter(pc.is_null(batch.column(TIMESTAMP)))
+            rows = rows.filter(pc.is_valid(rows.column(TIMESTAMP)))
+        late = None
+        if self._watermark_ms > NO_WATERMARK:
+            is_late = pc.less_equal(rows.column(TIMESTAMP), self._watermark_ms)
+            if pc.any(is_late).as_py():
+                late = rows.filter(is_late).combine_chunks().to_batches()[0]
+                rows = rows.filter(pc.invert(is_late))
+        sides = rows.column(SIDE)
+        left, right = rows.filter(pc.equal(sides, LEFT)), rows.filter(pc.equal(sides, RIGHT))
+        if left.num_rows:
+            self._waiting = left if self._waiting is None else pa.concat_tables([self._waiting, left])
+        if right.num_rows:
+            self._right = right if self._right is None else pa.concat_tables([self._right, right])
+        return Added(late=late, no_event_time=no_event_time, late_reason=LATE_REASON)
+
+    def advance(self, watermark_ms: int) -> pa.Table | None:
+        """Move the watermark forward; return the pairs of the left rows whose interval it passed."""
+        if watermark_ms <= self._watermark_ms:
+            return None
+        self._watermark_ms = watermark_ms
+        output = None
+        if self._waiting is not None:
+            ends = pc.add(self._waiting.column(TIMESTAMP), self._upper_ms)
+            due = pc.less_equal(ends, watermark_ms)
+            if pc.any(due).as_py():
+                output = self._join(self._waiting.filter(due))
+                rest = self._waiting.filter(pc.invert(due))
+                self._waiting = rest if rest.num_rows else None
+        if self._right is not None:
+            needed = pc.greater(self._right.column(TIMESTAMP), watermark_ms + self._lower_ms - self._upper_ms)
+            kept = self._right.filter(needed)
+            self._right = kept if kept.num_rows else None
+        return output
+
+    def flush(self) -> pa.Table | None:
+        """End of input: the pairs of every waiting left row."""
+        return self.advance(END_OF_TIME_MS)
+
+    def snapshot(self) -> pa.Table:
+        """The waiting left rows and kept right rows in one table, tagged ``interval-join/1``."""
+        parts = [table for table in (self._waiting, self._right) if table is not None]
+        state = pa.concat_tables(parts) if parts else pa.table({self.key: pa.array([], pa.null())})
+        return self._meaning.tag(state)
+
+    def restore(self, state: pa.Table, watermark_ms: int) -> None:
+        """Replace the state with (some of the rows of) snapshots of an interval join of the same config."""
+        self._meaning.check(state)
+        self._watermark_ms = watermark_ms
+        if not state.num_rows:
+            self._waiting = self._right = None
+            return
+        if SIDE not in state.column_names or TIMESTAMP not in state.column_names:
+            raise StateFormatError("interval join state lacks its _side or _timestamp column: it is not a join's")
+        rows = state.replace_schema_metadata(None).combine_chunks()
+        sides = rows.column(SIDE)
+        waiting, right = rows.filter(pc.equal(sides, LEFT)), rows.filter(pc.equal(sides, RIGHT))
+        self._waiting = waiting if waiting.num_rows else None
+        self._right = right if right.num_rows else None
+
+    def _join(self, left: pa.Table) -> pa.Table | None:
+        """Every pair of a ``left`` row and a kept right row in its interval, by the left row's time, then the
+        right row's (``how: left``: a left row in none, once, its right columns null)."""
+        left = left.take(pc.sort_indices(left.column(TIMESTAMP)))
+        left_rows, right_rows = self._pairs(left)
+        if self._config.how == "left":
+            alone = np.setdiff1d(np.arange(left.num_rows, dtype=np.int64), left_rows)
+            order = np.lexsort((np.arange(len(left_rows) + len(alone)), np.concatenate([left_rows, alone])))
+            left_rows = np.concatenate([left_rows, alone])[order]
+            right_rows = np.concatenate([right_rows, np.full(len(alone), -1, dtype=np.int64)])[order]
+        result = joined(left.take(pa.array(left_rows, pa.int64())), self._right, right_rows, self._columns)
+        return result if result.num_rows else None
+
+    def _pairs(self, left: pa.Table) -> tuple[Ints, Ints]:
+        """Row numbers (left, right) of every pair in an interval, left rows in order, each one's right rows by
+        time (:func:`tie_order`)."""
+        right = self._right
+        empty = np.zeros(0, dtype=np.int64)
+        if right is None:
+            return empty, empty
+        codes = KeyCodes.of(right.column(self.key), left.column(self.key))
+        right_times, left_times = int64s(right.column(TIMESTAMP)), int64s(left.column(TIMESTAMP))
+        order = tie_order(right, codes.first)
+        starts, ends = left_times + self._lower_ms, left_times + self._upper_ms
+        # one sortable number per (key, time): the code times the number of distinct times, plus the time's rank
+        distinct, ranks = np.unique(np.concatenate([right_times, starts, ends]), return_inverse=True)
+        ranks = ranks.reshape(-1)
+        width = len(distinct)
+        count = len(right_times)
+        right_points = (codes.first * width + ranks[:count])[order]
+        first = np.searchsorted(right_points, codes.second * width + ranks[count : count + len(starts)], side="left")
+        last = np.searchsorted(right_points, codes.second * width + ranks[count + len(starts) :], side="right")
+        matches = np.where(codes.second >= 0, last - first, 0)
+        left_rows = np.repeat(np.arange(left.num_rows, dtype=np.int64), matches)
+        # the positions first[i] .. last[i]-1 of each left row i, in one array
+        steps = np.arange(len(left_rows), dtype=np.int64) - np.repeat(np.cumsum(matches) - matches, matches)
+        right_rows = order[np.repeat(first, matches) + steps]
+        return left_rows, np.asarray(right_rows, dtype=np.int64)
