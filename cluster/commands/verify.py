@@ -467,6 +467,7 @@ def print_report(console: Console, report: DeliveryReport, delivery: Delivery) -
             ("unexpected", output.unexpected),
             ("out of order", output.out_of_order),
             ("aborted read", output.aborted_read),
+            ("wrongly joined", output.wrong),
         ]
         title = f"{output.name}: {output.rows:,} rows"
         if output.uncommitted_records is not None:

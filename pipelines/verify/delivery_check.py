@@ -34,6 +34,9 @@ Definitions (each count comes with up to ``max_examples`` example ids):
   without ``_partition``/``_offset``: the operators dropped them, so its window cannot be known),
   **wrong_type** (a dead letter of a record the decoder rejects, with another error type than the decoder's:
   e.g. ``invalid`` where the record is over a limit).
+- joins (:mod:`pipelines.verify.join_check`): results are counted by the left row's id as events are (lost,
+  duplicated, unexpected; an interval join expects an id once per pair), over the join recomputed without the
+  rows dead-lettered as late; **wrong**: an id whose results carry other right-side values. Order is not judged.
 - windows: ``E`` = windows over valid transformed events that have an event time, minus the events that are in
   the dead-letter output as ``late`` (matched by ``(partition, offset)``); ``E+`` = the same with the late
   events counted. **missing**: in ``E``, never emitted. **extra**: emitted, not in ``E``. **duplicated**:
@@ -64,11 +67,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config.pipeline import AggregateConfig, PipelineConfig, TumblingWindowConfig
-from pipelines.config.state import DedupConfig
+from pipelines.config.state import DedupConfig, JoinConfig
 from pipelines.errors import ConfigError
 from pipelines.io.records import RawBatch
 from pipelines.stages.plan import CompiledPipeline
 from pipelines.stages.topology import PARTITION_STRIDE, conform, input_of
+from pipelines.state.joins import SIDE, JoinColumns, side_column
+from pipelines.verify.join_check import check_join_verifiable, recompute_join, wrong_joins
 from pipelines.windows.tumbling import WINDOW_END, WINDOW_START
 
 __all__ = [
@@ -179,6 +184,7 @@ class OutputReport:
     aborted_read: Finding = field(default_factory=Finding)
     uncommitted_records: int | None = None
     windows: WindowReport | None = None
+    wrong: Finding = field(default_factory=Finding)  # a join's results: other right-side values than recomputed
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,7 @@ def _output_failures(output: OutputReport, delivery: Delivery) -> list[str]:
         ("lost", output.lost),
         ("unexpected", output.unexpected),
         ("out of order", output.out_of_order),
+        ("wrongly joined", output.wrong),
     ]
     if delivery == "exactly_once":
         judged += [("duplicated", output.duplicated), ("aborted read", output.aborted_read)]
@@ -309,13 +316,16 @@ def check_verifiable(compiled: CompiledPipeline) -> None:
     views = compiled.config.keyed_stages
     if len(views) > 1:
         kinds = [_kind(view) for view in views]
-        if kinds[-1] != "windows" or any(kind not in ("windows", "dedup") for kind in kinds[:-1]):
+        if kinds[-1] not in ("windows", "join") or any(kind not in ("windows", "dedup", "join") for kind in kinds):
             raise ConfigError(
-                f"verify recomputes a chain of stages of windows and dedup that ends in windows, and this one is "
-                f"{' -> '.join(kinds)} (stages)"
+                f"verify recomputes a chain of stages of windows, dedup and joins that ends in windows or a join, and "
+                f"this one is {' -> '.join(kinds)} (stages)"
             )
+    for view in views:
+        if isinstance(view.keyed, JoinConfig):
+            check_join_verifiable(view.keyed)
     keyed = compiled.config.last_stage.keyed
-    if keyed is not None and keyed.type != "dedup":
+    if keyed is not None and keyed.type not in ("dedup", "join"):
         raise ConfigError(
             f"verify checks stateless, windowed and dedup pipelines; a keyed {keyed.type} pipeline writes a "
             "changelog it does not recompute yet (its delivery is covered by the windowed checks of the same "
@@ -338,6 +348,7 @@ def through_earlier_stages(
     stages). ``on_time`` takes out, before each windows stage, the rows that stage dead-lettered as late."""
     graph = compiled.graph
     views = compiled.config.keyed_stages
+    names = compiled.config.stage_names
     taken: list[list[pa.Table]] = [[] for _ in views]
     inputs = pc.divide(events.column(INPUT_PARTITION), PARTITION_STRIDE) if len(graph.input_stage) > 1 else None
     for index, stage in enumerate(graph.input_stage):
@@ -345,24 +356,33 @@ def through_earlier_stages(
             taken[stage].append(events)
             continue
         rows = events.filter(pc.equal(inputs, index))
-        taken[stage].append(_conformed(rows, compiled.stages[stage].input_schema))
+        side = compiled.stages[stage].side_of(compiled.inputs[index].written_name)
+        taken[stage].append(_conformed(rows, compiled.stages[stage].input_schema, side))
     for index, view in enumerate(views[:-1]):
         rows = pa.concat_tables(taken[index])
         if view.aggregate is not None:
             results = recompute_windows(on_time(rows), view.aggregate)
             rows = results.append_column("_timestamp", pc.subtract(results.column(WINDOW_END), 1))
+        elif isinstance(view.keyed, JoinConfig):
+            columns = compiled.stages[index].join_columns
+            assert columns is not None  # a compiled join has its columns
+            rows = recompute_join(on_time(rows), view.keyed, columns)
         else:
-            assert isinstance(view.keyed, DedupConfig)  # check_verifiable allows windows and dedup only
+            assert isinstance(view.keyed, DedupConfig)  # check_verifiable allows windows, joins and dedup only
             rows = _first_of_each_id(rows, view.keyed)
         following = graph.next_stage[index]
         assert following is not None  # only the last stage feeds none
+        side = compiled.stages[following].side_of(names[index])
         one_stage = graph.takes_one_stage(following)
-        taken[following].append(rows if one_stage else _conformed(rows, compiled.stages[following].input_schema))
+        taken[following].append(rows if one_stage else _conformed(rows, compiled.stages[following].input_schema, side))
     return pa.concat_tables(taken[-1])
 
 
-def _conformed(rows: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``rows`` in ``schema``, as a stage takes them: its columns where it has them, nulls elsewhere."""
+def _conformed(rows: pa.Table, schema: pa.Schema, side: int | None = None) -> pa.Table:
+    """``rows`` in ``schema``, as a stage takes them: its columns where it has them, nulls elsewhere; a join's
+    on ``side``."""
+    if side is not None:
+        rows = rows.append_column(SIDE, side_column(rows.num_rows, side))
     columns = [
         rows.column(field.name) if field.name in rows.column_names
         else pa.chunked_array([pa.nulls(rows.num_rows, field.type)])
@@ -415,11 +435,16 @@ def check_delivery(
     """
     check_verifiable(compiled)
     aggregate = compiled.config.last_stage.aggregate
+    join = compiled.config.last_stage.keyed
     committed = commits if commits is not None else COMMITS_SCHEMA.empty_table()
-    keyed_input = aggregate is not None or len(compiled.stages) > 1
+    keyed_input = aggregate is not None or len(compiled.stages) > 1 or isinstance(join, JoinConfig)
     late_keys, dead_report = _check_dead_letters(expected, dead_letters, keyed_input, max_examples)
     reports: list[OutputReport] = []
-    if aggregate is None:
+    if isinstance(join, JoinConfig):
+        column = id_column or default_id_column(compiled)
+        joined = _expected_joins(compiled, join, expected.events, late_keys)
+        reports = [_check_joined(joined, output, column, committed, max_examples) for output in outputs]
+    elif aggregate is None:
         column = id_column or default_id_column(compiled)
         reports = [_check_events(expected.events, output, column, committed, max_examples) for output in outputs]
     else:
@@ -512,6 +537,21 @@ def _check_events(
         raise ConfigError(f"verify: {output.name}: no id column {id_column!r}; columns: {output.rows.column_names}")
     expected_ids = _ids(expected.column(id_column))
     observed_ids = _ids(output.rows.column(id_column))
+    lost, duplicated, unexpected = _counted(expected_ids, observed_ids, max_examples)
+    return OutputReport(
+        name=output.name,
+        rows=output.rows.num_rows,
+        lost=lost,
+        duplicated=duplicated,
+        unexpected=unexpected,
+        out_of_order=_out_of_order(expected, expected_ids, output.rows, observed_ids, max_examples),
+        aborted_read=_aborted_read(output.rows, observed_ids, commits, max_examples),
+        uncommitted_records=output.uncommitted_records,
+    )
+
+
+def _counted(expected_ids: pa.Array, observed_ids: pa.Array, max_examples: int) -> tuple[Finding, Finding, Finding]:
+    """Lost, duplicated and unexpected ids (an id may be expected more than once: then as often)."""
     counts = _id_counts(expected_ids, "expected").join(
         _id_counts(observed_ids, "observed"), "id", join_type="full outer"
     )
@@ -522,15 +562,54 @@ def _check_events(
     def finding(mask: pa.ChunkedArray) -> Finding:
         return Finding.of(ids.filter(mask).to_pylist(), max_examples)
 
+    lost = finding(pc.less(got, wanted))
+    return lost, finding(pc.and_(pc.greater(got, wanted), pc.greater(wanted, 0))), finding(pc.equal(wanted, 0))
+
+
+# --- joins ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ExpectedJoins:
+    rows: pa.Table
+    columns: JoinColumns
+
+
+def _expected_joins(
+    compiled: CompiledPipeline, join: JoinConfig, events: pa.Table, late: set[tuple[int, int]]
+) -> _ExpectedJoins:
+    """The last stage's join recomputed over what it takes, without the rows dead-lettered as late."""
+    columns = compiled.stages[-1].join_columns
+    assert columns is not None  # a compiled join has its columns
+
+    def on_time(rows: pa.Table) -> pa.Table:
+        if not late or not {"_partition", "_offset"} <= set(rows.column_names):
+            return rows
+        positions = zip(rows.column("_partition").to_pylist(), rows.column("_offset").to_pylist(), strict=True)
+        return rows.filter(pa.array([key not in late for key in positions], pa.bool_()))
+
+    taken = through_earlier_stages(events, compiled, on_time)
+    return _ExpectedJoins(recompute_join(on_time(taken), join, columns), columns)
+
+
+def _check_joined(
+    expected: _ExpectedJoins, output: ObservedOutput, id_column: str, commits: pa.Table, max_examples: int
+) -> OutputReport:
+    """A join's results by the left row's id (once per pair for an interval join), and the right-side values
+    each carries. Order is not judged: a join emits in watermark order, not input order."""
+    if id_column not in output.rows.column_names:
+        raise ConfigError(f"verify: {output.name}: no id column {id_column!r}; columns: {output.rows.column_names}")
+    observed_ids = _ids(output.rows.column(id_column))
+    lost, duplicated, unexpected = _counted(_ids(expected.rows.column(id_column)), observed_ids, max_examples)
     return OutputReport(
         name=output.name,
         rows=output.rows.num_rows,
-        lost=finding(pc.less(got, wanted)),
-        duplicated=finding(pc.and_(pc.greater(got, wanted), pc.greater(wanted, 0))),
-        unexpected=finding(pc.equal(wanted, 0)),
-        out_of_order=_out_of_order(expected, expected_ids, output.rows, observed_ids, max_examples),
+        lost=lost,
+        duplicated=duplicated,
+        unexpected=unexpected,
         aborted_read=_aborted_read(output.rows, observed_ids, commits, max_examples),
         uncommitted_records=output.uncommitted_records,
+        wrong=Finding.of(wrong_joins(expected.rows, output.rows, id_column, expected.columns), max_examples),
     )
 
 
