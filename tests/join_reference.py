@@ -80,3 +80,20 @@ def interval_join(orders: Iterable[Row], inventory: Iterable[Row], lower_ms: int
 def identities(rows: Iterable[Row], *columns: str) -> list[tuple[Any, ...]]:
     """Each row as a sortable tuple of ``columns`` (None sorts first), sorted: a multiset to compare."""
     return sorted(tuple((value is not None, value) for value in (row.get(name) for name in columns)) for row in rows)
+
+
+def window_join(orders: Iterable[Row], inventory: Iterable[Row], size_ms: int, how: str) -> list[Row]:
+    """Each order with every inventory update of its SKU in the same tumbling window of ``size_ms``, with the
+    window's bounds."""
+    by_window: dict[tuple[str, int], list[Row]] = defaultdict(list)
+    for row in inventory:
+        by_window[(row["sku"], row["_timestamp"] // size_ms)].append(row)
+    joined: list[Row] = []
+    for order in orders:
+        window = order["_timestamp"] // size_ms
+        bounds = {"window_start_ms": window * size_ms, "window_end_ms": (window + 1) * size_ms}
+        met = by_window.get((order["sku"], window), [])
+        joined.extend({**order, **bounds, "in_stock": row["quantity"], "stock_event": row["event_id"]} for row in met)
+        if not met and how == "left":
+            joined.append({**order, **bounds, "in_stock": None, "stock_event": None})
+    return joined

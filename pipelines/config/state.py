@@ -86,7 +86,9 @@ class JoinConfig(WatermarkSettings):
     - ``temporal`` (as-of, stream-table): each left row meets the version of its key that was valid at the
       left row's event time: the right row with the newest ``_timestamp`` at or before it;
     - ``interval``: each left row meets every right row with
-      ``left._timestamp + lower_ms <= right._timestamp <= left._timestamp + upper_ms``.
+      ``left._timestamp + lower_ms <= right._timestamp <= left._timestamp + upper_ms``;
+    - ``window``: each left row meets every right row in the same tumbling window of ``size_ms`` (its results
+      carry ``window_start_ms`` and ``window_end_ms``).
 
     ``how``: ``left`` keeps a left row that meets nothing, its right columns null; ``inner`` leaves it out.
     ``emit``: ``watermark`` (the default) emits a left row once the watermark over both sides has passed what
@@ -99,7 +101,9 @@ class JoinConfig(WatermarkSettings):
     key: str = Field(min_length=1, description="column both sides are joined on (each side names it so)")
     left: str = Field(min_length=1, description="the input or earlier stage whose rows are enriched (the stream)")
     right: str = Field(min_length=1, description="the input or earlier stage whose rows are looked up (the table)")
-    mode: Literal["temporal", "interval"] = Field(default="temporal", description="temporal (as-of) or interval")
+    mode: Literal["temporal", "interval", "window"] = Field(
+        default="temporal", description="temporal (as-of), interval or window"
+    )
     how: Literal["left", "inner"] = Field(
         default="left", description="left: a row that meets nothing is kept, right columns null; inner: left out"
     )
@@ -108,18 +112,23 @@ class JoinConfig(WatermarkSettings):
     )
     lower_ms: int | None = Field(default=None, description="interval: right._timestamp >= left._timestamp + this")
     upper_ms: int | None = Field(default=None, description="interval: right._timestamp <= left._timestamp + this")
+    size_ms: int | None = Field(default=None, gt=0, description="window: the tumbling window both rows fall in")
 
     @model_validator(mode="after")
     def _fits_its_mode(self) -> JoinConfig:
         if self.left == self.right:
             raise ValueError(f"left and right are both {self.left!r}: a join takes two different inputs or stages")
+        if self.emit == "eager" and self.mode != "temporal":
+            raise ValueError(f"emit: eager is for mode temporal; a join of mode {self.mode} emits on the watermark")
         if self.mode == "interval":
             if self.lower_ms is None or self.upper_ms is None:
                 raise ValueError("mode interval needs lower_ms and upper_ms (e.g. lower_ms: 0, upper_ms: 60000)")
             if self.lower_ms > self.upper_ms:
                 raise ValueError(f"lower_ms ({self.lower_ms}) exceeds upper_ms ({self.upper_ms}): no row could meet")
-            if self.emit == "eager":
-                raise ValueError("emit: eager is for mode temporal; an interval join emits on the watermark")
         elif self.lower_ms is not None or self.upper_ms is not None:
             raise ValueError("lower_ms and upper_ms are for mode interval; remove them, or set mode: interval")
+        if self.mode == "window" and self.size_ms is None:
+            raise ValueError("mode window needs size_ms, the tumbling window both rows fall in (e.g. size_ms: 60000)")
+        if self.mode != "window" and self.size_ms is not None:
+            raise ValueError("size_ms is for mode window; remove it, or set mode: window")
         return self

@@ -10,7 +10,8 @@ every operator the same way. What each operator emits to the sinks:
 * dedup: the first occurrence of each id, at once. Duplicates are counted as intended drops, not
   dead-lettered (dropping them is the point);
 * process: whatever the user's function returns from ``process`` and ``on_timer``;
-* join: left rows with the right side's columns, once the watermark decides them (see
+* join: left rows with the right side's columns (a window join's with the window), once the watermark decides
+  them (see
   :mod:`pipelines.state.temporal_join`, :mod:`pipelines.state.interval_join`).
 """
 

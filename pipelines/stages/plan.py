@@ -23,7 +23,7 @@ from pipelines.errors import ConfigError, ExpressionError
 from pipelines.io.records import RawBatch, dead_letters
 from pipelines.stages.keyed_stage import open_keyed_operator
 from pipelines.stages.topology import conform, input_of, stage_schema
-from pipelines.state.joins import LEFT, RIGHT, SIDE, JoinColumns, side_column
+from pipelines.state.joins import LEFT, RIGHT, SIDE, WINDOW_COLUMNS, JoinColumns, side_column
 from pipelines.transform.operators import Operator, apply_all, apply_all_isolating_rows, build_operators
 from pipelines.windows.tumbling import WINDOW_END, WINDOW_START, AggregationPlan
 
@@ -262,7 +262,13 @@ def _join_columns(view: PipelineConfig, taken: dict[str, pa.Schema]) -> JoinColu
         if SIDE in taken[name].names:
             raise ConfigError(f"keyed.{side}: the rows of {name!r} have a column {SIDE!r}, which a join uses to tell "
                               "its sides apart; rename it (op: select with rename)")  # fmt: skip
-    return JoinColumns.of(taken[join.left], taken[join.right])
+    columns = JoinColumns.of(taken[join.left], taken[join.right], windowed=join.mode == "window")
+    taken_columns = (*columns.left, *columns.right)
+    clash = [name for name in WINDOW_COLUMNS if columns.windowed and name in taken_columns]
+    if clash:
+        raise ConfigError(f"keyed: a window join adds {list(WINDOW_COLUMNS)}, and its sides already have {clash}; "
+                          "rename them (op: select with rename)")  # fmt: skip
+    return columns
 
 
 def _check_stage(

@@ -1,18 +1,22 @@
-"""An interval join: each left row meets every right row of its key within an interval of its event time.
+"""Interval and window joins: each left row meets every right row of its key in a span of event time.
 
-A left row at ``t`` meets the right rows at ``s`` with ``t + lower_ms <= s <= t + upper_ms``: one result row per
-pair, and with ``how: left`` one row with null right columns for a left row that meets none.
+* ``mode: interval``: a left row at ``t`` meets the right rows at ``s`` with ``t + lower_ms <= s <= t +
+  upper_ms``;
+* ``mode: window``: a left row meets the right rows in its tumbling window of ``size_ms`` (``[w, w + size_ms)``,
+  ``w = t - t mod size_ms``), and its results carry ``window_start_ms`` and ``window_end_ms``.
+
+One result row per pair, and with ``how: left`` one row with null right columns for a left row that meets none.
 
 **Emitted on the watermark**: a left row waits until the stage's watermark (the minimum over both sides'
-partitions) reaches ``t + upper_ms``, when every right row it can meet has arrived, and is then emitted with all
-its matches, so the output is the same whatever the partition counts, consumer speeds or a replay. A row (either
-side) at or before the watermark when it arrives is *late*: it goes to the late output, never into state. A
-right row is dropped once no waiting or later left row can meet it: at ``s <= watermark + lower_ms -
-upper_ms``.
+partitions) reaches the last millisecond of its span, when every right row it can meet has arrived, and is then
+emitted with all its matches, so the output is the same whatever the partition counts, consumer speeds or a
+replay. A row (either side) at or before the watermark when it arrives is *late*: it goes to the late output,
+never into state. A right row is dropped once no waiting or later left row can meet it (interval: at ``s <=
+watermark + lower_ms - upper_ms``; window: once the watermark reaches its window's last millisecond).
 
 State is one table in the stage's schema, the waiting left rows and the kept right rows told apart by
-:data:`~pipelines.state.joins.SIDE`. Rows kept: about the rates of both sides times ``upper_ms - lower_ms`` plus
-the watermark's delay.
+:data:`~pipelines.state.joins.SIDE`. Rows kept: about the rates of both sides times the span (``upper_ms -
+lower_ms``, or ``size_ms``) plus the watermark's delay.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pipelines.state.joins import (
     tie_order,
 )
 from pipelines.state.keyed_operator import Added, StateFormatError, StateMeaning
+from pipelines.windows.plan import WINDOW_END, WINDOW_START
 
 __all__ = ["STATE_FORMAT", "IntervalJoin"]
 
@@ -44,7 +49,7 @@ STATE_FORMAT = "interval-join/1"
 
 
 class IntervalJoin:
-    """Keyed state of an interval join; implements :class:`~pipelines.state.keyed_operator.KeyedOperator`.
+    """Keyed state of an interval or window join; implements :class:`~pipelines.state.keyed_operator.KeyedOperator`.
 
     Contract: :meth:`add` stores the batch's rows and returns its late rows and rows without event time;
     :meth:`advance` returns the pairs of the left rows whose interval the watermark passed; :meth:`flush` those
@@ -53,14 +58,19 @@ class IntervalJoin:
     """
 
     def __init__(self, config: JoinConfig, columns: JoinColumns) -> None:
-        assert config.lower_ms is not None and config.upper_ms is not None  # JoinConfig checks mode interval
         self._config = config
         self._columns = columns
-        self._lower_ms = config.lower_ms
-        self._upper_ms = config.upper_ms
-        facts = {"key": config.key, "left": config.left, "right": config.right,
-                 "interval": f"[{self._lower_ms}, {self._upper_ms}]"}  # fmt: skip
-        self._meaning = StateMeaning(STATE_FORMAT, facts)
+        self._size_ms = config.size_ms
+        if config.mode == "window":
+            assert self._size_ms is not None  # JoinConfig checks mode window
+            span = f"window {self._size_ms}"
+        else:
+            assert config.lower_ms is not None and config.upper_ms is not None  # JoinConfig checks mode interval
+            span = f"[{config.lower_ms}, {config.upper_ms}]"
+        self._lower_ms = config.lower_ms or 0
+        self._upper_ms = config.upper_ms or 0
+        self._meaning = StateMeaning(STATE_FORMAT, {"key": config.key, "left": config.left, "right": config.right,
+                                                    "span": span})  # fmt: skip
         self._waiting: pa.Table | None = None
         self._right: pa.Table | None = None
         self._watermark_ms = NO_WATERMARK
@@ -106,17 +116,31 @@ class IntervalJoin:
         self._watermark_ms = watermark_ms
         output = None
         if self._waiting is not None:
-            ends = pc.add(self._waiting.column(TIMESTAMP), self._upper_ms)
-            due = pc.less_equal(ends, watermark_ms)
-            if pc.any(due).as_py():
-                output = self._join(self._waiting.filter(due))
-                rest = self._waiting.filter(pc.invert(due))
+            _, ends = self._spans(int64s(self._waiting.column(TIMESTAMP)))
+            due = ends <= watermark_ms
+            if due.any():
+                output = self._join(self._waiting.filter(pa.array(due)))
+                rest = self._waiting.filter(pa.array(~due))
                 self._waiting = rest if rest.num_rows else None
         if self._right is not None:
-            needed = pc.greater(self._right.column(TIMESTAMP), watermark_ms + self._lower_ms - self._upper_ms)
-            kept = self._right.filter(needed)
+            kept = self._right.filter(pc.greater_equal(self._right.column(TIMESTAMP), self._first_needed(watermark_ms)))
             self._right = kept if kept.num_rows else None
         return output
+
+    def _spans(self, times: Ints) -> tuple[Ints, Ints]:
+        """The first and last millisecond of the right rows that left rows at ``times`` meet."""
+        if self._size_ms is not None:
+            starts = times - np.mod(times, self._size_ms)
+            return starts, starts + (self._size_ms - 1)
+        return times + self._lower_ms, times + self._upper_ms
+
+    def _first_needed(self, watermark_ms: int) -> int:
+        """The oldest right row a waiting or later left row can still meet at ``watermark_ms``: a later left row
+        is after the watermark, and a waiting one's span ends after it."""
+        if self._size_ms is not None:
+            after = min(watermark_ms, END_OF_TIME_MS - 1) + 1
+            return after - after % self._size_ms
+        return watermark_ms + self._lower_ms - self._upper_ms + 1
 
     def flush(self) -> pa.Table | None:
         """End of input: the pairs of every waiting left row."""
@@ -153,7 +177,11 @@ class IntervalJoin:
             order = np.lexsort((np.arange(len(left_rows) + len(alone)), np.concatenate([left_rows, alone])))
             left_rows = np.concatenate([left_rows, alone])[order]
             right_rows = np.concatenate([right_rows, np.full(len(alone), -1, dtype=np.int64)])[order]
-        result = joined(left.take(pa.array(left_rows, pa.int64())), self._right, right_rows, self._columns)
+        rows = left.take(pa.array(left_rows, pa.int64()))
+        result = joined(rows, self._right, right_rows, self._columns)
+        if self._columns.windowed:
+            starts, ends = self._spans(int64s(rows.column(TIMESTAMP)))
+            result = result.append_column(WINDOW_START, pa.array(starts)).append_column(WINDOW_END, pa.array(ends + 1))
         return result if result.num_rows else None
 
     def _pairs(self, left: pa.Table) -> tuple[Ints, Ints]:
@@ -166,7 +194,7 @@ class IntervalJoin:
         codes = KeyCodes.of(right.column(self.key), left.column(self.key))
         right_times, left_times = int64s(right.column(TIMESTAMP)), int64s(left.column(TIMESTAMP))
         order = tie_order(right, codes.first)
-        starts, ends = left_times + self._lower_ms, left_times + self._upper_ms
+        starts, ends = self._spans(left_times)
         # one sortable number per (key, time): the code times the number of distinct times, plus the time's rank
         distinct, ranks = np.unique(np.concatenate([right_times, starts, ends]), return_inverse=True)
         ranks = ranks.reshape(-1)

@@ -18,12 +18,15 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.windows.plan import WINDOW_END, WINDOW_START
+
 __all__ = [
     "LATE_REASON",
     "LEFT",
     "RIGHT",
     "SIDE",
     "TIMESTAMP",
+    "WINDOW_COLUMNS",
     "Ints",
     "JoinColumns",
     "KeyCodes",
@@ -37,6 +40,7 @@ SIDE = "_side"
 LEFT = 0
 RIGHT = 1
 TIMESTAMP = "_timestamp"
+WINDOW_COLUMNS = (WINDOW_START, WINDOW_END)
 LATE_REASON = "late event: the join's watermark had passed its event time (what it joins with was emitted)"
 _TIE_BREAKERS = ("_partition", "_offset")
 
@@ -51,16 +55,19 @@ class JoinColumns:
 
     left: tuple[str, ...]
     right: tuple[str, ...]
+    windowed: bool = False
 
     @classmethod
-    def of(cls, left: pa.Schema, right: pa.Schema) -> JoinColumns:
-        """The result columns of a join of rows of schema ``left`` with rows of schema ``right``."""
+    def of(cls, left: pa.Schema, right: pa.Schema, windowed: bool = False) -> JoinColumns:
+        """The result columns of a join of rows of schema ``left`` with rows of schema ``right``; ``windowed``: a
+        window join's, which end with :data:`WINDOW_COLUMNS`."""
         own = [name for name in left.names if name != SIDE]
-        return cls(tuple(own), tuple(name for name in right.names if name not in own and name != SIDE))
+        return cls(tuple(own), tuple(name for name in right.names if name not in own and name != SIDE), windowed)
 
     def schema(self, input_schema: pa.Schema) -> pa.Schema:
         """The schema of the results, the types taken from the stage's ``input_schema``."""
-        return pa.schema([input_schema.field(name) for name in (*self.left, *self.right)])
+        fields = [input_schema.field(name) for name in (*self.left, *self.right)]
+        return pa.schema(fields + ([pa.field(name, pa.int64()) for name in WINDOW_COLUMNS] if self.windowed else []))
 
 
 def side_column(rows: int, side: int) -> pa.Array:

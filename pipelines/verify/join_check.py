@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from pipelines.config.state import JoinConfig
 from pipelines.errors import ConfigError
 from pipelines.state.joins import LEFT, RIGHT, SIDE, TIMESTAMP, JoinColumns
+from pipelines.windows.plan import WINDOW_END, WINDOW_START
 
 __all__ = ["check_join_verifiable", "recompute_join", "wrong_joins"]
 
@@ -70,17 +71,24 @@ def _as_of(left: list[_Row], right: list[_Row], join: JoinConfig, columns: JoinC
 
 
 def _in_intervals(left: list[_Row], right: list[_Row], join: JoinConfig, columns: JoinColumns) -> Iterable[_Row]:
-    assert join.lower_ms is not None and join.upper_ms is not None  # JoinConfig checks mode interval
+    """Interval and window joins: a nested loop per key."""
     by_key: dict[Any, list[_Row]] = defaultdict(list)
     for row in right:
         if row[join.key] is not None:
             by_key[row[join.key]].append(row)
     for row in left:
-        start, end = row[TIMESTAMP] + join.lower_ms, row[TIMESTAMP] + join.upper_ms
-        met = [other for other in by_key.get(row[join.key], []) if start <= other[TIMESTAMP] <= end]
-        yield from (_result(row, other, columns) for other in met)
+        time_ms = row[TIMESTAMP]
+        if join.size_ms is not None:  # a window join: the row's window, [start, end)
+            window = {WINDOW_START: time_ms // join.size_ms * join.size_ms}
+            window[WINDOW_END] = window[WINDOW_START] + join.size_ms
+            first, last = window[WINDOW_START], window[WINDOW_END] - 1
+        else:
+            assert join.lower_ms is not None and join.upper_ms is not None  # JoinConfig checks mode interval
+            window, first, last = {}, time_ms + join.lower_ms, time_ms + join.upper_ms
+        met = [other for other in by_key.get(row[join.key], []) if first <= other[TIMESTAMP] <= last]
+        yield from ({**_result(row, other, columns), **window} for other in met)
         if not met and join.how == "left":
-            yield _result(row, None, columns)
+            yield {**_result(row, None, columns), **window}
 
 
 def _version_order(row: _Row, arrival: int) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ from pipelines.state.joins import LEFT, RIGHT, SIDE, JoinColumns
 from pipelines.state.keyed_operator import StateFormatError
 from pipelines.state.temporal_join import TemporalJoin
 from pipelines.testing import run_stages
-from tests.join_reference import as_of_join, generated_rows, identities, interval_join
+from tests.join_reference import as_of_join, generated_rows, identities, interval_join, window_join
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "orders_enriched.yaml"
 START_MS = 1_700_000_000_000
@@ -122,6 +122,20 @@ def test_the_interval_join_equals_a_nested_loop_reference(
     expected = interval_join(orders, inventory, lower_ms, upper_ms, how)
     observed = joined_rows(config, senders, owners, batch_size=300)
     columns = ("_partition", "_offset", "sku", "in_stock", "stock_event")
+    assert identities(observed, *columns) == identities(expected, *columns)
+    assert sum(row["stock_event"] is not None for row in expected) > 1_000, "the case has pairs to find"
+
+
+@pytest.mark.parametrize(("how", "size_ms", "senders", "owners"), [("inner", 1_000, 1, 2), ("left", 2_500, 3, 2)])
+def test_the_window_join_equals_a_reference_by_window(
+    tmp_path: Path, how: str, size_ms: int, senders: int, owners: int
+) -> None:
+    config = enriched(tmp_path, max_events=20_000, rate_per_s=2_000, inventory_operators=INVENTORY_WITH_ITS_ID,
+                      mode="window", how=how, size_ms=size_ms)  # fmt: skip
+    orders, inventory = reference_inputs(config)
+    expected = window_join(orders, inventory, size_ms, how)
+    observed = joined_rows(config, senders, owners, batch_size=300)
+    columns = ("_partition", "_offset", "window_start_ms", "window_end_ms", "in_stock", "stock_event")
     assert identities(observed, *columns) == identities(expected, *columns)
     assert sum(row["stock_event"] is not None for row in expected) > 1_000, "the case has pairs to find"
 
@@ -275,7 +289,10 @@ def example_data(**keyed: Any) -> dict[str, Any]:
         ({"mode": "interval"}, "mode interval needs lower_ms and upper_ms"),
         ({"mode": "interval", "lower_ms": 5, "upper_ms": 1}, "lower_ms (5) exceeds upper_ms (1)"),
         ({"emit": "eager", "mode": "interval", "lower_ms": 0, "upper_ms": 1}, "emit: eager is for mode temporal"),
+        ({"emit": "eager", "mode": "window", "size_ms": 5}, "a join of mode window emits on the watermark"),
         ({"lower_ms": 0}, "lower_ms and upper_ms are for mode interval"),
+        ({"mode": "window"}, "mode window needs size_ms"),
+        ({"size_ms": 1_000}, "size_ms is for mode window"),
         ({"right": "orders"}, "left and right are both 'orders'"),
     ],
 )
@@ -326,3 +343,21 @@ def test_a_join_takes_an_earlier_stage_as_a_side_and_feeds_windows_after_it(tmp_
         (row["sku"], row["window_start_ms"]): [row["stock_seen"] or 0, row["orders"]] for row in results.to_pylist()
     }
     assert observed == dict(expected)
+
+
+def test_the_window_join_drops_a_window_once_the_watermark_reaches_its_end() -> None:
+    join = IntervalJoin(JoinConfig(key="sku", left="orders", right="inventory", mode="window", size_ms=100),
+                        JoinColumns(COLUMNS.left, COLUMNS.right, windowed=True))  # fmt: skip
+    results: list[dict[str, Any]] = []
+    for step in range(100):
+        join.add(batch(stock("a", step * 10, step, offset=step), order("a", step * 10 + 5, step)))
+        emitted = join.advance(step * 10)
+        results += [] if emitted is None else emitted.to_pylist()
+        # the rows of the window the watermark is in (10 steps at most, each side), and of the next one
+        assert join.state_rows <= 2 * 11
+    flushed = join.flush()
+    results += [] if flushed is None else flushed.to_pylist()
+    assert len(results) == 100 * 10, "each order meets the 10 stock rows of its window"
+    assert {(row["window_start_ms"], row["window_end_ms"]) for row in results} == {
+        (w, w + 100) for w in range(0, 1000, 100)
+    }
