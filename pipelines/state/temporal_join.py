@@ -36,14 +36,12 @@ from pipelines.state.joins import (
     RIGHT,
     SIDE,
     TIMESTAMP,
-    Ints,
     JoinColumns,
-    KeyCodes,
     int64s,
     joined,
-    tie_order,
 )
 from pipelines.state.keyed_operator import Added, StateFormatError, StateMeaning
+from pipelines.state.version_index import VersionIndex
 
 __all__ = ["STATE_FORMAT", "TemporalJoin"]
 
@@ -76,7 +74,7 @@ class TemporalJoin:
         facts = {"key": config.key, "left": config.left, "right": config.right, "emit": config.emit}
         self._meaning = StateMeaning(STATE_FORMAT, facts)
         self._waiting: pa.Table | None = None
-        self._versions: pa.Table | None = None
+        self._versions = VersionIndex(config.key)
         self._watermark_ms = NO_WATERMARK
 
     @property
@@ -90,14 +88,15 @@ class TemporalJoin:
     @property
     def state_rows(self) -> int:
         """Waiting left rows and kept versions."""
-        return sum(table.num_rows for table in (self._waiting, self._versions) if table is not None)
+        return (0 if self._waiting is None else self._waiting.num_rows) + self._versions.rows
 
     def add(self, batch: pa.RecordBatch) -> Added:
         """Store ``batch``'s versions and left rows (eager: join the left rows at once)."""
         split = self._split(batch)
         if split.right.num_rows:
-            versions = split.right if self._versions is None else pa.concat_tables([self._versions, split.right])
-            self._versions = self._newest_only(versions) if self._eager else versions
+            self._versions.add(split.right)
+            if self._eager:
+                self._versions.maintain(END_OF_TIME_MS)  # only the newest version of each key is ever met
         output = None
         if split.left.num_rows:
             if self._eager:
@@ -121,8 +120,7 @@ class TemporalJoin:
                 output = self._join(self._in_time_order(self._waiting.filter(due)))
                 rest = self._waiting.filter(pc.invert(due))
                 self._waiting = rest if rest.num_rows else None
-        if self._versions is not None:
-            self._versions = self._dropped_before(self._versions, watermark_ms)
+        self._versions.maintain(watermark_ms)
         return output
 
     def flush(self) -> pa.Table | None:
@@ -131,7 +129,7 @@ class TemporalJoin:
 
     def snapshot(self) -> pa.Table:
         """The waiting left rows and kept versions in one table, tagged ``temporal-join/1``."""
-        parts = [table for table in (self._waiting, self._versions) if table is not None]
+        parts = [table for table in (self._waiting, self._versions.table()) if table is not None]
         state = pa.concat_tables(parts) if parts else pa.table({self.key: pa.array([], pa.null())})
         return self._meaning.tag(state)
 
@@ -139,8 +137,9 @@ class TemporalJoin:
         """Replace the state with (some of the rows of) snapshots of a temporal join of the same config."""
         self._meaning.check(state)
         self._watermark_ms = watermark_ms
+        self._versions = VersionIndex(self._config.key)
         if not state.num_rows:
-            self._waiting = self._versions = None
+            self._waiting = None
             return
         if SIDE not in state.column_names or TIMESTAMP not in state.column_names:
             raise StateFormatError("temporal join state lacks its _side or _timestamp column: it is not a join's")
@@ -148,7 +147,8 @@ class TemporalJoin:
         sides = rows.column(SIDE)
         waiting, versions = rows.filter(pc.equal(sides, LEFT)), rows.filter(pc.equal(sides, RIGHT))
         self._waiting = waiting if waiting.num_rows else None
-        self._versions = versions if versions.num_rows else None
+        self._versions.add(versions)
+        self._versions.maintain(END_OF_TIME_MS if self._eager else watermark_ms, force=True)
 
     def _split(self, batch: pa.RecordBatch) -> _Split:
         rows = pa.Table.from_batches([batch])
@@ -167,56 +167,15 @@ class TemporalJoin:
         return _Split(rows.filter(pc.equal(sides, LEFT)), rows.filter(pc.equal(sides, RIGHT)), late, no_event_time)
 
     def _join(self, left: pa.Table) -> pa.Table | None:
-        """``left`` rows with the version each meets (``how: inner`` leaves out those that meet none)."""
-        positions = self._newest_versions(left) if self._eager else self._valid_versions(left)
+        """``left`` rows with the version each meets (``how: inner`` leaves out those that meet none): the one
+        valid at its time, or eager the newest known."""
+        times = np.full(left.num_rows, END_OF_TIME_MS) if self._eager else int64s(left.column(TIMESTAMP))
+        positions = self._versions.lookup(left.column(self.key), times)
         if self._config.how == "inner":
             met = positions >= 0
             left, positions = left.filter(pa.array(met)), positions[met]
-        result = joined(left, self._versions, positions, self._columns)
+        result = joined(left, self._versions.table(), positions, self._columns)
         return result if result.num_rows else None
-
-    def _valid_versions(self, left: pa.Table) -> Ints:
-        """For each left row, the row of ``_versions`` valid at its time: the last, in :func:`tie_order`, of its
-        key's versions at or before its time; -1 when there is none."""
-        versions = self._versions
-        if versions is None:
-            return np.full(left.num_rows, -1, dtype=np.int64)
-        codes = KeyCodes.of(versions.column(self.key), left.column(self.key))
-        version_times, left_times = int64s(versions.column(TIMESTAMP)), int64s(left.column(TIMESTAMP))
-        order = tie_order(versions, codes.first)
-        # one sortable number per (key, time): the code times the number of distinct times, plus the time's rank
-        distinct, ranks = np.unique(np.concatenate([version_times, left_times]), return_inverse=True)
-        ranks = ranks.reshape(-1)
-        width = len(distinct)
-        version_points = (codes.first * width + ranks[: len(version_times)])[order]
-        left_points = codes.second * width + ranks[len(version_times) :]
-        found = np.searchsorted(version_points, left_points, side="right") - 1
-        candidates = order[np.maximum(found, 0)]
-        met = (found >= 0) & (codes.first[candidates] == codes.second) & (codes.second >= 0)
-        return np.where(met, candidates, -1)
-
-    def _newest_versions(self, left: pa.Table) -> Ints:
-        """Eager: for each left row, the row of its key's one kept version; -1 when there is none."""
-        if self._versions is None:
-            return np.full(left.num_rows, -1, dtype=np.int64)
-        found = pc.index_in(left.column(self.key), value_set=self._versions.column(self.key).combine_chunks())
-        return int64s(pc.fill_null(found, -1))
-
-    def _dropped_before(self, versions: pa.Table, watermark_ms: int) -> pa.Table | None:
-        """``versions`` without those the watermark has passed, except the newest of each key among those."""
-        codes = KeyCodes.of(versions.column(self.key), versions.column(self.key).slice(0, 0)).first
-        order = tie_order(versions, codes)
-        passed = int64s(versions.column(TIMESTAMP))[order] <= watermark_ms
-        sorted_codes = codes[order]
-        superseded = np.append((sorted_codes[1:] == sorted_codes[:-1]) & passed[1:], False) & passed
-        if not superseded.any():
-            return versions
-        kept = np.sort(order[~superseded])
-        return versions.take(pa.array(kept)) if len(kept) else None
-
-    def _newest_only(self, versions: pa.Table) -> pa.Table | None:
-        """Eager: each key's newest version only."""
-        return self._dropped_before(versions, END_OF_TIME_MS)
 
     @staticmethod
     def _in_time_order(rows: pa.Table) -> pa.Table:

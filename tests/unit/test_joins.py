@@ -4,27 +4,41 @@ batch sizes and how far the table side runs ahead or behind; then the operators'
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import random
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import yaml
 
+from cluster.control.supervisor import Supervisor
 from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig, load_config, parse_config
+from pipelines.config.secrets import resolve_secrets
 from pipelines.config.state import JoinConfig
 from pipelines.errors import ConfigError
+from pipelines.eventtime.clock import ManualClock
+from pipelines.io.records import RawBatch
+from pipelines.stages.keyed_runner import KeyedStageRunner
 from pipelines.stages.plan import compile_pipeline
+from pipelines.stages.source_stage import SourceStage
 from pipelines.stages.topology import partition_ids, partition_limits, pipeline_partition
 from pipelines.state.interval_join import IntervalJoin
 from pipelines.state.joins import LEFT, RIGHT, SIDE, JoinColumns
 from pipelines.state.keyed_operator import StateFormatError
 from pipelines.state.temporal_join import TemporalJoin
-from pipelines.testing import run_stages
+from pipelines.state.version_index import VersionIndex
+from pipelines.testing import CollectingSink, InProcessOwners, run_stages
 from tests.join_reference import as_of_join, generated_rows, identities, interval_join, window_join
+from tests.reference import read_jsonl_dir
+from tests.unit.test_supervisor_in_process import InProcessActors
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "orders_enriched.yaml"
 START_MS = 1_700_000_000_000
@@ -207,27 +221,57 @@ def test_rows_at_or_before_the_watermark_are_late_with_the_joins_reason_and_neve
     assert rows_of(join.flush()) == [("a", 2, 5)], "the late version (at 50) was not applied"
 
 
-def test_eager_emits_at_arrival_with_the_newest_version_known_and_keeps_one_version_per_key() -> None:
+def test_eager_emits_at_arrival_with_the_newest_version_known() -> None:
     join = temporal(emit="eager")
     join.add(batch(stock("a", 100, 5), stock("a", 300, 7), stock("b", 5, 1)))
-    assert join.state_rows == 2
     added = join.add(batch(order("a", 150, 1), order("c", 150, 2)))
     assert rows_of(added.output) == [("a", 1, 7), ("c", 2, None)], "eager meets the newest version, not the valid one"
+    join.add(batch(stock("a", 200, 9)))
+    assert rows_of(join.add(batch(order("a", 400, 3))).output) == [("a", 3, 7)], "300 is still the newest"
     assert join.flush() is None
 
 
-def test_versions_the_watermark_passed_are_dropped_but_the_newest_of_each_key() -> None:
+def test_kept_versions_stay_bounded_however_many_arrive() -> None:
+    """100 keys, a version of each every step, the watermark 10 steps behind: the versions the watermark passed
+    are dropped when the index is rebuilt (each time its unsorted part outgrows 8,192 rows or a quarter of the
+    sorted part), but the newest of each key; 100,000 versions come, far fewer are ever kept."""
     join = temporal()
-    emitted = []
-    for step in range(200):
-        join.add(
-            batch(*(stock(f"k{key}", step * 10, step, offset=step) for key in range(5)), order("k0", step * 10, step))
-        )
+    emitted: list[tuple[Any, ...]] = []
+    most = 0
+    for step in range(1_000):
+        stocks = (stock(f"k{key}", step * 10, step, offset=step) for key in range(100))
+        join.add(batch(*stocks, order("k0", step * 10, step)))
         emitted += rows_of(join.advance(step * 10 - 100))
-        # rows kept: the versions newer than the watermark (10 steps of 5 keys), one more per key, waiting orders
-        assert join.state_rows <= 5 * 11 + 11
+        most = max(most, join.state_rows)
+    # the sorted part: 11 versions of each key at most; the unsorted part: under 8,192 + 100 (one step) rows
+    assert most <= 100 * 11 + 8_192 + 100 + 11
     emitted += rows_of(join.flush())
-    assert [row[2] for row in emitted] == list(range(200)), "each order met its own step's version"
+    assert [row[2] for row in emitted] == list(range(1_000)), "each order met its own step's version"
+
+
+def test_the_version_index_answers_as_a_scan_of_every_version_whatever_its_rebuilds() -> None:
+    """Random versions (ties included) and lookups against a brute-force answer, the index rebuilt between."""
+    rng = random.Random(7)
+    index = VersionIndex("sku")
+    kept: list[dict[str, Any]] = []
+    for round_ in range(30):
+        rows = [{"sku": f"k{rng.randrange(20)}", "_timestamp": rng.randrange(100), "_partition": rng.randrange(3),
+                 "_offset": round_ * 1_000 + position, "in_stock": rng.randrange(1_000)}
+                for position in range(rng.randrange(1, 60))]  # fmt: skip
+        index.add(pa.Table.from_pylist(rows))
+        kept += rows
+        if round_ % 7 == 6:
+            index.maintain(-1, force=True)  # a rebuild that drops nothing: every version stays a candidate
+        keys = [f"k{rng.randrange(22)}" for _ in range(50)]
+        times = [rng.randrange(-5, 110) for _ in range(50)]
+        found = index.lookup(pa.chunked_array([pa.array(keys)]), np.array(times, dtype=np.int64))
+        table = index.table()
+        assert table is not None
+        for key, time_ms, position in zip(keys, times, found.tolist(), strict=True):
+            candidates = [row for row in kept if row["sku"] == key and row["_timestamp"] <= time_ms]
+            best = max(candidates, key=lambda row: (row["_timestamp"], row["_partition"], row["_offset"]), default=None)
+            answer = None if position < 0 else table.slice(position, 1).to_pylist()[0]
+            assert answer == best
 
 
 def test_a_snapshot_split_by_key_and_restored_in_two_joins_continues_as_one_join() -> None:
@@ -361,3 +405,85 @@ def test_the_window_join_drops_a_window_once_the_watermark_reaches_its_end() -> 
     assert {(row["window_start_ms"], row["window_end_ms"]) for row in results} == {
         (w, w + 100) for w in range(0, 1000, 100)
     }
+
+
+# --- a table side that goes quiet --------------------------------------------------------------------------------
+
+
+def raw(partition: int, *events: dict[str, Any]) -> RawBatch:
+    return RawBatch(
+        topic="t",
+        partition=partition,
+        offsets=pa.array(range(len(events)), pa.int64()),
+        payloads=pa.array([json.dumps(event).encode() for event in events], pa.binary()),
+        keys=pa.nulls(len(events), pa.binary()),
+        timestamps=pa.nulls(len(events), pa.int64()),
+        traceparents=pa.nulls(len(events), pa.string()),
+    )
+
+
+def generated(kind: str, time_ms: int, **fields: Any) -> dict[str, Any]:
+    return {"event_id": f"{kind}-{time_ms}", "event_type": kind, "event_time_ms": time_ms, "sku": "sku-1", **fields}
+
+
+@pytest.mark.parametrize("table_backlog", [0, 3], ids=["nothing-left-to-read", "a-backlog"])
+def test_a_quiet_table_side_holds_orders_back_until_it_is_idle_and_never_while_it_has_a_backlog(
+    tmp_path: Path, table_backlog: int
+) -> None:
+    config = resolve_secrets(enriched(tmp_path, idle_timeout_ms=2_000), os.environ)
+    compiled = compile_pipeline(config)
+    clock = ManualClock()
+    inventory = pipeline_partition(1, 0)
+    backlogs = {0: 5, inventory: table_backlog}  # orders keep coming: their partition is never idle
+    results = CollectingSink()
+    runner = KeyedStageRunner(config, 1, sinks=[results], late_output=CollectingSink(), carry_trace=True,
+                              clock=clock, join_columns=compiled.stages[0].join_columns)  # fmt: skip
+    stage = SourceStage(compiled, dead_letter=CollectingSink(), backlogs=lambda: backlogs, clock=clock)
+    stage.route_to(InProcessOwners([runner]), {0: [0] * config.runtime.max_key_groups})
+    stage.watermarks.opened(0)
+    stage.watermarks.opened(inventory)
+    asyncio.run(stage.handle(raw(inventory, generated("InventoryUpdated", 1_000, quantity=7))))
+    asyncio.run(
+        stage.handle(raw(0, *(generated("OrderCreated", t, quantity=1, amount_cents=5) for t in (5_000, 9_000))))
+    )
+    assert results.num_rows == 0, "the orders wait for the table side: no null is given"
+
+    clock.advance(2.5)
+    asyncio.run(stage.route_watermark())
+    emitted = results.table()
+    if table_backlog:
+        assert emitted is None, "a side with a backlog is never idle: the orders still wait"
+        return
+    assert emitted is not None and emitted.to_pylist()[0]["in_stock"] == 7 and emitted.num_rows == 1, (
+        "the table side went idle: the order at 5 s (watermark 8 s) met the version of 1 s"
+    )
+
+
+# --- on the Supervisor, in process: a kill at a barrier, a rescale ------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["kill", "rescale"])
+def test_a_join_on_the_supervisor_killed_or_rescaled_equals_the_reference_exactly_once(
+    tmp_path: Path, fault: str
+) -> None:
+    config = enriched(tmp_path, max_events=16_000, rate_per_s=20_000)
+    data = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data.update(delivery="exactly_once", checkpoint={"interval_ms": 100, "uri": str(tmp_path / "checkpoints")},
+                tracing={"enabled": False})  # fmt: skip
+    data["runtime"].update(aggregate_actors=2, batch_size=256, duration_s=None)
+    if fault == "rescale":
+        data["runtime"]["autoscale"] = {"min_source_actors": 2, "max_source_actors": 2, "min_aggregate_actors": 3,
+                                        "max_aggregate_actors": 3, "interval_s": 0.05}  # fmt: skip
+    config = resolve_secrets(parse_config(data), os.environ)
+    actors = InProcessActors(die_at_checkpoint=4 if fault == "kill" else None)
+
+    summary = asyncio.run(Supervisor(config, f"join-{fault}", actors).run())
+
+    if fault == "kill":
+        assert len(summary.recoveries_s) == 1 and actors.killed
+    else:
+        assert [(rescale.aggregates, rescale.sources) for rescale in summary.rescales] == [((2, 3), (2, 2))]
+    orders, inventory = reference_inputs(config)
+    columns = ("_partition", "_offset", "sku", "in_stock")
+    observed = read_jsonl_dir(tmp_path / "out")
+    assert identities(observed, *columns) == identities(as_of_join(orders, inventory), *columns)
