@@ -17,7 +17,8 @@ Each system runs in its own process, 3 times, the systems interleaved; the drain
 progress report with lag), ``done`` when the last output was acknowledged. The table gives the median and its
 ratio to the hand-written loop's, with the load average before each run.
 
-Then memory per 1M right-side keys, in this process: the temporal join's state (Arrow table bytes and process
+Then, in this process: the rows each join keeps over a long run against their bound, and memory per 1M
+right-side keys: the temporal join's state (Arrow table bytes and process
 RSS growth) holding one version of each of 1M SKUs, next to a Python dict of 1M ``sku -> (time, quantity)``.
 """
 
@@ -54,7 +55,8 @@ from pipelines.config.kafka import KafkaConnectionConfig
 from pipelines.config.pipeline import GeneratorSourceConfig, parse_config
 from pipelines.config.state import JoinConfig
 from pipelines.io.generator import generate_events
-from pipelines.state.joins import RIGHT, SIDE, JoinColumns
+from pipelines.state.interval_join import IntervalJoin
+from pipelines.state.joins import LEFT, RIGHT, SIDE, JoinColumns
 from pipelines.state.temporal_join import TemporalJoin
 
 __all__ = ["main"]
@@ -242,10 +244,62 @@ def _memory_per_million_keys() -> dict[str, float]:
             "dict_rss_mib": dict_rss / (1 << 20)}  # fmt: skip
 
 
+# --- state over a long run ---------------------------------------------------------------------------------------
+
+LONG_RUN_STEPS = 2_000
+STEP_ROWS = 1_000  # per side and step
+STEP_MS = 10
+JITTER_MS = 500
+DISORDER_MS = 1_000
+LIVE_KEYS = 100_000
+
+
+def _state_over_a_long_run(mode: str) -> dict[str, Any]:
+    """A temporal or interval join fed ``LONG_RUN_STEPS`` steps of ``STEP_ROWS`` rows a side (random keys of
+    ``LIVE_KEYS``, event time ``STEP_MS`` a step with up to ``JITTER_MS`` of disorder), the watermark
+    ``DISORDER_MS`` behind the newest time: the rows kept, sampled, against ``rate x (span + lateness) + live keys``
+    (plus the version index's unsorted part, at most a quarter of the sorted one or 8,192 rows)."""
+    rng = np.random.default_rng(11)
+    interval = mode == "interval"
+    settings: dict[str, Any] = {"mode": "interval", "lower_ms": -1_000, "upper_ms": 1_000} if interval else {}
+    config = JoinConfig(key="sku", left="orders", right="inventory", **settings)
+    join: Any = (IntervalJoin if interval else TemporalJoin)(config, JoinColumns(("sku", "_timestamp"), ("in_stock",)))
+    keys = pa.array([f"sku-{index:05d}" for index in range(LIVE_KEYS)])
+    sides = pa.array(np.repeat(np.array([LEFT, RIGHT], dtype=np.int8), STEP_ROWS))
+    samples: list[int] = []
+    emitted = 0
+    for step in range(LONG_RUN_STEPS):
+        times = step * STEP_MS + rng.integers(0, JITTER_MS, 2 * STEP_ROWS)
+        rows = pa.RecordBatch.from_arrays(
+            [keys.take(pa.array(rng.integers(0, LIVE_KEYS, 2 * STEP_ROWS))), pa.array(times),
+             pa.array(rng.integers(0, 1_000, 2 * STEP_ROWS)), sides],
+            names=["sku", "_timestamp", "in_stock", SIDE],
+        )  # fmt: skip
+        join.add(rows)
+        result = join.advance(step * STEP_MS + JITTER_MS - DISORDER_MS)
+        emitted += 0 if result is None else result.num_rows
+        if step % 50 == 0:
+            samples.append(join.state_rows)
+    rate_per_ms = STEP_ROWS / STEP_MS  # rows per ms of event time, a side
+    span_ms = 2_000 if interval else 0
+    lateness_ms = DISORDER_MS + JITTER_MS
+    bound = 2 * rate_per_ms * (span_ms + lateness_ms) + (0 if interval else LIVE_KEYS)
+    # interval: right rows are dropped in steps of an eighth of the span; temporal: the version index's delta
+    slack = rate_per_ms * span_ms / 8 if interval else max(8_192, bound // 4)
+    return {"mode": mode, "rows_in": 2 * STEP_ROWS * LONG_RUN_STEPS, "emitted": emitted, "bound": bound,
+            "slack": slack, "most": max(samples), "half": samples[len(samples) // 2], "last": samples[-1]}  # fmt: skip
+
+
 # --- the report ----------------------------------------------------------------------------------------------------
 
 
-def _report(runs: list[dict[str, Any]], memory: dict[str, float], counts: tuple[int, int], repeat: int) -> str:
+def _report(
+    runs: list[dict[str, Any]],
+    memory: dict[str, float],
+    long_runs: list[dict[str, Any]],
+    counts: tuple[int, int],
+    repeat: int,
+) -> str:
     systems = [system for system in SYSTEMS if any(run["system"] == system for run in runs)]
     medians = {system: statistics.median(run["rate"] for run in runs if run["system"] == system) for system in systems}
     baseline = medians.get("handwritten")
@@ -283,7 +337,22 @@ def _report(runs: list[dict[str, Any]], memory: dict[str, float], counts: tuple[
         f"| temporal join, process RSS growth | {memory['join_rss_mib']:,.1f} |",
         f"| Python dict `sku -> (time, quantity)`, process RSS growth | {memory['dict_rss_mib']:,.1f} |",
         "",
+        "## State over a long run",
+        "",
+        f"Each join fed {LONG_RUN_STEPS:,} steps of {STEP_ROWS:,} rows a side ({LIVE_KEYS:,} live keys, "
+        f"{STEP_MS} ms of event time a step, up to {JITTER_MS} ms of disorder, the watermark {DISORDER_MS} ms "
+        "behind the newest time; the interval join's span is [-1 s, +1 s]), rows kept sampled every 50 steps. "
+        "Bound: rate x (span + lateness) + live keys, for both sides; slack: the temporal join's version index may "
+        "keep up to a quarter more (or 8,192 rows) between rebuilds, the interval join drops right rows in steps "
+        "of an eighth of its span.",
+        "",
+        "| join | rows in | rows out | bound (+ slack) | most kept | kept halfway | kept at the end |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    for run in long_runs:
+        lines.append(f"| {run['mode']} | {run['rows_in']:,} | {run['emitted']:,} | {run['bound']:,.0f} "
+                     f"(+ {run['slack']:,.0f}) | {run['most']:,} | {run['half']:,} | {run['last']:,} |")  # fmt: skip
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -323,9 +392,11 @@ def main(argv: list[str] | None = None) -> int:
                           f"load {run['load']:.1f}", flush=True)  # fmt: skip
                     runs.append(run)
     memory = _memory_per_million_keys()
-    args.out.write_text(_report(runs, memory, (orders, inventory), args.repeat), encoding="utf-8")
+    long_runs = [_state_over_a_long_run(mode) for mode in ("temporal", "interval")]
+    args.out.write_text(_report(runs, memory, long_runs, (orders, inventory), args.repeat), encoding="utf-8")
     if args.json is not None:
-        args.json.write_text(json.dumps({"runs": runs, "memory": memory}, indent=2), encoding="utf-8")
+        args.json.write_text(json.dumps({"runs": runs, "memory": memory, "long_runs": long_runs}, indent=2),
+                             encoding="utf-8")  # fmt: skip
     print(f"wrote {args.out}")
     return 0
 

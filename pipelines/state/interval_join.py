@@ -12,7 +12,8 @@ partitions) reaches the last millisecond of its span, when every right row it ca
 emitted with all its matches, so the output is the same whatever the partition counts, consumer speeds or a
 replay. A row (either side) at or before the watermark when it arrives is *late*: it goes to the late output,
 never into state. A right row is dropped once no waiting or later left row can meet it (interval: at ``s <=
-watermark + lower_ms - upper_ms``; window: once the watermark reaches its window's last millisecond).
+watermark + lower_ms - upper_ms``; window: once the watermark reaches its window's last millisecond), in steps
+of an eighth of the span (one copy of the kept rows a step, not a call).
 
 State is one table in the stage's schema, the waiting left rows and the kept right rows told apart by
 :data:`~pipelines.state.joins.SIDE`. Rows kept: about the rates of both sides times the span (``upper_ms -
@@ -74,6 +75,9 @@ class IntervalJoin:
         self._waiting: pa.Table | None = None
         self._right: pa.Table | None = None
         self._watermark_ms = NO_WATERMARK
+        span_ms = self._size_ms if self._size_ms is not None else self._upper_ms - self._lower_ms
+        self._drop_step_ms = max(1, span_ms // 8)
+        self._dropped_before_ms = NO_WATERMARK
 
     @property
     def key(self) -> str:
@@ -122,9 +126,12 @@ class IntervalJoin:
                 output = self._join(self._waiting.filter(pa.array(due)))
                 rest = self._waiting.filter(pa.array(~due))
                 self._waiting = rest if rest.num_rows else None
-        if self._right is not None:
-            kept = self._right.filter(pc.greater_equal(self._right.column(TIMESTAMP), self._first_needed(watermark_ms)))
+        first_needed = self._first_needed(watermark_ms)
+        # right rows are dropped in steps of an eighth of the span: a copy of the kept rows per step, not per call
+        if self._right is not None and first_needed - self._dropped_before_ms >= self._drop_step_ms:
+            kept = self._right.filter(pc.greater_equal(self._right.column(TIMESTAMP), first_needed))
             self._right = kept if kept.num_rows else None
+            self._dropped_before_ms = first_needed
         return output
 
     def _spans(self, times: Ints) -> tuple[Ints, Ints]:
@@ -187,14 +194,29 @@ class IntervalJoin:
     def _pairs(self, left: pa.Table) -> tuple[Ints, Ints]:
         """Row numbers (left, right) of every pair in an interval, left rows in order, each one's right rows by
         time (:func:`tie_order`)."""
-        right = self._right
         empty = np.zeros(0, dtype=np.int64)
-        if right is None:
+        if self._right is None:
             return empty, empty
-        codes = KeyCodes.of(right.column(self.key), left.column(self.key))
-        right_times, left_times = int64s(right.column(TIMESTAMP)), int64s(left.column(TIMESTAMP))
-        order = tie_order(right, codes.first)
+        left_times = int64s(left.column(TIMESTAMP))
         starts, ends = self._spans(left_times)
+        # only the right rows of these keys within these spans can pair: a hash lookup of each kept row's key,
+        # then the sort and search over those few
+        candidates = np.flatnonzero(
+            np.asarray(
+                pc.and_(
+                    pc.is_in(self._right.column(self.key), value_set=pc.unique(left.column(self.key))),
+                    pc.and_(pc.greater_equal(self._right.column(TIMESTAMP), int(starts.min())),
+                            pc.less_equal(self._right.column(TIMESTAMP), int(ends.max()))),
+                ).to_numpy(zero_copy_only=False),
+                dtype=bool,
+            )
+        )  # fmt: skip
+        if not len(candidates):
+            return empty, empty
+        right = self._right.take(pa.array(candidates))
+        codes = KeyCodes.of(right.column(self.key), left.column(self.key))
+        right_times = int64s(right.column(TIMESTAMP))
+        order = tie_order(right, codes.first)
         # one sortable number per (key, time): the code times the number of distinct times, plus the time's rank
         distinct, ranks = np.unique(np.concatenate([right_times, starts, ends]), return_inverse=True)
         ranks = ranks.reshape(-1)
@@ -207,5 +229,5 @@ class IntervalJoin:
         left_rows = np.repeat(np.arange(left.num_rows, dtype=np.int64), matches)
         # the positions first[i] .. last[i]-1 of each left row i, in one array
         steps = np.arange(len(left_rows), dtype=np.int64) - np.repeat(np.cumsum(matches) - matches, matches)
-        right_rows = order[np.repeat(first, matches) + steps]
+        right_rows = candidates[order[np.repeat(first, matches) + steps]]
         return left_rows, np.asarray(right_rows, dtype=np.int64)
