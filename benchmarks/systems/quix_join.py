@@ -25,19 +25,27 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     topics = [app.topic(spec[side], value_deserializer="json", key_deserializer="str",
                         timestamp_extractor=lambda value, _headers, _timestamp, _type: int(value["event_time_ms"]))
               for side in ("orders", "inventory")]  # fmt: skip
-    orders, inventory = app.dataframe(topics[0]), app.dataframe(topics[1])
     counts = {"inputs": 0, "outputs": 0}
+    total = spec["orders_count"] + spec["inventory_count"]
+
+    def stop_when_done() -> None:
+        # every record read and every order written: the same end as the other systems'
+        if counts["outputs"] >= spec["orders_count"] and counts["inputs"] >= total:
+            app.stop()
+
+    def read(_: Any) -> None:
+        counts["inputs"] += 1
+        stop_when_done()
+
+    def written(_: Any) -> None:
+        counts["outputs"] += 1
+        stop_when_done()
 
     def merge(order: dict[str, Any], stock: dict[str, Any] | None) -> dict[str, Any]:
         return {**order, "in_stock": None if stock is None else stock["quantity"]}
 
-    def counted(_: Any) -> None:
-        counts["outputs"] += 1
-        if counts["outputs"] == spec["orders_count"]:
-            app.stop()
-
-    joined = orders.join_asof(inventory, how="left", on_merge=merge).update(counted)
+    orders, inventory = app.dataframe(topics[0]).update(read), app.dataframe(topics[1]).update(read)
+    joined = orders.join_asof(inventory, how="left", on_merge=merge).update(written)
     joined.to_topic(app.topic(spec["output"], value_serializer="json", key_serializer="str"))
     app.run()
-    return {"ready_s": assigned.get("ready_s", 0.0), "done_s": time.time(),
-            "inputs": spec["orders_count"] + spec["inventory_count"], "outputs": counts["outputs"]}  # fmt: skip
+    return {"ready_s": assigned.get("ready_s", 0.0), "done_s": time.time(), **counts}

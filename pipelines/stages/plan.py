@@ -256,6 +256,10 @@ def _join_columns(view: PipelineConfig, taken: dict[str, pa.Schema]) -> JoinColu
     if not isinstance(join, JoinConfig):
         return None
     for side, name in (("left", join.left), ("right", join.right)):
+        if name in taken and join.key not in taken[name].names:
+            raise ConfigError(f"keyed.key: the rows of {name!r} (the {side} side) have no column {join.key!r}, so none "
+                              f"would meet anything; derive it or rename a column to it; they have "
+                              f"{[n for n in taken[name].names if n != SIDE]}")  # fmt: skip
         if name not in taken:  # PipelineConfig checks the names; a stage without results is a process function's
             raise ConfigError(f"keyed.{side}: {name!r} gives no rows whose columns are known before it runs (a process "
                               "function's); a join takes inputs and stages of known columns")  # fmt: skip
@@ -285,6 +289,11 @@ def _check_stage(
         raise ConfigError(
             "keyed: a process function's rows are known only when it runs, so no stage can follow it here; make "
             "it the last stage"
+        )
+    if isinstance(view.keyed, JoinConfig) and view.keyed.mode != "temporal":
+        raise ConfigError(
+            f"keyed: a join of mode {view.keyed.mode} emits a left row once the watermark is past its span, so its "
+            "results (at the left row's time) would be late for the next stage; keep it the last stage"
         )
     if view.aggregate is not None and view.aggregate.emits_updates:
         raise ConfigError(

@@ -12,7 +12,7 @@ partitions) reaches the last millisecond of its span, when every right row it ca
 emitted with all its matches, so the output is the same whatever the partition counts, consumer speeds or a
 replay. A row (either side) at or before the watermark when it arrives is *late*: it goes to the late output,
 never into state. A right row is dropped once no waiting or later left row can meet it (interval: at ``s <=
-watermark + lower_ms - upper_ms``; window: once the watermark reaches its window's last millisecond), in steps
+watermark + lower_ms - max(upper_ms, 0)``; window: once the watermark reaches its window's last millisecond), in steps
 of an eighth of the span (one copy of the kept rows a step, not a call).
 
 State is one table in the stage's schema, the waiting left rows and the kept right rows told apart by
@@ -147,7 +147,9 @@ class IntervalJoin:
         if self._size_ms is not None:
             after = min(watermark_ms, END_OF_TIME_MS - 1) + 1
             return after - after % self._size_ms
-        return watermark_ms + self._lower_ms - self._upper_ms + 1
+        # a later left row (t > watermark) needs s >= t + lower_ms; a waiting one (t + upper_ms > watermark) needs
+        # s >= t + lower_ms > watermark - upper_ms + lower_ms: the lower of the two, whatever the sign of upper_ms
+        return watermark_ms + 1 + self._lower_ms - max(self._upper_ms, 0)
 
     def flush(self) -> pa.Table | None:
         """End of input: the pairs of every waiting left row."""

@@ -442,7 +442,7 @@ def check_delivery(
     reports: list[OutputReport] = []
     if isinstance(join, JoinConfig):
         column = id_column or default_id_column(compiled)
-        joined = _expected_joins(compiled, join, expected.events, late_keys)
+        joined = _expected_joins(compiled, join, expected.events, late_keys, column)
         reports = [_check_joined(joined, output, column, committed, max_examples) for output in outputs]
     elif aggregate is None:
         column = id_column or default_id_column(compiled)
@@ -571,16 +571,25 @@ def _counted(expected_ids: pa.Array, observed_ids: pa.Array, max_examples: int) 
 
 @dataclass(frozen=True)
 class _ExpectedJoins:
-    rows: pa.Table
+    """``strict``: the join recomputed without the rows dead-lettered as late; ``with_late``: with them (a row
+    late in one attempt may have been joined in another, at least once)."""
+
+    strict: pa.Table
+    with_late: pa.Table
     columns: JoinColumns
 
 
 def _expected_joins(
-    compiled: CompiledPipeline, join: JoinConfig, events: pa.Table, late: set[tuple[int, int]]
+    compiled: CompiledPipeline, join: JoinConfig, events: pa.Table, late: set[tuple[int, int]], id_column: str
 ) -> _ExpectedJoins:
-    """The last stage's join recomputed over what it takes, without the rows dead-lettered as late."""
+    """The last stage's join recomputed over what it takes, without and with the rows dead-lettered as late."""
     columns = compiled.stages[-1].join_columns
     assert columns is not None  # a compiled join has its columns
+    if id_column not in columns.left:
+        raise ConfigError(
+            f"verify: a join's results are told apart by their left row's id, and the left side ({join.left!r}) has "
+            f"no {id_column!r}; its columns: {list(columns.left)}"
+        )
 
     def on_time(rows: pa.Table) -> pa.Table:
         if not late or not {"_partition", "_offset"} <= set(rows.column_names):
@@ -588,19 +597,28 @@ def _expected_joins(
         positions = zip(rows.column("_partition").to_pylist(), rows.column("_offset").to_pylist(), strict=True)
         return rows.filter(pa.array([key not in late for key in positions], pa.bool_()))
 
-    taken = through_earlier_stages(events, compiled, on_time)
-    return _ExpectedJoins(recompute_join(on_time(taken), join, columns), columns)
+    strict = recompute_join(on_time(through_earlier_stages(events, compiled, on_time)), join, columns)
+    with_late = recompute_join(through_earlier_stages(events, compiled), join, columns) if late else strict
+    return _ExpectedJoins(strict, with_late, columns)
 
 
 def _check_joined(
     expected: _ExpectedJoins, output: ObservedOutput, id_column: str, commits: pa.Table, max_examples: int
 ) -> OutputReport:
     """A join's results by the left row's id (once per pair for an interval join), and the right-side values
-    each carries. Order is not judged: a join emits in watermark order, not input order."""
+    each carries. An id only the recomputation with late rows expects is not unexpected (late in one attempt,
+    joined in another). Order is not judged: a join emits in watermark order, not input order."""
     if id_column not in output.rows.column_names:
         raise ConfigError(f"verify: {output.name}: no id column {id_column!r}; columns: {output.rows.column_names}")
     observed_ids = _ids(output.rows.column(id_column))
-    lost, duplicated, unexpected = _counted(_ids(expected.rows.column(id_column)), observed_ids, max_examples)
+    lost, duplicated, unexpected = _counted(_ids(expected.strict.column(id_column)), observed_ids, max_examples)
+    if expected.with_late is not expected.strict and unexpected.count:
+        known = set(_ids(expected.strict.column(id_column)).to_pylist())
+        known |= set(_ids(expected.with_late.column(id_column)).to_pylist())
+        unexpected = Finding.of((label for label in set(observed_ids.to_pylist()) if label not in known), max_examples)
+    wrong = wrong_joins(expected.strict, output.rows, id_column, expected.columns)
+    if expected.with_late is not expected.strict:
+        wrong = sorted(set(wrong) & set(wrong_joins(expected.with_late, output.rows, id_column, expected.columns)))
     return OutputReport(
         name=output.name,
         rows=output.rows.num_rows,
@@ -609,7 +627,7 @@ def _check_joined(
         unexpected=unexpected,
         aborted_read=_aborted_read(output.rows, observed_ids, commits, max_examples),
         uncommitted_records=output.uncommitted_records,
-        wrong=Finding.of(wrong_joins(expected.rows, output.rows, id_column, expected.columns), max_examples),
+        wrong=Finding.of(wrong, max_examples),
     )
 
 

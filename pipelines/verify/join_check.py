@@ -5,7 +5,7 @@ loops instead of numpy codes and ``searchsorted``).
 A join's results are the rows its left side's events become, so the checker identifies them by the left row's
 event id (:func:`~pipelines.verify.delivery_check.default_id_column`): an interval join expects an id once per
 pair. :func:`wrong_joins` then compares, id by id, the right-side values each result carries with the
-recomputed ones.
+recomputed ones (with their counts, so a pair lost and another written twice do not cancel out).
 
 What cannot be recomputed is refused by :func:`check_join_verifiable`: ``emit: eager`` (its results depend on
 which side was read first). Versions at one event time are ordered by ``_partition`` and ``_offset``, as the
@@ -15,7 +15,7 @@ join orders them; rows without those columns (the results of a windows stage) ti
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -103,15 +103,22 @@ def _result(left: _Row, right: _Row | None, columns: JoinColumns) -> _Row:
 
 
 def wrong_joins(expected: pa.Table, observed: pa.Table, id_column: str, columns: JoinColumns) -> list[str]:
-    """The ids whose results carry other right-side values than the recomputation's (each distinct result
-    compared once, so a duplicate is not also wrong)."""
+    """The ids whose results carry other right-side values than the recomputation's: for an id written as often
+    as expected, the values with their counts (so one pair lost and another written twice is wrong); for an id
+    written more or fewer times (duplicated or lost, counted apart), the distinct values."""
 
-    def by_id(rows: pa.Table) -> dict[str, set[tuple[str, ...]]]:
-        values: dict[str, set[tuple[str, ...]]] = defaultdict(set)
+    def by_id(rows: pa.Table) -> dict[str, Counter[tuple[str, ...]]]:
+        values: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
         present = [name for name in columns.right if name in rows.column_names]
         for row in rows.select([id_column, *present]).to_pylist():
-            values[str(row[id_column])].add(tuple(repr(row.get(name)) for name in columns.right))
+            values[str(row[id_column])][tuple(repr(row.get(name)) for name in columns.right)] += 1
         return values
 
     wanted, got = by_id(expected), by_id(observed)
-    return sorted(key for key in got.keys() & wanted.keys() if got[key] != wanted[key])
+
+    def differs(key: str) -> bool:
+        if got[key].total() == wanted[key].total():
+            return got[key] != wanted[key]
+        return set(got[key]) != set(wanted[key])
+
+    return sorted(key for key in got.keys() & wanted.keys() if differs(key))

@@ -36,6 +36,7 @@ from pipelines.state.keyed_operator import StateFormatError
 from pipelines.state.temporal_join import TemporalJoin
 from pipelines.state.version_index import VersionIndex
 from pipelines.testing import CollectingSink, InProcessOwners, run_stages
+from pipelines.verify.join_check import wrong_joins
 from tests.join_reference import as_of_join, generated_rows, identities, interval_join, window_join
 from tests.reference import read_jsonl_dir
 from tests.unit.test_supervisor_in_process import InProcessActors
@@ -125,7 +126,12 @@ INVENTORY_WITH_ITS_ID: list[dict[str, Any]] = [
 
 @pytest.mark.parametrize(
     ("how", "lower_ms", "upper_ms", "senders", "owners"),
-    [("inner", 0, 2_000, 1, 1), ("left", -500, 1_500, 2, 3), ("left", 1_000, 3_000, 3, 2)],
+    [
+        ("inner", 0, 2_000, 1, 1),
+        ("left", -500, 1_500, 2, 3),
+        ("left", 1_000, 3_000, 3, 2),
+        ("left", -3_000, -500, 2, 2),
+    ],
 )
 def test_the_interval_join_equals_a_nested_loop_reference(
     tmp_path: Path, how: str, lower_ms: int, upper_ms: int, senders: int, owners: int
@@ -272,6 +278,17 @@ def test_the_version_index_answers_as_a_scan_of_every_version_whatever_its_rebui
             best = max(candidates, key=lambda row: (row["_timestamp"], row["_partition"], row["_offset"]), default=None)
             answer = None if position < 0 else table.slice(position, 1).to_pylist()[0]
             assert answer == best
+    index.maintain(50, force=True)  # drops the versions at or before 50 but the newest of each key
+    assert index.rows < len(kept)
+    times = list(range(51, 111))
+    for key in (f"k{number}" for number in range(22)):
+        found = index.lookup(pa.chunked_array([pa.array([key] * len(times))]), np.array(times, dtype=np.int64))
+        table = index.table()
+        assert table is not None
+        for time_ms, position in zip(times, found.tolist(), strict=True):
+            candidates = [row for row in kept if row["sku"] == key and row["_timestamp"] <= time_ms]
+            best = max(candidates, key=lambda row: (row["_timestamp"], row["_partition"], row["_offset"]), default=None)
+            assert (None if position < 0 else table.slice(position, 1).to_pylist()[0]) == best, "after the drop"
 
 
 def test_a_snapshot_split_by_key_and_restored_in_two_joins_continues_as_one_join() -> None:
@@ -279,7 +296,9 @@ def test_a_snapshot_split_by_key_and_restored_in_two_joins_continues_as_one_join
     then = [order("a", 45, 3), order("b", 50, 4), stock("b", 48, 5)]
     whole = temporal()
     whole.add(batch(*first))
-    uninterrupted = rows_of(whole.advance(20)) + rows_of(whole.add(batch(*then)).output) + rows_of(whole.flush())
+    uninterrupted = rows_of(whole.advance(20))
+    whole.add(batch(*then))
+    uninterrupted += rows_of(whole.flush())
     assert sorted(uninterrupted, key=str) == sorted([("b", 2, None), ("a", 1, 1), ("a", 3, 3), ("b", 4, 5)], key=str)
     one = temporal()
     one.add(batch(*first))
@@ -343,6 +362,35 @@ def example_data(**keyed: Any) -> dict[str, Any]:
 def test_a_join_that_cannot_run_fails_at_load_naming_the_field(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(example_data(**change), "example")
+
+
+def test_an_interval_join_before_another_stage_or_a_side_without_the_key_fails_naming_the_fix() -> None:
+    data = example_data(mode="interval", lower_ms=0, upper_ms=1_000)
+    data["stages"] = [
+        {"name": "enriched", "inputs": ["orders", "inventory"], "keyed": data.pop("keyed")},
+        {"aggregate": {"key": "sku", "window": {"type": "tumbling", "size_ms": 1_000},
+                       "aggregations": {"orders": {"fn": "count"}}}},
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="would be late for the next stage; keep it the last stage"):
+        compile_pipeline(parse_config(data, "example"))
+    data = example_data()
+    data["stages"] = [  # the right side: windows per event id, whose results have no sku
+        {"name": "stock", "inputs": ["inventory"],
+         "aggregate": {"key": "_event_id", "window": {"type": "tumbling", "size_ms": 1_000},
+                       "aggregations": {"in_stock": {"fn": "max", "column": "in_stock"}}}},
+        {"name": "enriched", "inputs": ["orders", "stock"], "keyed": {**data.pop("keyed"), "right": "stock"}},
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="the rows of 'stock' \\(the right side\\) have no column 'sku'"):
+        compile_pipeline(parse_config(data, "example"))
+
+
+def test_verify_tells_a_lost_pair_and_a_duplicated_one_of_one_left_row_from_a_right_result() -> None:
+    columns = JoinColumns(("_event_id",), ("in_stock",))
+    expected = pa.table({"_event_id": ["o1", "o1", "o2"], "in_stock": [5, 6, 7]})
+    swapped = pa.table({"_event_id": ["o1", "o1", "o2"], "in_stock": [5, 5, 7]})  # (o1, 6) lost, (o1, 5) twice
+    assert wrong_joins(expected, swapped, "_event_id", columns) == ["o1"]
+    replayed = pa.table({"_event_id": ["o1", "o1", "o1", "o2"], "in_stock": [5, 6, 5, 7]})  # at least once
+    assert wrong_joins(expected, replayed, "_event_id", columns) == [], "a duplicate is counted apart, not wrong"
 
 
 def test_a_join_of_three_inputs_or_with_a_side_column_fails_naming_the_fix() -> None:
@@ -487,3 +535,13 @@ def test_a_join_on_the_supervisor_killed_or_rescaled_equals_the_reference_exactl
     columns = ("_partition", "_offset", "sku", "in_stock")
     observed = read_jsonl_dir(tmp_path / "out")
     assert identities(observed, *columns) == identities(as_of_join(orders, inventory), *columns)
+
+
+def test_an_interval_wholly_before_the_left_row_keeps_the_right_rows_a_later_left_row_meets() -> None:
+    """lower_ms -100, upper_ms -50: a left row after the watermark (1000) still meets right rows before it."""
+    join = IntervalJoin(JoinConfig(key="sku", left="orders", right="inventory", mode="interval", lower_ms=-100,
+                                   upper_ms=-50), COLUMNS)  # fmt: skip
+    join.add(batch(*(stock("a", time_ms, time_ms, offset=time_ms) for time_ms in range(890, 960, 10))))
+    assert join.advance(1_000) is None
+    join.add(batch(order("a", 1_001, 1)))
+    assert sorted(row[2] for row in rows_of(join.flush())) == [910, 920, 930, 940, 950], "s in [901, 951]"
