@@ -30,18 +30,17 @@ from pipelines.config.state import JoinConfig
 from pipelines.eventtime.watermarks import END_OF_TIME_MS, NO_WATERMARK
 from pipelines.state.joins import (
     LATE_REASON,
-    LEFT,
-    RIGHT,
-    SIDE,
     TIMESTAMP,
     Ints,
     JoinColumns,
     KeyCodes,
     int64s,
     joined,
+    restored_sides,
+    split_sides,
     tie_order,
 )
-from pipelines.state.keyed_operator import Added, StateFormatError, StateMeaning
+from pipelines.state.keyed_operator import Added, StateMeaning
 from pipelines.windows.plan import WINDOW_END, WINDOW_START
 
 __all__ = ["STATE_FORMAT", "IntervalJoin"]
@@ -94,24 +93,13 @@ class IntervalJoin:
 
     def add(self, batch: pa.RecordBatch) -> Added:
         """Store ``batch``'s rows; return its late rows and those without event time."""
-        rows = pa.Table.from_batches([batch])
-        no_event_time = None
-        if rows.column(TIMESTAMP).null_count:
-            no_event_time = batch.filter(pc.is_null(batch.column(TIMESTAMP)))
-            rows = rows.filter(pc.is_valid(rows.column(TIMESTAMP)))
-        late = None
-        if self._watermark_ms > NO_WATERMARK:
-            is_late = pc.less_equal(rows.column(TIMESTAMP), self._watermark_ms)
-            if pc.any(is_late).as_py():
-                late = rows.filter(is_late).combine_chunks().to_batches()[0]
-                rows = rows.filter(pc.invert(is_late))
-        sides = rows.column(SIDE)
-        left, right = rows.filter(pc.equal(sides, LEFT)), rows.filter(pc.equal(sides, RIGHT))
+        sides = split_sides(batch, self._watermark_ms if self._watermark_ms > NO_WATERMARK else None)
+        left, right = sides.left, sides.right
         if left.num_rows:
             self._waiting = left if self._waiting is None else pa.concat_tables([self._waiting, left])
         if right.num_rows:
             self._right = right if self._right is None else pa.concat_tables([self._right, right])
-        return Added(late=late, no_event_time=no_event_time, late_reason=LATE_REASON)
+        return Added(late=sides.late, no_event_time=sides.no_event_time, late_reason=LATE_REASON)
 
     def advance(self, watermark_ms: int) -> pa.Table | None:
         """Move the watermark forward; return the pairs of the left rows whose interval it passed."""
@@ -165,16 +153,8 @@ class IntervalJoin:
         """Replace the state with (some of the rows of) snapshots of an interval join of the same config."""
         self._meaning.check(state)
         self._watermark_ms = watermark_ms
-        if not state.num_rows:
-            self._waiting = self._right = None
-            return
-        if SIDE not in state.column_names or TIMESTAMP not in state.column_names:
-            raise StateFormatError("interval join state lacks its _side or _timestamp column: it is not a join's")
-        rows = state.replace_schema_metadata(None).combine_chunks()
-        sides = rows.column(SIDE)
-        waiting, right = rows.filter(pc.equal(sides, LEFT)), rows.filter(pc.equal(sides, RIGHT))
-        self._waiting = waiting if waiting.num_rows else None
-        self._right = right if right.num_rows else None
+        self._waiting, self._right = restored_sides(state, "interval join")
+        self._dropped_before_ms = NO_WATERMARK
 
     def _join(self, left: pa.Table) -> pa.Table | None:
         """Every pair of a ``left`` row and a kept right row in its interval, by the left row's time, then the

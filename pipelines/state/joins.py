@@ -18,6 +18,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.state.keyed_operator import StateFormatError
 from pipelines.windows.plan import WINDOW_END, WINDOW_START
 
 __all__ = [
@@ -30,9 +31,12 @@ __all__ = [
     "Ints",
     "JoinColumns",
     "KeyCodes",
+    "Sides",
     "int64s",
     "joined",
+    "restored_sides",
     "side_column",
+    "split_sides",
     "tie_order",
 ]
 
@@ -118,3 +122,44 @@ def joined(left: pa.Table, right: pa.Table | None, right_positions: Ints, column
     for name, column in zip(columns.right, taken.columns, strict=True):
         picked = picked.append_column(right.schema.field(name), column)
     return picked
+
+
+@dataclass(frozen=True)
+class Sides:
+    """A batch's rows with an event time, by side (``late`` left out), its late rows (at or before the
+    watermark) and its rows without an event time."""
+
+    left: pa.Table
+    right: pa.Table
+    late: pa.RecordBatch | None = None
+    no_event_time: pa.RecordBatch | None = None
+
+
+def split_sides(batch: pa.RecordBatch, late_at_or_before_ms: int | None) -> Sides:
+    """``batch`` by side; rows at or before ``late_at_or_before_ms`` are late (None: none is)."""
+    rows = pa.Table.from_batches([batch])
+    no_event_time = None
+    if rows.column(TIMESTAMP).null_count:
+        no_event_time = batch.filter(pc.is_null(batch.column(TIMESTAMP)))
+        rows = rows.filter(pc.is_valid(rows.column(TIMESTAMP)))
+    late = None
+    if late_at_or_before_ms is not None:
+        is_late = pc.less_equal(rows.column(TIMESTAMP), late_at_or_before_ms)
+        if pc.any(is_late).as_py():
+            late = rows.filter(is_late).combine_chunks().to_batches()[0]
+            rows = rows.filter(pc.invert(is_late))
+    sides = rows.column(SIDE)
+    return Sides(rows.filter(pc.equal(sides, LEFT)), rows.filter(pc.equal(sides, RIGHT)), late, no_event_time)
+
+
+def restored_sides(state: pa.Table, operator: str) -> tuple[pa.Table | None, pa.Table | None]:
+    """The left and right rows of a join's snapshot (each None when it has none); ``operator`` names the join
+    for the error a snapshot without its side or time raises."""
+    if not state.num_rows:
+        return None, None
+    if SIDE not in state.column_names or TIMESTAMP not in state.column_names:
+        raise StateFormatError(f"{operator} state lacks its {SIDE} or {TIMESTAMP} column: it is not a join's")
+    rows = state.replace_schema_metadata(None).combine_chunks()
+    sides = rows.column(SIDE)
+    left, right = rows.filter(pc.equal(sides, LEFT)), rows.filter(pc.equal(sides, RIGHT))
+    return (left if left.num_rows else None), (right if right.num_rows else None)

@@ -22,8 +22,6 @@ plus, per key, the versions newer than the watermark and one more.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,30 +30,19 @@ from pipelines.config.state import JoinConfig
 from pipelines.eventtime.watermarks import END_OF_TIME_MS, NO_WATERMARK
 from pipelines.state.joins import (
     LATE_REASON,
-    LEFT,
-    RIGHT,
-    SIDE,
     TIMESTAMP,
     JoinColumns,
     int64s,
     joined,
+    restored_sides,
+    split_sides,
 )
-from pipelines.state.keyed_operator import Added, StateFormatError, StateMeaning
+from pipelines.state.keyed_operator import Added, StateMeaning
 from pipelines.state.version_index import VersionIndex
 
 __all__ = ["STATE_FORMAT", "TemporalJoin"]
 
 STATE_FORMAT = "temporal-join/1"
-
-
-@dataclass(frozen=True)
-class _Split:
-    """A batch's rows with an event time, by side, and the rest."""
-
-    left: pa.Table
-    right: pa.Table
-    late: pa.Table | None
-    no_event_time: pa.RecordBatch | None
 
 
 class TemporalJoin:
@@ -92,7 +79,8 @@ class TemporalJoin:
 
     def add(self, batch: pa.RecordBatch) -> Added:
         """Store ``batch``'s versions and left rows (eager: join the left rows at once)."""
-        split = self._split(batch)
+        watermark = self._watermark_ms if not self._eager and self._watermark_ms > NO_WATERMARK else None
+        split = split_sides(batch, watermark)
         if split.right.num_rows:
             self._versions.add(split.right)
             if self._eager:
@@ -103,8 +91,7 @@ class TemporalJoin:
                 output = self._join(split.left)
             else:
                 self._waiting = split.left if self._waiting is None else pa.concat_tables([self._waiting, split.left])
-        late = None if split.late is None else split.late.combine_chunks().to_batches()[0]
-        return Added(output=output, late=late, no_event_time=split.no_event_time, late_reason=LATE_REASON)
+        return Added(output=output, late=split.late, no_event_time=split.no_event_time, late_reason=LATE_REASON)
 
     def advance(self, watermark_ms: int) -> pa.Table | None:
         """Move the watermark forward; return the waiting left rows at or before it, joined."""
@@ -138,33 +125,10 @@ class TemporalJoin:
         self._meaning.check(state)
         self._watermark_ms = watermark_ms
         self._versions = VersionIndex(self._config.key)
-        if not state.num_rows:
-            self._waiting = None
-            return
-        if SIDE not in state.column_names or TIMESTAMP not in state.column_names:
-            raise StateFormatError("temporal join state lacks its _side or _timestamp column: it is not a join's")
-        rows = state.replace_schema_metadata(None).combine_chunks()
-        sides = rows.column(SIDE)
-        waiting, versions = rows.filter(pc.equal(sides, LEFT)), rows.filter(pc.equal(sides, RIGHT))
-        self._waiting = waiting if waiting.num_rows else None
-        self._versions.add(versions)
-        self._versions.maintain(END_OF_TIME_MS if self._eager else watermark_ms, force=True)
-
-    def _split(self, batch: pa.RecordBatch) -> _Split:
-        rows = pa.Table.from_batches([batch])
-        times = rows.column(TIMESTAMP)
-        no_event_time = None
-        if times.null_count:
-            no_event_time = batch.filter(pc.is_null(batch.column(TIMESTAMP)))
-            rows = rows.filter(pc.is_valid(times))
-        late = None
-        if not self._eager and self._watermark_ms > NO_WATERMARK:
-            is_late = pc.less_equal(rows.column(TIMESTAMP), self._watermark_ms)
-            if pc.any(is_late).as_py():
-                late = rows.filter(is_late)
-                rows = rows.filter(pc.invert(is_late))
-        sides = rows.column(SIDE)
-        return _Split(rows.filter(pc.equal(sides, LEFT)), rows.filter(pc.equal(sides, RIGHT)), late, no_event_time)
+        self._waiting, versions = restored_sides(state, "temporal join")
+        if versions is not None:
+            self._versions.add(versions)
+            self._versions.maintain(END_OF_TIME_MS if self._eager else watermark_ms, force=True)
 
     def _join(self, left: pa.Table) -> pa.Table | None:
         """``left`` rows with the version each meets (``how: inner`` leaves out those that meet none): the one
