@@ -369,14 +369,14 @@ def test_one_stage_under_stages_runs_as_the_aggregate_form(tmp_path: Path) -> No
     assert run_stages(staged, senders=2, owners=2).results.rows() == expected
 
 
-def test_verify_recomputes_chains_of_windows_and_dedup_ending_in_windows_and_says_so_of_others(
+def test_verify_recomputes_chains_ending_in_windows_or_a_join_and_says_so_of_others(
     tmp_path: Path,
 ) -> None:
     check_verifiable(compile_pipeline(two_stages(tmp_path)))  # windows -> windows
 
     data = two_stages(tmp_path).model_dump(mode="json", by_alias=True, exclude_none=True)
     data["stages"][1] = {"keyed": {"type": "dedup", "id_column": "customer_id", "ttl_ms": MINUTE_MS}}
-    with pytest.raises(ConfigError, match=r"ends in windows, and this one is windows -> dedup \(stages\)"):
+    with pytest.raises(ConfigError, match=r"ends in windows or a join, and this one is windows -> dedup \(stages\)"):
         check_verifiable(compile_pipeline(parse_config(data)))
 
 
