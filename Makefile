@@ -18,7 +18,7 @@ CONFIG ?= configs/orders.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test unit lint typecheck bench soak demo kafka-up kafka-down clean-venv lock test-latest
+.PHONY: bench-joins run test unit lint typecheck bench soak demo kafka-up kafka-down clean-venv lock test-latest
 
 $(UV):
 	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -87,6 +87,10 @@ $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml uv.lock
 
 bench: $(BIN)/.bench-installed
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# Joins: eventray's temporal join against Quix join_asof and a hand-written aiokafka loop (benchmarks/JOINS.md)
+bench-joins: $(BIN)/.bench-installed
+	$(BIN)/python -m benchmarks.joins $(BENCH_ARGS)
 
 # `make soak` (not part of `make test` or CI): an hour of the orders pipeline, Kafka in and out, exactly once, at
 # half its measured throughput with a kill a minute; RSS per actor, recovery times, checkpoint and marker sizes,

@@ -30,6 +30,7 @@ import gc
 import importlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -374,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         system, spec_path = args.child
         print(json.dumps(_CHILDREN[system](json.loads(Path(spec_path).read_text(encoding="utf-8")))), flush=True)
         return 0
+    # a SIGTERM (``timeout``, a CI job cancelled) unwinds like Ctrl-C, so the broker this run started is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-joins-") as scratch:
         work = Path(scratch)
