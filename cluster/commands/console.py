@@ -92,7 +92,7 @@ def print_summary(console: Console, summary: RunSummary) -> None:
     console.print(
         f"  events read      {progress.events_in:>12,}  ({progress.events_per_s:,.0f} events/s)\n"
         f"  after operators  {progress.events_out:>12,}\n"
-        f"  results emitted  {progress.windows_emitted:>12,}  (windows, changelog or joined rows)\n"
+        f"  results emitted  {progress.windows_emitted:>12,}  (windows, changelog, joined rows, events and replies)\n"
         f"  dead-lettered    {progress.dead_lettered:>12,}  invalid, with reasons\n"
         f"  late events      {progress.late_events:>12,}  (in the dead-letter output too)\n"
         f"  lag at the end   {progress.lag_records:>12,}"

@@ -38,7 +38,7 @@ from pipelines.config.kafka import (
     KafkaSourceConfig,
 )
 from pipelines.config.stage_graph import StageGraph, stage_graph
-from pipelines.config.state import DedupConfig, JoinConfig, KeyedProcessConfig, UpsertConfig
+from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, KeyedProcessConfig, UpsertConfig
 from pipelines.errors import ConfigError
 
 __all__ = [
@@ -434,7 +434,7 @@ class AggregateConfig(_Model):
         return self
 
 
-KeyedConfig = UpsertConfig | DedupConfig | KeyedProcessConfig | JoinConfig
+KeyedConfig = UpsertConfig | DedupConfig | KeyedProcessConfig | JoinConfig | EventSourcedConfig
 
 _MAX_STAGES = 8
 
@@ -455,7 +455,9 @@ class StageConfig(_Model):
         description="inputs and earlier stages it takes, by name; null: all inputs (first stage), else the one before",
     )
     aggregate: AggregateConfig | None = None
-    keyed: KeyedConfig | None = Field(default=None, discriminator="type", description="upsert, dedup, process or join")
+    keyed: KeyedConfig | None = Field(
+        default=None, discriminator="type", description="upsert, dedup, process, join or event_sourced"
+    )
     actors: int | None = Field(
         default=None, ge=1, le=256, description="actors of this stage; null: runtime.aggregate_actors"
     )
@@ -478,7 +480,7 @@ class KeyedStage:
     error messages; ``kind`` is ``windows``, ``upsert``, ``dedup`` or ``process``.
     """
 
-    kind: Literal["windows", "upsert", "dedup", "process", "join"]
+    kind: Literal["windows", "upsert", "dedup", "process", "join", "event_sourced"]
     key: str
     key_field: str
     max_out_of_order_ms: int
@@ -489,6 +491,7 @@ class ConsoleSinkConfig(_Model):
     type: Literal["console"] = "console"
     top: int = Field(default=10, ge=1, le=1_000, description="rows shown at the end, ranked by sort_by")
     sort_by: str | None = Field(default=None, description="column to rank rows by, descending")
+    columns: list[str] | None = Field(default=None, min_length=1, description="the columns shown (default: all)")
 
 
 class JsonlSinkConfig(_Model):
@@ -629,7 +632,9 @@ class PipelineConfig(_Model):
     )
     aggregate: AggregateConfig | None = None
     keyed: KeyedConfig | None = Field(
-        default=None, discriminator="type", description="upsert, dedup, process or join; instead of aggregate"
+        default=None,
+        discriminator="type",
+        description="upsert, dedup, process, join or event_sourced; instead of aggregate",
     )
     stages: list[StageConfig] | None = Field(
         default=None,
@@ -801,6 +806,7 @@ class PipelineConfig(_Model):
                 "dedup": "ids expire by event time",
                 "process": "timers fire on the event-time watermark",
                 "join": "a row meets the versions valid at its event time",
+                "event_sourced": "a command's time is passed to decide, and command ids expire by it",
             }[stage.kind]
             section = "aggregate" if stage.kind == "windows" else f"keyed ({stage.kind})"
             section = f"stages.{fed}.{section}" if self.stages is not None else section

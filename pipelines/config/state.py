@@ -14,7 +14,14 @@ from pydantic import Field, model_validator
 
 from pipelines.config.base import ConfigModel
 
-__all__ = ["DedupConfig", "JoinConfig", "KeyedProcessConfig", "UpsertConfig", "WatermarkSettings"]
+__all__ = [
+    "DedupConfig",
+    "EventSourcedConfig",
+    "JoinConfig",
+    "KeyedProcessConfig",
+    "UpsertConfig",
+    "WatermarkSettings",
+]
 
 _IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 
@@ -75,6 +82,45 @@ class KeyedProcessConfig(WatermarkSettings):
     type: Literal["process"] = "process"
     key: str = Field(min_length=1, description="column whose value selects the state and timers")
     function: str = Field(pattern=_IMPORT_PATH, description="import path 'package.module:ClassName'")
+
+
+class EventSourcedConfig(WatermarkSettings):
+    """Event-sourced aggregates: each row is a command to the aggregate its ``key`` names; the owner of the key
+    decides it against the aggregate's state and version, and emits the events it decided and a reply.
+
+    ``aggregate`` is an import path ``module:attr`` naming a zero-argument callable (usually the class) whose
+    object has ``initial()``, ``decide(state, command, time_ms)`` (returns a list of event dicts, each with an
+    ``event_type``, or :class:`~pipelines.state.event_sourced.Rejected`) and ``evolve(state, event)``. A command
+    whose ``expected_version_column`` is set and differs from the aggregate's version is rejected with the
+    version it has (optimistic concurrency); a command id seen within ``command_ttl_ms`` of event time gets the
+    reply it got the first time, and no events (idempotent commands). Results: one row per event, to
+    ``events_topic``, and one reply per command, to ``replies_topic``, told apart by the ``topic`` column (a Kafka
+    sink routes them with ``topic_column: topic``).
+    """
+
+    type: Literal["event_sourced"] = "event_sourced"
+    key: str = Field(default="aggregate_id", min_length=1, description="column naming the aggregate a command is to")
+    aggregate: str = Field(pattern=_IMPORT_PATH, description="import path 'package.module:ClassName'")
+    command_id_column: str = Field(default="command_id", min_length=1, description="column identifying a command")
+    expected_version_column: str | None = Field(
+        default="expected_version", description="column of the version a command expects (null: any); None: none"
+    )
+    events_topic: str = Field(default="events", min_length=1, description="the topic column of event rows")
+    replies_topic: str = Field(default="replies", min_length=1, description="the topic column of reply rows")
+    command_ttl_ms: int = Field(
+        default=7 * 86_400_000, gt=0, description="a command id is remembered this long after the command's time"
+    )
+
+    @model_validator(mode="after")
+    def _columns_differ(self) -> EventSourcedConfig:
+        named = {"key": self.key, "command_id_column": self.command_id_column}
+        if self.expected_version_column is not None:
+            named["expected_version_column"] = self.expected_version_column
+        if len(set(named.values())) < len(named):
+            raise ValueError(f"{named} name the same column twice: each names a column of its own")
+        if self.events_topic == self.replies_topic:
+            raise ValueError(f"events_topic and replies_topic are both {self.events_topic!r}: name two topics")
+        return self
 
 
 class JoinConfig(WatermarkSettings):

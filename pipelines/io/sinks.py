@@ -131,6 +131,9 @@ class ConsoleSink:
         if rows.num_rows == 0:
             return
         table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
+        if self._config.columns is not None:
+            shown = [*self._config.columns, *([self._config.sort_by] if self._config.sort_by else [])]
+            table = table.select(list(dict.fromkeys(shown)))
         kept = table if self.latest is None else pa.concat_tables([self.latest, table])
         sort_by = self._config.sort_by
         if sort_by is not None and sort_by in kept.column_names:

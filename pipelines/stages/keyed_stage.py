@@ -1,4 +1,5 @@
-"""The keyed operator a pipeline config describes: windows, an upsert table, dedup or a process function.
+"""The keyed operator a pipeline config describes: windows, an upsert table, dedup, a process function, a join
+or event-sourced aggregates.
 
 This is the one place that maps ``PipelineConfig.aggregate`` / ``PipelineConfig.keyed`` to a
 :class:`~pipelines.state.keyed_operator.KeyedOperator`, so the AggregateActor (and the compile-time dry run) build
@@ -12,14 +13,17 @@ every operator the same way. What each operator emits to the sinks:
 * process: whatever the user's function returns from ``process`` and ``on_timer``;
 * join: left rows with the right side's columns (a window join's with the window), once the watermark decides
   them (see
-  :mod:`pipelines.state.temporal_join`, :mod:`pipelines.state.interval_join`).
+  :mod:`pipelines.state.temporal_join`, :mod:`pipelines.state.interval_join`);
+* event_sourced: per command, the events it decided, then its reply, at once (see
+  :mod:`pipelines.state.event_sourced`).
 """
 
 from __future__ import annotations
 
 from pipelines.config.pipeline import PipelineConfig
-from pipelines.config.state import DedupConfig, JoinConfig, UpsertConfig
+from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, UpsertConfig
 from pipelines.state.dedup import Dedup
+from pipelines.state.event_sourced import EventSourced
 from pipelines.state.interval_join import IntervalJoin
 from pipelines.state.joins import JoinColumns
 from pipelines.state.keyed_operator import KeyedOperator
@@ -54,4 +58,6 @@ def open_keyed_operator(
         if join_columns is None:
             raise ValueError(f"pipeline {config.name!r}: a join needs the columns of its results (join_columns)")
         return TemporalJoin(keyed, join_columns) if keyed.mode == "temporal" else IntervalJoin(keyed, join_columns)
+    if isinstance(keyed, EventSourcedConfig):
+        return EventSourced.from_config(keyed)
     return KeyedProcess.from_config(keyed)

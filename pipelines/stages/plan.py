@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from pipelines.config.kafka import KafkaSinkConfig
 from pipelines.config.pipeline import ConsoleSinkConfig, MaskOp, NamedInput, PipelineConfig
 from pipelines.config.stage_graph import StageGraph
-from pipelines.config.state import DedupConfig, JoinConfig, KeyedProcessConfig, UpsertConfig
+from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, KeyedProcessConfig, UpsertConfig
 from pipelines.decode.binary_codecs import AvroDecoder, RawBytesDecoder
 from pipelines.decode.codecs import DecodedBatch, Decoder, JsonDecoder
 from pipelines.decode.schema import EventSchema
@@ -23,6 +23,7 @@ from pipelines.errors import ConfigError, ExpressionError
 from pipelines.io.records import RawBatch, dead_letters
 from pipelines.stages.keyed_stage import open_keyed_operator
 from pipelines.stages.topology import conform, input_of, stage_schema
+from pipelines.state.event_sourced import result_schema as event_sourced_results
 from pipelines.state.joins import LEFT, RIGHT, SIDE, WINDOW_COLUMNS, JoinColumns, side_column
 from pipelines.transform.operators import Operator, apply_all, apply_all_isolating_rows, build_operators
 from pipelines.windows.tumbling import WINDOW_END, WINDOW_START, AggregationPlan
@@ -362,6 +363,8 @@ def _dry_run_stage(
         _dry_run_keyed(view, events, carry_trace, join)
         if join is not None:
             return join.schema(schema)
+        if isinstance(view.keyed, EventSourcedConfig):
+            return event_sourced_results(schema, view.keyed.key)
         return None if isinstance(view.keyed, KeyedProcessConfig) else schema
     aggregate = view.aggregate
     assert aggregate is not None  # a stage is aggregate or keyed
@@ -392,10 +395,18 @@ def _dry_run_keyed(view: PipelineConfig, events: pa.RecordBatch, carry_trace: bo
                 f"keyed.delete_column: column {keyed.delete_column!r} is {kind}, not bool (true deletes the key); "
                 'derive a boolean column, e.g. op: derive, expr: event_type == "ItemDeleted"'
             )
+    if isinstance(keyed, EventSourcedConfig) and keyed.expected_version_column is not None:
+        kind = events.schema.field(keyed.expected_version_column).type
+        if not (pa.types.is_integer(kind) or pa.types.is_null(kind)):
+            raise ConfigError(
+                f"keyed.expected_version_column: column {keyed.expected_version_column!r} is {kind}, not an "
+                "integer; declare it int64 in the schema, or set expected_version_column: null"
+            )
     try:
         operator = open_keyed_operator(view, carry_trace=carry_trace, join_columns=join)
     except ConfigError as error:
-        raise ConfigError(f"keyed.function: {error}") from None
+        field = "keyed.aggregate" if isinstance(keyed, EventSourcedConfig) else "keyed.function"
+        raise ConfigError(f"{field}: {error}") from None
     try:
         operator.add(events)
         operator.snapshot()
@@ -487,10 +498,14 @@ def _check_keyed(config: PipelineConfig, columns: list[str]) -> None:
     named = [(stage.key_field, stage.key)]
     if isinstance(keyed, UpsertConfig) and keyed.delete_column is not None:
         named.append(("keyed.delete_column", keyed.delete_column))
+    if isinstance(keyed, EventSourcedConfig):
+        named.append(("keyed.command_id_column", keyed.command_id_column))
+        if keyed.expected_version_column is not None:
+            named.append(("keyed.expected_version_column", keyed.expected_version_column))
     for field, column in named:
         if column not in columns:
             raise ConfigError(f"{field}: unknown column {column!r}; available: {columns}")
-    if isinstance(keyed, UpsertConfig | DedupConfig | JoinConfig) and "_timestamp" not in columns:
+    if isinstance(keyed, UpsertConfig | DedupConfig | JoinConfig | EventSourcedConfig) and "_timestamp" not in columns:
         raise ConfigError(
             f"keyed: the operators dropped _timestamp, which {keyed.type} needs (event time orders versions and "
             "expires ids); keep it in select"
@@ -514,6 +529,10 @@ def _check_sinks(config: PipelineConfig, result_columns: tuple[str, ...]) -> Non
     for position, sink in enumerate(config.sinks):
         if isinstance(sink, ConsoleSinkConfig) and sink.sort_by is not None and sink.sort_by not in result_columns:
             raise ConfigError(f"sinks.{position}.sort_by: unknown column {sink.sort_by!r}; available: {available}")
+        shown = sink.columns or [] if isinstance(sink, ConsoleSinkConfig) else []
+        unknown = [name for name in shown if name not in result_columns]
+        if unknown:
+            raise ConfigError(f"sinks.{position}.columns: unknown column(s) {unknown}; available: {available}")
         if not isinstance(sink, KafkaSinkConfig):
             continue
         if sink.topic_column is not None and sink.topic_column not in result_columns:

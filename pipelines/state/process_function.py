@@ -17,7 +17,6 @@ what it would read after a restore (tuples come back as lists), a value that can
 from __future__ import annotations
 
 import heapq
-import importlib
 from collections.abc import Iterator
 from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
 
@@ -27,9 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config.state import KeyedProcessConfig
-from pipelines.errors import ConfigError
 from pipelines.eventtime.watermarks import END_OF_TIME_MS, NO_WATERMARK
 from pipelines.state.keyed_operator import Added, StateFormatError, StateMeaning
+from pipelines.state.user_code import load_user_object
 
 __all__ = [
     "STATE_FORMAT",
@@ -310,18 +309,7 @@ def load_process_function(path: str) -> ProcessFunction:
 
     Raises :class:`ConfigError` naming the path when the module, the attribute or the methods are missing.
     """
-    module_name, _, attribute_path = path.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute_path.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"process function {path!r} cannot be imported: {error}") from None
-    if not callable(target):
-        raise ConfigError(f"process function {path!r} is not callable: name a class or a zero-argument factory")
-    function: ProcessFunction = target()
-    if not (callable(getattr(function, "process", None)) and callable(getattr(function, "on_timer", None))):
-        raise ConfigError(f"process function {path!r} made an object without process() and on_timer() methods")
+    function: ProcessFunction = load_user_object(path, "process function", ("process", "on_timer"))
     return function
 
 

@@ -1,0 +1,159 @@
+"""Event-sourced aggregates of the seed's domain: a bank account and an order.
+
+An account takes ``Open``, ``Deposit`` and ``Withdraw`` commands; its balance never goes negative (a withdrawal
+beyond it is rejected, and the seed's "Current Balance = 500" is the state after Deposited 1000, Withdrawn 500).
+An order goes placed -> paid -> shipped, or is cancelled before it ships. Commands are rows with
+``aggregate_id``, ``command_id``, ``expected_version`` (or null), ``command_type`` and ``amount_cents``;
+``configs/accounts.yaml`` runs them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.state.event_sourced import Rejected
+
+__all__ = ["Account", "Order", "account_commands"]
+
+Event = dict[str, Any]
+Command = dict[str, Any]
+
+
+class Account:
+    """A bank account: ``{"open": bool, "balance_cents": int}``."""
+
+    def initial(self) -> dict[str, Any]:
+        return {"open": False, "balance_cents": 0}
+
+    def decide(self, state: dict[str, Any], command: dict[str, Any], time_ms: int) -> list[Event] | Rejected:
+        kind, amount = command.get("command_type"), command.get("amount_cents")
+        if kind == "Open":
+            return Rejected("the account is already open") if state["open"] else [{"event_type": "Opened"}]
+        refusal = _account_refusal(state, kind, amount)
+        if refusal is not None:
+            return Rejected(refusal)
+        event_type = "Deposited" if kind == "Deposit" else "Withdrawn"
+        return [{"event_type": event_type, "amount_cents": amount, "at_ms": time_ms}]
+
+    def evolve(self, state: dict[str, Any], event: Event) -> dict[str, Any]:
+        kind = event["event_type"]
+        if kind == "Opened":
+            return {**state, "open": True}
+        sign = 1 if kind == "Deposited" else -1
+        return {**state, "balance_cents": state["balance_cents"] + sign * event["amount_cents"]}
+
+
+def _account_refusal(state: dict[str, Any], kind: Any, amount: Any) -> str | None:
+    """Why a deposit or withdrawal is refused (None: it is not)."""
+    if not state["open"]:
+        return "the account is not open"
+    if kind not in ("Deposit", "Withdraw"):
+        return f"unknown command type {kind!r}: Open, Deposit or Withdraw"
+    if not isinstance(amount, int) or amount <= 0:
+        return f"amount_cents must be a positive integer, not {amount!r}"
+    if kind == "Withdraw" and amount > state["balance_cents"]:
+        return f"insufficient funds: balance {state['balance_cents']}, withdrawal {amount}"
+    return None
+
+
+# command: (the status it needs, the event it makes); Place and Cancel are decided apart
+_ORDER_STEPS = {"Pay": ("placed", "Paid"), "Ship": ("paid", "Shipped"), "Cancel": (None, "Cancelled")}
+_STATUS_AFTER = {"Placed": "placed", "Paid": "paid", "Shipped": "shipped", "Cancelled": "cancelled"}
+
+
+class Order:
+    """An order: ``{"status": None | "placed" | "paid" | "shipped" | "cancelled", "amount_cents": int}``."""
+
+    def initial(self) -> dict[str, Any]:
+        return {"status": None, "amount_cents": 0}
+
+    def decide(self, state: dict[str, Any], command: dict[str, Any], time_ms: int) -> list[Event] | Rejected:
+        kind, status = command.get("command_type"), state["status"]
+        if kind == "Place":
+            if status is not None:
+                return Rejected(f"the order is already {status}")
+            return [{"event_type": "Placed", "amount_cents": command.get("amount_cents") or 0, "at_ms": time_ms}]
+        if kind not in _ORDER_STEPS:
+            return Rejected(f"unknown command type {kind!r}: Place, Pay, Ship or Cancel")
+        needed, event_type = _ORDER_STEPS[kind]
+        if status is None:
+            return Rejected("no such order: place it first")
+        if (kind == "Cancel" and status in ("shipped", "cancelled")) or (needed is not None and status != needed):
+            return Rejected(f"the order is {status}: {kind} needs it {needed or 'placed or paid'}")
+        return [{"event_type": event_type, "at_ms": time_ms}]
+
+    def evolve(self, state: dict[str, Any], event: Event) -> dict[str, Any]:
+        amount = event.get("amount_cents", state["amount_cents"])
+        return {"status": _STATUS_AFTER[event["event_type"]], "amount_cents": amount}
+
+
+@dataclass
+class _Simulated:
+    """What a workload generator knows of an account: enough to aim commands at versions and balances."""
+
+    open: bool = False
+    balance_cents: int = 0
+    version: int = 0
+
+
+def account_commands(accounts: int, count: int, seed: int, start_time_ms: int, step_ms: int = 1) -> list[Command]:
+    """``count`` commands to ``accounts`` accounts, as clients would send them, concurrency included: most carry
+    no expected version, some the account's current one, some a stale one (rejected); some are a client's resend
+    of an earlier command (same command id: answered again, decided once); and some come as a race of 3 to 5
+    writers who read the same version (exactly one wins). Each has an ``issued_ms`` (its event time,
+    ``step_ms`` apart) and a unique ``command_id`` (``race-<n>-<i>`` for a race's writers)."""
+    rng = random.Random(seed)  # noqa: S311 - a reproducible workload, not a secret
+    simulated = [_Simulated() for _ in range(accounts)]
+    commands: list[Command] = []
+    races = 0
+    while len(commands) < count:
+        index = rng.randrange(accounts)
+        account, roll = simulated[index], rng.random()
+        issued_ms = start_time_ms + len(commands) * step_ms
+        aggregate_id = f"acc-{index:05d}"
+        if commands and roll < 0.05:
+            commands.append(rng.choice(commands[-200:]))  # a resend: the very same command
+            continue
+        if account.open and roll < 0.10:
+            amounts = [rng.randint(1, 500) for _ in range(rng.randint(3, 5))]
+            for writer, amount in enumerate(amounts):
+                commands.append(_command(aggregate_id, f"race-{races}-{writer}", account.version, "Deposit", amount,
+                                         issued_ms + writer * step_ms))  # fmt: skip
+            races += 1
+            _apply(account, "Deposit", amounts[0])  # the first writer wins; the others expected a version gone
+            continue
+        kind, next_amount = _next_command(account, rng)
+        expected = rng.choices([None, account.version, max(0, account.version - rng.randint(1, 3))], [6, 3, 1])[0]
+        commands.append(_command(aggregate_id, f"cmd-{len(commands)}", expected, kind, next_amount, issued_ms))
+        if expected is None or expected == account.version:
+            _apply(account, kind, next_amount)
+    return commands[:count]
+
+
+def _next_command(account: _Simulated, rng: random.Random) -> tuple[str, int | None]:
+    if not account.open:
+        return "Open", None
+    if rng.random() < 0.6:
+        return "Deposit", rng.randint(1, 1_000)
+    return "Withdraw", rng.randint(1, 1_200)
+
+
+def _apply(account: _Simulated, kind: str, amount: int | None) -> None:
+    """The simulated account after a command it accepts (one it rejects changes nothing)."""
+    if kind == "Open" and not account.open:
+        account.open, account.version = True, account.version + 1
+    elif kind == "Deposit" and account.open and amount:
+        account.balance_cents += amount
+        account.version += 1
+    elif kind == "Withdraw" and account.open and amount and amount <= account.balance_cents:
+        account.balance_cents -= amount
+        account.version += 1
+
+
+def _command(
+    aggregate_id: str, command_id: str, expected_version: int | None, kind: str, amount: int | None, issued_ms: int
+) -> Command:
+    return {"aggregate_id": aggregate_id, "command_id": command_id, "expected_version": expected_version,
+            "command_type": kind, "amount_cents": amount, "issued_ms": issued_ms}  # fmt: skip

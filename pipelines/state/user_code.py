@@ -1,0 +1,37 @@
+"""User code named by an import path in a config (``package.module:ClassName``), loaded when an operator is built."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pipelines.errors import ConfigError
+
+__all__ = ["load_user_object"]
+
+
+def load_user_object(path: str, what: str, methods: tuple[str, ...]) -> Any:
+    """Import ``module:attr``, call it with no arguments and return the object, which must have ``methods``.
+
+    Raises :class:`ConfigError` naming ``what`` and the path when the module, the attribute or a method is
+    missing, or the attribute is not callable.
+    """
+    module_name, _, attribute_path = path.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute_path.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"{what} {path!r} cannot be imported: {error}") from None
+    if not callable(target):
+        raise ConfigError(f"{what} {path!r} is not callable: name a class or a zero-argument factory")
+    try:
+        made = target()
+    except Exception as error:  # noqa: BLE001 - user code: say whose call failed and how
+        raise ConfigError(
+            f"{what} {path!r} could not be made: calling it raised {type(error).__name__}: {error}"
+        ) from None
+    missing = [f"{name}()" for name in methods if not callable(getattr(made, name, None))]
+    if missing:
+        raise ConfigError(f"{what} {path!r} made an object without {' and '.join(missing)} method(s)")
+    return made
