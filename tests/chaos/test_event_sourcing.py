@@ -1,0 +1,148 @@
+"""Event-sourced accounts on a real broker under SIGKILLs of source and aggregate actors: a random command
+workload (concurrent writers, stale expected versions, resent command ids) produced while the pipeline runs
+exactly once; the events and replies topics, read committed, equal the sequential reference
+(pipelines/verify/event_store_check.py): 0 events lost, 0 duplicated, versions contiguous from 1 in version
+order per account, every reply once, and exactly one acceptance per race of writers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from actors.kafka.admin import ensure_topic, read_topic
+from pipelines.config.pipeline import PipelineConfig, parse_config
+from pipelines.config.state import EventSourcedConfig
+from pipelines.examples.accounts import Account, account_commands
+from pipelines.state.event_sourced import ACCEPTED
+from pipelines.verify.event_store_check import CommandReply, StoredEvent, check_event_store, recompute_event_store
+from tests.chaos.chaos_tools import ScheduledKiller, planned_kills
+from tests.chaos.test_recovery import PACED_RUN_S, run_until_the_kills_are_behind
+from tests.integration.pipelines_under_test import START_TIME_MS, connection, unique
+from tests.integration.ray_cluster import LocalRayCluster
+
+pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
+
+COMMANDS = 24_000
+ACCOUNTS = 300
+PARTITIONS = 4
+ACCOUNT = "pipelines.examples.accounts:Account"
+
+
+def accounts_on_kafka(name: str, bootstrap: str, tmp_path: Path) -> PipelineConfig:
+    return parse_config(
+        {
+            "name": name,
+            "source": {"type": "kafka", "topic": f"{name}.commands", "group_id": name, "start": "earliest"},
+            "schema": {
+                "fields": {
+                    "aggregate_id": "string",
+                    "command_id": "string",
+                    "expected_version": "int64",
+                    "command_type": "string",
+                    "amount_cents": "int64",
+                    "issued_ms": "int64",
+                },
+                "required": ["aggregate_id", "command_id", "command_type", "issued_ms"],
+                "event_time_field": "issued_ms",
+            },
+            "keyed": {
+                "type": "event_sourced",
+                "aggregate": ACCOUNT,
+                "events_topic": f"{name}.events",
+                "replies_topic": f"{name}.replies",
+            },
+            "sinks": [
+                {
+                    "type": "kafka",
+                    "topic": f"{name}.replies",
+                    "topic_column": "topic",
+                    "topics": [f"{name}.events"],
+                    "key_column": "aggregate_id",
+                }
+            ],
+            "dead_letter": {"type": "kafka", "topic": f"{name}.dlq"},
+            "kafka": {"bootstrap_servers": bootstrap},
+            "delivery": "exactly_once",
+            "checkpoint": {"interval_ms": 500, "uri": str(tmp_path / "checkpoints"), "keep": 3},
+            "runtime": {"source_actors": 2, "aggregate_actors": 2, "duration_s": None},
+            "tracing": {"enabled": False},
+        }
+    )
+
+
+async def produce_paced(bootstrap: str, topic: str, commands: list[dict[str, Any]], rate_per_s: float) -> None:
+    """Each command keyed by its account (so an account's commands keep their order in one partition), at
+    ``rate_per_s``, idempotently."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    started = time.monotonic()
+    try:
+        for sent, command in enumerate(commands):
+            await producer.send(topic, msgspec.json.encode(command), key=command["aggregate_id"].encode())
+            ahead_s = sent / rate_per_s - (time.monotonic() - started)
+            if sent % 200 == 0 and ahead_s > 0:
+                await asyncio.sleep(ahead_s)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def in_partition_order(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    records = sorted(asyncio.run(read_topic(connection(bootstrap), topic)), key=lambda r: (r.partition, r.offset))
+    return [msgspec.json.decode(record.value) for record in records]
+
+
+def test_random_commands_under_kills_store_exactly_the_events_of_the_sequential_reference(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    name = unique("accounts")
+    commands = account_commands(ACCOUNTS, COMMANDS, seed=17, start_time_ms=START_TIME_MS)
+    asyncio.run(ensure_topic(connection(kafka_bootstrap), f"{name}.commands", PARTITIONS))
+    config = accounts_on_kafka(name, kafka_bootstrap, tmp_path)
+    producing = threading.Thread(
+        target=lambda: asyncio.run(
+            produce_paced(kafka_bootstrap, f"{name}.commands", commands, COMMANDS / PACED_RUN_S)
+        ),
+        daemon=True,
+    )
+    plan = planned_kills(COMMANDS, kills=2)
+    producing.start()
+    with ScheduledKiller(ray_driver, tmp_path / "checkpoints", plan, seed=11) as killer:
+        summary = run_until_the_kills_are_behind(config, ray_driver, killer, COMMANDS)
+    producing.join(timeout=60)
+
+    killer.assert_planned_kills_happened()
+    assert len(summary.recoveries_s) >= len(plan), f"each kill was recovered: {summary.recoveries_s}, {killer.killed}"
+    taken = [
+        {**command, "_timestamp": command["issued_ms"]}
+        for command in in_partition_order(kafka_bootstrap, f"{name}.commands")
+    ]
+    assert len(taken) == COMMANDS
+    expected = recompute_event_store(Account(), taken, EventSourcedConfig(aggregate=ACCOUNT))
+    events = [
+        StoredEvent(row["aggregate_id"], row["version"], row["event_type"], msgspec.json.decode(row["data"]),
+                    row["command_id"])
+        for row in in_partition_order(kafka_bootstrap, f"{name}.events")
+    ]  # fmt: skip
+    replies = [
+        CommandReply(row["aggregate_id"], row["command_id"], row["status"], row["version"], row["first_version"],
+                     row["duplicate"])
+        for row in in_partition_order(kafka_bootstrap, f"{name}.replies")
+    ]  # fmt: skip
+    report = check_event_store(*expected, events, replies)
+    assert report.failures() == []
+    assert report.replies == COMMANDS and report.events == report.expected_events > COMMANDS // 2
+    races: Counter[str] = Counter()
+    for reply in replies:
+        if reply.command_id is not None and reply.command_id.startswith("race-") and not reply.duplicate:
+            races[reply.command_id.rsplit("-", 1)[0]] += reply.status == ACCEPTED
+    assert len(races) > 100 and set(races.values()) == {1}, "each race of writers had exactly one winner"
+    assert sum(reply.duplicate for reply in replies) > 100, "resent commands were answered again"
