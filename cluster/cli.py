@@ -219,6 +219,7 @@ def _add_optional_commands(commands: Any) -> None:
     from cluster.commands.acls import add_acls_command  # noqa: PLC0415
     from cluster.commands.dead_letters import add_dead_letters_command  # noqa: PLC0415
     from cluster.commands.demo import add_demo_commands  # noqa: PLC0415
+    from cluster.commands.event_store import add_event_store_commands  # noqa: PLC0415
     from cluster.commands.lag import add_lag_command  # noqa: PLC0415
     from cluster.k8s.cli import add_k8s_commands  # noqa: PLC0415
     from cluster.kafka_dev.cli import add_kafka_commands  # noqa: PLC0415
@@ -229,6 +230,7 @@ def _add_optional_commands(commands: Any) -> None:
     add_lag_command(commands)
     add_acls_command(commands)
     add_dead_letters_command(commands)
+    add_event_store_commands(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -95,7 +95,9 @@ class EventSourcedConfig(WatermarkSettings):
     version it has (optimistic concurrency); a command id seen within ``command_ttl_ms`` of event time gets the
     reply it got the first time, and no events (idempotent commands). Results: one row per event, to
     ``events_topic``, and one reply per command, to ``replies_topic``, told apart by the ``topic`` column (a Kafka
-    sink routes them with ``topic_column: topic``).
+    sink routes them with ``topic_column: topic``); with ``snapshot_every``, the aggregate's state (JSON, with the
+    class's ``state_version``) to ``snapshots_topic`` each time its version passes a multiple of it, so a replay
+    starts from the nearest snapshot (a compacted topic keeps the newest per aggregate).
     """
 
     type: Literal["event_sourced"] = "event_sourced"
@@ -110,6 +112,10 @@ class EventSourcedConfig(WatermarkSettings):
     command_ttl_ms: int = Field(
         default=7 * 86_400_000, gt=0, description="a command id is remembered this long after the command's time"
     )
+    snapshot_every: int | None = Field(
+        default=None, gt=0, description="emit the aggregate's state each time its version passes a multiple of this"
+    )
+    snapshots_topic: str = Field(default="snapshots", min_length=1, description="the topic column of snapshot rows")
 
     @model_validator(mode="after")
     def _columns_differ(self) -> EventSourcedConfig:
@@ -118,8 +124,11 @@ class EventSourcedConfig(WatermarkSettings):
             named["expected_version_column"] = self.expected_version_column
         if len(set(named.values())) < len(named):
             raise ValueError(f"{named} name the same column twice: each names a column of its own")
-        if self.events_topic == self.replies_topic:
-            raise ValueError(f"events_topic and replies_topic are both {self.events_topic!r}: name two topics")
+        topics = [self.events_topic, self.replies_topic, self.snapshots_topic]
+        if len(set(topics)) < len(topics):
+            raise ValueError(
+                f"events_topic, replies_topic and snapshots_topic are {topics}: name a topic of its own for each"
+            )
         return self
 
 

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from pipelines.config.state import EventSourcedConfig
 from pipelines.eventtime.watermarks import NO_WATERMARK
 from pipelines.state.keyed_operator import Added, StateFormatError, StateMeaning
+from pipelines.state.upcasting import check_upcasters
 from pipelines.state.user_code import load_user_object
 
 __all__ = [
@@ -80,8 +81,9 @@ class Rejected:
 class Aggregate(Protocol):
     """User code: the state of one aggregate, how commands are decided and how events change the state.
 
-    The state is any MessagePack-encodable value (tuples come back as lists). ``decide`` must not mutate the
-    state it is given and must not read a clock or anything else outside its arguments.
+    The state is any MessagePack-encodable value (tuples come back as lists; JSON-encodable for snapshots).
+    ``decide`` must not mutate the state it is given and must not read a clock or anything else outside its
+    arguments. Optional class attributes name schema versions and upcasters (:mod:`pipelines.state.upcasting`).
     """
 
     def initial(self) -> Any: ...
@@ -147,6 +149,7 @@ class EventSourced:
             },
         )
         self._schema_versions: dict[str, int] = dict(getattr(aggregate, "schema_versions", {}))
+        self._state_version: int = getattr(aggregate, "state_version", 1)
         self._versions: dict[Any, int] = {}
         self._states: dict[Any, bytes] = {}
         self._replies: dict[tuple[Any, str], tuple[int, Reply]] = {}  # (key, command id) -> (time, reply)
@@ -308,7 +311,17 @@ class EventSourced:
         for offset, (event, data) in enumerate(events, start=1):
             event_type = event["event_type"]
             results.event(command, version + offset, event_type, self._schema_versions.get(event_type, 1), data)
+        every = self._config.snapshot_every
+        if every is not None and (version + len(events)) // every > version // every:
+            self._snapshot_row(command, version + len(events), state, results)
         return Reply(ACCEPTED, version + len(events), first_version=version + 1)
+
+    def _snapshot_row(self, command: dict[str, Any], version: int, state: Any, results: _Results) -> None:
+        try:
+            text = msgspec.json.encode(msgspec.msgpack.decode(msgspec.msgpack.encode(state))).decode()
+        except (TypeError, msgspec.EncodeError):
+            return  # a state JSON cannot hold (bytes keys) gets no snapshot; replays start from an earlier one
+        results.snapshot(command, version, self._state_version, text)
 
     def _remember(self, key: Any, command_id: str, time_ms: int, reply: Reply) -> None:
         self._replies[(key, command_id)] = (time_ms, reply)
@@ -329,6 +342,10 @@ class _Results:
 
     def event(self, command: dict[str, Any], version: int, event_type: str, schema_version: int, data: str) -> None:
         self._row(command, self._config.events_topic, version, event_type, schema_version, data, None, None, None, None)
+
+    def snapshot(self, command: dict[str, Any], version: int, state_version: int, data: str) -> None:
+        topic = self._config.snapshots_topic
+        self._row(command, topic, version, None, state_version, data, None, None, None, None)
 
     def reply(self, command: dict[str, Any], reply: Reply, duplicate: bool) -> None:
         self._row(
@@ -385,4 +402,5 @@ def load_aggregate(path: str) -> Aggregate:
     Raises :class:`ConfigError` naming the path when the module, the attribute or the methods are missing.
     """
     aggregate: Aggregate = load_user_object(path, "aggregate", ("initial", "decide", "evolve"))
+    check_upcasters(aggregate)
     return aggregate

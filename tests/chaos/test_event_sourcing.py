@@ -18,10 +18,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from actors.kafka.admin import ensure_topic, read_topic
+from cluster.commands.event_store import event_sourced_stage, read_history
 from pipelines.config.pipeline import PipelineConfig, parse_config
 from pipelines.config.state import EventSourcedConfig
 from pipelines.examples.accounts import Account, account_commands
 from pipelines.state.event_sourced import ACCEPTED
+from pipelines.state.replay import replay_history
 from pipelines.verify.event_store_check import CommandReply, StoredEvent, check_event_store, recompute_event_store
 from tests.chaos.chaos_tools import ScheduledKiller, planned_kills
 from tests.chaos.test_recovery import PACED_RUN_S, run_until_the_kills_are_behind
@@ -34,6 +36,7 @@ COMMANDS = 24_000
 ACCOUNTS = 300
 PARTITIONS = 4
 ACCOUNT = "pipelines.examples.accounts:Account"
+SNAPSHOT_EVERY = 7
 
 
 def accounts_on_kafka(name: str, bootstrap: str, tmp_path: Path) -> PipelineConfig:
@@ -58,13 +61,15 @@ def accounts_on_kafka(name: str, bootstrap: str, tmp_path: Path) -> PipelineConf
                 "aggregate": ACCOUNT,
                 "events_topic": f"{name}.events",
                 "replies_topic": f"{name}.replies",
+                "snapshots_topic": f"{name}.snapshots",
+                "snapshot_every": SNAPSHOT_EVERY,
             },
             "sinks": [
                 {
                     "type": "kafka",
                     "topic": f"{name}.replies",
                     "topic_column": "topic",
-                    "topics": [f"{name}.events"],
+                    "topics": [f"{name}.events", f"{name}.snapshots"],
                     "key_column": "aggregate_id",
                 }
             ],
@@ -146,3 +151,26 @@ def test_random_commands_under_kills_store_exactly_the_events_of_the_sequential_
             races[reply.command_id.rsplit("-", 1)[0]] += reply.status == ACCEPTED
     assert len(races) > 100 and set(races.values()) == {1}, "each race of writers had exactly one winner"
     assert sum(reply.duplicate for reply in replies) > 100, "resent commands were answered again"
+    replays_equal_the_reference_at_every_version(config, expected[0])
+
+
+def replays_equal_the_reference_at_every_version(config: PipelineConfig, expected: list[StoredEvent]) -> None:
+    """``eventray es replay``'s reading and folding, on the busiest accounts, from the first event and from the
+    nearest snapshot: at every version, the balance the reference's events add up to (a sum, not ``evolve``)."""
+    busiest = [key for key, _ in Counter(event.aggregate_id for event in expected).most_common(3)]
+    stage = event_sourced_stage(config)
+    for key in busiest:
+        history = asyncio.run(read_history(config, stage, key))
+        ours = sorted((e for e in expected if e.aggregate_id == key), key=lambda e: e.version)
+        assert len(history.events) == len(ours) > 10
+        assert sorted(s["version"] for s in history.snapshots) == list(
+            range(SNAPSHOT_EVERY, len(ours) + 1, SNAPSHOT_EVERY)
+        )
+        balance = 0
+        for event in ours:
+            sign = {"Deposited": 1, "Withdrawn": -1}.get(event.event_type, 0)
+            balance += sign * event.data.get("amount_cents", 0)
+            reference = (event.version, {"open": True, "balance_cents": balance}, ())
+            for snapshots in ([], history.snapshots):
+                replayed = replay_history(Account(), history.events, to_version=event.version, snapshots=snapshots)
+                assert (replayed.version, replayed.state, replayed.problems) == reference

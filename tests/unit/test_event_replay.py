@@ -1,0 +1,184 @@
+"""Replaying an event-sourced aggregate (pipelines/state/replay.py, upcasting.py, `eventray es replay`): to every
+version it equals the live stage's state; from a snapshot it equals from scratch; a log mixing schema versions
+replays as if written at the newest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import yaml
+
+from cluster.cli import main
+from pipelines.config.state import EventSourcedConfig
+from pipelines.errors import ConfigError
+from pipelines.examples.accounts import Account
+from pipelines.state.event_sourced import EventSourced, load_aggregate
+from pipelines.state.replay import replay_history
+from pipelines.state.upcasting import check_upcasters, upcast_events
+from tests.unit.test_event_sourced import ACCOUNT, ACCOUNTS_YAML, START_MS, workload
+
+Row = dict[str, Any]
+
+
+def live_run(snapshot_every: int | None = None) -> tuple[list[Row], dict[tuple[str, int], Any]]:
+    """The stage's results over a workload, one command at a time, and each aggregate's state after each version."""
+    op = EventSourced(EventSourcedConfig(aggregate=ACCOUNT, snapshot_every=snapshot_every), Account())
+    results: list[Row] = []
+    states: dict[tuple[str, int], Any] = {}
+    for row in workload(count=3_000, seed=4, accounts=12):
+        output = op.add(pa.RecordBatch.from_pylist([row])).output
+        results += [] if output is None else output.to_pylist()
+        states[(row["aggregate_id"], op.version_of(row["aggregate_id"]))] = op.state_of(row["aggregate_id"])
+    return results, states
+
+
+def of(results: list[Row], key: str, topic: str) -> list[Row]:
+    return [row for row in results if row["aggregate_id"] == key and row["topic"] == topic]
+
+
+def test_replay_to_every_version_equals_the_live_state_with_or_without_snapshots() -> None:
+    results, states = live_run(snapshot_every=10)
+    replays = 0
+    for key in sorted({key for key, _ in states}):
+        events, snapshots = of(results, key, "events"), of(results, key, "snapshots")
+        assert [row["version"] for row in snapshots] == [v for v in range(10, len(events) + 1, 10)]
+        for version in range(len(events) + 1):
+            scratch = replay_history(Account(), list(reversed(events)), to_version=version)
+            snapshot = replay_history(Account(), events, to_version=version, snapshots=snapshots)
+            expected = states[(key, version)] if version else Account().initial()
+            assert scratch.state == snapshot.state == expected
+            assert scratch.problems == snapshot.problems == () and scratch.from_snapshot is None
+            assert snapshot.from_snapshot == (version // 10 * 10 or None)
+            replays += 1
+    assert replays > 1_000
+
+
+def test_steps_as_of_gaps_and_repeats() -> None:
+    results, states = live_run()
+    key = results[0]["aggregate_id"]
+    events = of(results, key, "events")
+    steps = replay_history(Account(), events, keep_steps=True).steps
+    assert [step.version for step in steps] == list(range(1, len(events) + 1))
+    assert steps[-1].state == states[(key, len(events))]
+    as_of = replay_history(Account(), events, as_of_ms=events[4]["_timestamp"])
+    assert as_of.version == 5 and as_of.state == states[(key, 5)]
+    gap = replay_history(Account(), events[:6] + events[7:] + events[:2])
+    assert gap.version == 6 and gap.problems == (
+        "2 event(s) are stored more than once (each version is replayed once)",
+        "version 7 is missing from the store: the replay stops at 6",
+    )
+    beyond = replay_history(Account(), events, to_version=len(events) + 5)
+    assert beyond.problems == (
+        f"the aggregate has {len(events)} event(s): version {len(events) + 5} does not exist yet",
+    )
+
+
+def amount_in_cents(table: pa.Table) -> pa.Table:
+    """v1 -> v2: ``amount`` (whole units) became ``amount_cents``."""
+    cents = pc.multiply(table.column("amount"), 100)
+    return table.drop_columns(["amount"]).append_column("amount_cents", cents)
+
+
+def with_currency(table: pa.Table) -> pa.Table:
+    """v2 -> v3: a currency, EUR for every deposit before there were others; Deposited became FundsDeposited."""
+    renamed = table.set_column(table.schema.get_field_index("event_type"), "event_type",
+                               pa.array(["FundsDeposited"] * table.num_rows))  # fmt: skip
+    return renamed.append_column("currency", pa.array(["EUR"] * table.num_rows))
+
+
+class VersionedAccount:
+    """An account whose deposits changed twice; its state changed once (v1: a bare balance)."""
+
+    schema_versions: ClassVar[dict[str, int]] = {"Deposited": 3}
+    upcasters: ClassVar[dict[tuple[str, int], Any]] = {
+        ("Deposited", 1): amount_in_cents,
+        ("Deposited", 2): with_currency,
+    }
+    state_version = 2
+    state_upcasters: ClassVar[dict[int, Any]] = {1: lambda balance: {"balance_cents": balance, "currencies": ["EUR"]}}
+
+    def initial(self) -> Row:
+        return {"balance_cents": 0, "currencies": []}
+
+    def decide(self, state: Row, command: Row, time_ms: int) -> list[Row]:
+        return [{"event_type": "FundsDeposited", "amount_cents": command["amount_cents"], "currency": "EUR"}]
+
+    def evolve(self, state: Row, event: Row) -> Row:
+        assert event["event_type"] == "FundsDeposited", "every event reaches evolve at v3"
+        currencies = sorted({*state["currencies"], event["currency"]})
+        return {"balance_cents": state["balance_cents"] + event["amount_cents"], "currencies": currencies}
+
+
+def deposit(version: int, schema_version: int, cents: int) -> Row:
+    data = {1: {"amount": cents // 100}, 2: {"amount_cents": cents}, 3: {"amount_cents": cents, "currency": "EUR"}}
+    event_type = "FundsDeposited" if schema_version == 3 else "Deposited"
+    return {"version": version, "event_type": event_type, "schema_version": schema_version,
+            "data": json.dumps(data[schema_version]), "_timestamp": START_MS + version}  # fmt: skip
+
+
+def test_a_log_mixing_v1_v2_and_v3_events_replays_as_the_all_v3_log() -> None:
+    amounts = [100 * (n % 7 + 1) for n in range(60)]
+    mixed = [deposit(v, (v % 3) + 1, cents) for v, cents in enumerate(amounts, start=1)]
+    all_v3 = [deposit(v, 3, cents) for v, cents in enumerate(amounts, start=1)]
+    mixed_state = replay_history(VersionedAccount(), mixed)
+    assert mixed_state == replay_history(VersionedAccount(), all_v3)
+    assert mixed_state.state == {"balance_cents": sum(amounts), "currencies": ["EUR"]} and mixed_state.version == 60
+    upcast = upcast_events(VersionedAccount(), mixed)
+    assert [row["version"] for row in upcast] == list(range(1, 61)), "rows keep their order"
+    assert {(row["event_type"], row["schema_version"]) for row in upcast} == {("FundsDeposited", 3)}
+    old_snapshot = {"version": 30, "data": json.dumps(sum(amounts[:30])), "schema_version": 1}
+    from_snapshot = replay_history(VersionedAccount(), mixed, snapshots=[old_snapshot])
+    assert from_snapshot.from_snapshot == 30 and from_snapshot.state == mixed_state.state
+
+
+class MissingStep(VersionedAccount):
+    upcasters: ClassVar[dict[tuple[str, int], Any]] = {("Deposited", 2): with_currency}
+
+
+class WrongRows(VersionedAccount):
+    upcasters: ClassVar[dict[tuple[str, int], Any]] = {("Deposited", 1): lambda table: table.slice(1),
+                                                       ("Deposited", 2): with_currency}  # fmt: skip
+
+
+def test_upcasters_that_cannot_run_are_refused_naming_the_step() -> None:
+    with pytest.raises(ConfigError, match=r"lacks upcasters\[\('Deposited', 1\)\]"):
+        check_upcasters(MissingStep())
+    with pytest.raises(ConfigError, match=r"lacks upcasters\[\('Deposited', 1\)\]"):
+        load_aggregate("tests.unit.test_event_replay:MissingStep")
+    with pytest.raises(ConfigError, match=r"must return a table of as many rows \(2\)"):
+        upcast_events(WrongRows(), [deposit(1, 1, 100), deposit(2, 1, 200)])
+    with pytest.raises(ConfigError, match=r"schema_versions\['Deposited'\] >= 4"):
+        check_upcasters(VersionedAccount(), {("Deposited", 4)})
+
+
+def test_eventray_es_replay_reads_the_stored_output_and_answers_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results, states = live_run(snapshot_every=4)
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "part-0.jsonl").write_bytes(b"".join(msgspec.json.encode(row) + b"\n" for row in results))
+    data: dict[str, Any] = yaml.safe_load(ACCOUNTS_YAML.read_text(encoding="utf-8"))
+    data["keyed"].update(events_topic="events", replies_topic="replies", snapshot_every=4)
+    data["sinks"] = [{"type": "jsonl", "path": str(out)}]
+    config = tmp_path / "accounts.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    key = results[0]["aggregate_id"]
+    versions = len(of(results, key, "events"))
+
+    assert main(["es", "replay", str(config), "--key", key, "--to-version", "9", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["version"] == 9 and answer["state"] == states[(key, 9)] and answer["from_snapshot"] == 8
+    assert main(["es", "replay", str(config), "--key", key, "--steps", "--no-snapshots"]) == 0
+    printed = capsys.readouterr().out
+    assert f"at version {versions} ({versions} event(s) stored; replayed from the first event)" in printed
+    assert main(["es", "replay", str(config), "--key", key, "--to-version", str(versions + 1)]) == 1
+    assert "does not exist yet" in capsys.readouterr().out
+    assert main(["es", "replay", str(config), "--key", key, "--as-of", "noon"]) == 2
+    assert "--as-of 'noon': give epoch milliseconds or an ISO 8601 time" in capsys.readouterr().err
