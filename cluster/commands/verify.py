@@ -82,6 +82,7 @@ __all__ = [
     "delivery_of",
     "fixed_end_offsets",
     "print_report",
+    "read_input",
     "report_dict",
     "verify_run",
 ]
@@ -175,7 +176,7 @@ async def verify_run(
     compiled = compile_pipeline(config)
     check_verifiable(compiled)  # before reading anything
     ends = await end_offsets_of(config)
-    raws = await _read_input(config, ends, start_time_ms)
+    raws = await read_input(config, ends, start_time_ms)
     expected = expected_run(compiled, raws)
     outputs = [
         await _read_output(config, index)
@@ -196,7 +197,7 @@ async def verify_run(
 # --- input ----------------------------------------------------------------------------------------------------
 
 
-async def _read_input(config: PipelineConfig, ends: Mapping[int, int], start_time_ms: int | None) -> list[RawBatch]:
+async def read_input(config: PipelineConfig, ends: Mapping[int, int], start_time_ms: int | None) -> list[RawBatch]:
     """Every input's records up to ``ends``, as batches labelled with their pipeline partitions."""
     raws: list[RawBatch] = []
     for spec in config.all_inputs:

@@ -500,8 +500,14 @@ class JsonlSinkConfig(_Model):
 
 
 class ParquetSinkConfig(_Model):
+    """Parquet files under ``path``. With ``bucket_by``, each file holds the rows of one bucket of that column's
+    values (``crc32(value as text) % buckets``, in the file name ``...-b<bucket>.parquet``), sorted by it: reading
+    one key's rows (an aggregate's history) opens only its bucket's files and skips row groups by statistics."""
+
     type: Literal["parquet"] = "parquet"
     path: str = Field(min_length=1, description="directory; each writing actor writes its own files")
+    bucket_by: str | None = Field(default=None, min_length=1, description="column whose values pick the file")
+    buckets: int = Field(default=16, ge=1, le=4096, description="with bucket_by: how many buckets")
 
 
 SinkConfig = Annotated[

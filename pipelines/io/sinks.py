@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import IO, Any, Protocol, TypeAlias
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.config.pipeline import (
@@ -22,6 +25,7 @@ from pipelines.config.pipeline import (
     PipelineConfig,
     SinkConfig,
 )
+from pipelines.state.keygroups import crc32_of_strings
 
 __all__ = [
     "ConsoleSink",
@@ -30,6 +34,8 @@ __all__ = [
     "ParquetSink",
     "RowWriter",
     "Sink",
+    "bucket_file_suffix",
+    "bucket_of",
     "clear_previous_output",
     "open_sink",
 ]
@@ -88,35 +94,62 @@ class DeadLetterSink(JsonlSink):
 
 
 class ParquetSink:
-    """Parquet files ``<path>/part-<writer>-<n>.parquet``. A Parquet file is readable only once its footer is
-    written, so :meth:`flush` closes the current file (durable and readable) and the next write starts the
-    next one."""
+    """Parquet files ``<path>/part-<writer>-<n>.parquet`` (with ``bucket_by``: ``...-<n>-b<bucket>.parquet``, one
+    per bucket, rows sorted by the column). A Parquet file is readable only once its footer is written, so
+    :meth:`flush` closes the current files (durable and readable) and the next write starts the next ones."""
 
-    def __init__(self, directory: str, writer: str) -> None:
+    def __init__(self, directory: str, writer: str, bucket_by: str | None = None, buckets: int = 1) -> None:
         self._folder = Path(directory)
         self._folder.mkdir(parents=True, exist_ok=True)
         self._writer_name = writer
+        self._bucket_by = bucket_by
+        self._buckets = buckets
         self._files = 0
         self.path = self._folder
-        self._writer: pq.ParquetWriter | None = None
+        self._writers: dict[int | None, pq.ParquetWriter] = {}
 
     def write(self, rows: Rows) -> None:
         if rows.num_rows == 0:
             return
         table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
-        if self._writer is None:
-            file = self._folder / f"part-{self._writer_name}-{self._files:05d}.parquet"
-            self._files += 1
-            self._writer = pq.ParquetWriter(file, table.schema)
-        self._writer.write_table(table)
+        if self._bucket_by is None:
+            self._writer_of(None, table.schema).write_table(table)
+            return
+        buckets = bucket_of(table.column(self._bucket_by), self._buckets)
+        for bucket in np.unique(buckets).tolist():
+            part = table.filter(pa.array(buckets == bucket)).sort_by(self._bucket_by)
+            self._writer_of(bucket, table.schema).write_table(part)
+
+    def _writer_of(self, bucket: int | None, schema: pa.Schema) -> pq.ParquetWriter:
+        writer = self._writers.get(bucket)
+        if writer is None:
+            suffix = "" if bucket is None else f"-b{bucket:04d}"
+            file = self._folder / f"part-{self._writer_name}-{self._files:05d}{suffix}.parquet"
+            writer = self._writers[bucket] = pq.ParquetWriter(file, schema)
+        return writer
 
     def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._writers:
+            for writer in self._writers.values():
+                writer.close()
+            self._writers = {}
+            self._files += 1
 
     def close(self) -> None:
         self.flush()
+
+
+def bucket_of(values: pa.ChunkedArray | pa.Array, buckets: int) -> npt.NDArray[np.int64]:
+    """Each value's bucket: ``zlib.crc32(value as UTF-8 text) % buckets`` (a null is bucket 0)."""
+    text = pc.cast(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values, pa.string())
+    crcs = crc32_of_strings(pc.fill_null(text, ""))
+    bucket: npt.NDArray[np.int64] = (crcs % np.uint32(buckets)).astype(np.int64)
+    return bucket
+
+
+def bucket_file_suffix(bucket: int) -> str:
+    """How the files of ``bucket`` end (:class:`ParquetSink` with ``bucket_by``)."""
+    return f"-b{bucket:04d}.parquet"
 
 
 class ConsoleSink:
@@ -169,7 +202,7 @@ def open_sink(config: SinkConfig | DeadLetterConfig, writer: str) -> Sink:
     if isinstance(config, JsonlSinkConfig):
         return JsonlSink(config.path, writer)
     if isinstance(config, ParquetSinkConfig):
-        return ParquetSink(config.path, writer)
+        return ParquetSink(config.path, writer, config.bucket_by, config.buckets)
     if isinstance(config, ConsoleSinkConfig):
         return ConsoleSink(config)
     raise TypeError(f"{type(config).__name__} is not a file or console sink")

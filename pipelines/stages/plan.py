@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config.kafka import KafkaSinkConfig
-from pipelines.config.pipeline import ConsoleSinkConfig, MaskOp, NamedInput, PipelineConfig
+from pipelines.config.pipeline import ConsoleSinkConfig, MaskOp, NamedInput, ParquetSinkConfig, PipelineConfig
 from pipelines.config.stage_graph import StageGraph
 from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, KeyedProcessConfig, UpsertConfig
 from pipelines.decode.binary_codecs import AvroDecoder, RawBytesDecoder
@@ -529,6 +529,8 @@ def _check_sinks(config: PipelineConfig, result_columns: tuple[str, ...]) -> Non
     for position, sink in enumerate(config.sinks):
         if isinstance(sink, ConsoleSinkConfig) and sink.sort_by is not None and sink.sort_by not in result_columns:
             raise ConfigError(f"sinks.{position}.sort_by: unknown column {sink.sort_by!r}; available: {available}")
+        if isinstance(sink, ParquetSinkConfig) and sink.bucket_by is not None and sink.bucket_by not in result_columns:
+            raise ConfigError(f"sinks.{position}.bucket_by: unknown column {sink.bucket_by!r}; available: {available}")
         shown = sink.columns or [] if isinstance(sink, ConsoleSinkConfig) else []
         unknown = [name for name in shown if name not in result_columns]
         if unknown:

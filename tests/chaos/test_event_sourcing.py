@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from actors.kafka.admin import ensure_topic, read_topic
-from cluster.commands.event_store import event_sourced_stage, read_history
+from cluster.commands.event_store_io import event_sourced_stage, read_commands, read_stored
 from pipelines.config.pipeline import PipelineConfig, parse_config
 from pipelines.config.state import EventSourcedConfig
 from pipelines.examples.accounts import Account, account_commands
@@ -131,6 +131,10 @@ def test_random_commands_under_kills_store_exactly_the_events_of_the_sequential_
         for command in in_partition_order(kafka_bootstrap, f"{name}.commands")
     ]
     assert len(taken) == COMMANDS
+    as_es_check_reads_them = asyncio.run(read_commands(config))
+    assert [(c["aggregate_id"], c["command_id"], c["_timestamp"]) for c in as_es_check_reads_them] == [
+        (c["aggregate_id"], c["command_id"], c["_timestamp"]) for c in taken
+    ], "eventray es check reads the commands the stage took, in its order"
     expected = recompute_event_store(Account(), taken, EventSourcedConfig(aggregate=ACCOUNT))
     events = [
         StoredEvent(row["aggregate_id"], row["version"], row["event_type"], msgspec.json.decode(row["data"]),
@@ -160,7 +164,7 @@ def replays_equal_the_reference_at_every_version(config: PipelineConfig, expecte
     busiest = [key for key, _ in Counter(event.aggregate_id for event in expected).most_common(3)]
     stage = event_sourced_stage(config)
     for key in busiest:
-        history = asyncio.run(read_history(config, stage, key))
+        history = asyncio.run(read_stored(config, stage, key))
         ours = sorted((e for e in expected if e.aggregate_id == key), key=lambda e: e.version)
         assert len(history.events) == len(ours) > 10
         assert sorted(s["version"] for s in history.snapshots) == list(

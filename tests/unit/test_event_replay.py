@@ -5,23 +5,28 @@ replays as if written at the newest."""
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from cluster.cli import main
+from pipelines.config.pipeline import parse_config
 from pipelines.config.state import EventSourcedConfig
 from pipelines.errors import ConfigError
 from pipelines.examples.accounts import Account
+from pipelines.io.sinks import open_sink
 from pipelines.state.event_sourced import EventSourced, load_aggregate
 from pipelines.state.replay import replay_history
 from pipelines.state.upcasting import check_upcasters, upcast_events
-from tests.unit.test_event_sourced import ACCOUNT, ACCOUNTS_YAML, START_MS, workload
+from pipelines.testing import run_stages
+from tests.unit.test_event_sourced import ACCOUNT, ACCOUNTS_YAML, START_MS, accounts_config, workload
 
 Row = dict[str, Any]
 
@@ -182,3 +187,105 @@ def test_eventray_es_replay_reads_the_stored_output_and_answers_json(
     assert "does not exist yet" in capsys.readouterr().out
     assert main(["es", "replay", str(config), "--key", key, "--as-of", "noon"]) == 2
     assert "--as-of 'noon': give epoch milliseconds or an ISO 8601 time" in capsys.readouterr().err
+
+
+def accounts_run_stored(tmp_path: Path, sink: dict[str, Any]) -> Path:
+    """configs/accounts.yaml run in process, its results written where ``sink`` (JSONL or Parquet) keeps them;
+    return a config file naming that sink."""
+    data = accounts_config(tmp_path)
+    data["keyed"]["snapshot_every"] = 5
+    data["sinks"] = [sink]
+    run = run_stages(parse_config(data), senders=2, owners=2, batch_size=100)
+    table = pa.Table.from_pylist(run.results.rows())
+    target = open_sink(parse_config(data).sinks[0], "0")
+    target.write(table)
+    target.close()
+    config = tmp_path / "accounts.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return config
+
+
+def test_es_check_finds_the_stored_run_equal_to_the_commands_decided_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = accounts_run_stored(tmp_path, {"type": "jsonl", "path": str(tmp_path / "results")})
+    assert main(["es", "check", str(config), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["failures"] == [] and report["expected_replies"] == report["replies"] == 1_200
+    assert report["events"] == report["expected_events"] > 500
+    stored = tmp_path / "results" / "part-0.jsonl"
+    lines = stored.read_bytes().splitlines()
+    first_event = next(i for i, line in enumerate(lines) if b'"topic":"account-events"' in line)
+    stored.write_bytes(b"\n".join(lines[:first_event] + lines[first_event + 1 :] + [lines[3]]) + b"\n")
+    assert main(["es", "check", str(config)]) == 1
+    printed = capsys.readouterr().out
+    assert "1 event(s) lost" in printed and "written more than once" in printed
+
+
+class GenerousAccount(Account):
+    """Lets a withdrawal overdraw by up to 100 cents: other decisions, the same evolve."""
+
+    def decide(self, state: Row, command: Row, time_ms: int) -> Any:
+        if command.get("command_type") == "Withdraw" and state["open"]:
+            amount = command.get("amount_cents") or 0
+            if state["balance_cents"] < amount <= state["balance_cents"] + 100:
+                return [{"event_type": "Withdrawn", "amount_cents": amount, "at_ms": time_ms}]
+        return super().decide(state, command, time_ms)
+
+
+class DoubleOpenAccount(Account):
+    """Evolves an Opened account with a 1-cent welcome bonus: the same decisions, another state."""
+
+    def evolve(self, state: Row, event: Row) -> Row:
+        evolved = super().evolve(state, event)
+        return (
+            {**evolved, "balance_cents": evolved["balance_cents"] + 1} if event["event_type"] == "Opened" else evolved
+        )
+
+
+def test_es_diff_reports_where_states_or_decisions_of_two_versions_diverge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = accounts_run_stored(tmp_path, {"type": "jsonl", "path": str(tmp_path / "results")})
+    same = ["es", "diff", str(config), "--old", ACCOUNT, "--new", "pipelines.examples.accounts:Account", "--json"]
+    assert main(same) == 0 and json.loads(capsys.readouterr().out)["diverged"] == 0
+    generous = [*same[:6], "tests.unit.test_event_replay:GenerousAccount", "--json"]
+    assert main(generous) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["diverged"] > 0
+    assert all("events_diverge_at" in e and "state_diverges_at" not in e for e in report["examples"])
+    bonus = [*same[:6], "tests.unit.test_event_replay:DoubleOpenAccount", "--events-only", "--json"]
+    assert main(bonus) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["diverged"] == report["aggregates"] == 40
+    assert {e["state_diverges_at"]["version"] for e in report["examples"]} == {1}
+
+
+def test_es_state_writes_every_aggregate_as_of_a_time_from_a_bucketed_parquet_archive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = tmp_path / "archive"
+    config = accounts_run_stored(tmp_path, {"type": "parquet", "path": str(archive), "bucket_by": "aggregate_id",
+                                            "buckets": 8})  # fmt: skip
+    files = sorted(archive.glob("part-*.parquet"))
+    assert len(files) == 8 and all(f.name.endswith(f"-b{b:04d}.parquet") for b, f in enumerate(files))
+    for bucket, path in enumerate(files):
+        keys = set(pq.read_table(path).column("aggregate_id").to_pylist())
+        assert {zlib.crc32(key.encode()) % 8 for key in keys} == {bucket}
+    rows = pa.concat_tables([pq.read_table(path) for path in files]).to_pylist()
+    as_of = START_MS + 150_000
+    out = tmp_path / "state.parquet"
+
+    assert main(["es", "state", str(config), "--as-of", str(as_of), "--out", str(out)]) == 0
+    written = {row["aggregate_id"]: row for row in pq.read_table(out).to_pylist()}
+    for key, row in written.items():
+        mine = [r for r in rows if r["aggregate_id"] == key and r["topic"] == "account-events"]
+        latest = max((r for r in mine if r["_timestamp"] <= as_of), key=lambda r: r["version"])
+        assert row["version"] == latest["version"]
+        assert json.loads(row["state"]) == replay_history(Account(), mine, to_version=latest["version"]).state
+    assert 0 < len(written) <= 40 and "written to" in capsys.readouterr().out
+    key = next(iter(written))
+    assert main(["es", "replay", str(config), "--key", key, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == max(
+        r["version"] for r in rows if r["aggregate_id"] == key and r["topic"] == "account-events"
+    )

@@ -1,0 +1,149 @@
+"""Reading what an event-sourced pipeline stored and took: its events, snapshots and replies (from the first sink
+that holds them: Kafka topics read committed, else Parquet or JSONL output) and its commands (the pipeline's own
+inputs, decoded and transformed as the run did, each partition in offset order).
+
+One aggregate's history is a cheap read: from Kafka, only the partition its id is in when the sink keys records
+by it (the default partitioner, murmur2); from a Parquet archive with ``bucket_by`` the aggregate id, only the
+files of its bucket, row groups skipped by statistics.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.dataset as ds
+from aiokafka import TopicPartition
+from aiokafka.partitioner import murmur2
+
+from actors.kafka.admin import end_offsets
+from actors.kafka.clients import started_consumer
+from cluster.commands.verify import budget_end_offsets, read_input
+from pipelines.config.kafka import KafkaConnectionConfig, KafkaSinkConfig
+from pipelines.config.pipeline import JsonlSinkConfig, ParquetSinkConfig, PipelineConfig
+from pipelines.config.state import EventSourcedConfig
+from pipelines.errors import ConfigError
+from pipelines.io.sinks import bucket_file_suffix
+from pipelines.stages.plan import compile_pipeline
+from pipelines.verify.delivery_check import INPUT_PARTITION, INPUT_SEQUENCE, expected_run
+
+__all__ = ["Stored", "event_sourced_stage", "read_commands", "read_stored"]
+
+StoredSink = KafkaSinkConfig | ParquetSinkConfig | JsonlSinkConfig
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Rows an event-sourced stage wrote, by kind (each as the sink holds it, ``topic`` column included)."""
+
+    events: list[dict[str, Any]]
+    snapshots: list[dict[str, Any]]
+    replies: list[dict[str, Any]]
+
+    def of(self, key: Any) -> Stored:
+        """Only the rows of aggregate ``key``."""
+        return Stored(*([row for row in rows if row["aggregate_id"] == key] for rows in self._all))
+
+    @property
+    def _all(self) -> tuple[list[dict[str, Any]], ...]:
+        return self.events, self.snapshots, self.replies
+
+
+def event_sourced_stage(config: PipelineConfig) -> EventSourcedConfig:
+    """The config's event-sourced stage; :class:`ConfigError` if it has none."""
+    for view in config.keyed_stages:
+        if isinstance(view.keyed, EventSourcedConfig):
+            return view.keyed
+    raise ConfigError(f"pipeline {config.name!r} has no keyed stage of type event_sourced")
+
+
+async def read_stored(config: PipelineConfig, stage: EventSourcedConfig, key: str | None = None) -> Stored:
+    """The stored events, snapshots and replies, of aggregate ``key`` (compared as text) or of every aggregate,
+    from the first sink that holds events; rows are renamed so the aggregate id is ``aggregate_id``."""
+    sink = _events_sink(config, stage)
+    if isinstance(sink, KafkaSinkConfig):
+        assert config.kafka is not None  # a Kafka sink needs a kafka section
+        keyed = stage.key == sink.key_column
+        topics = (
+            [sink.topic]
+            if sink.topic_column is None
+            else [t for t in (stage.events_topic, stage.snapshots_topic, stage.replies_topic) if t in sink.all_topics]
+        )
+        rows = [row for topic in topics for row in await _read_kafka(config.kafka, topic, key if keyed else None)]
+    else:
+        rows = _read_files(sink, stage.key, key)
+    if key is not None:
+        rows = [row for row in rows if str(row.get(stage.key)) == key]
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_topic.setdefault(row.get("topic") or "", []).append({**row, "aggregate_id": row.get(stage.key)})
+    return Stored(*(by_topic.get(t, []) for t in (stage.events_topic, stage.snapshots_topic, stage.replies_topic)))
+
+
+async def read_commands(config: PipelineConfig) -> list[dict[str, Any]]:
+    """The rows the event-sourced stage took, as the run decoded and transformed them (each partition in offset
+    order, up to the pipeline group's committed offsets or the files' ends); ``_timestamp`` included."""
+    compiled = compile_pipeline(config)
+    if len(compiled.stages) != 1:
+        raise ConfigError("the commands are read from the inputs of a pipeline whose one keyed stage is event_sourced")
+    raws = await read_input(config, await budget_end_offsets(config), None)
+    events = expected_run(compiled, raws).events
+    ordered = events.sort_by([(INPUT_PARTITION, "ascending"), (INPUT_SEQUENCE, "ascending")])
+    return list(ordered.drop_columns([INPUT_PARTITION, INPUT_SEQUENCE]).to_pylist())
+
+
+def _events_sink(config: PipelineConfig, stage: EventSourcedConfig) -> StoredSink:
+    for sink in config.sinks:
+        if isinstance(sink, KafkaSinkConfig) and (stage.events_topic in sink.all_topics or sink.topic_column is None):
+            return sink
+        if isinstance(sink, ParquetSinkConfig | JsonlSinkConfig) and Path(sink.path).is_dir():
+            return sink
+    raise ConfigError(
+        f"pipeline {config.name!r}: no sink holds the events topic {stage.events_topic!r} (a Kafka sink writing it, "
+        "or a Parquet or JSONL sink whose directory exists)"
+    )
+
+
+async def _read_kafka(connection: KafkaConnectionConfig, topic: str, key: str | None) -> list[dict[str, Any]]:
+    """Every committed record of ``topic``; with ``key``, of the partition records keyed by it are in."""
+    ends = await end_offsets(connection, topic)
+    partitions = sorted(ends)
+    if key is not None and partitions:
+        partitions = [partitions[(murmur2(key.encode()) & 0x7FFFFFFF) % len(partitions)]]
+    wanted = [TopicPartition(topic, partition) for partition in partitions if ends[partition] > 0]
+    rows: list[dict[str, Any]] = []
+    if not wanted:
+        return rows
+    options = {"enable_auto_commit": False, "isolation_level": "read_committed", "auto_offset_reset": "earliest"}
+    async with started_consumer(connection, **options) as consumer:
+        consumer.assign(wanted)
+        await consumer.seek_to_beginning(*wanted)
+        while [tp for tp in wanted if await consumer.position(tp) < ends[tp.partition]]:
+            fetched = await consumer.getmany(timeout_ms=1_000, max_records=10_000)
+            for records in fetched.values():
+                rows += [msgspec.json.decode(record.value) for record in records]
+    return rows
+
+
+def _read_files(sink: ParquetSinkConfig | JsonlSinkConfig, key_column: str, key: str | None) -> list[dict[str, Any]]:
+    if isinstance(sink, JsonlSinkConfig):
+        rows: list[dict[str, Any]] = []
+        for path in sorted(Path(sink.path).glob("*.jsonl")):
+            rows += [msgspec.json.decode(line) for line in path.read_bytes().splitlines() if line.strip()]
+        return rows
+    files = sorted(Path(sink.path).glob("part-*.parquet"))
+    if key is not None and sink.bucket_by == key_column:
+        suffix = bucket_file_suffix(zlib.crc32(key.encode()) % sink.buckets)
+        files = [path for path in files if path.name.endswith(suffix)]
+    if not files:
+        return []
+    dataset = ds.dataset([str(path) for path in files], format="parquet")
+    if key is None:
+        return list(dataset.to_table().to_pylist())
+    kind = dataset.schema.field(key_column).type
+    value: Any = int(key) if pa.types.is_integer(kind) and key.lstrip("-").isdigit() else key
+    return list(dataset.to_table(filter=ds.field(key_column) == value).to_pylist())
