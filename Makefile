@@ -18,7 +18,7 @@ CONFIG ?= configs/orders.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: bench-joins run test unit lint typecheck bench soak demo kafka-up kafka-down clean-venv lock test-latest
+.PHONY: bench-joins bench-es run test unit lint typecheck bench soak demo kafka-up kafka-down clean-venv lock test-latest
 
 $(UV):
 	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -91,6 +91,11 @@ bench: $(BIN)/.bench-installed
 # Joins: eventray's temporal join against Quix join_asof and a hand-written aiokafka loop (benchmarks/JOINS.md)
 bench-joins: $(BIN)/.bench-installed
 	$(BIN)/python -m benchmarks.joins $(BENCH_ARGS)
+
+# Event sourcing: commands end to end on Kafka (commands/s, command -> reply latency per checkpoint interval) and
+# rebuilds from the Parquet archive against the eventsourcing library on SQLite (benchmarks/EVENT_SOURCING.md)
+bench-es: $(BIN)/.bench-installed
+	$(BIN)/python -m benchmarks.event_sourcing $(BENCH_ARGS)
 
 # `make soak` (not part of `make test` or CI): an hour of the orders pipeline, Kafka in and out, exactly once, at
 # half its measured throughput with a kill a minute; RSS per actor, recovery times, checkpoint and marker sizes,

@@ -31,7 +31,7 @@ from pipelines.io.sinks import bucket_file_suffix
 from pipelines.stages.plan import compile_pipeline
 from pipelines.verify.delivery_check import INPUT_PARTITION, INPUT_SEQUENCE, expected_run
 
-__all__ = ["Stored", "event_sourced_stage", "read_commands", "read_stored"]
+__all__ = ["Stored", "event_sourced_stage", "read_commands", "read_files", "read_stored"]
 
 StoredSink = KafkaSinkConfig | ParquetSinkConfig | JsonlSinkConfig
 
@@ -75,7 +75,7 @@ async def read_stored(config: PipelineConfig, stage: EventSourcedConfig, key: st
         )
         rows = [row for topic in topics for row in await _read_kafka(config.kafka, topic, key if keyed else None)]
     else:
-        rows = _read_files(sink, stage.key, key)
+        rows = read_files(sink, stage.key, key)
     if key is not None:
         rows = [row for row in rows if str(row.get(stage.key)) == key]
     by_topic: dict[str, list[dict[str, Any]]] = {}
@@ -129,7 +129,9 @@ async def _read_kafka(connection: KafkaConnectionConfig, topic: str, key: str | 
     return rows
 
 
-def _read_files(sink: ParquetSinkConfig | JsonlSinkConfig, key_column: str, key: str | None) -> list[dict[str, Any]]:
+def read_files(sink: ParquetSinkConfig | JsonlSinkConfig, key_column: str, key: str | None) -> list[dict[str, Any]]:
+    """The rows a JSONL or Parquet sink wrote; with ``key``, only those of it where the files allow (a Parquet
+    archive bucketed by ``key_column``: its bucket's files, row groups filtered by statistics)."""
     if isinstance(sink, JsonlSinkConfig):
         rows: list[dict[str, Any]] = []
         for path in sorted(Path(sink.path).glob("*.jsonl")):

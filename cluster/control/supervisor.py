@@ -545,8 +545,9 @@ class Supervisor:
         kafka = self._resolved.kafka
         if kafka is None or not kafka.create_topics or self._output_topics_created:
             return
+        compacted = {t for sink in self._config.sinks if isinstance(sink, KafkaSinkConfig) for t in sink.compacted}
         for topic in sorted(self._output_topics()):
-            await ensure_topic(kafka, topic, partitions)
+            await ensure_topic(kafka, topic, partitions, compacted=topic in compacted)
         if writes_kafka_transactions(self._config):
             await ensure_topic(kafka, commit_marker_topic(self._config.name), 1, compacted=True)
         self._output_topics_created = True

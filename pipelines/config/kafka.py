@@ -157,6 +157,10 @@ class KafkaSinkConfig(ConfigModel):
         default_factory=list, description="with topic_column: every topic a row may name"
     )
     key_column: str | None = Field(default=None, description="record key; also picks the partition")
+    compacted: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="topics of this sink created with cleanup.policy=compact (the newest record per key is kept)",
+    )
     partition_by: Literal["key", "source_partition"] = "key"
     linger_ms: int = Field(default=5, ge=0)
     compression: Literal["none", "gzip", "lz4", "zstd"] = "none"
@@ -168,6 +172,13 @@ class KafkaSinkConfig(ConfigModel):
                 "topic_column and topics go together: topic_column names the column, topics every topic a row may "
                 "name (rows naming another go to topic)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _compacted_are_written(self) -> KafkaSinkConfig:
+        unknown = [topic for topic in self.compacted if topic not in self.all_topics]
+        if unknown:
+            raise ValueError(f"compacted names {unknown}, which this sink does not write: list topics of topic/topics")
         return self
 
     @property
