@@ -47,7 +47,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from actors.kafka.admin import ensure_topic
 from benchmarks.run import dev_broker
-from cluster.commands.event_store_io import read_files
+from cluster.commands.event_store_io import REPLAY_COLUMNS, ParquetArchive, read_files
 from cluster.control.run_report import RunProgress
 from cluster.control.runner import run_pipeline
 from pipelines.config.kafka import KafkaConnectionConfig
@@ -318,8 +318,11 @@ def _rebuild_eventray(archive: Path, keys: list[str] | None) -> dict[str, int]:
         for key, rows in grouped.items():
             balances[key] = replay_history(Account(), rows).state["balance_cents"]
         return balances
-    for key in keys:
-        balances[key] = replay_history(Account(), read_files(sink, "aggregate_id", key)).state["balance_cents"]
+    opened = ParquetArchive(
+        sink, "aggregate_id", REPLAY_COLUMNS
+    )  # opened once, as the eventsourcing application keeps its
+    for key in keys:  # SQLite connection: each lookup reads the row groups of its bucket that may hold the key
+        balances[key] = replay_history(Account(), opened.rows_of(key)).state["balance_cents"]
     return balances
 
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 
@@ -31,7 +33,15 @@ from pipelines.io.sinks import bucket_file_suffix
 from pipelines.stages.plan import compile_pipeline
 from pipelines.verify.delivery_check import INPUT_PARTITION, INPUT_SEQUENCE, expected_run
 
-__all__ = ["Stored", "event_sourced_stage", "read_commands", "read_files", "read_stored"]
+__all__ = [
+    "REPLAY_COLUMNS",
+    "ParquetArchive",
+    "Stored",
+    "event_sourced_stage",
+    "read_commands",
+    "read_files",
+    "read_stored",
+]
 
 StoredSink = KafkaSinkConfig | ParquetSinkConfig | JsonlSinkConfig
 
@@ -137,15 +147,56 @@ def read_files(sink: ParquetSinkConfig | JsonlSinkConfig, key_column: str, key: 
         for path in sorted(Path(sink.path).glob("*.jsonl")):
             rows += [msgspec.json.decode(line) for line in path.read_bytes().splitlines() if line.strip()]
         return rows
-    files = sorted(Path(sink.path).glob("part-*.parquet"))
-    if key is not None and sink.bucket_by == key_column:
-        suffix = bucket_file_suffix(zlib.crc32(key.encode()) % sink.buckets)
-        files = [path for path in files if path.name.endswith(suffix)]
-    if not files:
-        return []
-    dataset = ds.dataset([str(path) for path in files], format="parquet")
-    if key is None:
-        return list(dataset.to_table().to_pylist())
-    kind = dataset.schema.field(key_column).type
-    value: Any = int(key) if pa.types.is_integer(kind) and key.lstrip("-").isdigit() else key
-    return list(dataset.to_table(filter=ds.field(key_column) == value).to_pylist())
+    archive = ParquetArchive(sink, key_column)
+    return archive.rows_of(key) if key is not None else archive.all_rows()
+
+
+#: what a replay reads of a stored event or snapshot
+REPLAY_COLUMNS = ["topic", "version", "event_type", "schema_version", "data", "_timestamp"]
+
+
+class ParquetArchive:
+    """A Parquet sink's files opened once (footers read, kept): one key's rows are read from the files of its
+    bucket (with ``bucket_by`` the key column) and, in them, only the row groups whose statistics may hold it,
+    and only ``columns`` (None: all)."""
+
+    def __init__(self, sink: ParquetSinkConfig, key_column: str, columns: list[str] | None = None) -> None:
+        self._sink = sink
+        self._key_column = key_column
+        self._columns = None if columns is None else list(dict.fromkeys([key_column, *columns]))
+        self._files = sorted(Path(sink.path).glob("part-*.parquet"))
+        self._opened: dict[Path, pq.ParquetFile] = {}
+
+    def all_rows(self) -> list[dict[str, Any]]:
+        if not self._files:
+            return []
+        return list(ds.dataset([str(path) for path in self._files], format="parquet").to_table().to_pylist())
+
+    def rows_of(self, key: str) -> list[dict[str, Any]]:
+        files = self._files
+        if self._sink.bucket_by == self._key_column:
+            suffix = bucket_file_suffix(zlib.crc32(key.encode()) % self._sink.buckets)
+            files = [path for path in files if path.name.endswith(suffix)]
+        rows: list[dict[str, Any]] = []
+        for path in files:
+            parquet = self._opened.get(path) or self._opened.setdefault(path, pq.ParquetFile(path))
+            column = parquet.schema_arrow.get_field_index(self._key_column)
+            value: Any = key
+            if pa.types.is_integer(parquet.schema_arrow.field(column).type):
+                value = int(key) if key.lstrip("-").isdigit() else None
+            groups = [
+                g for g in range(parquet.num_row_groups) if _may_hold(parquet.metadata.row_group(g), column, value)
+            ]
+            if value is None or not groups:
+                continue
+            table = parquet.read_row_groups(groups, columns=self._columns)
+            rows += table.filter(pc.equal(table.column(self._key_column), value)).to_pylist()
+        return rows
+
+
+def _may_hold(group: Any, column: int, value: Any) -> bool:
+    """Whether a row group's statistics (if it has any) allow ``value`` in ``column``."""
+    statistics = group.column(column).statistics
+    if value is None or statistics is None or not statistics.has_min_max:
+        return True
+    return bool(statistics.min <= value <= statistics.max)

@@ -94,9 +94,13 @@ class DeadLetterSink(JsonlSink):
 
 
 class ParquetSink:
-    """Parquet files ``<path>/part-<writer>-<n>.parquet`` (with ``bucket_by``: ``...-<n>-b<bucket>.parquet``, one
-    per bucket, rows sorted by the column). A Parquet file is readable only once its footer is written, so
-    :meth:`flush` closes the current files (durable and readable) and the next write starts the next ones."""
+    """Parquet files ``<path>/part-<writer>-<n>.parquet``. A Parquet file is readable only once its footer is
+    written, so :meth:`flush` closes the current file (durable and readable) and the next write starts the next.
+
+    With ``bucket_by``, rows are kept per bucket until :meth:`flush` (an exactly-once sink flushes once per epoch)
+    and written then, one file per bucket (``...-<n>-b<bucket>.parquet``), sorted by the column in row groups of
+    :data:`BUCKET_ROW_GROUP_ROWS`: each row group covers a narrow range of keys, so a reader of one key skips the
+    others by their statistics."""
 
     def __init__(self, directory: str, writer: str, bucket_by: str | None = None, buckets: int = 1) -> None:
         self._folder = Path(directory)
@@ -106,37 +110,43 @@ class ParquetSink:
         self._buckets = buckets
         self._files = 0
         self.path = self._folder
-        self._writers: dict[int | None, pq.ParquetWriter] = {}
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: dict[int, list[pa.Table]] = {}
 
     def write(self, rows: Rows) -> None:
         if rows.num_rows == 0:
             return
         table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
         if self._bucket_by is None:
-            self._writer_of(None, table.schema).write_table(table)
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self._file(""), table.schema)
+            self._writer.write_table(table)
             return
         buckets = bucket_of(table.column(self._bucket_by), self._buckets)
         for bucket in np.unique(buckets).tolist():
-            part = table.filter(pa.array(buckets == bucket)).sort_by(self._bucket_by)
-            self._writer_of(bucket, table.schema).write_table(part)
+            self._pending.setdefault(bucket, []).append(table.filter(pa.array(buckets == bucket)))
 
-    def _writer_of(self, bucket: int | None, schema: pa.Schema) -> pq.ParquetWriter:
-        writer = self._writers.get(bucket)
-        if writer is None:
-            suffix = "" if bucket is None else f"-b{bucket:04d}"
-            file = self._folder / f"part-{self._writer_name}-{self._files:05d}{suffix}.parquet"
-            writer = self._writers[bucket] = pq.ParquetWriter(file, schema)
-        return writer
+    def _file(self, suffix: str) -> Path:
+        return self._folder / f"part-{self._writer_name}-{self._files:05d}{suffix}.parquet"
 
     def flush(self) -> None:
-        if self._writers:
-            for writer in self._writers.values():
-                writer.close()
-            self._writers = {}
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self._files += 1
+        if self._pending:
+            for bucket, parts in sorted(self._pending.items()):
+                rows = pa.concat_tables(parts).sort_by(self._bucket_by)  # stable: a key's rows keep their order
+                pq.write_table(rows, self._file(bucket_file_suffix(bucket).removesuffix(".parquet")),
+                               row_group_size=BUCKET_ROW_GROUP_ROWS)  # fmt: skip
+            self._pending = {}
             self._files += 1
 
     def close(self) -> None:
         self.flush()
+
+
+BUCKET_ROW_GROUP_ROWS = 4_096
 
 
 def bucket_of(values: pa.ChunkedArray | pa.Array, buckets: int) -> npt.NDArray[np.int64]:

@@ -170,7 +170,7 @@ def test_eventray_es_replay_reads_the_stored_output_and_answers_json(
     out.mkdir()
     (out / "part-0.jsonl").write_bytes(b"".join(msgspec.json.encode(row) + b"\n" for row in results))
     data: dict[str, Any] = yaml.safe_load(ACCOUNTS_YAML.read_text(encoding="utf-8"))
-    data["keyed"].update(events_topic="events", replies_topic="replies", snapshot_every=4)
+    data["keyed"].update(events_topic="events", replies_topic="replies", snapshots_topic="snapshots", snapshot_every=4)
     data["sinks"] = [{"type": "jsonl", "path": str(out)}]
     config = tmp_path / "accounts.yaml"
     config.write_text(yaml.safe_dump(data), encoding="utf-8")

@@ -273,7 +273,7 @@ def test_it_is_a_keyed_operator_and_bad_paths_are_config_errors() -> None:
         load_aggregate("tests.unit.test_event_sourced:Rejected")
     with pytest.raises(ValidationError, match="same column twice"):
         EventSourcedConfig(aggregate=ACCOUNT, command_id_column="aggregate_id")
-    with pytest.raises(ValidationError, match="name two topics"):
+    with pytest.raises(ValidationError, match="name a topic of its own for each"):
         EventSourcedConfig(aggregate=ACCOUNT, events_topic="t", replies_topic="t")
     assert Rejected("x").reason == "x"
 
