@@ -3,6 +3,8 @@
     EventrayError
     ├── RetriableError                  the operation may succeed if tried again
     │   └── EpochTimeout                an epoch was not complete in checkpoint.timeout_ms (cluster.control.epochs)
+    ├── RowValueError                   one event's value cannot be processed: that event is dead-lettered with
+    │                                   the reason, the others go on (pipelines.transform.row_errors)
     └── FatalError                      retrying will not help; an operator has to act
         ├── ConfigError                 the pipeline config is wrong: names the field path and what is allowed
         │   └── ExpressionError         a filter/derive/check expression cannot be parsed or names unknown columns

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from types import MappingProxyType
 from typing import Any
 
@@ -43,14 +44,19 @@ _COMPACTED = MappingProxyType(
 _ALLOW = 3  # AclPermissionType.ALLOW in the Kafka protocol
 
 
-async def ensure_topic(connection: KafkaConnectionConfig, topic: str, partitions: int, compacted: bool = False) -> None:
+async def ensure_topic(
+    connection: KafkaConnectionConfig, topic: str, partitions: int, compacted: bool = False, retained: bool = False
+) -> None:
     """Create ``topic`` with ``partitions`` partitions if it does not exist, replicated ``connection.
     replication_factor`` times (default: the brokers' ``default.replication.factor``, at most the number of
     brokers alive now: a topic created while a broker is down stays under-replicated until reassigned). A
     broker's refusal (invalid replication factor, a policy, no authorization) raises :class:`ConfigError`
     naming the topic and the broker's reason; a refusal that may pass (the controller moving) raises its Kafka
-    error, which the Supervisor recovers from."""
+    error, which the Supervisor recovers from. ``compacted``: the newest record per key is kept; ``retained``:
+    records are kept forever (an event store). An existing topic is left as it is."""
     configs = dict(_COMPACTED) if compacted else {}
+    if retained:  # an event store: its records are never deleted by age or size
+        configs.update({"retention.ms": "-1", "retention.bytes": "-1"})
     async with started_admin(connection) as admin:
         replication = connection.replication_factor or await _default_replication_factor(admin)
         response = await admin.create_topics(
@@ -157,16 +163,26 @@ async def committed_offsets(connection: KafkaConnectionConfig, topic: str, group
         return {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
 
 
-async def read_topic(connection: KafkaConnectionConfig, topic: str, idle_s: float = 2.0) -> list[Any]:
-    """Every committed record of ``topic`` from the beginning (read_committed), once the end is reached."""
+async def read_topic(
+    connection: KafkaConnectionConfig,
+    topic: str,
+    idle_s: float = 2.0,
+    partitions: Collection[int] | None = None,
+    deadline_s: float = 120,
+) -> list[Any]:
+    """Every committed record of ``topic`` (of ``partitions`` only, when given) from the beginning
+    (read_committed), once the end is reached or ``deadline_s`` passed (a transaction still open holds a
+    read_committed consumer before the end)."""
     ends = await end_offsets(connection, topic)
     records: list[Any] = []
     options = {"enable_auto_commit": False, "isolation_level": "read_committed", "auto_offset_reset": "earliest"}
     async with started_consumer(connection, **options) as consumer:
-        tps = [TopicPartition(topic, partition) for partition in ends]
+        tps = [TopicPartition(topic, p) for p in ends if (partitions is None or p in partitions) and ends[p] > 0]
+        if not tps:
+            return records
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        deadline = asyncio.get_running_loop().time() + 120
+        deadline = asyncio.get_running_loop().time() + deadline_s
         while [tp for tp in tps if await consumer.position(tp) < ends[tp.partition]]:
             batch = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=10_000)
             for partition_records in batch.values():

@@ -29,7 +29,13 @@ from pipelines.io.kafka_records import (
     route_rows,
 )
 
-__all__ = ["KafkaDeadLetterSink", "KafkaSink", "KafkaTopicProducer"]
+__all__ = ["KafkaDeadLetterSink", "KafkaSink", "KafkaTopicProducer", "partition_for_key"]
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner: the partition of ``partitions`` a record keyed ``key`` goes to (murmur2), as
+    Java clients and aiokafka place it."""
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 class KafkaTopicProducer:
@@ -142,7 +148,7 @@ class KafkaTopicProducer:
         if partition is None:
             if len(self._key_partitions) > 1 << 20:
                 self._key_partitions.clear()
-            partition = self._key_partitions[topic, key] = (murmur2(key) & 0x7FFFFFFF) % partitions
+            partition = self._key_partitions[topic, key] = partition_for_key(key, partitions)
         return partition
 
     def flush(self) -> None:

@@ -61,4 +61,5 @@ def store_history(bank: Any, key: str, events: list[dict[str, Any]]) -> uuid.UUI
         else:
             account.withdraw(amount_cents=data["amount_cents"], at_ms=data["at_ms"])
     bank.save(account)
-    return account.id
+    stored: uuid.UUID = account.id
+    return stored

@@ -18,7 +18,9 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 from collections import defaultdict
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -108,14 +110,26 @@ def _replay(args: argparse.Namespace) -> int:
     as_of_ms = None if args.as_of is None else parse_time_ms(args.as_of)
     stored = asyncio.run(read_stored(config, stage, args.key))
     snapshots = [] if args.no_snapshots else stored.snapshots
-    replayed = replay_history(
-        load_aggregate(stage.aggregate), stored.events, args.to_version, as_of_ms, args.steps, snapshots
-    )
+    aggregate = load_aggregate(stage.aggregate)
+    try:
+        replayed = replay_history(aggregate, stored.events, args.to_version, as_of_ms, args.steps, snapshots)
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 - user code (evolve, an upcaster): say so, exit as a finding
+        print(f"eventray: {stage.aggregate} cannot replay {args.key}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    if not stored.events:
+        replayed = replace(replayed, problems=(*replayed.problems, f"no stored events of aggregate {args.key!r}"))
     if args.json:
-        print(json.dumps(_replayed_dict(args.key, replayed, len(stored.events)), default=str))
+        print(_json(_replayed_dict(args.key, replayed, len(stored.events))))
     else:
         _print_replayed(Console(), args.key, replayed, len(stored.events))
     return 1 if replayed.problems else 0
+
+
+def _json(value: Any) -> str:
+    """Valid JSON for scripts (a NaN is null, anything else unknown its text)."""
+    return msgspec.json.encode(value, enc_hook=str).decode()
 
 
 def _replayed_dict(key: str, replayed: Replayed, stored: int) -> dict[str, Any]:
@@ -164,27 +178,35 @@ def _state(args: argparse.Namespace) -> int:
     stored = asyncio.run(read_stored(config, stage))
     events, snapshots = _by_aggregate(stored.events), _by_aggregate(stored.snapshots)
     keys, versions, states, problems = [], [], [], 0
+    failed: list[str] = []
     for key in sorted(events, key=str):
-        replayed = replay_history(aggregate, events[key], as_of_ms=as_of_ms, snapshots=snapshots.get(key, []))
+        try:
+            replayed = replay_history(aggregate, events[key], as_of_ms=as_of_ms, snapshots=snapshots.get(key, []))
+        except Exception as error:  # noqa: BLE001 - one aggregate user code cannot replay does not stop the rest
+            failed.append(f"{key}: {type(error).__name__}: {error}")
+            continue
         problems += bool(replayed.problems)
         if replayed.version:
             keys.append(key)
             versions.append(replayed.version)
-            states.append(msgspec.json.encode(replayed.state).decode())
+            states.append(_json(replayed.state))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table(
         {stage.key: keys, "version": pa.array(versions, pa.int64()), "state": pa.array(states, pa.string())}
     )
     pq.write_table(table.replace_schema_metadata({b"eventray.as_of_ms": str(as_of_ms).encode()}), args.out)
-    summary = {"aggregates": len(keys), "as_of_ms": as_of_ms, "out": str(args.out), "with_problems": problems}
+    summary = {"aggregates": len(keys), "as_of_ms": as_of_ms, "out": str(args.out), "with_problems": problems,
+               "failed": len(failed), "failed_examples": failed[:10]}  # fmt: skip
     if args.json:
-        print(json.dumps(summary))
+        print(_json(summary))
     else:
-        Console().print(
-            f"{len(keys):,} aggregate(s) as of {_iso(as_of_ms)} written to {args.out}"
-            + (f"; {problems} with a gap or a repeat in their history (see es replay)" if problems else "")
-        )
-    return 1 if problems else 0
+        console = Console()
+        console.print(f"{len(keys):,} aggregate(s) as of {_iso(as_of_ms)} written to {args.out}")
+        if problems:
+            console.print(f"{problems:,} with a gap or a repeat in their history (see es replay)")
+        for line in failed[:10]:
+            console.print(f"cannot replay {line}", markup=False)
+    return 1 if problems or failed else 0
 
 
 def _by_aggregate(rows: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
@@ -202,10 +224,16 @@ def _check(args: argparse.Namespace) -> int:
     aggregate = load_aggregate(stage.aggregate)
     commands = asyncio.run(read_commands(config))
     stored = asyncio.run(read_stored(config, stage))
-    report = check_event_store(*recompute_event_store(aggregate, commands, stage), *_as_checked(stored))
+    states_after: dict[tuple[Any, int], Any] = {}
+    expected = recompute_event_store(aggregate, commands, stage, states_after)
+    events, replies = _as_checked(stored)
+    snapshots = [StoredEvent(row["aggregate_id"], row["version"], "snapshot", msgspec.json.decode(row["data"]),
+                             row["command_id"]) for row in stored.snapshots]  # fmt: skip
+    report = check_event_store(*expected, events, replies, ordered=stored.in_partition_order, snapshots=snapshots,
+                               states_after=states_after)  # fmt: skip
     failures = report.failures()
     if args.json:
-        print(json.dumps({**{k: v for k, v in report.__dict__.items() if isinstance(v, int)}, "failures": failures}))
+        print(_json({**{k: v for k, v in report.__dict__.items() if isinstance(v, int)}, "failures": failures}))
     else:
         console = Console()
         console.print(
@@ -262,7 +290,7 @@ def _diff(args: argparse.Namespace) -> int:
         ],
     }
     if args.json:
-        print(json.dumps(report, default=str))
+        print(_json(report))
     else:
         _print_diff(Console(), args, report)
     return 1 if diverged else 0

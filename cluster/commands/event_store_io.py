@@ -19,11 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from aiokafka import TopicPartition
-from aiokafka.partitioner import murmur2
 
-from actors.kafka.admin import end_offsets
-from actors.kafka.clients import started_consumer
+from actors.kafka.admin import partition_count, read_topic
+from actors.kafka.producer_sink import partition_for_key
 from cluster.commands.verify import budget_end_offsets, read_input
 from pipelines.config.kafka import KafkaConnectionConfig, KafkaSinkConfig
 from pipelines.config.pipeline import JsonlSinkConfig, ParquetSinkConfig, PipelineConfig
@@ -53,14 +51,7 @@ class Stored:
     events: list[dict[str, Any]]
     snapshots: list[dict[str, Any]]
     replies: list[dict[str, Any]]
-
-    def of(self, key: Any) -> Stored:
-        """Only the rows of aggregate ``key``."""
-        return Stored(*([row for row in rows if row["aggregate_id"] == key] for rows in self._all))
-
-    @property
-    def _all(self) -> tuple[list[dict[str, Any]], ...]:
-        return self.events, self.snapshots, self.replies
+    in_partition_order: bool = False  # read from Kafka: each partition's rows in offset order (files: not)
 
 
 def event_sourced_stage(config: PipelineConfig) -> EventSourcedConfig:
@@ -77,7 +68,7 @@ async def read_stored(config: PipelineConfig, stage: EventSourcedConfig, key: st
     sink = _events_sink(config, stage)
     if isinstance(sink, KafkaSinkConfig):
         assert config.kafka is not None  # a Kafka sink needs a kafka section
-        keyed = stage.key == sink.key_column
+        keyed = stage.key == sink.key_column and sink.partition_by == "key"  # else any partition may hold a key
         topics = (
             [sink.topic]
             if sink.topic_column is None
@@ -91,7 +82,12 @@ async def read_stored(config: PipelineConfig, stage: EventSourcedConfig, key: st
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_topic.setdefault(row.get("topic") or "", []).append({**row, "aggregate_id": row.get(stage.key)})
-    return Stored(*(by_topic.get(t, []) for t in (stage.events_topic, stage.snapshots_topic, stage.replies_topic)))
+    return Stored(
+        by_topic.get(stage.events_topic, []),
+        by_topic.get(stage.snapshots_topic, []),
+        by_topic.get(stage.replies_topic, []),
+        in_partition_order=isinstance(sink, KafkaSinkConfig),
+    )
 
 
 async def read_commands(config: PipelineConfig) -> list[dict[str, Any]]:
@@ -107,11 +103,13 @@ async def read_commands(config: PipelineConfig) -> list[dict[str, Any]]:
 
 
 def _events_sink(config: PipelineConfig, stage: EventSourcedConfig) -> StoredSink:
-    for sink in config.sinks:
-        if isinstance(sink, KafkaSinkConfig) and (stage.events_topic in sink.all_topics or sink.topic_column is None):
-            return sink
-        if isinstance(sink, ParquetSinkConfig | JsonlSinkConfig) and Path(sink.path).is_dir():
-            return sink
+    """Where the events are read from: a Kafka sink writing the events topic (the store of record), else a Parquet
+    sink (the archive), else a JSONL sink, whose directory exists."""
+    kafka = [s for s in config.sinks if isinstance(s, KafkaSinkConfig) and (stage.events_topic in s.all_topics
+                                                                           or s.topic_column is None)]  # fmt: skip
+    files = [s for s in config.sinks if isinstance(s, ParquetSinkConfig | JsonlSinkConfig) and Path(s.path).is_dir()]
+    for sink in [*kafka, *(s for s in files if isinstance(s, ParquetSinkConfig)), *files]:
+        return sink
     raise ConfigError(
         f"pipeline {config.name!r}: no sink holds the events topic {stage.events_topic!r} (a Kafka sink writing it, "
         "or a Parquet or JSONL sink whose directory exists)"
@@ -120,23 +118,13 @@ def _events_sink(config: PipelineConfig, stage: EventSourcedConfig) -> StoredSin
 
 async def _read_kafka(connection: KafkaConnectionConfig, topic: str, key: str | None) -> list[dict[str, Any]]:
     """Every committed record of ``topic``; with ``key``, of the partition records keyed by it are in."""
-    ends = await end_offsets(connection, topic)
-    partitions = sorted(ends)
-    if key is not None and partitions:
-        partitions = [partitions[(murmur2(key.encode()) & 0x7FFFFFFF) % len(partitions)]]
-    wanted = [TopicPartition(topic, partition) for partition in partitions if ends[partition] > 0]
-    rows: list[dict[str, Any]] = []
-    if not wanted:
-        return rows
-    options = {"enable_auto_commit": False, "isolation_level": "read_committed", "auto_offset_reset": "earliest"}
-    async with started_consumer(connection, **options) as consumer:
-        consumer.assign(wanted)
-        await consumer.seek_to_beginning(*wanted)
-        while [tp for tp in wanted if await consumer.position(tp) < ends[tp.partition]]:
-            fetched = await consumer.getmany(timeout_ms=1_000, max_records=10_000)
-            for records in fetched.values():
-                rows += [msgspec.json.decode(record.value) for record in records]
-    return rows
+    partitions = None
+    if key is not None:
+        count = await partition_count(connection, topic, required=False)
+        partitions = [partition_for_key(key.encode(), count)] if count else []
+    # a bound, should a transaction left open hold a read_committed reader short of the end
+    records = await read_topic(connection, topic, partitions=partitions, deadline_s=60 if key else 900)
+    return [msgspec.json.decode(record.value) for record in records]
 
 
 def read_files(sink: ParquetSinkConfig | JsonlSinkConfig, key_column: str, key: str | None) -> list[dict[str, Any]]:

@@ -57,6 +57,7 @@ from pipelines.config.pipeline import (
     PipelineConfig,
 )
 from pipelines.config.secrets import secrets_here
+from pipelines.config.state import EventSourcedConfig
 from pipelines.errors import ConfigError, FatalError
 from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
 from pipelines.io.sinks import clear_previous_output
@@ -546,8 +547,10 @@ class Supervisor:
         if kafka is None or not kafka.create_topics or self._output_topics_created:
             return
         compacted = {t for sink in self._config.sinks if isinstance(sink, KafkaSinkConfig) for t in sink.compacted}
+        retained = {view.keyed.events_topic for view in self._config.keyed_stages
+                    if isinstance(view.keyed, EventSourcedConfig)}  # fmt: skip
         for topic in sorted(self._output_topics()):
-            await ensure_topic(kafka, topic, partitions, compacted=topic in compacted)
+            await ensure_topic(kafka, topic, partitions, compacted=topic in compacted, retained=topic in retained)
         if writes_kafka_transactions(self._config):
             await ensure_topic(kafka, commit_marker_topic(self._config.name), 1, compacted=True)
         self._output_topics_created = True

@@ -38,7 +38,14 @@ from pipelines.config.kafka import (
     KafkaSourceConfig,
 )
 from pipelines.config.stage_graph import StageGraph, stage_graph
-from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, KeyedProcessConfig, UpsertConfig
+from pipelines.config.state import (
+    IMPORT_PATH,
+    DedupConfig,
+    EventSourcedConfig,
+    JoinConfig,
+    KeyedProcessConfig,
+    UpsertConfig,
+)
 from pipelines.errors import ConfigError
 
 __all__ = [
@@ -274,7 +281,15 @@ class MaskOp(KeyFromEnvironment):
         return self.method == "hash"
 
 
-OperatorConfig = Annotated[FilterOp | SelectOp | DeriveOp | MaskOp, Field(discriminator="op")]
+class UpcastOp(_Model):
+    """Events of older schema versions (an events topic's ``event_type``, ``schema_version``, ``data``) brought to
+    the versions the aggregate class names (its ``schema_versions`` and ``upcasters``)."""
+
+    op: Literal["upcast"]
+    aggregate: str = Field(pattern=IMPORT_PATH, description="import path 'package.module:ClassName'")
+
+
+OperatorConfig = Annotated[FilterOp | SelectOp | DeriveOp | MaskOp | UpcastOp, Field(discriminator="op")]
 
 
 class InputConfig(_Model):

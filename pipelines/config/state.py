@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from pipelines.config.base import ConfigModel
 
 __all__ = [
+    "IMPORT_PATH",
     "DedupConfig",
     "EventSourcedConfig",
     "JoinConfig",
@@ -23,7 +24,7 @@ __all__ = [
     "WatermarkSettings",
 ]
 
-_IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 
 
 class WatermarkSettings(ConfigModel):
@@ -81,7 +82,7 @@ class KeyedProcessConfig(WatermarkSettings):
 
     type: Literal["process"] = "process"
     key: str = Field(min_length=1, description="column whose value selects the state and timers")
-    function: str = Field(pattern=_IMPORT_PATH, description="import path 'package.module:ClassName'")
+    function: str = Field(pattern=IMPORT_PATH, description="import path 'package.module:ClassName'")
 
 
 class EventSourcedConfig(WatermarkSettings):
@@ -102,7 +103,7 @@ class EventSourcedConfig(WatermarkSettings):
 
     type: Literal["event_sourced"] = "event_sourced"
     key: str = Field(default="aggregate_id", min_length=1, description="column naming the aggregate a command is to")
-    aggregate: str = Field(pattern=_IMPORT_PATH, description="import path 'package.module:ClassName'")
+    aggregate: str = Field(pattern=IMPORT_PATH, description="import path 'package.module:ClassName'")
     command_id_column: str = Field(default="command_id", min_length=1, description="column identifying a command")
     expected_version_column: str | None = Field(
         default="expected_version", description="column of the version a command expects (null: any); None: none"

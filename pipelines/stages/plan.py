@@ -537,6 +537,13 @@ def _check_sinks(config: PipelineConfig, result_columns: tuple[str, ...]) -> Non
             raise ConfigError(f"sinks.{position}.columns: unknown column(s) {unknown}; available: {available}")
         if not isinstance(sink, KafkaSinkConfig):
             continue
+        stores = [t for v in config.keyed_stages if isinstance(v.keyed, EventSourcedConfig)
+                  for t in (v.keyed.events_topic, v.keyed.replies_topic)]  # fmt: skip
+        if compacted := sorted(set(sink.compacted) & set(stores)):
+            raise ConfigError(
+                f"sinks.{position}.compacted: {compacted} hold events or replies keyed by aggregate id; compacting "
+                "would keep one record per aggregate. Compact the snapshots topic only"
+            )
         if sink.topic_column is not None and sink.topic_column not in result_columns:
             raise ConfigError(
                 f"sinks.{position}.topic_column: unknown column {sink.topic_column!r}; available: {available}"

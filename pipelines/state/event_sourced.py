@@ -34,9 +34,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config.state import EventSourcedConfig
+from pipelines.errors import ConfigError
 from pipelines.eventtime.watermarks import NO_WATERMARK
 from pipelines.state.keyed_operator import Added, StateFormatError, StateMeaning
-from pipelines.state.upcasting import check_upcasters
+from pipelines.state.upcasting import check_upcasters, upcast_state
 from pipelines.state.user_code import load_user_object
 
 __all__ = [
@@ -121,9 +122,10 @@ def result_schema(commands: pa.Schema, key: str) -> pa.Schema:
 
 
 def apply_events(aggregate: Aggregate, state: Any, events: list[dict[str, Any]]) -> Any:
-    """``state`` after ``events`` (as stored: JSON objects with an ``event_type``), the way replay does it."""
+    """``state`` after ``events`` (as stored: JSON objects with an ``event_type``), the way replay does it: each
+    ``evolve`` sees the state as stored (MessagePack-encoded and decoded) after the event before."""
     for event in events:
-        state = aggregate.evolve(state, event)
+        state = msgspec.msgpack.decode(msgspec.msgpack.encode(aggregate.evolve(state, event)))
     return state
 
 
@@ -139,14 +141,11 @@ class EventSourced:
     def __init__(self, config: EventSourcedConfig, aggregate: Aggregate) -> None:
         self._config = config
         self._aggregate = aggregate
-        kind = type(aggregate)
+        # the path the config names: a redeployed class under the same path reads its checkpoints (its
+        # state_version says whether they need upcasting), another class does not
         self._meaning = StateMeaning(
             STATE_FORMAT,
-            {
-                "key": config.key,
-                "aggregate": f"{kind.__module__}:{kind.__qualname__}",
-                "command_id_column": config.command_id_column,
-            },
+            {"key": config.key, "aggregate": config.aggregate, "command_id_column": config.command_id_column},
         )
         self._schema_versions: dict[str, int] = dict(getattr(aggregate, "schema_versions", {}))
         self._state_version: int = getattr(aggregate, "state_version", 1)
@@ -211,16 +210,19 @@ class EventSourced:
         return None
 
     def snapshot(self) -> pa.Table:
-        """Aggregates and remembered commands as rows of (key, kind, version, value, command_id, time_ms).
+        """Aggregates and remembered commands as rows of (key, kind, version, value, command_id, time_ms,
+        state_version).
 
-        ``kind`` ``"aggregate"``: ``version`` and ``value`` (the state, MessagePack); ``"command"``: the
-        ``command_id``, its ``time_ms`` and ``value`` (its reply, MessagePack)."""
+        ``kind`` ``"aggregate"``: ``version``, ``value`` (the state, MessagePack) and the class's
+        ``state_version`` it was written at (a restore upcasts an older one); ``"command"``: the ``command_id``,
+        its ``time_ms`` and ``value`` (its reply, MessagePack)."""
         keys: list[Any] = list(self._versions)
         kinds = ["aggregate"] * len(keys)
         versions: list[int | None] = list(self._versions.values())
         values: list[bytes | None] = [self._states.get(key) for key in keys]
         command_ids: list[str | None] = [None] * len(keys)
         times: list[int | None] = [None] * len(keys)
+        state_versions: list[int | None] = [self._state_version] * len(keys)
         for (key, command_id), (time_ms, reply) in self._replies.items():
             keys.append(key)
             kinds.append("command")
@@ -228,6 +230,7 @@ class EventSourced:
             values.append(msgspec.msgpack.encode(reply))
             command_ids.append(command_id)
             times.append(time_ms)
+            state_versions.append(None)
         state = pa.table(
             {
                 self._config.key: pa.array(keys, self._key_type),
@@ -236,6 +239,7 @@ class EventSourced:
                 "value": pa.array(values, pa.binary()),
                 "command_id": pa.array(command_ids, pa.string()),
                 "time_ms": pa.array(times, pa.int64()),
+                "state_version": pa.array(state_versions, pa.int64()),
             }
         )
         return self._meaning.tag(state)
@@ -253,12 +257,13 @@ class EventSourced:
         self._versions, self._states, self._replies, self._expiry = {}, {}, {}, []
         self._key_type = state.schema.field(self._config.key).type
         self._watermark_ms = watermark_ms
-        for row in state.select(columns).to_pylist():
+        written_versions = "state_version" in state.column_names
+        for row in state.select([*columns, *(["state_version"] if written_versions else [])]).to_pylist():
             key = row[self._config.key]
             if row["kind"] == "aggregate" and row["version"] is not None:
                 self._versions[key] = row["version"]
                 if row["value"] is not None:
-                    self._states[key] = row["value"]
+                    self._states[key] = self._current_state(row["value"], row.get("state_version") or 1)
             elif row["kind"] == "command" and row["command_id"] is not None and row["time_ms"] is not None:
                 reply = msgspec.msgpack.decode(row["value"], type=Reply)
                 self._remember(key, row["command_id"], row["time_ms"], reply)
@@ -267,6 +272,17 @@ class EventSourced:
                     f"event-sourced state row of kind {row['kind']!r} is malformed. Operator action: restore from "
                     "another checkpoint, or delete it to rebuild state from input"
                 )
+
+    def _current_state(self, stored: bytes, state_version: int) -> bytes:
+        """A checkpointed state, brought to the aggregate's ``state_version`` by its state upcasters (a state
+        written by a newer class than this one is refused)."""
+        if state_version == self._state_version:
+            return stored
+        try:
+            upcast = upcast_state(self._aggregate, msgspec.msgpack.decode(stored), state_version)
+        except ConfigError as error:
+            raise StateFormatError(f"checkpointed aggregate state: {error}") from None
+        return msgspec.msgpack.encode(upcast)
 
     def _decide(self, command: dict[str, Any], results: _Results) -> None:
         key = command[self._config.key]
@@ -317,11 +333,14 @@ class EventSourced:
         return Reply(ACCEPTED, version + len(events), first_version=version + 1)
 
     def _snapshot_row(self, command: dict[str, Any], version: int, state: Any, results: _Results) -> None:
+        """A snapshot of ``state`` as JSON, if JSON holds it exactly: a state JSON would change (integer keys
+        become text, bytes base64, NaN null) gets none, and replays start from an earlier one or the first event."""
         try:
-            text = msgspec.json.encode(msgspec.msgpack.decode(msgspec.msgpack.encode(state))).decode()
+            text = msgspec.json.encode(state).decode()
         except (TypeError, msgspec.EncodeError):
-            return  # a state JSON cannot hold (bytes keys) gets no snapshot; replays start from an earlier one
-        results.snapshot(command, version, self._state_version, text)
+            return
+        if msgspec.json.decode(text) == state:
+            results.snapshot(command, version, self._state_version, text)
 
     def _remember(self, key: Any, command_id: str, time_ms: int, reply: Reply) -> None:
         self._replies[(key, command_id)] = (time_ms, reply)

@@ -64,7 +64,12 @@ def replay_history(
         else:
             by_version[event["version"]] = event
     problems = [f"{repeated} event(s) are stored more than once (each version is replayed once)"] if repeated else []
-    start = _newest_snapshot(snapshots or [], to_version, as_of_ms)
+    if as_of_ms is not None:  # the replay stops before the first event (in version order) after the time: a
+        # snapshot beyond that version is not a start, whatever its own time (commands' times need not be ordered)
+        later = [n for n in sorted(by_version) if (by_version[n].get("_timestamp") or 0) > as_of_ms]
+        if later:
+            to_version = later[0] - 1 if to_version is None else min(to_version, later[0] - 1)
+    start = _newest_snapshot(snapshots or [], to_version)
     if start is None:
         state, version = aggregate.initial(), 0
     else:
@@ -75,8 +80,6 @@ def replay_history(
     for event in due:
         number = event["version"]
         if to_version is not None and number > to_version:
-            break
-        if as_of_ms is not None and event.get("_timestamp") is not None and event["_timestamp"] > as_of_ms:
             break
         if number != version + 1:
             problems.append(f"version {version + 1} is missing from the store: the replay stops at {version}")
@@ -92,13 +95,6 @@ def replay_history(
     return Replayed(state, version, tuple(steps), tuple(problems), None if start is None else start["version"])
 
 
-def _newest_snapshot(
-    snapshots: list[dict[str, Any]], to_version: int | None, as_of_ms: int | None
-) -> dict[str, Any] | None:
-    fitting = [
-        snapshot
-        for snapshot in snapshots
-        if (to_version is None or snapshot["version"] <= to_version)
-        and (as_of_ms is None or (snapshot.get("_timestamp") or 0) <= as_of_ms)
-    ]
+def _newest_snapshot(snapshots: list[dict[str, Any]], to_version: int | None) -> dict[str, Any] | None:
+    fitting = [snapshot for snapshot in snapshots if to_version is None or snapshot["version"] <= to_version]
     return max(fitting, key=lambda snapshot: snapshot["version"], default=None)

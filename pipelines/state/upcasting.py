@@ -11,10 +11,13 @@ An aggregate class says what it writes and how older versions become newer, in o
 
 An event upcaster is column-wise: it takes the events of one type and version as an Arrow table (an
 ``event_type`` column, then one column per data field) and returns the table at the next version, one row per
-row, in order (it may rename the type, add, drop or convert columns). :func:`upcast_events` groups stored events
-by (type, version), runs each group through its chain in one call per step, and puts the rows back in their
-order, so a log mixing versions replays as if it were written at the newest. A chain with a missing step is
-refused when the aggregate is checked (:func:`check_upcasters`), before any event is read.
+row, in order (it may add, drop or convert columns, or rename the type: the chain is the one of the type the
+event was stored under). :func:`upcast_events` groups stored events by (type, version), runs each group through
+its chain in one call per step, and puts the rows back in their order, so a log mixing versions replays as if
+it were written at the newest. A group's columns are every field its rows have, typed over all values (a
+field some rows lack is null in them; integers mixed with floats become floats). A chain with a missing step is
+refused when the aggregate is checked (:func:`check_upcasters`), before any event is read, and so is an event or
+a state of a version newer than the class knows.
 """
 
 from __future__ import annotations
@@ -35,20 +38,25 @@ StateUpcaster = Callable[[Any], Any]
 
 
 def check_upcasters(aggregate: object, seen: set[tuple[str, int]] | None = None) -> None:
-    """Raise :class:`ConfigError` naming every missing step: for each event type with a current version above 1
-    (and each (type, version) in ``seen``), an upcaster from every older version; for the state, likewise."""
+    """Raise :class:`ConfigError` naming every missing step: for each event type with upcasters, one from every
+    version below its current one (a type without upcasters, a renamed one say, began at its current version);
+    for each (type, version) in ``seen`` (stored events), every step to the current version
+    and no version beyond it; for the state, an upcaster from every older state version."""
     current = _schema_versions(aggregate)
     upcasters = _event_upcasters(aggregate)
+    upcast_types = {event_type for event_type, _ in upcasters}
     missing = [
         f"upcasters[({event_type!r}, {version})]"
         for event_type, newest in sorted(current.items())
-        for version in range(1, newest)
+        for version in range(1 if event_type in upcast_types else newest, newest)  # no upcasters: began at newest
         if (event_type, version) not in upcasters
     ]
     for event_type, version in sorted(seen or ()):
         newest = current.get(event_type, 1)
         if version > newest:
             missing.append(f"schema_versions[{event_type!r}] >= {version} (events of version {version} are stored)")
+        missing += [f"upcasters[({event_type!r}, {v})]" for v in range(version, newest) if (event_type, v) not in
+                    upcasters and f"upcasters[({event_type!r}, {v})]" not in missing]  # fmt: skip
     state_steps = _state_upcasters(aggregate)
     missing += [f"state_upcasters[{v}]" for v in range(1, _state_version(aggregate)) if v not in state_steps]
     if missing:
@@ -63,16 +71,15 @@ def upcast_events(aggregate: object, events: list[dict[str, Any]]) -> list[dict[
     groups: dict[tuple[str, int], list[int]] = defaultdict(list)
     for index, event in enumerate(events):
         version = event.get("schema_version") or 1
-        if version < current.get(event["event_type"], 1):
+        if version != current.get(event["event_type"], 1):
             groups[(event["event_type"], version)].append(index)
     if not groups:
         return events
-    check_upcasters(aggregate, set(groups))
+    check_upcasters(aggregate, set(groups))  # a version newer than the class knows is refused here
     upcasters = _event_upcasters(aggregate)
     upcast = list(events)
     for (event_type, version), indexes in groups.items():
-        rows = [{"event_type": event_type, **_data(events[index])} for index in indexes]
-        table = pa.Table.from_pylist(rows)
+        table = _table([{"event_type": event_type, **_data(events[index])} for index in indexes])
         for step in range(version, current[event_type]):
             table = _step(upcasters[(event_type, step)], table, event_type, step)
         for index, row in zip(indexes, table.to_pylist(), strict=True):
@@ -83,7 +90,13 @@ def upcast_events(aggregate: object, events: list[dict[str, Any]]) -> list[dict[
 
 
 def upcast_state(aggregate: object, state: Any, version: int) -> Any:
-    """A snapshot's ``state`` written at state version ``version``, brought to the aggregate's."""
+    """A snapshot's ``state`` written at state version ``version``, brought to the aggregate's; a version newer
+    than the aggregate's is refused (an older class cannot read what a newer one wrote)."""
+    if version > _state_version(aggregate):
+        raise ConfigError(
+            f"state of version {version} is newer than aggregate {type(aggregate).__qualname__} reads "
+            f"(state_version {_state_version(aggregate)}): use the class that wrote it"
+        )
     steps = _state_upcasters(aggregate)
     for step in range(version, _state_version(aggregate)):
         if step not in steps:
@@ -100,6 +113,22 @@ def _step(upcaster: EventUpcaster, table: pa.Table, event_type: str, version: in
             "the event_type column"
         )
     return result
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows as a table whose columns are every field any row has (in order of first appearance), each typed from
+    all its values: a field the first row lacks is kept (null where a row lacks it). Values Arrow cannot hold in
+    one column (a number in some rows, text in others) raise :class:`ConfigError` naming the field."""
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return pa.table({name: _column(rows, name) for name in names})
+
+
+def _column(rows: list[dict[str, Any]], name: str) -> pa.Array:
+    try:
+        return pa.array([row.get(name) for row in rows])
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise ConfigError(f"field {name!r} of {rows[0]['event_type']} events mixes types an upcaster's column "
+                          f"cannot hold: {error}") from None  # fmt: skip
 
 
 def _data(event: dict[str, Any]) -> dict[str, Any]:

@@ -1,1 +1,1 @@
-"""Expressions and the stateless operators (filter, select, derive, mask), failing rows found by bisection."""
+"""Expressions and the stateless operators (filter, select, derive, mask, upcast), failing rows found by bisection."""

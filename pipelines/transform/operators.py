@@ -23,10 +23,11 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.config.pipeline import DeriveOp, FilterOp, MaskOp, OperatorConfig, SelectOp
+from pipelines.config.pipeline import DeriveOp, FilterOp, MaskOp, OperatorConfig, SelectOp, UpcastOp
 from pipelines.errors import ConfigError, ExpressionError
 from pipelines.transform.expressions import compile_expression
 from pipelines.transform.row_errors import VALUE_ERRORS, rows_failing_alone
+from pipelines.transform.upcast import Upcast
 
 __all__ = [
     "ChainOutcome",
@@ -221,7 +222,7 @@ def _bytes(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
-_OPERATORS: dict[type, type] = {FilterOp: Filter, SelectOp: Select, DeriveOp: Derive, MaskOp: Mask}
+_OPERATORS: dict[type, type] = {FilterOp: Filter, SelectOp: Select, DeriveOp: Derive, MaskOp: Mask, UpcastOp: Upcast}
 
 
 def build_operators(

@@ -18,13 +18,19 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from pipelines.errors import ExpressionError
+from pipelines.errors import EventrayError, ExpressionError
 from pipelines.transform.bisection import failing_positions
 
-__all__ = ["VALUE_ERRORS", "classify", "rows_failing_alone"]
+__all__ = ["VALUE_ERRORS", "RowValueError", "classify", "rows_failing_alone"]
+
+
+class RowValueError(EventrayError):
+    """An operator's own verdict on a row's value, in eventray's words (never the value): used as the reason."""
+
 
 #: What evaluating an expression raises when it cannot compute some rows' values.
 VALUE_ERRORS: tuple[type[Exception], ...] = (
+    RowValueError,
     ExpressionError,
     pa.ArrowInvalid,
     pa.ArrowTypeError,
@@ -61,6 +67,8 @@ def classify(error: BaseException) -> str:
     # An ExpressionError quotes the expression, whose column names could mislead the match below: look at the
     # library's error it was raised from (its context: the evaluator raises it `from None`, which hides the
     # context from tracebacks but keeps it).
+    if isinstance(error, RowValueError):
+        return str(error)
     while isinstance(error, ExpressionError) and error.__context__ is not None:
         error = error.__context__
     # The library's wording only picks one of eventray's own texts; a fallback is always given.

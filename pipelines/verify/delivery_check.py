@@ -325,6 +325,11 @@ def check_verifiable(compiled: CompiledPipeline) -> None:
         if isinstance(view.keyed, JoinConfig):
             check_join_verifiable(view.keyed)
     keyed = compiled.config.last_stage.keyed
+    if keyed is not None and keyed.type == "event_sourced":
+        raise ConfigError(
+            "verify recomputes windows, dedup and joins; an event_sourced stage's events and replies are checked "
+            "against its commands decided again in order by `eventray es check CONFIG`"
+        )
     if keyed is not None and keyed.type not in ("dedup", "join"):
         raise ConfigError(
             f"verify checks stateless, windowed and dedup pipelines; a keyed {keyed.type} pipeline writes a "

@@ -77,6 +77,7 @@ class EventStoreReport:
     replies_lost: Finding = field(default_factory=Finding)
     replies_duplicated: Finding = field(default_factory=Finding)
     replies_wrong: Finding = field(default_factory=Finding)
+    snapshots_wrong: Finding = field(default_factory=Finding)
 
     def failures(self) -> list[str]:
         """One line per kind of fault found (empty: the store is right)."""
@@ -89,6 +90,7 @@ class EventStoreReport:
             "reply(ies) lost": self.replies_lost,
             "reply(ies) written more than once": self.replies_duplicated,
             "reply(ies) with another outcome than the reference": self.replies_wrong,
+            "snapshot(s) holding another state than the reference's at their version": self.snapshots_wrong,
         }
         return [
             f"{finding.count} {what}, e.g. {', '.join(finding.examples)}"
@@ -98,10 +100,15 @@ class EventStoreReport:
 
 
 def recompute_event_store(
-    aggregate: Aggregate, commands: Iterable[dict[str, Any]], config: EventSourcedConfig
+    aggregate: Aggregate,
+    commands: Iterable[dict[str, Any]],
+    config: EventSourcedConfig,
+    states_after: dict[tuple[Any, int], Any] | None = None,
 ) -> tuple[list[StoredEvent], list[CommandReply]]:
     """The events and replies of ``commands`` (rows with ``_timestamp``, in the order taken per aggregate)
-    decided one at a time; rows without a ``_timestamp`` are dead-lettered by the stage, so left out here."""
+    decided one at a time; rows without a ``_timestamp`` are dead-lettered by the stage, so left out here.
+    ``states_after``, when given, gets each aggregate's state after each command that emitted events, by
+    (aggregate, version): what a snapshot at that version must hold."""
     states: dict[Any, bytes] = {}
     versions: dict[Any, int] = defaultdict(int)
     outcomes: dict[tuple[Any, str], CommandReply] = {}
@@ -132,6 +139,8 @@ def recompute_event_store(
             if stored:
                 states[key] = new_state
                 versions[key] = version + len(stored)
+                if states_after is not None:
+                    states_after[(key, versions[key])] = msgspec.msgpack.decode(new_state)
             reply = CommandReply(key, command_id, ACCEPTED, versions[key], version + 1 if stored else None, False)
         outcomes[(key, command_id)] = reply
         replies.append(reply)
@@ -154,14 +163,17 @@ def _decide(
     payload = {name: value for name, value in command.items() if not name.startswith("_")}
     try:
         decided = aggregate.decide(state(), payload, command["_timestamp"])
-        if isinstance(decided, Rejected):
-            return None
+        if isinstance(decided, Rejected) or not isinstance(decided, list | tuple):
+            return None  # the stage takes a list (or tuple) of events, or Rejected
         stored: list[tuple[str, Any]] = []
         current = state()
         for event in decided:
+            if not isinstance(event, dict) or not isinstance(event.get("event_type"), str) or not event["event_type"]:
+                return None
             data = msgspec.json.decode(msgspec.json.encode({k: v for k, v in event.items() if k != "event_type"}))
             stored.append((event["event_type"], data))
             current = aggregate.evolve(current, {"event_type": event["event_type"], **data})
+            current = msgspec.msgpack.decode(msgspec.msgpack.encode(current))  # as stored after each event
         return msgspec.msgpack.encode(current), stored
     except Exception:  # noqa: BLE001 - the stage rejects a command whose user code fails; so does the reference
         return None
@@ -173,9 +185,17 @@ def check_event_store(
     events: list[StoredEvent],
     replies: list[CommandReply],
     max_examples: int = 5,
+    *,
+    ordered: bool = True,
+    snapshots: list[StoredEvent] | None = None,
+    states_after: dict[tuple[Any, int], Any] | None = None,
 ) -> EventStoreReport:
-    """Compare ``events`` (as read: each aggregate's in the order of its partition) and ``replies`` with the
-    reference; counts are kept, so an event lost and another written twice do not cancel out."""
+    """Compare ``events`` and ``replies`` with the reference; counts are kept, so an event lost and another
+    written twice do not cancel out. ``ordered``: ``events`` are as read from their partitions (a Kafka topic),
+    so each aggregate's first occurrences must come in version order (files are not read in write order, so
+    leave it False for them). ``snapshots`` (rows whose ``data`` is the state, as decoded JSON) are checked
+    against ``states_after`` (from :func:`recompute_event_store`): a snapshot that holds another state is wrong
+    (one that is missing is not: a compacted topic keeps only the newest)."""
     expected = {(event.aggregate_id, event.version): event for event in expected_events}
     written = Counter((event.aggregate_id, event.version) for event in events)
     lost = [expected[place].name for place in expected if place not in written]
@@ -185,7 +205,15 @@ def check_event_store(
     for event in events:
         read_versions[event.aggregate_id].append(event.version)
     gaps = [str(key) for key, seen in read_versions.items() if sorted(set(seen)) != list(range(1, max(seen) + 1))]
-    out_of_order = [str(key) for key, seen in read_versions.items() if seen != sorted(seen)]
+    firsts = {key: list(dict.fromkeys(seen)) for key, seen in read_versions.items()}
+    out_of_order = [str(key) for key, seen in firsts.items() if ordered and seen != sorted(seen)]
+    wrong_snapshots = [
+        snapshot.name
+        for snapshot in snapshots or []
+        if states_after is not None
+        and (snapshot.aggregate_id, snapshot.version) in states_after
+        and states_after[(snapshot.aggregate_id, snapshot.version)] != snapshot.data
+    ]
     replies_lost, replies_duplicated, replies_wrong = _compare_replies(expected_replies, replies)
     return EventStoreReport(
         aggregates=len({event.aggregate_id for event in expected_events}),
@@ -201,6 +229,7 @@ def check_event_store(
         replies_lost=Finding.of(replies_lost, max_examples),
         replies_duplicated=Finding.of(replies_duplicated, max_examples),
         replies_wrong=Finding.of(replies_wrong, max_examples),
+        snapshots_wrong=Finding.of(wrong_snapshots, max_examples),
     )
 
 
@@ -218,7 +247,7 @@ def _compare_replies(
     for name in wanted.keys() | got.keys():
         if wanted[name] == got[name]:
             continue
-        if not got[name]:
+        if got[name] <= wanted[name]:  # none, or fewer (a duplicate's reply lost): lost
             lost.append(name)
         elif wanted[name] <= got[name] and set(got[name] - wanted[name]) <= set(wanted[name]):  # re-written
             duplicated.append(name)

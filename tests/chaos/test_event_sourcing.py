@@ -158,11 +158,11 @@ def test_random_commands_under_kills_store_exactly_the_events_of_the_sequential_
     assert len(races) > 100 and set(races.values()) == {1}, "each race of writers had exactly one winner"
     assert sum(reply.duplicate for reply in replies) > 100, "resent commands were answered again"
     replays_equal_the_reference_at_every_version(config, expected[0])
-    assert asyncio.run(cleanup_policy(kafka_bootstrap, f"{name}.snapshots")) == "compact"
-    assert asyncio.run(cleanup_policy(kafka_bootstrap, f"{name}.events")) == "delete"
+    assert asyncio.run(topic_config(kafka_bootstrap, f"{name}.snapshots", "cleanup.policy")) == "compact"
+    assert asyncio.run(topic_config(kafka_bootstrap, f"{name}.events", "retention.ms")) == "-1", "an event store"
 
 
-async def cleanup_policy(bootstrap: str, topic: str) -> str:
+async def topic_config(bootstrap: str, topic: str, name: str) -> str:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -170,7 +170,7 @@ async def cleanup_policy(bootstrap: str, topic: str) -> str:
     finally:
         await admin.close()
     configs = {entry[0]: entry[1] for response in responses for resource in response.resources for entry in resource[4]}
-    return str(configs["cleanup.policy"])
+    return str(configs[name])
 
 
 def replays_equal_the_reference_at_every_version(config: PipelineConfig, expected: list[StoredEvent]) -> None:

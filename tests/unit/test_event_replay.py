@@ -22,10 +22,13 @@ from pipelines.config.state import EventSourcedConfig
 from pipelines.errors import ConfigError
 from pipelines.examples.accounts import Account
 from pipelines.io.sinks import open_sink
+from pipelines.stages.plan import compile_pipeline
 from pipelines.state.event_sourced import EventSourced, load_aggregate
+from pipelines.state.keyed_operator import StateFormatError
 from pipelines.state.replay import replay_history
 from pipelines.state.upcasting import check_upcasters, upcast_events
 from pipelines.testing import run_stages
+from pipelines.verify.event_store_check import CommandReply, StoredEvent, check_event_store, recompute_event_store
 from tests.unit.test_event_sourced import ACCOUNT, ACCOUNTS_YAML, START_MS, accounts_config, workload
 
 Row = dict[str, Any]
@@ -100,7 +103,7 @@ def with_currency(table: pa.Table) -> pa.Table:
 class VersionedAccount:
     """An account whose deposits changed twice; its state changed once (v1: a bare balance)."""
 
-    schema_versions: ClassVar[dict[str, int]] = {"Deposited": 3}
+    schema_versions: ClassVar[dict[str, int]] = {"Deposited": 3, "FundsDeposited": 3}  # renamed at v3
     upcasters: ClassVar[dict[tuple[str, int], Any]] = {
         ("Deposited", 1): amount_in_cents,
         ("Deposited", 2): with_currency,
@@ -289,3 +292,153 @@ def test_es_state_writes_every_aggregate_as_of_a_time_from_a_bucketed_parquet_ar
     assert json.loads(capsys.readouterr().out)["version"] == max(
         r["version"] for r in rows if r["aggregate_id"] == key and r["topic"] == "account-events"
     )
+
+
+def test_eventray_verify_points_an_event_sourced_pipeline_to_es_check(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(ACCOUNTS_YAML)]) == 2
+    assert (
+        "checked against its commands decided again in order by `eventray es check CONFIG`" in capsys.readouterr().err
+    )
+
+
+def test_a_projection_reading_stored_events_upcasts_them_with_op_upcast(tmp_path: Path) -> None:
+    """A pipeline over a mixed v1/v2/v3 events file: `op: upcast` gives every row the v3 shape; a row whose data
+    is not JSON is dead-lettered with the reason, the others go on."""
+    stored = [
+        {**deposit(v, (v % 3) + 1, 100 * v), "aggregate_id": f"acc-{v % 4}", "event_time_ms": START_MS + v}
+        for v in range(1, 31)
+    ]
+    stored[6]["data"] = "{not json"  # a v2 event: upcasting reads its data
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(msgspec.json.encode(row) + b"\n" for row in stored))
+    config = parse_config({
+        "name": "projection",
+        "source": {"type": "file", "paths": [str(events)]},
+        "schema": {"fields": {"aggregate_id": "string", "version": "int64", "event_type": "string",
+                              "schema_version": "int64", "data": "string", "event_time_ms": "int64"},
+                   "event_time_field": "event_time_ms"},
+        "operators": [{"op": "upcast", "aggregate": "tests.unit.test_event_replay:VersionedAccount"}],
+        "keyed": {"type": "upsert", "key": "aggregate_id"},
+        "sinks": [{"type": "jsonl", "path": str(tmp_path / "out")}],
+        "dead_letter": {"type": "jsonl", "path": str(tmp_path / "dead")},
+        "tracing": {"enabled": False},
+    })  # fmt: skip
+    run = run_stages(config, batch_size=7)
+    rows = run.results.rows()
+    assert {(row["event_type"], row["schema_version"]) for row in rows} == {("FundsDeposited", 3)}
+    for row in rows:
+        assert json.loads(row["data"]) == {"amount_cents": 100 * row["version"], "currency": "EUR"}
+    (dead,) = run.dead_letters.rows()
+    assert dead["offset"] == 6 and "upcast" in dead["reason"] and "not JSON" in dead["reason"]
+    with pytest.raises(ConfigError, match=r"upcast needs the columns .* missing \['data'\]"):
+        parse_and_compile = {**config.model_dump(mode="json", by_alias=True)}
+        parse_and_compile["operators"] = [{"op": "select", "columns": ["aggregate_id", "version", "event_type",
+                                                                       "schema_version", "_timestamp"]},
+                                          parse_and_compile["operators"][0]]  # fmt: skip
+        compile_pipeline(parse_config(parse_and_compile))
+
+
+class Tally:
+    """A state JSON cannot hold exactly (integer keys) and commands of several events (a tuple mid-command)."""
+
+    def initial(self) -> Row:
+        return {"counts": {}, "last": None}
+
+    def decide(self, state: Row, command: Row, time_ms: int) -> list[Row]:
+        return [{"event_type": "Counted", "n": command["amount_cents"] % 3}, {"event_type": "Marked", "at": time_ms}]
+
+    def evolve(self, state: Row, event: Row) -> Row:
+        if event["event_type"] == "Marked":
+            return {**state, "last": (event["at"], len(state["counts"]))}  # a tuple: stored as a list
+        counts = dict(state["counts"])
+        counts[event["n"]] = counts.get(event["n"], 0) + 1  # integer keys
+        return {**state, "counts": counts}
+
+
+def test_states_json_cannot_hold_get_no_snapshot_and_every_path_agrees_after_multi_event_commands() -> None:
+    op = EventSourced(EventSourcedConfig(aggregate="tests.unit.test_event_replay:Tally", snapshot_every=2), Tally())
+    rows = [{**row, "_timestamp": row["issued_ms"]} for row in workload(count=400, seed=9, accounts=3)]
+    results: list[Row] = []
+    for row in rows:
+        output = op.add(pa.RecordBatch.from_pylist([row])).output
+        results += [] if output is None else output.to_pylist()
+    assert not [row for row in results if row["topic"] == "snapshots"], "integer keys: JSON would change them"
+    config = EventSourcedConfig(aggregate="tests.unit.test_event_replay:Tally")
+    states_after: dict[tuple[Any, int], Any] = {}
+    expected = recompute_event_store(Tally(), rows, config, states_after)
+    for key in {row["aggregate_id"] for row in rows}:
+        replayed = replay_history(Tally(), of(results, key, "events"))
+        assert replayed.state == op.state_of(key) == states_after[(key, replayed.version)]
+        assert isinstance(replayed.state["last"], list)
+    stored = [StoredEvent(r["aggregate_id"], r["version"], r["event_type"], json.loads(r["data"]), r["command_id"])
+              for r in results if r["topic"] == "events"]  # fmt: skip
+    answered = [CommandReply(r["aggregate_id"], r["command_id"], r["status"], r["version"], r["first_version"],
+                             r["duplicate"]) for r in results if r["topic"] == "replies"]  # fmt: skip
+    assert check_event_store(*expected, stored, answered).failures() == []
+
+
+def test_as_of_stops_before_a_snapshot_beyond_the_first_later_event() -> None:
+    times = {2: 100, 3: 300, 4: 200}  # version -> command time: commands need not come in event-time order
+    events: list[Row] = [{"version": 1, "event_type": "Opened", "schema_version": 1, "_timestamp": 50, "data": "{}"}]
+    events += [
+        {"version": v, "event_type": "Deposited", "schema_version": 1, "_timestamp": t,
+         "data": json.dumps({"amount_cents": 10 * (v - 1), "at_ms": t})}
+        for v, t in times.items()
+    ]  # fmt: skip
+    snapshot = {"version": 4, "_timestamp": 200, "schema_version": 1,
+                "data": json.dumps({"open": True, "balance_cents": 60})}  # fmt: skip
+    scratch = replay_history(Account(), events, as_of_ms=250)
+    from_snapshot = replay_history(Account(), events, as_of_ms=250, snapshots=[snapshot])
+    assert scratch.version == from_snapshot.version == 2 and from_snapshot.from_snapshot is None
+    assert scratch.state == from_snapshot.state == {"open": True, "balance_cents": 10}
+
+
+class AccountV2(Account):
+    """The state gained a currency list (state version 2); an old checkpoint's state is upcast on restore."""
+
+    state_version = 2
+    state_upcasters: ClassVar[dict[int, Any]] = {1: lambda state: {**state, "currencies": ["EUR"]}}
+
+    def initial(self) -> Row:
+        return {**super().initial(), "currencies": ["EUR"]}
+
+
+def test_a_checkpoint_of_an_older_state_version_is_upcast_on_restore_and_a_newer_one_refused() -> None:
+    old = EventSourced(EventSourcedConfig(aggregate=ACCOUNT), Account())
+    opened = {"aggregate_id": "a", "command_id": "c1", "expected_version": None, "command_type": "Open",
+              "amount_cents": None, "_timestamp": START_MS}  # fmt: skip
+    old.add(pa.RecordBatch.from_pylist([opened]))
+    snapshot = old.snapshot()
+    new = EventSourced(EventSourcedConfig(aggregate=ACCOUNT), AccountV2())  # the same path: a redeployed class
+    new.restore(snapshot, START_MS)
+    assert new.state_of("a") == {"open": True, "balance_cents": 0, "currencies": ["EUR"]}
+    with pytest.raises(StateFormatError, match="state of version 2 is newer than aggregate Account reads"):
+        EventSourced(EventSourcedConfig(aggregate=ACCOUNT), Account()).restore(new.snapshot(), START_MS)
+    newer = {**deposit(1, 3, 100), "event_type": "Deposited", "schema_version": 4}
+    with pytest.raises(ConfigError, match=r"schema_versions\['Deposited'\] >= 4"):
+        replay_history(VersionedAccount(), [newer])
+
+
+def test_the_checker_reads_file_order_as_unordered_and_a_lost_repeat_reply_as_lost() -> None:
+    rows = workload(count=600, seed=6)
+    expected = recompute_event_store(Account(), rows, EventSourcedConfig(aggregate=ACCOUNT))
+    events, replies = expected
+    shuffled = list(reversed(events))
+    assert check_event_store(*expected, shuffled, replies, ordered=False).failures() == []
+    assert check_event_store(*expected, shuffled, replies).out_of_order.count > 0
+    repeat = next(reply for reply in replies if reply.duplicate)
+    fewer = list(replies)
+    fewer.remove(repeat)
+    report = check_event_store(*expected, events, fewer)
+    assert report.replies_lost.examples == (repeat.name,) and report.replies_wrong.count == 0
+
+
+def test_compacting_the_events_or_replies_topic_is_refused(tmp_path: Path) -> None:
+    data = accounts_config(tmp_path)
+    data["kafka"] = {"bootstrap_servers": "127.0.0.1:9"}
+    data["sinks"] = [{"type": "kafka", "topic": "account-replies", "topic_column": "topic",
+                      "topics": ["account-events", "account-snapshots"], "compacted": ["account-events"]}]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"sinks.0.compacted: \['account-events'\] hold events or replies"):
+        compile_pipeline(parse_config(data))
+    data["sinks"][0]["compacted"] = ["account-snapshots"]
+    assert compile_pipeline(parse_config(data)).result_columns[1] == "topic"

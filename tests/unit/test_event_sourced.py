@@ -338,3 +338,22 @@ def test_the_checker_finds_events_and_replies_lost_written_twice_wrong_or_out_of
     assert report.replies_duplicated.examples == (answered[3].name,)
     assert report.replies_wrong.examples == (answered[4].name,)
     assert len(report.failures()) == 7
+
+
+def test_an_order_goes_placed_paid_shipped_and_cannot_be_cancelled_once_shipped() -> None:
+    op = EventSourced(EventSourcedConfig(aggregate="pipelines.examples.accounts:Order"), Order())
+    steps = [("o1", "c1", "Pay"), ("o1", "c2", "Place"), ("o1", "c3", "Place"), ("o1", "c4", "Ship"),
+             ("o1", "c5", "Pay"), ("o1", "c6", "Ship"), ("o1", "c7", "Cancel"), ("o2", "c8", "Place"),
+             ("o2", "c9", "Cancel"), ("o2", "c10", "Pay"), ("o2", "c11", "Refund")]  # fmt: skip
+    results = decided(op, [command(order, cid, kind, 2_500) for order, cid, kind in steps])
+    outcomes = [(r["command_id"], r["status"]) for r in replies(results)]
+    assert outcomes == [
+        ("c1", REJECTED), ("c2", ACCEPTED), ("c3", REJECTED), ("c4", REJECTED), ("c5", ACCEPTED), ("c6", ACCEPTED),
+        ("c7", REJECTED), ("c8", ACCEPTED), ("c9", ACCEPTED), ("c10", REJECTED), ("c11", REJECTED),
+    ]  # fmt: skip
+    assert [e["event_type"] for e in events(results)] == ["Placed", "Paid", "Shipped", "Placed", "Cancelled"]
+    assert op.state_of("o1") == {"status": "shipped", "amount_cents": 2_500}
+    assert op.state_of("o2") == {"status": "cancelled", "amount_cents": 2_500}
+    reasons = {r["command_id"]: r["reason"] for r in replies(results)}
+    assert reasons["c1"] == "no such order: place it first" and "shipped" in reasons["c7"]
+    assert "unknown command type 'Refund'" in reasons["c11"]
