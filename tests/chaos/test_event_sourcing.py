@@ -7,6 +7,7 @@ order per account, every reply once, and exactly one acceptance per race of writ
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import Counter
@@ -16,9 +17,11 @@ from typing import Any
 import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from actors.kafka.admin import ensure_topic, read_topic
+from cluster.cli import main
 from cluster.commands.event_store_io import event_sourced_stage, read_commands, read_stored
 from pipelines.config.pipeline import PipelineConfig, parse_config
 from pipelines.config.state import EventSourcedConfig
@@ -108,7 +111,7 @@ def in_partition_order(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 
 
 def test_random_commands_under_kills_store_exactly_the_events_of_the_sequential_reference(
-    ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     name = unique("accounts")
     commands = account_commands(ACCOUNTS, COMMANDS, seed=17, start_time_ms=START_TIME_MS)
@@ -158,6 +161,11 @@ def test_random_commands_under_kills_store_exactly_the_events_of_the_sequential_
     assert len(races) > 100 and set(races.values()) == {1}, "each race of writers had exactly one winner"
     assert sum(reply.duplicate for reply in replies) > 100, "resent commands were answered again"
     replays_equal_the_reference_at_every_version(config, expected[0])
+    config_file = tmp_path / "accounts.yaml"
+    config_file.write_text(config.to_yaml(), encoding="utf-8")
+    assert main(["es", "check", str(config_file), "--json"]) == 0, "eventray es check agrees, snapshots included"
+    checked = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # after what the run printed
+    assert checked["failures"] == [] and checked["replies"] == COMMANDS and checked["events"] == report.events
     assert asyncio.run(topic_config(kafka_bootstrap, f"{name}.snapshots", "cleanup.policy")) == "compact"
     assert asyncio.run(topic_config(kafka_bootstrap, f"{name}.events", "retention.ms")) == "-1", "an event store"
 
