@@ -54,7 +54,7 @@ from cluster.control.runner import run_pipeline
 from pipelines.config.kafka import KafkaConnectionConfig
 from pipelines.config.pipeline import ParquetSinkConfig, PipelineConfig, parse_config
 from pipelines.config.state import EventSourcedConfig
-from pipelines.examples.accounts import Account, account_commands
+from pipelines.examples.accounts import Account, account_commands, accounts_on_kafka
 from pipelines.io.sinks import ParquetSink
 from pipelines.state.event_sourced import EventSourced
 from pipelines.state.replay import replay_history
@@ -69,54 +69,13 @@ LATENCY_SETTINGS = (("exactly_once", 250), ("exactly_once", 1_000), ("at_least_o
 
 
 def _config(spec: dict[str, Any], delivery: str, interval_ms: int) -> PipelineConfig:
+    """configs/accounts.yaml on Kafka (a group of its own, a snapshot every 50 events) at ``delivery``."""
     name = spec["name"]
-    work = Path(spec["work_dir"])
-    return parse_config(
-        {
-            "name": name,
-            "source": {
-                "type": "kafka",
-                "topic": spec["topic"],
-                "group_id": f"{name}-{uuid.uuid4().hex[:6]}",
-                "start": "earliest",
-            },
-            "schema": {
-                "fields": {
-                    "aggregate_id": "string",
-                    "command_id": "string",
-                    "expected_version": "int64",
-                    "command_type": "string",
-                    "amount_cents": "int64",
-                    "issued_ms": "int64",
-                },
-                "required": ["aggregate_id", "command_id", "command_type", "issued_ms"],
-                "event_time_field": "issued_ms",
-            },
-            "keyed": {
-                "type": "event_sourced",
-                "aggregate": ACCOUNT,
-                "events_topic": f"{name}.events",
-                "replies_topic": f"{name}.replies",
-                "snapshots_topic": f"{name}.snapshots",
-                "snapshot_every": 50,
-            },
-            "sinks": [
-                {
-                    "type": "kafka",
-                    "topic": f"{name}.replies",
-                    "topic_column": "topic",
-                    "topics": [f"{name}.events", f"{name}.snapshots"],
-                    "key_column": "aggregate_id",
-                }
-            ],
-            "dead_letter": {"type": "jsonl", "path": str(work / "dead_letter")},
-            "kafka": {"bootstrap_servers": spec["bootstrap"]},
-            "delivery": delivery,
-            "checkpoint": {"interval_ms": interval_ms, "uri": str(work / "checkpoints")},
-            "runtime": {"source_actors": 2, "aggregate_actors": 2, "duration_s": None},
-            "tracing": {"enabled": False},
-        }
-    )
+    data = accounts_on_kafka(name, spec["bootstrap"], spec["topic"], Path(spec["work_dir"]))
+    data["source"]["group_id"] = f"{name}-{uuid.uuid4().hex[:6]}"
+    data["keyed"]["snapshot_every"] = 50
+    data.update(delivery=delivery, checkpoint={**data["checkpoint"], "interval_ms": interval_ms})
+    return parse_config(data)
 
 
 async def _produce(

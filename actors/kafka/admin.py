@@ -98,6 +98,18 @@ async def create_acls(connection: KafkaConnectionConfig, principal: str, binding
                     )
 
 
+async def topic_configs(connection: KafkaConnectionConfig, topic: str) -> dict[str, str]:
+    """The configuration of ``topic`` as the brokers report it (``cleanup.policy``, ``retention.ms`` ...)."""
+    async with started_admin(connection) as admin:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    return {
+        str(entry[0]): str(entry[1])
+        for response in responses
+        for resource in response.resources
+        for entry in resource[4]
+    }
+
+
 async def _default_replication_factor(admin: AIOKafkaAdminClient) -> int:
     """The brokers' ``default.replication.factor`` (at most the brokers there are); where it cannot be read (a
     principal without DescribeConfigs), the smaller of 3 and the number of brokers."""

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from pipelines.state.event_sourced import Rejected
 
-__all__ = ["Account", "Order", "account_commands"]
+__all__ = ["ACCOUNTS_YAML", "Account", "Order", "account_commands", "accounts_on_kafka"]
+
+ACCOUNTS_YAML = Path(__file__).resolve().parents[2] / "configs" / "accounts.yaml"
 
 Event = dict[str, Any]
 Command = dict[str, Any]
@@ -157,3 +162,25 @@ def _command(
 ) -> Command:
     return {"aggregate_id": aggregate_id, "command_id": command_id, "expected_version": expected_version,
             "command_type": kind, "amount_cents": amount, "issued_ms": issued_ms}  # fmt: skip
+
+
+def accounts_on_kafka(name: str, bootstrap: str, commands_topic: str, work_dir: Path) -> dict[str, Any]:
+    """The data of ``configs/accounts.yaml`` on Kafka, for tests and benchmarks to adjust: commands read from
+    ``commands_topic`` from earliest; events, replies and snapshots (compacted) to ``<name>.events``,
+    ``.replies``, ``.snapshots``, keyed by account; checkpoints and dead letters under ``work_dir``."""
+    data: dict[str, Any] = yaml.safe_load(ACCOUNTS_YAML.read_text(encoding="utf-8"))
+    topics = {kind: f"{name}.{kind}" for kind in ("events", "replies", "snapshots")}
+    data["keyed"].update(events_topic=topics["events"], replies_topic=topics["replies"],
+                         snapshots_topic=topics["snapshots"])  # fmt: skip
+    data.update(
+        name=name,
+        source={"type": "kafka", "topic": commands_topic, "group_id": name, "start": "earliest"},
+        sinks=[{"type": "kafka", "topic": topics["replies"], "topic_column": "topic", "key_column": "aggregate_id",
+                "topics": [topics["events"], topics["snapshots"]], "compacted": [topics["snapshots"]]}],
+        dead_letter={"type": "jsonl", "path": str(work_dir / "dead_letter")},
+        kafka={"bootstrap_servers": bootstrap},
+        checkpoint={"uri": str(work_dir / "checkpoints")},
+        runtime={"source_actors": 2, "aggregate_actors": 2, "duration_s": None},
+        tracing={"enabled": False},
+    )  # fmt: skip
+    return data

@@ -17,15 +17,13 @@ from typing import Any
 import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from actors.kafka.admin import ensure_topic, read_topic
+from actors.kafka.admin import ensure_topic, read_topic, topic_configs
 from cluster.cli import main
 from cluster.commands.event_store_io import event_sourced_stage, read_commands, read_stored
 from pipelines.config.pipeline import PipelineConfig, parse_config
 from pipelines.config.state import EventSourcedConfig
-from pipelines.examples.accounts import Account, account_commands
+from pipelines.examples.accounts import Account, account_commands, accounts_on_kafka
 from pipelines.state.event_sourced import ACCEPTED
 from pipelines.state.replay import replay_history
 from pipelines.verify.event_store_check import CommandReply, StoredEvent, check_event_store, recompute_event_store
@@ -43,49 +41,13 @@ ACCOUNT = "pipelines.examples.accounts:Account"
 SNAPSHOT_EVERY = 7
 
 
-def accounts_on_kafka(name: str, bootstrap: str, tmp_path: Path) -> PipelineConfig:
-    return parse_config(
-        {
-            "name": name,
-            "source": {"type": "kafka", "topic": f"{name}.commands", "group_id": name, "start": "earliest"},
-            "schema": {
-                "fields": {
-                    "aggregate_id": "string",
-                    "command_id": "string",
-                    "expected_version": "int64",
-                    "command_type": "string",
-                    "amount_cents": "int64",
-                    "issued_ms": "int64",
-                },
-                "required": ["aggregate_id", "command_id", "command_type", "issued_ms"],
-                "event_time_field": "issued_ms",
-            },
-            "keyed": {
-                "type": "event_sourced",
-                "aggregate": ACCOUNT,
-                "events_topic": f"{name}.events",
-                "replies_topic": f"{name}.replies",
-                "snapshots_topic": f"{name}.snapshots",
-                "snapshot_every": SNAPSHOT_EVERY,
-            },
-            "sinks": [
-                {
-                    "type": "kafka",
-                    "topic": f"{name}.replies",
-                    "topic_column": "topic",
-                    "topics": [f"{name}.events", f"{name}.snapshots"],
-                    "compacted": [f"{name}.snapshots"],
-                    "key_column": "aggregate_id",
-                }
-            ],
-            "dead_letter": {"type": "kafka", "topic": f"{name}.dlq"},
-            "kafka": {"bootstrap_servers": bootstrap},
-            "delivery": "exactly_once",
-            "checkpoint": {"interval_ms": 500, "uri": str(tmp_path / "checkpoints"), "keep": 3},
-            "runtime": {"source_actors": 2, "aggregate_actors": 2, "duration_s": None},
-            "tracing": {"enabled": False},
-        }
-    )
+def accounts_under_kills(name: str, bootstrap: str, tmp_path: Path) -> PipelineConfig:
+    """configs/accounts.yaml on Kafka, exactly once, checkpointed every 500 ms, a snapshot every 7 events."""
+    data = accounts_on_kafka(name, bootstrap, f"{name}.commands", tmp_path)
+    data["keyed"]["snapshot_every"] = SNAPSHOT_EVERY
+    data.update(delivery="exactly_once", dead_letter={"type": "kafka", "topic": f"{name}.dlq"},
+                checkpoint={"interval_ms": 500, "uri": str(tmp_path / "checkpoints"), "keep": 3})  # fmt: skip
+    return parse_config(data)
 
 
 async def produce_paced(bootstrap: str, topic: str, commands: list[dict[str, Any]], rate_per_s: float) -> None:
@@ -116,7 +78,7 @@ def test_random_commands_under_kills_store_exactly_the_events_of_the_sequential_
     name = unique("accounts")
     commands = account_commands(ACCOUNTS, COMMANDS, seed=17, start_time_ms=START_TIME_MS)
     asyncio.run(ensure_topic(connection(kafka_bootstrap), f"{name}.commands", PARTITIONS))
-    config = accounts_on_kafka(name, kafka_bootstrap, tmp_path)
+    config = accounts_under_kills(name, kafka_bootstrap, tmp_path)
     producing = threading.Thread(
         target=lambda: asyncio.run(
             produce_paced(kafka_bootstrap, f"{name}.commands", commands, COMMANDS / PACED_RUN_S)
@@ -166,19 +128,9 @@ def test_random_commands_under_kills_store_exactly_the_events_of_the_sequential_
     assert main(["es", "check", str(config_file), "--json"]) == 0, "eventray es check agrees, snapshots included"
     checked = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # after what the run printed
     assert checked["failures"] == [] and checked["replies"] == COMMANDS and checked["events"] == report.events
-    assert asyncio.run(topic_config(kafka_bootstrap, f"{name}.snapshots", "cleanup.policy")) == "compact"
-    assert asyncio.run(topic_config(kafka_bootstrap, f"{name}.events", "retention.ms")) == "-1", "an event store"
-
-
-async def topic_config(bootstrap: str, topic: str, name: str) -> str:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-    finally:
-        await admin.close()
-    configs = {entry[0]: entry[1] for response in responses for resource in response.resources for entry in resource[4]}
-    return str(configs[name])
+    snapshots = asyncio.run(topic_configs(connection(kafka_bootstrap), f"{name}.snapshots"))
+    events_topic = asyncio.run(topic_configs(connection(kafka_bootstrap), f"{name}.events"))
+    assert snapshots["cleanup.policy"] == "compact" and events_topic["retention.ms"] == "-1", "an event store"
 
 
 def replays_equal_the_reference_at_every_version(config: PipelineConfig, expected: list[StoredEvent]) -> None:

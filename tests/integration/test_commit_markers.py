@@ -8,10 +8,8 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from actors.kafka.admin import ensure_topic
+from actors.kafka.admin import ensure_topic, topic_configs
 from actors.kafka.commit_markers import CommitMarker, CommitMarkerLog, commit_marker_topic
 from tests.integration.pipelines_under_test import connection, unique
 
@@ -91,13 +89,7 @@ async def test_each_read_takes_what_was_committed_since_the_last_and_agrees_with
 async def test_the_marker_topic_rolls_small_segments_so_the_cleaner_can_compact_it(kafka_bootstrap: str) -> None:
     topic = commit_marker_topic(unique("markers"))
     await ensure_topic(connection(kafka_bootstrap), topic, 1, compacted=True)
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-    finally:
-        await admin.close()
-    configs = {entry[0]: entry[1] for response in responses for resource in response.resources for entry in resource[4]}
+    configs = await topic_configs(connection(kafka_bootstrap), topic)
 
     assert configs["cleanup.policy"] == "compact"
     assert int(configs["segment.bytes"]) == 1 << 20
