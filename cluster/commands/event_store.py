@@ -227,8 +227,7 @@ def _check(args: argparse.Namespace) -> int:
     states_after: dict[tuple[Any, int], Any] = {}
     expected = recompute_event_store(aggregate, commands, stage, states_after)
     events, replies = _as_checked(stored)
-    snapshots = [StoredEvent(row["aggregate_id"], row["version"], "snapshot", msgspec.json.decode(row["data"]),
-                             row["command_id"]) for row in stored.snapshots]  # fmt: skip
+    snapshots = [StoredEvent.of_row(row, event_type="snapshot") for row in stored.snapshots]
     report = check_event_store(*expected, events, replies, ordered=stored.in_partition_order, snapshots=snapshots,
                                states_after=states_after)  # fmt: skip
     failures = report.failures()
@@ -246,24 +245,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _as_checked(stored: Stored) -> tuple[list[StoredEvent], list[CommandReply]]:
-    events = [
-        StoredEvent(
-            row["aggregate_id"], row["version"], row["event_type"], msgspec.json.decode(row["data"]), row["command_id"]
-        )
-        for row in stored.events
-    ]
-    replies = [
-        CommandReply(
-            row["aggregate_id"],
-            row["command_id"],
-            row["status"],
-            row["version"],
-            row["first_version"],
-            row["duplicate"],
-        )
-        for row in stored.replies
-    ]
-    return events, replies
+    return [StoredEvent.of_row(row) for row in stored.events], [CommandReply.of_row(row) for row in stored.replies]
 
 
 # --- diff -----------------------------------------------------------------------------------------------------

@@ -39,6 +39,12 @@ class StoredEvent:
     data: Any
     command_id: str
 
+    @classmethod
+    def of_row(cls, row: dict[str, Any], event_type: str | None = None) -> StoredEvent:
+        """An event (or, with ``event_type``, a snapshot) as a sink wrote it: its ``data`` decoded."""
+        return cls(row["aggregate_id"], row["version"], event_type or row["event_type"],
+                   msgspec.json.decode(row["data"]), row["command_id"])  # fmt: skip
+
     @property
     def name(self) -> str:
         return f"{self.aggregate_id}@v{self.version}"
@@ -54,6 +60,12 @@ class CommandReply:
     version: int
     first_version: int | None
     duplicate: bool
+
+    @classmethod
+    def of_row(cls, row: dict[str, Any]) -> CommandReply:
+        """A reply as a sink wrote it."""
+        return cls(row["aggregate_id"], row["command_id"], row["status"], row["version"], row["first_version"],
+                   row["duplicate"])  # fmt: skip
 
     @property
     def name(self) -> str:

@@ -103,16 +103,8 @@ def test_random_commands_under_kills_store_exactly_the_events_of_the_sequential_
         (c["aggregate_id"], c["command_id"], c["_timestamp"]) for c in taken
     ], "eventray es check reads the commands the stage took, in its order"
     expected = recompute_event_store(Account(), taken, EventSourcedConfig(aggregate=ACCOUNT))
-    events = [
-        StoredEvent(row["aggregate_id"], row["version"], row["event_type"], msgspec.json.decode(row["data"]),
-                    row["command_id"])
-        for row in in_partition_order(kafka_bootstrap, f"{name}.events")
-    ]  # fmt: skip
-    replies = [
-        CommandReply(row["aggregate_id"], row["command_id"], row["status"], row["version"], row["first_version"],
-                     row["duplicate"])
-        for row in in_partition_order(kafka_bootstrap, f"{name}.replies")
-    ]  # fmt: skip
+    events = [StoredEvent.of_row(row) for row in in_partition_order(kafka_bootstrap, f"{name}.events")]
+    replies = [CommandReply.of_row(row) for row in in_partition_order(kafka_bootstrap, f"{name}.replies")]
     report = check_event_store(*expected, events, replies)
     assert report.failures() == []
     assert report.replies == COMMANDS and report.events == report.expected_events > COMMANDS // 2

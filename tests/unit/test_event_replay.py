@@ -370,10 +370,8 @@ def test_states_json_cannot_hold_get_no_snapshot_and_every_path_agrees_after_mul
         replayed = replay_history(Tally(), of(results, key, "events"))
         assert replayed.state == op.state_of(key) == states_after[(key, replayed.version)]
         assert isinstance(replayed.state["last"], list)
-    stored = [StoredEvent(r["aggregate_id"], r["version"], r["event_type"], json.loads(r["data"]), r["command_id"])
-              for r in results if r["topic"] == "events"]  # fmt: skip
-    answered = [CommandReply(r["aggregate_id"], r["command_id"], r["status"], r["version"], r["first_version"],
-                             r["duplicate"]) for r in results if r["topic"] == "replies"]  # fmt: skip
+    stored = [StoredEvent.of_row(r) for r in results if r["topic"] == "events"]
+    answered = [CommandReply.of_row(r) for r in results if r["topic"] == "replies"]
     assert check_event_store(*expected, stored, answered).failures() == []
 
 

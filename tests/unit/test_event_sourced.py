@@ -59,10 +59,8 @@ def events(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def as_stored(results: list[dict[str, Any]]) -> tuple[list[StoredEvent], list[CommandReply]]:
-    stored = [StoredEvent(row["aggregate_id"], row["version"], row["event_type"], msgspec.json.decode(row["data"]),
-                          row["command_id"]) for row in events(results)]  # fmt: skip
-    answered = [CommandReply(row["aggregate_id"], row["command_id"], row["status"], row["version"],
-                             row["first_version"], row["duplicate"]) for row in replies(results)]  # fmt: skip
+    stored = [StoredEvent.of_row(row) for row in events(results)]
+    answered = [CommandReply.of_row(row) for row in replies(results)]
     return stored, answered
 
 
