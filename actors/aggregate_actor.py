@@ -4,6 +4,7 @@ function); emits what the operator emits to its sinks."""
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,6 +16,7 @@ from actors.recovery import fence_kafka_outputs, recover_kafka_outputs
 from actors.reports import AggregateProgress
 from actors.telemetry import Telemetry
 from pipelines.config.pipeline import PipelineConfig
+from pipelines.config.query import Consistency
 from pipelines.config.secrets import secrets_here
 from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
 from pipelines.eventtime.watermarks import NO_WATERMARK
@@ -24,6 +26,7 @@ from pipelines.stages.keyed_runner import KeyedStageRunner
 from pipelines.stages.plan import compile_pipeline
 from pipelines.state.checkpoint_store import AggregateSnapshot, WriteAhead, open_checkpoint_store
 from pipelines.state.keygroups import KeyGroupRouter
+from pipelines.state.queryable import QueryableState, Viewable, ViewAnswer, WantedPosition
 from pipelines.testing import FaultPlan, crash_if_planned
 
 __all__ = ["AggregateActor"]
@@ -103,6 +106,9 @@ class AggregateActor:
             join_columns=self._compiled.stages[stage].join_columns,
         )
         self._busy_s = 0.0
+        query = config.query_views.get(stage)
+        operator = self._stage.operator
+        self._queryable = None if query is None else QueryableState(query, cast(Viewable, operator))
 
     def process(
         self, sender: int, batch: pa.RecordBatch | None, watermark_ms: int | None, trace_context: str | None = None
@@ -139,6 +145,9 @@ class AggregateActor:
                 traces = batch.schema.get_field_index("_traceparent")
                 batch = batch.set_column(traces, "_traceparent", batch_trace.carry(batch.column(traces)))
             self._stage.add(sender, batch, watermark_ms)
+            if self._queryable is not None:
+                groups = self._groups.key_groups(batch) if self._queryable.needs_key_groups else None
+                self._queryable.applied(batch, groups)
         rows: int = batch.num_rows
         return rows
 
@@ -167,15 +176,30 @@ class AggregateActor:
         tables = [self._store.read_table(snapshot.state) for snapshot in snapshots if snapshot.state is not None]
         tables = [table for table in tables if table.num_rows]
         watermark = max((snapshot.watermark_ms for snapshot in snapshots), default=NO_WATERMARK)
+        self._restore_positions(snapshots, self.key_groups)
         if not tables:
             self._stage.operator.restore(self._stage.operator.snapshot(), watermark)
+            self._reset_queryable()
             return 0
         state = pa.concat_tables(tables)
         owned = pc.is_in(state.column(_KEY_GROUP), pa.array(self.key_groups, pa.int32()))
         state = state.filter(owned).drop_columns([_KEY_GROUP]).replace_schema_metadata(tables[0].schema.metadata)
         self._stage.operator.restore(state, watermark)
+        self._reset_queryable()
         rows: int = state.num_rows
         return rows
+
+    def _restore_positions(self, snapshots: list[AggregateSnapshot], key_groups: list[int]) -> None:
+        """Own ``key_groups``' read-your-writes positions: keep those held of them, take the others' from the
+        ``snapshots`` of their previous owners."""
+        if self._queryable is None or self._queryable.positions is None or self._store is None:
+            return
+        taken = [self._store.read_table(s.positions) for s in snapshots if s.positions is not None]
+        self._queryable.positions.keep(key_groups, taken)
+
+    def _reset_queryable(self) -> None:
+        if self._queryable is not None:
+            self._queryable.reset()
 
     def regroup(
         self,
@@ -210,6 +234,9 @@ class AggregateActor:
         metadata = current.schema.metadata
         state = pa.concat_tables(tables, promote_options="permissive") if tables else kept
         self._stage.operator.restore(state.drop_columns([_KEY_GROUP]).replace_schema_metadata(metadata), watermark)
+        moved_from = [s for s in snapshots if set(s.key_groups) & set(adopted)]
+        self._restore_positions(moved_from, list(key_groups))
+        self._reset_queryable()
         self.key_groups = list(key_groups)
         if next_stage is not None:
             self._link = StageLink.after(self._compiled, self._stage_index, next_stage)
@@ -234,10 +261,15 @@ class AggregateActor:
         holds their effect)."""
         if self._link is not None:
             self._link.drain()
-        state_file = None
+        state_file = positions_file = None
         if self._store is not None:
             state = self._stage.operator.snapshot()
             state_file = self._store.write_table(epoch, f"state-{self._slot}", self._with_key_groups(state))
+            if self._queryable is not None and self._queryable.positions is not None:
+                positions_file = self._store.write_table(epoch, f"positions-{self._slot}",
+                                                         self._queryable.positions.table())  # fmt: skip
+        if self._queryable is not None:
+            self._queryable.prepare(epoch)
         pending, ahead = prepare_outputs([*self._sinks, self._late_output], epoch, self._store, self._slot)
         self._prepared_outputs = bool(pending or ahead)
         return AggregateSnapshot(
@@ -248,6 +280,7 @@ class AggregateActor:
             pending_files=pending,
             write_ahead=ahead,
             stage=self._stage_index,
+            positions=positions_file,
         )
 
     def _with_key_groups(self, state: pa.Table) -> pa.Table:
@@ -270,6 +303,8 @@ class AggregateActor:
             output.commit()
             output.begin_epoch(epoch + 1)
         self._completed_epoch = epoch
+        if self._queryable is not None:
+            self._queryable.commit(epoch)
         return self.progress()
 
     @property
@@ -282,6 +317,18 @@ class AggregateActor:
         self._late_output.close()
         self._telemetry.close()
         return self.progress()
+
+    def query(
+        self, keys: list[str], consistency: Consistency | None = None, min_position: str | None = None
+    ) -> ViewAnswer:
+        """The values of ``keys`` in this stage's view (called in the query concurrency group, beside batches;
+        see :mod:`pipelines.state.queryable`). ``consistency``: the view's first mode when None; ``min_position``:
+        ``<aggregate>@<version>`` to wait for, up to ``serve.position_wait_s``."""
+        if self._queryable is None:
+            raise ValueError(f"keyed stage {self._stage_index} of pipeline {self._pipeline!r} has no query: view")
+        wanted = None if min_position is None else WantedPosition.parse(min_position)
+        mode = consistency or self._queryable.config.consistency[0]
+        return self._queryable.answer(keys, mode, wanted, self._config.serve.position_wait_s)
 
     def alive(self) -> bool:
         """The watchdog's ping (cluster/control/watchdog.py), answered in a concurrency group of its own."""

@@ -12,8 +12,10 @@ from cluster.control.ray_runtime import NAMESPACE
 from pipelines.config.pipeline import PipelineConfig
 
 __all__ = [
+    "QUERY_GROUP",
     "WATCHDOG_GROUP",
     "aggregate_actor_options",
+    "query_router_options",
     "remote_aggregate",
     "remote_source",
     "remote_supervisor",
@@ -23,6 +25,11 @@ __all__ = [
 
 WATCHDOG_GROUP = "watchdog"
 """The concurrency group ``alive()`` runs in (cluster/control/watchdog.py): its own thread, so a busy actor answers."""
+
+QUERY_GROUP = "query"
+"""The concurrency group an aggregate actor's ``query()`` runs in (cluster/cqrs/router.py): threads of their own, so
+queries do not queue behind batches, and a query waiting for a position does not hold the others."""
+QUERY_THREADS = 4
 
 
 def _actor_cpus(config: PipelineConfig) -> float:
@@ -51,12 +58,13 @@ def aggregate_actor_options(config: PipelineConfig, actor_id: str) -> dict[str, 
 
 
 @functools.cache
-def _watched(actor_class: type) -> Any:
+def _watched(actor_class: type, queries: bool = False) -> Any:
     """``actor_class`` as a Ray actor class with the watchdog's concurrency group (Ray takes concurrency groups
     in ``ray.remote``, not in ``.options``). Made once per process: each ``ray.remote`` registers a new class
     (a random function id), which Ray keeps for the life of the process and exports to the GCS again, so a
     Supervisor making one per actor grew by about 100 KB a recovery; a new Ray session re-exports it itself."""
-    return ray.remote(concurrency_groups={WATCHDOG_GROUP: 1})(actor_class)  # type: ignore[call-overload]
+    groups = {WATCHDOG_GROUP: 1, **({QUERY_GROUP: QUERY_THREADS} if queries else {})}
+    return ray.remote(concurrency_groups=groups)(actor_class)  # type: ignore[call-overload]
 
 
 def remote_source(config: PipelineConfig, actor_id: str) -> Any:
@@ -64,7 +72,13 @@ def remote_source(config: PipelineConfig, actor_id: str) -> Any:
 
 
 def remote_aggregate(config: PipelineConfig, actor_id: str) -> Any:
-    return _watched(AggregateActor).options(**aggregate_actor_options(config, actor_id))
+    return _watched(AggregateActor, queries=True).options(**aggregate_actor_options(config, actor_id))
+
+
+def query_router_options(name: str) -> dict[str, Any]:
+    """The query router (cluster/cqrs/router.py): an async actor answering HTTP and routing queries; no CPU of its
+    own (it waits on owners), owned by the Supervisor that makes it."""
+    return {"name": name, "namespace": NAMESPACE, "num_cpus": 0, "max_restarts": 0}
 
 
 def remote_supervisor(supervisor_class: type, name: str) -> Any:

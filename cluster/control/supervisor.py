@@ -47,6 +47,7 @@ from cluster.control.restore_plan import plan_source_starts
 from cluster.control.run_report import RunProgress, RunSummary, merge_previews
 from cluster.control.stage_plan import ActorPlacement, keyed_stage_plan
 from cluster.control.watchdog import Watchdog
+from cluster.cqrs.publish import ViewPublisher
 from pipelines.config.kafka import KafkaDeadLetterConfig, KafkaSinkConfig, KafkaSourceConfig
 from pipelines.config.pipeline import (
     ConsoleSinkConfig,
@@ -149,6 +150,8 @@ class Supervisor:
         self._reemitted_rows = 0  # exactly-once outputs of an uncommitted epoch, written again at recovery
         self._output_topics_created = False
         self._markers: CommitMarkerLog | None = None  # exactly-once Kafka outputs' commit markers, read so far
+        # the query router of the stages whose state is served (not with in-process fakes of actors)
+        self._views = ViewPublisher(config) if config.query_views and isinstance(self._actors, RayActors) else None
         self.recoveries: list[float] = []  # seconds from noticing a failure to the restored topology running
         # (backoff included)
         checkpoint = config.checkpoint
@@ -164,6 +167,8 @@ class Supervisor:
         if self._store is not None:
             # before any actor starts: exactly-once outputs name their epochs with it
             self._markers = CommitMarkerLog(self._config.name, self._store.ensure_lineage())
+        if self._views is not None:
+            await self._views.start()
         checkpoint = self._resumed_from = await asyncio.to_thread(self._resume_point)
         if checkpoint is not None:
             self._baseline = checkpoint.counts
@@ -319,6 +324,7 @@ class Supervisor:
         self._metrics.actors("source", len(self._sources), self._layout.source_count)
         self._metrics.actors("aggregate", len(self._aggregates), sum(self._stage_sizes()))
         self._rescaled(through_recovery=False)
+        await self._publish_views()
         await asyncio.to_thread(release_freed_memory)
 
     def _rescaled(self, through_recovery: bool) -> None:
@@ -390,6 +396,8 @@ class Supervisor:
     def shutdown(self) -> None:
         """Kill the actors of this run (after :meth:`run` returned, or to abandon it)."""
         self._kill_all()
+        if self._views is not None:
+            self._views.close()
 
     async def _start(self, checkpoint: Checkpoint | None) -> None:
         """Spawn (and restore) the topology, redo uncommitted exactly-once outputs, start the read loops."""
@@ -427,6 +435,7 @@ class Supervisor:
         await asyncio.gather(*(handle.begin_epoch(self._epochs.next_epoch) for handle in handles))
         phases.done("epoch begun")
         self._runs = [asyncio.ensure_future(self._await(source.start())) for source in self._sources]
+        await self._publish_views()
         if self._recovering is not None:
             self.recoveries.append(phases.total_s)
             log.warning("pipeline %s: recovered in %.1f s (%s)", self._config.name, phases.total_s, phases)
@@ -444,7 +453,14 @@ class Supervisor:
         self._final_aggregates = list(await asyncio.gather(*(a.close() for a in self._aggregates)))
         self._finished_sources = list(await asyncio.gather(*(s.close() for s in self._sources)))
 
+    async def _publish_views(self) -> None:
+        """Tell the query router who owns each served stage's key groups now."""
+        if self._views is not None:
+            await self._views.publish(self._aggregates, self._wiring().groups, self._config.runtime.max_key_groups)
+
     def _abandon(self) -> None:
+        if self._views is not None:
+            self._views.suspend()
         for run in self._runs:
             run.cancel()
         self._kill_all()

@@ -37,6 +37,7 @@ from pipelines.config.kafka import (
     KafkaSinkConfig,
     KafkaSourceConfig,
 )
+from pipelines.config.query import QueryConfig, ServeConfig
 from pipelines.config.stage_graph import StageGraph, stage_graph
 from pipelines.config.state import (
     IMPORT_PATH,
@@ -99,6 +100,9 @@ EVENT_TYPES = ("UserRegistered", "OrderCreated", "PaymentProcessed", "ShipmentDi
 _Model = ConfigModel
 _MAX_INPUTS = 64
 _MAX_NESTING_DEPTH = 512  # msgspec refuses depths near Python's recursion limit (about 1,000 frames)
+
+
+_METADATA_COLUMNS = frozenset({"_partition", "_offset", "_timestamp", "_key", "_traceparent", "_event_id"})
 
 
 class SchemaConfig(_Model):
@@ -169,6 +173,13 @@ class SchemaConfig(_Model):
 
     @model_validator(mode="after")
     def _names_exist(self) -> SchemaConfig:
+        reserved = sorted(name for name in self.fields if name in _METADATA_COLUMNS)
+        if reserved and reserved != [self.event_time_field]:
+            raise ValueError(
+                f"fields {reserved}: {', '.join(sorted(_METADATA_COLUMNS))} are the columns eventray adds to every "
+                "event; only _timestamp may be a field, as the event_time_field (reading events eventray wrote). "
+                "Name the others otherwise"
+            )
         known = sorted(self.fields)
         for name in self.required:
             if name not in self.fields:
@@ -678,6 +689,9 @@ class PipelineConfig(_Model):
         default="at_least_once",
         description="exactly_once: Kafka sinks write in one transaction per epoch, file sinks rename on commit",
     )
+    serve: ServeConfig = Field(
+        default_factory=ServeConfig, description="the query router's HTTP endpoint (when a keyed stage has query)"
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -785,6 +799,26 @@ class PipelineConfig(_Model):
                     f"{where}: a join takes two inputs or stages, its left and right, and this one takes {taken}; "
                     "send the others to another stage"
                 )
+
+    @model_validator(mode="after")
+    def _views_named_once(self) -> PipelineConfig:
+        names = [view.view for view in self.query_views.values()]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(
+                f"query.view {twice[0]!r} is served by two keyed stages: give each stage's view a name of its own"
+            )
+        return self
+
+    @property
+    def query_views(self) -> dict[int, QueryConfig]:
+        """The keyed stages whose state is served (their ``query``), by stage index."""
+        views: dict[int, QueryConfig] = {}
+        for index, view in enumerate(self.keyed_stages):
+            query = getattr(view.keyed, "query", None)
+            if isinstance(query, QueryConfig):
+                views[index] = query
+        return views
 
     def taken_by(self, stage: int) -> list[str]:
         """The names of the inputs (as written) and earlier stages that keyed stage ``stage`` takes, in order."""

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipelines.config.base import ConfigModel
+from pipelines.config.query import QueryConfig
 
 __all__ = [
     "IMPORT_PATH",
@@ -57,6 +58,7 @@ class UpsertConfig(WatermarkSettings):
     tombstone_retention_ms: int = Field(
         default=86_400_000, ge=0, description="event time a delete is remembered after its _timestamp"
     )
+    query: QueryConfig | None = Field(default=None, description="serve this stage's state as a view (CQRS)")
 
     @model_validator(mode="after")
     def _delete_column_is_not_the_key(self) -> UpsertConfig:
@@ -83,6 +85,7 @@ class KeyedProcessConfig(WatermarkSettings):
     type: Literal["process"] = "process"
     key: str = Field(min_length=1, description="column whose value selects the state and timers")
     function: str = Field(pattern=IMPORT_PATH, description="import path 'package.module:ClassName'")
+    query: QueryConfig | None = Field(default=None, description="serve this stage's state as a view (CQRS)")
 
 
 class EventSourcedConfig(WatermarkSettings):
@@ -117,6 +120,7 @@ class EventSourcedConfig(WatermarkSettings):
         default=None, gt=0, description="emit the aggregate's state each time its version passes a multiple of this"
     )
     snapshots_topic: str = Field(default="snapshots", min_length=1, description="the topic column of snapshot rows")
+    query: QueryConfig | None = Field(default=None, description="serve this stage's state as a view (CQRS)")
 
     @model_validator(mode="after")
     def _columns_differ(self) -> EventSourcedConfig:

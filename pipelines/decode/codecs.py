@@ -46,7 +46,7 @@ import pyarrow.json as pa_json
 
 from pipelines.decode.input_limits import TIMESTAMP, event_time_rejections, screen_input
 from pipelines.decode.json_verdicts import TypedLines, json_value, undecodable_reason
-from pipelines.decode.schema import EventSchema
+from pipelines.decode.schema import METADATA_NAMES, EventSchema
 from pipelines.io.records import RawBatch, dead_letters
 from pipelines.transform.bisection import failing_positions
 
@@ -281,7 +281,7 @@ def with_metadata(
         return column if positions is None else column.take(positions)
 
     count = len(raw) if positions is None else len(positions)
-    columns = [table.column(name).combine_chunks() for name in table.column_names]
+    columns = [table.column(name).combine_chunks() for name in table.column_names if name not in METADATA_NAMES]
     record_times = picked(raw.timestamps)
     timestamps = record_times
     if config.event_time_field is not None:

@@ -16,6 +16,7 @@ from pipelines.transform.row_errors import VALUE_ERRORS, rows_failing_alone
 
 __all__ = [
     "METADATA_FIELDS",
+    "METADATA_NAMES",
     "EventSchema",
     "ValidationOutcome",
 ]
@@ -29,6 +30,8 @@ METADATA_FIELDS: tuple[pa.Field, ...] = (
     pa.field("_traceparent", pa.string()),
     pa.field("_event_id", pa.string()),
 )
+
+METADATA_NAMES = frozenset(field.name for field in METADATA_FIELDS)
 
 _ARROW_TYPES: dict[FieldType, pa.DataType] = {
     "string": pa.string(),
@@ -61,8 +64,10 @@ class EventSchema:
 
     @property
     def batch_schema(self) -> pa.Schema:
-        """Payload columns followed by the metadata columns."""
-        return pa.schema(list(self.payload_schema) + list(METADATA_FIELDS))
+        """Payload columns followed by the metadata columns (a payload ``_timestamp``, the event time of records
+        eventray wrote, is the metadata column)."""
+        payload = [field for field in self.payload_schema if field.name not in METADATA_NAMES]
+        return pa.schema(payload + list(METADATA_FIELDS))
 
     def validate(self, batch: pa.RecordBatch) -> ValidationOutcome:
         """Evaluate required columns, then checks, in order; a row's reason is the first rule it fails.

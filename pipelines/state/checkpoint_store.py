@@ -176,6 +176,7 @@ class AggregateSnapshot(msgspec.Struct, frozen=True):
     pending_files: list[PendingFile] = []
     write_ahead: list[WriteAhead] = []
     stage: int = 0
+    positions: StateFile | None = None  # a queryable stage's read-your-writes positions (pipelines/state/queryable.py)
 
 
 class Checkpoint(msgspec.Struct, frozen=True):

@@ -37,6 +37,7 @@ from pipelines.config.state import EventSourcedConfig
 from pipelines.errors import ConfigError
 from pipelines.eventtime.watermarks import NO_WATERMARK
 from pipelines.state.keyed_operator import Added, StateFormatError, StateMeaning
+from pipelines.state.queryable import KeyedValues
 from pipelines.state.upcasting import check_upcasters, upcast_state
 from pipelines.state.user_code import load_user_object
 
@@ -181,6 +182,12 @@ class EventSourced:
         """The aggregate's state, decoded afresh (``initial()`` when it has no events)."""
         stored = self._states.get(key)
         return self._aggregate.initial() if stored is None else msgspec.msgpack.decode(stored)
+
+    def view(self, frozen: bool) -> KeyedValues:
+        """A reader of each aggregate's version and state (``frozen``: of copies later commands do not change)."""
+        if frozen:
+            return KeyedValues(dict(self._states), self._key_type, dict(self._versions))
+        return KeyedValues(self._states, self._key_type, self._versions)
 
     def add(self, batch: pa.RecordBatch) -> Added:
         if batch.num_rows == 0:

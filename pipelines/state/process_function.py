@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from pipelines.config.state import KeyedProcessConfig
 from pipelines.eventtime.watermarks import END_OF_TIME_MS, NO_WATERMARK
 from pipelines.state.keyed_operator import Added, StateFormatError, StateMeaning
+from pipelines.state.queryable import KeyedValues
 from pipelines.state.user_code import load_user_object
 
 __all__ = [
@@ -231,6 +232,10 @@ class KeyedProcess:
     def flush(self) -> pa.Table | None:
         """Fire every event-time timer, as if the watermark reached the end of time."""
         return self.advance(END_OF_TIME_MS)
+
+    def view(self, frozen: bool) -> KeyedValues:
+        """A reader of the values (``frozen``: of a copy, which later batches do not change)."""
+        return KeyedValues(dict(self._values) if frozen else self._values, self._key_type)
 
     def snapshot(self) -> pa.Table:
         """Values and timers as rows of (key, kind, value, timer_ms), tagged ``process/1``.

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from pipelines.config.state import UpsertConfig
 from pipelines.eventtime.watermarks import NO_WATERMARK
 from pipelines.state.keyed_operator import Added, StateFormatError, StateMeaning
+from pipelines.state.queryable import TableRows
 
 __all__ = ["STATE_FORMAT", "UpsertTable", "Upserted"]
 
@@ -131,6 +132,10 @@ class UpsertTable:
         positions = _positions(keys, self._state.column(self.key))
         found = self._state.take(pa.array(positions[positions >= 0], pa.int64()))
         return found.filter(pc.invert(self._deleted(found)))
+
+    def view(self, frozen: bool) -> TableRows:
+        """A reader of the live rows (the state is an immutable table: frozen or not, later batches replace it)."""
+        return TableRows(self._state, self.key, self._config.delete_column)
 
     def table(self) -> pa.Table:
         """Every live row (tombstones left out), in no particular order."""

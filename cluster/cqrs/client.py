@@ -1,0 +1,111 @@
+"""A Python client of the command gateway and the query router (asyncio, over their HTTP endpoints).
+
+client = CqrsClient("http://127.0.0.1:8096", "http://127.0.0.1:8095")
+reply = await client.command("accounts", "acc-7", {"command_type": "Deposit", "amount_cents": 500})
+view = await client.view("balances", "acc-7", min_position=reply["read_token"])   # reads its own write
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import msgspec
+import pyarrow as pa
+
+__all__ = ["CqrsClient", "CqrsError"]
+
+
+class CqrsError(Exception):
+    """The gateway or the router refused or could not answer: ``status`` and its JSON ``body``."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"HTTP {status}: {body.get('error', body)}")
+        self.status = status
+        self.body = body
+
+
+class CqrsClient:
+    """Commands to ``gateway_url``, queries to ``query_url``; a 503 (a move or a recovery outlasting the router's
+    own retries) is retried after its ``Retry-After``, up to ``retries`` times."""
+
+    def __init__(self, gateway_url: str | None, query_url: str, retries: int = 3) -> None:
+        self.gateway_url = gateway_url
+        self.query_url = query_url
+        self._retries = retries
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def command(self, aggregate: str, aggregate_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send a command; its reply (``status`` accepted or rejected, ``version``, ``read_token`` ...)."""
+        if self.gateway_url is None:
+            raise ValueError("this client has no gateway_url: it only queries")
+        url = f"{self.gateway_url}/commands/{aggregate}/{aggregate_id}"
+        reply: dict[str, Any] = await self._call("POST", url, body, ok=(200, 409))
+        return reply
+
+    async def view(
+        self, view: str, key: str, consistency: str | None = None, min_position: str | None = None
+    ) -> dict[str, Any]:
+        """``{"found", "value", "consistency", ...}`` of one key."""
+        params = {name: value for name, value in (("consistency", consistency), ("min_position", min_position))
+                  if value is not None}  # fmt: skip
+        answer: dict[str, Any] = await self._call("GET", f"{self.query_url}/views/{view}/{key}", None, params=params)
+        return answer
+
+    async def views(self, view: str, keys: list[str], consistency: str | None = None) -> list[Any]:
+        """The value of each key (None: none), in the order of ``keys``."""
+        body = {"keys": keys} | ({"consistency": consistency} if consistency else {})
+        answer = await self._call("POST", f"{self.query_url}/views/{view}/lookup", body)
+        values: list[Any] = answer["values"]
+        return values
+
+    async def views_arrow(self, view: str, keys: list[str], consistency: str | None = None) -> pa.Table:
+        """A batch lookup as Arrow: columns ``key``, ``found``, ``value`` (JSON text)."""
+        body = {"keys": keys} | ({"consistency": consistency} if consistency else {})
+        data = await self._call("POST", f"{self.query_url}/views/{view}/lookup", body, params={"format": "arrow"},
+                                raw=True)  # fmt: skip
+        return pa.ipc.open_stream(data).read_all()
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Return once the router has owners to ask (its run started); TimeoutError past ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        session = self._open()
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"{self.query_url}/health") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass  # not listening yet
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"the query router at {self.query_url} was not ready within {timeout_s} s")
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+        return self._session
+
+    async def _call(
+        self, method: str, url: str, body: dict[str, Any] | None, params: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (200,), raw: bool = False,
+    ) -> Any:  # fmt: skip
+        session = self._open()
+        data = None if body is None else msgspec.json.encode(body)
+        for attempt in range(self._retries + 1):
+            async with session.request(method, url, data=data, params=params,
+                                       headers={"Content-Type": "application/json"}) as response:  # fmt: skip
+                content = await response.read()
+                if response.status in ok:
+                    return content if raw else msgspec.json.decode(content)
+                if response.status == 503 and attempt < self._retries:
+                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                    continue
+                answer = msgspec.json.decode(content) if content else {}
+                raise CqrsError(response.status, answer if isinstance(answer, dict) else {"error": answer})
+        raise AssertionError("unreachable: the last attempt returns or raises")

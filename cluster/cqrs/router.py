@@ -1,0 +1,281 @@
+"""The query router: serves the views of a pipeline's queryable keyed stages from the actors that own their keys.
+
+One named actor per pipeline (``<pipeline>-query-router``, made by the Supervisor when a stage has ``query``),
+with an HTTP endpoint (``serve``):
+
+- ``GET /views`` — the views, their key column and the consistency modes each offers.
+- ``GET /views/{view}/{key}?consistency=latest|committed&min_position=<aggregate>@<version>&format=json|arrow``
+- ``POST /views/{view}/lookup`` with ``{"keys": [...], "consistency": ...}`` — a batch (``?format=arrow``: an
+  Arrow IPC stream of ``key``, ``found``, ``value`` as JSON text).
+
+The Supervisor pushes the key-group -> owner table at every assignment change (:meth:`QueryRouter.update`), and
+withdraws it when a topology fails (:meth:`QueryRouter.suspend`), so a query never looks an actor up: the key's
+group (the shuffle's hash) names the owner. During a move or a recovery a query waits and retries inside the
+router; only past ``serve.retry_bound_s`` is it answered 503 with ``Retry-After``. A query with ``min_position``
+that the owner has not applied within ``serve.position_wait_s`` is answered 504 with how far the owner is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import ray
+from aiohttp import web
+
+from cluster.control.handles import actor_died
+from cluster.control.remote import QUERY_GROUP
+from cluster.cqrs.routing import StageOwners, ViewTable
+from pipelines.config.pipeline import PipelineConfig
+from pipelines.config.query import QueryConfig
+from pipelines.state.queryable import ViewAnswer, WantedPosition
+
+__all__ = ["Lookup", "QueryError", "QueryRouter", "router_name"]
+
+log = logging.getLogger(__name__)
+
+_FIRST_RETRY_S = 0.02
+_LAST_RETRY_S = 0.5
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+def router_name(pipeline: str) -> str:
+    return f"{pipeline}-query-router"
+
+
+class QueryError(Exception):
+    """A query that cannot be answered: ``status`` is the HTTP status it is answered with."""
+
+    def __init__(self, status: int, message: str, retry_after_s: float | None = None, **detail: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.detail = detail
+
+    def body(self) -> dict[str, Any]:
+        return {"error": str(self), **self.detail}
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The router's answer: a value per key (None: the key has none), with the consistency it was read at and,
+    for a read-your-writes query, the position it reflects; ``retries``: calls retried during moves."""
+
+    view: str
+    keys: list[str]
+    values: list[Any]
+    consistency: str
+    position: str | None = None
+    retries: int = 0
+
+    def point(self) -> dict[str, Any]:
+        value = self.values[0]
+        answer = {"view": self.view, "key": self.keys[0], "found": value is not None, "value": value,
+                  "consistency": self.consistency}  # fmt: skip
+        return answer | ({"position": self.position} if self.position is not None else {})
+
+    def batch(self) -> dict[str, Any]:
+        return {"view": self.view, "consistency": self.consistency, "keys": self.keys, "values": self.values}
+
+    def arrow(self) -> bytes:
+        table = pa.table({
+            "key": pa.array(self.keys, pa.string()),
+            "found": pa.array([value is not None for value in self.values], pa.bool_()),
+            "value": pa.array([None if v is None else msgspec.json.encode(v).decode() for v in self.values]),
+        })  # fmt: skip
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return bytes(sink.getvalue().to_pybytes())
+
+
+class QueryRouter:
+    """Routes queries of a pipeline's views to their owners (see the module docstring)."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self._config = config
+        self._views: dict[str, QueryConfig] = {query.view: query for query in config.query_views.values()}
+        self._keys = {q.view: config.keyed_stages[s].keyed_stage.key for s, q in config.query_views.items()}  # type: ignore[union-attr]
+        self._table: ViewTable | None = None
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.retries = 0
+        self.unavailable = 0  # 503s answered
+
+    async def serve(self, host: str | None = None, port: int | None = None) -> int:
+        """Start the HTTP endpoint (``serve`` of the config unless given); return the port it listens on."""
+        app = web.Application()
+        app.add_routes([
+            web.get("/views", self._http_views),
+            web.get("/views/{view}/{key}", self._http_point),
+            web.post("/views/{view}/lookup", self._http_batch),
+            web.get("/health", self._http_health),
+        ])  # fmt: skip
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        serve = self._config.serve
+        site = web.TCPSite(self._runner, host or serve.host, serve.port if port is None else port)
+        await site.start()
+        bound: int = self._runner.addresses[0][1]
+        log.warning("pipeline %s: views %s served on http://%s:%d", self._config.name, sorted(self._views),
+                    host or serve.host, bound)  # fmt: skip
+        return bound
+
+    async def update(self, table: ViewTable) -> None:
+        """The owners from now on (the Supervisor's push after an assignment)."""
+        self._table = table
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def suspend(self) -> None:
+        """The topology failed: hold queries until the next :meth:`update` (or their retry bound)."""
+        self._table = None
+
+    async def stats(self) -> dict[str, int]:
+        return {"retries": self.retries, "unavailable": self.unavailable}
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def lookup(
+        self, view: str, keys: Sequence[str], consistency: str | None = None, min_position: str | None = None
+    ) -> Lookup:
+        """The values of ``keys`` in ``view`` from their owners; raises :class:`QueryError`."""
+        query = self._views.get(view)
+        if query is None:
+            raise QueryError(404, f"no view {view!r}; the views are {sorted(self._views)}")
+        mode = consistency or query.consistency[0]
+        if mode not in query.consistency:
+            raise QueryError(400, f"view {view!r} offers consistency {query.consistency}, not {mode!r}")
+        if min_position is not None:
+            if query.position is None:
+                raise QueryError(400, f"view {view!r} has no query.position: it cannot wait for a min_position")
+            if len(keys) != 1:
+                raise QueryError(400, "min_position applies to a point query (one key): the owner of that key waits")
+            try:
+                WantedPosition.parse(min_position)
+            except ValueError as error:
+                raise QueryError(400, str(error)) from None
+        values: list[Any] = [None] * len(keys)
+        answers = await self._from_owners(view, list(keys), mode, min_position)
+        reached, applied = True, None
+        for positions, answer in answers:
+            for position, value in zip(positions, answer.values, strict=True):
+                values[position] = value
+            reached, applied = reached and answer.reached, answer.applied_version
+        if not reached:
+            waited_s = self._config.serve.position_wait_s
+            message = f"the owner of {keys[0]!r} has not applied {min_position} within {waited_s} s"
+            raise QueryError(504, message, wanted=min_position, applied=applied)
+        return Lookup(view, list(keys), values, mode, min_position)
+
+    async def _from_owners(
+        self, view: str, keys: list[str], mode: str, min_position: str | None
+    ) -> list[tuple[list[int], ViewAnswer]]:
+        """Ask each owner for its keys; retry through moves and recoveries up to the bound."""
+        bound_s = self._config.serve.retry_bound_s
+        deadline = time.monotonic() + bound_s
+        wait_s = _FIRST_RETRY_S
+        while True:
+            table = self._table
+            try:
+                owners = _owners(table, view)
+                split = owners.split(keys)
+                calls = [self._ask(owners, index, [keys[p] for p in positions], mode, min_position)
+                         for index, positions in split.items()]  # fmt: skip
+                answers = await asyncio.gather(*calls)
+                return list(zip(split.values(), answers, strict=True))
+            except (_NoOwners, ray.exceptions.RayError) as error:
+                if isinstance(error, ray.exceptions.RayError) and not actor_died(error):
+                    raise QueryError(500, f"the owner failed: {type(error).__name__}") from None
+                left_s = deadline - time.monotonic()
+                if left_s <= 0:
+                    self.unavailable += 1
+                    raise QueryError(503, f"view {view!r} is moving or recovering: no owner answered within "
+                                          f"{bound_s} s", retry_after_s=1.0) from None  # fmt: skip
+                self.retries += 1
+                await self._next_table(table, min(wait_s, left_s))
+                wait_s = min(wait_s * 2, _LAST_RETRY_S)
+
+    async def _next_table(self, seen: ViewTable | None, wait_s: float) -> None:
+        """Wait up to ``wait_s`` for a table other than ``seen`` (a dead owner's replacement)."""
+        if self._table is not seen and self._table is not None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), wait_s)
+
+    @staticmethod
+    async def _ask(owners: StageOwners, index: int, keys: list[str], mode: str, position: str | None) -> ViewAnswer:
+        actor = owners.actors[index]
+        answer: ViewAnswer = await actor.query.options(concurrency_group=QUERY_GROUP).remote(keys, mode, position)
+        return answer
+
+    # HTTP
+
+    async def _http_views(self, _: web.Request) -> web.Response:
+        views = [
+            {"view": name, "key": self._keys[name], "consistency": list(query.consistency),
+             "min_position": query.position is not None}
+            for name, query in sorted(self._views.items())
+        ]  # fmt: skip
+        return _json({"pipeline": self._config.name, "views": views})
+
+    async def _http_health(self, _: web.Request) -> web.Response:
+        ready = self._table is not None
+        return _json({"ready": ready, "retries": self.retries, "unavailable": self.unavailable}, 200 if ready else 503)
+
+    async def _http_point(self, request: web.Request) -> web.Response:
+        view, key = request.match_info["view"], request.match_info["key"]
+        args = request.query
+        try:
+            found = await self.lookup(view, [key], args.get("consistency"), args.get("min_position"))
+        except QueryError as error:
+            return _error(error)
+        if args.get("format") == "arrow":
+            return web.Response(body=found.arrow(), content_type=ARROW_STREAM)
+        return _json(found.point())
+
+    async def _http_batch(self, request: web.Request) -> web.Response:
+        try:
+            body = msgspec.json.decode(await request.read())
+        except msgspec.DecodeError as error:
+            return _error(QueryError(400, f"the body is not JSON: {error}"))
+        keys = body.get("keys") if isinstance(body, dict) else None
+        if not isinstance(keys, list) or not all(isinstance(key, str | int) for key in keys):
+            return _error(QueryError(400, 'the body is {"keys": [key, ...]} (strings or integers)'))
+        try:
+            found = await self.lookup(request.match_info["view"], [str(key) for key in keys], body.get("consistency"))
+        except QueryError as error:
+            return _error(error)
+        if request.query.get("format") == "arrow":
+            return web.Response(body=found.arrow(), content_type=ARROW_STREAM)
+        return _json(found.batch())
+
+
+class _NoOwners(Exception):
+    """No assignment is pushed (the topology is starting or recovering)."""
+
+
+def _owners(table: ViewTable | None, view: str) -> StageOwners:
+    if table is None:
+        raise _NoOwners
+    return table.views[view]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json")
+
+
+def _error(error: QueryError) -> web.Response:
+    response = _json(error.body(), error.status)
+    if error.retry_after_s is not None:
+        response.headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
+    return response
