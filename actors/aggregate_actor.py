@@ -179,13 +179,13 @@ class AggregateActor:
         self._restore_positions(snapshots, self.key_groups)
         if not tables:
             self._stage.operator.restore(self._stage.operator.snapshot(), watermark)
-            self._reset_queryable()
+            self._reset_queryable(snapshots)
             return 0
         state = pa.concat_tables(tables)
         owned = pc.is_in(state.column(_KEY_GROUP), pa.array(self.key_groups, pa.int32()))
         state = state.filter(owned).drop_columns([_KEY_GROUP]).replace_schema_metadata(tables[0].schema.metadata)
         self._stage.operator.restore(state, watermark)
-        self._reset_queryable()
+        self._reset_queryable(snapshots)
         rows: int = state.num_rows
         return rows
 
@@ -197,9 +197,11 @@ class AggregateActor:
         taken = [self._store.read_table(s.positions) for s in snapshots if s.positions is not None]
         self._queryable.positions.keep(key_groups, taken)
 
-    def _reset_queryable(self) -> None:
+    def _reset_queryable(self, snapshots: list[AggregateSnapshot]) -> None:
+        """The state is now that of the checkpoint ``snapshots`` are of: it is what ``committed`` reads."""
         if self._queryable is not None:
-            self._queryable.reset()
+            epochs = {snapshot.epoch for snapshot in snapshots}
+            self._queryable.reset(epochs.pop() if len(epochs) == 1 and 0 not in epochs else None)
 
     def regroup(
         self,
@@ -236,7 +238,7 @@ class AggregateActor:
         self._stage.operator.restore(state.drop_columns([_KEY_GROUP]).replace_schema_metadata(metadata), watermark)
         moved_from = [s for s in snapshots if set(s.key_groups) & set(adopted)]
         self._restore_positions(moved_from, list(key_groups))
-        self._reset_queryable()
+        self._reset_queryable(snapshots)
         self.key_groups = list(key_groups)
         if next_stage is not None:
             self._link = StageLink.after(self._compiled, self._stage_index, next_stage)
@@ -281,6 +283,7 @@ class AggregateActor:
             write_ahead=ahead,
             stage=self._stage_index,
             positions=positions_file,
+            epoch=epoch,
         )
 
     def _with_key_groups(self, state: pa.Table) -> pa.Table:

@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(commands: Any) -> None:
     from cluster.commands.acls import add_acls_command  # noqa: PLC0415
+    from cluster.commands.cqrs import add_cqrs_commands  # noqa: PLC0415
     from cluster.commands.dead_letters import add_dead_letters_command  # noqa: PLC0415
     from cluster.commands.demo import add_demo_commands  # noqa: PLC0415
     from cluster.commands.event_store import add_event_store_commands  # noqa: PLC0415
@@ -231,6 +232,7 @@ def _add_optional_commands(commands: Any) -> None:
     add_acls_command(commands)
     add_dead_letters_command(commands)
     add_event_store_commands(commands)
+    add_cqrs_commands(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

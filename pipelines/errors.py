@@ -5,6 +5,9 @@
     │   └── EpochTimeout                an epoch was not complete in checkpoint.timeout_ms (cluster.control.epochs)
     ├── RowValueError                   one event's value cannot be processed: that event is dead-lettered with
     │                                   the reason, the others go on (pipelines.transform.row_errors)
+    ├── QueryError                      a query of a view cannot be answered; its HTTP status says why
+    │   │                               (cluster.cqrs.router)
+    │   └── CqrsError                   the gateway or the query router answered an error (cluster.cqrs.client)
     └── FatalError                      retrying will not help; an operator has to act
         ├── ConfigError                 the pipeline config is wrong: names the field path and what is allowed
         │   └── ExpressionError         a filter/derive/check expression cannot be parsed or names unknown columns

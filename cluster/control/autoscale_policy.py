@@ -186,10 +186,15 @@ def decide(
 
 
 def _bounds(config: AutoscaleConfig, kind: str, observations: Observations) -> tuple[int, int]:
-    """``[lower, upper]`` for one kind: the config's bounds, capped by what the topology lets actors own."""
+    """``[lower, upper]`` for one kind: the config's bounds, capped by what the topology lets actors own (no key
+    groups: no keyed stage, no aggregates). Sources are capped once their partitions are known: a source reports
+    its partitions once it has read their positions, and a tick before that (an empty topic) saw none and scaled
+    the sources to 0."""
     low: int = getattr(config, f"min_{kind}_actors")
     high: int = getattr(config, f"max_{kind}_actors")
     cap = observations.partition_count if kind == "source" else observations.key_groups
+    if kind == "source" and cap < 1:
+        return low, high
     return min(low, cap), min(high, cap)
 
 

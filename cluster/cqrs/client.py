@@ -15,27 +15,37 @@ import aiohttp
 import msgspec
 import pyarrow as pa
 
+from cluster.cqrs.router import QueryError
+
 __all__ = ["CqrsClient", "CqrsError"]
 
 
-class CqrsError(Exception):
-    """The gateway or the router refused or could not answer: ``status`` and its JSON ``body``."""
+class CqrsError(QueryError):
+    """The gateway or the router answered an error: its HTTP ``status`` and JSON ``body``."""
 
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(f"HTTP {status}: {body.get('error', body)}")
-        self.status = status
-        self.body = body
+    def __init__(self, message: str, status: int = 500, body: dict[str, Any] | None = None) -> None:
+        super().__init__(message, status)
+        self.body = body or {}
+
+    @classmethod
+    def answered(cls, status: int, body: dict[str, Any]) -> CqrsError:
+        return cls(f"HTTP {status}: {body.get('error', body)}", status, body)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CqrsError, (str(self), self.status, self.body))
 
 
 class CqrsClient:
     """Commands to ``gateway_url``, queries to ``query_url``; a 503 (a move or a recovery outlasting the router's
-    own retries) is retried after its ``Retry-After``, up to ``retries`` times."""
+    own retries) is retried after its ``Retry-After``, and a refused connection (a router restarting with its
+    pipeline's Supervisor) after a second, up to ``retries`` times."""
 
     def __init__(self, gateway_url: str | None, query_url: str, retries: int = 3) -> None:
         self.gateway_url = gateway_url
         self.query_url = query_url
         self._retries = retries
         self._session: aiohttp.ClientSession | None = None
+        self.retried_503 = 0  # answers 503 (a move or a recovery past the router's bound) retried
 
     async def close(self) -> None:
         if self._session is not None:
@@ -98,14 +108,22 @@ class CqrsClient:
         session = self._open()
         data = None if body is None else msgspec.json.encode(body)
         for attempt in range(self._retries + 1):
-            async with session.request(method, url, data=data, params=params,
-                                       headers={"Content-Type": "application/json"}) as response:  # fmt: skip
-                content = await response.read()
-                if response.status in ok:
-                    return content if raw else msgspec.json.decode(content)
-                if response.status == 503 and attempt < self._retries:
-                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-                    continue
-                answer = msgspec.json.decode(content) if content else {}
-                raise CqrsError(response.status, answer if isinstance(answer, dict) else {"error": answer})
+            try:
+                async with session.request(method, url, data=data, params=params,
+                                           headers={"Content-Type": "application/json"}) as response:  # fmt: skip
+                    content = await response.read()
+                    status, retry_after = response.status, response.headers.get("Retry-After", "1")
+            except aiohttp.ClientConnectionError:
+                if attempt == self._retries:
+                    raise
+                await asyncio.sleep(1.0)  # a router restarting with its pipeline's Supervisor
+                continue
+            if status in ok:
+                return content if raw else msgspec.json.decode(content)
+            if status == 503 and attempt < self._retries:
+                self.retried_503 += 1
+                await asyncio.sleep(float(retry_after))
+                continue
+            answer = msgspec.json.decode(content) if content else {}
+            raise CqrsError.answered(status, answer if isinstance(answer, dict) else {"error": answer})
         raise AssertionError("unreachable: the last attempt returns or raises")

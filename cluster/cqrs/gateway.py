@@ -2,10 +2,10 @@
 pipeline's commands topic and answers with its reply.
 
 Each aggregate is an event-sourced pipeline config (``keyed: {type: event_sourced}`` reading a Kafka topic), under
-the name commands use in their URL: the gateway produces the command (the body, with the aggregate id in the key column, a
-``command_id`` when the body has none and the command's time when the schema's event-time field is missing) with
-an idempotent producer, keyed by the aggregate id, and waits for the reply with that command id on the replies
-topic (read committed: a reply is visible once its events are). It answers
+the name commands use in their URL: the gateway produces the command (the body, with the aggregate id in the key
+column, a ``command_id`` when the body has none and the command's time when the schema's event-time field is
+missing) with an idempotent producer, keyed by the aggregate id, and waits for the reply with that command id on the
+replies topic (read committed: a reply is visible once its events are). It answers
 ``{status, version, first_version, events, reason, duplicate, command_id, read_token}``: 200 accepted, 409
 rejected, 504 when no reply came within the wait (send the same ``command_id`` again: the aggregate answers a
 command id it has seen with its first reply). ``read_token`` is ``<aggregate id>@<version>``, the

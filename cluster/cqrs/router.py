@@ -35,7 +35,9 @@ from cluster.control.remote import QUERY_GROUP
 from cluster.cqrs.routing import StageOwners, ViewTable
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.config.query import QueryConfig
-from pipelines.state.queryable import ViewAnswer, WantedPosition
+from pipelines.errors import EventrayError
+from pipelines.stages.plan import compile_pipeline
+from pipelines.state.queryable import ViewAnswer, WantedPosition, canonical_key
 
 __all__ = ["Lookup", "QueryError", "QueryRouter", "router_name"]
 
@@ -50,14 +52,18 @@ def router_name(pipeline: str) -> str:
     return f"{pipeline}-query-router"
 
 
-class QueryError(Exception):
-    """A query that cannot be answered: ``status`` is the HTTP status it is answered with."""
+class QueryError(EventrayError):
+    """A query that cannot be answered: ``status`` is the HTTP status it is answered with (500 unless said),
+    ``detail`` what the answer's body adds to the message."""
 
-    def __init__(self, status: int, message: str, retry_after_s: float | None = None, **detail: Any) -> None:
+    def __init__(self, message: str, status: int = 500, retry_after_s: float | None = None, **detail: Any) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after_s = retry_after_s
         self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_query_error, (str(self), self.status, self.retry_after_s, self.detail))
 
     def body(self) -> dict[str, Any]:
         return {"error": str(self), **self.detail}
@@ -66,29 +72,33 @@ class QueryError(Exception):
 @dataclass(frozen=True)
 class Lookup:
     """The router's answer: a value per key (None: the key has none), with the consistency it was read at and,
-    for a read-your-writes query, the position it reflects; ``retries``: calls retried during moves."""
+    for a read-your-writes query, the position it reflects."""
 
     view: str
     keys: list[str]
     values: list[Any]
     consistency: str
     position: str | None = None
-    retries: int = 0
+    epochs: list[int | None] | None = None  # committed: per key, the checkpoint its owner's answer is of
 
     def point(self) -> dict[str, Any]:
         value = self.values[0]
         answer = {"view": self.view, "key": self.keys[0], "found": value is not None, "value": value,
                   "consistency": self.consistency}  # fmt: skip
+        if self.epochs is not None:
+            answer["epoch"] = self.epochs[0]
         return answer | ({"position": self.position} if self.position is not None else {})
 
     def batch(self) -> dict[str, Any]:
-        return {"view": self.view, "consistency": self.consistency, "keys": self.keys, "values": self.values}
+        answer = {"view": self.view, "consistency": self.consistency, "keys": self.keys, "values": self.values}
+        return answer | ({"epochs": self.epochs} if self.epochs is not None else {})
 
     def arrow(self) -> bytes:
         table = pa.table({
             "key": pa.array(self.keys, pa.string()),
             "found": pa.array([value is not None for value in self.values], pa.bool_()),
-            "value": pa.array([None if v is None else msgspec.json.encode(v).decode() for v in self.values]),
+            "value": pa.array([None if v is None else msgspec.json.encode(v).decode() for v in self.values],
+                              pa.string()),
         })  # fmt: skip
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -102,7 +112,14 @@ class QueryRouter:
     def __init__(self, config: PipelineConfig) -> None:
         self._config = config
         self._views: dict[str, QueryConfig] = {query.view: query for query in config.query_views.values()}
-        self._keys = {q.view: config.keyed_stages[s].keyed_stage.key for s, q in config.query_views.items()}  # type: ignore[union-attr]
+        compiled = compile_pipeline(config).stages
+        self._keys: dict[str, str] = {}
+        self._key_types: dict[str, pa.DataType] = {}
+        for stage, query in config.query_views.items():
+            key = compiled[stage].config.keyed_stage
+            assert key is not None  # a queryable stage is keyed
+            self._keys[query.view] = key.key
+            self._key_types[query.view] = compiled[stage].input_schema.field(key.key).type
         self._table: ViewTable | None = None
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -151,31 +168,39 @@ class QueryRouter:
         """The values of ``keys`` in ``view`` from their owners; raises :class:`QueryError`."""
         query = self._views.get(view)
         if query is None:
-            raise QueryError(404, f"no view {view!r}; the views are {sorted(self._views)}")
+            raise QueryError(status=404, message=f"no view {view!r}; the views are {sorted(self._views)}")
         mode = consistency or query.consistency[0]
         if mode not in query.consistency:
-            raise QueryError(400, f"view {view!r} offers consistency {query.consistency}, not {mode!r}")
+            raise QueryError(status=400, message=f"view {view!r} offers consistency {query.consistency}, not {mode!r}")
         if min_position is not None:
             if query.position is None:
-                raise QueryError(400, f"view {view!r} has no query.position: it cannot wait for a min_position")
+                raise QueryError(
+                    status=400, message=f"view {view!r} has no query.position: it cannot wait for a min_position"
+                )
             if len(keys) != 1:
-                raise QueryError(400, "min_position applies to a point query (one key): the owner of that key waits")
+                raise QueryError(
+                    status=400, message="min_position applies to a point query (one key): the owner of that key waits"
+                )
             try:
                 WantedPosition.parse(min_position)
             except ValueError as error:
-                raise QueryError(400, str(error)) from None
+                raise QueryError(status=400, message=str(error)) from None
         values: list[Any] = [None] * len(keys)
-        answers = await self._from_owners(view, list(keys), mode, min_position)
+        epochs: list[int | None] = [None] * len(keys)
+        canonical = [canonical_key(key, self._key_types[view]) for key in keys]
+        asked = [position for position, key in enumerate(canonical) if key is not None]  # others are no key
+        answers = await self._from_owners(view, [key for key in canonical if key is not None], mode, min_position)
         reached, applied = True, None
         for positions, answer in answers:
             for position, value in zip(positions, answer.values, strict=True):
-                values[position] = value
+                values[asked[position]] = value
+                epochs[asked[position]] = answer.epoch
             reached, applied = reached and answer.reached, answer.applied_version
         if not reached:
             waited_s = self._config.serve.position_wait_s
             message = f"the owner of {keys[0]!r} has not applied {min_position} within {waited_s} s"
-            raise QueryError(504, message, wanted=min_position, applied=applied)
-        return Lookup(view, list(keys), values, mode, min_position)
+            raise QueryError(status=504, message=message, wanted=min_position, applied=applied)
+        return Lookup(view, list(keys), values, mode, min_position, epochs if mode == "committed" else None)
 
     async def _from_owners(
         self, view: str, keys: list[str], mode: str, min_position: str | None
@@ -195,12 +220,12 @@ class QueryRouter:
                 return list(zip(split.values(), answers, strict=True))
             except (_NoOwners, ray.exceptions.RayError) as error:
                 if isinstance(error, ray.exceptions.RayError) and not actor_died(error):
-                    raise QueryError(500, f"the owner failed: {type(error).__name__}") from None
+                    raise QueryError(status=500, message=f"the owner failed: {type(error).__name__}") from None
                 left_s = deadline - time.monotonic()
                 if left_s <= 0:
                     self.unavailable += 1
-                    raise QueryError(503, f"view {view!r} is moving or recovering: no owner answered within "
-                                          f"{bound_s} s", retry_after_s=1.0) from None  # fmt: skip
+                    message = f"view {view!r} is moving or recovering: no owner answered within {bound_s} s"
+                    raise QueryError(message, 503, retry_after_s=1.0) from None
                 self.retries += 1
                 await self._next_table(table, min(wait_s, left_s))
                 wait_s = min(wait_s * 2, _LAST_RETRY_S)
@@ -247,10 +272,10 @@ class QueryRouter:
         try:
             body = msgspec.json.decode(await request.read())
         except msgspec.DecodeError as error:
-            return _error(QueryError(400, f"the body is not JSON: {error}"))
+            return _error(QueryError(status=400, message=f"the body is not JSON: {error}"))
         keys = body.get("keys") if isinstance(body, dict) else None
         if not isinstance(keys, list) or not all(isinstance(key, str | int) for key in keys):
-            return _error(QueryError(400, 'the body is {"keys": [key, ...]} (strings or integers)'))
+            return _error(QueryError(status=400, message='the body is {"keys": [key, ...]} (strings or integers)'))
         try:
             found = await self.lookup(request.match_info["view"], [str(key) for key in keys], body.get("consistency"))
         except QueryError as error:
@@ -258,6 +283,10 @@ class QueryRouter:
         if request.query.get("format") == "arrow":
             return web.Response(body=found.arrow(), content_type=ARROW_STREAM)
         return _json(found.batch())
+
+
+def _query_error(message: str, status: int, retry_after_s: float | None, detail: dict[str, Any]) -> QueryError:
+    return QueryError(message, status, retry_after_s, **detail)
 
 
 class _NoOwners(Exception):

@@ -174,7 +174,7 @@ class SchemaConfig(_Model):
     @model_validator(mode="after")
     def _names_exist(self) -> SchemaConfig:
         reserved = sorted(name for name in self.fields if name in _METADATA_COLUMNS)
-        if reserved and reserved != [self.event_time_field]:
+        if reserved and (reserved != ["_timestamp"] or self.event_time_field != "_timestamp"):
             raise ValueError(
                 f"fields {reserved}: {', '.join(sorted(_METADATA_COLUMNS))} are the columns eventray adds to every "
                 "event; only _timestamp may be a field, as the event_time_field (reading events eventray wrote). "

@@ -1,7 +1,8 @@
 """CQRS read side of the accounts domain (:mod:`pipelines.examples.accounts`): projections of the account events.
 
 ``AccountBalance`` folds an account's events into ``{"open", "balance_cents", "version", "events"}``: the view
-``balances`` of ``configs/account-views.yaml``, queried by account id. An event at or below the version already
+``balances`` of ``configs/account-views.yaml``, queried by account id; it emits the view after each batch of an
+account's events (a changelog the sinks take). An event at or below the version already
 applied is a redelivery and changes nothing, so the view is right whether the events topic is read once or again.
 """
 
@@ -44,11 +45,12 @@ class AccountBalance:
     """The ``balances`` projection: a keyed process function over the account events, keyed by account."""
 
     def process(self, key: Key, rows: pa.Table, ctx: ProcessContext) -> Output:
+        """Fold the key's events; emit the view as it is after them (the projection's changelog)."""
         view = ctx.state.get()
         for event in rows.select(["version", "event_type", "data"]).to_pylist():
             view = balance_after(view, event)
         ctx.state.set(view)
-        return None
+        return [{"aggregate_id": key, **view}]
 
     def on_timer(self, key: Key, timer_ms: int, domain: TimeDomain, ctx: ProcessContext) -> Output:
         return None

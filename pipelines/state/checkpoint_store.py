@@ -177,6 +177,7 @@ class AggregateSnapshot(msgspec.Struct, frozen=True):
     write_ahead: list[WriteAhead] = []
     stage: int = 0
     positions: StateFile | None = None  # a queryable stage's read-your-writes positions (pipelines/state/queryable.py)
+    epoch: int = 0  # the checkpoint it belongs to (0: written before this was recorded)
 
 
 class Checkpoint(msgspec.Struct, frozen=True):

@@ -36,6 +36,7 @@ __all__ = [
     "ViewAnswer",
     "WantedPosition",
     "as_keys",
+    "canonical_key",
 ]
 
 _KEY_GROUP = "_key_group"
@@ -56,10 +57,22 @@ class Viewable(Protocol):
 
 def as_keys(keys: Sequence[str], key_type: pa.DataType) -> list[Any]:
     """Keys as they arrive in a URL (text) as values of the key column's type (``"7"`` -> 7 for an int64 key); a
-    key that cannot be one is None, which no stored key equals."""
+    key that cannot be one is None, which readers answer with no value (never the value of a null key)."""
     if pa.types.is_null(key_type) or pa.types.is_string(key_type) or pa.types.is_large_string(key_type):
         return list(keys)
     return [_as_key(key, key_type) for key in keys]
+
+
+def canonical_key(key: str, key_type: pa.DataType) -> str | None:
+    """The text the shuffle hashes for ``key`` as a value of ``key_type`` (``"007"`` -> ``"7"`` for int64), so a
+    router finds the owner the rows went to; None when ``key`` is no value of that type."""
+    if pa.types.is_null(key_type) or pa.types.is_string(key_type) or pa.types.is_large_string(key_type):
+        return key
+    value = _as_key(key, key_type)
+    if value is None:
+        return None
+    text: str = pc.cast(pa.array([value], key_type), pa.string())[0].as_py()
+    return text
 
 
 def _as_key(key: str, key_type: pa.DataType) -> Any:
@@ -80,7 +93,7 @@ class KeyedValues:
     def values(self, keys: Sequence[str]) -> list[Any]:
         found: list[Any] = []
         for key in as_keys(keys, self._key_type):
-            stored = self._encoded.get(key)
+            stored = None if key is None else self._encoded.get(key)  # None: text that is no key of this type
             value = None if stored is None else msgspec.msgpack.decode(stored)
             if self._versions is not None and stored is not None:
                 value = {"version": self._versions.get(key, 0), "state": value}
@@ -102,7 +115,7 @@ class TableRows:
             return [None] * len(keys)
         stored = table.column(self._key)
         wanted = pa.array(as_keys(keys, stored.type), stored.type)
-        positions = pc.index_in(wanted, value_set=stored).to_pylist()
+        positions = pc.index_in(wanted, value_set=stored, skip_nulls=True).to_pylist()  # text no key: no match
         rows = table.take(pa.array([p if p is not None else 0 for p in positions], pa.int64())).to_pylist()
         found: list[Any] = []
         for position, row in zip(positions, rows, strict=True):
@@ -190,6 +203,7 @@ class ViewAnswer:
     consistency: Consistency
     reached: bool = True
     applied_version: int | None = None
+    epoch: int | None = None  # committed: the checkpoint whose state it is (None: not known yet)
 
 
 class QueryableState:
@@ -201,8 +215,8 @@ class QueryableState:
         self._operator = operator
         self.positions = None if config.position is None else Positions(config.position)
         self._changed = threading.Condition()
-        self._committed: StateReader = operator.view(frozen=True)
-        self._committed_positions: dict[str, int] = {}
+        # what committed reads: the reader, the positions and the epoch of one checkpoint, replaced together
+        self._committed: tuple[StateReader, dict[str, int], int | None] = (operator.view(frozen=True), {}, None)
         self._prepared: dict[int, tuple[StateReader, dict[str, int]]] = {}
 
     @property
@@ -228,16 +242,16 @@ class QueryableState:
             del self._prepared[older]
         if prepared is not None:
             with self._changed:
-                self._committed, self._committed_positions = prepared
+                self._committed = (*prepared, epoch)
                 self._changed.notify_all()
 
-    def reset(self) -> None:
+    def reset(self, epoch: int | None) -> None:
         """The operator's state was restored from a complete checkpoint (a start, a recovery or a rescale): it is
-        the committed state."""
+        the committed state, of checkpoint ``epoch`` (None: not known)."""
         with self._changed:
             self._prepared.clear()
-            self._committed = self._operator.view(frozen=True)
-            self._committed_positions = self.positions.frozen() if self.positions is not None else {}
+            positions = self.positions.frozen() if self.positions is not None else {}
+            self._committed = (self._operator.view(frozen=True), positions, epoch)
             self._changed.notify_all()
 
     def answer(
@@ -255,11 +269,13 @@ class QueryableState:
             with self._changed:
                 reached = self._changed.wait_for(lambda: self._version(wanted, consistency) >= wanted.version, wait_s)
                 applied = self._version(wanted, consistency)
-        reader = self._committed if consistency == "committed" else self._operator.view(frozen=False)
-        return ViewAnswer(reader.values(keys), consistency, reached, applied)
+        if consistency == "committed":
+            reader, _, epoch = self._committed
+            return ViewAnswer(reader.values(keys), consistency, reached, applied, epoch)
+        return ViewAnswer(self._operator.view(frozen=False).values(keys), consistency, reached, applied)
 
     def _version(self, wanted: WantedPosition, consistency: Consistency) -> int:
         if consistency == "committed":
-            return self._committed_positions.get(wanted.aggregate, 0)
+            return self._committed[1].get(wanted.aggregate, 0)
         assert self.positions is not None
         return self.positions.version(wanted.aggregate)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,6 @@ import pyarrow as pa
 import pytest
 
 from actors.kafka.admin import ensure_topic, partition_count, read_topic
-from cluster.control.run_report import RunProgress
-from cluster.control.runner import run_pipeline
 from cluster.cqrs.client import CqrsClient
 from cluster.cqrs.gateway import CommandGateway
 from pipelines.config.pipeline import PipelineConfig, parse_config
@@ -30,34 +26,13 @@ from pipelines.examples.account_views import account_views_on_kafka, balance_aft
 from pipelines.examples.accounts import accounts_on_kafka
 from tests.integration.pipelines_under_test import connection, unique
 from tests.integration.ray_cluster import LocalRayCluster, free_port
+from tests.integration.running import Running
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
 ACCOUNTS = 40
 PAIRS = 1_200
 WRITERS = 24
-
-
-class Running:
-    """A pipeline run in a thread until :meth:`stop`."""
-
-    def __init__(self, config: PipelineConfig, address: str) -> None:
-        self._stop = threading.Event()
-        self.error: BaseException | None = None
-        stop_when: Callable[[RunProgress], bool] = lambda _: self._stop.is_set()  # noqa: E731
-        self._thread = threading.Thread(target=self._run, args=(config, address, stop_when), daemon=True)
-        self._thread.start()
-
-    def _run(self, config: PipelineConfig, address: str, stop_when: Callable[[RunProgress], bool]) -> None:
-        try:
-            run_pipeline(config, address=address, stop_when=stop_when)
-        except BaseException as error:
-            self.error = error
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=120)
-        assert self.error is None, f"the run failed: {self.error!r}"
 
 
 def accounts(name: str, bootstrap: str, tmp_path: Path) -> PipelineConfig:

@@ -494,3 +494,13 @@ def test_fake_cluster_config_matches_rays_own_schema() -> None:
     schema_path = Path(next(iter(spec.submodule_search_locations))) / "autoscaler" / "ray-schema.json"
     schema = json.loads(schema_path.read_text(encoding="utf-8"))
     jsonschema.validate(_fake_cluster(), schema)
+
+
+def test_a_tick_before_any_source_reported_its_partitions_keeps_the_sources_within_the_configured_bounds() -> None:
+    # an empty topic at the first tick: no partition reported yet; the sources were scaled to 0 before, and the
+    # layout refused ("at least one actor is needed"), failing the pipeline
+    config = FAST.model_copy(
+        update={"min_source_actors": 1, "max_source_actors": 1, "min_aggregate_actors": 3, "max_aggregate_actors": 3}
+    )
+    desired, _ = decide(observations(partitions=0, sources=1, aggregates=2), None, config, 0.0)
+    assert (desired.source_actors, desired.aggregate_actors) == (1, 3)
