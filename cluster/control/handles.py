@@ -19,24 +19,28 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from actors.reports import AggregateProgress, SourceProgress
 from actors.source_actor import SourceBarrier
-from cluster.control.remote import WATCHDOG_GROUP, remote_aggregate, remote_source
+from cluster.control.remote import QUERY_GROUP, WATCHDOG_GROUP, remote_aggregate, remote_query_router, remote_source
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.errors import FatalError, RetriableError, causes
 from pipelines.stages.chain import NextStage
 from pipelines.stages.source_stage import Routes
 from pipelines.state.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
+from pipelines.state.queryable import ViewAnswer
 from pipelines.testing import FaultPlan
 
 __all__ = [
     "ActorFactory",
     "AggregateHandle",
     "NextOwners",
+    "OwnerGone",
+    "QueryRouterHandle",
     "RayActors",
     "RayDownstream",
     "RayStageOwners",
     "SourceHandle",
     "SupervisorHandle",
     "actor_died",
+    "ask_owner",
     "kill_actor",
     "kill_named_actors",
     "transient_kafka_error",
@@ -383,6 +387,46 @@ class RayActors:
     def nodes(self) -> int:
         alive: list[bool] = [bool(node.get("Alive")) for node in ray.nodes()]  # type: ignore[no-untyped-call]
         return sum(alive)
+
+
+class OwnerGone(RetriableError):
+    """The actor asked for a view's keys died (a recovery or a move replaces it): ask the next owner."""
+
+
+async def ask_owner(actor: Any, keys: list[str], consistency: str, min_position: str | None) -> ViewAnswer:
+    """An owner's answer for ``keys`` of its view, asked in its query concurrency group (beside its batches);
+    :class:`OwnerGone` when it died."""
+    try:
+        answer: ViewAnswer = await actor.query.options(concurrency_group=QUERY_GROUP).remote(
+            keys, consistency, min_position
+        )
+    except ray.exceptions.RayError as error:
+        if actor_died(error):
+            raise OwnerGone(str(error)) from None
+        raise
+    return answer
+
+
+class QueryRouterHandle:
+    """The Supervisor's view of its pipeline's query router (:mod:`cluster.cqrs.router`)."""
+
+    def __init__(self, config: PipelineConfig, name: str) -> None:
+        self._actor = remote_query_router(name).remote(config)
+
+    async def serve(self) -> int:
+        port: int = await self._actor.serve.remote()
+        return port
+
+    async def update(self, table: Any) -> None:
+        await self._actor.update.remote(table)
+
+    def suspend(self) -> None:
+        """Not awaited: the Supervisor is recovering; a router that died with a node is replaced with it."""
+        self._actor.suspend.remote()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ray.exceptions.RayError):
+            ray.kill(self._actor, no_restart=True)
 
 
 class SupervisorHandle:

@@ -15,8 +15,8 @@ __all__ = [
     "QUERY_GROUP",
     "WATCHDOG_GROUP",
     "aggregate_actor_options",
-    "query_router_options",
     "remote_aggregate",
+    "remote_query_router",
     "remote_source",
     "remote_supervisor",
     "source_actor_options",
@@ -75,10 +75,12 @@ def remote_aggregate(config: PipelineConfig, actor_id: str) -> Any:
     return _watched(AggregateActor, queries=True).options(**aggregate_actor_options(config, actor_id))
 
 
-def query_router_options(name: str) -> dict[str, Any]:
+def remote_query_router(name: str) -> Any:
     """The query router (cluster/cqrs/router.py): an async actor answering HTTP and routing queries; no CPU of its
     own (it waits on owners), owned by the Supervisor that makes it."""
-    return {"name": name, "namespace": NAMESPACE, "num_cpus": 0, "max_restarts": 0}
+    from cluster.cqrs.router import QueryRouter  # noqa: PLC0415 - it calls owners through handles, which import this
+
+    return ray.remote(QueryRouter).options(name=name, namespace=NAMESPACE, num_cpus=0, max_restarts=0)
 
 
 def remote_supervisor(supervisor_class: type, name: str) -> Any:

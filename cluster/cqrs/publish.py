@@ -3,23 +3,15 @@ queryable stage at every assignment change, withdraw it when the topology fails.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Sequence
-from typing import Any
 
-import ray
-
-from cluster.control.handles import AggregateHandle
-from cluster.control.remote import query_router_options
-from cluster.cqrs.router import QueryRouter, router_name
+from cluster.control.handles import AggregateHandle, QueryRouterHandle
+from cluster.cqrs.router import router_name
 from cluster.cqrs.routing import StageOwners, ViewTable
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.state.keygroups import owner_of_group
 
 __all__ = ["ViewPublisher"]
-
-log = logging.getLogger(__name__)
 
 
 class ViewPublisher:
@@ -27,15 +19,13 @@ class ViewPublisher:
 
     def __init__(self, config: PipelineConfig) -> None:
         self._config = config
-        self._router: Any = (
-            ray.remote(QueryRouter).options(**query_router_options(router_name(config.name))).remote(config)
-        )
+        self._router = QueryRouterHandle(config, router_name(config.name))
         self._generation = 0
         self.port: int | None = None
 
     async def start(self) -> int:
         """Start the router's HTTP endpoint; return its port."""
-        self.port = int(await self._router.serve.remote())
+        self.port = await self._router.serve()
         return self.port
 
     async def publish(self, aggregates: Sequence[AggregateHandle], groups: Sequence[list[list[int]]],
@@ -47,13 +37,12 @@ class ViewPublisher:
         for stage, query in self._config.query_views.items():
             actors = tuple(handle.actor for handle in aggregates if handle.stage == stage)
             views[query.view] = StageOwners(actors, tuple(owner_of_group(groups[stage], max_key_groups)))
-        await self._router.update.remote(ViewTable(self._generation, views))
+        await self._router.update(ViewTable(self._generation, views))
 
     def suspend(self) -> None:
-        """The topology failed: queries wait for the next :meth:`publish` (not awaited: the Supervisor recovers)."""
-        self._router.suspend.remote()
+        """The topology failed: queries wait for the next :meth:`publish`."""
+        self._router.suspend()
 
     def close(self) -> None:
         """Stop the router (its process ends, and its endpoint with it)."""
-        with contextlib.suppress(ray.exceptions.RayError):
-            ray.kill(self._router, no_restart=True)
+        self._router.kill()

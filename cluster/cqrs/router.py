@@ -27,11 +27,9 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
-import ray
 from aiohttp import web
 
-from cluster.control.handles import actor_died
-from cluster.control.remote import QUERY_GROUP
+from cluster.control.handles import OwnerGone, ask_owner
 from cluster.cqrs.routing import StageOwners, ViewTable
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.config.query import QueryConfig
@@ -65,7 +63,8 @@ class QueryError(EventrayError):
     def __reduce__(self) -> tuple[Any, ...]:
         return (_query_error, (str(self), self.status, self.retry_after_s, self.detail))
 
-    def body(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, Any]:
+        """The answer's body: the message as ``error``, and the detail."""
         return {"error": str(self), **self.detail}
 
 
@@ -218,9 +217,7 @@ class QueryRouter:
                          for index, positions in split.items()]  # fmt: skip
                 answers = await asyncio.gather(*calls)
                 return list(zip(split.values(), answers, strict=True))
-            except (_NoOwners, ray.exceptions.RayError) as error:
-                if isinstance(error, ray.exceptions.RayError) and not actor_died(error):
-                    raise QueryError(status=500, message=f"the owner failed: {type(error).__name__}") from None
+            except (_NoOwners, OwnerGone):
                 left_s = deadline - time.monotonic()
                 if left_s <= 0:
                     self.unavailable += 1
@@ -239,9 +236,12 @@ class QueryRouter:
 
     @staticmethod
     async def _ask(owners: StageOwners, index: int, keys: list[str], mode: str, position: str | None) -> ViewAnswer:
-        actor = owners.actors[index]
-        answer: ViewAnswer = await actor.query.options(concurrency_group=QUERY_GROUP).remote(keys, mode, position)
-        return answer
+        try:
+            return await ask_owner(owners.actors[index], keys, mode, position)
+        except OwnerGone:
+            raise
+        except Exception as error:  # noqa: BLE001 - the owner's own failure: answered 500, not retried
+            raise QueryError(status=500, message=f"the owner failed: {type(error).__name__}") from None
 
     # HTTP
 
@@ -304,7 +304,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 
 def _error(error: QueryError) -> web.Response:
-    response = _json(error.body(), error.status)
+    response = _json(error.as_json(), error.status)
     if error.retry_after_s is not None:
         response.headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
     return response

@@ -9,6 +9,8 @@ applied is a redelivery and changes nothing, so the view is right whether the ev
 from __future__ import annotations
 
 import json
+import random
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import yaml
 
 from pipelines.state.process_function import Key, Output, ProcessContext, TimeDomain
 
-__all__ = ["ACCOUNT_VIEWS_YAML", "AccountBalance", "account_views_on_kafka", "balance_after"]
+__all__ = ["ACCOUNT_VIEWS_YAML", "AccountBalance", "account_events", "account_views_on_kafka", "balance_after"]
 
 ACCOUNT_VIEWS_YAML = Path(__file__).resolve().parents[2] / "configs" / "account-views.yaml"
 
@@ -54,6 +56,25 @@ class AccountBalance:
 
     def on_timer(self, key: Key, timer_ms: int, domain: TimeDomain, ctx: ProcessContext) -> Output:
         return None
+
+
+def account_events(count: int, accounts: int, seed: int, start_time_ms: int) -> list[dict[str, Any]]:
+    """``count`` events of ``accounts`` accounts (``acc-000``...) as the accounts pipeline stores them (versions
+    from 1 per account, an ``Opened`` first, then deposits and withdrawals), for tests and benchmarks of the
+    read side that write the events topic themselves."""
+    rng = random.Random(seed)  # noqa: S311 - a reproducible workload, not a secret
+    versions: dict[str, int] = defaultdict(int)
+    width = max(3, len(str(accounts - 1)))
+    events = []
+    for index in range(count):
+        account = f"acc-{rng.randrange(accounts):0{width}d}"
+        versions[account] += 1
+        kind = "Opened" if versions[account] == 1 else rng.choice(["Deposited", "Deposited", "Withdrawn"])
+        data = {} if kind == "Opened" else {"amount_cents": rng.randint(1, 900)}
+        events.append({"aggregate_id": account, "version": versions[account], "event_type": kind,
+                       "schema_version": 1, "data": json.dumps(data), "command_id": f"c-{index}",
+                       "_timestamp": start_time_ms + index})  # fmt: skip
+    return events
 
 
 def account_views_on_kafka(name: str, bootstrap: str, events_topic: str, work_dir: Path) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import json
 import random
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from actors.kafka.admin import ensure_topic, read_topic
 from cluster.cqrs.client import CqrsClient, CqrsError
 from pipelines.config.pipeline import PipelineConfig, parse_config
-from pipelines.examples.account_views import account_views_on_kafka, balance_after
+from pipelines.examples.account_views import account_events, account_views_on_kafka, balance_after
 from tests.chaos.chaos_tools import ScheduledKiller, planned_kills
 from tests.integration.pipelines_under_test import START_TIME_MS, connection, unique
 from tests.integration.ray_cluster import LocalRayCluster, free_port
@@ -41,22 +40,6 @@ PARTITIONS = 4
 READERS = 16
 RESCALE_TO_THREE = {"min_source_actors": 1, "max_source_actors": 1, "min_aggregate_actors": 3,
                     "max_aggregate_actors": 3, "interval_s": 1.0, "cooldown_s": 600}  # fmt: skip
-
-
-def account_events(count: int, seed: int) -> list[dict[str, Any]]:
-    """``count`` events of ``ACCOUNTS`` accounts as the accounts pipeline stores them, versions from 1."""
-    rng = random.Random(seed)
-    versions: dict[str, int] = defaultdict(int)
-    events = []
-    for index in range(count):
-        account = f"acc-{rng.randrange(ACCOUNTS):03d}"
-        versions[account] += 1
-        kind = "Opened" if versions[account] == 1 else rng.choice(["Deposited", "Deposited", "Withdrawn"])
-        data = {} if kind == "Opened" else {"amount_cents": rng.randint(1, 900)}
-        events.append({"aggregate_id": account, "version": versions[account], "event_type": kind,
-                       "schema_version": 1, "data": json.dumps(data), "command_id": f"c-{index}",
-                       "_timestamp": START_TIME_MS + index})  # fmt: skip
-    return events
 
 
 def views_under_faults(name: str, bootstrap: str, tmp_path: Path, port: int) -> PipelineConfig:
@@ -109,7 +92,7 @@ def test_reads_are_right_through_owner_kills_and_a_rescale(
     name = unique("views")
     topic = f"{name}.events"
     asyncio.run(ensure_topic(connection(kafka_bootstrap), topic, PARTITIONS))
-    events = account_events(EVENTS, seed=3)
+    events = account_events(EVENTS, ACCOUNTS, seed=3, start_time_ms=START_TIME_MS)
     reference = views_by_version(events)
     produced = Produced()
     port = free_port()

@@ -274,7 +274,7 @@ async def test_a_position_the_owner_did_not_reach_is_504_with_the_wanted_and_the
         await router.lookup("balances", ["acc-1"], None, "acc-1@5")
     assert caught.value.status == 504
     assert caught.value.detail == {"wanted": "acc-1@5", "applied": 3}
-    assert caught.value.body()["wanted"] == "acc-1@5" and caught.value.body()["applied"] == 3
+    assert caught.value.as_json()["wanted"] == "acc-1@5" and caught.value.as_json()["applied"] == 3
 
 
 async def test_with_no_owners_pushed_a_query_is_503_after_the_retry_bound() -> None:
