@@ -18,7 +18,7 @@ CONFIG ?= configs/orders.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: bench-joins bench-es run test unit lint typecheck bench soak demo kafka-up kafka-down clean-venv lock test-latest
+.PHONY: bench-joins bench-es bench-cqrs run test unit lint typecheck bench soak demo kafka-up kafka-down clean-venv lock test-latest
 
 $(UV):
 	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -96,6 +96,11 @@ bench-joins: $(BIN)/.bench-installed
 # rebuilds from the Parquet archive against the eventsourcing library on SQLite (benchmarks/EVENT_SOURCING.md)
 bench-es: $(BIN)/.bench-installed
 	$(BIN)/python -m benchmarks.event_sourcing $(BENCH_ARGS)
+
+# `make bench-cqrs`: queries of a projection (point, batch) against Faust's table_route view, and command ->
+# visible latency over 10,000 read-your-writes pairs (benchmarks/CQRS.md)
+bench-cqrs: $(BIN)/.bench-installed
+	$(BIN)/python -m benchmarks.cqrs $(BENCH_ARGS)
 
 # `make soak` (not part of `make test` or CI): an hour of the orders pipeline, Kafka in and out, exactly once, at
 # half its measured throughput with a kill a minute; RSS per actor, recovery times, checkpoint and marker sizes,

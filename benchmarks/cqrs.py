@@ -183,6 +183,8 @@ async def _command_to_visible(
     gateway: CommandGateway, gateway_port: int, router: str, commands: int, rate: float
 ) -> dict[str, Any]:
     client = CqrsClient(f"http://127.0.0.1:{gateway_port}", router)
+    warm = await client.command("accounts", "warm-up", {"command_type": "Open"})  # the pipeline reads: measure now
+    await client.view("balances", "warm-up", min_position=warm["read_token"])
     to_reply: list[float] = []
     to_visible: list[float] = []
     rng = random.Random(11)
@@ -373,7 +375,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
     parser.add_argument("--batch", type=int, default=100, help="keys per batch request")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--commands", type=int, default=3_000, help="commands for command -> visible")
+    parser.add_argument("--commands", type=int, default=10_000, help="commands for command -> visible")
     parser.add_argument("--rate", type=float, default=200.0, help="commands per second")
     parser.add_argument("--json", type=Path, default=None, help="also write the runs as JSON here")
     return parser.parse_args(argv)

@@ -122,8 +122,11 @@ class QueryRouter:
         self._table: ViewTable | None = None
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._queues: dict[tuple[int, int, str], _OwnerQueue] = {}  # by (owners table, owner, consistency)
+        self._draining: set[asyncio.Task[None]] = set()
         self.retries = 0
         self.unavailable = 0  # 503s answered
+        self.gathered_calls = 0  # calls to owners that carried gathered point queries
 
     async def serve(self, host: str | None = None, port: int | None = None) -> int:
         """Start the HTTP endpoint (``serve`` of the config unless given); return the port it listens on."""
@@ -147,6 +150,7 @@ class QueryRouter:
     async def update(self, table: ViewTable) -> None:
         """The owners from now on (the Supervisor's push after an assignment)."""
         self._table = table
+        self._queues = {key: queue for key, queue in self._queues.items() if queue.in_flight}  # the old ones drain
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -214,6 +218,8 @@ class QueryRouter:
                 owners = _owners(table, view)
                 split = owners.split(keys)
                 calls = [self._ask(owners, index, [keys[p] for p in positions], mode, min_position)
+                         if min_position is not None else
+                         self._gathered(owners, index, [keys[p] for p in positions], mode)
                          for index, positions in split.items()]  # fmt: skip
                 answers = await asyncio.gather(*calls)
                 return list(zip(split.values(), answers, strict=True))
@@ -233,6 +239,39 @@ class QueryRouter:
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._changed.wait(), wait_s)
+
+    async def _gathered(self, owners: StageOwners, index: int, keys: list[str], mode: str) -> ViewAnswer:
+        """``keys`` of owner ``index`` asked with the others' queries to it that arrive while a call to it is in
+        flight: one call per owner at a time, each taking every query gathered meanwhile (no wait at low load,
+        batches as the load grows). Queries waiting for a position are asked alone (their wait would hold the
+        others)."""
+        queue = self._queues.setdefault((id(owners), index, mode), _OwnerQueue(owners))
+        answered: asyncio.Future[ViewAnswer] = asyncio.get_running_loop().create_future()
+        queue.waiting.append((keys, answered))
+        if not queue.in_flight:
+            queue.in_flight = True
+            self._draining.add(asyncio.create_task(self._drain(queue, owners, index, mode)))
+        return await answered
+
+    async def _drain(self, queue: _OwnerQueue, owners: StageOwners, index: int, mode: str) -> None:
+        try:
+            while queue.waiting:
+                batch, queue.waiting = queue.waiting, []
+                try:
+                    answer = await self._ask(owners, index, [key for keys, _ in batch for key in keys], mode, None)
+                except Exception as error:  # noqa: BLE001 - each query gathered gets it (and retries or fails)
+                    for _, answered in batch:
+                        answered.set_exception(error)
+                    continue
+                start = 0
+                for keys, answered in batch:
+                    values = answer.values[start : start + len(keys)]
+                    answered.set_result(ViewAnswer(values, answer.consistency, True, None, answer.epoch))
+                    start += len(keys)
+                self.gathered_calls += 1
+        finally:
+            queue.in_flight = False
+            self._draining.discard(asyncio.current_task())
 
     @staticmethod
     async def _ask(owners: StageOwners, index: int, keys: list[str], mode: str, position: str | None) -> ViewAnswer:
@@ -287,6 +326,15 @@ class QueryRouter:
 
 def _query_error(message: str, status: int, retry_after_s: float | None, detail: dict[str, Any]) -> QueryError:
     return QueryError(message, status, retry_after_s, **detail)
+
+
+class _OwnerQueue:
+    """Queries gathered for one owner while a call to it is in flight."""
+
+    def __init__(self, owners: StageOwners) -> None:
+        self.owners = owners  # held, so that its id (the queue's key) is not reused while the queue is
+        self.in_flight = False
+        self.waiting: list[tuple[list[str], asyncio.Future[ViewAnswer]]] = []
 
 
 class _NoOwners(Exception):

@@ -499,3 +499,31 @@ async def test_a_second_reply_to_a_command_already_answered_is_ignored(tmp_path:
     gateway._resolve(msgspec.json.encode({**reply_row, "duplicate": True, "version": 9}))
 
     assert (waiting.result().version, waiting.result().duplicate) == (1, False)
+
+
+async def test_point_queries_arriving_while_a_call_is_in_flight_go_to_their_owner_together() -> None:
+    first_held, second_held = placed(ACCOUNTS)
+    first, second = FakeOwner(first_held), FakeOwner(second_held)
+    router = QueryRouter(views_config())
+    await router.update(table(1, first, second))
+    queries = [ACCOUNTS[index % len(ACCOUNTS)] for index in range(60)]
+
+    found = await asyncio.gather(*(router.lookup("balances", [key]) for key in queries))
+
+    expected = {**{k: v for held in (first_held, second_held) for k, v in held.items()}}
+    assert [lookup.values[0] for lookup in found] == [expected[key] for key in queries]
+    calls = len(first.calls) + len(second.calls)
+    assert calls < len(queries), f"{len(queries)} queries took {calls} owner calls: they were gathered"
+    assert router.gathered_calls == calls
+
+
+async def test_queries_waiting_for_a_position_are_asked_alone() -> None:
+    first_held, second_held = placed(ACCOUNTS)
+    first, second = FakeOwner(first_held, applied_version=1), FakeOwner(second_held, applied_version=1)
+    router = QueryRouter(views_config())
+    await router.update(table(1, first, second))
+
+    await asyncio.gather(*(router.lookup("balances", [key], min_position=f"{key}@1") for key in ACCOUNTS))
+
+    assert len(first.calls) + len(second.calls) == len(ACCOUNTS)
+    assert all(position is not None and len(keys) == 1 for keys, _, position in first.calls + second.calls)
