@@ -25,8 +25,8 @@ from pipelines.stages.chain import NextStage, StageLink
 from pipelines.stages.keyed_runner import KeyedStageRunner
 from pipelines.stages.plan import compile_pipeline
 from pipelines.state.checkpoint_store import AggregateSnapshot, WriteAhead, open_checkpoint_store
-from pipelines.state.keygroups import KeyGroupRouter
-from pipelines.state.queryable import QueryableState, Viewable, ViewAnswer, WantedPosition
+from pipelines.state.keygroups import KeyGroupRouter, key_group_of
+from pipelines.state.queryable import NotOwner, QueryableState, Viewable, ViewAnswer, WantedPosition
 from pipelines.testing import FaultPlan, crash_if_planned
 
 __all__ = ["AggregateActor"]
@@ -106,6 +106,7 @@ class AggregateActor:
             join_columns=self._compiled.stages[stage].join_columns,
         )
         self._busy_s = 0.0
+        self._regrouping = False
         query = config.query_views.get(stage)
         operator = self._stage.operator
         self._queryable = None if query is None else QueryableState(query, cast(Viewable, operator))
@@ -216,6 +217,15 @@ class AggregateActor:
         ``next_stage``'s actors from now on, when a stage follows. Return the state rows taken over."""
         if (next_stage is None) != (self._link is None):
             raise ValueError(f"keyed stage {self._stage_index}: a next stage is needed exactly when one follows")
+        self._regrouping = True  # queries answer NotOwner until the groups and their state are this actor's
+        try:
+            return self._regroup(key_groups, senders, snapshots, next_stage)
+        finally:
+            self._regrouping = False
+
+    def _regroup(
+        self, key_groups: list[int], senders: int, snapshots: list[AggregateSnapshot], next_stage: NextStage | None
+    ) -> int:
         crash_if_planned(self._faults, "regroup", self._slot, self._completed_epoch, prepared_outputs=True)
         snapshots = [snapshot for snapshot in snapshots if snapshot.stage == self._stage_index]
         adopted = sorted(set(key_groups) - set(self.key_groups))
@@ -322,16 +332,36 @@ class AggregateActor:
         return self.progress()
 
     def query(
-        self, keys: list[str], consistency: Consistency | None = None, min_position: str | None = None
+        self,
+        keys: list[str],
+        consistency: Consistency | None = None,
+        min_position: str | None = None,
+        wait_s: float = 0.0,
     ) -> ViewAnswer:
         """The values of ``keys`` in this stage's view (called in the query concurrency group, beside batches;
         see :mod:`pipelines.state.queryable`). ``consistency``: the view's first mode when None; ``min_position``:
-        ``<aggregate>@<version>`` to wait for, up to ``serve.position_wait_s``."""
+        ``<aggregate>@<version>`` to wait for, up to ``wait_s`` (short: the router asks again, so a wait does not
+        hold a query thread). :class:`NotOwner` when a key's group is not this actor's, or a rescale moved groups
+        while the answer was read: no answer from state that is being replaced."""
         if self._queryable is None:
             raise ValueError(f"keyed stage {self._stage_index} of pipeline {self._pipeline!r} has no query: view")
+        owned = self.key_groups
+        self._check_owned(keys, owned)
         wanted = None if min_position is None else WantedPosition.parse(min_position)
         mode = consistency or self._queryable.config.consistency[0]
-        return self._queryable.answer(keys, mode, wanted, self._config.serve.position_wait_s)
+        answer = self._queryable.answer(keys, mode, wanted, wait_s)
+        if self._regrouping or self.key_groups is not owned:
+            raise NotOwner(f"{self._actor_id} is regrouping its key groups")
+        return answer
+
+    def _check_owned(self, keys: list[str], owned: list[int]) -> None:
+        if self._regrouping:
+            raise NotOwner(f"{self._actor_id} is regrouping its key groups")
+        groups = set(owned)
+        max_key_groups = self._config.runtime.max_key_groups
+        strays = [key for key in keys if key_group_of(key, max_key_groups) not in groups]
+        if strays:
+            raise NotOwner(f"{self._actor_id} does not own the key group of {strays[0]!r}")
 
     def alive(self) -> bool:
         """The watchdog's ping (cluster/control/watchdog.py), answered in a concurrency group of its own."""

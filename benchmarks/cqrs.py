@@ -48,7 +48,7 @@ from aiokafka import AIOKafkaProducer
 from actors.kafka.admin import ensure_topic
 from benchmarks.run import dev_broker
 from cluster.control.ray_runtime import connect
-from cluster.control.run_report import RunProgress
+from cluster.control.run_report import RunProgress, RunSummary
 from cluster.control.runner import run_pipeline
 from cluster.cqrs.client import CqrsClient
 from cluster.cqrs.gateway import CommandGateway
@@ -69,21 +69,24 @@ class _Run(threading.Thread):
         self.config = config
         self._stop_event = threading.Event()
         self.error: BaseException | None = None
+        self.summary: RunSummary | None = None
 
     def run(self) -> None:
         try:
-            run_pipeline(self.config, stop_when=self._stopped)
+            self.summary = run_pipeline(self.config, stop_when=self._stopped)
         except BaseException as error:  # noqa: BLE001 - reported by stop()
             self.error = error
 
     def _stopped(self, _: RunProgress) -> bool:
         return self._stop_event.is_set()
 
-    def stop(self) -> None:
+    def stop(self) -> list[float]:
+        """Stop the run; its recoveries (seconds each), which the report names."""
         self._stop_event.set()
         self.join(timeout=180)
         if self.error is not None:
             raise RuntimeError(f"{self.config.name} failed: {self.error!r}")
+        return [] if self.summary is None else list(self.summary.recoveries_s)
 
 
 async def _produce(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
@@ -187,6 +190,7 @@ async def _command_to_visible(
     await client.view("balances", "warm-up", min_position=warm["read_token"])
     to_reply: list[float] = []
     to_visible: list[float] = []
+    slowest: list[tuple[float, float]] = []  # (seconds to the reply, sent at seconds into the run)
     rng = random.Random(11)
 
     async def one(index: int) -> None:
@@ -195,6 +199,7 @@ async def _command_to_visible(
         kind = "Open" if index < 500 else "Deposit"
         reply = await client.command("accounts", key, {"command_type": kind, "amount_cents": rng.randint(1, 99)})
         to_reply.append(time.perf_counter() - started)
+        slowest.append((time.perf_counter() - started, started - began))
         seen = await client.view("balances", key, min_position=reply["read_token"])
         assert seen["found"] and seen["value"]["version"] >= reply["version"]
         to_visible.append(time.perf_counter() - started)
@@ -218,7 +223,8 @@ async def _command_to_visible(
 
     return {"commands": commands, "rate": rate, "reply_p50_ms": percentile(to_reply, 0.5),
             "reply_p99_ms": percentile(to_reply, 0.99), "visible_p50_ms": percentile(to_visible, 0.5),
-            "visible_p99_ms": percentile(to_visible, 0.99)}  # fmt: skip
+            "visible_p99_ms": percentile(to_visible, 0.99),
+            "slowest_replies": [[round(s, 3), round(at, 3)] for s, at in sorted(slowest)[-20:]]}  # fmt: skip
 
 
 def _free_port() -> int:
@@ -260,7 +266,7 @@ def _benchmark(args: argparse.Namespace, work: Path, bootstrap: str) -> dict[str
         asyncio.run(_until(lambda: _faust_applied(faust_system, len(events)), "faust applied every event"))
         print("faust: every event applied", flush=True)
         runs = []
-        for attempt in range(args.repeat):
+        for attempt in range(args.repeat if args.queries else 0):
             order = [eventray, faust_system] if attempt % 2 == 0 else [faust_system, eventray]
             for kind in ("point", "batch"):
                 for system in order:
@@ -274,7 +280,8 @@ def _benchmark(args: argparse.Namespace, work: Path, bootstrap: str) -> dict[str
     finally:
         if faust.poll() is None:
             faust.kill()
-        viewing.stop()
+        recoveries = viewing.stop()
+    latency["views_recoveries_s"] = recoveries
     return {"events": len(events), "accounts": len(expected), "runs": runs, "latency": latency}
 
 
@@ -309,7 +316,8 @@ def _latency_phase(
 
         latency = asyncio.run(measure())
     finally:
-        writing.stop()
+        recoveries = writing.stop()
+    latency["accounts_recoveries_s"] = recoveries
     reply = f"command -> reply p50 {latency['reply_p50_ms']:.0f} ms, p99 {latency['reply_p99_ms']:.0f} ms"
     print(f"{reply}; -> visible p50 {latency['visible_p50_ms']:.0f} ms, p99 {latency['visible_p99_ms']:.0f} ms")
     return latency
@@ -347,7 +355,7 @@ def _report(args: argparse.Namespace, result: dict[str, Any]) -> str:
              f"{args.seconds:.0f} s per run, batches of {args.batch}; medians of {args.repeat}",
              "", "| queries | eventray keys/s | Faust keys/s | ratio | eventray p50 / p99 ms | Faust p50 / p99 ms |",
              "|---|---|---|---|---|---|"]  # fmt: skip
-    for kind in ("point", "batch"):
+    for kind in ("point", "batch") if runs else ():
         ours = _median(runs, "keys_per_s", system="eventray", kind=kind)
         theirs = _median(runs, "keys_per_s", system="faust", kind=kind)
         lines.append(
@@ -357,7 +365,7 @@ def _report(args: argparse.Namespace, result: dict[str, Any]) -> str:
             f"{_median(runs, 'p50_ms', system='faust', kind=kind):.1f} / "
             f"{_median(runs, 'p99_ms', system='faust', kind=kind):.1f} |"
         )
-    loads = [run["load"] for run in runs]
+    loads = [run["load"] for run in runs] or [os.getloadavg()[0]]
     latency = result["latency"]
     lines += ["", f"load average before the runs: {min(loads):.2f} to {max(loads):.2f}", "",
               f"command -> reply: p50 {latency['reply_p50_ms']:.0f} ms, p99 {latency['reply_p99_ms']:.0f} ms; "
@@ -377,6 +385,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--commands", type=int, default=10_000, help="commands for command -> visible")
     parser.add_argument("--rate", type=float, default=200.0, help="commands per second")
+    parser.add_argument("--no-queries", dest="queries", action="store_false", help="command -> visible only")
     parser.add_argument("--json", type=Path, default=None, help="also write the runs as JSON here")
     return parser.parse_args(argv)
 

@@ -3,8 +3,10 @@
     EventrayError
     ├── RetriableError                  the operation may succeed if tried again
     │   ├── EpochTimeout                an epoch was not complete in checkpoint.timeout_ms (cluster.control.epochs)
-    │   └── OwnerGone                   the actor asked for a view's keys died; the router asks the next owner
-    │                                   (cluster.control.handles)
+    │   ├── OwnerGone                   the actor asked for a view's keys died; the router asks the next owner
+    │   │                               (cluster.control.handles)
+    │   └── NotOwner                    the actor asked for a view's keys does not own them (a rescale moves
+    │                                   them); the router asks again (pipelines.state.queryable)
     ├── RowValueError                   one event's value cannot be processed: that event is dead-lettered with
     │                                   the reason, the others go on (pipelines.transform.row_errors)
     ├── QueryError                      a query of a view cannot be answered; its HTTP status says why

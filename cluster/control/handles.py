@@ -25,7 +25,7 @@ from pipelines.errors import FatalError, RetriableError, causes
 from pipelines.stages.chain import NextStage
 from pipelines.stages.source_stage import Routes
 from pipelines.state.checkpoint_store import AggregateSnapshot, SourceSnapshot, WriteAhead
-from pipelines.state.queryable import ViewAnswer
+from pipelines.state.queryable import NotOwner, ViewAnswer
 from pipelines.testing import FaultPlan
 
 __all__ = [
@@ -393,22 +393,27 @@ class OwnerGone(RetriableError):
     """The actor asked for a view's keys died (a recovery or a move replaces it): ask the next owner."""
 
 
-async def ask_owner(actor: Any, keys: list[str], consistency: str, min_position: str | None) -> ViewAnswer:
-    """An owner's answer for ``keys`` of its view, asked in its query concurrency group (beside its batches);
-    :class:`OwnerGone` when it died."""
+async def ask_owner(
+    actor: Any, keys: list[str], consistency: str, min_position: str | None, wait_s: float, timeout_s: float
+) -> ViewAnswer:
+    """An owner's answer for ``keys`` of its view, asked in its query concurrency group (beside its batches),
+    waiting up to ``wait_s`` there for ``min_position``; :class:`OwnerGone` when it died, does not own the keys
+    (a rescale moves them) or gave no answer within ``timeout_s`` (its node cut off before Ray declared it dead)."""
+    call = actor.query.options(concurrency_group=QUERY_GROUP).remote(keys, consistency, min_position, wait_s)
     try:
-        answer: ViewAnswer = await actor.query.options(concurrency_group=QUERY_GROUP).remote(
-            keys, consistency, min_position
-        )
+        answer: ViewAnswer = await asyncio.wait_for(call, timeout_s)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise OwnerGone(f"no answer within {timeout_s:.1f} s") from None
     except ray.exceptions.RayError as error:
-        if actor_died(error):
-            raise OwnerGone(str(error)) from None
+        if actor_died(error) or any(isinstance(cause, NotOwner) for cause in causes(error)):
+            raise OwnerGone(str(error).splitlines()[0]) from None
         raise
     return answer
 
 
 class QueryRouterHandle:
-    """The Supervisor's view of its pipeline's query router (:mod:`cluster.cqrs.router`)."""
+    """The Supervisor's view of its pipeline's query router (:mod:`cluster.cqrs.router`). A router that died
+    (with its node) answers False to :meth:`update`: the caller makes another."""
 
     def __init__(self, config: PipelineConfig, name: str) -> None:
         self._actor = remote_query_router(name).remote(config)
@@ -417,11 +422,15 @@ class QueryRouterHandle:
         port: int = await self._actor.serve.remote()
         return port
 
-    async def update(self, table: Any) -> None:
-        await self._actor.update.remote(table)
+    async def update(self, table: Any) -> bool:
+        try:
+            await self._actor.update.remote(table)
+        except ray.exceptions.RayActorError:
+            return False
+        return True
 
     def suspend(self) -> None:
-        """Not awaited: the Supervisor is recovering; a router that died with a node is replaced with it."""
+        """Not awaited: the Supervisor is recovering (a router found dead is replaced at the next update)."""
         self._actor.suspend.remote()
 
     def kill(self) -> None:

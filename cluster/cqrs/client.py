@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
@@ -36,9 +37,11 @@ class CqrsError(QueryError):
 
 
 class CqrsClient:
-    """Commands to ``gateway_url``, queries to ``query_url``; a 503 (a move or a recovery outlasting the router's
-    own retries) is retried after its ``Retry-After``, and a refused connection (a router restarting with its
-    pipeline's Supervisor) after a second, up to ``retries`` times."""
+    """Commands to ``gateway_url``, queries to ``query_url`` (keys and ids quoted into the URL); a 503 (a move or
+    a recovery outlasting the router's own retries) is retried after its ``Retry-After``, and a connection that
+    could not be made (a router restarting with its pipeline's Supervisor) after a second, up to ``retries``
+    times. A connection lost after the request was sent is not retried: a command may have been written (send it
+    again with its ``command_id``)."""
 
     def __init__(self, gateway_url: str | None, query_url: str, retries: int = 3) -> None:
         self.gateway_url = gateway_url
@@ -55,7 +58,7 @@ class CqrsClient:
         """Send a command; its reply (``status`` accepted or rejected, ``version``, ``read_token`` ...)."""
         if self.gateway_url is None:
             raise ValueError("this client has no gateway_url: it only queries")
-        url = f"{self.gateway_url}/commands/{aggregate}/{aggregate_id}"
+        url = f"{self.gateway_url}/commands/{quote(aggregate, safe='')}/{quote(aggregate_id, safe='')}"
         reply: dict[str, Any] = await self._call("POST", url, body, ok=(200, 409))
         return reply
 
@@ -65,21 +68,22 @@ class CqrsClient:
         """``{"found", "value", "consistency", ...}`` of one key."""
         params = {name: value for name, value in (("consistency", consistency), ("min_position", min_position))
                   if value is not None}  # fmt: skip
-        answer: dict[str, Any] = await self._call("GET", f"{self.query_url}/views/{view}/{key}", None, params=params)
+        url = f"{self.query_url}/views/{quote(view, safe='')}/{quote(key, safe='')}"
+        answer: dict[str, Any] = await self._call("GET", url, None, params=params)
         return answer
 
     async def views(self, view: str, keys: list[str], consistency: str | None = None) -> list[Any]:
         """The value of each key (None: none), in the order of ``keys``."""
         body = {"keys": keys} | ({"consistency": consistency} if consistency else {})
-        answer = await self._call("POST", f"{self.query_url}/views/{view}/lookup", body)
+        answer = await self._call("POST", f"{self.query_url}/views/{quote(view, safe='')}/lookup", body)
         values: list[Any] = answer["values"]
         return values
 
     async def views_arrow(self, view: str, keys: list[str], consistency: str | None = None) -> pa.Table:
         """A batch lookup as Arrow: columns ``key``, ``found``, ``value`` (JSON text)."""
         body = {"keys": keys} | ({"consistency": consistency} if consistency else {})
-        data = await self._call("POST", f"{self.query_url}/views/{view}/lookup", body, params={"format": "arrow"},
-                                raw=True)  # fmt: skip
+        url = f"{self.query_url}/views/{quote(view, safe='')}/lookup"
+        data = await self._call("POST", url, body, params={"format": "arrow"}, raw=True)
         return pa.ipc.open_stream(data).read_all()
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
@@ -113,7 +117,7 @@ class CqrsClient:
                                            headers={"Content-Type": "application/json"}) as response:  # fmt: skip
                     content = await response.read()
                     status, retry_after = response.status, response.headers.get("Retry-After", "1")
-            except aiohttp.ClientConnectionError:
+            except aiohttp.ClientConnectorError:  # not connected, so not sent: a command is never sent twice
                 if attempt == self._retries:
                     raise
                 await asyncio.sleep(1.0)  # a router restarting with its pipeline's Supervisor
@@ -124,6 +128,9 @@ class CqrsClient:
                 self.retried_503 += 1
                 await asyncio.sleep(float(retry_after))
                 continue
-            answer = msgspec.json.decode(content) if content else {}
+            try:
+                answer = msgspec.json.decode(content) if content else {}
+            except msgspec.DecodeError:  # not one of our answers (a proxy's, aiohttp's own 404)
+                answer = {"error": content.decode("utf-8", "replace")[:200]}
             raise CqrsError.answered(status, answer if isinstance(answer, dict) else {"error": answer})
         raise AssertionError("unreachable: the last attempt returns or raises")

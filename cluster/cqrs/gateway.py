@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from actors.kafka.admin import partition_count
 from actors.kafka.clients import start_or_stop
@@ -100,13 +101,16 @@ class Reply:
 
 class CommandGateway:
     """Serves ``POST /commands/{aggregate}/{id}`` for the event-sourced pipelines it is given (see the module
-    docstring). One producer and one replies consumer per Kafka connection (they share it when the pipelines do)."""
+    docstring): one idempotent producer and one replies consumer (no group, read committed) per aggregate.
+
+    A reply is matched to its command by (aggregate, aggregate id, command id): two commands with one id for two
+    aggregates are two commands. Requests sending the same command at once share its reply."""
 
     def __init__(self, configs: Mapping[str, PipelineConfig], reply_timeout_s: float = 30.0) -> None:
         """``configs``: the event-sourced pipelines by the name commands use in their URL."""
         self._aggregates = {name: aggregate_of(config, name) for name, config in configs.items()}
         self._reply_timeout_s = reply_timeout_s
-        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._pending: dict[tuple[str, str, str], _Waiting] = {}  # (aggregate, aggregate id, command id)
         self._producers: dict[str, AIOKafkaProducer] = {}
         self._consumers: list[AIOKafkaConsumer] = []
         self._readers: list[asyncio.Task[None]] = []
@@ -132,7 +136,7 @@ class CommandGateway:
             await consumer.seek_to_end(*partitions)
             for partition in partitions:  # resolve the end now: a reply produced from here on is read
                 await consumer.position(partition)
-            self._readers.append(asyncio.create_task(self._read_replies(consumer)))
+            self._readers.append(asyncio.create_task(self._read_replies(aggregate, consumer)))
         app = web.Application()
         app.add_routes([web.post("/commands/{aggregate}/{id}", self._http_command)])
         self._runner = web.AppRunner(app, access_log=None)
@@ -145,6 +149,7 @@ class CommandGateway:
     async def close(self) -> None:
         for reader in self._readers:
             reader.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
         for client in [*self._producers.values(), *self._consumers]:
@@ -152,7 +157,9 @@ class CommandGateway:
                 await client.stop()
 
     async def send(self, aggregate: str, aggregate_id: str, body: dict[str, Any]) -> Reply:
-        """Send a command to ``aggregate_id`` and return its reply; :class:`TimeoutError` past the wait."""
+        """Send a command to ``aggregate_id`` and return its reply. ``KeyError``: no such aggregate;
+        ``TimeoutError(command_id)``: no reply within the wait (send that command id again); a Kafka error: the
+        command may not have been written."""
         target = self._aggregates.get(aggregate)
         if target is None:
             raise KeyError(f"no aggregate {aggregate!r}; the gateway serves {sorted(self._aggregates)}")
@@ -162,41 +169,52 @@ class CommandGateway:
         command[target.command_id_column] = command_id
         if target.time_column is not None and command.get(target.time_column) is None:
             command[target.time_column] = int(time.time() * 1000)
-        waiting = self._pending.get(command_id)
+        matched = (aggregate, aggregate_id, command_id)
+        waiting = self._pending.get(matched)
         if waiting is None:
-            waiting = self._pending[command_id] = asyncio.get_running_loop().create_future()
+            waiting = self._pending[matched] = _Waiting(asyncio.get_running_loop().create_future())
+        waiting.requests += 1
         try:
             await self._producers[aggregate].send_and_wait(
                 target.commands_topic, msgspec.json.encode(command), key=aggregate_id.encode()
             )
             self.sent += 1
-            return await asyncio.wait_for(asyncio.shield(waiting), self._reply_timeout_s)
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiting.reply), self._reply_timeout_s)
+            except (TimeoutError, asyncio.TimeoutError):
+                raise TimeoutError(command_id) from None
         finally:
-            if waiting.done():
-                self._pending.pop(command_id, None)
+            waiting.requests -= 1
+            if waiting.requests == 0:  # answered, timed out or failed: nothing waits for it any more
+                self._pending.pop(matched, None)
 
-    async def _read_replies(self, consumer: AIOKafkaConsumer) -> None:
+    async def _read_replies(self, aggregate: Aggregate, consumer: AIOKafkaConsumer) -> None:
         while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            try:
+                batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            except Exception:  # a broker restarting: the consumer reconnects; the commands waiting time out
+                log.exception("command gateway: reading %s failed; reading on in 1 s", aggregate.replies_topic)
+                await asyncio.sleep(1.0)
+                continue
             for records in batches.values():
                 for record in records:
-                    self._resolve(record.value)
+                    self._resolve(aggregate, record.value)
 
-    def _resolve(self, value: bytes | None) -> None:
+    def _resolve(self, aggregate: Aggregate, value: bytes | None) -> None:
         try:
             row = msgspec.json.decode(value or b"null")
         except msgspec.DecodeError:
             return  # not a reply this gateway wrote: nothing waits for it
-        if not isinstance(row, dict):
+        if not isinstance(row, dict) or row.get("status") is None:
             return
-        waiting = self._pending.get(str(row.get("command_id")))
-        if waiting is None or waiting.done() or row.get("status") is None:
+        aggregate_id = str(row.get(aggregate.key))
+        waiting = self._pending.get((aggregate.name, aggregate_id, str(row.get("command_id"))))
+        if waiting is None or waiting.reply.done():
             return
-        aggregate = next((a for a in self._aggregates.values() if a.key in row), None)
-        waiting.set_result(Reply(
+        waiting.reply.set_result(Reply(
             status=str(row["status"]), version=int(row.get("version") or 0), first_version=row.get("first_version"),
             reason=row.get("reason"), duplicate=bool(row.get("duplicate")), command_id=str(row["command_id"]),
-            aggregate_id=str(row.get(aggregate.key) if aggregate else ""),
+            aggregate_id=aggregate_id,
         ))  # fmt: skip
 
     async def _http_command(self, request: web.Request) -> web.Response:
@@ -210,10 +228,21 @@ class CommandGateway:
             reply = await self.send(request.match_info["aggregate"], request.match_info["id"], body)
         except KeyError as error:
             return _json({"error": error.args[0]}, 404)
-        except TimeoutError:
+        except TimeoutError as error:
             return _json({"error": f"no reply within {self._reply_timeout_s} s; send the same command_id again",
-                          "command_id": body.get("command_id")}, 504)  # fmt: skip
+                          "command_id": error.args[0] if error.args else None}, 504)  # fmt: skip
+        except KafkaError as error:
+            return _json({"error": f"the command could not be written to Kafka ({error}); send it again with "
+                                   "the same command_id"}, 503)  # fmt: skip
         return _json(reply.body(), 200 if reply.status == "accepted" else 409)
+
+
+@dataclass
+class _Waiting:
+    """A command's reply, and how many requests wait for it."""
+
+    reply: asyncio.Future[Reply]
+    requests: int = 0
 
 
 def _json(body: Any, status: int = 200) -> web.Response:

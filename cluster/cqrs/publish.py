@@ -3,6 +3,7 @@ queryable stage at every assignment change, withdraw it when the topology fails.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from cluster.control.handles import AggregateHandle, QueryRouterHandle
@@ -12,6 +13,8 @@ from pipelines.config.pipeline import PipelineConfig
 from pipelines.state.keygroups import owner_of_group
 
 __all__ = ["ViewPublisher"]
+
+log = logging.getLogger(__name__)
 
 
 class ViewPublisher:
@@ -37,7 +40,15 @@ class ViewPublisher:
         for stage, query in self._config.query_views.items():
             actors = tuple(handle.actor for handle in aggregates if handle.stage == stage)
             views[query.view] = StageOwners(actors, tuple(owner_of_group(groups[stage], max_key_groups)))
-        await self._router.update(ViewTable(self._generation, views))
+        table = ViewTable(self._generation, views)
+        if not await self._router.update(table):  # it died (with its node): the data path goes on, views return
+            log.warning("pipeline %s: the query router died; starting another", self._config.name)
+            self._router.kill()
+            self._router = QueryRouterHandle(self._config, router_name(self._config.name))
+            self.port = await self._router.serve()
+            if not await self._router.update(table):
+                log.error("pipeline %s: the new query router died too; views are not served until the next "
+                          "assignment", self._config.name)  # fmt: skip
 
     def suspend(self) -> None:
         """The topology failed: queries wait for the next :meth:`publish`."""

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from cluster.control.handles import OwnerGone, ask_owner
 from cluster.cqrs.routing import StageOwners, ViewTable
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.config.query import QueryConfig
-from pipelines.errors import EventrayError
+from pipelines.errors import ConfigError, EventrayError
 from pipelines.stages.plan import compile_pipeline
 from pipelines.state.queryable import ViewAnswer, WantedPosition, canonical_key
 
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _FIRST_RETRY_S = 0.02
 _LAST_RETRY_S = 0.5
+_POSITION_POLL_S = 0.2  # the longest an owner holds a query thread waiting for a position; the router asks again
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
@@ -108,8 +109,9 @@ class Lookup:
 class QueryRouter:
     """Routes queries of a pipeline's views to their owners (see the module docstring)."""
 
-    def __init__(self, config: PipelineConfig) -> None:
+    def __init__(self, config: PipelineConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
+        self._clock = clock
         self._views: dict[str, QueryConfig] = {query.view: query for query in config.query_views.values()}
         compiled = compile_pipeline(config).stages
         self._keys: dict[str, str] = {}
@@ -140,11 +142,18 @@ class QueryRouter:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         serve = self._config.serve
-        site = web.TCPSite(self._runner, host or serve.host, serve.port if port is None else port)
-        await site.start()
+        host, port = host or serve.host, serve.port if port is None else port
+        try:
+            await web.TCPSite(self._runner, host, port).start()
+        except OSError as error:
+            await self._runner.cleanup()
+            raise ConfigError(
+                f"serve.port: the query router cannot listen on {host}:{port} ({error.strerror}); set serve.port to "
+                "a free port, or 0 for any"
+            ) from None
         bound: int = self._runner.addresses[0][1]
         log.warning("pipeline %s: views %s served on http://%s:%d", self._config.name, sorted(self._views),
-                    host or serve.host, bound)  # fmt: skip
+                    host, bound)  # fmt: skip
         return bound
 
     async def update(self, table: ViewTable) -> None:
@@ -192,7 +201,9 @@ class QueryRouter:
         epochs: list[int | None] = [None] * len(keys)
         canonical = [canonical_key(key, self._key_types[view]) for key in keys]
         asked = [position for position, key in enumerate(canonical) if key is not None]  # others are no key
-        answers = await self._from_owners(view, [key for key in canonical if key is not None], mode, min_position)
+        if not asked:
+            return Lookup(view, list(keys), values, mode, None, epochs if mode == "committed" else None)
+        answers = await self._until_applied(view, [key for key in canonical if key is not None], mode, min_position)
         reached, applied = True, None
         for positions, answer in answers:
             for position, value in zip(positions, answer.values, strict=True):
@@ -205,26 +216,42 @@ class QueryRouter:
             raise QueryError(status=504, message=message, wanted=min_position, applied=applied)
         return Lookup(view, list(keys), values, mode, min_position, epochs if mode == "committed" else None)
 
-    async def _from_owners(
+    async def _until_applied(
         self, view: str, keys: list[str], mode: str, min_position: str | None
+    ) -> list[tuple[list[int], ViewAnswer]]:
+        """The owners' answers; with ``min_position``, asked again until they applied it or
+        ``serve.position_wait_s`` passed (each ask waits at most ``_POSITION_POLL_S`` in the owner, so waiting
+        queries do not hold its query threads)."""
+        deadline = self._clock() + self._config.serve.position_wait_s
+        while True:
+            left_s = max(0.0, deadline - self._clock())
+            wait_s = 0.0 if min_position is None else min(_POSITION_POLL_S, left_s)
+            answers = await self._from_owners(view, keys, mode, min_position, wait_s)
+            if all(answer.reached for _, answer in answers) or self._clock() >= deadline:
+                return answers
+
+    async def _from_owners(
+        self, view: str, keys: list[str], mode: str, min_position: str | None, position_wait_s: float
     ) -> list[tuple[list[int], ViewAnswer]]:
         """Ask each owner for its keys; retry through moves and recoveries up to the bound."""
         bound_s = self._config.serve.retry_bound_s
-        deadline = time.monotonic() + bound_s
+        deadline = self._clock() + bound_s
         wait_s = _FIRST_RETRY_S
         while True:
             table = self._table
             try:
                 owners = _owners(table, view)
                 split = owners.split(keys)
-                calls = [self._ask(owners, index, [keys[p] for p in positions], mode, min_position)
+                timeout_s = max(deadline - self._clock(), _FIRST_RETRY_S) + position_wait_s
+                calls = [self._ask(owners, index, [keys[p] for p in positions], mode, min_position,
+                                   position_wait_s, timeout_s)
                          if min_position is not None else
-                         self._gathered(owners, index, [keys[p] for p in positions], mode)
+                         self._gathered(owners, index, [keys[p] for p in positions], mode, timeout_s)
                          for index, positions in split.items()]  # fmt: skip
                 answers = await asyncio.gather(*calls)
                 return list(zip(split.values(), answers, strict=True))
             except (_NoOwners, OwnerGone):
-                left_s = deadline - time.monotonic()
+                left_s = deadline - self._clock()
                 if left_s <= 0:
                     self.unavailable += 1
                     message = f"view {view!r} is moving or recovering: no owner answered within {bound_s} s"
@@ -240,7 +267,9 @@ class QueryRouter:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._changed.wait(), wait_s)
 
-    async def _gathered(self, owners: StageOwners, index: int, keys: list[str], mode: str) -> ViewAnswer:
+    async def _gathered(
+        self, owners: StageOwners, index: int, keys: list[str], mode: str, timeout_s: float
+    ) -> ViewAnswer:
         """``keys`` of owner ``index`` asked with the others' queries to it that arrive while a call to it is in
         flight: one call per owner at a time, each taking every query gathered meanwhile (no wait at low load,
         batches as the load grows). Queries waiting for a position are asked alone (their wait would hold the
@@ -250,37 +279,49 @@ class QueryRouter:
         queue.waiting.append((keys, answered))
         if not queue.in_flight:
             queue.in_flight = True
-            self._draining.add(asyncio.create_task(self._drain(queue, owners, index, mode)))
+            self._draining.add(asyncio.create_task(self._drain(queue, owners, index, mode, timeout_s)))
         return await answered
 
-    async def _drain(self, queue: _OwnerQueue, owners: StageOwners, index: int, mode: str) -> None:
+    async def _drain(self, queue: _OwnerQueue, owners: StageOwners, index: int, mode: str, timeout_s: float) -> None:
         try:
             while queue.waiting:
                 batch, queue.waiting = queue.waiting, []
+                batch = [(keys, answered) for keys, answered in batch if not answered.done()]  # cancelled: dropped
                 try:
-                    answer = await self._ask(owners, index, [key for keys, _ in batch for key in keys], mode, None)
+                    keys = [key for keys, _ in batch for key in keys]
+                    answer = await self._ask(owners, index, keys, mode, None, 0.0, timeout_s)
                 except Exception as error:  # noqa: BLE001 - each query gathered gets it (and retries or fails)
                     for _, answered in batch:
-                        answered.set_exception(error)
+                        if not answered.done():
+                            answered.set_exception(error)
                     continue
                 start = 0
                 for keys, answered in batch:
-                    values = answer.values[start : start + len(keys)]
-                    answered.set_result(ViewAnswer(values, answer.consistency, True, None, answer.epoch))
+                    if not answered.done():
+                        values = answer.values[start : start + len(keys)]
+                        answered.set_result(ViewAnswer(values, answer.consistency, True, None, answer.epoch))
                     start += len(keys)
                 self.gathered_calls += 1
         finally:
             queue.in_flight = False
+            for _, answered in queue.waiting:  # left by a cancelled drain: asked again by their own lookup
+                if not answered.done():
+                    answered.set_exception(OwnerGone("the call gathering this query was cancelled"))
+            queue.waiting = []
             self._draining.discard(asyncio.current_task())
 
     @staticmethod
-    async def _ask(owners: StageOwners, index: int, keys: list[str], mode: str, position: str | None) -> ViewAnswer:
+    async def _ask(
+        owners: StageOwners, index: int, keys: list[str], mode: str, position: str | None, wait_s: float,
+        timeout_s: float,
+    ) -> ViewAnswer:  # fmt: skip
         try:
-            return await ask_owner(owners.actors[index], keys, mode, position)
+            return await ask_owner(owners.actors[index], keys, mode, position, wait_s, timeout_s)
         except OwnerGone:
             raise
         except Exception as error:  # noqa: BLE001 - the owner's own failure: answered 500, not retried
-            raise QueryError(status=500, message=f"the owner failed: {type(error).__name__}") from None
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise QueryError(status=500, message=f"the owner failed: {reason}") from None
 
     # HTTP
 

@@ -395,6 +395,12 @@ def _dry_run_keyed(view: PipelineConfig, events: pa.RecordBatch, carry_trace: bo
                 f"keyed.delete_column: column {keyed.delete_column!r} is {kind}, not bool (true deletes the key); "
                 'derive a boolean column, e.g. op: derive, expr: event_type == "ItemDeleted"'
             )
+    position = getattr(getattr(keyed, "query", None), "position", None)
+    if position is not None and not pa.types.is_integer(kind := events.schema.field(position.version_column).type):
+        raise ConfigError(
+            f"keyed.query.position.version_column: column {position.version_column!r} is {kind}, not an integer "
+            "(an event's version); declare it int64 in the schema"
+        )
     if isinstance(keyed, EventSourcedConfig) and keyed.expected_version_column is not None:
         kind = events.schema.field(keyed.expected_version_column).type
         if not (pa.types.is_integer(kind) or pa.types.is_null(kind)):
@@ -502,6 +508,10 @@ def _check_keyed(config: PipelineConfig, columns: list[str]) -> None:
         named.append(("keyed.command_id_column", keyed.command_id_column))
         if keyed.expected_version_column is not None:
             named.append(("keyed.expected_version_column", keyed.expected_version_column))
+    position = getattr(getattr(keyed, "query", None), "position", None)
+    if position is not None:  # a query: of a stage reading events (read-your-writes needs their envelope)
+        named.append(("keyed.query.position.aggregate_column", position.aggregate_column))
+        named.append(("keyed.query.position.version_column", position.version_column))
     for field, column in named:
         if column not in columns:
             raise ConfigError(f"{field}: unknown column {column!r}; available: {columns}")

@@ -261,16 +261,19 @@ class EventSourced:
                 f"event-sourced state lacks column(s) {sorted(missing)}: it was written with another key column. "
                 "Operator action: restore with the config that wrote it"
             )
-        self._versions, self._states, self._replies, self._expiry = {}, {}, {}, []
+        # versions and states replaced whole at the end: a query reading meanwhile sees the old ones
+        versions: dict[Any, int] = {}
+        states: dict[Any, bytes] = {}
+        self._replies, self._expiry = {}, []
         self._key_type = state.schema.field(self._config.key).type
         self._watermark_ms = watermark_ms
         written_versions = "state_version" in state.column_names
         for row in state.select([*columns, *(["state_version"] if written_versions else [])]).to_pylist():
             key = row[self._config.key]
             if row["kind"] == "aggregate" and row["version"] is not None:
-                self._versions[key] = row["version"]
+                versions[key] = row["version"]
                 if row["value"] is not None:
-                    self._states[key] = self._current_state(row["value"], row.get("state_version") or 1)
+                    states[key] = self._current_state(row["value"], row.get("state_version") or 1)
             elif row["kind"] == "command" and row["command_id"] is not None and row["time_ms"] is not None:
                 reply = msgspec.msgpack.decode(row["value"], type=Reply)
                 self._remember(key, row["command_id"], row["time_ms"], reply)
@@ -279,6 +282,7 @@ class EventSourced:
                     f"event-sourced state row of kind {row['kind']!r} is malformed. Operator action: restore from "
                     "another checkpoint, or delete it to rebuild state from input"
                 )
+        self._versions, self._states = versions, states
 
     def _current_state(self, stored: bytes, state_version: int) -> bytes:
         """A checkpointed state, brought to the aggregate's ``state_version`` by its state upcasters (a state

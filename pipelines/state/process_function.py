@@ -272,16 +272,19 @@ class KeyedProcess:
                 f"process state lacks column(s) {sorted(missing)}: it was written with another key column. "
                 "Operator action: restore with the config that wrote it"
             )
-        self._values = {}
+        values: dict[Key, bytes] = {}  # replaced whole at the end: a query reading meanwhile sees the old values
         self._timers = _Timers()
         self._key_type = state.schema.field(self._key).type
         self._watermark_ms = watermark_ms
         for row in state.select([self._key, "kind", "value", "timer_ms"]).to_pylist():
-            self._restore_row(row[self._key], row["kind"], row["value"], row["timer_ms"])
+            self._restore_row(values, row[self._key], row["kind"], row["value"], row["timer_ms"])
+        self._values = values
 
-    def _restore_row(self, key: Key, kind: str, value: bytes | None, timer_ms: int | None) -> None:
+    def _restore_row(
+        self, values: dict[Key, bytes], key: Key, kind: str, value: bytes | None, timer_ms: int | None
+    ) -> None:
         if kind == "value" and value is not None:
-            self._values[key] = value
+            values[key] = value
         elif kind in _DOMAIN_OF_KIND and timer_ms is not None:
             self._timers.register(_DOMAIN_OF_KIND[kind], _timer(timer_ms, key))
         else:

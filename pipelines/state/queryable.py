@@ -26,9 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config.query import Consistency, PositionConfig, QueryConfig
+from pipelines.errors import RetriableError
 
 __all__ = [
     "KeyedValues",
+    "NotOwner",
     "Positions",
     "QueryableState",
     "StateReader",
@@ -40,6 +42,11 @@ __all__ = [
 ]
 
 _KEY_GROUP = "_key_group"
+
+
+class NotOwner(RetriableError):
+    """The actor asked does not own (or is taking over) a key's group: a rescale is moving it. The router asks
+    again once the Supervisor pushed the new owners."""
 
 
 class StateReader(Protocol):
@@ -91,14 +98,18 @@ class KeyedValues:
         self._versions = versions
 
     def values(self, keys: Sequence[str]) -> list[Any]:
-        found: list[Any] = []
-        for key in as_keys(keys, self._key_type):
-            stored = None if key is None else self._encoded.get(key)  # None: text that is no key of this type
-            value = None if stored is None else msgspec.msgpack.decode(stored)
-            if self._versions is not None and stored is not None:
-                value = {"version": self._versions.get(key, 0), "state": value}
-            found.append(value)
-        return found
+        # None: text that is no key of this type
+        return [None if key is None else self._value(key) for key in as_keys(keys, self._key_type)]
+
+    def _value(self, key: Any) -> Any:
+        if self._versions is None:
+            stored = self._encoded.get(key)
+            return None if stored is None else msgspec.msgpack.decode(stored)
+        while True:  # the batch thread writes the state, then the version: a version read on both sides of the
+            version = self._versions.get(key, 0)  # state that did not change says they go together
+            stored = self._encoded.get(key)
+            if self._versions.get(key, 0) == version:
+                return None if stored is None else {"version": version, "state": msgspec.msgpack.decode(stored)}
 
 
 class TableRows:

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cluster.control.remote import QUERY_GROUP
-from cluster.cqrs.gateway import CommandGateway, Reply, aggregate_of
+from cluster.cqrs.gateway import CommandGateway, Reply, _Waiting, aggregate_of
 from cluster.cqrs.router import Lookup, QueryError, QueryRouter
 from cluster.cqrs.routing import StageOwners, ViewTable
 from pipelines.config.pipeline import PipelineConfig, parse_config
@@ -44,7 +44,7 @@ TEXT = pa.string()
 
 def views_config(retry_bound_s: float = BOUND_S, position: bool = True, key_type: str = "string") -> PipelineConfig:
     data: dict[str, Any] = yaml.safe_load(ACCOUNT_VIEWS_YAML.read_text(encoding="utf-8"))
-    data["serve"] = {"retry_bound_s": retry_bound_s}
+    data["serve"] = {"retry_bound_s": retry_bound_s, "position_wait_s": 0.5}
     data["schema"]["fields"]["aggregate_id"] = key_type
     if not position:
         data["keyed"]["query"].pop("position")
@@ -118,8 +118,11 @@ class FakeQuery:
     def options(self, concurrency_group: str) -> FakeQuery:
         return FakeQuery(self._owner, concurrency_group)
 
-    def remote(self, keys: list[str], mode: str, position: str | None) -> Coroutine[Any, Any, ViewAnswer]:
+    def remote(
+        self, keys: list[str], mode: str, position: str | None, wait_s: float
+    ) -> Coroutine[Any, Any, ViewAnswer]:
         self._owner.groups.append(self._group)
+        self._owner.waits.append(wait_s)
         return self._owner.answer(keys, mode, position)
 
 
@@ -144,6 +147,7 @@ class FakeOwner:
         self._epoch = epoch
         self.calls: list[tuple[list[str], str, str | None]] = []
         self.groups: list[str | None] = []
+        self.waits: list[float] = []
         self.called = asyncio.Event()
 
     @property
@@ -473,12 +477,17 @@ async def test_a_reply_row_resolves_the_command_waiting_for_it_and_other_rows_re
                                  account_command("c3", "Withdraw", 900)])  # fmt: skip
     loop = asyncio.get_running_loop()
     waiting = {command_id: loop.create_future() for command_id in ("c2", "c3", "c4")}
-    gateway._pending.update(waiting)
+    other_account: asyncio.Future[Reply] = loop.create_future()
+    gateway._pending.update(
+        {("accounts", "acc-7", command_id): _Waiting(reply) for command_id, reply in waiting.items()}
+    )
+    gateway._pending[("accounts", "acc-8", "c2")] = _Waiting(other_account)
+    accounts = gateway._aggregates["accounts"]
 
     for row in rows:
-        gateway._resolve(msgspec.json.encode(row))
-    for noise in (None, b"not json", b"[1, 2]", msgspec.json.encode({"command_id": "c4"})):
-        gateway._resolve(noise)
+        gateway._resolve(accounts, msgspec.json.encode(row))
+    for noise in (None, b"not json", b"[1, 2]", msgspec.json.encode({"command_id": "c4", "aggregate_id": "acc-7"})):
+        gateway._resolve(accounts, noise)
 
     deposited, refused = waiting["c2"].result(), waiting["c3"].result()
     assert (deposited.status, deposited.version, deposited.first_version, deposited.events) == ("accepted", 2, 2, 1)
@@ -486,17 +495,19 @@ async def test_a_reply_row_resolves_the_command_waiting_for_it_and_other_rows_re
     assert (refused.status, refused.version, refused.events) == ("rejected", 2, 0)
     assert refused.reason is not None and "insufficient funds" in refused.reason
     assert not waiting["c4"].done(), "a row without a status is no reply"
+    assert not other_account.done(), "the same command id for another account is another command"
 
 
 async def test_a_second_reply_to_a_command_already_answered_is_ignored(tmp_path: Path) -> None:
     config = accounts_on_kafka_config(tmp_path)
     gateway = CommandGateway({"accounts": config})
     (reply_row,) = [row for row in decided_rows(config, [account_command("c1", "Open")]) if row["status"]]
-    waiting = asyncio.get_running_loop().create_future()
-    gateway._pending["c1"] = waiting
+    waiting: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+    gateway._pending[("accounts", "acc-7", "c1")] = _Waiting(waiting)
+    accounts = gateway._aggregates["accounts"]
 
-    gateway._resolve(msgspec.json.encode(reply_row))
-    gateway._resolve(msgspec.json.encode({**reply_row, "duplicate": True, "version": 9}))
+    gateway._resolve(accounts, msgspec.json.encode(reply_row))
+    gateway._resolve(accounts, msgspec.json.encode({**reply_row, "duplicate": True, "version": 9}))
 
     assert (waiting.result().version, waiting.result().duplicate) == (1, False)
 
@@ -510,7 +521,7 @@ async def test_point_queries_arriving_while_a_call_is_in_flight_go_to_their_owne
 
     found = await asyncio.gather(*(router.lookup("balances", [key]) for key in queries))
 
-    expected = {**{k: v for held in (first_held, second_held) for k, v in held.items()}}
+    expected = {**first_held, **second_held}
     assert [lookup.values[0] for lookup in found] == [expected[key] for key in queries]
     calls = len(first.calls) + len(second.calls)
     assert calls < len(queries), f"{len(queries)} queries took {calls} owner calls: they were gathered"

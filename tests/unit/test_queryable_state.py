@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -24,6 +25,7 @@ from pipelines.config.state import EventSourcedConfig, KeyedProcessConfig, Upser
 from pipelines.errors import ConfigError
 from pipelines.examples.account_views import ACCOUNT_VIEWS_YAML
 from pipelines.examples.accounts import ACCOUNTS_YAML
+from pipelines.stages.plan import compile_pipeline
 from pipelines.state.event_sourced import EventSourced
 from pipelines.state.keygroups import KeyGroupRouter
 from pipelines.state.process_function import Key, KeyedProcess, Output, ProcessContext, TimeDomain
@@ -614,3 +616,21 @@ def test_parse_config_names_the_schema_field_path_of_a_metadata_column() -> None
     data["schema"]["fields"]["_partition"] = "int64"
     message = config_error(data)
     assert "schema" in message and "_partition" in message
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d["keyed"]["query"]["position"].update(aggregate_column="nope"), "position.aggregate_column"),
+        (lambda d: d["schema"]["fields"].update(version="string"), "position.version_column"),
+        (lambda d: d["keyed"]["query"]["position"].update(version_column="absent"), "position.version_column"),
+    ],
+)
+def test_read_your_writes_positions_name_integer_columns_of_the_stage_or_the_config_is_refused(
+    change: Callable[[dict[str, Any]], None], field: str
+) -> None:
+    data = yaml.safe_load(ACCOUNT_VIEWS_YAML.read_text(encoding="utf-8"))
+    change(data)
+    with pytest.raises(ConfigError) as refused:
+        compile_pipeline(parse_config(data))
+    assert f"keyed.query.{field}" in str(refused.value)
