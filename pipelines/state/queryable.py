@@ -242,7 +242,10 @@ class QueryableState:
                 self._changed.notify_all()
 
     def prepare(self, epoch: int) -> None:
-        """At ``epoch``'s barrier: freeze what the checkpoint holds, to serve as committed once it completes."""
+        """At ``epoch``'s barrier: freeze what the checkpoint holds, to serve as committed once it completes (not
+        for a view that does not offer ``committed``: freezing copies the state)."""
+        if "committed" not in self.config.consistency:
+            return
         positions = self.positions.frozen() if self.positions is not None else {}
         self._prepared[epoch] = (self._operator.view(frozen=True), positions)
 

@@ -538,3 +538,22 @@ async def test_queries_waiting_for_a_position_are_asked_alone() -> None:
 
     assert len(first.calls) + len(second.calls) == len(ACCOUNTS)
     assert all(position is not None and len(keys) == 1 for keys, _, position in first.calls + second.calls)
+
+
+async def test_a_cancelled_query_does_not_hold_the_others_gathered_with_it() -> None:
+    first_held, second_held = placed(ACCOUNTS)
+    first, second = FakeOwner(first_held), FakeOwner(second_held)
+    router = QueryRouter(views_config())
+    await router.update(table(1, first, second))
+    keys = [key for key in ACCOUNTS if key in first_held][:3]
+    lookups = [asyncio.ensure_future(router.lookup("balances", [key])) for key in keys * 4]
+    lookups[1].cancel()  # a client gone while its query waits in the queue
+
+    answered = await asyncio.gather(*lookups, return_exceptions=True)
+
+    assert isinstance(answered[1], asyncio.CancelledError)
+    rest = [lookup for index, lookup in enumerate(answered) if index != 1]
+    assert all(isinstance(lookup, Lookup) for lookup in rest), rest
+    assert [lookup.values[0] for lookup in rest if isinstance(lookup, Lookup)] == [
+        first_held[key] for index, key in enumerate(keys * 4) if index != 1
+    ]
