@@ -340,9 +340,9 @@ class AggregateActor:
     ) -> ViewAnswer:
         """The values of ``keys`` in this stage's view (called in the query concurrency group, beside batches;
         see :mod:`pipelines.state.queryable`). ``consistency``: the view's first mode when None; ``min_position``:
-        ``<aggregate>@<version>`` to wait for, up to ``wait_s`` (short: the router asks again, so a wait does not
-        hold a query thread). :class:`NotOwner` when a key's group is not this actor's, or a rescale moved groups
-        while the answer was read: no answer from state that is being replaced."""
+        ``<aggregate>@<version>`` to wait for, up to ``wait_s`` (in the position-wait concurrency group, so a
+        wait never holds the queries that answer at once). :class:`NotOwner` when a key's group is not this
+        actor's, or a rescale moved groups while the answer was read: no answer from state being replaced."""
         if self._queryable is None:
             raise ValueError(f"keyed stage {self._stage_index} of pipeline {self._pipeline!r} has no query: view")
         owned = self.key_groups

@@ -261,6 +261,7 @@ def _benchmark(args: argparse.Namespace, work: Path, bootstrap: str) -> dict[str
     eventray = _System("eventray", f"http://127.0.0.1:{router_port}")
     faust_system = _System("faust", f"http://127.0.0.1:{faust_port}")
     try:
+        asyncio.run(_router_ready(eventray.base))
         asyncio.run(_until(lambda: _all_applied(eventray, expected), "eventray applied every event"))
         print("eventray: every event applied", flush=True)
         asyncio.run(_until(lambda: _faust_applied(faust_system, len(events)), "faust applied every event"))
@@ -327,6 +328,14 @@ async def _topic_exists(bootstrap: str, topic: str) -> bool:
     from actors.kafka.admin import partition_count  # noqa: PLC0415 - only here
 
     return bool(await partition_count(KafkaConnectionConfig(bootstrap_servers=bootstrap), topic, required=False))
+
+
+async def _router_ready(url: str) -> None:
+    client = CqrsClient(None, url)
+    try:
+        await client.wait_ready(timeout_s=300)
+    finally:
+        await client.close()
 
 
 async def _all_applied(system: _System, expected: dict[str, Any]) -> bool:

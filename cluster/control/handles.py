@@ -19,7 +19,14 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from actors.reports import AggregateProgress, SourceProgress
 from actors.source_actor import SourceBarrier
-from cluster.control.remote import QUERY_GROUP, WATCHDOG_GROUP, remote_aggregate, remote_query_router, remote_source
+from cluster.control.remote import (
+    POSITION_WAIT_GROUP,
+    QUERY_GROUP,
+    WATCHDOG_GROUP,
+    remote_aggregate,
+    remote_query_router,
+    remote_source,
+)
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.errors import FatalError, RetriableError, causes
 from pipelines.stages.chain import NextStage
@@ -396,10 +403,12 @@ class OwnerGone(RetriableError):
 async def ask_owner(
     actor: Any, keys: list[str], consistency: str, min_position: str | None, wait_s: float, timeout_s: float
 ) -> ViewAnswer:
-    """An owner's answer for ``keys`` of its view, asked in its query concurrency group (beside its batches),
-    waiting up to ``wait_s`` there for ``min_position``; :class:`OwnerGone` when it died, does not own the keys
-    (a rescale moves them) or gave no answer within ``timeout_s`` (its node cut off before Ray declared it dead)."""
-    call = actor.query.options(concurrency_group=QUERY_GROUP).remote(keys, consistency, min_position, wait_s)
+    """An owner's answer for ``keys`` of its view, asked in its query concurrency group (beside its batches; the
+    position-wait group when it waits up to ``wait_s`` for ``min_position``); :class:`OwnerGone` when it died,
+    does not own the keys (a rescale moves them) or gave no answer within ``timeout_s`` (its node cut off before
+    Ray declared it dead)."""
+    group = QUERY_GROUP if min_position is None else POSITION_WAIT_GROUP
+    call = actor.query.options(concurrency_group=group).remote(keys, consistency, min_position, wait_s)
     try:
         answer: ViewAnswer = await asyncio.wait_for(call, timeout_s)
     except (TimeoutError, asyncio.TimeoutError):

@@ -12,6 +12,7 @@ from cluster.control.ray_runtime import NAMESPACE
 from pipelines.config.pipeline import PipelineConfig
 
 __all__ = [
+    "POSITION_WAIT_GROUP",
     "QUERY_GROUP",
     "WATCHDOG_GROUP",
     "aggregate_actor_options",
@@ -28,8 +29,12 @@ WATCHDOG_GROUP = "watchdog"
 
 QUERY_GROUP = "query"
 """The concurrency group an aggregate actor's ``query()`` runs in (cluster/cqrs/router.py): threads of their own, so
-queries do not queue behind batches, and a query waiting for a position does not hold the others."""
+queries do not queue behind batches."""
 QUERY_THREADS = 4
+POSITION_WAIT_GROUP = "query-wait"
+"""The concurrency group of queries that wait for a read-your-writes position: a waiting thread costs no CPU, and
+waits in a group of their own never hold the queries that answer at once."""
+POSITION_WAIT_THREADS = 16
 
 
 def _actor_cpus(config: PipelineConfig) -> float:
@@ -63,7 +68,8 @@ def _watched(actor_class: type, queries: bool = False) -> Any:
     in ``ray.remote``, not in ``.options``). Made once per process: each ``ray.remote`` registers a new class
     (a random function id), which Ray keeps for the life of the process and exports to the GCS again, so a
     Supervisor making one per actor grew by about 100 KB a recovery; a new Ray session re-exports it itself."""
-    groups = {WATCHDOG_GROUP: 1, **({QUERY_GROUP: QUERY_THREADS} if queries else {})}
+    groups = {WATCHDOG_GROUP: 1, **({QUERY_GROUP: QUERY_THREADS, POSITION_WAIT_GROUP: POSITION_WAIT_THREADS}
+                                    if queries else {})}  # fmt: skip
     return ray.remote(concurrency_groups=groups)(actor_class)  # type: ignore[call-overload]
 
 

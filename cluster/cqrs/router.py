@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 _FIRST_RETRY_S = 0.02
 _LAST_RETRY_S = 0.5
-_POSITION_POLL_S = 0.2  # the longest an owner holds a query thread waiting for a position; the router asks again
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
@@ -219,14 +218,13 @@ class QueryRouter:
     async def _until_applied(
         self, view: str, keys: list[str], mode: str, min_position: str | None
     ) -> list[tuple[list[int], ViewAnswer]]:
-        """The owners' answers; with ``min_position``, asked again until they applied it or
-        ``serve.position_wait_s`` passed (each ask waits at most ``_POSITION_POLL_S`` in the owner, so waiting
-        queries do not hold its query threads)."""
+        """The owners' answers; with ``min_position``, once they applied it or ``serve.position_wait_s`` passed
+        (the owner waits, in its position-wait threads; a move or a recovery meanwhile asks the next owner for
+        the time left)."""
         deadline = self._clock() + self._config.serve.position_wait_s
         while True:
             left_s = max(0.0, deadline - self._clock())
-            wait_s = 0.0 if min_position is None else min(_POSITION_POLL_S, left_s)
-            answers = await self._from_owners(view, keys, mode, min_position, wait_s)
+            answers = await self._from_owners(view, keys, mode, min_position, 0.0 if min_position is None else left_s)
             if all(answer.reached for _, answer in answers) or self._clock() >= deadline:
                 return answers
 
