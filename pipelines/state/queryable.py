@@ -149,13 +149,23 @@ class Positions:
         names = batch.schema.names
         if self._config.aggregate_column not in names or self._config.version_column not in names:
             return
-        aggregates = pc.cast(batch.column(self._config.aggregate_column), pa.string()).to_pylist()
-        versions = batch.column(self._config.version_column).to_pylist()
-        for aggregate, version, group in zip(aggregates, versions, key_groups.tolist(), strict=True):
-            if aggregate is None or version is None:
-                continue
+        rows = pa.table({
+            "aggregate": pc.cast(batch.column(self._config.aggregate_column), pa.string()),
+            "version": pc.cast(batch.column(self._config.version_column), pa.int64()),
+            "group": pa.array(key_groups, pa.int32()),
+        })  # fmt: skip
+        rows = rows.filter(pc.and_(pc.is_valid(rows["aggregate"]), pc.is_valid(rows["version"])))
+        if rows.num_rows == 0:
+            return
+        # per aggregate, its newest version in the batch and the key group of the row that carried it: the
+        # reduction is columnar, the loop below runs once per aggregate
+        maxima = rows.group_by("aggregate").aggregate([("version", "max")])
+        newest = pa.table({"aggregate": maxima["aggregate"], "version": maxima["version_max"]})
+        carried = newest.join(rows, keys=["aggregate", "version"], join_type="inner")
+        columns = (carried[name].to_pylist() for name in ("aggregate", "version", "group"))
+        for aggregate, version, group in zip(*columns, strict=True):
             if version > self._versions.get(aggregate, 0):
-                self._versions[aggregate] = int(version)
+                self._versions[aggregate] = version
                 self._groups[aggregate] = group
 
     def version(self, aggregate: str) -> int:

@@ -31,6 +31,7 @@ from pipelines.state.keygroups import KeyGroupRouter
 from pipelines.state.process_function import Key, KeyedProcess, Output, ProcessContext, TimeDomain
 from pipelines.state.queryable import KeyedValues, Positions, QueryableState, TableRows, WantedPosition, as_keys
 from pipelines.state.upsert_table import UpsertTable
+from tests.unit.test_config import config_error
 
 START_MS = 1_767_225_600_000
 WAIT_S = 30.0  # long enough that a test passing on it means the wait was woken, not timed out
@@ -48,12 +49,6 @@ def account_views_data() -> dict[str, Any]:
 def accounts_data() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load(ACCOUNTS_YAML.read_text(encoding="utf-8"))
     return data
-
-
-def config_error(data: dict[str, Any]) -> str:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(data, "test.yaml")
-    return str(caught.value)
 
 
 def balances_config() -> KeyedProcessConfig:
