@@ -18,6 +18,8 @@
         ├── KafkaAccessDenied           Kafka refused the pipeline: TLS, authentication, or a missing ACL
         ├── PipelineHalted              the pipeline stopped itself (a dead-letter circuit breaker tripped)
         ├── PipelineFailed              an actor failed past recovery (cluster.control.supervisor)
+        ├── SwitchRefused               a view cannot be switched to a pipeline that publishes no owners of it
+        │                               (cluster.cqrs.router)
         ├── RayAuthRefused              the Ray cluster refused this process's token (cluster.control.ray_auth)
         ├── DevBrokerError              the dev Kafka broker could not start or stop (cluster.kafka_dev)
         ├── StateFormatError            keyed state written with another meaning (pipelines.state.keyed_operator)

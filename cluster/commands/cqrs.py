@@ -4,7 +4,9 @@
   pipelines of the configs (each under its pipeline's name) until Ctrl-C (:mod:`cluster.cqrs.gateway`);
 - ``send AGGREGATE ID JSON [--gateway URL]``: one command through a gateway, printing its reply;
 - ``views CONFIG``: the views a running pipeline serves;
-- ``query CONFIG VIEW KEY [KEY ...] [--consistency M] [--min-position TOKEN]``: values from the view's owners.
+- ``query CONFIG VIEW KEY [KEY ...] [--consistency M] [--min-position TOKEN]``: values from the view's owners;
+- ``rebuild CONFIG VIEW --address ADDR [--max-lag N]``: rebuild a running pipeline's view from the events, switch
+  the router to it once caught up, stop the pipeline that served it, and run on (:mod:`cluster.cqrs.rebuild`).
 
 ``--json`` prints for scripts. Exit 0 when every key has a value (or the command was accepted), 1 when one has
 none (or the command was rejected), 2 for bad usage or an endpoint that does not answer.
@@ -57,6 +59,24 @@ def add_cqrs_commands(commands: Any) -> None:
     query.add_argument("--consistency", choices=["latest", "committed"], default=None, help="default: the view's")
     query.add_argument("--min-position", default=None, metavar="TOKEN",
                        help="a command's read_token: answer once the owner applied it (one key)")  # fmt: skip
+    rebuild = _action(actions, "rebuild", "rebuild a running pipeline's view from its events and switch to it "
+                      "without a gap; then run as the view's pipeline until Ctrl-C", _rebuild)  # fmt: skip
+    rebuild.add_argument("config", help="the pipeline config (its projection code may be new: it is what runs)")
+    rebuild.add_argument("view", help="the view to rebuild (query.view)")
+    rebuild.add_argument("--address", default=None, help="the Ray cluster the pipeline runs on (default: RAY_ADDRESS)")
+    rebuild.add_argument(
+        "--max-lag",
+        type=int,
+        default=1000,
+        metavar="RECORDS",
+        help="switch once the rebuild's checkpoint is this close to the log ends (default: 1000)",
+    )
+    rebuild.add_argument(
+        "--keep-previous",
+        action="store_true",
+        help="leave the pipeline that served the view running (it serves it no more)",
+    )
+    rebuild.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a field")
 
 
 def _action(actions: Any, name: str, summary: str, handler: Any) -> argparse.ArgumentParser:
@@ -141,6 +161,28 @@ def _query(args: argparse.Namespace) -> int:
     answers: list[dict[str, Any]] = _call(url, asked)
     _print(args, answers, [{"key": a["key"], "found": a["found"], "value": json.dumps(a["value"])} for a in answers])
     return 0 if all(answer["found"] for answer in answers) else 1
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from cluster.control.run_report import summary_json  # noqa: PLC0415 - Ray and the runtime load only here
+    from cluster.cqrs.rebuild import rebuild_view  # noqa: PLC0415
+
+    config = load_config(args.config, parse_set(args.set))
+    if args.max_lag < 0:
+        raise ConfigError("--max-lag is a number of records, 0 or more")
+    console = Console(stderr=True)
+    try:
+        rebuilt = rebuild_view(config, args.view, args.address, args.max_lag, console.print,
+                               stop_previous=not args.keep_previous)  # fmt: skip
+    except KeyboardInterrupt:
+        return 130
+    result = {"pipeline": rebuilt.summary.pipeline, "view": args.view, "previous": rebuilt.previous,
+              "switched_after_s": rebuilt.switched_after_s}  # fmt: skip
+    if args.json:
+        print(json.dumps(result | {"summary": json.loads(summary_json(rebuilt.summary))}))
+    else:
+        _print(args, result, [result])
+    return 0 if rebuilt.previous is not None or rebuilt.switched_after_s is not None else 1
 
 
 def _call(url: str, ask: Any, gateway: bool = False) -> Any:

@@ -421,7 +421,7 @@ async def ask_owner(
 
 
 class QueryRouterHandle:
-    """The Supervisor's view of its pipeline's query router (:mod:`cluster.cqrs.router`). A router that died
+    """A pipeline's view of the query router it publishes to (:mod:`cluster.cqrs.router`). A router that died
     (with its node) answers False to :meth:`update`: the caller makes another."""
 
     def __init__(self, config: PipelineConfig, name: str) -> None:
@@ -431,16 +431,27 @@ class QueryRouterHandle:
         port: int = await self._actor.serve.remote()
         return port
 
-    async def update(self, table: Any) -> bool:
+    async def served(self) -> str:
+        served: str = await self._actor.served.remote()
+        return served
+
+    async def update(self, table: Any, claim: bool) -> bool:
         try:
-            await self._actor.update.remote(table)
+            await self._actor.update.remote(table, claim)
         except ray.exceptions.RayActorError:
             return False
         return True
 
-    def suspend(self) -> None:
+    def suspend(self, pipeline: str) -> None:
         """Not awaited: the Supervisor is recovering (a router found dead is replaced at the next update)."""
-        self._actor.suspend.remote()
+        self._actor.suspend.remote(pipeline)
+
+    def withdraw(self, pipeline: str) -> bool:
+        """Forget the pipeline's owners; True when no pipeline is left on the router (or it is gone)."""
+        try:
+            return bool(ray.get(self._actor.withdraw.remote(pipeline), timeout=10))
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return True
 
     def kill(self) -> None:
         with contextlib.suppress(ray.exceptions.RayError):

@@ -83,10 +83,13 @@ def remote_aggregate(config: PipelineConfig, actor_id: str) -> Any:
 
 def remote_query_router(name: str) -> Any:
     """The query router (cluster/cqrs/router.py): an async actor answering HTTP and routing queries; no CPU of its
-    own (it waits on owners), owned by the Supervisor that makes it."""
+    own (it waits on owners). Detached: it outlives the Supervisor that made it (a restarted Supervisor, or a
+    rebuild's, publishes to the one running: ``get_if_exists``); the last pipeline to withdraw from it kills it."""
     from cluster.cqrs.router import QueryRouter  # noqa: PLC0415 - it calls owners through handles, which import this
 
-    return ray.remote(QueryRouter).options(name=name, namespace=NAMESPACE, num_cpus=0, max_restarts=0)
+    return ray.remote(QueryRouter).options(
+        name=name, namespace=NAMESPACE, num_cpus=0, max_restarts=0, lifetime="detached", get_if_exists=True
+    )
 
 
 def remote_supervisor(supervisor_class: type, name: str) -> Any:

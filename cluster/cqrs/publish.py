@@ -1,5 +1,7 @@
-"""The Supervisor's side of the query router: start it with the run, push the key-group -> owner table of each
-queryable stage at every assignment change, withdraw it when the topology fails."""
+"""The Supervisor's side of the query router: start it with the run (or find it running), push the key-group ->
+owner table of each queryable stage at every assignment change, suspend it when the topology fails, withdraw it
+when the run ends. A rebuild (``serve.rebuild_of``) publishes to the router of the pipeline it rebuilds, standing
+by until ``eventray cqrs rebuild`` switches the view to it."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import logging
 from collections.abc import Sequence
 
 from cluster.control.handles import AggregateHandle, QueryRouterHandle
-from cluster.cqrs.router import router_name
+from cluster.cqrs.router import router_name, served_as
 from cluster.cqrs.routing import StageOwners, ViewTable
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.state.keygroups import owner_of_group
@@ -18,16 +20,25 @@ log = logging.getLogger(__name__)
 
 
 class ViewPublisher:
-    """Owns the pipeline's query router actor (it dies with the Supervisor that made it)."""
+    """A pipeline's publisher of owners to its query router (the router of the pipeline it rebuilds, for a
+    rebuild)."""
 
     def __init__(self, config: PipelineConfig) -> None:
         self._config = config
-        self._router = QueryRouterHandle(config, router_name(config.name))
+        self._rebuild_of = config.serve.rebuild_of
+        self._router_name = router_name(self._rebuild_of or config.name)
+        self._router = QueryRouterHandle(config, self._router_name)
         self._generation = 0
         self.port: int | None = None
 
     async def start(self) -> int:
-        """Start the router's HTTP endpoint; return its port."""
+        """Start the router's HTTP endpoint (or find it running); return its port. A router left running with
+        another config (by a driver that died) is replaced; a rebuild publishes to the one it finds."""
+        if self._rebuild_of is None and await self._router.served() != served_as(self._config):
+            log.warning("pipeline %s: the query router running was made with another config; replacing it",
+                        self._config.name)  # fmt: skip
+            self._router.kill()
+            self._router = QueryRouterHandle(self._config, self._router_name)
         self.port = await self._router.serve()
         return self.port
 
@@ -40,20 +51,22 @@ class ViewPublisher:
         for stage, query in self._config.query_views.items():
             actors = tuple(handle.actor for handle in aggregates if handle.stage == stage)
             views[query.view] = StageOwners(actors, tuple(owner_of_group(groups[stage], max_key_groups)))
-        table = ViewTable(self._generation, views)
-        if not await self._router.update(table):  # it died (with its node): the data path goes on, views return
+        table = ViewTable(self._generation, views, self._config.name)
+        claim = self._rebuild_of is None
+        if not await self._router.update(table, claim):  # it died (with its node): the data path goes on
             log.warning("pipeline %s: the query router died; starting another", self._config.name)
             self._router.kill()
-            self._router = QueryRouterHandle(self._config, router_name(self._config.name))
+            self._router = QueryRouterHandle(self._config, self._router_name)
             self.port = await self._router.serve()
-            if not await self._router.update(table):
+            if not await self._router.update(table, claim):
                 log.error("pipeline %s: the new query router died too; views are not served until the next "
                           "assignment", self._config.name)  # fmt: skip
 
     def suspend(self) -> None:
         """The topology failed: queries wait for the next :meth:`publish`."""
-        self._router.suspend()
+        self._router.suspend(self._config.name)
 
     def close(self) -> None:
-        """Stop the router (its process ends, and its endpoint with it)."""
-        self._router.kill()
+        """Withdraw the pipeline's owners; the last pipeline on the router stops it (its endpoint with it)."""
+        if self._router.withdraw(self._config.name):
+            self._router.kill()

@@ -10,9 +10,13 @@ with an HTTP endpoint (``serve``):
 
 The Supervisor pushes the key-group -> owner table at every assignment change (:meth:`QueryRouter.update`), and
 withdraws it when a topology fails (:meth:`QueryRouter.suspend`), so a query never looks an actor up: the key's
-group (the shuffle's hash) names the owner. During a move or a recovery a query waits and retries inside the
-router; only past ``serve.retry_bound_s`` is it answered 503 with ``Retry-After``. A query with ``min_position``
-that the owner has not applied within ``serve.position_wait_s`` is answered 504 with how far the owner is.
+group (the shuffle's hash) names the owner. The router outlives a Supervisor (a detached actor: a restarted
+Supervisor publishes to it again) and holds the table of each pipeline that publishes to it: a view is served by the
+first, and a rebuild of the view (``eventray cqrs rebuild``, :mod:`cluster.cqrs.rebuild`) stands by until
+:meth:`QueryRouter.switch` serves the view from it. The last pipeline to :meth:`QueryRouter.withdraw` stops it.
+During a move or a recovery a query waits and retries inside the router; only past ``serve.retry_bound_s`` is it
+answered 503 with ``Retry-After``. A query with ``min_position`` that the owner has not applied within
+``serve.position_wait_s`` is answered 504 with how far the owner is.
 """
 
 from __future__ import annotations
@@ -33,11 +37,11 @@ from cluster.control.handles import OwnerGone, ask_owner
 from cluster.cqrs.routing import StageOwners, ViewTable
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.config.query import QueryConfig
-from pipelines.errors import ConfigError, EventrayError
+from pipelines.errors import ConfigError, EventrayError, FatalError
 from pipelines.stages.plan import compile_pipeline
 from pipelines.state.queryable import ViewAnswer, WantedPosition, canonical_key
 
-__all__ = ["Lookup", "QueryError", "QueryRouter", "router_name"]
+__all__ = ["Lookup", "QueryError", "QueryRouter", "SwitchRefused", "router_name", "served_as"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,17 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 def router_name(pipeline: str) -> str:
     return f"{pipeline}-query-router"
+
+
+def served_as(config: PipelineConfig) -> str:
+    """What a router made from ``config`` serves, and where: a router found running serves a pipeline's views
+    only when it is the same (otherwise it is one a driver left behind with another config, and is replaced)."""
+    views = {query.view: query.model_dump(mode="json") for query in config.query_views.values()}
+    return msgspec.json.encode({"views": views, "host": config.serve.host, "port": config.serve.port}).decode()
+
+
+class SwitchRefused(FatalError):
+    """A view cannot be switched to the pipeline asked: it publishes no owners of the view to this router."""
 
 
 class QueryError(EventrayError):
@@ -120,9 +135,11 @@ class QueryRouter:
             assert key is not None  # a queryable stage is keyed
             self._keys[query.view] = key.key
             self._key_types[query.view] = compiled[stage].input_schema.field(key.key).type
-        self._table: ViewTable | None = None
+        self._tables: dict[str, ViewTable | None] = {}  # by pipeline; None: its topology is recovering
+        self._serving: dict[str, str] = {}  # view -> the pipeline whose owners answer it
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._port: int | None = None
         self._queues: dict[tuple[int, int, str], _OwnerQueue] = {}  # by (owners table, owner, consistency)
         self._draining: set[asyncio.Task[None]] = set()
         self.retries = 0
@@ -130,7 +147,10 @@ class QueryRouter:
         self.gathered_calls = 0  # calls to owners that carried gathered point queries
 
     async def serve(self, host: str | None = None, port: int | None = None) -> int:
-        """Start the HTTP endpoint (``serve`` of the config unless given); return the port it listens on."""
+        """Start the HTTP endpoint (``serve`` of the config unless given); return the port it listens on (the
+        one it listens on already when it was started before, by an earlier Supervisor of the pipeline)."""
+        if self._port is not None:
+            return self._port
         app = web.Application()
         app.add_routes([
             web.get("/views", self._http_views),
@@ -151,20 +171,58 @@ class QueryRouter:
                 "a free port, or 0 for any"
             ) from None
         bound: int = self._runner.addresses[0][1]
+        self._port = bound
         log.warning("pipeline %s: views %s served on http://%s:%d", self._config.name, sorted(self._views),
                     host, bound)  # fmt: skip
         return bound
 
-    async def update(self, table: ViewTable) -> None:
-        """The owners from now on (the Supervisor's push after an assignment)."""
-        self._table = table
-        self._queues = {key: queue for key, queue in self._queues.items() if queue.in_flight}  # the old ones drain
-        self._changed.set()
-        self._changed = asyncio.Event()
+    async def update(self, table: ViewTable, claim: bool = True) -> None:
+        """A pipeline's owners from now on (its Supervisor's push after an assignment). With ``claim``, the
+        views nobody serves yet are served from them; a rebuild publishes without, standing by."""
+        unknown = sorted(set(table.views) - set(self._views))
+        if unknown:
+            log.warning("pipeline %s publishes views %s, which this router does not serve", table.pipeline, unknown)
+        self._tables[table.pipeline] = table
+        if claim:
+            for view in table.views:
+                self._serving.setdefault(view, table.pipeline)
+        self._changed_tables()
 
-    async def suspend(self) -> None:
-        """The topology failed: hold queries until the next :meth:`update` (or their retry bound)."""
-        self._table = None
+    async def suspend(self, pipeline: str | None = None) -> None:
+        """The pipeline's topology failed (``pipeline`` None: the router's own): hold the queries of the views
+        it serves until its next :meth:`update` (or their retry bound)."""
+        self._tables[pipeline or self._config.name] = None
+
+    async def switch(self, view: str, pipeline: str) -> str | None:
+        """Serve ``view`` from ``pipeline``'s owners from now on; return the pipeline that served it. Queries
+        under way finish with the owners they asked; their retries and new queries go to ``pipeline``."""
+        table = self._tables.get(pipeline)
+        if view not in self._views or table is None or view not in table.views:
+            raise SwitchRefused(
+                f"view {view!r} cannot be switched to pipeline {pipeline!r}: it publishes no owners of it to this "
+                f"router (it publishes {sorted(table.views) if table else 'nothing'}; this router serves "
+                f"{sorted(self._views)})"
+            )
+        before = self._serving.get(view)
+        self._serving[view] = pipeline
+        self._changed_tables()
+        log.warning("view %s is served by pipeline %s from now on (it was %s)", view, pipeline, before)
+        return before
+
+    async def withdraw(self, pipeline: str) -> bool:
+        """The pipeline stopped: forget its owners (the views it served wait for another to claim them);
+        True when no pipeline is left, and the router can stop."""
+        self._tables.pop(pipeline, None)
+        self._serving = {view: served_by for view, served_by in self._serving.items() if served_by != pipeline}
+        return not self._tables
+
+    async def serving(self) -> dict[str, str | None]:
+        """Each view and the pipeline whose owners answer it (None: no pipeline serves it now)."""
+        return {view: self._serving.get(view) for view in sorted(self._views)}
+
+    async def served(self) -> str:
+        """:func:`served_as` of the config the router was made with."""
+        return served_as(self._config)
 
     async def stats(self) -> dict[str, int]:
         return {"retries": self.retries, "unavailable": self.unavailable}
@@ -172,6 +230,17 @@ class QueryRouter:
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def _changed_tables(self) -> None:
+        """Wake the queries waiting for owners (a move, a recovery, a switch); their calls in flight drain."""
+        self._queues = {key: queue for key, queue in self._queues.items() if queue.in_flight}
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _table(self, view: str) -> ViewTable | None:
+        """The table ``view`` is answered from now (None: no pipeline serves it, or its topology recovers)."""
+        pipeline = self._serving.get(view)
+        return None if pipeline is None else self._tables.get(pipeline)
 
     async def lookup(
         self, view: str, keys: Sequence[str], consistency: str | None = None, min_position: str | None = None
@@ -236,7 +305,7 @@ class QueryRouter:
         deadline = self._clock() + bound_s
         wait_s = _FIRST_RETRY_S
         while True:
-            table = self._table
+            table = self._table(view)
             try:
                 owners = _owners(table, view)
                 split = owners.split(keys)
@@ -255,12 +324,13 @@ class QueryRouter:
                     message = f"view {view!r} is moving or recovering: no owner answered within {bound_s} s"
                     raise QueryError(message, 503, retry_after_s=1.0) from None
                 self.retries += 1
-                await self._next_table(table, min(wait_s, left_s))
+                await self._next_table(view, table, min(wait_s, left_s))
                 wait_s = min(wait_s * 2, _LAST_RETRY_S)
 
-    async def _next_table(self, seen: ViewTable | None, wait_s: float) -> None:
-        """Wait up to ``wait_s`` for a table other than ``seen`` (a dead owner's replacement)."""
-        if self._table is not seen and self._table is not None:
+    async def _next_table(self, view: str, seen: ViewTable | None, wait_s: float) -> None:
+        """Wait up to ``wait_s`` for a table of ``view`` other than ``seen`` (a dead owner's replacement)."""
+        now = self._table(view)
+        if now is not seen and now is not None:
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._changed.wait(), wait_s)
@@ -326,13 +396,13 @@ class QueryRouter:
     async def _http_views(self, _: web.Request) -> web.Response:
         views = [
             {"view": name, "key": self._keys[name], "consistency": list(query.consistency),
-             "min_position": query.position is not None}
+             "min_position": query.position is not None, "pipeline": self._serving.get(name)}
             for name, query in sorted(self._views.items())
         ]  # fmt: skip
         return _json({"pipeline": self._config.name, "views": views})
 
     async def _http_health(self, _: web.Request) -> web.Response:
-        ready = self._table is not None
+        ready = all(self._table(view) is not None for view in self._views)
         return _json({"ready": ready, "retries": self.retries, "unavailable": self.unavailable}, 200 if ready else 503)
 
     async def _http_point(self, request: web.Request) -> web.Response:

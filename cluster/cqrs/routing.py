@@ -1,5 +1,6 @@
 """Which actor owns a view's key: the key-group -> owner table of each queryable keyed stage, as the Supervisor
-pushes it to the query router at every assignment change (a start, a recovery, a rescale)."""
+pushes it to the query router at every assignment change (a start, a recovery, a rescale). A router holds the
+table of each pipeline publishing to it: the one serving a view, and a rebuild of it standing by."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ class StageOwners:
 
 @dataclass(frozen=True)
 class ViewTable:
-    """Every served view's owners, from one assignment (``generation`` counts the assignments pushed)."""
+    """The owners of every view a pipeline serves, from one assignment (``generation`` counts the assignments
+    that pipeline pushed)."""
 
     generation: int
     views: dict[str, StageOwners]
+    pipeline: str

@@ -66,3 +66,9 @@ class ServeConfig(ConfigModel):
     position_wait_s: float = Field(
         default=5.0, gt=0, description="how long an owner waits for a min_position before it says how far it is"
     )
+    rebuild_of: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the pipeline whose query router serves these views, standing by until `eventray cqrs "
+        "rebuild` switches them over (the rebuild sets it; null: the pipeline's own router)",
+    )

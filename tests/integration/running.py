@@ -4,32 +4,44 @@ that run two pipelines at once, or query one while it runs."""
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 from cluster.control.run_report import RunProgress, RunSummary
-from cluster.control.runner import run_pipeline
+from cluster.control.runner import StopCondition, run_pipeline
 from pipelines.config.pipeline import PipelineConfig
 
-__all__ = ["Running"]
+__all__ = ["Runner", "Running"]
+
+
+class Runner(Protocol):
+    """What runs the pipeline: :func:`run_pipeline`, or a function around it (a rebuild's)."""
+
+    def __call__(self, config: PipelineConfig, *, address: str, stop_when: StopCondition) -> RunSummary: ...
 
 
 class Running:
     """``config`` run on the cluster at ``address`` until :meth:`stop` (a drain, as after Ctrl-C)."""
 
-    def __init__(self, config: PipelineConfig, address: str) -> None:
+    def __init__(self, config: PipelineConfig, address: str, run: Runner = run_pipeline) -> None:
         self._stop = threading.Event()
         self.error: BaseException | None = None
         self.summary: RunSummary | None = None
-        self._thread = threading.Thread(target=self._run, args=(config, address), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(config, address, run), daemon=True)
         self._thread.start()
 
-    def _run(self, config: PipelineConfig, address: str) -> None:
+    def _run(self, config: PipelineConfig, address: str, run: Runner) -> None:
         try:
-            self.summary = run_pipeline(config, address=address, stop_when=self._stop_requested)
+            self.summary = run(config, address=address, stop_when=self._stop_requested)
         except BaseException as error:
             self.error = error
 
     def _stop_requested(self, _: RunProgress) -> bool:
         return self._stop.is_set()
+
+    def ended(self, timeout_s: float) -> bool:
+        """Whether the run ended (by itself: a drain asked by another process, a failure) within ``timeout_s``."""
+        self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
 
     def stop(self) -> RunSummary:
         """Stop the run, wait for its end; its summary (an AssertionError naming the failure if it failed)."""

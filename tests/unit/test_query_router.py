@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from cluster.control.remote import QUERY_GROUP
 from cluster.cqrs.gateway import CommandGateway, Reply, _Waiting, aggregate_of
-from cluster.cqrs.router import Lookup, QueryError, QueryRouter
+from cluster.cqrs.rebuild import rebuild_config
+from cluster.cqrs.router import Lookup, QueryError, QueryRouter, SwitchRefused, served_as
 from cluster.cqrs.routing import StageOwners, ViewTable
 from pipelines.config.pipeline import PipelineConfig, parse_config
 from pipelines.config.query import Consistency
@@ -168,9 +169,9 @@ def dead() -> FakeOwner:
     return FakeOwner(fails_with=ray.exceptions.RayActorError())
 
 
-def table(generation: int, *owners: FakeOwner) -> ViewTable:
+def table(generation: int, *owners: FakeOwner, pipeline: str = "account-views") -> ViewTable:
     groups = owner_of_group(assign_key_groups(MAX_KEY_GROUPS, len(owners)), MAX_KEY_GROUPS)
-    return ViewTable(generation, {"balances": StageOwners(owners, tuple(groups))})
+    return ViewTable(generation, {"balances": StageOwners(owners, tuple(groups))}, pipeline)
 
 
 ACCOUNTS = [f"acc-{index:05d}" for index in range(12)]
@@ -302,6 +303,128 @@ async def test_a_suspended_router_holds_queries_until_the_bound() -> None:
     with pytest.raises(QueryError) as caught:
         await router.lookup("balances", ["acc-1"])
     assert caught.value.status == 503 and owner.calls == []
+
+
+# rebuilds: a second pipeline's owners stand by until the view is switched to them
+
+
+REBUILD = "account-views-rebuild-1"
+
+
+async def test_a_rebuild_standing_by_is_not_asked_until_the_view_is_switched_to_it() -> None:
+    serving, rebuilt = FakeOwner({"acc-1": {"balance_cents": 1}}), FakeOwner({"acc-1": {"balance_cents": 2}})
+    router = QueryRouter(views_config())
+    await router.update(table(1, serving))
+    await router.update(table(1, rebuilt, pipeline=REBUILD), claim=False)
+
+    before = await router.lookup("balances", ["acc-1"])
+    previous = await router.switch("balances", REBUILD)
+    after = await router.lookup("balances", ["acc-1"])
+
+    assert before.values == [{"balance_cents": 1}] and after.values == [{"balance_cents": 2}]
+    assert previous == "account-views" and await router.serving() == {"balances": REBUILD}
+    assert len(serving.calls) == 1 and len(rebuilt.calls) == 1
+
+
+async def test_a_query_waiting_out_a_recovery_is_answered_by_the_rebuild_switched_to_meanwhile() -> None:
+    rebuilt = FakeOwner({"acc-1": {"balance_cents": 2}})
+    router = QueryRouter(views_config(retry_bound_s=PATIENT_S))
+    await router.update(table(1, FakeOwner()))
+    await router.update(table(1, rebuilt, pipeline=REBUILD), claim=False)
+    await router.suspend("account-views")
+    asking = asyncio.create_task(router.lookup("balances", ["acc-1"]))
+    for _ in range(int(PATIENT_S / 0.01)):  # until the query is waiting for owners
+        if router.retries:
+            break
+        await asyncio.sleep(0.01)
+    assert router.retries > 0
+
+    await router.switch("balances", REBUILD)
+
+    assert (await asyncio.wait_for(asking, PATIENT_S)).values == [{"balance_cents": 2}]
+
+
+async def test_the_pipeline_switched_from_does_not_take_the_view_back_when_it_publishes_again() -> None:
+    old, rebuilt = FakeOwner({"acc-1": 1}), FakeOwner({"acc-1": 2})
+    router = QueryRouter(views_config())
+    await router.update(table(1, old))
+    await router.update(table(1, rebuilt, pipeline=REBUILD), claim=False)
+    await router.switch("balances", REBUILD)
+
+    await router.update(table(2, old))  # its recovery, or a rescale, after the switch
+
+    assert (await router.lookup("balances", ["acc-1"])).values == [2] and old.calls == []
+
+
+@pytest.mark.parametrize("published", [None, "standing by without the view"])
+async def test_a_switch_to_a_pipeline_that_publishes_no_owners_of_the_view_is_refused(published: str | None) -> None:
+    router = QueryRouter(views_config())
+    await router.update(table(1, FakeOwner()))
+    if published is not None:
+        await router.update(ViewTable(1, {}, REBUILD), claim=False)
+    with pytest.raises(SwitchRefused, match="publishes no owners"):
+        await router.switch("balances", REBUILD)
+    with pytest.raises(SwitchRefused, match="this router serves"):
+        await router.switch("no-such-view", "account-views")
+    assert await router.serving() == {"balances": "account-views"}
+
+
+async def test_a_withdrawn_view_waits_for_a_pipeline_to_claim_it_and_the_last_withdrawal_frees_the_router() -> None:
+    router = QueryRouter(views_config())
+    await router.update(table(1, FakeOwner({"acc-1": 1})))
+    await router.update(table(1, FakeOwner({"acc-1": 2}), pipeline=REBUILD), claim=False)
+
+    assert await router.withdraw("account-views") is False, "the rebuild still publishes"
+    assert await router.serving() == {"balances": None}
+    with pytest.raises(QueryError) as caught:
+        await router.lookup("balances", ["acc-1"])
+    assert caught.value.status == 503
+    assert await router.withdraw(REBUILD) is True
+
+
+def test_a_router_made_with_another_view_or_port_is_told_apart_from_this_config() -> None:
+    config = views_config()
+    moved = parse_config({**config.model_dump(mode="json", by_alias=True), "serve": {"port": 9999}})
+    assert served_as(config) == served_as(views_config())
+    assert served_as(moved) != served_as(config)
+
+
+# rebuild_config: the rebuild is the pipeline under another name, group and checkpoint location
+
+
+def rebuildable(tmp_path: Path) -> PipelineConfig:
+    return parse_config(account_views_on_kafka("account-views", "localhost:9092", "account-events", tmp_path))
+
+
+def test_a_rebuild_reads_from_the_start_in_its_own_group_and_publishes_to_the_router_serving_the_view(
+    tmp_path: Path,
+) -> None:
+    config = rebuildable(tmp_path)
+    rebuild = rebuild_config(config, "balances", "20261207")
+
+    assert rebuild.name == "account-views-rebuild-20261207"
+    assert rebuild.group_id == "account-views-rebuild-20261207" and config.group_id == "account-views"
+    assert rebuild.source is not None and rebuild.source.start == "earliest"  # type: ignore[union-attr]
+    assert rebuild.serve.rebuild_of == "account-views" and rebuild.checkpoint == config.checkpoint
+    assert rebuild.query_views == config.query_views
+    again = rebuild_config(rebuild, "balances", "20261208")
+    assert again.serve.rebuild_of == "account-views", "a rebuild of a rebuild publishes to the same router"
+    assert len(rebuild_config(config.model_copy(update={"name": "v" * 63}), "balances", "1").name) == 63
+
+
+def test_a_rebuild_of_a_view_the_pipeline_does_not_serve_names_the_views_it_does(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"serves no view 'ledger': its views are \['balances'\]"):
+        rebuild_config(rebuildable(tmp_path), "ledger", "1")
+
+
+def test_a_rebuild_needs_kafka_inputs_and_checkpoints(tmp_path: Path) -> None:
+    config = rebuildable(tmp_path)
+    with pytest.raises(ConfigError, match="checkpoint"):
+        rebuild_config(config.model_copy(update={"checkpoint": None}), "balances", "1")
+    data = config.model_dump(mode="json", by_alias=True)
+    data["source"] = {"type": "file", "paths": [str(tmp_path / "events.jsonl")]}
+    with pytest.raises(ConfigError, match=r"every input must be a kafka source \(this pipeline reads \['file'\]\)"):
+        rebuild_config(parse_config(data), "balances", "1")
 
 
 async def test_a_dead_owner_replaced_by_a_new_table_during_the_retries_is_answered_by_its_replacement() -> None:

@@ -1,0 +1,196 @@
+"""A view rebuilt while it is queried, on a real broker and a real Ray cluster (``eventray cqrs rebuild``).
+
+The account-views pipeline serves ``balances`` from an events topic written before it starts. A rebuild reads the
+topic again in its own group and checkpoints; the router switches the view to it once its checkpoint has every
+event, and the pipeline that served the view drains and ends. Queries run the whole time: every answer equals
+the fold of the events recomputed here (both pipelines have applied them all), and none fails. Events written
+after the switch are read by the rebuild: read-your-writes holds, and the view equals the fold of every event.
+When the rebuild stops, the router goes with it (it is the last pipeline on it)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from actors.kafka.admin import ensure_topic
+from cluster.control.run_report import RunSummary
+from cluster.control.runner import StopCondition
+from cluster.cqrs.client import CqrsClient, CqrsError
+from cluster.cqrs.rebuild import Rebuilt, rebuild_view
+from pipelines.config.pipeline import PipelineConfig, parse_config
+from pipelines.examples.account_views import account_events, account_views_on_kafka, balance_after
+from tests.integration.pipelines_under_test import connection, unique
+from tests.integration.ray_cluster import LocalRayCluster, free_port
+from tests.integration.running import Running
+
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
+
+ACCOUNTS = 120
+EVENTS = 3_000
+LATER = 300  # written after the switch
+START_MS = 1_767_225_600_000
+PATIENT_S = 180.0
+
+
+def views(name: str, bootstrap: str, topic: str, tmp_path: Path, port: int) -> PipelineConfig:
+    data = account_views_on_kafka(name, bootstrap, topic, tmp_path / "views")
+    data.update(serve={"port": port, "retry_bound_s": 30}, checkpoint={"interval_ms": 300,
+                "uri": str(tmp_path / "views-ckpt")})  # fmt: skip
+    data["sinks"] = [{"type": "jsonl", "path": str(tmp_path / "views-out")}]
+    return parse_config(data)
+
+
+async def produce(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send(topic, msgspec.json.encode(event), key=event["aggregate_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def folded(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    views: dict[str, dict[str, Any]] = {}
+    for event in events:
+        views[event["aggregate_id"]] = balance_after(views.get(event["aggregate_id"]), event)
+    return views
+
+
+class Rebuilding:
+    """``rebuild_view`` as a :class:`Running`'s runner; what it reported and its end, for the test to read."""
+
+    def __init__(self) -> None:
+        self.reports: list[str] = []
+        self.rebuilt: Rebuilt | None = None
+
+    def __call__(self, config: PipelineConfig, *, address: str, stop_when: StopCondition) -> RunSummary:
+        self.rebuilt = rebuild_view(config, "balances", address, 0, self.reports.append, stop_when, stamp="t1")
+        return self.rebuilt.summary
+
+
+def test_a_rebuilt_view_takes_over_without_a_wrong_answer_and_the_pipeline_it_replaces_ends(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    name = unique("rebuild")
+    topic = f"{name}.events"
+    asyncio.run(ensure_topic(connection(kafka_bootstrap), topic, 4))
+    events = account_events(EVENTS + LATER, ACCOUNTS, seed=11, start_time_ms=START_MS)
+    asyncio.run(produce(kafka_bootstrap, topic, events[:EVENTS]))
+    port = free_port()
+    config = views(name, kafka_bootstrap, topic, tmp_path, port)
+    serving = Running(config, ray_driver.address)
+    rebuilding = Rebuilding()
+    rebuild: Running | None = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(_until_equal(url, folded(events[:EVENTS])))
+        rebuild = Running(config, ray_driver.address, run=rebuilding)
+        outcome = asyncio.run(_query_through_the_switch(url, folded(events[:EVENTS]), serving))
+        assert serving.summary is not None and serving.summary.stopped_early, "the replaced pipeline drained"
+
+        asyncio.run(produce(kafka_bootstrap, topic, events[EVENTS:]))
+        asyncio.run(_reads_its_writes_then_equals(url, events))
+    finally:
+        if rebuild is not None:
+            rebuild.stop()
+        if serving.error is None and not serving.ended(0):
+            serving.stop()
+
+    print(
+        f"queries: {outcome['before']} before the switch, {outcome['after']} after, {outcome['failed']} failed; "
+        f"reports: {rebuilding.reports}"
+    )
+    assert outcome["wrong"] == [], "every answer equals the fold of the events"
+    assert outcome["failed"] == 0 and outcome["before"] > 0 and outcome["after"] > 0
+    assert rebuilding.rebuilt is not None and rebuilding.rebuilt.previous == name
+    assert any("is served by" in report for report in rebuilding.reports), rebuilding.reports
+    assert asyncio.run(_router_gone(url)), "the router stopped with the last pipeline on it"
+
+
+async def _serving(session: aiohttp.ClientSession, url: str) -> str | None:
+    async with session.get(f"{url}/views") as response:
+        answer = await response.json()
+    return next(view["pipeline"] for view in answer["views"] if view["view"] == "balances")  # type: ignore[no-any-return]
+
+
+async def _until_equal(url: str, expected: dict[str, dict[str, Any]]) -> None:
+    client = CqrsClient(None, url)
+    try:
+        await client.wait_ready(PATIENT_S)
+        deadline = time.monotonic() + PATIENT_S
+        keys = sorted(expected)
+        while await client.views("balances", keys) != [expected[key] for key in keys]:
+            assert time.monotonic() < deadline, "the view did not apply every event"
+            await asyncio.sleep(0.5)
+    finally:
+        await client.close()
+
+
+async def _query_through_the_switch(url: str, expected: dict[str, dict[str, Any]], serving: Running) -> dict[str, Any]:
+    """Point and batch queries until the switch and the replaced pipeline's end, and 2 s more."""
+    client = CqrsClient(None, url, retries=0)
+    rng = random.Random(3)
+    keys = sorted(expected)
+    outcome: dict[str, Any] = {"wrong": [], "failed": 0, "before": 0, "after": 0}
+    deadline = time.monotonic() + PATIENT_S
+    ended_s: float | None = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            while ended_s is None or time.monotonic() < ended_s + 2:
+                assert time.monotonic() < deadline, "the rebuild did not take over, or the replaced run did not end"
+                switched = (await _serving(session, url) or "").endswith("-rebuild-t1")
+                asked = rng.sample(keys, 5)
+                try:
+                    if rng.random() < 0.5:
+                        found = [(await client.view("balances", key))["value"] for key in asked]
+                    else:
+                        found = await client.views("balances", asked)
+                except CqrsError:
+                    outcome["failed"] += 1
+                    continue
+                outcome["after" if switched else "before"] += 1
+                outcome["wrong"] += [(k, v) for k, v in zip(asked, found, strict=True) if v != expected[k]]
+                if switched and ended_s is None and serving.ended(0):
+                    ended_s = time.monotonic()
+    finally:
+        await client.close()
+    return outcome
+
+
+async def _reads_its_writes_then_equals(url: str, events: list[dict[str, Any]]) -> None:
+    client = CqrsClient(None, url)
+    try:
+        last: dict[str, int] = {}
+        for event in events[EVENTS:]:
+            last[event["aggregate_id"]] = event["version"]
+        expected = folded(events)
+        for key, version in sorted(last.items()):
+            answer = await client.view("balances", key, min_position=f"{key}@{version}")
+            assert answer["value"] == expected[key], key
+        keys = sorted(expected)
+        assert await client.views("balances", keys) == [expected[key] for key in keys]
+    finally:
+        await client.close()
+
+
+async def _router_gone(url: str) -> bool:
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"{url}/health"):
+                    pass
+            except aiohttp.ClientConnectionError:
+                return True
+            await asyncio.sleep(0.5)
+    return False
