@@ -170,7 +170,7 @@ def _rebuild(args: argparse.Namespace) -> int:
     config = load_config(args.config, parse_set(args.set))
     if args.max_lag < 0:
         raise ConfigError("--max-lag is a number of records, 0 or more")
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a report is one line, also in a log
     try:
         rebuilt = rebuild_view(config, args.view, args.address, args.max_lag, console.print,
                                stop_previous=not args.keep_previous)  # fmt: skip

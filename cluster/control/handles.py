@@ -446,11 +446,11 @@ class QueryRouterHandle:
         """Not awaited: the Supervisor is recovering (a router found dead is replaced at the next update)."""
         self._actor.suspend.remote(pipeline)
 
-    def withdraw(self, pipeline: str) -> bool:
+    async def withdraw(self, pipeline: str) -> bool:
         """Forget the pipeline's owners; True when no pipeline is left on the router (or it is gone)."""
         try:
-            return bool(ray.get(self._actor.withdraw.remote(pipeline), timeout=10))
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return bool(await asyncio.wait_for(self._actor.withdraw.remote(pipeline), timeout=10))
+        except (ray.exceptions.RayActorError, TimeoutError):
             return True
 
     def kill(self) -> None:

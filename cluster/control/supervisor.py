@@ -393,11 +393,11 @@ class Supervisor:
         self._runs = runs + [asyncio.ensure_future(self._await(handle.start())) for handle in added]
         await asyncio.gather(*(handle.resume() for handle in kept))
 
-    def shutdown(self) -> None:
+    async def shutdown(self) -> None:
         """Kill the actors of this run (after :meth:`run` returned, or to abandon it)."""
         self._kill_all()
         if self._views is not None:
-            self._views.close()
+            await self._views.close()
 
     async def _start(self, checkpoint: Checkpoint | None) -> None:
         """Spawn (and restore) the topology, redo uncommitted exactly-once outputs, start the read loops."""

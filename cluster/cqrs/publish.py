@@ -66,7 +66,7 @@ class ViewPublisher:
         """The topology failed: queries wait for the next :meth:`publish`."""
         self._router.suspend(self._config.name)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Withdraw the pipeline's owners; the last pipeline on the router stops it (its endpoint with it)."""
-        if self._router.withdraw(self._config.name):
+        if await self._router.withdraw(self._config.name):
             self._router.kill()

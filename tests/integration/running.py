@@ -4,34 +4,27 @@ that run two pipelines at once, or query one while it runs."""
 from __future__ import annotations
 
 import threading
-from typing import Protocol
 
 from cluster.control.run_report import RunProgress, RunSummary
-from cluster.control.runner import StopCondition, run_pipeline
+from cluster.control.runner import run_pipeline
 from pipelines.config.pipeline import PipelineConfig
 
-__all__ = ["Runner", "Running"]
-
-
-class Runner(Protocol):
-    """What runs the pipeline: :func:`run_pipeline`, or a function around it (a rebuild's)."""
-
-    def __call__(self, config: PipelineConfig, *, address: str, stop_when: StopCondition) -> RunSummary: ...
+__all__ = ["Running"]
 
 
 class Running:
     """``config`` run on the cluster at ``address`` until :meth:`stop` (a drain, as after Ctrl-C)."""
 
-    def __init__(self, config: PipelineConfig, address: str, run: Runner = run_pipeline) -> None:
+    def __init__(self, config: PipelineConfig, address: str) -> None:
         self._stop = threading.Event()
         self.error: BaseException | None = None
         self.summary: RunSummary | None = None
-        self._thread = threading.Thread(target=self._run, args=(config, address, run), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(config, address), daemon=True)
         self._thread.start()
 
-    def _run(self, config: PipelineConfig, address: str, run: Runner) -> None:
+    def _run(self, config: PipelineConfig, address: str) -> None:
         try:
-            self.summary = run(config, address=address, stop_when=self._stop_requested)
+            self.summary = run_pipeline(config, address=address, stop_when=self._stop_requested)
         except BaseException as error:
             self.error = error
 

@@ -1,4 +1,5 @@
-"""A view rebuilt while it is queried, on a real broker and a real Ray cluster (``eventray cqrs rebuild``).
+"""A view rebuilt while it is queried, on a real broker and a real Ray cluster, by ``eventray cqrs rebuild`` run
+as users run it (a process of its own, stopped with Ctrl-C).
 
 The account-views pipeline serves ``balances`` from an events topic written before it starts. A rebuild reads the
 topic again in its own group and checkpoints; the router switches the view to it once its checkpoint has every
@@ -10,7 +11,11 @@ When the rebuild stops, the router goes with it (it is the last pipeline on it).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,10 +26,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from actors.kafka.admin import ensure_topic
-from cluster.control.run_report import RunSummary
-from cluster.control.runner import StopCondition
 from cluster.cqrs.client import CqrsClient, CqrsError
-from cluster.cqrs.rebuild import Rebuilt, rebuild_view
 from pipelines.config.pipeline import PipelineConfig, parse_config
 from pipelines.examples.account_views import account_events, account_views_on_kafka, balance_after
 from tests.integration.pipelines_under_test import connection, unique
@@ -38,6 +40,7 @@ EVENTS = 3_000
 LATER = 300  # written after the switch
 START_MS = 1_767_225_600_000
 PATIENT_S = 180.0
+REPO = Path(__file__).resolve().parents[2]
 
 
 def views(name: str, bootstrap: str, topic: str, tmp_path: Path, port: int) -> PipelineConfig:
@@ -66,18 +69,6 @@ def folded(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return views
 
 
-class Rebuilding:
-    """``rebuild_view`` as a :class:`Running`'s runner; what it reported and its end, for the test to read."""
-
-    def __init__(self) -> None:
-        self.reports: list[str] = []
-        self.rebuilt: Rebuilt | None = None
-
-    def __call__(self, config: PipelineConfig, *, address: str, stop_when: StopCondition) -> RunSummary:
-        self.rebuilt = rebuild_view(config, "balances", address, 0, self.reports.append, stop_when, stamp="t1")
-        return self.rebuilt.summary
-
-
 def test_a_rebuilt_view_takes_over_without_a_wrong_answer_and_the_pipeline_it_replaces_ends(
     ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -88,13 +79,17 @@ def test_a_rebuilt_view_takes_over_without_a_wrong_answer_and_the_pipeline_it_re
     asyncio.run(produce(kafka_bootstrap, topic, events[:EVENTS]))
     port = free_port()
     config = views(name, kafka_bootstrap, topic, tmp_path, port)
+    config_file = tmp_path / "views.yaml"
+    config_file.write_text(config.to_yaml())
     serving = Running(config, ray_driver.address)
-    rebuilding = Rebuilding()
-    rebuild: Running | None = None
+    rebuild: subprocess.Popen[str] | None = None
+    out, err = "", ""
     try:
         url = f"http://127.0.0.1:{port}"
         asyncio.run(_until_equal(url, folded(events[:EVENTS])))
-        rebuild = Running(config, ray_driver.address, run=rebuilding)
+        command = [sys.executable, "-m", "cluster.cli", "cqrs", "rebuild", str(config_file), "balances",
+                   "--address", ray_driver.address, "--max-lag", "0", "--json"]  # fmt: skip
+        rebuild = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         outcome = asyncio.run(_query_through_the_switch(url, folded(events[:EVENTS]), serving))
         assert serving.summary is not None and serving.summary.stopped_early, "the replaced pipeline drained"
 
@@ -102,18 +97,20 @@ def test_a_rebuilt_view_takes_over_without_a_wrong_answer_and_the_pipeline_it_re
         asyncio.run(_reads_its_writes_then_equals(url, events))
     finally:
         if rebuild is not None:
-            rebuild.stop()
+            rebuild.send_signal(signal.SIGINT)  # Ctrl-C: the rebuild drains and prints its result
+            out, err = rebuild.communicate(timeout=PATIENT_S)
         if serving.error is None and not serving.ended(0):
             serving.stop()
 
-    print(
-        f"queries: {outcome['before']} before the switch, {outcome['after']} after, {outcome['failed']} failed; "
-        f"reports: {rebuilding.reports}"
-    )
+    print(f"queries: {outcome['before']} before the switch, {outcome['after']} after, {outcome['failed']} failed")
+    print(err)
     assert outcome["wrong"] == [], "every answer equals the fold of the events"
     assert outcome["failed"] == 0 and outcome["before"] > 0 and outcome["after"] > 0
-    assert rebuilding.rebuilt is not None and rebuilding.rebuilt.previous == name
-    assert any("is served by" in report for report in rebuilding.reports), rebuilding.reports
+    assert rebuild is not None and rebuild.returncode == 0, err[-3000:]
+    result = json.loads(out)
+    assert result["previous"] == name and result["pipeline"].startswith(f"{name}-rebuild-"), result
+    assert result["summary"]["stopped_early"] and result["summary"]["progress"]["events_in"] == EVENTS + LATER, result
+    assert f"pipeline {name} stops" in err, err[-3000:]
     assert asyncio.run(_router_gone(url)), "the router stopped with the last pipeline on it"
 
 
@@ -148,7 +145,7 @@ async def _query_through_the_switch(url: str, expected: dict[str, dict[str, Any]
         async with aiohttp.ClientSession() as session:
             while ended_s is None or time.monotonic() < ended_s + 2:
                 assert time.monotonic() < deadline, "the rebuild did not take over, or the replaced run did not end"
-                switched = (await _serving(session, url) or "").endswith("-rebuild-t1")
+                switched = "-rebuild-" in (await _serving(session, url) or "")
                 asked = rng.sample(keys, 5)
                 try:
                     if rng.random() < 0.5:
