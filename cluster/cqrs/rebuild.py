@@ -29,7 +29,7 @@ from cluster.commands.lag import lag_samples
 from cluster.control.ray_runtime import NAMESPACE, connect
 from cluster.control.run_report import RunProgress, RunSummary
 from cluster.control.runner import StopCondition, run_pipeline
-from cluster.cqrs.router import router_name
+from cluster.cqrs.router import SwitchRefused, router_name
 from pipelines.config.kafka import KafkaSourceConfig
 from pipelines.config.pipeline import PipelineConfig, parse_config
 from pipelines.errors import ConfigError
@@ -175,7 +175,11 @@ class Switchover:
                          f"{caught.lag_records} records behind the log ends at its last checkpoint (switches at "
                          f"{self._max_lag} or fewer)")  # fmt: skip
             return
-        self.switch()
+        try:
+            self.switch()
+        except SwitchRefused as refused:  # its topology is recovering (its owners withdrawn): at the next check
+            self.previous, self.switched_after_s = None, None
+            self._report(f"not switched yet: {refused}")
 
     def caught(self) -> Caught:
         samples = asyncio.run(lag_samples(self._rebuild, time.time()))

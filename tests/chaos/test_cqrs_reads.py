@@ -34,7 +34,7 @@ from tests.integration.running import Running
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
 ACCOUNTS = 60
-EVENTS = 9_000
+EVENTS = 7_200
 RATE_PER_S = 400.0
 PARTITIONS = 4
 READERS = 16

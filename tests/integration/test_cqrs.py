@@ -30,7 +30,7 @@ from tests.integration.running import Running
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
 ACCOUNTS = 40
-PAIRS = 1_200
+PAIRS = 800
 WRITERS = 24
 
 
