@@ -187,11 +187,8 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 def _call(url: str, ask: Any, gateway: bool = False) -> Any:
     async def call() -> Any:
-        client = CqrsClient(url if gateway else None, url, retries=0)
-        try:
+        async with CqrsClient(url if gateway else None, url, retries=0) as client:
             return await ask(client)
-        finally:
-            await client.close()
 
     try:
         return asyncio.run(call())

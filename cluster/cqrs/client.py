@@ -41,7 +41,7 @@ class CqrsClient:
     a recovery outlasting the router's own retries) is retried after its ``Retry-After``, and a connection that
     could not be made (a router restarting with its pipeline's Supervisor) after a second, up to ``retries``
     times. A connection lost after the request was sent is not retried: a command may have been written (send it
-    again with its ``command_id``)."""
+    again with its ``command_id``). ``async with CqrsClient(...) as client:`` closes it at the end."""
 
     def __init__(self, gateway_url: str | None, query_url: str, retries: int = 3) -> None:
         self.gateway_url = gateway_url
@@ -49,6 +49,12 @@ class CqrsClient:
         self._retries = retries
         self._session: aiohttp.ClientSession | None = None
         self.retried_503 = 0  # answers 503 (a move or a recovery past the router's bound) retried
+
+    async def __aenter__(self) -> CqrsClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
 
     async def close(self) -> None:
         if self._session is not None:

@@ -228,8 +228,10 @@ class QueryRouter:
         return {"retries": self.retries, "unavailable": self.unavailable}
 
     async def close(self) -> None:
+        """Stop answering HTTP; the calls gathered to owners still in flight finish first."""
         if self._runner is not None:
             await self._runner.cleanup()
+        await asyncio.gather(*self._draining, return_exceptions=True)
 
     def _changed_tables(self) -> None:
         """Wake the queries waiting for owners (a move, a recovery, a switch); their calls in flight drain."""

@@ -121,63 +121,53 @@ async def _serving(session: aiohttp.ClientSession, url: str) -> str | None:
 
 
 async def _until_equal(url: str, expected: dict[str, dict[str, Any]]) -> None:
-    client = CqrsClient(None, url)
-    try:
+    async with CqrsClient(None, url) as client:
         await client.wait_ready(PATIENT_S)
         deadline = time.monotonic() + PATIENT_S
         keys = sorted(expected)
         while await client.views("balances", keys) != [expected[key] for key in keys]:
             assert time.monotonic() < deadline, "the view did not apply every event"
             await asyncio.sleep(0.5)
-    finally:
-        await client.close()
 
 
 async def _query_through_the_switch(url: str, expected: dict[str, dict[str, Any]], serving: Running) -> dict[str, Any]:
     """Point and batch queries until the switch and the replaced pipeline's end, and 2 s more."""
-    client = CqrsClient(None, url, retries=0)
     rng = random.Random(3)
     keys = sorted(expected)
     outcome: dict[str, Any] = {"wrong": [], "failed": 0, "before": 0, "after": 0}
     deadline = time.monotonic() + PATIENT_S
     ended_s: float | None = None
-    try:
-        async with aiohttp.ClientSession() as session:
-            while ended_s is None or time.monotonic() < ended_s + 2:
-                assert time.monotonic() < deadline, "the rebuild did not take over, or the replaced run did not end"
-                switched = "-rebuild-" in (await _serving(session, url) or "")
-                asked = rng.sample(keys, 5)
-                try:
-                    if rng.random() < 0.5:
-                        found = [(await client.view("balances", key))["value"] for key in asked]
-                    else:
-                        found = await client.views("balances", asked)
-                except CqrsError:
-                    outcome["failed"] += 1
-                    continue
-                outcome["after" if switched else "before"] += 1
-                outcome["wrong"] += [(k, v) for k, v in zip(asked, found, strict=True) if v != expected[k]]
-                if switched and ended_s is None and serving.ended(0):
-                    ended_s = time.monotonic()
-    finally:
-        await client.close()
+    async with CqrsClient(None, url, retries=0) as client, aiohttp.ClientSession() as session:
+        while ended_s is None or time.monotonic() < ended_s + 2:
+            assert time.monotonic() < deadline, "the rebuild did not take over, or the replaced run did not end"
+            switched = "-rebuild-" in (await _serving(session, url) or "")
+            asked = rng.sample(keys, 5)
+            try:
+                if rng.random() < 0.5:
+                    found = [(await client.view("balances", key))["value"] for key in asked]
+                else:
+                    found = await client.views("balances", asked)
+            except CqrsError:
+                outcome["failed"] += 1
+                continue
+            outcome["after" if switched else "before"] += 1
+            outcome["wrong"] += [(k, v) for k, v in zip(asked, found, strict=True) if v != expected[k]]
+            if switched and ended_s is None and serving.ended(0):
+                ended_s = time.monotonic()
     return outcome
 
 
 async def _reads_its_writes_then_equals(url: str, events: list[dict[str, Any]]) -> None:
-    client = CqrsClient(None, url)
-    try:
-        last: dict[str, int] = {}
-        for event in events[EVENTS:]:
-            last[event["aggregate_id"]] = event["version"]
-        expected = folded(events)
+    last: dict[str, int] = {}
+    for event in events[EVENTS:]:
+        last[event["aggregate_id"]] = event["version"]
+    expected = folded(events)
+    async with CqrsClient(None, url) as client:
         for key, version in sorted(last.items()):
             answer = await client.view("balances", key, min_position=f"{key}@{version}")
             assert answer["value"] == expected[key], key
         keys = sorted(expected)
         assert await client.views("balances", keys) == [expected[key] for key in keys]
-    finally:
-        await client.close()
 
 
 async def _router_gone(url: str) -> bool:
