@@ -2,8 +2,9 @@
 as users run it (a process of its own, stopped with Ctrl-C).
 
 The account-views pipeline serves ``balances`` from an events topic written before it starts. A rebuild reads the
-topic again in its own group and checkpoints; the router switches the view to it once its checkpoint has every
-event, and the pipeline that served the view drains and ends. Queries run the whole time: every answer equals
+topic again in its own group and checkpoints, and one of its actors is killed as soon as it exists (the rebuild
+recovers); the router switches the view to it once its checkpoint has every event, and the pipeline that served
+the view drains and ends. Queries run the whole time: every answer equals
 the fold of the events recomputed here (both pipelines have applied them all), and none fails. Events written
 after the switch are read by the rebuild: read-your-writes holds, and the view equals the fold of every event.
 When the rebuild stops, the router goes with it (it is the last pipeline on it)."""
@@ -11,11 +12,13 @@ When the rebuild stops, the router goes with it (it is the last pipeline on it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+import ray
 from aiokafka import AIOKafkaProducer
 
 from actors.kafka.admin import ensure_topic
@@ -83,6 +87,7 @@ def test_a_rebuilt_view_takes_over_without_a_wrong_answer_and_the_pipeline_it_re
     config_file.write_text(config.to_yaml())
     serving = Running(config, ray_driver.address)
     rebuild: subprocess.Popen[str] | None = None
+    killed: list[str] = []
     out, err = "", ""
     try:
         url = f"http://127.0.0.1:{port}"
@@ -90,7 +95,10 @@ def test_a_rebuilt_view_takes_over_without_a_wrong_answer_and_the_pipeline_it_re
         command = [sys.executable, "-m", "cluster.cli", "cqrs", "rebuild", str(config_file), "balances",
                    "--address", ray_driver.address, "--max-lag", "0", "--json"]  # fmt: skip
         rebuild = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        killer = threading.Thread(target=lambda: killed.append(_kill_an_actor_of(f"{name}-rebuild-")), daemon=True)
+        killer.start()
         outcome = asyncio.run(_query_through_the_switch(url, folded(events[:EVENTS]), serving))
+        killer.join(timeout=PATIENT_S)
         assert serving.summary is not None and serving.summary.stopped_early, "the replaced pipeline drained"
 
         asyncio.run(produce(kafka_bootstrap, topic, events[EVENTS:]))
@@ -111,7 +119,23 @@ def test_a_rebuilt_view_takes_over_without_a_wrong_answer_and_the_pipeline_it_re
     assert result["previous"] == name and result["pipeline"].startswith(f"{name}-rebuild-"), result
     assert result["summary"]["stopped_early"] and result["summary"]["progress"]["events_in"] == EVENTS + LATER, result
     assert f"pipeline {name} stops" in err, err[-3000:]
+    assert killed and "-rebuild-" in killed[0] and "restoring epoch" in err, (killed, err[-3000:])
     assert asyncio.run(_router_gone(url)), "the router stopped with the last pipeline on it"
+
+
+def _kill_an_actor_of(prefix: str) -> str:
+    """Kill an aggregate actor of the pipeline whose name starts with ``prefix`` once it has taken events."""
+    deadline = time.monotonic() + PATIENT_S
+    while time.monotonic() < deadline:
+        for name in ray.util.list_named_actors():
+            if name.startswith(prefix) and "aggregate" in name:
+                actor = ray.get_actor(name)
+                with contextlib.suppress(ray.exceptions.RayActorError):
+                    if ray.get(actor.progress.remote()).events_in > 0:
+                        ray.kill(actor, no_restart=True)
+                        return str(name)
+        time.sleep(0.05)
+    return ""
 
 
 async def _serving(session: aiohttp.ClientSession, url: str) -> str | None:
