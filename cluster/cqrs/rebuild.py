@@ -30,7 +30,7 @@ from cluster.control.ray_runtime import NAMESPACE, connect
 from cluster.control.run_report import RunProgress, RunSummary
 from cluster.control.runner import StopCondition, run_pipeline
 from cluster.cqrs.router import SwitchRefused, router_name
-from pipelines.config.kafka import KafkaSourceConfig
+from pipelines.config.kafka import KafkaSinkConfig, KafkaSourceConfig
 from pipelines.config.pipeline import PipelineConfig, parse_config
 from pipelines.errors import ConfigError
 from pipelines.state.checkpoint_store import CheckpointStore, open_checkpoint_store
@@ -100,6 +100,11 @@ def rebuild_view(
         serving = served_by(rebuild.serve.rebuild_of or config.name)
         report(f"view {view} is served by {serving.get(view) or 'no pipeline'}; rebuilding it in {rebuild.name} "
                f"(consumer group {rebuild.group_id}, from the earliest offsets)")  # fmt: skip
+        topics = sorted({sink.topic for sink in rebuild.sinks if isinstance(sink, KafkaSinkConfig)})
+        if topics:
+            report(f"the rebuild writes its sinks from the start again: Kafka topics {topics} get every row once "
+                   "more (a compacted changelog keyed by the view's key takes it; other readers see the rows "
+                   "twice)")  # fmt: skip
         switchover = Switchover(rebuild, view, max_lag, report, stop_previous)
         summary = run_pipeline(rebuild, address, on_progress=switchover, stop_when=stop_when)
         return Rebuilt(summary, switchover.previous, switchover.switched_after_s)
