@@ -18,6 +18,12 @@ checkpoint interval) writes its events to the same topic; commands for new accou
 gateway at ``--rate`` per second; per command, the time from sending it to the reply, and to the first query with
 its read_token (min_position) that answers: p50/p99.
 
+**Rebuild** (``--no-rebuild`` leaves it out): ``eventray cqrs rebuild``'s code rebuilds the view from the whole
+topic while point queries run, in windows of ``--seconds``: before the rebuild (the baseline), while it catches
+up, and after the switch (answered by the rebuild's owners); keys/s and p50/p99 per window, the seconds from the
+start of the rebuild to the switch, and every answer checked as above (a wrong answer or a failed query fails the
+benchmark).
+
 Each query measurement runs ``--repeat`` times, the two systems interleaved; medians, ratios and the load average
 before each run are reported.
 """
@@ -52,6 +58,7 @@ from cluster.control.run_report import RunProgress, RunSummary
 from cluster.control.runner import run_pipeline
 from cluster.cqrs.client import CqrsClient
 from cluster.cqrs.gateway import CommandGateway
+from cluster.cqrs.rebuild import rebuild_view
 from pipelines.config.kafka import KafkaConnectionConfig
 from pipelines.config.pipeline import PipelineConfig, parse_config
 from pipelines.examples.account_views import account_events, account_views_on_kafka, balance_after
@@ -260,6 +267,7 @@ def _benchmark(args: argparse.Namespace, work: Path, bootstrap: str) -> dict[str
     )  # fmt: skip
     eventray = _System("eventray", f"http://127.0.0.1:{router_port}")
     faust_system = _System("faust", f"http://127.0.0.1:{faust_port}")
+    rebuild: dict[str, Any] | None = None
     try:
         asyncio.run(_router_ready(eventray.base))
         asyncio.run(_until(lambda: _all_applied(eventray, expected), "eventray applied every event"))
@@ -277,13 +285,60 @@ def _benchmark(args: argparse.Namespace, work: Path, bootstrap: str) -> dict[str
                     print(_line(run), flush=True)
         faust.terminate()
         faust.wait(timeout=60)
+        rebuild = _rebuild_phase(args, viewing.config, eventray, expected) if args.rebuild else None
         latency = _latency_phase(args, work, bootstrap, name, topic, router_port)
     finally:
         if faust.poll() is None:
             faust.kill()
         recoveries = viewing.stop()
+        if rebuild is not None:
+            rebuild["recoveries_s"] = rebuild.pop("running").stop()
     latency["views_recoveries_s"] = recoveries
-    return {"events": len(events), "accounts": len(expected), "runs": runs, "latency": latency}
+    return {"events": len(events), "accounts": len(expected), "runs": runs, "latency": latency, "rebuild": rebuild}
+
+
+class _Rebuild(_Run):
+    """The rebuild of the view (:func:`cluster.cqrs.rebuild.rebuild_view`) until :meth:`stop`."""
+
+    def __init__(self, config: PipelineConfig, view: str) -> None:
+        super().__init__(config)
+        self.view = view
+        self.reports: list[str] = []
+        self.switched = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.summary = rebuild_view(self.config, self.view, None, 0, self._said, self._stopped).summary
+        except BaseException as error:  # noqa: BLE001 - reported by stop()
+            self.error = error
+
+    def _said(self, report: str) -> None:
+        self.reports.append(report)
+        print(f"rebuild: {report}", flush=True)
+        if "from now on" in report:
+            self.switched.set()
+
+
+def _rebuild_phase(
+    args: argparse.Namespace, config: PipelineConfig, eventray: _System, expected: dict[str, Any]
+) -> dict[str, Any]:
+    """Point queries before, during and after a rebuild of the view (see the module docstring)."""
+    windows = [asyncio.run(_measure(eventray, "point", expected, args.clients, args.seconds, args.batch, 100))]
+    windows[0]["phase"] = "before"
+    rebuilding = _Rebuild(config, "balances")
+    started = time.monotonic()
+    rebuilding.start()
+    while not rebuilding.switched.is_set():
+        if not rebuilding.is_alive():
+            raise RuntimeError(f"the rebuild ended before it switched: {rebuilding.error!r}")
+        window = asyncio.run(_measure(eventray, "point", expected, args.clients, args.seconds, args.batch, 101))
+        windows.append(window | {"phase": "during" if not rebuilding.switched.is_set() else "switch"})
+    switched_s = time.monotonic() - started
+    after = asyncio.run(_measure(eventray, "point", expected, args.clients, args.seconds, args.batch, 102))
+    windows.append(after | {"phase": "after"})
+    for window in windows:
+        print(f"rebuild phase {window['phase']}: {_line(window | {'attempt': 0})}", flush=True)
+    return {"switched_after_s": switched_s, "windows": windows, "reports": rebuilding.reports, "running": rebuilding}
 
 
 def _line(run: dict[str, Any]) -> str:
@@ -381,6 +436,14 @@ def _report(args: argparse.Namespace, result: dict[str, Any]) -> str:
               f"command -> visible in the view (read_token as min_position): p50 {latency['visible_p50_ms']:.0f} ms, "
               f"p99 {latency['visible_p99_ms']:.0f} ms ({latency['commands']:,} commands at {latency['rate']:.0f}/s, "
               "exactly once, 250 ms checkpoints)"]  # fmt: skip
+    rebuild = result.get("rebuild")
+    if rebuild is not None:
+        switched_s = rebuild["switched_after_s"]
+        lines += ["", f"rebuild of the view from {result['events']:,} events: switched {switched_s:.1f} s after it "
+                  "started; point queries per window (every one answered, rightly):", "",
+                  "| window | keys/s | p50 / p99 ms | load |", "|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {w['phase']} | {w['keys_per_s']:,.0f} | {w['p50_ms']:.1f} / {w['p99_ms']:.1f} | {w['load']:.2f} |"
+                  for w in rebuild["windows"]]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -395,6 +458,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--commands", type=int, default=10_000, help="commands for command -> visible")
     parser.add_argument("--rate", type=float, default=200.0, help="commands per second")
     parser.add_argument("--no-queries", dest="queries", action="store_false", help="command -> visible only")
+    parser.add_argument("--no-rebuild", dest="rebuild", action="store_false", help="leave the rebuild phase out")
     parser.add_argument("--json", type=Path, default=None, help="also write the runs as JSON here")
     return parser.parse_args(argv)
 
