@@ -61,7 +61,7 @@ from cluster.cqrs.gateway import CommandGateway
 from cluster.cqrs.rebuild import rebuild_view
 from pipelines.config.kafka import KafkaConnectionConfig
 from pipelines.config.pipeline import PipelineConfig, parse_config
-from pipelines.examples.account_views import account_events, account_views_on_kafka, balance_after
+from pipelines.examples.account_views import account_events, account_views_on_kafka, balances_after
 from pipelines.examples.accounts import accounts_on_kafka
 
 PARTITIONS = 4
@@ -105,13 +105,6 @@ async def _produce(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> 
         await producer.flush()
     finally:
         await producer.stop()
-
-
-def _final_views(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    views: dict[str, dict[str, Any]] = {}
-    for event in events:
-        views[event["aggregate_id"]] = balance_after(views.get(event["aggregate_id"]), event)
-    return views
 
 
 async def _until(condition: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 600) -> None:
@@ -250,7 +243,7 @@ def _benchmark(args: argparse.Namespace, work: Path, bootstrap: str) -> dict[str
     asyncio.run(ensure_topic(connection, topic, PARTITIONS))
     events = account_events(args.events, args.accounts, seed=1, start_time_ms=START_TIME_MS)
     asyncio.run(_produce(bootstrap, topic, events))
-    expected = _final_views(events)
+    expected = balances_after(events)
     print(f"events topic: {len(events):,} events of {len(expected):,} accounts", flush=True)
     connect(num_cpus=8)  # an embedded Ray both pipelines share
     router_port = _free_port()

@@ -19,7 +19,14 @@ import yaml
 
 from pipelines.state.process_function import Key, Output, ProcessContext, TimeDomain
 
-__all__ = ["ACCOUNT_VIEWS_YAML", "AccountBalance", "account_events", "account_views_on_kafka", "balance_after"]
+__all__ = [
+    "ACCOUNT_VIEWS_YAML",
+    "AccountBalance",
+    "account_events",
+    "account_views_on_kafka",
+    "balance_after",
+    "balances_after",
+]
 
 ACCOUNT_VIEWS_YAML = Path(__file__).resolve().parents[2] / "configs" / "account-views.yaml"
 
@@ -41,6 +48,15 @@ def balance_after(view: dict[str, Any] | None, event: dict[str, Any]) -> dict[st
     view["version"] = int(event["version"])
     view["events"] += 1
     return view
+
+
+def balances_after(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every account's view after ``events`` (in their order), by account id: the reference a checker compares
+    a whole view with."""
+    views: dict[str, dict[str, Any]] = {}
+    for event in events:
+        views[event["aggregate_id"]] = balance_after(views.get(event["aggregate_id"]), event)
+    return views
 
 
 class AccountBalance:

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaProducer
 from actors.kafka.admin import ensure_topic
 from cluster.cqrs.client import CqrsClient, CqrsError
 from pipelines.config.pipeline import PipelineConfig, parse_config
-from pipelines.examples.account_views import account_events, account_views_on_kafka, balance_after
+from pipelines.examples.account_views import account_events, account_views_on_kafka, balances_after
 from tests.integration.pipelines_under_test import connection, unique
 from tests.integration.ray_cluster import LocalRayCluster, free_port
 from tests.integration.running import Running
@@ -66,13 +66,6 @@ async def produce(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> N
         await producer.stop()
 
 
-def folded(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    views: dict[str, dict[str, Any]] = {}
-    for event in events:
-        views[event["aggregate_id"]] = balance_after(views.get(event["aggregate_id"]), event)
-    return views
-
-
 def test_a_rebuilt_view_takes_over_without_a_wrong_answer_and_the_pipeline_it_replaces_ends(
     ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -91,13 +84,13 @@ def test_a_rebuilt_view_takes_over_without_a_wrong_answer_and_the_pipeline_it_re
     out, err = "", ""
     try:
         url = f"http://127.0.0.1:{port}"
-        asyncio.run(_until_equal(url, folded(events[:EVENTS])))
+        asyncio.run(_until_equal(url, balances_after(events[:EVENTS])))
         command = [sys.executable, "-m", "cluster.cli", "cqrs", "rebuild", str(config_file), "balances",
                    "--address", ray_driver.address, "--max-lag", "0", "--json"]  # fmt: skip
         rebuild = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         killer = threading.Thread(target=lambda: killed.append(_kill_an_actor_of(f"{name}-rebuild-")), daemon=True)
         killer.start()
-        outcome = asyncio.run(_query_through_the_switch(url, folded(events[:EVENTS]), serving))
+        outcome = asyncio.run(_query_through_the_switch(url, balances_after(events[:EVENTS]), serving))
         killer.join(timeout=PATIENT_S)
         assert serving.summary is not None and serving.summary.stopped_early, "the replaced pipeline drained"
 
@@ -185,7 +178,7 @@ async def _reads_its_writes_then_equals(url: str, events: list[dict[str, Any]]) 
     last: dict[str, int] = {}
     for event in events[EVENTS:]:
         last[event["aggregate_id"]] = event["version"]
-    expected = folded(events)
+    expected = balances_after(events)
     async with CqrsClient(None, url) as client:
         for key, version in sorted(last.items()):
             answer = await client.view("balances", key, min_position=f"{key}@{version}")
