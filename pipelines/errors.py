@@ -23,6 +23,8 @@
         ├── RayAuthRefused              the Ray cluster refused this process's token (cluster.control.ray_auth)
         ├── DevBrokerError              the dev Kafka broker could not start or stop (cluster.kafka_dev)
         ├── StateFormatError            keyed state written with another meaning (pipelines.state.keyed_operator)
+        ├── ProcessOutputError          a process function emitted rows that do not fit its output_schema
+        │                               (pipelines.state.process_output)
         ├── TornSnapshotError           a checkpoint file is incomplete or altered (pipelines.state.checkpoint_store)
         ├── MissingLineageError         checkpoints without their lineage (pipelines.state.checkpoint_store)
         ├── CheckpointWriteError        a checkpoint could not be written (pipelines.state.checkpoint_store)

@@ -14,8 +14,9 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pyarrow as pa
 
@@ -37,6 +38,7 @@ from pipelines.stages.topology import (
 )
 from pipelines.stages.wiring import StageWiring
 from pipelines.state.keygroups import assign_key_groups
+from pipelines.state.queryable import Viewable
 
 __all__ = [
     "CollectingSink",
@@ -146,13 +148,35 @@ class CollectingSink:
 class StageRun:
     """What :func:`run_stages` wrote: the results, the dead letters of the sources, the late side output of the
     keyed stage, how many events were read, and how many results were out before the end of the input flushed
-    the rest (windows the watermark closed while reading)."""
+    the rest (windows the watermark closed while reading); and the runners of each keyed stage (``owners``, by
+    stage index), whose state the run leaves as it was at the end."""
 
     results: CollectingSink = field(default_factory=CollectingSink)
     dead_letters: CollectingSink = field(default_factory=CollectingSink)
     late: CollectingSink = field(default_factory=CollectingSink)
     events_in: int = 0
     closed_before_the_end: int = 0
+    owners: dict[int, list[KeyedStageRunner]] = field(default_factory=dict)
+
+    def view(self, stage: int, keys: Sequence[str]) -> list[Any]:
+        """The value each of ``keys`` (as text, as a query names them) has in keyed stage ``stage``'s state at the
+        end of the run, as a ``latest`` query of its view answers (None: none), read from the one owner that
+        holds it. Raises ``TypeError`` for a stage whose state is no view (windows, dedup, a join) and
+        ``AssertionError`` for a key that two owners hold (the shuffle sent its rows to both)."""
+        readers = []
+        for runner in self.owners[stage]:
+            if not callable(getattr(runner.operator, "view", None)):
+                kind = type(runner.operator).__name__
+                raise TypeError(f"keyed stage {stage} keeps {kind} state, which no view reads")
+            readers.append(cast(Viewable, runner.operator).view(frozen=True))
+        answers = [reader.values(keys) for reader in readers]
+        values: list[Any] = []
+        for index, key in enumerate(keys):
+            held = [answer[index] for answer in answers if answer[index] is not None]
+            if len(held) > 1:
+                raise AssertionError(f"key {key!r} of keyed stage {stage} is held by {len(held)} owners")
+            values.append(held[0] if held else None)
+        return values
 
 
 def run_stages(config: PipelineConfig, *, senders: int = 1, owners: int = 1, batch_size: int | None = None) -> StageRun:
@@ -214,6 +238,7 @@ def _keyed_runners(
                                  join_columns=compiled.stages[index].join_columns)
             )  # fmt: skip
         by_stage[index] = runners
+    run.owners = dict(sorted(by_stage.items()))
     sent_to = [runner for stage in compiled.graph.input_stages for runner in by_stage.get(stage, [])]
     return sent_to, wiring.source_routes()
 

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from pipelines.config.kafka import KafkaSinkConfig
 from pipelines.config.pipeline import ConsoleSinkConfig, MaskOp, NamedInput, ParquetSinkConfig, PipelineConfig
 from pipelines.config.stage_graph import StageGraph
-from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, KeyedProcessConfig, UpsertConfig
+from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, UpsertConfig
 from pipelines.decode.binary_codecs import AvroDecoder, RawBytesDecoder
 from pipelines.decode.codecs import DecodedBatch, Decoder, JsonDecoder
 from pipelines.decode.schema import EventSchema
@@ -25,6 +25,8 @@ from pipelines.stages.keyed_stage import open_keyed_operator
 from pipelines.stages.topology import conform, input_of, stage_schema
 from pipelines.state.event_sourced import result_schema as event_sourced_results
 from pipelines.state.joins import LEFT, RIGHT, SIDE, WINDOW_COLUMNS, JoinColumns, side_column
+from pipelines.state.keyed_operator import KeyedOperator
+from pipelines.state.process_function import KeyedProcess
 from pipelines.transform.operators import Operator, apply_all, apply_all_isolating_rows, build_operators
 from pipelines.windows.tumbling import WINDOW_END, WINDOW_START, AggregationPlan
 
@@ -91,8 +93,8 @@ class CompiledInput:
 @dataclass(frozen=True)
 class CompiledStage:
     """One keyed stage, checked: its view of the pipeline (``PipelineConfig.keyed_stages``), the schema of the rows
-    it takes, and the schema of those it emits (None for a process function: its rows are what user code returns,
-    known only when it runs)."""
+    it takes, and the schema of those it emits (None for a process function that declares no ``output_schema``:
+    its rows are what user code returns, known only when it runs)."""
 
     config: PipelineConfig
     input_schema: pa.Schema
@@ -186,8 +188,8 @@ class CompiledPipeline:
         """Columns of what reaches the sinks: the last keyed stage's results (window results; input rows for an
         upsert table's changelog and for dedup), or the operators' output for a stateless pipeline.
 
-        Empty for a process function: its rows are whatever user code returns, known only when it runs, so
-        sink columns are not checked at compile time for it.
+        Empty for a process function that declares no ``output_schema``: its rows are whatever user code returns,
+        known only when it runs, so sink columns are not checked at compile time for it.
         """
         if not self.stages:
             return self.output_columns
@@ -212,7 +214,7 @@ def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
 
 def _result_schema(compiled: CompiledPipeline) -> pa.Schema | None:
     """The schema of the rows that reach the sinks: the last keyed stage's results, else the inputs' rows; None
-    for a process function, whose rows are known only when it runs."""
+    for a process function that declares no ``output_schema``, whose rows are known only when it runs."""
     return compiled.stages[-1].output_schema if compiled.stages else compiled.stage_schema
 
 
@@ -263,7 +265,8 @@ def _join_columns(view: PipelineConfig, taken: dict[str, pa.Schema]) -> JoinColu
                               f"{[n for n in taken[name].names if n != SIDE]}")  # fmt: skip
         if name not in taken:  # PipelineConfig checks the names; a stage without results is a process function's
             raise ConfigError(f"keyed.{side}: {name!r} gives no rows whose columns are known before it runs (a process "
-                              "function's); a join takes inputs and stages of known columns")  # fmt: skip
+                              "function's that declares no output_schema); a join takes inputs and stages of known "
+                              "columns")  # fmt: skip
         if SIDE in taken[name].names:
             raise ConfigError(f"keyed.{side}: the rows of {name!r} have a column {SIDE!r}, which a join uses to tell "
                               "its sides apart; rename it (op: select with rename)")  # fmt: skip
@@ -289,7 +292,7 @@ def _check_stage(
     if output is None:
         raise ConfigError(
             "keyed: a process function's rows are known only when it runs, so no stage can follow it here; make "
-            "it the last stage"
+            "it the last stage, or declare output_schema on the function (the pyarrow.Schema of the rows it emits)"
         )
     if isinstance(view.keyed, JoinConfig) and view.keyed.mode != "temporal":
         raise ConfigError(
@@ -356,16 +359,16 @@ def _dry_run_stage(
     view: PipelineConfig, schema: pa.Schema, carry_trace: bool, join: JoinColumns | None
 ) -> pa.Schema | None:
     """Run the stage on an empty batch of ``schema``: a type error (``sum`` of a string column, a delete column
-    that is no boolean) fails here, naming the place. Return the schema of its results (None: a process
-    function's, known only when it runs)."""
+    that is no boolean) fails here, naming the place. Return the schema of its results (a process function's
+    ``output_schema``; None when it declares none: its rows are known only when it runs)."""
     events = pa.RecordBatch.from_pylist([], schema=schema)
     if view.keyed is not None:
-        _dry_run_keyed(view, events, carry_trace, join)
+        operator = _dry_run_keyed(view, events, carry_trace, join)
         if join is not None:
             return join.schema(schema)
         if isinstance(view.keyed, EventSourcedConfig):
             return event_sourced_results(schema, view.keyed.key)
-        return None if isinstance(view.keyed, KeyedProcessConfig) else schema
+        return operator.output_schema if isinstance(operator, KeyedProcess) else schema
     aggregate = view.aggregate
     assert aggregate is not None  # a stage is aggregate or keyed
     plan = AggregationPlan(aggregate, carry_trace=carry_trace)
@@ -384,9 +387,11 @@ def _dry_run_stage(
     return plan.finalise(merged, pa.array([], pa.int64()), is_final).schema
 
 
-def _dry_run_keyed(view: PipelineConfig, events: pa.RecordBatch, carry_trace: bool, join: JoinColumns | None) -> None:
-    """Build the keyed operator (a process function is imported here: a wrong path fails now) and feed it the
-    empty batch, snapshot included."""
+def _dry_run_keyed(
+    view: PipelineConfig, events: pa.RecordBatch, carry_trace: bool, join: JoinColumns | None
+) -> KeyedOperator:
+    """Build the keyed operator (a process function is imported here: a wrong path, or an ``output_schema`` that
+    is no schema, fails now), feed it the empty batch, snapshot included, and return it."""
     keyed = view.keyed
     if isinstance(keyed, UpsertConfig) and keyed.delete_column is not None:
         kind = events.schema.field(keyed.delete_column).type
@@ -418,6 +423,7 @@ def _dry_run_keyed(view: PipelineConfig, events: pa.RecordBatch, carry_trace: bo
         operator.snapshot()
     except pa.ArrowException as error:
         raise ConfigError(f"keyed: {error} (check the types of the key and id columns)") from None
+    return operator
 
 
 def _decoder(schema: EventSchema) -> Decoder:

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from pipelines.config.state import KeyedProcessConfig
 from pipelines.eventtime.watermarks import END_OF_TIME_MS, NO_WATERMARK
 from pipelines.state.keyed_operator import Added, StateFormatError, StateMeaning
+from pipelines.state.process_output import Output, ProcessOutput, declared_output_schema
 from pipelines.state.queryable import KeyedValues
 from pipelines.state.user_code import load_user_object
 
@@ -47,17 +48,25 @@ __all__ = [
 STATE_FORMAT = "process/1"
 
 Key: TypeAlias = Any  # a value of the key column as Python: str, int, bytes ... or None
-Output: TypeAlias = list[dict[str, Any]] | pa.Table | None  # rows user code emits
 TimeDomain = Literal["event", "processing"]
 _KIND_OF_DOMAIN: dict[TimeDomain, str] = {"event": "event_timer", "processing": "processing_timer"}
 _DOMAIN_OF_KIND: dict[str, TimeDomain] = {kind: domain for domain, kind in _KIND_OF_DOMAIN.items()}
 
 
 class ProcessFunction(Protocol):
-    """User code run per key. Both methods return rows to emit: a list of dicts, a table, or None.
+    """User code run per key. Both methods return rows to emit: a list of dicts, a table, a record batch, or None.
 
     ``process`` gets the key's rows of one batch (every column). ``on_timer`` gets a timer of the key that
     fired, with its time and domain. Exceptions raised propagate out of the operator call unchanged.
+
+    ``output_schema`` (optional, a class attribute): the ``pyarrow.Schema`` of every row the function emits.
+    Declared, it lets another keyed stage follow the function (the plan checks that stage against it before
+    anything runs), and the rows are conformed to it: dicts are built with it (a column of nulls keeps its
+    type), tables are cast and selected to it. A row that cannot be made to fit raises
+    :class:`~pipelines.state.process_output.ProcessOutputError`, which stops the pipeline: the function's bug,
+    not the data's. Left out, the rows are what the function returns, known only as it runs, and the function
+    must be the last stage. A value that is not a ``pyarrow.Schema`` is a :class:`ConfigError` when the
+    operator is built (at compile time).
     """
 
     def process(self, key: Key, rows: pa.Table, ctx: ProcessContext) -> Output: ...
@@ -171,14 +180,19 @@ class KeyedProcess:
     in ``Added.output`` (rows with a null ``_timestamp`` or behind the watermark are passed to user code too:
     deciding about them is the function's business); :meth:`advance` fires due event-time timers;
     :meth:`advance_processing_time` fires due processing-time timers; :meth:`flush` fires every event-time
-    timer (end of input), not processing-time ones. Watermark and processing time only move forward.
+    timer (end of input), not processing-time ones. Watermark and processing time only move forward. What the
+    function emits is conformed to its ``output_schema`` when it declares one (:mod:`pipelines.state.process_output`:
+    rows that cannot fit raise ``ProcessOutputError``); building the operator raises :class:`ConfigError` when
+    that attribute is not a ``pyarrow.Schema``.
     """
 
     def __init__(self, key: str, function: ProcessFunction) -> None:
         self._key = key
         self._function = function
         kind = type(function)  # its state is what this class pickled: another class would read it otherwise
-        self._meaning = StateMeaning(STATE_FORMAT, {"key": key, "function": f"{kind.__module__}:{kind.__qualname__}"})
+        name = f"{kind.__module__}:{kind.__qualname__}"
+        self._meaning = StateMeaning(STATE_FORMAT, {"key": key, "function": name})
+        self._output = ProcessOutput(name, declared_output_schema(function, name))
         self._values: dict[Key, bytes] = {}
         self._timers = _Timers()
         self._key_type: pa.DataType = pa.null()
@@ -192,6 +206,11 @@ class KeyedProcess:
     @property
     def key(self) -> str:
         return self._key
+
+    @property
+    def output_schema(self) -> pa.Schema | None:
+        """The schema of every row the function emits (its ``output_schema``); None when it declares none."""
+        return self._output.schema
 
     @property
     def watermark_ms(self) -> int:
@@ -217,7 +236,7 @@ class KeyedProcess:
             self._function.process(key, rows, self._context(key))
             for key, rows in _rows_per_key(pa.Table.from_batches([batch]), self._key)
         ]
-        return Added(output=_collect(outputs))
+        return Added(output=self._output.collect(outputs))
 
     def advance(self, watermark_ms: int) -> pa.Table | None:
         """Move the watermark forward (never back) and fire every event-time timer at or before it."""
@@ -309,7 +328,7 @@ class KeyedProcess:
             ctx = self._context(timer.key)
             outputs.append(self._function.on_timer(timer.key, timer.timer_ms, domain, ctx))
             timer = self._timers.pop_due(domain, until_ms)
-        return _collect(outputs)
+        return self._output.collect(outputs)
 
 
 def load_process_function(path: str) -> ProcessFunction:
@@ -336,20 +355,3 @@ def _rows_per_key(rows: pa.Table, key: str) -> Iterator[tuple[Key, pa.Table]]:
     distinct = encoded.dictionary.to_pylist()
     for start, end in zip(starts.tolist(), ends, strict=True):
         yield distinct[codes[order[start]]], grouped.slice(start, end - start)
-
-
-def _collect(outputs: list[Output]) -> pa.Table | None:
-    """The rows user code emitted, as one table (types promoted across calls), or None if there are none."""
-    tables = [_as_table(output) for output in outputs if output is not None]
-    tables = [table for table in tables if table.num_rows]
-    if not tables:
-        return None
-    return pa.concat_tables(tables, promote_options="permissive")
-
-
-def _as_table(output: list[dict[str, Any]] | pa.Table) -> pa.Table:
-    if isinstance(output, pa.Table):
-        return output
-    if isinstance(output, list):
-        return pa.Table.from_pylist(output)
-    raise TypeError(f"a process function returned {type(output).__name__}; return a list of dicts, a table or None")

@@ -9,6 +9,7 @@ plain Python (tests/reference.py for the first stage).
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import time
@@ -34,6 +35,8 @@ from pipelines.io.sources import open_reader
 from pipelines.stages.chain import NextStage
 from pipelines.stages.plan import compile_pipeline
 from pipelines.stages.topology import partition_limits
+from pipelines.state.process_function import ProcessContext, TimeDomain
+from pipelines.state.process_output import ProcessOutputError
 from pipelines.testing import run_stages
 from pipelines.verify.delivery_check import (
     check_verifiable,
@@ -348,10 +351,85 @@ def test_a_stage_that_emits_a_window_twice_or_unknown_rows_must_be_last(tmp_path
         compile_pipeline(parse_config(data))
 
     data = two_stages(tmp_path).model_dump(mode="json", by_alias=True, exclude_none=True)
-    function = "tests.unit.test_keyed_stage:CountPerKey"
+    function = "tests.unit.test_keyed_stage:CountPerKey"  # declares no output_schema
     data["stages"][0] = {"keyed": {"type": "process", "key": "customer_id", "function": function}}
-    with pytest.raises(ConfigError, match=r"^stages\.0\.keyed: a process function's rows are known only when it runs"):
+    refusal = r"^stages\.0\.keyed: a process function's rows are known only when it runs, so no stage can follow"
+    with pytest.raises(ConfigError, match=refusal) as refused:
         compile_pipeline(parse_config(data))
+    assert str(refused.value).endswith("make it the last stage, or declare output_schema on the function (the "
+                                       "pyarrow.Schema of the rows it emits)")  # fmt: skip
+
+
+ORDER_ROWS = pa.schema([("customer_id", pa.string()), ("amount_cents", pa.int64()), ("_timestamp", pa.int64())])
+
+
+class PassOrders:
+    """Passes each order on as it came: a table of more columns than it declares, so selected to ``ORDER_ROWS``."""
+
+    output_schema = ORDER_ROWS
+
+    def process(self, key: Any, rows: pa.Table, ctx: ProcessContext) -> pa.Table:
+        return rows
+
+    def on_timer(self, key: Any, timer_ms: int, domain: TimeDomain, ctx: ProcessContext) -> None:
+        return None
+
+
+class OrdersAsText(PassOrders):
+    """Declares ``amount_cents`` int64 and emits it as text: a bug of the function."""
+
+    def process(self, key: Any, rows: pa.Table, ctx: ProcessContext) -> list[dict[str, Any]]:
+        return [{"customer_id": key, "amount_cents": "a lot", "_timestamp": 0}]
+
+
+class SchemaAsText(PassOrders):
+    output_schema = "customer_id: string, amount_cents: int64"
+
+
+def process_then_windows(tmp_path: Path, function: str) -> tuple[PipelineConfig, PipelineConfig]:
+    """A process function by customer (``function`` of this module), then the 10 s windows; and the windows
+    alone (which take the event-time settings the function's stage has in the first)."""
+    data = two_stages(tmp_path).model_dump(mode="json", by_alias=True, exclude_none=True)
+    windows = data["stages"][0]["aggregate"]
+    alone = {**data, "stages": [{"aggregate": copy.deepcopy(windows)}]}
+    watermark = {name: windows.pop(name) for name in ("max_out_of_order_ms", "idle_timeout_ms") if name in windows}
+    process = {"type": "process", "key": "customer_id", "function": f"tests.unit.test_keyed_stages:{function}"}
+    data["stages"] = [{"keyed": {**process, **watermark}}, {"aggregate": windows}]
+    return parse_config(data), parse_config(alone)
+
+
+def window_totals(rows: list[dict[str, Any]]) -> list[tuple[str, int, int, int]]:
+    return sorted((r["customer_id"], r["window_start_ms"], r["orders"], r["revenue_cents"]) for r in rows)
+
+
+def test_a_process_function_that_declares_its_output_schema_can_be_followed_by_another_stage(tmp_path: Path) -> None:
+    chained, windows_alone = process_then_windows(tmp_path, "PassOrders")
+
+    compiled = compile_pipeline(chained)
+    assert compiled.stages[0].output_schema == ORDER_ROWS == compiled.stages[1].input_schema
+    run = run_stages(chained, senders=2, owners=3, batch_size=700)
+
+    expected = run_stages(windows_alone, senders=2, owners=3, batch_size=700).results.rows()
+    assert window_totals(run.results.rows()) == window_totals(expected) and expected
+
+
+def test_a_declaring_function_whose_rows_do_not_fit_stops_the_run_naming_itself_the_column_and_the_type(
+    tmp_path: Path,
+) -> None:
+    chained, _ = process_then_windows(tmp_path, "OrdersAsText")
+    compile_pipeline(chained)  # what it emits is known to be wrong only when it runs
+    with pytest.raises(ProcessOutputError, match=r"^process function 'tests.unit.test_keyed_stages:OrdersAsText' "
+                       r"emitted rows that do not fit its output_schema: column 'amount_cents' is declared int64, "
+                       r"and row 0 of its output holds a str\. Operator action: "):  # fmt: skip
+        run_stages(chained)
+
+
+def test_an_output_schema_that_is_no_schema_fails_to_compile_naming_the_field_and_the_function(tmp_path: Path) -> None:
+    chained, _ = process_then_windows(tmp_path, "SchemaAsText")
+    with pytest.raises(ConfigError, match=r"^stages\.0\.keyed\.function: process function "
+                       r"'tests.unit.test_keyed_stages:SchemaAsText' declares output_schema as str, not a "
+                       r"pyarrow\.Schema"):  # fmt: skip
+        compile_pipeline(chained)
 
 
 def test_one_stage_under_stages_runs_as_the_aggregate_form(tmp_path: Path) -> None:

@@ -13,15 +13,17 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from pipelines.config.state import KeyedProcessConfig
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, FatalError
 from pipelines.state.keyed_operator import KeyedOperator, StateFormatError, tag_state
 from pipelines.state.process_function import (
     STATE_FORMAT,
     KeyedProcess,
+    Output,
     ProcessContext,
     TimeDomain,
     load_process_function,
 )
+from pipelines.state.process_output import ProcessOutputError
 
 TIMEOUT_MS = 10
 NO_WATERMARK = -(1 << 62)
@@ -346,3 +348,90 @@ def test_config_checks_the_import_path_format() -> None:
         KeyedProcessConfig(key="customer", function="no_colon_here")
     with pytest.raises(ValidationError, match="Extra inputs"):
         KeyedProcessConfig.model_validate({"key": "k", "function": "a:b", "timers": True})
+
+
+DECLARED = pa.schema([
+    pa.field("customer", pa.string(), nullable=False),
+    ("balance", pa.int64()),
+    ("note", pa.string()),
+])  # fmt: skip
+
+
+class Emits:
+    """Emits what it is given, for the key's batch and for a timer; declares ``declared`` as its output_schema."""
+
+    def __init__(self, output: Output, declared: Any = DECLARED) -> None:
+        self.output = output
+        self.output_schema = declared
+
+    def process(self, key: Any, rows: pa.Table, ctx: ProcessContext) -> Output:
+        ctx.timers.register_event_time_timer(5)
+        return self.output
+
+    def on_timer(self, key: Any, timer_ms: int, domain: TimeDomain, ctx: ProcessContext) -> Output:
+        return self.output
+
+
+def emitted(output: Output, declared: Any = DECLARED) -> tuple[pa.Table | None, pa.Table | None]:
+    """What ``Emits(output)`` gives from ``process`` and from its timer."""
+    operator = KeyedProcess("k", Emits(output, declared))
+    added = operator.add(pa.record_batch({"k": ["x"], "_timestamp": [0]}))
+    return added.output, operator.advance(10)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        [{"customer": "ann", "balance": 5, "note": None, "extra": "left out"}, {"customer": "bob"}],
+        pa.table({"note": pa.nulls(2), "balance": pa.array([5, None], pa.int32()), "customer": ["ann", "bob"]}),
+        pa.record_batch({"customer": ["ann", "bob"], "balance": [5, None]}),
+    ],
+    ids=["dicts", "table", "record-batch"],
+)
+def test_declared_rows_have_exactly_the_output_schema_a_column_of_nulls_included(output: Output) -> None:
+    for table in emitted(output):
+        assert table is not None and table.schema == DECLARED
+        assert table.to_pylist() == [
+            {"customer": "ann", "balance": 5, "note": None},
+            {"customer": "bob", "balance": None, "note": None},
+        ]
+
+
+def test_undeclared_rows_are_what_the_function_returns() -> None:
+    table, _ = emitted([{"customer": "ann", "note": None}], declared=None)
+    assert table is not None and table.schema == pa.schema([("customer", pa.string()), ("note", pa.null())])
+    assert KeyedProcess("k", Emits(None, None)).output_schema is None
+    assert KeyedProcess("k", Emits(None)).output_schema == DECLARED
+
+
+@pytest.mark.parametrize(
+    ("output", "column", "why"),
+    [
+        ([{"customer": "ann", "balance": "5"}], "balance", "declared int64, and row 0 of its output holds a str"),
+        ([{"customer": "ann"}, {"customer": "bob", "balance": 2.5}], "balance", "row 1 of its output holds a float"),
+        ([{"customer": "ann"}, {"balance": 1}], "customer", "string not null, and row 1 of its output has no value"),
+        (pa.table({"customer": ["ann"], "balance": ["lots"]}), "balance", "it returned is string, whose values do "),
+        (pa.table({"customer": ["ann"], "note": [[1, 2]]}), "note", "it returned is list<item: int64>"),
+        (pa.table({"balance": [1]}), "customer", "row 0 of its output has no value"),
+    ],
+    ids=["str-for-int", "float-for-int", "missing-not-null", "uncastable", "nested", "table-missing-not-null"],
+)
+def test_rows_that_do_not_fit_the_output_schema_fail_naming_the_function_the_column_and_its_type(
+    output: Output, column: str, why: str
+) -> None:
+    with pytest.raises(ProcessOutputError) as raised:
+        emitted(output)
+    message = str(raised.value)
+    assert message.startswith(
+        f"process function 'tests.unit.test_process_function:Emits' emitted rows that do not fit its output_schema: "
+        f"column {column!r} is declared "
+    )
+    assert why in message and "Operator action: fix the function (or its output_schema)" in message
+    assert isinstance(raised.value, FatalError), "a function's bug: retrying will not help, nothing is dead-lettered"
+    assert "lots" not in message, "the message names no value: it is event data"
+
+
+def test_an_output_schema_that_is_no_schema_is_a_config_error_naming_the_function() -> None:
+    with pytest.raises(ConfigError, match=r"^process function 'tests.unit.test_process_function:Emits' declares "
+                                          r"output_schema as dict, not a pyarrow.Schema"):  # fmt: skip
+        KeyedProcess("k", Emits(None, {"customer": "string"}))
