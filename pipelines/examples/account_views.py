@@ -26,6 +26,7 @@ __all__ = [
     "account_views_on_kafka",
     "balance_after",
     "balances_after",
+    "views_on_kafka",
 ]
 
 ACCOUNT_VIEWS_YAML = Path(__file__).resolve().parents[2] / "configs" / "account-views.yaml"
@@ -96,7 +97,13 @@ def account_events(count: int, accounts: int, seed: int, start_time_ms: int) -> 
 def account_views_on_kafka(name: str, bootstrap: str, events_topic: str, work_dir: Path) -> dict[str, Any]:
     """``configs/account-views.yaml`` reading ``events_topic`` (an accounts pipeline's events) on Kafka, for tests
     and benchmarks to adjust; checkpoints and dead letters under ``work_dir``."""
-    data: dict[str, Any] = yaml.safe_load(ACCOUNT_VIEWS_YAML.read_text(encoding="utf-8"))
+    return views_on_kafka(ACCOUNT_VIEWS_YAML, name, bootstrap, events_topic, work_dir)
+
+
+def views_on_kafka(config: Path, name: str, bootstrap: str, events_topic: str, work_dir: Path) -> dict[str, Any]:
+    """The views pipeline ``config`` (a YAML file) named ``name``, reading ``events_topic`` on Kafka in its own
+    consumer group; checkpoints and dead letters under ``work_dir``, tracing off."""
+    data: dict[str, Any] = yaml.safe_load(config.read_text(encoding="utf-8"))
     data["source"].update(topic=events_topic, group_id=name)
     data.update(
         name=name,

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaProducer
 
 from actors.kafka.admin import ensure_topic, read_topic
@@ -103,6 +104,19 @@ async def produce_payloads(
     try:
         for payload in payloads:
             await producer.send(topic, payload, partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def produce_events(bootstrap: str, topic: str, events: list[dict[str, Any]], key: str = "aggregate_id") -> None:
+    """Produce ``events`` in order as JSON records keyed by their ``key`` (an aggregate's events in one partition,
+    as an event-sourced pipeline writes them), idempotently, acks from all replicas."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send(topic, msgspec.json.encode(event), key=str(event[key]).encode())
         await producer.flush()
     finally:
         await producer.stop()

@@ -24,16 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgspec
 import pytest
 import ray
-from aiokafka import AIOKafkaProducer
 
 from actors.kafka.admin import ensure_topic
 from cluster.cqrs.client import CqrsClient, CqrsError
 from pipelines.config.pipeline import PipelineConfig, parse_config
 from pipelines.examples.account_views import account_events, account_views_on_kafka, balances_after
-from tests.integration.pipelines_under_test import connection, unique
+from tests.integration.pipelines_under_test import connection, produce_events, unique
 from tests.integration.ray_cluster import LocalRayCluster, free_port
 from tests.integration.running import Running
 
@@ -55,17 +53,6 @@ def views(name: str, bootstrap: str, topic: str, tmp_path: Path, port: int) -> P
     return parse_config(data)
 
 
-async def produce(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
-    await producer.start()
-    try:
-        for event in events:
-            await producer.send(topic, msgspec.json.encode(event), key=event["aggregate_id"].encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 def test_a_rebuilt_view_takes_over_without_a_wrong_answer_and_the_pipeline_it_replaces_ends(
     ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -73,7 +60,7 @@ def test_a_rebuilt_view_takes_over_without_a_wrong_answer_and_the_pipeline_it_re
     topic = f"{name}.events"
     asyncio.run(ensure_topic(connection(kafka_bootstrap), topic, 4))
     events = account_events(EVENTS + LATER, ACCOUNTS, seed=11, start_time_ms=START_MS)
-    asyncio.run(produce(kafka_bootstrap, topic, events[:EVENTS]))
+    asyncio.run(produce_events(kafka_bootstrap, topic, events[:EVENTS]))
     port = free_port()
     config = views(name, kafka_bootstrap, topic, tmp_path, port)
     config_file = tmp_path / "views.yaml"
@@ -94,7 +81,7 @@ def test_a_rebuilt_view_takes_over_without_a_wrong_answer_and_the_pipeline_it_re
         killer.join(timeout=PATIENT_S)
         assert serving.summary is not None and serving.summary.stopped_early, "the replaced pipeline drained"
 
-        asyncio.run(produce(kafka_bootstrap, topic, events[EVENTS:]))
+        asyncio.run(produce_events(kafka_bootstrap, topic, events[EVENTS:]))
         asyncio.run(_reads_its_writes_then_equals(url, events))
     finally:
         if rebuild is not None:

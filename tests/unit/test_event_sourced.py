@@ -338,20 +338,52 @@ def test_the_checker_finds_events_and_replies_lost_written_twice_wrong_or_out_of
     assert len(report.failures()) == 7
 
 
+def order_command(order: str, command_id: str, kind: str, customer_id: str | None = "cust-1") -> dict[str, Any]:
+    return {**command(order, command_id, kind, 2_500), "customer_id": customer_id}
+
+
 def test_an_order_goes_placed_paid_shipped_and_cannot_be_cancelled_once_shipped() -> None:
     op = EventSourced(EventSourcedConfig(aggregate="pipelines.examples.accounts:Order"), Order())
     steps = [("o1", "c1", "Pay"), ("o1", "c2", "Place"), ("o1", "c3", "Place"), ("o1", "c4", "Ship"),
              ("o1", "c5", "Pay"), ("o1", "c6", "Ship"), ("o1", "c7", "Cancel"), ("o2", "c8", "Place"),
              ("o2", "c9", "Cancel"), ("o2", "c10", "Pay"), ("o2", "c11", "Refund")]  # fmt: skip
-    results = decided(op, [command(order, cid, kind, 2_500) for order, cid, kind in steps])
+    results = decided(op, [order_command(order, cid, kind) for order, cid, kind in steps])
     outcomes = [(r["command_id"], r["status"]) for r in replies(results)]
     assert outcomes == [
         ("c1", REJECTED), ("c2", ACCEPTED), ("c3", REJECTED), ("c4", REJECTED), ("c5", ACCEPTED), ("c6", ACCEPTED),
         ("c7", REJECTED), ("c8", ACCEPTED), ("c9", ACCEPTED), ("c10", REJECTED), ("c11", REJECTED),
     ]  # fmt: skip
     assert [e["event_type"] for e in events(results)] == ["Placed", "Paid", "Shipped", "Placed", "Cancelled"]
-    assert op.state_of("o1") == {"status": "shipped", "amount_cents": 2_500}
-    assert op.state_of("o2") == {"status": "cancelled", "amount_cents": 2_500}
+    assert op.state_of("o1") == {"status": "shipped", "customer_id": "cust-1", "amount_cents": 2_500}
+    assert op.state_of("o2") == {"status": "cancelled", "customer_id": "cust-1", "amount_cents": 2_500}
     reasons = {r["command_id"]: r["reason"] for r in replies(results)}
     assert reasons["c1"] == "no such order: place it first" and "shipped" in reasons["c7"]
     assert "unknown command type 'Refund'" in reasons["c11"]
+
+
+def test_every_order_event_carries_the_customer_and_the_amount() -> None:
+    op = EventSourced(EventSourcedConfig(aggregate="pipelines.examples.accounts:Order"), Order())
+    steps = [("o1", "c1", "Place"), ("o1", "c2", "Pay"), ("o1", "c3", "Ship"), ("o2", "c4", "Place"),
+             ("o2", "c5", "Cancel")]  # fmt: skip
+    results = decided(op, [order_command(order, cid, kind, f"cust-{order}") for order, cid, kind in steps])
+    assert [(e["aggregate_id"], e["event_type"], msgspec.json.decode(e["data"])) for e in events(results)] == [
+        (order, kind, {"customer_id": f"cust-{order}", "amount_cents": 2_500, "at_ms": START_MS})
+        for order, kind in [("o1", "Placed"), ("o1", "Paid"), ("o1", "Shipped"), ("o2", "Placed"), ("o2", "Cancelled")]
+    ]
+
+
+@pytest.mark.parametrize("customer_id", [None, ""])
+def test_a_place_without_a_customer_is_rejected_and_the_order_can_be_placed_with_one(customer_id: Any) -> None:
+    op = EventSourced(EventSourcedConfig(aggregate="pipelines.examples.accounts:Order"), Order())
+    results = decided(op, [order_command("o1", "c1", "Place", customer_id), order_command("o1", "c2", "Place")])
+    refused, placed = replies(results)
+    assert (refused["status"], refused["version"]) == (REJECTED, 0)
+    assert refused["reason"] == f"a Place needs a customer_id (the customer who orders), not {customer_id!r}"
+    assert (placed["status"], placed["version"]) == (ACCEPTED, 1)
+    assert op.state_of("o1")["customer_id"] == "cust-1"
+
+
+def test_a_place_with_a_negative_amount_is_rejected() -> None:
+    op = EventSourced(EventSourcedConfig(aggregate="pipelines.examples.accounts:Order"), Order())
+    (reply,) = replies(decided(op, [{**order_command("o1", "c1", "Place"), "amount_cents": -1}]))
+    assert reply["status"] == REJECTED and reply["reason"] == "amount_cents must be an integer of at least 0, not -1"
