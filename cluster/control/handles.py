@@ -50,6 +50,7 @@ __all__ = [
     "ask_owner",
     "kill_actor",
     "kill_named_actors",
+    "owner_dead",
     "transient_kafka_error",
 ]
 
@@ -400,6 +401,17 @@ class OwnerGone(RetriableError):
     """The actor asked for a view's keys died (a recovery or a move replaces it): ask the next owner."""
 
 
+async def owner_dead(actor: Any, timeout_s: float = 5.0) -> bool:
+    """Whether the owner actor is dead (a busy one answers: ``alive`` runs in the watchdog's thread)."""
+    try:
+        await asyncio.wait_for(actor.alive.remote(), timeout_s)
+    except ray.exceptions.RayActorError:
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
 async def ask_owner(
     actor: Any, keys: list[str], consistency: str, min_position: str | None, wait_s: float, timeout_s: float
 ) -> ViewAnswer:
@@ -435,12 +447,13 @@ class QueryRouterHandle:
         served: str = await self._actor.served.remote()
         return served
 
-    async def update(self, table: Any, claim: bool) -> bool:
+    async def update(self, table: Any, claim: bool) -> list[str] | None:
+        """The views the router serves from ``table``; None when the router died."""
         try:
-            await self._actor.update.remote(table, claim)
+            served: list[str] = await self._actor.update.remote(table, claim)
         except ray.exceptions.RayActorError:
-            return False
-        return True
+            return None
+        return served
 
     def suspend(self, pipeline: str) -> None:
         """Not awaited: the Supervisor is recovering (a router found dead is replaced at the next update)."""
@@ -450,8 +463,10 @@ class QueryRouterHandle:
         """Forget the pipeline's owners; True when no pipeline is left on the router (or it is gone)."""
         try:
             return bool(await asyncio.wait_for(self._actor.withdraw.remote(pipeline), timeout=10))
-        except (ray.exceptions.RayActorError, TimeoutError):
+        except ray.exceptions.RayActorError:
             return True
+        except TimeoutError:  # a router too busy to answer may serve another pipeline: left running
+            return False
 
     def kill(self) -> None:
         with contextlib.suppress(ray.exceptions.RayError):

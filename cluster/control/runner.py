@@ -95,14 +95,14 @@ def _supervise(
     actor = remote_supervisor(Supervisor, f"{config.name}-{run_id}-supervisor").remote(config, run_id, None, faults)
     supervisor = SupervisorHandle(actor)
     supervisor.start()
-    try:
-        if _poll(supervisor, on_progress, poll_s, stop_when):
+    try:  # shut down however the run ends, an on_progress or stop_when that raised included
+        try:
+            if _poll(supervisor, on_progress, poll_s, stop_when):
+                supervisor.stop()
+                _poll(supervisor, on_progress, poll_s, None)
+        except KeyboardInterrupt:
             supervisor.stop()
             _poll(supervisor, on_progress, poll_s, None)
-    except KeyboardInterrupt:
-        supervisor.stop()
-        _poll(supervisor, on_progress, poll_s, None)
-    try:
         return supervisor.result()  # type: ignore[no-any-return]
     finally:
         supervisor.shutdown()

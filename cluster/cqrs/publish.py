@@ -28,6 +28,7 @@ class ViewPublisher:
         self._rebuild_of = config.serve.rebuild_of
         self._router_name = router_name(self._rebuild_of or config.name)
         self._router = QueryRouterHandle(config, self._router_name)
+        self._claim = self._rebuild_of is None  # a rebuild stands by until it is switched to
         self._generation = 0
         self.port: int | None = None
 
@@ -52,15 +53,18 @@ class ViewPublisher:
             actors = tuple(handle.actor for handle in aggregates if handle.stage == stage)
             views[query.view] = StageOwners(actors, tuple(owner_of_group(groups[stage], max_key_groups)))
         table = ViewTable(self._generation, views, self._config.name)
-        claim = self._rebuild_of is None
-        if not await self._router.update(table, claim):  # it died (with its node): the data path goes on
+        served = await self._router.update(table, self._claim)
+        if served is None:  # it died (with its node): the data path goes on
             log.warning("pipeline %s: the query router died; starting another", self._config.name)
             self._router.kill()
             self._router = QueryRouterHandle(self._config, self._router_name)
             self.port = await self._router.serve()
-            if not await self._router.update(table, claim):
+            served = await self._router.update(table, self._claim)
+            if served is None:
                 log.error("pipeline %s: the new query router died too; views are not served until the next "
                           "assignment", self._config.name)  # fmt: skip
+                return
+        self._claim = self._claim or bool(served)  # a rebuild switched to claims from then on (a new router)
 
     def suspend(self) -> None:
         """The topology failed: queries wait for the next :meth:`publish`."""

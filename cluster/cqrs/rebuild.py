@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -29,9 +30,10 @@ from cluster.commands.lag import lag_samples
 from cluster.control.ray_runtime import NAMESPACE, connect
 from cluster.control.run_report import RunProgress, RunSummary
 from cluster.control.runner import StopCondition, run_pipeline
-from cluster.cqrs.router import SwitchRefused, router_name
+from cluster.cqrs.router import SwitchRefused, router_name, served_as
 from pipelines.config.kafka import KafkaSinkConfig, KafkaSourceConfig
-from pipelines.config.pipeline import PipelineConfig, parse_config
+from pipelines.config.pipeline import PipelineConfig
+from pipelines.config.secrets import resolve_checkpoint_key
 from pipelines.errors import ConfigError
 from pipelines.state.checkpoint_store import CheckpointStore, open_checkpoint_store
 
@@ -44,7 +46,8 @@ _NAME_LIMIT = 63  # the pattern of a pipeline's name
 
 def rebuild_config(config: PipelineConfig, view: str, stamp: str) -> PipelineConfig:
     """``config`` as the rebuild of ``view`` runs it: named ``<name>-rebuild-<stamp>``, reading every Kafka input
-    from its earliest offset in its own consumer group, checkpointing under its own name, and publishing to the
+    from its earliest offset in its own consumer group until stopped, checkpointing under its own name, writing
+    file sinks and dead letters to directories of its own (``<path>-rebuild-<stamp>``), and publishing to the
     router of the pipeline that serves the view. Raises :class:`ConfigError` for a config that cannot rebuild."""
     views = sorted(query.view for query in config.query_views.values())
     if view not in views:
@@ -58,15 +61,29 @@ def rebuild_config(config: PipelineConfig, view: str, stamp: str) -> PipelineCon
         raise ConfigError("checkpoint: a rebuild switches once its state is in a complete checkpoint; set "
                           "checkpoint.uri")  # fmt: skip
     suffix = f"-rebuild-{stamp}"
-    name = f"{config.name[: _NAME_LIMIT - len(suffix)]}{suffix}"
-    data: dict[str, Any] = config.model_dump(mode="json", by_alias=True)
-    data["name"] = name
     group = f"{config.group_id}{suffix}"
-    sources = [data["source"]] if data.get("inputs") is None else [spec["source"] for spec in data["inputs"].values()]
-    for source in sources:
-        source.update(group_id=group, start="earliest")
-    data["serve"]["rebuild_of"] = config.serve.rebuild_of or config.name
-    return parse_config(data, f"the rebuild of {config.name}")
+
+    def replayed(source: Any) -> Any:
+        return source.model_copy(update={"group_id": group, "start": "earliest", "start_timestamp_ms": None})
+
+    def apart(output: Any) -> Any:  # a file sink or dead-letter directory of its own, beside the running one's
+        path = getattr(output, "path", None)
+        return output if path is None else output.model_copy(update={"path": f"{str(path).rstrip('/')}{suffix}"})
+
+    # model_copy, not a dump and a parse: secrets (SecretStr) and derived fields stay as they are
+    update: dict[str, Any] = {
+        "name": f"{config.name[: _NAME_LIMIT - len(suffix)]}{suffix}",
+        "serve": config.serve.model_copy(update={"rebuild_of": config.serve.rebuild_of or config.name}),
+        "runtime": config.runtime.model_copy(update={"duration_s": None, "max_events": None}),  # until stopped
+        "sinks": [apart(sink) for sink in config.sinks],
+        "dead_letter": apart(config.dead_letter),
+    }
+    if config.inputs is None:
+        update["source"] = replayed(config.source)
+    else:
+        update["inputs"] = {name: spec.model_copy(update={"source": replayed(spec.source)})
+                            for name, spec in config.inputs.items()}  # fmt: skip
+    return config.model_copy(update=update)
 
 
 @dataclass(frozen=True)
@@ -97,7 +114,13 @@ def rebuild_view(
         if connection.embedded:
             raise ConfigError("a rebuild switches the views of a pipeline running on a Ray cluster: give --address "
                               "(or RAY_ADDRESS) of the cluster it runs on")  # fmt: skip
-        serving = served_by(rebuild.serve.rebuild_of or config.name)
+        router = rebuild.serve.rebuild_of or config.name
+        serving = served_by(router)
+        if ray.get(_router(router).served.remote()) != served_as(rebuild):
+            raise ConfigError(f"the views of this config differ from those the query router of {router!r} serves "
+                              "(a view, its key or its type, consistency, position or serve): a rebuild replaces a "
+                              "view's projection, not what the view is; run the new view as a pipeline of its "
+                              "own")  # fmt: skip
         report(f"view {view} is served by {serving.get(view) or 'no pipeline'}; rebuilding it in {rebuild.name} "
                f"(consumer group {rebuild.group_id}, from the earliest offsets)")  # fmt: skip
         topics = sorted({sink.topic for sink in rebuild.sinks if isinstance(sink, KafkaSinkConfig)})
@@ -157,13 +180,14 @@ class Switchover:
         self._rebuild = rebuild
         self._router = rebuild.serve.rebuild_of
         self._view = view
-        self._views = {query.view for query in rebuild.query_views.values()}
         self._max_lag = max_lag
         self._report = report
         self._stop_previous = stop_previous
         self._check_every_s = check_every_s
         self._clock = clock
-        self._store: CheckpointStore | None = open_checkpoint_store(rebuild.checkpoint, rebuild.name)
+        keyed = resolve_checkpoint_key(rebuild, os.environ)  # encrypted checkpoints: listing needs the key too
+        self._store: CheckpointStore | None = open_checkpoint_store(keyed.checkpoint, rebuild.name)
+        self._to_stop: str | None = None  # the pipeline switched from, until its Supervisor is asked to stop
         self._next_check_s = clock()
         self.previous: str | None = None  # the pipeline that served the view before the switch
         self.switched_after_s: float | None = None
@@ -171,20 +195,32 @@ class Switchover:
         self._started_s = clock()
 
     def __call__(self, progress: RunProgress) -> None:
-        if self.switched_after_s is not None or self._clock() < self._next_check_s:
+        if self._clock() < self._next_check_s or (self.switched_after_s is not None and self._to_stop is None):
             return
         self._next_check_s = self._clock() + self._check_every_s
-        caught = self.caught()
-        if caught.epoch == 0 or caught.lag_records > self._max_lag:
-            self._report(f"rebuilding view {self._view} in {self._rebuild.name}: {progress.events_in} events read, "
-                         f"{caught.lag_records} records behind the log ends at its last checkpoint (switches at "
-                         f"{self._max_lag} or fewer)")  # fmt: skip
-            return
         try:
-            self.switch()
-        except SwitchRefused as refused:  # its topology is recovering (its owners withdrawn): at the next check
-            self.previous, self.switched_after_s = None, None
-            self._report(f"not switched yet: {refused}")
+            self._check(progress)
+        except Exception as error:  # noqa: BLE001 - Kafka, Ray or the router failing here is tried at the next check
+            self._report(f"the rebuild's check failed ({type(error).__name__}: {error}); trying again")
+
+    def _check(self, progress: RunProgress) -> None:
+        if self.switched_after_s is None:
+            caught = self.caught()
+            if caught.epoch == 0 or caught.lag_records > self._max_lag:
+                self._report(f"rebuilding view {self._view} in {self._rebuild.name}: {progress.events_in} events "
+                             f"read, {caught.lag_records} records behind the log ends at its last checkpoint "
+                             f"(switches at {self._max_lag} or fewer)")  # fmt: skip
+                return
+            try:
+                self.switch()
+            except SwitchRefused as refused:  # its topology is recovering (its owners withdrawn): at the next check
+                self._report(f"not switched yet: {refused}")
+                return
+        if self._to_stop is not None:
+            self.stopped = stop_pipeline(self._to_stop)
+            if self.stopped:  # none while the runner of that pipeline restarts its Supervisor: at the next check
+                self._report(f"pipeline {self._to_stop} stops ({self.stopped} Supervisor(s) asked to drain)")
+                self._to_stop = None
 
     def caught(self) -> Caught:
         samples = asyncio.run(lag_samples(self._rebuild, time.time()))
@@ -193,22 +229,15 @@ class Switchover:
         return Caught(lag, epoch)
 
     def switch(self) -> None:
-        """Serve the view from the rebuild's owners, and the other views of the pipeline that served it which the
-        rebuild has too (that pipeline stops); stop that pipeline."""
-        router = _router(self._router)
-        self.previous = ray.get(router.switch.remote(self._view, self._rebuild.name))
-        self.switched_after_s = self._clock() - self._started_s
-        others = sorted(view for view, pipeline in served_by(self._router).items()
-                        if pipeline == self.previous and view in self._views)  # fmt: skip
-        for view in others:
-            ray.get(router.switch.remote(view, self._rebuild.name))
-        also = f" (and {', '.join(others)}, served by the same pipeline)" if others else ""
-        self._report(f"view {self._view}{also} is served by {self._rebuild.name} from now on (it was "
-                     f"{self.previous or 'not served'}), {self.switched_after_s:.1f} s after the rebuild "
+        """Serve the view from the rebuild's owners, with the other views of the pipeline that served it which
+        the rebuild has too, in one router call; then that pipeline is to stop."""
+        previous, views = ray.get(_router(self._router).switch.remote(self._view, self._rebuild.name))
+        self.previous, self.switched_after_s = previous, self._clock() - self._started_s
+        self._report(f"views {', '.join(views)} are served by {self._rebuild.name} from now on (they were "
+                     f"{previous or 'not served'}), {self.switched_after_s:.1f} s after the rebuild "
                      "started")  # fmt: skip
-        if self._stop_previous and self.previous is not None and self.previous != self._rebuild.name:
-            self.stopped = stop_pipeline(self.previous)
-            self._report(f"pipeline {self.previous} stops ({self.stopped} Supervisor(s) asked to drain)")
+        if self._stop_previous and previous is not None and previous != self._rebuild.name:
+            self._to_stop = previous
 
 
 def _router(pipeline: str) -> Any:

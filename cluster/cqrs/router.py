@@ -33,7 +33,7 @@ import msgspec
 import pyarrow as pa
 from aiohttp import web
 
-from cluster.control.handles import OwnerGone, ask_owner
+from cluster.control.handles import OwnerGone, ask_owner, owner_dead
 from cluster.cqrs.routing import StageOwners, ViewTable
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.config.query import QueryConfig
@@ -55,10 +55,19 @@ def router_name(pipeline: str) -> str:
 
 
 def served_as(config: PipelineConfig) -> str:
-    """What a router made from ``config`` serves, and where: a router found running serves a pipeline's views
-    only when it is the same (otherwise it is one a driver left behind with another config, and is replaced)."""
-    views = {query.view: query.model_dump(mode="json") for query in config.query_views.values()}
-    return msgspec.json.encode({"views": views, "host": config.serve.host, "port": config.serve.port}).decode()
+    """What a router made from ``config`` serves (each view, its key column and type), where, and with which
+    bounds: a router found running serves a pipeline's views only when it is the same (otherwise it is one a
+    driver left behind with another config, and is replaced), and a rebuild publishes only to a router that
+    serves its views alike."""
+    compiled = compile_pipeline(config).stages
+    views = {}
+    for stage, query in config.query_views.items():
+        key = compiled[stage].config.keyed_stage
+        assert key is not None  # a queryable stage is keyed
+        key_type = str(compiled[stage].input_schema.field(key.key).type)
+        views[query.view] = query.model_dump(mode="json") | {"key": key.key, "key_type": key_type}
+    serve = config.serve.model_dump(mode="json", exclude={"rebuild_of"})
+    return msgspec.json.encode({"views": views, "serve": serve}).decode()
 
 
 class SwitchRefused(FatalError):
@@ -176,26 +185,34 @@ class QueryRouter:
                     host, bound)  # fmt: skip
         return bound
 
-    async def update(self, table: ViewTable, claim: bool = True) -> None:
-        """A pipeline's owners from now on (its Supervisor's push after an assignment). With ``claim``, the
-        views nobody serves yet are served from them; a rebuild publishes without, standing by."""
+    async def update(self, table: ViewTable, claim: bool = True) -> list[str]:
+        """A pipeline's owners from now on (its Supervisor's push after an assignment); return the views served
+        from them. With ``claim``, a view is served from them when no pipeline serves it, or when the one
+        serving it is gone (its owners dead: a driver killed after a rebuild switched to it); a rebuild
+        publishes without, standing by, until it has been switched to."""
         unknown = sorted(set(table.views) - set(self._views))
         if unknown:
             log.warning("pipeline %s publishes views %s, which this router does not serve", table.pipeline, unknown)
         self._tables[table.pipeline] = table
         if claim:
             for view in table.views:
-                self._serving.setdefault(view, table.pipeline)
+                serving = self._serving.get(view)
+                if serving is None or (serving != table.pipeline and await self._gone(serving, view)):
+                    self._serving[view] = table.pipeline
         self._changed_tables()
+        return sorted(view for view, pipeline in self._serving.items() if pipeline == table.pipeline)
 
     async def suspend(self, pipeline: str | None = None) -> None:
         """The pipeline's topology failed (``pipeline`` None: the router's own): hold the queries of the views
-        it serves until its next :meth:`update` (or their retry bound)."""
-        self._tables[pipeline or self._config.name] = None
+        it serves until its next :meth:`update` (or their retry bound). A pipeline that withdrew is not held."""
+        if (pipeline or self._config.name) in self._tables:
+            self._tables[pipeline or self._config.name] = None
 
-    async def switch(self, view: str, pipeline: str) -> str | None:
-        """Serve ``view`` from ``pipeline``'s owners from now on; return the pipeline that served it. Queries
-        under way finish with the owners they asked; their retries and new queries go to ``pipeline``."""
+    async def switch(self, view: str, pipeline: str) -> tuple[str | None, list[str]]:
+        """Serve ``view`` from ``pipeline``'s owners from now on, and with it every other view of the pipeline
+        that served it which ``pipeline`` publishes too (that pipeline is replaced as a whole); return that
+        pipeline and the views switched. Queries under way finish with the owners they asked; their retries
+        and new queries go to ``pipeline``."""
         table = self._tables.get(pipeline)
         if view not in self._views or table is None or view not in table.views:
             raise SwitchRefused(
@@ -204,10 +221,13 @@ class QueryRouter:
                 f"{sorted(self._views)})"
             )
         before = self._serving.get(view)
-        self._serving[view] = pipeline
+        views = sorted({view} | {other for other, served_by in self._serving.items()
+                                 if before is not None and served_by == before and other in table.views})  # fmt: skip
+        for switched in views:
+            self._serving[switched] = pipeline
         self._changed_tables()
-        log.warning("view %s is served by pipeline %s from now on (it was %s)", view, pipeline, before)
-        return before
+        log.warning("views %s are served by pipeline %s from now on (they were %s)", views, pipeline, before)
+        return before, views
 
     async def withdraw(self, pipeline: str) -> bool:
         """The pipeline stopped: forget its owners (the views it served wait for another to claim them);
@@ -238,6 +258,17 @@ class QueryRouter:
         self._queues = {key: queue for key, queue in self._queues.items() if queue.in_flight}
         self._changed.set()
         self._changed = asyncio.Event()
+
+    async def _gone(self, pipeline: str, view: str) -> bool:
+        """Whether ``pipeline``, serving ``view``, is gone: it withdrew, or an owner of its table is dead (a
+        recovering pipeline, whose table is withdrawn for the time, is not gone)."""
+        if pipeline not in self._tables:
+            return True
+        table = self._tables[pipeline]
+        if table is None or not table.views.get(view):
+            return False
+        owners = table.views[view].actors
+        return bool(owners) and await owner_dead(owners[0])
 
     def _table(self, view: str) -> ViewTable | None:
         """The table ``view`` is answered from now (None: no pipeline serves it, or its topology recovers)."""

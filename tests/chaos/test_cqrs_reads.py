@@ -38,6 +38,8 @@ EVENTS = 7_200
 RATE_PER_S = 400.0
 PARTITIONS = 4
 READERS = 16
+KILLS = 2
+PATIENT_S = 300.0  # a bound on reading, not a speed: reads end once every kill is recovered
 RESCALE_TO_THREE = {"min_source_actors": 1, "max_source_actors": 1, "min_aggregate_actors": 3,
                     "max_aggregate_actors": 3, "interval_s": 1.0, "cooldown_s": 600}  # fmt: skip
 
@@ -102,9 +104,15 @@ def test_reads_are_right_through_owner_kills_and_a_rescale(
         producing = threading.Thread(target=lambda: asyncio.run(produce(kafka_bootstrap, topic, events, produced)),
                                      daemon=True)  # fmt: skip
         producing.start()
-        plan = planned_kills(EVENTS, kills=2, first=0.3, last=0.6)
-        with ScheduledKiller(ray_driver, tmp_path / "checkpoints", plan, kinds=("AggregateActor",), seed=4) as killer:
-            outcome = asyncio.run(_read_while_producing(port, produced, reference))
+        plan = planned_kills(EVENTS, kills=KILLS, first=0.3, last=0.6)
+        recovered = [0]  # kills recovered so far: the phase a read is in
+
+        def count_recovery(index: int) -> None:
+            recovered[0] = index + 1
+
+        with ScheduledKiller(ray_driver, tmp_path / "checkpoints", plan, kinds=("AggregateActor",), seed=4,
+                             after_each_kill=count_recovery) as killer:  # fmt: skip
+            outcome = asyncio.run(_read_while_producing(port, produced, reference, recovered))
         producing.join(timeout=60)
     finally:
         summary = running.stop()
@@ -113,21 +121,31 @@ def test_reads_are_right_through_owner_kills_and_a_rescale(
     assert [rescale.aggregates for rescale in summary.rescales] == [(2, 3)], "the key groups moved to 3 owners"
     assert outcome["wrong"] == [], "no read-your-writes answer older than its write or unlike the reference"
     assert outcome["errors"] == [], "no error but 503s, which the client retried"
-    assert outcome["pairs"] > 1_000
+    assert all(outcome["by_phase"]), f"pairs read before, between and after the kills: {outcome['by_phase']}"
     checked = _committed_answers_equal_the_checkpoints(outcome["committed"], kafka_bootstrap, topic, tmp_path)
     assert checked > 1_000, f"committed answers compared with their checkpoint: {checked}"
-    print(f"read-your-writes pairs {outcome['pairs']}, 503s retried {outcome['retried_503']}, "
-          f"committed answers checked {checked}")  # fmt: skip
+    print(f"read-your-writes pairs {outcome['pairs']} (by phase {outcome['by_phase']}), 503s retried "
+          f"{outcome['retried_503']}, committed answers checked {checked}")  # fmt: skip
 
 
-async def _read_while_producing(port: int, produced: Produced, reference: dict[tuple[str, int], Any]) -> dict[str, Any]:
+async def _read_while_producing(
+    port: int, produced: Produced, reference: dict[tuple[str, int], Any], recovered: list[int]
+) -> dict[str, Any]:
+    """Read-your-writes pairs until every event is produced, every kill recovered and a pair read after the
+    last recovery (bounded by PATIENT_S): the pairs read in each phase (before, between, after the kills)."""
     client = CqrsClient(None, f"http://127.0.0.1:{port}", retries=20)
-    outcome: dict[str, Any] = {"pairs": 0, "wrong": [], "errors": [], "committed": [], "retried_503": 0}
+    outcome: dict[str, Any] = {"pairs": 0, "by_phase": [0] * (KILLS + 1), "wrong": [], "errors": [],
+                               "committed": [], "retried_503": 0}  # fmt: skip
     rng = random.Random(9)
     keys = [f"acc-{index:03d}" for index in range(ACCOUNTS)]
+    deadline = time.monotonic() + PATIENT_S
+
+    def reading() -> bool:
+        done = produced.done.is_set() and recovered[0] >= KILLS and outcome["by_phase"][KILLS] > 0
+        return not done and time.monotonic() < deadline
 
     async def reader() -> None:
-        while not produced.done.is_set():
+        while reading():
             if not produced.acked:
                 await asyncio.sleep(0.05)
                 continue
@@ -139,12 +157,13 @@ async def _read_while_producing(port: int, produced: Produced, reference: dict[t
                 outcome["errors"].append((key, version, error.status, error.body))
                 continue
             outcome["pairs"] += 1
+            outcome["by_phase"][min(recovered[0], KILLS)] += 1
             shown = answer["value"]
             if shown is None or shown["version"] < version or shown != reference[(key, shown["version"])]:
                 outcome["wrong"].append((key, version, shown))
 
     async def committed_sampler() -> None:
-        while not produced.done.is_set():
+        while reading():
             answer = await client._call("POST", f"{client.query_url}/views/balances/lookup",
                                         {"keys": keys, "consistency": "committed"})  # fmt: skip
             outcome["committed"].append(answer)

@@ -127,6 +127,18 @@ class FakeQuery:
         return self._owner.answer(keys, mode, position)
 
 
+class FakeAlive:
+    """``actor.alive`` of a fake owner: ``.remote()`` answers, or raises as a dead actor's call does."""
+
+    def __init__(self, dead: bool) -> None:
+        self._dead = dead
+
+    async def remote(self) -> bool:
+        if self._dead:
+            raise ray.exceptions.RayActorError()
+        return True
+
+
 class FakeOwner:
     """An aggregate actor of the ``balances`` stage as the router sees it: it answers from the values it holds
     (read as an owner reads them), or fails as ``fails_with`` says (a dead actor: ``RayActorError``)."""
@@ -154,6 +166,10 @@ class FakeOwner:
     @property
     def query(self) -> FakeQuery:
         return FakeQuery(self)
+
+    @property
+    def alive(self) -> FakeAlive:
+        return FakeAlive(isinstance(self._fails_with, ray.exceptions.RayActorError))
 
     async def answer(self, keys: list[str], mode: str, position: str | None) -> ViewAnswer:
         self.calls.append((keys, mode, position))
@@ -318,11 +334,11 @@ async def test_a_rebuild_standing_by_is_not_asked_until_the_view_is_switched_to_
     await router.update(table(1, rebuilt, pipeline=REBUILD), claim=False)
 
     before = await router.lookup("balances", ["acc-1"])
-    previous = await router.switch("balances", REBUILD)
+    switched = await router.switch("balances", REBUILD)
     after = await router.lookup("balances", ["acc-1"])
 
     assert before.values == [{"balance_cents": 1}] and after.values == [{"balance_cents": 2}]
-    assert previous == "account-views" and await router.serving() == {"balances": REBUILD}
+    assert switched == ("account-views", ["balances"]) and await router.serving() == {"balances": REBUILD}
     assert len(serving.calls) == 1 and len(rebuilt.calls) == 1
 
 
@@ -354,6 +370,44 @@ async def test_the_pipeline_switched_from_does_not_take_the_view_back_when_it_pu
     await router.update(table(2, old))  # its recovery, or a rescale, after the switch
 
     assert (await router.lookup("balances", ["acc-1"])).values == [2] and old.calls == []
+
+
+async def test_a_switch_moves_every_view_of_the_replaced_pipeline_that_the_rebuild_publishes_at_once() -> None:
+    router = QueryRouter(views_config())
+
+    def both(pipeline: str, owner: FakeOwner) -> ViewTable:
+        owners = table(1, owner).views["balances"]
+        return ViewTable(1, {"balances": owners, "ledger": owners}, pipeline)
+
+    assert await router.update(both("account-views", FakeOwner())) == ["balances", "ledger"]
+    assert await router.update(both(REBUILD, FakeOwner()), claim=False) == [], "it stands by"
+
+    assert await router.switch("balances", REBUILD) == ("account-views", ["balances", "ledger"])
+    assert await router.update(both("account-views", FakeOwner())) == [], "the replaced pipeline serves nothing"
+
+
+async def test_a_claim_takes_a_view_from_a_pipeline_whose_owners_died_and_not_from_a_live_or_recovering_one() -> None:
+    router = QueryRouter(views_config())
+    await router.update(table(1, FakeOwner()))
+    await router.update(table(1, FakeOwner(), pipeline=REBUILD), claim=False)
+    await router.switch("balances", REBUILD)
+
+    assert await router.update(table(2, FakeOwner())) == [], "the rebuild's owners live: it keeps the view"
+    await router.suspend(REBUILD)
+    assert await router.update(table(3, FakeOwner())) == [], "a recovering rebuild keeps it too"
+
+    await router.update(table(2, dead(), pipeline=REBUILD), claim=False)  # its driver was killed, say
+    answer = FakeOwner({"acc-1": 7})
+    assert await router.update(table(4, answer)) == ["balances"], "the pipeline run again takes it back"
+    assert (await router.lookup("balances", ["acc-1"])).values == [7]
+
+
+async def test_a_suspension_after_a_withdrawal_leaves_nothing_behind() -> None:
+    router = QueryRouter(views_config())
+    await router.update(table(1, FakeOwner()))
+    assert await router.withdraw("account-views") is True
+    await router.suspend("account-views")  # a late one, from a topology that failed as the run ended
+    assert await router.withdraw(REBUILD) is True, "the router is free: no table is left on it"
 
 
 @pytest.mark.parametrize("published", [None, "standing by without the view"])
@@ -407,9 +461,25 @@ def test_a_rebuild_reads_from_the_start_in_its_own_group_and_publishes_to_the_ro
     assert rebuild.source is not None and rebuild.source.start == "earliest"  # type: ignore[union-attr]
     assert rebuild.serve.rebuild_of == "account-views" and rebuild.checkpoint == config.checkpoint
     assert rebuild.query_views == config.query_views
+    assert rebuild.runtime.duration_s is None and rebuild.runtime.max_events is None, "it runs until stopped"
+    assert rebuild.dead_letter.path == f"{config.dead_letter.path}-rebuild-20261207"  # type: ignore[union-attr]
     again = rebuild_config(rebuild, "balances", "20261208")
     assert again.serve.rebuild_of == "account-views", "a rebuild of a rebuild publishes to the same router"
     assert len(rebuild_config(config.model_copy(update={"name": "v" * 63}), "balances", "1").name) == 63
+
+
+def test_a_rebuild_keeps_secrets_and_writes_its_file_sinks_apart_from_the_running_pipeline(tmp_path: Path) -> None:
+    data = account_views_on_kafka("account-views", "localhost:9092", "account-events", tmp_path)
+    data["kafka"].update(security_protocol="SASL_PLAINTEXT", allow_plaintext_sasl=True,
+                         sasl={"mechanism": "PLAIN", "username": "views", "password": "s3cret"})  # fmt: skip
+    data["source"].update(start="timestamp", start_timestamp_ms=START_MS)
+    data["sinks"] = [{"type": "jsonl", "path": str(tmp_path / "out")}, {"type": "console"}]
+    rebuild = rebuild_config(parse_config(data), "balances", "7")
+
+    assert rebuild.kafka is not None and rebuild.kafka.sasl is not None and rebuild.kafka.sasl.password is not None
+    assert rebuild.kafka.sasl.password.get_secret_value() == "s3cret"
+    assert rebuild.source.start == "earliest" and rebuild.source.start_timestamp_ms is None  # type: ignore[union-attr]
+    assert rebuild.sinks[0].path == f"{tmp_path / 'out'}-rebuild-7"  # type: ignore[union-attr]
 
 
 def test_a_rebuild_of_a_view_the_pipeline_does_not_serve_names_the_views_it_does(tmp_path: Path) -> None:
