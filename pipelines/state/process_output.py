@@ -7,7 +7,8 @@ checks the next stage against the schema before anything runs), and it is kept h
 - a list of dicts is built with the schema: a key the schema does not name is left out, a missing one is null,
   and a column of nulls keeps its declared type (a list built without a schema would make it ``null``);
 - a table or record batch is reduced to the schema's columns, in its order, each cast (safely: no value may
-  change) to its declared type; a column it lacks is null.
+  change) to its declared type within its kind (an int32 column to int64; text is not cast to a number, nor a
+  number, a flag or a time to another kind); a column it lacks is null.
 
 A row that cannot be made to fit (a value of another type, a float in an integer column, which Arrow would
 truncate, a null in a column declared not nullable) is a bug of the function, not of the data: the same rows
@@ -23,6 +24,7 @@ no stage can follow it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import pyarrow as pa
@@ -108,6 +110,11 @@ class ProcessOutput:
                 columns.append(pa.nulls(table.num_rows, field.type))
                 continue
             column = table.column(index)
+            if column.type != field.type and _kind(column.type) not in (_kind(field.type), "null"):
+                why = (f"the column it returned is {column.type}, whose values do not convert to it without a change "
+                       "of kind (text to number, number to text, a flag or a time to a number); convert them in the "
+                       "function")  # fmt: skip
+                raise self._error(field, why)
             try:
                 columns.append(column if column.type == field.type else column.cast(field.type))
             except _CONVERSION_ERRORS:
@@ -145,6 +152,24 @@ class ProcessOutput:
             f"{field.name!r} is declared {field.type}{'' if field.nullable else ' not null'}, and {why}. Operator "
             "action: fix the function (or its output_schema) and run again; the run resumes from the last checkpoint"
         )
+
+
+def _kind(data_type: pa.DataType) -> str:
+    """What a value of ``data_type`` is, beyond its width: a cast within a kind keeps values (or fails safely);
+    one across kinds (``"12"`` to 12, ``True`` to 1, a time to its ticks) changes what they mean."""
+    kinds: list[tuple[str, Callable[[pa.DataType], bool]]] = [
+        ("null", pa.types.is_null),
+        ("integer", pa.types.is_integer),
+        ("floating", pa.types.is_floating),
+        ("decimal", pa.types.is_decimal),
+        ("text", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+        ("binary", lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)),
+        ("boolean", pa.types.is_boolean),
+        ("time", pa.types.is_temporal),
+        ("list", lambda t: pa.types.is_list(t) or pa.types.is_large_list(t)),
+        ("struct", pa.types.is_struct),
+    ]
+    return next((name for name, test in kinds if test(data_type)), str(data_type))
 
 
 def _converts(value: Any, kind: pa.DataType) -> bool:

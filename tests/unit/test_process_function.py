@@ -413,8 +413,21 @@ def test_undeclared_rows_are_what_the_function_returns() -> None:
         (pa.table({"customer": ["ann"], "balance": ["lots"]}), "balance", "it returned is string, whose values do "),
         (pa.table({"customer": ["ann"], "note": [[1, 2]]}), "note", "it returned is list<item: int64>"),
         (pa.table({"balance": [1]}), "customer", "row 0 of its output has no value"),
+        (pa.table({"customer": ["ann"], "balance": ["12"]}), "balance", "without a change of kind"),
+        (pa.table({"customer": ["ann"], "balance": [True]}), "balance", "it returned is bool, whose values do not"),
+        (pa.table({"customer": [7], "balance": [1]}), "customer", "it returned is int64, whose values do not"),
     ],
-    ids=["str-for-int", "float-for-int", "missing-not-null", "uncastable", "nested", "table-missing-not-null"],
+    ids=[
+        "str-for-int",
+        "float-for-int",
+        "missing-not-null",
+        "uncastable",
+        "nested",
+        "table-missing-not-null",
+        "numeric-text-for-int",
+        "flag-for-int",
+        "int-for-text",
+    ],
 )
 def test_rows_that_do_not_fit_the_output_schema_fail_naming_the_function_the_column_and_its_type(
     output: Output, column: str, why: str
