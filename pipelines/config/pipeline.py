@@ -38,6 +38,7 @@ from pipelines.config.kafka import (
     KafkaSourceConfig,
 )
 from pipelines.config.query import QueryConfig, ServeConfig
+from pipelines.config.saga import SagaConfig, SagaMonitorConfig
 from pipelines.config.stage_graph import StageGraph, stage_graph
 from pipelines.config.state import (
     IMPORT_PATH,
@@ -460,7 +461,9 @@ class AggregateConfig(_Model):
         return self
 
 
-KeyedConfig = UpsertConfig | DedupConfig | KeyedProcessConfig | JoinConfig | EventSourcedConfig
+KeyedConfig = (
+    UpsertConfig | DedupConfig | KeyedProcessConfig | JoinConfig | EventSourcedConfig | SagaConfig | SagaMonitorConfig
+)
 
 _MAX_STAGES = 8
 
@@ -482,7 +485,9 @@ class StageConfig(_Model):
     )
     aggregate: AggregateConfig | None = None
     keyed: KeyedConfig | None = Field(
-        default=None, discriminator="type", description="upsert, dedup, process, join or event_sourced"
+        default=None,
+        discriminator="type",
+        description="upsert, dedup, process, join, event_sourced, saga or saga_monitor",
     )
     actors: int | None = Field(
         default=None, ge=1, le=256, description="actors of this stage; null: runtime.aggregate_actors"
@@ -666,7 +671,7 @@ class PipelineConfig(_Model):
     keyed: KeyedConfig | None = Field(
         default=None,
         discriminator="type",
-        description="upsert, dedup, process, join or event_sourced; instead of aggregate",
+        description="upsert, dedup, process, join, event_sourced, saga or saga_monitor; instead of aggregate",
     )
     stages: list[StageConfig] | None = Field(
         default=None,

@@ -8,7 +8,7 @@ the same defaults, as ``AggregateConfig``).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -78,13 +78,17 @@ class DedupConfig(WatermarkSettings):
 class KeyedProcessConfig(WatermarkSettings):
     """A user process function run per key with value state and timers.
 
-    ``function`` is an import path ``module:attr`` naming a zero-argument callable (usually the class) that
-    returns a fresh function object; it is imported when the operator is built, not when the config is read.
+    ``function`` is an import path ``module:attr`` naming a callable (usually the class) that returns a fresh
+    function object when called with ``options`` as keyword arguments (none by default); it is imported when the
+    operator is built, not when the config is read.
     """
 
     type: Literal["process"] = "process"
     key: str = Field(min_length=1, description="column whose value selects the state and timers")
     function: str = Field(pattern=IMPORT_PATH, description="import path 'package.module:ClassName'")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments the function is made with, e.g. {failure_rate: 0.1}"
+    )
     query: QueryConfig | None = Field(default=None, description="serve this stage's state as a view (CQRS)")
 
 

@@ -79,6 +79,8 @@ class KeyedStageRunner:
     def add(self, sender: int, batch: pa.RecordBatch, watermark_ms: int | None) -> None:
         """Fold ``sender``'s rows into state, emit what that emits, then move to the watermark it sent with them."""
         self.events_in += batch.num_rows
+        if isinstance(self.operator, KeyedProcess):  # what the rows decide is decided at the time they arrive
+            self._emit(self.operator.advance_processing_time(self._clock.now_ms()))
         added = self.operator.add(batch)
         self.dropped_intended += added.intended_drops
         self._emit(added.output)

@@ -15,13 +15,18 @@ every operator the same way. What each operator emits to the sinks:
   them (see
   :mod:`pipelines.state.temporal_join`, :mod:`pipelines.state.interval_join`);
 * event_sourced: per command, the events it decided, then its reply, at once (see
-  :mod:`pipelines.state.event_sourced`).
+  :mod:`pipelines.state.event_sourced`);
+* saga: per start, reply or deadline, the commands and lifecycle events it decided (see
+  :mod:`pipelines.sagas.process`); saga_monitor: ``SagaStuck`` when an expected event is late
+  (:mod:`pipelines.sagas.monitor`).
 """
 
 from __future__ import annotations
 
 from pipelines.config.pipeline import PipelineConfig
-from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, UpsertConfig
+from pipelines.config.saga import SagaConfig, SagaMonitorConfig
+from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, KeyedProcessConfig, UpsertConfig
+from pipelines.sagas.process import SagaProcess
 from pipelines.state.dedup import Dedup
 from pipelines.state.event_sourced import EventSourced
 from pipelines.state.interval_join import IntervalJoin
@@ -60,4 +65,15 @@ def open_keyed_operator(
         return TemporalJoin(keyed, join_columns) if keyed.mode == "temporal" else IntervalJoin(keyed, join_columns)
     if isinstance(keyed, EventSourcedConfig):
         return EventSourced.from_config(keyed)
+    return _keyed_process(keyed)
+
+
+def _keyed_process(keyed: KeyedProcessConfig | SagaConfig | SagaMonitorConfig) -> KeyedProcess:
+    """A process function: the user's, a saga's, or a choreography monitor."""
+    if isinstance(keyed, SagaConfig):
+        return KeyedProcess(keyed.key, SagaProcess(keyed), facts={"saga": keyed.saga})
+    if isinstance(keyed, SagaMonitorConfig):
+        from pipelines.sagas.monitor import ChoreographyMonitor  # noqa: PLC0415  TODO(saga): top-level once written
+
+        return KeyedProcess(keyed.key, ChoreographyMonitor(keyed))
     return KeyedProcess.from_config(keyed)

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from pipelines.config.kafka import KafkaSinkConfig
 from pipelines.config.pipeline import ConsoleSinkConfig, MaskOp, NamedInput, ParquetSinkConfig, PipelineConfig
+from pipelines.config.saga import SagaConfig, SagaMonitorConfig
 from pipelines.config.stage_graph import StageGraph
 from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, UpsertConfig
 from pipelines.decode.binary_codecs import AvroDecoder, RawBytesDecoder
@@ -416,7 +417,7 @@ def _dry_run_keyed(
     try:
         operator = open_keyed_operator(view, carry_trace=carry_trace, join_columns=join)
     except ConfigError as error:
-        field = "keyed.aggregate" if isinstance(keyed, EventSourcedConfig) else "keyed.function"
+        field = {EventSourcedConfig: "keyed.aggregate", SagaConfig: "keyed.saga"}.get(type(keyed), "keyed.function")
         raise ConfigError(f"{field}: {error}") from None
     try:
         operator.add(events)
@@ -510,6 +511,8 @@ def _check_keyed(config: PipelineConfig, columns: list[str]) -> None:
     named = [(stage.key_field, stage.key)]
     if isinstance(keyed, UpsertConfig) and keyed.delete_column is not None:
         named.append(("keyed.delete_column", keyed.delete_column))
+    if isinstance(keyed, SagaConfig | SagaMonitorConfig):
+        named.append(("keyed.type_column", keyed.type_column))
     if isinstance(keyed, EventSourcedConfig):
         named.append(("keyed.command_id_column", keyed.command_id_column))
         if keyed.expected_version_column is not None:
@@ -521,7 +524,8 @@ def _check_keyed(config: PipelineConfig, columns: list[str]) -> None:
     for field, column in named:
         if column not in columns:
             raise ConfigError(f"{field}: unknown column {column!r}; available: {columns}")
-    if isinstance(keyed, UpsertConfig | DedupConfig | JoinConfig | EventSourcedConfig) and "_timestamp" not in columns:
+    needs_time = UpsertConfig | DedupConfig | JoinConfig | EventSourcedConfig | SagaMonitorConfig
+    if isinstance(keyed, needs_time) and "_timestamp" not in columns:
         raise ConfigError(
             f"keyed: the operators dropped _timestamp, which {keyed.type} needs (event time orders versions and "
             "expires ids); keep it in select"

@@ -186,12 +186,13 @@ class KeyedProcess:
     that attribute is not a ``pyarrow.Schema``.
     """
 
-    def __init__(self, key: str, function: ProcessFunction) -> None:
+    def __init__(self, key: str, function: ProcessFunction, facts: dict[str, str] | None = None) -> None:
+        """``facts``: what else the function's state means (a saga's definition path), checked at restore."""
         self._key = key
         self._function = function
         kind = type(function)  # its state is what this class pickled: another class would read it otherwise
         name = f"{kind.__module__}:{kind.__qualname__}"
-        self._meaning = StateMeaning(STATE_FORMAT, {"key": key, "function": name})
+        self._meaning = StateMeaning(STATE_FORMAT, {"key": key, "function": name, **(facts or {})})
         self._output = ProcessOutput(name, declared_output_schema(function, name))
         self._values: dict[Key, bytes] = {}
         self._timers = _Timers()
@@ -201,7 +202,7 @@ class KeyedProcess:
 
     @classmethod
     def from_config(cls, config: KeyedProcessConfig) -> KeyedProcess:
-        return cls(config.key, load_process_function(config.function))
+        return cls(config.key, load_process_function(config.function, config.options))
 
     @property
     def key(self) -> str:
@@ -331,12 +332,13 @@ class KeyedProcess:
         return self._output.collect(outputs)
 
 
-def load_process_function(path: str) -> ProcessFunction:
-    """Import ``module:attr`` and call it with no arguments to get a fresh :class:`ProcessFunction`.
+def load_process_function(path: str, options: dict[str, Any] | None = None) -> ProcessFunction:
+    """Import ``module:attr`` and call it with ``options`` as keyword arguments to get a fresh
+    :class:`ProcessFunction`.
 
     Raises :class:`ConfigError` naming the path when the module, the attribute or the methods are missing.
     """
-    function: ProcessFunction = load_user_object(path, "process function", ("process", "on_timer"))
+    function: ProcessFunction = load_user_object(path, "process function", ("process", "on_timer"), options)
     return function
 
 

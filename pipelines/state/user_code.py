@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 from pipelines.errors import ConfigError
@@ -10,8 +11,9 @@ from pipelines.errors import ConfigError
 __all__ = ["load_user_object"]
 
 
-def load_user_object(path: str, what: str, methods: tuple[str, ...]) -> Any:
-    """Import ``module:attr``, call it with no arguments and return the object, which must have ``methods``.
+def load_user_object(path: str, what: str, methods: tuple[str, ...], options: Mapping[str, Any] | None = None) -> Any:
+    """Import ``module:attr``, call it with ``options`` as keyword arguments (none by default) and return the
+    object, which must have ``methods``.
 
     Raises :class:`ConfigError` naming ``what`` and the path when the module, the attribute or a method is
     missing, or the attribute is not callable.
@@ -26,10 +28,11 @@ def load_user_object(path: str, what: str, methods: tuple[str, ...]) -> Any:
     if not callable(target):
         raise ConfigError(f"{what} {path!r} is not callable: name a class or a zero-argument factory")
     try:
-        made = target()
+        made = target(**(options or {}))
     except Exception as error:  # noqa: BLE001 - user code: say whose call failed and how
         raise ConfigError(
-            f"{what} {path!r} could not be made: calling it raised {type(error).__name__}: {error}"
+            f"{what} {path!r} could not be made{f' with options {dict(options)}' if options else ''}: calling it "
+            f"raised {type(error).__name__}: {error}"
         ) from None
     missing = [f"{name}()" for name in methods if not callable(getattr(made, name, None))]
     if missing:
