@@ -91,7 +91,7 @@ def test_a_saga_whose_steps_succeed_completes_and_is_forgotten_after_its_retenti
     command = saga.rows[1]
     assert command["topic"] == "t.inventory" and command["message_type"] == "DoInventory"
     assert command["reply_to"] == "saga-replies" and command["payload"] == '{"amount_cents": 500}'
-    assert '"reservation": "r-7"' in saga.rows[4]["payload"]  # a reply's payload joins the saga's data
+    assert '"reservation": "r-7"' in saga.rows[3]["payload"]  # a reply's payload joins the saga's data
     assert [r["sequence"] for r in saga.rows] == list(range(1, len(saga.rows) + 1))
     assert {r["_traceparent"] for r in saga.rows} == {"00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
     assert saga.rows[-1]["status"] == "completed" and saga.deadline == Deadline(15_000, "retention")
