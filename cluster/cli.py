@@ -222,6 +222,7 @@ def _add_optional_commands(commands: Any) -> None:
     from cluster.commands.demo import add_demo_commands  # noqa: PLC0415
     from cluster.commands.event_store import add_event_store_commands  # noqa: PLC0415
     from cluster.commands.lag import add_lag_command  # noqa: PLC0415
+    from cluster.commands.saga import add_saga_commands  # noqa: PLC0415
     from cluster.k8s.cli import add_k8s_commands  # noqa: PLC0415
     from cluster.kafka_dev.cli import add_kafka_commands  # noqa: PLC0415
 
@@ -233,6 +234,7 @@ def _add_optional_commands(commands: Any) -> None:
     add_dead_letters_command(commands)
     add_event_store_commands(commands)
     add_cqrs_commands(commands)
+    add_saga_commands(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

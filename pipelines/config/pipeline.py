@@ -511,7 +511,7 @@ class KeyedStage:
     error messages; ``kind`` is ``windows``, ``upsert``, ``dedup`` or ``process``.
     """
 
-    kind: Literal["windows", "upsert", "dedup", "process", "join", "event_sourced"]
+    kind: Literal["windows", "upsert", "dedup", "process", "join", "event_sourced", "saga", "saga_monitor"]
     key: str
     key_field: str
     max_out_of_order_ms: int
@@ -867,6 +867,8 @@ class PipelineConfig(_Model):
                 "process": "timers fire on the event-time watermark",
                 "join": "a row meets the versions valid at its event time",
                 "event_sourced": "a command's time is passed to decide, and command ids expire by it",
+                "saga": "the stage's watermark passes its rows on in time order",
+                "saga_monitor": "a deadline is an event time the watermark passes",
             }[stage.kind]
             section = "aggregate" if stage.kind == "windows" else f"keyed ({stage.kind})"
             section = f"stages.{fed}.{section}" if self.stages is not None else section

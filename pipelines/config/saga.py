@@ -7,13 +7,14 @@ names the field and what is allowed. The saga's steps are Python (:mod:`pipeline
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from pipelines.config.base import ConfigModel
 from pipelines.config.query import QueryConfig
 from pipelines.config.state import IMPORT_PATH, WatermarkSettings
+from pipelines.sagas.contract import OUTPUT_COLUMNS
 
 __all__ = ["Expectation", "SagaConfig", "SagaMonitorConfig"]
 
@@ -30,6 +31,9 @@ class SagaConfig(WatermarkSettings):
     type: Literal["saga"] = "saga"
     key: str = Field(default="saga_id", min_length=1, description="column naming the saga a row belongs to")
     saga: str = Field(pattern=IMPORT_PATH, description="import path of a Saga, or of a factory returning one")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the factory, e.g. {timeout_ms: 5000}"
+    )
     type_column: str = Field(default="message_type", min_length=1, description="column of the start or reply type")
     command_id_column: str = Field(default="command_id", min_length=1, description="column of the command replied to")
     reason_column: str = Field(default="reason", min_length=1, description="column of a failure reply's reason")
@@ -46,12 +50,18 @@ class SagaConfig(WatermarkSettings):
         columns = [self.key, self.type_column, self.command_id_column, self.reason_column]
         if len(set(columns)) < len(columns):
             raise ValueError(f"key, type_column, command_id_column and reason_column are {columns}: name four columns")
+        _key_is_no_output_column(self.key)
         topics = [self.events_topic, self.replies_topic, self.stuck_topic]
         if len(set(topics)) < len(topics):
             raise ValueError(
                 f"events_topic, replies_topic and stuck_topic are {topics}: name a topic of its own for each"
             )
         return self
+
+
+def _key_is_no_output_column(key: str) -> None:
+    if key in OUTPUT_COLUMNS:
+        raise ValueError(f"key {key!r} is a column of what the stage emits {OUTPUT_COLUMNS}: rename it, e.g. saga_id")
 
 
 class Expectation(ConfigModel):
@@ -74,3 +84,10 @@ class SagaMonitorConfig(WatermarkSettings):
     name: str = Field(default="choreography", min_length=1, description="the saga column of what it emits")
     expect: list[Expectation] = Field(min_length=1, description="what must follow what, and by when")
     events_topic: str = Field(default="saga-events", min_length=1, description="topic of the SagaStuck rows")
+
+    @model_validator(mode="after")
+    def _key_is_its_own(self) -> SagaMonitorConfig:
+        _key_is_no_output_column(self.key)
+        if self.key == self.type_column:
+            raise ValueError(f"key and type_column are both {self.key!r}: name the correlation id and the type")
+        return self

@@ -57,8 +57,10 @@ COMPENSATED = "Compensated"  # one step's compensation done
 COMPLETED = "Completed"
 ABORTED = "Aborted"  # every step that may have happened is compensated, in reverse order
 SAGA_STUCK = "SagaStuck"  # parked: an operator decides
+SAGA_RECOVERED = "SagaRecovered"  # a choreography monitor's: what it reported stuck arrived after all
 LIFECYCLE_EVENTS = (
     SAGA_STARTED, STEP_COMPLETED, STEP_FAILED, STEP_RETRIED, COMPENSATING, COMPENSATED, COMPLETED, ABORTED, SAGA_STUCK,
+    SAGA_RECOVERED,
 )  # fmt: skip
 
 RUNNING = "running"
@@ -95,6 +97,12 @@ def parse_command_id(value: str) -> CommandId | None:
     if compensation:
         step = step[: -len(COMPENSATE_SUFFIX)]
     return CommandId(saga_id, step, compensation, int(attempt)) if step else None
+
+
+OUTPUT_COLUMNS = (
+    "topic", "kind", "saga", "message_type", "command_id", "step", "attempt", "status", "reason", "payload",
+    "reply_to", "deadline_ms", "sequence", "time_ms", "_traceparent", "_timestamp",
+)  # fmt: skip
 
 
 def saga_output_schema(key: str) -> pa.Schema:

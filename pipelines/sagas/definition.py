@@ -144,9 +144,10 @@ class Saga:
         return next(((i, s) for i, s in enumerate(self.steps) if s.name == name), None)
 
 
-def load_saga(path: str) -> Saga:
-    """Import ``module:attr``: a :class:`Saga`, or a zero-argument callable that returns one. Raises
-    :class:`ConfigError` naming the path when it cannot be imported or is something else."""
+def load_saga(path: str, options: dict[str, Any] | None = None) -> Saga:
+    """Import ``module:attr``: a :class:`Saga`, or a callable that returns one when called with ``options`` as
+    keyword arguments. Raises :class:`ConfigError` naming the path when it cannot be imported, cannot be made,
+    or is something else."""
     module_name, _, attribute = path.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
@@ -154,8 +155,17 @@ def load_saga(path: str) -> Saga:
             target = getattr(target, part)
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"saga {path!r} cannot be imported: {error}") from None
+    if isinstance(target, Saga) and options:
+        raise ConfigError(f"saga {path!r} is a Saga, which takes no options; name a factory, or remove options")
     if not isinstance(target, Saga) and callable(target):
-        target = target()
+        try:
+            target = target(**(options or {}))
+        except ConfigError:
+            raise
+        except Exception as error:  # noqa: BLE001 - user code: say whose call failed and how
+            raise ConfigError(
+                f"saga {path!r} could not be made with options {options or {}}: {type(error).__name__}: {error}"
+            ) from None
     if not isinstance(target, Saga):
         raise ConfigError(f"saga {path!r} is a {type(target).__name__}, not a Saga (or a factory returning one)")
     return target

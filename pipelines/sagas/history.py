@@ -31,6 +31,7 @@ from pipelines.sagas.contract import (
     COMPENSATED,
     COMPLETED,
     EVENT,
+    SAGA_RECOVERED,
     SAGA_STARTED,
     SAGA_STUCK,
     STATUS_COMPLETED,
@@ -40,7 +41,6 @@ from pipelines.sagas.contract import (
 )
 
 __all__ = [
-    "SAGA_RECOVERED",
     "UNKNOWN_STATUS",
     "SagaStory",
     "StepFailure",
@@ -55,8 +55,6 @@ __all__ = [
 
 Row = dict[str, Any]
 
-#: a choreography monitor's: an expected event arrived after the saga was reported stuck
-SAGA_RECOVERED = "SagaRecovered"
 #: the status of a story none of whose rows says one (not written by a saga stage)
 UNKNOWN_STATUS = "unknown"
 
@@ -114,12 +112,13 @@ class SagaStory:
 
     @property
     def reason(self) -> str | None:
-        """Why it is where it is: the stuck reason, else (unless it completed) the newest failure's reason."""
+        """Why it is where it is: the stuck reason, else (unless it completed) the newest reason an event gives
+        (an abort's, a failure's)."""
         if self.stuck_reason is not None:
             return self.stuck_reason
         if self.status == STATUS_COMPLETED:
             return None
-        return next((failure.reason for failure in reversed(self.failures) if failure.reason), None)
+        return next((event["reason"] for event in reversed(self.events) if event.get("reason")), None)
 
 
 def fold_stories(rows: Iterable[Mapping[str, Any]], key: str = "saga_id") -> dict[str, SagaStory]:
@@ -198,12 +197,12 @@ def trace_id_of(traceparent: object) -> str | None:
     return parts[1]
 
 
-def select_stories(stories: Iterable[SagaStory], status: str | None = None, limit: int = 0) -> list[SagaStory]:
-    """The stories with ``status`` (None: any), newest start first (ties by saga id), at most ``limit`` (0: all)."""
+def select_stories(stories: Iterable[SagaStory], status: str | None = None) -> list[SagaStory]:
+    """The stories with ``status`` (None: any), newest start first (ties by saga id)."""
     chosen = [story for story in stories if status is None or story.status == status]
     chosen.sort(key=lambda story: story.saga_id)
     chosen.sort(key=lambda story: story.started_ms if story.started_ms is not None else -1, reverse=True)
-    return chosen[:limit] if limit > 0 else chosen
+    return chosen
 
 
 # --- rendering ------------------------------------------------------------------------------------------------
@@ -259,8 +258,9 @@ def _event_line(event: Mapping[str, Any], started_ms: int | None) -> str:
     what = event.get("step") or ""
     if event.get("attempt") is not None and what:
         what += f" (attempt {event['attempt']})"
-    line = f"  #{'?' if sequence is None else sequence:<5} {since:>14}  {event.get('message_type') or '?':<14} {what:<28}"
-    line += f" -> {event.get('status') or '?'}"
+    number = "?" if sequence is None else str(sequence)
+    kind = event.get("message_type") or "?"
+    line = f"  #{number:<5} {since:>11}  {kind:<14} {what:<28} -> {event.get('status') or '?'}"
     if event.get("reason"):
         line += f"  {event['reason']}"
     if event.get("deadline_ms") is not None:
@@ -276,7 +276,10 @@ def stories_table(stories: Sequence[SagaStory], now_ms: int) -> list[str]:
         for story in stories
     ]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
-    return ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]).rstrip() for row in rows]
+    return [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
+        for row in rows
+    ]
 
 
 def _age_or_duration(story: SagaStory, now_ms: int) -> str:

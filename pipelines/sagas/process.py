@@ -30,7 +30,7 @@ class SagaProcess:
 
     def __init__(self, config: SagaConfig, saga: Saga | None = None) -> None:
         self._config = config
-        self._saga = saga if saga is not None else load_saga(config.saga)
+        self._saga = saga if saga is not None else load_saga(config.saga, config.options)
         self._topics = Topics(config.events_topic, config.replies_topic, config.stuck_topic, dict(config.topics))
         self.output_schema: pa.Schema = saga_output_schema(config.key)
         self._own_columns = {config.key, config.type_column, config.command_id_column, config.reason_column}

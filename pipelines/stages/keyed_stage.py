@@ -26,6 +26,7 @@ from __future__ import annotations
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.config.saga import SagaConfig, SagaMonitorConfig
 from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, KeyedProcessConfig, UpsertConfig
+from pipelines.sagas.monitor import ChoreographyMonitor
 from pipelines.sagas.process import SagaProcess
 from pipelines.state.dedup import Dedup
 from pipelines.state.event_sourced import EventSourced
@@ -73,7 +74,5 @@ def _keyed_process(keyed: KeyedProcessConfig | SagaConfig | SagaMonitorConfig) -
     if isinstance(keyed, SagaConfig):
         return KeyedProcess(keyed.key, SagaProcess(keyed), facts={"saga": keyed.saga})
     if isinstance(keyed, SagaMonitorConfig):
-        from pipelines.sagas.monitor import ChoreographyMonitor  # noqa: PLC0415  TODO(saga): top-level once written
-
         return KeyedProcess(keyed.key, ChoreographyMonitor(keyed))
     return KeyedProcess.from_config(keyed)
