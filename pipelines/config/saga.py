@@ -37,6 +37,9 @@ class SagaConfig(WatermarkSettings):
     type_column: str = Field(default="message_type", min_length=1, description="column of the start or reply type")
     command_id_column: str = Field(default="command_id", min_length=1, description="column of the command replied to")
     reason_column: str = Field(default="reason", min_length=1, description="column of a failure reply's reason")
+    reply_columns: list[str] = Field(
+        default_factory=list, description="columns of a reply merged into the saga's data, e.g. [payment_id]"
+    )
     events_topic: str = Field(default="saga-events", min_length=1, description="topic of the lifecycle events")
     replies_topic: str = Field(default="saga-replies", min_length=1, description="reply_to of every command")
     stuck_topic: str = Field(default="saga-stuck", min_length=1, description="topic of parked sagas (dead letters)")

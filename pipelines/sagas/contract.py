@@ -5,8 +5,9 @@
 - a **start**: a row whose ``message_type`` is the saga's start type (``OrderPlaced``) and whose ``command_id`` is
   null; its other non-null columns that do not start with ``_`` become the saga's data;
 - a **reply** from a participant: ``message_type`` is one of the step's reply types (success, failure, or the
-  compensation's done type), ``command_id`` is the command it answers, ``reason`` may say why it failed; its other
-  non-null payload columns are merged into the saga's data (a payment id a refund needs later).
+  compensation's done type; any other type answering a compensation means it failed), ``command_id`` is the
+  command it answers, ``reason`` may say why it failed; the config's ``reply_columns`` are merged into the saga's
+  data (a payment id a refund needs later).
 
 **Out** (one schema, :func:`saga_output_schema`): every row has a ``topic`` (a Kafka sink routes by it with
 ``topic_column: topic``) and a ``kind``:
@@ -14,8 +15,8 @@
 - ``command``: to a participant's commands topic, with ``command_id`` (:func:`command_id`), ``message_type`` (the
   command's type), ``payload`` (the saga's data as JSON) and ``reply_to`` (the topic the participant replies on);
 - ``event``: a lifecycle event (:data:`LIFECYCLE_EVENTS`) to the saga events topic, with the saga's ``status``
-  after it, the ``step`` and ``attempt`` it concerns, the ``reason`` and, for a timeout, the ``deadline_ms`` it
-  fired for;
+  after it, the ``step``, ``attempt`` and ``command_id`` it concerns (the command answered, failed or retried),
+  the ``reason`` and, for a timeout, the ``deadline_ms`` it fired for;
 - ``dead_letter``: a parked saga (``SagaStuck``) once more, to the stuck topic, so an operator's dead-letter
   tooling sees it.
 

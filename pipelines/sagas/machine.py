@@ -90,10 +90,10 @@ class SagaRun:
         self._send()
         return True
 
-    def reply(self, reply_type: str, answered: str | None, reason: str | None, payload: dict[str, Any]) -> bool:
+    def reply(self, reply_type: str, answered: str, reason: str | None, payload: dict[str, Any]) -> bool:
         """A participant's reply of ``reply_type`` to the command ``answered``; True when the saga moved on."""
         state = self.state
-        parsed = c.parse_command_id(answered) if answered else None
+        parsed = c.parse_command_id(answered)
         if state is None or parsed is None or parsed.saga_id != self._id or state["status"] in c.TERMINAL_STATUSES:
             return False
         index, step = self._current()
@@ -105,9 +105,9 @@ class SagaRun:
             return False  # a failure of an attempt retried since: the newer attempt's reply decides
         state["data"].update(payload)
         if parsed.compensation:
-            self._compensation_answered(index, step, succeeded, reason or reply_type)
+            self._compensation_answered(index, step, succeeded, reason or reply_type, answered=answered)
         elif succeeded:
-            self._step_done(index)
+            self._step_done(index, answered)
         else:
             if reply_type != step.failure:
                 reason = f"unexpected reply {reply_type!r} (the step replies {step.success!r} or {step.failure!r})"
@@ -128,8 +128,7 @@ class SagaRun:
             self._send(retried=True)
             return True
         index, step = self._current()
-        command = c.command_id(self._id, step.name, state["attempt"], state["status"] == c.COMPENSATING_STATUS)
-        reason = f"timeout: no reply to {command} within {self._timeout_of(step)} ms"
+        reason = f"timeout: no reply to {self._command()} within {self._timeout_of(step)} ms"
         if state["status"] == c.COMPENSATING_STATUS:
             self._compensation_answered(index, step, False, reason, deadline_ms=timer_ms)
         else:
@@ -138,11 +137,11 @@ class SagaRun:
 
     # ---- transitions --------------------------------------------------------------------------------------------
 
-    def _step_done(self, index: int) -> None:
+    def _step_done(self, index: int, answered: str) -> None:
         state = self.state
         assert state is not None
         state["completed"].append(index)
-        self._event(c.STEP_COMPLETED, step=self._saga.steps[index].name)
+        self._event(c.STEP_COMPLETED, step=self._saga.steps[index].name, command_id=answered)
         if index + 1 < len(self._saga.steps):
             state["step"], state["attempt"] = index + 1, 1
             self._send()
@@ -153,7 +152,7 @@ class SagaRun:
                      ) -> None:  # fmt: skip
         state = self.state
         assert state is not None
-        self._event(c.STEP_FAILED, step=step.name, reason=reason, deadline_ms=deadline_ms)
+        self._event(c.STEP_FAILED, step=step.name, reason=reason, deadline_ms=deadline_ms, command_id=self._command())
         pivot = self._saga.pivot_index
         retried = timed_out or index > pivot  # a failure reply before or at the pivot means: not applied
         if retried and state["attempt"] < step.retry.attempts:
@@ -180,20 +179,21 @@ class SagaRun:
         self._send()
 
     def _compensation_answered(self, index: int, step: Step, succeeded: bool, reason: str,
-                               deadline_ms: int | None = None) -> None:  # fmt: skip
+                               deadline_ms: int | None = None, answered: str | None = None) -> None:  # fmt: skip
         state = self.state
         assert state is not None
         if succeeded:
             state["compensated"].append(index)
             state["compensate"] = state["compensate"][1:]
-            self._event(c.COMPENSATED, step=step.name)
+            self._event(c.COMPENSATED, step=step.name, command_id=answered)
             if state["compensate"]:
                 state["step"], state["attempt"] = state["compensate"][0], 1
                 self._send()
             else:
                 self._finish(c.STATUS_ABORTED, c.ABORTED, state["reason"])
             return
-        self._event(c.STEP_FAILED, step=step.name, reason=f"compensation: {reason}", deadline_ms=deadline_ms)
+        self._event(c.STEP_FAILED, step=step.name, reason=f"compensation: {reason}", deadline_ms=deadline_ms,
+                    command_id=self._command())  # fmt: skip
         if state["attempt"] < self._saga.compensation_retry.attempts:
             self._retry_later(self._saga.compensation_retry)
         else:
@@ -234,10 +234,10 @@ class SagaRun:
         command = step.compensation if compensation else step.command
         assert command is not None  # a step that can be compensated has a compensation: Saga checked it
         if retried:
-            self._event(c.STEP_RETRIED, step=step.name)
+            self._event(c.STEP_RETRIED, step=step.name, command_id=self._command())
         self._row(
             topic=self._topics.of_command(command.topic), kind=c.COMMAND, message_type=command.type,
-            command_id=c.command_id(self._id, step.name, state["attempt"], compensation), step=step.name,
+            command_id=self._command(), step=step.name,
             payload=json.dumps(state["data"], sort_keys=True, default=str), reply_to=self._topics.replies,
         )  # fmt: skip
         timeout = self._timeout_of(step)
@@ -251,13 +251,21 @@ class SagaRun:
         index: int = self.state["step"]
         return index, self._saga.steps[index]
 
+    def _command(self) -> str:
+        """The id of the command the saga sends (or sent) now: the current step's attempt, or its compensation's."""
+        state = self.state
+        assert state is not None
+        _, step = self._current()
+        return c.command_id(self._id, step.name, state["attempt"], state["status"] == c.COMPENSATING_STATUS)
+
     def _timeout_of(self, step: Step) -> int | None:
         return step.timeout_ms
 
     def _event(self, message_type: str, step: str | None = None, reason: str | None = None,
-               deadline_ms: int | None = None) -> None:  # fmt: skip
+               deadline_ms: int | None = None, command_id: str | None = None) -> None:  # fmt: skip
+        """A lifecycle event; ``command_id``: the command it concerns (answered, failed, retried)."""
         self._row(topic=self._topics.events, kind=c.EVENT, message_type=message_type, step=step, reason=reason,
-                  deadline_ms=deadline_ms)  # fmt: skip
+                  deadline_ms=deadline_ms, command_id=command_id)  # fmt: skip
 
     def _row(self, **columns: Any) -> None:
         state = self.state

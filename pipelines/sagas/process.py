@@ -46,15 +46,16 @@ class SagaProcess:
             run.at(_now(ctx, row))
             answered = row.get(config.command_id_column)
             message_type = row.get(config.type_column)
-            payload = {
-                name: value
-                for name, value in row.items()
-                if value is not None and not name.startswith("_") and name not in self._own_columns
-            }
             if answered is None and message_type == self._saga.start:
-                run.start(payload, row.get("_traceparent"))
+                data = {
+                    name: value
+                    for name, value in row.items()
+                    if value is not None and not name.startswith("_") and name not in self._own_columns
+                }
+                run.start(data, row.get("_traceparent"))
             elif answered is not None and message_type is not None:
-                run.reply(str(message_type), str(answered), row.get(config.reason_column), payload)
+                merged = {name: row[name] for name in config.reply_columns if row.get(name) is not None}
+                run.reply(str(message_type), str(answered), row.get(config.reason_column), merged)
         return self._store(run, ctx)
 
     def on_timer(self, key: Key, timer_ms: int, domain: TimeDomain, ctx: ProcessContext) -> Output:

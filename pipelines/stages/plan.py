@@ -417,7 +417,9 @@ def _dry_run_keyed(
     try:
         operator = open_keyed_operator(view, carry_trace=carry_trace, join_columns=join)
     except ConfigError as error:
-        field = {EventSourcedConfig: "keyed.aggregate", SagaConfig: "keyed.saga"}.get(type(keyed), "keyed.function")
+        field = "keyed.function"
+        if isinstance(keyed, EventSourcedConfig | SagaConfig):
+            field = "keyed.aggregate" if isinstance(keyed, EventSourcedConfig) else "keyed.saga"
         raise ConfigError(f"{field}: {error}") from None
     try:
         operator.add(events)

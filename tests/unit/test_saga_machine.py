@@ -225,7 +225,7 @@ def test_a_definition_that_cannot_recover_is_refused_when_it_is_made(steps: tupl
 
 
 def test_steps_and_retries_refuse_what_would_break_command_ids_or_waits() -> None:
-    with pytest.raises(ConfigError, match="without ':' or '.'"):
+    with pytest.raises(ConfigError, match=r"without ':' or '\.'"):
         step("a:b")
     with pytest.raises(ConfigError, match="attempts is 0"):
         Retry(attempts=0)

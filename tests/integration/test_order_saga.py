@@ -1,0 +1,73 @@
+"""The order saga on a real broker and a real Ray cluster: configs/order-saga.yaml orchestrates inventory,
+payments and shipping (their configs, each its own pipeline), whose participants fail, or stay silent, with
+fixed probabilities decided per command id. Every saga ends all done or all undone in reverse order, exactly as
+an independent sequential simulator (pipelines/verify/saga_check.py) decides from the same participant
+decisions; no side effect is applied twice; a duplicate order starts no second saga; every saga is one trace
+across the participants and Kafka hops; ``eventray saga show|list`` tell the story from the events topic."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.examples.order_saga import Inventory, Payments, Shipping, order_decider, order_saga
+from pipelines.verify.saga_check import check_sagas
+from tests.integration.pipelines_under_test import unique
+from tests.integration.ray_cluster import LocalRayCluster
+from tests.integration.running import Running
+from tests.integration.saga_runs import saga_run
+
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
+
+SAGAS = 300
+OPTIONS: dict[str, Any] = {"failure_rate": 0.1, "silent_rate": 0.04, "compensation_failure_rate": 0.2, "seed": 11}
+TIMEOUT_MS = 6_000  # a silent participant costs this much; nothing is killed here, so a timeout is a silence
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_order_sagas_end_as_a_sequential_simulator_decides_with_no_side_effect_twice(
+    ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    run = saga_run(unique("saga"), kafka_bootstrap, tmp_path, SAGAS, OPTIONS, TIMEOUT_MS)
+    runs = [Running(config, ray_driver.address) for config in run.configs.values()]
+    try:
+        run.place_orders()
+        events = run.wait_until_every_saga_ended(patient_s=300)
+    finally:
+        for running in runs:
+            running.stop()
+    effects = [row for row in run.rows("order-saga-effects") if row.get("kind") == "effect"]
+
+    decide = order_decider([Inventory(**OPTIONS), Payments(**OPTIONS), Shipping(**OPTIONS)])
+    report = check_sagas(order_saga(TIMEOUT_MS), decide, events, effects, expected_sagas=run.saga_ids)
+    assert report.ok, report.failures()
+    assert report.sagas == len(run.saga_ids) < len(run.starts)  # the duplicate orders started nothing
+    assert report.by_status.get("completed", 0) > 0 and report.by_status.get("aborted", 0) > 0, report.by_status
+    assert report.lateness.timeouts > 0  # some participant stayed silent, and its step timed out
+
+    traces: dict[str, set[str]] = {}
+    for row in [*events, *run.rows("order-saga-replies")]:
+        traces.setdefault(row["saga_id"], set()).add((row["_traceparent"] or "")[3:35])
+    assert all(len(ids) == 1 and "" not in ids for ids in traces.values())  # one trace per saga, replies too
+
+    config_file = tmp_path / "order-saga.yaml"
+    config_file.write_text(run.configs["order-saga"].to_yaml())
+    a_saga = sorted(run.saga_ids)[0]
+    show = _cli("show", str(config_file), a_saga, "--json")
+    assert json.loads(show)["saga_id"] == a_saga
+    listed = json.loads(_cli("list", str(config_file), "--limit", "0", "--json"))
+    assert listed["total"] == listed["matching"] == len(run.saga_ids)
+    stuck = json.loads(_cli("list", str(config_file), "--stuck", "--json"))
+    assert stuck["matching"] == report.by_status.get("stuck", 0)
+
+
+def _cli(*args: str) -> str:
+    command = [sys.executable, "-m", "cluster.cli", "saga", *args]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
