@@ -18,7 +18,7 @@ CONFIG ?= configs/orders.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: bench-joins bench-es bench-cqrs run test unit lint typecheck bench soak demo kafka-up kafka-down clean-venv lock test-latest
+.PHONY: bench-joins bench-es bench-cqrs bench-sagas run test unit lint typecheck bench soak demo kafka-up kafka-down clean-venv lock test-latest
 
 $(UV):
 	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -101,6 +101,11 @@ bench-es: $(BIN)/.bench-installed
 # visible latency over 10,000 read-your-writes pairs (benchmarks/CQRS.md)
 bench-cqrs: $(BIN)/.bench-installed
 	$(BIN)/python -m benchmarks.cqrs $(BENCH_ARGS)
+
+# `make bench-sagas`: the order saga end to end, sagas/s and completion p50/p99 with failing participants against
+# the same orders with none failing (benchmarks/SAGAS.md)
+bench-sagas: $(BIN)/.bench-installed
+	$(BIN)/python -m benchmarks.sagas $(BENCH_ARGS)
 
 # `make soak` (not part of `make test` or CI): an hour of the orders pipeline, Kafka in and out, exactly once, at
 # half its measured throughput with a kill a minute; RSS per actor, recovery times, checkpoint and marker sizes,

@@ -613,6 +613,12 @@ class RuntimeConfig(_Model):
     batch_size: int = Field(default=4_096, ge=1, le=1_000_000)
     max_in_flight_batches: int = Field(default=8, ge=1, description="per source actor, before it waits")
     idle_poll_ms: int = Field(default=20, ge=1)
+    timer_tick_ms: int = Field(
+        default=200,
+        ge=1,
+        description="a stage with processing-time timers (a saga's timeouts) is ticked at least this often, input "
+        "or not: a timer fires at most this late while its owner runs",
+    )
     actor_resources: dict[str, float] = Field(
         default_factory=dict,
         description="custom Ray resources per source/aggregate actor, e.g. {eventray_slot: 1} under KubeRay, so "
@@ -855,6 +861,7 @@ class PipelineConfig(_Model):
             raise ValueError("runtime.autoscale rescales at checkpoints: remove checkpoint: null")
         if self.delivery == "exactly_once" and self.checkpoint is None:
             raise ValueError("delivery: exactly_once needs checkpoints (remove checkpoint: null)")
+        _check_sagas(self)
         without_time = [i for i in self.all_inputs if i.schema.event_time_field is None]
         if stage is not None and without_time:
             fed = self.stage_graph.input_stage[without_time[0].index]  # the stage that takes the input
@@ -1145,3 +1152,25 @@ def with_paths_resolved(config: PipelineConfig, base: Path) -> PipelineConfig:
     if config.checkpoint is not None and "://" not in config.checkpoint.uri:
         update["checkpoint"] = config.checkpoint.model_copy(update={"uri": resolved(config.checkpoint.uri)})
     return config.model_copy(update=update)
+
+
+def _check_sagas(config: PipelineConfig) -> None:
+    """A saga stage commits its state, timers and the commands it sends together, and its commands to a
+    participant stay in order: exactly once, and Kafka sinks keyed by the saga id (the default partitioner)."""
+    for view in config.keyed_stages:
+        saga = view.keyed
+        if not isinstance(saga, SagaConfig):
+            continue
+        if config.delivery != "exactly_once":
+            raise ValueError(
+                "keyed (saga) needs delivery: exactly_once: the saga's state, its timers and the commands it sends "
+                "commit in one checkpoint epoch; at least once, a crash would resend commands and fire restored "
+                "timeouts for replies already sent"
+            )
+        for index, sink in enumerate(config.sinks):
+            if isinstance(sink, KafkaSinkConfig) and (sink.key_column != saga.key or sink.partition_by != "key"):
+                raise ValueError(
+                    f"sinks.{index}: a saga's Kafka sink must be keyed by the saga id (key_column: {saga.key}, "
+                    "partition_by: key): a saga's commands to a participant must stay in one partition, in order, "
+                    "so that a retry never overtakes its earlier attempt"
+                )

@@ -12,8 +12,11 @@
 **Out** (one schema, :func:`saga_output_schema`): every row has a ``topic`` (a Kafka sink routes by it with
 ``topic_column: topic``) and a ``kind``:
 
-- ``command``: to a participant's commands topic, with ``command_id`` (:func:`command_id`), ``message_type`` (the
-  command's type), ``payload`` (the saga's data as JSON) and ``reply_to`` (the topic the participant replies on);
+- ``command``: to a participant's commands topic, with ``command_id`` (:func:`command_id`), ``idempotency_key``
+  (``saga_id:step``, or ``saga_id:step.compensate``: the same for every attempt; a participant applies a key
+  once and answers a repeat with its first reply: deduplicating by ``command_id`` would apply a retry of a step
+  whose reply was lost a second time), ``message_type`` (the command's type), ``payload`` (the saga's data as
+  JSON) and ``reply_to`` (the topic the participant replies on);
 - ``event``: a lifecycle event (:data:`LIFECYCLE_EVENTS`) to the saga events topic, with the saga's ``status``
   after it, the ``step``, ``attempt`` and ``command_id`` it concerns (the command answered, failed or retried),
   the ``reason`` and, for a timeout, the ``deadline_ms`` it fired for;
@@ -41,6 +44,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "CommandId",
     "command_id",
+    "idempotency_key",
     "parse_command_id",
     "saga_output_schema",
 ]
@@ -100,8 +104,14 @@ def parse_command_id(value: str) -> CommandId | None:
     return CommandId(saga_id, step, compensation, int(attempt)) if step else None
 
 
+def idempotency_key(saga_id: str, step: str, compensation: bool = False) -> str:
+    """What a participant applies once: ``saga_id:step`` (``saga_id:step.compensate``), whatever the attempt."""
+    return f"{saga_id}:{step}{COMPENSATE_SUFFIX if compensation else ''}"
+
+
 OUTPUT_COLUMNS = (
-    "topic", "kind", "saga", "message_type", "command_id", "step", "attempt", "status", "reason", "payload",
+    "topic", "kind", "saga", "message_type", "command_id", "step", "attempt", "status", "reason", "idempotency_key",
+    "payload",
     "reply_to", "deadline_ms", "sequence", "time_ms", "_traceparent", "_timestamp",
 )  # fmt: skip
 
@@ -120,6 +130,7 @@ def saga_output_schema(key: str) -> pa.Schema:
             ("attempt", pa.int32()),
             ("status", pa.string()),
             ("reason", pa.string()),
+            ("idempotency_key", pa.string()),
             ("payload", pa.string()),
             ("reply_to", pa.string()),
             ("deadline_ms", pa.int64()),

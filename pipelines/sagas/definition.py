@@ -98,6 +98,12 @@ class Step:
             raise ConfigError(f"step {self.name!r}: timeout_ms is {self.timeout_ms}; a positive time, or None")
         if self.success == self.failure:
             raise ConfigError(f"step {self.name!r}: success and failure are both {self.success!r}")
+        if self.compensation is not None and self.compensation.topic != self.command.topic:
+            raise ConfigError(
+                f"step {self.name!r}: its compensation goes to {self.compensation.topic!r}, its command to "
+                f"{self.command.topic!r}; send both to one topic, so that a compensation never overtakes the "
+                "command it undoes"
+            )
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,11 @@ class Saga:
     retention_ms: int = 86_400_000
 
     def __post_init__(self) -> None:
+        if self.retention_ms <= 0:
+            raise ConfigError(
+                f"saga {self.name!r}: retention_ms is {self.retention_ms}; a positive time a finished saga is "
+                "remembered (a start of the same id meanwhile is a duplicate)"
+            )
         if not self.steps:
             raise ConfigError(f"saga {self.name!r} has no steps")
         names = [step.name for step in self.steps]
@@ -155,6 +166,10 @@ def load_saga(path: str, options: dict[str, Any] | None = None) -> Saga:
             target = getattr(target, part)
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"saga {path!r} cannot be imported: {error}") from None
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 - user code ran as it was imported: say whose and how
+        raise ConfigError(f"saga {path!r} failed as it was imported: {type(error).__name__}: {error}") from None
     if isinstance(target, Saga) and options:
         raise ConfigError(f"saga {path!r} is a Saga, which takes no options; name a factory, or remove options")
     if not isinstance(target, Saga) and callable(target):

@@ -133,15 +133,16 @@ def fold_stories(rows: Iterable[Mapping[str, Any]], key: str = "saga_id") -> dic
 
 
 def _identity(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    sequence = row.get("sequence")
-    if sequence is not None:
-        return ("sequence", int(sequence))
-    return ("row", row.get("message_type"), row.get("step"), row.get("attempt"), row.get("time_ms"))
+    """A redelivered row is the same row; a sequence number used again (a monitor's, once its state for the id
+    was cleared; a saga id started again after its retention) with another event or time is another row."""
+    return (row.get("sequence"), row.get("message_type"), row.get("step"), row.get("attempt"), row.get("time_ms"))
 
 
 def _order(row: Mapping[str, Any]) -> tuple[bool, int, int]:
+    """By the time it was decided, then its sequence (rows decided at one time, in the order decided); rows
+    without a sequence (not written by a saga stage) last."""
     sequence, time_ms = row.get("sequence"), row.get("time_ms")
-    return (sequence is None, int(sequence or 0), int(time_ms or 0))
+    return (sequence is None, int(time_ms or 0), int(sequence or 0))
 
 
 def _story(saga_id: str, events: list[Row]) -> SagaStory:

@@ -238,6 +238,7 @@ class SagaRun:
         self._row(
             topic=self._topics.of_command(command.topic), kind=c.COMMAND, message_type=command.type,
             command_id=self._command(), step=step.name,
+            idempotency_key=c.idempotency_key(self._id, step.name, compensation),
             payload=json.dumps(state["data"], sort_keys=True, default=str), reply_to=self._topics.replies,
         )  # fmt: skip
         timeout = self._timeout_of(step)
@@ -274,7 +275,8 @@ class SagaRun:
         attempt = state["attempt"] if columns.get("step") is not None else None
         self.rows.append({
             self._key: self._id, "saga": self._saga.name, "command_id": None, "step": None, "attempt": attempt,
-            "status": state["status"], "reason": None, "payload": None, "reply_to": None, "deadline_ms": None,
+            "status": state["status"], "reason": None, "idempotency_key": None, "payload": None, "reply_to": None,
+            "deadline_ms": None,
             "sequence": state["seq"], "time_ms": self._now, "_traceparent": state["trace"], "_timestamp": self._now,
             **columns,
         })  # fmt: skip

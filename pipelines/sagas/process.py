@@ -5,7 +5,8 @@ it answers no command) or a reply; :class:`~pipelines.sagas.machine.SagaRun` dec
 is kept as one processing-time timer (moved when the deadline moves). Processing time is the operator's
 (``ctx.processing_time_ms``, which the stage advances before each batch and at each watermark tick); before the
 first tick, a row's own ``_timestamp`` stands in. Rows of other types are neither starts nor replies to what the
-saga waits for: they change nothing (a participant's duplicate reply, a reply to an older attempt).
+saga waits for: they change nothing (a participant's duplicate reply, a reply to an older attempt); nor do rows
+without a saga id.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class SagaProcess:
         return self._saga
 
     def process(self, key: Key, rows: pa.Table, ctx: ProcessContext) -> Output:
+        if key is None:
+            return None  # no saga id: neither a start nor a reply of any saga
         config = self._config
         run = self._run(key, ctx, None)
         for row in rows.to_pylist():

@@ -72,7 +72,9 @@ def open_keyed_operator(
 def _keyed_process(keyed: KeyedProcessConfig | SagaConfig | SagaMonitorConfig) -> KeyedProcess:
     """A process function: the user's, a saga's, or a choreography monitor."""
     if isinstance(keyed, SagaConfig):
-        return KeyedProcess(keyed.key, SagaProcess(keyed), facts={"saga": keyed.saga})
+        process = SagaProcess(keyed)  # its state names steps by position: another list of steps reads it otherwise
+        steps = ",".join(step.name for step in process.saga.steps)
+        return KeyedProcess(keyed.key, process, facts={"saga": keyed.saga, "steps": steps})
     if isinstance(keyed, SagaMonitorConfig):
         return KeyedProcess(keyed.key, ChoreographyMonitor(keyed))
     return KeyedProcess.from_config(keyed)

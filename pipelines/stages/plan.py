@@ -22,6 +22,8 @@ from pipelines.decode.codecs import DecodedBatch, Decoder, JsonDecoder
 from pipelines.decode.schema import EventSchema
 from pipelines.errors import ConfigError, ExpressionError
 from pipelines.io.records import RawBatch, dead_letters
+from pipelines.sagas.config_check import check_saga_stage
+from pipelines.sagas.definition import load_saga
 from pipelines.stages.keyed_stage import open_keyed_operator
 from pipelines.stages.topology import conform, input_of, stage_schema
 from pipelines.state.event_sourced import result_schema as event_sourced_results
@@ -421,6 +423,8 @@ def _dry_run_keyed(
         if isinstance(keyed, EventSourcedConfig | SagaConfig):
             field = "keyed.aggregate" if isinstance(keyed, EventSourcedConfig) else "keyed.saga"
         raise ConfigError(f"{field}: {error}") from None
+    if isinstance(keyed, SagaConfig):
+        check_saga_stage(view, keyed, load_saga(keyed.saga, keyed.options), events.schema.names)
     try:
         operator.add(events)
         operator.snapshot()

@@ -17,6 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.config.pipeline import PipelineConfig
+from pipelines.config.saga import SagaConfig
+from pipelines.config.state import KeyedProcessConfig
 from pipelines.decode.codecs import DecodedBatch
 from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
 from pipelines.eventtime.watermark_tracking import PartitionWatermarks
@@ -119,6 +122,7 @@ class _Routing:
     routers: tuple[KeyGroupRouter, ...]  # per input: by the key of the stage it feeds
     downstream: Downstream
     sent_watermark: list[int | None]
+    sent_at_s: list[float]  # when each owner was sent something last (monotonic)
 
 
 class SourceStage:
@@ -170,6 +174,9 @@ class SourceStage:
             stage.max_out_of_order_ms if stage else 0, stage.idle_timeout_ms if stage else 0, clock.monotonic
         )
         self._routing: _Routing | None = None
+        self._clock = clock
+        # a stage with processing-time timers (a saga's timeouts) hears from every source at least this often
+        self._tick_s = config.runtime.timer_tick_ms / 1000 if _has_processing_timers(config) else float("inf")
         # counted as each batch goes, so a batch that raises half way (the breaker trips) is counted that far
         self.events_in = 0
         self.events_out = 0
@@ -197,7 +204,7 @@ class SourceStage:
             assert key is not None  # a view is of a keyed stage
             routers[stage] = KeyGroupRouter(key.key, config.runtime.max_key_groups, routes[stage])
         routing = tuple(routers[stage] for stage in graph.input_stage)
-        self._routing = _Routing(routing, downstream, [NO_WATERMARK] * downstream.owners)
+        self._routing = _Routing(routing, downstream, [NO_WATERMARK] * downstream.owners, [0.0] * downstream.owners)
 
     async def handle(self, raw: RawBatch) -> Handled:
         """Decode, dead-letter, transform and pass on one fetched batch (see the class contract)."""
@@ -265,19 +272,27 @@ class SourceStage:
 
     async def _route(self, events: pa.RecordBatch | None, trace_context: str | None, input_index: int) -> None:
         """Send each owner its rows (of input ``input_index``) and the watermark; with no rows, only a watermark
-        that changed."""
+        that changed, or the same one once ``runtime.timer_tick_ms`` passed since the owner heard from this
+        source, when the stage has processing-time timers (a tick: they fire without input)."""
         assert self._routing is not None
         routing = self._routing
         watermark = self.watermark()
         parts = routing.routers[input_index].split(events) if events is not None else {}
+        now_s = self._clock.monotonic()
         for owner in range(routing.downstream.owners):
             part = parts.get(owner)
             sent = routing.sent_watermark[owner]
             unchanged = watermark == sent or (watermark is not None and sent is not None and watermark <= sent)
-            if part is None and unchanged:
+            if part is None and unchanged and now_s - routing.sent_at_s[owner] < self._tick_s:
                 continue
             await routing.downstream.send(owner, self._sender, part, watermark, trace_context)
             routing.sent_watermark[owner] = watermark
+            routing.sent_at_s[owner] = now_s
+
+
+def _has_processing_timers(config: PipelineConfig) -> bool:
+    """Whether a keyed stage the inputs feed may wait on processing time: a saga, or a user's process function."""
+    return any(isinstance(view.keyed, KeyedProcessConfig | SagaConfig) for view in config.keyed_stages)
 
 
 def _carry_trace(events: pa.RecordBatch, span: BatchSpan) -> pa.RecordBatch:

@@ -11,9 +11,9 @@ it depends on the machine.
 
 from __future__ import annotations
 
-import json
 import os
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 import pytest
+from ray.util.state import list_actors
 
 from cluster.examples.order_saga import Pipelines, SagaRun, saga_run
 from tests.chaos.chaos_tools import checkpointed_progress, planned_kills
@@ -87,23 +88,23 @@ class SagaKiller(threading.Thread):
         return self.work_dir / name / "checkpoints"
 
     def _kill_one(self, pipeline: str, rng: random.Random) -> str:
-        """SIGKILL a live source or aggregate actor of ``pipeline``, found by its Ray name (``<pipeline>-...``)."""
-        while True:
-            listed = json.loads(self.cluster.dashboard_get("/api/v0/actors?detail=true&limit=10000"))
-            actors = listed["data"]["result"]["result"]
-            alive = sorted(
-                (actor["name"], actor["pid"]) for actor in actors
-                if actor["state"] == "ALIVE" and actor["class_name"] in ("SourceActor", "AggregateActor")
-                and str(actor.get("name") or "").startswith(f"{pipeline}-") and actor.get("pid")
-            )  # fmt: skip
+        """SIGKILL a live source or aggregate actor of ``pipeline``, found by its Ray name (``<pipeline>-<actor
+        id>``, cluster/control/actor_ids.py)."""
+        own = re.compile(rf"^{re.escape(pipeline)}-(source|aggregate|stage\d+-aggregate)-\d+-")
+        seen: list[str] = []
+        while not self._halt.is_set():
+            actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000)
+            seen = sorted(str(actor.name) for actor in actors)
+            alive = sorted((str(a.name), int(a.pid)) for a in actors if a.name and own.match(a.name) and a.pid)
             if alive:
                 name, pid = rng.choice(alive)
                 try:
                     psutil.Process(pid).kill()
                 except psutil.NoSuchProcess:
                     continue
-                return str(name)
+                return name
             self._halt.wait(0.2)
+        raise AssertionError(f"no live actor of {pipeline} to kill among {seen}")
 
     def stop(self) -> None:
         self._halt.set()

@@ -23,7 +23,8 @@ from tests.integration.ray_cluster import LocalRayCluster
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
 ORDERS = 300
-OPTIONS: dict[str, Any] = {"failure_rate": 0.1, "silent_rate": 0.04, "compensation_failure_rate": 0.2, "seed": 11}
+# seed 11: the simulator ends these 300 sagas 253 completed, 43 aborted, 4 stuck (compensations failing 5 times)
+OPTIONS: dict[str, Any] = {"failure_rate": 0.1, "silent_rate": 0.04, "compensation_failure_rate": 0.6, "seed": 11}
 TIMEOUT_MS = 6_000  # a silent participant costs this much; nothing is killed here, so a timeout is a silence
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +40,7 @@ def test_order_sagas_end_as_a_sequential_simulator_decides_with_no_side_effect_t
     report = run.check(events)
     assert report.ok, report.failures()
     assert report.sagas == len(run.saga_ids) < len(run.starts)  # the duplicate orders started nothing
-    assert report.by_status.get("completed", 0) > 0 and report.by_status.get("aborted", 0) > 0, report.by_status
+    assert min(report.by_status.get(status, 0) for status in ("completed", "aborted", "stuck")) > 0, report.by_status
     assert report.lateness.timeouts > 0  # some participant stayed silent, and its step timed out
 
     commands = [row for name in ("inventory-commands", "payment-commands", "shipping-commands")
@@ -55,10 +56,18 @@ def test_order_sagas_end_as_a_sequential_simulator_decides_with_no_side_effect_t
     a_saga = sorted(run.saga_ids)[0]
     shown = json.loads(_cli("show", str(config_file), a_saga, "--json"))
     assert shown["saga_id"] == a_saga and shown["status"] in ("completed", "aborted", "stuck")
+    assert [event["sequence"] for event in shown["events"]] == sorted(event["sequence"] for event in shown["events"])
+    assert (
+        shown["events"][0]["message_type"] == "SagaStarted"
+        and shown["trace_id"] == shown["events"][0]["_traceparent"][3:35]
+    )
     listed = json.loads(_cli("list", str(config_file), "--limit", "0", "--json"))
     assert listed["total"] == listed["matching"] == len(run.saga_ids)
     stuck = json.loads(_cli("list", str(config_file), "--stuck", "--json"))
-    assert stuck["matching"] == report.by_status.get("stuck", 0)
+    assert stuck["matching"] == report.by_status["stuck"]
+    assert all(story["stuck_reason"].startswith("the compensation of") for story in stuck["sagas"])
+    parked = run.rows("order-saga-stuck")  # the dead-letter record of each parked saga
+    assert sorted(row["saga_id"] for row in parked) == sorted(story["saga_id"] for story in stuck["sagas"])
 
 
 def _cli(*args: str) -> str:

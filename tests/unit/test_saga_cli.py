@@ -33,6 +33,8 @@ def saga_config(tmp_path: Path, **changes: Any) -> Path:
         "keyed": {"type": "saga", "saga": "shop.sagas:order_saga"},
         "sinks": [{"type": "jsonl", "path": str(tmp_path / "results")}],
         "dead_letter": {"type": "jsonl", "path": str(tmp_path / "dead")},
+        "delivery": "exactly_once",  # a saga stage needs it
+        "checkpoint": {"uri": str(tmp_path / "checkpoints")},
         **changes,
     }
     path = tmp_path / "saga.yaml"
@@ -128,7 +130,8 @@ def test_a_sink_that_has_not_written_yet_is_refused(tmp_path: Path, capsys: pyte
 def test_a_kafka_sink_not_writing_the_events_topic_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sink = {"type": "kafka", "topic": "orders-unrouted", "topic_column": "topic", "topics": ["payments"]}
+    sink = {"type": "kafka", "topic": "orders-unrouted", "topic_column": "topic", "topics": ["payments"],
+            "key_column": "saga_id"}  # fmt: skip
     config = saga_config(tmp_path, sinks=[sink], kafka={"bootstrap_servers": "127.0.0.1:1"})
     assert main(["saga", "list", str(config)]) == 2
     assert "topics: [saga-events, ...]" in capsys.readouterr().err

@@ -80,6 +80,7 @@ def stuck_row(
             f"{after_ms}; none had arrived when the watermark passed {deadline_ms}"
         ),
         "payload": None,
+        "idempotency_key": None,
         "reply_to": None,
         "deadline_ms": deadline_ms,
         "sequence": sequence,
@@ -116,6 +117,7 @@ def test_an_unanswered_after_is_reported_stuck_once_when_the_watermark_passes_it
                 "arrived when the watermark passed 61000"
             ),
             "payload": None,
+            "idempotency_key": None,
             "reply_to": None,
             "deadline_ms": 61_000,
             "sequence": 1,
@@ -271,6 +273,7 @@ def test_a_then_after_the_stuck_report_emits_saga_recovered() -> None:
                 "at its deadline 61000; the wait is over"
             ),
             "payload": None,
+            "idempotency_key": None,
             "reply_to": None,
             "deadline_ms": 61_000,
             "sequence": 2,

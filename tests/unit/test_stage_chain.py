@@ -19,12 +19,14 @@ import pytest
 
 from pipelines.config.kafka import CircuitBreakerConfig
 from pipelines.config.pipeline import PipelineConfig
+from pipelines.config.saga import SagaConfig
 from pipelines.config.secrets import resolve_secrets
 from pipelines.config.state import KeyedProcessConfig
 from pipelines.errors import ConfigError, PipelineHalted
 from pipelines.eventtime.clock import ManualClock
 from pipelines.examples.orders import orders_pipeline
 from pipelines.io.records import RawBatch
+from pipelines.sagas.definition import Saga
 from pipelines.stages.circuit_breaker import CircuitBreaker
 from pipelines.stages.keyed_runner import KeyedStageRunner
 from pipelines.stages.plan import compile_pipeline
@@ -34,6 +36,7 @@ from pipelines.state.keygroups import key_group_of
 from pipelines.state.process_function import ProcessContext
 from pipelines.testing import CollectingSink, InProcessOwners, run_stages
 from tests.reference import reference_orders
+from tests.unit.test_saga_machine import step
 
 START_TIME_MS = 1_767_225_600_000
 EVENTS = 40_000
@@ -257,3 +260,37 @@ def test_processing_time_timers_fire_when_the_injected_clock_passes_them(tmp_pat
     clock.advance(0.2)
     runner.advance(0, START_TIME_MS)
     assert results.rows() == [{"customer_id": "c1", "timer_ms": START_TIME_MS + 5_000, "domain": "processing"}]
+
+
+ORDER_CREATED_SAGA = Saga("created", "OrderCreated", (step("inventory"),))
+
+
+def test_a_quiet_source_still_ticks_a_stage_with_processing_time_timers_so_a_timeout_fires(tmp_path: Path) -> None:
+    """No more input after a saga's start: the source's idle loop (route_watermark) sends the same watermark once
+    ``runtime.timer_tick_ms`` passed, and the saga's timeout fires on that tick."""
+    keyed = SagaConfig(saga="tests.unit.test_stage_chain:ORDER_CREATED_SAGA", key="customer_id",
+                       type_column="event_type")  # fmt: skip
+    config = orders(tmp_path, runtime__timer_tick_ms=500).model_copy(
+        update={"aggregate": None, "keyed": keyed, "operators": []}
+    )
+    clock = ManualClock(START_TIME_MS)
+    results = CollectingSink()
+    runner = KeyedStageRunner(config, 1, sinks=[results], late_output=CollectingSink(), carry_trace=False, clock=clock)
+    runners = Runners([runner])
+    stage = SourceStage(compile_pipeline(config), dead_letter=CollectingSink(), backlogs=lambda: {0: 0}, clock=clock)
+    stage.route_to(runners, {0: owner_of_group(config, 1)})
+    stage.watermarks.opened(0)
+    asyncio.run(stage.handle(raw_batch([order("c1", 100, START_TIME_MS)])))
+    assert [row["message_type"] for row in results.rows()] == ["SagaStarted", "DoInventory"]
+
+    clock.advance(0.3)
+    asyncio.run(stage.route_watermark())
+    sent = len(runners.sent)
+    clock.advance(0.3)  # the same watermark, but a tick has passed since the owner heard from this source
+    asyncio.run(stage.route_watermark())
+    assert len(runners.sent) == sent + 1
+    clock.advance(0.5)  # past the 1 s timeout
+    asyncio.run(stage.route_watermark())
+    failed = results.rows()[-1]
+    assert (failed["message_type"], failed["deadline_ms"]) == ("StepFailed", START_TIME_MS + 1_000)
+    assert failed["time_ms"] - failed["deadline_ms"] <= config.runtime.timer_tick_ms
