@@ -65,7 +65,7 @@ def event_sourced_stage(config: PipelineConfig) -> EventSourcedConfig:
 async def read_stored(config: PipelineConfig, stage: EventSourcedConfig, key: str | None = None) -> Stored:
     """The stored events, snapshots and replies, of aggregate ``key`` (compared as text) or of every aggregate,
     from the first sink that holds events; rows are renamed so the aggregate id is ``aggregate_id``."""
-    sink = _events_sink(config, stage)
+    sink = events_sink(config, stage.events_topic)
     if isinstance(sink, KafkaSinkConfig):
         assert config.kafka is not None  # a Kafka sink needs a kafka section
         keyed = stage.key == sink.key_column and sink.partition_by == "key"  # else any partition may hold a key
@@ -102,17 +102,18 @@ async def read_commands(config: PipelineConfig) -> list[dict[str, Any]]:
     return list(ordered.drop_columns([INPUT_PARTITION, INPUT_SEQUENCE]).to_pylist())
 
 
-def _events_sink(config: PipelineConfig, stage: EventSourcedConfig) -> StoredSink:
-    """Where the events are read from: a Kafka sink writing the events topic (the store of record), else a Parquet
-    sink (the archive), else a JSONL sink, whose directory exists."""
-    kafka = [s for s in config.sinks if isinstance(s, KafkaSinkConfig) and (stage.events_topic in s.all_topics
+def events_sink(config: PipelineConfig, events_topic: str, fix: str = "") -> StoredSink:
+    """Where ``events_topic``'s rows are read from: a Kafka sink writing it (the store of record), else a Parquet
+    sink (the archive), else a JSONL sink, whose directory exists. Raises :class:`ConfigError` naming the topic
+    (and ``fix``, what the operator should do) when there is none."""
+    kafka = [s for s in config.sinks if isinstance(s, KafkaSinkConfig) and (events_topic in s.all_topics
                                                                            or s.topic_column is None)]  # fmt: skip
     files = [s for s in config.sinks if isinstance(s, ParquetSinkConfig | JsonlSinkConfig) and Path(s.path).is_dir()]
     for sink in [*kafka, *(s for s in files if isinstance(s, ParquetSinkConfig)), *files]:
         return sink
     raise ConfigError(
-        f"pipeline {config.name!r}: no sink holds the events topic {stage.events_topic!r} (a Kafka sink writing it, "
-        "or a Parquet or JSONL sink whose directory exists)"
+        f"pipeline {config.name!r}: no sink holds the events topic {events_topic!r} (a Kafka sink writing it, "
+        f"or a Parquet or JSONL sink whose directory exists){fix}"
     )
 
 

@@ -21,16 +21,15 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from actors.kafka.admin import partition_count, read_topic
 from actors.kafka.producer_sink import partition_for_key
-from cluster.commands.event_store_io import read_files
+from cluster.commands.event_store_io import events_sink, read_files
 from pipelines.config.kafka import KafkaConnectionConfig, KafkaSinkConfig
-from pipelines.config.pipeline import JsonlSinkConfig, ParquetSinkConfig, PipelineConfig
+from pipelines.config.pipeline import ParquetSinkConfig, PipelineConfig
 from pipelines.config.saga import SagaConfig, SagaMonitorConfig
 from pipelines.errors import ConfigError
 
@@ -51,6 +50,10 @@ Progress = Callable[[str], None]
 #: a read taking longer than this says so (on standard error): a big topic takes a while
 PROGRESS_AFTER_S = 2.0
 #: bounds on a Kafka read, should a transaction left open hold a read_committed reader short of the end
+_ADD_A_SINK = (
+    ". Operator action: add a Kafka sink writing it (topic_column: topic, topics: [{topic}, ...]) or a JSONL sink; "
+    "a file sink's directory must exist (has the pipeline run?)"
+)
 _DEADLINE_ONE_PARTITION_S = 60.0
 _DEADLINE_TOPIC_S = 900.0
 #: the name of the one keyed stage of a pipeline written with ``keyed:`` (one with ``stages:`` names each)
@@ -97,7 +100,7 @@ async def read_saga_events(
     """The lifecycle event rows of saga ``saga_id`` (compared as text), or of every saga, from the first sink that
     holds them; ``config.kafka`` must have its secrets resolved. ``progress`` hears of a slow read."""
     report = progress or _silent
-    sink = _events_sink(config, stage)
+    sink = events_sink(config, stage.events_topic, _ADD_A_SINK.format(topic=stage.events_topic))
     if isinstance(sink, KafkaSinkConfig):
         assert config.kafka is not None  # a Kafka sink needs a kafka section
         topic = stage.events_topic if stage.events_topic in sink.all_topics else sink.topic
@@ -117,21 +120,6 @@ async def read_saga_events(
 
 def _silent(_: str) -> None:
     return None
-
-
-def _events_sink(config: PipelineConfig, stage: SagaStage) -> KafkaSinkConfig | ParquetSinkConfig | JsonlSinkConfig:
-    """A Kafka sink writing the events topic (the store of record), else a Parquet, else a JSONL sink whose
-    directory exists."""
-    kafka = [s for s in config.sinks if isinstance(s, KafkaSinkConfig) and (stage.events_topic in s.all_topics
-                                                                           or s.topic_column is None)]  # fmt: skip
-    files = [s for s in config.sinks if isinstance(s, ParquetSinkConfig | JsonlSinkConfig) and Path(s.path).is_dir()]
-    for sink in [*kafka, *(s for s in files if isinstance(s, ParquetSinkConfig)), *files]:
-        return sink
-    raise ConfigError(
-        f"pipeline {config.name!r}: no sink holds the saga events topic {stage.events_topic!r}. Operator action: "
-        f"add a Kafka sink writing it (topic_column: topic, topics: [{stage.events_topic}, ...]) or a JSONL sink; "
-        "a file sink's directory must exist (has the pipeline run?)"
-    )
 
 
 async def _read_kafka(

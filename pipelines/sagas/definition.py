@@ -20,11 +20,11 @@ Recovery, as :mod:`pipelines.sagas.machine` carries it out:
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.errors import ConfigError
+from pipelines.state.user_code import import_user_attribute
 
 __all__ = ["Command", "Retry", "Saga", "Step", "load_saga"]
 
@@ -159,17 +159,7 @@ def load_saga(path: str, options: dict[str, Any] | None = None) -> Saga:
     """Import ``module:attr``: a :class:`Saga`, or a callable that returns one when called with ``options`` as
     keyword arguments. Raises :class:`ConfigError` naming the path when it cannot be imported, cannot be made,
     or is something else."""
-    module_name, _, attribute = path.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"saga {path!r} cannot be imported: {error}") from None
-    except ConfigError:
-        raise
-    except Exception as error:  # noqa: BLE001 - user code ran as it was imported: say whose and how
-        raise ConfigError(f"saga {path!r} failed as it was imported: {type(error).__name__}: {error}") from None
+    target = import_user_attribute(path, "saga")
     if isinstance(target, Saga) and options:
         raise ConfigError(f"saga {path!r} is a Saga, which takes no options; name a factory, or remove options")
     if not isinstance(target, Saga) and callable(target):

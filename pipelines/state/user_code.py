@@ -8,7 +8,24 @@ from typing import Any
 
 from pipelines.errors import ConfigError
 
-__all__ = ["load_user_object"]
+__all__ = ["import_user_attribute", "load_user_object"]
+
+
+def import_user_attribute(path: str, what: str) -> Any:
+    """The attribute ``module:attr`` names (``attr`` may be dotted). Raises :class:`ConfigError` naming ``what``
+    and the path when it cannot be imported, or when the module raised as it was imported."""
+    module_name, _, attribute_path = path.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute_path.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"{what} {path!r} cannot be imported: {error}") from None
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 - user code ran as it was imported: say whose and how
+        raise ConfigError(f"{what} {path!r} failed as it was imported: {type(error).__name__}: {error}") from None
+    return target
 
 
 def load_user_object(path: str, what: str, methods: tuple[str, ...], options: Mapping[str, Any] | None = None) -> Any:
@@ -18,13 +35,7 @@ def load_user_object(path: str, what: str, methods: tuple[str, ...], options: Ma
     Raises :class:`ConfigError` naming ``what`` and the path when the module, the attribute or a method is
     missing, or the attribute is not callable.
     """
-    module_name, _, attribute_path = path.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute_path.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"{what} {path!r} cannot be imported: {error}") from None
+    target = import_user_attribute(path, what)
     if not callable(target):
         raise ConfigError(f"{what} {path!r} is not callable: name a class or a zero-argument factory")
     try:

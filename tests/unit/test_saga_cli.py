@@ -124,7 +124,7 @@ def test_a_config_without_a_saga_stage_is_refused(tmp_path: Path, capsys: pytest
 def test_a_sink_that_has_not_written_yet_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["saga", "show", str(saga_config(tmp_path)), "s-1"]) == 2
     error = capsys.readouterr().err
-    assert "no sink holds the saga events topic 'saga-events'" in error and "has the pipeline run?" in error
+    assert "no sink holds the events topic 'saga-events'" in error and "has the pipeline run?" in error
 
 
 def test_a_kafka_sink_not_writing_the_events_topic_is_refused(
