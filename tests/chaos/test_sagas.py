@@ -135,6 +135,7 @@ def test_order_sagas_under_kills_of_owners_and_participants_end_all_done_or_all_
     assert killer.error is None, repr(killer.error)
     assert [kill.pipeline for kill in killer.kills] == [pipeline for pipeline, _ in VICTIMS], killer.kills
     report = run.check(events)
+    saga_pipeline = run.configs["order-saga"]
     outages = [
         (k.at_s * 1000 - 1_000, k.recovered_s * 1000 + 1_000) for k in killer.kills if k.pipeline == "order-saga"
     ]
