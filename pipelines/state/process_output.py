@@ -71,13 +71,27 @@ class ProcessOutput:
     def collect(self, outputs: list[Output]) -> pa.Table | None:
         """The rows of several calls as one table (None when there are none). Raise :class:`ProcessOutputError`
         for rows that do not fit the declared schema, ``TypeError`` for a return value that is no rows at all."""
-        tables = [self.table(output) for output in outputs if output is not None]
+        tables = [self.table(output) for output in self._merged(outputs) if output is not None]
         tables = [table for table in tables if table.num_rows]
         if not tables:
             return None
         if self.schema is not None:
             return pa.concat_tables(tables)
         return pa.concat_tables(tables, promote_options="permissive")
+
+    def _merged(self, outputs: list[Output]) -> list[Output]:
+        """``outputs`` with each run of lists of dicts made one list, when the schema is declared: rows are
+        converted once per batch, not once per key (a table per key cost more than the function itself)."""
+        if self.schema is None:
+            return outputs
+        merged: list[Output] = []
+        for output in outputs:
+            last = merged[-1] if merged else None
+            if isinstance(output, list) and isinstance(last, list):
+                last.extend(output)  # a copy of the function's list (below): never the function's own
+            else:
+                merged.append(list(output) if isinstance(output, list) else output)
+        return merged
 
     def table(self, output: list[dict[str, Any]] | pa.Table | pa.RecordBatch) -> pa.Table:
         """The rows of one call."""
