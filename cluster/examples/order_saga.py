@@ -230,7 +230,8 @@ def run_order_sagas(args: argparse.Namespace, work_dir: Path, say: Callable[[str
     options = {"failure_rate": args.failure_rate, "silent_rate": args.silent_rate,
                "compensation_failure_rate": args.compensation_failure_rate, "seed": args.seed}  # fmt: skip
     run = saga_run(f"order-saga-{uuid.uuid4().hex[:6]}", bootstrap, work_dir, args.orders, options, args.timeout_ms)
-    connect(args.address)
+    # an embedded Ray of 8 logical CPUs: the four pipelines' actors reserve 2.5 between them (0.25 each)
+    connect(args.address, num_cpus=8 if args.address is None else None)
     say(f"{len(run.saga_ids):,} orders to {run.topics['orders-placed']} on {bootstrap}; 4 pipelines starting")
     with Pipelines(list(run.configs.values()), args.address):
         run.place_orders()
