@@ -7,7 +7,7 @@ instances, every saga ended as the simulator decides from the participants' deci
 no timeout timer fired before its deadline. How late they fired is printed (the issue's figure), not asserted:
 it depends on the machine.
 
-``EVENTRAY_SAGA_CHAOS_SAGAS=10000`` runs the issue's 10,000 sagas (about 10 minutes here)."""
+``EVENTRAY_SAGA_CHAOS_SAGAS=10000`` runs the issue's 10,000 sagas (about 5 minutes here; benchmarks/SAGAS.md)."""
 
 from __future__ import annotations
 
