@@ -89,7 +89,8 @@ def _action(actions: Any, name: str, summary: str, handler: Any) -> argparse.Arg
     return parser
 
 
-def _router_url(args: argparse.Namespace) -> str:
+def router_url(args: argparse.Namespace) -> str:
+    """``--url``, else the query router of the config's ``serve`` (a listen-all host asked on loopback)."""
     if args.url:
         return str(args.url).rstrip("/")
     config = load_config(args.config, parse_set(args.set))
@@ -128,25 +129,25 @@ def _send(args: argparse.Namespace) -> int:
         raise ConfigError(f"the command body is not JSON: {error}") from None
     if not isinstance(body, dict):
         raise ConfigError('the command body is a JSON object, e.g. {"command_type": "Open"}')
-    reply = _call(args.gateway, lambda client: client.command(args.aggregate, args.id, body), gateway=True)
+    reply = call_router(args.gateway, lambda client: client.command(args.aggregate, args.id, body), gateway=True)
     _print(args, reply, [reply])
     return 0 if reply["status"] == "accepted" else 1
 
 
 def _views(args: argparse.Namespace) -> int:
-    url = _router_url(args)
+    url = router_url(args)
 
     async def listed(client: CqrsClient) -> Any:
         async with aiohttp.ClientSession() as session, session.get(f"{url}/views") as response:
             return await response.json()
 
-    answer = _call(url, listed)
+    answer = call_router(url, listed)
     _print(args, answer, answer["views"])
     return 0
 
 
 def _query(args: argparse.Namespace) -> int:
-    url = _router_url(args)
+    url = router_url(args)
     if args.min_position is not None and len(args.keys) != 1:
         raise ConfigError("--min-position waits on the owner of one key: give one KEY")
 
@@ -158,7 +159,7 @@ def _query(args: argparse.Namespace) -> int:
         return [{"view": args.view, "key": key, "found": value is not None, "value": value}
                 for key, value in zip(args.keys, values, strict=True)]  # fmt: skip
 
-    answers: list[dict[str, Any]] = _call(url, asked)
+    answers: list[dict[str, Any]] = call_router(url, asked)
     _print(args, answers, [{"key": a["key"], "found": a["found"], "value": json.dumps(a["value"])} for a in answers])
     return 0 if all(answer["found"] for answer in answers) else 1
 
@@ -185,7 +186,9 @@ def _rebuild(args: argparse.Namespace) -> int:
     return 0 if rebuilt.previous is not None or rebuilt.switched_after_s is not None else 1
 
 
-def _call(url: str, ask: Any, gateway: bool = False) -> Any:
+def call_router(url: str, ask: Any, gateway: bool = False) -> Any:
+    """``ask(client)`` of the router (or gateway) at ``url``; :class:`ConfigError` saying why it did not answer."""
+
     async def call() -> Any:
         async with CqrsClient(url if gateway else None, url, retries=0) as client:
             return await ask(client)

@@ -1,7 +1,9 @@
 """``eventray saga``: what happened to sagas, told from the lifecycle events their stage wrote.
 
 - ``show CONFIG SAGA_ID``: one saga's timeline (each event with its step, attempt, status after it and reason),
-  what it completed, compensated and retried, and its trace id;
+  what it completed, compensated and retried, and its trace id; when the saga stage serves its state
+  (``query:``, CQRS), also its state now, asked of the saga's owner through the query router (while the pipeline
+  runs: else the timeline alone, saying why);
 - ``list CONFIG [--stuck | --status STATUS] [--limit N]``: one line per saga (status, last step, age or duration,
   reason), newest start first.
 
@@ -24,11 +26,15 @@ from typing import Any
 
 import msgspec
 
+from cluster.commands.cqrs import call_router, router_url
 from cluster.commands.run_config import parse_set
 from cluster.commands.saga_io import SINGLE_STAGE_NAME, SagaEvents, SagaStage, read_saga_events, saga_stage
 from pipelines.config.kafka import resolve_kafka_secrets
 from pipelines.config.pipeline import PipelineConfig, load_config
+from pipelines.config.saga import SagaConfig
+from pipelines.errors import ConfigError
 from pipelines.sagas.contract import STATUS_STUCK, STATUSES
+from pipelines.sagas.definition import load_saga
 from pipelines.sagas.history import fold_stories, select_stories, stories_table, story_dict, story_lines
 
 __all__ = ["DEFAULT_LIST_LIMIT", "add_saga_commands"]
@@ -41,6 +47,9 @@ def add_saga_commands(commands: Any) -> None:
     actions = saga.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = _action(actions, "show", "one saga's timeline: its events, steps completed and compensated, trace", _show)
     show.add_argument("saga_id", metavar="SAGA_ID", help="the saga id (the value of the stage's key column)")
+    show.add_argument(
+        "--url", default=None, help="the query router to ask for the saga's state now (default: the config's serve)"
+    )
     listing = _action(actions, "list", "one line per saga: status, last step, age or duration, reason", _list)
     which = listing.add_mutually_exclusive_group()
     which.add_argument("--stuck", action="store_true", help="only parked sagas (status stuck): same as --status stuck")
@@ -101,14 +110,40 @@ def _show(args: argparse.Namespace) -> int:
     config, stage = _load(args)
     events = _read(config, stage, args.saga_id)
     story = fold_stories(events.rows, stage.key).get(args.saga_id)
-    if story is None:
+    live, unanswered = _state_now(args, config, stage)
+    if story is None and live is None:
         print(f"eventray: no lifecycle events of saga {args.saga_id!r} in {events.source}", file=sys.stderr)
         return 1
     if args.json:
-        print(_json(story_dict(story)))
-    else:
+        print(_json({**(story_dict(story) if story else {"saga_id": args.saga_id}), "now": live,
+                     "now_unanswered": unanswered}))  # fmt: skip
+        return 0
+    if story is not None:
         print("\n".join(story_lines(story)))
+    if live is not None:
+        print(f"now (asked of its owner): status {live['status']}, step {live['step_name']}, attempt "
+              f"{live['attempt']}, reason {live['reason']}")  # fmt: skip
+    elif unanswered:
+        print(f"now: not asked ({unanswered})")
     return 0
+
+
+def _state_now(args: argparse.Namespace, config: PipelineConfig, stage: SagaStage) -> tuple[Any, str | None]:
+    """The saga's state as its owner holds it, through the query router, when the stage serves it (``query:``);
+    (None, why) when it does not, or the router does not answer."""
+    if not isinstance(stage, SagaConfig) or stage.query is None:
+        return None, None
+    view = stage.query.view
+    try:
+        answer = call_router(router_url(args), lambda client: client.view(view, args.saga_id))
+    except ConfigError as error:
+        return None, str(error)
+    if not answer.get("found"):
+        return None, None
+    state: dict[str, Any] = dict(answer["value"])
+    steps = load_saga(stage.saga, stage.options).steps  # the state names steps by position
+    state["step_name"] = steps[state["step"]].name if 0 <= state.get("step", -1) < len(steps) else None
+    return state, None
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ fixed probabilities decided per command id. Every saga ends all done or all undo
 an independent sequential simulator (pipelines/verify/saga_check.py) decides from the same participant
 decisions; no side effect is applied twice; a duplicate order starts no second saga; every saga is one trace
 (the order's) across the participants and Kafka hops; ``eventray saga show|list`` tell the story from the events
-topic."""
+topic, and ``show`` asks the saga's owner for its state now through the query router."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from cluster.examples.order_saga import Pipelines, saga_run
+from pipelines.config.query import QueryConfig, ServeConfig
 from tests.integration.pipelines_under_test import unique
-from tests.integration.ray_cluster import LocalRayCluster
+from tests.integration.ray_cluster import LocalRayCluster, free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
@@ -33,9 +34,18 @@ def test_order_sagas_end_as_a_sequential_simulator_decides_with_no_side_effect_t
     ray_driver: LocalRayCluster, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     run = saga_run(unique("saga"), kafka_bootstrap, tmp_path, ORDERS, OPTIONS, TIMEOUT_MS)
+    served = run.configs["order-saga"]  # its sagas' state served as a view (CQRS): `saga show` asks the owner
+    assert served.keyed is not None
+    keyed = served.keyed.model_copy(update={"query": QueryConfig(view="sagas")})
+    run.configs["order-saga"] = served.model_copy(update={"keyed": keyed, "serve": ServeConfig(port=free_port())})
+    config_file = tmp_path / "order-saga.yaml"
+    config_file.write_text(run.configs["order-saga"].to_yaml())
     with Pipelines(list(run.configs.values()), ray_driver.address):
         run.place_orders()
         events = run.wait_until_every_saga_ended(patient_s=300)
+        stuck_now = json.loads(_cli("list", str(config_file), "--stuck", "--json"))["sagas"]
+        asked = {story["saga_id"]: json.loads(_cli("show", str(config_file), story["saga_id"], "--json"))
+                 for story in stuck_now[:2]}  # fmt: skip
 
     report = run.check(events)
     assert report.ok, report.failures()
@@ -51,8 +61,10 @@ def test_order_sagas_end_as_a_sequential_simulator_decides_with_no_side_effect_t
     split = {saga: ids for saga, ids in traces.items() if len(ids) != 1 or None in ids}
     assert not split, f"{len(split)} saga(s) not one trace, e.g. {list(split.items())[:3]}"
 
-    config_file = tmp_path / "order-saga.yaml"
-    config_file.write_text(run.configs["order-saga"].to_yaml())
+    assert asked and all(
+        shown["now"]["status"] == shown["status"] == "stuck" and shown["now"]["step_name"] == shown["last_step"]
+        for shown in asked.values()
+    ), asked  # the owner's state agrees with the events topic
     a_saga = sorted(run.saga_ids)[0]
     shown = json.loads(_cli("show", str(config_file), a_saga, "--json"))
     assert shown["saga_id"] == a_saga and shown["status"] in ("completed", "aborted", "stuck")

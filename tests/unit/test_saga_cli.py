@@ -5,6 +5,7 @@ here."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -75,6 +76,25 @@ def test_show_json(stored: Path, capsys: pytest.CaptureFixture[str]) -> None:
     answer = json.loads(capsys.readouterr().out)
     assert answer["status"] == "stuck" and answer["stuck_reason"] == "ship: no reply after 3 attempts"
     assert answer["trace_id"] == TRACE and [e["sequence"] for e in answer["events"]] == [1, 3, 5, 6]
+
+
+def test_show_of_a_served_saga_says_why_its_state_now_was_not_asked_when_no_router_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_results(tmp_path, stuck())
+    keyed = {"type": "saga", "saga": "shop.sagas:order_saga", "query": {"view": "sagas"}}
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    config = saga_config(tmp_path, keyed=keyed, serve={"port": port})
+    assert main(["saga", "show", str(config), "s-3", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["status"] == "stuck" and answer["now"] is None
+    assert answer["now_unanswered"].startswith(
+        "no query router (is the pipeline running?) answers at http://127.0.0.1:"
+    )
+    assert main(["saga", "show", str(config), "s-3"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("now: not asked (no query router")
 
 
 def test_show_of_an_unknown_saga_exits_1(stored: Path, capsys: pytest.CaptureFixture[str]) -> None:
