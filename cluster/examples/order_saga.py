@@ -42,12 +42,13 @@ from pipelines.io.trace_context import format_traceparent
 from pipelines.sagas.contract import SAGA_STARTED, TERMINAL_STATUSES
 from pipelines.verify.saga_check import SagaReport, check_sagas
 
-__all__ = ["Pipelines", "SagaRun", "main", "saga_run"]
+__all__ = ["COMMAND_TOPICS", "Pipelines", "SagaRun", "main", "saga_run"]
 
 PARTITIONS = {"orders-placed": 4, "order-saga-replies": 4, "order-saga-events": 4, "order-saga-effects": 2,
               "inventory-commands": 2, "payment-commands": 2, "shipping-commands": 2, "order-saga-stuck": 1,
               "order-saga.dead-letter": 1}  # fmt: skip
 START_TIME_MS = 1_767_225_600_000
+COMMAND_TOPICS = ("inventory-commands", "payment-commands", "shipping-commands")
 
 
 @dataclass
@@ -130,11 +131,14 @@ class SagaRun:
             time.sleep(2.0)
 
     def check(self, events: list[dict[str, Any]]) -> SagaReport:
-        """The run judged by the sequential simulator, with the participants' decisions under this run's options."""
+        """The run judged by the sequential simulator, with the participants' decisions under this run's options;
+        every timeout against the command it was of (sent, and its deadline that send time plus the timeout)."""
         options = {k: v for k, v in self.options.items() if k != "effects_topic"}
         decide = order_decider([Inventory(**options), Payments(**options), Shipping(**options)])
         effects = [row for row in self.rows("order-saga-effects") if row.get("kind") == "effect"]
-        return check_sagas(order_saga(self.timeout_ms), decide, events, effects, expected_sagas=self.saga_ids)
+        commands = [row for topic in COMMAND_TOPICS for row in self.rows(topic)]
+        return check_sagas(order_saga(self.timeout_ms), decide, events, effects, expected_sagas=self.saga_ids,
+                           commands=commands)  # fmt: skip
 
 
 def saga_run(prefix: str, bootstrap: str, work_dir: Path, orders: int, options: dict[str, Any], timeout_ms: int,

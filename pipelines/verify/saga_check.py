@@ -284,6 +284,7 @@ class SagaReport:
     stuck: Finding = field(default_factory=Finding)
     stuck_by_step: dict[str, int] = field(default_factory=dict)
     lateness: TimerLateness = field(default_factory=TimerLateness)
+    wrong_deadlines: Finding = field(default_factory=Finding)
 
     def failures(self) -> list[str]:
         """One line per kind of fault found; stuck sagas and no-op compensations are not faults."""
@@ -298,6 +299,7 @@ class SagaReport:
             "saga(s) with a command a participant rejected": self.rejected_commands,
             "saga(s) with effects but never started": self.effects_without_saga,
             f"timeout timer(s) later than {self.lateness.bound_ms} ms": self.lateness.late,
+            "timeout(s) early, of a command never sent, or not at its send time + timeout_ms": self.wrong_deadlines,
         }
         return [f"{finding.count} {what}, e.g. {', '.join(finding.examples)}"
                 for what, finding in findings.items() if finding.count]  # fmt: skip
@@ -346,8 +348,14 @@ def check_sagas(
     expected_sagas: Collection[str] = (),
     lateness_bound_ms: int | None = None,
     max_examples: int = 5,
+    commands: Iterable[Mapping[str, Any]] | None = None,
 ) -> SagaReport:
-    """Judge a run (see the module docstring). ``timed_out`` defaults to :func:`observed_timeouts` of ``events``."""
+    """Judge a run (see the module docstring). ``timed_out`` defaults to :func:`observed_timeouts` of ``events``.
+
+    ``commands`` (the rows the saga sent to participants, with ``command_id`` and ``time_ms``), when given, check
+    every timeout: its command was sent, its ``deadline_ms`` is the send time plus the step's ``timeout_ms``, and
+    it fired at or after it (``wrong_deadlines``): a machine that timed out a step early, or for nothing, fails
+    here even when the simulation, fed its timeouts, agrees."""
     events = list(events)
     stories = {saga_id: _Story.of(history) for saga_id, history in _histories(events, key).items()}
     ledger = _Ledger.of(effects, key)
@@ -381,7 +389,35 @@ def check_sagas(
         stuck=finding("stuck"),
         stuck_by_step={str(step): count for step, count in sorted(stuck.items(), key=lambda item: str(item[0]))},
         lateness=_lateness(events, key, lateness_bound_ms, max_examples),
+        wrong_deadlines=Finding.of(_wrong_deadlines(saga, events, commands), max_examples)
+        if commands is not None
+        else Finding(),
     )
+
+
+def _wrong_deadlines(
+    saga: Saga, events: Iterable[Mapping[str, Any]], commands: Iterable[Mapping[str, Any]]
+) -> list[str]:
+    """Each timeout whose command was not sent, whose deadline is not its send time plus the step's timeout, or
+    that fired before its deadline."""
+    sent = {row["command_id"]: int(row["time_ms"]) for row in commands if row.get("command_id") is not None}
+    timeouts = {step.name: step.timeout_ms for step in saga.steps}
+    wrong = []
+    for event in events:
+        if event.get("message_type") != STEP_FAILED or event.get("deadline_ms") is None:
+            continue  # only a timeout (of a step or of a compensation) names a deadline
+        if event.get("command_id") is None:
+            wrong.append(f"{event.get('saga_id')}: a timeout of {event.get('step')} names no command")
+            continue
+        command, deadline = str(event["command_id"]), int(event["deadline_ms"])
+        timeout = timeouts.get(str(event.get("step")))
+        if command not in sent:
+            wrong.append(f"{command}: timed out, never sent")
+        elif timeout is None or deadline != sent[command] + timeout:
+            wrong.append(f"{command}: deadline {deadline}, sent at {sent[command]} with timeout_ms {timeout}")
+        elif int(event["time_ms"]) < deadline:
+            wrong.append(f"{command}: fired at {event['time_ms']}, before its deadline {deadline}")
+    return sorted(set(wrong))
 
 
 @dataclass(frozen=True)

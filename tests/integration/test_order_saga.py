@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cluster.examples.order_saga import Pipelines, saga_run
+from cluster.examples.order_saga import COMMAND_TOPICS, Pipelines, saga_run
 from pipelines.config.query import QueryConfig, ServeConfig
 from tests.integration.pipelines_under_test import unique
 from tests.integration.ray_cluster import LocalRayCluster, free_port
@@ -53,8 +53,7 @@ def test_order_sagas_end_as_a_sequential_simulator_decides_with_no_side_effect_t
     assert min(report.by_status.get(status, 0) for status in ("completed", "aborted", "stuck")) > 0, report.by_status
     assert report.lateness.timeouts > 0  # some participant stayed silent, and its step timed out
 
-    commands = [row for name in ("inventory-commands", "payment-commands", "shipping-commands")
-                for row in run.rows(name)]  # fmt: skip
+    commands = [row for name in COMMAND_TOPICS for row in run.rows(name)]
     traces: dict[str, set[str | None]] = {}
     for row in [*events, *commands, *run.rows("order-saga-replies")]:
         traces.setdefault(row["saga_id"], set()).add(row["_traceparent"] and row["_traceparent"][3:35])

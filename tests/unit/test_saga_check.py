@@ -328,3 +328,27 @@ def test_the_checker_shares_no_code_with_the_saga_machine() -> None:
         "pipelines.sagas.contract",
         "pipelines.sagas.definition",
     }
+
+
+def test_timeouts_are_checked_against_the_commands_sent_when_they_are_given() -> None:
+    """With the commands the saga sent: a timeout's deadline must be its command's send time plus the step's
+    timeout_ms, and it must not fire before it; a timeout of a command never sent is a fault too."""
+    sent = command_id("s", RESERVE, 1)
+    events = story("s", ev("SagaStarted"), timeout(RESERVE, 1, command_id=sent),
+                   ev("StepRetried", RESERVE, 2), ev("StepCompleted", RESERVE, 2), ev("StepCompleted", CHARGE, 1),
+                   ev("StepCompleted", DISPATCH, 1), ev("Completed", status="completed"))  # fmt: skip
+    deadline = events[1]["deadline_ms"]
+    timeout_ms = ORDER_SAGA.steps[0].timeout_ms
+    assert timeout_ms is not None
+    effects = [effect("s", RESERVE, attempt=2), effect("s", CHARGE), effect("s", DISPATCH)]
+    decide = decider({sent: SILENT_NOT_APPLIED})
+    right = [{"command_id": sent, "time_ms": deadline - timeout_ms}]
+    assert check_sagas(ORDER_SAGA, decide, events, effects, commands=right).ok
+    early = [{"command_id": sent, "time_ms": deadline - timeout_ms + 5}]
+    report = check_sagas(ORDER_SAGA, decide, events, effects, commands=early)
+    assert report.wrong_deadlines.count == 1 and "with timeout_ms" in report.wrong_deadlines.examples[0]
+    never = check_sagas(ORDER_SAGA, decide, events, effects, commands=[])
+    assert never.failures() and "never sent" in never.wrong_deadlines.examples[0]
+    fired_early = [{**event, "time_ms": deadline - 1} if event is events[1] else event for event in events]
+    report = check_sagas(ORDER_SAGA, decide, fired_early, effects, commands=right)
+    assert "before its deadline" in report.wrong_deadlines.examples[0]
