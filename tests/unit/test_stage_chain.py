@@ -269,7 +269,7 @@ def test_a_quiet_source_still_ticks_a_stage_with_processing_time_timers_so_a_tim
     """No more input after a saga's start: the source's idle loop (route_watermark) sends the same watermark once
     ``runtime.timer_tick_ms`` passed, and the saga's timeout fires on that tick."""
     keyed = SagaConfig(saga="tests.unit.test_stage_chain:ORDER_CREATED_SAGA", key="customer_id",
-                       type_column="event_type")  # fmt: skip
+                       type_column="event_type", command_id_column="sku", reason_column="currency")  # fmt: skip
     config = orders(tmp_path, runtime__timer_tick_ms=500).model_copy(
         update={"aggregate": None, "keyed": keyed, "operators": []}
     )
