@@ -40,7 +40,7 @@ from pipelines.examples.order_saga import Inventory, Payments, Shipping, order_d
 from pipelines.examples.order_saga_configs import SagaTopics, order_saga_on_kafka
 from pipelines.io.trace_context import format_traceparent
 from pipelines.sagas.contract import SAGA_STARTED, TERMINAL_STATUSES
-from pipelines.verify.saga_check import SagaReport, check_sagas
+from pipelines.verify.saga_check import SagaReport, check_sagas, percentile
 
 __all__ = ["COMMAND_TOPICS", "Pipelines", "SagaRun", "main", "saga_run"]
 
@@ -219,13 +219,9 @@ class Figures:
         return cls(
             sagas=len(took), seconds=round(seconds, 2),
             sagas_per_s=round(len(took) / seconds, 1) if seconds else 0.0,
-            p50_ms=_percentile(took, 0.5), p99_ms=_percentile(took, 0.99),
+            p50_ms=percentile(took, 0.5) if took else 0, p99_ms=percentile(took, 0.99) if took else 0,
             by_status=report.by_status,
         )  # fmt: skip
-
-
-def _percentile(ordered: list[int], fraction: float) -> int:
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else 0
 
 
 def run_order_sagas(args: argparse.Namespace, work_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:

@@ -151,9 +151,6 @@ class Saga:
         """The pivot's index; ``len(steps)`` when there is none (every step is compensable)."""
         return next((i for i, step in enumerate(self.steps) if step.pivot), len(self.steps))
 
-    def step(self, name: str) -> tuple[int, Step] | None:
-        return next(((i, s) for i, s in enumerate(self.steps) if s.name == name), None)
-
 
 def load_saga(path: str, options: dict[str, Any] | None = None) -> Saga:
     """Import ``module:attr``: a :class:`Saga`, or a callable that returns one when called with ``options`` as

@@ -128,7 +128,7 @@ class SagaRun:
             self._send(retried=True)
             return True
         index, step = self._current()
-        reason = f"timeout: no reply to {self._command()} within {self._timeout_of(step)} ms"
+        reason = f"timeout: no reply to {self._command()} within {step.timeout_ms} ms"
         if state["status"] == c.COMPENSATING_STATUS:
             self._compensation_answered(index, step, False, reason, deadline_ms=timer_ms)
         else:
@@ -241,7 +241,7 @@ class SagaRun:
             idempotency_key=c.idempotency_key(self._id, step.name, compensation),
             payload=json.dumps(state["data"], sort_keys=True, default=str), reply_to=self._topics.replies,
         )  # fmt: skip
-        timeout = self._timeout_of(step)
+        timeout = step.timeout_ms
         state["deadline"] = None if timeout is None else self._now + timeout
         state["deadline_kind"] = None if timeout is None else TIMEOUT
 
@@ -258,9 +258,6 @@ class SagaRun:
         assert state is not None
         _, step = self._current()
         return c.command_id(self._id, step.name, state["attempt"], state["status"] == c.COMPENSATING_STATUS)
-
-    def _timeout_of(self, step: Step) -> int | None:
-        return step.timeout_ms
 
     def _event(self, message_type: str, step: str | None = None, reason: str | None = None,
                deadline_ms: int | None = None, command_id: str | None = None) -> None:  # fmt: skip

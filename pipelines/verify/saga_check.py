@@ -94,6 +94,7 @@ __all__ = [
     "check_sagas",
     "is_timeout",
     "observed_timeouts",
+    "percentile",
     "simulate_saga",
 ]
 
@@ -518,12 +519,12 @@ def _lateness(events: Iterable[Mapping[str, Any]], key: str, bound_ms: int | Non
         return TimerLateness(bound_ms=bound_ms)
     values = [ms for ms, _ in late]
     over = [f"{name} +{ms} ms" for ms, name in late if bound_ms is not None and ms > bound_ms]
-    return TimerLateness(len(values), values[-1], _percentile(values, 0.5), _percentile(values, 0.99), bound_ms,
+    return TimerLateness(len(values), values[-1], percentile(values, 0.5), percentile(values, 0.99), bound_ms,
                          Finding.of(over, max_examples))  # fmt: skip
 
 
-def _percentile(ordered: list[int], fraction: float) -> int:
-    """Nearest rank."""
+def percentile(ordered: list[int], fraction: float) -> int:
+    """The nearest-rank ``fraction`` percentile of ``ordered`` (sorted, not empty)."""
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
