@@ -21,11 +21,14 @@ __all__ = ["main"]
 
 def _run(args: argparse.Namespace) -> int:
     from cluster.commands.console import ProgressView, print_summary  # noqa: PLC0415 - keep `--help` fast
+    from cluster.commands.schema import gate_before_start  # noqa: PLC0415
     from cluster.control.runner import run_pipeline  # noqa: PLC0415
     from pipelines.config.secrets import resolve_secrets  # noqa: PLC0415
 
     config = load_run_config(args)
     resolve_secrets(config, os.environ)  # a missing secret fails before anything starts (the runner reads them)
+    if not args.skip_schema_check:
+        gate_before_start(config, args.config)
     if args.json:  # for scripts: nothing on stdout but the summary
         from cluster.control.run_report import summary_json  # noqa: PLC0415
 
@@ -204,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: embedded Ray")
     run.add_argument("--quiet", action="store_true", help="no live progress line")
     run.add_argument("--json", action="store_true", help="print only the run's summary, as JSON (for scripts)")
+    run.add_argument(
+        "--skip-schema-check",
+        action="store_true",
+        help="start without `eventray schema check` (run first for a config that uses a schema registry)",
+    )
     run.set_defaults(func=_run)
     validate = commands.add_parser("validate", help="check a pipeline config without running it")
     _add_run_options(validate)
@@ -223,10 +231,13 @@ def _add_optional_commands(commands: Any) -> None:
     from cluster.commands.event_store import add_event_store_commands  # noqa: PLC0415
     from cluster.commands.lag import add_lag_command  # noqa: PLC0415
     from cluster.commands.saga import add_saga_commands  # noqa: PLC0415
+    from cluster.commands.schema import add_schema_commands  # noqa: PLC0415
     from cluster.k8s.cli import add_k8s_commands  # noqa: PLC0415
     from cluster.kafka_dev.cli import add_kafka_commands  # noqa: PLC0415
+    from cluster.schema_registry.cli import add_registry_commands  # noqa: PLC0415
 
     add_kafka_commands(commands)
+    add_registry_commands(commands)
     add_k8s_commands(commands)
     add_demo_commands(commands)
     add_lag_command(commands)
@@ -235,6 +246,7 @@ def _add_optional_commands(commands: Any) -> None:
     add_event_store_commands(commands)
     add_cqrs_commands(commands)
     add_saga_commands(commands)
+    add_schema_commands(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

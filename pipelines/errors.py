@@ -5,8 +5,10 @@
     │   ├── EpochTimeout                an epoch was not complete in checkpoint.timeout_ms (cluster.control.epochs)
     │   ├── OwnerGone                   the actor asked for a view's keys died; the router asks the next owner
     │   │                               (cluster.control.handles)
-    │   └── NotOwner                    the actor asked for a view's keys does not own them (a rescale moves
-    │                                   them); the router asks again (pipelines.state.queryable)
+    │   ├── NotOwner                    the actor asked for a view's keys does not own them (a rescale moves
+    │   │                               them); the router asks again (pipelines.state.queryable)
+    │   └── RegistryUnavailable         the schema registry cannot be reached or failed (5xx); a source retries
+    │                                   (pipelines.schemas.registry_client)
     ├── RowValueError                   one event's value cannot be processed: that event is dead-lettered with
     │                                   the reason, the others go on (pipelines.transform.row_errors)
     ├── QueryError                      a query of a view cannot be answered; its HTTP status says why
@@ -22,6 +24,12 @@
         │                               (cluster.cqrs.router)
         ├── RayAuthRefused              the Ray cluster refused this process's token (cluster.control.ray_auth)
         ├── DevBrokerError              the dev Kafka broker could not start or stop (cluster.kafka_dev)
+        ├── DevRegistryError            the dev schema registry could not be built, start or stop
+        │                               (cluster.schema_registry)
+        ├── RegistryError               the schema registry answered an error (pipelines.schemas.registry_client)
+        │   ├── SchemaNotFound          it does not know the id, subject or version asked for
+        │   └── SchemaRejected          it refused a schema: incompatible with its subject, or invalid
+        ├── AvroEncodingError           a sink's row does not fit its Avro writer schema (pipelines.io.avro_rows)
         ├── StateFormatError            keyed state written with another meaning (pipelines.state.keyed_operator)
         ├── ProcessOutputError          a process function emitted rows that do not fit its output_schema
         │                               (pipelines.state.process_output)

@@ -1,5 +1,5 @@
 """Test-session set-up shared by every test: the auth mode, and one local Ray cluster and one Kafka broker per
-session for the integration and chaos tests (started only when a test asks for them).
+session for the integration and chaos tests, and one schema registry (each started only when a test asks for it).
 
 ``RAY_AUTH_MODE`` is set here, before anything imports Ray, so this process and every process it starts
 (``ray start``, the CLI, job drivers) use the same mode (ARCHITECTURE.md section 7): ``token``, as for users, with
@@ -25,8 +25,9 @@ import ray
 
 from tests.integration.kafka_fixtures import kafka_bootstrap
 from tests.integration.ray_cluster import LocalRayCluster, start_local_cluster
+from tests.integration.registry_fixtures import schema_registry_url
 
-__all__ = ["kafka_bootstrap", "ray_cluster", "ray_driver"]
+__all__ = ["kafka_bootstrap", "ray_cluster", "ray_driver", "schema_registry_url"]
 
 
 @pytest.fixture(scope="session")

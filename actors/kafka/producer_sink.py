@@ -20,6 +20,7 @@ from actors.kafka.clients import start_or_stop
 from actors.kafka.loop_thread import BackgroundLoop
 from actors.telemetry import Telemetry
 from pipelines.config.kafka import KafkaConnectionConfig, KafkaSinkConfig, client_options
+from pipelines.io.avro_rows import AvroRowEncoder
 from pipelines.io.kafka_records import (
     DEFAULT_DEAD_LETTER_RECORD_BYTES,
     UNROUTED_HEADER,
@@ -28,6 +29,7 @@ from pipelines.io.kafka_records import (
     encode_rows,
     route_rows,
 )
+from pipelines.schemas.sink_schemas import run_apart, writer_schema_ids
 
 __all__ = ["KafkaDeadLetterSink", "KafkaSink", "KafkaTopicProducer", "partition_for_key"]
 
@@ -186,8 +188,10 @@ async def _await_all(deliveries: list[asyncio.Future[Any]]) -> None:
 
 
 class KafkaSink:
-    """Rows as JSON records; keyed by ``key_column`` or kept on their source partition number. Each record
-    carries its row's ``_traceparent`` as a header; with tracing on, each write is a PRODUCER span."""
+    """Rows as JSON records (``format: avro``: Avro in the Confluent wire format, under the schema id the
+    registry has for the topic's subject, looked up when the sink starts); keyed by ``key_column`` or kept on
+    their source partition number. Each record carries its row's ``_traceparent`` as a header; with tracing on,
+    each write is a PRODUCER span."""
 
     def __init__(
         self,
@@ -204,6 +208,12 @@ class KafkaSink:
         )
 
         self._routes = {topic: self._producer.partitions_of(topic) for topic in config.all_topics}
+        self._avro: AvroRowEncoder | None = None
+        self._schema_ids: dict[str, int] = {}
+        if config.format == "avro":
+            assert config.avro_schema is not None  # the config validator guarantees it
+            self._avro = AvroRowEncoder(config.avro_schema)
+            self._schema_ids = run_apart(writer_schema_ids(config, self._avro.schema_text))
 
     def write(self, rows: pa.Table | pa.RecordBatch) -> None:
         if not rows.num_rows:
@@ -212,7 +222,8 @@ class KafkaSink:
         config = self._config
         for topic, routed, unrouted in route_rows(rows, config.topic, config.topic_column, config.topics):
             with self._telemetry.producer_span(topic, routed.num_rows):
-                records = encode_rows(routed, self._config.key_column, by_source, self._routes[topic])
+                encoded = None if self._avro is None else self._avro.encode(routed, self._schema_ids[topic])
+                records = encode_rows(routed, self._config.key_column, by_source, self._routes[topic], encoded)
                 if unrouted is not None:
                     for record, named in zip(records, unrouted, strict=True):
                         record.headers.append((UNROUTED_HEADER, b"" if named is None else str(named).encode()))

@@ -84,6 +84,11 @@ def _add_render(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         render.add_argument(flag, type=kind, default=default, choices=_CHOICES.get(flag), help=text)
     render.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
     render.add_argument("--no-validate", action="store_true", help="skip validation (no schemas at hand)")
+    render.add_argument(
+        "--skip-schema-check",
+        action="store_true",
+        help="render without `eventray schema check` (run for a config that uses a schema registry)",
+    )
     _add_common(render)
     render.set_defaults(func=_render)
 
@@ -181,6 +186,12 @@ def _report(problems: list[Problem]) -> int:
 def _render(args: argparse.Namespace) -> int:
     try:
         text, documents = rendered_text(args)
+        if not args.skip_schema_check:
+            from cluster.commands.schema import gate_before_start  # noqa: PLC0415 - loads the registry client
+
+            gate_before_start(
+                load_config(args.project_dir / _in_project(args.config, args.project_dir)), str(args.config)
+            )
         if not args.no_validate:
             source = f"render of {args.config}"
             problems = validate_documents(

@@ -8,7 +8,6 @@ unless ``allow_plaintext_sasl`` says so explicitly.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -16,6 +15,8 @@ from pydantic import Field, SecretStr, model_validator
 
 from pipelines.config.base import ConfigModel
 from pipelines.config.dead_letter import DeadLetterContent
+from pipelines.config.registry import RegistryConfig
+from pipelines.config.tls import TlsConfig, tls_context
 from pipelines.errors import ConfigError
 
 __all__ = [
@@ -29,23 +30,10 @@ __all__ = [
     "TlsConfig",
     "client_options",
     "resolve_kafka_secrets",
+    "tls_context",
 ]
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-
-
-class TlsConfig(ConfigModel):
-    ca_file: str | None = Field(default=None, description="CA bundle that signed the brokers' certificates")
-    cert_file: str | None = Field(default=None, description="client certificate, for mutual TLS")
-    key_file: str | None = Field(default=None, description="client private key, for mutual TLS")
-    key_password: SecretStr | None = None
-    check_hostname: bool = True
-
-    @model_validator(mode="after")
-    def _cert_and_key_together(self) -> TlsConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
-        return self
 
 
 class SaslConfig(ConfigModel):
@@ -164,6 +152,27 @@ class KafkaSinkConfig(ConfigModel):
     partition_by: Literal["key", "source_partition"] = "key"
     linger_ms: int = Field(default=5, ge=0)
     compression: Literal["none", "gzip", "lz4", "zstd"] = "none"
+    format: Literal["json", "avro"] = Field(
+        default="json", description="avro: records in the Confluent wire format, with the registry's schema id"
+    )
+    avro_schema: dict[str, Any] | None = Field(default=None, description="format: avro: the writer record schema")
+    registry: RegistryConfig | None = Field(default=None, description="format: avro: where the schema is registered")
+    auto_register: bool = Field(
+        default=False,
+        description=(
+            "register the writer schema at start if its subject lacks it (off: `eventray schema register` is the "
+            "explicit step, and a sink whose schema is not registered refuses to start)"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _avro_needs_a_schema_and_a_registry(self) -> KafkaSinkConfig:
+        avro_parts = (self.avro_schema is not None, self.registry is not None)
+        if self.format == "avro" and not all(avro_parts):
+            raise ValueError("format: avro needs avro_schema (the writer record schema) and registry (where it is)")
+        if self.format == "json" and any(avro_parts):
+            raise ValueError("avro_schema and registry go with format: avro")
+        return self
 
     @model_validator(mode="after")
     def _routes_are_listed(self) -> KafkaSinkConfig:
@@ -255,7 +264,7 @@ def client_options(connection: KafkaConnectionConfig) -> dict[str, Any]:
         "request_timeout_ms": connection.request_timeout_ms,
     }
     if connection.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = _ssl_context(connection.tls or TlsConfig())
+        options["ssl_context"] = tls_context(connection.tls or TlsConfig())
     if connection.sasl is not None:
         if connection.sasl.password is None:
             raise ConfigError("kafka.sasl: the password was not resolved from password_env")
@@ -265,12 +274,3 @@ def client_options(connection: KafkaConnectionConfig) -> dict[str, Any]:
         options["sasl_plain_username"] = connection.sasl.username
         options["sasl_plain_password"] = connection.sasl.password.get_secret_value()
     return options
-
-
-def _ssl_context(tls: TlsConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=tls.ca_file)
-    context.check_hostname = tls.check_hostname
-    if tls.cert_file is not None and tls.key_file is not None:
-        password = tls.key_password.get_secret_value() if tls.key_password else None
-        context.load_cert_chain(tls.cert_file, tls.key_file, password=password)
-    return context

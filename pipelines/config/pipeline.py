@@ -38,6 +38,7 @@ from pipelines.config.kafka import (
     KafkaSourceConfig,
 )
 from pipelines.config.query import QueryConfig, ServeConfig
+from pipelines.config.registry import RegistryConfig
 from pipelines.config.saga import SagaConfig, SagaMonitorConfig
 from pipelines.config.stage_graph import StageGraph, stage_graph
 from pipelines.config.state import (
@@ -111,6 +112,9 @@ class SchemaConfig(_Model):
 
     ``format`` is how payload bytes are read: ``json`` objects, ``avro`` records written with ``avro_schema``
     (schemaless, as most producers without a registry write them), or ``raw`` bytes kept as a ``value`` column.
+    Avro with a ``registry``: records in the Confluent wire format (magic byte 0, a 4-byte schema id, the body),
+    each read with the writer schema its id names and resolved to the reader schema (``avro_schema`` or
+    ``registry.reader_schema_file``; with neither, read by field name into ``fields``).
 
     The ``max_*`` limits make a record a dead letter (error type ``limit``, or ``timestamp`` for event times)
     instead of letting it stop or slow the pipeline; size, header and nesting limits are checked before the
@@ -118,7 +122,12 @@ class SchemaConfig(_Model):
     """
 
     format: Literal["json", "avro", "raw"] = "json"
-    avro_schema: dict[str, Any] | None = Field(default=None, description="the Avro writer schema (format: avro)")
+    avro_schema: dict[str, Any] | list[Any] | None = Field(
+        default=None, description="the Avro writer schema (format: avro); with a registry, the reader schema"
+    )
+    registry: RegistryConfig | None = Field(
+        default=None, description="format: avro in the Confluent wire format, writer schemas in this registry"
+    )
     fields: dict[str, FieldType] = Field(min_length=1, description="column name -> type")
     required: list[str] = Field(default_factory=list, description="columns that must not be null")
     checks: list[str] = Field(
@@ -166,8 +175,21 @@ class SchemaConfig(_Model):
 
     @model_validator(mode="after")
     def _format_fits(self) -> SchemaConfig:
-        if (self.format == "avro") != (self.avro_schema is not None):
-            raise ValueError("avro_schema goes with format: avro (and only with it)")
+        if self.registry is not None:
+            if self.format != "avro":
+                raise ValueError("registry goes with format: avro (records in the Confluent wire format)")
+            if self.avro_schema is not None and self.registry.reader_schema_file is not None:
+                raise ValueError("give the reader schema once: avro_schema or registry.reader_schema_file")
+            type_column = self.registry.type_column
+            if type_column is not None and self.fields.get(type_column) != "string":
+                raise ValueError(f"registry.type_column {type_column!r} must be a string column of fields")
+        elif (self.format == "avro") != (self.avro_schema is not None):
+            raise ValueError(
+                "avro_schema goes with format: avro (and only with it); records in the Confluent wire format "
+                "need a registry instead"
+            )
+        if self.avro_schema is not None and self.registry is None and not isinstance(self.avro_schema, dict):
+            raise ValueError("avro_schema: a writer schema without a registry is one record schema")
         if self.format == "raw" and self.fields != {"value": "binary"}:
             raise ValueError("format: raw decodes to one column: write fields: {value: binary}")
         return self
@@ -1118,7 +1140,8 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def with_paths_resolved(config: PipelineConfig, base: Path) -> PipelineConfig:
-    """Relative file paths (file source, file sinks, dead-letter directory) made absolute against ``base``.
+    """Relative file paths (file source, file sinks, dead-letter directory, reader schema files) made absolute
+    against ``base``.
 
     Actors run in worker processes with their own working directories, so the driver resolves paths once,
     against the directory the user ran the command in.
@@ -1143,11 +1166,21 @@ def with_paths_resolved(config: PipelineConfig, base: Path) -> PipelineConfig:
             return source.model_copy(update={"paths": [resolved(p) for p in source.paths]})
         return source
 
+    def with_reader_file(schema: SchemaConfig) -> SchemaConfig:
+        registry = schema.registry
+        if registry is None or registry.reader_schema_file is None:
+            return schema
+        reader = registry.model_copy(update={"reader_schema_file": resolved(registry.reader_schema_file)})
+        return schema.model_copy(update={"registry": reader})
+
     if config.source is not None:
         update["source"] = with_files(config.source)
+    if config.schema_ is not None:
+        update["schema_"] = with_reader_file(config.schema_)
     if config.inputs is not None:
         update["inputs"] = {
-            name: spec.model_copy(update={"source": with_files(spec.source)}) for name, spec in config.inputs.items()
+            name: spec.model_copy(update={"source": with_files(spec.source), "schema_": with_reader_file(spec.schema_)})
+            for name, spec in config.inputs.items()
         }
     if config.checkpoint is not None and "://" not in config.checkpoint.uri:
         update["checkpoint"] = config.checkpoint.model_copy(update={"uri": resolved(config.checkpoint.uri)})

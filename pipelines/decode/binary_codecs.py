@@ -1,5 +1,8 @@
 """Decoders for Avro payloads (fastavro, schemaless with a writer schema from the config) and raw bytes.
 
+Logical types are read as their underlying types (``timestamp-millis`` as the long of epoch ms a
+``timestamp_ms`` column holds, ``decimal`` as bytes), not converted to Python objects first.
+
 Avro has no columnar reader for single-record payloads, so records are read one by one by fastavro's C reader
 and the columns are built from them, one Arrow conversion per column; a record that does not read is a dead
 letter with the reason. A value that does not convert to its column's type is found by bisecting that column
@@ -22,9 +25,10 @@ from pipelines.decode.codecs import DecodedBatch, decode_within_limits
 from pipelines.decode.schema import EventSchema
 from pipelines.errors import ConfigError
 from pipelines.io.records import RawBatch, dead_letters
+from pipelines.schemas.resolution import without_logical_types
 from pipelines.transform.bisection import failing_positions
 
-__all__ = ["AvroDecoder", "RawBytesDecoder"]
+__all__ = ["AvroDecoder", "RawBytesDecoder", "fitted_columns"]
 
 _CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
 
@@ -33,7 +37,7 @@ class AvroDecoder:
     def __init__(self, schema: EventSchema, writer_schema: dict[str, Any]) -> None:
         self._schema = schema
         try:
-            self._writer_schema = fastavro.parse_schema(writer_schema)
+            self._writer_schema = fastavro.parse_schema(without_logical_types(writer_schema))
         except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as error:
             raise ConfigError(f"schema.avro_schema is not a valid Avro schema: {error}") from None
 
@@ -64,46 +68,52 @@ class AvroDecoder:
         rejected = []
         if bad:
             rejected.append(dead_letters(raw, pa.array(bad, pa.int64()), pa.array(reasons, pa.string()), "undecodable"))
-        table, good, misfits = self._columns(rows, good)
+        payload_schema = self._schema.payload_schema
+        columns = {name: [row.get(name) for row in rows] for name in payload_schema.names}
+        table, good, misfits = fitted_columns(payload_schema, columns, good)
         if misfits:
             reasons = pa.array([reason for _, reason in misfits], pa.string())
             indices = pa.array([index for index, _ in misfits], pa.int64())
             rejected.append(dead_letters(raw, indices, reasons, "invalid"))
         return table, None if len(good) == len(raw) else pa.array(good, pa.int64()), rejected
 
-    def _columns(
-        self, rows: list[dict[str, Any]], good: list[int]
-    ) -> tuple[pa.Table, list[int], list[tuple[int, str]]]:
-        """Columns from decoded records; a record whose values do not fit the columns' types (e.g. a logical
-        timestamp into int64) is set aside. A record fits when ``pa.Table.from_pylist([record])`` accepts it;
-        the suspects are found column by column, by bisecting only the columns that do not convert, so k
-        misfits cost O(k log n) conversions of shrinking slices, not one conversion per record."""
-        payload_schema = self._schema.payload_schema
-        columns = {name: [row.get(name) for row in rows] for name in payload_schema.names}
-        arrays = [_converted(columns[field.name], field.type) for field in payload_schema]
-        if all(array is not None for array in arrays):
-            return pa.Table.from_arrays(arrays, schema=payload_schema), good, []
-        suspects = sorted(
-            {
-                position
-                for field, array in zip(payload_schema, arrays, strict=True)
-                if array is None
-                for position in _unconvertible(columns[field.name], field.type)
-            }
-        )
-        reasons = {position: _misfit_reason(rows[position], payload_schema) for position in suspects}
-        misfit_positions = [position for position, reason in reasons.items() if reason is not None]
-        for index, field in enumerate(payload_schema):
-            if arrays[index] is None:  # converted again with the misfits' values as nulls: those rows go below
-                values = list(columns[field.name])
-                for position in misfit_positions:
-                    values[position] = None
-                arrays[index] = pa.array(values, field.type)
-        keep = np.ones(len(rows), dtype=bool)
-        keep[misfit_positions] = False
-        table = pa.Table.from_arrays(arrays, schema=payload_schema).filter(pa.array(keep))
-        misfits = [(good[position], reasons[position] or "") for position in misfit_positions]
-        return table, np.asarray(good)[keep].tolist(), misfits
+
+def fitted_columns(
+    payload_schema: pa.Schema, columns: dict[str, list[Any]], good: list[int]
+) -> tuple[pa.Table, list[int], list[tuple[int, str]]]:
+    """Columns of decoded Avro records (``columns``: a list of values per column of ``payload_schema``; row i is
+    record ``good[i]``); a record whose values do not fit the columns' types (e.g. a record into int64) is set
+    aside. A record fits when ``pa.Table.from_pylist([record])`` accepts it; the suspects are found column by
+    column, by bisecting only the columns that do not convert, so k misfits cost O(k log n) conversions of
+    shrinking slices, not one conversion per record. Returns the table, the records it holds (of ``good``) and
+    the misfits (record, reason)."""
+    arrays = [_converted(columns[field.name], field.type) for field in payload_schema]
+    if all(array is not None for array in arrays):
+        return pa.Table.from_arrays(arrays, schema=payload_schema), good, []
+    suspects = sorted(
+        {
+            position
+            for field, array in zip(payload_schema, arrays, strict=True)
+            if array is None
+            for position in _unconvertible(columns[field.name], field.type)
+        }
+    )
+    reasons = {
+        position: _misfit_reason({name: columns[name][position] for name in payload_schema.names}, payload_schema)
+        for position in suspects
+    }
+    misfit_positions = [position for position, reason in reasons.items() if reason is not None]
+    for index, field in enumerate(payload_schema):
+        if arrays[index] is None:  # converted again with the misfits' values as nulls: those rows go below
+            values = list(columns[field.name])
+            for position in misfit_positions:
+                values[position] = None
+            arrays[index] = pa.array(values, field.type)
+    keep = np.ones(len(good), dtype=bool)
+    keep[misfit_positions] = False
+    table = pa.Table.from_arrays(arrays, schema=payload_schema).filter(pa.array(keep))
+    misfits = [(good[position], reasons[position] or "") for position in misfit_positions]
+    return table, np.asarray(good, dtype=np.int64)[keep].tolist(), misfits
 
 
 def _converted(values: list[Any], data_type: pa.DataType) -> pa.Array | None:
@@ -121,7 +131,7 @@ def _unconvertible(values: list[Any], data_type: pa.DataType) -> list[int]:
 def _misfit_reason(row: dict[str, Any], payload_schema: pa.Schema) -> str | None:
     """Why one record does not fit the columns (None: it does), in the words used for every Avro misfit."""
     try:
-        pa.Table.from_pylist([{name: row.get(name) for name in payload_schema.names}], schema=payload_schema)
+        pa.Table.from_pylist([row], schema=payload_schema)
     except _CONVERSION_ERRORS as error:
         return f"an Avro value does not fit the schema's column types: {type(error).__name__}"
     return None

@@ -177,24 +177,30 @@ def route_rows(
 
 
 def encode_rows(
-    rows: pa.Table | pa.RecordBatch, key_column: str | None, by_source_partition: bool, partitions: int
+    rows: pa.Table | pa.RecordBatch,
+    key_column: str | None,
+    by_source_partition: bool,
+    partitions: int,
+    encoded: list[bytes] | None = None,
 ) -> list[OutgoingRecord]:
-    """One JSON record per row. ``_key``/``_traceparent`` become the key (when no key column) and a header; a
-    ``_traceparent`` an operator made invalid is not written (a malformed one is never copied onto outputs)."""
-    encoder = msgspec.json.Encoder()
-    payload_columns = [name for name in rows.column_names if name not in _NOT_IN_PAYLOAD]
-    values = rows.select(payload_columns).to_pylist()
+    """One JSON record per row (or the row's ``encoded`` value, e.g. Avro). ``_key``/``_traceparent`` become
+    the key (when no key column) and a header; a ``_traceparent`` an operator made invalid is not written (a
+    malformed one is never copied onto outputs)."""
+    if encoded is None:
+        encoder = msgspec.json.Encoder()
+        payload_columns = [name for name in rows.column_names if name not in _NOT_IN_PAYLOAD]
+        encoded = [encoder.encode(value) for value in rows.select(payload_columns).to_pylist()]
     keys = _column(rows, key_column) if key_column else _column(rows, "_key")
     traceparents = _valid_traceparents(rows)
     sources = _column(rows, "_partition") if by_source_partition else [None] * rows.num_rows
     return [
         OutgoingRecord(
-            value=encoder.encode(value),
+            value=value,
             key=None if key is None else (key if isinstance(key, bytes) else str(key).encode()),
             partition=None if source is None else int(source) % partitions,
             headers=[] if trace is None else [("traceparent", trace.encode("ascii"))],
         )
-        for value, key, trace, source in zip(values, keys, traceparents, sources, strict=True)
+        for value, key, trace, source in zip(encoded, keys, traceparents, sources, strict=True)
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import fastavro
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -19,11 +20,14 @@ from pipelines.config.stage_graph import StageGraph
 from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, UpsertConfig
 from pipelines.decode.binary_codecs import AvroDecoder, RawBytesDecoder
 from pipelines.decode.codecs import DecodedBatch, Decoder, JsonDecoder
+from pipelines.decode.registry_avro import RegistryAvroDecoder
 from pipelines.decode.schema import EventSchema
 from pipelines.errors import ConfigError, ExpressionError
+from pipelines.io.avro_rows import missing_writer_fields
 from pipelines.io.records import RawBatch, dead_letters
 from pipelines.sagas.config_check import check_saga_stage
 from pipelines.sagas.definition import load_saga
+from pipelines.schemas.reader import reader_schema
 from pipelines.stages.keyed_stage import open_keyed_operator
 from pipelines.stages.topology import conform, input_of, stage_schema
 from pipelines.state.event_sourced import result_schema as event_sourced_results
@@ -75,8 +79,14 @@ class CompiledInput:
     output_columns: tuple[str, ...]
     output_schema: pa.Schema
 
+    async def prepare(self, raw: RawBatch) -> None:
+        """What decoding ``raw`` needs from elsewhere, fetched (writer schemas from a registry); nothing for most
+        decoders."""
+        if isinstance(self.decoder, RegistryAvroDecoder):
+            await self.decoder.prepare(raw)
+
     def decode(self, raw: RawBatch) -> DecodedBatch:
-        """Decoded, valid events with metadata columns, and dead letters for the rest."""
+        """Decoded, valid events with metadata columns, and dead letters for the rest (after :meth:`prepare`)."""
         return self.decoder.decode(raw)
 
     def transform(self, events: pa.RecordBatch) -> Transformed:
@@ -138,8 +148,12 @@ class CompiledPipeline:
         """The input that pipeline partition ``partition`` (a raw batch's) belongs to."""
         return self.inputs[input_of(partition)]
 
+    async def prepare(self, raw: RawBatch) -> None:
+        """What decoding ``raw`` needs from elsewhere, fetched (see :meth:`CompiledInput.prepare`)."""
+        await self.input_of(raw.partition).prepare(raw)
+
     def decode(self, raw: RawBatch) -> DecodedBatch:
-        """``raw`` decoded by the input it was read from."""
+        """``raw`` decoded by the input it was read from (after :meth:`prepare`)."""
         return self.input_of(raw.partition).decode(raw)
 
     def transform(self, events: pa.RecordBatch, input_index: int = 0) -> Transformed:
@@ -435,8 +449,10 @@ def _dry_run_keyed(
 
 def _decoder(schema: EventSchema) -> Decoder:
     config = schema.config
+    if config.registry is not None:
+        return RegistryAvroDecoder(schema, config.registry, reader_schema(config))
     if config.format == "avro":
-        assert config.avro_schema is not None  # the config validator guarantees it
+        assert isinstance(config.avro_schema, dict)  # the config validator guarantees it
         return AvroDecoder(schema, config.avro_schema)
     if config.format == "raw":
         return RawBytesDecoder(schema)
@@ -550,6 +566,25 @@ def _check_topic_columns(config: PipelineConfig, stage_schema: pa.Schema) -> Non
             )
 
 
+def _check_avro_sink(position: int, sink: KafkaSinkConfig, available: list[str]) -> None:
+    """An Avro sink's writer schema is a valid record schema whose fields without a default are all results
+    (the results may be known only as they run, for a process function: ``available`` empty, not checked)."""
+    if sink.avro_schema is None:
+        return
+    try:
+        fastavro.parse_schema(sink.avro_schema)
+    except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as error:
+        raise ConfigError(f"sinks.{position}.avro_schema is not a valid Avro schema: {error}") from None
+    if sink.avro_schema.get("type") != "record":
+        raise ConfigError(f"sinks.{position}.avro_schema: a sink writes records: give a record schema")
+    missing = missing_writer_fields(sink.avro_schema, available) if available else []
+    if missing:
+        raise ConfigError(
+            f"sinks.{position}.avro_schema: fields {missing} have no default and are not results; available: "
+            f"{available} (give them a default, or derive the columns)"
+        )
+
+
 def _check_sinks(config: PipelineConfig, result_columns: tuple[str, ...]) -> None:
     available = list(result_columns)
     for position, sink in enumerate(config.sinks):
@@ -583,3 +618,4 @@ def _check_sinks(config: PipelineConfig, result_columns: tuple[str, ...]) -> Non
                 f"sinks.{position}.partition_by: source_partition needs a _partition column in the results "
                 f"(aggregates have none; use partition_by: key with a key_column); available: {available}"
             )
+        _check_avro_sink(position, sink, available)

@@ -208,6 +208,7 @@ class SourceStage:
 
     async def handle(self, raw: RawBatch) -> Handled:
         """Decode, dead-letter, transform and pass on one fetched batch (see the class contract)."""
+        await self._compiled.prepare(raw)
         decoded = self._compiled.decode(raw)
         self.events_in += len(raw)
         if decoded.events.num_rows:

@@ -1,0 +1,215 @@
+"""The decoder of Avro records in the Confluent wire format, their writer schemas in a registry.
+
+Two steps per fetch. :meth:`RegistryAvroDecoder.prepare` (async, in the source's event loop) reads the schema
+ids of the fetch (:func:`~pipelines.schemas.wire_format.schema_ids`) and asks the registry, concurrently, for the
+ids it has not seen; an unreachable registry is retried until ``registry.unavailable_s``, then the source fails
+and recovers (no record is dead-lettered for the registry's fault). :meth:`~RegistryAvroDecoder.decode` then
+works on what is known, without I/O: records grouped by schema id, each group read with its writer schema and
+mapped column-wise to the input's columns (:mod:`pipelines.schemas.resolution`), the groups put back in offset
+order.
+
+Dead letters, each with its own error type: ``undecodable`` (not in the wire format, or a body its writer
+schema does not read), ``unknown_schema`` (an id the registry does not know), ``schema_mismatch`` (a writer the
+reader schema cannot read: the reason names the field and the rule), ``invalid`` (values that do not fit the
+columns, or fail the schema's checks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import fastavro
+import numpy as np
+import pyarrow as pa
+
+from pipelines.config.registry import RegistryConfig
+from pipelines.decode.binary_codecs import fitted_columns
+from pipelines.decode.codecs import DecodedBatch, decode_within_limits
+from pipelines.decode.schema import EventSchema
+from pipelines.io.records import RawBatch, dead_letters
+from pipelines.schemas.registry_client import RegistryClient, RegistryUnavailable, SchemaNotFound
+from pipelines.schemas.resolution import AvroSchema, ReadPlan, plan_reading
+from pipelines.schemas.wire_format import HEADER_BYTES, NOT_WIRE_FORMAT, schema_ids
+
+__all__ = ["SCHEMA_MISMATCH", "UNKNOWN_SCHEMA", "RegistryAvroDecoder"]
+
+UNKNOWN_SCHEMA = "unknown_schema"
+SCHEMA_MISMATCH = "schema_mismatch"
+_READ_ERRORS = (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, OverflowError, KeyError)
+_FIRST_RETRY_S = 0.2
+_MAX_RETRY_S = 5.0
+
+log = logging.getLogger(__name__)
+
+
+class RegistryAvroDecoder:
+    """See the module docstring. ``reader``: the reader schema (None: writer fields by name)."""
+
+    def __init__(self, schema: EventSchema, registry: RegistryConfig, reader: AvroSchema | None) -> None:
+        self._schema = schema
+        self._registry = registry
+        self._reader = reader
+        self._columns = list(schema.payload_schema.names)
+        self._plans: OrderedDict[int, ReadPlan] = OrderedDict()
+        self._unknown: dict[int, float] = {}  # ids the registry did not know -> when it was asked (monotonic)
+        self._client: RegistryClient | None = None
+
+    async def prepare(self, raw: RawBatch) -> None:
+        """Learn the writer schemas of every schema id in ``raw`` that is not known yet."""
+        now = time.monotonic()
+        wanted = [int(i) for i in np.unique(schema_ids(raw.payloads)) if i != NOT_WIRE_FORMAT]
+        missing = [
+            i
+            for i in wanted
+            if i not in self._plans and now - self._unknown.get(i, -np.inf) >= self._registry.unknown_retry_s
+        ]
+        for schema_id in wanted:
+            if schema_id in self._plans:
+                self._plans.move_to_end(schema_id)
+        if not missing:
+            return
+        if self._client is None:
+            self._client = RegistryClient(self._registry).open()
+        plans = await asyncio.gather(*(self._plan_of(schema_id) for schema_id in missing))
+        for schema_id, plan in zip(missing, plans, strict=True):
+            if plan is None:
+                self._unknown[schema_id] = time.monotonic()
+            else:
+                self._unknown.pop(schema_id, None)
+                self._plans[schema_id] = plan
+        while len(self._plans) > max(self._registry.cache_size, len(wanted)):
+            self._plans.popitem(last=False)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def learn(self, schema_id: int, plan: ReadPlan | None) -> None:
+        """Teach the decoder what the registry says of ``schema_id`` (None: it does not know it) without asking
+        it: a benchmark's warm cache, a unit test."""
+        if plan is None:
+            self._unknown[schema_id] = time.monotonic()
+        else:
+            self._plans[schema_id] = plan
+
+    def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch:
+        """Screen, decode, attach metadata columns, validate. Never raises for bad records: they become dead
+        letters. Every schema id of ``raw`` must have been through :meth:`prepare`."""
+        return decode_within_limits(self._schema, raw, now_ms, self._read, json_nesting=False)
+
+    async def _plan_of(self, schema_id: int) -> ReadPlan | None:
+        assert self._client is not None
+        deadline = time.monotonic() + self._registry.unavailable_s
+        wait = _FIRST_RETRY_S
+        while True:
+            try:
+                registered = await self._client.schema_by_id(schema_id)
+            except SchemaNotFound:
+                return None
+            except RegistryUnavailable as error:
+                if time.monotonic() + wait > deadline:
+                    raise RegistryUnavailable(
+                        f"{error}; gave up after schema.registry.unavailable_s={self._registry.unavailable_s:g} s"
+                    ) from None
+                log.warning("%s; retrying in %.1f s", error, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _MAX_RETRY_S)
+                continue
+            return plan_reading(registered, self._reader, self._columns, self._registry.type_column)
+
+    def _read(self, raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
+        ids = schema_ids(raw.payloads)
+        rejected: list[pa.RecordBatch] = []
+        not_framed = np.flatnonzero(ids == NOT_WIRE_FORMAT)
+        if len(not_framed):
+            reason = "not in the Confluent wire format (magic byte 0, then a 4-byte schema id)"
+            rejected.append(_rejected(raw, not_framed, reason, "undecodable"))
+        payloads = raw.payloads.to_pylist()
+        tables: list[pa.Table] = []
+        kept: list[list[int]] = []
+        for schema_id in np.unique(ids[ids != NOT_WIRE_FORMAT]).tolist():
+            positions = np.flatnonzero(ids == schema_id)
+            plan = self._plans.get(schema_id)
+            if plan is None:
+                if schema_id not in self._unknown:
+                    raise RuntimeError(f"schema id {schema_id} was not prepared: call prepare(raw) before decode")
+                reason = f"schema id {schema_id} is not in the schema registry"
+                rejected.append(_rejected(raw, positions, reason, UNKNOWN_SCHEMA))
+                continue
+            if plan.refusal is not None:
+                rejected.append(_rejected(raw, positions, plan.refusal, SCHEMA_MISMATCH))
+                continue
+            table, good, group_rejected = self._read_group(raw, payloads, positions, plan)
+            rejected.extend(group_rejected)
+            tables.append(table)
+            kept.append(good)
+        table, kept_positions = _in_offset_order(self._schema.payload_schema, tables, kept, len(raw))
+        return table, kept_positions, rejected
+
+    def _read_group(
+        self, raw: RawBatch, payloads: list[Any], positions: np.ndarray, plan: ReadPlan
+    ) -> tuple[pa.Table, list[int], list[pa.RecordBatch]]:
+        """The records of one schema id: read, mapped to the columns, fitted to their types."""
+        rows: list[dict[str, Any]] = []
+        good: list[int] = []
+        bad: list[int] = []
+        reasons: list[str] = []
+        writer = plan.writer
+        for position in positions.tolist():
+            body = io.BytesIO(payloads[position])
+            body.seek(HEADER_BYTES)
+            try:
+                record = fastavro.schemaless_reader(body, writer, None)
+            except _READ_ERRORS as error:
+                bad.append(position)
+                reasons.append(f"undecodable Avro (schema id {plan.schema_id}): {type(error).__name__}")
+                continue
+            assert isinstance(record, dict)  # the writer is a record schema (resolution refuses others)
+            rows.append(record)
+            good.append(position)
+        rejected = []
+        if bad:
+            rejected.append(_rejected(raw, np.asarray(bad), reasons, "undecodable"))
+        columns: dict[str, list[Any]] = {}
+        type_column = self._registry.type_column
+        for name, source, default in zip(self._columns, plan.sources, plan.defaults, strict=True):
+            if name == type_column:
+                columns[name] = [plan.record_name] * len(rows)
+            elif source is None:
+                columns[name] = [default] * len(rows)
+            else:
+                columns[name] = [row.get(source) for row in rows]
+        table, good, misfits = fitted_columns(self._schema.payload_schema, columns, good)
+        if misfits:
+            rejected.append(
+                _rejected(raw, np.asarray([p for p, _ in misfits]), [reason for _, reason in misfits], "invalid")
+            )
+        return table, good, rejected
+
+
+def _rejected(raw: RawBatch, positions: np.ndarray, reasons: str | list[str], error_type: str) -> pa.RecordBatch:
+    texts = [reasons] * len(positions) if isinstance(reasons, str) else reasons
+    return dead_letters(raw, pa.array(positions, pa.int64()), pa.array(texts, pa.string()), error_type)
+
+
+def _in_offset_order(
+    payload_schema: pa.Schema, tables: list[pa.Table], kept: list[list[int]], count: int
+) -> tuple[pa.Table, pa.Array | None]:
+    """The groups' rows merged back into the order of the fetch, and their positions in it (None: all)."""
+    if not tables:
+        return payload_schema.empty_table(), pa.array([], pa.int64())
+    if len(tables) == 1:
+        table, positions = tables[0], np.asarray(kept[0], dtype=np.int64)
+    else:
+        merged = np.concatenate([np.asarray(group, dtype=np.int64) for group in kept])
+        order = np.argsort(merged, kind="stable")
+        table, positions = pa.concat_tables(tables).take(pa.array(order)), merged[order]
+    if len(positions) == count:
+        return table, None
+    return table, pa.array(positions, pa.int64())

@@ -1,0 +1,177 @@
+"""How the records of one writer schema become an input's columns: a :class:`ReadPlan` per schema id.
+
+Avro resolves a writer's record to the reader's field by field: a reader field takes the writer field of its
+name, or of one of its aliases (a rename), or else its default (a field added since); writer fields the reader
+does not have are skipped; ints widen to longs and doubles. The plan does this column-wise: each record is read
+with its writer schema only (fastavro's C reader, no per-record resolution), and each column is then taken from
+the writer field the reader maps it to, or filled with the default. Whether the writer can be read at all is
+decided once per schema id by the Avro resolution rules (:func:`pipelines.schemas.avro_compatibility.check_can_read`);
+if not, the plan holds the reason and its records are dead letters.
+
+Logical types are read as their underlying types (``timestamp-millis`` as a long of epoch ms, ``decimal`` as
+bytes), the values eventray's columns hold, without fastavro's conversion to Python objects.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+
+from pipelines.schemas.avro_compatibility import check_can_read
+from pipelines.schemas.registry_client import RegisteredSchema
+
+__all__ = [
+    "AvroSchema",
+    "ReadPlan",
+    "full_name",
+    "plan_reading",
+    "reader_record_of",
+    "reader_records",
+    "without_logical_types",
+]
+
+AvroSchema = dict[str, Any] | list[Any] | str
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """Records of schema ``schema_id`` read with ``writer`` (parsed, logical types as underlying types), then
+    column ``i`` of the input taken from writer field ``sources[i]`` or, where that is None, set to
+    ``defaults[i]``. ``record_name``: the writer's record full name. ``refusal``: why records of this id cannot
+    be read into the input (``writer`` is then None)."""
+
+    schema_id: int
+    writer: Any
+    record_name: str | None
+    sources: tuple[str | None, ...]
+    defaults: tuple[Any, ...]
+    refusal: str | None = None
+
+
+def plan_reading(
+    registered: RegisteredSchema, reader: AvroSchema | None, columns: list[str], type_column: str | None
+) -> ReadPlan:
+    """The plan for one writer schema: ``reader`` (a record, or a union of records; None: each writer field by
+    name) and ``columns``, the input's payload columns in order (``type_column`` among them gets the record name)."""
+    schema_id = registered.id
+    writer = _writer_of(registered)
+    if isinstance(writer, str):
+        return ReadPlan(schema_id, None, None, (), (), refusal=writer)
+    writer_schema, parsed = writer
+    name = full_name(writer_schema)
+    writer_fields = [field["name"] for field in writer_schema["fields"]]
+    if reader is None:
+        sources = tuple(column if column in writer_fields else None for column in columns)
+        return ReadPlan(schema_id, parsed, name, sources, (None,) * len(columns))
+    record = _reader_record_for(reader, writer_schema)
+    if isinstance(record, str):
+        return ReadPlan(schema_id, None, None, (), (), refusal=f"schema id {schema_id}: {record}")
+    reader_fields = {field["name"]: field for field in record["fields"]}
+    source_list: list[str | None] = []
+    defaults: list[Any] = []
+    for column in columns:
+        field = reader_fields.get(column)
+        source = None if field is None else _writer_field_of(field, writer_fields)
+        source_list.append(source)
+        defaults.append(None if field is None or source is not None else _default_of(field))
+    return ReadPlan(schema_id, parsed, name, tuple(source_list), tuple(defaults))
+
+
+def _writer_of(registered: RegisteredSchema) -> tuple[dict[str, Any], Any] | str:
+    """The writer's record schema and its parsed form (logical types as underlying types), or why it is refused."""
+    schema_id = registered.id
+    if registered.schema_type.upper() != "AVRO":
+        return f"schema id {schema_id} is a {registered.schema_type} schema; this input reads Avro"
+    try:
+        writer_schema = json.loads(registered.schema)
+        parsed = fastavro.parse_schema(without_logical_types(writer_schema))
+    except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as error:
+        return f"writer schema id {schema_id} is not a valid Avro schema: {error}"
+    if not isinstance(writer_schema, dict) or writer_schema.get("type") != "record":
+        return f"writer schema id {schema_id} is not a record schema; an event is a record"
+    return writer_schema, parsed
+
+
+def _reader_record_for(reader: AvroSchema, writer_schema: dict[str, Any]) -> dict[str, Any] | str:
+    """The reader's record for the writer's (by full name or alias), if the writer's records resolve to it;
+    else why not, naming the field path and the rule."""
+    name = full_name(writer_schema)
+    record = reader_record_of(reader, writer_schema)
+    if record is None:
+        known = ", ".join(full_name(r) for r in reader_records(reader))
+        return f"writer schema {name} is not read by the reader schema (it reads {known})"
+    try:
+        problems = check_can_read(record, writer_schema)
+    except ValueError as error:
+        return f"writer schema {name} is not a valid Avro schema: {error}"
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return f"writer schema {name} cannot be read: {first.path}: {first.message}{more}"
+    return record
+
+
+def reader_record_of(reader: AvroSchema, writer_schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of ``reader`` that reads the writer's records: of the same full name, or with it as an alias,
+    or else of the same name in another namespace (Java's rule, which the registries follow)."""
+    name = full_name(writer_schema)
+    records = reader_records(reader)
+    short = name.rsplit(".", 1)[-1]
+    return next((r for r in records if name == full_name(r) or name in _aliases(r)), None) or next(
+        (r for r in records if full_name(r).rsplit(".", 1)[-1] == short), None
+    )
+
+
+def reader_records(reader: AvroSchema) -> list[dict[str, Any]]:
+    """The record schemas of a reader schema: itself, or the records of a union (other branches ignored)."""
+    branches = reader if isinstance(reader, list) else [reader]
+    return [branch for branch in branches if isinstance(branch, dict) and branch.get("type") == "record"]
+
+
+def full_name(record: dict[str, Any]) -> str:
+    name = str(record["name"])
+    namespace = record.get("namespace")
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def without_logical_types(schema: Any) -> Any:
+    """``schema`` with every logical type replaced by its underlying type (a long, bytes, a fixed, a string)."""
+    if isinstance(schema, list):
+        return [without_logical_types(branch) for branch in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "logicalType" in schema and isinstance(schema.get("type"), str) and schema["type"] != "fixed":
+        return schema["type"]
+    plain = {key: value for key, value in schema.items() if key not in ("logicalType", "precision", "scale")}
+    if "fields" in plain:
+        plain["fields"] = [{**field, "type": without_logical_types(field["type"])} for field in plain["fields"]]
+    for key in ("items", "values", "type"):
+        if isinstance(plain.get(key), dict | list):
+            plain[key] = without_logical_types(plain[key])
+    return plain
+
+
+def _aliases(record: dict[str, Any]) -> list[str]:
+    namespace = record.get("namespace")
+    return [alias if "." in alias or not namespace else f"{namespace}.{alias}" for alias in record.get("aliases", [])]
+
+
+def _writer_field_of(field: dict[str, Any], writer_fields: list[str]) -> str | None:
+    for name in (field["name"], *field.get("aliases", [])):
+        if name in writer_fields:
+            return str(name)
+    return None
+
+
+def _default_of(field: dict[str, Any]) -> Any:
+    """A reader field's default as a column value (bytes defaults are strings of code points in Avro JSON)."""
+    default = field.get("default")
+    field_type = field["type"]
+    first = field_type[0] if isinstance(field_type, list) and field_type else field_type
+    plain = first.get("type") if isinstance(first, dict) else first
+    if isinstance(default, str) and plain in ("bytes", "fixed"):
+        return default.encode("latin-1")
+    return default
