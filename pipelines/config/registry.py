@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipelines.config.base import VARIABLE_NAME, ConfigModel
+from pipelines.config.state import IMPORT_PATH
 from pipelines.config.tls import TlsConfig
 from pipelines.errors import ConfigError
 
@@ -77,6 +78,14 @@ class RegistryConfig(ConfigModel):
     )
     type_column: str | None = Field(
         default=None, description="a column of `fields` (string) that gets each record's writer record full name"
+    )
+    upcasters: str | None = Field(
+        default=None,
+        pattern=IMPORT_PATH,
+        description=(
+            "'package.module:UPCASTERS', a dict {(record name, version): function} bringing the records of older "
+            "versions to the newest meaning, column-wise, after resolution (pipelines.schemas.upcasters)"
+        ),
     )
     cache_size: int = Field(default=1_000, ge=1, description="writer schemas kept (least recently used leave)")
     timeout_s: float = Field(default=10.0, gt=0, description="one request to the registry")

@@ -10,7 +10,8 @@ order.
 
 Dead letters, each with its own error type: ``undecodable`` (not in the wire format, or a body its writer
 schema does not read), ``unknown_schema`` (an id the registry does not know), ``schema_mismatch`` (a writer the
-reader schema cannot read: the reason names the field and the rule), ``invalid`` (values that do not fit the
+reader schema cannot read: the reason names the field and the rule), ``upcast`` (an upcaster failed on the
+records of a type and version, :mod:`pipelines.schemas.upcasters`), ``invalid`` (values that do not fit the
 columns, or fail the schema's checks).
 """
 
@@ -21,6 +22,7 @@ import io
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 import fastavro
@@ -32,8 +34,10 @@ from pipelines.decode.binary_codecs import fitted_columns
 from pipelines.decode.codecs import DecodedBatch, decode_within_limits
 from pipelines.decode.schema import EventSchema
 from pipelines.io.records import RawBatch, dead_letters
-from pipelines.schemas.registry_client import RegistryClient, RegistryUnavailable, SchemaNotFound
+from pipelines.schemas.registry_client import RegisteredSchema, RegistryClient, RegistryUnavailable, SchemaNotFound
 from pipelines.schemas.resolution import AvroSchema, ReadPlan, plan_reading
+from pipelines.schemas.subjects import subject_name
+from pipelines.schemas.upcasters import UPCAST_ERROR, Upcasters, load_upcasters, upcast_group
 from pipelines.schemas.wire_format import HEADER_BYTES, NOT_WIRE_FORMAT, schema_ids
 
 __all__ = ["SCHEMA_MISMATCH", "UNKNOWN_SCHEMA", "RegistryAvroDecoder"]
@@ -58,6 +62,7 @@ class RegistryAvroDecoder:
         self._plans: OrderedDict[int, ReadPlan] = OrderedDict()
         self._unknown: dict[int, float] = {}  # ids the registry did not know -> when it was asked (monotonic)
         self._client: RegistryClient | None = None
+        self._upcasters: Upcasters = {} if registry.upcasters is None else load_upcasters(registry.upcasters)
 
     async def prepare(self, raw: RawBatch) -> None:
         """Learn the writer schemas of every schema id in ``raw`` that is not known yet."""
@@ -75,7 +80,7 @@ class RegistryAvroDecoder:
             return
         if self._client is None:
             self._client = RegistryClient(self._registry).open()
-        plans = await asyncio.gather(*(self._plan_of(schema_id) for schema_id in missing))
+        plans = await asyncio.gather(*(self._plan_of(schema_id, raw.topic) for schema_id in missing))
         for schema_id, plan in zip(missing, plans, strict=True):
             if plan is None:
                 self._unknown[schema_id] = time.monotonic()
@@ -103,7 +108,7 @@ class RegistryAvroDecoder:
         letters. Every schema id of ``raw`` must have been through :meth:`prepare`."""
         return decode_within_limits(self._schema, raw, now_ms, self._read, json_nesting=False)
 
-    async def _plan_of(self, schema_id: int) -> ReadPlan | None:
+    async def _plan_of(self, schema_id: int, topic: str) -> ReadPlan | None:
         assert self._client is not None
         deadline = time.monotonic() + self._registry.unavailable_s
         wait = _FIRST_RETRY_S
@@ -121,7 +126,20 @@ class RegistryAvroDecoder:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, _MAX_RETRY_S)
                 continue
-            return plan_reading(registered, self._reader, self._columns, self._registry.type_column)
+            plan = plan_reading(registered, self._reader, self._columns, self._registry.type_column)
+            if not self._upcasters or plan.record_name is None:
+                return plan
+            return replace(plan, version=await self._version_of(registered, topic, plan.record_name))
+
+    async def _version_of(self, registered: RegisteredSchema, topic: str, record_name: str) -> int | None:
+        """The writer schema's version under the topic's subject (None, with a warning: not registered there)."""
+        assert self._client is not None
+        subject = subject_name(self._registry.subject_strategy, topic, record_name)
+        try:
+            return (await self._client.lookup(subject, registered.schema)).version
+        except SchemaNotFound:
+            log.warning("schema id %s is not under subject %s: its records are not upcast", registered.id, subject)
+            return None
 
     def _read(self, raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
         ids = schema_ids(raw.payloads)
@@ -190,6 +208,12 @@ class RegistryAvroDecoder:
             rejected.append(
                 _rejected(raw, np.asarray([p for p, _ in misfits]), [reason for _, reason in misfits], "invalid")
             )
+        if self._upcasters and plan.version is not None and plan.record_name is not None and good:
+            try:
+                table = upcast_group(self._upcasters, plan.record_name, plan.version, table)
+            except ValueError as error:
+                rejected.append(_rejected(raw, np.asarray(good), str(error), UPCAST_ERROR))
+                return self._schema.payload_schema.empty_table(), [], rejected
         return table, good, rejected
 
 

@@ -8,6 +8,9 @@
 The reader (``configs/schemas/order_placed.avsc``, :data:`READER`) is v3 with ``customerId`` as an alias of
 ``customer_id``: every version resolves to it (Avro's rules; each step was registered BACKWARD). Producers of
 all three write to one topic during a rolling upgrade; :func:`records` makes such a topic's records.
+
+What resolution cannot know: v1 was written by the store tills only, so a v1 order's channel is ``pos``, not
+the reader's default ``web``. :data:`UPCASTERS` says so (``schema.registry.upcasters``).
 """
 
 from __future__ import annotations
@@ -18,10 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import pyarrow as pa
 
 from pipelines.schemas.wire_format import framed
 
-__all__ = ["READER", "READER_FILE", "V1", "V2", "V3", "WRITERS", "encoded", "order", "records"]
+__all__ = [
+    "READER",
+    "READER_FILE",
+    "UPCASTERS",
+    "V1",
+    "V2",
+    "V3",
+    "WRITERS",
+    "encoded",
+    "order",
+    "records",
+    "v1_from_the_tills",
+]
 
 READER_FILE = Path(__file__).resolve().parents[2] / "configs" / "schemas" / "order_placed.avsc"
 READER: dict[str, Any] = json.loads(READER_FILE.read_text(encoding="utf-8"))
@@ -97,3 +113,12 @@ def records(count: int, schema_ids: tuple[int, int, int], start: int = 0) -> lis
         version = index % 3 + 1
         out.append((version, encoded(order(index, version), version, schema_ids[version - 1])))
     return out
+
+
+def v1_from_the_tills(orders: pa.Table) -> pa.Table:
+    """v1 orders came from the store tills: their channel is ``pos``."""
+    index = orders.schema.get_field_index("channel")
+    return orders.set_column(index, "channel", pa.array(["pos"] * orders.num_rows, pa.string()))
+
+
+UPCASTERS = {("OrderPlaced", 1): v1_from_the_tills}

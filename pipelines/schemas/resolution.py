@@ -41,7 +41,8 @@ class ReadPlan:
     """Records of schema ``schema_id`` read with ``writer`` (parsed, logical types as underlying types), then
     column ``i`` of the input taken from writer field ``sources[i]`` or, where that is None, set to
     ``defaults[i]``. ``record_name``: the writer's record full name. ``refusal``: why records of this id cannot
-    be read into the input (``writer`` is then None)."""
+    be read into the input (``writer`` is then None). ``version``: the schema's version under the topic's
+    subject, when upcasters need it (None: not asked, or not under that subject)."""
 
     schema_id: int
     writer: Any
@@ -49,6 +50,7 @@ class ReadPlan:
     sources: tuple[str | None, ...]
     defaults: tuple[Any, ...]
     refusal: str | None = None
+    version: int | None = None
 
 
 def plan_reading(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import fastavro
 import pyarrow as pa
@@ -22,7 +23,12 @@ from pipelines.io.records import RawBatch
 from pipelines.schemas.registry_client import RegisteredSchema
 from pipelines.schemas.resolution import plan_reading
 
-FIELDS = {"order_id": "string", "customer_id": "string", "amount_cents": "int64", "placed_ms": "timestamp_ms"}
+FIELDS: dict[str, Any] = {
+    "order_id": "string",
+    "customer_id": "string",
+    "amount_cents": "int64",
+    "placed_ms": "timestamp_ms",
+}
 ROWS = pa.table(
     {
         "order_id": ["o1", "o2"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+from dataclasses import replace
 from typing import Any
 
 import fastavro
@@ -17,6 +18,7 @@ from pipelines.config.pipeline import SchemaConfig
 from pipelines.config.registry import RegistryConfig
 from pipelines.decode.registry_avro import SCHEMA_MISMATCH, UNKNOWN_SCHEMA, RegistryAvroDecoder
 from pipelines.decode.schema import EventSchema
+from pipelines.errors import ConfigError
 from pipelines.examples import order_versions
 from pipelines.examples.order_versions import READER, V1, V2, V3
 from pipelines.io.records import RawBatch
@@ -201,3 +203,43 @@ def test_values_that_do_not_fit_a_column_are_invalid_not_lost() -> None:
     letters = pa.Table.from_batches(decoded.dead_letters)
     assert set(letters.column("error_type").to_pylist()) == {"invalid"}
     assert np.array_equal(np.sort(letters.column("offset").to_numpy()), [500, 501, 502])
+
+
+def upcasting_decoder(upcasters: str = "pipelines.examples.order_versions:UPCASTERS") -> RegistryAvroDecoder:
+    registry = RegistryConfig(url="http://127.0.0.1:1", upcasters=upcasters)
+    config = schema_config(registry=registry)
+    made = RegistryAvroDecoder(EventSchema(config), registry, READER)
+    for version, (schema_id, writer) in enumerate(zip(IDS, (V1, V2, V3), strict=True), start=1):
+        plan = plan_reading(RegisteredSchema(schema_id, json.dumps(writer)), READER, list(FIELDS), None)
+        made.learn(schema_id, replace(plan, version=version))
+    return made
+
+
+def test_upcasters_change_the_meaning_of_older_versions_only() -> None:
+    written = order_versions.records(9, IDS)
+
+    decoded = upcasting_decoder().decode(raw_batch([payload for _, payload in written]))
+
+    channels = decoded.events.column("channel").to_pylist()
+    assert channels[0::3] == ["pos"] * 3, "v1 came from the tills"
+    assert channels[2::3] == ["web", "app", "web"], "v3 wrote its own"
+    assert decoded.events.column("_offset").to_pylist() == list(range(500, 509))
+
+
+BROKEN_UPCASTERS = {("OrderPlaced", 2): lambda orders: orders.slice(1)}
+
+
+def test_an_upcaster_that_breaks_its_contract_dead_letters_its_records_only() -> None:
+    written = order_versions.records(6, IDS)
+
+    decoded = upcasting_decoder(f"{__name__}:BROKEN_UPCASTERS").decode(raw_batch([p for _, p in written]))
+
+    assert decoded.events.column("_offset").to_pylist() == [500, 502, 503, 505]
+    letters = pa.Table.from_batches(decoded.dead_letters).to_pylist()
+    assert {(row["offset"], row["error_type"]) for row in letters} == {(501, "upcast"), (504, "upcast")}
+    assert letters[0]["reason"] == "upcaster (OrderPlaced, 2) returned 1 rows for 2"
+
+
+def test_upcasters_that_are_not_a_mapping_of_versions_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"is a function; expected a dict"):
+        upcasting_decoder("pipelines.examples.order_versions:v1_from_the_tills")

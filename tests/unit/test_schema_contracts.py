@@ -85,3 +85,10 @@ def test_the_reader_schema_file_must_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"schema\.registry\.reader_schema_file: cannot read"):
         contracts_of([(tmp_path / "c.yaml", config)])
     assert READER_FILE.exists()
+
+
+def test_a_column_whose_reader_values_do_not_convert_is_refused_naming_both_types(tmp_path: Path) -> None:
+    config = load_config(CONFIGS / "orders-registry.yaml", {"schema.fields.amount_cents": "bool"})
+
+    with pytest.raises(ConfigError, match=r"schema\.fields\.amount_cents: bool, but .* has it as long.*int64"):
+        contracts_of([(tmp_path / "c.yaml", config)])
