@@ -18,7 +18,7 @@ CONFIG ?= configs/orders.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: bench-joins bench-es bench-cqrs bench-sagas run test unit lint typecheck bench soak demo kafka-up kafka-down clean-venv lock test-latest
+.PHONY: bench-schemas bench-joins bench-es bench-cqrs bench-sagas run test unit lint typecheck bench soak demo kafka-up kafka-down clean-venv lock test-latest
 
 $(UV):
 	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -101,6 +101,11 @@ bench-es: $(BIN)/.bench-installed
 # visible latency over 10,000 read-your-writes pairs (benchmarks/CQRS.md)
 bench-cqrs: $(BIN)/.bench-installed
 	$(BIN)/python -m benchmarks.cqrs $(BENCH_ARGS)
+
+# `make bench-schemas`: Avro in the Confluent wire format, three writer versions from the dev schema registry, against
+# today's schemaless Avro decoder (benchmarks/SCHEMA_REGISTRY.md)
+bench-schemas: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.schema_registry $(BENCH_ARGS)
 
 # `make bench-sagas`: the order saga end to end, sagas/s and completion p50/p99 with failing participants against
 # the same orders with none failing (benchmarks/SAGAS.md)

@@ -14,7 +14,9 @@ six columns:
 
 The writer schemas are learned once before timing (the registry is asked once per id and cached; what a fetch
 costs afterwards is what is measured); with ``--registry URL`` they are registered in and fetched from that
-registry first, so the ids are a real registry's. A rate is the median of 3 repetitions; ratios are against
+registry first, so the ids are a real registry's (``--registry dev``, the default: the dev registry, started for
+the run in a temporary directory and stopped after; ``--registry none``: ids made up locally). A rate is the
+median of 3 repetitions; ratios are against
 the baseline measured in the same run. The machine's load average is printed with the table.
 """
 
@@ -26,12 +28,15 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 
+from cluster.schema_registry import DevRegistryConfig, start_registry, stop_registry
 from pipelines.config.pipeline import SchemaConfig
 from pipelines.config.registry import RegistryConfig
 from pipelines.decode.binary_codecs import AvroDecoder
@@ -170,15 +175,30 @@ def table(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.schema_registry", description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=60_000, help="records per case (default 60,000)")
-    parser.add_argument("--registry", default=os.environ.get("SCHEMA_REGISTRY_URL"), help="register and fetch here")
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("SCHEMA_REGISTRY_URL", "dev"),
+        help="a registry URL to register in and fetch from; dev (default): start the dev registry; none: local ids",
+    )
     args = parser.parse_args(argv)
-    ids = asyncio.run(registered_ids(args.registry)) if args.registry else LOCAL_IDS
+    if args.registry == "none":
+        ids = LOCAL_IDS
+    elif args.registry == "dev":
+        with tempfile.TemporaryDirectory() as state_dir:
+            registry = start_registry(DevRegistryConfig(state_dir=Path(state_dir), port=0))
+            try:
+                args.registry = f"the dev registry ({registry.url})"
+                ids = asyncio.run(registered_ids(registry.url))
+            finally:
+                stop_registry(registry.state_dir)
+    else:
+        ids = asyncio.run(registered_ids(args.registry))
     rows = run(args.records, ids)
     print(table(rows))
     load = os.getloadavg()
-    print(f"\n{args.records:,} records per case, fetches of {FETCH_RECORDS:,}; schema ids {ids} "
-          f"({'from ' + args.registry if args.registry else 'local'}); load average {load[0]:.2f} {load[1]:.2f} "
-          f"{load[2]:.2f} on {os.cpu_count()} cores")  # fmt: skip
+    where = "local" if args.registry == "none" else f"from {args.registry}"
+    print(f"\n{args.records:,} records per case, fetches of {FETCH_RECORDS:,}; schema ids {ids} ({where}); load "
+          f"average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")  # fmt: skip
     return 0
 
 
