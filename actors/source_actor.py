@@ -242,6 +242,7 @@ class SourceActor:
             self._telemetry.close()
         finally:
             await self._inputs.close()
+            await self._stage.close()
         return self.progress()
 
     async def add_partitions(self, partitions: list[int]) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.config.pipeline import FieldType, GeneratorSourceConfig, SchemaConfig
+from pipelines.config.pipeline import GeneratorSourceConfig, SchemaConfig
 from pipelines.decode.binary_codecs import AvroDecoder
 from pipelines.decode.codecs import Decoder, JsonDecoder
 from pipelines.decode.schema import EventSchema
@@ -44,7 +44,7 @@ SEED = 42
 START_TIME_MS = 1_767_225_600_000  # the benchmark workloads' start, so the events look the same
 MISMATCH = b'"amount_cents":"n/a"'
 _AMOUNT = r'"amount_cents":[^,}]*'
-_AVRO_TYPES: dict[FieldType, str] = {
+_AVRO_TYPES: dict[str, str] = {  # the orders schema's flat column types
     "string": "string",
     "int64": "long",
     "float64": "double",
@@ -101,7 +101,7 @@ def raw_batch(partition: int, payloads: pa.Array) -> RawBatch:
     )
 
 
-def avro_writer_schema(fields: dict[str, FieldType]) -> dict[str, Any]:
+def avro_writer_schema(fields: dict[str, str]) -> dict[str, Any]:
     """Every field nullable; ``amount_cents`` may also be a string, as a sloppy producer's schema allows."""
     avro_fields = [{"name": name, "type": ["null", _AVRO_TYPES[kind]]} for name, kind in fields.items()]
     for field in avro_fields:

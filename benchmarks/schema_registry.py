@@ -109,7 +109,7 @@ def registry_decoder(ids: tuple[int, int, int]) -> RegistryAvroDecoder:
         format="avro",
         avro_schema=READER,
         registry=RegistryConfig(url="http://127.0.0.1:1"),
-        fields=FIELDS,  # type: ignore[arg-type]
+        fields=FIELDS,
         max_future_ms=None,
     )
     assert config.registry is not None
@@ -133,7 +133,7 @@ async def registered_ids(url: str) -> tuple[int, int, int]:
 
 
 def cases(records: int, ids: tuple[int, int, int]) -> dict[str, tuple[Decoder, list[RawBatch]]]:
-    baseline_config = SchemaConfig(format="avro", avro_schema=V3, fields=FIELDS, max_future_ms=None)  # type: ignore[arg-type]
+    baseline_config = SchemaConfig(format="avro", avro_schema=V3, fields=FIELDS, max_future_ms=None)
     mixed = [payload for _, payload in order_versions.records(records, ids)]
     dirty = list(mixed)
     for position in range(50, records, 100):

@@ -24,6 +24,7 @@ from pipelines.config.pipeline import GeneratorSourceConfig, PipelineConfig
 from pipelines.config.secrets import resolve_secrets
 from pipelines.errors import ConfigError
 from pipelines.eventtime.clock import ManualClock
+from pipelines.io.records import rows_as_dicts
 from pipelines.io.sources import PartitionReader, open_reader, partition_count
 from pipelines.stages.chain import NextStage, StageLink
 from pipelines.stages.keyed_runner import KeyedStageRunner
@@ -140,8 +141,8 @@ class CollectingSink:
         return pa.concat_tables(self._tables, promote_options="permissive")
 
     def rows(self) -> list[dict[str, Any]]:
-        """Everything written, a dict per row."""
-        return [row for table in self._tables for row in table.to_pylist()]
+        """Everything written, a dict per row (a map value as a dict, as the JSON sinks write it)."""
+        return [row for table in self._tables for row in rows_as_dicts(table)]
 
 
 @dataclass

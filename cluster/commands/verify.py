@@ -177,6 +177,11 @@ async def verify_run(
     check_verifiable(compiled)  # before reading anything
     ends = await end_offsets_of(config)
     raws = await read_input(config, ends, start_time_ms)
+    try:
+        for raw in raws:  # writer schemas from a registry, learned before the synchronous decode
+            await compiled.prepare(raw)
+    finally:
+        await compiled.close()
     expected = expected_run(compiled, raws)
     outputs = [
         await _read_output(config, index)

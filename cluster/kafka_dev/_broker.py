@@ -1,7 +1,7 @@
 """Starting, stopping and inspecting one dev broker, identified by its state dir.
 
 A state dir holds at most one broker. Its files are described in ``_state_files``; the process
-rules (own session, pid identity checks) in ``_process``.
+rules (own session, pid identity checks) in ``_process`` and :mod:`cluster.dev_services`.
 """
 
 from __future__ import annotations
@@ -14,31 +14,33 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+
+from cluster.dev_services import (
+    LOOPBACK_HOST,
+    bound_loopback_socket,
+    last_lines,
+    read_log_tail,
+    start_recorded,
+    stop_recorded,
+    wait_until_answering,
+)
 
 from ._config import DevBrokerConfig
-from ._errors import DevBrokerError
+from ._errors import BROKER_ERRORS, DevBrokerError
 from ._jars import resolve_kafka_jars
 from ._probe import broker_reachable
-from ._process import (
-    is_broker_process,
-    peek_child_exit,
-    spawn_detached,
-    stop_own_child,
-    terminate_broker,
-)
-from ._properties import LOOPBACK_HOST, BrokerPorts, render_log4j2_properties, render_server_properties
+from ._process import is_broker_process
+from ._properties import BrokerPorts, render_log4j2_properties, render_server_properties
 from ._security import SCRAM_USERS, BrokerSecurity
 from ._state_files import BrokerRecord, StatePaths
 from ._tls import TlsFiles, make_tls_files
-from ._tools import last_lines, require_tool, run_tool
+from ._tools import require_tool, run_tool
 
 __all__ = ["BrokerStatus", "RunningBroker", "broker_security", "broker_status", "start_broker", "stop_broker"]
 
 _FORMAT_TIMEOUT_S = 120.0
 _READY_POLL_S = 0.5
 _PROBE_TIMEOUT_S = 3.0
-_LOG_TAIL_LINES = 40
 
 
 @dataclass(frozen=True)
@@ -89,16 +91,14 @@ def start_broker(cfg: DevBrokerConfig) -> RunningBroker:
     _write_configs(cfg, paths, ports, security)
     _format_storage_if_needed(java, libs_dir, paths, security)
     started = time.monotonic()
-    pid = spawn_detached(_broker_argv(java, libs_dir, cfg, paths), paths.log)
-    paths.write_pid(pid)
-    probe_options = security.admin_options() if security is not None else {}
-    try:
-        _wait_until_ready(pid, ports.bootstrap, paths, cfg.ready_timeout_s, probe_options)
-    except BaseException:
-        stop_own_child(pid, cfg.stop_timeout_s)
-        paths.forget_broker()
-        raise
-    paths.write_record(
+    pid = start_recorded(
+        _broker_argv(java, libs_dir, cfg, paths),
+        paths.log,
+        paths.records,
+        lambda spawned: _wait_until_ready(spawned, ports.bootstrap, paths, cfg.ready_timeout_s, security),
+        cfg.stop_timeout_s,
+    )
+    paths.records.write_record(
         BrokerRecord(
             bootstrap=ports.bootstrap,
             pid=pid,
@@ -139,7 +139,7 @@ def broker_security(state_dir: Path) -> BrokerSecurity | None:
     """How to connect to the secured broker last started from ``state_dir``; None when it is not secured or
     never became ready."""
     paths = StatePaths(state_dir.expanduser().resolve())
-    record = paths.read_record()
+    record = paths.records.read_record()
     if record is None or record.mtls_bootstrap is None:
         return None
     return BrokerSecurity(record.bootstrap, record.mtls_bootstrap, TlsFiles(paths.tls), paths.secrets)
@@ -153,10 +153,9 @@ def stop_broker(state_dir: Path, timeout_s: float = 20.0, hard: bool = False) ->
     ``timeout_s``; ``hard``: SIGKILL at once (a crash). Keeps the data dir and the log.
     """
     paths = StatePaths(state_dir.expanduser().resolve())
-    pid = paths.read_pid()
-    stopped = pid is not None and terminate_broker(pid, paths.config, timeout_s, hard)
-    paths.forget_broker()
-    return stopped
+    return stop_recorded(
+        paths.records, lambda pid: is_broker_process(pid, paths.config), timeout_s, BROKER_ERRORS, hard=hard
+    )
 
 
 def broker_status(state_dir: Path, probe_timeout_s: float = _PROBE_TIMEOUT_S) -> BrokerStatus:
@@ -165,9 +164,9 @@ def broker_status(state_dir: Path, probe_timeout_s: float = _PROBE_TIMEOUT_S) ->
     Read-only: never signals a process or changes a file.
     """
     paths = StatePaths(state_dir.expanduser().resolve())
-    pid = paths.read_pid()
+    pid = paths.records.read_pid()
     running = pid is not None and is_broker_process(pid, paths.config)
-    record = paths.read_record()
+    record = paths.records.read_record()
     if record is None or record.pid != pid:
         return BrokerStatus(running, False, pid, None, None, paths.log)
     security = broker_security(paths.root)
@@ -177,13 +176,13 @@ def broker_status(state_dir: Path, probe_timeout_s: float = _PROBE_TIMEOUT_S) ->
 
 
 def _refuse_if_running(paths: StatePaths) -> None:
-    pid = paths.read_pid()
+    pid = paths.records.read_pid()
     if pid is not None and is_broker_process(pid, paths.config):
         raise DevBrokerError(
             f"A Kafka broker (pid {pid}) is already running for {paths.root}.\n"
             "Operator action: use it, or stop it first with `eventray kafka down`."
         )
-    paths.forget_broker()
+    paths.records.forget()
 
 
 def _choose_ports(cfg: DevBrokerConfig) -> BrokerPorts:
@@ -200,22 +199,13 @@ def _choose_ports(cfg: DevBrokerConfig) -> BrokerPorts:
 
 
 def _bound_socket(port: int) -> socket.socket:
-    """A TCP socket bound to ``127.0.0.1:port`` (0: any free port), proving the port can be listened on.
-
-    SO_REUSEADDR matches what the JVM does, so a port in TIME_WAIT from a previous broker counts as free.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((LOOPBACK_HOST, port))
-    except OSError as exc:
-        sock.close()
-        raise DevBrokerError(
-            f"Port {port} on {LOOPBACK_HOST} is already in use ({exc.strerror}).\n"
-            f"Operator action: pick another port (`eventray kafka up --port N`), or, if a Kafka broker "
-            f"is listening there, use it with KAFKA_BOOTSTRAP={LOOPBACK_HOST}:{port}."
-        ) from exc
-    return sock
+    """A TCP socket bound to ``127.0.0.1:port`` (0: any free port), proving the port can be listened on."""
+    return bound_loopback_socket(
+        port,
+        BROKER_ERRORS,
+        f"pick another port (`eventray kafka up --port N`), or, if a Kafka broker "
+        f"is listening there, use it with KAFKA_BOOTSTRAP={LOOPBACK_HOST}:{port}.",
+    )
 
 
 def _write_configs(
@@ -286,31 +276,28 @@ def _broker_argv(java: Path, libs_dir: Path, cfg: DevBrokerConfig, paths: StateP
     return [java_cmd, *heap, *rest, "kafka.Kafka", str(paths.config)]
 
 
-def _wait_until_ready(pid: int, bootstrap: str, paths: StatePaths, timeout_s: float, options: dict[str, Any]) -> None:
+def _wait_until_ready(
+    pid: int, bootstrap: str, paths: StatePaths, timeout_s: float, security: BrokerSecurity | None
+) -> None:
     """Poll until the broker answers metadata; raise DevBrokerError if it exits or ``timeout_s`` passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        # Ask the kernel as the JVM's parent rather than check /proc: right after spawn the child's
-        # command line can still read empty. Not reaping keeps the pid ours for stop_own_child.
-        exit_code = peek_child_exit(pid)
-        if exit_code is not None:
-            raise DevBrokerError(
-                f"The Kafka broker exited during startup (exit code {exit_code}). "
-                f"Last lines of {paths.log}:\n{_log_tail(paths.log)}\n"
-                "Operator action: fix the cause above, then run `eventray kafka up` again."
-            )
-        if broker_reachable(bootstrap, min(_PROBE_TIMEOUT_S, max(deadline - time.monotonic(), 0.1)), options):
-            return
-        time.sleep(_READY_POLL_S)
+    options = security.admin_options() if security is not None else {}
+    not_answering = wait_until_answering(
+        pid,
+        lambda probe_s: broker_reachable(bootstrap, probe_s, options),
+        timeout_s,
+        poll_s=_READY_POLL_S,
+        probe_timeout_s=_PROBE_TIMEOUT_S,
+    )
+    if not_answering is None:
+        return
+    if not_answering.exit_code is not None:
+        raise DevBrokerError(
+            f"The Kafka broker exited during startup (exit code {not_answering.exit_code}). "
+            f"Last lines of {paths.log}:\n{read_log_tail(paths.log)}\n"
+            "Operator action: fix the cause above, then run `eventray kafka up` again."
+        )
     raise DevBrokerError(
         f"The Kafka broker (pid {pid}) did not answer at {bootstrap} within {timeout_s:.0f} s; stopped it.\n"
-        f"Last lines of {paths.log}:\n{_log_tail(paths.log)}\n"
+        f"Last lines of {paths.log}:\n{read_log_tail(paths.log)}\n"
         "Operator action: look for the cause above; on a slow or busy machine raise ready_timeout_s."
     )
-
-
-def _log_tail(log_path: Path) -> str:
-    try:
-        return last_lines(log_path.read_text(errors="replace"), _LOG_TAIL_LINES)
-    except OSError:
-        return "(no log written)"

@@ -1,8 +1,9 @@
 """Configuration of the local dev broker, and the environment variables this package reads.
 
 Environment variables are read here and nowhere else in the package, at call time (never at import):
-``EVENTRAY_CACHE_DIR`` (root of eventray's download cache, default ``~/.cache/eventray``) and
-``KAFKA_BOOTSTRAP`` (an existing broker to use instead of starting one).
+``KAFKA_BOOTSTRAP`` (an existing broker to use instead of starting one), and, through
+:mod:`cluster.dev_services.locations`, ``EVENTRAY_CACHE_DIR`` (root of eventray's download cache, default
+``~/.cache/eventray``; the broker's jars go in its ``kafka`` dir).
 """
 
 from __future__ import annotations
@@ -12,20 +13,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cluster.dev_services import default_cache_dir, default_state_dir
+
 __all__ = ["DevBrokerConfig", "bootstrap_from_env"]
 
-_CACHE_ROOT_ENV = "EVENTRAY_CACHE_DIR"
 _BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP"
-
-
-def _default_cache_dir() -> Path:
-    """Return ``$EVENTRAY_CACHE_DIR/kafka``, or ``~/.cache/eventray/kafka`` when the variable is unset."""
-    root = os.environ.get(_CACHE_ROOT_ENV) or str(Path.home() / ".cache" / "eventray")
-    return Path(root).expanduser() / "kafka"
-
-
-def _default_state_dir() -> Path:
-    return Path.cwd() / ".eventray" / "kafka"
 
 
 def bootstrap_from_env() -> str | None:
@@ -45,8 +37,8 @@ class DevBrokerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kafka_version: str = Field(default="4.1.1", pattern=r"^\d+\.\d+\.\d+$")
-    cache_dir: Path = Field(default_factory=_default_cache_dir)
-    state_dir: Path = Field(default_factory=_default_state_dir)
+    cache_dir: Path = Field(default_factory=lambda: default_cache_dir("kafka"))
+    state_dir: Path = Field(default_factory=lambda: default_state_dir("kafka"))
     port: int = Field(default=9092, ge=0, le=65535)
     controller_port: int = Field(default=0, ge=0, le=65535)
     secure: bool = Field(

@@ -13,9 +13,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from cluster.dev_services import last_lines
+
 from ._config import DevBrokerConfig
 from ._errors import DevBrokerError
-from ._tools import last_lines, require_tool
+from ._tools import require_tool
 
 __all__ = ["render_pom", "resolve_kafka_jars"]
 

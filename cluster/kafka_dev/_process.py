@@ -1,158 +1,21 @@
-"""The broker's JVM process: spawning it detached, recognising it by pid, and signalling it.
+"""Recognising the broker's JVM by pid.
 
 A recorded pid is only ever signalled after ``is_broker_process`` confirms it is still a ``java``
 running ``kafka.Kafka`` with this state dir's config file, so a pid file outliving its broker (and the
-pid being recycled by an unrelated program) can never lead to killing someone else's process. The one
-exception is ``stop_own_child``, for a child this process spawned and has not reaped: the kernel keeps
-such a pid reserved for us.
+pid being recycled by an unrelated program) can never lead to killing someone else's process. Spawning,
+stopping and that rule itself are shared with the dev schema registry: :mod:`cluster.dev_services`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from ._errors import DevBrokerError
+from cluster.dev_services import command_line
 
-__all__ = [
-    "command_line",
-    "is_broker_process",
-    "peek_child_exit",
-    "spawn_detached",
-    "stop_own_child",
-    "terminate_broker",
-]
-
-_POLL_S = 0.2
-_KILL_WAIT_S = 5.0
-
-
-def spawn_detached(argv: Sequence[str], log_path: Path) -> int:
-    """Start ``argv`` in its own session, stdin from /dev/null, stdout+stderr truncating ``log_path``.
-
-    Returns the pid. The child outlives the caller and is not tied to the caller's terminal (Ctrl-C
-    in the caller's shell does not reach it). No ``Popen`` object is kept, so nothing warns when the
-    caller exits first; a caller still alive when the child exits reaps it in ``terminate_broker`` or
-    ``stop_own_child``.
-    """
-    file_actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
-        (os.POSIX_SPAWN_DUP2, 1, 2),
-    ]
-    return os.posix_spawn(argv[0], list(argv), dict(os.environ), file_actions=file_actions, setsid=True)
-
-
-def command_line(pid: int) -> list[str]:
-    """Return the argv of ``pid``, or [] when it does not exist, is a zombie or cannot be read."""
-    proc = Path("/proc")
-    if proc.is_dir():
-        try:
-            raw = (proc / str(pid) / "cmdline").read_bytes()
-        except OSError:
-            return []
-        return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-    return _command_line_from_ps(pid)
-
-
-def _command_line_from_ps(pid: int) -> list[str]:
-    """Fallback for systems without /proc (macOS): ``ps`` joins argv with spaces, good enough to match."""
-    done = subprocess.run(  # noqa: S603 - fixed argv, pid is an int
-        ["/bin/ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=False
-    )
-    return done.stdout.split() if done.returncode == 0 else []
+__all__ = ["is_broker_process"]
 
 
 def is_broker_process(pid: int, config_path: Path) -> bool:
     """True when ``pid`` is alive and is ``java ... kafka.Kafka <config_path>``."""
     argv = command_line(pid)
     return bool(argv) and Path(argv[0]).name == "java" and "kafka.Kafka" in argv and str(config_path) in argv
-
-
-def peek_child_exit(pid: int) -> int | None:
-    """The exit code of child ``pid`` if it has exited (negative: killed by that signal), else None.
-
-    Does not reap it, so the pid stays reserved for this process and may still be signalled safely.
-    """
-    try:
-        result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return None
-    if result is None:
-        return None
-    return result.si_status if result.si_code == os.CLD_EXITED else -result.si_status
-
-
-def terminate_broker(pid: int, config_path: Path, timeout_s: float, hard: bool = False) -> bool:
-    """Stop the broker ``pid``: SIGTERM, wait up to ``timeout_s``, then SIGKILL that pid only (``hard``: SIGKILL
-    at once, a crash as the clients and the log see it).
-
-    Returns False, signalling nothing, when ``pid`` is not the broker of ``config_path``; True once it
-    is gone. Each signal is preceded by the identity check. Raises DevBrokerError if the process
-    survives SIGKILL (stuck in the kernel).
-    """
-    if not is_broker_process(pid, config_path):
-        return False
-    if not hard:
-        _signal(pid, signal.SIGTERM)
-        if _wait_gone(pid, config_path, timeout_s):
-            return True
-    if is_broker_process(pid, config_path):
-        _signal(pid, signal.SIGKILL)
-    if not _wait_gone(pid, config_path, _KILL_WAIT_S):
-        raise DevBrokerError(
-            f"The Kafka broker pid {pid} survived SIGKILL.\n"
-            f"Operator action: inspect it with `ps -o pid,stat,args -p {pid}`; it is likely stuck on I/O."
-        )
-    return True
-
-
-def stop_own_child(pid: int, timeout_s: float) -> None:
-    """Stop and reap ``pid``, a child this process spawned and has not reaped: SIGTERM, then SIGKILL.
-
-    No identity check is needed (or possible: right after spawn the command line may still read
-    empty): an unreaped child's pid cannot be reused by another process.
-    """
-    _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            waited, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return  # already reaped
-        if waited == pid:
-            return
-        time.sleep(_POLL_S)
-    _signal(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    # Exiting between the identity check and the signal is the outcome we want anyway.
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-
-
-def _wait_gone(pid: int, config_path: Path, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _is_gone(pid, config_path):
-            return True
-        time.sleep(_POLL_S)
-    return False
-
-
-def _is_gone(pid: int, config_path: Path) -> bool:
-    """For our own child, gone means reaped (an exiting child loses its command line before it can be
-    reaped, and must not be left a zombie); for any other process, no longer this broker."""
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return not is_broker_process(pid, config_path)
-    return waited == pid

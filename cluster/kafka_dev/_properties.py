@@ -13,18 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.dev_services import LOOPBACK_HOST
+
 from ._tls import BROKER_PRINCIPAL, TlsFiles
 
 __all__ = [
     "ADMIN_USER",
-    "LOOPBACK_HOST",
     "SCRAM_MECHANISM",
     "BrokerPorts",
     "render_log4j2_properties",
     "render_server_properties",
 ]
 
-LOOPBACK_HOST = "127.0.0.1"
 ADMIN_USER = "admin"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 

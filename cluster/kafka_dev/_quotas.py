@@ -4,10 +4,12 @@ byte rate), for the fault benchmarks. aiokafka has no AlterClientQuotas request.
 
 from __future__ import annotations
 
+from cluster.dev_services import last_lines
+
 from ._config import DevBrokerConfig
 from ._errors import DevBrokerError
 from ._jars import resolve_kafka_jars
-from ._tools import last_lines, require_tool, run_tool
+from ._tools import require_tool, run_tool
 
 __all__ = ["set_producer_quota"]
 

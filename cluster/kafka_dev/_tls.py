@@ -13,8 +13,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.dev_services import last_lines
+
 from ._errors import DevBrokerError
-from ._tools import last_lines, require_tool, run_tool
+from ._tools import require_tool, run_tool
 
 __all__ = ["BROKER_PRINCIPAL", "CLIENT_PRINCIPAL", "TlsFiles", "make_tls_files"]
 

@@ -1,48 +1,24 @@
-"""Locating the external programs the dev broker needs (java, mvn) and reading process output."""
+"""The external programs the dev broker needs (java, mvn, openssl), found and run by the helpers shared with the
+dev schema registry (:mod:`cluster.dev_services.external_tools`), failing with ``DevBrokerError``."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-from ._errors import DevBrokerError
+from cluster import dev_services
 
-__all__ = ["last_lines", "require_tool", "run_tool"]
+from ._errors import BROKER_ERRORS
 
-_INSTALL_HINTS = {
-    "java": "install Java 17+ (e.g. `apt-get install openjdk-17-jre-headless`) so `java` is on PATH",
-    "mvn": "install Apache Maven 3.8+ (e.g. `apt-get install maven`) so `mvn` is on PATH",
-    "openssl": "install OpenSSL (e.g. `apt-get install openssl`) so `openssl` is on PATH",
-}
+__all__ = ["require_tool", "run_tool"]
 
 
 def require_tool(name: str) -> Path:
     """Return the absolute path of ``name`` on PATH; raise DevBrokerError naming the install step if not."""
-    found = shutil.which(name)
-    if found is None:
-        raise DevBrokerError(
-            f"`{name}` was not found on PATH; the dev Kafka broker needs it.\n"
-            f"Operator action: {_INSTALL_HINTS.get(name, f'install {name}')}."
-        )
-    return Path(found)
-
-
-def last_lines(text: str, count: int = 30) -> str:
-    """Return the last ``count`` non-empty lines of ``text``, for error messages."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(lines[-count:])
+    return dev_services.require_tool(name, BROKER_ERRORS)
 
 
 def run_tool(command: list[str], timeout_s: float, doing: str) -> subprocess.CompletedProcess[str]:
     """Run ``command`` (no shell) and return it done, exit code unchecked; DevBrokerError naming ``doing`` (e.g.
     "Formatting Kafka storage in X") when it takes over ``timeout_s``."""
-    try:
-        return subprocess.run(  # noqa: S603 - fixed argv built from our own paths, no shell
-            command, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired:
-        # not `from exc`: its text is the command line, which may hold passwords (StorageTool --add-scram)
-        raise DevBrokerError(
-            f"{doing} took over {timeout_s:.0f} s.\nOperator action: check the machine is not overloaded, then retry."
-        ) from None
+    return dev_services.run_tool(command, timeout_s, doing, BROKER_ERRORS)

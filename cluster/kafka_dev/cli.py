@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from cluster.dev_services import config_from_args, display_path
+
 from ._broker import RunningBroker, broker_status, start_broker, stop_broker
 from ._config import DevBrokerConfig, bootstrap_from_env
 from ._errors import DevBrokerError
@@ -68,19 +70,14 @@ def _port(text: str) -> int:
     return port
 
 
-def _config(args: argparse.Namespace, **fields: object) -> DevBrokerConfig:
-    """The config for ``args``, with ``fields`` on top; validated like any other config."""
-    if args.state_dir is not None:
-        fields["state_dir"] = args.state_dir
-    return DevBrokerConfig.model_validate(fields)
-
-
 def _up(args: argparse.Namespace) -> int:
     external = bootstrap_from_env()
     if external is not None:
         print(f"KAFKA_BOOTSTRAP={external} points at an existing broker; not starting one.")
         return _EXIT_OK
-    cfg = _config(args, port=args.port, keep_data=args.keep_data, secure=args.secure, mtls_port=args.mtls_port)
+    cfg = config_from_args(
+        DevBrokerConfig, args, port=args.port, keep_data=args.keep_data, secure=args.secure, mtls_port=args.mtls_port
+    )
     current = broker_status(cfg.state_dir)
     if current.running:
         print(f"Kafka already running at {current.bootstrap or '(starting)'} (pid {current.pid}).")
@@ -97,7 +94,7 @@ def _up(args: argparse.Namespace) -> int:
         return _EXIT_OK
     print(
         f"Kafka {broker.kafka_version} up at {broker.bootstrap} (pid {broker.pid}, "
-        f"logs {_display(broker.log_path)}) in {broker.ready_after_s:.1f} s."
+        f"logs {display_path(broker.log_path)}) in {broker.ready_after_s:.1f} s."
     )
     if broker.security is not None:
         _print_secured(broker.security)
@@ -128,14 +125,14 @@ def _print_secured(security: BrokerSecurity) -> None:
         f"  users: admin (super user), {PIPELINE_USER} (what ACLs allow: `eventray acls CONFIG --apply`)\n"
         "  a pipeline's kafka section:\n"
         f"    kafka: {{bootstrap_servers: '{security.bootstrap}', security_protocol: SASL_SSL,\n"
-        f"            tls: {{ca_file: {_display(security.tls.ca_cert)}}},\n"
+        f"            tls: {{ca_file: {display_path(security.tls.ca_cert)}}},\n"
         f"            sasl: {{mechanism: SCRAM-SHA-512, username: {PIPELINE_USER}, password_env: KAFKA_PASSWORD}}}}\n"
-        f"  export KAFKA_PASSWORD=$(cat {_display(security.password_file(PIPELINE_USER))})"
+        f"  export KAFKA_PASSWORD=$(cat {display_path(security.password_file(PIPELINE_USER))})"
     )
 
 
 def _down(args: argparse.Namespace) -> int:
-    cfg = _config(args)
+    cfg = config_from_args(DevBrokerConfig, args)
     pid = broker_status(cfg.state_dir, probe_timeout_s=0.1).pid
     try:
         stopped = stop_broker(cfg.state_dir, timeout_s=cfg.stop_timeout_s)
@@ -145,7 +142,7 @@ def _down(args: argparse.Namespace) -> int:
     if stopped:
         print(f"Kafka stopped (pid {pid}).")
     else:
-        print(f"No Kafka broker running for {_display(cfg.state_dir)}.")
+        print(f"No Kafka broker running for {display_path(cfg.state_dir)}.")
     return _EXIT_OK
 
 
@@ -155,21 +152,13 @@ def _status(args: argparse.Namespace) -> int:
         answering = broker_reachable(external)
         print(f"KAFKA_BOOTSTRAP={external}: {'answering' if answering else 'NOT answering'}.")
         return _EXIT_OK if answering else _EXIT_ERROR
-    cfg = _config(args)
+    cfg = config_from_args(DevBrokerConfig, args)
     status = broker_status(cfg.state_dir)
     if not status.running:
-        print(f"Kafka not running (state dir {_display(cfg.state_dir)}).")
+        print(f"Kafka not running (state dir {display_path(cfg.state_dir)}).")
         return _EXIT_NOT_RUNNING
     where = f"at {status.bootstrap}" if status.bootstrap else "(still starting)"
     answer = "answering" if status.reachable else "NOT answering"
     version = f" {status.kafka_version}" if status.kafka_version else ""
-    print(f"Kafka{version} running {where} (pid {status.pid}), {answer}; logs {_display(status.log_path)}.")
+    print(f"Kafka{version} running {where} (pid {status.pid}), {answer}; logs {display_path(status.log_path)}.")
     return _EXIT_OK if status.reachable else _EXIT_ERROR
-
-
-def _display(path: Path) -> str:
-    """``path`` relative to the working directory when it is inside it, for short messages."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

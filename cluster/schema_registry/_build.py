@@ -17,10 +17,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from cluster.dev_services import last_lines
+
 from ._config import DevRegistryConfig
 from ._errors import DevRegistryError
 from ._maven_project import APICURIO_VERSION, QUARKUS_APP_DIR, render_build_files
-from ._tools import last_lines, require_tool
+from ._tools import require_tool
 
 __all__ = ["RUN_JAR_NAME", "build_failure_summary", "build_registry_app", "unresolved_artifacts"]
 

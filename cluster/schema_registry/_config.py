@@ -1,8 +1,9 @@
 """Configuration of the local dev schema registry, and the environment variables this package reads.
 
 Environment variables are read here and nowhere else in the package, at call time (never at import):
-``EVENTRAY_CACHE_DIR`` (root of eventray's download cache, default ``~/.cache/eventray``) and
-``SCHEMA_REGISTRY_URL`` (an existing registry to use instead of starting one).
+``SCHEMA_REGISTRY_URL`` (an existing registry to use instead of starting one), and, through
+:mod:`cluster.dev_services.locations`, ``EVENTRAY_CACHE_DIR`` (root of eventray's download cache, default
+``~/.cache/eventray``; the registry's build goes in its ``registry`` dir).
 """
 
 from __future__ import annotations
@@ -12,22 +13,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cluster.dev_services import default_cache_dir, default_state_dir
+
 __all__ = ["DEFAULT_PORT", "DevRegistryConfig", "registry_url_from_env"]
 
-_CACHE_ROOT_ENV = "EVENTRAY_CACHE_DIR"
 _REGISTRY_URL_ENV = "SCHEMA_REGISTRY_URL"
 
 DEFAULT_PORT = 8081  # Confluent's, which clients and docs assume; Apicurio's own default (8080) is busier
-
-
-def _default_cache_dir() -> Path:
-    """Return ``$EVENTRAY_CACHE_DIR/registry``, or ``~/.cache/eventray/registry`` when the variable is unset."""
-    root = os.environ.get(_CACHE_ROOT_ENV) or str(Path.home() / ".cache" / "eventray")
-    return Path(root).expanduser() / "registry"
-
-
-def _default_state_dir() -> Path:
-    return Path.cwd() / ".eventray" / "registry"
 
 
 def registry_url_from_env() -> str | None:
@@ -46,8 +38,8 @@ class DevRegistryConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    cache_dir: Path = Field(default_factory=_default_cache_dir)
-    state_dir: Path = Field(default_factory=_default_state_dir)
+    cache_dir: Path = Field(default_factory=lambda: default_cache_dir("registry"))
+    state_dir: Path = Field(default_factory=lambda: default_state_dir("registry"))
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     heap_mb: int = Field(default=256, ge=128)
     build_timeout_s: float = Field(default=900.0, gt=0)

@@ -1,33 +1,33 @@
 """Starting, stopping and inspecting one dev schema registry, identified by its state dir.
 
 A state dir holds at most one registry. Its files are described in ``_state_files``; the process rules
-(own session, pid identity checks) in ``_process``.
+(own session, pid identity checks) in ``_process`` and :mod:`cluster.dev_services`.
 """
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cluster.dev_services import (
+    LOOPBACK_HOST,
+    free_loopback_port,
+    read_log_tail,
+    start_recorded,
+    stop_recorded,
+    wait_until_answering,
+)
+
 from ._build import build_registry_app
 from ._config import DevRegistryConfig
-from ._errors import DevRegistryError
+from ._errors import REGISTRY_ERRORS, DevRegistryError
 from ._maven_project import APICURIO_VERSION
 from ._probe import ccompat_url, registry_answers
-from ._process import (
-    LOOPBACK_HOST,
-    is_registry_process,
-    peek_child_exit,
-    registry_argv,
-    spawn_detached,
-    stop_own_child,
-    terminate_registry,
-)
+from ._process import is_registry_process, registry_argv
 from ._state_files import RegistryRecord, StatePaths
-from ._tools import read_log_tail, require_tool
+from ._tools import require_tool
 
 __all__ = ["RegistryStatus", "RunningRegistry", "registry_status", "start_registry", "stop_registry"]
 
@@ -81,16 +81,15 @@ def start_registry(cfg: DevRegistryConfig) -> RunningRegistry:
     url = ccompat_url(LOOPBACK_HOST, port)
     paths.root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    pid = spawn_detached(registry_argv(java, run_jar, cfg.state_dir, port, cfg.heap_mb), paths.log)
-    paths.write_pid(pid)
-    try:
-        _wait_until_answering(pid, url, paths, cfg.ready_timeout_s)
-    except BaseException:
-        stop_own_child(pid, cfg.stop_timeout_s)
-        paths.forget_registry()
-        raise
+    pid = start_recorded(
+        registry_argv(java, run_jar, cfg.state_dir, port, cfg.heap_mb),
+        paths.log,
+        paths.records,
+        lambda spawned: _wait_until_answering(spawned, url, paths, cfg.ready_timeout_s),
+        cfg.stop_timeout_s,
+    )
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    paths.write_record(RegistryRecord(url, pid, port, started_at, APICURIO_VERSION, str(paths.log)))
+    paths.records.write_record(RegistryRecord(url, pid, port, started_at, APICURIO_VERSION, str(paths.log)))
     return RunningRegistry(
         url=url,
         pid=pid,
@@ -110,10 +109,7 @@ def stop_registry(state_dir: Path, timeout_s: float = 20.0) -> bool:
     Keeps the log.
     """
     paths = StatePaths(state_dir.expanduser().resolve())
-    pid = paths.read_pid()
-    stopped = pid is not None and terminate_registry(pid, paths.root, timeout_s)
-    paths.forget_registry()
-    return stopped
+    return stop_recorded(paths.records, lambda pid: is_registry_process(pid, paths.root), timeout_s, REGISTRY_ERRORS)
 
 
 def registry_status(state_dir: Path, probe_timeout_s: float = _PROBE_TIMEOUT_S) -> RegistryStatus:
@@ -122,9 +118,9 @@ def registry_status(state_dir: Path, probe_timeout_s: float = _PROBE_TIMEOUT_S) 
     Read-only: never signals a process or changes a file.
     """
     paths = StatePaths(state_dir.expanduser().resolve())
-    pid = paths.read_pid()
+    pid = paths.records.read_pid()
     running = pid is not None and is_registry_process(pid, paths.root)
-    record = paths.read_record()
+    record = paths.records.read_record()
     if record is None or record.pid != pid:
         return RegistryStatus(running, False, pid, None, paths.log)
     answering = running and registry_answers(record.url, probe_timeout_s)
@@ -132,13 +128,13 @@ def registry_status(state_dir: Path, probe_timeout_s: float = _PROBE_TIMEOUT_S) 
 
 
 def _refuse_if_running(paths: StatePaths) -> None:
-    pid = paths.read_pid()
+    pid = paths.records.read_pid()
     if pid is not None and is_registry_process(pid, paths.root):
         raise DevRegistryError(
             f"A schema registry (pid {pid}) is already running for {paths.root}.\n"
             "Operator action: use it, or stop it first with `eventray registry down`."
         )
-    paths.forget_registry()
+    paths.records.forget()
 
 
 def _free_port(port: int) -> int:
@@ -147,37 +143,32 @@ def _free_port(port: int) -> int:
     The socket is closed before the JVM binds the port, so another program could take it in between: the
     JVM then exits at start-up and ``start_registry`` reports that with its log.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM does: TIME_WAIT counts as free
-        try:
-            sock.bind((LOOPBACK_HOST, port))
-        except OSError as exc:
-            raise DevRegistryError(
-                f"Port {port} on {LOOPBACK_HOST} is already in use ({exc.strerror}).\n"
-                "Operator action: pick another port (`eventray registry up --port N`, 0 picks a free one), or, "
-                "if a schema registry listens there, export SCHEMA_REGISTRY_URL as its API's base URL "
-                f"(http://{LOOPBACK_HOST}:{port}/apis/ccompat/v7 for an Apicurio Registry)."
-            ) from exc
-        chosen: int = sock.getsockname()[1]
-        return chosen
+    return free_loopback_port(
+        port,
+        REGISTRY_ERRORS,
+        "pick another port (`eventray registry up --port N`, 0 picks a free one), or, "
+        "if a schema registry listens there, export SCHEMA_REGISTRY_URL as its API's base URL "
+        f"(http://{LOOPBACK_HOST}:{port}/apis/ccompat/v7 for an Apicurio Registry).",
+    )
 
 
 def _wait_until_answering(pid: int, url: str, paths: StatePaths, timeout_s: float) -> None:
     """Poll until the registry answers; raise DevRegistryError if it exits or ``timeout_s`` passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        # Ask the kernel as the JVM's parent rather than check /proc: right after spawn the child's command
-        # line can still read empty. Not reaping keeps the pid ours for stop_own_child.
-        exit_code = peek_child_exit(pid)
-        if exit_code is not None:
-            raise DevRegistryError(
-                f"The schema registry exited during start-up (exit code {exit_code}). "
-                f"Last lines of {paths.log}:\n{read_log_tail(paths.log)}\n"
-                "Operator action: fix the cause above, then run `eventray registry up` again."
-            )
-        if registry_answers(url, min(_PROBE_TIMEOUT_S, max(deadline - time.monotonic(), 0.1))):
-            return
-        time.sleep(_READY_POLL_S)
+    not_answering = wait_until_answering(
+        pid,
+        lambda probe_s: registry_answers(url, probe_s),
+        timeout_s,
+        poll_s=_READY_POLL_S,
+        probe_timeout_s=_PROBE_TIMEOUT_S,
+    )
+    if not_answering is None:
+        return
+    if not_answering.exit_code is not None:
+        raise DevRegistryError(
+            f"The schema registry exited during start-up (exit code {not_answering.exit_code}). "
+            f"Last lines of {paths.log}:\n{read_log_tail(paths.log)}\n"
+            "Operator action: fix the cause above, then run `eventray registry up` again."
+        )
     raise DevRegistryError(
         f"The schema registry (pid {pid}) did not answer at {url} within {timeout_s:.0f} s; stopped it.\n"
         f"Last lines of {paths.log}:\n{read_log_tail(paths.log)}\n"

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from cluster.dev_services import config_from_args, display_path
+
 from ._config import DEFAULT_PORT, DevRegistryConfig, registry_url_from_env
 from ._errors import DevRegistryError
 from ._maven_project import APICURIO_VERSION
@@ -71,20 +73,13 @@ def _port(text: str) -> int:
     return port
 
 
-def _config(args: argparse.Namespace, **fields: object) -> DevRegistryConfig:
-    """The config for ``args``, with ``fields`` on top; validated like any other config."""
-    if args.state_dir is not None:
-        fields["state_dir"] = args.state_dir
-    return DevRegistryConfig.model_validate(fields)
-
-
 def _up(args: argparse.Namespace) -> int:
     external = registry_url_from_env()
     if external is not None:
         _say(args, {"url": external, "external": True},
              f"SCHEMA_REGISTRY_URL={external} points at an existing registry; not starting one.")  # fmt: skip
         return _EXIT_OK
-    cfg = _config(args, port=args.port)
+    cfg = config_from_args(DevRegistryConfig, args, port=args.port)
     current = registry_status(cfg.state_dir)
     if current.running:
         _say(args, _status_facts(current, cfg.state_dir),
@@ -101,14 +96,14 @@ def _up(args: argparse.Namespace) -> int:
         args,
         _running_facts(registry),
         f"Schema registry (Apicurio {registry.apicurio_version}, in-memory) up at {registry.url} "
-        f"(pid {registry.pid}, logs {_display(registry.log_path)}) in {registry.ready_after_s:.1f} s.\n"
+        f"(pid {registry.pid}, logs {display_path(registry.log_path)}) in {registry.ready_after_s:.1f} s.\n"
         f"  export SCHEMA_REGISTRY_URL={registry.url}",
     )
     return _EXIT_OK
 
 
 def _down(args: argparse.Namespace) -> int:
-    cfg = _config(args)
+    cfg = config_from_args(DevRegistryConfig, args)
     pid = registry_status(cfg.state_dir, probe_timeout_s=0.1).pid
     try:
         stopped = stop_registry(cfg.state_dir, timeout_s=cfg.stop_timeout_s)
@@ -119,7 +114,7 @@ def _down(args: argparse.Namespace) -> int:
     if stopped:
         _say(args, facts, f"Schema registry stopped (pid {pid}).")
     else:
-        _say(args, facts, f"No schema registry running for {_display(cfg.state_dir)}.")
+        _say(args, facts, f"No schema registry running for {display_path(cfg.state_dir)}.")
     return _EXIT_OK
 
 
@@ -130,16 +125,18 @@ def _status(args: argparse.Namespace) -> int:
         _say(args, {"url": external, "external": True, "answering": answering},
              f"SCHEMA_REGISTRY_URL={external}: {'answering' if answering else 'NOT answering'}.")  # fmt: skip
         return _EXIT_OK if answering else _EXIT_ERROR
-    cfg = _config(args)
+    cfg = config_from_args(DevRegistryConfig, args)
     status = registry_status(cfg.state_dir)
     facts = _status_facts(status, cfg.state_dir)
     if not status.running:
-        _say(args, facts, f"Schema registry stopped (state dir {_display(cfg.state_dir)}).")
+        _say(args, facts, f"Schema registry stopped (state dir {display_path(cfg.state_dir)}).")
         return _EXIT_NOT_RUNNING
     where = f"at {status.url}" if status.url else "(still starting)"
     answer = "answering" if status.answering else "NOT answering"
     _say(
-        args, facts, f"Schema registry running {where} (pid {status.pid}), {answer}; logs {_display(status.log_path)}."
+        args,
+        facts,
+        f"Schema registry running {where} (pid {status.pid}), {answer}; logs {display_path(status.log_path)}.",
     )
     return _EXIT_OK if status.answering else _EXIT_ERROR
 
@@ -170,11 +167,3 @@ def _status_facts(status: RegistryStatus, state_dir: Path) -> dict[str, object]:
 def _say(args: argparse.Namespace, facts: Mapping[str, object], text: str) -> None:
     """Print ``facts`` as JSON with ``--json``, else ``text``."""
     print(json.dumps(facts, indent=2) if args.json else text)
-
-
-def _display(path: Path) -> str:
-    """``path`` relative to the working directory when it is inside it, for short messages."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

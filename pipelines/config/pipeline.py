@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -30,6 +31,7 @@ from pydantic import (
 from pipelines.config.autoscale import AutoscaleConfig
 from pipelines.config.base import VARIABLE_NAME, ConfigModel, KeyFromEnvironment
 from pipelines.config.dead_letter import DeadLetterContent
+from pipelines.config.field_types import FieldType, canonical_field_type, is_flat
 from pipelines.config.kafka import (
     CircuitBreakerConfig,
     KafkaConnectionConfig,
@@ -65,6 +67,7 @@ __all__ = [
     "DeadLetterConfig",
     "DeriveOp",
     "FieldType",
+    "FieldTypeText",
     "FileSourceConfig",
     "FilterOp",
     "GeneratorSourceConfig",
@@ -95,7 +98,9 @@ __all__ = [
     "with_paths_resolved",
 ]
 
-FieldType = Literal["string", "int64", "float64", "bool", "timestamp_ms", "binary"]
+#: A column type of ``schema.fields``: a flat name (:data:`FieldType`) or a nested type, checked and written
+#: canonically when the config loads (:mod:`pipelines.config.field_types`).
+FieldTypeText = Annotated[str, AfterValidator(canonical_field_type)]
 EVENT_TYPES = ("UserRegistered", "OrderCreated", "PaymentProcessed", "ShipmentDispatched", "InventoryUpdated")
 
 
@@ -114,7 +119,16 @@ class SchemaConfig(_Model):
     (schemaless, as most producers without a registry write them), or ``raw`` bytes kept as a ``value`` column.
     Avro with a ``registry``: records in the Confluent wire format (magic byte 0, a 4-byte schema id, the body),
     each read with the writer schema its id names and resolved to the reader schema (``avro_schema`` or
-    ``registry.reader_schema_file``; with neither, read by field name into ``fields``).
+    ``registry.reader_schema_file``; with neither, read by field name into ``fields``). JSON with a
+    ``registry``: JSON Schema producers' records, the bodies read as JSON once the registry knows their id.
+
+    ``fields`` maps a column name to its type: a flat one (``string``, ``int64``, ``float64``, ``bool``,
+    ``timestamp_ms``, ``binary``) or a nested one, written as text: ``struct<street: string, zip: string>``,
+    ``list<int64>``, ``map<string, float64>`` (keys string or int64), nested in any way
+    (``list<struct<sku: string, qty: int64>>``; grammar in :mod:`pipelines.config.field_types`). A value that
+    does not fit its type, at any depth, makes the record an ``invalid`` dead letter; any nested value may be
+    null. Expressions reach struct members by path (``customer.address.zip``); ``event_time_field``,
+    ``event_id_field``, keys and ``registry.type_column`` are flat columns.
 
     The ``max_*`` limits make a record a dead letter (error type ``limit``, or ``timestamp`` for event times)
     instead of letting it stop or slow the pipeline; size, header and nesting limits are checked before the
@@ -128,7 +142,13 @@ class SchemaConfig(_Model):
     registry: RegistryConfig | None = Field(
         default=None, description="format: avro in the Confluent wire format, writer schemas in this registry"
     )
-    fields: dict[str, FieldType] = Field(min_length=1, description="column name -> type")
+    fields: dict[str, FieldTypeText] = Field(
+        min_length=1,
+        description=(
+            "column name -> type: string, int64, float64, bool, timestamp_ms (int64 epoch ms), binary, or nested: "
+            "struct<name: type, ...>, list<type>, map<string|int64, type>"
+        ),
+    )
     required: list[str] = Field(default_factory=list, description="columns that must not be null")
     checks: list[str] = Field(
         default_factory=list, description="expressions that must be true; a failing one is the DLQ reason"
@@ -176,8 +196,17 @@ class SchemaConfig(_Model):
     @model_validator(mode="after")
     def _format_fits(self) -> SchemaConfig:
         if self.registry is not None:
-            if self.format != "avro":
-                raise ValueError("registry goes with format: avro (records in the Confluent wire format)")
+            if self.format == "raw":
+                raise ValueError("registry goes with format: avro or json (records in the Confluent wire format)")
+            avro_only = {
+                "avro_schema": self.avro_schema,
+                "registry.reader_schema_file": self.registry.reader_schema_file,
+                "registry.upcasters": self.registry.upcasters,
+                "registry.type_column": self.registry.type_column,
+            }
+            given = [name for name, value in avro_only.items() if value is not None]
+            if self.format == "json" and given:
+                raise ValueError(f"{given} go with format: avro; JSON records are read by field name into fields")
             if self.avro_schema is not None and self.registry.reader_schema_file is not None:
                 raise ValueError("give the reader schema once: avro_schema or registry.reader_schema_file")
             type_column = self.registry.type_column
@@ -215,6 +244,11 @@ class SchemaConfig(_Model):
                 raise ValueError(f"{label} {optional!r} is not in fields; fields are {known}")
         if self.event_time_field and self.fields[self.event_time_field] not in ("int64", "timestamp_ms"):
             raise ValueError(f"event_time_field {self.event_time_field!r} must be int64 or timestamp_ms (epoch ms)")
+        if self.event_id_field and not is_flat(self.fields[self.event_id_field]):
+            raise ValueError(
+                f"event_id_field {self.event_id_field!r} is a {self.fields[self.event_id_field]}: an event id is a "
+                "flat column (string or int64), read before any operator runs"
+            )
         return self
 
 

@@ -7,9 +7,11 @@ Avro has no columnar reader for single-record payloads, so records are read one 
 and the columns are built from them, one Arrow conversion per column; a record that does not read is a dead
 letter with the reason. A value that does not convert to its column's type is found by bisecting that column
 only, so k such records cost O(k log n) conversions on top of the per-record read every record costs anyway.
-Raw bytes are passed through as a ``value`` binary column, unchanged. Both apply the input limits first (size,
-headers; nesting is JSON's only) and the event-time limits last, as every decoder does
-(:func:`pipelines.decode.codecs.decode_within_limits`).
+Nested columns (struct, list, map) take the records, arrays and maps fastavro reads (dicts and lists) strictly
+(:mod:`pipelines.decode.nested_values`): a record whose value does not fit, at any depth, is an ``invalid`` dead
+letter naming the column and where in it. Raw bytes are passed through as a ``value`` binary column, unchanged.
+Both apply the input limits first (size, headers; nesting is JSON's only) and the event-time limits last, as
+every decoder does (:func:`pipelines.decode.codecs.decode_within_limits`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.decode.codecs import DecodedBatch, decode_within_limits
+from pipelines.decode.nested_values import is_nested, misfit_path
 from pipelines.decode.schema import EventSchema
 from pipelines.errors import ConfigError
 from pipelines.io.records import RawBatch, dead_letters
@@ -31,6 +34,7 @@ from pipelines.transform.bisection import failing_positions
 __all__ = ["AvroDecoder", "RawBytesDecoder", "fitted_columns"]
 
 _CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
+_MISFIT = "an Avro value does not fit the schema's column types"
 
 
 class AvroDecoder:
@@ -83,10 +87,11 @@ def fitted_columns(
 ) -> tuple[pa.Table, list[int], list[tuple[int, str]]]:
     """Columns of decoded Avro records (``columns``: a list of values per column of ``payload_schema``; row i is
     record ``good[i]``); a record whose values do not fit the columns' types (e.g. a record into int64) is set
-    aside. A record fits when ``pa.Table.from_pylist([record])`` accepts it; the suspects are found column by
+    aside. A record fits when ``pa.Table.from_pylist([record])`` accepts it and its nested values fit their
+    types strictly (:func:`~pipelines.decode.nested_values.misfit_path`); the suspects are found column by
     column, by bisecting only the columns that do not convert, so k misfits cost O(k log n) conversions of
-    shrinking slices, not one conversion per record. Returns the table, the records it holds (of ``good``) and
-    the misfits (record, reason)."""
+    shrinking slices, not one conversion per record (nested values are checked one by one, once). Returns the
+    table, the records it holds (of ``good``) and the misfits (record, reason)."""
     arrays = [_converted(columns[field.name], field.type) for field in payload_schema]
     if all(array is not None for array in arrays):
         return pa.Table.from_arrays(arrays, schema=payload_schema), good, []
@@ -117,6 +122,12 @@ def fitted_columns(
 
 
 def _converted(values: list[Any], data_type: pa.DataType) -> pa.Array | None:
+    if is_nested(data_type) and any(misfit_path(value, data_type) is not None for value in values):
+        return None
+    return _arrow_array(values, data_type)
+
+
+def _arrow_array(values: list[Any], data_type: pa.DataType) -> pa.Array | None:
     try:
         return pa.array(values, data_type)
     except _CONVERSION_ERRORS:
@@ -124,16 +135,31 @@ def _converted(values: list[Any], data_type: pa.DataType) -> pa.Array | None:
 
 
 def _unconvertible(values: list[Any], data_type: pa.DataType) -> list[int]:
-    """Positions of the values that do not convert to ``data_type`` (each value converts or not on its own)."""
-    return failing_positions(len(values), lambda start, stop: _converted(values[start:stop], data_type) is not None)
+    """Positions of the values that do not convert to ``data_type`` (each value converts or not on its own):
+    nested misfits found one by one, in one pass, the others by bisecting the conversion."""
+    misfits = []
+    if is_nested(data_type):
+        misfits = [index for index, value in enumerate(values) if misfit_path(value, data_type) is not None]
+    rest = list(values)
+    for index in misfits:
+        rest[index] = None
+    unconverted = failing_positions(
+        len(rest), lambda start, stop: _arrow_array(rest[start:stop], data_type) is not None
+    )
+    return sorted({*misfits, *unconverted})
 
 
 def _misfit_reason(row: dict[str, Any], payload_schema: pa.Schema) -> str | None:
     """Why one record does not fit the columns (None: it does), in the words used for every Avro misfit."""
+    for field in payload_schema:
+        at = misfit_path(row[field.name], field.type) if is_nested(field.type) else None
+        if at is not None:
+            where = f" (at {field.name}{at})" if at else ""
+            return f"{_MISFIT}: {field.name!r} must be {field.type}{where}"
     try:
         pa.Table.from_pylist([row], schema=payload_schema)
     except _CONVERSION_ERRORS as error:
-        return f"an Avro value does not fit the schema's column types: {type(error).__name__}"
+        return f"{_MISFIT}: {type(error).__name__}"
     return None
 
 

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from pipelines.decode.input_limits import TIMESTAMP, event_time_rejections, screen_input
+from pipelines.decode.json_maps import MapColumnReader, holds_map
 from pipelines.decode.json_verdicts import TypedLines, json_value, undecodable_reason
 from pipelines.decode.schema import METADATA_NAMES, EventSchema
 from pipelines.io.records import RawBatch, dead_letters
@@ -65,7 +66,7 @@ _JSON_WHITESPACE = " \t\r\n"
 _BLOCK_BYTES = 1 << 22
 _ROW_IN_MESSAGE = re.compile(r"\bin row (\d+)\b")
 _UNREADABLE = "the JSON reader refuses the record"
-_COLUMN_IN_MESSAGE = re.compile(r"\bColumn\(/([^)/]+)\)")
+_COLUMN_IN_MESSAGE = re.compile(r"\bColumn\(/([^)/]+)[)/]")  # a nested value's path names its column first
 
 _Rejection = tuple[int, str, str]  # record index, error type, reason
 _Positions = npt.NDArray[np.int64]
@@ -117,16 +118,23 @@ class JsonDecoder:
     A record is a dead letter of error type ``undecodable`` when it is not one JSON object in valid UTF-8, and
     ``invalid`` when a value does not fit its column's type or the schema's rules (required, checks) reject it.
     The verdict on a record does not depend on the other records of its batch: a line is a misfit exactly when
-    pyarrow's reader, reading it alone, refuses it or reads other than one row. Before that, a record over an
+    pyarrow's reader, reading it alone, refuses it or reads other than one row, or (for the columns whose type
+    holds a map, which pyarrow's reader cannot read) when msgspec's typed reading refuses it
+    (:mod:`pipelines.decode.json_maps`). Before that, a record over an
     input limit is a dead letter of error type ``limit``; after it, a valid event whose event time is out of
     the schema's limits is one of error type ``timestamp`` (:func:`decode_within_limits`).
     """
 
     def __init__(self, schema: EventSchema) -> None:
         self._schema = schema
-        self._parse_options = _parse_options(schema.payload_schema)
-        self._column_parse_options = {field.name: _parse_options(pa.schema([field])) for field in schema.payload_schema}
+        # pyarrow's reader reads every column but those holding a map, which msgspec reads (json_maps)
+        read_by_arrow = pa.schema([field for field in schema.payload_schema if not holds_map(field.type)])
+        self._arrow_names = read_by_arrow.names
+        self._parse_options = _parse_options(read_by_arrow)
+        self._column_parse_options = {field.name: _parse_options(pa.schema([field])) for field in read_by_arrow}
         self._typed = TypedLines(schema.config)
+        map_columns = [field for field in schema.payload_schema if holds_map(field.type)]
+        self._maps = MapColumnReader(map_columns, self._typed) if map_columns else None
         # a column the last fetch had values of the wrong type in: the next fetch is checked there first,
         # which spares the read pyarrow would give up on (a hint: verdicts are the same either way)
         self._suspect: str | None = None
@@ -138,6 +146,30 @@ class JsonDecoder:
 
     def _read(self, raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
         """The payload columns of the decodable records, their indices in ``raw`` (None: all), dead letters."""
+        table, positions, dead = self._read_with_arrow(raw)
+        return (table, positions, dead) if self._maps is None else self._with_maps(raw, table, positions, dead)
+
+    def _with_maps(
+        self, raw: RawBatch, table: pa.Table, positions: pa.Array | None, dead: list[pa.RecordBatch]
+    ) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
+        """``table`` (the columns pyarrow read, of the records at ``positions``) with the map-holding columns,
+        read by msgspec; a record whose map-holding value does not fit is a dead letter too."""
+        assert self._maps is not None
+        payloads = _binary(raw.payloads)
+        columns, bad = self._maps.read(payloads if positions is None else payloads.take(positions))
+        if bad:
+            keep = np.ones(table.num_rows, dtype=bool)
+            keep[[index for index, _, _ in bad]] = False
+            kept = np.arange(len(raw), dtype=np.int64) if positions is None else positions.to_numpy()
+            rejected = [(int(kept[index]), error_type, reason) for index, error_type, reason in bad]
+            dead = [*dead, *_dead_letter_batches(raw, rejected)]
+            table, positions = table.filter(pa.array(keep)), pa.array(kept[keep], pa.int64())
+        names = self._schema.payload_schema.names
+        arrays = [columns[name] if name in columns else table.column(name) for name in names]
+        return pa.Table.from_arrays(arrays, schema=self._schema.payload_schema), positions, dead
+
+    def _read_with_arrow(self, raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
+        """:meth:`_read` of the columns pyarrow's reader reads."""
         payloads = _binary(raw.payloads)
         lines = _one_object_per_line(payloads)
         if lines is None:
@@ -149,7 +181,7 @@ class JsonDecoder:
             return self._read_dirty(raw, everything, lines, [], _Refusal(row=0, column=self._suspect))
         table = _read_lines(lines, self._parse_options)
         if not isinstance(table, _Refusal):
-            return table.select(self._schema.payload_schema.names), None, []
+            return table.select(self._arrow_names), None, []
         return self._read_dirty(raw, everything, lines, [], table)
 
     def _read_dirty(
@@ -166,7 +198,7 @@ class JsonDecoder:
         checked: set[str] = set()
         self._suspect = None
         while True:
-            named = refusal.column if refusal.column in self._schema.payload_schema.names else None
+            named = refusal.column if refusal.column in self._arrow_names else None
             columns = [named] if named and named not in checked else None
             if columns is None and len(checked) == len(self._schema.payload_schema):
                 break  # every column of every line checked: pyarrow has the last word
@@ -189,7 +221,7 @@ class JsonDecoder:
         self, raw: RawBatch, table: pa.Table, positions: _Positions, rejected: list[_Rejection]
     ) -> tuple[pa.Table, pa.Array, list[pa.RecordBatch]]:
         return (
-            table.select(self._schema.payload_schema.names),
+            table.select(self._arrow_names),
             pa.array(positions, pa.int64()),
             _dead_letter_batches(raw, rejected),
         )

@@ -7,40 +7,35 @@ fetch with k bad lines costs one typed pass and one more pyarrow read of the res
 The typed reading accepts what pyarrow's reader accepts, value for value (tests/unit/test_json_verdicts.py
 compares the two on every JSON kind and the edge numbers): int64 columns take integers within int64 only,
 float64 columns integers and decimals, string and binary columns strings, bool columns ``true``/``false``, and
-every column ``null`` or no key. It accepts one thing pyarrow refuses, a schema column given twice in one
-object; the pyarrow read of the accepted lines then refuses, and the decoder judges those lines with pyarrow
-alone (its general path).
+every column ``null`` or no key; nested columns (struct, list, map) as :mod:`pipelines.decode.typed_json` says.
+It accepts one thing pyarrow refuses, a column (or a struct member) given twice in one object; the pyarrow read
+of the accepted lines then refuses, and the decoder judges those lines with pyarrow alone (its general path).
+Map columns, which pyarrow's reader cannot read, are read by msgspec alone: its verdict is the only one.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 import numpy as np
 import pyarrow as pa
 
-from pipelines.config.pipeline import FieldType, SchemaConfig
+from pipelines.config.field_types import arrow_type, is_flat
+from pipelines.config.pipeline import SchemaConfig
 from pipelines.decode.plain_values import plain_lines
+from pipelines.decode.typed_json import row_struct
 
 __all__ = ["TYPE_MISMATCH", "LineVerdict", "TypedLines", "json_value", "undecodable_reason"]
 
 TYPE_MISMATCH = "a value does not match the schema's column type"
 _CHUNK_LINES = 64  # lines read by one typed call; a call that stops at a bad line reads the rest again
 
-_FIELD_IN_PATH = re.compile(r"`\$\.([^`.\[]+)`")
+_FIELD_IN_PATH = re.compile(r"`\$\.([^`.\[]+)[`.\[]")  # the column, at the path's root
 _ELEMENT_IN_PATH = re.compile(r"`\$\[(\d+)\]")
-_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-_TYPES: dict[FieldType, Any] = {
-    "string": str,
-    "int64": _Int64,
-    "float64": float,
-    "bool": bool,
-    "timestamp_ms": _Int64,
-    "binary": str,  # pyarrow's reader takes a JSON string's UTF-8 bytes as they are (no base64)
-}
+_MISFIT_PATH = re.compile(r" - at `\$(\.[^`]+)`$")  # where a value is that msgspec refuses
 
 #: A bad line: its index in the lines given, error type (``undecodable`` or ``invalid``) and reason.
 LineVerdict = tuple[int, str, str]
@@ -106,8 +101,8 @@ class TypedLines:
     def _decoder(self, columns: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
         """A decoder typed like ``columns`` (made once): the schema's, one column's, or the columns before one."""
         if columns not in self._decoders:
-            fields = {name: self._config.fields[name] for name in columns}
-            self._decoders[columns] = msgspec.json.Decoder(_struct("Row", fields))
+            fields = {name: arrow_type(self._config.fields[name]) for name in columns}
+            self._decoders[columns] = msgspec.json.Decoder(row_struct("Row", fields))
         return self._decoders[columns]
 
     def _reason(self, line: bytes, failing: str | None) -> str:
@@ -118,10 +113,10 @@ class TypedLines:
         if failing in self._names:
             before = self._names[: self._names.index(failing)]
             if not _fits(self._decoder((failing,)), line) and _fits(self._decoder(before), line):
-                return self._mismatch(failing)
+                return self._mismatch(failing, line)
         for name in self._names:
             if not _fits(self._decoder((name,)), line):
-                return self._mismatch(name)
+                return self._mismatch(name, line)
         return TYPE_MISMATCH
 
     def verdict(self, line: bytes) -> tuple[str, str] | None:
@@ -138,8 +133,21 @@ class TypedLines:
             return None
         return None
 
-    def _mismatch(self, column: str) -> str:
-        return f"{TYPE_MISMATCH}: {column!r} must be {self._config.fields[column]}"
+    def _mismatch(self, column: str, line: bytes) -> str:
+        """The reason naming ``column`` (whose value in ``line`` does not fit) and its type; for a nested column,
+        also where in it the misfit is (``customer.address.zip``, ``items[3].qty``, ``attrs[...]``: msgspec names
+        struct members and list positions, never map keys, so the path holds no event data)."""
+        kind = self._config.fields[column]
+        reason = f"{TYPE_MISMATCH}: {column!r} must be {kind}"
+        if is_flat(kind):
+            return reason
+        try:
+            self._decoder((column,)).decode(line)
+        except msgspec.ValidationError as error:
+            at = _MISFIT_PATH.search(str(error))
+            if at and at.group(1) != f".{column}":
+                return f"{reason} (at {at.group(1).removeprefix('.')})"
+        return reason
 
 
 class _Lines:
@@ -184,7 +192,8 @@ def _named_element(message: str, count: int) -> int | None:
 
 
 def _named_field(error: msgspec.ValidationError) -> str | None:
-    """The top-level field a msgspec validation error names (``… - at `$.amount_cents```), if any."""
+    """The top-level field a msgspec validation error names (``… - at `$.amount_cents``` or, in a nested column,
+    ``… - at `$.customer.address.zip```), if any."""
     named = _FIELD_IN_PATH.search(str(error))
     return named.group(1) if named else None
 
@@ -195,11 +204,3 @@ def _fits(decoder: msgspec.json.Decoder[Any], line: bytes) -> bool:
     except msgspec.ValidationError:
         return False
     return True
-
-
-def _struct(name: str, fields: dict[str, FieldType]) -> type[msgspec.Struct]:
-    """A Struct with one optional field per column; fields are named ``f0, f1, …`` and renamed to the column
-    names, so any column name works (a Python keyword, a hyphen, a leading digit)."""
-    attributes = [(f"f{index}", _TYPES[kind] | None, None) for index, kind in enumerate(fields.values())]
-    rename = {f"f{index}": column for index, column in enumerate(fields)}
-    return msgspec.defstruct(name, attributes, rename=rename, gc=False)

@@ -10,7 +10,8 @@ others are read typed. A line is plain when:
 - that key's value (after one space, if there is one, as Python's ``json.dumps`` writes) is a literal of the
   column's type followed by ``,`` or ``}``: ``null``; for int64 and timestamp_ms an integer of at most 18
   digits (within int64); for float64 such an integer, with a fraction of digits or without; for bool ``true``
-  or ``false``; for string and binary a string (its bytes are UTF-8: the decoder checked the fetch before).
+  or ``false``; for string and binary a string (its bytes are UTF-8: the decoder checked the fetch before);
+  for a nested type (struct, list, map) only ``null``: its other values are always read typed.
 
 In a line that is one JSON object, such a key is a real key (a string followed by a colon), and no other key
 of that name is in it, at any depth. So the top-level value for the column is that one, or the column is absent
@@ -25,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from pipelines.config.pipeline import FieldType
+from pipelines.config.field_types import FieldType
 from pipelines.decode.scratch import scratch
 
 __all__ = ["plain_lines"]
@@ -38,13 +39,13 @@ _WINDOW = 24  # the bytes of a value looked at: the longest plain number and its
 _MAX_DIGITS = 18  # any integer of 18 digits is within int64
 _QUOTE, _COLON, _BACKSLASH, _MINUS, _DOT, _SPACE = (ord(c) for c in '":\\-. ')
 _COMMA, _BRACE, _ZERO = (ord(c) for c in ",}0")
-_NUMBERS: set[FieldType] = {"int64", "timestamp_ms", "float64"}
+_NUMBERS: set[FieldType] = {"int64", "timestamp_ms", "float64"}  # a nested type is none of these
 
 
-def plain_lines(lines: pa.Array, column: str, kind: FieldType) -> _Mask:
+def plain_lines(lines: pa.Array, column: str, kind: str) -> _Mask:
     """Per line of ``lines`` (binary; each a JSON object on one line followed by a newline), whether its value for
-    ``column`` is plainly of type ``kind`` (see the module docstring). False for every line where the name is not
-    written as itself in JSON (it holds a quote, a backslash or a control character)."""
+    ``column`` is plainly of type ``kind`` (a ``schema.fields`` type; see the module docstring). False for every
+    line where the name is not written as itself in JSON (it holds a quote, a backslash or a control character)."""
     count = len(lines)
     name = column.encode()
     if count == 0 or not name or any(byte in (_QUOTE, _BACKSLASH) or byte < 0x20 for byte in name):
@@ -124,7 +125,7 @@ def _windows(data: _Bytes, positions: _Ints) -> _Bytes:
     return rows
 
 
-def _plain_literals(window: _Bytes, kind: FieldType) -> _Mask:
+def _plain_literals(window: _Bytes, kind: str) -> _Mask:
     """Whether each row of ``window`` (the bytes from a value's start) starts with a plain literal of ``kind``
     followed by ``,`` or ``}``."""
     plain: _Mask = _word(window, b"null")

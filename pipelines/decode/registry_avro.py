@@ -17,11 +17,8 @@ columns, or fail the schema's checks).
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
-import time
-from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
@@ -33,20 +30,17 @@ from pipelines.config.registry import RegistryConfig
 from pipelines.decode.binary_codecs import fitted_columns
 from pipelines.decode.codecs import DecodedBatch, decode_within_limits
 from pipelines.decode.schema import EventSchema
-from pipelines.io.records import RawBatch, dead_letters
-from pipelines.schemas.registry_client import RegisteredSchema, RegistryClient, RegistryUnavailable, SchemaNotFound
+from pipelines.io.records import RawBatch
+from pipelines.schemas.registry_client import RegisteredSchema, RegistryClient, SchemaNotFound
 from pipelines.schemas.resolution import AvroSchema, ReadPlan, plan_reading
 from pipelines.schemas.subjects import subject_name
 from pipelines.schemas.upcasters import UPCAST_ERROR, Upcasters, load_upcasters, upcast_group
-from pipelines.schemas.wire_format import HEADER_BYTES, NOT_WIRE_FORMAT, schema_ids
+from pipelines.schemas.wire_format import HEADER_BYTES
+from pipelines.schemas.writer_schemas import SCHEMA_MISMATCH, UNKNOWN_SCHEMA, WriterSchemas, rejected
 
 __all__ = ["SCHEMA_MISMATCH", "UNKNOWN_SCHEMA", "RegistryAvroDecoder"]
 
-UNKNOWN_SCHEMA = "unknown_schema"
-SCHEMA_MISMATCH = "schema_mismatch"
 _READ_ERRORS = (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, OverflowError, KeyError)
-_FIRST_RETRY_S = 0.2
-_MAX_RETRY_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -59,126 +53,65 @@ class RegistryAvroDecoder:
         self._registry = registry
         self._reader = reader
         self._columns = list(schema.payload_schema.names)
-        self._plans: OrderedDict[int, ReadPlan] = OrderedDict()
-        self._unknown: dict[int, float] = {}  # ids the registry did not know -> when it was asked (monotonic)
-        self._client: RegistryClient | None = None
         self._upcasters: Upcasters = {} if registry.upcasters is None else load_upcasters(registry.upcasters)
+        self._writers = WriterSchemas(registry, self._plan_of)
 
     async def prepare(self, raw: RawBatch) -> None:
         """Learn the writer schemas of every schema id in ``raw`` that is not known yet."""
-        now = time.monotonic()
-        wanted = [int(i) for i in np.unique(schema_ids(raw.payloads)) if i != NOT_WIRE_FORMAT]
-        missing = [
-            i
-            for i in wanted
-            if i not in self._plans and now - self._unknown.get(i, -np.inf) >= self._registry.unknown_retry_s
-        ]
-        for schema_id in wanted:
-            if schema_id in self._plans:
-                self._plans.move_to_end(schema_id)
-        if not missing:
-            return
-        if self._client is None:
-            self._client = RegistryClient(self._registry).open()
-        plans = await asyncio.gather(*(self._plan_of(schema_id, raw.topic) for schema_id in missing))
-        for schema_id, plan in zip(missing, plans, strict=True):
-            if plan is None:
-                self._unknown[schema_id] = time.monotonic()
-            else:
-                self._unknown.pop(schema_id, None)
-                self._plans[schema_id] = plan
-        while len(self._plans) > max(self._registry.cache_size, len(wanted)):
-            self._plans.popitem(last=False)
+        await self._writers.prepare(raw)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await self._writers.close()
 
     def learn(self, schema_id: int, plan: ReadPlan | None) -> None:
         """Teach the decoder what the registry says of ``schema_id`` (None: it does not know it) without asking
         it: a benchmark's warm cache, a unit test."""
-        if plan is None:
-            self._unknown[schema_id] = time.monotonic()
-        else:
-            self._plans[schema_id] = plan
+        self._writers.learn(schema_id, plan)
 
     def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch:
         """Screen, decode, attach metadata columns, validate. Never raises for bad records: they become dead
         letters. Every schema id of ``raw`` must have been through :meth:`prepare`."""
         return decode_within_limits(self._schema, raw, now_ms, self._read, json_nesting=False)
 
-    async def _plan_of(self, schema_id: int, topic: str) -> ReadPlan | None:
-        assert self._client is not None
-        deadline = time.monotonic() + self._registry.unavailable_s
-        wait = _FIRST_RETRY_S
-        while True:
-            try:
-                registered = await self._client.schema_by_id(schema_id)
-            except SchemaNotFound:
-                return None
-            except RegistryUnavailable as error:
-                if time.monotonic() + wait > deadline:
-                    raise RegistryUnavailable(
-                        f"{error}; gave up after schema.registry.unavailable_s={self._registry.unavailable_s:g} s"
-                    ) from None
-                log.warning("%s; retrying in %.1f s", error, wait)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, _MAX_RETRY_S)
-                continue
-            plan = plan_reading(registered, self._reader, self._columns, self._registry.type_column)
-            if not self._upcasters or plan.record_name is None:
-                return plan
-            return replace(plan, version=await self._version_of(registered, topic, plan.record_name))
+    async def _plan_of(self, client: RegistryClient, registered: RegisteredSchema, topic: str) -> ReadPlan:
+        plan = plan_reading(registered, self._reader, self._columns, self._registry.type_column)
+        if not self._upcasters or plan.record_name is None:
+            return plan
+        return replace(plan, version=await self._version_of(client, registered, topic, plan.record_name))
 
-    async def _version_of(self, registered: RegisteredSchema, topic: str, record_name: str) -> int | None:
+    async def _version_of(
+        self, client: RegistryClient, registered: RegisteredSchema, topic: str, record_name: str
+    ) -> int | None:
         """The writer schema's version under the topic's subject (None, with a warning: not registered there)."""
-        assert self._client is not None
         subject = subject_name(self._registry.subject_strategy, topic, record_name)
         try:
-            return (await self._client.lookup(subject, registered.schema)).version
+            return (await client.lookup(subject, registered.schema)).version
         except SchemaNotFound:
             log.warning("schema id %s is not under subject %s: its records are not upcast", registered.id, subject)
             return None
 
     def _read(self, raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
-        ids = schema_ids(raw.payloads)
-        rejected: list[pa.RecordBatch] = []
-        not_framed = np.flatnonzero(ids == NOT_WIRE_FORMAT)
-        if len(not_framed):
-            reason = "not in the Confluent wire format (magic byte 0, then a 4-byte schema id)"
-            rejected.append(_rejected(raw, not_framed, reason, "undecodable"))
+        groups, letters = self._writers.sorted_out(raw)
         payloads = raw.payloads.to_pylist()
         tables: list[pa.Table] = []
         kept: list[list[int]] = []
-        for schema_id in np.unique(ids[ids != NOT_WIRE_FORMAT]).tolist():
-            positions = np.flatnonzero(ids == schema_id)
-            plan = self._plans.get(schema_id)
-            if plan is None:
-                if schema_id not in self._unknown:
-                    raise RuntimeError(f"schema id {schema_id} was not prepared: call prepare(raw) before decode")
-                reason = f"schema id {schema_id} is not in the schema registry"
-                rejected.append(_rejected(raw, positions, reason, UNKNOWN_SCHEMA))
-                continue
-            if plan.refusal is not None:
-                rejected.append(_rejected(raw, positions, plan.refusal, SCHEMA_MISMATCH))
-                continue
-            table, good, group_rejected = self._read_group(raw, payloads, positions, plan)
-            rejected.extend(group_rejected)
+        for group in groups:
+            table, good, group_letters = self._read_group(raw, payloads, group.positions, group.plan)
+            letters.extend(group_letters)
             tables.append(table)
             kept.append(good)
         table, kept_positions = _in_offset_order(self._schema.payload_schema, tables, kept, len(raw))
-        return table, kept_positions, rejected
+        return table, kept_positions, letters
 
     def _read_group(
         self, raw: RawBatch, payloads: list[Any], positions: np.ndarray, plan: ReadPlan
     ) -> tuple[pa.Table, list[int], list[pa.RecordBatch]]:
         """The records of one schema id: read, mapped to the columns, fitted to their types."""
         rows, good, bad = _read_records(payloads, positions.tolist(), plan.writer)
-        rejected = []
+        letters: list[pa.RecordBatch] = []
         if bad:
             reasons = [f"undecodable Avro (schema id {plan.schema_id}): {why}" for _, why in bad]
-            rejected.append(_rejected(raw, np.asarray([position for position, _ in bad]), reasons, "undecodable"))
+            letters.append(rejected(raw, np.asarray([position for position, _ in bad]), reasons, "undecodable"))
         columns: dict[str, list[Any]] = {}
         type_column = self._registry.type_column
         for name, source, default in zip(self._columns, plan.sources, plan.defaults, strict=True):
@@ -190,16 +123,16 @@ class RegistryAvroDecoder:
                 columns[name] = [row.get(source) for row in rows]
         table, good, misfits = fitted_columns(self._schema.payload_schema, columns, good)
         if misfits:
-            rejected.append(
-                _rejected(raw, np.asarray([p for p, _ in misfits]), [reason for _, reason in misfits], "invalid")
+            letters.append(
+                rejected(raw, np.asarray([p for p, _ in misfits]), [reason for _, reason in misfits], "invalid")
             )
         if self._upcasters and plan.version is not None and plan.record_name is not None and good:
             try:
                 table = upcast_group(self._upcasters, plan.record_name, plan.version, table)
             except ValueError as error:
-                rejected.append(_rejected(raw, np.asarray(good), str(error), UPCAST_ERROR))
-                return self._schema.payload_schema.empty_table(), [], rejected
-        return table, good, rejected
+                letters.append(rejected(raw, np.asarray(good), str(error), UPCAST_ERROR))
+                return self._schema.payload_schema.empty_table(), [], letters
+        return table, good, letters
 
 
 def _read_records(
@@ -222,11 +155,6 @@ def _read_records(
         return rows, positions, []
     unread = {position for position, _ in bad}
     return rows, [position for position in positions if position not in unread], bad
-
-
-def _rejected(raw: RawBatch, positions: np.ndarray, reasons: str | list[str], error_type: str) -> pa.RecordBatch:
-    texts = [reasons] * len(positions) if isinstance(reasons, str) else reasons
-    return dead_letters(raw, pa.array(positions, pa.int64()), pa.array(texts, pa.string()), error_type)
 
 
 def _in_offset_order(

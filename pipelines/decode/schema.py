@@ -9,7 +9,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.config.pipeline import FieldType, SchemaConfig
+from pipelines.config.field_types import arrow_type
+from pipelines.config.pipeline import SchemaConfig
 from pipelines.errors import ExpressionError
 from pipelines.transform.expressions import CompiledExpression, compile_expression
 from pipelines.transform.row_errors import VALUE_ERRORS, rows_failing_alone
@@ -33,15 +34,6 @@ METADATA_FIELDS: tuple[pa.Field, ...] = (
 
 METADATA_NAMES = frozenset(field.name for field in METADATA_FIELDS)
 
-_ARROW_TYPES: dict[FieldType, pa.DataType] = {
-    "string": pa.string(),
-    "int64": pa.int64(),
-    "float64": pa.float64(),
-    "bool": pa.bool_(),
-    "timestamp_ms": pa.int64(),
-    "binary": pa.binary(),
-}
-
 
 @dataclass(frozen=True)
 class ValidationOutcome:
@@ -57,7 +49,7 @@ class EventSchema:
 
     def __init__(self, config: SchemaConfig) -> None:
         self.config = config
-        self.payload_schema = pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind in config.fields.items()])
+        self.payload_schema = pa.schema([pa.field(name, arrow_type(kind)) for name, kind in config.fields.items()])
         self._checks: list[CompiledExpression] = [compile_expression(text) for text in config.checks]
         for check in self._checks:
             check.check_columns(self.payload_schema.names)

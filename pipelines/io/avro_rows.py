@@ -17,6 +17,7 @@ import fastavro
 import pyarrow as pa
 
 from pipelines.errors import FatalError
+from pipelines.io.records import rows_as_dicts
 from pipelines.schemas.resolution import full_name, without_logical_types
 from pipelines.schemas.wire_format import framed
 
@@ -42,7 +43,7 @@ class AvroRowEncoder:
         columns = [name for name in self._fields if name in rows.column_names]
         header = framed(schema_id, b"")
         encoded = []
-        for index, value in enumerate(rows.select(columns).to_pylist()):
+        for index, value in enumerate(rows_as_dicts(rows.select(columns))):
             buffer = io.BytesIO()
             buffer.write(header)
             try:

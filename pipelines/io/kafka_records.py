@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.at_rest import sealed_key_id
-from pipelines.io.records import RawBatch
+from pipelines.io.records import RawBatch, rows_as_dicts
 from pipelines.io.trace_context import is_valid_traceparent, valid_traceparents
 
 __all__ = [
@@ -189,7 +189,7 @@ def encode_rows(
     if encoded is None:
         encoder = msgspec.json.Encoder()
         payload_columns = [name for name in rows.column_names if name not in _NOT_IN_PAYLOAD]
-        encoded = [encoder.encode(value) for value in rows.select(payload_columns).to_pylist()]
+        encoded = [encoder.encode(value) for value in rows_as_dicts(rows.select(payload_columns))]
     keys = _column(rows, key_column) if key_column else _column(rows, "_key")
     traceparents = _valid_traceparents(rows)
     sources = _column(rows, "_partition") if by_source_partition else [None] * rows.num_rows

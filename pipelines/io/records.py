@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["DEAD_LETTER_SCHEMA", "RawBatch", "dead_letters", "empty_dead_letters"]
+__all__ = ["DEAD_LETTER_SCHEMA", "RawBatch", "dead_letters", "empty_dead_letters", "rows_as_dicts"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +102,11 @@ def dead_letters(raw: RawBatch, indices: pa.Array, reasons: pa.Array, error_type
 
 def empty_dead_letters() -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist([], schema=DEAD_LETTER_SCHEMA)
+
+
+def rows_as_dicts(rows: pa.Table | pa.RecordBatch) -> list[dict[str, Any]]:
+    """One dict per row, for the encoders of outputs (JSON, Avro): nested values as dicts and lists, a map value
+    as a dict (``{"k": 1}``, as JSON writes an object; pyarrow's default is a list of pairs). A map holding a key
+    twice, which eventray's decoders never make, keeps the last value (with a warning)."""
+    records: list[dict[str, Any]] = rows.to_pylist(maps_as_pydicts="lossy")
+    return records

@@ -25,6 +25,7 @@ from pipelines.config.pipeline import (
     PipelineConfig,
     SinkConfig,
 )
+from pipelines.io.records import rows_as_dicts
 from pipelines.state.keygroups import crc32_of_strings
 
 __all__ = [
@@ -56,7 +57,8 @@ class Sink(RowWriter, Protocol):
 
 
 class JsonlSink:
-    """One JSON object per line, in ``<path>/part-<writer>.jsonl``."""
+    """One JSON object per line, in ``<path>/part-<writer>.jsonl``; struct and map values are objects, lists
+    arrays."""
 
     def __init__(self, directory: str, writer: str) -> None:
         folder = Path(directory)
@@ -71,8 +73,7 @@ class JsonlSink:
             self._file.write(b"\n".join(lines) + b"\n")
 
     def _rows(self, rows: Rows) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = rows.to_pylist()
-        return records
+        return rows_as_dicts(rows)  # nested values as nested JSON, a map as an object
 
     def flush(self) -> None:
         self._file.flush()
@@ -185,7 +186,7 @@ class ConsoleSink:
             self.latest = kept.slice(max(0, kept.num_rows - self._config.top))
 
     def preview(self) -> list[dict[str, Any]]:
-        return [] if self.latest is None else self.latest.to_pylist()
+        return [] if self.latest is None else rows_as_dicts(self.latest)
 
     def flush(self) -> None:
         return None

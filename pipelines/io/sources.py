@@ -29,7 +29,7 @@ from pipelines.config.pipeline import FileSourceConfig, GeneratorSourceConfig, S
 from pipelines.errors import ConfigError
 from pipelines.io.generator import generate_events
 from pipelines.io.rate_profile import RateProfile
-from pipelines.io.records import RawBatch
+from pipelines.io.records import RawBatch, rows_as_dicts
 
 __all__ = [
     "FileReader",
@@ -186,7 +186,7 @@ def _read_payloads(path: str, file_format: str) -> pa.Array:
     if file_format == "parquet":
         import msgspec  # noqa: PLC0415 - only Parquet files need re-encoding
 
-        rows = pq.read_table(path).to_pylist()
+        rows = rows_as_dicts(pq.read_table(path))  # a map as a JSON object, as the JSON decoder reads maps
         return pa.array([msgspec.json.encode(row) for row in rows], pa.binary())
     lines = Path(path).read_bytes().split(b"\n")
     if lines and lines[-1] == b"":

@@ -33,6 +33,7 @@ class Reader:
     fields: dict[str, str]
     registry: RegistryConfig | None
     schema: AvroSchema | None
+    format: str = "json"
 
     def subjects(self, topic: str) -> list[str]:
         """The subjects the records of ``topic`` are registered under, by the input's strategy (for ``record``
@@ -95,7 +96,10 @@ def contracts_of(configs: list[tuple[Path, PipelineConfig]]) -> Contracts:
             where = f"inputs.{spec.name}" if config.inputs is not None else "source"
             schema = spec.schema
             reader = reader_schema(schema) if schema.registry is not None else None
-            readers.append(Reader(config.name, str(path), where, topics, dict(schema.fields), schema.registry, reader))
+            fields = dict(schema.fields)
+            readers.append(
+                Reader(config.name, str(path), where, topics, fields, schema.registry, reader, schema.format)
+            )
         for position, sink in enumerate(config.sinks):
             if isinstance(sink, KafkaSinkConfig):
                 writers.append(

@@ -40,7 +40,9 @@ def _topic_section(topic: str, writers: list[Writer], readers: list[Reader], fac
         lines.append(f"- **written by** `{writer.pipeline}` ({writer.config_path}, {writer.where}): {form}{registered}")
     for reader in readers:
         subjects = reader.subjects(topic)
-        form = "Avro, Confluent wire format" if reader.registry is not None else "JSON"
+        form = reader.format.replace("avro", "Avro").replace("json", "JSON").replace("raw", "raw bytes")
+        if reader.registry is not None:
+            form += ", Confluent wire format"
         named = ", ".join(f"`{s}`{_facts(s, facts)}" for s in subjects)
         lines.append(
             f"- **read by** `{reader.pipeline}` ({reader.config_path}, {reader.where}): {form}"

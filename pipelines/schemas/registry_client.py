@@ -111,10 +111,12 @@ class RegistryClient:
         body = await self._request("POST", f"/subjects/{_path(subject)}", {"schema": schema}, what=subject)
         return RegisteredSchema(int(body["id"]), schema, "AVRO", subject, int(body["version"]))
 
-    async def register(self, subject: str, schema: str) -> int:
-        """Register ``schema`` under ``subject`` (the registry checks the subject's compatibility): its id."""
+    async def register(self, subject: str, schema: str, schema_type: str = "AVRO") -> int:
+        """Register ``schema`` (of ``schema_type``: AVRO, JSON, PROTOBUF) under ``subject`` (the registry checks
+        the subject's compatibility): its id."""
+        body = {"schema": schema} if schema_type == "AVRO" else {"schema": schema, "schemaType": schema_type}
         path = f"/subjects/{_path(subject)}/versions"
-        return int((await self._request("POST", path, {"schema": schema}, what=subject))["id"])
+        return int((await self._request("POST", path, body, what=subject))["id"])
 
     async def compatibility(self, subject: str | None = None) -> str:
         """The subject's compatibility mode, or the registry's default (``subject`` None or without its own)."""

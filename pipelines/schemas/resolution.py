@@ -86,7 +86,7 @@ def _writer_of(registered: RegisteredSchema) -> tuple[dict[str, Any], Any] | str
     """The writer's record schema and its parsed form (logical types as underlying types), or why it is refused."""
     schema_id = registered.id
     if registered.schema_type.upper() != "AVRO":
-        return f"schema id {schema_id} is a {registered.schema_type} schema; this input reads Avro"
+        return f"schema id {schema_id} holds a schema of type {registered.schema_type}; this input reads Avro"
     try:
         writer_schema = json.loads(registered.schema)
         parsed = fastavro.parse_schema(without_logical_types(writer_schema))

@@ -15,7 +15,7 @@ import pyarrow as pa
 from pipelines.config.pipeline import PipelineConfig
 from pipelines.eventtime.clock import SYSTEM_CLOCK, Clock
 from pipelines.eventtime.watermark_tracking import WatermarkValve
-from pipelines.io.records import DEAD_LETTER_SCHEMA
+from pipelines.io.records import DEAD_LETTER_SCHEMA, rows_as_dicts
 from pipelines.io.sinks import RowWriter
 from pipelines.stages.chain import StageLink
 from pipelines.stages.dead_letter_policy import DeadLetterPolicy
@@ -140,7 +140,7 @@ class KeyedStageRunner:
         """Write rows the operator did not take to the late output, their payload columns as JSON."""
         payload_columns = [name for name in rows.column_names if not name.startswith("_")]
         encoder = msgspec.json.Encoder()
-        payloads = rows.select(payload_columns).to_pylist()
+        payloads = rows_as_dicts(rows.select(payload_columns))
 
         def metadata(name: str, kind: pa.DataType, missing: object = None) -> pa.Array:
             # a select may have dropped metadata columns: the dead letter still says what it can

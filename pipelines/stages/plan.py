@@ -21,6 +21,7 @@ from pipelines.config.state import DedupConfig, EventSourcedConfig, JoinConfig, 
 from pipelines.decode.binary_codecs import AvroDecoder, RawBytesDecoder
 from pipelines.decode.codecs import DecodedBatch, Decoder, JsonDecoder
 from pipelines.decode.registry_avro import RegistryAvroDecoder
+from pipelines.decode.registry_json import RegistryJsonDecoder
 from pipelines.decode.schema import EventSchema
 from pipelines.errors import ConfigError, ExpressionError
 from pipelines.io.avro_rows import missing_writer_fields
@@ -82,8 +83,13 @@ class CompiledInput:
     async def prepare(self, raw: RawBatch) -> None:
         """What decoding ``raw`` needs from elsewhere, fetched (writer schemas from a registry); nothing for most
         decoders."""
-        if isinstance(self.decoder, RegistryAvroDecoder):
+        if isinstance(self.decoder, RegistryAvroDecoder | RegistryJsonDecoder):
             await self.decoder.prepare(raw)
+
+    async def close(self) -> None:
+        """Release what :meth:`prepare` opened (a registry's HTTP session)."""
+        if isinstance(self.decoder, RegistryAvroDecoder | RegistryJsonDecoder):
+            await self.decoder.close()
 
     def decode(self, raw: RawBatch) -> DecodedBatch:
         """Decoded, valid events with metadata columns, and dead letters for the rest (after :meth:`prepare`)."""
@@ -151,6 +157,11 @@ class CompiledPipeline:
     async def prepare(self, raw: RawBatch) -> None:
         """What decoding ``raw`` needs from elsewhere, fetched (see :meth:`CompiledInput.prepare`)."""
         await self.input_of(raw.partition).prepare(raw)
+
+    async def close(self) -> None:
+        """Release what the inputs' :meth:`prepare` opened."""
+        for compiled_input in self.inputs:
+            await compiled_input.close()
 
     def decode(self, raw: RawBatch) -> DecodedBatch:
         """``raw`` decoded by the input it was read from (after :meth:`prepare`)."""
@@ -449,6 +460,8 @@ def _dry_run_keyed(
 
 def _decoder(schema: EventSchema) -> Decoder:
     config = schema.config
+    if config.registry is not None and config.format == "json":
+        return RegistryJsonDecoder(schema, config.registry)
     if config.registry is not None:
         return RegistryAvroDecoder(schema, config.registry, reader_schema(config))
     if config.format == "avro":

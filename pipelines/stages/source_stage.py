@@ -233,6 +233,10 @@ class SourceStage:
                 await self._route(events, span.traceparent, input_of(raw.partition))
         return Handled(len(raw), events.num_rows, dead_lettered, decoded.dropped_traceparents)
 
+    async def close(self) -> None:
+        """Release what decoding opened (a schema registry's HTTP session)."""
+        await self._compiled.close()
+
     async def route_watermark(self) -> None:
         """A quiet or idle source still moves the watermark: send it to each owner it changed for."""
         if self._routing is not None:

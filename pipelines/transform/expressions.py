@@ -6,14 +6,19 @@ Expressions are Python syntax parsed with :mod:`ast` and never ``eval``-ed::
     is_null(amount_cents) or amount_cents >= 0
     event_type in ["OrderCreated", "PaymentProcessed"]
     amount_cents / 100
+    customer.address.zip == "10115" and list_size(items) > 0
 
-Names are columns; constants are numbers (integers within int64), strings, booleans and ``None``; operators
-are comparisons, ``and``, ``or``, ``not``, ``+ - * /``, unary minus and ``in``/``not in`` a list of constants;
-functions are the ones in :data:`FUNCTIONS`, each with a fixed list of arguments. Logic is Kleene logic, as in
-SQL: a null compares as unknown (``==``, ``<``, ``in`` ... give null), and ``and``/``or`` treat null as unknown.
+Names are columns; a dotted path (``customer.address.zip``) is a member of a struct column, at any depth (null
+where any struct on the way is null); constants are numbers (integers within int64), strings, booleans and
+``None``; operators are comparisons, ``and``, ``or``, ``not``, ``+ - * /``, unary minus and ``in``/``not in`` a
+list of constants; functions are the ones in :data:`FUNCTIONS`, each with a fixed list of arguments
+(``list_size(items)`` counts a list's or a map's items, ``map_get(attributes, "color")`` is a map's value for a
+key, null without it). Logic is Kleene logic, as in SQL: a null compares as unknown (``==``, ``<``, ``in`` ...
+give null), and ``and``/``or`` treat null as unknown.
 
-Everything that can be checked without data (syntax, functions and their arguments, constants, ``in`` lists)
-is checked by :func:`compile_expression`; what depends on column types is checked when evaluated. Both raise
+Everything that can be checked without data (syntax, functions and their arguments, constants, ``in`` lists,
+paths that start at a column) is checked by :func:`compile_expression`; what depends on column types (a path's
+members, a function's argument types) is checked when evaluated. Both raise
 :class:`~pipelines.errors.ExpressionError`.
 """
 
@@ -32,7 +37,7 @@ from pipelines.errors import ExpressionError
 __all__ = ["FUNCTIONS", "CompiledExpression", "Function", "compile_expression"]
 
 Value = Any  # a pyarrow Array or Scalar
-ArgumentKind = Literal["value", "text"]
+ArgumentKind = Literal["value", "text", "key"]
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _COMPARE: dict[type[ast.cmpop], str] = {
@@ -59,8 +64,9 @@ _ALLOWED_NODES = (
 class Function:
     """A function of the language: the kernel it runs and the arguments it takes.
 
-    Each argument is a ``"value"`` (any expression, evaluated to an Array or Scalar) or a ``"text"`` (a string
-    constant, passed to the kernel as a ``str``). With ``variadic``, the last argument may repeat (at least once).
+    Each argument is a ``"value"`` (any expression, evaluated to an Array or Scalar), a ``"text"`` (a string
+    constant, passed to the kernel as a ``str``) or a ``"key"`` (a string or integer constant: a map key). With
+    ``variadic``, the last argument may repeat (at least once).
     """
 
     kernel: Callable[..., Value]
@@ -70,7 +76,7 @@ class Function:
     @property
     def signature(self) -> str:
         """The arguments as shown in error messages, e.g. ``(value, string constant)``."""
-        names = ["string constant" if kind == "text" else "value" for kind in self.arguments]
+        names = [_ARGUMENT_NAMES[kind] for kind in self.arguments]
         return f"({', '.join(names)}{', ...' if self.variadic else ''})"
 
     def accepts(self, count: int) -> bool:
@@ -78,6 +84,33 @@ class Function:
 
     def kind_of(self, position: int) -> ArgumentKind:
         return self.arguments[min(position, len(self.arguments) - 1)]
+
+
+_ARGUMENT_NAMES: dict[ArgumentKind, str] = {
+    "value": "value",
+    "text": "string constant",
+    "key": "string or integer constant",
+}
+
+
+def _list_size(values: Value) -> Value:
+    """How many items each list (or map) holds; null for a null one."""
+    if pa.types.is_map(values.type):  # a map is a list of key/value entries
+        entries = pa.list_(pa.struct([values.type.key_field, values.type.item_field]))
+        return pc.list_value_length(values.cast(entries))
+    if not pa.types.is_list(values.type):
+        raise pa.ArrowTypeError(f"list_size takes a list or a map, not a value of type {values.type}")
+    return pc.list_value_length(values)
+
+
+def _map_get(values: Value, key: str | int) -> Value:
+    """Each map's value for ``key`` (its first, were it given twice); null without it or for a null map."""
+    if not pa.types.is_map(values.type):
+        raise pa.ArrowTypeError(f"map_get takes a map, not a value of type {values.type}")
+    key_type = values.type.key_type
+    if isinstance(key, str) != pa.types.is_string(key_type):
+        raise pa.ArrowTypeError(f"map_get: the key {key!r} is not a {key_type}, the map's key type")
+    return pc.map_lookup(values, pa.scalar(key, key_type), "first")
 
 
 FUNCTIONS: dict[str, Function] = {
@@ -98,6 +131,8 @@ FUNCTIONS: dict[str, Function] = {
     "to_float": Function(lambda column: pc.cast(column, pa.float64())),
     "to_int": Function(lambda column: pc.cast(column, pa.int64())),
     "to_string": Function(lambda column: pc.cast(column, pa.string())),
+    "list_size": Function(_list_size),
+    "map_get": Function(_map_get, ("value", "key")),
 }
 
 
@@ -107,7 +142,7 @@ class CompiledExpression:
 
     text: str
     tree: ast.expr
-    columns: frozenset[str]
+    columns: frozenset[str]  # the columns it reads (a path's root column)
 
     def evaluate(self, batch: pa.RecordBatch) -> pa.Array:
         """One value per row of ``batch``; raise :class:`ExpressionError` if it cannot run on these columns."""
@@ -142,6 +177,9 @@ def _check_node(node: ast.AST, text: str, columns: set[str]) -> None:
     if isinstance(node, ast.Name):
         columns.add(node.id)
         return
+    if isinstance(node, ast.Attribute):
+        columns.add(_path_root(node, text))
+        return
     if isinstance(node, ast.Call):
         _check_call(node, text, columns)
         return
@@ -155,6 +193,19 @@ def _check_node(node: ast.AST, text: str, columns: set[str]) -> None:
         raise ExpressionError(f"expression {text!r}: {type(node).__name__} is not supported here")
     for child in ast.iter_child_nodes(node):
         _check_node(child, text, columns)
+
+
+def _path_root(node: ast.Attribute, text: str) -> str:
+    """The column a member path (``customer.address.zip``) starts at."""
+    root: ast.expr = node
+    while isinstance(root, ast.Attribute):
+        root = root.value
+    if not isinstance(root, ast.Name):
+        raise ExpressionError(
+            f"expression {text!r}: {ast.unparse(node)!r} is not a path; a path starts at a column and names struct "
+            "members (customer.address.zip)"
+        )
+    return root.id
 
 
 def _check_constant(value: object, text: str) -> None:
@@ -174,13 +225,26 @@ def _check_call(node: ast.Call, text: str, columns: set[str]) -> None:
             f"expression {text!r}: {name} takes {function.signature}, not {len(node.args)} argument(s)"
         )
     for position, argument in enumerate(node.args):
-        if function.kind_of(position) == "value":
+        kind = function.kind_of(position)
+        if kind == "value":
             _check_node(argument, text, columns)
-        elif not (isinstance(argument, ast.Constant) and isinstance(argument.value, str)):
+        elif not _is_constant_argument(argument, kind):
             raise ExpressionError(
-                f"expression {text!r}: argument {position + 1} of {name} must be a string constant; "
+                f"expression {text!r}: argument {position + 1} of {name} must be a {_ARGUMENT_NAMES[kind]}; "
                 f"{name} takes {function.signature}"
             )
+
+
+def _is_constant_argument(node: ast.expr, kind: ArgumentKind) -> bool:
+    """Whether ``node`` is a constant of ``kind``: a string for ``text``; a string or an integer within int64
+    (not a bool) for ``key``."""
+    try:
+        value = ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    if isinstance(value, str):
+        return True
+    return kind == "key" and type(value) is int and _INT64_MIN <= value <= _INT64_MAX
 
 
 def _is_membership(node: ast.Compare) -> bool:
@@ -225,6 +289,8 @@ class _Evaluator:
     def _visit(self, node: ast.expr) -> Value:  # noqa: PLR0911 - one branch per syntax node kind
         if isinstance(node, ast.Name):
             return self._column(node.id)
+        if isinstance(node, ast.Attribute):
+            return self._member(node)
         if isinstance(node, ast.Constant):
             return pa.scalar(node.value)
         if isinstance(node, ast.BoolOp):
@@ -251,6 +317,24 @@ class _Evaluator:
                 f"expression {self._text!r} names unknown column {name!r}; available: {self._batch.schema.names}"
             )
         return self._batch.column(index)
+
+    def _member(self, node: ast.Attribute) -> Value:
+        """A struct member: the value of ``node.value`` must be a struct that has it."""
+        parent = self._visit(node.value)
+        path, parent_path = ast.unparse(node), ast.unparse(node.value)
+        if not pa.types.is_struct(parent.type):
+            raise ExpressionError(
+                f"expression {self._text!r}: {path!r} names a member of {parent_path!r}, which is of type "
+                f"{parent.type}, not a struct; paths reach struct members only (a list: list_size, a map: map_get)"
+            )
+        index = parent.type.get_field_index(node.attr)
+        if index < 0:
+            members = [field.name for field in parent.type]
+            raise ExpressionError(
+                f"expression {self._text!r}: {path!r}: {parent_path!r} has no member {node.attr!r}; its members: "
+                f"{members}"
+            )
+        return pc.struct_field(parent, [index])
 
     def _call(self, node: ast.Call) -> Value:
         assert isinstance(node.func, ast.Name)

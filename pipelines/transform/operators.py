@@ -107,7 +107,9 @@ class Select:
     def output_columns(self, input_columns: Sequence[str]) -> list[str]:
         missing = [name for name in self._columns if name not in input_columns]
         if missing:
-            raise ConfigError(f"select names unknown column(s) {missing}; available: {list(input_columns)}")
+            members = [name for name in missing if name.split(".")[0] in input_columns]
+            hint = f" ({members[0]} is a struct member? derive it as a column first)" if members else ""
+            raise ConfigError(f"select names unknown column(s) {missing}; available: {list(input_columns)}{hint}")
         unknown_renames = sorted(set(self._rename) - set(self._columns))
         if unknown_renames:
             raise ConfigError(f"select renames {unknown_renames}, which it does not select: {self._columns}")

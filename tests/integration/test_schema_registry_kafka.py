@@ -1,7 +1,8 @@
 """A topic mixing three writer versions of one event, registered in a real schema registry (Apicurio's
 Confluent-compatible API), read by a run against a real broker into one reader schema: every event equal to
-fastavro's own resolution of it (and v1 upcast: its orders came from the tills), in every partition; unknown schema ids, records not in the wire format and
-truncated bodies dead-lettered with their own error types, and nothing lost. The same run writes its events
+fastavro's own resolution of it (and v1 upcast: its orders came from the tills), in every partition; unknown
+schema ids, records not in the wire format and truncated bodies dead-lettered with their own error types, and
+nothing lost. The same run writes its events
 as Avro under the schema registered for its output topic, read back byte for byte; a sink whose schema is not
 registered refuses to start, naming the subject and the command that registers it."""
 

@@ -192,8 +192,6 @@ def test_syntax_error(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "node"),
     [
-        ("a.b", "Attribute"),
-        ("a.__class__", "Attribute"),
         ("lambda: 1", "Lambda"),
         ("a ** 2", "Pow"),
         ("a // 2", "FloorDiv"),
@@ -219,6 +217,14 @@ def test_unsupported_syntax_is_rejected_when_compiled(text: str, node: str) -> N
 def test_builtins_cannot_be_called(text: str) -> None:
     with pytest.raises(ExpressionError, match="unknown function"):
         compile_expression(text)
+
+
+@pytest.mark.parametrize("text", ["a.b", "a.__class__"])
+def test_a_dotted_name_is_a_struct_path_never_a_python_attribute(text: str) -> None:
+    """Paths are looked up among a struct's members (test_nested_expressions.py), never with getattr."""
+    assert compile_expression(text).columns == {"a"}
+    with pytest.raises(ExpressionError, match=r"which is of type int64, not a struct"):
+        run(text)
 
 
 def test_method_call_is_rejected() -> None:

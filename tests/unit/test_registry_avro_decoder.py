@@ -183,7 +183,7 @@ def test_a_writer_the_reader_does_not_name_is_refused_with_both_names() -> None:
 def test_a_protobuf_schema_is_refused_for_an_avro_input() -> None:
     plan = plan_reading(RegisteredSchema(4, "syntax = 'proto3';", "PROTOBUF"), READER, list(FIELDS), None)
 
-    assert plan.refusal == "schema id 4 is a PROTOBUF schema; this input reads Avro"
+    assert plan.refusal == "schema id 4 holds a schema of type PROTOBUF; this input reads Avro"
 
 
 def test_decode_before_prepare_is_a_programming_error() -> None:

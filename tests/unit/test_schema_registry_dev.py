@@ -234,20 +234,22 @@ def test_unresolved_artifacts_are_read_from_real_mvn_failures() -> None:
 
 def test_record_round_trips_and_garbage_reads_as_none(tmp_path: Path) -> None:
     paths = StatePaths(tmp_path)
+    records = paths.records
     record = RegistryRecord("http://127.0.0.1:1/apis/ccompat/v7", 42, 1, "2026-12-08T00:00:00+00:00", "2.4.2.Final",
                             str(paths.log))  # fmt: skip
-    paths.write_record(record)
-    paths.write_pid(42)
+    records.write_record(record)
+    records.write_pid(42)
 
-    assert paths.read_record() == record
-    assert paths.read_pid() == 42
-    paths.record_file.write_text('{"url": "x"}')
-    paths.pid_file.write_text("-3\n")
-    assert paths.read_record() is None
-    assert paths.read_pid() is None
-    paths.forget_registry()
-    assert not paths.record_file.exists()
-    assert not paths.pid_file.exists()
+    assert records.read_record() == record
+    assert records.read_pid() == 42
+    assert (records.pid_file, records.record_file) == (tmp_path / "registry.pid", tmp_path / "registry.json")
+    records.record_file.write_text('{"url": "x"}')
+    records.pid_file.write_text("-3\n")
+    assert records.read_record() is None
+    assert records.read_pid() is None
+    records.forget()
+    assert not records.record_file.exists()
+    assert not records.pid_file.exists()
 
 
 # --- pid identity and start/status/stop, with a stand-in registry ------------------------------------
