@@ -313,6 +313,8 @@ async def _read_all(
             break  # a bounded input that delivers nothing more: it has ended
     for reader in readers:
         await reader.close()
+    for stage in stages:
+        await stage.close()
 
 
 class RunnerOwners:

@@ -203,17 +203,16 @@ class KafkaSink:
     ) -> None:
         self._config = config
         self._telemetry = telemetry
-        self.producer = self._producer = KafkaTopicProducer(
-            connection, config.topic, writer, config.linger_ms, config.compression, transactional_id
-        )
-
-        self._routes = {topic: self._producer.partitions_of(topic) for topic in config.all_topics}
         self._avro: AvroRowEncoder | None = None
         self._schema_ids: dict[str, int] = {}
-        if config.format == "avro":
+        if config.format == "avro":  # before the producer starts: a refusal leaves nothing open
             assert config.avro_schema is not None  # the config validator guarantees it
             self._avro = AvroRowEncoder(config.avro_schema)
             self._schema_ids = run_apart(writer_schema_ids(config, self._avro.schema_text))
+        self.producer = self._producer = KafkaTopicProducer(
+            connection, config.topic, writer, config.linger_ms, config.compression, transactional_id
+        )
+        self._routes = {topic: self._producer.partitions_of(topic) for topic in config.all_topics}
 
     def write(self, rows: pa.Table | pa.RecordBatch) -> None:
         if not rows.num_rows:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.config.pipeline import PipelineConfig, load_config
+from pipelines.config.pipeline import PipelineConfig, load_config, with_paths_resolved
 from pipelines.errors import ConfigError
 
 from ._conventions import DEFAULT_IMAGE, DEFAULT_RAY_AUTH_MODE, IMAGE_PROJECT_DIR, RAY_AUTH_MODES, RAY_AUTH_SECRET
@@ -189,9 +189,8 @@ def _render(args: argparse.Namespace) -> int:
         if not args.skip_schema_check:
             from cluster.commands.schema import gate_before_start  # noqa: PLC0415 - loads the registry client
 
-            gate_before_start(
-                load_config(args.project_dir / _in_project(args.config, args.project_dir)), str(args.config)
-            )
+            config = load_config(args.project_dir / _in_project(args.config, args.project_dir))
+            gate_before_start(with_paths_resolved(config, args.project_dir), str(args.config))
         if not args.no_validate:
             source = f"render of {args.config}"
             problems = validate_documents(

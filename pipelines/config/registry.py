@@ -92,7 +92,10 @@ class RegistryConfig(ConfigModel):
     unavailable_s: float = Field(
         default=300.0,
         gt=0,
-        description="how long a source waits for an unreachable registry (retrying) before it fails and recovers",
+        description=(
+            "how long a source waits for an unreachable registry (retrying) before it fails and recovers; keep it "
+            "below checkpoint.timeout_ms (a source waiting holds its epoch's barrier)"
+        ),
     )
     unknown_retry_s: float = Field(
         default=30.0, ge=0, description="an id the registry does not know is asked again after this long"

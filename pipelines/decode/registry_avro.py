@@ -25,13 +25,14 @@ from typing import Any
 import fastavro
 import numpy as np
 import pyarrow as pa
+from fastavro.read import SchemaResolutionError
 
 from pipelines.config.registry import RegistryConfig
 from pipelines.decode.binary_codecs import fitted_columns
 from pipelines.decode.codecs import DecodedBatch, decode_within_limits
 from pipelines.decode.schema import EventSchema
 from pipelines.io.records import RawBatch
-from pipelines.schemas.registry_client import RegisteredSchema, RegistryClient, SchemaNotFound
+from pipelines.schemas.registry_client import RegisteredSchema, RegistryClient, SchemaNotFound, with_retries
 from pipelines.schemas.resolution import AvroSchema, ReadPlan, plan_reading
 from pipelines.schemas.subjects import subject_name
 from pipelines.schemas.upcasters import UPCAST_ERROR, Upcasters, load_upcasters, upcast_group
@@ -40,7 +41,9 @@ from pipelines.schemas.writer_schemas import SCHEMA_MISMATCH, UNKNOWN_SCHEMA, Wr
 
 __all__ = ["SCHEMA_MISMATCH", "UNKNOWN_SCHEMA", "RegistryAvroDecoder"]
 
-_READ_ERRORS = (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, OverflowError, KeyError)
+_READ_ERRORS = (
+    EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, OverflowError, KeyError, SchemaResolutionError
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ class RegistryAvroDecoder:
         self._reader = reader
         self._columns = list(schema.payload_schema.names)
         self._upcasters: Upcasters = {} if registry.upcasters is None else load_upcasters(registry.upcasters)
-        self._writers = WriterSchemas(registry, self._plan_of)
+        self._writers = WriterSchemas(registry, self._plan_of, per_topic=bool(self._upcasters))
 
     async def prepare(self, raw: RawBatch) -> None:
         """Learn the writer schemas of every schema id in ``raw`` that is not known yet."""
@@ -63,10 +66,10 @@ class RegistryAvroDecoder:
     async def close(self) -> None:
         await self._writers.close()
 
-    def learn(self, schema_id: int, plan: ReadPlan | None) -> None:
+    def learn(self, schema_id: int, plan: ReadPlan | None, topic: str = "") -> None:
         """Teach the decoder what the registry says of ``schema_id`` (None: it does not know it) without asking
         it: a benchmark's warm cache, a unit test."""
-        self._writers.learn(schema_id, plan)
+        self._writers.learn(schema_id, plan, topic)
 
     def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch:
         """Screen, decode, attach metadata columns, validate. Never raises for bad records: they become dead
@@ -77,18 +80,24 @@ class RegistryAvroDecoder:
         plan = plan_reading(registered, self._reader, self._columns, self._registry.type_column)
         if not self._upcasters or plan.record_name is None:
             return plan
-        return replace(plan, version=await self._version_of(client, registered, topic, plan.record_name))
+        version = await self._version_of(client, registered, topic, plan.record_name)
+        if version is None:  # the upcasters could not say what its records mean: set aside, never guessed
+            subject = subject_name(self._registry.subject_strategy, topic, plan.record_name)
+            refusal = (f"schema id {registered.id} is not registered under subject {subject!r}, so its version, "
+                       "which the upcasters need, is unknown (check schema.registry.subject_strategy)")  # fmt: skip
+            return ReadPlan(registered.id, None, None, (), (), refusal=refusal)
+        return replace(plan, version=version)
 
     async def _version_of(
         self, client: RegistryClient, registered: RegisteredSchema, topic: str, record_name: str
     ) -> int | None:
-        """The writer schema's version under the topic's subject (None, with a warning: not registered there)."""
+        """The writer schema's version under the topic's subject (None: not registered there)."""
         subject = subject_name(self._registry.subject_strategy, topic, record_name)
         try:
-            return (await client.lookup(subject, registered.schema)).version
+            found = await with_retries(lambda: client.lookup(subject, registered.schema), self._registry.unavailable_s)
         except SchemaNotFound:
-            log.warning("schema id %s is not under subject %s: its records are not upcast", registered.id, subject)
             return None
+        return found.version
 
     def _read(self, raw: RawBatch) -> tuple[pa.Table, pa.Array | None, list[pa.RecordBatch]]:
         groups, letters = self._writers.sorted_out(raw)
@@ -107,7 +116,7 @@ class RegistryAvroDecoder:
         self, raw: RawBatch, payloads: list[Any], positions: np.ndarray, plan: ReadPlan
     ) -> tuple[pa.Table, list[int], list[pa.RecordBatch]]:
         """The records of one schema id: read, mapped to the columns, fitted to their types."""
-        rows, good, bad = _read_records(payloads, positions.tolist(), plan.writer)
+        rows, good, bad = _read_records(payloads, positions.tolist(), plan.writer, plan.reader)
         letters: list[pa.RecordBatch] = []
         if bad:
             reasons = [f"undecodable Avro (schema id {plan.schema_id}): {why}" for _, why in bad]
@@ -136,10 +145,11 @@ class RegistryAvroDecoder:
 
 
 def _read_records(
-    payloads: list[Any], positions: list[int], writer: Any
+    payloads: list[Any], positions: list[int], writer: Any, reader: Any
 ) -> tuple[list[Any], list[int], list[tuple[int, str]]]:
-    """The bodies at ``positions`` read with ``writer`` (past the header): the records, their positions, and
-    the positions that do not read with why. The hot loop of the decoder: nothing per record but the read."""
+    """The bodies at ``positions`` read with ``writer`` (past the header; resolved to ``reader`` if not None):
+    the records, their positions, and the positions that do not read with why. The hot loop of the decoder:
+    nothing per record but the read."""
     read = fastavro.schemaless_reader
     rows: list[Any] = []
     append = rows.append
@@ -148,7 +158,7 @@ def _read_records(
         body = io.BytesIO(payloads[position])
         body.seek(HEADER_BYTES)
         try:
-            append(read(body, writer, None))  # a dict: the writer is a record schema (resolution refuses others)
+            append(read(body, writer, reader))  # a dict: the writer is a record schema (resolution refuses others)
         except _READ_ERRORS as error:
             bad.append((position, type(error).__name__))
     if not bad:

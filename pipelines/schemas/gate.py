@@ -150,6 +150,22 @@ async def _check_reader(client: RegistryClient, reader: Reader, contracts: Contr
             if reader.schema is None:
                 continue
             for version in versions:
+                if version.schema_type.upper() != "AVRO":
+                    message = f"version {version.version} is a {version.schema_type} schema; this input reads Avro"
+                    report.findings.append(
+                        Finding(
+                            reader.pipeline,
+                            reader.where,
+                            topic,
+                            subject,
+                            version.version,
+                            "schema_type",
+                            "$",
+                            message,
+                            "reader",
+                        )
+                    )
+                    continue
                 for problem in _unreadable(reader.schema, json.loads(version.schema)):
                     report.findings.append(_reader_finding(reader, topic, subject, version.version, problem, "reader"))
         if reader.schema is None:
@@ -183,6 +199,41 @@ async def _check_writer(client: RegistryClient, writer: Writer, report: GateRepo
             )
             continue
         mode = await client.compatibility(subject)
+        expected = writer.registry.compatibility if writer.registry is not None else None
+        if expected is not None and mode != expected:
+            message = f"the subject's compatibility is {mode}; the config expects {expected}"
+            report.findings.append(
+                Finding(
+                    writer.pipeline,
+                    writer.where,
+                    topic,
+                    subject,
+                    None,
+                    "mode_mismatch",
+                    "$",
+                    message,
+                    "mode",
+                    "registry",
+                )
+            )
+        others = [v for v in versions if v.schema_type.upper() != "AVRO"]
+        if others:
+            message = f"versions {[v.version for v in others]} are not Avro; an Avro writer cannot follow them"
+            report.findings.append(
+                Finding(
+                    writer.pipeline,
+                    writer.where,
+                    topic,
+                    subject,
+                    None,
+                    "schema_type",
+                    "$",
+                    message,
+                    "no_safe_order",
+                    "local",
+                )
+            )
+            continue
         local = check_against_versions(writer.schema, [json.loads(v.schema) for v in versions], mode)
         remote_ok = True if not versions else await client.is_compatible(subject, text)
         report.checked.append(f"{writer.pipeline} {writer.where} writes {topic}: new version of {subject} ({mode})")

@@ -42,7 +42,9 @@ class ReadPlan:
     column ``i`` of the input taken from writer field ``sources[i]`` or, where that is None, set to
     ``defaults[i]``. ``record_name``: the writer's record full name. ``refusal``: why records of this id cannot
     be read into the input (``writer`` is then None). ``version``: the schema's version under the topic's
-    subject, when upcasters need it (None: not asked, or not under that subject)."""
+    subject, when upcasters need it (None: not asked). ``reader``: set (parsed) when a field needs more than a
+    column-wise mapping (a nested record, an enum default, a union): each record is then resolved by fastavro
+    to the reader record as it is read, and ``sources`` name reader fields."""
 
     schema_id: int
     writer: Any
@@ -51,6 +53,7 @@ class ReadPlan:
     defaults: tuple[Any, ...]
     refusal: str | None = None
     version: int | None = None
+    reader: Any = None
 
 
 def plan_reading(
@@ -72,14 +75,51 @@ def plan_reading(
     if isinstance(record, str):
         return ReadPlan(schema_id, None, None, (), (), refusal=f"schema id {schema_id}: {record}")
     reader_fields = {field["name"]: field for field in record["fields"]}
+    writer_types = {field["name"]: field["type"] for field in writer_schema["fields"]}
     source_list: list[str | None] = []
     defaults: list[Any] = []
+    column_wise = True
     for column in columns:
         field = reader_fields.get(column)
         source = None if field is None else _writer_field_of(field, writer_fields)
         source_list.append(source)
         defaults.append(None if field is None or source is not None else _default_of(field))
+        if field is not None and source is not None:
+            column_wise = column_wise and _read_as_written(field["type"], writer_types[source])
+    if not column_wise:  # fastavro resolves each record to the reader record: its output has the reader's names
+        sources = tuple(column if column in reader_fields else None for column in columns)
+        whole = fastavro.parse_schema(without_logical_types(record), expand=True)
+        return ReadPlan(schema_id, parsed, name, sources, (None,) * len(columns), reader=whole)
     return ReadPlan(schema_id, parsed, name, tuple(source_list), tuple(defaults))
+
+
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+
+
+def _read_as_written(reader_type: Any, writer_type: Any) -> bool:
+    """Whether a writer field's values, as fastavro reads them with the writer schema alone, are the values the
+    reader field resolves them to (so a column can take them as they are): the same type, a primitive the
+    column converts (int to long or double, string to bytes), an enum whose symbols the reader all has. A
+    nested record, array or map of another shape, a named reference or a union of several types is not."""
+    reader_plain, writer_plain = without_logical_types(reader_type), without_logical_types(writer_type)
+    if json.dumps(reader_plain, sort_keys=True) == json.dumps(writer_plain, sort_keys=True):
+        return True
+    reader_one, writer_one = _single(reader_plain), _single(writer_plain)
+    if isinstance(reader_one, str) and isinstance(writer_one, str):
+        return reader_one in _PRIMITIVES and writer_one in _PRIMITIVES
+    if isinstance(reader_one, dict) and isinstance(writer_one, dict):
+        if reader_one.get("type") == writer_one.get("type") == "enum":
+            return set(writer_one.get("symbols", [])) <= set(reader_one.get("symbols", []))
+        return json.dumps(reader_one, sort_keys=True) == json.dumps(writer_one, sort_keys=True)
+    return False
+
+
+def _single(avro_type: Any) -> Any:
+    """A nullable union's one other branch (``["null", T]`` -> T); any other type as it is."""
+    if isinstance(avro_type, list):
+        branches = [branch for branch in avro_type if branch != "null"]
+        return branches[0] if len(branches) == 1 else avro_type
+    return avro_type
 
 
 def _writer_of(registered: RegisteredSchema) -> tuple[dict[str, Any], Any] | str:

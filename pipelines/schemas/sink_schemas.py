@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pipelines.config.kafka import KafkaSinkConfig
 from pipelines.errors import ConfigError
-from pipelines.schemas.registry_client import RegistryClient, SchemaNotFound, SchemaRejected
+from pipelines.schemas.registry_client import RegistryClient, SchemaNotFound, SchemaRejected, with_retries
 from pipelines.schemas.resolution import full_name
 from pipelines.schemas.subjects import subject_name
 
@@ -38,8 +38,9 @@ async def writer_schema_ids(config: KafkaSinkConfig, schema_text: str) -> dict[s
 
 
 async def _looked_up(registry: RegistryClient, subject: str, schema_text: str, config: KafkaSinkConfig) -> int:
+    unavailable_s = config.registry.unavailable_s if config.registry is not None else 0.0
     try:
-        return (await registry.lookup(subject, schema_text)).id
+        return (await with_retries(lambda: registry.lookup(subject, schema_text), unavailable_s)).id
     except SchemaNotFound:
         if not config.auto_register:
             raise ConfigError(

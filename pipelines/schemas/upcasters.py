@@ -57,7 +57,12 @@ def upcast_group(upcasters: Upcasters, record_name: str, version: int, table: pa
     step = version
     if (name, step) not in upcasters:
         return table
-    current = table.add_column(0, EVENT_TYPE_COLUMN, pa.array([name] * table.num_rows, pa.string()))
+    names = pa.array([name] * table.num_rows, pa.string())
+    typed = EVENT_TYPE_COLUMN in table.column_names  # the input's own type column (registry.type_column)
+    if typed:
+        current = table.set_column(table.schema.get_field_index(EVENT_TYPE_COLUMN), EVENT_TYPE_COLUMN, names)
+    else:
+        current = table.add_column(0, EVENT_TYPE_COLUMN, names)
     while (name, step) in upcasters:
         try:
             upcast: Any = upcasters[(name, step)](current)
@@ -67,8 +72,13 @@ def upcast_group(upcasters: Upcasters, record_name: str, version: int, table: pa
             rows = upcast.num_rows if isinstance(upcast, pa.Table) else type(upcast).__name__
             raise ValueError(f"upcaster ({name}, {step}) returned {rows} rows for {current.num_rows}")
         current, step = upcast, step + 1
-    return pa.Table.from_arrays([_column_back(current, field, name, version) for field in table.schema],
-                                schema=table.schema)  # fmt: skip
+    columns = [
+        table.column(field.name)
+        if typed and field.name == EVENT_TYPE_COLUMN
+        else _column_back(current, field, name, version)
+        for field in table.schema
+    ]  # the type column keeps what the input holds (the record's full name), whatever the upcasters did
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 def _column_back(upcast: pa.Table, field: pa.Field, name: str, version: int) -> pa.ChunkedArray:

@@ -12,7 +12,6 @@ others, each with its own error type.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -24,7 +23,7 @@ import pyarrow as pa
 
 from pipelines.config.registry import RegistryConfig
 from pipelines.io.records import RawBatch, dead_letters
-from pipelines.schemas.registry_client import RegisteredSchema, RegistryClient, RegistryUnavailable, SchemaNotFound
+from pipelines.schemas.registry_client import RegisteredSchema, RegistryClient, SchemaNotFound, with_retries
 from pipelines.schemas.resolution import ReadPlan
 from pipelines.schemas.wire_format import NOT_WIRE_FORMAT, schema_ids
 
@@ -32,13 +31,10 @@ __all__ = ["SCHEMA_MISMATCH", "UNKNOWN_SCHEMA", "PlanMaker", "SchemaGroup", "Wri
 
 UNKNOWN_SCHEMA = "unknown_schema"
 SCHEMA_MISMATCH = "schema_mismatch"
-_FIRST_RETRY_S = 0.2
-_MAX_RETRY_S = 5.0
+_CONCURRENT_REQUESTS = 8  # a fetch of garbage with a magic byte 0 must not open a request per record
 
 #: (client, the schema as registered, the topic it was met on) -> the plan to read its records
 PlanMaker = Callable[[RegistryClient, RegisteredSchema, str], Awaitable[ReadPlan]]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,40 +46,54 @@ class SchemaGroup:
 
 
 class WriterSchemas:
-    def __init__(self, registry: RegistryConfig, make_plan: PlanMaker) -> None:
+    """``per_topic``: a plan is of a (topic, schema id), not of an id alone (upcasters need the id's version
+    under each topic's subject, which may differ from topic to topic)."""
+
+    def __init__(self, registry: RegistryConfig, make_plan: PlanMaker, per_topic: bool = False) -> None:
         self._registry = registry
         self._make_plan = make_plan
-        self._plans: OrderedDict[int, ReadPlan] = OrderedDict()
-        self._unknown: dict[int, float] = {}  # ids the registry did not know -> when it was asked (monotonic)
+        self._per_topic = per_topic
+        self._plans: OrderedDict[tuple[str, int], ReadPlan] = OrderedDict()
+        # ids the registry did not know -> when it was asked (monotonic), the oldest first
+        self._unknown: OrderedDict[tuple[str, int], float] = OrderedDict()
         self._client: RegistryClient | None = None
+        self._asking = asyncio.Semaphore(_CONCURRENT_REQUESTS)
+
+    def _key(self, topic: str, schema_id: int) -> tuple[str, int]:
+        return (topic if self._per_topic else "", schema_id)
 
     async def prepare(self, raw: RawBatch) -> None:
         """Learn the writer schemas of every schema id in ``raw`` that is not known yet."""
         now = time.monotonic()
-        wanted = [int(i) for i in np.unique(schema_ids(raw.payloads)) if i != NOT_WIRE_FORMAT]
+        wanted = [self._key(raw.topic, int(i)) for i in np.unique(schema_ids(raw.payloads)) if i != NOT_WIRE_FORMAT]
         retry_s = self._registry.unknown_retry_s
-        missing = [i for i in wanted if i not in self._plans and now - self._unknown.get(i, -np.inf) >= retry_s]
-        for schema_id in wanted:
-            if schema_id in self._plans:
-                self._plans.move_to_end(schema_id)
+        missing = [k for k in wanted if k not in self._plans and now - self._unknown.get(k, -np.inf) >= retry_s]
+        for key in wanted:
+            if key in self._plans:
+                self._plans.move_to_end(key)
         if not missing:
             return
         if self._client is None:
             self._client = RegistryClient(self._registry).open()
-        plans = await asyncio.gather(*(self._plan_of(schema_id, raw.topic) for schema_id in missing))
-        for schema_id, plan in zip(missing, plans, strict=True):
-            self.learn(schema_id, plan)
+        plans = await asyncio.gather(*(self._plan_of(schema_id, raw.topic) for _, schema_id in missing))
+        for (_, schema_id), plan in zip(missing, plans, strict=True):
+            self.learn(schema_id, plan, raw.topic)
         while len(self._plans) > max(self._registry.cache_size, len(wanted)):
             self._plans.popitem(last=False)
+        while len(self._unknown) > max(self._registry.cache_size, len(wanted)):
+            self._unknown.popitem(last=False)
 
-    def learn(self, schema_id: int, plan: ReadPlan | None) -> None:
-        """What the registry says of ``schema_id`` (None: it does not know it); also to teach a decoder without
-        asking a registry: a benchmark's warm cache, a unit test."""
+    def learn(self, schema_id: int, plan: ReadPlan | None, topic: str = "") -> None:
+        """What the registry says of ``schema_id`` (None: it does not know it), for records of ``topic`` (any
+        topic, unless plans are per topic); also to teach a decoder without asking a registry: a benchmark's
+        warm cache, a unit test."""
+        key = self._key(topic, schema_id)
         if plan is None:
-            self._unknown[schema_id] = time.monotonic()
+            self._unknown[key] = time.monotonic()
+            self._unknown.move_to_end(key)
         else:
-            self._unknown.pop(schema_id, None)
-            self._plans[schema_id] = plan
+            self._unknown.pop(key, None)
+            self._plans[key] = plan
 
     async def close(self) -> None:
         if self._client is not None:
@@ -103,9 +113,10 @@ class WriterSchemas:
         groups = []
         for schema_id in np.unique(ids[ids != NOT_WIRE_FORMAT]).tolist():
             positions = np.flatnonzero(ids == schema_id)
-            plan = self._plans.get(schema_id)
+            key = self._key(raw.topic, schema_id)
+            plan = self._plans.get(key)
             if plan is None:
-                if schema_id not in self._unknown:
+                if key not in self._unknown:
                     raise RuntimeError(f"schema id {schema_id} was not prepared: call prepare(raw) before decode")
                 reason = f"schema id {schema_id} is not in the schema registry"
                 letters.append(rejected(raw, positions, reason, UNKNOWN_SCHEMA))
@@ -116,24 +127,18 @@ class WriterSchemas:
         return groups, letters
 
     async def _plan_of(self, schema_id: int, topic: str) -> ReadPlan | None:
-        assert self._client is not None
-        deadline = time.monotonic() + self._registry.unavailable_s
-        wait = _FIRST_RETRY_S
-        while True:
-            try:
-                registered = await self._client.schema_by_id(schema_id)
-            except SchemaNotFound:
-                return None
-            except RegistryUnavailable as error:
-                if time.monotonic() + wait > deadline:
-                    raise RegistryUnavailable(
-                        f"{error}; gave up after schema.registry.unavailable_s={self._registry.unavailable_s:g} s"
-                    ) from None
-                log.warning("%s; retrying in %.1f s", error, wait)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, _MAX_RETRY_S)
-                continue
-            return await self._make_plan(self._client, registered, topic)
+        client = self._client
+        assert client is not None
+
+        async def ask() -> RegisteredSchema:
+            async with self._asking:
+                return await client.schema_by_id(schema_id)
+
+        try:
+            registered = await with_retries(ask, self._registry.unavailable_s)
+        except SchemaNotFound:
+            return None
+        return await self._make_plan(client, registered, topic)
 
 
 def rejected(

@@ -211,7 +211,7 @@ def upcasting_decoder(upcasters: str = "pipelines.examples.order_versions:UPCAST
     made = RegistryAvroDecoder(EventSchema(config), registry, READER)
     for version, (schema_id, writer) in enumerate(zip(IDS, (V1, V2, V3), strict=True), start=1):
         plan = plan_reading(RegisteredSchema(schema_id, json.dumps(writer)), READER, list(FIELDS), None)
-        made.learn(schema_id, replace(plan, version=version))
+        made.learn(schema_id, replace(plan, version=version), topic="orders")  # upcasters: plans per topic
     return made
 
 
@@ -243,3 +243,63 @@ def test_an_upcaster_that_breaks_its_contract_dead_letters_its_records_only() ->
 def test_upcasters_that_are_not_a_mapping_of_versions_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"is a function; expected a dict"):
         upcasting_decoder("pipelines.examples.order_versions:v1_from_the_tills")
+
+
+NESTED_WRITER = {
+    "type": "record",
+    "name": "Shipment",
+    "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "grade", "type": {"type": "enum", "name": "Grade", "symbols": ["A", "B", "C"]}},
+        {"name": "box", "type": {"type": "record", "name": "Box", "fields": [{"name": "x", "type": "int"}]}},
+    ],
+}
+NESTED_READER = {
+    "type": "record",
+    "name": "Shipment",
+    "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "grade", "type": {"type": "enum", "name": "Grade", "symbols": ["A", "B", "UNKNOWN"],
+                                   "default": "UNKNOWN"}},
+        {"name": "box", "type": {"type": "record", "name": "Box", "fields": [
+            {"name": "y", "type": "long", "aliases": ["x"]}, {"name": "z", "type": "int", "default": 7}]}},
+    ],
+}  # fmt: skip
+
+
+def test_nested_records_and_enum_defaults_resolve_as_fastavro_resolves_them() -> None:
+    registry = RegistryConfig(url="http://127.0.0.1:1")
+    fields = {"id": "string", "grade": "string", "box": "struct<y: int64, z: int64>"}
+    config = SchemaConfig(format="avro", avro_schema=NESTED_READER, registry=registry, fields=fields)
+    made = RegistryAvroDecoder(EventSchema(config), registry, NESTED_READER)
+    made.learn(8, plan_reading(RegisteredSchema(8, json.dumps(NESTED_WRITER)), NESTED_READER, list(fields), None))
+    writer = fastavro.parse_schema(NESTED_WRITER)
+    written = [{"id": "s1", "grade": "C", "box": {"x": 42}}, {"id": "s2", "grade": "A", "box": {"x": 1}}]
+    payloads: list[bytes] = []
+    for record in written:
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, writer, record)
+        payloads.append(framed(8, buffer.getvalue()))
+
+    decoded = made.decode(raw_batch(list[bytes | None](payloads)))
+
+    reference = [fastavro.schemaless_reader(io.BytesIO(p[5:]), writer, NESTED_READER) for p in payloads]
+    assert decoded.events.select(list(fields)).to_pylist() == reference
+    assert reference[0] == {"id": "s1", "grade": "UNKNOWN", "box": {"y": 42, "z": 7}}
+
+
+def test_upcasters_with_the_type_column_named_event_type_keep_the_full_record_name() -> None:
+    registry = RegistryConfig(
+        url="http://127.0.0.1:1", type_column="event_type", upcasters="pipelines.examples.order_versions:UPCASTERS"
+    )
+    config = schema_config(registry=registry, fields={**FIELDS, "event_type": "string"})
+    made = RegistryAvroDecoder(EventSchema(config), registry, READER)
+    plan = plan_reading(RegisteredSchema(11, json.dumps(V1)), READER, list(config.fields), "event_type")
+    made.learn(11, replace(plan, version=1), topic="orders")
+
+    decoded = made.decode(raw_batch([order_versions.encoded(order_versions.order(0, 1), 1, 11)]))
+
+    assert decoded.dead_letter_count == 0
+    assert decoded.events.select(["event_type", "channel"]).to_pylist() == [
+        {"event_type": "shop.orders.OrderPlaced", "channel": "pos"}
+    ]
