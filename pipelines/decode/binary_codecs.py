@@ -28,7 +28,7 @@ from pipelines.decode.nested_values import is_nested, misfit_path
 from pipelines.decode.schema import EventSchema
 from pipelines.errors import ConfigError
 from pipelines.io.records import RawBatch, dead_letters
-from pipelines.schemas.resolution import without_logical_types
+from pipelines.schemas.resolution import column_type_mismatch, without_logical_types
 from pipelines.transform.bisection import failing_positions
 
 __all__ = ["AvroDecoder", "RawBytesDecoder", "fitted_columns"]
@@ -44,6 +44,9 @@ class AvroDecoder:
             self._writer_schema = fastavro.parse_schema(without_logical_types(writer_schema))
         except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as error:
             raise ConfigError(f"schema.avro_schema is not a valid Avro schema: {error}") from None
+        mismatch = column_type_mismatch(writer_schema, schema.config.fields)
+        if mismatch is not None:
+            raise ConfigError(f"schema.fields.{mismatch} (in schema.avro_schema)")
 
     def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch:
         """Screen, decode, attach metadata columns, validate. Never raises for bad records: they become dead

@@ -77,7 +77,8 @@ class RegistryAvroDecoder:
         return decode_within_limits(self._schema, raw, now_ms, self._read, json_nesting=False)
 
     async def _plan_of(self, client: RegistryClient, registered: RegisteredSchema, topic: str) -> ReadPlan:
-        plan = plan_reading(registered, self._reader, self._columns, self._registry.type_column)
+        fields = self._schema.config.fields
+        plan = plan_reading(registered, self._reader, self._columns, self._registry.type_column, fields)
         if not self._upcasters or plan.record_name is None:
             return plan
         version = await self._version_of(client, registered, topic, plan.record_name)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from pipelines.config.registry import RegistryConfig
@@ -130,23 +131,7 @@ async def _check_reader(client: RegistryClient, reader: Reader, contracts: Contr
                 f"{reader.pipeline} {reader.where} reads {topic}: {subject} versions {[v.version for v in versions]}"
             )
             if expected is not None:
-                actual = await client.compatibility(subject)
-                if actual != expected:
-                    message = f"the subject's compatibility is {actual}; the config expects {expected}"
-                    report.findings.append(
-                        Finding(
-                            reader.pipeline,
-                            reader.where,
-                            topic,
-                            subject,
-                            None,
-                            "mode_mismatch",
-                            "$",
-                            message,
-                            "mode",
-                            "registry",
-                        )
-                    )
+                report.findings += _mode_findings(reader, topic, subject, await client.compatibility(subject), expected)
             if reader.schema is None:
                 continue
             for version in versions:
@@ -198,33 +183,15 @@ async def _check_writer(client: RegistryClient, writer: Writer, report: GateRepo
                 f"{writer.pipeline} {writer.where} writes {topic}: {subject} version {registered.version} (registered)"
             )
             continue
+        finding = partial(Finding, writer.pipeline, writer.where, topic, subject)
         mode = await client.compatibility(subject)
         expected = writer.registry.compatibility if writer.registry is not None else None
-        if expected is not None and mode != expected:
-            message = f"the subject's compatibility is {mode}; the config expects {expected}"
-            report.findings.append(
-                Finding(
-                    writer.pipeline,
-                    writer.where,
-                    topic,
-                    subject,
-                    None,
-                    "mode_mismatch",
-                    "$",
-                    message,
-                    "mode",
-                    "registry",
-                )
-            )
+        report.findings += _mode_findings(writer, topic, subject, mode, expected)
         others = [v for v in versions if v.schema_type.upper() != "AVRO"]
         if others:
             message = f"versions {[v.version for v in others]} are not Avro; an Avro writer cannot follow them"
             report.findings.append(
-                Finding(
-                    writer.pipeline,
-                    writer.where,
-                    topic,
-                    subject,
+                finding(
                     None,
                     "schema_type",
                     "$",
@@ -248,11 +215,7 @@ async def _check_writer(client: RegistryClient, writer: Writer, report: GateRepo
         for problem in local:
             version = None if problem.existing_version is None else versions[problem.existing_version].version
             report.findings.append(
-                Finding(
-                    writer.pipeline,
-                    writer.where,
-                    topic,
-                    subject,
+                finding(
                     version,
                     problem.kind,
                     problem.path,
@@ -263,11 +226,7 @@ async def _check_writer(client: RegistryClient, writer: Writer, report: GateRepo
             )
         if not remote_ok and not local:
             report.findings.append(
-                Finding(
-                    writer.pipeline,
-                    writer.where,
-                    topic,
-                    subject,
+                finding(
                     None,
                     "registry_refused",
                     "$",
@@ -276,6 +235,14 @@ async def _check_writer(client: RegistryClient, writer: Writer, report: GateRepo
                     "registry",
                 )
             )
+
+
+def _mode_findings(side: Reader | Writer, topic: str, subject: str, actual: str, expected: str | None) -> list[Finding]:
+    """A finding if the subject's compatibility mode is not the one the config expects (none expected: none)."""
+    if expected is None or actual == expected:
+        return []
+    message = f"the subject's compatibility is {actual}; the config expects {expected}"
+    return [Finding(side.pipeline, side.where, topic, subject, None, "mode_mismatch", "$", message, "mode", "registry")]
 
 
 async def _versions(client: RegistryClient, subject: str) -> list[RegisteredSchema]:

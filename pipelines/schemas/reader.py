@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import fastavro
 
 from pipelines.config.pipeline import SchemaConfig
 from pipelines.errors import ConfigError
-from pipelines.schemas.resolution import AvroSchema, reader_records
+from pipelines.schemas.resolution import AvroSchema, column_type_mismatch, reader_records
 
 __all__ = ["reader_schema"]
 
@@ -49,44 +48,8 @@ def reader_schema(config: SchemaConfig) -> AvroSchema | None:
             f"schema.fields {unread} are in no record of the reader schema ({label}); its fields are "
             f"{sorted(named)}: add them to the reader schema or remove them from fields"
         )
-    _check_column_types(config, records, label)
-    return reader
-
-
-#: Avro primitive -> the column types its values convert to
-_COLUMN_TYPES = {
-    "string": {"string"},
-    "enum": {"string"},
-    "bytes": {"binary"},
-    "fixed": {"binary"},
-    "int": {"int64", "timestamp_ms", "float64"},
-    "long": {"int64", "timestamp_ms", "float64"},
-    "float": {"float64"},
-    "double": {"float64"},
-    "boolean": {"bool"},
-}
-
-
-def _check_column_types(config: SchemaConfig, records: list[dict[str, Any]], label: str) -> None:
-    """A column whose reader field's values cannot convert to its type would make every record a dead letter:
-    refused here, naming both types (flat types only; nested ones are converted, or refused, as they come)."""
     for record in records:
-        for field in record["fields"]:
-            column_type = config.fields.get(field["name"])
-            avro_type = _plain_type(field["type"])
-            allowed = _COLUMN_TYPES.get(avro_type or "")
-            if column_type is not None and allowed is not None and column_type not in allowed:
-                raise ConfigError(
-                    f"schema.fields.{field['name']}: {column_type}, but {label} has it as {avro_type}, whose values "
-                    f"do not convert; use {' or '.join(sorted(allowed))}"
-                )
-
-
-def _plain_type(avro_type: Any) -> str | None:
-    """The type of a field's values, a nullable union seen through; None for a union of several types."""
-    if isinstance(avro_type, list):
-        branches = [branch for branch in avro_type if branch != "null"]
-        return _plain_type(branches[0]) if len(branches) == 1 else None
-    if isinstance(avro_type, dict):
-        return str(avro_type.get("type"))
-    return str(avro_type)
+        mismatch = column_type_mismatch(record, config.fields)
+        if mismatch is not None:
+            raise ConfigError(f"schema.fields.{mismatch} (in {label})")
+    return reader

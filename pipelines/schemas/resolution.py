@@ -15,6 +15,7 @@ bytes), the values eventray's columns hold, without fastavro's conversion to Pyt
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from pipelines.schemas.registry_client import RegisteredSchema
 __all__ = [
     "AvroSchema",
     "ReadPlan",
+    "column_type_mismatch",
     "full_name",
     "plan_reading",
     "reader_record_of",
@@ -57,10 +59,16 @@ class ReadPlan:
 
 
 def plan_reading(
-    registered: RegisteredSchema, reader: AvroSchema | None, columns: list[str], type_column: str | None
+    registered: RegisteredSchema,
+    reader: AvroSchema | None,
+    columns: list[str],
+    type_column: str | None,
+    column_types: Mapping[str, str] | None = None,
 ) -> ReadPlan:
     """The plan for one writer schema: ``reader`` (a record, or a union of records; None: each writer field by
-    name) and ``columns``, the input's payload columns in order (``type_column`` among them gets the record name)."""
+    name) and ``columns``, the input's payload columns in order (``type_column`` among them gets the record name).
+    Without a reader schema, a writer whose field values do not convert to the column's type (``column_types``,
+    the input's ``fields``) is refused: there is no reader schema the gate could have checked."""
     schema_id = registered.id
     writer = _writer_of(registered)
     if isinstance(writer, str):
@@ -69,6 +77,9 @@ def plan_reading(
     name = full_name(writer_schema)
     writer_fields = [field["name"] for field in writer_schema["fields"]]
     if reader is None:
+        mismatch = column_type_mismatch(writer_schema, column_types or {})
+        if mismatch is not None:
+            return ReadPlan(schema_id, None, None, (), (), refusal=f"schema id {schema_id}: column {mismatch}")
         sources = tuple(column if column in writer_fields else None for column in columns)
         return ReadPlan(schema_id, parsed, name, sources, (None,) * len(columns))
     record = _reader_record_for(reader, writer_schema)
@@ -217,3 +228,48 @@ def _default_of(field: dict[str, Any]) -> Any:
     if isinstance(default, str) and plain in ("bytes", "fixed"):
         return default.encode("latin-1")
     return default
+
+
+#: Avro type -> the flat column types its values convert to without loss (Arrow would truncate a double into
+#: int64 without a word)
+_COLUMN_TYPES = {
+    "string": {"string"},
+    "enum": {"string"},
+    "bytes": {"binary"},
+    "fixed": {"binary"},
+    "int": {"int64", "timestamp_ms", "float64"},
+    "long": {"int64", "timestamp_ms", "float64"},
+    "float": {"float64"},
+    "double": {"float64"},
+    "boolean": {"bool"},
+}
+
+
+_FLAT_COLUMN_TYPES = frozenset({"string", "int64", "float64", "bool", "timestamp_ms", "binary"})
+
+
+def column_type_mismatch(record: dict[str, Any], fields: Mapping[str, str]) -> str | None:
+    """The first column of ``fields`` whose field in ``record`` holds values that do not convert to the column's
+    type, said as ``"name: int64, but the schema has it as double ..."``; None when all do. Flat column types
+    only: nested ones are checked value by value as they are read."""
+    for field in record["fields"]:
+        column_type = fields.get(field["name"])
+        avro_type = _plain_name(field["type"])
+        allowed = _COLUMN_TYPES.get(avro_type or "")
+        flat = column_type in _FLAT_COLUMN_TYPES
+        if flat and allowed is not None and column_type not in allowed:
+            return (
+                f"{field['name']}: {column_type}, but the schema has it as {avro_type}, whose values do not "
+                f"convert; use {' or '.join(sorted(allowed))}"
+            )
+    return None
+
+
+def _plain_name(avro_type: Any) -> str | None:
+    """The type name of a field's values, a nullable union seen through; None for a union of several types."""
+    single = _single(avro_type)
+    if isinstance(single, list):
+        return None
+    if isinstance(single, dict):
+        return str(single.get("type"))
+    return str(single)

@@ -135,3 +135,11 @@ def test_an_avro_value_that_does_not_fit_its_column_is_a_dead_letter_not_a_crash
     assert [(row["offset"], row["error_type"]) for row in dead] == [(100, "invalid")]
     assert "does not fit" in dead[0]["reason"] and dead[0]["payload"] == textual
     assert decoded.events.to_pylist()[0]["customer_id"] == 17
+
+
+def test_a_writer_double_into_an_int64_column_is_refused_before_anything_truncates_it() -> None:
+    writer = {"type": "record", "name": "Price", "fields": [{"name": "amount", "type": ["null", "double"]}]}
+    config = SchemaConfig(format="avro", avro_schema=writer, fields={"amount": "int64"})
+
+    with pytest.raises(ConfigError, match=r"schema\.fields\.amount: int64, but the schema has it as double.*float64"):
+        AvroDecoder(EventSchema(config), writer)

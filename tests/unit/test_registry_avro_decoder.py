@@ -303,3 +303,12 @@ def test_upcasters_with_the_type_column_named_event_type_keep_the_full_record_na
     assert decoded.events.select(["event_type", "channel"]).to_pylist() == [
         {"event_type": "shop.orders.OrderPlaced", "channel": "pos"}
     ]
+
+
+def test_without_a_reader_schema_a_writer_whose_values_would_truncate_is_refused() -> None:
+    doubled = {**V1, "fields": [{**f, "type": "double"} if f["name"] == "amount_cents" else f for f in V1["fields"]]}
+    registered = RegisteredSchema(31, json.dumps(doubled))
+
+    plan = plan_reading(registered, None, ["order_id", "amount_cents"], None, {"amount_cents": "int64"})
+
+    assert plan.refusal is not None and "amount_cents: int64, but the schema has it as double" in plan.refusal
