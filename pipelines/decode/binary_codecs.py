@@ -23,7 +23,7 @@ import fastavro
 import numpy as np
 import pyarrow as pa
 
-from pipelines.decode.codecs import DecodedBatch, decode_within_limits
+from pipelines.decode.codecs import DecodedBatch, SelfContainedDecoder, decode_within_limits
 from pipelines.decode.nested_values import is_nested, misfit_path
 from pipelines.decode.schema import EventSchema
 from pipelines.errors import ConfigError
@@ -37,7 +37,7 @@ _CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
 _MISFIT = "an Avro value does not fit the schema's column types"
 
 
-class AvroDecoder:
+class AvroDecoder(SelfContainedDecoder):
     def __init__(self, schema: EventSchema, writer_schema: dict[str, Any]) -> None:
         self._schema = schema
         try:
@@ -166,7 +166,7 @@ def _misfit_reason(row: dict[str, Any], payload_schema: pa.Schema) -> str | None
     return None
 
 
-class RawBytesDecoder:
+class RawBytesDecoder(SelfContainedDecoder):
     """Every record is valid: its bytes become the ``value`` column (null payloads stay null)."""
 
     def __init__(self, schema: EventSchema) -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "Decoder",
     "JsonDecoder",
     "PayloadReader",
+    "SelfContainedDecoder",
     "decode_within_limits",
     "validated",
     "with_metadata",
@@ -95,6 +96,23 @@ class Decoder(Protocol):
 
     def decode(self, raw: RawBatch, now_ms: int | None = None) -> DecodedBatch: ...
 
+    async def prepare(self, raw: RawBatch) -> None:
+        """Fetch what decoding ``raw`` needs from elsewhere (writer schemas from a registry), before :meth:`decode`,
+        which does no I/O."""
+
+    async def close(self) -> None:
+        """Release what :meth:`prepare` opened."""
+
+
+class SelfContainedDecoder:
+    """A decoder that needs nothing from elsewhere: :meth:`prepare` and :meth:`close` do nothing."""
+
+    async def prepare(self, raw: RawBatch) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
 
 #: Reads the payloads of a fetch within the limits: the payload columns of the records it could read, their
 #: positions in the fetch (int64, increasing; None: every record), and dead letters for the others.
@@ -112,7 +130,7 @@ class _Refusal:
     column: str | None = None
 
 
-class JsonDecoder:
+class JsonDecoder(SelfContainedDecoder):
     """Decodes JSON object payloads to the schema's columns; extra JSON fields are ignored.
 
     A record is a dead letter of error type ``undecodable`` when it is not one JSON object in valid UTF-8, and

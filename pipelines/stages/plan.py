@@ -83,13 +83,11 @@ class CompiledInput:
     async def prepare(self, raw: RawBatch) -> None:
         """What decoding ``raw`` needs from elsewhere, fetched (writer schemas from a registry); nothing for most
         decoders."""
-        if isinstance(self.decoder, RegistryAvroDecoder | RegistryJsonDecoder):
-            await self.decoder.prepare(raw)
+        await self.decoder.prepare(raw)
 
     async def close(self) -> None:
         """Release what :meth:`prepare` opened (a registry's HTTP session)."""
-        if isinstance(self.decoder, RegistryAvroDecoder | RegistryJsonDecoder):
-            await self.decoder.close()
+        await self.decoder.close()
 
     def decode(self, raw: RawBatch) -> DecodedBatch:
         """Decoded, valid events with metadata columns, and dead letters for the rest (after :meth:`prepare`)."""

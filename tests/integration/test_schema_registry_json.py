@@ -19,6 +19,7 @@ from pipelines.examples.order_versions import V1
 from pipelines.io.records import RawBatch
 from pipelines.schemas.registry_client import RegistryClient
 from pipelines.schemas.wire_format import framed
+from tests.raw_batches import payload_batch
 
 ORDER_SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}, "amount_cents": {"type": "integer"}}}
 
@@ -49,15 +50,7 @@ def test_json_schema_records_read_and_other_ids_dead_lettered(schema_registry_ur
         framed(unknown_id, b"{}"),
         framed(json_id, b'{"order_id": "o3", "amount_cents": 300}'),
     ]
-    raw = RawBatch(
-        topic="orders-json",
-        partition=0,
-        offsets=pa.array(range(4), pa.int64()),
-        payloads=pa.array(payloads, pa.binary()),
-        keys=pa.nulls(4, pa.binary()),
-        timestamps=pa.nulls(4, pa.int64()),
-        traceparents=pa.nulls(4, pa.string()),
-    )
+    raw = payload_batch(payloads, topic="orders-json")
     registry = RegistryConfig(url=schema_registry_url)
     config = SchemaConfig(format="json", registry=registry, fields={"order_id": "string", "amount_cents": "int64"})
 

@@ -22,6 +22,7 @@ from pipelines.io.avro_rows import AvroEncodingError, AvroRowEncoder, missing_wr
 from pipelines.io.records import RawBatch
 from pipelines.schemas.registry_client import RegisteredSchema
 from pipelines.schemas.resolution import plan_reading
+from tests.raw_batches import payload_batch
 
 FIELDS: dict[str, Any] = {
     "order_id": "string",
@@ -41,16 +42,7 @@ ROWS = pa.table(
 
 
 def raw(payloads: list[bytes]) -> RawBatch:
-    count = len(payloads)
-    return RawBatch(
-        topic="out",
-        partition=0,
-        offsets=pa.array(range(count), pa.int64()),
-        payloads=pa.array(payloads, pa.binary()),
-        keys=pa.nulls(count, pa.binary()),
-        timestamps=pa.nulls(count, pa.int64()),
-        traceparents=pa.nulls(count, pa.string()),
-    )
+    return payload_batch(payloads, topic="out")
 
 
 def test_rows_written_with_the_schema_id_read_back_with_defaults_filled() -> None:

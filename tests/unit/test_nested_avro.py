@@ -23,6 +23,7 @@ from pipelines.io.records import RawBatch
 from pipelines.schemas.registry_client import RegisteredSchema
 from pipelines.schemas.resolution import plan_reading
 from pipelines.schemas.wire_format import framed
+from tests.raw_batches import payload_batch
 
 MISFIT = "an Avro value does not fit the schema's column types"
 ADDRESS = {
@@ -72,16 +73,7 @@ def order(order_id: str, **changes: Any) -> dict[str, Any]:
 
 
 def raw_batch(payloads: list[bytes]) -> RawBatch:
-    count = len(payloads)
-    return RawBatch(
-        topic="orders",
-        partition=0,
-        offsets=pa.array(range(count), pa.int64()),
-        payloads=pa.array(payloads, pa.binary()),
-        keys=pa.nulls(count, pa.binary()),
-        timestamps=pa.nulls(count, pa.int64()),
-        traceparents=pa.nulls(count, pa.string()),
-    )
+    return payload_batch(payloads)
 
 
 def decode(fields: dict[str, str], records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[int, str]]:

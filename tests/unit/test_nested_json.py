@@ -18,6 +18,7 @@ from pipelines.decode.json_verdicts import TypedLines
 from pipelines.decode.plain_values import plain_lines
 from pipelines.decode.schema import EventSchema
 from pipelines.io.records import RawBatch
+from tests.raw_batches import payload_batch
 from tests.unit.test_json_verdicts import VALUES
 
 MISMATCH = "a value does not match the schema's column type"
@@ -32,16 +33,7 @@ ITEMS = FIELDS["items"]
 
 
 def raw_batch(payloads: list[bytes]) -> RawBatch:
-    count = len(payloads)
-    return RawBatch(
-        topic="orders",
-        partition=0,
-        offsets=pa.array(range(count), pa.int64()),
-        payloads=pa.array(payloads, pa.binary()),
-        keys=pa.nulls(count, pa.binary()),
-        timestamps=pa.nulls(count, pa.int64()),
-        traceparents=pa.nulls(count, pa.string()),
-    )
+    return payload_batch(payloads)
 
 
 def encoded(record: Any) -> bytes:

@@ -25,6 +25,7 @@ from pipelines.io.records import RawBatch
 from pipelines.schemas.registry_client import RegisteredSchema
 from pipelines.schemas.resolution import plan_reading
 from pipelines.schemas.wire_format import NOT_WIRE_FORMAT, framed, schema_ids
+from tests.raw_batches import payload_batch
 
 FIELDS: dict[str, Any] = {
     "order_id": "string",
@@ -64,16 +65,7 @@ def decoder(config: SchemaConfig | None = None, unknown: tuple[int, ...] = ()) -
 
 
 def raw_batch(payloads: list[bytes | None]) -> RawBatch:
-    count = len(payloads)
-    return RawBatch(
-        topic="orders",
-        partition=0,
-        offsets=pa.array(range(500, 500 + count), pa.int64()),
-        payloads=pa.array(payloads, pa.binary()),
-        keys=pa.nulls(count, pa.binary()),
-        timestamps=pa.nulls(count, pa.int64()),
-        traceparents=pa.nulls(count, pa.string()),
-    )
+    return payload_batch(payloads, first_offset=500)
 
 
 def resolved_by_fastavro(payload: bytes, version: int) -> dict[str, Any]:

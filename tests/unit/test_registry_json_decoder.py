@@ -13,6 +13,7 @@ from pipelines.decode.schema import EventSchema
 from pipelines.io.records import RawBatch
 from pipelines.schemas.resolution import ReadPlan
 from pipelines.schemas.wire_format import framed
+from tests.raw_batches import payload_batch
 
 REGISTRY = RegistryConfig(url="http://127.0.0.1:1")
 CONFIG = SchemaConfig(
@@ -30,16 +31,7 @@ def decoder() -> RegistryJsonDecoder:
 
 
 def raw(payloads: list[bytes | None]) -> RawBatch:
-    count = len(payloads)
-    return RawBatch(
-        topic="orders-json",
-        partition=1,
-        offsets=pa.array(range(10, 10 + count), pa.int64()),
-        payloads=pa.array(payloads, pa.binary()),
-        keys=pa.nulls(count, pa.binary()),
-        timestamps=pa.nulls(count, pa.int64()),
-        traceparents=pa.nulls(count, pa.string()),
-    )
+    return payload_batch(payloads, topic="orders-json", partition=1, first_offset=10)
 
 
 def test_bodies_of_known_json_schemas_are_read_and_the_rest_dead_lettered_with_their_bytes() -> None:
